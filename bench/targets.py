@@ -1,0 +1,158 @@
+"""Starting and stopping what a scenario measures: the fake CSMS and the proxies in front of it.
+
+Every process is fresh per run, listens on a free 127.0.0.1 port, writes its output to a log file
+in the run's scratch directory, runs in its own process group (stopped as a group) and gets
+SIGTERM if the bench dies. `start_target` raises `Unavailable` with a readable reason when a
+target cannot be started (nginx not installed, the proxy not ready in time, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.loadgen import spawn
+from bench.peers import nginx
+
+TARGETS = ("direct", "ere-proxy", "nginx", "naive-trio-ws", "naive-websockets")
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 15.0
+
+
+class Unavailable(Exception):
+    """A target could not be started; the message says why."""
+
+
+@dataclass
+class Running:
+    """A started process (or none, for `direct`) and the URL chargers connect to."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(name: str, argv: list[str], scratch: Path, url: str) -> Running:
+    log = scratch / f"{name}.log"
+    with log.open("wb") as out:
+        proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                     cwd=REPO, start_new_session=True)
+    return Running(name, url, proc, log)
+
+
+def _log_tail(running: Running, lines: int = 15) -> str:
+    if running.log is None or not running.log.exists():
+        return ""
+    tail = running.log.read_text(errors="replace").strip().splitlines()[-lines:]
+    return ("\n    " + "\n    ".join(tail)) if tail else ""
+
+
+def _wait(running: Running, ready, what: str, timeout: float = READY_TIMEOUT) -> Running:
+    """Poll `ready()` until true; stop the process and raise Unavailable on exit or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running.proc and running.proc.poll() is not None:
+            stop(running)
+            raise Unavailable(f"{running.name} exited with status {running.proc.returncode}{_log_tail(running)}")
+        if ready():
+            return running
+        time.sleep(0.05)
+    stop(running)
+    raise Unavailable(f"{running.name}: {what} not ready within {timeout:g} s{_log_tail(running)}")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def start_csms(scratch: Path, lifetime: float) -> tuple[Running, int]:
+    """The fake CSMS on a free port; returns it and its port."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--max-seconds", str(lifetime)]
+    running = _start("fake-csms", argv, scratch, f"ws://127.0.0.1:{port}/ocpp")
+    return _wait(running, lambda: _accepts(port), f"port {port}"), port
+
+
+def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lifetime: float,
+                 ere_workers: int = 1, ere_extra_toml: str = "") -> Running:
+    """Start target `name` in front of the fake CSMS on `csms_port`; return it once it serves."""
+    upstream = f"ws://127.0.0.1:{csms_port}"
+    if name == "direct":
+        return Running(name, f"{upstream}/ocpp")
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ocpp"
+    if name == "ere-proxy":
+        admin = free_port()
+        config = scratch / "ere-proxy.toml"
+        config.write_text(
+            f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {ere_workers}\n'
+            f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
+            f'[log]\nlevel = "warning"\n'
+            f'[default_route]\nupstream = "{upstream}/ocpp"\nauth = "passthrough"\n'
+            + (f"\n{ere_extra_toml}\n" if ere_extra_toml else "")
+        )
+        argv = [sys.executable, "-m", "proxy", "proxy", "--config", str(config)]
+        running = _start(name, argv, scratch, url)
+        return _wait(running, lambda: _http_ok(f"http://127.0.0.1:{admin}/readyz"), "/readyz")
+    if name == "nginx":
+        binary = nginx.find_nginx()
+        if binary is None:
+            raise Unavailable(f"nginx is not installed; {nginx.INSTALL_HINT}")
+        conf = nginx.write_config(scratch / "nginx", port, csms_port, chargers)
+        return _wait(_start(name, nginx.command(binary, conf), scratch, url), lambda: _accepts(port), f"port {port}")
+    if name in ("naive-trio-ws", "naive-websockets"):
+        module = "bench.peers." + name.replace("-", "_")
+        argv = [sys.executable, "-m", module, "--port", str(port), "--upstream", upstream,
+                "--max-seconds", str(lifetime)]
+        return _wait(_start(name, argv, scratch, url), lambda: _accepts(port), f"port {port}")
+    raise Unavailable(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+
+
+def stop(running: Running, grace: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if still running after `grace` seconds."""
+    proc = running.proc
+    if proc is None:
+        return
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

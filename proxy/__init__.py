@@ -1,0 +1,1 @@
+"""OCPP-J proxy that forwards chargers to their back-office and keeps every charging session."""

@@ -1,0 +1,65 @@
+"""The `ere-proxy` command (also `python -m proxy`).
+
+Subcommands: `proxy` runs the proxy role, `run` runs every role on this machine (for now the
+proxy role), `hash-password` prints a password hash for a `managed` route. The configuration
+file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
+defaults apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+import trio
+
+from proxy.auth import hash_password
+from proxy.config import ConfigError, load_config
+from proxy.logs import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ere-proxy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("proxy", "run the proxy role"),
+        ("run", "run all roles on this machine"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
+        cmd.add_argument("--workers", type=int, help="proxy processes sharing the port (default: from config)")
+        cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
+    hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        password = args.password
+        if password is None:
+            password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        print(hash_password(password))
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ere-proxy: {exc}", file=sys.stderr)
+        return 2
+    workers = args.workers or config.proxy.workers
+    if workers != config.proxy.workers:
+        config = msgspec.structs.replace(config, proxy=msgspec.structs.replace(config.proxy, workers=workers))
+    setup_logging(config.log.level, args.worker_index)
+    if workers > 1 and args.worker_index is None:
+        from proxy.supervisor import supervise
+
+        return trio.run(supervise, args.config, workers)
+    from proxy.role import run_proxy_role
+
+    trio.run(run_proxy_role, args.config, config, args.worker_index or 0)
+    return 0

@@ -1,0 +1,107 @@
+"""Configuration: one TOML file, decoded into typed structs.
+
+Loading fails with `ConfigError` naming the bad field; a running proxy keeps its old configuration
+when a reload fails (see `server.py`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+SUPPORTED_SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class ProxySettings(_Struct):
+    host: str = "127.0.0.1"
+    port: int = 9000
+    # Chargers connect to <scheme>://host:port<path_prefix>/<percent-encoded identity>.
+    path_prefix: str = "/ocpp"
+    workers: int = 1
+    # Treat a charger that offers no subprotocol as speaking this one (some chargers send none).
+    default_subprotocol: str = "ocpp1.6"
+    handshake_timeout: float = 10.0
+    dial_timeout: float = 10.0
+    idle_timeout: float = 900.0
+    close_timeout: float = 5.0
+    drain_timeout: float = 10.0
+    max_message_size: int = 1 << 20
+    max_header_size: int = 16 * 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class AdminSettings(_Struct):
+    host: str = "127.0.0.1"
+    # Worker i of `--workers N` serves /metrics, /healthz and /readyz on port + i.
+    port: int = 9100
+
+
+class LogSettings(_Struct):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Route(_Struct):
+    """Where one charger's link goes and how it authenticates.
+
+    `passthrough` forwards the charger's Authorization header upstream unchanged; `managed`
+    checks the charger's Basic password against `password_hash` and sends
+    `upstream_username`/`upstream_password` (if given) upstream instead.
+    """
+
+    upstream: str
+    auth: Literal["passthrough", "managed"] = "passthrough"
+    password_hash: str | None = None
+    upstream_username: str | None = None
+    upstream_password: str | None = None
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"upstream must be a ws:// or wss:// URL, got {self.upstream!r}")
+        if self.auth == "managed" and not self.password_hash:
+            raise ValueError("auth = 'managed' needs password_hash")
+
+
+class Config(_Struct):
+    proxy: ProxySettings = ProxySettings()
+    admin: AdminSettings = AdminSettings()
+    log: LogSettings = LogSettings()
+    # Route for identities not listed under [chargers]; absent means they are refused (404).
+    default_route: Route | None = None
+    chargers: dict[str, Route] = {}
+
+    def __post_init__(self) -> None:
+        if self.proxy.default_subprotocol not in SUPPORTED_SUBPROTOCOLS:
+            raise ValueError(f"proxy.default_subprotocol must be one of {SUPPORTED_SUBPROTOCOLS}")
+        if (self.proxy.tls_cert is None) != (self.proxy.tls_key is None):
+            raise ValueError("proxy.tls_cert and proxy.tls_key go together")
+        if self.proxy.path_prefix and not self.proxy.path_prefix.startswith("/"):
+            raise ValueError("proxy.path_prefix must start with '/'")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate the TOML file at `path` (None gives the defaults)."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return msgspec.convert(raw, Config)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

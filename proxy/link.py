@@ -1,0 +1,243 @@
+"""A link: one charger connection and its upstream connection, forwarded byte for byte.
+
+Two pumps move bytes as received (`receive_some` → `send_all`); each direction's bytes also go
+through a `FrameReader` on the side, which reports the messages that passed (for metrics, and
+later session capture) and the protocol errors that end the link. The proxy never re-frames:
+pings, pongs, fragments and close frames pass end to end.
+
+Ending: the first pump to stop decides how the link ends (`LinkEnd`); then each side that still
+needs one gets a close frame of our own (only at a frame boundary, so nothing is corrupted), we
+wait up to `close_timeout` for its close reply, and both sockets are closed. Cancellation from
+outside (`stop`) ends the link the same way, shielded and bounded in time. No exception of a
+link escapes `run` other than cancellation of the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from time import perf_counter
+
+import trio
+
+from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, ProtocolError, encode_close
+from proxy.metrics import DirectionMeters
+
+log = logging.getLogger("proxy.link")
+
+RECEIVE_SIZE = 65536
+# Bound on remembered unanswered CALL ids per direction (a charger may never answer).
+_MAX_PENDING = 32
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class LinkEnd(enum.Enum):
+    CLOSED = "closed"  # a close frame passed and its side hung up
+    CHARGER_EOF = "charger_eof"
+    UPSTREAM_EOF = "upstream_eof"
+    CHARGER_ERROR = "charger_error"
+    UPSTREAM_ERROR = "upstream_error"
+    CHARGER_PROTOCOL_ERROR = "charger_protocol_error"
+    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+    IDLE = "idle"
+    CLOSE_TIMEOUT = "close_timeout"
+    REPLACED = "replaced"
+    SHUTDOWN = "shutdown"
+    INTERNAL_ERROR = "internal_error"
+
+
+GOING_AWAY = 1001
+INTERNAL = 1011
+
+
+@dataclass(eq=False)
+class Side:
+    """One leg of a link, named by the peer on it."""
+
+    name: str  # "charger" or "upstream"
+    stream: trio.abc.Stream
+    reader: FrameReader  # reads what this peer sends
+    meters: DirectionMeters  # counts what this peer sends
+    mask: bool  # frames we write to this peer must be masked (we are its client)
+    pending: set[str]  # ids of CALLs this peer sent that are not answered yet
+    gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
+    dirty: bool = False  # a write to this peer was interrupted mid-way
+
+
+@dataclass(frozen=True)
+class LinkTimeouts:
+    idle: float
+    close: float
+
+
+class Link:
+    """Forwarding between a charger and its upstream; `run` returns how the link ended."""
+
+    def __init__(
+        self,
+        identity: str,
+        charger: Side,
+        upstream: Side,
+        timeouts: LinkTimeouts,
+        charger_trailing: bytes = b"",
+        upstream_trailing: bytes = b"",
+    ) -> None:
+        self.identity = identity
+        self.charger = charger
+        self.upstream = upstream
+        self._timeouts = timeouts
+        self._trailing = {charger: charger_trailing, upstream: upstream_trailing}
+        self._scope = trio.CancelScope()
+        self._idle_scope = trio.CancelScope()
+        self._end: LinkEnd | None = None
+        self._codes: dict[Side, tuple[int, str]] = {}
+        self._draining = False
+        self.finished = trio.Event()
+
+    # -- control from outside ------------------------------------------------------------
+    def stop(self, end: LinkEnd) -> None:
+        """End the link now (e.g. REPLACED, SHUTDOWN); both peers get 1001."""
+        reason = "replaced by a new connection" if end is LinkEnd.REPLACED else "going away"
+        self._finish(end, {self.charger: (GOING_AWAY, reason), self.upstream: (GOING_AWAY, reason)})
+
+    def drain(self, deadline: float) -> None:
+        """End the link with SHUTDOWN once no CALL is in flight, or at `deadline` at the latest."""
+        self._draining = True
+        self._scope.deadline = min(self._scope.deadline, deadline)
+        self._end_if_drained()
+
+    # -- running --------------------------------------------------------------------------
+    async def run(self) -> LinkEnd:
+        try:
+            with self._scope:
+                with self._idle_scope:
+                    self._idle_scope.deadline = trio.current_time() + self._timeouts.idle
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, self.charger, self.upstream)
+                        nursery.start_soon(self._pump, self.upstream, self.charger)
+                if self._idle_scope.cancelled_caught:
+                    self._finish_idle()
+            if self._end is None:  # the scope's deadline: a close handshake or drain took too long
+                draining = self._draining
+                end = LinkEnd.SHUTDOWN if draining else LinkEnd.CLOSE_TIMEOUT
+                self._finish(end, self._both(GOING_AWAY, "going away") if draining else {})
+        except Exception:
+            log.exception("link failed", extra={"identity": self.identity})
+            self._finish(LinkEnd.INTERNAL_ERROR, self._both(INTERNAL, "internal error"))
+        finally:
+            await self._close_sides()
+            self.finished.set()
+        assert self._end is not None
+        return self._end
+
+    def _both(self, code: int, reason: str) -> dict[Side, tuple[int, str]]:
+        return {self.charger: (code, reason), self.upstream: (code, reason)}
+
+    def _finish_idle(self) -> None:
+        self._finish(LinkEnd.IDLE, self._both(GOING_AWAY, "idle timeout"))
+
+    def _finish(self, end: LinkEnd, codes: dict[Side, tuple[int, str]]) -> None:
+        """Record how the link ends (first call wins) and stop both pumps."""
+        if self._end is not None:
+            return
+        self._end = end
+        self._codes = codes
+        self._scope.cancel()
+
+    def _end_if_drained(self) -> None:
+        if self._draining and not self.charger.pending and not self.upstream.pending:
+            self._finish(LinkEnd.SHUTDOWN, self._both(GOING_AWAY, "going away"))
+
+    async def _pump(self, src: Side, dst: Side) -> None:
+        """Forward what `src` sends to `dst` until either fails or `src` hangs up."""
+        feed = src.reader.feed
+        send_all = dst.stream.send_all
+        receive_some = src.stream.receive_some
+        meters = src.meters
+        observe = meters.forward_seconds.observe
+        count_bytes = meters.bytes.inc
+        count = meters.count
+        idle_scope, idle_timeout = self._idle_scope, self._timeouts.idle
+        data = self._trailing.pop(src)
+        started = perf_counter()
+        while True:
+            if data:
+                try:
+                    messages = feed(data)
+                except ProtocolError as exc:
+                    meters.codec_error(exc.close_code)
+                    end = LinkEnd.CHARGER_PROTOCOL_ERROR if src is self.charger else LinkEnd.UPSTREAM_PROTOCOL_ERROR
+                    self._finish(end, {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")})
+                    return
+                dst.dirty = True
+                try:
+                    await send_all(data)
+                except _STREAM_ERRORS:
+                    dst.gone = True
+                    end = LinkEnd.CHARGER_ERROR if dst is self.charger else LinkEnd.UPSTREAM_ERROR
+                    self._finish(end, {src: (INTERNAL, "peer connection failed")})
+                    return
+                dst.dirty = False
+                observe(perf_counter() - started)
+                count_bytes(len(data))
+                idle_scope.deadline = trio.current_time() + idle_timeout
+                for message in messages:
+                    count(message.opcode, message.message_type, message.action)
+                    if message.message_type == CALL:
+                        if len(src.pending) >= _MAX_PENDING:
+                            src.pending.pop()
+                        src.pending.add(message.unique_id or "")
+                    elif message.message_type in (CALLRESULT, CALLERROR):
+                        dst.pending.discard(message.unique_id or "")
+                if src.reader.closed:
+                    # A close frame passed: the other side has close_timeout to answer it.
+                    self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._timeouts.close)
+                if self._draining:
+                    self._end_if_drained()
+            try:
+                data = await receive_some(RECEIVE_SIZE)
+            except _STREAM_ERRORS:
+                src.gone = True
+                end = LinkEnd.CHARGER_ERROR if src is self.charger else LinkEnd.UPSTREAM_ERROR
+                self._finish(end, {dst: (INTERNAL, "peer connection failed")})
+                return
+            started = perf_counter()
+            if not data:
+                src.gone = True
+                if src.reader.closed:
+                    self._finish(LinkEnd.CLOSED, {})
+                else:
+                    end = LinkEnd.CHARGER_EOF if src is self.charger else LinkEnd.UPSTREAM_EOF
+                    self._finish(end, {dst: (GOING_AWAY, "peer went away")})
+                return
+
+    # -- closing --------------------------------------------------------------------------
+    async def _close_sides(self) -> None:
+        """Send each side its close frame if it needs one, await its answer briefly, close sockets."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._timeouts.close):
+                async with trio.open_nursery() as nursery:
+                    for side, other in ((self.charger, self.upstream), (self.upstream, self.charger)):
+                        nursery.start_soon(self._close_side, side, other)
+            for side in (self.charger, self.upstream):
+                await trio.aclose_forcefully(side.stream)
+
+    async def _close_side(self, side: Side, other: Side) -> None:
+        code = self._codes.get(side)
+        # `other.reader` has seen every byte we sent to `side`.
+        writable = not side.gone and not side.dirty and other.reader.at_frame_boundary
+        try:
+            if code is not None and writable and not other.reader.closed:
+                await side.stream.send_all(encode_close(code[0], code[1], mask=side.mask))
+            elif not other.reader.closed:
+                return  # no close frame went to this side: nothing to wait for
+            # Await the peer's close reply (and, for an upstream server, its hang-up).
+            while not side.gone and not (side.reader.closed and side is self.charger):
+                data = await side.stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    return
+                side.reader.feed(data)
+        except (*_STREAM_ERRORS, ProtocolError, trio.BusyResourceError):
+            return
+

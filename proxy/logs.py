@@ -1,0 +1,47 @@
+"""JSON structured logs, one object per line on stderr.
+
+Fields given with `extra=` become keys of the object. Headers and credentials are never passed
+to the logger anywhere in the proxy; as a second line of defence, keys that name secrets are
+dropped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+
+import orjson
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRET_KEYS = frozenset({"authorization", "password", "upstream_password", "password_hash", "credentials"})
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if self._worker is not None:
+            entry["worker"] = self._worker
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key.lower() not in _SECRET_KEYS:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str, worker: int | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(worker))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,133 @@
+"""Prometheus metrics of the proxy role.
+
+Label values are bounded: the action label only takes OCPP action names (anything else a
+charger sends counts as "other"), so a hostile charger cannot blow up the series count.
+Children are resolved once per direction, so the forwarding path only does increments.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
+
+CHARGER_TO_UPSTREAM = "charger_to_upstream"
+UPSTREAM_TO_CHARGER = "upstream_to_charger"
+
+# Actions of OCPP 1.6, 2.0.1 and 2.1.
+OCPP_ACTIONS = frozenset(
+    """AFRRSignal AdjustPeriodicEventStream Authorize BatterySwap BootNotification
+    CancelReservation CertificateSigned ChangeAvailability ChangeConfiguration
+    ChangeTransactionTariff ClearCache ClearChargingProfile ClearDERControl ClearDisplayMessage
+    ClearTariffs ClearVariableMonitoring ClearedChargingLimit ClosePeriodicEventStream
+    CostUpdated CustomerInformation DataTransfer DeleteCertificate DiagnosticsStatusNotification
+    ExtendedTriggerMessage FirmwareStatusNotification Get15118EVCertificate GetBaseReport
+    GetCertificateChainStatus GetCertificateStatus GetChargingProfiles GetCompositeSchedule
+    GetConfiguration GetDERControl GetDiagnostics GetDisplayMessages GetInstalledCertificateIds
+    GetLocalListVersion GetLog GetMonitoringReport GetPeriodicEventStream GetReport GetTariffs
+    GetTransactionStatus GetVariables Heartbeat InstallCertificate LogStatusNotification
+    MeterValues NotifyAllowedEnergyTransfer NotifyChargingLimit NotifyCustomerInformation
+    NotifyDERAlarm NotifyDERStartStop NotifyDisplayMessages NotifyEVChargingNeeds
+    NotifyEVChargingSchedule NotifyEvent NotifyMonitoringReport NotifyPriorityCharging
+    NotifyReport NotifySettlement NotifyWebPaymentStarted OpenPeriodicEventStream
+    PublishFirmware PublishFirmwareStatusNotification PullDynamicScheduleUpdate
+    RemoteStartTransaction RemoteStopTransaction ReportChargingProfiles ReportDERControl
+    RequestBatterySwap RequestStartTransaction RequestStopTransaction ReservationStatusUpdate
+    ReserveNow Reset SecurityEventNotification SendLocalList SetChargingProfile SetDERControl
+    SetDefaultTariff SetDisplayMessage SetMonitoringBase SetMonitoringLevel SetNetworkProfile
+    SetVariableMonitoring SetVariables SignCertificate SignedFirmwareStatusNotification
+    SignedUpdateFirmware StartTransaction StatusNotification StopTransaction TransactionEvent
+    TriggerMessage UnlockConnector UnpublishFirmware UpdateDynamicSchedule UpdateFirmware
+    UsePriorityCharging VatNumberValidation""".split()
+)
+
+_OCPP_TYPE_NAMES = {CALL: "call", CALLRESULT: "callresult", CALLERROR: "callerror", NOT_OCPP: "not_ocpp"}
+_CONTROL_NAMES = {BINARY: "binary", CLOSE: "close", PING: "ping", PONG: "pong"}
+
+# Forwarding takes microseconds; dialing an upstream takes milliseconds to seconds.
+_FORWARD_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
+_DIAL_BUCKETS = (1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ProxyMetrics:
+    """All metrics of one proxy process, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge(
+            "ere_proxy_connected_chargers", "Chargers with a live link.", registry=r
+        )
+        self.handshakes = Counter(
+            "ere_proxy_handshakes", "Charger handshakes by outcome.", ["outcome"], registry=r
+        )
+        self.frames = Counter(
+            "ere_proxy_frames",
+            "Forwarded WebSocket messages by direction and OCPP-J message type.",
+            ["direction", "type"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            "ere_proxy_forwarded_bytes", "Forwarded bytes by direction.", ["direction"], registry=r
+        )
+        self.calls = Counter(
+            "ere_proxy_calls", "Forwarded OCPP CALLs by direction and action.", ["direction", "action"], registry=r
+        )
+        self.dial_seconds = Histogram(
+            "ere_proxy_upstream_dial_seconds",
+            "Time to connect and complete the upstream handshake.",
+            buckets=_DIAL_BUCKETS,
+            registry=r,
+        )
+        self.forward_seconds = Histogram(
+            "ere_proxy_forward_seconds",
+            "Time from receiving bytes from one side to having sent them to the other.",
+            ["direction"],
+            buckets=_FORWARD_BUCKETS,
+            registry=r,
+        )
+        self.codec_errors = Counter(
+            "ere_proxy_codec_errors",
+            "WebSocket protocol errors by the side that made them and the close code sent.",
+            ["direction", "close_code"],
+            registry=r,
+        )
+        self.link_ends = Counter(
+            "ere_proxy_link_ends", "Links ended, by reason.", ["reason"], registry=r
+        )
+
+    def direction(self, direction: str) -> DirectionMeters:
+        return DirectionMeters(self, direction)
+
+
+class DirectionMeters:
+    """Pre-resolved metric children for one forwarding direction (shared by all links)."""
+
+    def __init__(self, metrics: ProxyMetrics, direction: str) -> None:
+        self.direction = direction
+        self.bytes = metrics.bytes.labels(direction)
+        self.forward_seconds = metrics.forward_seconds.labels(direction)
+        self._metrics = metrics
+        self._frames = {
+            (TEXT, t): metrics.frames.labels(direction, name) for t, name in _OCPP_TYPE_NAMES.items()
+        }
+        self._frames.update(
+            {(op, NOT_OCPP): metrics.frames.labels(direction, name) for op, name in _CONTROL_NAMES.items()}
+        )
+        self._calls: dict[str | None, Counter] = {}
+        self._other_calls = metrics.calls.labels(direction, "other")
+
+    def count(self, opcode: int, message_type: int, action: str | None) -> None:
+        """Count one forwarded message."""
+        self._frames[opcode, message_type].inc()
+        if message_type == CALL:
+            counter = self._calls.get(action)
+            if counter is None:
+                if action not in OCPP_ACTIONS:
+                    counter = self._other_calls
+                else:
+                    counter = self._calls[action] = self._metrics.calls.labels(self.direction, action)
+            counter.inc()
+
+    def codec_error(self, close_code: int) -> None:
+        self._metrics.codec_errors.labels(self.direction, str(close_code)).inc()

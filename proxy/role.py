@@ -1,0 +1,89 @@
+"""Running the proxy role in one process: listeners, admin endpoint, signals.
+
+SIGHUP reloads the configuration (routes and settings for new connections; a bad file is
+logged and the old configuration kept); SIGTERM and SIGINT shut down gracefully (see
+`ProxyServer.shutdown`). The process raises its open-file limit to the hard limit at start and
+logs how many chargers that allows (each link holds two sockets).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+from pathlib import Path
+
+import trio
+
+from proxy.admin import AdminServer
+from proxy.config import Config, ConfigError, load_config
+from proxy.metrics import ProxyMetrics
+from proxy.routing import StaticRouter
+from proxy.server import ProxyServer, open_listener, server_ssl_context
+
+log = logging.getLogger("proxy.role")
+
+# File descriptors kept for the listener, admin, logs, DNS and the database.
+_RESERVED_FDS = 64
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def charger_capacity(fd_limit: int) -> int:
+    return max(0, (fd_limit - _RESERVED_FDS) // 2)
+
+
+async def run_proxy_role(
+    config_path: Path | None,
+    config: Config,
+    worker: int = 0,
+    *,
+    task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or cancellation); `task_status.started` gets the server."""
+    fd_limit = raise_fd_limit()
+    log.info(
+        "proxy starting",
+        extra={"fd_limit": fd_limit, "max_chargers": charger_capacity(fd_limit), "worker": worker},
+    )
+    metrics = ProxyMetrics()
+    router = StaticRouter(config)
+    server = ProxyServer(config, router, metrics)
+    listener: trio.abc.Listener[trio.abc.Stream] = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
+    context = server_ssl_context(config.proxy)
+    if context is not None:
+        listener = trio.SSLListener(listener, context, https_compatible=False)
+    admin = AdminServer(metrics.registry, lambda: server.accepting)
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run, [listener])
+            await nursery.start(admin.serve, config.admin.host, config.admin.port + worker)
+            log.info("proxy listening", extra={"host": config.proxy.host, "port": config.proxy.port})
+            task_status.started(server)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload(config_path, router, server)
+                    continue
+                log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+                server.shutdown()
+                break
+            await server.stopped.wait()  # the admin endpoint stays up while links drain
+            nursery.cancel_scope.cancel()
+    log.info("proxy stopped")
+
+
+def _reload(config_path: Path | None, router: StaticRouter, server: ProxyServer) -> None:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        log.error("reload failed; keeping the running configuration", extra={"error": str(exc)})
+        return
+    router.replace(config)
+    server.reconfigure(config)
+    log.info("configuration reloaded", extra={"chargers": len(config.chargers)})

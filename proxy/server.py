@@ -1,0 +1,293 @@
+"""The proxy role: accept chargers, dial their upstream first, then run a `Link` per charger.
+
+Per connection: read the charger's upgrade request (bounded by `handshake_timeout` and
+`max_header_size`), route and authenticate it, replace an older link of the same identity,
+dial the upstream offering the charger's subprotocols, and only then accept the charger with
+the subprotocol the upstream chose. Refusals are answered over HTTP: our own (400/401/404/...),
+the upstream's mirrored (401/403/404), or 502/504 when the upstream is unreachable or slow.
+
+Resource handling: every connection's sockets are closed in `finally`. Error handling: a failing
+connection is logged and counted; no exception reaches the listener and other links go on.
+Shutdown (`shutdown`): stop accepting, let each link finish its in-flight CALLs until the drain
+deadline, close every link with 1001, and cancel what is left after the close timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from functools import lru_cache
+from time import perf_counter
+
+import trio
+
+from proxy.auth import PasswordCache, decide_auth, verify_password
+from proxy.codec import FrameReader, encode_close
+from proxy.config import Config, ProxySettings, Route
+from proxy.handshake import (
+    ChargerHandshake,
+    ChargerRequest,
+    HandshakeRefused,
+    UpstreamAccepted,
+    UpstreamHandshake,
+    UpstreamProtocolError,
+    upstream_offer,
+)
+from proxy.link import Link, LinkEnd, LinkTimeouts, Side
+from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
+from proxy.routing import Router, upstream_url
+
+log = logging.getLogger("proxy.server")
+
+_HANDSHAKE_READ = 4096
+_PROTOCOL_ERROR = 1002
+
+
+class _Refusal(Exception):
+    """Internal: answer the charger with this HTTP refusal and count it as `outcome`."""
+
+    def __init__(self, refusal: HandshakeRefused, outcome: str) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+        self.outcome = outcome
+
+
+_OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "bad_request",
+             426: "bad_request", 431: "headers_too_large"}
+
+
+def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.SocketListener:
+    """A listening TCP socket; several processes can share the port with `reuse_port`."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, settings.port))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+@lru_cache(maxsize=64)
+def _client_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+class ProxyServer:
+    """Serves chargers on the given listeners until `shutdown` is called."""
+
+    def __init__(self, config: Config, router: Router, metrics: ProxyMetrics) -> None:
+        self.settings = config.proxy
+        self.router = router
+        self.metrics = metrics
+        self.links: dict[str, Link] = {}
+        self.accepting = False
+        self._draining = False
+        self._accept_scope = trio.CancelScope()
+        self.stopped = trio.Event()
+        self._passwords = PasswordCache()
+        self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
+        self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
+        self._timeouts = LinkTimeouts(idle=self.settings.idle_timeout, close=self.settings.close_timeout)
+
+    def reconfigure(self, config: Config) -> None:
+        """Take new settings for new connections; running links keep theirs."""
+        self.settings = config.proxy
+        self._timeouts = LinkTimeouts(idle=self.settings.idle_timeout, close=self.settings.close_timeout)
+
+    async def run(
+        self, listeners: list[trio.abc.Listener[trio.abc.Stream]], *, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept until `shutdown`; then drain and return when every link is closed."""
+        try:
+            async with trio.open_nursery() as handlers:
+                with self._accept_scope:
+                    self.accepting = True
+                    await trio.serve_listeners(self.handle, listeners, handler_nursery=handlers, task_status=task_status)
+                self.accepting = False
+                deadline = trio.current_time() + self.settings.drain_timeout
+                for link in list(self.links.values()):
+                    link.drain(deadline)
+                handlers.cancel_scope.deadline = deadline + self.settings.close_timeout
+        finally:
+            self.accepting = False
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting and drain (see the module docstring)."""
+        self._draining = True
+        self._accept_scope.cancel()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one charger connection from handshake to close; never raises (but Cancelled)."""
+        try:
+            await self._serve(stream)
+        except Exception:
+            self.metrics.handshakes.labels("internal_error").inc()
+            log.exception("connection failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        settings = self.settings
+        handshake = ChargerHandshake(settings.path_prefix, settings.max_header_size)
+        try:
+            request = None
+            with trio.move_on_after(settings.handshake_timeout):
+                request = await self._read_request(stream, handshake)
+            if request is None:
+                self.metrics.handshakes.labels("timeout").inc()
+                await _send_quietly(stream, handshake.refuse(HandshakeRefused(408, "handshake timed out")))
+                return
+            if not upstream_offer(request.offered, settings.default_subprotocol):
+                # OCPP-J: complete the handshake without a subprotocol, then close at once.
+                self.metrics.handshakes.labels("unsupported_subprotocol").inc()
+                close = encode_close(_PROTOCOL_ERROR, "unsupported subprotocol", mask=False)
+                await _send_quietly(stream, handshake.accept(None) + close)
+                return
+            upstream, accepted, upstream_trailing = await self._admit(request)
+        except _Refusal as refusal:
+            self.metrics.handshakes.labels(refusal.outcome).inc()
+            log.info("handshake refused", extra={"status": refusal.refusal.status, "outcome": refusal.outcome})
+            await _send_quietly(stream, handshake.refuse(refusal.refusal))
+            return
+        try:
+            await stream.send_all(handshake.accept(accepted.subprotocol))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.metrics.handshakes.labels("charger_gone").inc()
+            await trio.aclose_forcefully(upstream)
+            return
+        self.metrics.handshakes.labels("accepted").inc()
+        await self._run_link(request, stream, handshake.trailing_data, upstream, upstream_trailing)
+
+    async def _read_request(self, stream: trio.abc.Stream, handshake: ChargerHandshake) -> ChargerRequest:
+        while True:
+            try:
+                data = await stream.receive_some(_HANDSHAKE_READ)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise _Refusal(HandshakeRefused(400, "connection failed"), "charger_gone") from exc
+            try:
+                request = handshake.receive_data(data)
+            except HandshakeRefused as refusal:
+                outcome = "charger_gone" if not data else _OUTCOMES.get(refusal.status, "bad_request")
+                raise _Refusal(refusal, outcome) from None
+            if request is not None:
+                return request
+
+    async def _admit(self, request: ChargerRequest) -> tuple[trio.abc.Stream, UpstreamAccepted, bytes]:
+        """Route, authenticate and dial upstream; returns the upstream stream, its answer and trailing bytes."""
+        if self._draining:
+            raise _Refusal(HandshakeRefused(503, "shutting down"), "shutting_down")
+        route = self.router.lookup(request.identity)
+        if route is None:
+            raise _Refusal(HandshakeRefused(404, "unknown charger"), "not_found")
+        auth = decide_auth(route, request.identity, request.authorization)
+        if auth.status is None and auth.password_to_verify is not None:
+            assert route.password_hash is not None
+            triple = (request.identity, auth.password_to_verify, route.password_hash)
+            if triple not in self._passwords:
+                if not await trio.to_thread.run_sync(verify_password, auth.password_to_verify, route.password_hash):
+                    auth = type(auth)(status=401)
+                else:
+                    self._passwords.add(triple)
+        if auth.status is not None:
+            challenge = ((b"www-authenticate", b'Basic realm="ocpp"'),)
+            raise _Refusal(HandshakeRefused(401, "unauthorized", challenge), "unauthorized")
+        offer = upstream_offer(request.offered, self.settings.default_subprotocol)
+        old = self.links.get(request.identity)
+        if old is not None:
+            old.stop(LinkEnd.REPLACED)
+            await old.finished.wait()
+        return await self._dial(route, request.identity, offer, auth.upstream_authorization)
+
+    async def _dial(
+        self, route: Route, identity: str, offer: list[str], authorization: bytes | None
+    ) -> tuple[trio.abc.Stream, UpstreamAccepted, bytes]:
+        scheme, host, port, target = upstream_url(route, identity)
+        started = perf_counter()
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_after(self.settings.dial_timeout):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+                if scheme == "wss":
+                    stream = trio.SSLStream(stream, _client_ssl_context(route.ca_bundle), server_hostname=host)
+                    await stream.do_handshake()
+                handshake = UpstreamHandshake(host, port, target, offer, authorization)
+                await stream.send_all(handshake.request())
+                answer = None
+                while answer is None:
+                    answer = handshake.receive_data(await stream.receive_some(_HANDSHAKE_READ))
+            except (OSError, trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+                raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
+            self.metrics.dial_seconds.observe(perf_counter() - started)
+            if isinstance(answer, UpstreamAccepted):
+                return stream, answer, handshake.trailing_data
+            await trio.aclose_forcefully(stream)
+            if answer.status in (401, 403, 404):
+                headers = ((b"www-authenticate", answer.www_authenticate),) if answer.www_authenticate else ()
+                refusal = HandshakeRefused(answer.status, "refused by upstream", headers)
+                raise _Refusal(refusal, "upstream_refused")
+            raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_refused")
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
+
+    async def _run_link(
+        self,
+        request: ChargerRequest,
+        charger_stream: trio.abc.Stream,
+        charger_trailing: bytes,
+        upstream_stream: trio.abc.Stream,
+        upstream_trailing: bytes,
+    ) -> None:
+        max_size = self.settings.max_message_size
+        charger = Side("charger", charger_stream, FrameReader(from_client=True, max_message_size=max_size),
+                       self._up_meters, mask=False, pending=set())
+        upstream = Side("upstream", upstream_stream, FrameReader(from_client=False, max_message_size=max_size),
+                        self._down_meters, mask=True, pending=set())
+        link = Link(request.identity, charger, upstream, self._timeouts, charger_trailing, upstream_trailing)
+        identity = request.identity
+        old = self.links.get(identity)
+        if old is not None:  # another connection of this identity got in while we dialled
+            old.stop(LinkEnd.REPLACED)
+        self.links[identity] = link
+        if self._draining:
+            link.drain(trio.current_time() + self.settings.drain_timeout)
+        self.metrics.connected.inc()
+        log.info("link up", extra={"identity": identity})
+        try:
+            end = await link.run()
+        finally:
+            self.metrics.connected.dec()
+            if self.links.get(identity) is link:
+                del self.links[identity]
+        self.metrics.link_ends.labels(end.value).inc()
+        log.info("link down", extra={"identity": identity, "reason": end.value})
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
+    """Best-effort write of a refusal; the charger may already be gone."""
+    if not data:
+        return
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
