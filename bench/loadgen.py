@@ -1,11 +1,14 @@
 """Open-loop OCPP 1.6 load generator: N simulated chargers sending MeterValues CALLs.
 
 Each charger is one WebSocket connection to `<url>/<identity>` (subprotocol ocpp1.6). The total
-offered rate R is spread evenly: charger g (of N) sends at `start + g/R + k*N/R`. The schedule is
-open-loop: latency is measured from the time a CALL was *due*, not from when it could be sent, so
-a slow system cannot hide its latency by slowing the generator down (coordinated omission). OCPP
-allows one outstanding CALL per charger: when the previous CALL is still unanswered at the next
-due time, that CALL is counted as `late` and sent as soon as the answer arrives.
+offered rate R is spread evenly: charger g (of N) sends at `start + g/R + k*N/R`, whatever
+happened before (open-loop). OCPP allows one outstanding CALL per charger: when the previous CALL
+is still unanswered at the next due time, that CALL is counted as `late`, sent as soon as the
+answer arrives, and its latency is measured from its *due* time, so a slow target cannot hide its
+latency by holding the generator back (coordinated omission). A CALL sent on time is measured
+from its send (send → CALLRESULT received). No CALL is sent after the window ends: the backlog of
+an overloaded target is reported as `unsent`, and answers still missing `drain` seconds after the
+window are errors.
 
 Only frames of the steady window (after the warm-up) are counted. Sockets are raw Trio streams
 and frames go through the project codec, so a generator process stays light; `--procs` spreads
@@ -21,6 +24,7 @@ worker → `{"event": "ready", ...}`; parent → `{"start": <epoch>}`; worker �
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import json
 import math
@@ -72,10 +76,10 @@ class WorkerResult:
 
     connected: int = 0
     connect_failed: int = 0
-    calls_due: int = 0
     answers: int = 0
     frames: int = 0
     late: int = 0
+    unsent: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies_us: list[int] = field(default_factory=list)
     cpu_s: float = 0.0
@@ -109,7 +113,7 @@ class _Closed(Exception):
 class _Charger:
     index: int
     stream: trio.SocketStream
-    reader: object
+    reader: wire.ReaderLike
     pending: bytes
     outstanding: bool = False
 
@@ -163,7 +167,7 @@ class Worker:
                     for charger in self.chargers:
                         chargers.start_soon(self._drive, charger, t0, window)
         if timed_out := sum(c.outstanding for c in self.chargers):
-            self.errors["no answer before the end"] += timed_out
+            self.errors["unanswered at the cutoff"] += timed_out
         with trio.move_on_after(2):
             async with trio.open_nursery() as nursery:
                 for charger in self.chargers:
@@ -189,26 +193,31 @@ class Worker:
         k = 0
         try:
             while due < end:
-                if clock() < due:
+                now = clock()
+                late = now >= due
+                if late and now >= end:
+                    # Backlog of an overloaded target at the end of the window: not sent at all.
+                    res.unsent += due >= start
+                    due += period
+                    continue
+                if late:
+                    res.late += due >= start
+                else:
                     await trio.sleep_until(due)
-                elif due >= start:
-                    res.late += 1
                 k += 1
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                text_ = _METER_VALUES % (charger.index, k & 0xFFFF, k, 1000 + charger.index, stamp, 10 * k)
-                frame = encode(text, text_.encode(), mask=True)
+                call = _METER_VALUES % (charger.index, k & 0xFFFF, k, 1000 + charger.index, stamp, 10 * k)
+                frame = encode(text, call.encode(), mask=True)
                 charger.outstanding = True
+                sent_at = clock()
                 await charger.stream.send_all(frame)
-                sent = clock()
-                uid = text_[4:40]
-                await self._await_answer(charger, uid)
+                await self._await_answer(charger, call[4:40])  # the unique id
                 charger.outstanding = False
                 received = clock()
-                res.frames += (start <= sent < end) + (start <= received < end)
+                res.frames += (start <= sent_at < end) + (start <= received < end)
                 res.answers += start <= received < end
-                if start <= due < end:
-                    res.calls_due += 1
-                    res.latencies_us.append(int((received - due) * 1e6))
+                if start <= due < end:  # late: from the due time; on time: from the send
+                    res.latencies_us.append(int((received - (due if late else sent_at)) * 1e6))
                 due += period
         except _Closed as exc:
             charger.outstanding = False
@@ -261,6 +270,8 @@ def _own_cpu() -> float:
 async def _worker_main(config: LoadConfig, proc_index: int) -> None:
     worker = Worker(config, proc_index)
     await worker.connect_all()
+    gc.collect()
+    gc.freeze()  # connections live all run: keep them out of the collector's full passes
     print(json.dumps({"event": "ready", "connected": worker.result.connected,
                       "failed": worker.result.connect_failed}), flush=True)
     line = ""
@@ -282,10 +293,10 @@ class LoadResult:
     config: LoadConfig
     connected: int
     connect_failed: int
-    calls_due: int
     answers: int
     frames: int
     late: int
+    unsent: int
     errors: dict[str, int]
     latencies_us: list[int]  # sorted
     gen_cpu: list[float]  # per worker, fraction of one core
@@ -313,7 +324,8 @@ class LoadResult:
         return (
             f"chargers {self.connected} connected, {self.connect_failed} failed\n"
             f"rate     {self.achieved_rate:.0f}/s achieved of {self.config.rate:g}/s offered "
-            f"({self.calls_due} CALLs due in {self.config.duration:g} s, {self.late} late)\n"
+            f"({len(self.latencies_us)} CALLs answered of those due in {self.config.duration:g} s, "
+            f"{self.late} late, {self.unsent} never sent)\n"
             f"latency  ms: {pct}  max {self.percentile_ms(100):.2f}\n"
             f"errors   {errors}\n"
             f"gen CPU  {cpu} of a core per process ({wire.CODEC})"
@@ -347,6 +359,7 @@ class LoadGen:
             self.procs.append(proc)
 
     def _read(self, index: int, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("{"):
                 self.lines.put((index, json.loads(line)))
@@ -374,6 +387,7 @@ class LoadGen:
     def start(self, at_epoch: float) -> None:
         """Release all workers at wall-clock time `at_epoch`."""
         for proc in self.procs:
+            assert proc.stdin is not None
             proc.stdin.write(json.dumps({"start": at_epoch}) + "\n")
             proc.stdin.flush()
 
@@ -388,10 +402,10 @@ class LoadGen:
             config=c,
             connected=sum(r["connected"] for r in results),
             connect_failed=sum(r["connect_failed"] for r in results),
-            calls_due=sum(r["calls_due"] for r in results),
             answers=sum(r["answers"] for r in results),
             frames=sum(r["frames"] for r in results),
             late=sum(r["late"] for r in results),
+            unsent=sum(r["unsent"] for r in results),
             errors=dict(errors),
             latencies_us=sorted(v for r in results for v in r["latencies_us"]),
             gen_cpu=[r["cpu_s"] / r["wall_s"] if r["wall_s"] else math.nan for r in results],
@@ -432,7 +446,8 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the steady window")
     parser.add_argument("--duration", type=float, default=defaults.duration, help="steady window in seconds")
     parser.add_argument("--drain", type=float, default=defaults.drain, help="seconds to wait for late answers")
-    parser.add_argument("--procs", type=int, default=defaults.procs, help="generator processes")
+    parser.add_argument("--procs", "--gen-procs", dest="procs", type=int, default=defaults.procs,
+                        help="load generator processes")
     parser.add_argument("--connect-concurrency", type=int, default=defaults.connect_concurrency,
                         help="handshakes in flight per generator process")
 

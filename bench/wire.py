@@ -15,6 +15,7 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import h11
@@ -38,11 +39,17 @@ class MessageLike(Protocol):
     action: str | None
 
 
+class ReaderLike(Protocol):
+    """The part of `proxy._codec.FrameReader` the bench uses."""
+
+    def feed(self, data: bytes) -> Sequence[MessageLike]: ...
+
+
 class CodecError(Exception):
     """The peer sent bytes that are not valid WebSocket frames."""
 
 
-def _load_codec() -> tuple[str, type, object, type[BaseException]]:
+def _load_codec() -> tuple[str, Callable[..., ReaderLike], Callable[..., bytes], type[BaseException]]:
     """Pick the frame codec: the project's native one when built, else the wsproto fallback."""
     try:
         from proxy.codec import FrameReader, ProtocolError, encode_frame  # needs proxy._codec
@@ -98,16 +105,16 @@ class _WsprotoReader:
             for frame in self._proto.received_frames():
                 opcode = int(frame.opcode)
                 payload = frame.payload
-                if opcode == CLOSE:
+                if isinstance(payload, tuple):  # CLOSE: (code, reason)
                     code, reason = payload
                     body = b"" if code is None else struct.pack("!H", int(code)) + reason.encode()
                     out.append(_Message(CLOSE, body))
                 elif opcode in (PING, PONG):
-                    out.append(_Message(opcode, bytes(payload)))
+                    out.append(_Message(opcode, bytes(payload, "utf-8") if isinstance(payload, str) else payload))
                 else:
                     if opcode != 0:
                         self._opcode = opcode
-                    self._parts.append(payload.encode() if isinstance(payload, str) else bytes(payload))
+                    self._parts.append(payload.encode() if isinstance(payload, str) else payload)
                     if frame.message_finished:
                         message = _Message(self._opcode, b"".join(self._parts))
                         self._parts.clear()
@@ -160,7 +167,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(8192))
+        conn.receive_data(bytes(await stream.receive_some(8192)))
 
 
 async def client_handshake(
@@ -168,15 +175,15 @@ async def client_handshake(
 ) -> tuple[str | None, bytes]:
     """Upgrade `stream` as a client; return (subprotocol chosen by the server, bytes after 101)."""
     key = base64.b64encode(os.urandom(16))
-    headers = [
-        ("Host", host),
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Key", key),
-        ("Sec-WebSocket-Version", "13"),
+    headers: list[tuple[bytes, bytes]] = [
+        (b"Host", host.encode()),
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Key", key),
+        (b"Sec-WebSocket-Version", b"13"),
     ]
     if subprotocols:
-        headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+        headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
     conn = h11.Connection(h11.CLIENT)
     request = conn.send(h11.Request(method="GET", target=target, headers=headers))
     await stream.send_all(request + conn.send(h11.EndOfMessage()))
@@ -226,8 +233,8 @@ async def server_handshake(
         return None
     offered = [p.strip() for v in fields.get(b"sec-websocket-protocol", []) for p in v.decode().split(",")]
     chosen = next((p for p in offered if p in supported), None)
-    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", _accept_token(key))]
+    headers = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", _accept_token(key))]
     if chosen:
-        headers.append(("Sec-WebSocket-Protocol", chosen))
+        headers.append((b"Sec-WebSocket-Protocol", chosen.encode()))
     await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
     return target, chosen, conn.trailing_data[0]

@@ -58,7 +58,8 @@ __all__ = [
 CONTINUATION = 0
 
 # Close codes a peer may put on the wire (RFC 6455 section 7.4 plus the IANA registry:
-# 1004-1006 and 1015 are reserved or local-only, 1016-2999 unassigned, 3000-4999 registered/private).
+# 1004-1006 and 1015 are reserved or local-only, 1016-2999 unassigned, 3000-4999 registered or
+# private).
 _VALID_CLOSE_CODES = (range(1000, 1004), range(1007, 1015), range(3000, 5000))
 
 PROTOCOL_ERROR = 1002
@@ -256,7 +257,9 @@ class _JsonScanner:
 def _hex_unit_at(text: bytes, pos: int) -> int:
     """The code unit of the `\\uXXXX` escape at `pos`; raises _NotJson if there is none."""
     digits = text[pos + 2 : pos + 6]
-    if text[pos : pos + 2] != b"\\u" or len(digits) != 4 or not all(d in _HEX_DIGITS for d in digits):
+    if text[pos : pos + 2] != b"\\u" or len(digits) != 4:
+        raise _NotJson
+    if not all(d in _HEX_DIGITS for d in digits):
         raise _NotJson
     return int(digits, 16)
 
@@ -381,6 +384,8 @@ class ReferenceFrameReader:
     """Pure-Python twin of the native `FrameReader` (see codec_rs/README.md)."""
 
     def __init__(self, *, from_client: bool, max_message_size: int = 1048576) -> None:
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
         self._from_client = from_client
         self._max_message_size = max_message_size
         # Bytes fed but not yet parsed; between calls this is at most a partial frame header,
@@ -405,10 +410,12 @@ class ReferenceFrameReader:
 
     def feed(self, data: bytes) -> list[ReferenceMessage]:
         """Consume `data` (split anywhere); return the messages it completed, in order."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"feed() needs bytes, not {type(data).__name__}")
         if self._error is not None:
             raise ProtocolError(*self._error)
         try:
-            return self._consume(bytes(data))
+            return self._consume(data)
         except ProtocolError as exc:
             self._error = (exc.close_code, exc.reason)
             raise
@@ -460,15 +467,16 @@ class ReferenceFrameReader:
         if opcode not in (CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG):
             raise ProtocolError(PROTOCOL_ERROR, f"reserved opcode {opcode}")
         if masked != self._from_client:
-            raise ProtocolError(
-                PROTOCOL_ERROR, "unmasked client frame" if self._from_client else "masked server frame"
-            )
+            reason = "client frame not masked" if self._from_client else "server frame masked"
+            raise ProtocolError(PROTOCOL_ERROR, reason)
         if is_control and not fin:
             raise ProtocolError(PROTOCOL_ERROR, "fragmented control frame")
         if opcode == CONTINUATION and self._message_opcode is None:
             raise ProtocolError(PROTOCOL_ERROR, "continuation frame with no message in progress")
         if opcode in (TEXT, BINARY) and self._message_opcode is not None:
-            raise ProtocolError(PROTOCOL_ERROR, "new data message while a fragmented one is in progress")
+            raise ProtocolError(
+                PROTOCOL_ERROR, "new data message while a fragmented one is in progress"
+            )
 
         extended = {126: 2, 127: 8}.get(short_length, 0)
         if available < 2 + extended:

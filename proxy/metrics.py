@@ -7,9 +7,11 @@ Children are resolved once per direction, so the forwarding path only does incre
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
+
+disable_created_metrics()  # the *_created series only add noise for SREs
 
 CHARGER_TO_UPSTREAM = "charger_to_upstream"
 UPSTREAM_TO_CHARGER = "upstream_to_charger"

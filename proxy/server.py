@@ -60,7 +60,7 @@ _OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "ba
 def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.SocketListener:
     """A listening TCP socket; several processes can share the port with `reuse_port`."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -70,7 +70,7 @@ def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.SocketListe
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(sock)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
 def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
@@ -164,14 +164,18 @@ class ProxyServer:
             log.info("handshake refused", extra={"status": refusal.refusal.status, "outcome": refusal.outcome})
             await _send_quietly(stream, handshake.refuse(refusal.refusal))
             return
+        # A charger that offered no subprotocol must not be sent one (we offered the default for it).
+        chosen = accepted.subprotocol if accepted.subprotocol in request.offered else None
         try:
-            await stream.send_all(handshake.accept(accepted.subprotocol))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self.metrics.handshakes.labels("charger_gone").inc()
+            try:
+                await stream.send_all(handshake.accept(chosen))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.metrics.handshakes.labels("charger_gone").inc()
+                return
+            self.metrics.handshakes.labels("accepted").inc()
+            await self._run_link(request, stream, handshake.trailing_data, upstream, upstream_trailing)
+        finally:
             await trio.aclose_forcefully(upstream)
-            return
-        self.metrics.handshakes.labels("accepted").inc()
-        await self._run_link(request, stream, handshake.trailing_data, upstream, upstream_trailing)
 
     async def _read_request(self, stream: trio.abc.Stream, handshake: ChargerHandshake) -> ChargerRequest:
         while True:
@@ -216,11 +220,12 @@ class ProxyServer:
     async def _dial(
         self, route: Route, identity: str, offer: list[str], authorization: bytes | None
     ) -> tuple[trio.abc.Stream, UpstreamAccepted, bytes]:
+        """Connect and handshake with the upstream; any refusal or failure raises _Refusal."""
         scheme, host, port, target = upstream_url(route, identity)
         started = perf_counter()
         stream: trio.abc.Stream | None = None
-        with trio.move_on_after(self.settings.dial_timeout):
-            try:
+        try:
+            with trio.move_on_after(self.settings.dial_timeout):
                 stream = await trio.open_tcp_stream(host, port)
                 if scheme == "wss":
                     stream = trio.SSLStream(stream, _client_ssl_context(route.ca_bundle), server_hostname=host)
@@ -230,23 +235,21 @@ class ProxyServer:
                 answer = None
                 while answer is None:
                     answer = handshake.receive_data(await stream.receive_some(_HANDSHAKE_READ))
-            except (OSError, trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
-                raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
-            self.metrics.dial_seconds.observe(perf_counter() - started)
-            if isinstance(answer, UpstreamAccepted):
-                return stream, answer, handshake.trailing_data
-            await trio.aclose_forcefully(stream)
-            if answer.status in (401, 403, 404):
-                headers = ((b"www-authenticate", answer.www_authenticate),) if answer.www_authenticate else ()
-                refusal = HandshakeRefused(answer.status, "refused by upstream", headers)
-                raise _Refusal(refusal, "upstream_refused")
-            raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_refused")
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-        raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
+                self.metrics.dial_seconds.observe(perf_counter() - started)
+                if isinstance(answer, UpstreamAccepted):
+                    accepted, stream = (stream, answer, handshake.trailing_data), None
+                    return accepted
+                if answer.status in (401, 403, 404):
+                    headers = ((b"www-authenticate", answer.www_authenticate),) if answer.www_authenticate else ()
+                    raise _Refusal(HandshakeRefused(answer.status, "refused by upstream", headers), "upstream_refused")
+                raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_refused")
+            raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
+        except (OSError, trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
+            log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
 
     async def _run_link(
         self,

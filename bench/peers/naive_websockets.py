@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
 
-OCPP_SUBPROTOCOLS = ["ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1"]
+OCPP_SUBPROTOCOLS = [Subprotocol(p) for p in ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")]
 
 
-def first_offered(connection: ServerConnection, offered: list[str]) -> str | None:
+def first_offered(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     """Take the charger's first offer (the upstream decides whether it accepts it)."""
     return offered[0] if offered else None
 
@@ -38,6 +40,7 @@ def make_handler(upstream: str):
     """A connection handler that proxies `<path>` to `<upstream><path>`."""
 
     async def handler(down: ServerConnection) -> None:
+        assert down.request is not None  # set once the handshake is done
         offer = [down.subprotocol] if down.subprotocol else None
         try:
             async with connect(upstream + down.request.path, subprotocols=offer, compression=None) as up:

@@ -127,7 +127,8 @@ class ProtocolError(Exception):
 
     impl<'py> PySink<'py> {
         fn string(&self, s: &Option<JsonStr>, text: &str) -> Option<Py<PyString>> {
-            s.as_ref().map(|s| PyString::new(self.py, s.as_str(text)).unbind())
+            s.as_ref()
+                .map(|s| PyString::new(self.py, s.as_str(text)).unbind())
         }
     }
 
@@ -161,7 +162,9 @@ class ProtocolError(Exception):
             // TEXT messages were validated as UTF-8 before they reached the sink.
             let text = std::str::from_utf8(bytes).unwrap_or("");
             let env = &m.envelope;
-            let close_reason = m.close_reason(bytes).map(|r| PyString::new(self.py, r).unbind());
+            let close_reason = m
+                .close_reason(bytes)
+                .map(|r| PyString::new(self.py, r).unbind());
             let message = Message {
                 opcode: m.opcode,
                 message_type: env.message_type,
@@ -197,7 +200,16 @@ class ProtocolError(Exception):
         fn new(from_client: bool, max_message_size: i64) -> PyResult<Self> {
             let max = u64::try_from(max_message_size)
                 .map_err(|_| PyValueError::new_err("max_message_size must be >= 0"))?;
-            Ok(FrameReader { inner: ws::FrameReader::new(from_client, max) })
+            Ok(FrameReader {
+                inner: ws::FrameReader::new(from_client, max),
+            })
+        }
+
+        /// Arguments are taken by `__new__`; this only gives the class a Python-visible
+        /// `__init__` with the same signature.
+        #[pyo3(signature = (*, from_client, max_message_size = 1048576))]
+        fn __init__(&self, from_client: bool, max_message_size: i64) {
+            let _ = (from_client, max_message_size);
         }
 
         /// Consume `data` (split anywhere); return the messages it completed, in order.
@@ -205,7 +217,11 @@ class ProtocolError(Exception):
         /// Raises ProtocolError on the first violation; the reader then stays failed and
         /// raises the same error on every later call.
         fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
-            let mut sink = PySink { py, messages: Vec::new(), error: None };
+            let mut sink = PySink {
+                py,
+                messages: Vec::new(),
+                error: None,
+            };
             let result = self.inner.feed(data, &mut sink);
             if let Err(err) = result {
                 return Err(protocol_error(py, &err));
@@ -315,6 +331,8 @@ class ProtocolError(Exception):
         m.add_class::<FrameReader>()?;
         m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
         m.add_function(wrap_pyfunction!(encode_close, m)?)?;
+        // `add` keeps an `__all__` list as a side effect; the stub declares none.
+        m.delattr("__all__")?;
         Ok(())
     }
 }

@@ -58,19 +58,22 @@ fn envelope(s: &[u8]) -> Option<Envelope> {
         _ => return None,
     };
     p.comma()?;
-    let unique_id = Some(p.string_value(true)?);
+    let unique_id = Some(p.string_value()?);
     let mut action = None;
     let mut error_code = None;
     match message_type {
         CALL => {
             p.comma()?;
-            action = Some(p.string_value(true)?);
+            action = Some(p.string_value()?);
         }
         CALLERROR => {
             p.comma()?;
-            error_code = Some(p.string_value(true)?);
+            error_code = Some(p.string_value()?);
             p.comma()?;
-            p.string_value(false)?;
+            if p.peek() != Some(b'"') {
+                return None;
+            }
+            p.skip_string()?;
         }
         _ => {}
     }
@@ -84,7 +87,14 @@ fn envelope(s: &[u8]) -> Option<Envelope> {
     if p.i != s.len() {
         return None;
     }
-    Some(Envelope { message_type, unique_id, action, error_code, payload_start, payload_end })
+    Some(Envelope {
+        message_type,
+        unique_id,
+        action,
+        error_code,
+        payload_start,
+        payload_end,
+    })
 }
 
 /// Bytes that end a plain run inside a JSON string: `"`, `\` and raw control characters.
@@ -99,6 +109,32 @@ static STRING_STOP: [bool; 256] = {
     t[b'\\' as usize] = true;
     t
 };
+
+/// The index of the first byte at or after `i` that ends a plain run in a string (or
+/// `s.len()`). Checks eight bytes per step: strings are most of an OCPP-J message.
+fn plain_run_end(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit is set where it is zero (resp. below 0x20); spurious bits can only
+        // appear above a real match, so the lowest set bit is exact.
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let hits = hits & HIGH;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() && !STRING_STOP[s[i] as usize] {
+        i += 1;
+    }
+    i
+}
 
 struct Scanner<'a> {
     s: &'a [u8],
@@ -185,7 +221,7 @@ impl Scanner<'_> {
         match self.peek()? {
             b'[' => self.array(depth + 1),
             b'{' => self.object(depth + 1),
-            b'"' => self.string(false).map(drop),
+            b'"' => self.skip_string(),
             b'-' | b'0'..=b'9' => self.number(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -232,7 +268,10 @@ impl Scanner<'_> {
             return Some(());
         }
         loop {
-            self.string_value(false)?;
+            if self.peek() != Some(b'"') {
+                return None;
+            }
+            self.skip_string()?;
             self.ws();
             self.expect(b':')?;
             self.ws();
@@ -253,11 +292,11 @@ impl Scanner<'_> {
     }
 
     /// A string that must start at the current byte.
-    fn string_value(&mut self, decode: bool) -> Option<JsonStr> {
+    fn string_value(&mut self) -> Option<JsonStr> {
         if self.peek() != Some(b'"') {
             return None;
         }
-        self.string(decode)
+        self.string()
     }
 
     fn hex4(&mut self) -> Option<u32> {
@@ -319,18 +358,34 @@ impl Scanner<'_> {
         char::from_u32(code)
     }
 
-    /// The string at the current `"`. Validates it (no raw controls, known escapes, no lone
-    /// surrogates); with `decode`, returns the decoded value when it has escapes.
-    fn string(&mut self, decode: bool) -> Option<JsonStr> {
+    /// Validates the string at the current `"` without decoding it.
+    fn skip_string(&mut self) -> Option<()> {
+        self.i += 1;
+        loop {
+            self.i = plain_run_end(self.s, self.i);
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.escape()?;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The string at the current `"`, validated (no raw controls, known escapes, no lone
+    /// surrogates) and decoded when it has escapes.
+    fn string(&mut self) -> Option<JsonStr> {
         self.i += 1;
         let start = self.i;
-        // Decoded bytes so far; used only once an escape appears and `decode` is set.
+        // Decoded bytes so far; used only once an escape appears.
         let mut out: Option<Vec<u8>> = None;
         let mut run = start;
         loop {
-            while self.i < self.s.len() && !STRING_STOP[self.s[self.i] as usize] {
-                self.i += 1;
-            }
+            self.i = plain_run_end(self.s, self.i);
             match self.peek()? {
                 b'"' => {
                     let end = self.i;
@@ -347,13 +402,11 @@ impl Scanner<'_> {
                 b'\\' => {
                     let esc_start = self.i;
                     let c = self.escape()?;
-                    if decode {
-                        let bytes = out.get_or_insert_with(Vec::new);
-                        bytes.extend_from_slice(&self.s[run..esc_start]);
-                        let mut utf8 = [0u8; 4];
-                        bytes.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                        run = self.i;
-                    }
+                    let bytes = out.get_or_insert_with(Vec::new);
+                    bytes.extend_from_slice(&self.s[run..esc_start]);
+                    let mut utf8 = [0u8; 4];
+                    bytes.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    run = self.i;
                 }
                 _ => return None, // raw control character
             }

@@ -37,7 +37,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     fn new(close_code: u16, reason: impl Into<String>) -> Self {
-        ProtocolError { close_code, reason: reason.into() }
+        ProtocolError {
+            close_code,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -86,7 +89,10 @@ impl<B> Message<B> {
             return None;
         }
         // The reader validated the reason before reporting the message.
-        Some(data.get(2..).map_or("", |r| std::str::from_utf8(r).unwrap_or("")))
+        Some(
+            data.get(2..)
+                .map_or("", |r| std::str::from_utf8(r).unwrap_or("")),
+        )
     }
 }
 
@@ -292,7 +298,11 @@ impl FrameReader {
             let want = frame.len - frame.done;
             if (rest.len() as u64) < want {
                 // The frame continues in a later chunk: keep what arrived.
-                let buf = if is_control(frame.opcode) { &mut self.ctrl } else { &mut self.msg };
+                let buf = if is_control(frame.opcode) {
+                    &mut self.ctrl
+                } else {
+                    &mut self.msg
+                };
                 append_payload(buf, rest, frame.key, frame.done as usize);
                 frame.done += rest.len() as u64;
                 self.frame = Some(frame);
@@ -303,7 +313,9 @@ impl FrameReader {
             self.frame = None;
             if is_control(frame.opcode) {
                 let buf = if frame.done == 0 {
-                    sink.buffer(payload.len(), |dst| copy_payload(dst, payload, frame.key, 0))
+                    sink.buffer(payload.len(), |dst| {
+                        copy_payload(dst, payload, frame.key, 0)
+                    })
                 } else {
                     append_payload(&mut self.ctrl, payload, frame.key, frame.done as usize);
                     sink.adopt(std::mem::take(&mut self.ctrl))
@@ -312,8 +324,9 @@ impl FrameReader {
             } else if frame.fin && frame.opcode != CONTINUATION && frame.done == 0 {
                 // Fast path: a whole unfragmented message inside this chunk.
                 self.msg_opcode = 0;
-                let buf =
-                    sink.buffer(payload.len(), |dst| copy_payload(dst, payload, frame.key, 0));
+                let buf = sink.buffer(payload.len(), |dst| {
+                    copy_payload(dst, payload, frame.key, 0)
+                });
                 self.finish_data(frame.opcode, buf, sink)?;
             } else {
                 append_payload(&mut self.msg, payload, frame.key, frame.done as usize);
@@ -405,10 +418,12 @@ impl FrameReader {
             }
         } else if opcode == CONTINUATION {
             if self.msg_opcode == 0 {
-                return Err(protocol("continuation frame without a message in progress"));
+                return Err(protocol("continuation frame with no message in progress"));
             }
         } else if self.msg_opcode != 0 {
-            return Err(protocol("new data message while a fragmented one is in progress"));
+            return Err(protocol(
+                "new data message while a fragmented one is in progress",
+            ));
         }
         Ok(())
     }
@@ -419,15 +434,12 @@ impl FrameReader {
             return Err(protocol("control frame payload longer than 125 bytes"));
         }
         if ext == 8 && len >> 63 != 0 {
-            return Err(protocol("64-bit payload length with the most significant bit set"));
+            return Err(protocol("64-bit payload length with the top bit set"));
         }
         if !is_control(opcode)
             && (self.msg.len() as u64).saturating_add(len) > self.max_message_size
         {
-            return Err(ProtocolError::new(
-                CLOSE_TOO_BIG,
-                format!("message longer than {} bytes", self.max_message_size),
-            ));
+            return Err(ProtocolError::new(CLOSE_TOO_BIG, "message too big"));
         }
         if self.closed {
             return Err(protocol("frame after close frame"));
@@ -453,7 +465,13 @@ impl FrameReader {
         if opcode == TEXT || opcode == BINARY {
             self.msg_opcode = opcode;
         }
-        self.frame = Some(Frame { opcode, fin: b0 & 0x80 != 0, key, len, done: 0 });
+        self.frame = Some(Frame {
+            opcode,
+            fin: b0 & 0x80 != 0,
+            key,
+            len,
+            done: 0,
+        });
     }
 
     fn finish_control<S: Sink>(
@@ -467,7 +485,7 @@ impl FrameReader {
             let payload = sink.bytes(&buf);
             match payload.len() {
                 0 => {}
-                1 => return Err(protocol("close frame payload of 1 byte")),
+                1 => return Err(protocol("close payload of one byte")),
                 _ => {
                     let code = u16::from_be_bytes([payload[0], payload[1]]);
                     if !is_valid_close_code(code) {
@@ -484,7 +502,12 @@ impl FrameReader {
             }
             self.closed = true;
         }
-        sink.emit(Message { opcode, data: buf, envelope: Envelope::default(), close_code });
+        sink.emit(Message {
+            opcode,
+            data: buf,
+            envelope: Envelope::default(),
+            close_code,
+        });
         Ok(())
     }
 
@@ -507,7 +530,12 @@ impl FrameReader {
         } else {
             Envelope::default()
         };
-        sink.emit(Message { opcode, data: buf, envelope, close_code: None });
+        sink.emit(Message {
+            opcode,
+            data: buf,
+            envelope,
+            close_code: None,
+        });
         Ok(())
     }
 }
@@ -539,7 +567,9 @@ pub fn check_frame(opcode: u8, len: usize, fin: bool) -> Result<(), EncodeError>
     }
     if is_control(opcode) {
         if !fin {
-            return Err(EncodeError::Invalid("control frames cannot be fragmented".into()));
+            return Err(EncodeError::Invalid(
+                "control frames cannot be fragmented".into(),
+            ));
         }
         if len > MAX_CONTROL_PAYLOAD {
             return Err(EncodeError::Invalid(
@@ -603,7 +633,12 @@ pub fn write_frame(dst: &mut [u8], opcode: u8, fin: bool, key: Option<[u8; 4]>, 
 }
 
 /// One frame with the minimal length encoding; `mask` uses a fresh random key (client side).
-pub fn encode_frame(opcode: u8, payload: &[u8], mask: bool, fin: bool) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_frame(
+    opcode: u8,
+    payload: &[u8],
+    mask: bool,
+    fin: bool,
+) -> Result<Vec<u8>, EncodeError> {
     check_frame(opcode, payload.len(), fin)?;
     let key = if mask { Some(random_key()?) } else { None };
     let mut out = vec![0u8; frame_size(payload.len(), mask)];
@@ -615,12 +650,14 @@ pub fn encode_frame(opcode: u8, payload: &[u8], mask: bool, fin: bool) -> Result
 pub fn close_prefix(code: Option<u16>, reason: &str) -> Result<Option<[u8; 2]>, EncodeError> {
     match code {
         None if reason.is_empty() => Ok(None),
-        None => Err(EncodeError::Invalid("a close reason needs a close code".into())),
+        None => Err(EncodeError::Invalid(
+            "a close reason needs a close code".into(),
+        )),
         Some(code) if !is_valid_close_code(code) => {
             Err(EncodeError::Invalid(format!("invalid close code {code}")))
         }
         Some(_) if 2 + reason.len() > MAX_CONTROL_PAYLOAD => Err(EncodeError::Invalid(
-            "close reason longer than 123 bytes".into(),
+            "close payload longer than 125 bytes".into(),
         )),
         Some(code) => Ok(Some(code.to_be_bytes())),
     }

@@ -433,7 +433,9 @@ ERROR_CASES = [
     ErrorCase("length-msb", b"", bytes([0x82, 127]) + (1 << 63).to_bytes(8, "big"), 1002),
     ErrorCase("length-all-ones", b"", bytes([0x81, 127]) + b"\xff" * 8, 1002),
     # data message too big
-    ErrorCase("too-big-7bit", b"", frame(TEXT, declared_length=101)[:2], 1009, max_message_size=100),
+    ErrorCase(
+        "too-big-7bit", b"", frame(TEXT, declared_length=101)[:2], 1009, max_message_size=100
+    ),
     ErrorCase(
         "too-big-16bit", b"", frame(BINARY, declared_length=1001)[:4], 1009, max_message_size=1000
     ),
@@ -459,11 +461,18 @@ ERROR_CASES = [
         from_client=True,
         max_message_size=65536,
     ),
-    ErrorCase("too-big-default-limit", b"", frame(BINARY, declared_length=(1 << 20) + 1)[:10], 1009),
+    ErrorCase(
+        "too-big-default-limit", b"", frame(BINARY, declared_length=(1 << 20) + 1)[:10], 1009
+    ),
     # any frame after a close frame
     ErrorCase("ping-after-close", _server_close(), frame(PING, b"")[:2], 1002),
     ErrorCase("text-after-close", _server_close(), frame(TEXT, b"hello")[:2], 1002),
     ErrorCase("close-after-close", _server_close(), _server_close()[:2], 1002),
+    # (this row comes after the length rows, so it waits for the extended length)
+    ErrorCase("binary-16bit-after-close", _server_close(), frame(BINARY, b"b" * 200)[:4], 1002),
+    ErrorCase(
+        "text-64bit-after-close", _server_close(), frame(TEXT, b"", length_form=64)[:10], 1002
+    ),
     ErrorCase("empty-close-after-close", frame(CLOSE), frame(CLOSE)[:2], 1002),
     ErrorCase(
         "continuation-after-close",
@@ -560,6 +569,39 @@ def test_error_in_one_feed_loses_earlier_messages(impl: Impl, case: ErrorCase) -
     assert info.value.close_code == case.code
 
 
+@pytest.mark.parametrize("data", ["text", 3, None])
+def test_feed_takes_only_bytes(impl: Impl, data: Any) -> None:
+    reader = impl.reader(from_client=False)
+    with pytest.raises(TypeError):
+        reader.feed(data)
+    assert reader.feed(frame(PING)) != []  # a wrong argument does not fail the reader
+
+
+def test_negative_max_message_size_is_rejected(impl: Impl) -> None:
+    with pytest.raises(ValueError):
+        impl.reader(from_client=False, max_message_size=-1)
+
+
+def test_zero_max_message_size_allows_only_empty_data(impl: Impl) -> None:
+    reader = impl.reader(from_client=False, max_message_size=0)
+    assert feed_all(reader, [frame(BINARY) + frame(PING, b"ok")]) == [
+        plain(BINARY, b""),
+        plain(PING, b"ok"),
+    ]
+    with pytest.raises(ProtocolError) as info:
+        reader.feed(frame(TEXT, b"x")[:2])
+    assert info.value.close_code == 1009
+
+
+def test_reference_message_mirrors_native_message() -> None:
+    [native] = codec.FrameReader(from_client=False).feed(frame(PING))
+    native_attributes = {name for name in dir(native) if not name.startswith("_")}
+    assert native_attributes == set(codec.ReferenceMessage.__dataclass_fields__)
+    message = codec.ReferenceMessage(opcode=PING, data=b"")
+    with pytest.raises(AttributeError):
+        message.opcode = PONG  # type: ignore[misc]
+
+
 def test_protocol_error_carries_code_and_reason() -> None:
     error = ProtocolError(1009, "message too big")
     assert (error.close_code, error.reason) == (1009, "message too big")
@@ -577,14 +619,24 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
     (
         "call",
         b'[2,"19223201","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]',
-        (CALL, "19223201", "BootNotification", None, b'{"chargePointVendor":"V","chargePointModel":"M"}'),
+        (
+            CALL,
+            "19223201",
+            "BootNotification",
+            None,
+            b'{"chargePointVendor":"V","chargePointModel":"M"}',
+        ),
     ),
     (
         "call-whitespace",
         b' \t\r\n[ 2 ,\n"id" ,\t"Heartbeat" , { } ]\r\n ',
         (CALL, "id", "Heartbeat", None, b"{ }"),
     ),
-    ("callresult", b'[3,"id",{"status":"Accepted"}]', (CALLRESULT, "id", None, None, b'{"status":"Accepted"}')),
+    (
+        "callresult",
+        b'[3,"id",{"status":"Accepted"}]',
+        (CALLRESULT, "id", None, None, b'{"status":"Accepted"}'),
+    ),
     ("callresult-null", b'[3,"",null]', (CALLRESULT, "", None, None, b"null")),
     ("callresult-number", b'[3,"x",-12.5e+3]', (CALLRESULT, "x", None, None, b"-12.5e+3")),
     ("callresult-string", b'[3,"x","s\\"]"]', (CALLRESULT, "x", None, None, b'"s\\"]"')),
@@ -602,7 +654,11 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
     ),
     ("callerror-details-false", b'[4,"i","E","d",false]', (CALLERROR, "i", None, "E", b"false")),
     # numbers that are valid in payloads
-    ("payload-numbers", b'[3,"x",[0,-0,1.5,0.5e-3,1E+2,2e10,-9]]', (CALLRESULT, "x", None, None, b"[0,-0,1.5,0.5e-3,1E+2,2e10,-9]")),
+    (
+        "payload-numbers",
+        b'[3,"x",[0,-0,1.5,0.5e-3,1E+2,2e10,-9]]',
+        (CALLRESULT, "x", None, None, b"[0,-0,1.5,0.5e-3,1E+2,2e10,-9]"),
+    ),
     # first element must be exactly the token 2, 3 or 4
     ("type-2.0", b'[2.0,"id","A",{}]', NOT),
     ("type-string", b'["2","id","A",{}]', NOT),
@@ -638,12 +694,24 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
         b'[3,"a\\"b\\\\c\\/d\\be\\ff\\ng\\rh\\ti",0]',
         (CALLRESULT, 'a"b\\c/d\be\ff\ng\rh\ti', None, None, b"0"),
     ),
-    ("unicode-escape", b'[2,"\\u0041\\u00e9\\u20AC","\\u0000x",1]', (CALL, "Aé€", "\x00x", None, b"1")),
+    (
+        "unicode-escape",
+        b'[2,"\\u0041\\u00e9\\u20AC","\\u0000x",1]',
+        (CALL, "Aé€", "\x00x", None, b"1"),
+    ),
     ("raw-utf8", '[2,"ïd","Äctiön ✓",{}]'.encode(), (CALL, "ïd", "Äctiön ✓", None, b"{}")),
     ("raw-del-allowed", b'[3,"a\x7fb",0]', (CALLRESULT, "a\x7fb", None, None, b"0")),
     ("surrogate-pair", b'[3,"\\ud83d\\ude00",0]', (CALLRESULT, "\U0001f600", None, None, b"0")),
-    ("surrogate-pair-upper", b'[3,"x\\uD83D\\uDE00y",0]', (CALLRESULT, "x\U0001f600y", None, None, b"0")),
-    ("surrogate-pair-edges", b'[3,"\\udbff\\udfff\\ud800\\udc00",0]', (CALLRESULT, "\U0010ffff\U00010000", None, None, b"0")),
+    (
+        "surrogate-pair-upper",
+        b'[3,"x\\uD83D\\uDE00y",0]',
+        (CALLRESULT, "x\U0001f600y", None, None, b"0"),
+    ),
+    (
+        "surrogate-pair-edges",
+        b'[3,"\\udbff\\udfff\\ud800\\udc00",0]',
+        (CALLRESULT, "\U0010ffff\U00010000", None, None, b"0"),
+    ),
     ("raw-astral", '[3,"😀",0]'.encode(), (CALLRESULT, "😀", None, None, b"0")),
     ("lone-high", b'[3,"\\ud83d",0]', NOT),
     ("lone-high-then-char", b'[3,"\\ud83dx",0]', NOT),
@@ -676,7 +744,11 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
     ("bad-escape-in-payload", b'[3,"a",{"k":"\\a"}]', NOT),
     ("unterminated-string", b'[3,"a,0]', NOT),
     # nesting depth: the envelope array counts as level 1
-    ("depth-64-arrays", b'[3,"d",' + b"[" * 63 + b"]" * 63 + b"]", (CALLRESULT, "d", None, None, b"[" * 63 + b"]" * 63)),
+    (
+        "depth-64-arrays",
+        b'[3,"d",' + b"[" * 63 + b"]" * 63 + b"]",
+        (CALLRESULT, "d", None, None, b"[" * 63 + b"]" * 63),
+    ),
     ("depth-65-arrays", b'[3,"d",' + b"[" * 64 + b"]" * 64 + b"]", NOT),
     (
         "depth-64-objects",
@@ -746,7 +818,9 @@ def _peek_through_reader(impl: Impl, text: bytes) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in PEEK_CASES], ids=[c[0] for c in PEEK_CASES])
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in PEEK_CASES], ids=[c[0] for c in PEEK_CASES]
+)
 def test_envelope_peek(impl: Impl, text: bytes, expected: tuple[Any, ...] | None) -> None:
     got = _peek_through_reader(impl, text)
     if impl.name == "reference":
@@ -849,7 +923,7 @@ def test_encoders_round_trip_through_readers(impl: Impl, writer: str, mask: bool
         (TEXT, text, CALL, "1", "Authorize", None, 19, len(text) - 1, None, None),
         plain(BINARY, b"\x00" * 70000),
         plain(PONG, b""),
-        (CLOSE, b"\x03\xe9" + "bye ✓".encode(), NOT_OCPP, None, None, None, 0, 0, 1001, "bye ✓"),
+        (CLOSE, b"\x03\xe9bye \xe2\x9c\x93", NOT_OCPP, None, None, None, 0, 0, 1001, "bye ✓"),
     ]
     assert reader.closed
 

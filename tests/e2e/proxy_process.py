@@ -1,0 +1,153 @@
+"""The proxy under test, run as its own process the way an operator runs it.
+
+`python -m proxy proxy --config FILE` is started with a configuration on free ports, awaited on
+its admin `/readyz`, stopped with SIGTERM, and its JSON log on stderr is checked: the process
+must exit 0 and log no error and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parents[2]
+READY_WAIT = 15.0  # bound on the proxy's start-up
+STOP_WAIT = 20.0  # bound on a graceful stop (drain + close timeouts are set far below this)
+
+CONFIG = """\
+[proxy]
+host = "127.0.0.1"
+port = {port}
+path_prefix = "/ocpp"
+close_timeout = 2.0
+drain_timeout = 2.0
+
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+
+[log]
+level = "info"
+
+[chargers."CP-16"]
+upstream = "ws://127.0.0.1:{upstream_port}/ocpp"
+auth = "passthrough"
+
+[default_route]
+upstream = "ws://127.0.0.1:{upstream_port}/ocpp"
+auth = "passthrough"
+"""
+
+# urllib must not send loopback requests through an HTTP proxy from the environment.
+_admin_client = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ProxyProcess:
+    """A running proxy process; chargers reach it at `url(identity)`, its upstream is `upstream_port`."""
+
+    port: int
+    admin_port: int
+    upstream_port: int
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    def url(self, identity: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp/{quote(identity, safe='')}"
+
+    def admin_get(self, path: str) -> tuple[int, bytes]:
+        """Status and body of a GET on the admin port."""
+        try:
+            with _admin_client.open(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read()
+
+    def terminate(self) -> int:
+        """Send SIGTERM (unless it already exited) and return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def _wait_ready(proxy: ProxyProcess) -> None:
+    """Poll /readyz until it answers 200; fail early if the process dies, or after READY_WAIT."""
+    deadline = time.monotonic() + READY_WAIT
+    while True:
+        if proxy.process.poll() is not None:
+            raise RuntimeError(f"proxy exited with {proxy.process.returncode}:\n{proxy.stderr()}")
+        try:
+            if proxy.admin_get("/readyz")[0] == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"proxy not ready after {READY_WAIT} s:\n{proxy.stderr()}")
+        time.sleep(0.05)
+
+
+def log_problems(stderr: str) -> list[str]:
+    """Lines of the proxy's stderr that are not JSON records, are errors, or carry a traceback."""
+    problems = []
+    for line in stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            problems.append(line)
+            continue
+        if not isinstance(record, dict) or record.get("level") in ("error", "critical") or "Traceback" in line:
+            problems.append(line)
+    return problems
+
+
+@contextmanager
+def running_proxy(directory: Path) -> Iterator[ProxyProcess]:
+    """Start a proxy whose routes all lead to 127.0.0.1:<upstream_port>; stop and check it on exit."""
+    port, admin_port, upstream_port = free_port(), free_port(), free_port()
+    config = directory / "proxy.toml"
+    config.write_text(CONFIG.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    stderr_path = directory / "proxy.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
+    try:
+        _wait_ready(proxy)
+        yield proxy
+    finally:
+        status = proxy.terminate()
+    output = proxy.stderr()
+    assert status == 0, f"proxy exited with {status}:\n{output}"
+    assert log_problems(output) == [], output

@@ -1,0 +1,78 @@
+"""Forwarding through the proxy between trio-websocket peers on real sockets."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from proxy.codec import CLOSE
+from tests.integration.conftest import RawCharger, frame, metric, roundtrip
+
+
+async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(proxy, upstream):
+    async with open_websocket_url(proxy.url("CP%201"), subprotocols=["ocpp2.0.1", "ocpp1.6"]) as charger:
+        assert charger.subprotocol == "ocpp2.0.1"
+        text = '[2, "a1" ,"Authorize",{"idToken":{"idToken":"ü-1","type":"ISO14443"}}]'
+        await charger.send_message(text)
+        assert json.loads(await charger.get_message()) == [3, "a1", {"echo": "Authorize"}]
+        await upstream.connected.wait()
+        csms = upstream.connections["/ocpp/CP%201"]
+        await csms.send_message('[2,"r1","Reset",{"type":"Immediate"}]')
+        assert await charger.get_message() == '[2,"r1","Reset",{"type":"Immediate"}]'
+        await charger.send_message(b"\x00\x01binary")
+    peer = upstream.peers[0]
+    assert peer.path == "/ocpp/CP%201" and peer.subprotocol == "ocpp2.0.1"
+    assert peer.received[:2] == [text, b"\x00\x01binary"]
+    assert metric(proxy, "ere_proxy_calls_total", direction="charger_to_upstream", action="Authorize") == 1
+    assert metric(proxy, "ere_proxy_calls_total", direction="upstream_to_charger", action="Reset") == 1
+    assert metric(proxy, "ere_proxy_frames_total", direction="charger_to_upstream", type="binary") == 1
+
+
+async def test_charger_without_subprotocol_is_offered_upstream_as_default(proxy, upstream):
+    async with open_websocket_url(proxy.url("CP-none")) as charger:
+        assert json.loads(await roundtrip(charger, "1"))[1] == "1"
+    assert upstream.peers[0].subprotocol == "ocpp1.6"
+
+
+async def test_close_code_and_reason_pass_end_to_end(proxy, upstream):
+    async with open_websocket_url(proxy.url("CP-close"), subprotocols=["ocpp1.6"]) as charger:
+        await roundtrip(charger, "1")
+        link = proxy.server.links["CP-close"]
+        await charger.aclose(code=4001, reason="charger says bye")
+    await link.finished.wait()
+    assert upstream.peers[0].close_code == 4001
+    assert metric(proxy, "ere_proxy_link_ends_total", reason="closed") == 1
+
+
+async def test_upstream_close_code_reaches_the_charger(proxy, upstream):
+    charger = await RawCharger.connect(proxy.port)
+    assert (await charger.upgrade("CP-up-close")).startswith(b"HTTP/1.1 101")
+    await upstream.wait_until(lambda: "/ocpp/CP-up-close" in upstream.connections)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(upstream.connections["/ocpp/CP-up-close"].aclose, 4000, "bye")
+        messages = await charger.messages_until_close(reply_to_close=True)
+    assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 4000, "bye")]
+    await charger.aclose()
+
+
+async def test_fragments_and_pings_pass_as_sent(proxy, upstream):
+    charger = await RawCharger.connect(proxy.port)
+    assert (await charger.upgrade("CP-frag")).startswith(b"HTTP/1.1 101")
+    # A text message in three fragments with a ping between them, sent in one write.
+    stream = frame(1, b'[2,"f1","Heart', fin=False) + frame(9, b"hi") + frame(0, b'beat",', fin=False) + frame(0, b"{}]")
+    await charger.send(stream)
+    await upstream.wait_until(lambda: upstream.peers and upstream.peers[0].received)
+    assert upstream.peers[0].received[0] == '[2,"f1","Heartbeat",{}]'
+    await charger.aclose()
+
+
+async def test_ten_thousand_frames_in_one_write_arrive_in_order(proxy, upstream, healthy):
+    charger = await RawCharger.connect(proxy.port)
+    assert (await charger.upgrade("CP-burst")).startswith(b"HTTP/1.1 101")
+    await charger.send(b"".join(frame(1, b'"m%d"' % i) for i in range(10_000)))
+    await upstream.wait_until(lambda: len(upstream.peers[-1].received) >= 10_000, timeout=30)
+    assert upstream.peers[-1].received == [f'"m{i}"' for i in range(10_000)]
+    await healthy.check()
+    await charger.aclose()
