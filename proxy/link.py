@@ -62,7 +62,7 @@ class Side:
     mask: bool  # frames we write to this peer must be masked (we are its client)
     pending: set[str]  # ids of CALLs this peer sent that are not answered yet
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
-    dirty: bool = False  # a write to this peer was interrupted mid-way
+    dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class Link:
                     end = LinkEnd.CHARGER_ERROR if dst is self.charger else LinkEnd.UPSTREAM_ERROR
                     self._finish(end, {src: (INTERNAL, "peer connection failed")})
                     return
-                dst.dirty = False
+                dst.dirty = not src.reader.at_frame_boundary
                 observe(perf_counter() - started)
                 count_bytes(len(data))
                 idle_scope.deadline = trio.current_time() + idle_timeout
@@ -225,8 +225,7 @@ class Link:
 
     async def _close_side(self, side: Side, other: Side) -> None:
         code = self._codes.get(side)
-        # `other.reader` has seen every byte we sent to `side`.
-        writable = not side.gone and not side.dirty and other.reader.at_frame_boundary
+        writable = not side.gone and not side.dirty
         try:
             if code is not None and writable and not other.reader.closed:
                 await side.stream.send_all(encode_close(code[0], code[1], mask=side.mask))

@@ -42,6 +42,7 @@ log = logging.getLogger("proxy.server")
 
 _HANDSHAKE_READ = 4096
 _PROTOCOL_ERROR = 1002
+_LINGER_BYTES = 1 << 20
 
 
 class _Refusal(Exception):
@@ -285,12 +286,21 @@ class ProxyServer:
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
-    """Best-effort write of a refusal; the charger may already be gone."""
+    """Best-effort write of a final answer, then a lingering close.
+
+    Closing a socket with unread input makes the kernel reset the connection, which can destroy
+    the answer before the peer reads it; so we half-close and drain what the peer still sends
+    for at most a second (and at most _LINGER_BYTES) before the caller closes the socket.
+    """
     if not data:
         return
     with trio.move_on_after(1):
         try:
             await stream.send_all(data)
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(_HANDSHAKE_READ)):
+                drained += len(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-

@@ -197,6 +197,21 @@ class RawCharger:
         await self.stream.aclose()
 
 
+@pytest.fixture
+async def raw(proxy):
+    """Opens raw chargers to the proxy and closes them all at teardown, whatever the test did."""
+    opened: list[RawCharger] = []
+
+    async def connect(port: int | None = None) -> RawCharger:
+        charger = await RawCharger.connect(port or proxy.port)
+        opened.append(charger)
+        return charger
+
+    yield connect
+    for charger in opened:
+        await charger.aclose()
+
+
 def frame(opcode: int, payload: bytes, **kw) -> bytes:
     return reference_encode_frame(opcode, payload, mask=kw.pop("mask", True), **kw)
 
