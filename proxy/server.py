@@ -168,13 +168,7 @@ class ProxyServer:
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).
         chosen = accepted.subprotocol if accepted.subprotocol in request.offered else None
         try:
-            try:
-                await stream.send_all(handshake.accept(chosen))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                self.metrics.handshakes.labels("charger_gone").inc()
-                return
-            self.metrics.handshakes.labels("accepted").inc()
-            await self._run_link(request, stream, handshake.trailing_data, upstream, upstream_trailing)
+            await self._run_link(request, stream, handshake.accept(chosen), handshake.trailing_data, upstream, upstream_trailing)
         finally:
             await trio.aclose_forcefully(upstream)
 
@@ -215,7 +209,8 @@ class ProxyServer:
         old = self.links.get(request.identity)
         if old is not None:
             old.stop(LinkEnd.REPLACED)
-            await old.finished.wait()
+            with trio.move_on_after(2 * self.settings.close_timeout):  # its close is bounded by one
+                await old.finished.wait()
         return await self._dial(route, request.identity, offer, auth.upstream_authorization)
 
     async def _dial(
@@ -256,10 +251,12 @@ class ProxyServer:
         self,
         request: ChargerRequest,
         charger_stream: trio.abc.Stream,
+        accept: bytes,
         charger_trailing: bytes,
         upstream_stream: trio.abc.Stream,
         upstream_trailing: bytes,
     ) -> None:
+        """Register the link (replacing an older one), send the charger its 101, and forward."""
         max_size = self.settings.max_message_size
         charger = Side("charger", charger_stream, FrameReader(from_client=True, max_message_size=max_size),
                        self._up_meters, mask=False, pending=set())
@@ -271,14 +268,23 @@ class ProxyServer:
         if old is not None:  # another connection of this identity got in while we dialled
             old.stop(LinkEnd.REPLACED)
         self.links[identity] = link
-        if self._draining:
-            link.drain(trio.current_time() + self.settings.drain_timeout)
-        self.metrics.connected.inc()
-        log.info("link up", extra={"identity": identity})
         try:
-            end = await link.run()
+            try:
+                await charger_stream.send_all(accept)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.metrics.handshakes.labels("charger_gone").inc()
+                link.finished.set()
+                return
+            self.metrics.handshakes.labels("accepted").inc()
+            if self._draining:
+                link.drain(trio.current_time() + self.settings.drain_timeout)
+            self.metrics.connected.inc()
+            log.info("link up", extra={"identity": identity})
+            try:
+                end = await link.run()
+            finally:
+                self.metrics.connected.dec()
         finally:
-            self.metrics.connected.dec()
             if self.links.get(identity) is link:
                 del self.links[identity]
         self.metrics.link_ends.labels(end.value).inc()

@@ -1,0 +1,103 @@
+"""Link lifecycle: replacement, idle timeout, graceful shutdown with drain, admin endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from trio_websocket import open_websocket_url
+
+from proxy.admin import AdminServer
+from proxy.codec import CLOSE
+from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
+
+
+async def test_second_connection_of_an_identity_replaces_the_first(proxy, upstream, raw):
+    first = await raw()
+    assert (await first.upgrade("CP-twice")).startswith(b"HTTP/1.1 101")
+    await upstream.wait_until(lambda: len(upstream.peers) == 1)
+    async with open_websocket_url(proxy.url("CP-twice"), subprotocols=["ocpp1.6"]) as second:
+        with trio.fail_after(10):
+            messages = await first.messages_until_close(reply_to_close=True)
+        assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 1001, "replaced by a new connection")]
+        assert upstream.peers[0].close_code == 1001  # the old upstream leg closed before the new dial
+        assert json.loads(await roundtrip(second, "1"))[1] == "1"
+    assert [p.path for p in upstream.peers] == ["/ocpp/CP-twice"] * 2
+    assert metric(proxy, "ere_proxy_link_ends_total", reason="replaced") == 1
+
+
+async def test_idle_link_is_closed_with_1001(nursery, upstream, raw):
+    handle = await start_proxy(nursery, proxy_config(upstream.port, idle_timeout=0.2))
+    charger = await raw(handle.port)
+    assert (await charger.upgrade("CP-idle")).startswith(b"HTTP/1.1 101")
+    link = handle.server.links["CP-idle"]
+    with trio.fail_after(10):
+        messages = await charger.messages_until_close(reply_to_close=True)
+        await link.finished.wait()
+    assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 1001, "idle timeout")]
+    await upstream.wait_until(lambda: upstream.peers[0].close_code is not None)
+    assert upstream.peers[0].close_code == 1001
+    assert metric(handle, "ere_proxy_link_ends_total", reason="idle") == 1
+
+
+async def test_shutdown_lets_the_call_in_flight_finish_then_closes_with_1001(nursery, upstream, raw):
+    handle = await start_proxy(nursery, proxy_config(upstream.port, drain_timeout=30))
+    upstream.answer_calls = False
+    charger = await raw(handle.port)
+    assert (await charger.upgrade("CP-drain")).startswith(b"HTTP/1.1 101")
+    await charger.send(frame(1, b'[2,"s1","StopTransaction",{"transactionId":1}]'))
+    await upstream.wait_until(lambda: upstream.peers and upstream.peers[0].received)
+    handle.server.shutdown()
+    await trio.testing.wait_all_tasks_blocked()
+    assert "CP-drain" in handle.server.links  # still waiting for the answer
+    await upstream.connections["/ocpp/CP-drain"].send_message('[3,"s1",{}]')
+    with trio.fail_after(10):
+        messages = await charger.messages_until_close(reply_to_close=True)
+    assert [(m.opcode, m.data if m.opcode != CLOSE else m.close_code) for m in messages] == [
+        (1, b'[3,"s1",{}]'),
+        (CLOSE, 1001),
+    ]
+    with trio.fail_after(10):
+        await handle.server.stopped.wait()
+    assert metric(handle, "ere_proxy_link_ends_total", reason="shutdown") == 1
+
+
+async def test_shutdown_stops_accepting(nursery, upstream, raw):
+    handle = await start_proxy(nursery, proxy_config(upstream.port))
+    handle.server.shutdown()
+    with trio.fail_after(10):
+        await handle.server.stopped.wait()
+    try:
+        charger = await raw(handle.port)
+    except OSError:
+        return  # refused: nobody listens any more
+    assert await charger.read_all() == b""
+
+
+async def admin_get(port: int, request: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    return answer
+
+
+async def test_admin_endpoint_serves_metrics_health_and_readiness(nursery, proxy, upstream):
+    async with open_websocket_url(proxy.url("CP-admin"), subprotocols=["ocpp1.6"]) as ws:
+        await roundtrip(ws, "1")
+    admin = AdminServer(proxy.metrics.registry, lambda: proxy.server.accepting)
+    listeners = await nursery.start(admin.serve, "127.0.0.1", 0)
+    port = listeners[0].socket.getsockname()[1]
+    metrics = await admin_get(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert metrics.startswith(b"HTTP/1.1 200 OK")
+    assert b'ere_proxy_calls_total{action="Heartbeat",direction="charger_to_upstream"} 1.0' in metrics
+    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert (await admin_get(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404")
+    assert (await admin_get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")).startswith(b"HTTP/1.1 405")
+    assert (await admin_get(port, b"\x00\x01 nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    proxy.server.shutdown()
+    await proxy.server.stopped.wait()
+    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
