@@ -257,7 +257,8 @@ def header(args: argparse.Namespace, argv: list[str], started: datetime) -> str:
     return "\n".join([
         f"## fixed-load, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"load average at start {args.loadavg_at_start} (1/5/15 min; other work on the machine skews results)",
         f"- codec in generator and fake CSMS: {wire.CODEC}; nginx: "
         + (nginx.version(nginx_binary) if nginx_binary else "not installed"),
         f"- command: `cd {REPO} && {python} -m bench {shlex.join(argv)}`",
@@ -272,6 +273,7 @@ def fixed_load(args: argparse.Namespace, argv: list[str]) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every process we start
     started = datetime.now(timezone.utc)
+    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     runs: list[Run] = []
     for round_no in range(1, args.rounds + 1):
         order = args.targets if round_no % 2 else args.targets[::-1]

@@ -1,0 +1,62 @@
+"""wss on both legs: the proxy serves TLS to chargers and dials a TLS upstream with a private CA."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import msgspec
+import trio
+import trustme
+from trio_websocket import open_websocket_url, serve_websocket
+
+from proxy.config import Config, ProxySettings, Route
+from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
+
+
+async def test_wss_charger_to_wss_upstream_with_a_private_ca(nursery, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    upstream_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(upstream_context)
+    up = Upstream()
+    server = await nursery.start(serve_websocket, up.handler, "127.0.0.1", 0, upstream_context)
+
+    ca_file, key_file, cert_file = tmp_path / "ca.pem", tmp_path / "key.pem", tmp_path / "cert.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    settings = msgspec.convert(
+        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)}, ProxySettings
+    )
+    route = Route(upstream=f"wss://localhost:{server.port}/ocpp", ca_bundle=str(ca_file))
+    handle = await start_proxy(nursery, Config(proxy=settings, default_route=route))
+
+    charger_context = ssl.create_default_context()
+    ca.configure_trust(charger_context)
+    url = f"wss://localhost:{handle.port}/ocpp/CP-tls"
+    async with open_websocket_url(url, ssl_context=charger_context, subprotocols=["ocpp1.6"]) as ws:
+        assert json.loads(await roundtrip(ws, "t1")) == [3, "t1", {"echo": "Heartbeat"}]
+    assert up.peers[0].path == "/ocpp/CP-tls"
+    assert up.peers[0].received == ['[2, "t1", "Heartbeat", {}]']
+    assert metric(handle, "ere_proxy_handshakes_total", outcome="accepted") == 1
+
+
+async def test_upstream_with_an_untrusted_certificate_is_502(nursery, tmp_path):
+    ca = trustme.CA()
+    upstream_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(upstream_context)
+    up = Upstream()
+    server = await nursery.start(serve_websocket, up.handler, "127.0.0.1", 0, upstream_context)
+    settings = msgspec.convert({"host": "127.0.0.1", "port": 0}, ProxySettings)
+    route = Route(upstream=f"wss://localhost:{server.port}/ocpp")  # system CAs only
+    handle = await start_proxy(nursery, Config(proxy=settings, default_route=route))
+    stream = await trio.open_tcp_stream("127.0.0.1", handle.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /ocpp/CP-x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await stream.receive_some(4096)
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway")
+    assert up.peers == []
