@@ -19,7 +19,7 @@ from proxy.admin import AdminServer
 from proxy.config import Config, ConfigError, load_config
 from proxy.metrics import ProxyMetrics
 from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, open_listener, server_ssl_context
+from proxy.server import ProxyServer, open_listener
 
 log = logging.getLogger("proxy.role")
 
@@ -55,10 +55,7 @@ async def run_proxy_role(
     metrics = ProxyMetrics()
     router = StaticRouter(config)
     server = ProxyServer(config, router, metrics)
-    listener: trio.abc.Listener[trio.abc.Stream] = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
-    context = server_ssl_context(config.proxy)
-    if context is not None:
-        listener = trio.SSLListener(listener, context, https_compatible=False)
+    listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

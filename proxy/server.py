@@ -58,8 +58,11 @@ _OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "ba
              426: "bad_request", 431: "headers_too_large"}
 
 
-def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.SocketListener:
-    """A listening TCP socket; several processes can share the port with `reuse_port`."""
+def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.abc.Listener[trio.abc.Stream]:
+    """The charger listener: TCP, wrapped in TLS when a certificate is configured.
+
+    Several processes can share the port with `reuse_port`.
+    """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -71,15 +74,18 @@ def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.SocketListe
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-
-
-def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     if settings.tls_cert is None or settings.tls_key is None:
-        return None
+        return listener
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    return trio.SSLListener(listener, context, https_compatible=False)
+
+
+def listening_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    assert isinstance(inner, trio.SocketListener)
+    return inner.socket.getsockname()[1]
 
 
 @lru_cache(maxsize=64)
@@ -162,7 +168,10 @@ class ProxyServer:
             upstream, accepted, upstream_trailing = await self._admit(request)
         except _Refusal as refusal:
             self.metrics.handshakes.labels(refusal.outcome).inc()
-            log.info("handshake refused", extra={"status": refusal.refusal.status, "outcome": refusal.outcome})
+            log.info(
+                "handshake refused",
+                extra={"status": refusal.refusal.status, "reason": refusal.refusal.reason, "outcome": refusal.outcome},
+            )
             await _send_quietly(stream, handshake.refuse(refusal.refusal))
             return
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).

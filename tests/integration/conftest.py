@@ -20,7 +20,7 @@ from proxy.codec import ReferenceFrameReader, reference_encode_frame
 from proxy.config import Config, ProxySettings, Route
 from proxy.metrics import ProxyMetrics
 from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, open_listener
+from proxy.server import ProxyServer, listening_port, open_listener
 
 SUBPROTOCOLS = ["ocpp1.6", "ocpp2.0.1"]
 
@@ -111,7 +111,7 @@ async def start_proxy(nursery: trio.Nursery, config: Config) -> ProxyHandle:
     server = ProxyServer(config, StaticRouter(config), metrics)
     listener = open_listener(config.proxy, reuse_port=False)
     await nursery.start(server.run, [listener])
-    return ProxyHandle(server, metrics, listener.socket.getsockname()[1])
+    return ProxyHandle(server, metrics, listening_port(listener))
 
 
 def proxy_config(upstream_port: int, *, chargers: dict[str, Route] | None = None, default: bool = True, **settings) -> Config:
