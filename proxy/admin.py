@@ -45,7 +45,7 @@ class AdminServer:
             with trio.move_on_after(10):
                 event = conn.next_event()
                 while event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(_MAX_REQUEST))
+                    conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST)))
                     event = conn.next_event()
                 if isinstance(event, h11.Request):
                     status, content_type, body = self.answer(event.method, event.target)

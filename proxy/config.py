@@ -20,11 +20,7 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class _Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
-class ProxySettings(_Struct):
+class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 9000
     # Chargers connect to <scheme>://host:port<path_prefix>/<percent-encoded identity>.
@@ -43,17 +39,17 @@ class ProxySettings(_Struct):
     tls_key: str | None = None
 
 
-class AdminSettings(_Struct):
+class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     # Worker i of `--workers N` serves /metrics, /healthz and /readyz on port + i.
     port: int = 9100
 
 
-class LogSettings(_Struct):
+class LogSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class Route(_Struct):
+class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
     `passthrough` forwards the charger's Authorization header upstream unchanged; `managed`
@@ -76,7 +72,7 @@ class Route(_Struct):
             raise ValueError("auth = 'managed' needs password_hash")
 
 
-class Config(_Struct):
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     proxy: ProxySettings = ProxySettings()
     admin: AdminSettings = AdminSettings()
     log: LogSettings = LogSettings()

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 
 import trio
 
 from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, ProtocolError, encode_close
 from proxy.metrics import DirectionMeters
+from proxy.transport import Transport, transport_for
 
 log = logging.getLogger("proxy.link")
 
-RECEIVE_SIZE = 65536
 # Bound on remembered unanswered CALL ids per direction (a charger may never answer).
 _MAX_PENDING = 32
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -60,46 +60,53 @@ class Side:
     reader: FrameReader  # reads what this peer sends
     meters: DirectionMeters  # counts what this peer sends
     mask: bool  # frames we write to this peer must be masked (we are its client)
-    pending: set[str]  # ids of CALLs this peer sent that are not answered yet
+    pending: set[str] = field(default_factory=set)  # ids of this peer's CALLs not answered yet
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
+    transport: Transport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.transport = transport_for(self.stream)
 
 
-@dataclass(frozen=True)
-class LinkTimeouts:
-    idle: float
-    close: float
+_STOP_REASONS = {
+    LinkEnd.REPLACED: "replaced by a new connection",
+    LinkEnd.IDLE: "idle timeout",
+    LinkEnd.SHUTDOWN: "going away",
+}
 
 
 class Link:
-    """Forwarding between a charger and its upstream; `run` returns how the link ended."""
+    """Forwarding between a charger and its upstream; `run` returns how the link ended.
+
+    `close_timeout` bounds how long a started close handshake may take, and our own closing.
+    """
 
     def __init__(
         self,
         identity: str,
         charger: Side,
         upstream: Side,
-        timeouts: LinkTimeouts,
+        close_timeout: float,
         charger_trailing: bytes = b"",
         upstream_trailing: bytes = b"",
     ) -> None:
         self.identity = identity
         self.charger = charger
         self.upstream = upstream
-        self._timeouts = timeouts
+        self._close_timeout = close_timeout
         self._trailing = {charger: charger_trailing, upstream: upstream_trailing}
         self._scope = trio.CancelScope()
-        self._idle_scope = trio.CancelScope()
         self._end: LinkEnd | None = None
         self._codes: dict[Side, tuple[int, str]] = {}
         self._draining = False
+        self.last_active = perf_counter()  # when bytes last passed, either way
         self.finished = trio.Event()
 
     # -- control from outside ------------------------------------------------------------
     def stop(self, end: LinkEnd) -> None:
-        """End the link now (e.g. REPLACED, SHUTDOWN); both peers get 1001."""
-        reason = "replaced by a new connection" if end is LinkEnd.REPLACED else "going away"
-        self._finish(end, {self.charger: (GOING_AWAY, reason), self.upstream: (GOING_AWAY, reason)})
+        """End the link now for REPLACED, IDLE or SHUTDOWN; both peers get 1001."""
+        self._finish(end, self._both(GOING_AWAY, _STOP_REASONS[end]))
 
     def drain(self, deadline: float) -> None:
         """End the link with SHUTDOWN once no CALL is in flight, or at `deadline` at the latest."""
@@ -111,17 +118,14 @@ class Link:
     async def run(self) -> LinkEnd:
         try:
             with self._scope:
-                with self._idle_scope:
-                    self._idle_scope.deadline = trio.current_time() + self._timeouts.idle
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pump, self.charger, self.upstream)
-                        nursery.start_soon(self._pump, self.upstream, self.charger)
-                if self._idle_scope.cancelled_caught:
-                    self._finish_idle()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, self.charger, self.upstream)
+                    nursery.start_soon(self._pump, self.upstream, self.charger)
             if self._end is None:  # the scope's deadline: a close handshake or drain took too long
-                draining = self._draining
-                end = LinkEnd.SHUTDOWN if draining else LinkEnd.CLOSE_TIMEOUT
-                self._finish(end, self._both(GOING_AWAY, "going away") if draining else {})
+                if self._draining:
+                    self.stop(LinkEnd.SHUTDOWN)
+                else:
+                    self._finish(LinkEnd.CLOSE_TIMEOUT, {})
         except Exception:
             log.exception("link failed", extra={"identity": self.identity})
             self._finish(LinkEnd.INTERNAL_ERROR, self._both(INTERNAL, "internal error"))
@@ -134,9 +138,6 @@ class Link:
     def _both(self, code: int, reason: str) -> dict[Side, tuple[int, str]]:
         return {self.charger: (code, reason), self.upstream: (code, reason)}
 
-    def _finish_idle(self) -> None:
-        self._finish(LinkEnd.IDLE, self._both(GOING_AWAY, "idle timeout"))
-
     def _finish(self, end: LinkEnd, codes: dict[Side, tuple[int, str]]) -> None:
         """Record how the link ends (first call wins) and stop both pumps."""
         if self._end is not None:
@@ -147,18 +148,20 @@ class Link:
 
     def _end_if_drained(self) -> None:
         if self._draining and not self.charger.pending and not self.upstream.pending:
-            self._finish(LinkEnd.SHUTDOWN, self._both(GOING_AWAY, "going away"))
+            self.stop(LinkEnd.SHUTDOWN)
+
+    def _failed(self, side: Side) -> LinkEnd:
+        return LinkEnd.CHARGER_ERROR if side is self.charger else LinkEnd.UPSTREAM_ERROR
 
     async def _pump(self, src: Side, dst: Side) -> None:
         """Forward what `src` sends to `dst` until either fails or `src` hangs up."""
         feed = src.reader.feed
-        send_all = dst.stream.send_all
-        receive_some = src.stream.receive_some
+        receive = src.transport.receive
+        send = dst.transport.send
         meters = src.meters
         observe = meters.forward_seconds.observe
         count_bytes = meters.bytes.inc
         count = meters.count
-        idle_scope, idle_timeout = self._idle_scope, self._timeouts.idle
         data = self._trailing.pop(src)
         started = perf_counter()
         while True:
@@ -172,16 +175,15 @@ class Link:
                     return
                 dst.dirty = True
                 try:
-                    await send_all(data)
+                    await send(data)
                 except _STREAM_ERRORS:
                     dst.gone = True
-                    end = LinkEnd.CHARGER_ERROR if dst is self.charger else LinkEnd.UPSTREAM_ERROR
-                    self._finish(end, {src: (INTERNAL, "peer connection failed")})
+                    self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
                     return
                 dst.dirty = not src.reader.at_frame_boundary
-                observe(perf_counter() - started)
+                self.last_active = done = perf_counter()
+                observe(done - started)
                 count_bytes(len(data))
-                idle_scope.deadline = trio.current_time() + idle_timeout
                 for message in messages:
                     count(message.opcode, message.message_type, message.action)
                     if message.message_type == CALL:
@@ -192,15 +194,14 @@ class Link:
                         dst.pending.discard(message.unique_id or "")
                 if src.reader.closed:
                     # A close frame passed: the other side has close_timeout to answer it.
-                    self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._timeouts.close)
+                    self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._close_timeout)
                 if self._draining:
                     self._end_if_drained()
             try:
-                data = await receive_some(RECEIVE_SIZE)
+                data = await receive()
             except _STREAM_ERRORS:
                 src.gone = True
-                end = LinkEnd.CHARGER_ERROR if src is self.charger else LinkEnd.UPSTREAM_ERROR
-                self._finish(end, {dst: (INTERNAL, "peer connection failed")})
+                self._finish(self._failed(src), {dst: (INTERNAL, "peer connection failed")})
                 return
             started = perf_counter()
             if not data:
@@ -216,7 +217,7 @@ class Link:
     async def _close_sides(self) -> None:
         """Send each side its close frame if it needs one, await its answer briefly, close sockets."""
         with trio.CancelScope(shield=True):
-            with trio.move_on_after(self._timeouts.close):
+            with trio.move_on_after(self._close_timeout):
                 async with trio.open_nursery() as nursery:
                     for side, other in ((self.charger, self.upstream), (self.upstream, self.charger)):
                         nursery.start_soon(self._close_side, side, other)
@@ -228,12 +229,12 @@ class Link:
         writable = not side.gone and not side.dirty
         try:
             if code is not None and writable and not other.reader.closed:
-                await side.stream.send_all(encode_close(code[0], code[1], mask=side.mask))
+                await side.transport.send(encode_close(code[0], code[1], mask=side.mask))
             elif not other.reader.closed:
                 return  # no close frame went to this side: nothing to wait for
             # Await the peer's close reply (and, for an upstream server, its hang-up).
             while not side.gone and not (side.reader.closed and side is self.charger):
-                data = await side.stream.receive_some(RECEIVE_SIZE)
+                data = await side.transport.receive()
                 if not data:
                     return
                 side.reader.feed(data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from functools import lru_cache
+from functools import lru_cache, partial
 from time import perf_counter
 
 import trio
@@ -34,7 +34,7 @@ from proxy.handshake import (
     UpstreamProtocolError,
     upstream_offer,
 )
-from proxy.link import Link, LinkEnd, LinkTimeouts, Side
+from proxy.link import Link, LinkEnd, Side
 from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
 from proxy.routing import Router, upstream_url
 
@@ -108,12 +108,10 @@ class ProxyServer:
         self._passwords = PasswordCache()
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
-        self._timeouts = LinkTimeouts(idle=self.settings.idle_timeout, close=self.settings.close_timeout)
 
     def reconfigure(self, config: Config) -> None:
         """Take new settings for new connections; running links keep theirs."""
         self.settings = config.proxy
-        self._timeouts = LinkTimeouts(idle=self.settings.idle_timeout, close=self.settings.close_timeout)
 
     async def run(
         self, listeners: list[trio.abc.Listener[trio.abc.Stream]], *, task_status=trio.TASK_STATUS_IGNORED
@@ -122,8 +120,11 @@ class ProxyServer:
         try:
             async with trio.open_nursery() as handlers:
                 with self._accept_scope:
-                    self.accepting = True
-                    await trio.serve_listeners(self.handle, listeners, handler_nursery=handlers, task_status=task_status)
+                    async with trio.open_nursery() as front:
+                        front.start_soon(self._close_idle_links)
+                        serve = partial(trio.serve_listeners, self.handle, listeners, handler_nursery=handlers)
+                        task_status.started(await front.start(serve))
+                        self.accepting = True
                 self.accepting = False
                 deadline = trio.current_time() + self.settings.drain_timeout
                 for link in list(self.links.values()):
@@ -132,6 +133,14 @@ class ProxyServer:
         finally:
             self.accepting = False
             self.stopped.set()
+
+    async def _close_idle_links(self) -> None:
+        """Close links through which nothing passed for `idle_timeout` (checked 20 times per period)."""
+        while True:
+            await trio.sleep(self.settings.idle_timeout / 20)
+            cutoff = perf_counter() - self.settings.idle_timeout
+            for link in [link for link in self.links.values() if link.last_active < cutoff]:
+                link.stop(LinkEnd.IDLE)
 
     def shutdown(self) -> None:
         """Stop accepting and drain (see the module docstring)."""
@@ -188,7 +197,7 @@ class ProxyServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise _Refusal(HandshakeRefused(400, "connection failed"), "charger_gone") from exc
             try:
-                request = handshake.receive_data(data)
+                request = handshake.receive_data(bytes(data))
             except HandshakeRefused as refusal:
                 outcome = "charger_gone" if not data else _OUTCOMES.get(refusal.status, "bad_request")
                 raise _Refusal(refusal, outcome) from None
@@ -239,7 +248,7 @@ class ProxyServer:
                 await stream.send_all(handshake.request())
                 answer = None
                 while answer is None:
-                    answer = handshake.receive_data(await stream.receive_some(_HANDSHAKE_READ))
+                    answer = handshake.receive_data(bytes(await stream.receive_some(_HANDSHAKE_READ)))
                 self.metrics.dial_seconds.observe(perf_counter() - started)
                 if isinstance(answer, UpstreamAccepted):
                     accepted, stream = (stream, answer, handshake.trailing_data), None
@@ -268,11 +277,11 @@ class ProxyServer:
         """Register the link (replacing an older one), send the charger its 101, and forward."""
         max_size = self.settings.max_message_size
         charger = Side("charger", charger_stream, FrameReader(from_client=True, max_message_size=max_size),
-                       self._up_meters, mask=False, pending=set())
+                       self._up_meters, mask=False)
         upstream = Side("upstream", upstream_stream, FrameReader(from_client=False, max_message_size=max_size),
-                        self._down_meters, mask=True, pending=set())
-        link = Link(request.identity, charger, upstream, self._timeouts, charger_trailing, upstream_trailing)
+                        self._down_meters, mask=True)
         identity = request.identity
+        link = Link(identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing)
         old = self.links.get(identity)
         if old is not None:  # another connection of this identity got in while we dialled
             old.stop(LinkEnd.REPLACED)

@@ -182,7 +182,7 @@ any_texts = st.one_of(ocpp_texts(), near_ocpp_texts(), grammar_texts, st.text(ma
 
 
 def encode_text(text: str) -> bytes:
-    # Lone surrogates can only reach the wire as invalid UTF-8 (CESU-style bytes).
+    # A raw lone surrogate can only reach the wire as invalid UTF-8 (CESU-style bytes).
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -259,6 +259,8 @@ class StreamBuilder:
 
 @st.composite
 def valid_streams(draw: Any, *, from_client: bool) -> StreamBuilder:
+    """Well-formed frames; message-level rules may still break (close codes and reasons,
+    frames after a close, message size limits), which both readers must report alike."""
     builder = StreamBuilder(draw, from_client)
     for _ in range(draw(st.integers(0, 4))):
         kind = draw(st.sampled_from(["text", "text", "binary", "control", "close"]))
