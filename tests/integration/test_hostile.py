@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import struct
+from functools import partial
 
+import h11
 import pytest
 import trio
+import trio.testing
+from wsproto.utilities import generate_accept_token
 
 from proxy.codec import CLOSE
 from tests.integration.conftest import RawCharger, frame, metric, proxy_config, start_proxy
@@ -102,3 +106,43 @@ async def test_charger_vanishing_mid_frame_closes_the_upstream(proxy, upstream, 
     await upstream.wait_until(lambda: peer.close_code is not None)
     # Half a frame went upstream, so no close frame could follow it: the connection just drops.
     assert peer.close_code == 1006
+
+
+
+async def serve_bad_upstream(nursery, bad_frame: bytes) -> int:
+    """An upstream that accepts any upgrade, sends `bad_frame`, then reads until closed."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        event = conn.next_event()
+        while event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(4096))
+            event = conn.next_event()
+        key = dict(event.headers)[b"sec-websocket-key"]
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(key)),
+            (b"sec-websocket-protocol", b"ocpp1.6"),
+        ]
+        await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)) + bad_frame)
+        with trio.move_on_after(10):
+            while await stream.receive_some(4096):
+                pass
+
+    listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
+async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_with_1011(nursery):
+    masked = frame(1, b'[2,"1","Reset",{}]', mask=True)  # a server must never mask
+    handle = await start_proxy(nursery, proxy_config(await serve_bad_upstream(nursery, masked)))
+    charger = await RawCharger.connect(handle.port)
+    assert (await charger.upgrade("CP-victim")).startswith(b"HTTP/1.1 101")
+    with trio.fail_after(10):
+        messages = await charger.messages_until_close(reply_to_close=True)
+    assert [(m.opcode, m.close_code) for m in messages] == [(CLOSE, 1011)]
+    await trio.testing.wait_all_tasks_blocked()  # the proxy has finished with the link
+    assert metric(handle, "ere_proxy_codec_errors_total", direction="upstream_to_charger", close_code="1002") == 1
+    assert metric(handle, "ere_proxy_link_ends_total", reason="upstream_protocol_error") == 1
+    await charger.aclose()
