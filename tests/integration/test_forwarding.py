@@ -8,7 +8,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from proxy.codec import CLOSE
-from tests.integration.conftest import RawCharger, frame, metric, roundtrip
+from tests.integration.conftest import frame, metric, roundtrip
 
 
 async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(proxy, upstream):
@@ -46,33 +46,30 @@ async def test_close_code_and_reason_pass_end_to_end(proxy, upstream):
     assert metric(proxy, "ere_proxy_link_ends_total", reason="closed") == 1
 
 
-async def test_upstream_close_code_reaches_the_charger(proxy, upstream):
-    charger = await RawCharger.connect(proxy.port)
+async def test_upstream_close_code_reaches_the_charger(proxy, upstream, raw):
+    charger = await raw()
     assert (await charger.upgrade("CP-up-close")).startswith(b"HTTP/1.1 101")
     await upstream.wait_until(lambda: "/ocpp/CP-up-close" in upstream.connections)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(upstream.connections["/ocpp/CP-up-close"].aclose, 4000, "bye")
         messages = await charger.messages_until_close(reply_to_close=True)
     assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 4000, "bye")]
-    await charger.aclose()
 
 
-async def test_fragments_and_pings_pass_as_sent(proxy, upstream):
-    charger = await RawCharger.connect(proxy.port)
+async def test_fragments_and_pings_pass_as_sent(proxy, upstream, raw):
+    charger = await raw()
     assert (await charger.upgrade("CP-frag")).startswith(b"HTTP/1.1 101")
     # A text message in three fragments with a ping between them, sent in one write.
     stream = frame(1, b'[2,"f1","Heart', fin=False) + frame(9, b"hi") + frame(0, b'beat",', fin=False) + frame(0, b"{}]")
     await charger.send(stream)
     await upstream.wait_until(lambda: upstream.peers and upstream.peers[0].received)
     assert upstream.peers[0].received[0] == '[2,"f1","Heartbeat",{}]'
-    await charger.aclose()
 
 
-async def test_ten_thousand_frames_in_one_write_arrive_in_order(proxy, upstream, healthy):
-    charger = await RawCharger.connect(proxy.port)
+async def test_ten_thousand_frames_in_one_write_arrive_in_order(proxy, upstream, raw, healthy):
+    charger = await raw()
     assert (await charger.upgrade("CP-burst")).startswith(b"HTTP/1.1 101")
     await charger.send(b"".join(frame(1, b'"m%d"' % i) for i in range(10_000)))
     await upstream.wait_until(lambda: len(upstream.peers[-1].received) >= 10_000, timeout=30)
     assert upstream.peers[-1].received == [f'"m{i}"' for i in range(10_000)]
     await healthy.check()
-    await charger.aclose()

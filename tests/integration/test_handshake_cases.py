@@ -96,14 +96,13 @@ async def test_silent_upstream_is_504(nursery):
         await stream.aclose()
 
 
-async def test_unsupported_subprotocol_is_accepted_without_one_and_closed_with_1002(proxy, upstream):
-    charger = await RawCharger.connect(proxy.port)
+async def test_unsupported_subprotocol_is_accepted_without_one_and_closed_with_1002(proxy, upstream, raw):
+    charger = await raw()
     head = await charger.upgrade("CP-v", protocols="ocpp1.2, ocpp9")
     assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-protocol" not in head.lower()
     messages = await charger.messages_until_close()
     assert [(m.opcode, m.close_code) for m in messages] == [(CLOSE, 1002)]
     assert upstream.peers == []
-    await charger.aclose()
 
 
 async def test_identity_with_space_and_48_characters(proxy, upstream):

@@ -47,15 +47,14 @@ async def test_endless_header_stream_is_cut_at_the_limit(proxy, raw, healthy):
     assert answer.startswith(b"HTTP/1.1 431")
 
 
-async def test_slowloris_handshake_is_cut_off_with_408(nursery, upstream):
+async def test_slowloris_handshake_is_cut_off_with_408(nursery, upstream, raw):
     handle = await start_proxy(nursery, proxy_config(upstream.port, handshake_timeout=0.3))
-    charger = await RawCharger.connect(handle.port)
+    charger = await raw(handle.port)
     await charger.send(b"GET /ocpp/CP-slow HTTP/1.1\r\nHost: x\r\n")  # and never the rest
     with trio.fail_after(10):
         answer = await charger.read_all()
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
     assert metric(handle, "ere_proxy_handshakes_total", outcome="timeout") == 1
-    await charger.aclose()
 
 
 BAD_FRAMES = {
@@ -134,10 +133,10 @@ async def serve_bad_upstream(nursery, bad_frame: bytes) -> int:
     return listeners[0].socket.getsockname()[1]
 
 
-async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_with_1011(nursery):
+async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_with_1011(nursery, raw):
     masked = frame(1, b'[2,"1","Reset",{}]', mask=True)  # a server must never mask
     handle = await start_proxy(nursery, proxy_config(await serve_bad_upstream(nursery, masked)))
-    charger = await RawCharger.connect(handle.port)
+    charger = await raw(handle.port)
     assert (await charger.upgrade("CP-victim")).startswith(b"HTTP/1.1 101")
     with trio.fail_after(10):
         messages = await charger.messages_until_close(reply_to_close=True)
@@ -145,4 +144,3 @@ async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_w
     await trio.testing.wait_all_tasks_blocked()  # the proxy has finished with the link
     assert metric(handle, "ere_proxy_codec_errors_total", direction="upstream_to_charger", close_code="1002") == 1
     assert metric(handle, "ere_proxy_link_ends_total", reason="upstream_protocol_error") == 1
-    await charger.aclose()
