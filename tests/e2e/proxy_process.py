@@ -53,11 +53,23 @@ auth = "passthrough"
 _admin_client = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(consecutive: int = 1) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, with the `consecutive - 1` after it."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if all(_bindable(port + i) for i in range(1, consecutive)):
+            return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -137,7 +149,11 @@ def running_proxy(
     the filled-in file is `directory / "proxy.toml"`. Error lines containing one of
     `expected_errors` are what the test provoked and do not fail the check.
     """
-    port, admin_port, upstream_port = free_port(), free_port(), free_port()
+    # Worker i of a multi-worker proxy serves its admin endpoint on admin_port + i.
+    admin_port = free_port(consecutive=4)
+    port, upstream_port = free_port(), free_port()
+    while {port, upstream_port} & set(range(admin_port, admin_port + 4)):
+        port, upstream_port = free_port(), free_port()
     config = directory / "proxy.toml"
     config.write_text(template.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / "proxy.stderr"
