@@ -27,6 +27,7 @@ from proxy.codec import (
     ReferenceFrameReader,
     peek_envelope,
 )
+from tests.unit.test_codec_reference import as_tuple
 
 CONTINUATION = 0
 # Modest budgets keep this file well under 30 s; longer runs only need a larger max_examples.
@@ -38,21 +39,6 @@ THOROUGH = settings(
 # --------------------------------------------------------------------------------------------
 # running both readers
 # --------------------------------------------------------------------------------------------
-
-
-def as_tuple(message: Any) -> tuple[Any, ...]:
-    return (
-        message.opcode,
-        bytes(message.data),
-        message.message_type,
-        message.unique_id,
-        message.action,
-        message.error_code,
-        message.payload_start,
-        message.payload_end,
-        message.close_code,
-        message.close_reason,
-    )
 
 
 def outcome(reader: Any, chunk: bytes) -> tuple[str, Any]:
