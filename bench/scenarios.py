@@ -261,7 +261,7 @@ def header(args: argparse.Namespace, argv: list[str], started: datetime) -> str:
         f"load average at start {args.loadavg_at_start} (1/5/15 min; other work on the machine skews results)",
         f"- codec in generator and fake CSMS: {wire.CODEC}; nginx: "
         + (nginx.version(nginx_binary) if nginx_binary else "not installed"),
-        f"- command: `cd {REPO} && {python} -m bench {shlex.join(argv)}`",
+        f"- command (from the repository root): `{python} -m bench {shlex.join(argv)}`",
         f"- load: {args.chargers} chargers, {args.rate:g} CALLs/s offered (OCPP 1.6 MeterValues, ~260 B), "
         f"{args.warmup:g} s warm-up + {args.duration:g} s steady window, {args.procs} generator "
         f"process(es), {args.rounds} round(s), order {order} (reversed every other round)",
