@@ -65,7 +65,7 @@ async def run_proxy_role(
             task_status.started(server)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    _reload(config_path, router, server)
+                    reload_config(config_path, router, server)
                     continue
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                 server.shutdown()
@@ -75,7 +75,7 @@ async def run_proxy_role(
     log.info("proxy stopped")
 
 
-def _reload(config_path: Path | None, router: StaticRouter, server: ProxyServer) -> None:
+def reload_config(config_path: Path | None, router: StaticRouter, server: ProxyServer) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -91,6 +91,7 @@ class Upstream:
 @dataclass
 class ProxyHandle:
     server: ProxyServer
+    router: StaticRouter
     metrics: ProxyMetrics
     port: int
 
@@ -108,10 +109,11 @@ async def upstream(nursery):
 
 async def start_proxy(nursery: trio.Nursery, config: Config) -> ProxyHandle:
     metrics = ProxyMetrics()
-    server = ProxyServer(config, StaticRouter(config), metrics)
+    router = StaticRouter(config)
+    server = ProxyServer(config, router, metrics)
     listener = open_listener(config.proxy, reuse_port=False)
     await nursery.start(server.run, [listener])
-    return ProxyHandle(server, metrics, listening_port(listener))
+    return ProxyHandle(server, router, metrics, listening_port(listener))
 
 
 def proxy_config(upstream_port: int, *, chargers: dict[str, Route] | None = None, default: bool = True, **settings) -> Config:

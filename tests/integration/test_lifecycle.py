@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import trio
 from trio_websocket import open_websocket_url
 
 from proxy.admin import AdminServer
 from proxy.codec import CLOSE
+from proxy.config import load_config
+from proxy.role import reload_config
 from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 
@@ -101,3 +104,18 @@ async def test_admin_endpoint_serves_metrics_health_and_readiness(nursery, proxy
     proxy.server.shutdown()
     await proxy.server.stopped.wait()
     assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+
+
+async def test_reload_keeps_running_links_and_applies_new_routes(nursery, upstream, tmp_path):
+    path = tmp_path / "proxy.toml"
+    path.write_text(f'[chargers."CP-old"]\nupstream = "ws://127.0.0.1:{upstream.port}/ocpp"\n')
+    config = load_config(path)
+    handle = await start_proxy(nursery, msgspec.structs.replace(config, proxy=proxy_config(upstream.port).proxy))
+    async with open_websocket_url(handle.url("CP-old"), subprotocols=["ocpp1.6"]) as ws:
+        await roundtrip(ws, "before")
+        path.write_text(f'[chargers."CP-new"]\nupstream = "ws://127.0.0.1:{upstream.port}/ocpp"\n')
+        reload_config(path, handle.router, handle.server)
+        assert json.loads(await roundtrip(ws, "after"))[1] == "after"  # the old link is untouched
+        async with open_websocket_url(handle.url("CP-new"), subprotocols=["ocpp1.6"]) as new:
+            await roundtrip(new, "1")
+    assert handle.router.lookup("CP-old") is None

@@ -1,0 +1,35 @@
+"""The command line: hashing passwords, refusing bad configuration files."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from proxy.auth import verify_password
+from proxy.cli import main
+
+
+def test_hash_password_prints_a_verifiable_hash(capsys):
+    assert main(["hash-password", "--password", "s3cret"]) == 0
+    assert verify_password("s3cret", capsys.readouterr().out.strip())
+
+
+def test_hash_password_reads_one_line_of_stdin(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    assert main(["hash-password"]) == 0
+    assert verify_password("from-stdin", capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize("command", ["proxy", "run"])
+def test_bad_config_exits_2_with_the_reason(tmp_path, capsys, command):
+    path = tmp_path / "broken.toml"
+    path.write_text("[proxy]\nport = 'not a number'\n")
+    assert main([command, "--config", str(path)]) == 2
+    assert "broken.toml" in capsys.readouterr().err
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["frobnicate"])
+    assert exited.value.code == 2
