@@ -62,6 +62,7 @@ class Side:
     mask: bool  # frames we write to this peer must be masked (we are its client)
     pending: set[str] = field(default_factory=set)  # ids of this peer's CALLs not answered yet
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
+    broke_protocol: bool = False  # its reader failed: nothing it sends can be understood
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
     transport: Transport = field(init=False)
 
@@ -169,6 +170,7 @@ class Link:
                 try:
                     messages = feed(data)
                 except ProtocolError as exc:
+                    src.broke_protocol = True
                     meters.codec_error(exc.close_code)
                     end = LinkEnd.CHARGER_PROTOCOL_ERROR if src is self.charger else LinkEnd.UPSTREAM_PROTOCOL_ERROR
                     self._finish(end, {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")})
@@ -232,12 +234,16 @@ class Link:
                 await side.transport.send(encode_close(code[0], code[1], mask=side.mask))
             elif not other.reader.closed:
                 return  # no close frame went to this side: nothing to wait for
-            # Await the peer's close reply (and, for an upstream server, its hang-up).
+            if side.broke_protocol and isinstance(side.stream, trio.SocketStream):
+                await side.stream.send_eof()  # its close reply would be unreadable: ask it to hang up
+            # Await the peer's close reply (and, for an upstream server, its hang-up). Reading on
+            # also keeps unread input from turning our close into a reset that destroys it.
             while not side.gone and not (side.reader.closed and side is self.charger):
                 data = await side.transport.receive()
                 if not data:
                     return
-                side.reader.feed(data)
+                if not side.broke_protocol:
+                    side.reader.feed(data)
         except (*_STREAM_ERRORS, ProtocolError, trio.BusyResourceError):
             return
 
