@@ -7,6 +7,7 @@ Each request is answered and the connection closed; bad requests get 400, others
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _MAX_REQUEST = 8192
+log = logging.getLogger("proxy.admin")
 
 
 class AdminServer:
@@ -39,26 +41,30 @@ class AdminServer:
         return 404, b"text/plain", b"not found\n"
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        """Answer one request; errors only end this connection."""
+        """Answer one request; any failure only ends this connection, never the process."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
         try:
             with trio.move_on_after(10):
-                event = conn.next_event()
-                while event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST)))
+                try:
                     event = conn.next_event()
+                    while event is h11.NEED_DATA:
+                        conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST)))
+                        event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    event = None
                 if isinstance(event, h11.Request):
                     status, content_type, body = self.answer(event.method, event.target)
                     if event.method == b"HEAD":
                         body = b""
-                else:
+                elif conn.our_state is h11.IDLE and conn.their_state is not h11.CLOSED:
                     status, content_type, body = 400, b"text/plain", b"bad request\n"
+                else:
+                    return  # the client hung up (a TCP health check): nothing to answer
                 await self._respond(stream, conn, status, content_type, body)
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            try:
-                await self._respond(stream, conn, 400, b"text/plain", b"bad request\n")
-            except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except Exception:
+            log.exception("admin request failed")
         finally:
             await trio.aclose_forcefully(stream)
 

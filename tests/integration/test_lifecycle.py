@@ -6,6 +6,7 @@ import json
 
 import msgspec
 import trio
+import trio.testing
 from trio_websocket import open_websocket_url
 
 from proxy.admin import AdminServer
@@ -101,6 +102,9 @@ async def test_admin_endpoint_serves_metrics_health_and_readiness(nursery, proxy
     assert (await admin_get(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404")
     assert (await admin_get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")).startswith(b"HTTP/1.1 405")
     assert (await admin_get(port, b"\x00\x01 nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()  # a bare TCP health check
+    await trio.testing.wait_all_tasks_blocked()
+    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
     proxy.server.shutdown()
     await proxy.server.stopped.wait()
     assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
