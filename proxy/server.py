@@ -224,11 +224,6 @@ class ProxyServer:
             challenge = ((b"www-authenticate", b'Basic realm="ocpp"'),)
             raise _Refusal(HandshakeRefused(401, "unauthorized", challenge), "unauthorized")
         offer = upstream_offer(request.offered, self.settings.default_subprotocol)
-        old = self.links.get(request.identity)
-        if old is not None:
-            old.stop(LinkEnd.REPLACED)
-            with trio.move_on_after(2 * self.settings.close_timeout):  # its close is bounded by one
-                await old.finished.wait()
         return await self._dial(route, request.identity, offer, auth.upstream_authorization)
 
     async def _dial(
@@ -282,8 +277,10 @@ class ProxyServer:
                         self._down_meters, mask=True)
         identity = request.identity
         link = Link(identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing)
+        # Only now, with the upstream's consent, may a new connection replace a running link:
+        # a refused or failed attempt must not disconnect the charger that is really there.
         old = self.links.get(identity)
-        if old is not None:  # another connection of this identity got in while we dialled
+        if old is not None:
             old.stop(LinkEnd.REPLACED)
         self.links[identity] = link
         try:

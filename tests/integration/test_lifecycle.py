@@ -24,7 +24,8 @@ async def test_second_connection_of_an_identity_replaces_the_first(proxy, upstre
         with trio.fail_after(10):
             messages = await first.messages_until_close(reply_to_close=True)
         assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 1001, "replaced by a new connection")]
-        assert upstream.peers[0].close_code == 1001  # the old upstream leg closed before the new dial
+        await upstream.wait_until(lambda: upstream.peers[0].close_code is not None)
+        assert upstream.peers[0].close_code == 1001
         assert json.loads(await roundtrip(second, "1"))[1] == "1"
     assert [p.path for p in upstream.peers] == ["/ocpp/CP-twice"] * 2
     assert metric(proxy, "ere_proxy_link_ends_total", reason="replaced") == 1
@@ -123,3 +124,12 @@ async def test_reload_keeps_running_links_and_applies_new_routes(nursery, upstre
         async with open_websocket_url(handle.url("CP-new"), subprotocols=["ocpp1.6"]) as new:
             await roundtrip(new, "1")
     assert handle.router.lookup("CP-old") is None
+
+
+async def test_a_refused_second_connection_does_not_disconnect_the_charger(proxy, upstream, raw):
+    async with open_websocket_url(proxy.url("CP-victim"), subprotocols=["ocpp1.6"]) as charger:
+        await roundtrip(charger, "1")
+        upstream.refuse_with = 401  # e.g. someone without the charger's credentials
+        intruder = await raw()
+        assert (await intruder.upgrade("CP-victim")).startswith(b"HTTP/1.1 401")
+        assert json.loads(await roundtrip(charger, "2"))[1] == "2"
