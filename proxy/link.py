@@ -148,7 +148,14 @@ class Link:
         self._scope.cancel()
 
     def _end_if_drained(self) -> None:
-        if self._draining and not self.charger.pending and not self.upstream.pending:
+        charger, upstream = self.charger, self.upstream
+        if (
+            self._draining
+            and not charger.pending
+            and not upstream.pending
+            and charger.reader.at_frame_boundary
+            and upstream.reader.at_frame_boundary
+        ):
             self.stop(LinkEnd.SHUTDOWN)
 
     def _failed(self, side: Side) -> LinkEnd:
@@ -220,11 +227,43 @@ class Link:
         """Send each side its close frame if it needs one, await its answer briefly, close sockets."""
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self._close_timeout):
+                if self._end in _STOP_REASONS:
+                    await self._close_charger_first()
                 async with trio.open_nursery() as nursery:
                     for side, other in ((self.charger, self.upstream), (self.upstream, self.charger)):
                         nursery.start_soon(self._close_side, side, other)
             for side in (self.charger, self.upstream):
                 await trio.aclose_forcefully(side.stream)
+
+    async def _close_charger_first(self) -> None:
+        """On a stop of ours, close the charger and forward what it still sends until it answers.
+
+        A charger may send a CALL (a queued StopTransaction, say) before it sees our close; that
+        CALL, and then the charger's close reply, still go upstream as they came.
+        """
+        charger, upstream = self.charger, self.upstream
+        code = self._codes.pop(charger, None)
+        if code is None or charger.gone or charger.dirty or upstream.reader.closed:
+            return
+        try:
+            await charger.transport.send(encode_close(code[0], code[1], mask=False))
+            while not charger.reader.closed:
+                data = await charger.transport.receive()
+                if not data:
+                    charger.gone = True
+                    return
+                charger.reader.feed(data)
+                if not upstream.gone and not upstream.dirty:
+                    upstream.dirty = True
+                    try:
+                        await upstream.transport.send(data)
+                    except _STREAM_ERRORS:
+                        upstream.gone = True
+                    upstream.dirty = not charger.reader.at_frame_boundary
+        except ProtocolError:
+            charger.broke_protocol = True
+        except (*_STREAM_ERRORS, trio.BusyResourceError):
+            charger.gone = True
 
     async def _close_side(self, side: Side, other: Side) -> None:
         code = self._codes.get(side)

@@ -133,3 +133,36 @@ async def test_a_refused_second_connection_does_not_disconnect_the_charger(proxy
         intruder = await raw()
         assert (await intruder.upgrade("CP-victim")).startswith(b"HTTP/1.1 401")
         assert json.loads(await roundtrip(charger, "2"))[1] == "2"
+
+
+async def test_shutdown_forwards_what_the_charger_sends_before_answering_the_close(nursery, upstream, raw):
+    handle = await start_proxy(nursery, proxy_config(upstream.port))
+    charger = await raw(handle.port)
+    assert (await charger.upgrade("CP-late")).startswith(b"HTTP/1.1 101")
+    await upstream.wait_until(lambda: "/ocpp/CP-late" in upstream.connections)
+    handle.server.shutdown()
+    head = await charger.stream.receive_some(2)  # our close frame has started to arrive
+    assert head[:1] == b"\x88"
+    stop = b'[2,"q1","StopTransaction",{"transactionId":7,"meterStop":900,"timestamp":"2026-11-21T10:00:00Z"}]'
+    await charger.send(frame(1, stop) + frame(8, b"\x03\xe9"))  # a queued CALL, then the close reply
+    peer = upstream.peers[0]
+    await upstream.wait_until(lambda: peer.close_code is not None)
+    assert peer.received == [stop.decode()]
+    assert peer.close_code == 1001
+
+
+async def test_shutdown_waits_for_a_half_received_frame(nursery, upstream, raw):
+    handle = await start_proxy(nursery, proxy_config(upstream.port, drain_timeout=30))
+    charger = await raw(handle.port)
+    assert (await charger.upgrade("CP-half")).startswith(b"HTTP/1.1 101")
+    await upstream.wait_until(lambda: "/ocpp/CP-half" in upstream.connections)
+    big = b'[2,"m1","MeterValues",{"connectorId":1,"meterValue":[],"pad":"' + b"x" * 3000 + b'"}]'
+    data = frame(1, big)
+    await charger.send(data[:1000])
+    await trio.testing.wait_all_tasks_blocked()
+    handle.server.shutdown()
+    await trio.testing.wait_all_tasks_blocked()
+    assert "CP-half" in handle.server.links  # not cut in the middle of the frame
+    await charger.send(data[1000:])
+    await upstream.wait_until(lambda: upstream.peers[0].received)
+    assert upstream.peers[0].received == [big.decode()]
