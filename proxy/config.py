@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
+def _check_port(name: str, port: int) -> None:
+    if not 0 <= port <= 65535:  # 0: any free port
+        raise ValueError(f"{name} must be between 0 and 65535")
+
+
 class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 9000
@@ -38,11 +43,25 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     tls_cert: str | None = None
     tls_key: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_port("proxy.port", self.port)
+        if self.workers < 1:
+            raise ValueError("proxy.workers must be at least 1")
+        for name in ("handshake_timeout", "dial_timeout", "idle_timeout", "close_timeout", "drain_timeout"):
+            if not getattr(self, name) > 0:  # also rejects NaN
+                raise ValueError(f"proxy.{name} must be a positive number of seconds")
+        for name in ("max_message_size", "max_header_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"proxy.{name} must be a positive number of bytes")
+
 
 class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     # Worker i of `--workers N` serves /metrics, /healthz and /readyz on port + i.
     port: int = 9100
+
+    def __post_init__(self) -> None:
+        _check_port("admin.port", self.port)
 
 
 class LogSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -68,6 +87,7 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
         parts = urlsplit(self.upstream)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"upstream must be a ws:// or wss:// URL, got {self.upstream!r}")
+        parts.port  # raises ValueError for a port out of range
         if self.auth == "managed" and not self.password_hash:
             raise ValueError("auth = 'managed' needs password_hash")
 
