@@ -60,7 +60,8 @@ async def run_proxy_role(
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run, [listener])
-            await nursery.start(admin.serve, config.admin.host, config.admin.port + worker)
+            admin_port = config.admin.port + worker if config.admin.port else 0
+            await nursery.start(admin.serve, config.admin.host, admin_port)
             log.info("proxy listening", extra={"host": config.proxy.host, "port": config.proxy.port})
             task_status.started(server)
             async for signum in signals:

@@ -106,6 +106,9 @@ class ProxyServer:
         self._accept_scope = trio.CancelScope()
         self.stopped = trio.Event()
         self._passwords = PasswordCache()
+        # Password hashing is slow on purpose: its own few threads, so a flood of wrong passwords
+        # cannot starve DNS lookups (which share Trio's default thread limiter).
+        self._hashing = trio.CapacityLimiter(2)
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
 
@@ -216,7 +219,14 @@ class ProxyServer:
             assert route.password_hash is not None
             triple = (request.identity, auth.password_to_verify, route.password_hash)
             if triple not in self._passwords:
-                if not await trio.to_thread.run_sync(verify_password, auth.password_to_verify, route.password_hash):
+                verified = None
+                with trio.move_on_after(self.settings.handshake_timeout):
+                    verified = await trio.to_thread.run_sync(
+                        verify_password, auth.password_to_verify, route.password_hash, limiter=self._hashing
+                    )
+                if verified is None:  # a flood of logins is queueing for the hashing threads
+                    raise _Refusal(HandshakeRefused(503, "busy, retry later"), "busy")
+                if not verified:
                     auth = type(auth)(status=401)
                 else:
                     self._passwords.add(triple)

@@ -1,8 +1,8 @@
 """Running several proxy worker processes on one port (SO_REUSEPORT).
 
 The supervisor starts `workers` children (`ere-proxy proxy --worker-index i`), passes SIGHUP and
-SIGTERM/SIGINT on to them, and restarts a child that dies on its own (after a second, so a child
-that cannot start does not spin). It returns once every child has exited after a shutdown.
+SIGTERM/SIGINT on to them, and restarts a child that dies on its own (after a second). It returns
+once every child has exited after a shutdown, or with status 1 when a child keeps failing to start.
 """
 
 from __future__ import annotations
@@ -18,11 +18,18 @@ import trio
 log = logging.getLogger("proxy.supervisor")
 
 _RESTART_DELAY = 1.0
+_QUICK_EXIT = 5.0  # a worker that exits sooner than this after starting failed to start
+_MAX_QUICK_FAILURES = 5
 
 
 async def supervise(config_path: Path | None, workers: int) -> int:
-    """Run the workers until a shutdown signal; returns the exit status for the supervisor."""
+    """Run the workers until a shutdown signal; returns the exit status for the supervisor.
+
+    A worker that keeps dying right after it starts (say, its port is taken) makes the
+    supervisor stop the others and exit with status 1 rather than restart it forever.
+    """
     stopping = False
+    failed = False
     processes: dict[int, trio.Process] = {}
 
     def command(index: int) -> list[str]:
@@ -31,24 +38,41 @@ async def supervise(config_path: Path | None, workers: int) -> int:
             argv += ["--config", str(config_path)]
         return argv
 
-    async def keep_running(index: int) -> None:
+    def signal_all(signum: int) -> None:
+        for process in processes.values():
+            if process.returncode is None:
+                process.send_signal(signum)
+
+    async def keep_running(index: int, cancel_scope: trio.CancelScope) -> None:
+        nonlocal stopping, failed
+        quick_failures = 0
         while not stopping:
+            started = trio.current_time()
             process = await trio.lowlevel.open_process(command(index), stdin=subprocess.DEVNULL)
             processes[index] = process
+            if stopping:  # the shutdown signal came while this worker was being started
+                process.send_signal(signal.SIGTERM)
             status = await process.wait()
-            if not stopping:
-                log.error("worker exited; restarting", extra={"worker": index, "status": status})
-                await trio.sleep(_RESTART_DELAY)
+            if stopping:
+                return
+            quick_failures = quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0
+            log.error("worker exited; restarting", extra={"worker": index, "status": status})
+            if quick_failures >= _MAX_QUICK_FAILURES:
+                log.error("worker keeps failing at start; stopping", extra={"worker": index})
+                stopping = failed = True
+                signal_all(signal.SIGTERM)
+                cancel_scope.cancel()
+                return
+            await trio.sleep(_RESTART_DELAY)
 
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            for index in range(workers):
-                nursery.start_soon(keep_running, index)
-            async for signum in signals:
-                for process in processes.values():
-                    if process.returncode is None:
-                        process.send_signal(signum)
-                if signum != signal.SIGHUP:
-                    stopping = True
-                    break
-    return 0
+            with trio.CancelScope() as listening:
+                for index in range(workers):
+                    nursery.start_soon(keep_running, index, listening)
+                async for signum in signals:
+                    signal_all(signum)
+                    if signum != signal.SIGHUP:
+                        stopping = True
+                        break
+    return 1 if failed else 0
