@@ -47,8 +47,9 @@ class ChargerRequest:
     user_agent: str
 
 
-def _header_tokens(value: bytes) -> list[str]:
-    return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
+def _header_tokens(value: bytes, lower: bool = True) -> list[str]:
+    tokens = [t.strip() for t in value.decode("latin-1").split(",") if t.strip()]
+    return [t.lower() for t in tokens] if lower else tokens
 
 
 def parse_identity(target: bytes, path_prefix: str) -> str:
@@ -66,8 +67,8 @@ def parse_identity(target: bytes, path_prefix: str) -> str:
         raise HandshakeRefused(400, "identity is not valid UTF-8") from None
     if not identity or len(identity) > MAX_IDENTITY_LENGTH:
         raise HandshakeRefused(400, f"identity must be 1 to {MAX_IDENTITY_LENGTH} characters")
-    if ":" in identity or _CONTROL.search(identity):
-        raise HandshakeRefused(400, "identity must not contain ':' or control characters")
+    if ":" in identity or _CONTROL.search(identity) or identity in (".", ".."):
+        raise HandshakeRefused(400, "identity must not contain ':' or control characters, nor be '.' or '..'")
     return identity
 
 
@@ -119,6 +120,8 @@ class ChargerHandshake:
     def _validate(self, request: h11.Request) -> ChargerRequest:
         if request.method != b"GET":
             raise HandshakeRefused(405, "only GET upgrades are served", ((b"allow", b"GET"),))
+        if request.http_version != b"1.1":
+            raise HandshakeRefused(426, "HTTP/1.1 is required", ((b"upgrade", b"websocket"),))
         headers: dict[bytes, list[bytes]] = {}
         for name, value in request.headers:
             headers.setdefault(name, []).append(value)
@@ -128,13 +131,16 @@ class ChargerHandshake:
             raise HandshakeRefused(426, "a WebSocket upgrade is required", ((b"upgrade", b"websocket"),))
         if headers.get(b"sec-websocket-version") != [b"13"]:
             raise HandshakeRefused(426, "WebSocket version 13 is required", ((b"sec-websocket-version", b"13"),))
+        if b"content-length" in headers or b"transfer-encoding" in headers:
+            raise HandshakeRefused(400, "an upgrade request has no body")
         keys = headers.get(b"sec-websocket-key", [])
         if len(keys) != 1 or len(_b64decode(keys[0])) != 16:
             raise HandshakeRefused(400, "invalid Sec-WebSocket-Key")
         self._key = keys[0]
         identity = parse_identity(request.target, self._path_prefix)
+        # Subprotocol names are case-sensitive: answer with exactly what the charger offered.
         offered = tuple(
-            t for v in headers.get(b"sec-websocket-protocol", []) for t in _header_tokens(v)
+            t for v in headers.get(b"sec-websocket-protocol", []) for t in _header_tokens(v, lower=False)
         )
         auth = headers.get(b"authorization", [None])[0]
         agent = headers.get(b"user-agent", [b""])[0].decode("latin-1")[:200]
@@ -149,7 +155,8 @@ class ChargerHandshake:
         ]
         if subprotocol is not None:
             headers.append((b"sec-websocket-protocol", subprotocol.encode()))
-        return self._h11.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
+        answer = h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
+        return self._h11.send(answer) or b""
 
     def refuse(self, refusal: HandshakeRefused) -> bytes:
         """An HTTP error answer with a short plain-text body; the connection closes after it."""
@@ -207,7 +214,7 @@ class UpstreamHandshake:
         self._offered = subprotocols
         default_port = port in (80, 443)
         headers = [
-            (b"host", host.encode("idna") + (b"" if default_port else b":%d" % port)),
+            (b"host", _host_header(host, port)),
             (b"upgrade", b"websocket"),
             (b"connection", b"Upgrade"),
             (b"sec-websocket-key", self._key),
@@ -255,6 +262,12 @@ class UpstreamHandshake:
     @property
     def trailing_data(self) -> bytes:
         return self._h11.trailing_data[0]
+
+
+def _host_header(host: str, port: int) -> bytes:
+    """The Host header value: IPv6 literals in brackets, the port only when not the default."""
+    name = f"[{host}]".encode() if ":" in host else host.encode("idna")
+    return name if port in (80, 443) else name + b":%d" % port
 
 
 def _b64decode(value: bytes) -> bytes:

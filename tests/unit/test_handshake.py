@@ -91,6 +91,10 @@ def test_permessage_deflate_offer_is_not_negotiated():
         (upgrade(target="/ocpp/CP:1"), 400),
         (upgrade(target="/ocpp/CP%00"), 400),
         (upgrade(target="/ocpp/%FF%FE"), 400),
+        (upgrade(target="/ocpp/.."), 400),
+        (upgrade(target="/ocpp/%2E"), 400),
+        (upgrade(extra="Content-Length: 5\r\n") + b"hello", 400),
+        (upgrade().replace(b"HTTP/1.1", b"HTTP/1.0"), 426),
     ],
 )
 def test_bad_requests_are_refused_with_a_clear_status(data, status):
@@ -195,3 +199,16 @@ def test_upstream_eof_before_answer_is_a_protocol_error():
     hs.request()
     with pytest.raises(UpstreamProtocolError):
         hs.receive_data(b"")
+
+
+def test_subprotocol_names_keep_their_case():
+    hs = handshake()
+    request = hs.receive_data(upgrade(extra="Sec-WebSocket-Protocol: OCPP1.6, ocpp1.6\r\n"))
+    assert request.offered == ("OCPP1.6", "ocpp1.6")
+    assert upstream_offer(request.offered, "ocpp1.6") == ["ocpp1.6"]
+    assert hs.accept("ocpp1.6").startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+
+
+def test_ipv6_upstream_host_is_bracketed():
+    request = UpstreamHandshake("::1", 9000, "/ocpp/x", ["ocpp1.6"], None).request()
+    assert b"host: [::1]:9000\r\n" in request
