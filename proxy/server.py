@@ -14,6 +14,7 @@ deadline, close every link with 1001, and cancel what is left after the close ti
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -115,6 +116,7 @@ class ProxyServer:
     def reconfigure(self, config: Config) -> None:
         """Take new settings for new connections; running links keep theirs."""
         self.settings = config.proxy
+        _client_ssl_context.cache_clear()  # CA bundles may have been rotated in place
 
     async def run(
         self, listeners: list[trio.abc.Listener[trio.abc.Stream]], *, task_status=trio.TASK_STATUS_IGNORED
@@ -263,7 +265,13 @@ class ProxyServer:
                     raise _Refusal(HandshakeRefused(answer.status, "refused by upstream", headers), "upstream_refused")
                 raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_refused")
             raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
-        except (OSError, trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
+                log.error("out of file descriptors", extra={"identity": identity})
+                raise _Refusal(HandshakeRefused(503, "proxy at capacity"), "at_capacity") from None
+            log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
+        except (trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
             log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
             raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
         finally:
