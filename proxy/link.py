@@ -17,12 +17,15 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from time import perf_counter
+from collections.abc import Callable
+from time import perf_counter, time
 
 import trio
 
 from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, ProtocolError, encode_close
+from proxy.events import Event
 from proxy.metrics import DirectionMeters
+from proxy.tracker import Tracker
 from proxy.transport import Transport, transport_for
 
 log = logging.getLogger("proxy.link")
@@ -70,6 +73,10 @@ class Side:
         self.transport = transport_for(self.stream)
 
 
+def _discard(events: list[Event]) -> None:
+    pass
+
+
 _STOP_REASONS = {
     LinkEnd.REPLACED: "replaced by a new connection",
     LinkEnd.IDLE: "idle timeout",
@@ -91,8 +98,12 @@ class Link:
         close_timeout: float,
         charger_trailing: bytes = b"",
         upstream_trailing: bytes = b"",
+        tracker: Tracker | None = None,
+        submit: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.identity = identity
+        self._tracker = tracker
+        self._submit = submit
         self.charger = charger
         self.upstream = upstream
         self._close_timeout = close_timeout
@@ -170,6 +181,11 @@ class Link:
         observe = meters.forward_seconds.observe
         count_bytes = meters.bytes.inc
         count = meters.count
+        # Session capture (optional): the tracker turns messages into events for the journal.
+        track = None
+        submit = self._submit or _discard
+        if self._tracker is not None and self._submit is not None:
+            track = self._tracker.from_charger if src is self.charger else self._tracker.from_upstream
         data = self._trailing.pop(src)
         started = perf_counter()
         while True:
@@ -193,8 +209,13 @@ class Link:
                 self.last_active = done = perf_counter()
                 observe(done - started)
                 count_bytes(len(data))
+                received_at = time() if track is not None else 0.0
                 for message in messages:
                     count(message.opcode, message.message_type, message.action)
+                    if track is not None:
+                        events = track(message, received_at)
+                        if events:
+                            submit(events)  # never blocks (see journal)
                     if message.message_type == CALL:
                         if len(src.pending) >= _MAX_PENDING:
                             src.pending.pop()

@@ -1,0 +1,258 @@
+"""Writing tracker events into PostgreSQL: the event log, charger boots, sessions, meter samples.
+
+`store_events(conn, events)` runs inside the caller's transaction. It inserts every event into
+`charger_events` (ON CONFLICT DO NOTHING) and applies to the other tables only the events that
+were new, so storing the same events twice (a replay from the spill log, a charger resending its
+queue) changes nothing. Within a batch, events are applied in the order given, which is the
+order the proxy received them per link.
+
+Session rules:
+- a session is one (identity, transaction_id); 1.6 starts that the back-office did not accept
+  are kept with status `rejected`;
+- the meter start is StartTransaction's meterStart (1.6) or the earliest energy register reading
+  (2.x); the last reading is the latest energy register reading seen; StopTransaction's meterStop
+  or the reading in TransactionEvent Ended completes the session;
+- `energy_wh` is stop − start, else last reading − start for a session still running
+  (the table computes it);
+- the energy register is `Energy.Active.Import.Register` without a phase, measured at the outlet
+  (or with no location given); invalid readings (no value) are stored as samples but never used.
+
+Charger timestamps that cannot be read fall back to the time the proxy received the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+
+from proxy.events import (
+    ChargerBooted,
+    Event,
+    MeterValuesReported,
+    Sample,
+    TransactionEvent,
+    TransactionStarted,
+    TransactionStopped,
+)
+
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+
+
+class Connection(Protocol):
+    """The part of an asyncpg connection this module uses."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+def parse_timestamp(text: str | None, fallback: float) -> datetime:
+    """A charger's ISO 8601 timestamp, or `fallback` (Unix seconds) when it cannot be read."""
+    if text:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(fallback, timezone.utc)
+
+
+def energy_reading(
+    samples: Sequence[Sample], fallback: float, *, earliest: bool = False
+) -> tuple[datetime, Decimal] | None:
+    """The latest (or earliest) valid energy register reading among `samples`, with its time."""
+    best: tuple[datetime, Decimal] | None = None
+    for sample in samples:
+        if (
+            sample.measurand == ENERGY_REGISTER
+            and sample.value is not None
+            and sample.phase is None
+            and sample.location in (None, "Outlet")
+        ):
+            at = parse_timestamp(sample.timestamp, fallback)
+            if best is None or (at < best[0] if earliest else at >= best[0]):
+                best = (at, sample.value)
+    return best
+
+
+_INSERT_EVENTS = """
+INSERT INTO charger_events (event_id, identity, kind, received_at, body)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id::text
+"""
+
+_UPSERT_BOOT = """
+INSERT INTO charger_boots (identity, vendor, model, serial, firmware, meter_type, meter_serial, booted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (identity) DO UPDATE SET
+    vendor = EXCLUDED.vendor, model = EXCLUDED.model, serial = EXCLUDED.serial,
+    firmware = EXCLUDED.firmware, meter_type = EXCLUDED.meter_type,
+    meter_serial = EXCLUDED.meter_serial, booted_at = EXCLUDED.booted_at
+WHERE charger_boots.booted_at <= EXCLUDED.booted_at
+"""
+
+# Opens (or finds) a session; start facts fill in what is still unknown.
+_OPEN_SESSION = """
+INSERT INTO sessions (identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
+                      first_reading_at, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (identity, transaction_id) DO UPDATE SET
+    connector_id = COALESCE(sessions.connector_id, EXCLUDED.connector_id),
+    evse_id = COALESCE(sessions.evse_id, EXCLUDED.evse_id),
+    id_tag = COALESCE(sessions.id_tag, EXCLUDED.id_tag),
+    started_at = LEAST(sessions.started_at, EXCLUDED.started_at),
+    meter_start_wh = CASE
+        WHEN EXCLUDED.meter_start_wh IS NULL THEN sessions.meter_start_wh
+        WHEN sessions.meter_start_wh IS NULL OR EXCLUDED.first_reading_at < sessions.first_reading_at
+            THEN EXCLUDED.meter_start_wh
+        ELSE sessions.meter_start_wh END,
+    first_reading_at = LEAST(sessions.first_reading_at, EXCLUDED.first_reading_at),
+    status = CASE WHEN EXCLUDED.status = 'rejected' THEN 'rejected' ELSE sessions.status END,
+    updated_at = now()
+RETURNING session_id
+"""
+
+_READING = """
+UPDATE sessions SET
+    last_reading_wh = CASE WHEN last_reading_at IS NULL OR $3 >= last_reading_at THEN $4 ELSE last_reading_wh END,
+    last_reading_at = GREATEST(last_reading_at, $3),
+    updated_at = now()
+WHERE identity = $1 AND transaction_id = $2
+"""
+
+_STOP = """
+UPDATE sessions SET
+    stopped_at = $3, meter_stop_wh = $4, stop_reason = $5,
+    status = CASE WHEN status = 'rejected' THEN 'rejected' ELSE 'completed' END,
+    updated_at = now()
+WHERE identity = $1 AND transaction_id = $2
+"""
+
+_MEASURAND = """
+WITH new AS (
+    INSERT INTO measurands (name) SELECT unnest($1::text[])
+    ON CONFLICT (name) DO NOTHING RETURNING code, name
+)
+SELECT code, name FROM new UNION ALL SELECT code, name FROM measurands WHERE name = ANY($1::text[])
+"""
+
+_INSERT_SAMPLES = """
+INSERT INTO meter_samples (session_id, sampled_at, measurand, phase, location, context, value, signed_data, event_id)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::text[], $5::text[], $6::text[],
+                     $7::numeric[], $8::text[], $9::uuid[])
+"""
+
+_encoder = msgspec.json.Encoder()
+
+
+async def store_events(conn: Connection, events: Sequence[Event]) -> int:
+    """Store `events` (idempotently); returns how many were new."""
+    if not events:
+        return 0
+    new_ids = {
+        row[0]
+        for row in await conn.fetch(
+            _INSERT_EVENTS,
+            [e.event_id for e in events],
+            [e.identity for e in events],
+            [type(e).__struct_config__.tag for e in events],
+            [datetime.fromtimestamp(e.at, timezone.utc) for e in events],
+            [_encoder.encode(e).decode() for e in events],
+        )
+    }
+    applied = 0
+    for event in events:
+        if event.event_id in new_ids:
+            new_ids.discard(event.event_id)  # a batch may hold the same event twice
+            await _apply(conn, event)
+            applied += 1
+    return applied
+
+
+async def _apply(conn: Connection, event: Event) -> None:
+    at = event.at
+    if isinstance(event, ChargerBooted):
+        await conn.execute(
+            _UPSERT_BOOT, event.identity, event.vendor, event.model, event.serial or event.charge_box_serial,
+            event.firmware, event.meter_type, event.meter_serial, datetime.fromtimestamp(at, timezone.utc),
+        )
+    elif isinstance(event, TransactionStarted):
+        if event.transaction_id is None:
+            return  # no id to hang a session on; the event itself is kept in charger_events
+        started = parse_timestamp(event.timestamp, at)
+        status = "active" if event.status == "Accepted" else "rejected"
+        await conn.fetch(
+            _OPEN_SESSION, event.identity, event.transaction_id, event.connector_id, None, event.id_tag,
+            started, event.meter_start, started, status,
+        )
+    elif isinstance(event, MeterValuesReported):
+        if event.transaction_id is not None:
+            session_id = await _open(conn, event.identity, event.transaction_id, event.connector_id, event.evse_id,
+                                     None, None, event.samples, at)
+            await _samples(conn, session_id, event.samples, event.event_id, at)
+            await _reading(conn, event.identity, event.transaction_id, event.samples, at)
+    elif isinstance(event, TransactionStopped):
+        session_id = await _open(conn, event.identity, event.transaction_id, None, None, event.id_tag, None, (), at)
+        await _samples(conn, session_id, event.samples, event.event_id, at)
+        await _reading(conn, event.identity, event.transaction_id, event.samples, at)
+        await conn.execute(
+            _STOP, event.identity, event.transaction_id, parse_timestamp(event.timestamp, at), event.meter_stop,
+            event.reason or "Local",
+        )
+    elif isinstance(event, TransactionEvent):
+        began = parse_timestamp(event.timestamp, at) if event.event_type == "Started" else None
+        session_id = await _open(conn, event.identity, event.transaction_id, event.connector_id, event.evse_id,
+                                 event.id_token, began, event.samples, at)
+        await _samples(conn, session_id, event.samples, event.event_id, at)
+        await _reading(conn, event.identity, event.transaction_id, event.samples, at)
+        if event.event_type == "Ended":
+            reading = energy_reading(event.samples, at)
+            await conn.execute(
+                _STOP, event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
+                reading[1] if reading else None, event.stopped_reason,
+            )
+
+
+async def _open(
+    conn: Connection, identity: str, transaction_id: str, connector_id: int | None, evse_id: int | None,
+    id_tag: str | None, started: datetime | None, samples: Sequence[Sample], at: float,
+) -> int:
+    """The session's id, creating it if needed; its first energy reading may set the meter start."""
+    reading = energy_reading(samples, at, earliest=True)
+    first_at: datetime | None = reading[0] if reading else None
+    first_wh: Decimal | None = reading[1] if reading else None
+    rows = await conn.fetch(
+        _OPEN_SESSION, identity, transaction_id, connector_id, evse_id, id_tag, started, first_wh, first_at, "active"
+    )
+    return int(rows[0][0])
+
+
+async def _reading(conn: Connection, identity: str, transaction_id: str, samples: Sequence[Sample], at: float) -> None:
+    reading = energy_reading(samples, at)
+    if reading is not None:
+        await conn.execute(_READING, identity, transaction_id, reading[0], reading[1])
+
+
+async def _samples(conn: Connection, session_id: int, samples: Sequence[Sample], event_id: str, at: float) -> None:
+    if not samples:
+        return
+    names = sorted({s.measurand for s in samples})
+    codes = {row[1]: row[0] for row in await conn.fetch(_MEASURAND, names)}
+    await conn.execute(
+        _INSERT_SAMPLES,
+        [session_id] * len(samples),
+        [parse_timestamp(s.timestamp, at) for s in samples],
+        [codes[s.measurand] for s in samples],
+        [s.phase for s in samples],
+        [s.location for s in samples],
+        [s.context for s in samples],
+        [s.value for s in samples],
+        [s.signed.signed_meter_data if s.signed else None for s in samples],
+        [event_id] * len(samples),
+    )
+
