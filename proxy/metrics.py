@@ -7,9 +7,16 @@ Children are resolved once per direction, so the forwarding path only does incre
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
+
+if TYPE_CHECKING:
+    from proxy.journal import Journal
 
 disable_created_metrics()  # the *_created series only add noise for SREs
 
@@ -133,3 +140,32 @@ class DirectionMeters:
 
     def codec_error(self, close_code: int) -> None:
         self._metrics.codec_errors.labels(self.direction, str(close_code)).inc()
+
+
+class JournalCollector:
+    """Journal and spill-log figures, read at scrape time (nothing to do on the forwarding path)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        journal = self._journal
+        stats = journal.stats
+        for name, help_text, value in (
+            ("submitted", "Events handed to the journal by the links.", stats.submitted),
+            ("stored", "Events written straight to the database.", stats.stored),
+            ("spilled", "Events written to the on-disk spill log.", stats.spilled),
+            ("replayed", "Events moved from the spill log into the database.", stats.replayed),
+            ("lost", "Events lost: the spill log was full or a spilled event was unreadable.", stats.lost),
+            ("database_errors", "Failed database writes (the events were spilled).", stats.database_errors),
+        ):
+            counter = CounterMetricFamily(f"ere_proxy_journal_{name}", help_text)
+            counter.add_metric([], value)
+            yield counter
+        yield GaugeMetricFamily("ere_proxy_journal_queued", "Event batches waiting in memory.", value=journal.queued)
+        yield GaugeMetricFamily(
+            "ere_proxy_journal_spilling", "1 while events go to disk instead of the database.", value=int(journal.spilling)
+        )
+        yield GaugeMetricFamily(
+            "ere_proxy_journal_spill_bytes", "Bytes of the spill log on disk.", value=journal.spill_bytes
+        )

@@ -1,0 +1,198 @@
+"""The journal: session events from the links into PostgreSQL, never holding up forwarding.
+
+Links call `submit(events)` on the forwarding path; it never awaits and never raises. Events go
+into a bounded in-memory channel, and a writer task stores them in batches (one transaction per
+batch, `proxy.sessions.store_events`). When the channel is full, the database fails, or older
+events are still waiting on disk, events are appended to the spill log instead (`proxy.spill`,
+fsync'd every `flush_interval` by a worker thread) and a replayer moves them into the database,
+oldest first, once it answers again; only then does the writer go direct again, so the database
+sees each link's events in the order they happened. Event ids are deterministic and storing is
+idempotent, so a batch stored twice (a crash between commit and acknowledgement) changes nothing.
+
+What can still be lost, loudly (`ere_proxy_journal_events_lost_total` and an error log): events
+that do not fit under the spill log's size bound, and the last `flush_interval` of spilled events
+if the process is killed.
+
+Cancellation: `run` ends by flushing the spill log, so on a clean shutdown nothing that reached
+`submit` is lost: what the writer had not stored yet is spilled and replayed at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from proxy.events import AnyEvent, Event
+from proxy.sessions import Connection, store_events
+from proxy.spill import SpillFull, SpillLog
+
+log = logging.getLogger("proxy.journal")
+
+
+class Database(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyEvent)
+
+
+class JournalStats:
+    """Counters the metrics endpoint reads (plain ints: the forwarding path only adds to them)."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.stored = 0
+        self.spilled = 0
+        self.replayed = 0
+        self.lost = 0
+        self.database_errors = 0
+
+
+class Journal:
+    def __init__(
+        self,
+        spill: SpillLog,
+        *,
+        capacity: int = 10_000,
+        batch_size: int = 1_000,
+        flush_interval: float = 0.1,
+        retry_interval: float = 1.0,
+        database_errors: tuple[type[BaseException], ...] = (OSError,),
+    ) -> None:
+        self._spill = spill
+        self._send, self._receive = trio.open_memory_channel[list[Event]](capacity)
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._retry_interval = retry_interval
+        self._database_errors = database_errors
+        # True while events go to disk: the database is down, or older events wait there.
+        self._spilling = spill.records_pending > 0
+        self._spill_waiting = trio.Event()
+        if self._spilling:
+            self._spill_waiting.set()
+        self.stats = JournalStats()
+
+    @property
+    def spilling(self) -> bool:
+        return self._spilling
+
+    @property
+    def spill_bytes(self) -> int:
+        return self._spill.bytes_on_disk
+
+    @property
+    def queued(self) -> int:
+        """Event batches in the channel, not yet taken by the writer."""
+        return self._receive.statistics().current_buffer_used
+
+    def submit(self, events: list[Event]) -> None:
+        """Hand events over from the forwarding path: no await, no exception, no waiting."""
+        self.stats.submitted += len(events)
+        if not self._spilling:
+            try:
+                self._send.send_nowait(events)
+                return
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self._start_spilling("journal channel full")
+        self._to_spill(events)
+
+    def _start_spilling(self, why: str) -> None:
+        if not self._spilling:
+            log.warning("journal spilling to disk", extra={"reason": why})
+        self._spilling = True
+        self._spill_waiting.set()
+
+    def _to_spill(self, events: list[Event]) -> None:
+        try:
+            self._spill.append([_encoder.encode(event) for event in events])
+        except SpillFull as full:
+            self.stats.lost += full.dropped
+            log.error("spill log full: events lost", extra={"lost": full.dropped})
+            self.stats.spilled += full.accepted
+        else:
+            self.stats.spilled += len(events)
+
+    async def run(self, db: Database, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write, flush and replay until cancelled; then spill what is left and flush it."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, db)
+                nursery.start_soon(self._flush_periodically)
+                nursery.start_soon(self._replay, db)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                leftover: list[Event] = []
+                while True:
+                    try:
+                        leftover += self._receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                if leftover:
+                    self._to_spill(leftover)
+                await trio.to_thread.run_sync(self._spill.flush)
+
+    async def _write(self, db: Database) -> None:
+        async for first in self._receive:
+            batch = list(first)
+            while len(batch) < self._batch_size:
+                try:
+                    batch += self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if self._spilling:  # keep the order: older events are still on disk
+                self._to_spill(batch)
+                continue
+            try:
+                async with db.transaction() as conn:
+                    await store_events(conn, batch)
+            except self._database_errors as exc:
+                self.stats.database_errors += 1
+                self._start_spilling(f"database error: {exc!r}")
+                self._to_spill(batch)
+            else:
+                self.stats.stored += len(batch)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await trio.sleep(self._flush_interval)
+            if self._spill.records_buffered:
+                await trio.to_thread.run_sync(self._spill.flush)
+
+    async def _replay(self, db: Database) -> None:
+        """Move spilled events into the database, oldest first; then let the writer go direct."""
+        while True:
+            await self._spill_waiting.wait()
+            batch = await trio.to_thread.run_sync(self._flush_and_read)
+            if batch is None:
+                if not self._spill.records_buffered:  # no await since the read: nothing slipped in
+                    self._spilling = False
+                    self._spill_waiting = trio.Event()
+                continue
+            events = []
+            for payload in batch.payloads:
+                try:
+                    events.append(_decoder.decode(payload))
+                except msgspec.DecodeError:  # written by an incompatible version: cannot be stored
+                    self.stats.lost += 1
+                    log.error("spilled event unreadable; skipped")
+            try:
+                async with db.transaction() as conn:
+                    await store_events(conn, events)
+            except self._database_errors as exc:
+                self.stats.database_errors += 1
+                log.warning("database still unavailable", extra={"error": repr(exc)})
+                await trio.sleep(self._retry_interval)
+                continue
+            await trio.to_thread.run_sync(self._spill.acknowledge, batch.end)
+            self.stats.replayed += len(events)
+
+    def _flush_and_read(self) -> Any:
+        self._spill.flush()
+        return self._spill.read_batch(self._batch_size)
+
