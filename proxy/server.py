@@ -35,9 +35,11 @@ from proxy.handshake import (
     UpstreamProtocolError,
     upstream_offer,
 )
+from proxy.journal import Journal
 from proxy.link import Link, LinkEnd, Side
 from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
 from proxy.routing import Router, upstream_url
+from proxy.tracker import Tracker
 
 log = logging.getLogger("proxy.server")
 
@@ -97,8 +99,9 @@ def _client_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 class ProxyServer:
     """Serves chargers on the given listeners until `shutdown` is called."""
 
-    def __init__(self, config: Config, router: Router, metrics: ProxyMetrics) -> None:
+    def __init__(self, config: Config, router: Router, metrics: ProxyMetrics, journal: Journal | None = None) -> None:
         self.settings = config.proxy
+        self.journal = journal  # session capture: None forwards without keeping sessions
         self.router = router
         self.metrics = metrics
         self.links: dict[str, Link] = {}
@@ -191,7 +194,10 @@ class ProxyServer:
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).
         chosen = accepted.subprotocol if accepted.subprotocol in request.offered else None
         try:
-            await self._run_link(request, stream, handshake.accept(chosen), handshake.trailing_data, upstream, upstream_trailing)
+            ocpp_version = accepted.subprotocol or self.settings.default_subprotocol
+            await self._run_link(
+                request, ocpp_version, stream, handshake.accept(chosen), handshake.trailing_data, upstream, upstream_trailing
+            )
         finally:
             await trio.aclose_forcefully(upstream)
 
@@ -281,6 +287,7 @@ class ProxyServer:
     async def _run_link(
         self,
         request: ChargerRequest,
+        ocpp_version: str,
         charger_stream: trio.abc.Stream,
         accept: bytes,
         charger_trailing: bytes,
@@ -294,7 +301,12 @@ class ProxyServer:
         upstream = Side("upstream", upstream_stream, FrameReader(from_client=False, max_message_size=max_size),
                         self._down_meters, mask=True)
         identity = request.identity
-        link = Link(identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing)
+        journal = self.journal
+        link = Link(
+            identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing,
+            tracker=Tracker(identity, ocpp_version) if journal is not None else None,
+            submit=journal.submit if journal is not None else None,
+        )
         # Only now, with the upstream's consent, may a new connection replace a running link:
         # a refused or failed attempt must not disconnect the charger that is really there.
         old = self.links.get(identity)
