@@ -1,9 +1,9 @@
 """The `ere-proxy` command (also `python -m proxy`).
 
 Subcommands: `proxy` runs the proxy role, `run` runs every role on this machine (for now the
-proxy role), `hash-password` prints a password hash for a `managed` route. The configuration
-file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
-defaults apply.
+proxy role), `migrate` brings the database schema up to date, `hash-password` prints a password
+hash for a `managed` route. The configuration file comes from `--config` or the ERE_PROXY_CONFIG
+environment variable; without either the defaults apply.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import msgspec
 import trio
 
 from proxy.auth import hash_password
-from proxy.config import ConfigError, load_config
+from proxy.config import Config, ConfigError, load_config
 from proxy.logs import setup_logging
 
 
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
         cmd.add_argument("--workers", type=int, help="proxy processes sharing the port (default: from config)")
         cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    migrate = sub.add_parser("migrate", help="apply pending database migrations and list them")
+    migrate.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
     hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
     return parser
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ere-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.command == "migrate":
+        setup_logging(config.log.level, None)
+        return trio.run(run_migrate, config)
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
         config = msgspec.structs.replace(config, proxy=msgspec.structs.replace(config.proxy, workers=workers))
@@ -62,4 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.role import run_proxy_role
 
     trio.run(run_proxy_role, args.config, config, args.worker_index or 0)
+    return 0
+
+
+async def run_migrate(config: Config) -> int:
+    """`ere-proxy migrate`: apply pending migrations, print each one applied."""
+    from proxy.store import StoreError, open_database
+    from proxy.store.migrate import apply_migrations
+
+    try:
+        async with open_database(config.database, migrate=False) as db:
+            async with db.connection() as conn:
+                applied = await apply_migrations(conn)
+                version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    except StoreError as exc:
+        print(f"ere-proxy: {exc}", file=sys.stderr)
+        return 1
+    for migration in applied:
+        print(f"applied {migration.label}")
+    print(f"schema is at version {version}" if applied else f"schema is up to date (version {version})")
     return 0

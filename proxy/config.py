@@ -68,6 +68,27 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # PostgreSQL URL (postgresql://user:password@host:port/dbname); empty: an embedded server.
+    dsn: str = ""
+    # The embedded server's files go under this directory (relative to the working directory).
+    data_dir: str = "data"
+    # Connections kept open per process.
+    pool_size: int = 10
+    # How long to keep trying to connect at start before giving up.
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.dsn and urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
+            raise ValueError("database.dsn must be a postgresql:// URL (or empty for the embedded server)")
+        if not self.data_dir:
+            raise ValueError("database.data_dir must not be empty")
+        if self.pool_size < 1:
+            raise ValueError("database.pool_size must be at least 1")
+        if not self.connect_timeout > 0:
+            raise ValueError("database.connect_timeout must be a positive number of seconds")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -96,6 +117,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     proxy: ProxySettings = ProxySettings()
     admin: AdminSettings = AdminSettings()
     log: LogSettings = LogSettings()
+    database: DatabaseSettings = DatabaseSettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

@@ -1,0 +1,188 @@
+"""The database handle: a pool of PostgreSQL connections usable from Trio.
+
+`open_database(settings)` is an async context manager that, in order, starts the embedded server
+if no DSN is configured (see `embedded.py`), opens a trio-asyncio loop and an asyncpg pool on it,
+and applies pending migrations; on exit it undoes these in reverse (the pool closes before the
+server stops). The `Database` it yields has the query methods of `Connection` (each call borrows a
+pooled connection), `connection()` for one session and `transaction()` for an atomic block.
+
+Nothing here belongs on the forwarding path: every call may wait for the network, a lock or a
+full pool. Code that forwards frames hands records to a bounded channel that a separate task
+drains into the database, so a slow or absent database never delays a frame.
+
+Errors: `DatabaseUnavailable` if no connection can be made within `connect_timeout` (retrying
+refused connections and servers still starting up; a wrong password or missing database fails at
+once), `EmbeddedPostgresError` and `MigrationError` from those steps; asyncpg's exceptions from
+queries. Errors raised inside the `async with` block come out as themselves, not wrapped in the
+exception groups of the internal nurseries. Cancellation: queries are cancelled on the server;
+teardown is shielded and bounded (a pool that does not close in time is terminated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from proxy.config import DatabaseSettings
+from proxy.store.connection import CLEANUP_TIMEOUT, Connection
+from proxy.store.embedded import EmbeddedPostgres
+from proxy.store.errors import DatabaseUnavailable
+from proxy.store.migrate import Migration, apply_migrations
+
+# The database the application uses on the embedded server (created on first start).
+EMBEDDED_DATABASE = "ere_proxy"
+
+# Connection failures worth retrying until connect_timeout: the server may still be starting.
+_TRANSIENT = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+class Database(Connection):
+    """A connection pool; query methods borrow a connection per call. See the module docstring."""
+
+    def __init__(self, pool: Any, loop: Any, dsn: str, applied: list[Migration]) -> None:
+        super().__init__(pool, loop)
+        self.dsn = dsn  # may contain a password: never log it, use `redact_dsn`
+        self.applied_migrations = applied  # what opening this database applied
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """One pooled connection for the block (one session: locks, temp tables, SET)."""
+        raw = await self._aio(self._target.acquire)()
+        try:
+            yield Connection(raw, self._loop)
+        finally:
+            with trio.CancelScope(shield=True):
+                # asyncpg resets the session (and closes it if that takes longer than the timeout)
+                await self._aio(self._target.release)(raw, timeout=CLEANUP_TIMEOUT)
+
+    _session = connection
+
+
+@asynccontextmanager
+async def open_database(
+    settings: DatabaseSettings,
+    *,
+    migrate: bool = True,
+    migrations: list[Migration] | None = None,
+    server_settings: Mapping[str, str] | None = None,
+) -> AsyncIterator[Database]:
+    """Open the configured database (see the module docstring).
+
+    `migrate=False` skips migrations (`ere-proxy migrate` applies them itself and reports them);
+    `migrations` replaces the packaged set; `server_settings` are extra postgresql.conf settings
+    for an embedded server (e.g. fsync=off in tests).
+    """
+    with _unwrap_single_errors():
+        if settings.dsn:
+            async with _open(settings, settings.dsn, migrate, migrations) as db:
+                yield db
+            return
+        server = EmbeddedPostgres(Path(settings.data_dir), settings=server_settings)
+        await server.start()
+        try:
+            await _ensure_embedded_database(server, settings)
+            async with _open(settings, server.dsn(EMBEDDED_DATABASE), migrate, migrations) as db:
+                yield db
+        finally:
+            await server.stop()
+
+
+@asynccontextmanager
+async def _open(
+    settings: DatabaseSettings, dsn: str, migrate: bool, migrations: list[Migration] | None
+) -> AsyncIterator[Database]:
+    async with trio_asyncio.open_loop() as loop:
+        pool = await _create_pool(loop, dsn, settings.pool_size, settings.connect_timeout)
+        try:
+            db = Database(pool, loop, dsn, [])
+            if migrate:
+                async with db.connection() as conn:
+                    db.applied_migrations = await apply_migrations(conn, migrations)
+            yield db
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(CLEANUP_TIMEOUT) as closing:
+                    await trio_asyncio.aio_as_trio(pool.close, loop=loop)()
+                if closing.cancelled_caught:
+                    pool.terminate()
+
+
+async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float) -> Any:
+    """An asyncpg pool with one connection open, retrying transient failures until the deadline."""
+    create = trio_asyncio.aio_as_trio(asyncpg.create_pool, loop=loop)
+    deadline = trio.current_time() + connect_timeout
+    delay = 0.05
+    while True:
+        remaining = deadline - trio.current_time()
+        try:
+            with trio.fail_after(max(remaining, 0.0) + 1.0):  # asyncpg's own timeout comes first
+                return await create(dsn, min_size=1, max_size=size, timeout=max(remaining, 0.001))
+        except (*_TRANSIENT, trio.TooSlowError) as exc:
+            error: BaseException = exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_describe(exc)}") from exc
+        if trio.current_time() + delay >= deadline:
+            raise DatabaseUnavailable(
+                f"cannot connect to {redact_dsn(dsn)} within {connect_timeout:g} s: {_describe(error)}"
+            ) from error
+        await trio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def _ensure_embedded_database(server: EmbeddedPostgres, settings: DatabaseSettings) -> None:
+    """Create the application database on the embedded server on first start."""
+    async with trio_asyncio.open_loop() as loop:
+        pool = await _create_pool(loop, server.dsn(), 1, settings.connect_timeout)
+        aio = trio_asyncio.aio_as_trio
+        try:
+            query = "SELECT 1 FROM pg_database WHERE datname = $1"
+            exists = await aio(pool.fetchval, loop=loop)(query, EMBEDDED_DATABASE)
+            if not exists:
+                try:
+                    await aio(pool.execute, loop=loop)(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+                except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                    pass  # another process created it at the same moment
+        finally:
+            with trio.CancelScope(shield=True):
+                await aio(pool.close, loop=loop)()
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ***, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+@contextmanager
+def _unwrap_single_errors() -> Iterator[None]:
+    """Re-raise a lone exception from the trio-asyncio loop's nurseries as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise

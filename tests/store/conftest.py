@@ -1,0 +1,101 @@
+"""Fixtures: one embedded PostgreSQL server for the whole run, and a fresh database per test.
+
+The server runs in a thread of its own (with its own Trio run), because pytest-trio gives every
+test a separate Trio run and session-scoped fixtures cannot be async. Each test that asks for
+`database_dsn` gets an empty database of its own on that server, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from proxy.config import DatabaseSettings
+from proxy.store.embedded import EmbeddedPostgres
+from tests.store.helpers import FAST_SETTINGS, admin_execute, make_server_dir
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """An empty directory an embedded server (running as any user) can use."""
+    path = make_server_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class ServerThread:
+    """An embedded server kept running by a Trio run in a background thread until `close()`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = EmbeddedPostgres(data_dir, settings=FAST_SETTINGS)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="embedded-postgres")
+
+    def open(self) -> EmbeddedPostgres:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self.server
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        try:
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            await self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """The embedded server shared by every store test; stopped and deleted at the end."""
+    data_dir = make_server_dir("ere-store-session-")
+    thread = ServerThread(data_dir)
+    try:
+        yield thread.open()
+    finally:
+        thread.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of an empty database for this test alone."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    await admin_execute(pg_server, f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_server.dsn(name)
+    finally:
+        with trio.CancelScope(shield=True):
+            await admin_execute(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_dsn: str) -> DatabaseSettings:
+    return DatabaseSettings(dsn=database_dsn, pool_size=4, connect_timeout=5.0)
+

@@ -1,0 +1,130 @@
+"""The database handle: queries, bulk inserts, transactions, the DSN path, connection errors."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+import trio
+
+from proxy.config import DatabaseSettings
+from proxy.store import DatabaseUnavailable, open_database
+from proxy.store.db import EMBEDDED_DATABASE, redact_dsn
+from tests.store.helpers import FAST_SETTINGS
+
+ROWS = [
+    (1, "CP-1", Decimal("42.370"), datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)),
+    (2, "CP-2 ünïcode", Decimal("0.001"), datetime.datetime(2026, 3, 1, 12, 5, tzinfo=datetime.timezone.utc)),
+    (3, "CP-3", None, None),
+]
+TABLE = "CREATE TABLE readings (id int PRIMARY KEY, charger text NOT NULL, kwh numeric(12,3), at timestamptz)"
+
+
+async def test_executemany_and_fetch_round_trip(settings: DatabaseSettings) -> None:
+    async with open_database(settings) as db:
+        await db.execute(TABLE)
+        await db.executemany("INSERT INTO readings VALUES ($1, $2, $3, $4)", ROWS)
+        rows = await db.fetch("SELECT * FROM readings ORDER BY id")
+        assert [tuple(row) for row in rows] == ROWS
+        assert (await db.fetchrow("SELECT charger FROM readings WHERE id = $1", 2))["charger"] == "CP-2 ünïcode"
+        assert await db.fetchval("SELECT count(*) FROM readings") == 3
+
+
+async def test_copy_records_to_table_round_trip(settings: DatabaseSettings) -> None:
+    many = [(i, f"CP-{i}", Decimal(i) / 1000, None) for i in range(5000)]
+    async with open_database(settings) as db:
+        await db.execute(TABLE)
+        assert await db.copy_records_to_table("readings", records=many) == "COPY 5000"
+        await db.copy_records_to_table("readings", records=[(9999, "CP-x")], columns=["id", "charger"])
+        assert await db.fetchval("SELECT sum(kwh) FROM readings") == sum(row[2] for row in many)
+        assert await db.fetchval("SELECT count(*) FROM readings") == 5001
+
+
+async def test_transaction_commits_or_rolls_back(settings: DatabaseSettings) -> None:
+    async with open_database(settings) as db:
+        await db.execute(TABLE)
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO readings (id, charger) VALUES (1, 'kept')")
+        with pytest.raises(ZeroDivisionError):  # raised in the block, not wrapped in a group
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO readings (id, charger) VALUES (2, 'gone')")
+                1 / 0
+        with trio.move_on_after(0.2):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO readings (id, charger) VALUES (3, 'gone')")
+                await tx.execute("SELECT pg_sleep(10)")  # cancelled on the server
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO readings (id, charger) VALUES (4, 'kept')")
+            with pytest.raises(asyncpg.UniqueViolationError):
+                async with tx.transaction():  # a savepoint
+                    await tx.execute("INSERT INTO readings (id, charger) VALUES (4, 'duplicate')")
+        assert [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")] == [1, 4]
+
+
+async def test_a_second_database_on_the_same_dsn_sees_the_data(settings: DatabaseSettings) -> None:
+    async with open_database(settings) as first:
+        await first.execute("CREATE TABLE shared (v text)")
+        async with open_database(DatabaseSettings(dsn=first.dsn, pool_size=1)) as second:
+            assert second.applied_migrations == []
+            await second.execute("INSERT INTO shared VALUES ('from second')")
+        assert await first.fetchval("SELECT v FROM shared") == "from second"
+
+
+async def test_queries_run_concurrently_from_many_trio_tasks(settings: DatabaseSettings) -> None:
+    async with open_database(settings) as db:
+        results: list[int] = []
+
+        async def one(i: int) -> None:
+            results.append(await db.fetchval("SELECT $1::int FROM pg_sleep(0.05)", i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+        assert sorted(results) == list(range(20))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_an_unreachable_dsn_fails_clearly_within_the_timeout() -> None:
+    dsn = f"postgresql://app:s3cret@127.0.0.1:{free_port()}/ere"
+    start = trio.current_time()
+    with pytest.raises(DatabaseUnavailable, match="within 0.5 s") as caught:
+        async with open_database(DatabaseSettings(dsn=dsn, connect_timeout=0.5)):
+            pass
+    assert trio.current_time() - start < 3
+    assert "s3cret" not in str(caught.value) and "app:***@127.0.0.1" in str(caught.value)
+
+
+async def test_a_missing_database_fails_at_once(database_dsn: str) -> None:
+    missing = database_dsn.replace("/test_", "/absent_")
+    start = trio.current_time()
+    with pytest.raises(DatabaseUnavailable, match="InvalidCatalogNameError"):
+        async with open_database(DatabaseSettings(dsn=missing, connect_timeout=10)):
+            pass
+    assert trio.current_time() - start < 3
+
+
+async def test_without_a_dsn_an_embedded_server_runs_in_the_data_dir(server_dir: Path) -> None:
+    settings = DatabaseSettings(data_dir=str(server_dir / "data"))
+    async with open_database(settings, server_settings=FAST_SETTINGS) as db:
+        assert await db.fetchval("SELECT current_database()") == EMBEDDED_DATABASE
+        assert [m.version for m in db.applied_migrations] == [1]
+        await db.execute("CREATE TABLE survives (v int); INSERT INTO survives VALUES (7)")
+    assert not (server_dir / "data" / "postgres" / "postmaster.pid").exists()  # stopped on exit
+    async with open_database(settings, server_settings=FAST_SETTINGS) as db:
+        assert db.applied_migrations == []
+        assert await db.fetchval("SELECT v FROM survives") == 7
+
+
+def test_redact_dsn() -> None:
+    redacted = redact_dsn("postgresql://u:p%40ss@db:5432/x?sslmode=require")
+    assert redacted == "postgresql://u:***@db:5432/x?sslmode=require"
+    assert redact_dsn("postgresql://u@db/x") == "postgresql://u@db/x"
