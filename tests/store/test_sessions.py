@@ -1,0 +1,107 @@
+"""Session tables from tracker events, on a real PostgreSQL: exact energy, idempotent storing."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from proxy.codec import FrameReader, encode_frame
+from proxy.sessions import store_events
+from proxy.store.db import open_database
+from proxy.tracker import Tracker
+
+T0 = 1_790_000_000.0
+
+
+class Feed:
+    """Frames of one link through a real tracker; collects the events."""
+
+    def __init__(self, version: str, identity: str = "CP-1") -> None:
+        self.tracker = Tracker(identity, version)
+        self.events: list = []
+        self.at = T0
+
+    def charger(self, frame: list) -> None:
+        self.at += 1
+        [message] = FrameReader(from_client=True).feed(encode_frame(1, json.dumps(frame).encode(), mask=True))
+        self.events += self.tracker.from_charger(message, self.at)
+
+    def upstream(self, frame: list) -> None:
+        self.at += 1
+        [message] = FrameReader(from_client=False).feed(encode_frame(1, json.dumps(frame).encode(), mask=False))
+        self.events += self.tracker.from_upstream(message, self.at)
+
+
+def session_16(identity: str = "CP-16") -> Feed:
+    feed = Feed("ocpp1.6", identity)
+    feed.charger([2, "b", "BootNotification", {"chargePointVendor": "Alfen", "chargePointModel": "Eve",
+                                                "meterType": "Carlo Gavazzi EM340-PF", "meterSerialNumber": "M-1"}])
+    feed.upstream([3, "b", {"status": "Accepted", "currentTime": "2026-01-01T10:00:00Z", "interval": 300}])
+    feed.charger([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "TAG", "meterStart": 1000,
+                                                "timestamp": "2026-01-01T10:00:00Z"}])
+    feed.upstream([3, "s", {"transactionId": 42, "idTagInfo": {"status": "Accepted"}}])
+    feed.charger([2, "m", "MeterValues", {"connectorId": 1, "transactionId": 42, "meterValue": [
+        {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "20.5", "unit": "kWh"}]}]}])
+    feed.upstream([3, "m", {}])
+    feed.charger([2, "e", "StopTransaction", {"transactionId": 42, "meterStop": 43370,
+                                               "timestamp": "2026-01-01T11:00:00Z", "reason": "EVDisconnected"}])
+    feed.upstream([3, "e", {}])
+    return feed
+
+
+def session_201(identity: str = "CP-201") -> Feed:
+    feed = Feed("ocpp2.0.1", identity)
+
+    def event(kind: str, seq: int, kwh: str) -> list:
+        return [2, f"t{seq}", "TransactionEvent", {
+            "eventType": kind, "timestamp": f"2026-01-01T10:{seq:02d}:00Z", "seqNo": seq,
+            "triggerReason": "MeterValuePeriodic", "transactionInfo": {"transactionId": "tx-9"},
+            "evse": {"id": 1, "connectorId": 1},
+            "meterValue": [{"timestamp": f"2026-01-01T10:{seq:02d}:00Z", "sampledValue": [
+                {"value": float(kwh), "measurand": "Energy.Active.Import.Register",
+                 "unitOfMeasure": {"unit": "kWh"}}]}]}]
+
+    for kind, seq, kwh in (("Started", 0, "0.5"), ("Updated", 10, "6.25"), ("Ended", 20, "12.5")):
+        feed.charger(event(kind, seq, kwh))
+        feed.upstream([3, f"t{seq}", {}])
+    return feed
+
+
+async def test_sessions_get_exactly_the_reported_energy_and_storing_twice_changes_nothing(settings):
+    events = session_16().events + session_201().events
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            assert await store_events(conn, events) == len(events)
+        async with db.transaction() as conn:
+            assert await store_events(conn, events) == 0  # a replay
+        rows = await db.fetch(
+            "SELECT identity, transaction_id, status, meter_start_wh, meter_stop_wh, energy_wh, energy_source, "
+            "stop_reason FROM sessions ORDER BY identity"
+        )
+        samples = await db.fetchval("SELECT count(*) FROM meter_samples")
+        boot = await db.fetchrow("SELECT vendor, meter_type, meter_serial FROM charger_boots")
+        stored = await db.fetchval("SELECT count(*) FROM charger_events")
+    assert [tuple(r) for r in rows] == [
+        ("CP-16", "42", "completed", Decimal(1000), Decimal(43370), Decimal(42370), "stop_minus_start", "EVDisconnected"),
+        ("CP-201", "tx-9", "completed", Decimal(500), Decimal(12500), Decimal(12000), "stop_minus_start", None),
+    ]
+    assert samples == 4 and stored == len(events)
+    assert tuple(boot) == ("Alfen", "Carlo Gavazzi EM340-PF", "M-1")
+
+
+async def test_a_running_session_counts_up_to_its_last_reading(settings):
+    events = [e for e in session_16("CP-run").events if type(e).__name__ != "TransactionStopped"]
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            await store_events(conn, events)
+        row = await db.fetchrow("SELECT status, energy_wh, energy_source FROM sessions")
+    assert tuple(row) == ("active", Decimal(19500), "last_sample")
+
+
+async def test_events_out_of_order_give_the_same_session(settings):
+    events = session_16("CP-late").events
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            await store_events(conn, list(reversed(events)))
+        row = await db.fetchrow("SELECT status, meter_start_wh, energy_wh FROM sessions")
+    assert tuple(row) == ("completed", Decimal(1000), Decimal(42370))
