@@ -6,12 +6,14 @@ when a reload fails (see `server.py`).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
+from msgspec import field
 
 SUPPORTED_SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")
 
@@ -71,8 +73,10 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # PostgreSQL URL (postgresql://user:password@host:port/dbname); empty: an embedded server.
     dsn: str = ""
-    # The embedded server's files go under this directory (relative to the working directory).
-    data_dir: str = "data"
+    # The embedded server's files (and the journal's spill logs) go under this directory. By
+    # default ./data, or /var/lib/ere-proxy when running as root: the server then runs as an
+    # unprivileged user, which must be able to reach the directory.
+    data_dir: str = field(default_factory=lambda: "/var/lib/ere-proxy" if os.geteuid() == 0 else "data")
     # Connections kept open per process.
     pool_size: int = 10
     # How long to keep trying to connect at start before giving up.
@@ -87,6 +91,20 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
             raise ValueError("database.pool_size must be at least 1")
         if not self.connect_timeout > 0:
             raise ValueError("database.connect_timeout must be a positive number of seconds")
+
+
+class CaptureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Session capture: every link's events go through the journal into the database."""
+
+    enabled: bool = True
+    # Events waiting in memory for the database writer before they go to the spill log.
+    queue_events: int = 10_000
+    # Bound of each worker's on-disk spill log (under <database.data_dir>/spill/worker-<i>).
+    spill_max_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.queue_events < 1 or self.spill_max_bytes < 1:
+            raise ValueError("capture.queue_events and capture.spill_max_bytes must be positive")
 
 
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -118,6 +136,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     admin: AdminSettings = AdminSettings()
     log: LogSettings = LogSettings()
     database: DatabaseSettings = DatabaseSettings()
+    capture: CaptureSettings = CaptureSettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

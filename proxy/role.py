@@ -11,15 +11,21 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from proxy.admin import AdminServer
+from proxy.journal import Journal
 from proxy.config import Config, ConfigError, load_config
-from proxy.metrics import ProxyMetrics
+from proxy.metrics import JournalCollector, ProxyMetrics
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, open_listener
+from proxy.spill import SpillLog
+from proxy.store.db import DATABASE_ERRORS, Database, open_database
 
 log = logging.getLogger("proxy.role")
 
@@ -46,15 +52,54 @@ async def run_proxy_role(
     *,
     task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation); `task_status.started` gets the server."""
+    """Serve until SIGTERM/SIGINT (or cancellation); `task_status.started` gets the server.
+
+    With capture on, the database (an embedded server unless a DSN is configured) is opened
+    first and closed last, so the journal can store what the links hand it until they are gone.
+    """
     fd_limit = raise_fd_limit()
     log.info(
         "proxy starting",
         extra={"fd_limit": fd_limit, "max_chargers": charger_capacity(fd_limit), "worker": worker},
     )
     metrics = ProxyMetrics()
+    async with AsyncExitStack() as stack:
+        journal = None
+        if config.capture.enabled:
+            db = await stack.enter_async_context(open_database(config.database))
+            journal = await stack.enter_async_context(open_journal(config, worker, db, metrics))
+        await _serve(config_path, config, worker, metrics, journal, task_status)
+    log.info("proxy stopped")
+
+
+@asynccontextmanager
+async def open_journal(config: Config, worker: int, db: Database, metrics: ProxyMetrics) -> AsyncIterator[Journal]:
+    """The worker's journal, running, with its own spill log; on exit everything left is on disk."""
+    directory = Path(config.database.data_dir) / "spill" / f"worker-{worker}"
+    spill = await trio.to_thread.run_sync(
+        partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes)
+    )
+    try:
+        journal = Journal(spill, capacity=config.capture.queue_events, database_errors=DATABASE_ERRORS)
+        metrics.registry.register(JournalCollector(journal))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run, db)
+            yield journal
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(spill.close)
+
+
+async def _serve(
+    config_path: Path | None,
+    config: Config,
+    worker: int,
+    metrics: ProxyMetrics,
+    journal: Journal | None,
+    task_status: trio.TaskStatus[ProxyServer],
+) -> None:
     router = StaticRouter(config)
-    server = ProxyServer(config, router, metrics)
+    server = ProxyServer(config, router, metrics, journal)
     listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -73,7 +118,6 @@ async def run_proxy_role(
                 break
             await server.stopped.wait()  # the admin endpoint stays up while links drain
             nursery.cancel_scope.cancel()
-    log.info("proxy stopped")
 
 
 def reload_config(config_path: Path | None, router: StaticRouter, server: ProxyServer) -> None:

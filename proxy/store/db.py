@@ -33,7 +33,16 @@ import trio_asyncio
 from proxy.config import DatabaseSettings
 from proxy.store.connection import CLEANUP_TIMEOUT, Connection
 from proxy.store.embedded import EmbeddedPostgres
-from proxy.store.errors import DatabaseUnavailable
+from proxy.store.errors import DatabaseUnavailable, StoreError
+
+# What a failed query or a lost connection can raise: callers that retry later catch these.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    StoreError,
+)
 from proxy.store.migrate import Migration, apply_migrations
 
 # The database the application uses on the embedded server (created on first start).

@@ -40,6 +40,9 @@ port = {admin_port}
 [log]
 level = "info"
 
+[capture]
+enabled = false
+
 [chargers."CP-16"]
 upstream = "ws://127.0.0.1:{upstream_port}/ocpp"
 auth = "passthrough"
