@@ -16,9 +16,9 @@ PACKAGED = load_migrations()
 
 
 def with_packaged(tmp_path: Path, files: dict[str, str]) -> Path:
-    """A migrations directory holding the packaged migrations plus `files`."""
-    packaged = {f"{migration.label}.sql": migration.sql for migration in PACKAGED}
-    return write_migrations(tmp_path / "migrations", {**packaged, **files})
+    """A migrations directory holding the runner's own table (packaged migration 001) plus `files`."""
+    runner = PACKAGED[0]
+    return write_migrations(tmp_path / "migrations", {f"{runner.label}.sql": runner.sql, **files})
 
 
 async def versions(db: Database) -> list[int]:
