@@ -86,6 +86,10 @@ class Journal:
         return self._spill.bytes_on_disk
 
     @property
+    def spill_unflushed(self) -> int:
+        return self._spill.records_buffered
+
+    @property
     def queued(self) -> int:
         """Event batches in the channel, not yet taken by the writer."""
         return self._receive.statistics().current_buffer_used

@@ -169,3 +169,8 @@ class JournalCollector:
         yield GaugeMetricFamily(
             "ere_proxy_journal_spill_bytes", "Bytes of the spill log on disk.", value=journal.spill_bytes
         )
+        yield GaugeMetricFamily(
+            "ere_proxy_journal_spill_unflushed",
+            "Spilled events not yet synced to disk (a crash now would lose them).",
+            value=journal.spill_unflushed,
+        )

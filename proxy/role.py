@@ -22,6 +22,7 @@ from proxy.admin import AdminServer
 from proxy.journal import Journal
 from proxy.config import Config, ConfigError, load_config
 from proxy.metrics import JournalCollector, ProxyMetrics
+from proxy.orphans import close_orphans_periodically
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, open_listener
 from proxy.spill import SpillLog
@@ -84,6 +85,7 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
         metrics.registry.register(JournalCollector(journal))
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run, db)
+            await nursery.start(close_orphans_periodically, db, config.capture.orphan_after, DATABASE_ERRORS)
             yield journal
             nursery.cancel_scope.cancel()
     finally:

@@ -8,7 +8,6 @@ test a separate Trio run and session-scoped fixtures cannot be async. Each test 
 from __future__ import annotations
 
 import shutil
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import trio
 
 from proxy.config import DatabaseSettings
 from proxy.store.embedded import EmbeddedPostgres
-from tests.store.helpers import FAST_SETTINGS, admin_execute, make_server_dir
+from tests.store.helpers import ServerThread, admin_execute, make_server_dir
 
 
 @pytest.fixture
@@ -29,46 +28,6 @@ def server_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-class ServerThread:
-    """An embedded server kept running by a Trio run in a background thread until `close()`."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.server = EmbeddedPostgres(data_dir, settings=FAST_SETTINGS)
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="embedded-postgres")
-
-    def open(self) -> EmbeddedPostgres:
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.server
-
-    def close(self) -> None:
-        if self._token is not None and self._stop is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join()
-
-    async def _serve(self) -> None:
-        self._stop = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
-        try:
-            await self.server.start()
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        try:
-            self._started.set()
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
 
 
 @pytest.fixture(scope="session")

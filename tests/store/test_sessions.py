@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 
 from proxy.codec import FrameReader, encode_frame
+from proxy.orphans import close_orphans
 from proxy.sessions import store_events
 from proxy.store.db import open_database
 from proxy.tracker import Tracker
@@ -105,3 +106,21 @@ async def test_events_out_of_order_give_the_same_session(settings):
             await store_events(conn, list(reversed(events)))
         row = await db.fetchrow("SELECT status, meter_start_wh, energy_wh FROM sessions")
     assert tuple(row) == ("completed", Decimal(1000), Decimal(42370))
+
+
+async def test_silent_sessions_are_orphaned_and_a_late_stop_still_completes_them(settings):
+    events = session_16("CP-quiet").events
+    stop = [e for e in events if type(e).__name__ == "TransactionStopped"]
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            await store_events(conn, [e for e in events if e not in stop])
+        async with db.transaction() as conn:
+            assert await close_orphans(conn, after=3600) == 0  # not silent for long enough
+        async with db.transaction() as conn:
+            assert await close_orphans(conn, after=1e-6) == 1
+        orphaned = await db.fetchrow("SELECT status, energy_wh, energy_source FROM sessions")
+        async with db.transaction() as conn:
+            await store_events(conn, stop)
+        completed = await db.fetchrow("SELECT status, energy_wh FROM sessions")
+    assert tuple(orphaned) == ("orphaned", Decimal(19500), "last_sample")
+    assert tuple(completed) == ("completed", Decimal(42370))
