@@ -9,6 +9,10 @@ oldest first, once it answers again; only then does the writer go direct again, 
 sees each link's events in the order they happened. Event ids are deterministic and storing is
 idempotent, so a batch stored twice (a crash between commit and acknowledgement) changes nothing.
 
+Any exception from storing a batch counts as a database failure: the events are kept on disk and
+retried, so neither a database outage nor a bug in storing one kind of event stops the journal
+(it shows in `ere_proxy_journal_database_errors_total` and the log).
+
 What can still be lost, loudly (`ere_proxy_journal_events_lost_total` and an error log): events
 that do not fit under the spill log's size bound, and the last `flush_interval` of spilled events
 if the process is killed.
@@ -62,14 +66,12 @@ class Journal:
         batch_size: int = 1_000,
         flush_interval: float = 0.1,
         retry_interval: float = 1.0,
-        database_errors: tuple[type[BaseException], ...] = (OSError,),
     ) -> None:
         self._spill = spill
         self._send, self._receive = trio.open_memory_channel[list[Event]](capacity)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
-        self._database_errors = database_errors
         # True while events go to disk: the database is down, or older events wait there.
         self._spilling = spill.records_pending > 0
         self._spill_waiting = trio.Event()
@@ -155,7 +157,7 @@ class Journal:
             try:
                 async with db.transaction() as conn:
                     await store_events(conn, batch)
-            except self._database_errors as exc:
+            except Exception as exc:  # any failure to store: keep the events on disk, retry later
                 self.stats.database_errors += 1
                 self._start_spilling(f"database error: {exc!r}")
                 self._to_spill(batch)
@@ -188,7 +190,7 @@ class Journal:
             try:
                 async with db.transaction() as conn:
                     await store_events(conn, events)
-            except self._database_errors as exc:
+            except Exception as exc:
                 self.stats.database_errors += 1
                 log.warning("database still unavailable", extra={"error": repr(exc)})
                 await trio.sleep(self._retry_interval)

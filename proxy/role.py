@@ -81,7 +81,7 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
         partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes)
     )
     try:
-        journal = Journal(spill, capacity=config.capture.queue_events, database_errors=DATABASE_ERRORS)
+        journal = Journal(spill, capacity=config.capture.queue_events)
         metrics.registry.register(JournalCollector(journal))
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run, db)

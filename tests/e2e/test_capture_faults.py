@@ -1,0 +1,183 @@
+"""Capture through faults: the database goes away mid-run, the proxy is killed mid-outage.
+
+Chargers (`ocpp` over `websockets`) run sessions through the proxy process, whose journal writes
+to a PostgreSQL server the test owns (so the test can kill and restart it). Afterwards every
+session and every meter sample must be in the database exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+import trio
+from ocpp.v16 import call as call16
+
+from tests.e2e.peers import TIMEOUT, Charger16, CsmsServer, open_charger, timestamp
+from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
+from tests.store.helpers import ServerThread, admin_execute, make_server_dir
+
+CHARGERS = 12
+READINGS = 6  # per session: half before the outage, half during it
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = make_server_dir("ere-faults-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start_database(data_dir: Path) -> ServerThread:
+    server = ServerThread(data_dir / "db", settings=None)  # durable: fsync on
+    server.open()
+    return server
+
+
+def kill_database(data_dir: Path, server: ServerThread) -> None:
+    """Crash the server: SIGQUIT is PostgreSQL's immediate shutdown (no checkpoint, every backend
+    killed at once, crash recovery at the next start); the thread then cleans up what is left."""
+    pid = int((data_dir / "db" / "postgres" / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGQUIT)
+    wait_for(lambda: not (data_dir / "db" / "postgres" / "postmaster.pid").exists(), "the server to go")
+    server.close()
+
+
+def start_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
+    port, admin_port, upstream_port = free_port(), free_port(), free_port()
+    config = directory / "proxy.toml"
+    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
+    config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
+    _wait_ready(proxy)
+    return proxy
+
+
+def metric(proxy: ProxyProcess, name: str) -> float:
+    status, body = proxy.admin_get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def wait_for(check, what: str) -> None:
+    """Poll a condition another process brings about (bounded)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+async def run_session(proxy: ProxyProcess, number: int, halfway: asyncio.Barrier, resume: asyncio.Event) -> None:
+    identity = f"CP-F{number:02d}"
+    async with open_charger(proxy.url(identity), ["ocpp1.6"], Charger16, identity) as charger:
+        cp = charger.cp
+        start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="T", meter_start=0, timestamp=timestamp()))
+        for reading in range(1, READINGS + 1):
+            if reading == READINGS // 2 + 1:
+                await halfway.wait()
+                await resume.wait()
+            sample = {"value": str(reading * 1000), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+            await cp.call(call16.MeterValues(connector_id=1, transaction_id=start.transaction_id,
+                                             meter_value=[{"timestamp": timestamp(), "sampled_value": [sample]}]))
+        await cp.call(call16.StopTransaction(meter_stop=READINGS * 1000 + number, timestamp=timestamp(),
+                                             transaction_id=start.transaction_id))
+
+
+async def traffic(proxy: ProxyProcess, outage) -> None:
+    """All chargers run a session; `outage()` runs (in a thread) when every one is halfway."""
+    halfway = asyncio.Barrier(CHARGERS + 1)
+    resume = asyncio.Event()
+    async with asyncio.timeout(TIMEOUT):
+        async with CsmsServer(proxy.upstream_port):
+            sessions = [asyncio.create_task(run_session(proxy, n, halfway, resume)) for n in range(CHARGERS)]
+            await halfway.wait()
+            await asyncio.to_thread(outage)
+            resume.set()
+            await asyncio.gather(*sessions)
+
+
+async def stored(dsn: str) -> tuple[list[tuple], int, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        sessions = await conn.fetch("SELECT identity, status, energy_wh FROM sessions ORDER BY identity")
+        samples = await conn.fetchval("SELECT count(*) FROM meter_samples")
+        duplicates = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM meter_samples GROUP BY session_id, sampled_at, value HAVING count(*) > 1) d"
+        )
+        return [tuple(r) for r in sessions], samples, duplicates
+    finally:
+        await conn.close()
+
+
+def expected_sessions() -> list[tuple]:
+    return [(f"CP-F{n:02d}", "completed", Decimal(READINGS * 1000 + n)) for n in range(CHARGERS)]
+
+
+def all_stored(dsn: str) -> bool:
+    sessions, samples, _ = asyncio.run(stored(dsn))
+    return sessions == expected_sessions() and samples == CHARGERS * READINGS
+
+
+def create_database(server: ServerThread) -> str:
+    trio.run(admin_execute, server.server, "CREATE DATABASE ere_proxy")
+    return server.server.dsn("ere_proxy")
+
+
+def test_database_killed_mid_run_loses_and_doubles_nothing(tmp_path: Path, data_dir: Path) -> None:
+    database = start_database(data_dir)
+    dsn = create_database(database)
+    proxy = start_proxy(tmp_path, data_dir, dsn)
+    try:
+        asyncio.run(traffic(proxy, lambda: kill_database(data_dir, database)))
+        wait_for(lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled")
+        database = start_database(data_dir)  # the same cluster comes back
+        wait_for(lambda: all_stored(dsn), "every session and sample in the database")
+        sessions, samples, duplicates = asyncio.run(stored(dsn))
+        assert (samples, duplicates) == (CHARGERS * READINGS, 0)
+        assert metric(proxy, "ere_proxy_journal_lost_total") == 0
+    finally:
+        assert proxy.terminate() == 0
+        database.close()
+    # The outage itself is logged (database errors, asyncpg's reconnect attempts); nothing else may be.
+    problems = [line for line in log_problems(proxy.stderr()) if "database" not in line and "asyncpg" not in line]
+    assert problems == []
+
+
+def test_proxy_killed_with_events_in_the_spill_log_replays_them_after_restart(tmp_path: Path, data_dir: Path) -> None:
+    database = start_database(data_dir)
+    dsn = create_database(database)
+    proxy = start_proxy(tmp_path, data_dir, dsn)
+    try:
+        asyncio.run(traffic(proxy, lambda: kill_database(data_dir, database)))
+        wait_for(lambda: metric(proxy, "ere_proxy_journal_spill_bytes") > 0
+                 and metric(proxy, "ere_proxy_journal_spill_unflushed") == 0, "the spill log to be synced")
+        proxy.process.kill()  # SIGKILL while the events sit in the spill log
+        proxy.process.wait()
+        database = start_database(data_dir)
+        proxy = start_proxy(tmp_path, data_dir, dsn)
+        wait_for(lambda: all_stored(dsn), "the spilled events replayed after the restart")
+        assert asyncio.run(stored(dsn))[2] == 0
+    finally:
+        if proxy.process.poll() is None:
+            proxy.terminate()
+        database.close()
