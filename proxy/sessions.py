@@ -12,8 +12,12 @@ Session rules:
 - the meter start is StartTransaction's meterStart (1.6) or the earliest energy register reading
   (2.x); the last reading is the latest energy register reading seen; StopTransaction's meterStop
   or the reading in TransactionEvent Ended completes the session;
-- `energy_wh` is stop − start, else last reading − start for a session still running
-  (the table computes it);
+- `energy_wh` comes from the best source (the table computes it): the signed begin and end
+  readings (OCMF), else stop − start, else last reading − start for a session still running;
+- meter class: a session starts with its charger's class (`declared` or `unknown` from the boot
+  facts and the MID meter list); signed readings make it `signed-verified` when they verify with
+  the charger's pinned key (the first public key it sent: trust on first sight) and
+  `signed-unverified` otherwise, and one unverified reading taints the session for good;
 - the energy register is `Energy.Active.Import.Register` without a phase, measured at the outlet
   (or with no location given); invalid readings (no value) are stored as samples but never used.
 
@@ -22,6 +26,7 @@ Charger timestamps that cannot be read fall back to the time the proxy received 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -29,15 +34,21 @@ from typing import Any, Protocol
 
 import msgspec
 
+
+
+from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
 from proxy.events import (
     ChargerBooted,
     Event,
     MeterValuesReported,
     Sample,
+    SignedValue,
     TransactionEvent,
     TransactionStarted,
     TransactionStopped,
 )
+
+log = logging.getLogger("proxy.sessions")
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 
@@ -87,20 +98,46 @@ RETURNING event_id::text
 """
 
 _UPSERT_BOOT = """
-INSERT INTO charger_boots (identity, vendor, model, serial, firmware, meter_type, meter_serial, booted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO charger_boots (identity, vendor, model, serial, firmware, meter_type, meter_serial, booted_at, meter_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (identity) DO UPDATE SET
     vendor = EXCLUDED.vendor, model = EXCLUDED.model, serial = EXCLUDED.serial,
     firmware = EXCLUDED.firmware, meter_type = EXCLUDED.meter_type,
-    meter_serial = EXCLUDED.meter_serial, booted_at = EXCLUDED.booted_at
+    meter_serial = EXCLUDED.meter_serial, booted_at = EXCLUDED.booted_at,
+    meter_class = CASE WHEN charger_boots.meter_class LIKE 'signed-%' THEN charger_boots.meter_class
+                       ELSE EXCLUDED.meter_class END
 WHERE charger_boots.booted_at <= EXCLUDED.booted_at
+"""
+
+_PIN_KEY = """
+WITH pinned AS (
+    INSERT INTO meter_keys (identity, public_key) VALUES ($1, $2)
+    ON CONFLICT (identity) DO NOTHING RETURNING public_key
+)
+SELECT public_key FROM pinned UNION ALL SELECT public_key FROM meter_keys WHERE identity = $1
+"""
+
+# A signed reading: its class (an unverified one taints the session for good) and begin/end.
+_SIGNED = """
+UPDATE sessions SET
+    meter_class = CASE WHEN meter_class = 'signed-unverified' THEN meter_class ELSE $3 END,
+    signed_start_wh = COALESCE(signed_start_wh, $4),
+    signed_stop_wh = COALESCE($5, signed_stop_wh),
+    updated_at = now()
+WHERE identity = $1 AND transaction_id = $2
+"""
+
+_SIGNED_CHARGER = """
+UPDATE charger_boots SET meter_class = CASE WHEN meter_class = 'signed-unverified' THEN meter_class ELSE $2 END
+WHERE identity = $1
 """
 
 # Opens (or finds) a session; start facts fill in what is still unknown.
 _OPEN_SESSION = """
 INSERT INTO sessions (identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
-                      first_reading_at, status)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                      first_reading_at, status, meter_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+        COALESCE((SELECT meter_class FROM charger_boots WHERE identity = $1), 'unknown'))
 ON CONFLICT (identity, transaction_id) DO UPDATE SET
     connector_id = COALESCE(sessions.connector_id, EXCLUDED.connector_id),
     evse_id = COALESCE(sessions.evse_id, EXCLUDED.evse_id),
@@ -180,6 +217,7 @@ async def _apply(conn: Connection, event: Event) -> None:
         await conn.execute(
             _UPSERT_BOOT, event.identity, event.vendor, event.model, event.serial or event.charge_box_serial,
             event.firmware, event.meter_type, event.meter_serial, datetime.fromtimestamp(at, timezone.utc),
+            classify(event.meter_type, event.meter_serial).value,
         )
     elif isinstance(event, TransactionStarted):
         if event.transaction_id is None:
@@ -236,6 +274,40 @@ async def _reading(conn: Connection, identity: str, transaction_id: str, samples
     reading = energy_reading(samples, at)
     if reading is not None:
         await conn.execute(_READING, identity, transaction_id, reading[0], reading[1])
+    for sample in samples:
+        if sample.signed is not None:
+            await _signed(conn, identity, transaction_id, sample.signed)
+
+
+_END_EVENTS = frozenset("ELRAP")  # OCMF TX values that end a transaction
+
+
+async def _signed(conn: Connection, identity: str, transaction_id: str, signed: SignedValue) -> None:
+    """Classify a signed reading against the charger's pinned key; keep its begin/end energy."""
+    try:
+        if signed.encoding_method is None and signed.public_key is None:
+            data = parse_signed_meter_value(signed.signed_meter_data)  # 1.6: the blob as sent
+        else:
+            data = parse_signed_meter_value({
+                "signedMeterData": signed.signed_meter_data, "signingMethod": signed.signing_method or "",
+                "encodingMethod": signed.encoding_method or "OCMF", "publicKey": signed.public_key or "",
+            })  # fmt: skip
+    except EvidenceError as exc:
+        log.info("unreadable signed meter value", extra={"identity": identity, "reason": exc.reason})
+        return
+    pinned = None
+    if data.public_key:
+        rows = await conn.fetch(_PIN_KEY, identity, data.public_key)
+        pinned = rows[0][0] if rows else None
+    else:
+        rows = await conn.fetch("SELECT public_key FROM meter_keys WHERE identity = $1", identity)
+        pinned = rows[0][0] if rows else None
+    meter_class = classify(None, None, [data], known_key=pinned).value
+    readings = [r for r in data.record.readings if r.wh is not None]
+    begin = next((r.wh for r in readings if r.event == "B"), None)
+    end = next((r.wh for r in reversed(readings) if r.event in _END_EVENTS), None)
+    await conn.execute(_SIGNED, identity, transaction_id, meter_class, begin, end)
+    await conn.execute(_SIGNED_CHARGER, identity, meter_class)
 
 
 async def _samples(conn: Connection, session_id: int, samples: Sequence[Sample], event_id: str, at: float) -> None:

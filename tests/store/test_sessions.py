@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from decimal import Decimal
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy.codec import FrameReader, encode_frame
 from proxy.orphans import close_orphans
@@ -124,3 +128,56 @@ async def test_silent_sessions_are_orphaned_and_a_late_stop_still_completes_them
         completed = await db.fetchrow("SELECT status, energy_wh FROM sessions")
     assert tuple(orphaned) == ("orphaned", Decimal(19500), "last_sample")
     assert tuple(completed) == ("completed", Decimal(42370))
+
+
+def signed_ocmf(key, readings: list[tuple[str, str]]) -> str:
+    """An OCMF record signed with `key`: readings as (TX event, kWh)."""
+    payload = json.dumps({
+        "FV": "1.0", "GI": "Wallbox", "GS": "G-1", "PG": "T1", "MV": "Iskra", "MM": "WM3M4C", "MS": "4711",
+        "IS": False, "IT": "NONE",
+        "RD": [{"TM": "2026-01-01T10:00:00,000+0000 S", "TX": tx, "RV": float(kwh), "RI": "1-b:1.8.0", "RU": "kWh",
+                "RT": "AC", "EF": "", "ST": "G"} for tx, kwh in readings],
+    }, separators=(",", ":"))  # fmt: skip
+    signature = key.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex().upper()
+    return f'OCMF|{payload}|{{"SD":"{signature}"}}'
+
+
+def public_key(key) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def signed_session_201(identity: str, transaction_id: str, key, sent_key) -> Feed:
+    """A 2.0.1 session whose Started and Ended events carry signed readings (plain readings disagree)."""
+    feed = Feed("ocpp2.0.1", identity)
+    for seq, (kind, tx, kwh, plain) in enumerate((("Started", "B", "100.0", 0.0), ("Ended", "E", "142.37", 99.0))):
+        signed = {"signedMeterData": base64.b64encode(signed_ocmf(key, [(tx, kwh)]).encode()).decode(),
+                  "signingMethod": "", "encodingMethod": "OCMF", "publicKey": public_key(sent_key)}
+        feed.charger([2, f"t{seq}", "TransactionEvent", {
+            "eventType": kind, "timestamp": f"2026-01-01T1{seq}:00:00Z", "seqNo": seq,
+            "triggerReason": "Authorized", "transactionInfo": {"transactionId": transaction_id},
+            "meterValue": [{"timestamp": f"2026-01-01T1{seq}:00:00Z", "sampledValue": [
+                {"value": plain, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "kWh"},
+                 "signedMeterValue": signed}]}]}])  # fmt: skip
+        feed.upstream([3, f"t{seq}", {}])
+    return feed
+
+
+async def test_signed_readings_give_the_energy_and_the_meter_class(settings):
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    first = signed_session_201("CP-sig", "tx-1", key, key).events  # pins the key
+    second = signed_session_201("CP-sig", "tx-2", other, other).events  # a different key: not trusted
+    declared = session_16("CP-mid").events
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            await store_events(conn, first + second + declared)
+        rows = await db.fetch(
+            "SELECT transaction_id, meter_class, energy_wh, energy_source FROM sessions ORDER BY transaction_id"
+        )
+        classes = dict(await db.fetch("SELECT identity, meter_class FROM charger_boots"))
+    assert [tuple(r) for r in rows] == [
+        ("42", "declared", Decimal(42370), "stop_minus_start"),
+        ("tx-1", "signed-verified", Decimal("42370.000"), "signed"),
+        ("tx-2", "signed-unverified", Decimal("42370.000"), "signed"),
+    ]
+    assert classes == {"CP-mid": "declared"}
