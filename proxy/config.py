@@ -112,6 +112,32 @@ class CaptureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
             raise ValueError("capture.orphan_after must be a positive number of seconds")
 
 
+class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The charger registry in the database (`ere-proxy chargers ...`, see `registry.py`)."""
+
+    # Route chargers from the database first (TOML [chargers]/[default_route] as fallback).
+    enabled: bool = True
+    # Base URL chargers are given, e.g. wss://proxy.example.com/ocpp (the percent-encoded
+    # identity is appended); empty: derived from [proxy] host, port, path_prefix and TLS.
+    public_url: str = ""
+    # Environment variable holding the key(s) that encrypt upstream secrets in the database:
+    # comma-separated base64 32-byte keys, the first encrypts, all decrypt (for key rotation).
+    secret_key_env: str = "ERE_PROXY_SECRET_KEY"
+    # Seconds between looking for changed chargers; every full_reload_interval all are reread.
+    refresh_interval: float = 5.0
+    full_reload_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                raise ValueError("registry.public_url must be a ws:// or wss:// URL")
+        if not self.secret_key_env:
+            raise ValueError("registry.secret_key_env must name an environment variable")
+        if not (self.refresh_interval > 0 and self.full_reload_interval > 0):
+            raise ValueError("registry.refresh_interval and registry.full_reload_interval must be positive")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -142,6 +168,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     log: LogSettings = LogSettings()
     database: DatabaseSettings = DatabaseSettings()
     capture: CaptureSettings = CaptureSettings()
+    registry: RegistrySettings = RegistrySettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

@@ -23,6 +23,7 @@ from proxy.journal import Journal
 from proxy.config import Config, ConfigError, load_config
 from proxy.metrics import JournalCollector, ProxyMetrics
 from proxy.orphans import close_orphans_periodically
+from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, open_listener
 from proxy.spill import SpillLog
@@ -65,11 +66,19 @@ async def run_proxy_role(
     )
     metrics = ProxyMetrics()
     async with AsyncExitStack() as stack:
-        journal = None
-        if config.capture.enabled:
+        db = journal = None
+        if config.capture.enabled or config.registry.enabled:
             db = await stack.enter_async_context(open_database(config.database))
+        if db is not None and config.capture.enabled:
             journal = await stack.enter_async_context(open_journal(config, worker, db, metrics))
-        await _serve(config_path, config, worker, metrics, journal, task_status)
+        router: StaticRouter | DatabaseRouter = StaticRouter(config)
+        if db is not None and config.registry.enabled:
+            try:
+                keys = KeyRing.from_env(config.registry.secret_key_env)
+            except SecretKeyError as exc:
+                raise ConfigError(str(exc)) from None
+            router = DatabaseRouter(config, keys)
+        await _serve(config_path, config, worker, metrics, journal, router, db, task_status)
     log.info("proxy stopped")
 
 
@@ -98,14 +107,17 @@ async def _serve(
     worker: int,
     metrics: ProxyMetrics,
     journal: Journal | None,
+    router: StaticRouter | DatabaseRouter,
+    db: Database | None,
     task_status: trio.TaskStatus[ProxyServer],
 ) -> None:
-    router = StaticRouter(config)
     server = ProxyServer(config, router, metrics, journal)
     listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            if isinstance(router, DatabaseRouter):
+                await nursery.start(router.run, db)  # the registry is loaded before we listen
             await nursery.start(server.run, [listener])
             admin_port = config.admin.port + worker if config.admin.port else 0
             await nursery.start(admin.serve, config.admin.host, admin_port)
@@ -114,6 +126,8 @@ async def _serve(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     reload_config(config_path, router, server)
+                    if isinstance(router, DatabaseRouter):
+                        router.refresh_soon()
                     continue
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                 server.shutdown()
@@ -122,7 +136,7 @@ async def _serve(
             nursery.cancel_scope.cancel()
 
 
-def reload_config(config_path: Path | None, router: StaticRouter, server: ProxyServer) -> None:
+def reload_config(config_path: Path | None, router: StaticRouter | DatabaseRouter, server: ProxyServer) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:

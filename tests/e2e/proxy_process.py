@@ -43,6 +43,9 @@ level = "info"
 [capture]
 enabled = false
 
+[registry]
+enabled = false
+
 [chargers."CP-16"]
 upstream = "ws://127.0.0.1:{upstream_port}/ocpp"
 auth = "passthrough"

@@ -17,13 +17,13 @@ from tests.e2e.proxy_process import CONFIG, ProxyProcess, running_proxy
 ONLY_CP16 = CONFIG[: CONFIG.index("[default_route]")]
 
 
-def upgrade_status(proxy: ProxyProcess, identity: str) -> bytes:
+def upgrade_status(proxy: ProxyProcess, identity: str, extra_headers: str = "") -> bytes:
     """The status line the proxy answers a WebSocket upgrade for `identity` with."""
     key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(
             f"GET /ocpp/{identity} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n".encode()
         )
         return sock.recv(4096).split(b"\r\n")[0]
 
@@ -78,7 +78,7 @@ def test_supervisor_gives_up_with_status_1_when_workers_cannot_start(tmp_path: P
         port = taken.getsockname()[1]
         config = tmp_path / "proxy.toml"
         config.write_text(
-            f"[proxy]\nport = {port}\nworkers = 2\n[admin]\nport = 0\n[log]\nlevel = 'error'\n[capture]\nenabled = false\n"
+            f"[proxy]\nport = {port}\nworkers = 2\n[admin]\nport = 0\n[log]\nlevel = 'error'\n[capture]\nenabled = false\n[registry]\nenabled = false\n"
         )
         result = subprocess.run(
             [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
