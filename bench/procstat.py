@@ -1,7 +1,8 @@
 """CPU time and memory of a process tree from /proc, and a description of the machine.
 
-A target may be several processes (nginx: master + worker; a proxy may have workers or an
-embedded database), so everything is summed over the live process tree under the root pid.
+A target may be several processes (nginx: master + worker; a proxy may have workers), so
+everything is summed over the live process tree under the root pid. An embedded PostgreSQL is
+detached by pg_ctl and measured apart (bench/pg.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
-def tree(root: int) -> list[int]:
-    """`root` and all its live descendants."""
+def tree(root: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """`root` and all its live descendants (minus `exclude` and their descendants)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
@@ -33,24 +34,32 @@ def tree(root: int) -> list[int]:
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
+        if pid in exclude:
+            continue
         found.append(pid)
         todo.extend(children.get(pid, ()))
     return found
 
 
-def cpu_seconds(root: int) -> float:
-    """utime + stime of the live tree under `root`, in seconds (all threads included)."""
+def cpu_seconds(root: int, *, exclude: set[int] | frozenset[int] = frozenset(), reaped: bool = False) -> float:
+    """utime + stime of the live tree under `root`, in seconds (all threads included).
+
+    `exclude`: pids (with their subtrees) not to count. `reaped`: add the CPU of `root`'s
+    children that exited and were waited for (cutime + cstime), e.g. a postmaster's backends.
+    """
     ticks = 0
-    for pid in tree(root):
+    for pid in tree(root, exclude):
         if fields := _stat_fields(pid):
             ticks += int(fields[11]) + int(fields[12])
+            if reaped and pid == root:
+                ticks += int(fields[13]) + int(fields[14])
     return ticks / CLOCK_TICKS
 
 
-def rss_bytes(root: int) -> int:
+def rss_bytes(root: int, exclude: set[int] | frozenset[int] = frozenset()) -> int:
     """Resident set size summed over the live tree under `root` (shared pages count per process)."""
     pages = 0
-    for pid in tree(root):
+    for pid in tree(root, exclude):
         if fields := _stat_fields(pid):
             pages += int(fields[21])
     return pages * PAGE_SIZE

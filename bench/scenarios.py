@@ -6,6 +6,9 @@ warm-up) we take:
 
 - the target's CPU time (utime+stime of its process tree, /proc/<pid>/stat) divided by the frames
   it forwarded in both directions (a CALL and its CALLRESULT are 2 frames): µs per frame;
+- for `ere-proxy-capture`, the CPU of its embedded PostgreSQL (postmaster, backends and reaped
+  children; detached from the proxy's tree by pg_ctl) per frame in a column of its own, the
+  journal's counters from the admin endpoint, and the rows stored once the journal has caught up;
 - latency percentiles (open-loop, from the due time) and the p99 added over `direct` in the
   same round;
 - RSS of the target's processes and RSS per connected charger (over the idle process);
@@ -19,6 +22,8 @@ repeats the whole set with the order reversed every other round (medians are rep
 from __future__ import annotations
 
 import argparse
+import re
+import urllib.request
 import math
 import resource
 import shlex
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import procstat, wire
+from bench import pg, procstat, wire
 from bench.loadgen import LoadGen, LoadResult, add_load_options, load_config
 from bench.peers import nginx
 from bench.targets import REPO, TARGETS, Running, Unavailable, start_csms, start_target, stop
@@ -54,12 +59,26 @@ class Run:
     proxy_rss: int = 0
     idle_rss: int = 0
     csms_cpu_s: float = math.nan
+    db_cpu_s: float = math.nan  # ere-proxy-capture: its embedded PostgreSQL over the window
+    db_rss: int = 0
+    journal: dict[str, float] = field(default_factory=dict)  # counter deltas over the window
+    rows: dict[str, int] = field(default_factory=dict)  # rows stored after the run
+    catch_up_s: float = math.nan  # after the load: until the journal had stored everything
     notes: list[str] = field(default_factory=list)
 
     @property
     def us_per_frame(self) -> float:
         frames = self.load.frames if self.load else 0
         return self.proxy_cpu_s * 1e6 / frames if frames else math.nan
+
+    @property
+    def db_us_per_frame(self) -> float:
+        frames = self.load.frames if self.load else 0
+        return self.db_cpu_s * 1e6 / frames if frames else math.nan
+
+    @property
+    def db_cpu(self) -> float:
+        return self.db_cpu_s / self.window_s
 
     @property
     def proxy_cpu(self) -> float:
@@ -80,6 +99,41 @@ def _sleep_until(epoch: float) -> None:
     time.sleep(max(0.0, epoch - time.time()))
 
 
+_METRIC = re.compile(r"^ere_proxy_journal_(\w+?)(?:_total)? ([0-9.e+-]+)$", re.M)
+
+
+def journal_metrics(admin_port: int) -> dict[str, float]:
+    """The journal's counters and gauges from the proxy's /metrics ({} if unavailable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {name: float(value) for name, value in _METRIC.findall(text)}
+
+
+def _caught_up(m: dict[str, float]) -> bool:
+    return bool(m) and not m.get("spilling") and not m.get("queued") and (
+        m.get("stored", 0) + m.get("replayed", 0) + m.get("lost", 0) >= m.get("submitted", 0))
+
+
+def _capture_after_load(run: Run, running: Running, timeout: float = 90.0) -> None:
+    """Wait (bounded) until the journal has stored what it was given, then count the rows."""
+    assert running.admin_port is not None and running.data_dir is not None
+    t0 = time.monotonic()
+    while not _caught_up(m := journal_metrics(running.admin_port)) and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    if _caught_up(m):
+        run.catch_up_s = time.monotonic() - t0
+    else:
+        run.notes.append(f"journal had not caught up {timeout:g} s after the load: {m}")
+    run.journal["total_submitted"] = m.get("submitted", math.nan)
+    try:
+        run.rows = pg.count_rows(running.data_dir)
+    except Exception as exc:  # noqa: BLE001 - a report note, not a crash
+        run.notes.append(f"could not count rows: {exc!r}")
+
+
 def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
     """Measure `target` once with fresh processes; never raises for an unavailable target."""
     run = Run(target, round_no)
@@ -95,7 +149,9 @@ def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
         running = start_target(target, scratch, csms_port, chargers=args.chargers, lifetime=lifetime,
                                ere_workers=args.ere_workers, ere_extra_toml=args.ere_extra_toml)
         pid = running.pid or 0  # 0: no process of its own (direct)
-        run.idle_rss = procstat.rss_bytes(pid) if pid else 0
+        data_dir = running.data_dir  # ere-proxy-capture only
+        db_pids = pg.postgres_pids(data_dir) if data_dir else set()
+        run.idle_rss = procstat.rss_bytes(pid, db_pids) if pid else 0
         gen = LoadGen(load_config(args, running.url), cwd=str(REPO))
         connected, failed = gen.wait_ready(timeout=120)
         if connected == 0:
@@ -103,14 +159,28 @@ def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
         begin = time.time() + 0.5
         gen.start(begin)
         _sleep_until(begin + args.warmup)
-        t0, p0, c0 = time.monotonic(), procstat.cpu_seconds(pid) if pid else 0.0, procstat.cpu_seconds(csms_pid)
+        if data_dir:
+            db_pids = pg.postgres_pids(data_dir)
+            j0, d0 = journal_metrics(running.admin_port or 0), pg.cpu_seconds(data_dir)
+        t0, p0, c0 = (time.monotonic(), procstat.cpu_seconds(pid, exclude=db_pids) if pid else 0.0,
+                      procstat.cpu_seconds(csms_pid))
         _sleep_until(begin + args.warmup + args.duration)
-        t1, p1, c1 = time.monotonic(), procstat.cpu_seconds(pid) if pid else 0.0, procstat.cpu_seconds(csms_pid)
-        run.proxy_rss = procstat.rss_bytes(pid) if pid else 0
+        t1, p1, c1 = (time.monotonic(), procstat.cpu_seconds(pid, exclude=db_pids) if pid else 0.0,
+                      procstat.cpu_seconds(csms_pid))
+        if data_dir:
+            d1, j1 = pg.cpu_seconds(data_dir), journal_metrics(running.admin_port or 0)
+            run.db_cpu_s = d1 - d0
+            run.db_rss = procstat.rss_bytes(pg.postmaster_pid(data_dir) or 0) if pg.postmaster_pid(data_dir) else 0
+            run.journal = {k: j1[k] - j0.get(k, 0) for k in ("submitted", "stored", "spilled", "replayed", "lost",
+                                                             "database_errors") if k in j1}
+            run.journal["queued_at_end"] = j1.get("queued", math.nan)
+        run.proxy_rss = procstat.rss_bytes(pid, db_pids) if pid else 0
         run.window_s, run.csms_cpu_s = t1 - t0, c1 - c0
         if pid:
             run.proxy_cpu_s = p1 - p0
         run.load = gen.collect()
+        if data_dir:
+            _capture_after_load(run, running)
     except (Unavailable, TimeoutError, RuntimeError) as exc:
         run.skipped = str(exc)
     finally:
@@ -155,7 +225,8 @@ class Row:
 
 
 COLUMNS = ("target", "CALLs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "+p99 ms",
-           "µs/frame", "proxy CPU", "RSS MB", "KB/charger", "late", "errors", "gen CPU", "CSMS CPU")
+           "µs/frame", "proxy CPU", "DB µs/frame", "DB CPU", "RSS MB", "KB/charger", "late", "errors",
+           "gen CPU", "CSMS CPU")
 
 
 def _cells(row: Row) -> list[str]:
@@ -168,6 +239,8 @@ def _cells(row: Row) -> list[str]:
         "(base)" if direct else _fmt(row.added_p99(), "+.2f"),
         "–" if direct else _fmt(row.m(lambda r: r.us_per_frame), ".1f"),
         "–" if direct else _fmt(row.m(lambda r: r.proxy_cpu * 100), ".0f", "%"),
+        _fmt(row.m(lambda r: r.db_us_per_frame), ".1f"),
+        _fmt(row.m(lambda r: r.db_cpu * 100), ".0f", "%"),
         "–" if direct else _fmt(row.m(lambda r: r.proxy_rss / 2**20), ".1f"),
         "–" if direct else _fmt(row.m(lambda r: r.kb_per_charger), ".1f"),
         _fmt(row.m(lambda r: r.load.late), ".0f"),
@@ -204,6 +277,12 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             if peer in per_frame:
                 lines.append(f"- ere-proxy CPU per frame vs {peer}: {_ratio(ours, per_frame[peer])} "
                              f"({_fmt(ours, '.1f')} vs {_fmt(per_frame[peer], '.1f')} µs)")
+    if "ere-proxy" in per_frame and "ere-proxy-capture" in per_frame:
+        off, on = per_frame["ere-proxy"], per_frame["ere-proxy-capture"]
+        db = by_name["ere-proxy-capture"].m(lambda r: r.db_us_per_frame)
+        lines.append(f"- capture on/off, proxy CPU per frame: {_ratio(on, off)} ({_fmt(on, '.1f')} vs "
+                     f"{_fmt(off, '.1f')} µs); proxy + PostgreSQL: {_ratio(on + db, off)} "
+                     f"({_fmt(on + db, '.1f')} vs {_fmt(off, '.1f')} µs)")
     added = [f"{t} {_fmt(row.added_p99(), '+.2f')} ms" for t, row in by_name.items() if t != "direct"]
     if direct and added:
         lines.append("- p99 added over direct: " + ", ".join(added))
@@ -231,16 +310,27 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         if r.load.errors:
             detail = ", ".join(f"{k}: {v}" for k, v in sorted(r.load.errors.items()))
             notes.append(f"- {tag} errors: {detail}")
+        if r.journal or r.rows:
+            j = r.journal
+            window = (f"journal over the window: {j.get('submitted', 0):.0f} events submitted, "
+                      f"{j.get('stored', 0):.0f} stored directly, {j.get('spilled', 0):.0f} spilled, "
+                      f"{j.get('replayed', 0):.0f} replayed, {j.get('lost', 0):.0f} lost, "
+                      f"{j.get('database_errors', 0):.0f} database errors, "
+                      f"{j.get('queued_at_end', math.nan):.0f} batches queued at its end")
+            after = ("; after the load: caught up in " + _fmt(r.catch_up_s, ".1f") + " s, "
+                     f"{j.get('total_submitted', math.nan):.0f} events submitted in all, rows stored: "
+                     + ", ".join(f"{t} {n}" for t, n in r.rows.items()))
+            notes.append(f"- {tag}: {window}{after}; PostgreSQL RSS {r.db_rss / 2**20:.0f} MB")
         notes += [f"- {tag}: {n}" for n in r.notes]
     if notes:
         out += ["", "Notes:", *notes]
 
     if args.rounds > 1:
-        per_round = [[r.target, str(r.round), _fmt(r.us_per_frame, ".1f"), _fmt(r.load.percentile_ms(99)),
-                      _fmt(r.load.achieved_rate, ".0f"), str(r.load.error_count)]
+        per_round = [[r.target, str(r.round), _fmt(r.us_per_frame, ".1f"), _fmt(r.db_us_per_frame, ".1f"),
+                      _fmt(r.load.percentile_ms(99)), _fmt(r.load.achieved_rate, ".0f"), str(r.load.error_count)]
                      for r in runs if r.load is not None]
         out += ["", "Per round:", "",
-                _table(("target", "round", "µs/frame", "p99 ms", "CALLs/s", "errors"), per_round)]
+                _table(("target", "round", "µs/frame", "DB µs/frame", "p99 ms", "CALLs/s", "errors"), per_round)]
     return "\n".join(out)
 
 
@@ -265,6 +355,8 @@ def header(args: argparse.Namespace, argv: list[str], started: datetime) -> str:
         f"- load: {args.chargers} chargers, {args.rate:g} CALLs/s offered (OCPP 1.6 MeterValues, ~260 B), "
         f"{args.warmup:g} s warm-up + {args.duration:g} s steady window, {args.procs} generator "
         f"process(es), {args.rounds} round(s), order {order} (reversed every other round)",
+        "- ere-proxy runs with `[capture] enabled = false` (pure forwarding); ere-proxy-capture with capture on "
+        "and a fresh embedded PostgreSQL (default settings: fsync on) in a scratch data_dir",
     ])
 
 

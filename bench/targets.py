@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,12 +21,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import pg
 from bench.loadgen import spawn
 from bench.peers import nginx
 
-TARGETS = ("direct", "ere-proxy", "nginx", "naive-trio-ws", "naive-websockets")
+TARGETS = ("direct", "ere-proxy", "ere-proxy-capture", "nginx", "naive-trio-ws", "naive-websockets")
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
+# ere-proxy-capture runs initdb for a fresh cluster before it serves (several seconds here).
+CAPTURE_READY_TIMEOUT = 90.0
 
 
 class Unavailable(Exception):
@@ -40,6 +44,8 @@ class Running:
     url: str
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    admin_port: int | None = None  # ere-proxy*: the admin endpoint (/metrics, /readyz)
+    data_dir: Path | None = None  # ere-proxy-capture: the embedded PostgreSQL's [database] data_dir
 
     @property
     def pid(self) -> int | None:
@@ -114,19 +120,36 @@ def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lif
         return Running(name, f"{upstream}/ocpp")
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ocpp"
-    if name == "ere-proxy":
+    if name in ("ere-proxy", "ere-proxy-capture"):
         admin = free_port()
-        config = scratch / "ere-proxy.toml"
+        capture = name == "ere-proxy-capture"
+        if capture:
+            # A fresh cluster per run, in a 0711 dir the server's unprivileged user can enter;
+            # default server settings (fsync on), as in production.
+            data_dir = pg.make_data_dir()
+            storage = f'[capture]\nenabled = true\n[database]\ndata_dir = "{data_dir}"\n'
+        else:
+            data_dir = None
+            storage = "[capture]\nenabled = false\n"  # pure forwarding
+        config = scratch / f"{name}.toml"
         config.write_text(
             f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {ere_workers}\n'
             f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
             f'[log]\nlevel = "warning"\n'
-            f'[default_route]\nupstream = "{upstream}/ocpp"\nauth = "passthrough"\n'
+            + storage
+            + f'[default_route]\nupstream = "{upstream}/ocpp"\nauth = "passthrough"\n'
             + (f"\n{ere_extra_toml}\n" if ere_extra_toml else "")
         )
         argv = [sys.executable, "-m", "proxy", "proxy", "--config", str(config)]
         running = _start(name, argv, scratch, url)
-        return _wait(running, lambda: _http_ok(f"http://127.0.0.1:{admin}/readyz"), "/readyz")
+        running.admin_port, running.data_dir = admin, data_dir
+        try:
+            return _wait(running, lambda: _http_ok(f"http://127.0.0.1:{admin}/readyz"), "/readyz",
+                         CAPTURE_READY_TIMEOUT if capture else READY_TIMEOUT)
+        except Unavailable:
+            if data_dir is not None:
+                pg.remove_data_dir(data_dir)
+            raise
     if name == "nginx":
         binary = nginx.find_nginx()
         if binary is None:
@@ -142,7 +165,24 @@ def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lif
 
 
 def stop(running: Running, grace: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if still running after `grace` seconds."""
+    """SIGTERM the process group, then SIGKILL it if still running after `grace` seconds.
+
+    An embedded PostgreSQL (ere-proxy-capture) is stopped by the proxy itself on SIGTERM; if it
+    is still running afterwards it is stopped here, and its data directory is removed.
+    """
+    try:
+        _stop_group(running, grace)
+    finally:
+        if running.data_dir is not None:
+            pg.stop_server(running.data_dir)
+            if running.log is not None:  # keep the server's log with the run's other logs
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(running.data_dir / "postgres.log", running.log.parent / "postgres.log")
+            pg.remove_data_dir(running.data_dir)
+            running.data_dir = None
+
+
+def _stop_group(running: Running, grace: float) -> None:
     proc = running.proc
     if proc is None:
         return
