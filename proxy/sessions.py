@@ -27,7 +27,7 @@ Charger timestamps that cannot be read fall back to the time the proxy received 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol
@@ -58,6 +58,7 @@ class Connection(Protocol):
 
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
     async def execute(self, query: str, *args: Any) -> str: ...
+    async def executemany(self, query: str, args: Iterable[Sequence[Any]]) -> None: ...
 
 
 def parse_timestamp(text: str | None, fallback: float) -> datetime:
@@ -151,7 +152,6 @@ ON CONFLICT (identity, transaction_id) DO UPDATE SET
     first_reading_at = LEAST(sessions.first_reading_at, EXCLUDED.first_reading_at),
     status = CASE WHEN EXCLUDED.status = 'rejected' THEN 'rejected' ELSE sessions.status END,
     updated_at = now()
-RETURNING session_id
 """
 
 _READING = """
@@ -170,17 +170,23 @@ UPDATE sessions SET
 WHERE identity = $1 AND transaction_id = $2
 """
 
-_MEASURAND = """
-WITH new AS (
-    INSERT INTO measurands (name) SELECT unnest($1::text[])
-    ON CONFLICT (name) DO NOTHING RETURNING code, name
-)
-SELECT code, name FROM new UNION ALL SELECT code, name FROM measurands WHERE name = ANY($1::text[])
+_MEASURAND_CODES = "SELECT code, name FROM measurands WHERE name = ANY($1::text[])"
+
+# Only names not there yet: an INSERT that conflicts still uses up an identity value.
+_ADD_MEASURANDS = """
+INSERT INTO measurands (name)
+SELECT name FROM unnest($1::text[]) AS new(name) WHERE NOT EXISTS (SELECT 1 FROM measurands m WHERE m.name = new.name)
+ON CONFLICT (name) DO NOTHING
+"""
+
+_SESSION_IDS = """
+SELECT s.session_id, s.identity, s.transaction_id
+FROM sessions s JOIN unnest($1::text[], $2::text[]) AS k(identity, transaction_id) USING (identity, transaction_id)
 """
 
 _INSERT_SAMPLES = """
 INSERT INTO meter_samples (session_id, sampled_at, measurand, phase, location, context, value, signed_data, event_id)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::text[], $5::text[], $6::text[],
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[], $4::text[], $5::text[], $6::text[],
                      $7::numeric[], $8::text[], $9::uuid[])
 """
 
@@ -188,7 +194,11 @@ _encoder = msgspec.json.Encoder()
 
 
 async def store_events(conn: Connection, events: Sequence[Event]) -> int:
-    """Store `events` (idempotently); returns how many were new."""
+    """Store `events` (idempotently); returns how many were new.
+
+    Set-based: a batch costs a handful of round trips (one statement, or one pipelined
+    executemany, per table), not several per event; signed readings are handled one by one.
+    """
     if not events:
         return 0
     new_ids = {
@@ -202,81 +212,115 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
             [_encoder.encode(e).decode() for e in events],
         )
     }
-    applied = 0
+    plan = _Plan()
     for event in events:
         if event.event_id in new_ids:
             new_ids.discard(event.event_id)  # a batch may hold the same event twice
-            await _apply(conn, event)
-            applied += 1
-    return applied
+            plan.add(event)
+    await plan.apply(conn)
+    return plan.events
 
 
-async def _apply(conn: Connection, event: Event) -> None:
-    at = event.at
-    if isinstance(event, ChargerBooted):
-        await conn.execute(
-            _UPSERT_BOOT, event.identity, event.vendor, event.model, event.serial or event.charge_box_serial,
-            event.firmware, event.meter_type, event.meter_serial, datetime.fromtimestamp(at, timezone.utc),
-            classify(event.meter_type, event.meter_serial).value,
-        )
-    elif isinstance(event, TransactionStarted):
-        if event.transaction_id is None:
-            return  # no id to hang a session on; the event itself is kept in charger_events
-        started = parse_timestamp(event.timestamp, at)
-        status = "active" if event.status == "Accepted" else "rejected"
-        await conn.fetch(
-            _OPEN_SESSION, event.identity, event.transaction_id, event.connector_id, None, event.id_tag,
-            started, event.meter_start, started, status,
-        )
-    elif isinstance(event, MeterValuesReported):
-        if event.transaction_id is not None:
-            session_id = await _open(conn, event.identity, event.transaction_id, event.connector_id, event.evse_id,
-                                     None, None, event.samples, at)
-            await _samples(conn, session_id, event.samples, event.event_id, at)
-            await _reading(conn, event.identity, event.transaction_id, event.samples, at)
-    elif isinstance(event, TransactionStopped):
-        session_id = await _open(conn, event.identity, event.transaction_id, None, None, event.id_tag, None, (), at)
-        await _samples(conn, session_id, event.samples, event.event_id, at)
-        await _reading(conn, event.identity, event.transaction_id, event.samples, at)
-        await conn.execute(
-            _STOP, event.identity, event.transaction_id, parse_timestamp(event.timestamp, at), event.meter_stop,
-            event.reason or "Local",
-        )
-    elif isinstance(event, TransactionEvent):
-        began = parse_timestamp(event.timestamp, at) if event.event_type == "Started" else None
-        session_id = await _open(conn, event.identity, event.transaction_id, event.connector_id, event.evse_id,
-                                 event.id_token, began, event.samples, at)
-        await _samples(conn, session_id, event.samples, event.event_id, at)
-        await _reading(conn, event.identity, event.transaction_id, event.samples, at)
-        if event.event_type == "Ended":
-            reading = energy_reading(event.samples, at)
-            await conn.execute(
-                _STOP, event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
-                reading[1] if reading else None, event.stopped_reason,
-            )
+class _Plan:
+    """What a batch of new events does to the tables, gathered per statement.
+
+    Every session update is order-insensitive (LEAST/GREATEST/COALESCE), so applying the
+    batch statement by statement gives the same tables as applying it event by event.
+    """
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.boots: list[tuple[Any, ...]] = []
+        self.opens: list[tuple[Any, ...]] = []
+        self.readings: list[tuple[Any, ...]] = []
+        self.stops: list[tuple[Any, ...]] = []
+        self.signed: list[tuple[str, str, SignedValue]] = []
+        self.samples: list[tuple[str, str, Sample, str, float]] = []
+
+    def add(self, event: Event) -> None:
+        self.events += 1
+        at = event.at
+        if isinstance(event, ChargerBooted):
+            self.boots.append((
+                event.identity, event.vendor, event.model, event.serial or event.charge_box_serial,
+                event.firmware, event.meter_type, event.meter_serial, datetime.fromtimestamp(at, timezone.utc),
+                classify(event.meter_type, event.meter_serial).value,
+            ))  # fmt: skip
+        elif isinstance(event, TransactionStarted):
+            if event.transaction_id is None:
+                return  # no id to hang a session on; the event itself is kept in charger_events
+            started = parse_timestamp(event.timestamp, at)
+            status = "active" if event.status == "Accepted" else "rejected"
+            self.opens.append((event.identity, event.transaction_id, event.connector_id, None, event.id_tag,
+                               started, event.meter_start, started, status))
+        elif isinstance(event, MeterValuesReported):
+            if event.transaction_id is not None:
+                self._session(event, event.transaction_id, event.connector_id, event.evse_id, None, None)
+        elif isinstance(event, TransactionStopped):
+            self._session(event, event.transaction_id, None, None, event.id_tag, None)
+            self.stops.append((event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
+                               event.meter_stop, event.reason or "Local"))
+        elif isinstance(event, TransactionEvent):
+            began = parse_timestamp(event.timestamp, at) if event.event_type == "Started" else None
+            self._session(event, event.transaction_id, event.connector_id, event.evse_id, event.id_token, began)
+            if event.event_type == "Ended":
+                reading = energy_reading(event.samples, at)
+                self.stops.append((event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
+                                   reading[1] if reading else None, event.stopped_reason))
+
+    def _session(
+        self, event: MeterValuesReported | TransactionStopped | TransactionEvent, transaction_id: str,
+        connector_id: int | None, evse_id: int | None, id_tag: str | None, started: datetime | None,
+    ) -> None:
+        """Open (or find) the session; its earliest energy reading may set the meter start."""
+        at, identity = event.at, event.identity
+        first = energy_reading(event.samples, at, earliest=True)
+        self.opens.append((identity, transaction_id, connector_id, evse_id, id_tag, started,
+                           first[1] if first else None, first[0] if first else None, "active"))
+        last = energy_reading(event.samples, at)
+        if last is not None:
+            self.readings.append((identity, transaction_id, last[0], last[1]))
+        for sample in event.samples:
+            self.samples.append((identity, transaction_id, sample, event.event_id, at))
+            if sample.signed is not None:
+                self.signed.append((identity, transaction_id, sample.signed))
+
+    async def apply(self, conn: Connection) -> None:
+        if self.boots:
+            await conn.executemany(_UPSERT_BOOT, self.boots)
+        if self.opens:
+            await conn.executemany(_OPEN_SESSION, self.opens)
+        if self.readings:
+            await conn.executemany(_READING, self.readings)
+        if self.stops:
+            await conn.executemany(_STOP, self.stops)
+        for identity, transaction_id, signed in self.signed:
+            await _signed(conn, identity, transaction_id, signed)
+        if self.samples:
+            await self._insert_samples(conn)
+
+    async def _insert_samples(self, conn: Connection) -> None:
+        keys = sorted({(identity, transaction_id) for identity, transaction_id, *_ in self.samples})
+        sessions = {
+            (row[1], row[2]): row[0]
+            for row in await conn.fetch(_SESSION_IDS, [k[0] for k in keys], [k[1] for k in keys])
+        }
+        codes = await _measurand_codes(conn, sorted({sample.measurand for _, _, sample, _, _ in self.samples}))
+        rows = [(sessions[identity, txid], parse_timestamp(sample.timestamp, at), codes[sample.measurand],
+                 sample.phase, sample.location, sample.context, sample.value,
+                 sample.signed.signed_meter_data if sample.signed else None, event_id)
+                for identity, txid, sample, event_id, at in self.samples]  # fmt: skip
+        await conn.execute(_INSERT_SAMPLES, *(list(column) for column in zip(*rows)))
 
 
-async def _open(
-    conn: Connection, identity: str, transaction_id: str, connector_id: int | None, evse_id: int | None,
-    id_tag: str | None, started: datetime | None, samples: Sequence[Sample], at: float,
-) -> int:
-    """The session's id, creating it if needed; its first energy reading may set the meter start."""
-    reading = energy_reading(samples, at, earliest=True)
-    first_at: datetime | None = reading[0] if reading else None
-    first_wh: Decimal | None = reading[1] if reading else None
-    rows = await conn.fetch(
-        _OPEN_SESSION, identity, transaction_id, connector_id, evse_id, id_tag, started, first_wh, first_at, "active"
-    )
-    return int(rows[0][0])
-
-
-async def _reading(conn: Connection, identity: str, transaction_id: str, samples: Sequence[Sample], at: float) -> None:
-    reading = energy_reading(samples, at)
-    if reading is not None:
-        await conn.execute(_READING, identity, transaction_id, reading[0], reading[1])
-    for sample in samples:
-        if sample.signed is not None:
-            await _signed(conn, identity, transaction_id, sample.signed)
+async def _measurand_codes(conn: Connection, names: list[str]) -> dict[str, int]:
+    """Codes of measurand names, adding the few never seen before (the common case costs one read)."""
+    codes = {row[1]: row[0] for row in await conn.fetch(_MEASURAND_CODES, names)}
+    missing = [name for name in names if name not in codes]
+    if missing:
+        await conn.execute(_ADD_MEASURANDS, missing)
+        codes = {row[1]: row[0] for row in await conn.fetch(_MEASURAND_CODES, names)}
+    return codes
 
 
 _END_EVENTS = frozenset("ELRAP")  # OCMF TX values that end a transaction
@@ -308,23 +352,3 @@ async def _signed(conn: Connection, identity: str, transaction_id: str, signed: 
     end = next((r.wh for r in reversed(readings) if r.event in _END_EVENTS), None)
     await conn.execute(_SIGNED, identity, transaction_id, meter_class, begin, end)
     await conn.execute(_SIGNED_CHARGER, identity, meter_class)
-
-
-async def _samples(conn: Connection, session_id: int, samples: Sequence[Sample], event_id: str, at: float) -> None:
-    if not samples:
-        return
-    names = sorted({s.measurand for s in samples})
-    codes = {row[1]: row[0] for row in await conn.fetch(_MEASURAND, names)}
-    await conn.execute(
-        _INSERT_SAMPLES,
-        [session_id] * len(samples),
-        [parse_timestamp(s.timestamp, at) for s in samples],
-        [codes[s.measurand] for s in samples],
-        [s.phase for s in samples],
-        [s.location for s in samples],
-        [s.context for s in samples],
-        [s.value for s in samples],
-        [s.signed.signed_meter_data if s.signed else None for s in samples],
-        [event_id] * len(samples),
-    )
-

@@ -181,3 +181,15 @@ async def test_signed_readings_give_the_energy_and_the_meter_class(settings):
         ("tx-2", "signed-unverified", Decimal("42370.000"), "signed"),
     ]
     assert classes == {"CP-mid": "declared"}
+
+
+async def test_known_measurands_use_up_no_identity_values(settings):
+    """Storing samples must not advance the measurand code sequence (it would run out)."""
+    async with open_database(settings) as db:
+        for number in range(5):
+            async with db.transaction() as conn:
+                await store_events(conn, session_16(f"CP-seq{number}").events)
+        sequence = await db.fetchval("SELECT pg_get_serial_sequence('measurands', 'code')")
+        used = await db.fetchval(f"SELECT last_value FROM {sequence}")
+        measurands = await db.fetchval("SELECT count(*) FROM measurands")
+    assert (used, measurands) == (1, 1)

@@ -56,14 +56,14 @@ CREATE INDEX sessions_active ON sessions (updated_at) WHERE status = 'active';
 
 -- Meter samples of sessions, narrow rows: codes instead of repeated strings.
 CREATE TABLE measurands (
-    code smallint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text NOT NULL UNIQUE
 );
 
 CREATE TABLE meter_samples (
     session_id  bigint      NOT NULL REFERENCES sessions ON DELETE CASCADE,
     sampled_at  timestamptz NOT NULL,
-    measurand   smallint    NOT NULL REFERENCES measurands,
+    measurand   integer     NOT NULL REFERENCES measurands,
     phase       text,
     location    text,
     context     text,
