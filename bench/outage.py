@@ -1,0 +1,425 @@
+"""Forwarding latency while the capture database is down: a fleet through the proxy, PostgreSQL killed.
+
+One run, side by side on this machine:
+
+1. `direct`: the fleet simulator (`bench.simulator`) talks straight to the fake CSMS;
+2. the same fleet through the proxy with capture off (forwarding alone);
+3. the same fleet through the proxy with capture on (`[database] dsn` pointing at a PostgreSQL
+   server this script owns, fsync on). After `--warmup` + `--before` seconds the server is crashed
+   (SIGQUIT: immediate shutdown), stays down `--outage` seconds and is started again (crash
+   recovery); the fleet runs on for `--after` seconds while the journal replays its spill log).
+
+Latency is the CALL round trip each simulated charger sees (send → answer), taken from the
+simulator's per-CALL log and cut by send time into the windows before the outage, during it
+(kill → server accepting again) and after it; proxy CPU (utime + stime from /proc) is sampled at
+the same boundaries. At the end the database is checked against what the fleet reported: every
+session with its exact meter start and stop, every sample once.
+
+    python -m bench.outage [--chargers 200] [--interval 1] [--samples 4] \
+        [--warmup 5] [--before 15] [--outage 10] [--after 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import trio
+
+from bench import procstat
+from bench.loadgen import spawn
+from bench.simulator import percentiles
+from proxy.store.embedded import EmbeddedPostgres
+
+REPO = Path(__file__).resolve().parent.parent
+_local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, no HTTP proxy
+
+
+class DatabaseThread:
+    """An embedded PostgreSQL kept running by a Trio run in a background thread until `close()`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = EmbeddedPostgres(data_dir)  # server defaults: fsync on
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="bench-postgres")
+
+    def open(self) -> DatabaseThread:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+
+    def crash(self) -> None:
+        """SIGQUIT the postmaster (immediate shutdown, crash recovery at the next start)."""
+        pid_file = self.server.pgdata / "postmaster.pid"
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while pid_file.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("PostgreSQL did not go away after SIGQUIT")
+            time.sleep(0.02)
+        self.close()
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        try:
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await self.server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {limit:g} s")
+        time.sleep(0.1)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _get(port: int, path: str) -> str | None:
+    try:
+        with _local.open(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.read().decode() if response.status == 200 else None
+    except OSError:
+        return None
+
+
+def metric(admin_port: int, name: str) -> float:
+    for line in (_get(admin_port, "/metrics") or "").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return math.nan
+
+
+@dataclass
+class Window:
+    name: str
+    start: float  # epoch
+    end: float
+    cpu_s: float | None = None  # proxy CPU over the window
+
+
+def simulate(url: str, args: argparse.Namespace, scratch: Path, name: str) -> tuple[subprocess.Popen, Path, Path]:
+    """Start the fleet against `url`; returns the process, its summary path and its latency log."""
+    summary, latencies = scratch / f"{name}.json", scratch / f"{name}.csv"
+    argv = [
+        sys.executable, "-m", "bench.simulator", "--url", url, "--chargers", str(args.chargers),
+        "--protocol", "mixed", "--sessions", "0", "--samples", str(args.samples),
+        "--interval", str(args.interval), "--duration", str(args.warmup + args.before + args.outage + args.after),
+        "--max-seconds", str(args.warmup + args.before + args.outage + args.after + 60),
+        "--latency-file", str(latencies), "--prefix", name.upper()[:6],
+    ]  # fmt: skip
+    with summary.open("wb") as out, (scratch / f"{name}.stderr").open("wb") as err:
+        proc = spawn(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    return proc, summary, latencies
+
+
+def finish(proc: subprocess.Popen, summary: Path, scratch: Path, name: str, limit: float) -> dict:
+    if proc.wait(limit) != 0:
+        raise RuntimeError(f"simulator {name} failed:\n{(scratch / f'{name}.stderr').read_text()}")
+    return json.loads(summary.read_text())
+
+
+def read_latencies(path: Path) -> list[tuple[float, float]]:
+    with path.open() as f:
+        return [(float(row["send_epoch"]), float(row["rtt_ms"]) / 1000) for row in csv.DictReader(f)]
+
+
+def window_stats(rows: list[tuple[float, float]], window: Window) -> dict[str, Any]:
+    stats: dict[str, Any] = percentiles([rtt for sent, rtt in rows if window.start <= sent < window.end])
+    span = window.end - window.start
+    stats["seconds"] = span
+    stats["cpu"] = window.cpu_s / span if window.cpu_s is not None else None
+    stats["us_per_call"] = window.cpu_s / stats["n"] * 1e6 if window.cpu_s is not None and stats["n"] else None
+    return stats
+
+
+async def _fetch(dsn: str, query: str) -> list:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
+
+
+async def _execute(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def check_stored(dsn: str, summary: dict) -> tuple[int, int, int]:
+    """(sessions expected, sessions stored exactly as reported, duplicated samples)."""
+    rows = asyncio.run(_fetch(dsn, """
+        SELECT s.identity, s.transaction_id, s.meter_start_wh, s.meter_stop_wh,
+               (SELECT count(*) FROM meter_samples m WHERE m.session_id = s.session_id)
+        FROM sessions s"""))  # fmt: skip
+    stored = {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+    expected = {
+        (c["identity"], t["transaction_id"]): (
+            Decimal(t["meter_start"]), None if t["meter_stop"] is None else Decimal(t["meter_stop"]), t["samples"]
+        )
+        for c in summary["chargers"] for t in c["transactions"]
+    }  # fmt: skip
+    exact = sum(stored.get(key) == value for key, value in expected.items())
+    duplicates = asyncio.run(_fetch(dsn, """
+        SELECT count(*) FROM (SELECT 1 FROM meter_samples
+        GROUP BY session_id, sampled_at, measurand, value HAVING count(*) > 1) d"""))[0][0]  # fmt: skip
+    return len(expected), exact, duplicates
+
+
+@dataclass
+class Proxy:
+    proc: subprocess.Popen
+    port: int
+    admin: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp"
+
+    def cpu(self) -> float:
+        return procstat.cpu_seconds(self.proc.pid)
+
+
+def start_proxy(scratch: Path, name: str, csms_port: int, dsn: str | None) -> Proxy:
+    """A proxy process in front of the fake CSMS, capturing into `dsn` (None: capture off)."""
+    port, admin = free_port(), free_port()
+    storage = "[capture]\nenabled = false\n"
+    if dsn is not None:
+        storage = f'[capture]\nenabled = true\n[database]\ndsn = "{dsn}"\ndata_dir = "{scratch / name}"\n'
+    config = scratch / f"{name}.toml"
+    config.write_text(
+        f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\n'
+        f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n[log]\nlevel = "warning"\n'
+        f'[registry]\nenabled = false\n{storage}'
+        f'[default_route]\nupstream = "ws://127.0.0.1:{csms_port}/ocpp"\nauth = "passthrough"\n'
+    )
+    with (scratch / f"{name}.log").open("wb") as log:
+        proxy = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+                      cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_until(lambda: _get(admin, "/readyz") is not None, f"proxy {name} /readyz", 60)
+    except BaseException:
+        stop(proxy)
+        raise
+    return Proxy(proxy, port, admin)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def timeline(rows: list[tuple[float, float]], start: float, end: float, kill_at: float, back_at: float) -> list[str]:
+    """Per-second latency of the capture run, seconds counted from the kill."""
+    lines = ["", "| s from kill |    n | p50 ms  | p99 ms  | max ms  |", "|------------:|-----:|--------:|--------:|--------:|"]
+    second = math.floor(start - kill_at)
+    while kill_at + second < end:
+        lo = kill_at + second
+        stats = percentiles([rtt for sent, rtt in rows if lo <= sent < lo + 1])
+        mark = " kill" if second == 0 else " back" if lo <= back_at < lo + 1 else ""
+        lines.append(f"| {second:>6}{mark:<5} | {stats['n']:>4} | {stats['p50_ms']:>7.2f} | {stats['p99_ms']:>7.2f} "
+                     f"| {stats['max_ms']:>7.2f} |")
+        second += 1
+    return lines
+
+
+def run(args: argparse.Namespace) -> str:
+    scratch = Path(tempfile.mkdtemp(prefix="ocpp-outage-"))
+    scratch.chmod(0o711)  # an embedded server running as another user must enter it
+    procs: list[subprocess.Popen] = []
+    database: DatabaseThread | None = None
+    steady = args.before + args.outage + args.after
+    try:
+        database = DatabaseThread(scratch / "db").open()
+        asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
+        dsn = database.server.dsn("ere_proxy")
+
+        csms_port = free_port()
+        with (scratch / "csms.log").open("wb") as log:
+            procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(csms_port)],
+                               cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+        wait_until(lambda: _accepts(csms_port), "fake CSMS", 15)
+
+        # 1. direct baseline
+        print(f"direct: {args.chargers} chargers for {args.warmup + steady:g} s", file=sys.stderr)
+        started = time.time()
+        proc, summary_path, latency_path = simulate(f"ws://127.0.0.1:{csms_port}/ocpp", args, scratch, "direct")
+        direct_summary = finish(proc, summary_path, scratch, "direct", args.warmup + steady + 120)
+        direct = window_stats(read_latencies(latency_path), Window("direct", started + args.warmup, started + args.warmup + steady))
+
+        # 2. through the proxy without capture: what forwarding alone costs
+        print(f"proxy, capture off: {args.chargers} chargers for {args.warmup + steady:g} s", file=sys.stderr)
+        plain = start_proxy(scratch, "plain", csms_port, None)
+        procs.append(plain.proc)
+        started = time.time()
+        proc, summary_path, latency_path = simulate(plain.url, args, scratch, "plain")
+        window = Window("plain", started + args.warmup, started + args.warmup + steady)
+        time.sleep(max(0.0, window.start - time.time()))
+        cpu = plain.cpu()
+        time.sleep(max(0.0, window.end - time.time()))
+        window.cpu_s = plain.cpu() - cpu
+        plain_summary = finish(proc, summary_path, scratch, "plain", 120)
+        forwarding = window_stats(read_latencies(latency_path), window)
+        stop(plain.proc)
+
+        # 3. through the proxy with capture, the database crashed in the middle
+        proxy = start_proxy(scratch, "capture", csms_port, dsn)
+        procs.append(proxy.proc)
+        print(f"proxy: {args.chargers} chargers; database down after {args.warmup + args.before:g} s "
+              f"for {args.outage:g} s", file=sys.stderr)
+        started = time.time()
+        proc, summary_path, latency_path = simulate(proxy.url, args, scratch, "proxy")
+        before = Window("before", started + args.warmup, 0.0)
+        time.sleep(max(0.0, before.start - time.time()))
+        cpu = proxy.cpu()
+        time.sleep(max(0.0, before.start + args.before - time.time()))
+        kill_at = time.time()
+        spent = proxy.cpu() - cpu
+        before.end, before.cpu_s = kill_at, spent
+        cpu += spent
+        crashed, database = database, None  # no second close if the crash fails half-way
+        crashed.crash()
+        time.sleep(max(0.0, kill_at + args.outage - time.time()))
+        database = DatabaseThread(scratch / "db").open()
+        back_at = time.time()
+        spent = proxy.cpu() - cpu
+        during = Window("during", kill_at, back_at, spent)
+        cpu += spent
+        after = Window("after", back_at, started + args.warmup + steady)
+        time.sleep(max(0.0, after.end - time.time()))
+        after.cpu_s = proxy.cpu() - cpu
+        proxy_summary = finish(proc, summary_path, scratch, "proxy", 120)
+        rows = read_latencies(latency_path)
+
+        caught_up = time.time()
+        wait_until(lambda: metric(proxy.admin, "ere_proxy_journal_spilling") == 0
+                   and metric(proxy.admin, "ere_proxy_journal_queued") == 0, "the journal to catch up", 120)
+        expected, exact, duplicates = check_stored(dsn, proxy_summary)
+        for _ in range(50):  # the last batch may still be in flight
+            if exact == expected:
+                break
+            time.sleep(0.2)
+            expected, exact, duplicates = check_stored(dsn, proxy_summary)
+        caught_up = time.time() - caught_up
+        spilled = metric(proxy.admin, "ere_proxy_journal_spilled_total")
+        replayed = metric(proxy.admin, "ere_proxy_journal_replayed_total")
+        lost = metric(proxy.admin, "ere_proxy_journal_lost_total")
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        if database is not None:
+            database.close()
+        if args.keep:
+            print(f"scratch kept in {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def line(label: str, s: dict) -> str:
+        cpu = f"{s['cpu']:>6.1%}" if s["cpu"] is not None else "     -"
+        per = f"{s['us_per_call']:>8.0f}" if s["us_per_call"] is not None else "       -"
+        return (f"| {label:<32} | {s['seconds']:>5.1f} | {s['n']:>6} | {s['p50_ms']:>7.2f} | {s['p99_ms']:>7.2f} "
+                f"| {s['max_ms']:>7.2f} | {cpu} | {per} |")
+
+    total = sum(len(c["transactions"]) for c in proxy_summary["chargers"])
+    seconds = timeline(rows, before.start, after.end, kill_at, back_at) if args.timeline else []
+    return "\n".join([
+        f"{args.chargers} chargers (half OCPP 1.6, half 2.0.1), one energy reading per charger every "
+        f"{args.interval:g} s, sessions of {args.samples} readings; database down {during.end - during.start:.1f} s "
+        f"(SIGQUIT → restarted and accepting).",
+        "",
+        "| window                           |     s |  CALLs | p50 ms  | p99 ms  | max ms  | proxy CPU | µs/CALL |",
+        "|----------------------------------|------:|-------:|--------:|--------:|--------:|----------:|--------:|",
+        line("direct to the fake CSMS", direct),
+        line("proxy, capture off", forwarding),
+        line("proxy, before the outage", window_stats(rows, before)),
+        line("proxy, database down", window_stats(rows, during)),
+        line("proxy, after restart (replaying)", window_stats(rows, after)),
+        "",
+        f"fleet: direct {direct_summary['calls']} CALLs, errors {direct_summary['errors'] or 'none'}; capture off "
+        f"{plain_summary['calls']} CALLs, errors {plain_summary['errors'] or 'none'}; "
+        f"proxy {proxy_summary['calls']} CALLs, {proxy_summary['resent']} resent, "
+        f"{proxy_summary['reconnects']} reconnects, errors {proxy_summary['errors'] or 'none'}",
+        f"journal: {spilled:.0f} events spilled, {replayed:.0f} replayed, {lost:.0f} lost; caught up "
+        f"{caught_up:.1f} s after the fleet stopped",
+        f"database: {exact} of {expected} sessions (of {total} reported) stored with exact meter start, stop and "
+        f"sample count; {duplicates} duplicated samples",
+        *seconds,
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.outage", description=__doc__.split("\n")[0])
+    parser.add_argument("--chargers", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between a charger's readings")
+    parser.add_argument("--samples", type=int, default=4, help="periodic readings per session")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the measured windows")
+    parser.add_argument("--before", type=float, default=15.0, help="measured seconds before the outage")
+    parser.add_argument("--outage", type=float, default=10.0, help="seconds the database is down")
+    parser.add_argument("--after", type=float, default=15.0, help="measured seconds after the restart")
+    parser.add_argument("--timeline", action="store_true", help="also print the capture run second by second")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, per-CALL CSVs)")
+    args = parser.parse_args(argv)
+    print(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,484 @@
+"""Charger fleet simulator: N OCPP chargers in one process, each running charging sessions.
+
+Every charger opens `<url>/<identity>` with its subprotocol (ocpp1.6 or ocpp2.0.1; `mixed` gives
+even chargers 1.6 and odd ones 2.0.1), then sends BootNotification and StatusNotification and
+runs sessions back to back:
+
+- OCPP 1.6: StartTransaction (the transactionId comes from the answer), MeterValues every
+  `--interval` seconds, StopTransaction;
+- OCPP 2.0.1: TransactionEvent Started (station-chosen transactionId, seqNo from 0),
+  TransactionEvent Updated every `--interval` seconds, TransactionEvent Ended. In 2.0.1 the
+  periodic readings of a transaction travel in TransactionEvent Updated (MeterValues has no
+  transactionId); Started and Ended carry the start and stop readings too.
+
+Every reading is `Energy.Active.Import.Register` in Wh, an integer that only grows (each charger
+draws a constant power of 3.7 to 22 kW). With `--heartbeat S` a Heartbeat goes out every S
+seconds between the other CALLs. A charger has at most one CALL outstanding (the OCPP rule):
+each charger is one sequential task.
+
+Bounds: each charger runs `--sessions` sessions (0: no limit) and starts none after `--duration`
+seconds (0: no limit); `--max-seconds` cancels everything that is still running. At the end a
+JSON summary goes to stdout: per charger its transactions with the exact meter start, meter stop
+and number of energy samples it sent, and CALL round-trip times (send → answer) as p50/p99/max
+over the whole run and per second of send time; `--latency-file` also writes every CALL as a CSV
+line `send_epoch,rtt_ms,action` for exact percentiles over any window. Progress lines (JSON) go
+to stderr.
+
+Connection loss (a close frame, a reset, or no answer within `--call-timeout`): the charger
+reconnects with a growing back-off and sends the unanswered CALL again, byte for byte (same
+message id, same payload), as a real charger sends its queued transaction messages. Resending
+MeterValues, StopTransaction or a TransactionEvent cannot duplicate anything: the frame is the
+same, and a capture keyed on content stores it once. Resending a StartTransaction can: if the
+first one reached the back-office and only its answer was lost, the back-office has opened a
+transaction whose id the charger never learns, and the resend opens a second one. The first is
+left without a stop (OCPP 1.6 has no way for the charger to refer to it); this happens with
+real chargers too. Such resends are counted per charger (`unconfirmed_starts`), so a checker
+knows how many extra sessions the back-office (and a capturing proxy) may have seen.
+
+    python -m bench.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
+        --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv]
+
+Only loopback targets are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+import trio
+
+from bench import wire
+from bench.loadgen import loopback_target
+
+PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
+ENERGY = "Energy.Active.Import.Register"
+
+
+@dataclass
+class SimConfig:
+    """What the fleet does; see the module doc for the meaning of each bound."""
+
+    url: str
+    chargers: int = 200
+    protocol: str = "ocpp1.6"  # ocpp1.6, ocpp2.0.1 or mixed
+    sessions: int = 3
+    samples: int = 4  # periodic readings per session
+    interval: float = 1.0
+    duration: float = 0.0
+    max_seconds: float = 300.0
+    heartbeat: float = 0.0
+    call_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    connect_concurrency: int = 64
+    prefix: str = "SIM"
+    latency_file: str | None = None
+
+
+@dataclass
+class Transaction:
+    transaction_id: str
+    meter_start: int
+    meter_stop: int | None = None
+    samples: int = 0  # energy readings sent in frames of this transaction
+
+
+@dataclass
+class ChargerReport:
+    identity: str
+    protocol: str
+    transactions: list[Transaction] = field(default_factory=list)
+    calls: int = 0
+    resent: int = 0
+    reconnects: int = 0
+    unconfirmed_starts: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class _Dropped(Exception):
+    """The connection is unusable (closed, reset, protocol error, or the answer is overdue)."""
+
+
+class CallRejected(Exception):
+    """The back-office answered a CALL with a CALLERROR."""
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+class Latencies:
+    """(send epoch, round trip, action) of every answered CALL."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float, str]] = []
+
+    def add(self, sent_epoch: float, rtt: float, action: str) -> None:
+        self.rows.append((sent_epoch, rtt, action))
+
+    def summary(self) -> dict[str, Any]:
+        per_second: dict[int, list[float]] = defaultdict(list)
+        for sent, rtt, _ in self.rows:
+            per_second[int(sent)].append(rtt)
+        return {
+            "overall": percentiles([rtt for _, rtt, _ in self.rows]),
+            "per_second": [{"second": s, **percentiles(v)} for s, v in sorted(per_second.items())],
+        }
+
+    def write_csv(self, path: str) -> None:
+        with open(path, "w") as out:
+            out.write("send_epoch,rtt_ms,action\n")
+            for sent, rtt, action in self.rows:
+                out.write(f"{sent:.6f},{rtt * 1000:.3f},{action}\n")
+
+
+def percentiles(values: list[float]) -> dict[str, float | int]:
+    """Count and nearest-rank p50/p99/max of round trips given in seconds, in ms."""
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        if not ordered:
+            return math.nan
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 3)
+
+    return {"n": len(ordered), "p50_ms": rank(50), "p99_ms": rank(99), "max_ms": rank(100)}
+
+
+class Charger:
+    """One simulated charger: its connection, its meter register and its CALLs."""
+
+    def __init__(self, fleet: Fleet, index: int, protocol: str) -> None:
+        self.fleet = fleet
+        self.index = index
+        self.report = ChargerReport(f"{fleet.config.prefix}{index:05d}", protocol)
+        self.v16 = protocol == "ocpp1.6"
+        self.register = 1_000_000 + 10_000 * index  # Wh, the meter's lifetime import
+        self.power_w = 3_700 + (index * 997) % 18_300
+        self._energy_carry = 0.0
+        self._stream: trio.SocketStream | None = None
+        self._reader: wire.ReaderLike | None = None
+        self._pending = b""
+        self._ids = itertools.count(1)
+        self._errors: Counter[str] = Counter()
+        self._next_heartbeat = math.inf
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        fleet = self.fleet
+        target = f"{fleet.path}/{self.report.identity}"
+        async with fleet.connect_limiter:
+            stream = None
+            try:
+                with trio.fail_after(fleet.config.connect_timeout):
+                    stream = await trio.open_tcp_stream(fleet.host, fleet.port)
+                    chosen, pending = await wire.client_handshake(
+                        stream, f"{fleet.host}:{fleet.port}", target, [self.report.protocol]
+                    )
+            except BaseException:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                raise
+        if chosen != self.report.protocol:
+            await trio.aclose_forcefully(stream)
+            raise wire.HandshakeError(f"subprotocol {chosen!r} instead of {self.report.protocol}")
+        self._stream, self._reader, self._pending = stream, wire.FrameReader(from_client=False), pending
+
+    async def _reconnect(self) -> None:
+        """Connect, retrying with a growing back-off (the run's cancel scope bounds it)."""
+        delay = 0.25
+        while True:
+            try:
+                await self._connect()
+                return
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, wire.HandshakeError) as exc:
+                self._errors[f"connect: {type(exc).__name__}"] += 1
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _drop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+    async def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            with trio.move_on_after(1):
+                await stream.send_all(wire.close_frame(1000, mask=True))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    # -- CALLs --------------------------------------------------------------------------------
+
+    async def call(self, action: str, payload: dict[str, Any]) -> Any:
+        """Send a CALL and return the CALLRESULT payload; reconnect and resend until answered."""
+        uid = f"{self.index:x}-{next(self._ids)}"
+        text = orjson.dumps([2, uid, action, payload])
+        first = True
+        while True:
+            if self._stream is None:
+                self.report.reconnects += 1
+                await self._reconnect()
+            if not first:
+                self.report.resent += 1
+                if action == "StartTransaction":
+                    self.report.unconfirmed_starts += 1
+            first = False
+            try:
+                sent_epoch, started = time.time(), trio.current_time()
+                await self._stream.send_all(wire.encode_frame(wire.TEXT, text, mask=True))  # type: ignore[union-attr]
+                with trio.move_on_after(self.fleet.config.call_timeout) as timer:
+                    kind, body = await self._answer(uid)
+                if timer.cancelled_caught:
+                    raise _Dropped("no answer in time")
+            except (_Dropped, trio.BrokenResourceError, trio.ClosedResourceError, wire.ProtocolError) as exc:
+                self._errors[f"{action}: {str(exc) or type(exc).__name__}"[:80]] += 1
+                await self._drop()
+                continue
+            self.report.calls += 1
+            self.fleet.latencies.add(sent_epoch, trio.current_time() - started, action)
+            if kind == wire.CALLERROR:
+                raise CallRejected(f"{action}: {body[2]}")
+            return body[2]
+
+    async def _answer(self, uid: str) -> tuple[int, list[Any]]:
+        """Read until the answer to `uid`; answer pings and the back-office's own CALLs on the way."""
+        stream, reader = self._stream, self._reader
+        assert stream is not None and reader is not None
+        while True:
+            data = self._pending or await stream.receive_some(65536)
+            self._pending = b""
+            if not data:
+                raise _Dropped("closed by peer")
+            found = None
+            for message in reader.feed(data):
+                if message.opcode == wire.TEXT:
+                    if message.unique_id == uid and message.message_type in (wire.CALLRESULT, wire.CALLERROR):
+                        found = (message.message_type, orjson.loads(message.data))
+                    elif message.message_type == wire.CALL:
+                        refusal: list[Any] = [4, message.unique_id, "NotImplemented", "", {}]
+                        await stream.send_all(wire.encode_frame(wire.TEXT, orjson.dumps(refusal), mask=True))
+                    else:
+                        self._errors["unexpected message"] += 1
+                elif message.opcode == wire.PING:
+                    await stream.send_all(wire.encode_frame(wire.PONG, message.data, mask=True))
+                elif message.opcode == wire.CLOSE:
+                    raise _Dropped("close frame from peer")
+            if found is not None:
+                return found
+
+    # -- behaviour ----------------------------------------------------------------------------
+
+    def _advance(self, seconds: float) -> int:
+        """Let the meter run for `seconds` at this charger's power; at least 1 Wh."""
+        self._energy_carry += self.power_w * seconds / 3600
+        step = max(1, int(self._energy_carry))
+        self._energy_carry = max(0.0, self._energy_carry - step)
+        self.register += step
+        return self.register
+
+    async def _wait(self, until: float) -> None:
+        """Sleep until `until`, sending Heartbeats that fall due meanwhile."""
+        while self._next_heartbeat < until:
+            await trio.sleep_until(self._next_heartbeat)
+            await self.call("Heartbeat", {})
+            self._next_heartbeat = trio.current_time() + self.fleet.config.heartbeat
+        await trio.sleep_until(until)
+
+    def _sampled(self, value: int, context: str) -> dict[str, Any]:
+        if self.v16:
+            return {"value": str(value), "context": context, "measurand": ENERGY, "unit": "Wh"}
+        return {"value": value, "context": context, "measurand": ENERGY, "unitOfMeasure": {"unit": "Wh"}}
+
+    def _meter_value(self, value: int, context: str) -> list[dict[str, Any]]:
+        return [{"timestamp": _timestamp(), "sampledValue": [self._sampled(value, context)]}]
+
+    async def run(self, t0: float) -> None:
+        cfg = self.fleet.config
+        try:
+            await trio.sleep_until(t0 + cfg.interval * self.index / cfg.chargers)  # spread the fleet
+            await self._reconnect()
+            if self.v16:
+                await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Sim16",
+                                                     "chargePointSerialNumber": self.report.identity})
+                await self.call("StatusNotification", {"connectorId": 1, "status": "Available",
+                                                       "errorCode": "NoError", "timestamp": _timestamp()})
+            else:
+                await self.call("BootNotification", {"reason": "PowerUp", "chargingStation": {
+                    "vendorName": "Bench", "model": "Sim201", "serialNumber": self.report.identity}})
+                await self.call("StatusNotification", {"timestamp": _timestamp(), "connectorStatus": "Available",
+                                                       "evseId": 1, "connectorId": 1})
+            self.fleet.booted()
+            if cfg.heartbeat > 0:
+                self._next_heartbeat = trio.current_time() + cfg.heartbeat
+            for number in itertools.count(1):
+                if cfg.sessions and number > cfg.sessions:
+                    break
+                if cfg.duration and trio.current_time() >= t0 + cfg.duration:
+                    break
+                await (self._session16() if self.v16 else self._session201(number))
+                await self._wait(trio.current_time() + cfg.interval)
+        except CallRejected as exc:
+            self._errors[str(exc)[:80]] += 1
+        finally:
+            self.report.errors = dict(self._errors)
+            with trio.CancelScope(shield=True):
+                await self.close()
+
+    async def _session16(self) -> None:
+        interval = self.fleet.config.interval
+        meter_start = self.register
+        answer = await self.call("StartTransaction", {"connectorId": 1, "idTag": "SIMTAG", "meterStart": meter_start,
+                                                      "timestamp": _timestamp()})
+        tx = Transaction(str(answer["transactionId"]), meter_start)
+        self.report.transactions.append(tx)
+        next_at = trio.current_time() + interval
+        for _ in range(self.fleet.config.samples):
+            await self._wait(next_at)
+            next_at += interval
+            value = self._advance(interval)
+            await self.call("MeterValues", {"connectorId": 1, "transactionId": answer["transactionId"],
+                                            "meterValue": self._meter_value(value, "Sample.Periodic")})
+            tx.samples += 1
+        await self._wait(next_at)
+        meter_stop = self._advance(interval)
+        await self.call("StopTransaction", {"transactionId": answer["transactionId"], "meterStop": meter_stop,
+                                            "timestamp": _timestamp(), "reason": "EVDisconnected"})
+        tx.meter_stop = meter_stop
+
+    async def _session201(self, number: int) -> None:
+        interval = self.fleet.config.interval
+        tx = Transaction(f"{self.report.identity}-{number}", self.register)
+        self.report.transactions.append(tx)
+        seq = itertools.count()
+
+        async def event(kind: str, trigger: str, value: int, context: str, **info: str) -> None:
+            await self.call("TransactionEvent", {
+                "eventType": kind, "timestamp": _timestamp(), "triggerReason": trigger, "seqNo": next(seq),
+                "transactionInfo": {"transactionId": tx.transaction_id, **info},
+                "evse": {"id": 1, "connectorId": 1}, "meterValue": self._meter_value(value, context),
+                **({"idToken": {"idToken": "SIMTAG", "type": "ISO14443"}} if kind == "Started" else {}),
+            })  # fmt: skip
+            tx.samples += 1
+
+        await event("Started", "Authorized", tx.meter_start, "Transaction.Begin", chargingState="Charging")
+        next_at = trio.current_time() + interval
+        for _ in range(self.fleet.config.samples):
+            await self._wait(next_at)
+            next_at += interval
+            await event("Updated", "MeterValuePeriodic", self._advance(interval), "Sample.Periodic")
+        await self._wait(next_at)
+        meter_stop = self._advance(interval)
+        await event("Ended", "EVCommunicationLost", meter_stop, "Transaction.End", stoppedReason="EVDisconnected")
+        tx.meter_stop = meter_stop
+
+
+class Fleet:
+    """All chargers of one process."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.host, self.port, self.path = loopback_target(config.url)
+        self.connect_limiter = trio.CapacityLimiter(config.connect_concurrency)
+        self.latencies = Latencies()
+        protocols = PROTOCOLS if config.protocol == "mixed" else (config.protocol,)
+        self.chargers = [Charger(self, i, protocols[i % len(protocols)]) for i in range(config.chargers)]
+        self._booted = 0
+        self.timed_out = False
+
+    def booted(self) -> None:
+        self._booted += 1
+        if self._booted == len(self.chargers):
+            _progress(event="booted", chargers=self._booted)
+
+    async def run(self) -> None:
+        t0 = trio.current_time()
+        _progress(event="started", chargers=len(self.chargers), epoch=time.time())
+        with trio.move_on_after(self.config.max_seconds) as scope:
+            async with trio.open_nursery() as nursery:
+                for charger in self.chargers:
+                    nursery.start_soon(charger.run, t0)
+        self.timed_out = scope.cancelled_caught
+        _progress(event="finished", epoch=time.time(), timed_out=self.timed_out)
+
+    def summary(self) -> dict[str, Any]:
+        reports = [asdict(c.report) for c in self.chargers]
+        errors: Counter[str] = Counter()
+        for report in reports:
+            errors.update(report["errors"])
+        return {
+            "config": asdict(self.config),
+            "codec": wire.CODEC,
+            "timed_out": self.timed_out,
+            "transactions": sum(len(r["transactions"]) for r in reports),
+            "calls": sum(r["calls"] for r in reports),
+            "resent": sum(r["resent"] for r in reports),
+            "reconnects": sum(r["reconnects"] for r in reports),
+            "errors": dict(errors),
+            "latency": self.latencies.summary(),
+            "chargers": reports,
+        }
+
+
+def _progress(**fields: Any) -> None:
+    print(json.dumps(fields), file=sys.stderr, flush=True)
+
+
+async def simulate(config: SimConfig) -> dict[str, Any]:
+    """Run the fleet to its end and return the summary (also writes `latency_file` if set)."""
+    fleet = Fleet(config)
+    await fleet.run()
+    if config.latency_file:
+        fleet.latencies.write_csv(config.latency_file)
+    return fleet.summary()
+
+
+def main(argv: list[str] | None = None) -> None:
+    d = SimConfig(url="")
+    parser = argparse.ArgumentParser(prog="python -m bench.simulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", required=True, help="endpoint; chargers connect to <url>/<identity>")
+    parser.add_argument("--chargers", type=int, default=d.chargers)
+    parser.add_argument("--protocol", choices=(*PROTOCOLS, "mixed"), default=d.protocol)
+    parser.add_argument("--sessions", type=int, default=d.sessions, help="sessions per charger (0: no limit)")
+    parser.add_argument("--samples", type=int, default=d.samples, help="periodic meter readings per session")
+    parser.add_argument("--interval", type=float, default=d.interval, help="seconds between meter readings")
+    parser.add_argument("--duration", type=float, default=d.duration, help="start no session after this (0: no limit)")
+    parser.add_argument("--max-seconds", type=float, default=d.max_seconds, help="hard bound on the whole run")
+    parser.add_argument("--heartbeat", type=float, default=d.heartbeat, help="Heartbeat period (0: none)")
+    parser.add_argument("--call-timeout", type=float, default=d.call_timeout, help="reconnect when an answer is this late")
+    parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
+    parser.add_argument("--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)")
+    parser.add_argument("--latency-file", help="write every CALL as send_epoch,rtt_ms,action")
+    args = parser.parse_args(argv)
+    if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
+        parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")
+    if not args.sessions and not args.duration:
+        parser.error("give --sessions or --duration (or both) so the run ends by itself")
+    config = SimConfig(**vars(args))
+    try:
+        loopback_target(config.url)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        summary = trio.run(simulate, config)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.stdout.write(json.dumps(summary) + "\n")
+
+
+if __name__ == "__main__":
+    main()
