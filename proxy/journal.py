@@ -66,12 +66,14 @@ class Journal:
         batch_size: int = 1_000,
         flush_interval: float = 0.1,
         retry_interval: float = 1.0,
+        linger: float = 0.02,
     ) -> None:
         self._spill = spill
         self._send, self._receive = trio.open_memory_channel[list[Event]](capacity)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
+        self._linger = linger
         # True while events go to disk: the database is down, or older events wait there.
         self._spilling = spill.records_pending > 0
         self._spill_waiting = trio.Event()
@@ -146,6 +148,8 @@ class Journal:
     async def _write(self, db: Database) -> None:
         async for first in self._receive:
             batch = list(first)
+            if len(batch) < self._batch_size:
+                await trio.sleep(self._linger)  # let a batch gather: one transaction per event is costly
             while len(batch) < self._batch_size:
                 try:
                     batch += self._receive.receive_nowait()
@@ -171,9 +175,22 @@ class Journal:
                 await trio.to_thread.run_sync(self._spill.flush)
 
     async def _replay(self, db: Database) -> None:
-        """Move spilled events into the database, oldest first; then let the writer go direct."""
+        """Move spilled events into the database, oldest first; then let the writer go direct.
+
+        After a failure it probes the database with a trivial query before reading and decoding
+        the next batch again, so an outage costs one round trip a second, not a batch of garbage.
+        """
+        failing = False
         while True:
             await self._spill_waiting.wait()
+            if failing:
+                try:
+                    async with db.transaction() as conn:
+                        await conn.fetch("SELECT 1")
+                except Exception:
+                    await trio.sleep(self._retry_interval)
+                    continue
+                failing = False
             batch = await trio.to_thread.run_sync(self._flush_and_read)
             if batch is None:
                 if not self._spill.records_buffered:  # no await since the read: nothing slipped in
@@ -193,6 +210,7 @@ class Journal:
             except Exception as exc:
                 self.stats.database_errors += 1
                 log.warning("database still unavailable", extra={"error": repr(exc)})
+                failing = True
                 await trio.sleep(self._retry_interval)
                 continue
             await trio.to_thread.run_sync(self._spill.acknowledge, batch.end)
