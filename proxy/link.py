@@ -273,7 +273,12 @@ class Link:
                 if not data:
                     charger.gone = True
                     return
-                charger.reader.feed(data)
+                messages = charger.reader.feed(data)
+                if self._tracker is not None and self._submit is not None:
+                    at = time()
+                    for message in messages:  # a queued StopTransaction must still be captured
+                        if events := self._tracker.from_charger(message, at):
+                            self._submit(events)
                 if not upstream.gone and not upstream.dirty:
                     upstream.dirty = True
                     try:
