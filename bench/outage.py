@@ -26,14 +26,11 @@ import asyncio
 import csv
 import json
 import math
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -42,66 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import trio
 
-from bench import procstat
+from bench import pg, procstat
 from bench.loadgen import spawn
 from bench.simulator import percentiles
-from proxy.store.embedded import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parent.parent
 _local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, no HTTP proxy
-
-
-class DatabaseThread:
-    """An embedded PostgreSQL kept running by a Trio run in a background thread until `close()`."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.server = EmbeddedPostgres(data_dir)  # server defaults: fsync on
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="bench-postgres")
-
-    def open(self) -> DatabaseThread:
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def close(self) -> None:
-        if self._token is not None and self._stop is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join()
-
-    def crash(self) -> None:
-        """SIGQUIT the postmaster (immediate shutdown, crash recovery at the next start)."""
-        pid_file = self.server.pgdata / "postmaster.pid"
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
-        deadline = time.monotonic() + 30
-        while pid_file.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError("PostgreSQL did not go away after SIGQUIT")
-            time.sleep(0.02)
-        self.close()
-
-    async def _serve(self) -> None:
-        self._stop = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
-        try:
-            await self.server.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        try:
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
 
 
 def free_port() -> int:
@@ -283,13 +227,12 @@ def timeline(rows: list[tuple[float, float]], start: float, end: float, kill_at:
 
 
 def run(args: argparse.Namespace) -> str:
-    scratch = Path(tempfile.mkdtemp(prefix="ocpp-outage-"))
-    scratch.chmod(0o711)  # an embedded server running as another user must enter it
+    scratch = pg.make_data_dir("ocpp-outage-")
     procs: list[subprocess.Popen] = []
-    database: DatabaseThread | None = None
+    database: pg.ServerThread | None = None
     steady = args.before + args.outage + args.after
     try:
-        database = DatabaseThread(scratch / "db").open()
+        database = pg.ServerThread(scratch / "db").open()
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         dsn = database.server.dsn("ere_proxy")
 
@@ -339,7 +282,7 @@ def run(args: argparse.Namespace) -> str:
         crashed, database = database, None  # no second close if the crash fails half-way
         crashed.crash()
         time.sleep(max(0.0, kill_at + args.outage - time.time()))
-        database = DatabaseThread(scratch / "db").open()
+        database = pg.ServerThread(scratch / "db").open()
         back_at = time.time()
         spent = proxy.cpu() - cpu
         during = Window("during", kill_at, back_at, spent)

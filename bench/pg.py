@@ -17,10 +17,14 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import trio
+
 from bench import procstat
+from proxy.store.embedded import EmbeddedPostgres
 
 # Session-capture tables, in the order reports list them.
 TABLES = ("charger_events", "meter_samples", "sessions", "charger_boots", "measurands")
@@ -94,3 +98,54 @@ def stop_server(data_dir: Path, grace: float = 15.0) -> None:
 def remove_data_dir(data_dir: Path) -> None:
     stop_server(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class ServerThread:
+    """An embedded PostgreSQL kept running by a Trio run in a background thread until `close()`."""
+
+    def __init__(self, data_dir: Path, settings: dict[str, str] | None = None) -> None:
+        self.server = EmbeddedPostgres(data_dir, settings=settings)  # default settings: fsync on
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="embedded-postgres")
+
+    def open(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+
+    def crash(self) -> None:
+        """SIGQUIT the postmaster (immediate shutdown, crash recovery at the next start)."""
+        pid_file = self.server.pgdata / "postmaster.pid"
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while pid_file.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("PostgreSQL did not go away after SIGQUIT")
+            time.sleep(0.02)
+        self.close()
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        try:
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await self.server.stop()

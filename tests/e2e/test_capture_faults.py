@@ -8,9 +8,7 @@ session and every meter sample must be in the database exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -39,18 +37,7 @@ def data_dir() -> Iterator[Path]:
 
 
 def start_database(data_dir: Path) -> ServerThread:
-    server = ServerThread(data_dir / "db", settings=None)  # durable: fsync on
-    server.open()
-    return server
-
-
-def kill_database(data_dir: Path, server: ServerThread) -> None:
-    """Crash the server: SIGQUIT is PostgreSQL's immediate shutdown (no checkpoint, every backend
-    killed at once, crash recovery at the next start); the thread then cleans up what is left."""
-    pid = int((data_dir / "db" / "postgres" / "postmaster.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGQUIT)
-    wait_for(lambda: not (data_dir / "db" / "postgres" / "postmaster.pid").exists(), "the server to go")
-    server.close()
+    return ServerThread(data_dir / "db").open()  # durable: fsync on
 
 
 def start_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
@@ -148,7 +135,7 @@ def test_database_killed_mid_run_loses_and_doubles_nothing(tmp_path: Path, data_
     dsn = create_database(database)
     proxy = start_proxy(tmp_path, data_dir, dsn)
     try:
-        asyncio.run(traffic(proxy, lambda: kill_database(data_dir, database)))
+        asyncio.run(traffic(proxy, database.crash))
         wait_for(lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled")
         database = start_database(data_dir)  # the same cluster comes back
         wait_for(lambda: all_stored(dsn), "every session and sample in the database")
@@ -168,7 +155,7 @@ def test_proxy_killed_with_events_in_the_spill_log_replays_them_after_restart(tm
     dsn = create_database(database)
     proxy = start_proxy(tmp_path, data_dir, dsn)
     try:
-        asyncio.run(traffic(proxy, lambda: kill_database(data_dir, database)))
+        asyncio.run(traffic(proxy, database.crash))
         wait_for(lambda: metric(proxy, "ere_proxy_journal_spill_bytes") > 0
                  and metric(proxy, "ere_proxy_journal_spill_unflushed") == 0, "the spill log to be synced")
         proxy.process.kill()  # SIGKILL while the events sit in the spill log

@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.proxy_process import REPO, ProxyProcess, log_problems
-from tests.e2e.test_capture_faults import create_database, kill_database, metric, start_database, start_proxy
+from tests.e2e.test_capture_faults import create_database, metric, start_database, start_proxy
 from tests.store.helpers import make_server_dir
 
 CHARGERS = 200
@@ -121,7 +121,7 @@ def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path)
         wait_until(lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS, "the fleet to connect", 20)
         wait_until(lambda: metric(proxy, "ere_proxy_journal_stored_total") > 0, "events stored", 10)
         time.sleep(2.0)  # into the first sessions
-        kill_database(data_dir, database)
+        database.crash()  # SIGQUIT: immediate shutdown, crash recovery at the next start
         wait_until(lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled", 10)
         time.sleep(OUTAGE)
         database = start_database(data_dir)  # the same cluster comes back after crash recovery

@@ -17,7 +17,7 @@ import trio
 
 from proxy.config import DatabaseSettings
 from proxy.store.embedded import EmbeddedPostgres
-from tests.store.helpers import ServerThread, admin_execute, make_server_dir
+from tests.store.helpers import FAST_SETTINGS, ServerThread, admin_execute, make_server_dir
 
 
 @pytest.fixture
@@ -34,9 +34,9 @@ def server_dir() -> Iterator[Path]:
 def pg_server() -> Iterator[EmbeddedPostgres]:
     """The embedded server shared by every store test; stopped and deleted at the end."""
     data_dir = make_server_dir("ere-store-session-")
-    thread = ServerThread(data_dir)
+    thread = ServerThread(data_dir, settings=FAST_SETTINGS)
     try:
-        yield thread.open()
+        yield thread.open().server
     finally:
         thread.close()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -7,14 +7,12 @@ when tests run as root the server runs as an unprivileged user, which must be ab
 
 from __future__ import annotations
 
-import tempfile
-import threading
 from pathlib import Path
 
 import asyncpg
-import trio
 import trio_asyncio
 
+from bench.pg import ServerThread, make_data_dir
 from proxy.store.embedded import EmbeddedPostgres
 
 # Durability is not under test; these make new clusters and CREATE DATABASE quick.
@@ -22,9 +20,7 @@ FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes"
 
 
 def make_server_dir(prefix: str = "ere-store-") -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o711)
-    return path
+    return make_data_dir(prefix)
 
 
 async def admin_execute(server: EmbeddedPostgres, *statements: str) -> None:
@@ -44,43 +40,3 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (directory / name).write_text(text)
     return directory
-
-
-class ServerThread:
-    """An embedded server kept running by a Trio run in a background thread until `close()`."""
-
-    def __init__(self, data_dir: Path, settings: dict[str, str] | None = FAST_SETTINGS) -> None:
-        self.server = EmbeddedPostgres(data_dir, settings=settings)
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="embedded-postgres")
-
-    def open(self) -> EmbeddedPostgres:
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.server
-
-    def close(self) -> None:
-        if self._token is not None and self._stop is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join()
-
-    async def _serve(self) -> None:
-        self._stop = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
-        try:
-            await self.server.start()
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        try:
-            self._started.set()
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
