@@ -41,6 +41,7 @@ from typing import Any
 import asyncpg
 
 from bench import pg, procstat
+from bench.targets import accepts
 from bench.loadgen import spawn
 from bench.simulator import percentiles
 
@@ -60,14 +61,6 @@ def wait_until(check, what: str, limit: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not within {limit:g} s")
         time.sleep(0.1)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def _get(port: int, path: str) -> str | None:
@@ -240,7 +233,7 @@ def run(args: argparse.Namespace) -> str:
         with (scratch / "csms.log").open("wb") as log:
             procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(csms_port)],
                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
-        wait_until(lambda: _accepts(csms_port), "fake CSMS", 15)
+        wait_until(lambda: accepts(csms_port), "fake CSMS", 15)
 
         # 1. direct baseline
         print(f"direct: {args.chargers} chargers for {args.warmup + steady:g} s", file=sys.stderr)

@@ -88,7 +88,8 @@ def _wait(running: Running, ready, what: str, timeout: float = READY_TIMEOUT) ->
     raise Unavailable(f"{running.name}: {what} not ready within {timeout:g} s{_log_tail(running)}")
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """True when something listens on 127.0.0.1:`port`."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         return True
@@ -109,7 +110,7 @@ def start_csms(scratch: Path, lifetime: float) -> tuple[Running, int]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--max-seconds", str(lifetime)]
     running = _start("fake-csms", argv, scratch, f"ws://127.0.0.1:{port}/ocpp")
-    return _wait(running, lambda: _accepts(port), f"port {port}"), port
+    return _wait(running, lambda: accepts(port), f"port {port}"), port
 
 
 def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lifetime: float,
@@ -155,12 +156,12 @@ def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lif
         if binary is None:
             raise Unavailable(f"nginx is not installed; {nginx.INSTALL_HINT}")
         conf = nginx.write_config(scratch / "nginx", port, csms_port, chargers)
-        return _wait(_start(name, nginx.command(binary, conf), scratch, url), lambda: _accepts(port), f"port {port}")
+        return _wait(_start(name, nginx.command(binary, conf), scratch, url), lambda: accepts(port), f"port {port}")
     if name in ("naive-trio-ws", "naive-websockets"):
         module = "bench.peers." + name.replace("-", "_")
         argv = [sys.executable, "-m", module, "--port", str(port), "--upstream", upstream,
                 "--max-seconds", str(lifetime)]
-        return _wait(_start(name, argv, scratch, url), lambda: _accepts(port), f"port {port}")
+        return _wait(_start(name, argv, scratch, url), lambda: accepts(port), f"port {port}")
     raise Unavailable(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
 
 
