@@ -61,6 +61,9 @@ class FrameReader:
     def at_frame_boundary(self) -> bool:
         """True when everything fed so far forms whole frames (nothing half-read)."""
     @property
+    def at_message_boundary(self) -> bool:
+        """True at a frame boundary with no fragmented message open (whole messages only)."""
+    @property
     def closed(self) -> bool:
         """True once a close frame has been read."""
 

@@ -404,6 +404,11 @@ class ReferenceFrameReader:
         return self._error is None and self._header is None and not self._pending
 
     @property
+    def at_message_boundary(self) -> bool:
+        """True at a frame boundary with no fragmented data message open."""
+        return self.at_frame_boundary and self._message_opcode is None
+
+    @property
     def closed(self) -> bool:
         """True once a (valid) close frame has been read."""
         return self._closed

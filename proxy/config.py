@@ -138,6 +138,45 @@ class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
             raise ValueError("registry.refresh_interval and registry.full_reload_interval must be positive")
 
 
+class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Offline answering and replay while a charger's upstream is unreachable (`outbox.py`)."""
+
+    # Needs the database (the outbox lives in PostgreSQL so any worker or node can replay it).
+    enabled: bool = True
+    # Bounds: entries and payload bytes per charger, and in total per database.
+    max_entries_per_charger: int = 10_000
+    max_bytes_per_charger: int = 8 << 20
+    max_entries_total: int = 10_000_000
+    max_bytes_total: int = 8 << 30
+    # Offline answers: BootNotification interval (seconds), and the status an idTag the
+    # authorisation cache does not know gets ("Accepted" keeps cars charging; "Invalid" refuses).
+    heartbeat_interval: int = 300
+    unknown_id_tag: Literal["Accepted", "Invalid"] = "Accepted"
+    # 1.6 provisional transactionIds are this base plus the entry's sequence number.
+    provisional_id_base: int = 2_000_000_000
+    # Replay: a CALLERROR is retried this many times, waiting retry_interval × attempt, before
+    # the entry is parked as a dead letter; an unanswered replayed CALL drops the connection.
+    retry_attempts: int = 3
+    retry_interval: float = 30.0
+    call_timeout: float = 30.0
+    # Redialling an unreachable upstream: exponential back-off between these bounds, with jitter.
+    redial_min: float = 1.0
+    redial_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_entries_per_charger", "max_bytes_per_charger", "max_entries_total", "max_bytes_total",
+                     "heartbeat_interval", "retry_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"outbox.{name} must be at least 1")
+        for name in ("retry_interval", "call_timeout", "redial_min", "redial_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"outbox.{name} must be a positive number of seconds")
+        if self.redial_max < self.redial_min:
+            raise ValueError("outbox.redial_max must not be below outbox.redial_min")
+        if not 0 < self.provisional_id_base < 2**31 - 1:
+            raise ValueError("outbox.provisional_id_base must fit a 32-bit transactionId")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -169,6 +208,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     database: DatabaseSettings = DatabaseSettings()
     capture: CaptureSettings = CaptureSettings()
     registry: RegistrySettings = RegistrySettings()
+    outbox: OutboxSettings = OutboxSettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

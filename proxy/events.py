@@ -150,6 +150,17 @@ class TransactionEvent(Event, frozen=True, tag="transaction_event"):
     samples: tuple[Sample, ...]
 
 
+class TransactionIdAssigned(Event, frozen=True, tag="transaction_id_assigned"):
+    """An OCPP 1.6 transaction started while the upstream was unreachable got its real id.
+
+    Until then it was known by the provisional id the proxy gave the charger; the session store
+    renames it (or merges it into a session already known by the real id).
+    """
+
+    provisional_id: str
+    real_id: str
+
+
 class Unparseable(Event, frozen=True, tag="unparseable"):
     """A frame of a tracked action whose payload does not have what the action needs.
 
@@ -177,5 +188,6 @@ AnyEvent: TypeAlias = (
     | TransactionStopped
     | MeterValuesReported
     | TransactionEvent
+    | TransactionIdAssigned
     | Unparseable
 )

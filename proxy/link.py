@@ -19,12 +19,14 @@ import logging
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from time import perf_counter, time
+from typing import Any
 
 import trio
 
-from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, ProtocolError, encode_close
+from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, Message, ProtocolError, encode_close, encode_frame
 from proxy.events import Event
 from proxy.metrics import DirectionMeters
+from proxy.outbox import LiveObserver
 from proxy.tracker import Tracker
 from proxy.transport import Transport, transport_for
 
@@ -48,10 +50,22 @@ class LinkEnd(enum.Enum):
     REPLACED = "replaced"
     SHUTDOWN = "shutdown"
     INTERNAL_ERROR = "internal_error"
+    # With an outbox (see relay.py):
+    UPSTREAM_LOST = "upstream_lost"  # the charger stays connected and is served offline
+    HANDBACK = "handback"  # the relay is done: back to byte forwarding
+    OUTBOX_FULL = "outbox_full"
+    STORE_UNAVAILABLE = "store_unavailable"
 
 
 GOING_AWAY = 1001
 INTERNAL = 1011
+# An upstream closing with one of these (or a 4xxx code) ended the charger's link on purpose;
+# any other loss of the upstream is an outage, which an outbox rides out.
+DELIBERATE_CLOSE_CODES = frozenset({1000, 1003, 1007, 1008, 1009, 1010})
+
+
+def is_outage(close_code: int | None) -> bool:
+    return close_code not in DELIBERATE_CLOSE_CODES and (close_code or 0) < 4000
 
 
 @dataclass(eq=False)
@@ -77,7 +91,7 @@ def _discard(events: list[Event]) -> None:
     pass
 
 
-_STOP_REASONS = {
+STOP_REASONS = {
     LinkEnd.REPLACED: "replaced by a new connection",
     LinkEnd.IDLE: "idle timeout",
     LinkEnd.SHUTDOWN: "going away",
@@ -100,10 +114,21 @@ class Link:
         upstream_trailing: bytes = b"",
         tracker: Tracker | None = None,
         submit: Callable[[list[Event]], None] | None = None,
+        keep_charger: bool = False,
+        observer: LiveObserver | None = None,
+        learned: Callable[[list[tuple[str, str, Any]]], None] | None = None,
     ) -> None:
         self.identity = identity
+        self.tracker = tracker
         self._tracker = tracker
         self._submit = submit
+        # With an outbox: an upstream outage leaves the charger connected (UPSTREAM_LOST), and
+        # `carried` holds what it sent that may not have reached the upstream.
+        self._keep_charger = keep_charger
+        self.carried: list[Message] = []
+        self._last_call: Message | None = None  # the charger's latest CALL, until answered
+        self._observer = observer
+        self._learned = learned
         self.charger = charger
         self.upstream = upstream
         self._close_timeout = close_timeout
@@ -118,7 +143,7 @@ class Link:
     # -- control from outside ------------------------------------------------------------
     def stop(self, end: LinkEnd) -> None:
         """End the link now for REPLACED, IDLE or SHUTDOWN; both peers get 1001."""
-        self._finish(end, self._both(GOING_AWAY, _STOP_REASONS[end]))
+        self._finish(end, self._both(GOING_AWAY, STOP_REASONS[end]))
 
     def drain(self, deadline: float) -> None:
         """End the link with SHUTDOWN once no CALL is in flight, or at `deadline` at the latest."""
@@ -186,24 +211,38 @@ class Link:
         submit = self._submit or _discard
         if self._tracker is not None and self._submit is not None:
             track = self._tracker.from_charger if src is self.charger else self._tracker.from_upstream
+        # With an outbox: watch for an upstream outage, and remember what the relay may need.
+        keep = self._keep_charger
+        from_upstream = src is self.upstream
         data = self._trailing.pop(src)
         started = perf_counter()
         while True:
             if data:
+                whole = keep and from_upstream and src.reader.at_message_boundary
                 try:
                     messages = feed(data)
                 except ProtocolError as exc:
                     src.broke_protocol = True
                     meters.codec_error(exc.close_code)
+                    if keep and from_upstream:
+                        self._upstream_lost(LinkEnd.UPSTREAM_PROTOCOL_ERROR, (exc.close_code, exc.reason))
+                        return
                     end = LinkEnd.CHARGER_PROTOCOL_ERROR if src is self.charger else LinkEnd.UPSTREAM_PROTOCOL_ERROR
                     self._finish(end, {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")})
+                    return
+                if whole and src.reader.closed and messages and is_outage(messages[-1].close_code):
+                    await self._upstream_went_away(messages)
                     return
                 dst.dirty = True
                 try:
                     await send(data)
                 except _STREAM_ERRORS:
                     dst.gone = True
-                    self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
+                    if keep and dst is self.upstream:
+                        self.carried = messages
+                        self._upstream_lost(self._failed(dst), None)
+                    else:
+                        self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
                     return
                 dst.dirty = not src.reader.at_frame_boundary
                 self.last_active = done = perf_counter()
@@ -220,8 +259,12 @@ class Link:
                         if len(src.pending) >= _MAX_PENDING:
                             src.pending.pop()
                         src.pending.add(message.unique_id or "")
+                        if keep and not from_upstream:
+                            self._charger_call(message)
                     elif message.message_type in (CALLRESULT, CALLERROR):
                         dst.pending.discard(message.unique_id or "")
+                        if keep and from_upstream:
+                            self._upstream_answer(message)
                 if src.reader.closed:
                     # A close frame passed: the other side has close_timeout to answer it.
                     self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._close_timeout)
@@ -231,24 +274,82 @@ class Link:
                 data = await receive()
             except _STREAM_ERRORS:
                 src.gone = True
+                if keep and from_upstream:
+                    self._upstream_lost(LinkEnd.UPSTREAM_ERROR, None)
+                    return
                 self._finish(self._failed(src), {dst: (INTERNAL, "peer connection failed")})
                 return
             started = perf_counter()
             if not data:
                 src.gone = True
-                if src.reader.closed:
+                if keep and from_upstream and not src.reader.closed:
+                    self._upstream_lost(LinkEnd.UPSTREAM_EOF, None)
+                elif src.reader.closed:
                     self._finish(LinkEnd.CLOSED, {})
                 else:
                     end = LinkEnd.CHARGER_EOF if src is self.charger else LinkEnd.UPSTREAM_EOF
                     self._finish(end, {dst: (GOING_AWAY, "peer went away")})
                 return
 
+    # -- an upstream outage (with an outbox) ----------------------------------------------------
+    def _charger_call(self, message: Message) -> None:
+        self._last_call = message
+        if self._observer is not None:
+            self._observer.on_call(message)
+
+    def _upstream_answer(self, message: Message) -> None:
+        last = self._last_call
+        if last is not None and last.unique_id == message.unique_id:
+            self._last_call = None
+        if self._observer is not None and self._learned is not None:
+            if learned := self._observer.on_answer(message):
+                self._learned(learned)
+
+    def _upstream_lost(self, end: LinkEnd, upstream_code: tuple[int, str] | None) -> None:
+        """End for a relay to take the charger over, if the charger's side is still clean."""
+        charger = self.charger
+        if charger.gone or charger.dirty or charger.broke_protocol or charger.reader.closed or self._draining:
+            self._finish(end, {charger: (GOING_AWAY, "peer went away")})
+            return
+        if self._last_call is not None:  # relayed, never answered: it may not have arrived
+            self.carried.insert(0, self._last_call)
+            self._last_call = None
+        self._finish(LinkEnd.UPSTREAM_LOST, {self.upstream: upstream_code} if upstream_code else {})
+
+    async def _upstream_went_away(self, messages: list[Message]) -> None:
+        """The upstream closed for an outage: deliver what came before its close, answer the close."""
+        charger = self.charger
+        if charger.dirty:  # cannot happen at a message boundary; be safe anyway
+            self._upstream_lost(LinkEnd.UPSTREAM_EOF, None)
+            return
+        frames = b"".join(encode_frame(m.opcode, m.data, mask=False) for m in messages[:-1])
+        try:
+            if frames:
+                await charger.transport.send(frames)
+        except _STREAM_ERRORS:
+            charger.gone = True
+        for message in messages[:-1]:
+            if message.message_type in (CALLRESULT, CALLERROR):
+                self._upstream_answer(message)
+        close = messages[-1]
+        code = (close.close_code, close.close_reason or "") if close.close_code is not None else None
+        self._upstream_lost(LinkEnd.UPSTREAM_EOF, code or (1000, ""))
+
     # -- closing --------------------------------------------------------------------------
     async def _close_sides(self) -> None:
-        """Send each side its close frame if it needs one, await its answer briefly, close sockets."""
+        """Send each side its close frame if it needs one, await its answer briefly, close sockets.
+
+        After UPSTREAM_LOST only the upstream is closed: the charger's connection goes on in a relay.
+        """
+        if self._end is LinkEnd.UPSTREAM_LOST:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self._close_timeout):
+                    await self._close_side(self.upstream, self.charger)
+                await trio.aclose_forcefully(self.upstream.stream)
+            return
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self._close_timeout):
-                if self._end in _STOP_REASONS:
+                if self._end in STOP_REASONS:
                     await self._close_charger_first()
                 async with trio.open_nursery() as nursery:
                     for side, other in ((self.charger, self.upstream), (self.upstream, self.charger)):

@@ -7,7 +7,9 @@ Children are resolved once per direction, so the forwarding path only does incre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -17,6 +19,7 @@ from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PI
 
 if TYPE_CHECKING:
     from proxy.journal import Journal
+    from proxy.outbox import Budget, ChargerOutbox
 
 disable_created_metrics()  # the *_created series only add noise for SREs
 
@@ -105,8 +108,46 @@ class ProxyMetrics:
             "ere_proxy_link_ends", "Links ended, by reason.", ["reason"], registry=r
         )
 
+        self.outbox = OutboxMeters(r)
+
     def direction(self, direction: str) -> DirectionMeters:
         return DirectionMeters(self, direction)
+
+
+class OutboxMeters:
+    """The outbox: links answered offline, queued and replayed CALLs, dead letters, id rewrites."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.offline = Gauge(
+            "ere_proxy_links_offline", "Chargers connected while their upstream is unreachable.", registry=r
+        )
+        self._answers = Counter(
+            "ere_proxy_offline_answers", "Charger CALLs answered by the proxy itself, by action.", ["action"],
+            registry=r,
+        )
+        self._other_answers = self._answers.labels("other")
+        self.queued = Counter("ere_proxy_outbox_queued", "CALLs added to an outbox.", registry=r)
+        self.replayed = Counter("ere_proxy_outbox_replayed", "Outbox entries delivered upstream.", registry=r)
+        self.retries = Counter(
+            "ere_proxy_outbox_retries", "Replayed CALLs answered with a CALLERROR and retried.", registry=r
+        )
+        self.dead_letters = Counter(
+            "ere_proxy_outbox_dead_letters", "Outbox entries parked after failing every retry.", registry=r
+        )
+        self.rewrites = Counter(
+            "ere_proxy_transaction_id_rewrites", "Frames whose 1.6 transactionId the proxy rewrote.", registry=r
+        )
+        self.full = Counter(
+            "ere_proxy_outbox_full", "Chargers closed (1001) because an outbox bound was reached.", registry=r
+        )
+        self.dropped_answers = Counter(
+            "ere_proxy_outbox_dropped_answers",
+            "Charger answers to CALLs of an upstream connection that was gone.",
+            registry=r,
+        )
+
+    def offline_answer(self, action: str | None) -> None:
+        (self._answers.labels(action) if action in OCPP_ACTIONS else self._other_answers).inc()
 
 
 class DirectionMeters:
@@ -140,6 +181,44 @@ class DirectionMeters:
 
     def codec_error(self, close_code: int) -> None:
         self._metrics.codec_errors.labels(self.direction, str(close_code)).inc()
+
+
+class OutboxCollector:
+    """Outbox depth and oldest entry per upstream (links of this process) and in total (database)."""
+
+    def __init__(self, budget: Budget, relays: Callable[[], Iterable[tuple[str, ChargerOutbox]]]) -> None:
+        self._budget = budget
+        self._relays = relays
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "ere_proxy_outbox_depth", "Entries queued in the outboxes of connected chargers, by upstream.",
+            labels=["upstream"],
+        )
+        oldest = GaugeMetricFamily(
+            "ere_proxy_outbox_oldest_seconds", "Age of the oldest queued entry of connected chargers, by upstream.",
+            labels=["upstream"],
+        )
+        entries: dict[str, int] = {}
+        first: dict[str, float] = {}
+        for upstream, outbox in self._relays():
+            entries[upstream] = entries.get(upstream, 0) + len(outbox.entries)
+            if outbox.entries:
+                first[upstream] = min(first.get(upstream, math.inf), outbox.entries[0].received_at)
+        now = time.time()
+        for upstream, count in entries.items():
+            depth.add_metric([upstream], count)
+            oldest.add_metric([upstream], now - first[upstream] if upstream in first else 0.0)
+        yield depth
+        yield oldest
+        yield GaugeMetricFamily(
+            "ere_proxy_outbox_entries", "Entries queued in all outboxes (database, refreshed periodically).",
+            value=self._budget.entries,
+        )
+        yield GaugeMetricFamily(
+            "ere_proxy_outbox_bytes", "Payload bytes queued in all outboxes (database, refreshed periodically).",
+            value=self._budget.bytes,
+        )
 
 
 class JournalCollector:

@@ -22,7 +22,8 @@ import trio
 from proxy.admin import AdminServer
 from proxy.journal import Journal
 from proxy.config import Config, ConfigError, load_config
-from proxy.metrics import JournalCollector, ProxyMetrics
+from proxy.metrics import JournalCollector, OutboxCollector, ProxyMetrics
+from proxy.outbox_store import OutboxStore
 from proxy.orphans import close_orphans_periodically
 from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError
 from proxy.routing import StaticRouter
@@ -57,8 +58,9 @@ async def run_proxy_role(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or cancellation); `task_status.started` gets the server.
 
-    With capture on, the database (an embedded server unless a DSN is configured) is opened
-    first and closed last, so the journal can store what the links hand it until they are gone.
+    With capture, the registry or the outbox on, the database (an embedded server unless a DSN is
+    configured) is opened first and closed last, so the journal and the outbox can store what the
+    links hand them until they are gone.
     """
     fd_limit = raise_fd_limit()
     log.info(
@@ -67,11 +69,13 @@ async def run_proxy_role(
     )
     metrics = ProxyMetrics()
     async with AsyncExitStack() as stack:
-        db = journal = None
-        if config.capture.enabled or config.registry.enabled:
+        db = journal = outbox = None
+        if config.capture.enabled or config.registry.enabled or config.outbox.enabled:
             db = await stack.enter_async_context(open_database(config.database))
         if db is not None and config.capture.enabled:
             journal = await stack.enter_async_context(open_journal(config, worker, db, metrics))
+        if db is not None and config.outbox.enabled:
+            outbox = await stack.enter_async_context(open_outbox(config, db))
         router: StaticRouter | DatabaseRouter = StaticRouter(config)
         if db is not None and config.registry.enabled:
             try:
@@ -82,7 +86,7 @@ async def run_proxy_role(
         # What start-up allocated lives as long as the process: keep it out of the collector's
         # full passes, which otherwise stall forwarding for tens of milliseconds.
         gc.freeze()
-        await _serve(config_path, config, worker, metrics, journal, router, db, task_status)
+        await _serve(config_path, config, worker, metrics, journal, outbox, router, db, task_status)
     log.info("proxy stopped")
 
 
@@ -105,17 +109,30 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
         await trio.to_thread.run_sync(spill.close)
 
 
+@asynccontextmanager
+async def open_outbox(config: Config, db: Database) -> AsyncIterator[OutboxStore]:
+    """The outbox store, with its writer running until the links are gone."""
+    store = OutboxStore(db, config.outbox)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        yield store
+        nursery.cancel_scope.cancel()
+
+
 async def _serve(
     config_path: Path | None,
     config: Config,
     worker: int,
     metrics: ProxyMetrics,
     journal: Journal | None,
+    outbox: OutboxStore | None,
     router: StaticRouter | DatabaseRouter,
     db: Database | None,
     task_status: trio.TaskStatus[ProxyServer],
 ) -> None:
-    server = ProxyServer(config, router, metrics, journal)
+    server = ProxyServer(config, router, metrics, journal, outbox)
+    if outbox is not None:
+        metrics.registry.register(OutboxCollector(outbox.budget, server.relays))
     listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:

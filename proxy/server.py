@@ -18,13 +18,16 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from time import perf_counter
+from urllib.parse import urlsplit
 
 import trio
 
 from proxy.auth import PasswordCache, decide_auth, verify_password
-from proxy.codec import FrameReader, encode_close
+from proxy.codec import FrameReader, Message, encode_close
 from proxy.config import Config, ProxySettings, Route
 from proxy.handshake import (
     ChargerHandshake,
@@ -36,8 +39,11 @@ from proxy.handshake import (
     upstream_offer,
 )
 from proxy.journal import Journal
-from proxy.link import Link, LinkEnd, Side
+from proxy.link import GOING_AWAY, Link, LinkEnd, Side
 from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
+from proxy.outbox import AuthorizationCache, ChargerOutbox, LiveObserver
+from proxy.outbox_store import OutboxStore, StoreUnavailable
+from proxy.relay import Relay, UpstreamUnavailable, close_charger
 from proxy.routing import Router, upstream_url
 from proxy.tracker import Tracker
 
@@ -55,6 +61,21 @@ class _Refusal(Exception):
         super().__init__(refusal.reason)
         self.refusal = refusal
         self.outcome = outcome
+
+
+# Dial outcomes that mean an outage: with an outbox, the charger is served offline instead.
+_OUTAGES = frozenset({"upstream_unreachable", "upstream_timeout", "upstream_error"})
+
+
+@dataclass
+class _Admitted:
+    """A charger admitted: its OCPP version, what to send upstream, and the upstream (None: offline)."""
+
+    version: str
+    authorization: bytes | None
+    upstream: trio.abc.Stream | None
+    trailing: bytes
+    needs_outbox: bool = False
 
 
 _OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "bad_request",
@@ -99,12 +120,20 @@ def _client_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 class ProxyServer:
     """Serves chargers on the given listeners until `shutdown` is called."""
 
-    def __init__(self, config: Config, router: Router, metrics: ProxyMetrics, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        router: Router,
+        metrics: ProxyMetrics,
+        journal: Journal | None = None,
+        outbox: OutboxStore | None = None,
+    ) -> None:
         self.settings = config.proxy
         self.journal = journal  # session capture: None forwards without keeping sessions
+        self.outbox = outbox  # None: an unreachable upstream refuses the charger (502/504)
         self.router = router
         self.metrics = metrics
-        self.links: dict[str, Link] = {}
+        self.links: dict[str, Link | Relay] = {}
         self.accepting = False
         self._draining = False
         self._accept_scope = trio.CancelScope()
@@ -182,7 +211,7 @@ class ProxyServer:
                 close = encode_close(_PROTOCOL_ERROR, "unsupported subprotocol", mask=False)
                 await _send_quietly(stream, handshake.accept(None) + close)
                 return
-            upstream, accepted, upstream_trailing = await self._admit(request)
+            admitted = await self._admit(request)
         except _Refusal as refusal:
             self.metrics.handshakes.labels(refusal.outcome).inc()
             log.info(
@@ -192,14 +221,12 @@ class ProxyServer:
             await _send_quietly(stream, handshake.refuse(refusal.refusal))
             return
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).
-        chosen = accepted.subprotocol if accepted.subprotocol in request.offered else None
+        chosen = admitted.version if admitted.version in request.offered else None
         try:
-            ocpp_version = accepted.subprotocol or self.settings.default_subprotocol
-            await self._run_link(
-                request, ocpp_version, stream, handshake.accept(chosen), handshake.trailing_data, upstream, upstream_trailing
-            )
+            await self._run_link(request, admitted, stream, handshake, chosen)
         finally:
-            await trio.aclose_forcefully(upstream)
+            if admitted.upstream is not None:
+                await trio.aclose_forcefully(admitted.upstream)
 
     async def _read_request(self, stream: trio.abc.Stream, handshake: ChargerHandshake) -> ChargerRequest:
         while True:
@@ -215,8 +242,13 @@ class ProxyServer:
             if request is not None:
                 return request
 
-    async def _admit(self, request: ChargerRequest) -> tuple[trio.abc.Stream, UpstreamAccepted, bytes]:
-        """Route, authenticate and dial upstream; returns the upstream stream, its answer and trailing bytes."""
+    async def _admit(self, request: ChargerRequest) -> _Admitted:
+        """Route, authenticate, dial upstream (and with an outbox, look the charger's up meanwhile).
+
+        Without an outbox an unreachable upstream refuses the charger. With one, the charger is
+        admitted offline (a relay answers it) when the upstream is unreachable or the charger still
+        has an outbox; a refusal by the upstream (401/403/404) always refuses the charger.
+        """
         if self._draining:
             raise _Refusal(HandshakeRefused(503, "shutting down"), "shutting_down")
         route = self.router.lookup(request.identity)
@@ -242,7 +274,31 @@ class ProxyServer:
             challenge = ((b"www-authenticate", b'Basic realm="ocpp"'),)
             raise _Refusal(HandshakeRefused(401, "unauthorized", challenge), "unauthorized")
         offer = upstream_offer(request.offered, self.settings.default_subprotocol)
-        return await self._dial(route, request.identity, offer, auth.upstream_authorization)
+        identity, authorization = request.identity, auth.upstream_authorization
+        store = self.outbox
+        if store is None:
+            stream, accepted, trailing = await self._dial(route, identity, offer, authorization)
+            return _Admitted(accepted.subprotocol or self.settings.default_subprotocol, authorization, stream,
+                             trailing)
+        needs_outbox: list[bool | None] = [None]
+
+        async def look_up() -> None:
+            try:
+                needs_outbox[0] = await store.needs_outbox(identity)
+            except StoreUnavailable as exc:
+                log.warning("outbox lookup failed", extra={"identity": identity, "error": str(exc)})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(look_up)
+            try:
+                stream, accepted, trailing = await self._dial(route, identity, offer, authorization)
+            except _Refusal as refusal:
+                if refusal.outcome not in _OUTAGES:
+                    raise
+                log.info("upstream unreachable: admitting offline", extra={"identity": identity})
+                return _Admitted(offer[0], authorization, None, b"", needs_outbox=True)
+        version = accepted.subprotocol or self.settings.default_subprotocol
+        return _Admitted(version, authorization, stream, trailing, needs_outbox=bool(needs_outbox[0]))
 
     async def _dial(
         self, route: Route, identity: str, offer: list[str], authorization: bytes | None
@@ -269,7 +325,7 @@ class ProxyServer:
                 if answer.status in (401, 403, 404):
                     headers = ((b"www-authenticate", answer.www_authenticate),) if answer.www_authenticate else ()
                     raise _Refusal(HandshakeRefused(answer.status, "refused by upstream", headers), "upstream_refused")
-                raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_refused")
+                raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_error")
             raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
@@ -285,55 +341,156 @@ class ProxyServer:
                 await trio.aclose_forcefully(stream)
 
     async def _run_link(
-        self,
-        request: ChargerRequest,
-        ocpp_version: str,
-        charger_stream: trio.abc.Stream,
-        accept: bytes,
-        charger_trailing: bytes,
-        upstream_stream: trio.abc.Stream,
-        upstream_trailing: bytes,
+        self, request: ChargerRequest, admitted: _Admitted, charger_stream: trio.abc.Stream,
+        handshake: ChargerHandshake, subprotocol: str | None,
     ) -> None:
-        """Register the link (replacing an older one), send the charger its 101, and forward."""
+        """Register the link (replacing an older one), send the charger its 101, and serve it.
+
+        A connection is served by a forwarding `Link`, and with an outbox by a `Relay` while the
+        upstream is unreachable or the charger's outbox is replayed; they take turns on the same
+        sockets (UPSTREAM_LOST starts a relay, HANDBACK a link).
+        """
         max_size = self.settings.max_message_size
         charger = Side("charger", charger_stream, FrameReader(from_client=True, max_message_size=max_size),
                        self._up_meters, mask=False)
-        upstream = Side("upstream", upstream_stream, FrameReader(from_client=False, max_message_size=max_size),
-                        self._down_meters, mask=True)
         identity = request.identity
-        journal = self.journal
-        link = Link(
-            identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing,
-            tracker=Tracker(identity, ocpp_version) if journal is not None else None,
-            submit=journal.submit if journal is not None else None,
-        )
-        # Only now, with the upstream's consent, may a new connection replace a running link:
-        # a refused or failed attempt must not disconnect the charger that is really there.
+        tracker = Tracker(identity, admitted.version) if self.journal is not None else None
+        leg: Link | Relay
+        if admitted.upstream is not None and not admitted.needs_outbox:
+            leg = self._link(identity, admitted, charger, self._upstream_side(admitted.upstream), tracker,
+                             handshake.trailing_data, admitted.trailing)
+        else:
+            relay = await self._relay(identity, admitted, charger, tracker, handshake.trailing_data)
+            refusal = None
+            if relay is None:
+                refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
+            elif admitted.upstream is None and relay.outbox.at_bound:
+                refusal = HandshakeRefused(503, "proxy queue full"), "outbox_full"
+            if refusal is not None:
+                self.metrics.handshakes.labels(refusal[1]).inc()
+                await _send_quietly(charger_stream, handshake.refuse(refusal[0]))
+                return
+            assert relay is not None
+            leg, admitted.upstream = relay, None  # the relay owns the upstream now
+        # Only now, with the upstream's consent (or the outbox's), may a new connection replace a
+        # running link: a refused or failed attempt must not disconnect the charger really there.
         old = self.links.get(identity)
         if old is not None:
             old.stop(LinkEnd.REPLACED)
-        self.links[identity] = link
+        self.links[identity] = leg
+        served = [leg]  # the leg serving the connection now (updated by _serve_legs)
         try:
             try:
-                await charger_stream.send_all(accept)
+                await charger_stream.send_all(handshake.accept(subprotocol))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.metrics.handshakes.labels("charger_gone").inc()
-                link.finished.set()
+                leg.finished.set()
                 return
-            self.metrics.handshakes.labels("accepted").inc()
-            if self._draining:
-                link.drain(trio.current_time() + self.settings.drain_timeout)
+            self.metrics.handshakes.labels("accepted" if isinstance(leg, Link) else "accepted_offline").inc()
             self.metrics.connected.inc()
-            log.info("link up", extra={"identity": identity})
+            log.info("link up", extra={"identity": identity, "offline": isinstance(leg, Relay)})
             try:
-                end = await link.run()
+                end = await self._serve_legs(identity, admitted, charger, tracker, served)
             finally:
                 self.metrics.connected.dec()
         finally:
-            if self.links.get(identity) is link:
+            if self.links.get(identity) is served[0]:
                 del self.links[identity]
         self.metrics.link_ends.labels(end.value).inc()
         log.info("link down", extra={"identity": identity, "reason": end.value})
+
+    async def _serve_legs(
+        self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, served: list[Link | Relay]
+    ) -> LinkEnd:
+        """Run links and relays in turn until the connection ends; returns how it ended."""
+        while True:
+            leg = served[0]
+            if self._draining:
+                leg.drain(trio.current_time() + self.settings.drain_timeout)
+            end = await leg.run()
+            if end not in (LinkEnd.UPSTREAM_LOST, LinkEnd.HANDBACK):
+                return end
+            self.metrics.link_ends.labels(end.value).inc()
+            if self.links.get(identity) is not leg:  # replaced meanwhile: this connection is done
+                if isinstance(leg, Relay) and leg.upstream is not None:
+                    await trio.aclose_forcefully(leg.upstream.stream)
+                await close_charger(charger, GOING_AWAY, "replaced by a new connection", self.settings.close_timeout)
+                return LinkEnd.REPLACED
+            if isinstance(leg, Link):
+                log.info("upstream lost: serving offline", extra={"identity": identity})
+                relay = await self._relay(identity, admitted, charger, tracker, b"", carried=leg.carried)
+                if relay is None:
+                    await close_charger(charger, GOING_AWAY, "proxy queue unavailable", self.settings.close_timeout)
+                    return LinkEnd.STORE_UNAVAILABLE
+                served[0] = relay
+            else:
+                assert leg.upstream is not None
+                log.info("outbox replayed: forwarding", extra={"identity": identity})
+                served[0] = self._link(identity, admitted, charger, leg.upstream, tracker, b"", b"")
+            self.links[identity] = served[0]
+
+    def _link(
+        self, identity: str, admitted: _Admitted, charger: Side, upstream: Side, tracker: Tracker | None,
+        charger_trailing: bytes, upstream_trailing: bytes,
+    ) -> Link:
+        journal, store = self.journal, self.outbox
+        observer = learned = None
+        if store is not None:
+            observer = LiveObserver(admitted.version, AuthorizationCache(), {})
+            learned = partial(store.remember, identity)
+        return Link(
+            identity, charger, upstream, self.settings.close_timeout, charger_trailing, upstream_trailing,
+            tracker=tracker, submit=journal.submit if journal is not None else None,
+            keep_charger=store is not None, observer=observer, learned=learned,
+        )  # fmt: skip
+
+    async def _relay(
+        self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, charger_trailing: bytes,
+        carried: Sequence[Message] = (),
+    ) -> Relay | None:
+        """Claim the charger's outbox and build its relay (None: the store is unavailable)."""
+        store = self.outbox
+        assert store is not None
+        try:
+            epoch, outbox = await store.claim(identity, admitted.version)
+        except StoreUnavailable as exc:
+            log.warning("outbox unavailable", extra={"identity": identity, "error": str(exc)})
+            return None
+        upstream = (admitted.upstream, admitted.trailing) if admitted.upstream is not None else None
+        journal = self.journal
+        return Relay(
+            identity, charger, outbox, epoch, store, partial(self._redial, identity, admitted),
+            self._upstream_side, self.metrics.outbox, self.settings.close_timeout,
+            charger_trailing=charger_trailing, carried=carried, upstream=upstream, tracker=tracker,
+            submit=journal.submit if journal is not None else None,
+        )  # fmt: skip
+
+    async def _redial(self, identity: str, admitted: _Admitted) -> tuple[trio.abc.Stream, bytes]:
+        """Dial the charger's upstream again, offering the subprotocol the charger speaks."""
+        route = self.router.lookup(identity)
+        if route is None or self._draining:
+            raise UpstreamUnavailable("no route")
+        try:
+            stream, accepted, trailing = await self._dial(route, identity, [admitted.version], admitted.authorization)
+        except _Refusal as refusal:
+            raise UpstreamUnavailable(refusal.outcome) from None
+        if (accepted.subprotocol or self.settings.default_subprotocol) != admitted.version:
+            await trio.aclose_forcefully(stream)
+            raise UpstreamUnavailable("upstream chose another subprotocol")
+        return stream, trailing
+
+    def _upstream_side(self, stream: trio.abc.Stream) -> Side:
+        reader = FrameReader(from_client=False, max_message_size=self.settings.max_message_size)
+        return Side("upstream", stream, reader, self._down_meters, mask=True)
+
+    def relays(self) -> list[tuple[str, ChargerOutbox]]:
+        """(upstream host, outbox) of every connection served by a relay now (for metrics)."""
+        result = []
+        for identity, leg in list(self.links.items()):
+            if isinstance(leg, Relay):
+                route = self.router.lookup(identity)
+                result.append((urlsplit(route.upstream).netloc if route else "", leg.outbox))
+        return result
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:

@@ -44,6 +44,7 @@ from proxy.events import (
     Sample,
     SignedValue,
     TransactionEvent,
+    TransactionIdAssigned,
     TransactionStarted,
     TransactionStopped,
 )
@@ -213,12 +214,65 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
         )
     }
     plan = _Plan()
+    stored = 0
     for event in events:
-        if event.event_id in new_ids:
-            new_ids.discard(event.event_id)  # a batch may hold the same event twice
+        if event.event_id not in new_ids:
+            continue
+        new_ids.discard(event.event_id)  # a batch may hold the same event twice
+        if isinstance(event, TransactionIdAssigned):
+            # Statements are grouped per kind, so a rename is a barrier: what came before it is
+            # applied first, what comes after it finds the session under its real id.
+            await plan.apply(conn)
+            stored += plan.events + 1
+            plan = _Plan()
+            await _assign_transaction_id(conn, event)
+        else:
             plan.add(event)
     await plan.apply(conn)
-    return plan.events
+    return stored + plan.events
+
+
+# A session known by a provisional id takes the real one; if a session already has the real id,
+# the provisional one is merged into it (its samples move, the earliest start and any stop win).
+_RENAME_SESSION = """
+UPDATE sessions SET transaction_id = $3, updated_at = now()
+WHERE identity = $1 AND transaction_id = $2
+  AND NOT EXISTS (SELECT 1 FROM sessions WHERE identity = $1 AND transaction_id = $3)
+"""
+_MERGE_SESSION = """
+UPDATE sessions s SET
+    connector_id = COALESCE(s.connector_id, p.connector_id),
+    evse_id = COALESCE(s.evse_id, p.evse_id),
+    id_tag = COALESCE(s.id_tag, p.id_tag),
+    started_at = LEAST(s.started_at, p.started_at),
+    meter_start_wh = CASE WHEN s.meter_start_wh IS NULL OR p.first_reading_at < s.first_reading_at
+                          THEN COALESCE(p.meter_start_wh, s.meter_start_wh) ELSE s.meter_start_wh END,
+    first_reading_at = LEAST(s.first_reading_at, p.first_reading_at),
+    last_reading_wh = CASE WHEN s.last_reading_at IS NULL OR p.last_reading_at > s.last_reading_at
+                           THEN p.last_reading_wh ELSE s.last_reading_wh END,
+    last_reading_at = GREATEST(s.last_reading_at, p.last_reading_at),
+    stopped_at = COALESCE(s.stopped_at, p.stopped_at),
+    meter_stop_wh = COALESCE(s.meter_stop_wh, p.meter_stop_wh),
+    stop_reason = COALESCE(s.stop_reason, p.stop_reason),
+    status = CASE WHEN 'rejected' IN (s.status, p.status) THEN 'rejected'
+                  WHEN 'completed' IN (s.status, p.status) THEN 'completed' ELSE s.status END,
+    updated_at = now()
+FROM sessions p
+WHERE s.identity = $1 AND s.transaction_id = $3 AND p.identity = $1 AND p.transaction_id = $2
+"""
+_MOVE_SAMPLES = """
+UPDATE meter_samples SET session_id = (SELECT session_id FROM sessions WHERE identity = $1 AND transaction_id = $3)
+WHERE session_id = (SELECT session_id FROM sessions WHERE identity = $1 AND transaction_id = $2)
+"""
+_DROP_SESSION = "DELETE FROM sessions WHERE identity = $1 AND transaction_id = $2"
+
+
+async def _assign_transaction_id(conn: Connection, event: TransactionIdAssigned) -> None:
+    args = (event.identity, event.provisional_id, event.real_id)
+    status = await conn.execute(_RENAME_SESSION, *args)
+    if status.endswith(" 0"):
+        for statement in (_MERGE_SESSION, _MOVE_SAMPLES, _DROP_SESSION):
+            await conn.execute(statement, *args)
 
 
 class _Plan:

@@ -238,6 +238,12 @@ class ProtocolError(Exception):
             self.inner.at_frame_boundary()
         }
 
+        /// True at a frame boundary with no fragmented message open (whole messages only).
+        #[getter]
+        fn at_message_boundary(&self) -> bool {
+            self.inner.at_message_boundary()
+        }
+
         /// True once a close frame has been read.
         #[getter]
         fn closed(&self) -> bool {

@@ -245,6 +245,12 @@ impl FrameReader {
         self.failed.is_none() && self.head_len == 0 && self.frame.is_none()
     }
 
+    /// True at a frame boundary with no fragmented data message open: everything fed so far
+    /// forms whole messages.
+    pub fn at_message_boundary(&self) -> bool {
+        self.at_frame_boundary() && self.msg_opcode == 0
+    }
+
     /// True once a CLOSE frame has been read.
     pub fn closed(&self) -> bool {
         self.closed

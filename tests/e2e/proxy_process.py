@@ -46,6 +46,9 @@ enabled = false
 [registry]
 enabled = false
 
+[outbox]
+enabled = false
+
 [chargers."CP-16"]
 upstream = "ws://127.0.0.1:{upstream_port}/ocpp"
 auth = "passthrough"

@@ -78,7 +78,7 @@ def test_supervisor_gives_up_with_status_1_when_workers_cannot_start(tmp_path: P
         port = taken.getsockname()[1]
         config = tmp_path / "proxy.toml"
         config.write_text(
-            f"[proxy]\nport = {port}\nworkers = 2\n[admin]\nport = 0\n[log]\nlevel = 'error'\n[capture]\nenabled = false\n[registry]\nenabled = false\n"
+            f"[proxy]\nport = {port}\nworkers = 2\n[admin]\nport = 0\n[log]\nlevel = 'error'\n[capture]\nenabled = false\n[registry]\nenabled = false\n[outbox]\nenabled = false\n"
         )
         result = subprocess.run(
             [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],

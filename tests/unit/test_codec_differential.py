@@ -3,7 +3,7 @@
 Hypothesis builds frame streams (valid ones and corrupted variants), splits them at random
 offsets and feeds both readers the same chunks; after every call both must have returned the
 same messages or raised a ProtocolError with the same close code, and must agree on
-`at_frame_boundary` and `closed`.
+`at_frame_boundary`, `at_message_boundary` and `closed`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def run_both(chunks: list[bytes], *, from_client: bool, max_message_size: int) -
         expected = outcome(reference, chunk)
         assert got == expected, f"feed #{index} of {chunks!r}"
         assert native.at_frame_boundary == reference.at_frame_boundary, f"after feed #{index}"
+        assert native.at_message_boundary == reference.at_message_boundary, f"after feed #{index}"
         assert native.closed == reference.closed, f"after feed #{index}"
         results.append(expected)
     # A failed reader keeps failing with the same code; a healthy one accepts an empty feed.

@@ -1,0 +1,312 @@
+"""The outbox in PostgreSQL: what `outbox.py` decides, made durable for any worker to replay.
+
+Why PostgreSQL and not a worker's disk: a charger may reconnect to any worker (SO_REUSEPORT) or
+any node behind the balancer, and its outbox must be replayed in order by whichever link holds it
+next; the database is the one place they all share (and it is backed up with the sessions).
+When the database is down as well, the proxy cannot keep its promise and closes the charger
+(1001), whose own offline queue then takes over.
+
+Ownership: `claim` bumps the charger's epoch and loads its outbox; every `write` names the epoch
+it claimed and is refused (`Fenced`) once another link has claimed the charger since. Writes from
+all links are grouped into one transaction (group commit): a link awaits its write, which costs
+one commit shared with every link that wrote meanwhile. `remember` (authorisations and answered
+StartTransactions seen while forwarding) is not awaited: it is a cache, dropped when the queue is
+full or the database fails.
+
+Errors: `write`, `claim` and `needs_outbox` raise `StoreUnavailable` when the database fails
+(the cause is chained) and `write` raises `Fenced`; nothing is half-written (one transaction per
+group). Cancelling a waiting `write` does not cancel the group: it may still commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import orjson
+import trio
+
+from proxy.config import OutboxSettings
+from proxy.outbox import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
+from proxy.store.connection import Connection
+
+log = logging.getLogger("proxy.outbox")
+
+_GROUP = 512  # writes per transaction at most
+_REMEMBER_QUEUE = 10_000
+
+
+class Database(Protocol):
+    def transaction(self) -> Any: ...
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+
+class StoreUnavailable(Exception):
+    """The outbox could not be read or written (the database failed); see `__cause__`."""
+
+
+class Fenced(Exception):
+    """Another link has claimed this charger's outbox since ours: this link must stop."""
+
+
+@dataclass
+class Write:
+    """Changes to one charger's outbox, applied atomically (in this order) under `epoch`."""
+
+    identity: str
+    epoch: int
+    append: list[Entry] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
+    attempts: list[Entry] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+    delete: list[int] = field(default_factory=list)
+    next_seq: int | None = None
+
+
+@dataclass
+class _Pending:
+    write: Write
+    done: trio.Event = field(default_factory=trio.Event)
+    error: BaseException | None = None
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+_CLAIM = """
+INSERT INTO outbox_chargers (identity, epoch) VALUES ($1, 1)
+ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_at = now()
+RETURNING epoch, next_seq
+"""
+_ENTRIES = """
+SELECT seq, action, payload, extract(epoch FROM received_at), attempts FROM outbox_entries
+WHERE identity = $1 AND dead_reason IS NULL ORDER BY seq
+"""
+_TRANSACTIONS = "SELECT provisional, start_key, real_id, ended FROM outbox_transactions WHERE identity = $1"
+_STARTS = "SELECT start_key, transaction_id FROM outbox_starts WHERE identity = $1"
+_AUTHORIZATIONS = "SELECT id_tag, info FROM outbox_authorizations WHERE identity = $1"
+_NEEDS_OUTBOX = """
+SELECT EXISTS (SELECT 1 FROM outbox_entries WHERE identity = $1 AND dead_reason IS NULL)
+    OR EXISTS (SELECT 1 FROM outbox_transactions WHERE identity = $1 AND NOT ended)
+"""
+_TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox_entries WHERE dead_reason IS NULL"
+
+_OWNED = """
+SELECT c.identity FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) AS k(identity, epoch)
+    ON c.identity = k.identity AND c.epoch = k.epoch
+ORDER BY c.identity FOR UPDATE OF c
+"""
+_APPEND = """
+INSERT INTO outbox_entries (identity, seq, action, payload, received_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[])
+"""
+_UPSERT_TRANSACTIONS = """
+INSERT INTO outbox_transactions (identity, provisional, start_key, real_id, ended)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[])
+ON CONFLICT (identity, provisional) DO UPDATE SET
+    real_id = EXCLUDED.real_id, ended = EXCLUDED.ended, updated_at = now()
+"""
+_ATTEMPTS = """
+UPDATE outbox_entries e SET attempts = k.attempts
+FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS k(identity, seq, attempts)
+WHERE e.identity = k.identity AND e.seq = k.seq
+"""
+_DEAD = """
+UPDATE outbox_entries e SET dead_reason = k.reason, dead_at = now(), attempts = k.attempts
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[]) AS k(identity, seq, reason, attempts)
+WHERE e.identity = k.identity AND e.seq = k.seq
+"""
+_DELETE = """
+DELETE FROM outbox_entries e USING unnest($1::text[], $2::bigint[]) AS k(identity, seq)
+WHERE e.identity = k.identity AND e.seq = k.seq
+"""
+_NEXT_SEQ = """
+UPDATE outbox_chargers c SET next_seq = GREATEST(c.next_seq, k.next_seq), updated_at = now()
+FROM unnest($1::text[], $2::bigint[]) AS k(identity, next_seq) WHERE c.identity = k.identity
+"""
+_REMEMBER_STARTS = """
+INSERT INTO outbox_starts (identity, start_key, transaction_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+ON CONFLICT (identity, start_key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, seen_at = now()
+"""
+_REMEMBER_AUTHORIZATIONS = """
+INSERT INTO outbox_authorizations (identity, id_tag, info)
+SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+ON CONFLICT (identity, id_tag) DO UPDATE SET info = EXCLUDED.info, updated_at = now()
+"""
+
+
+class OutboxStore:
+    """Claims, group-committed writes and the cache of earlier answers; see the module docstring.
+
+    `budget` is shared by the links of this process; `run` refreshes it from the database every
+    `refresh_interval` seconds, so the total bound holds across workers to within that window.
+    """
+
+    def __init__(self, db: Database, settings: OutboxSettings, refresh_interval: float = 10.0) -> None:
+        self.db = db
+        self.settings = settings
+        self.budget = Budget(settings.max_entries_total, settings.max_bytes_total)
+        self._refresh_interval = refresh_interval
+        self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
+        self._remembered: deque[tuple[str, str, str, Any]] = deque()
+        self._wake = trio.Event()
+        self.groups = 0  # transactions committed (for metrics)
+        self.failures = 0  # groups that failed
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def needs_outbox(self, identity: str) -> bool:
+        """True when the charger has queued entries or open offline transactions to honour."""
+        try:
+            row = await self.db.fetchrow(_NEEDS_OUTBOX, identity)
+        except Exception as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return bool(row[0])
+
+    async def claim(self, identity: str, version: str) -> tuple[int, ChargerOutbox]:
+        """Take the charger's outbox over (fencing off earlier links); returns (epoch, outbox)."""
+        try:
+            async with self.db.transaction() as conn:
+                row = await conn.fetchrow(_CLAIM, identity)
+                entries = await conn.fetch(_ENTRIES, identity)
+                transactions = await conn.fetch(_TRANSACTIONS, identity)
+                starts = await conn.fetch(_STARTS, identity)
+                authorizations = await conn.fetch(_AUTHORIZATIONS, identity)
+        except Exception as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        outbox = ChargerOutbox(
+            identity, version, self.settings, self.budget,
+            entries=deque(Entry(r[0], r[1], bytes(r[2]), float(r[3]), r[4]) for r in entries),
+            transactions={r[0]: Transaction(r[0], r[1], r[2], r[3]) for r in transactions},
+            next_seq=row[1],
+            auth=AuthorizationCache({r[0]: orjson.loads(r[1]) for r in authorizations}),
+            starts={r[0]: r[1] for r in starts},
+        )  # fmt: skip
+        return row[0], outbox
+
+    async def totals(self) -> tuple[int, int]:
+        """Pending entries and their payload bytes over all chargers."""
+        row = await self.db.fetchrow(_TOTALS)
+        return int(row[0]), int(row[1])
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def write(self, write: Write) -> None:
+        """Apply `write` durably (see the module docstring for errors and cancellation)."""
+        pending = _Pending(write)
+        self._send.send_nowait(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def remember(self, identity: str, learned: Iterable[tuple[str, str, Any]]) -> None:
+        """Queue what a link learned (`LiveObserver.on_answer`) for storing; never blocks."""
+        for kind, key, value in learned:
+            if len(self._remembered) < _REMEMBER_QUEUE:
+                self._remembered.append((identity, kind, key, value))
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued writes until cancelled; also keeps the shared budget current."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_budget)
+            nursery.start_soon(self._store_remembered)
+            task_status.started()
+            async for first in self._receive:
+                group = [first]
+                while len(group) < _GROUP:
+                    try:
+                        group.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        writes = [p.write for p in group]
+        try:
+            with trio.CancelScope(shield=True):
+                async with self.db.transaction() as conn:
+                    owned = await self._apply(conn, writes)
+            self.groups += 1
+        except Exception as exc:
+            self.failures += 1
+            log.warning("outbox write failed", extra={"error": str(exc), "writes": len(group)})
+            error = StoreUnavailable(str(exc))
+            error.__cause__ = exc
+            for pending in group:
+                pending.error = error
+                pending.done.set()
+            return
+        for pending in group:
+            if pending.write.identity not in owned:
+                pending.error = Fenced(pending.write.identity)
+            pending.done.set()
+
+    @staticmethod
+    async def _apply(conn: Connection, writes: list[Write]) -> set[str]:
+        identities = sorted({(w.identity, w.epoch) for w in writes})
+        owned = {
+            row[0]
+            for row in await conn.fetch(_OWNED, [i for i, _ in identities], [e for _, e in identities])
+        }
+        writes = [w for w in writes if w.identity in owned]
+        append = [(w.identity, e) for w in writes for e in w.append]
+        if append:
+            await conn.execute(_APPEND, *_columns(
+                [(i, e.seq, e.action, e.payload, _ts(e.received_at)) for i, e in append], 5))
+        transactions = {(w.identity, t.provisional): t for w in writes for t in w.transactions}
+        if transactions:
+            await conn.execute(_UPSERT_TRANSACTIONS, *_columns(
+                [(i, p, t.key, t.real, t.ended) for (i, p), t in transactions.items()], 5))
+        attempts = [(w.identity, e.seq, e.attempts) for w in writes for e in w.attempts]
+        if attempts:
+            await conn.execute(_ATTEMPTS, *_columns(attempts, 3))
+        dead = [(w.identity, e.seq, reason, e.attempts) for w in writes for e, reason in w.dead]
+        if dead:
+            await conn.execute(_DEAD, *_columns(dead, 4))
+        delete = [(w.identity, seq) for w in writes for seq in w.delete]
+        if delete:
+            await conn.execute(_DELETE, *_columns(delete, 2))
+        next_seq = [(w.identity, w.next_seq) for w in writes if w.next_seq is not None]
+        if next_seq:
+            await conn.execute(_NEXT_SEQ, *_columns(next_seq, 2))
+        return owned
+
+    async def _store_remembered(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(0.05)  # gather a little
+            batch = list(self._remembered)
+            self._remembered.clear()
+            starts = [(i, k, v) for i, kind, k, v in batch if kind == "start"]
+            auths = {(i, k): orjson.dumps(v).decode() for i, kind, k, v in batch if kind == "auth"}
+            try:
+                async with self.db.transaction() as conn:
+                    if starts:
+                        latest = {(i, k): v for i, k, v in starts}
+                        await conn.execute(_REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3))
+                    if auths:
+                        await conn.execute(_REMEMBER_AUTHORIZATIONS,
+                                           *_columns([(*ik, v) for ik, v in auths.items()], 3))
+            except Exception as exc:
+                log.warning("could not store learned answers", extra={"error": str(exc), "items": len(batch)})
+
+    async def _refresh_budget(self) -> None:
+        while True:
+            try:
+                self.budget.entries, self.budget.bytes = await self.totals()
+            except Exception as exc:
+                log.warning("could not read outbox totals", extra={"error": str(exc)})
+            await trio.sleep(self._refresh_interval)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as `width` column lists (for unnest)."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]

@@ -1,0 +1,566 @@
+"""A charger served through its outbox: offline answers, replay, and relaying with id rewrites.
+
+A `Relay` takes over a charger's connection when its upstream is unreachable (at the handshake,
+or when a forwarding `Link` loses its upstream) or when the charger still has an outbox to replay
+or offline transactions whose ids need mapping. It works message by message, not byte by byte:
+
+- offline (no upstream): each charger CALL is answered by the outbox policy (`outbox.py`), after
+  its entry is stored (`OutboxStore.write`); pings are answered here; answers the charger sends to
+  a lost upstream's CALLs are dropped and counted. Meanwhile the upstream is redialled with
+  exponential back-off and jitter.
+- replay (upstream back, outbox not empty): the entries go upstream in order, one CALL at a
+  time, each deleted from the store before the next is sent; new charger CALLs keep being
+  answered here and queue behind. The upstream's CALLs reach the charger (ids mapped back).
+- live (outbox empty): charger CALLs and upstream answers are relayed; 1.6 provisional ids are
+  rewritten until their transactions end. When nothing needs rewriting any more and both readers
+  are between messages, `run` returns `HANDBACK` so the caller can go back to byte forwarding.
+
+Ending: a charger close, EOF or protocol error ends the relay like a link; a full outbox or a
+failed store closes the charger with 1001 (its own offline queue takes over); a newer link that
+claimed the outbox (`Fenced`) ends it as REPLACED. An upstream close with 1000, 1008 or a
+4xxx code is a decision of the back-office and is passed to the charger; any other loss of the
+upstream is an outage (`link.is_outage`). Cancellation (`stop`) closes both sides with 1001, after the CALL being
+answered (at most `close_timeout`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from time import perf_counter, time
+
+import msgspec
+import trio
+
+from proxy.codec import (
+    CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, ReferenceMessage,
+    encode_close, encode_frame, peek_envelope,
+)  # fmt: skip
+from proxy.events import Event, TransactionIdAssigned
+from proxy.link import GOING_AWAY, INTERNAL, STOP_REASONS, LinkEnd, Side, is_outage
+from proxy.metrics import OutboxMeters
+from proxy.outbox import (
+    ChargerOutbox, Completed, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
+)  # fmt: skip
+from proxy.outbox_store import Fenced, OutboxStore, StoreUnavailable, Write
+from proxy.tracker import Tracker, event_id
+
+log = logging.getLogger("proxy.relay")
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.BusyResourceError)
+
+Connector = Callable[[], Awaitable[tuple[trio.abc.Stream, bytes]]]
+
+
+class UpstreamUnavailable(Exception):
+    """Dialling the upstream failed (unreachable, refused, or timed out)."""
+
+
+class _UpstreamLost(Exception):
+    pass
+
+
+class _End(Exception):
+    def __init__(self, end: LinkEnd, codes: dict[str, tuple[int, str]]) -> None:
+        self.end, self.codes = end, codes
+
+
+def text_message(frame: bytes) -> ReferenceMessage:
+    """A Message-like view of an OCPP-J text frame we built ourselves (for the tracker)."""
+    return ReferenceMessage(TEXT, frame, *peek_envelope(frame))
+
+
+class Relay:
+    """See the module docstring. `upstream` is a connected upstream to start with (or None)."""
+
+    def __init__(
+        self,
+        identity: str,
+        charger: Side,
+        outbox: ChargerOutbox,
+        epoch: int,
+        store: OutboxStore,
+        connect: Connector,
+        make_upstream: Callable[[trio.abc.Stream], Side],
+        meters: OutboxMeters,
+        close_timeout: float,
+        *,
+        charger_trailing: bytes = b"",
+        carried: Sequence[Message] = (),
+        upstream: tuple[trio.abc.Stream, bytes] | None = None,
+        tracker: Tracker | None = None,
+        submit: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.charger = charger
+        self.outbox = outbox
+        self.settings = outbox.settings
+        self._epoch = epoch
+        self._store = store
+        self._connect = connect
+        self._make_upstream = make_upstream
+        self._meters = meters
+        self._close_timeout = close_timeout
+        self._carried = list(carried)
+        self._charger_trailing = charger_trailing
+        self._first_upstream = upstream
+        self._tracker = tracker if submit is not None else None
+        self._submit = submit
+        self.observer = LiveObserver(outbox.version, outbox.auth, outbox.starts)
+        self.upstream: Side | None = None
+        self._offline_counted = False
+        self._connection = trio.CancelScope()  # the current upstream connection's tasks
+        self._upstream_busy = False  # the upstream reader is between feeding and handling
+        self._charger_lock = trio.Lock()
+        self._upstream_lock = trio.Lock()
+        self._live_call: Message | None = None  # charger CALL relayed live, not yet answered
+        self._replay_answer: Message | None = None
+        self._replay_answered = trio.Event()
+        self._queued = trio.Event()  # the charger added to the outbox
+        self._rewrites_seen = outbox.rewrites
+        self._scope = trio.CancelScope()
+        self._end: _End | None = None
+        self.last_active = perf_counter()
+        self.finished = trio.Event()
+
+    # -- control from outside ----------------------------------------------------------------
+    def stop(self, end: LinkEnd) -> None:
+        """End now (REPLACED, IDLE, SHUTDOWN); both sides get 1001."""
+        self._finish(_End(end, _both(GOING_AWAY, STOP_REASONS.get(end, "going away"))))
+
+    def drain(self, deadline: float) -> None:
+        """On shutdown: end at once (every CALL the charger sent has been answered or relayed)."""
+        self.stop(LinkEnd.SHUTDOWN)
+
+    def _finish(self, end: _End) -> None:
+        if self._end is None:
+            self._end = end
+        self._scope.cancel()
+
+    def _set_upstream(self, upstream: Side | None) -> None:
+        self.upstream = upstream
+        offline = upstream is None
+        if offline != self._offline_counted:
+            self._meters.offline.inc(1 if offline else -1)
+            self._offline_counted = offline
+
+    # -- running ------------------------------------------------------------------------------
+    async def run(self) -> LinkEnd:
+        """Serve until the link ends, or until it can go back to byte forwarding (HANDBACK)."""
+        self._set_upstream(None)
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._guarded, self._upstream_loop)
+                    nursery.start_soon(self._guarded, self._charger_loop)
+        finally:
+            if self._end is None:
+                self._end = _End(LinkEnd.INTERNAL_ERROR, _both(INTERNAL, "internal error"))
+            if self._end.end is not LinkEnd.HANDBACK:
+                await self._close_sides()
+            self._set_upstream(self.upstream)  # keeps the gauge right for a HANDBACK
+            if self._offline_counted:
+                self._meters.offline.dec()
+                self._offline_counted = False
+            self.finished.set()
+        return self._end.end
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a task of the relay; whatever ends it ends the relay (no exception groups escape)."""
+        try:
+            await task()
+        except (_End, Fenced, StoreUnavailable) as exc:
+            self._finish(_as_end(exc))
+        except Exception:
+            log.exception("relay failed", extra={"identity": self.identity})
+            self._finish(_End(LinkEnd.INTERNAL_ERROR, _both(INTERNAL, "internal error")))
+
+    async def _charger_loop(self) -> None:
+        charger = self.charger
+        for message in self._carried:  # what a forwarding link read but could not deliver
+            await self._from_charger(message)
+        self._carried.clear()
+        data, self._charger_trailing = self._charger_trailing, b""
+        while True:
+            if not data:
+                data = await self._receive_charger()
+            self.last_active = perf_counter()
+            try:
+                messages = charger.reader.feed(data)
+            except ProtocolError as exc:
+                charger.broke_protocol = True
+                charger.meters.codec_error(exc.close_code)
+                raise _End(LinkEnd.CHARGER_PROTOCOL_ERROR, {
+                    "charger": (exc.close_code, exc.reason), "upstream": (INTERNAL, "peer protocol error")
+                }) from None
+            data = b""
+            for message in messages:
+                charger.meters.count(message.opcode, message.message_type, message.action)
+                await self._from_charger(message)
+            if self._can_hand_back():
+                raise _End(LinkEnd.HANDBACK, {})
+
+    async def _receive_charger(self) -> bytes:
+        charger = self.charger
+        while True:
+            try:
+                data = await charger.transport.receive()
+            except _STREAM_ERRORS:
+                charger.gone = True
+                raise _End(LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}) from None
+            if not data:
+                charger.gone = True
+                raise _End(LinkEnd.CHARGER_EOF, {"upstream": (GOING_AWAY, "peer went away")})
+            return data
+
+    def _can_hand_back(self) -> bool:
+        upstream = self.upstream
+        return (
+            upstream is not None
+            and self._live()
+            and self._live_call is None
+            and not self._upstream_busy
+            and not self.outbox.needs_rewriting
+            and self.charger.reader.at_message_boundary
+            and upstream.reader.at_message_boundary
+        )
+
+    async def _from_charger(self, message: Message) -> None:
+        if message.opcode == CLOSE:
+            reply = encode_close(message.close_code, message.close_reason or "", mask=False) \
+                if message.close_code is not None else encode_close(mask=False)
+            await self._send_charger(reply)
+            raise _End(LinkEnd.CLOSED, {"upstream": (message.close_code or 1000, message.close_reason or "")})
+        if message.opcode == PING:
+            await self._send_charger(encode_frame(PONG, message.data, mask=False))
+            return
+        if message.opcode != TEXT:
+            return  # pongs and binary messages mean nothing to a back-office we stand in for
+        kind = message.message_type
+        if kind == CALL:
+            if self._live():
+                await self._relay_live_call(message)
+            else:
+                with trio.CancelScope(shield=True):  # an answer we owe is sent even when stopping
+                    with trio.move_on_after(self._close_timeout):
+                        await self._answer_offline(message)
+        elif kind in (CALLRESULT, CALLERROR):
+            if self.upstream is None:
+                self._meters.dropped_answers.inc()  # its CALL came over a connection that is gone
+                return
+            self._track_charger(message)
+            await self._send_upstream(encode_frame(TEXT, message.data, mask=True))
+
+    def _live(self) -> bool:
+        return self.upstream is not None and self.outbox.empty and self.outbox.in_flight is None
+
+    async def _answer_offline(self, message: Message) -> None:
+        outbox = self.outbox
+        now = time()
+        decision = outbox.offline_call(message.unique_id or "", message.action or "", payload_of(message), now)
+        if isinstance(decision, Full):
+            self._meters.full.inc()
+            log.warning("outbox full: closing the charger", extra={"identity": self.identity,
+                                                                   "reason": decision.reason})
+            raise _End(LinkEnd.OUTBOX_FULL, {"charger": (GOING_AWAY, "proxy queue full"),
+                                             "upstream": (GOING_AWAY, "going away")})
+        if decision.entry is not None:
+            await self._store.write(Write(
+                self.identity, self._epoch, append=[decision.entry],
+                transactions=[decision.transaction] if decision.transaction else [],
+                next_seq=outbox.next_seq,
+            ))  # fmt: skip
+            self._meters.queued.inc()
+            self._queued.set()
+        self._meters.offline_answer(message.action)
+        self._track_charger(message, outbox.upstream_view(message))
+        await self._send_charger(encode_frame(TEXT, decision.frame, mask=False))
+        self._track_upstream(text_message(decision.frame))
+
+    async def _relay_live_call(self, message: Message) -> None:
+        rewritten, ended = self.outbox.from_charger(message)
+        self._count_rewrites()
+        frame = message.data if rewritten is None else call_frame(message.unique_id or "", message.action or "", rewritten)
+        self._live_call = message
+        self.observer.on_call(message)
+        self._track_charger(message, rewritten)
+        await self._send_upstream(encode_frame(TEXT, frame, mask=True))
+        if ended is not None:
+            await self._store.write(Write(self.identity, self._epoch, transactions=[ended]))
+
+    # -- the upstream ------------------------------------------------------------------------
+    async def _upstream_loop(self) -> None:
+        """Dial (with back-off and jitter) and serve upstream connections until the relay ends."""
+        delay = self.settings.redial_min
+        first = self._first_upstream
+        self._first_upstream = None
+        while True:
+            if first is not None:
+                (stream, trailing), first = first, None
+            else:
+                try:
+                    stream, trailing = await self._connect()
+                except UpstreamUnavailable:
+                    await trio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, self.settings.redial_max)
+                    continue
+            delay = self.settings.redial_min
+            upstream = self._make_upstream(stream)
+            handed_back = False
+            try:
+                await self._serve_upstream(upstream, trailing)
+            finally:
+                handed_back = self._end is not None and self._end.end is LinkEnd.HANDBACK
+                if not handed_back:
+                    self._set_upstream(None)
+                    self.outbox.connection_lost()
+                    with trio.CancelScope(shield=True):
+                        await _close_quietly(upstream, self._close_timeout)
+            log.info("upstream lost: answering offline", extra={"identity": self.identity})
+            lost, self._live_call = self._live_call, None
+            if lost is not None:  # relayed but never answered: it may not have arrived
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self._close_timeout):
+                        await self._answer_offline(lost)
+
+    async def _serve_upstream(self, upstream: Side, trailing: bytes) -> None:
+        """Replay and relay over one upstream connection; returns when it is lost."""
+        self._set_upstream(upstream)
+        log.info("upstream connected", extra={"identity": self.identity, "queued": len(self.outbox.entries)})
+        with trio.CancelScope() as self._connection:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._until_lost, self._replay)
+                nursery.start_soon(self._until_lost, partial(self._read_upstream, upstream, trailing))
+
+    async def _until_lost(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except _UpstreamLost:
+            pass
+        except (_End, Fenced, StoreUnavailable) as exc:
+            self._finish(_as_end(exc))
+        self._connection.cancel()
+
+    async def _read_upstream(self, upstream: Side, data: bytes) -> None:
+        while True:
+            if data:
+                try:
+                    messages = upstream.reader.feed(data)
+                except ProtocolError as exc:
+                    upstream.broke_protocol = True
+                    upstream.meters.codec_error(exc.close_code)
+                    raise _UpstreamLost from None
+                self._upstream_busy = True
+                for message in messages:
+                    upstream.meters.count(message.opcode, message.message_type, message.action)
+                    await self._from_upstream(message)
+                self._upstream_busy = False
+            try:
+                data = await upstream.transport.receive()
+            except _STREAM_ERRORS:
+                upstream.gone = True
+                raise _UpstreamLost from None
+            if not data:
+                upstream.gone = True
+                raise _UpstreamLost
+
+    async def _from_upstream(self, message: Message) -> None:
+        if message.opcode == CLOSE:
+            code = message.close_code
+            if not is_outage(code):  # the back-office ended this charger's link
+                reason = message.close_reason or ""
+                raise _End(LinkEnd.CLOSED, {"charger": (code or 1000, reason), "upstream": (code or 1000, reason)})
+            await self._send_upstream(encode_close(code, mask=True) if code is not None else encode_close(mask=True))
+            raise _UpstreamLost
+        if message.opcode == PING:
+            await self._send_upstream(encode_frame(PONG, message.data, mask=True))
+            return
+        if message.opcode != TEXT:
+            return
+        kind = message.message_type
+        outbox = self.outbox
+        if kind in (CALLRESULT, CALLERROR):
+            if outbox.in_flight is not None and message.unique_id == outbox.in_flight_id:
+                self._replay_answer = message
+                self._replay_answered.set()
+                return
+            live = self._live_call
+            if live is not None and message.unique_id == live.unique_id:
+                self._live_call = None
+                if learned := self.observer.on_answer(message):
+                    self._store.remember(self.identity, learned)
+            self._track_upstream(message)
+            await self._send_charger(encode_frame(TEXT, message.data, mask=False))
+            return
+        # A CALL of the back-office: to the charger, with real ids mapped back to provisional ones.
+        frame = message.data
+        if (rewritten := outbox.from_upstream(message)) is not None:
+            frame = call_frame(message.unique_id or "", message.action or "", rewritten)
+            self._count_rewrites()
+        self._track_upstream(message)
+        await self._send_charger(encode_frame(TEXT, frame, mask=False))
+
+    async def _replay(self) -> None:
+        """Send the outbox upstream in order, one CALL at a time (see the module docstring)."""
+        outbox = self.outbox
+        while True:
+            step = outbox.next_replay(time())
+            if step is None:
+                if outbox.retry_at is not None and outbox.entries:
+                    await trio.sleep(max(0.0, outbox.retry_at - time()))
+                else:
+                    self._queued = trio.Event()
+                    await self._queued.wait()
+                continue
+            if isinstance(step, Completed):
+                await self._settle(step)
+                continue
+            self._count_rewrites()
+            self._replay_answered = trio.Event()
+            await self._send_upstream(encode_frame(TEXT, step.frame, mask=True))
+            with trio.move_on_after(self.settings.call_timeout):
+                await self._replay_answered.wait()
+            answer, self._replay_answer = self._replay_answer, None
+            if answer is None:
+                log.warning("replayed CALL unanswered: reconnecting",
+                            extra={"identity": self.identity, "action": step.entry.action})
+                raise _UpstreamLost
+            outcome = outbox.replay_answer(answer, time())
+            if outcome is not None:
+                await self._settle(outcome)
+
+    async def _settle(self, outcome: ReplayOutcome) -> None:
+        """Store a replay outcome before anything else is replayed."""
+        entry = outcome.entry
+        write = Write(self.identity, self._epoch)
+        if isinstance(outcome, Completed):
+            write.delete.append(entry.seq)
+            self._meters.replayed.inc()
+        elif isinstance(outcome, Retry):
+            write.attempts.append(entry)
+            self._meters.retries.inc()
+        else:
+            write.dead.append((entry, outcome.reason))
+            self._meters.dead_letters.inc()
+            log.error("outbox entry dead-lettered", extra={
+                "identity": self.identity, "seq": entry.seq, "action": entry.action, "reason": outcome.reason})
+        transaction = getattr(outcome, "transaction", None)
+        if transaction is not None:
+            write.transactions.append(transaction)
+        await self._store.write(write)
+        if transaction is not None and entry.action == "StartTransaction" and transaction.real is not None:
+            self._assigned(transaction.provisional, transaction.real)
+        if self._live():
+            log.info("outbox replayed", extra={"identity": self.identity})
+
+    def _assigned(self, provisional: int, real: int) -> None:
+        """Tell the session store the real id of a transaction it knows by its provisional one."""
+        if self._submit is not None:
+            event = TransactionIdAssigned("", self.identity, time(), str(provisional), str(real))
+            self._submit([msgspec.structs.replace(event, event_id=event_id(event))])
+
+    def _count_rewrites(self) -> None:
+        if self.outbox.rewrites != self._rewrites_seen:
+            self._meters.rewrites.inc(self.outbox.rewrites - self._rewrites_seen)
+            self._rewrites_seen = self.outbox.rewrites
+
+    # -- writing and tracking -----------------------------------------------------------------
+    async def _send_charger(self, frame: bytes) -> None:
+        async with self._charger_lock:
+            try:
+                await self.charger.transport.send(frame)
+            except _STREAM_ERRORS:
+                self.charger.gone = True
+                raise _End(LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}) from None
+
+    async def _send_upstream(self, frame: bytes) -> None:
+        """Write to the upstream; a failure ends the connection (the relay goes offline)."""
+        upstream = self.upstream
+        if upstream is None:
+            raise _UpstreamLost
+        async with self._upstream_lock:
+            try:
+                await upstream.transport.send(frame)
+            except _STREAM_ERRORS:
+                upstream.gone = True
+                self._connection.cancel()
+                raise _UpstreamLost from None
+
+    def _track_charger(self, message: Message, rewritten: bytes | None = None) -> None:
+        """Feed the tracker a charger message as the back-office sees it (ids mapped)."""
+        if self._tracker is not None and self._submit is not None:
+            view = message if rewritten is None else text_message(
+                call_frame(message.unique_id or "", message.action or "", rewritten))
+            if events := self._tracker.from_charger(view, time()):  # type: ignore[arg-type]
+                self._submit(events)
+
+    def _track_upstream(self, message: Message | ReferenceMessage) -> None:
+        if self._tracker is not None and self._submit is not None:
+            if events := self._tracker.from_upstream(message, time()):  # type: ignore[arg-type]
+                self._submit(events)
+
+    # -- closing ----------------------------------------------------------------------------
+    async def _close_sides(self) -> None:
+        assert self._end is not None
+        codes = self._end.codes
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._close_charger, codes.get("charger"))
+                upstream = self.upstream
+                if upstream is not None:
+                    self._set_upstream(None)
+                    nursery.start_soon(_close_quietly, upstream, self._close_timeout, codes.get("upstream"))
+
+    async def _close_charger(self, code: tuple[int, str] | None) -> None:
+        if code is None:
+            await trio.aclose_forcefully(self.charger.stream)
+        else:
+            await close_charger(self.charger, code[0], code[1], self._close_timeout)
+
+
+async def close_charger(charger: Side, code: int, reason: str, timeout: float) -> None:
+    """Send the charger a close frame (if it can take one), await its reply briefly, close the socket."""
+    with trio.move_on_after(timeout):
+        try:
+            if not charger.gone and not charger.dirty and not charger.reader.closed:
+                await charger.transport.send(encode_close(code, reason, mask=False))
+                while not charger.reader.closed:  # its close reply
+                    data = await charger.transport.receive()
+                    if not data:
+                        break
+                    charger.reader.feed(data)
+        except (*_STREAM_ERRORS, ProtocolError):
+            pass
+    await trio.aclose_forcefully(charger.stream)
+
+
+async def _close_quietly(side: Side, timeout: float, code: tuple[int, str] | None = (GOING_AWAY, "going away")) -> None:
+    """Close an upstream connection of ours: close frame (if it can take one), brief wait, socket close."""
+    with trio.move_on_after(timeout):
+        try:
+            if code is not None and not side.gone and not side.broke_protocol:
+                await side.transport.send(encode_close(code[0], code[1], mask=True))
+                while True:
+                    data = await side.transport.receive()
+                    if not data:
+                        break
+        except (*_STREAM_ERRORS, ProtocolError):
+            pass
+    await trio.aclose_forcefully(side.stream)
+
+
+def _both(code: int, reason: str) -> dict[str, tuple[int, str]]:
+    return {"charger": (code, reason), "upstream": (code, reason)}
+
+
+def _as_end(exc: BaseException) -> _End:
+    if isinstance(exc, _End):
+        return exc
+    if isinstance(exc, Fenced):
+        return _End(LinkEnd.REPLACED, {"charger": (GOING_AWAY, "replaced by a new connection"),
+                                       "upstream": (GOING_AWAY, "going away")})
+    log.warning("outbox store unavailable: closing the charger", extra={"error": str(exc)})
+    return _End(LinkEnd.STORE_UNAVAILABLE, {"charger": (GOING_AWAY, "proxy queue unavailable"),
+                                            "upstream": (GOING_AWAY, "going away")})
