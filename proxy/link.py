@@ -127,7 +127,7 @@ class Link:
         self._keep_charger = keep_charger
         self.carried: list[Message] = []
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
-        self._observer = observer
+        self.observer = observer
         self._learned = learned
         self.charger = charger
         self.upstream = upstream
@@ -294,15 +294,15 @@ class Link:
     # -- an upstream outage (with an outbox) ----------------------------------------------------
     def _charger_call(self, message: Message) -> None:
         self._last_call = message
-        if self._observer is not None:
-            self._observer.on_call(message)
+        if self.observer is not None:
+            self.observer.on_call(message)
 
     def _upstream_answer(self, message: Message) -> None:
         last = self._last_call
         if last is not None and last.unique_id == message.unique_id:
             self._last_call = None
-        if self._observer is not None and self._learned is not None:
-            if learned := self._observer.on_answer(message):
+        if self.observer is not None and self._learned is not None:
+            if learned := self.observer.on_answer(message):
                 self._learned(learned)
 
     def _upstream_lost(self, end: LinkEnd, upstream_code: tuple[int, str] | None) -> None:

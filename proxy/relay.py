@@ -119,6 +119,7 @@ class Relay:
         self._replay_answer: Message | None = None
         self._replay_answered = trio.Event()
         self._queued = trio.Event()  # the charger added to the outbox
+        self._progress = trio.Event()  # the replay settled an entry, or the upstream was lost
         self._rewrites_seen = outbox.rewrites
         self._scope = trio.CancelScope()
         self._end: _End | None = None
@@ -258,8 +259,13 @@ class Relay:
 
     async def _answer_offline(self, message: Message) -> None:
         outbox = self.outbox
-        now = time()
-        decision = outbox.offline_call(message.unique_id or "", message.action or "", payload_of(message), now)
+        while True:
+            decision = outbox.offline_call(message.unique_id or "", message.action or "", payload_of(message), time())
+            if not isinstance(decision, Full) or self.upstream is None:
+                break
+            # Replaying: room is being made; the charger waits for its answer meanwhile.
+            self._progress = trio.Event()
+            await self._progress.wait()
         if isinstance(decision, Full):
             self._meters.full.inc()
             log.warning("outbox full: closing the charger", extra={"identity": self.identity,
@@ -315,6 +321,7 @@ class Relay:
                 handed_back = self._end is not None and self._end.end is LinkEnd.HANDBACK
                 if not handed_back:
                     self._set_upstream(None)
+                    self._progress.set()
                     self.outbox.connection_lost()
                     with trio.CancelScope(shield=True):
                         await _close_quietly(upstream, self._close_timeout)
@@ -450,6 +457,7 @@ class Relay:
         if transaction is not None:
             write.transactions.append(transaction)
         await self._store.write(write)
+        self._progress.set()
         if transaction is not None and entry.action == "StartTransaction" and transaction.real is not None:
             self._assigned(transaction.provisional, transaction.real)
         if self._live():

@@ -418,7 +418,8 @@ class ProxyServer:
                 return LinkEnd.REPLACED
             if isinstance(leg, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
-                relay = await self._relay(identity, admitted, charger, tracker, b"", carried=leg.carried)
+                relay = await self._relay(identity, admitted, charger, tracker, b"", carried=leg.carried,
+                                          learned=leg.observer)
                 if relay is None:
                     await close_charger(charger, GOING_AWAY, "proxy queue unavailable", self.settings.close_timeout)
                     return LinkEnd.STORE_UNAVAILABLE
@@ -446,9 +447,12 @@ class ProxyServer:
 
     async def _relay(
         self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, charger_trailing: bytes,
-        carried: Sequence[Message] = (),
+        carried: Sequence[Message] = (), learned: LiveObserver | None = None,
     ) -> Relay | None:
-        """Claim the charger's outbox and build its relay (None: the store is unavailable)."""
+        """Claim the charger's outbox and build its relay (None: the store is unavailable).
+
+        `learned`: what the forwarding link saw, newer than what the store may hold yet.
+        """
         store = self.outbox
         assert store is not None
         try:
@@ -456,6 +460,9 @@ class ProxyServer:
         except StoreUnavailable as exc:
             log.warning("outbox unavailable", extra={"identity": identity, "error": str(exc)})
             return None
+        if learned is not None:
+            outbox.auth.known.update(learned.auth.known)
+            outbox.starts.update(learned.starts)
         upstream = (admitted.upstream, admitted.trailing) if admitted.upstream is not None else None
         journal = self.journal
         return Relay(

@@ -7,6 +7,7 @@ the tests start and stop; chargers are trio-websocket clients.
 from __future__ import annotations
 
 import json
+import struct
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +24,7 @@ from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, listening_port, open_listener
 from proxy.spill import SpillLog
 from proxy.store.db import Database, open_database
-from tests.integration.conftest import Upstream
+from tests.integration.conftest import RawCharger, Upstream, frame
 
 START = {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-21T10:00:00Z"}
 
@@ -161,3 +162,79 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             row = await db.fetchrow("SELECT transaction_id, energy_wh FROM sessions")
             assert (row["transaction_id"], int(row["energy_wh"])) == ("7001", 1000)
             assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 0
+
+
+async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_it(settings, tmp_path, nursery):
+    csms = Csms()
+    await csms.start(nursery)
+    async with running_proxy(settings, csms, tmp_path) as (port, server, db):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/CP-2", subprotocols=["ocpp1.6"]) as ws:
+            assert (await call(ws, "a", "Authorize", {"idTag": "BAD"}))[2] == {"idTagInfo": {"status": "Blocked"}}
+            csms.stop()  # an outage while forwarding
+            await wait_for(lambda: server.metrics.outbox.offline._value.get() == 1)
+            # Answered by the proxy now: the authorisation cache knows BAD; an unknown tag is accepted.
+            assert (await call(ws, "a2", "Authorize", {"idTag": "BAD"}))[2] == {"idTagInfo": {"status": "Blocked"}}
+            start = await call(ws, "s", "StartTransaction", START)
+            provisional = start[2]["transactionId"]
+            await csms.start(nursery)
+            await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["Authorize", "Authorize", "StartTransaction"])
+            await csms.wait_until(lambda: "CP-2" in csms.connections)
+            # The back-office stops the transaction by its real id; the charger sees its provisional one.
+            up = csms.connections["CP-2"]
+            await up.send_message(json.dumps([2, "r1", "RemoteStopTransaction", {"transactionId": 7001}]))
+            remote = json.loads(await ws.get_message())
+            assert remote[:3] == [2, "r1", "RemoteStopTransaction"] and remote[3] == {"transactionId": provisional}
+            await ws.send_message(json.dumps([3, "r1", {"status": "Accepted"}]))
+            assert server.metrics.outbox.rewrites._value.get() >= 1
+
+
+async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstream_is_back(settings, tmp_path, nursery):
+    csms = Csms()
+    await csms.start(nursery)
+    csms.stop()
+    async with running_proxy(settings, csms, tmp_path, max_entries_per_charger=2) as (port, server, db):
+        url = f"ws://127.0.0.1:{port}/ocpp/CP-3"
+        # A raw charger: trio-websocket's client leaks its socket when the server closes first.
+        charger = await RawCharger.connect(port)
+        try:
+            assert (await charger.upgrade("CP-3")).startswith(b"HTTP/1.1 101")
+            for index, status in enumerate(["Available", "Preparing", "Charging"]):
+                notification = {"connectorId": 1, "status": status, "errorCode": "NoError"}
+                await charger.send(frame(1, json.dumps([2, f"h{index}", "StatusNotification", notification]).encode()))
+            messages = await charger.messages_until_close(reply_to_close=True)
+        finally:
+            await charger.aclose()
+        assert [json.loads(m.data)[1] for m in messages[:-1]] == ["h0", "h1"]  # h2 got no answer
+        assert struct.unpack("!H", messages[-1].data[:2])[0] == 1001
+        assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 2  # nothing dropped
+        # While the upstream is down, the charger is refused: it keeps its own queue.
+        charger = await RawCharger.connect(port)
+        try:
+            assert (await charger.upgrade("CP-3")).startswith(b"HTTP/1.1 503")
+        finally:
+            await charger.aclose()
+        await csms.start(nursery)
+        async with open_websocket_url(url, subprotocols=["ocpp1.6"]) as ws:
+            # The charger's own queued message goes after the outbox's two.
+            await call(ws, "h3", "StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError"})
+            await csms.wait_until(lambda: len(csms.calls) == 3)
+        assert [c[2]["status"] for c in csms.calls] == ["Available", "Preparing", "Charging"]
+
+
+async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(settings, tmp_path, nursery):
+    csms = Csms()
+    await csms.start(nursery)
+    csms.stop()
+    csms.errors_for["StatusNotification"] = 5  # more than the retries
+    async with running_proxy(settings, csms, tmp_path, retry_attempts=2) as (port, server, db):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/CP-4", subprotocols=["ocpp1.6"]) as ws:
+            await call(ws, "s1", "StatusNotification", {"connectorId": 1, "status": "Faulted", "errorCode": "OtherError"})
+            assert (await call(ws, "d", "DataTransfer", {"vendorId": "x"}))[0] == 4  # not answerable offline
+            await call(ws, "hb", "Heartbeat", {})
+            await csms.start(nursery)
+            await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["Heartbeat"])
+            await wait_for(lambda: db.fetchval("SELECT count(*) = 1 FROM outbox_entries"))
+            row = await db.fetchrow("SELECT action, attempts, dead_reason FROM outbox_entries")
+            assert (row["action"], row["attempts"]) == ("StatusNotification", 2)
+            assert row["dead_reason"] == "CALLERROR InternalError: try later"
+            assert server.metrics.outbox.dead_letters._value.get() == 1
