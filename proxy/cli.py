@@ -3,7 +3,7 @@
 Subcommands: `proxy` runs the proxy role, `run` runs every role on this machine (for now the
 proxy role), `migrate` brings the database schema up to date, `chargers add|list|remove|
 rotate-password|reseal|generate-key` manages the charger registry in the database (see
-`registry.py`), `hash-password` prints a password hash for a `managed` route. The configuration
+`registry.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold, `hash-password` prints a password hash for a `managed` route. The configuration
 file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
 defaults apply.
 """
@@ -22,6 +22,7 @@ import trio
 from proxy.auth import hash_password
 from proxy.config import Config, ConfigError, load_config
 from proxy.logs import setup_logging
+from proxy.outbox_admin import add_outbox_parser, outbox_command
 from proxy.registry import add_chargers_parser, chargers_command
 
 
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     add_chargers_parser(sub, common)
+    add_outbox_parser(sub, common)
     hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
     hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
     return parser
@@ -65,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "chargers":
         setup_logging(config.log.level, None)
         return trio.run(chargers_command, config, args)
+    if args.command == "outbox":
+        setup_logging(config.log.level, None)
+        return trio.run(outbox_command, config, args)
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
         config = msgspec.structs.replace(config, proxy=msgspec.structs.replace(config.proxy, workers=workers))

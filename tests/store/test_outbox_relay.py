@@ -6,6 +6,8 @@ the tests start and stop; chargers are trio-websocket clients.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import struct
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 from proxy.config import Config, OutboxSettings, ProxySettings, Route
 from proxy.journal import Journal
 from proxy.metrics import ProxyMetrics
+from proxy.outbox_admin import outbox_command
 from proxy.outbox_store import OutboxStore
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, listening_port, open_listener
@@ -238,3 +241,17 @@ async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(sett
             assert (row["action"], row["attempts"]) == ("StatusNotification", 2)
             assert row["dead_reason"] == "CALLERROR InternalError: try later"
             assert server.metrics.outbox.dead_letters._value.get() == 1
+        # Operators see the dead letter and can put it back.
+        config = Config(database=settings)
+        out = io.StringIO()
+        assert await outbox_command(config, argparse.Namespace(action="dead-letters", identity=None), stdout=out) == 0
+        assert "CP-4 #1 StatusNotification after 2 attempts" in out.getvalue()
+        assert "CALLERROR InternalError: try later" in out.getvalue() and '"Faulted"' in out.getvalue()
+        requeue = argparse.Namespace(action="requeue", identity="CP-4", seq=1)
+        assert await outbox_command(config, requeue, stdout=io.StringIO()) == 0
+        err = io.StringIO()
+        assert await outbox_command(config, requeue, stdout=io.StringIO(), stderr=err) == 1
+        assert "no dead letter CP-4 #1" in err.getvalue()
+        out = io.StringIO()
+        assert await outbox_command(config, argparse.Namespace(action="status"), stdout=out) == 0
+        assert out.getvalue().splitlines()[1].split()[:3] == ["CP-4", "1", "0"]
