@@ -218,20 +218,32 @@ class OutboxStore:
             nursery.start_soon(self._refresh_budget)
             nursery.start_soon(self._store_remembered)
             task_status.started()
-            async for first in self._receive:
-                group = [first]
-                while len(group) < _GROUP:
-                    try:
-                        group.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._commit(group)
+            while True:
+                try:
+                    # A connection of its own: claims and lookups queueing for the pool must
+                    # never hold up the writes that chargers are waiting on.
+                    async with self.db.connection() as conn:
+                        await self._write_groups(conn)
+                except Exception as exc:  # connecting failed; the failed group was answered
+                    log.warning("outbox writer reconnecting", extra={"error": str(exc)})
+                    await trio.sleep(1)
 
-    async def _commit(self, group: list[_Pending]) -> None:
+    async def _write_groups(self, conn: Connection) -> None:
+        async for first in self._receive:
+            group = [first]
+            while len(group) < _GROUP:
+                try:
+                    group.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if not await self._commit(conn, group):
+                return  # the connection may be broken: take a fresh one
+
+    async def _commit(self, conn: Connection, group: list[_Pending]) -> bool:
         writes = [p.write for p in group]
         try:
             with trio.CancelScope(shield=True):
-                async with self.db.transaction() as conn:
+                async with conn.transaction():
                     owned = await self._apply(conn, writes)
             self.groups += 1
         except Exception as exc:
@@ -242,11 +254,12 @@ class OutboxStore:
             for pending in group:
                 pending.error = error
                 pending.done.set()
-            return
+            return False
         for pending in group:
             if pending.write.identity not in owned:
                 pending.error = Fenced(pending.write.identity)
             pending.done.set()
+        return True
 
     @staticmethod
     async def _apply(conn: Connection, writes: list[Write]) -> set[str]:

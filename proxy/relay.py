@@ -242,20 +242,32 @@ class Relay:
         kind = message.message_type
         if kind == CALL:
             if self._live():
-                await self._relay_live_call(message)
+                try:
+                    await self._relay_live_call(message)
+                except _UpstreamLost:
+                    pass  # the upstream loop answers it offline (it is `_live_call`)
             else:
-                with trio.CancelScope(shield=True):  # an answer we owe is sent even when stopping
-                    with trio.move_on_after(self._close_timeout):
-                        await self._answer_offline(message)
+                await self._answer_shielded(message)
         elif kind in (CALLRESULT, CALLERROR):
             if self.upstream is None:
                 self._meters.dropped_answers.inc()  # its CALL came over a connection that is gone
                 return
             self._track_charger(message)
-            await self._send_upstream(encode_frame(TEXT, message.data, mask=True))
+            try:
+                await self._send_upstream(encode_frame(TEXT, message.data, mask=True))
+            except _UpstreamLost:
+                self._meters.dropped_answers.inc()
 
     def _live(self) -> bool:
         return self.upstream is not None and self.outbox.empty and self.outbox.in_flight is None
+
+    async def _answer_shielded(self, message: Message) -> None:
+        """Answer offline even while being stopped; a store slower than `call_timeout` counts as down."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.settings.call_timeout) as waited:
+                await self._answer_offline(message)
+        if waited.cancelled_caught:
+            raise StoreUnavailable("outbox write timed out")
 
     async def _answer_offline(self, message: Message) -> None:
         outbox = self.outbox
@@ -328,9 +340,7 @@ class Relay:
             log.info("upstream lost: answering offline", extra={"identity": self.identity})
             lost, self._live_call = self._live_call, None
             if lost is not None:  # relayed but never answered: it may not have arrived
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(self._close_timeout):
-                        await self._answer_offline(lost)
+                await self._answer_shielded(lost)
 
     async def _serve_upstream(self, upstream: Side, trailing: bytes) -> None:
         """Replay and relay over one upstream connection; returns when it is lost."""

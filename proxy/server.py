@@ -301,9 +301,13 @@ class ProxyServer:
         return _Admitted(version, authorization, stream, trailing, needs_outbox=bool(needs_outbox[0]))
 
     async def _dial(
-        self, route: Route, identity: str, offer: list[str], authorization: bytes | None
+        self, route: Route, identity: str, offer: list[str], authorization: bytes | None, *, redial: bool = False
     ) -> tuple[trio.abc.Stream, UpstreamAccepted, bytes]:
-        """Connect and handshake with the upstream; any refusal or failure raises _Refusal."""
+        """Connect and handshake with the upstream; any refusal or failure raises _Refusal.
+
+        Failures are logged as warnings, except a relay's redials (debug: the outage is known).
+        """
+        log_failure = log.debug if redial else log.warning
         scheme, host, port, target = upstream_url(route, identity)
         started = perf_counter()
         stream: trio.abc.Stream | None = None
@@ -331,10 +335,10 @@ class ProxyServer:
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
                 log.error("out of file descriptors", extra={"identity": identity})
                 raise _Refusal(HandshakeRefused(503, "proxy at capacity"), "at_capacity") from None
-            log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
             raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
         except (trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
-            log.warning("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
             raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
         finally:
             if stream is not None:
@@ -359,8 +363,10 @@ class ProxyServer:
         if admitted.upstream is not None and not admitted.needs_outbox:
             leg = self._link(identity, admitted, charger, self._upstream_side(admitted.upstream), tracker,
                              handshake.trailing_data, admitted.trailing)
+            admitted.upstream = None  # the link owns it now
         else:
-            relay = await self._relay(identity, admitted, charger, tracker, handshake.trailing_data)
+            first = (admitted.upstream, admitted.trailing) if admitted.upstream is not None else None
+            relay = await self._relay(identity, admitted, charger, tracker, handshake.trailing_data, upstream=first)
             refusal = None
             if relay is None:
                 refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
@@ -385,6 +391,9 @@ class ProxyServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.metrics.handshakes.labels("charger_gone").inc()
                 leg.finished.set()
+                upstream = leg.upstream
+                if upstream is not None:
+                    await trio.aclose_forcefully(upstream.stream)
                 return
             self.metrics.handshakes.labels("accepted" if isinstance(leg, Link) else "accepted_offline").inc()
             self.metrics.connected.inc()
@@ -448,10 +457,12 @@ class ProxyServer:
     async def _relay(
         self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, charger_trailing: bytes,
         carried: Sequence[Message] = (), learned: LiveObserver | None = None,
+        upstream: tuple[trio.abc.Stream, bytes] | None = None,
     ) -> Relay | None:
         """Claim the charger's outbox and build its relay (None: the store is unavailable).
 
-        `learned`: what the forwarding link saw, newer than what the store may hold yet.
+        `learned`: what the forwarding link saw, newer than what the store may hold yet;
+        `upstream`: a connected upstream (and its trailing bytes) to start with.
         """
         store = self.outbox
         assert store is not None
@@ -463,7 +474,6 @@ class ProxyServer:
         if learned is not None:
             outbox.auth.known.update(learned.auth.known)
             outbox.starts.update(learned.starts)
-        upstream = (admitted.upstream, admitted.trailing) if admitted.upstream is not None else None
         journal = self.journal
         return Relay(
             identity, charger, outbox, epoch, store, partial(self._redial, identity, admitted),
@@ -478,7 +488,8 @@ class ProxyServer:
         if route is None or self._draining:
             raise UpstreamUnavailable("no route")
         try:
-            stream, accepted, trailing = await self._dial(route, identity, [admitted.version], admitted.authorization)
+            stream, accepted, trailing = await self._dial(
+                route, identity, [admitted.version], admitted.authorization, redial=True)
         except _Refusal as refusal:
             raise UpstreamUnavailable(refusal.outcome) from None
         if (accepted.subprotocol or self.settings.default_subprotocol) != admitted.version:

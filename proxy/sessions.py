@@ -271,8 +271,9 @@ async def _assign_transaction_id(conn: Connection, event: TransactionIdAssigned)
     args = (event.identity, event.provisional_id, event.real_id)
     status = await conn.execute(_RENAME_SESSION, *args)
     if status.endswith(" 0"):
-        for statement in (_MERGE_SESSION, _MOVE_SAMPLES, _DROP_SESSION):
-            await conn.execute(statement, *args)
+        await conn.execute(_MERGE_SESSION, *args)
+        await conn.execute(_MOVE_SAMPLES, *args)
+        await conn.execute(_DROP_SESSION, *args[:2])
 
 
 class _Plan:
