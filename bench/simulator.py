@@ -24,6 +24,13 @@ over the whole run and per second of send time; `--latency-file` also writes eve
 line `send_epoch,rtt_ms,action` for exact percentiles over any window. Progress lines (JSON) go
 to stderr.
 
+`--sent-log` writes, per charger, the transaction CALLs it sent and got a CALLRESULT for, in
+order, as JSON `{identity: [{"action": ..., "payload": ...}, ...]}`: OCPP 1.6 StartTransaction
+(with `"transaction_id"`, the id from its answer), MeterValues and StopTransaction; OCPP 2.0.1
+TransactionEvent. A CALL resent after a reconnect is one entry (it is the same CALL). Set
+against what the back-office received (`bench.ledger`), it shows every transaction message
+arrived exactly once and in order.
+
 Connection loss (a close frame, a reset, or no answer within `--call-timeout`): the charger
 reconnects with a growing back-off and sends the unanswered CALL again, byte for byte (same
 message id, same payload), as a real charger sends its queued transaction messages. Resending
@@ -36,7 +43,7 @@ real chargers too. Such resends are counted per charger (`unconfirmed_starts`), 
 knows how many extra sessions the back-office (and a capturing proxy) may have seen.
 
     python -m bench.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
-        --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv]
+        --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv] [--sent-log sent.json]
 
 Only loopback targets are accepted.
 """
@@ -60,6 +67,7 @@ from bench import wire
 from bench.loadgen import loopback_target
 
 PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
+TRANSACTION_ACTIONS = frozenset({"StartTransaction", "MeterValues", "StopTransaction", "TransactionEvent"})
 ENERGY = "Energy.Active.Import.Register"
 
 
@@ -81,6 +89,7 @@ class SimConfig:
     connect_concurrency: int = 64
     prefix: str = "SIM"
     latency_file: str | None = None
+    sent_log: str | None = None  # JSON file of each charger's answered transaction CALLs
 
 
 @dataclass
@@ -170,6 +179,7 @@ class Charger:
         self._ids = itertools.count(1)
         self._errors: Counter[str] = Counter()
         self._next_heartbeat = math.inf
+        self.sent: list[dict[str, Any]] = []  # answered transaction CALLs, for the sent log
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -253,6 +263,11 @@ class Charger:
             self.fleet.latencies.add(sent_epoch, trio.current_time() - started, action)
             if kind == wire.CALLERROR:
                 raise CallRejected(f"{action}: {body[2]}")
+            if action in TRANSACTION_ACTIONS:
+                entry = {"action": action, "payload": payload}
+                if action == "StartTransaction":
+                    entry["transaction_id"] = body[2].get("transactionId")
+                self.sent.append(entry)
             return body[2]
 
     async def _answer(self, uid: str) -> tuple[int, list[Any]]:
@@ -415,6 +430,10 @@ class Fleet:
         self.timed_out = scope.cancelled_caught
         _progress(event="finished", epoch=time.time(), timed_out=self.timed_out)
 
+    def sent_log(self) -> dict[str, list[dict[str, Any]]]:
+        """Per identity, the transaction CALLs the charger sent and got answered, in order."""
+        return {charger.report.identity: charger.sent for charger in self.chargers}
+
     def summary(self) -> dict[str, Any]:
         reports = [asdict(c.report) for c in self.chargers]
         errors: Counter[str] = Counter()
@@ -439,11 +458,14 @@ def _progress(**fields: Any) -> None:
 
 
 async def simulate(config: SimConfig) -> dict[str, Any]:
-    """Run the fleet to its end and return the summary (also writes `latency_file` if set)."""
+    """Run the fleet to its end and return the summary (also writes `latency_file` and `sent_log` if set)."""
     fleet = Fleet(config)
     await fleet.run()
     if config.latency_file:
         fleet.latencies.write_csv(config.latency_file)
+    if config.sent_log:
+        with open(config.sent_log, "wb") as out:
+            out.write(orjson.dumps(fleet.sent_log()))
     return fleet.summary()
 
 
@@ -463,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
     parser.add_argument("--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)")
     parser.add_argument("--latency-file", help="write every CALL as send_epoch,rtt_ms,action")
+    parser.add_argument("--sent-log", help="write each charger's answered transaction CALLs as JSON")
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
         parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")

@@ -127,6 +127,7 @@ class Link:
         self._keep_charger = keep_charger
         self.carried: list[Message] = []
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
+        self._sending: list[Message] = []  # the charger's messages being sent upstream now
         self.observer = observer
         self._learned = learned
         self.charger = charger
@@ -234,12 +235,13 @@ class Link:
                     await self._upstream_went_away(messages)
                     return
                 dst.dirty = True
+                if keep and not from_upstream:
+                    self._sending = messages  # if the link ends during the send, these may be lost
                 try:
                     await send(data)
                 except _STREAM_ERRORS:
                     dst.gone = True
                     if keep and dst is self.upstream:
-                        self.carried = messages
                         self._upstream_lost(self._failed(dst), None)
                     else:
                         self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
@@ -265,6 +267,8 @@ class Link:
                         dst.pending.discard(message.unique_id or "")
                         if keep and from_upstream:
                             self._upstream_answer(message)
+                if keep and not from_upstream:
+                    self._sending = []
                 if src.reader.closed:
                     # A close frame passed: the other side has close_timeout to answer it.
                     self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._close_timeout)
@@ -311,9 +315,9 @@ class Link:
         if charger.gone or charger.dirty or charger.broke_protocol or charger.reader.closed or self._draining:
             self._finish(end, {charger: (GOING_AWAY, "peer went away")})
             return
-        if self._last_call is not None:  # relayed, never answered: it may not have arrived
-            self.carried.insert(0, self._last_call)
-            self._last_call = None
+        # What may not have reached the upstream: the unanswered CALL, and what was being sent.
+        self.carried = ([self._last_call] if self._last_call is not None else []) + self._sending
+        self._last_call, self._sending = None, []
         self._finish(LinkEnd.UPSTREAM_LOST, {self.upstream: upstream_code} if upstream_code else {})
 
     async def _upstream_went_away(self, messages: list[Message]) -> None:

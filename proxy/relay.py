@@ -11,6 +11,7 @@ or offline transactions whose ids need mapping. It works message by message, not
 - replay (upstream back, outbox not empty): the entries go upstream in order, one CALL at a
   time, each deleted from the store before the next is sent; new charger CALLs keep being
   answered here and queue behind. The upstream's CALLs reach the charger (ids mapped back).
+  A charger that leaves during the replay does not stop it: the rest goes upstream first.
 - live (outbox empty): charger CALLs and upstream answers are relayed; 1.6 provisional ids are
   rewritten until their transactions end. When nothing needs rewriting any more and both readers
   are between messages, `run` returns `HANDBACK` so the caller can go back to byte forwarding.
@@ -123,6 +124,7 @@ class Relay:
         self._rewrites_seen = outbox.rewrites
         self._scope = trio.CancelScope()
         self._end: _End | None = None
+        self._charger_left: _End | None = None  # the charger went away while the replay went on
         self.last_active = perf_counter()
         self.finished = trio.Event()
 
@@ -172,7 +174,14 @@ class Relay:
         """Run a task of the relay; whatever ends it ends the relay (no exception groups escape)."""
         try:
             await task()
-        except (_End, Fenced, StoreUnavailable) as exc:
+        except _End as end:
+            if end.end in _CHARGER_LEFT and self.upstream is not None and not self._live():
+                self._charger_left = end  # finish the replay first; `_replay` ends the relay
+                self.charger.gone = True
+                await trio.aclose_forcefully(self.charger.stream)
+                return
+            self._finish(end)
+        except (Fenced, StoreUnavailable) as exc:
             self._finish(_as_end(exc))
         except Exception:
             log.exception("relay failed", extra={"identity": self.identity})
@@ -337,6 +346,9 @@ class Relay:
                     self.outbox.connection_lost()
                     with trio.CancelScope(shield=True):
                         await _close_quietly(upstream, self._close_timeout)
+            if self._charger_left is not None:
+                self._finish(self._charger_left)
+                return
             log.info("upstream lost: answering offline", extra={"identity": self.identity})
             lost, self._live_call = self._live_call, None
             if lost is not None:  # relayed but never answered: it may not have arrived
@@ -424,6 +436,10 @@ class Relay:
         outbox = self.outbox
         while True:
             step = outbox.next_replay(time())
+            if step is None and self._charger_left is not None and outbox.in_flight is None \
+                    and (outbox.empty or outbox.retry_at is not None):
+                self._finish(self._charger_left)  # replayed (or waiting for a retry): done
+                return
             if step is None:
                 if outbox.retry_at is not None and outbox.entries:
                     await trio.sleep(max(0.0, outbox.retry_at - time()))
@@ -486,6 +502,8 @@ class Relay:
 
     # -- writing and tracking -----------------------------------------------------------------
     async def _send_charger(self, frame: bytes) -> None:
+        if self._charger_left is not None:
+            return  # the charger left while the replay goes on: nobody to tell
         async with self._charger_lock:
             try:
                 await self.charger.transport.send(frame)
@@ -567,6 +585,10 @@ async def _close_quietly(side: Side, timeout: float, code: tuple[int, str] | Non
         except (*_STREAM_ERRORS, ProtocolError):
             pass
     await trio.aclose_forcefully(side.stream)
+
+
+# Ends caused by the charger leaving: a replay under way is finished before the relay ends.
+_CHARGER_LEFT = frozenset({LinkEnd.CHARGER_EOF, LinkEnd.CHARGER_ERROR, LinkEnd.CLOSED})
 
 
 def _both(code: int, reason: str) -> dict[str, tuple[int, str]]:
