@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from datetime import datetime, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -218,11 +219,25 @@ class AuthorizationCache:
         return True
 
     def info(self, id_tag: str, now: float, unknown_status: str) -> dict[str, Any]:
+        """The cached info, or `unknown_status` when unknown or expired (1.6 expiryDate, 2.x
+        cacheExpiryDateTime, compared as instants; an unreadable date counts as expired)."""
         known = self.known.get(id_tag)
-        expiry = known.get("expiryDate") if known is not None else None
-        if known is None or (isinstance(expiry, str) and expiry < _utc(now)):
+        if known is None:
+            return {"status": unknown_status}
+        expiry = known.get("expiryDate", known.get("cacheExpiryDateTime"))
+        if expiry is not None and not _later_than(expiry, now):
             return {"status": unknown_status}
         return known
+
+
+def _later_than(timestamp: Any, now: float) -> bool:
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() > now
 
 
 class LiveObserver:
