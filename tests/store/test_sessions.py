@@ -9,11 +9,14 @@ from decimal import Decimal
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import msgspec
+
 from proxy.codec import FrameReader, encode_frame
+from proxy.events import TransactionIdAssigned
 from proxy.orphans import close_orphans
 from proxy.sessions import store_events
 from proxy.store.db import open_database
-from proxy.tracker import Tracker
+from proxy.tracker import Tracker, event_id
 
 T0 = 1_790_000_000.0
 
@@ -193,3 +196,45 @@ async def test_known_measurands_use_up_no_identity_values(settings):
         used = await db.fetchval(f"SELECT last_value FROM {sequence}")
         measurands = await db.fetchval("SELECT count(*) FROM measurands")
     assert (used, measurands) == (1, 1)
+
+
+def offline_session(provisional: int, real: int) -> Feed:
+    """A 1.6 session started offline (provisional id), renamed mid-way, finished under the real id."""
+    feed = Feed("ocpp1.6", "CP-OFF")
+    feed.charger([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "TAG", "meterStart": 1000,
+                                                "timestamp": "2026-01-01T10:00:00Z"}])
+    feed.upstream([3, "s", {"transactionId": provisional, "idTagInfo": {"status": "Accepted"}}])
+    feed.charger([2, "m", "MeterValues", {"connectorId": 1, "transactionId": provisional, "meterValue": [
+        {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "2000"}]}]}])
+    feed.upstream([3, "m", {}])
+    assigned = TransactionIdAssigned("", "CP-OFF", feed.at, str(provisional), str(real))
+    feed.events.append(msgspec.structs.replace(assigned, event_id=event_id(assigned)))
+    feed.charger([2, "e", "StopTransaction", {"transactionId": real, "meterStop": 5000,
+                                               "timestamp": "2026-01-01T11:00:00Z"}])
+    return feed
+
+
+async def test_a_provisional_transaction_id_becomes_the_real_one_in_one_batch_or_many(settings):
+    events = offline_session(2_000_000_001, 77).events
+    async with open_database(settings) as db:
+        await store_events(db, events)  # one batch: the rename is a barrier inside it
+        rows = await db.fetch("SELECT transaction_id, status, energy_wh FROM sessions")
+        samples = await db.fetchval("SELECT count(*) FROM meter_samples")
+        assert [(r[0], r[1], int(r[2])) for r in rows] == [("77", "completed", 4000)]
+        assert samples == 1
+        await db.execute("TRUNCATE sessions, charger_events, meter_samples")
+        for event in events:  # one event a batch
+            await store_events(db, [event])
+        rows = await db.fetch("SELECT transaction_id, status, energy_wh FROM sessions")
+        assert [(r[0], r[1], int(r[2])) for r in rows] == [("77", "completed", 4000)]
+
+
+async def test_a_provisional_session_merges_into_one_already_known_by_the_real_id(settings):
+    events = offline_session(2_000_000_002, 78).events
+    stop = events[-1]
+    async with open_database(settings) as db:
+        await store_events(db, [stop])  # the real id's session exists first (its stop came early)
+        await store_events(db, events[:-1])
+        rows = await db.fetch("SELECT transaction_id, status, meter_start_wh, meter_stop_wh FROM sessions")
+        assert [(r[0], r[1], int(r[2]), int(r[3])) for r in rows] == [("78", "completed", 1000, 5000)]
+        assert await db.fetchval("SELECT count(*) FROM meter_samples") == 1
