@@ -154,8 +154,9 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     unknown_id_tag: Literal["Accepted", "Invalid"] = "Accepted"
     # 1.6 provisional transactionIds are this base plus the entry's sequence number.
     provisional_id_base: int = 2_000_000_000
-    # Replay: a CALLERROR is retried this many times, waiting retry_interval × attempt, before
-    # the entry is parked as a dead letter; an unanswered replayed CALL drops the connection.
+    # Replay: an entry answered with CALLERRORs is sent this many times in all, waiting
+    # retry_interval × attempt in between, then parked as a dead letter; an unanswered replayed
+    # CALL (call_timeout) drops the connection.
     retry_attempts: int = 3
     retry_interval: float = 30.0
     call_timeout: float = 30.0

@@ -466,7 +466,7 @@ class ChargerOutbox:
         """Mark the transaction of a StopTransaction (charger-side id) ended; it is returned to store."""
         request = _loads(payload)
         tid = request.get("transactionId") if isinstance(request, dict) else None
-        transaction = self.transactions.get(tid) if isinstance(tid, int) else None
+        transaction = self.transactions.get(tid) if _is_id(tid) else None
         if transaction is None or transaction.ended:
             return None
         transaction.ended = True
@@ -509,7 +509,7 @@ class ChargerOutbox:
             target = request["csChargingProfiles"]
         else:
             return None
-        transaction = self._open_real.get(target.get("transactionId"))  # type: ignore[arg-type]
+        transaction = self._open_real.get(target["transactionId"]) if _is_id(target.get("transactionId")) else None
         if transaction is None:
             return None
         target["transactionId"] = transaction.provisional
@@ -523,11 +523,17 @@ class ChargerOutbox:
         request = _loads(payload)
         if not isinstance(request, dict):
             return payload
-        transaction = self.transactions.get(request.get("transactionId"))  # type: ignore[arg-type]
+        tid = request.get("transactionId")
+        transaction = self.transactions.get(tid) if _is_id(tid) else None
         if transaction is None or transaction.real is None:
             return payload
         request["transactionId"] = transaction.real
         return orjson.dumps(request)
+
+
+def _is_id(value: Any) -> bool:
+    """A 1.6 transactionId we could have handed out: an integer (JSON true is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _last(entries: deque[Entry]) -> Iterable[Entry]:

@@ -162,10 +162,6 @@ def learn(observer: LiveObserver, action: str, request: Any, answer: Any, unique
     return observer.on_answer(result(unique_id, answer))
 
 
-def timestamp(seconds: float) -> str:
-    return f"2026-01-01T00:00:{seconds:02d}Z"
-
-
 # -- offline answers -----------------------------------------------------------------------------
 
 
@@ -208,6 +204,35 @@ def test_notifications_are_answered_with_an_empty_object_and_queued(version, act
     answer = offline(box, action, valid(version, action, request_payload))
     assert answered(answer, action=action, version=version) == {}
     assert answer.entry is not None and list(box.entries) == [answer.entry]
+
+
+CHARGER_NOTIFICATIONS = {
+    V16: ["StatusNotification", "MeterValues", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+          "SecurityEventNotification", "SignedFirmwareStatusNotification", "LogStatusNotification"],
+    V201: ["StatusNotification", "MeterValues", "FirmwareStatusNotification", "SecurityEventNotification",
+           "LogStatusNotification", "NotifyEvent", "NotifyReport", "NotifyMonitoringReport", "NotifyChargingLimit",
+           "ReportChargingProfiles", "ClearedChargingLimit", "PublishFirmwareStatusNotification",
+           "NotifyCustomerInformation", "NotifyDisplayMessages", "ReservationStatusUpdate"],
+}  # fmt: skip
+BACK_OFFICE_ONLY = {
+    V16: ["DataTransfer", "SignCertificate"],
+    V201: ["DataTransfer", "SignCertificate", "Get15118EVCertificate", "GetCertificateStatus",
+           "NotifyEVChargingNeeds", "NotifyEVChargingSchedule"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("version", "action"), [(v, a) for v, actions in CHARGER_NOTIFICATIONS.items()
+                                                 for a in actions])
+def test_every_notification_gets_an_answer_its_schema_accepts(version, action):
+    answer = offline(make_outbox(version), action, {"any": "content"})
+    assert answered(answer, action=action, version=version) == {} and answer.entry is not None
+
+
+@pytest.mark.parametrize(("version", "action"), [(v, a) for v, actions in BACK_OFFICE_ONLY.items() for a in actions])
+def test_every_call_whose_answer_needs_the_back_office_gets_a_callerror(version, action):
+    box = make_outbox(version)
+    answer = offline(box, action, {"any": "content"}, "q")
+    assert json.loads(answer.frame)[:3] == [4, "q", "InternalError"] and box.empty
 
 
 def test_offline_start_gets_a_provisional_id_from_the_base_and_its_sequence_number():
@@ -318,6 +343,18 @@ def test_expiry_dates_with_a_utc_offset_are_compared_as_instants():
     })  # fmt: skip
     assert cache_.info("PAST", T0, "Invalid") == {"status": "Invalid"}
     assert cache_.info("FUTURE", T0, "Invalid")["status"] == "Accepted"
+
+
+def test_expiry_is_compared_to_the_second_and_an_unreadable_expiry_counts_as_expired():
+    cache_ = AuthorizationCache({
+        "EDGE": {"status": "Accepted", "expiryDate": "2026-01-01T00:00:10Z"},
+        "BAD": {"status": "Accepted", "expiryDate": "next tuesday"},
+        "NONE": {"status": "Accepted"},
+    })  # fmt: skip
+    assert cache_.info("EDGE", T0 + 9.5, "Invalid")["status"] == "Accepted"
+    assert cache_.info("EDGE", T0 + 10.5, "Invalid") == {"status": "Invalid"}
+    assert cache_.info("BAD", T0, "Invalid") == {"status": "Invalid"}
+    assert cache_.info("NONE", T0 + 1e9, "Invalid")["status"] == "Accepted"
 
 
 def test_authorize_without_an_id_tag_is_invalid():
@@ -592,6 +629,27 @@ def test_an_outbox_rebuilt_from_the_store_keeps_mapping():
                       or b"null") == {"transactionId": provisional}
 
 
+def test_a_queued_frame_with_a_malformed_transaction_id_is_replayed_as_it_is():
+    box = make_outbox()
+    offline(box, "StartTransaction", start16(), "s")
+    malformed = b'{"connectorId": 1, "transactionId": [1], "meterValue": []}'
+    offline(box, "MeterValues", malformed, "m")
+    replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
+    assert payload_of(message(send(box).frame)) == malformed  # forwarded, and replay goes on
+
+
+@pytest.mark.parametrize("side", ["charger", "upstream"])
+def test_live_frames_with_a_malformed_transaction_id_pass_unchanged(side):
+    box = make_outbox()
+    offline(box, "StartTransaction", start16(), "s")
+    replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
+    if side == "charger":
+        assert box.from_charger(message([2, "m", "MeterValues", {"connectorId": 1, "transactionId": {},
+                                                                 "meterValue": []}])) == (None, None)
+    else:
+        assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": [4711]}])) is None
+
+
 def test_201_frames_are_never_rewritten():
     box = make_outbox(V201)
     payloads = [body(event201("Started", 0, id_token="TOKEN-1")), body(event201("Updated", 1)),
@@ -796,10 +854,11 @@ def test_callerrors_are_retried_with_a_growing_wait_then_dead_lettered_and_repla
 def test_a_success_after_a_retry_completes_the_entry():
     box = make_outbox(retry_attempts=3, retry_interval=5.0)
     offline(box, "Heartbeat", {})
-    retry = box.replay_answer(error(sent(send(box))[0]), T0)
-    assert isinstance(retry, Retry)
+    first_id = sent(send(box))[0]
+    retry = box.replay_answer(error(first_id), T0)
+    assert isinstance(retry, Retry) and retry.at == T0 + 5.0
     step = send(box, retry.at)
-    assert box.replay_answer(error(sent(step)[0].replace("-1", "-0")), retry.at) is None  # the old id
+    assert box.replay_answer(error(first_id), retry.at) is None  # a late answer to the failed attempt
     outcome = box.replay_answer(result(sent(step)[0], {"currentTime": "2026-01-01T00:00:00Z"}), retry.at)
     assert isinstance(outcome, Completed) and box.empty and box.retry_at is None
 
