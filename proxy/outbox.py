@@ -41,7 +41,7 @@ from collections import deque
 from datetime import datetime, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -531,7 +531,7 @@ class ChargerOutbox:
         return orjson.dumps(request)
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: Any) -> TypeGuard[int]:
     """A 1.6 transactionId we could have handed out: an integer (JSON true is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -479,7 +479,7 @@ class Relay:
             self._meters.dead_letters.inc()
             log.error("outbox entry dead-lettered", extra={
                 "identity": self.identity, "seq": entry.seq, "action": entry.action, "reason": outcome.reason})
-        transaction = getattr(outcome, "transaction", None)
+        transaction = None if isinstance(outcome, Retry) else outcome.transaction
         if transaction is not None:
             write.transactions.append(transaction)
         await self._store.write(write)

@@ -255,3 +255,23 @@ async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(sett
         out = io.StringIO()
         assert await outbox_command(config, argparse.Namespace(action="status"), stdout=out) == 0
         assert out.getvalue().splitlines()[1].split()[:3] == ["CP-4", "1", "0"]
+
+
+async def test_hostile_frames_while_offline_lose_nothing_and_break_nothing(settings, tmp_path, nursery):
+    csms = Csms()
+    await csms.start(nursery)
+    csms.stop()
+    async with running_proxy(settings, csms, tmp_path) as (port, server, db):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/CP-5", subprotocols=["ocpp1.6"]) as ws:
+            await ws.send_message("not json at all")
+            await ws.send_message(b"\x00\xffbinary")
+            await ws.send_message('[2, "x"]')  # too short to be a CALL
+            odd_start = await call(ws, "s", "StartTransaction", {"connectorId": "one"})  # no idTag, no timestamp
+            assert odd_start[0] == 3 and odd_start[2]["idTagInfo"] == {"status": "Invalid"}
+            odd_meter = {"connectorId": 1, "transactionId": [1], "meterValue": "x" * 1000}
+            assert (await call(ws, "m", "MeterValues", odd_meter))[2] == {}
+            assert (await call(ws, "h", "Heartbeat", {}))[0] == 3  # still answered
+            await csms.start(nursery)
+            await csms.wait_until(lambda: len(csms.calls) == 3)
+        assert [c[1] for c in csms.calls] == ["StartTransaction", "MeterValues", "Heartbeat"]
+        assert csms.calls[1][2] == odd_meter  # forwarded as it came
