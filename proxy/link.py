@@ -126,6 +126,8 @@ class Link:
         # `carried` holds what it sent that may not have reached the upstream.
         self._keep_charger = keep_charger
         self.carried: list[Message] = []
+        self.charger_leftover = b""  # charger bytes read after the upstream was lost, not forwarded
+        self._lost_as: LinkEnd | None = None  # how the link ends if the charger cannot be handed over
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
         self._sending: list[Message] = []  # the charger's messages being sent upstream now
         self.observer = observer
@@ -159,7 +161,9 @@ class Link:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, self.charger, self.upstream)
                     nursery.start_soon(self._pump, self.upstream, self.charger)
-            if self._end is None:  # the scope's deadline: a close handshake or drain took too long
+            if self._end is LinkEnd.UPSTREAM_LOST:
+                self._hand_over()
+            elif self._end is None:  # the scope's deadline: a close handshake or drain took too long
                 if self._draining:
                     self.stop(LinkEnd.SHUTDOWN)
                 else:
@@ -284,6 +288,10 @@ class Link:
                 self._finish(self._failed(src), {dst: (INTERNAL, "peer connection failed")})
                 return
             started = perf_counter()
+            if data and keep and not from_upstream and self._end is LinkEnd.UPSTREAM_LOST:
+                # Read before our cancellation took effect: for the relay, not for a lost upstream.
+                self.charger_leftover = data
+                return
             if not data:
                 src.gone = True
                 if keep and from_upstream and not src.reader.closed:
@@ -311,14 +319,31 @@ class Link:
 
     def _upstream_lost(self, end: LinkEnd, upstream_code: tuple[int, str] | None) -> None:
         """End for a relay to take the charger over, if the charger's side is still clean."""
-        charger = self.charger
-        if charger.gone or charger.dirty or charger.broke_protocol or charger.reader.closed or self._draining:
-            self._finish(end, {charger: (GOING_AWAY, "peer went away")})
+        if not self._charger_clean():
+            self._finish(end, {self.charger: (GOING_AWAY, "peer went away")})
             return
-        # What may not have reached the upstream: the unanswered CALL, and what was being sent.
+        self._lost_as = end
+        self._finish(LinkEnd.UPSTREAM_LOST, {self.upstream: upstream_code} if upstream_code else {})
+
+    def _charger_clean(self) -> bool:
+        charger = self.charger
+        return not (charger.gone or charger.dirty or charger.broke_protocol or charger.reader.closed or self._draining)
+
+    def _hand_over(self) -> None:
+        """Both pumps have stopped after UPSTREAM_LOST: settle what the relay takes over.
+
+        A pump may have run on briefly after the decision (a write that completes at once is no
+        checkpoint), so what may not have reached the upstream is only known now: the unanswered
+        CALL, and what was being sent. If the charger's side stopped being clean meanwhile, the
+        link ends as the outage that caused it, and the charger is closed.
+        """
+        if not self._charger_clean():
+            assert self._lost_as is not None
+            self._end = self._lost_as
+            self._codes[self.charger] = (GOING_AWAY, "peer went away")
+            return
         self.carried = ([self._last_call] if self._last_call is not None else []) + self._sending
         self._last_call, self._sending = None, []
-        self._finish(LinkEnd.UPSTREAM_LOST, {self.upstream: upstream_code} if upstream_code else {})
 
     async def _upstream_went_away(self, messages: list[Message]) -> None:
         """The upstream closed for an outage: deliver what came before its close, answer the close."""

@@ -427,7 +427,7 @@ class ProxyServer:
                 return LinkEnd.REPLACED
             if isinstance(leg, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
-                relay = await self._relay(identity, admitted, charger, tracker, b"", carried=leg.carried,
+                relay = await self._relay(identity, admitted, charger, tracker, leg.charger_leftover, carried=leg.carried,
                                           learned=leg.observer)
                 if relay is None:
                     await close_charger(charger, GOING_AWAY, "proxy queue unavailable", self.settings.close_timeout)
