@@ -17,7 +17,8 @@ seconds between the other CALLs. A charger has at most one CALL outstanding (the
 each charger is one sequential task.
 
 Bounds: each charger runs `--sessions` sessions (0: no limit) and starts none after `--duration`
-seconds (0: no limit); `--max-seconds` cancels everything that is still running. At the end a
+seconds (0: no limit) or once the process got SIGUSR1 (sessions under way end normally);
+`--max-seconds` cancels everything that is still running. At the end a
 JSON summary goes to stdout: per charger its transactions with the exact meter start, meter stop
 and number of energy samples it sent, and CALL round-trip times (send → answer) as p50/p99/max
 over the whole run and per second of send time; `--latency-file` also writes every CALL as a CSV
@@ -54,6 +55,7 @@ import argparse
 import itertools
 import json
 import math
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -343,7 +345,7 @@ class Charger:
             for number in itertools.count(1):
                 if cfg.sessions and number > cfg.sessions:
                     break
-                if cfg.duration and trio.current_time() >= t0 + cfg.duration:
+                if (cfg.duration and trio.current_time() >= t0 + cfg.duration) or self.fleet.finishing:
                     break
                 await (self._session16() if self.v16 else self._session201(number))
                 await self._wait(trio.current_time() + cfg.interval)
@@ -414,6 +416,7 @@ class Fleet:
         self.chargers = [Charger(self, i, protocols[i % len(protocols)]) for i in range(config.chargers)]
         self._booted = 0
         self.timed_out = False
+        self.finishing = False  # SIGUSR1: start no more sessions (as when --duration is reached)
 
     def booted(self) -> None:
         self._booted += 1
@@ -425,10 +428,19 @@ class Fleet:
         _progress(event="started", chargers=len(self.chargers), epoch=time.time())
         with trio.move_on_after(self.config.max_seconds) as scope:
             async with trio.open_nursery() as nursery:
-                for charger in self.chargers:
-                    nursery.start_soon(charger.run, t0)
+                nursery.start_soon(self._finish_on_signal)
+                async with trio.open_nursery() as fleet:
+                    for charger in self.chargers:
+                        fleet.start_soon(charger.run, t0)
+                nursery.cancel_scope.cancel()
         self.timed_out = scope.cancelled_caught
         _progress(event="finished", epoch=time.time(), timed_out=self.timed_out)
+
+    async def _finish_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            async for _ in signals:
+                self.finishing = True
+                _progress(event="finishing")
 
     def sent_log(self) -> dict[str, list[dict[str, Any]]]:
         """Per identity, the transaction CALLs the charger sent and got answered, in order."""

@@ -12,6 +12,9 @@ down, for 30 s (and 5 minutes in the long variant), then started again. Afterwar
 - a RemoteStopTransaction the upstream sends with its real id reaches the 1.6 ChargePoint with
   the provisional id it got offline, and its StopTransaction reaches the upstream with the real id;
 - the session store holds the real ids only.
+
+A second test SIGKILLs the proxy in the middle of an outage and restarts it: the outboxes in
+PostgreSQL replay, and nothing the chargers sent is lost or arrives twice.
 """
 
 from __future__ import annotations
@@ -146,14 +149,17 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start_proxy(directory: Path, data_dir: Path, dsn: str, upstream_port: int) -> ProxyProcess:
-    port, admin_port = free_port(), free_port()
+def start_proxy(
+    directory: Path, data_dir: Path, dsn: str, upstream_port: int, port: int = 0, admin_port: int = 0, name: str = "proxy"
+) -> ProxyProcess:
+    """Start the proxy with capture and the outbox on; `port`/`admin_port` 0: free ones."""
+    port, admin_port = port or free_port(), admin_port or free_port()
     text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
     text = text.replace("[outbox]\nenabled = false\n", "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 2.0\n")
     text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
-    config = directory / "proxy.toml"
+    config = directory / f"{name}.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
-    stderr_path = directory / "proxy.stderr"
+    stderr_path = directory / f"{name}.stderr"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -252,3 +258,62 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(ou
     assert status == 0
     problems = [line for line in log_problems(proxy.stderr()) if "outbox entry dead-lettered" not in line]
     assert problems == []
+
+
+KILLED_CHARGERS = 200
+
+
+async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_restart(tmp_path, data_dir):
+    """SIGKILL mid-outage: what the chargers were answered offline is in PostgreSQL, and goes
+    upstream exactly once after the restart (the chargers' re-sent CALLs are not doubled)."""
+    database = await trio.to_thread.run_sync(start_database, data_dir)
+    dsn = await trio.to_thread.run_sync(create_database, database)
+    csms = FakeCsms(port=free_port(), record=True, first_transaction_id=1)
+    simulator = proxy = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(csms.serve)
+            proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port, 0, 0, "killed")
+            duration = 45.0
+            with (tmp_path / "sim.json").open("wb") as out, (tmp_path / "sim.stderr").open("wb") as err:
+                simulator = subprocess.Popen([
+                    sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
+                    "--chargers", str(KILLED_CHARGERS), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
+                    "--interval", "1", "--duration", str(duration), "--max-seconds", str(duration + 120),
+                    "--call-timeout", "15", "--prefix", "KILL", "--sent-log", str(tmp_path / "sent.json"),
+                ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+            await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == KILLED_CHARGERS, "the fleet", 60)
+            await trio.sleep(3)
+            await csms.stop()
+            await until(lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS, "every link offline", 30)
+            await trio.sleep(5)  # sessions go on offline
+            assert metric(proxy, "ere_proxy_outbox_queued_total") > 0
+            proxy.process.kill()
+            await trio.to_thread.run_sync(proxy.process.wait)
+
+            proxy = await trio.to_thread.run_sync(
+                start_proxy, tmp_path, data_dir, dsn, csms.port, proxy.port, proxy.admin_port, "restarted")
+            await until(lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS, "the fleet, offline", 60)
+            await until(lambda: metric(proxy, "ere_proxy_outbox_entries") > 0, "the stored outboxes", 30)
+            await trio.sleep(3)  # and on, offline, after the restart
+            await csms.start()
+            await until(lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back", 60)
+            assert await trio.to_thread.run_sync(simulator.wait, duration + 150) == 0, (tmp_path / "sim.stderr").read_text()
+            await until(lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60)
+            nursery.cancel_scope.cancel()
+
+        summary = json.loads((tmp_path / "sim.json").read_text())
+        assert summary["timed_out"] is False
+        assert summary["reconnects"] >= KILLED_CHARGERS  # every charger lost its connection once
+        sent = json.loads((tmp_path / "sent.json").read_text())
+        assert exactly_once(sent, csms.received) == []
+        assert counts(csms.received)["chargers"] == KILLED_CHARGERS
+        assert metric(proxy, "ere_proxy_outbox_dead_letters_total") == 0
+    finally:
+        if simulator is not None and simulator.poll() is None:
+            simulator.kill()
+            simulator.wait()
+        status = proxy.terminate() if proxy is not None else 0
+        await trio.to_thread.run_sync(database.close)
+    assert status == 0
+    assert log_problems(proxy.stderr()) == []

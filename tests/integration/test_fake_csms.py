@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
 from collections import deque
@@ -387,3 +388,20 @@ async def test_a_fleet_through_a_stop_and_a_start_sends_every_transaction_messag
     assert exactly_once(sent, csms.received) == []
     expected = {"chargers": 20, "starts": 20, "meter_values": 40, "stops": 20, "transaction_events": 80}
     assert counts(sent) == expected
+
+
+async def test_sigusr1_lets_every_session_under_way_end_and_starts_no_new_one(csms, nursery, autojump_clock):
+    """A fleet without bounds finishes on SIGUSR1: each charger stops its session normally."""
+    config = SimConfig(url=f"ws://127.0.0.1:{csms.port}/ocpp", chargers=4, protocol="mixed", sessions=0, samples=2,
+                       interval=1.0, duration=0, max_seconds=3600)  # fmt: skip
+
+    async def finish_later() -> None:
+        await trio.sleep(30)  # several sessions per charger
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    nursery.start_soon(finish_later)
+    summary = await simulate(config)
+    assert summary["timed_out"] is False
+    for charger in summary["chargers"]:
+        assert len(charger["transactions"]) >= 2
+        assert all(t["meter_stop"] is not None for t in charger["transactions"])
