@@ -1,0 +1,445 @@
+"""Payout statement e-mails: one partner-branded message per customer per quarter.
+
+`render_text` and `render_html` are pure and show the same content: the customer's sessions
+(date, kWh), the totals (kWh, ERE, the price per ERE or per kWh, gross, our fee with the VAT
+inside it, net) and what was carried in from, or over to, another quarter. The figures are
+rendered as given; the statement only checks that they agree (net = gross - fee). Display
+rounding (kWh to 0.001, ERE and euros to 0.01, a unit price to at most 4 decimals) is half up
+and never feeds back into any amount.
+
+`build_statement_message` wraps both renderings in a multipart/alternative `EmailMessage`.
+`send_or_write` is the thin I/O shell: over SMTP (optionally upgraded with STARTTLS) when
+settings are given, else as `.eml` files written atomically. It blocks, so call it from a
+worker thread (`trio.to_thread.run_sync`) in async code.
+
+Hostile input: everything a customer or partner supplies is HTML-escaped in the HTML body.
+The brand colour must be `#rrggbb` and the logo URL `https://`, or the branding is refused,
+because neither can be made safe by escaping alone (CSS and URL contexts). Names, subject and
+other one-line fields never carry line breaks or other control characters, in headers or
+bodies: these become spaces, so a name cannot inject a header or fake a line of the
+statement. Only the partner's footer keeps its line breaks.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import html
+import re
+import smtplib
+import ssl
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from email import policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from proxy.ere.files import write_atomically
+
+__all__ = [
+    "Delivery",
+    "PartnerBranding",
+    "PayoutStatement",
+    "PricingBasis",
+    "SmtpSettings",
+    "StatementDeliveryError",
+    "StatementLine",
+    "build_statement_message",
+    "render_html",
+    "render_text",
+    "send_or_write",
+]
+
+_CENT = Decimal("0.01")
+_WH = Decimal("0.001")
+_PRICE_STEP = Decimal("0.0001")
+_ZERO = Decimal(0)
+_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MESSAGE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_WIRE_POLICY = policy.SMTP  # CRLF line ends, as on the wire
+
+
+class PricingBasis(enum.Enum):
+    """What the unit price is quoted per."""
+
+    PER_ERE = "ERE"
+    PER_KWH = "kWh"
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerBranding:
+    """How a partner's statements look: name, `#rrggbb` colour, optional https logo, footer.
+
+    Raises `ValueError` for a colour or logo URL that could not be used safely.
+    """
+
+    display_name: str
+    colour: str = "#1F6F5C"
+    logo_url: str | None = None
+    footer_text: str = ""
+
+    def __post_init__(self) -> None:
+        if not _COLOUR.fullmatch(self.colour):
+            raise ValueError(f"brand colour must look like #1a2b3c, got {self.colour!r}")
+        if self.logo_url is not None:
+            parts = urlsplit(self.logo_url)
+            if parts.scheme != "https" or not parts.netloc or re.search(r"[\s\x00-\x1f\x7f]", self.logo_url):
+                raise ValueError(f"logo URL must be an https:// URL without spaces, got {self.logo_url!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One charging session on a statement: the day it took place and its kWh."""
+
+    charged_on: date
+    kwh: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutStatement:
+    """A customer's payout statement for one quarter, as figures already computed and rounded.
+
+    Money is Decimal euros in whole cents: `fee` includes VAT and `fee_vat` is the VAT inside
+    it; `net` must equal `gross - fee`. `carried_in` came from earlier quarters and
+    `carried_over` moves to the next one; `paid_out` is what is left. `paid_to` says where the
+    payout goes (a masked IBAN, or the partner that receives it), `carry_over_note` why an
+    amount was carried over. Raises `TypeError` for a non-Decimal figure and `ValueError` for
+    figures that do not add up or are finer than a cent.
+    """
+
+    statement_id: str
+    customer_name: str
+    customer_email: str
+    period_label: str
+    sessions: tuple[StatementLine, ...]
+    ere: Decimal
+    unit_price: Decimal
+    pricing_basis: PricingBasis
+    gross: Decimal
+    fee: Decimal
+    fee_vat: Decimal
+    net: Decimal
+    carried_in: Decimal = _ZERO
+    carried_over: Decimal = _ZERO
+    paid_to: str | None = None
+    carry_over_note: str | None = None
+
+    def __post_init__(self) -> None:
+        for line in self.sessions:
+            _require_decimal(line.kwh, "session kWh")
+        _require_decimal(self.ere, "ERE")
+        _require_decimal(self.unit_price, "unit price")
+        for name in ("gross", "fee", "fee_vat", "net", "carried_in", "carried_over"):
+            amount = _require_decimal(getattr(self, name), name)
+            if amount != amount.quantize(_CENT):
+                raise ValueError(f"{name} must be in whole cents, got {amount}")
+        if self.net != self.gross - self.fee:
+            raise ValueError(f"net {self.net} is not gross {self.gross} minus fee {self.fee}")
+        if abs(self.fee_vat) > abs(self.fee):
+            raise ValueError(f"the VAT {self.fee_vat} inside the fee exceeds the fee {self.fee}")
+
+    @property
+    def total_kwh(self) -> Decimal:
+        return sum((line.kwh for line in self.sessions), _ZERO)
+
+    @property
+    def paid_out(self) -> Decimal:
+        return self.net + self.carried_in - self.carried_over
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Where to send statements. Credentials are only ever sent after STARTTLS.
+
+    `ssl_context` overrides the default (system CAs, hostname checked). Raises `ValueError`
+    for a username without STARTTLS.
+    """
+
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 30.0
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.username is not None and not self.starttls:
+            raise ValueError("refusing to send SMTP credentials without STARTTLS")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where one message went: sent over SMTP (`path` None) or written to `path`."""
+
+    message_id: str
+    recipients: tuple[str, ...]
+    path: Path | None
+
+
+class StatementDeliveryError(Exception):
+    """Sending or writing stopped at one message; `delivered` lists the ones that went out."""
+
+    def __init__(self, message: str, *, failed_message_id: str, delivered: Sequence[Delivery]) -> None:
+        super().__init__(message)
+        self.failed_message_id = failed_message_id
+        self.delivered = tuple(delivered)
+
+
+def render_text(statement: PayoutStatement, branding: PartnerBranding) -> str:
+    """The plain-text body of a statement."""
+    rows = _summary_rows(statement)
+    width = max(len(label) for label, _ in rows)
+    lines = [
+        _header_text(branding.display_name),
+        f"ERE payout statement, {_header_text(statement.period_label)}",
+        "",
+        f"Dear {_header_text(statement.customer_name)},",
+        "",
+        "Your charging sessions:",
+        "",
+        f"  {'Date':<12}{'kWh':>14}",
+    ]
+    lines += [f"  {line.charged_on.isoformat():<12}{_kwh(line.kwh):>14}" for line in statement.sessions]
+    if not statement.sessions:
+        lines.append("  (no sessions this quarter)")
+    lines += [f"  {'Total':<12}{_kwh(statement.total_kwh):>14}", ""]
+    lines += [f"{label + ':':<{width + 2}} {value}" for label, value in rows]
+    if statement.carry_over_note:
+        lines += ["", _header_text(statement.carry_over_note)]
+    if branding.footer_text:
+        lines += ["", "--", *(_header_text(line) for line in branding.footer_text.splitlines())]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
+    """The HTML body of a statement; every supplied text is escaped."""
+    escaped = _escaped_line
+    colour = branding.colour
+    ink = _readable_ink(colour)
+    logo = (
+        f'<img src="{escaped(branding.logo_url)}" alt="{escaped(branding.display_name)}" height="40" '
+        'style="vertical-align:middle;margin-right:12px;border:0">'
+        if branding.logo_url
+        else ""
+    )
+    cell = 'style="padding:4px 8px;border-bottom:1px solid #e5e5e5"'
+    number_cell = 'style="padding:4px 8px;border-bottom:1px solid #e5e5e5;text-align:right"'
+    session_rows = "".join(
+        f"<tr><td {cell}>{line.charged_on.isoformat()}</td><td {number_cell}>{_kwh(line.kwh)}</td></tr>"
+        for line in statement.sessions
+    ) or f'<tr><td {cell} colspan="2">(no sessions this quarter)</td></tr>'
+    summary_rows = "".join(
+        f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
+        for label, value in _summary_rows(statement)
+    )
+    note = f"<p>{escaped(statement.carry_over_note)}</p>" if statement.carry_over_note else ""
+    footer = (
+        f'<p style="color:#666;font-size:12px">{_multiline_html(branding.footer_text)}</p>'
+        if branding.footer_text
+        else ""
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f"<title>ERE payout statement {escaped(statement.period_label)}</title></head>\n"
+        '<body style="margin:0;padding:0;font-family:Arial,Helvetica,sans-serif;color:#222">\n'
+        f'<div style="background:{colour};color:{ink};padding:16px 24px;font-size:20px">'
+        f"{logo}<span>{escaped(branding.display_name)}</span></div>\n"
+        '<div style="padding:16px 24px">\n'
+        f"<h1 style=\"font-size:18px\">ERE payout statement, {escaped(statement.period_label)}</h1>\n"
+        f"<p>Dear {escaped(statement.customer_name)},</p>\n"
+        "<p>Your charging sessions:</p>\n"
+        '<table style="border-collapse:collapse">'
+        f"<tr><th {cell}>Date</th><th {number_cell}>kWh</th></tr>{session_rows}"
+        f"<tr><th {cell}>Total</th><th {number_cell}>{_kwh(statement.total_kwh)}</th></tr></table>\n"
+        f'<table style="border-collapse:collapse;margin-top:16px">{summary_rows}</table>\n'
+        f"{note}{footer}</div>\n</body></html>\n"
+    )
+
+
+def build_statement_message(
+    statement: PayoutStatement, branding: PartnerBranding, *, sender: str, dated: datetime
+) -> EmailMessage:
+    """A multipart/alternative e-mail (text, then HTML) from the partner to the customer.
+
+    `sender` is the From address and `dated` (timezone-aware) the Date header. The Message-ID
+    is derived from the statement id, so a statement built twice has the same one. Raises
+    `ValueError` for an unusable e-mail address or a naive `dated`.
+    """
+    if dated.utcoffset() is None:
+        raise ValueError("dated must be timezone-aware")
+    from_address = _address(branding.display_name, sender, "sender")
+    message = EmailMessage()
+    message["From"] = from_address
+    message["To"] = _address(statement.customer_name, statement.customer_email, "customer e-mail")
+    message["Subject"] = _header_text(f"{branding.display_name}: ERE payout statement {statement.period_label}")
+    message["Date"] = format_datetime(dated)
+    message["Message-ID"] = f"<{_message_token(statement.statement_id)}@{from_address.domain}>"
+    message.set_content(render_text(statement, branding), cte="quoted-printable")
+    message.add_alternative(render_html(statement, branding), subtype="html")
+    return message
+
+
+def send_or_write(
+    messages: Sequence[EmailMessage], smtp_settings: SmtpSettings | None, out_dir: Path
+) -> list[Delivery]:
+    """Send `messages` over one SMTP connection, or, without settings, write them to `out_dir`.
+
+    Files are named after the Message-ID (`<token>.eml`), written atomically, and replace an
+    earlier file of the same statement. Stops at the first failure and raises
+    `StatementDeliveryError` (the cause chained) listing what was delivered before it. A
+    message without a Message-ID, or two with the same one, are refused with `ValueError`
+    before anything is delivered.
+    """
+    tokens = [_token_of(message) for message in messages]
+    duplicates = sorted(token for token, count in Counter(tokens).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"several messages share the Message-ID token(s) {duplicates}")
+    if not messages:
+        return []
+    if smtp_settings is None:
+        return _write_all(messages, tokens, Path(out_dir))
+    return _send_all(messages, smtp_settings)
+
+
+def _write_all(messages: Sequence[EmailMessage], tokens: list[str], out_dir: Path) -> list[Delivery]:
+    delivered: list[Delivery] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for message, token in zip(messages, tokens, strict=True):
+        path = out_dir / f"{token}.eml"
+        try:
+            write_atomically(path, message.as_bytes(policy=_WIRE_POLICY))
+        except OSError as error:
+            raise StatementDeliveryError(
+                f"writing {path.name} failed: {error}", failed_message_id=str(message["Message-ID"]), delivered=delivered
+            ) from error
+        delivered.append(Delivery(str(message["Message-ID"]), _recipients(message), path))
+    return delivered
+
+
+def _send_all(messages: Sequence[EmailMessage], settings: SmtpSettings) -> list[Delivery]:
+    delivered: list[Delivery] = []
+    current = str(messages[0]["Message-ID"])
+    try:
+        with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as connection:
+            if settings.starttls:
+                connection.starttls(context=settings.ssl_context or ssl.create_default_context())
+            if settings.username is not None:
+                connection.login(settings.username, settings.password or "")
+            for message in messages:
+                current = str(message["Message-ID"])
+                connection.send_message(message)
+                delivered.append(Delivery(current, _recipients(message), None))
+    except (smtplib.SMTPException, OSError) as error:
+        raise StatementDeliveryError(
+            f"sending {current} over SMTP to {settings.host}:{settings.port} failed: {error}",
+            failed_message_id=current,
+            delivered=delivered,
+        ) from error
+    return delivered
+
+
+def _summary_rows(statement: PayoutStatement) -> list[tuple[str, str]]:
+    rows = [
+        ("Energy", f"{_kwh(statement.total_kwh)} kWh"),
+        ("ERE earned", f"{_fixed(statement.ere, _CENT)} ERE"),
+        ("Price", f"{_unit_price(statement.unit_price)} per {statement.pricing_basis.value}"),
+        ("Gross", _euro(statement.gross)),
+        (f"Fee (incl. {_euro(statement.fee_vat)} VAT)", _euro(-statement.fee)),
+        ("Net", _euro(statement.net)),
+    ]
+    if statement.carried_in:
+        rows.append(("Carried in from earlier quarters", _euro(statement.carried_in)))
+    if statement.carried_over:
+        rows.append(("Carried over to next quarter", _euro(-statement.carried_over)))
+    rows.append(("Paid out", _euro(statement.paid_out)))
+    if statement.paid_to:
+        rows.append(("Paid to", statement.paid_to))
+    return rows
+
+
+def _require_decimal(value: object, name: str) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
+    if not value.is_finite():
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _fixed(value: Decimal, step: Decimal) -> str:
+    rounded = value.quantize(step, rounding=ROUND_HALF_UP)
+    return f"{rounded if rounded else rounded.copy_abs():,f}"
+
+
+def _kwh(value: Decimal) -> str:
+    return _fixed(value, _WH)
+
+
+def _euro(amount: Decimal) -> str:
+    text = _fixed(abs(amount), _CENT)
+    return f"-€{text}" if amount < 0 else f"€{text}"
+
+
+def _unit_price(price: Decimal) -> str:
+    text = _fixed(abs(price), _PRICE_STEP).rstrip("0")
+    whole, _, fraction = text.partition(".")
+    text = f"{whole}.{fraction:0<2}"
+    return f"-€{text}" if price < 0 else f"€{text}"
+
+
+def _readable_ink(background: str) -> str:
+    """Black or white text, whichever contrasts more with the brand colour (WCAG luminance)."""
+    channels = [int(background[index : index + 2], 16) / 255 for index in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "#000000" if luminance > 0.179 else "#ffffff"
+
+
+def _escaped_line(text: str | None) -> str:
+    return html.escape(_header_text(text or ""), quote=True)
+
+
+def _multiline_html(text: str) -> str:
+    return "<br>".join(html.escape(_header_text(line), quote=True) for line in text.splitlines())
+
+
+def _header_text(text: str) -> str:
+    """`text` on one line: control characters and line breaks become spaces, runs collapse."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _address(display_name: str, addr_spec: str, what: str) -> Address:
+    try:
+        address = Address(display_name=_header_text(display_name), addr_spec=addr_spec)
+    except (ValueError, IndexError, HeaderParseError) as error:
+        raise ValueError(f"{what} {addr_spec!r} is not a usable e-mail address: {error}") from error
+    if not address.username or not address.domain or _CONTROL.search(addr_spec):
+        raise ValueError(f"{what} {addr_spec!r} is not a usable e-mail address")
+    return address
+
+
+def _message_token(statement_id: str) -> str:
+    if _MESSAGE_TOKEN.fullmatch(statement_id):
+        return statement_id
+    return "statement-" + hashlib.sha256(statement_id.encode("utf-8")).hexdigest()[:32]
+
+
+def _token_of(message: EmailMessage) -> str:
+    message_id = message["Message-ID"]
+    if not message_id:
+        raise ValueError(f"message to {message['To']!r} has no Message-ID")
+    local_part = str(message_id).strip().strip("<>").split("@", 1)[0]
+    return _message_token(local_part)
+
+
+def _recipients(message: EmailMessage) -> tuple[str, ...]:
+    return tuple(address.addr_spec for address in message["To"].addresses)

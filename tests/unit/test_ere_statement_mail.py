@@ -1,0 +1,351 @@
+"""Payout statement e-mails: text and HTML rendering, the message, and the file fallback."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+from dataclasses import replace
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from lxml import html as lxml_html  # type: ignore[import-untyped]
+
+from proxy.ere import files, statement_mail
+from proxy.ere.statement_mail import (
+    PartnerBranding,
+    PayoutStatement,
+    PricingBasis,
+    SmtpSettings,
+    StatementDeliveryError,
+    StatementLine,
+    build_statement_message,
+    render_html,
+    render_text,
+    send_or_write,
+)
+
+DATED = datetime(2026, 4, 2, 9, 0, tzinfo=timezone.utc)
+SENDER = "statements@acme.example"
+BRAND = PartnerBranding(
+    display_name="Acme Energie",
+    colour="#FFCC00",
+    logo_url="https://cdn.acme.example/logo.png",
+    footer_text="Acme Energie B.V.\nKvK 12345678",
+)
+STATEMENT = PayoutStatement(
+    statement_id="2026Q1-cust-42",
+    customer_name="Jan de Vries",
+    customer_email="jan@example.nl",
+    period_label="2026 Q1",
+    sessions=(
+        StatementLine(date(2026, 1, 3), Decimal("42.37")),
+        StatementLine(date(2026, 2, 14), Decimal("1000.0005")),
+    ),
+    ere=Decimal("14.10"),
+    unit_price=Decimal("0.25"),
+    pricing_basis=PricingBasis.PER_ERE,
+    gross=Decimal("3.53"),
+    fee=Decimal("0.71"),
+    fee_vat=Decimal("0.12"),
+    net=Decimal("2.82"),
+    carried_in=Decimal("1.00"),
+    paid_to="NL** **** **** **45 67",
+)
+HOSTILE_NAME = '<script>alert("x")</script> & Zoë\r\nBcc: evil@attacker.example'
+
+
+def message(statement: PayoutStatement = STATEMENT, branding: PartnerBranding = BRAND) -> EmailMessage:
+    return build_statement_message(statement, branding, sender=SENDER, dated=DATED)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def test_plain_text_statement_shows_sessions_totals_fee_vat_and_carry_in() -> None:
+    assert render_text(STATEMENT, BRAND) == (
+        "Acme Energie\n"
+        "ERE payout statement, 2026 Q1\n"
+        "\n"
+        "Dear Jan de Vries,\n"
+        "\n"
+        "Your charging sessions:\n"
+        "\n"
+        "  Date                   kWh\n"
+        "  2026-01-03          42.370\n"
+        "  2026-02-14       1,000.001\n"
+        "  Total            1,042.371\n"
+        "\n"
+        "Energy:                            1,042.371 kWh\n"
+        "ERE earned:                        14.10 ERE\n"
+        "Price:                             €0.25 per ERE\n"
+        "Gross:                             €3.53\n"
+        "Fee (incl. €0.12 VAT):             -€0.71\n"
+        "Net:                               €2.82\n"
+        "Carried in from earlier quarters:  €1.00\n"
+        "Paid out:                          €3.82\n"
+        "Paid to:                           NL** **** **** **45 67\n"
+        "\n"
+        "--\n"
+        "Acme Energie B.V.\n"
+        "KvK 12345678\n"
+    )
+
+
+def test_carry_over_per_kwh_pricing_and_large_numbers() -> None:
+    statement = replace(
+        STATEMENT,
+        sessions=(StatementLine(date(2026, 3, 1), Decimal("12345.6785")),),
+        ere=Decimal("4110.12"),
+        unit_price=Decimal("0.1"),
+        pricing_basis=PricingBasis.PER_KWH,
+        gross=Decimal("1234.57"),
+        fee=Decimal("246.91"),
+        fee_vat=Decimal("42.85"),
+        net=Decimal("987.66"),
+        carried_in=Decimal("0"),
+        carried_over=Decimal("987.66"),
+        paid_to=None,
+        carry_over_note="Amounts under €5.00 are paid out with the next quarter.",
+    )
+    text = render_text(statement, BRAND)
+
+    assert "12,345.679" in text  # display rounding half up, to the Wh
+    assert "€0.10 per kWh" in text
+    assert re.search(r"^Gross: +€1,234.57$", text, re.MULTILINE)
+    assert re.search(r"^Carried over to next quarter: +-€987.66$", text, re.MULTILINE)
+    assert re.search(r"^Paid out: +€0.00$", text, re.MULTILINE)
+    assert "Carried in" not in text and "Paid to" not in text
+    assert "Amounts under €5.00 are paid out with the next quarter." in text
+
+
+@pytest.mark.parametrize(
+    ("price", "shown"),
+    [(Decimal("0.2833"), "€0.2833"), (Decimal("0.28334"), "€0.2833"), (Decimal("1"), "€1.00"), (Decimal("0.125"), "€0.125")],
+)
+def test_unit_prices_show_two_to_four_decimals(price: Decimal, shown: str) -> None:
+    assert f"Price:                             {shown} per ERE" in render_text(replace(STATEMENT, unit_price=price), BRAND)
+
+
+def test_a_statement_without_sessions_says_so() -> None:
+    empty = replace(STATEMENT, sessions=(), ere=Decimal("0"), gross=Decimal("0"), fee=Decimal("0"),
+                    fee_vat=Decimal("0"), net=Decimal("0"))
+    assert "(no sessions this quarter)" in render_text(empty, BRAND)
+    assert "(no sessions this quarter)" in render_html(empty, BRAND)
+
+
+def test_html_shows_the_same_figures_with_the_partner_branding() -> None:
+    page = lxml_html.fromstring(render_html(STATEMENT, BRAND))
+
+    banner = page.xpath("//body/div[1]")[0]
+    assert "background:#FFCC00" in banner.get("style")
+    assert "color:#000000" in banner.get("style")  # dark text on a light brand colour
+    assert page.xpath("//img/@src") == ["https://cdn.acme.example/logo.png"]
+    assert page.xpath("//img/@alt") == ["Acme Energie"]
+    rows = [[cell.text_content() for cell in row] for row in page.xpath("//table[2]//tr")]
+    assert rows == [
+        ["Energy", "1,042.371 kWh"],
+        ["ERE earned", "14.10 ERE"],
+        ["Price", "€0.25 per ERE"],
+        ["Gross", "€3.53"],
+        ["Fee (incl. €0.12 VAT)", "-€0.71"],
+        ["Net", "€2.82"],
+        ["Carried in from earlier quarters", "€1.00"],
+        ["Paid out", "€3.82"],
+        ["Paid to", "NL** **** **** **45 67"],
+    ]
+    sessions = [[cell.text_content() for cell in row] for row in page.xpath("//table[1]//tr")]
+    assert sessions == [["Date", "kWh"], ["2026-01-03", "42.370"], ["2026-02-14", "1,000.001"], ["Total", "1,042.371"]]
+    assert "Acme Energie B.V.\nKvK 12345678" in "\n".join(page.xpath("//p[last()]/text()"))
+
+
+def test_a_dark_brand_colour_gets_white_text() -> None:
+    page = lxml_html.fromstring(render_html(STATEMENT, replace(BRAND, colour="#1f2a44")))
+    assert "color:#ffffff" in page.xpath("//body/div[1]")[0].get("style")
+
+
+def test_html_escapes_everything_supplied() -> None:
+    branding = PartnerBranding(
+        display_name='Evil "Partner" <img src=x onerror=alert(1)>',
+        colour="#123456",
+        logo_url='https://cdn.example/logo.png?a=1&b="><script>alert(2)</script>',
+        footer_text="</p><script>alert(3)</script>\nline 2",
+    )
+    statement = replace(
+        STATEMENT,
+        customer_name=HOSTILE_NAME,
+        period_label="<b>Q1</b>",
+        paid_to="<a href='javascript:x'>you</a>",
+        carry_over_note="<iframe>",
+    )
+    source = render_html(statement, branding)
+    page = lxml_html.fromstring(source)
+
+    assert page.xpath("//script | //iframe | //a | //b") == []
+    assert len(page.xpath("//img")) == 1 and page.xpath("//img/@onerror") == []
+    assert page.xpath("//img/@src") == [branding.logo_url]
+    assert "Dear <script>alert(\"x\")</script> & Zoë Bcc: evil@attacker.example," in page.text_content()
+    assert "</p><script>alert(3)</script>" in page.text_content()
+    assert "Evil \"Partner\" <img src=x onerror=alert(1)>" in page.xpath("//body/div[1]/span")[0].text
+
+
+def test_one_line_fields_cannot_fake_lines_in_the_text_body() -> None:
+    text = render_text(replace(STATEMENT, customer_name="Jan\nPaid out: €1,000,000.00"), BRAND)
+    assert "Dear Jan Paid out: €1,000,000.00," in text
+    assert [line for line in text.splitlines() if line.startswith("Paid out:")] == [
+        "Paid out:                          €3.82"
+    ]
+
+
+@pytest.mark.parametrize("colour", ["red", "#12345", "#1234567", "#12345g", "#fff;background:url(x)", ""])
+def test_brand_colours_must_be_six_digit_hex(colour: str) -> None:
+    with pytest.raises(ValueError, match="brand colour"):
+        PartnerBranding("Acme", colour=colour)
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "http://cdn.example/logo.png", "https://", "https://cdn.example/a b.png", "data:x"]
+)
+def test_logo_urls_must_be_plain_https(url: str) -> None:
+    with pytest.raises(ValueError, match="logo URL"):
+        PartnerBranding("Acme", logo_url=url)
+
+
+def test_figures_that_do_not_add_up_are_refused() -> None:
+    with pytest.raises(ValueError, match="net 2.83 is not gross 3.53 minus fee 0.71"):
+        replace(STATEMENT, net=Decimal("2.83"))
+    with pytest.raises(ValueError, match="whole cents"):
+        replace(STATEMENT, carried_in=Decimal("0.005"))
+    with pytest.raises(ValueError, match="exceeds the fee"):
+        replace(STATEMENT, fee_vat=Decimal("0.72"))
+    with pytest.raises(TypeError, match="gross must be a Decimal"):
+        replace(STATEMENT, gross=3.53)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="session kWh must be a Decimal"):
+        replace(STATEMENT, sessions=(StatementLine(date(2026, 1, 1), 1.5),))  # type: ignore[arg-type]
+
+
+# --- the message ---------------------------------------------------------------------------------
+
+
+def test_message_is_multipart_alternative_from_the_partner_to_the_customer() -> None:
+    built = message()
+    parsed = email.message_from_bytes(built.as_bytes(), policy=policy.default)
+
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert str(parsed["From"]) == "Acme Energie <statements@acme.example>"
+    assert str(parsed["To"]) == "Jan de Vries <jan@example.nl>"
+    assert str(parsed["Subject"]) == "Acme Energie: ERE payout statement 2026 Q1"
+    assert parsed["Message-ID"] == "<2026Q1-cust-42@acme.example>"
+    assert parsed["Date"].datetime == DATED
+    text_part, html_part = parsed.iter_parts()
+    assert text_part.get_content() == render_text(STATEMENT, BRAND)
+    assert html_part.get_content() == render_html(STATEMENT, BRAND)
+
+
+def test_hostile_names_cannot_inject_headers() -> None:
+    hostile = replace(STATEMENT, customer_name=HOSTILE_NAME)
+    branding = replace(BRAND, display_name="Acme\r\nBcc: evil@attacker.example")
+    parsed = email.message_from_bytes(message(hostile, branding).as_bytes(), policy=policy.default)
+
+    assert parsed["Bcc"] is None
+    assert [address.addr_spec for address in parsed["To"].addresses] == ["jan@example.nl"]
+    # the stdlib may fold a long encoded display name with an extra space; compare without spaces
+    shown = parsed["To"].addresses[0].display_name.replace(" ", "")
+    assert shown == '<script>alert("x")</script>&ZoëBcc:evil@attacker.example'
+    assert parsed["From"].addresses[0].display_name == "Acme Bcc: evil@attacker.example"
+    assert "\n" not in str(parsed["Subject"])
+
+
+@pytest.mark.parametrize("address", ["not an address", "jan@", "@example.nl", "jan@example.nl\r\nBcc: x@y.z", ""])
+def test_unusable_customer_addresses_are_refused(address: str) -> None:
+    with pytest.raises(ValueError, match="customer e-mail"):
+        message(replace(STATEMENT, customer_email=address))
+
+
+def test_message_ids_are_deterministic_and_safe() -> None:
+    assert message()["Message-ID"] == message()["Message-ID"]
+    odd = message(replace(STATEMENT, statement_id="../../etc/passwd <x>"))
+    assert odd["Message-ID"].startswith("<statement-") and "/" not in odd["Message-ID"]
+
+
+def test_a_naive_date_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build_statement_message(STATEMENT, BRAND, sender=SENDER, dated=datetime(2026, 4, 2, 9, 0))
+
+
+# --- writing files -------------------------------------------------------------------------------
+
+
+def test_without_smtp_messages_are_written_as_eml_files(tmp_path: Path) -> None:
+    second = replace(STATEMENT, statement_id="2026Q1-cust-43", customer_email="piet@example.nl")
+    messages = [message(), message(second)]
+
+    deliveries = send_or_write(messages, None, tmp_path / "out")
+
+    assert sorted(os.listdir(tmp_path / "out")) == ["2026Q1-cust-42.eml", "2026Q1-cust-43.eml"]
+    assert [(d.message_id, d.recipients, d.path) for d in deliveries] == [
+        ("<2026Q1-cust-42@acme.example>", ("jan@example.nl",), tmp_path / "out" / "2026Q1-cust-42.eml"),
+        ("<2026Q1-cust-43@acme.example>", ("piet@example.nl",), tmp_path / "out" / "2026Q1-cust-43.eml"),
+    ]
+    raw = (tmp_path / "out" / "2026Q1-cust-42.eml").read_bytes()
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    plain = body.get_content().replace("\r\n", "\n")
+    assert plain == render_text(STATEMENT, BRAND)
+
+
+def test_rewriting_replaces_the_earlier_file(tmp_path: Path) -> None:
+    send_or_write([message()], None, tmp_path)
+    corrected = replace(STATEMENT, customer_name="Jan de Vries-Jansen")
+    send_or_write([message(corrected)], None, tmp_path)
+    assert os.listdir(tmp_path) == ["2026Q1-cust-42.eml"]
+    assert b"Jan de Vries-Jansen" in (tmp_path / "2026Q1-cust-42.eml").read_bytes()
+
+
+def test_messages_without_or_with_shared_message_ids_are_refused_before_writing(tmp_path: Path) -> None:
+    anonymous = message()
+    del anonymous["Message-ID"]
+    with pytest.raises(ValueError, match="no Message-ID"):
+        send_or_write([message(), anonymous], None, tmp_path)
+    with pytest.raises(ValueError, match="share the Message-ID"):
+        send_or_write([message(), message()], None, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_nothing_to_send_does_nothing(tmp_path: Path) -> None:
+    assert send_or_write([], SmtpSettings("unreachable.invalid"), tmp_path) == []
+    assert send_or_write([], None, tmp_path / "never") == []
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_failing_write_reports_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_replace = os.replace
+    calls = []
+
+    def replace_once(source: str, destination: str) -> None:
+        calls.append(destination)
+        if len(calls) > 1:
+            raise OSError("disk full")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "replace", replace_once)
+    second = replace(STATEMENT, statement_id="2026Q1-cust-43")
+    with pytest.raises(StatementDeliveryError, match="disk full") as caught:
+        send_or_write([message(), message(second)], None, tmp_path)
+
+    assert [d.message_id for d in caught.value.delivered] == ["<2026Q1-cust-42@acme.example>"]
+    assert caught.value.failed_message_id == "<2026Q1-cust-43@acme.example>"
+    assert os.listdir(tmp_path) == ["2026Q1-cust-42.eml"]
+
+
+def test_credentials_without_starttls_are_refused() -> None:
+    with pytest.raises(ValueError, match="STARTTLS"):
+        SmtpSettings("smtp.example", username="u", password="p", starttls=False)
+    assert "secret" not in repr(SmtpSettings("smtp.example", username="u", password="secret"))
