@@ -7,7 +7,9 @@ When the database is down as well, the proxy cannot keep its promise and closes 
 (1001), whose own offline queue then takes over.
 
 Ownership: `claim` bumps the charger's epoch and loads its outbox; every `write` names the epoch
-it claimed and is refused (`Fenced`) once another link has claimed the charger since. Writes from
+it claimed and is refused (`Fenced`) once another link has claimed the charger since. Claims and
+`needs_outbox` lookups are answered in batches (one statement for up to 512 chargers): an
+outage sends every link to its relay at once, and a reconnect storm looks every charger up. Writes from
 all links are grouped into one transaction (group commit): a link awaits its write, which costs
 one commit shared with every link that wrote meanwhile. `remember` (authorisations and answered
 StartTransactions seen while forwarding) is not awaited: it is a cache, dropped when the queue is
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -81,21 +83,26 @@ def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
+# Claims and lookups come in bursts (an outage sends every link to its relay at once; a
+# reconnect storm looks up every charger): each runs for a batch of chargers in one statement.
 _CLAIM = """
-INSERT INTO outbox_chargers (identity, epoch) VALUES ($1, 1)
+INSERT INTO outbox_chargers (identity, epoch) SELECT unnest($1::text[]), 1
 ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_at = now()
-RETURNING epoch, next_seq
+RETURNING identity, epoch, next_seq
 """
 _ENTRIES = """
-SELECT seq, action, payload, extract(epoch FROM received_at), attempts FROM outbox_entries
-WHERE identity = $1 AND dead_reason IS NULL ORDER BY seq
+SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts FROM outbox_entries
+WHERE identity = ANY($1::text[]) AND dead_reason IS NULL ORDER BY identity, seq
 """
-_TRANSACTIONS = "SELECT provisional, start_key, real_id, ended FROM outbox_transactions WHERE identity = $1"
-_STARTS = "SELECT start_key, transaction_id FROM outbox_starts WHERE identity = $1"
-_AUTHORIZATIONS = "SELECT id_tag, info FROM outbox_authorizations WHERE identity = $1"
+_TRANSACTIONS = """
+SELECT identity, provisional, start_key, real_id, ended FROM outbox_transactions WHERE identity = ANY($1::text[])
+"""
+_STARTS = "SELECT identity, start_key, transaction_id FROM outbox_starts WHERE identity = ANY($1::text[])"
+_AUTHORIZATIONS = "SELECT identity, id_tag, info FROM outbox_authorizations WHERE identity = ANY($1::text[])"
 _NEEDS_OUTBOX = """
-SELECT EXISTS (SELECT 1 FROM outbox_entries WHERE identity = $1 AND dead_reason IS NULL)
-    OR EXISTS (SELECT 1 FROM outbox_transactions WHERE identity = $1 AND NOT ended)
+SELECT k.identity FROM unnest($1::text[]) AS k(identity)
+WHERE EXISTS (SELECT 1 FROM outbox_entries e WHERE e.identity = k.identity AND e.dead_reason IS NULL)
+   OR EXISTS (SELECT 1 FROM outbox_transactions t WHERE t.identity = k.identity AND NOT t.ended)
 """
 _TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox_entries WHERE dead_reason IS NULL"
 
@@ -157,6 +164,8 @@ class OutboxStore:
         self.budget = Budget(settings.max_entries_total, settings.max_bytes_total)
         self._refresh_interval = refresh_interval
         self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
+        self._claims = _Batches(self._claim_batch)
+        self._lookups = _Batches(self._lookup_batch)
         self._remembered: deque[tuple[str, str, str, Any]] = deque()
         self._wake = trio.Event()
         self.groups = 0  # transactions committed (for metrics)
@@ -165,32 +174,39 @@ class OutboxStore:
     # -- reading ---------------------------------------------------------------------------------
     async def needs_outbox(self, identity: str) -> bool:
         """True when the charger has queued entries or open offline transactions to honour."""
-        try:
-            row = await self.db.fetchrow(_NEEDS_OUTBOX, identity)
-        except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return bool(row[0])
+        return bool(await self._lookups.get(identity))
 
     async def claim(self, identity: str, version: str) -> tuple[int, ChargerOutbox]:
         """Take the charger's outbox over (fencing off earlier links); returns (epoch, outbox)."""
-        try:
-            async with self.db.transaction() as conn:
-                row = await conn.fetchrow(_CLAIM, identity)
-                entries = await conn.fetch(_ENTRIES, identity)
-                transactions = await conn.fetch(_TRANSACTIONS, identity)
-                starts = await conn.fetch(_STARTS, identity)
-                authorizations = await conn.fetch(_AUTHORIZATIONS, identity)
-        except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        claimed: _Claimed = await self._claims.get(identity)
         outbox = ChargerOutbox(
             identity, version, self.settings, self.budget,
-            entries=deque(Entry(r[0], r[1], bytes(r[2]), float(r[3]), r[4]) for r in entries),
-            transactions={r[0]: Transaction(r[0], r[1], r[2], r[3]) for r in transactions},
-            next_seq=row[1],
-            auth=AuthorizationCache({r[0]: orjson.loads(r[1]) for r in authorizations}),
-            starts={r[0]: r[1] for r in starts},
+            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5]) for r in claimed.entries),
+            transactions={r[1]: Transaction(r[1], r[2], r[3], r[4]) for r in claimed.transactions},
+            next_seq=claimed.next_seq,
+            auth=AuthorizationCache({r[1]: orjson.loads(r[2]) for r in claimed.authorizations}),
+            starts={r[1]: r[2] for r in claimed.starts},
         )  # fmt: skip
-        return row[0], outbox
+        return claimed.epoch, outbox
+
+    async def _claim_batch(self, identities: list[str]) -> dict[str, _Claimed]:
+        claimed: dict[str, _Claimed] = {}
+        async with self.db.transaction() as conn:
+            for identity, epoch, next_seq in await conn.fetch(_CLAIM, identities):
+                claimed[identity] = _Claimed(epoch, next_seq)
+            for row in await conn.fetch(_ENTRIES, identities):
+                claimed[row[0]].entries.append(row)
+            for row in await conn.fetch(_TRANSACTIONS, identities):
+                claimed[row[0]].transactions.append(row)
+            for row in await conn.fetch(_STARTS, identities):
+                claimed[row[0]].starts.append(row)
+            for row in await conn.fetch(_AUTHORIZATIONS, identities):
+                claimed[row[0]].authorizations.append(row)
+        return claimed
+
+    async def _lookup_batch(self, identities: list[str]) -> dict[str, bool]:
+        needing = {row[0] for row in await self.db.fetch(_NEEDS_OUTBOX, identities)}
+        return {identity: identity in needing for identity in identities}
 
     async def totals(self) -> tuple[int, int]:
         """Pending entries and their payload bytes over all chargers."""
@@ -218,6 +234,8 @@ class OutboxStore:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._refresh_budget)
             nursery.start_soon(self._store_remembered)
+            nursery.start_soon(self._claims.run)
+            nursery.start_soon(self._lookups.run)
             task_status.started()
             while True:
                 try:
@@ -319,6 +337,83 @@ class OutboxStore:
             except Exception as exc:
                 log.warning("could not read outbox totals", extra={"error": str(exc)})
             await trio.sleep(self._refresh_interval)
+
+
+@dataclass
+class _Claimed:
+    """What one charger's claim read: its new epoch, next sequence number and stored rows."""
+
+    epoch: int
+    next_seq: int
+    entries: list[Any] = field(default_factory=list)
+    transactions: list[Any] = field(default_factory=list)
+    starts: list[Any] = field(default_factory=list)
+    authorizations: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    identity: str
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _Batches:
+    """Per-charger requests answered in batches: `get` waits for the batch its request joined.
+
+    A batch holds each charger at most once (a second request waits for the next batch, so two
+    claims of one charger are ordered). A failed batch fails each of its requests with
+    `StoreUnavailable`. Cancelling `get` leaves the batch running (a claim may still happen).
+    """
+
+    def __init__(self, run_batch: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> None:
+        self._run_batch = run_batch
+        self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
+        self._deferred: deque[_Request] = deque()
+
+    async def get(self, identity: str) -> Any:
+        request = _Request(identity)
+        self._send.send_nowait(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            try:
+                results = await self._run_batch(sorted(batch))  # one lock order for every batch
+            except Exception as exc:
+                log.warning("outbox lookup failed", extra={"error": str(exc), "chargers": len(batch)})
+                for request in batch.values():
+                    request.error = StoreUnavailable(str(exc))
+                    request.error.__cause__ = exc
+                    request.done.set()
+                continue
+            for identity, request in batch.items():
+                request.result = results[identity]
+                request.done.set()
+
+    async def _next_batch(self) -> dict[str, _Request]:
+        first = self._deferred.popleft() if self._deferred else await self._receive.receive()
+        batch = {first.identity: first}
+        waiting, self._deferred = self._deferred, deque()
+        while len(batch) < _GROUP:
+            if waiting:
+                request = waiting.popleft()
+            else:
+                try:
+                    request = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if request.identity in batch:
+                self._deferred.append(request)
+            else:
+                batch[request.identity] = request
+        self._deferred.extend(waiting)
+        return batch
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
