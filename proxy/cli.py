@@ -1,7 +1,10 @@
 """The `ere-proxy` command (also `python -m proxy`).
 
-Subcommands: `proxy` runs the proxy role, `run` runs every role on this machine (for now the
-proxy role), `migrate` brings the database schema up to date, `chargers add|list|remove|
+Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `run` every role on this
+machine (the proxy workers and `ere.workers` job workers), `migrate` brings the database schema
+up to date, `quarter close|reopen|status`, `payout run|status`, `rev export` and `jobs
+list|requeue` drive the ERE accounting (see `ere/commands.py`), `partners`, `customers`,
+`mandates` and `links add|list|…` manage who is paid for which charger (see `ere/admin.py`), `chargers add|list|remove|
 rotate-password|reseal|generate-key` manages the charger registry in the database (see
 `registry.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold, `hash-password` prints a password hash for a `managed` route. The configuration
 file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
@@ -21,6 +24,8 @@ import trio
 
 from proxy.auth import hash_password
 from proxy.config import Config, ConfigError, load_config
+from proxy.ere.admin import ERE_ADMIN_COMMANDS, add_ere_admin_parsers, ere_admin_command
+from proxy.ere.commands import accounting_command, add_accounting_parsers
 from proxy.logs import setup_logging
 from proxy.outbox_admin import add_outbox_parser, outbox_command
 from proxy.registry import add_chargers_parser, chargers_command
@@ -37,12 +42,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
         cmd.add_argument("--workers", type=int, help="proxy processes sharing the port (default: from config)")
         cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    worker = sub.add_parser("worker", help="run one ERE job worker")
+    worker.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
+    worker.add_argument("--worker-index", type=int, default=0, help="which metrics port (ere.admin_port + index)")
     migrate = sub.add_parser("migrate", help="apply pending database migrations and list them")
     migrate.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     add_chargers_parser(sub, common)
     add_outbox_parser(sub, common)
+    add_accounting_parsers(sub, common)
+    add_ere_admin_parsers(sub, common)
     hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
     hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
     return parser
@@ -70,14 +80,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "outbox":
         setup_logging(config.log.level, None)
         return trio.run(outbox_command, config, args)
+    if args.command in ERE_ADMIN_COMMANDS:
+        setup_logging(config.log.level, None)
+        return trio.run(ere_admin_command, config, args)
+    if args.command in ("quarter", "payout", "rev", "jobs"):
+        setup_logging(config.log.level, None)
+        return trio.run(accounting_command, config, args)
+    if args.command == "worker":
+        setup_logging(config.log.level, args.worker_index)
+        from proxy.ere.worker import run_worker_role
+
+        trio.run(run_worker_role, config, args.worker_index)
+        return 0
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
         config = msgspec.structs.replace(config, proxy=msgspec.structs.replace(config.proxy, workers=workers))
     setup_logging(config.log.level, args.worker_index)
-    if workers > 1 and args.worker_index is None:
+    ere_workers = config.ere.workers if args.command == "run" else 0
+    if (workers > 1 or ere_workers) and args.worker_index is None:
         from proxy.supervisor import supervise
 
-        return trio.run(supervise, args.config, workers)
+        return trio.run(supervise, args.config, workers, ere_workers)
     from proxy.role import run_proxy_role
 
     trio.run(run_proxy_role, args.config, config, args.worker_index or 0)

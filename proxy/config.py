@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -178,6 +179,53 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
             raise ValueError("outbox.provisional_id_base must fit a 32-bit transactionId")
 
 
+class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """ERE accounting: the worker processes, quarterly closes, payouts and statements."""
+
+    # Worker processes `run` starts (each `ere-proxy worker` is one); 0: none on this machine.
+    workers: int = 1
+    # Worker i serves /metrics on admin_port + i (0: no endpoint).
+    admin_port: int = 0
+    admin_host: str = "127.0.0.1"
+    # How often an idle worker looks for due jobs (seconds); a failed job is retried after
+    # retry_base × 2^(attempt-1) seconds, up to max_attempts attempts in all.
+    poll_interval: float = 1.0
+    retry_base: float = 30.0
+    max_attempts: int = 5
+    # A quarter's close is split into this many jobs (customers by hash), for parallel workers.
+    close_shards: int = 8
+    # The factor table (ERE factors per year, prices per quarter); empty: the one shipped.
+    factors_file: str = ""
+    # Payouts: amounts below the minimum carry over to the next quarter.
+    payout_minimum: str = "10.00"
+    payout_dir: str = "payouts"
+    debtor_name: str = ""
+    debtor_iban: str = ""
+    debtor_bic: str = ""
+    remittance: str = "ERE payout {quarter}"
+    # Statements: sent over SMTP when smtp_host is set, written as .eml files to statement_dir otherwise.
+    statement_dir: str = "statements"
+    sender: str = "statements@localhost"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password_env: str = "ERE_PROXY_SMTP_PASSWORD"
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.close_shards < 1 or self.max_attempts < 1:
+            raise ValueError("ere.workers must be >= 0, ere.close_shards and ere.max_attempts >= 1")
+        for name in ("poll_interval", "retry_base"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ere.{name} must be a positive number of seconds")
+        try:
+            minimum = Decimal(self.payout_minimum)
+        except ArithmeticError:
+            raise ValueError(f"ere.payout_minimum must be an amount like '10.00', got {self.payout_minimum!r}") from None
+        if not minimum.is_finite() or minimum < 0 or minimum != minimum.quantize(Decimal("0.01")):
+            raise ValueError(f"ere.payout_minimum must be a non-negative amount in cents, got {self.payout_minimum!r}")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -210,6 +258,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     capture: CaptureSettings = CaptureSettings()
     registry: RegistrySettings = RegistrySettings()
     outbox: OutboxSettings = OutboxSettings()
+    ere: EreSettings = EreSettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

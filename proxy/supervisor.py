@@ -1,8 +1,10 @@
-"""Running several proxy worker processes on one port (SO_REUSEPORT).
+"""Running the roles of one machine as child processes: proxy workers and ERE workers.
 
-The supervisor starts `workers` children (`ere-proxy proxy --worker-index i`), passes SIGHUP and
-SIGTERM/SIGINT on to them, and restarts a child that dies on its own (after a second). It returns
-once every child has exited after a shutdown, or with status 1 when a child keeps failing to start.
+The supervisor starts `proxy_workers` proxy children on one port (`ere-proxy proxy
+--worker-index i`, SO_REUSEPORT) and `ere_workers` ERE job workers (`ere-proxy worker
+--worker-index i`), passes SIGHUP and SIGTERM/SIGINT on to them, and restarts a child that dies
+on its own (after a second). It returns once every child has exited after a shutdown, or with
+status 1 when a child keeps failing to start.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _QUICK_EXIT = 5.0  # a worker that exits sooner than this after starting failed 
 _MAX_QUICK_FAILURES = 5
 
 
-async def supervise(config_path: Path | None, workers: int) -> int:
+async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: int = 0) -> int:
     """Run the workers until a shutdown signal; returns the exit status for the supervisor.
 
     A worker that keeps dying right after it starts (say, its port is taken) makes the
@@ -30,10 +32,12 @@ async def supervise(config_path: Path | None, workers: int) -> int:
     """
     stopping = False
     failed = False
-    processes: dict[int, trio.Process] = {}
+    processes: dict[tuple[str, int], trio.Process] = {}
 
-    def command(index: int) -> list[str]:
-        argv = [sys.executable, "-m", "proxy", "proxy", "--worker-index", str(index), "--workers", str(workers)]
+    def command(role: str, index: int) -> list[str]:
+        argv = [sys.executable, "-m", "proxy", role, "--worker-index", str(index)]
+        if role == "proxy":
+            argv += ["--workers", str(proxy_workers)]
         if config_path is not None:
             argv += ["--config", str(config_path)]
         return argv
@@ -43,22 +47,22 @@ async def supervise(config_path: Path | None, workers: int) -> int:
             if process.returncode is None:
                 process.send_signal(signum)
 
-    async def keep_running(index: int, cancel_scope: trio.CancelScope) -> None:
+    async def keep_running(role: str, index: int, cancel_scope: trio.CancelScope) -> None:
         nonlocal stopping, failed
         quick_failures = 0
         while not stopping:
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(command(index), stdin=subprocess.DEVNULL)
-            processes[index] = process
+            process = await trio.lowlevel.open_process(command(role, index), stdin=subprocess.DEVNULL)
+            processes[role, index] = process
             if stopping:  # the shutdown signal came while this worker was being started
                 process.send_signal(signal.SIGTERM)
             status = await process.wait()
             if stopping:
                 return
             quick_failures = quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0
-            log.error("worker exited; restarting", extra={"worker": index, "status": status})
+            log.error("worker exited; restarting", extra={"role": role, "worker": index, "status": status})
             if quick_failures >= _MAX_QUICK_FAILURES:
-                log.error("worker keeps failing at start; stopping", extra={"worker": index})
+                log.error("worker keeps failing at start; stopping", extra={"role": role, "worker": index})
                 stopping = failed = True
                 signal_all(signal.SIGTERM)
                 cancel_scope.cancel()
@@ -68,8 +72,9 @@ async def supervise(config_path: Path | None, workers: int) -> int:
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as listening:
-                for index in range(workers):
-                    nursery.start_soon(keep_running, index, listening)
+                for role, count in (("proxy", proxy_workers), ("worker", ere_workers)):
+                    for index in range(count):
+                        nursery.start_soon(keep_running, role, index, listening)
                 async for signum in signals:
                     signal_all(signum)
                     if signum != signal.SIGHUP:

@@ -7,7 +7,7 @@ digit. The check digit makes the sum of all 18 digits, weighted 3, 1, 3, 1, … 
 `Ean(code)` accepts only the exact 18 digits and raises `EanError` naming what is wrong: the
 length, the first character that is not a digit, or the check digit expected.
 `Ean.parse(text)` is the same for human input: it ignores spaces (codes are often written in
-groups, "871 687 120 000 000 003").
+groups, "871 687 120 000 000 004").
 """
 
 from __future__ import annotations

@@ -463,13 +463,13 @@ def write_sepa(path: Path, document: SepaDocument) -> None:
 def sepa_text(text: str, max_chars: int, what: str = "text") -> str:
     """`text` reduced to the EPC basic Latin character set and cut to `max_chars` characters.
 
-    Raises `SepaError` naming `what` if nothing is left (empty, or only characters with no
-    Latin spelling).
+    Raises `SepaError` naming `what` if no letter or digit is left (empty, or only characters
+    with no Latin spelling, which the transliteration turns into "?").
     """
     latin = unidecode(text).replace("&", "+")
     cleaned = " ".join(_OUTSIDE_SEPA_CHARSET.sub(" ", latin).split())
     cleaned = cleaned[:max_chars].rstrip()
-    if not cleaned:
+    if not any(character.isalnum() for character in cleaned):
         raise SepaError(f"{what} {text!r} has no characters SEPA can carry")
     return cleaned
 

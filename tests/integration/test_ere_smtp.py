@@ -11,6 +11,7 @@ import base64
 import email
 import socket
 import socketserver
+import sys
 import ssl
 import threading
 from collections.abc import Iterator
@@ -161,7 +162,11 @@ class _SmtpServer(socketserver.ThreadingTCPServer):
     def __init__(self, receiver: SmtpReceiver) -> None:
         super().__init__(("127.0.0.1", 0), _SmtpConversation)
         self.receiver = receiver
+        self.errors: list[BaseException] = []  # e.g. a TLS handshake the client refused
         receiver.port = self.server_address[1]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        self.errors.append(sys.exc_info()[1])  # type: ignore[arg-type]
 
 
 @pytest.fixture

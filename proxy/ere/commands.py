@@ -1,0 +1,275 @@
+"""The accounting commands: `quarter close|reopen|status`, `payout run|status`, `rev export`, `jobs`.
+
+Closes and payout runs are jobs (`closing.py`, `payouts.py`) that the worker processes run;
+these commands check what they can at once (a quarter string like `2026Q5`, a quarter that may
+not close yet, a payout without a debtor account), queue the job, and with `--wait` wait until
+the workers are done. `rev export` runs here: it reads what closed quarters stated.
+
+Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from proxy.config import Config
+from proxy.ere.closing import CloseRefused, reopen, request_close
+from proxy.ere.payouts import PayoutRefused, request_payout
+from proxy.ere.quarters import Quarter, QuarterFormatError, local_date
+from proxy.ere.rev import AuditSession, RevBookingRow, RevExportError, RevProvider, to_csv, to_xml, write_audit_pack
+from proxy.ere.files import write_atomically
+from proxy.store import open_database
+from proxy.store.db import DATABASE_ERRORS
+
+
+def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The `quarter`, `payout`, `rev` and `jobs` groups; `common` carries `--config`."""
+    quarter = sub.add_parser("quarter", help="close and inspect quarters").add_subparsers(dest="action", required=True)
+    close = quarter.add_parser("close", parents=[common], help="queue the close of a quarter, e.g. 2026Q3")
+    close.add_argument("quarter")
+    close.add_argument("--wait", action="store_true", help="wait until the workers have closed it")
+    again = quarter.add_parser("reopen", parents=[common], help="reopen a closed quarter (audited) and close it again")
+    again.add_argument("quarter")
+    again.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    again.add_argument("--wait", action="store_true")
+    status = quarter.add_parser("status", parents=[common], help="closes and their totals")
+    status.add_argument("--json", action="store_true")
+    payout = sub.add_parser("payout", help="pay closed quarters out").add_subparsers(dest="action", required=True)
+    run = payout.add_parser("run", parents=[common], help="queue the payout run of a closed quarter")
+    run.add_argument("quarter")
+    run.add_argument("--wait", action="store_true")
+    shown = payout.add_parser("status", parents=[common], help="payout runs, transfers and carry-overs")
+    shown.add_argument("--json", action="store_true")
+    rev = sub.add_parser("rev", help="the annual REV booking export").add_subparsers(dest="action", required=True)
+    export = rev.add_parser("export", parents=[common], help="CSV, XML and audit packs for a delivery year")
+    export.add_argument("year", type=int)
+    export.add_argument("--out", type=Path, default=Path("rev"), help="directory to write into")
+    jobs = sub.add_parser("jobs", help="the ERE job queue").add_subparsers(dest="action", required=True)
+    listing = jobs.add_parser("list", parents=[common], help="jobs not done (with --all: every job)")
+    listing.add_argument("--all", action="store_true")
+    listing.add_argument("--json", action="store_true")
+    requeue = jobs.add_parser("requeue", parents=[common], help="run a failed job again")
+    requeue.add_argument("job_id", type=int)
+
+
+async def accounting_command(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout,
+                             err: TextIO = sys.stderr) -> int:  # fmt: skip
+    """Run one accounting command; see the module docstring for the exit status."""
+    try:
+        async with open_database(config.database) as db:
+            return await _COMMANDS[args.command, args.action](db, config, args, out)
+    except (QuarterFormatError, CloseRefused, PayoutRefused, RevExportError, ValueError) as exc:
+        print(f"ere-proxy: {exc}", file=err)
+        return 2
+    except DATABASE_ERRORS as exc:
+        print(f"ere-proxy: database: {exc}", file=err)
+        return 1
+
+
+async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    quarter = Quarter.parse(args.quarter)
+    async with db.transaction() as conn:
+        await conn.execute("LOCK TABLE quarter_closes IN SHARE ROW EXCLUSIVE MODE")
+        queued = await request_close(conn, quarter, config.ere.close_shards)
+    print(f"close of {quarter} queued" if queued else f"close of {quarter} was already queued", file=out)
+    return await _wait_closed(db, quarter, out) if args.wait else 0
+
+
+async def _reopen(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    quarter = Quarter.parse(args.quarter)
+    async with db.transaction() as conn:
+        revision = await reopen(conn, quarter, _actor(), args.reason, config.ere.close_shards)
+    print(f"{quarter} reopened; revision {revision} is queued to close", file=out)
+    return await _wait_closed(db, quarter, out) if args.wait else 0
+
+
+async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:
+    while True:
+        state = await db.fetchval(
+            "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'", str(quarter))
+        failed = await db.fetchval(
+            "SELECT count(*) FROM ere_jobs WHERE kind IN ('close', 'close-shard') AND job_key LIKE $1"
+            " AND state = 'failed'", f"{quarter}/%")
+        if state == "closed":
+            print(f"{quarter} closed", file=out)
+            return 0
+        if failed:
+            print(f"{quarter}: {failed} close job(s) failed; see `ere-proxy jobs list`", file=out)
+            return 1
+        await trio.sleep(0.5)
+
+
+async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    rows = await db.fetch("""
+        SELECT c.quarter, c.revision, c.state, c.shards, c.closed_at, count(l.*), coalesce(sum(l.kwh), 0),
+               coalesce(sum(l.ere), 0), coalesce(sum(l.gross), 0), coalesce(sum(l.fee), 0), coalesce(sum(l.net), 0)
+        FROM quarter_closes c LEFT JOIN statement_lines l ON (l.quarter, l.revision) = (c.quarter, c.revision)
+        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""")
+    keys = ("quarter", "revision", "state", "shards", "closed_at", "lines", "kwh", "ere", "gross", "fee", "net")
+    records = [dict(zip(keys, row, strict=True)) for row in rows]
+    _print(records, args.json, out)
+    return 0
+
+
+async def _payout(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    quarter = Quarter.parse(args.quarter)
+    async with db.transaction() as conn:
+        queued = await request_payout(conn, quarter, config.ere, datetime.now(timezone.utc))
+    print(f"payout run of {quarter} queued" if queued else f"payout run of {quarter} was already queued", file=out)
+    if not args.wait:
+        return 0
+    while True:
+        states = dict(await db.fetch(
+            "SELECT kind, state FROM ere_jobs WHERE kind IN ('payout', 'statements') AND job_key = $1", str(quarter)))
+        if "failed" in states.values():
+            print(f"payout run of {quarter} failed; see `ere-proxy jobs list`", file=out)
+            return 1
+        if states.get("statements") == "done":
+            row = await db.fetchrow(
+                "SELECT file_name, control_sum, (SELECT count(*) FROM payout_transfers WHERE run_id = $1)"
+                " FROM payout_runs WHERE run_id = $1", str(quarter))
+            print(f"paid out: {row[2]} transfers, {row[1] or 0} EUR, file {row[0] or '(none)'}", file=out)
+            return 0
+        await trio.sleep(0.5)
+
+
+async def _payout_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    rows = await db.fetch("""
+        SELECT r.run_id, r.file_name, r.control_sum, count(t.*),
+               (SELECT coalesce(sum(amount), 0) FROM payout_carry_overs k WHERE k.run_id = r.run_id)
+        FROM payout_runs r LEFT JOIN payout_transfers t USING (run_id) GROUP BY 1, 2, 3 ORDER BY 1""")
+    keys = ("run", "file", "transferred", "transfers", "carried_over")
+    _print([dict(zip(keys, row, strict=True)) for row in rows], args.json, out)
+    return 0
+
+
+_REV_ROWS = """
+SELECT l.ean, sum(l.kwh), c.name, c.address, c.postcode, c.city, c.grid_operator,
+       m.issued_on, m.valid_from, m.valid_until
+FROM statement_lines l
+JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
+JOIN customers c USING (customer_id)
+JOIN mandates m ON m.ean = l.ean AND m.year = $1
+WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1::text
+GROUP BY 1, 3, 4, 5, 6, 7, 8, 9, 10 HAVING sum(l.kwh) > 0 ORDER BY 1
+"""
+_REV_SESSIONS = """
+SELECT l.ean, x.session_id, x.identity, x.transaction_id, x.started_at, coalesce(x.stopped_at, x.last_reading_at),
+       s.kwh, x.meter_start_wh, x.meter_stop_wh, b.meter_type, b.meter_serial,
+       coalesce((SELECT array_agg(m.signed_data ORDER BY m.sampled_at) FROM meter_samples m
+                 WHERE m.session_id = x.session_id AND m.signed_data IS NOT NULL), '{}')
+FROM statement_sessions s
+JOIN statement_lines l USING (quarter, revision, customer_id, ean, delivery_quarter, kind)
+JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
+JOIN sessions x ON x.session_id = s.session_id
+LEFT JOIN charger_boots b ON b.identity = x.identity
+WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1::text AND s.kwh <> 0
+ORDER BY 1, 5
+"""
+_RAW_FRAMES = """
+SELECT body::text FROM charger_events WHERE identity = $1 AND received_at BETWEEN $2 AND $3 ORDER BY received_at
+"""
+
+
+async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    year = args.year
+    if not 2000 <= year <= 2100:
+        raise ValueError(f"year {year} is out of range")
+    sessions: dict[str, list[AuditSession]] = defaultdict(list)
+    period: dict[str, list[Any]] = {}
+    for (ean, session_id, identity, transaction_id, started, ended, kwh, meter_start, meter_stop, meter_type,
+         meter_serial, signed) in await db.fetch(_REV_SESSIONS, year):  # fmt: skip
+        frames = tuple(row[0] for row in await db.fetch(_RAW_FRAMES, identity, started, ended))
+        sessions[ean].append(AuditSession(str(session_id), identity, transaction_id, started, ended, kwh, meter_start,
+                                          meter_stop, meter_type, meter_serial, tuple(signed), frames))  # fmt: skip
+        days = period.setdefault(ean, [local_date(ended), local_date(ended)])
+        days[0], days[1] = min(days[0], local_date(started)), max(days[1], local_date(ended))
+    rows = [
+        RevBookingRow(ean, kwh, period[ean][0], period[ean][1], name, address, postcode, city, grid, issued,
+                      valid_from, valid_until)
+        for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until
+        in await db.fetch(_REV_ROWS, year)
+    ]  # fmt: skip
+    provider = RevProvider(config.ere.debtor_name or "ERE provider")
+    xml, csv = to_xml(rows, year, provider), to_csv(rows)  # both validate before anything is written
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomically(args.out / f"rev-{year}.xml", xml)
+    write_atomically(args.out / f"rev-{year}.csv", csv.encode())
+    packs = args.out / f"audit-{year}"
+    packs.mkdir(exist_ok=True)
+    for row in rows:
+        write_audit_pack(packs, row.ean, sessions[row.ean])
+    total = sum((row.kwh for row in rows), Decimal(0))
+    print(f"REV {year}: {len(rows)} EANs, {total} kWh -> {args.out}", file=out)
+    return 0
+
+
+async def _jobs_list(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    rows = await db.fetch(
+        "SELECT job_id, kind, job_key, state, attempts, run_after, last_error FROM ere_jobs"
+        + ("" if args.all else " WHERE state <> 'done'") + " ORDER BY job_id")
+    keys = ("job", "kind", "key", "state", "attempts", "due", "last_error")
+    _print([dict(zip(keys, row, strict=True)) for row in rows], args.json, out)
+    return 0
+
+
+async def _jobs_requeue(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    status = await db.execute(
+        "UPDATE ere_jobs SET state = 'queued', attempts = 0, run_after = now() WHERE job_id = $1 AND state = 'failed'",
+        args.job_id)
+    if status.endswith(" 0"):
+        raise ValueError(f"job {args.job_id} is not a failed job")
+    print(f"job {args.job_id} queued again", file=out)
+    return 0
+
+
+_COMMANDS = {
+    ("quarter", "close"): _close,
+    ("quarter", "reopen"): _reopen,
+    ("quarter", "status"): _quarter_status,
+    ("payout", "run"): _payout,
+    ("payout", "status"): _payout_status,
+    ("rev", "export"): _rev_export,
+    ("jobs", "list"): _jobs_list,
+    ("jobs", "requeue"): _jobs_requeue,
+}
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _print(records: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(records, default=str), file=out)
+        return
+    if not records:
+        print("(none)", file=out)
+        return
+    keys = list(records[0])
+    cells = [[_cell(r[k]) for k in keys] for r in records]
+    widths = [max(len(k), *(len(row[i]) for row in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)), file=out)
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return str(value)

@@ -1,0 +1,167 @@
+"""The worker role: `ere-proxy worker` runs ERE jobs from the queue until it is told to stop.
+
+Each worker is one OS process (`run` starts `ere.workers` of them; at scale they run alone on
+other machines); any number may share one database, since a job is claimed with SKIP LOCKED in
+the transaction that does it (see `jobs.py`). An idle worker looks for due jobs every
+`poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on `ere.admin_port + i`:
+job runs by kind and outcome and their duration; worker 0 also exports the pipeline from the
+database (jobs by state, sessions by status and meter class, eligible kWh, ERE and net payout
+per quarter), refreshed every `_PIPELINE_REFRESH` seconds.
+
+Stopping: SIGTERM or SIGINT lets the job under way finish, then the worker exits; a second
+signal (or SIGKILL) abandons it, and its transaction is rolled back (the job runs again).
+Errors: a database that is unavailable is retried every `poll_interval` (logged); a failing
+job is recorded by the queue and never stops the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from proxy.admin import AdminServer
+from proxy.config import Config
+from proxy.ere.closing import close_shard, start_close
+from proxy.ere.factors import load_factor_table
+from proxy.ere.jobs import Handler, Job, run_one
+from proxy.ere.payouts import run_payout, send_statements
+from proxy.store.connection import Connection
+from proxy.store.db import DATABASE_ERRORS, open_database
+
+log = logging.getLogger("proxy.ere.worker")
+
+_PIPELINE_REFRESH = 30.0
+
+
+def handlers(config: Config) -> dict[str, Handler]:
+    """The job kinds a worker runs and their handlers."""
+    settings = config.ere
+    factors = load_factor_table(Path(settings.factors_file) if settings.factors_file else None)
+
+    async def shard(conn: Connection, job: Job) -> None:
+        await close_shard(conn, job, factors)
+
+    return {
+        "close": start_close,
+        "close-shard": shard,
+        "payout": partial(_with_settings, run_payout, settings),
+        "statements": partial(_with_settings, send_statements, settings),
+    }
+
+
+async def _with_settings(handler: Callable[[Connection, Job, Any], Awaitable[None]], settings: Any,
+                         conn: Connection, job: Job) -> None:  # fmt: skip
+    await handler(conn, job, settings)
+
+
+class WorkerMetrics:
+    """Job runs of this worker, and (worker 0) the pipeline as the database shows it."""
+
+    def __init__(self, registry: CollectorRegistry, pipeline: bool) -> None:
+        self.registry = registry
+        self.runs = Counter("ere_worker_job_runs", "Jobs run by this worker, by kind and outcome.",
+                            ["kind", "outcome"], registry=registry)  # fmt: skip
+        self.seconds = Histogram("ere_worker_job_seconds", "Time to run a job, by kind.", ["kind"],
+                                 buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800), registry=registry)  # fmt: skip
+        self.pipeline: list[Metric] = []
+        self.refreshed_at = 0.0
+        self.exports_pipeline = pipeline
+        if pipeline:
+            registry.register(self)
+
+    def collect(self) -> list[Metric]:
+        return self.pipeline
+
+    async def refresh(self, db: Any) -> None:
+        """Read the pipeline figures from the database (a few aggregate queries)."""
+        jobs = GaugeMetricFamily("ere_jobs", "ERE jobs in the queue by kind and state.", labels=["kind", "state"])
+        for kind, state, count in await db.fetch("SELECT kind, state, count(*) FROM ere_jobs GROUP BY 1, 2"):
+            jobs.add_metric([kind, state], count)
+        sessions = GaugeMetricFamily("ere_sessions", "Captured sessions by status and meter class.",
+                                     labels=["status", "meter_class"])  # fmt: skip
+        for status, meter_class, count in await db.fetch(
+                "SELECT status, meter_class, count(*) FROM sessions GROUP BY 1, 2"):
+            sessions.add_metric([status, meter_class], count)
+        assessed = GaugeMetricFamily("ere_session_assessments", "Sessions by the eligibility of their last close.",
+                                     labels=["eligibility", "reason"])  # fmt: skip
+        for eligibility, reason, count in await db.fetch(
+                "SELECT eligibility, reason, count(*) FROM session_assessments GROUP BY 1, 2"):
+            assessed.add_metric([eligibility, reason], count)
+        kwh = GaugeMetricFamily("ere_eligible_kwh", "Eligible kWh stated per closed quarter.", labels=["quarter"])
+        credits = GaugeMetricFamily("ere_credits", "ERE stated per closed quarter.", labels=["quarter"])
+        net = GaugeMetricFamily("ere_net_payout_eur", "Net payout stated per closed quarter (EUR).", labels=["quarter"])
+        for quarter, q_kwh, q_ere, q_net in await db.fetch("""
+                SELECT l.quarter, sum(l.kwh), sum(l.ere), sum(l.net) FROM statement_lines l
+                JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
+                WHERE c.state = 'closed' GROUP BY 1"""):
+            kwh.add_metric([quarter], float(q_kwh))
+            credits.add_metric([quarter], float(q_ere))
+            net.add_metric([quarter], float(q_net))
+        self.pipeline = [jobs, sessions, assessed, kwh, credits, net]
+        self.refreshed_at = time.monotonic()
+
+
+async def run_worker_role(config: Config, index: int = 0,
+                          *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
+    """Run jobs until SIGTERM/SIGINT (or cancellation); see the module docstring."""
+    settings = config.ere
+    jobs = handlers(config)
+    metrics = WorkerMetrics(CollectorRegistry(), pipeline=index == 0)
+    stopping = trio.Event()
+    log.info("worker starting", extra={"worker": index, "kinds": sorted(jobs)})
+    async with open_database(config.database) as db:
+        admin = AdminServer(metrics.registry, lambda: not stopping.is_set())
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                if settings.admin_port:
+                    await nursery.start(admin.serve, settings.admin_host, settings.admin_port + index)
+                nursery.start_soon(_stop_on_signal, signals, stopping, nursery.cancel_scope)
+                task_status.started()
+                await _work(db, jobs, metrics, stopping, config)
+                nursery.cancel_scope.cancel()
+    log.info("worker stopped", extra={"worker": index})
+
+
+async def _stop_on_signal(signals: Any, stopping: trio.Event, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if stopping.is_set():
+            scope.cancel()  # a second signal: abandon the job under way (it is rolled back)
+            return
+        log.info("worker stopping after the job under way", extra={"signal": signal.Signals(signum).name})
+        stopping.set()
+
+
+async def _work(db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopping: trio.Event,
+                config: Config) -> None:  # fmt: skip
+    settings = config.ere
+    while not stopping.is_set():
+        if metrics.exports_pipeline and time.monotonic() - metrics.refreshed_at > _PIPELINE_REFRESH:
+            try:
+                await metrics.refresh(db)
+            except DATABASE_ERRORS as exc:
+                log.warning("could not read the pipeline figures", extra={"error": str(exc)})
+                metrics.refreshed_at = time.monotonic()
+        started = time.monotonic()
+        try:
+            outcome = await run_one(db, jobs, retry_base=settings.retry_base, max_attempts=settings.max_attempts)
+        except DATABASE_ERRORS as exc:
+            log.warning("database unavailable", extra={"error": str(exc)})
+            outcome = None
+        if outcome is not None and outcome.job is not None:
+            kind = outcome.job.kind
+            metrics.runs.labels(kind, outcome.state).inc()
+            metrics.seconds.labels(kind).observe(time.monotonic() - started)
+            log.info("job finished", extra={"job": outcome.job.job_id, "kind": kind, "key": outcome.job.key,
+                                            "state": outcome.state, "seconds": round(time.monotonic() - started, 3)})
+            continue  # there may be more due at once
+        with trio.move_on_after(settings.poll_interval):
+            await stopping.wait()

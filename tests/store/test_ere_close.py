@@ -1,0 +1,209 @@
+"""Quarterly close, adjustments and payout through the job queue, on a real PostgreSQL.
+
+Figures are computed by hand (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; price
+€0.30 per ERE; fee 20 % incl. VAT, VAT = fee × 21/121; rounding half up to 0.01).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+import xmlschema
+
+from proxy.config import Config, DatabaseSettings, EreSettings
+from proxy.ere.closing import CloseRefused, reopen, request_close
+from proxy.ere.ean import check_digit
+from proxy.ere.jobs import run_one
+from proxy.ere.payouts import PayoutRefused, request_payout
+from proxy.ere.quarters import Quarter
+from proxy.ere.worker import handlers
+from proxy.store import open_database
+
+UTC = timezone.utc
+Q3, Q4 = Quarter.parse("2026Q3"), Quarter.parse("2026Q4")
+
+
+def ean(n: int) -> str:
+    body = f"8716871200000{n:04d}"
+    return body + str(check_digit(body))
+
+
+EAN_A, EAN_B = ean(1), ean(2)
+
+
+def config(settings: DatabaseSettings, tmp_path: Path) -> Config:
+    ere = msgspec.convert({
+        "close_shards": 3, "payout_minimum": "1.00", "payout_dir": str(tmp_path / "payouts"),
+        "statement_dir": str(tmp_path / "statements"), "debtor_name": "ERE Provider BV",
+        "debtor_iban": "NL91ABNA0417164300", "debtor_bic": "ABNANL2A",
+    }, EreSettings)  # fmt: skip
+    return Config(database=settings, ere=ere)
+
+
+async def seed(db) -> None:
+    await db.execute("""
+        INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name) VALUES
+            ('P1', 'Installer One', 'installer', 'direct', NULL, NULL),
+            ('P2', 'Supplier Two', 'energy-supplier', 'partner-account', 'NL20INGB0001234567', 'Supplier Two BV')""")
+    await db.execute(f"""
+        INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban,
+                               email, referral_discount) VALUES
+            ('A', 'P1', 'Anna de Vries', 'Kerkstraat 1', '1234 AB', 'Utrecht', '{EAN_A}', 'Stedin',
+             'NL91ABNA0417164300', 'anna@example.nl', 0),
+            ('B', 'P2', 'Bram Jansen', 'Dorpsweg 2', '5678 CD', 'Zwolle', '{EAN_B}', 'Enexis', NULL,
+             'bram@example.nl', 0.05)""")  # fmt: skip
+    consent = '{"by": "customer", "method": "online-checkbox"}'
+    await db.execute(f"""
+        INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) VALUES
+            ('{EAN_A}', 2026, 'A', '2026-01-01', '2026-01-01', '2026-12-31', '{consent}'),
+            ('{EAN_B}', 2026, 'B', '2026-08-10', '2026-08-15', '2026-12-31', '{consent}')""")
+    await db.execute("""
+        INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ('CP-A', 'A', 11000), ('CP-B', 'B', 11000)""")
+
+
+async def add_session(db, identity: str, transaction: str, start: datetime, kwh: str,
+                      meter_class: str = "signed-verified") -> None:  # fmt: skip
+    wh = Decimal(kwh) * 1000
+    await db.execute("""
+        INSERT INTO sessions (identity, transaction_id, connector_id, started_at, stopped_at, meter_start_wh,
+                              meter_stop_wh, status, meter_class)
+        VALUES ($1, $2, 1, $3, $4, 1000000, $5, 'completed', $6)""",
+        identity, transaction, start, start + timedelta(hours=6), 1000000 + wh, meter_class)  # fmt: skip
+
+
+async def run_jobs(db, cfg: Config) -> list[str]:
+    """Run every due job in this process (as a worker would); returns each outcome's state."""
+    states = []
+    jobs = handlers(cfg)
+    while (outcome := await run_one(db, jobs, retry_base=1.0, max_attempts=1)).job is not None:
+        states.append(f"{outcome.job.kind}:{outcome.state}{' ' + outcome.error if outcome.error else ''}")
+    return states
+
+
+async def lines(db, quarter: str) -> list[tuple]:
+    rows = await db.fetch("""
+        SELECT customer_id, delivery_quarter, kind, kwh, ere, gross, fee, fee_vat, net, sessions
+        FROM statement_lines WHERE quarter = $1 ORDER BY customer_id, delivery_quarter""", quarter)
+    return [tuple(row) for row in rows]
+
+
+def money(*values: str) -> tuple[Decimal, ...]:
+    return tuple(Decimal(v) for v in values)
+
+
+async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_adjustments(settings, tmp_path):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-A", "a2", datetime(2026, 7, 9, 8, tzinfo=UTC), "7.5", meter_class="signed-unverified")
+        await add_session(db, "CP-B", "b1", datetime(2026, 8, 1, 8, tzinfo=UTC), "12")  # before B's mandate
+        await add_session(db, "CP-B", "b2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
+        await add_session(db, "CP-B", "b3", datetime(2026, 9, 2, 8, tzinfo=UTC), "20")
+        await add_session(db, "CP-X", "x1", datetime(2026, 9, 3, 8, tzinfo=UTC), "9")  # a charger of nobody
+
+        async with db.transaction() as conn:
+            assert await request_close(conn, Q3, cfg.ere.close_shards)
+        assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
+        assert await db.fetchval("SELECT state FROM quarter_closes WHERE quarter = '2026Q3'") == "closed"
+        assert await lines(db, "2026Q3") == [
+            # 42.37 kWh → 14.0962… → 14.10 ERE; × 0.30 = 4.23; fee 20 % = 0.846 → 0.85; VAT 0.85 × 21/121 = 0.1475 → 0.15
+            ("A", "2026Q3", "regular", Decimal("42.37"), *money("14.10", "4.23", "0.85", "0.15", "3.38"), 1),
+            # 30 kWh → 9.98082 → 9.98 ERE; × 0.30 = 2.994 → 2.99; fee 15 % = 0.4485 → 0.45; VAT 0.0781 → 0.08
+            ("B", "2026Q3", "regular", Decimal("30"), *money("9.98", "2.99", "0.45", "0.08", "2.54"), 2),
+        ]
+        reasons = dict(await db.fetch(
+            "SELECT s.transaction_id, a.reason FROM session_assessments a JOIN sessions s USING (session_id)"))
+        assert reasons == {"a1": "eligible", "a2": "no-mid-evidence", "b1": "no-valid-mandate", "b2": "eligible",
+                           "b3": "eligible", "x1": "not-linked"}
+
+        # Closed is closed: a second close is refused, and so is a close of an earlier quarter.
+        async with db.transaction() as conn:
+            with pytest.raises(CloseRefused, match="already closed"):
+                await request_close(conn, Q3, 3)
+            with pytest.raises(CloseRefused, match="can no longer be closed"):
+                await request_close(conn, Quarter.parse("2026Q2"), 3)
+
+        # A session of July arrives late, and one of October: Q4 adjusts Q3 and never edits it.
+        await add_session(db, "CP-A", "a3", datetime(2026, 9, 20, 8, tzinfo=UTC), "10")
+        await add_session(db, "CP-A", "a4", datetime(2026, 10, 5, 8, tzinfo=UTC), "5")
+        async with db.transaction() as conn:
+            await request_close(conn, Q4, cfg.ere.close_shards)
+        assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
+        assert await lines(db, "2026Q3") == [
+            ("A", "2026Q3", "regular", Decimal("42.37"), *money("14.10", "4.23", "0.85", "0.15", "3.38"), 1),
+            ("B", "2026Q3", "regular", Decimal("30"), *money("9.98", "2.99", "0.45", "0.08", "2.54"), 2),
+        ]
+        assert await lines(db, "2026Q4") == [
+            # Q3 now 52.37 kWh → 17.42 ERE, 5.23 EUR: the difference to what was stated (14.10, 4.23)
+            ("A", "2026Q3", "adjustment", Decimal("10"), *money("3.32", "1.00", "0.20", "0.03", "0.80"), 1),
+            # 5 kWh → 1.66347 → 1.66 ERE; 0.498 → 0.50; fee 0.10; VAT 0.0174 → 0.02
+            ("A", "2026Q4", "regular", Decimal("5"), *money("1.66", "0.50", "0.10", "0.02", "0.40"), 1),
+        ]
+
+
+async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, 2)
+        await run_jobs(db, cfg)
+        await add_session(db, "CP-A", "a2", datetime(2026, 7, 4, 8, tzinfo=UTC), "10")
+        async with db.transaction() as conn:
+            with pytest.raises(CloseRefused, match="needs a reason"):
+                await reopen(conn, Q3, "ops", " ", 2)
+        async with db.transaction() as conn:
+            assert await reopen(conn, Q3, "ops", "meter evidence arrived late", 2) == 2
+        await run_jobs(db, cfg)
+        rows = await db.fetch("SELECT revision, state FROM quarter_closes ORDER BY revision")
+        assert [tuple(r) for r in rows] == [(1, "reopened"), (2, "closed")]
+        assert await db.fetchval("SELECT sum(kwh) FROM statement_lines WHERE revision = 2") == Decimal("52.37")
+        assert await db.fetchval("SELECT count(*) FROM statement_lines WHERE revision = 1") == 1  # kept as it was
+        audit = await db.fetchrow("SELECT actor, action, subject, reason FROM ere_audit_log")
+        assert tuple(audit) == ("ops", "reopen", "2026Q3", "meter evidence arrived late")
+
+        async with db.transaction() as conn:
+            await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
+        await run_jobs(db, cfg)
+        async with db.transaction() as conn:
+            with pytest.raises(CloseRefused, match="was paid out"):
+                await reopen(conn, Q3, "ops", "again", 2)
+
+
+async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_statements(settings, tmp_path):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-B", "b2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
+        await add_session(db, "CP-B", "b3", datetime(2026, 9, 2, 8, tzinfo=UTC), "20")
+        async with db.transaction() as conn:
+            with pytest.raises(PayoutRefused, match="not closed"):
+                await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
+            await request_close(conn, Q3, 2)
+        await run_jobs(db, cfg)
+        async with db.transaction() as conn:
+            assert await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
+        assert await run_jobs(db, cfg) == ["payout:done", "statements:done"]
+        async with db.transaction() as conn:  # asking again changes nothing
+            assert not await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 3, 9, tzinfo=UTC))
+        assert await run_jobs(db, cfg) == []
+
+        transfers = [tuple(r) for r in await db.fetch(
+            "SELECT payee_kind, payee_id, amount FROM payout_transfers ORDER BY payee_kind, payee_id")]
+        assert transfers == [("customer", "A", Decimal("3.38")), ("partner", "P2", Decimal("2.54"))]
+        xml = (tmp_path / "payouts" / "payout-2026Q3.xml").read_bytes()
+        schema = Path(__import__("sepaxml").__file__).parent / "schemas" / "pain.001.001.03.xsd"
+        document = xmlschema.XMLSchema(str(schema)).to_dict(xml)
+        header = document["CstmrCdtTrfInitn"]["GrpHdr"]
+        assert (header["NbOfTxs"], Decimal(str(header["CtrlSum"]))) == ("2", Decimal("5.92"))
+        mails = sorted(p.name for p in (tmp_path / "statements").iterdir())
+        assert len(mails) == 2 and await db.fetchval("SELECT count(*) FROM payout_statements") == 2
+        text = (tmp_path / "statements" / mails[0]).read_text()
+        assert "2026Q3" in text
