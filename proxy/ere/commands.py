@@ -154,13 +154,13 @@ async def _payout_status(db: Any, config: Config, args: argparse.Namespace, out:
 
 
 _REV_ROWS = """
-SELECT l.ean, sum(l.kwh), c.name, c.address, c.postcode, c.city, c.grid_operator,
+SELECT l.ean, trim_scale(sum(l.kwh)), c.name, c.address, c.postcode, c.city, c.grid_operator,
        m.issued_on, m.valid_from, m.valid_until
 FROM statement_lines l
 JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
 JOIN customers c USING (customer_id)
 JOIN mandates m ON m.ean = l.ean AND m.year = $1
-WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1::text
+WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $2
 GROUP BY 1, 3, 4, 5, 6, 7, 8, 9, 10 HAVING sum(l.kwh) > 0 ORDER BY 1
 """
 _REV_SESSIONS = """
@@ -173,7 +173,7 @@ JOIN statement_lines l USING (quarter, revision, customer_id, ean, delivery_quar
 JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
 JOIN sessions x ON x.session_id = s.session_id
 LEFT JOIN charger_boots b ON b.identity = x.identity
-WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1::text AND s.kwh <> 0
+WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1 AND s.kwh <> 0
 ORDER BY 1, 5
 """
 _RAW_FRAMES = """
@@ -188,7 +188,7 @@ async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: Te
     sessions: dict[str, list[AuditSession]] = defaultdict(list)
     period: dict[str, list[Any]] = {}
     for (ean, session_id, identity, transaction_id, started, ended, kwh, meter_start, meter_stop, meter_type,
-         meter_serial, signed) in await db.fetch(_REV_SESSIONS, year):  # fmt: skip
+         meter_serial, signed) in await db.fetch(_REV_SESSIONS, str(year)):  # fmt: skip
         frames = tuple(row[0] for row in await db.fetch(_RAW_FRAMES, identity, started, ended))
         sessions[ean].append(AuditSession(str(session_id), identity, transaction_id, started, ended, kwh, meter_start,
                                           meter_stop, meter_type, meter_serial, tuple(signed), frames))  # fmt: skip
@@ -198,7 +198,7 @@ async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: Te
         RevBookingRow(ean, kwh, period[ean][0], period[ean][1], name, address, postcode, city, grid, issued,
                       valid_from, valid_until)
         for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until
-        in await db.fetch(_REV_ROWS, year)
+        in await db.fetch(_REV_ROWS, year, str(year))
     ]  # fmt: skip
     provider = RevProvider(config.ere.debtor_name or "ERE provider")
     xml, csv = to_xml(rows, year, provider), to_csv(rows)  # both validate before anything is written
@@ -210,7 +210,7 @@ async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: Te
     for row in rows:
         write_audit_pack(packs, row.ean, sessions[row.ean])
     total = sum((row.kwh for row in rows), Decimal(0))
-    print(f"REV {year}: {len(rows)} EANs, {total} kWh -> {args.out}", file=out)
+    print(f"REV {year}: {len(rows)} EANs, {total.normalize():f} kWh -> {args.out}", file=out)
     return 0
 
 

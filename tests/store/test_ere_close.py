@@ -207,3 +207,39 @@ async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_stat
         assert len(mails) == 2 and await db.fetchval("SELECT count(*) FROM payout_statements") == 2
         text = (tmp_path / "statements" / mails[0]).read_text()
         assert "2026Q3" in text
+
+
+async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_pack(settings, tmp_path):
+    import io
+    import json
+
+    from proxy.cli import _parser
+    from proxy.ere.commands import accounting_command
+    from proxy.ere.rev import validate_rev_xml
+
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-B", "b2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
+        await add_session(db, "CP-B", "b3", datetime(2026, 9, 2, 8, tzinfo=UTC), "20")
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, 2)
+        await run_jobs(db, cfg)
+
+    out, err = io.StringIO(), io.StringIO()
+    export = _parser().parse_args(["rev", "export", "2026", "--out", str(tmp_path / "rev")])
+    assert await accounting_command(cfg, export, out, err) == 0, err.getvalue()
+    assert "2 EANs, 72.37 kWh" in out.getvalue()
+    validate_rev_xml((tmp_path / "rev" / "rev-2026.xml").read_bytes())
+    csv_lines = (tmp_path / "rev" / "rev-2026.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[1].startswith(f"{EAN_A},42.37,2026-07-03,2026-07-03,Anna de Vries")
+    assert f"{EAN_B},30,2026-08-20,2026-09-02" in csv_lines[2]
+    pack = json.loads((tmp_path / "rev" / "audit-2026" / f"{EAN_B}.json").read_text())
+    assert pack["session_count"] == 2
+
+    for argv, message in ((["rev", "export", "1999"], "out of range"), (["quarter", "close", "2026Q5"], "2026Q5"),
+                          (["payout", "run", "2026Q3x"], "2026Q3x")):
+        err = io.StringIO()
+        assert await accounting_command(cfg, _parser().parse_args(argv), io.StringIO(), err) == 2
+        assert message in err.getvalue() and "Traceback" not in err.getvalue()
