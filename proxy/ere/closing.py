@@ -125,8 +125,10 @@ async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
     statement = close_quarter(quarter, [a for a in assessments if a.customer_id in data.plans],
                               factors, closed, data.plans)  # fmt: skip
     await _store(conn, statement, revision, assessments, quarter)
+    # NO KEY UPDATE: shards serialise here, yet the key-share locks that every shard's lines
+    # hold on this row (their foreign key) do not block it, so two finishing shards cannot deadlock.
     await conn.fetchrow(
-        "SELECT 1 FROM quarter_closes WHERE quarter = $1 AND revision = $2 FOR UPDATE", str(quarter), revision)
+        "SELECT 1 FROM quarter_closes WHERE quarter = $1 AND revision = $2 FOR NO KEY UPDATE", str(quarter), revision)
     others = await conn.fetchval(
         "SELECT count(*) FROM ere_jobs WHERE kind = 'close-shard' AND job_key LIKE $1 AND state <> 'done'"
         " AND job_id <> $2", f"{quarter}/r{revision}/%", job.job_id)
