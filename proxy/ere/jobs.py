@@ -54,12 +54,6 @@ class Retry(Exception):
         self.after = after
 
 
-class JobDatabase:
-    """What the queue needs of `proxy.store.Database`."""
-
-    def transaction(self) -> Any: ...
-
-
 _ENQUEUE = """
 INSERT INTO ere_jobs (kind, job_key, args) VALUES ($1, $2, $3::jsonb)
 ON CONFLICT (kind, job_key) DO NOTHING RETURNING job_id

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import msgspec
 import pytest
 import xmlschema
@@ -167,6 +168,9 @@ async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path)
         assert await db.fetchval("SELECT count(*) FROM statement_lines WHERE revision = 1") == 1  # kept as it was
         audit = await db.fetchrow("SELECT actor, action, subject, reason FROM ere_audit_log")
         assert tuple(audit) == ("ops", "reopen", "2026Q3", "meter evidence arrived late")
+        for statement in ("UPDATE statement_lines SET net = 0", "DELETE FROM statement_sessions"):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="never changed"):
+                await db.execute(statement)
 
         async with db.transaction() as conn:
             await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
