@@ -28,6 +28,7 @@ import asyncpg
 
 from bench import pg, procstat
 from bench.loadgen import spawn
+from bench.outage import _execute, _fetch
 from bench.scenarios import RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,14 +65,6 @@ async def _seed(dsn: str, chargers: int, days: int) -> int:
             args = [a for a in (chargers, days)][: statement.count("$")]
             await conn.execute(statement, *args)
         return int(await conn.fetchval("SELECT count(*) FROM sessions"))
-    finally:
-        await conn.close()
-
-
-async def _fetch(dsn: str, query: str) -> list:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(query))
     finally:
         await conn.close()
 
@@ -131,14 +124,6 @@ def run_close(server: pg.ServerThread, db_dir: Path, scratch: Path, args: argpar
     asyncio.run(_execute(server.server.dsn(), f'DROP DATABASE "{name}"'))
     return {"workers": workers, "sessions": sessions, "seconds": seconds, "peaks": peaks, "worker_cpu": worker_cpu,
             "db_cpu": db_cpu, "lines": [tuple(r) for r in lines], "eligible": eligible[0], "assessed": eligible[1]}
-
-
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: list[dict]) -> str:

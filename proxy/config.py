@@ -190,6 +190,8 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # How often an idle worker looks for due jobs (seconds); a failed job is retried after
     # retry_base × 2^(attempt-1) seconds, up to max_attempts attempts in all.
     poll_interval: float = 1.0
+    # How often worker 0 re-reads the pipeline figures it exports from the database (seconds).
+    pipeline_refresh: float = 30.0
     retry_base: float = 30.0
     max_attempts: int = 5
     # A quarter's close is split into this many jobs (customers by hash), for parallel workers.
@@ -215,7 +217,7 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     def __post_init__(self) -> None:
         if self.workers < 0 or self.close_shards < 1 or self.max_attempts < 1:
             raise ValueError("ere.workers must be >= 0, ere.close_shards and ere.max_attempts >= 1")
-        for name in ("poll_interval", "retry_base"):
+        for name in ("poll_interval", "retry_base", "pipeline_refresh"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ere.{name} must be a positive number of seconds")
         try:

@@ -14,7 +14,9 @@ or offline transactions whose ids need mapping. It works message by message, not
   A charger that leaves during the replay does not stop it: the rest goes upstream first.
 - live (outbox empty): charger CALLs and upstream answers are relayed; 1.6 provisional ids are
   rewritten until their transactions end. When nothing needs rewriting any more and both readers
-  are between messages, `run` returns `HANDBACK` so the caller can go back to byte forwarding.
+  are between messages (checked after each message either way), `run` returns `HANDBACK` so
+  the caller can go back to byte forwarding; bytes read as the relay ended are in
+  `charger_leftover` and `upstream_leftover` for the link that takes over.
 
 Ending: a charger close, EOF or protocol error ends the relay like a link; a full outbox or a
 failed store closes the charger with 1001 (its own offline queue takes over); a newer link that
@@ -114,6 +116,11 @@ class Relay:
         self._offline_counted = False
         self._connection = trio.CancelScope()  # the current upstream connection's tasks
         self._upstream_busy = False  # the upstream reader is between feeding and handling
+        self._charger_busy = False  # the charger loop is between feeding and handling
+        # Bytes read after the relay decided to end (a read that completed as it was cancelled):
+        # never handled here, handed to the link that takes over (HANDBACK).
+        self.charger_leftover = b""
+        self.upstream_leftover = b""
         self._charger_lock = trio.Lock()
         self._upstream_lock = trio.Lock()
         self._live_call: Message | None = None  # charger CALL relayed live, not yet answered
@@ -196,7 +203,11 @@ class Relay:
         while True:
             if not data:
                 data = await self._receive_charger()
+                if self._end is not None:
+                    self.charger_leftover = data
+                    return
             self.last_active = perf_counter()
+            self._charger_busy = True
             try:
                 messages = charger.reader.feed(data)
             except ProtocolError as exc:
@@ -209,6 +220,7 @@ class Relay:
             for message in messages:
                 charger.meters.count(message.opcode, message.message_type, message.action)
                 await self._from_charger(message)
+            self._charger_busy = False
             if self._can_hand_back():
                 raise _End(LinkEnd.HANDBACK, {})
 
@@ -232,6 +244,7 @@ class Relay:
             and self._live()
             and self._live_call is None
             and not self._upstream_busy
+            and not self._charger_busy
             and not self.outbox.needs_rewriting
             and self.charger.reader.at_message_boundary
             and upstream.reader.at_message_boundary
@@ -346,6 +359,8 @@ class Relay:
                     self.outbox.connection_lost()
                     with trio.CancelScope(shield=True):
                         await _close_quietly(upstream, self._close_timeout)
+            if handed_back:
+                return
             if self._charger_left is not None:
                 self._finish(self._charger_left)
                 return
@@ -386,11 +401,16 @@ class Relay:
                     upstream.meters.count(message.opcode, message.message_type, message.action)
                     await self._from_upstream(message)
                 self._upstream_busy = False
+                if self._can_hand_back():  # e.g. the answer to the last live CALL just passed
+                    raise _End(LinkEnd.HANDBACK, {})
             try:
                 data = await upstream.transport.receive()
             except _STREAM_ERRORS:
                 upstream.gone = True
                 raise _UpstreamLost from None
+            if self._end is not None:
+                self.upstream_leftover = data
+                return
             if not data:
                 upstream.gone = True
                 raise _UpstreamLost

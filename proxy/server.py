@@ -436,7 +436,8 @@ class ProxyServer:
             else:
                 assert leg.upstream is not None
                 log.info("outbox replayed: forwarding", extra={"identity": identity})
-                served[0] = self._link(identity, admitted, charger, leg.upstream, tracker, b"", b"")
+                served[0] = self._link(identity, admitted, charger, leg.upstream, tracker,
+                                       leg.charger_leftover, leg.upstream_leftover)
             self.links[identity] = served[0]
 
     def _link(

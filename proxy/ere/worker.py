@@ -6,7 +6,7 @@ the transaction that does it (see `jobs.py`). An idle worker looks for due jobs 
 `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on `ere.admin_port + i`:
 job runs by kind and outcome and their duration; worker 0 also exports the pipeline from the
 database (jobs by state, sessions by status and meter class, eligible kWh, ERE and net payout
-per quarter), refreshed every `_PIPELINE_REFRESH` seconds.
+per quarter), refreshed every `pipeline_refresh` seconds.
 
 Stopping: SIGTERM or SIGINT lets the job under way finish, then the worker exits; a second
 signal (or SIGKILL) abandons it, and its transaction is rolled back (the job runs again).
@@ -38,8 +38,6 @@ from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
 log = logging.getLogger("proxy.ere.worker")
-
-_PIPELINE_REFRESH = 30.0
 
 
 def handlers(config: Config) -> dict[str, Handler]:
@@ -144,7 +142,7 @@ async def _work(db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopp
                 config: Config) -> None:  # fmt: skip
     settings = config.ere
     while not stopping.is_set():
-        if metrics.exports_pipeline and time.monotonic() - metrics.refreshed_at > _PIPELINE_REFRESH:
+        if metrics.exports_pipeline and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh:
             try:
                 await metrics.refresh(db)
             except DATABASE_ERRORS as exc:

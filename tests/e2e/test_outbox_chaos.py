@@ -170,6 +170,18 @@ def start_proxy(
     return proxy
 
 
+def start_simulator(directory: Path, port: int, chargers: int, prefix: str, duration: float, *, interval: float,
+                    call_timeout: float) -> subprocess.Popen[bytes]:  # fmt: skip
+    """The fleet (half 1.6, half 2.0.1, sessions back to back): summary, stderr and sent log in `directory`."""
+    with (directory / "sim.json").open("wb") as out, (directory / "sim.stderr").open("wb") as err:
+        return subprocess.Popen([
+            sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
+            "--chargers", str(chargers), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
+            "--interval", str(interval), "--duration", str(duration), "--max-seconds", str(duration + 120),
+            "--call-timeout", str(call_timeout), "--prefix", prefix, "--sent-log", str(directory / "sent.json"),
+        ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+
+
 async def until(check, what: str, limit: float) -> None:
     """Poll a condition other processes bring about, for at most `limit` seconds."""
     with trio.fail_after(limit):
@@ -198,13 +210,7 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(ou
             await nursery.start(csms.serve)
             proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port)
             duration = BEFORE + outage + 40  # sessions go on after the outage (connecting takes a while too)
-            with (tmp_path / "sim.json").open("wb") as out, (tmp_path / "sim.stderr").open("wb") as err:
-                simulator = subprocess.Popen([
-                    sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
-                    "--chargers", str(CHARGERS), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
-                    "--interval", "2", "--duration", str(duration), "--max-seconds", str(duration + 120),
-                    "--call-timeout", "30", "--prefix", "CHAOS", "--sent-log", str(tmp_path / "sent.json"),
-                ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+            simulator = start_simulator(tmp_path, proxy.port, CHARGERS, "CHAOS", duration, interval=2, call_timeout=30)
             with AsyncioThread() as peers:
                 outage_started, done = asyncio.Event(), asyncio.Event()
                 versions = ["ocpp1.6", "ocpp2.0.1"] * (OCPP_CHARGERS // 2)
@@ -275,13 +281,8 @@ async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_re
             await nursery.start(csms.serve)
             proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port, 0, 0, "killed")
             duration = 45.0
-            with (tmp_path / "sim.json").open("wb") as out, (tmp_path / "sim.stderr").open("wb") as err:
-                simulator = subprocess.Popen([
-                    sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
-                    "--chargers", str(KILLED_CHARGERS), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
-                    "--interval", "1", "--duration", str(duration), "--max-seconds", str(duration + 120),
-                    "--call-timeout", "15", "--prefix", "KILL", "--sent-log", str(tmp_path / "sent.json"),
-                ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+            simulator = start_simulator(tmp_path, proxy.port, KILLED_CHARGERS, "KILL", duration, interval=1,
+                                        call_timeout=15)
             await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == KILLED_CHARGERS, "the fleet", 60)
             await trio.sleep(3)
             await csms.stop()

@@ -20,6 +20,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 
 from proxy.config import Config, OutboxSettings, ProxySettings, Route
 from proxy.journal import Journal
+from proxy.link import Link
 from proxy.metrics import ProxyMetrics
 from proxy.outbox_admin import outbox_command
 from proxy.outbox_store import OutboxStore
@@ -165,6 +166,12 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             row = await db.fetchrow("SELECT transaction_id, energy_wh FROM sessions")
             assert (row["transaction_id"], int(row["energy_wh"])) == ("7001", 1000)
             assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 0
+            # Nothing left to rewrite: once a CALL is answered the charger is back on byte forwarding,
+            # though it sends nothing but CALLs, and its next CALL passes through the link.
+            assert (await call(ws, "h", "Heartbeat", {}))[0] == 3
+            await wait_for(lambda: isinstance(server.links.get("CP-1"), Link))
+            assert (await call(ws, "h2", "Heartbeat", {}))[0] == 3
+            assert [c[1] for c in csms.calls][-2:] == ["Heartbeat", "Heartbeat"]
 
 
 async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_it(settings, tmp_path, nursery):

@@ -1,0 +1,609 @@
+"""A real Prometheus scrapes the proxy and an ERE worker: every panel has data, every alert fires.
+
+The set-up is a small production: the fake back-office (`bench.fake_csms.FakeCsms`, in this
+process), a proxy process with capture and the outbox on, its PostgreSQL (owned by the test, so
+it can take it away), an `ere-proxy worker`, simulated chargers (`bench.simulator`) as load, and
+Prometheus (the Debian package) with a 1 s scrape and evaluation interval, the scrape jobs of
+`grafana/prometheus.yml` pointed at the test's ports and the rules of `grafana/alerts.yml` with
+their `for:` durations shortened to 1 s.
+
+Checked: the configuration and the rules pass `promtool`; the dashboards are valid Grafana JSON on
+the provisioned data source; every panel query and every alert expression parses; Prometheus
+loaded exactly the rules of the file, each with its summary, description and runbook; under normal
+load no alert is pending or firing; every panel query returns data at some point of the run
+(outbox panels during the outage, worker panels after their jobs, and so on); and each fault makes
+its alerts fire:
+
+- a job that fails (a payout run of a quarter that was never closed): WorkerJobsFailing, EreJobsFailed;
+- the back-office stopped (`FakeCsms.stop`) while chargers keep sending: UpstreamDown, OutboxGrowing;
+  a charger that floods its outbox past its bound: OutboxFull; a CALL the back-office of another
+  charger refuses on every replay: OutboxDeadLetters;
+- the database crashed (SIGQUIT to the postmaster), with a small spill log: JournalSpilling,
+  JournalDatabaseErrors, JournalLosingEvents;
+- the worker and then the proxy stopped: EreWorkerDown, ProxyDown.
+
+Prometheus must be installed (`scripts/setup-debian`); without it the test fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import trio
+
+from bench import wire
+from bench.fake_csms import FakeCsms
+from proxy.ere.ean import check_digit
+from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
+from tests.e2e.test_capture_faults import create_database, metric, start_database
+from tests.store.helpers import make_server_dir
+from tests.unit.test_grafana import (
+    ALERTS, GRAFANA, alert_rules, dashboard_problems, dashboards, panel_queries, provisioned_datasource_uid,
+)  # fmt: skip
+
+pytestmark = pytest.mark.slow
+
+INSTALL = ("prometheus and promtool must be on PATH for this test: run scripts/setup-debian "
+           "(apt-get install --no-install-recommends prometheus)")  # fmt: skip
+CHARGERS = 40
+SPILL_MAX_BYTES = 32 * 1024  # small, so that the database outage fills it and events are lost
+CHARGER_MAX_BYTES = 48 * 1024  # outbox bound per charger: the flood reaches it, the fleet does not
+FLOOD_CALL_BYTES = 8 * 1024
+GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "5m"}
+WAIT = 90.0  # bound on any one thing another process brings about
+ALERT_WAIT = 60.0  # bound on an alert reaching `firing` once its fault is there
+EXPECTED_ERRORS = ("spill log full", "outbox entry dead-lettered", "database", "asyncpg")
+
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} not found. {INSTALL}")
+    return path
+
+
+# -- Prometheus -------------------------------------------------------------------------------------
+
+
+class Prometheus:
+    """A Prometheus process on a free loopback port, and the parts of its HTTP API the test uses."""
+
+    def __init__(self, binary: str, config: Path, directory: Path) -> None:
+        self.port = free_port()
+        self.stderr_path = directory / "prometheus.stderr"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen([
+                binary, f"--config.file={config}", f"--storage.tsdb.path={directory / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+            ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+
+    def get(self, path: str, **params: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with _http.open(url, timeout=5) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            with error:
+                body, status = error.read(), error.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.stderr()}")
+        try:
+            return self.get("/-/ready")[0] == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> dict[str, Any]:
+        """The API's answer to an instant query: {"status": "success", "data": ...} or an error."""
+        return self.get("/api/v1/query", query=expr)[1]
+
+    def has_data(self, expr: str) -> bool:
+        """True when the query returns at least one sample that is a number (not NaN)."""
+        answer = self.query(expr)
+        assert answer["status"] == "success", (expr, answer)
+        return any(not math.isnan(float(sample["value"][1])) for sample in answer["data"]["result"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/alerts")[1]["data"]["alerts"]
+
+    def alert_states(self) -> dict[str, str]:
+        """Alert name -> its most advanced state (firing over pending)."""
+        states: dict[str, str] = {}
+        for alert in self.alerts():
+            name = alert["labels"]["alertname"]
+            if states.get(name) != "firing":
+                states[name] = alert["state"]
+        return states
+
+    def rules(self) -> list[dict[str, Any]]:
+        groups = self.get("/api/v1/rules", type="alert")[1]["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def prometheus_config(directory: Path, proxy_admin: int, worker_admin: int) -> Path:
+    """The repo's scrape jobs on the test's ports, 1 s intervals, the repo's alerts with `for: 1s`."""
+    jobs = re.findall(r"job_name:\s*(\S+)", (GRAFANA / "prometheus.yml").read_text())
+    assert sorted(jobs) == ["ere-proxy", "ere-worker"], jobs
+    targets = {"ere-proxy": proxy_admin, "ere-worker": worker_admin}
+    rules = directory / "alerts.yml"
+    rules.write_text(re.sub(r"^(\s+)for:\s*\S+\s*$", r"\g<1>for: 1s", ALERTS.read_text(), flags=re.M))
+    config = {  # JSON is YAML
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{targets[job]}"]}]} for job in jobs
+        ],
+    }
+    path = directory / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def promtool(*args: str) -> str:
+    result = subprocess.run([require("promtool"), *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def grafana_queries() -> dict[tuple[str, str, int], str]:
+    """(dashboard, panel title, target index) -> the query as Prometheus gets it from Grafana."""
+    queries = {}
+    for name, dashboard in dashboards().items():
+        for index, (title, expr) in enumerate(panel_queries(dashboard)):
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            queries[name, title, index] = expr
+    return queries
+
+
+# -- the processes under test -----------------------------------------------------------------------
+
+
+def start_proxy(directory: Path, data_dir: Path, dsn: str, upstream_port: int, refusing_port: int) -> ProxyProcess:
+    """The proxy with capture and the outbox on; DEAD-LETTER-1's back-office is `refusing_port`."""
+    port, admin_port = free_port(), free_port()
+    text = CONFIG.replace("[capture]\nenabled = false\n",
+                          f"[capture]\nenabled = true\nspill_max_bytes = {SPILL_MAX_BYTES}\n")
+    text = text.replace("[outbox]\nenabled = false\n", (
+        "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 1.0\nretry_attempts = 1\nretry_interval = 0.5\n"
+        f"max_bytes_per_charger = {CHARGER_MAX_BYTES}\n"))
+    text += (f'\n[chargers."DEAD-LETTER-1"]\nupstream = "ws://127.0.0.1:{refusing_port}/ocpp"\nauth = "passthrough"\n'
+             f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n')  # fmt: skip
+    config = directory / "proxy.toml"
+    config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    stderr_path = directory / "proxy.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+                                   cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
+    _wait_ready(proxy)
+    return proxy
+
+
+def worker_config(directory: Path, dsn: str, admin_port: int) -> Path:
+    config = directory / "worker.toml"
+    config.write_text(f"""\
+[log]
+level = "info"
+
+[database]
+dsn = "{dsn}"
+
+[ere]
+admin_port = {admin_port}
+poll_interval = 0.2
+pipeline_refresh = 1.0
+max_attempts = 1
+close_shards = 2
+payout_dir = "{directory / "payouts"}"
+statement_dir = "{directory / "statements"}"
+""")
+    return config
+
+
+def start_worker(config: Path, directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "worker.stderr").open("wb") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "proxy", "worker", "--config", str(config)],
+                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> int | None:
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ere-proxy ARGS --config CONFIG`, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "proxy", *args, "--config", str(config)], cwd=REPO,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT)  # fmt: skip
+
+
+def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "sim.json").open("wb") as out, (directory / "sim.stderr").open("wb") as err:
+        return subprocess.Popen([
+            sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
+            "--chargers", str(CHARGERS), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
+            "--interval", "1", "--heartbeat", "5", "--duration", "600", "--max-seconds", "900",
+            "--call-timeout", "30", "--prefix", "PROM",
+        ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+
+
+async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
+    """Run (statement, *args) tuples in order on one connection; the rows of the last one."""
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows: list[Any] = []
+            for statement, *args in statements:
+                rows = await conn.fetch(statement, *args)
+            return rows
+        finally:
+            await conn.close()
+
+    return await trio.to_thread.run_sync(asyncio.run, run())
+
+
+async def seed_quarter(dsn: str) -> None:
+    """Three customers with a charger, an EAN and a mandate each, and signed sessions in 2026Q3."""
+    eans = [body + str(check_digit(body)) for body in (f"87168712{n:09d}" for n in range(3))]
+    await sql(dsn, (
+        "INSERT INTO partners (partner_id, name, kind, payout_model)"
+        " VALUES ('P1', 'Installer One', 'installer', 'direct')",
+    ), ("""
+        INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban, email)
+        SELECT 'C' || n, 'P1', 'Customer ' || n, 'Straat ' || n, '1234 AB', 'Utrecht', e, 'Stedin',
+               'NL91ABNA0417164300', 'c' || n || '@example.nl'
+        FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""", eans,
+    ), ("""
+        INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent)
+        SELECT ean, 2026, customer_id, '2026-01-01', '2026-01-01', '2026-12-31', '{"by": "customer"}' FROM customers""",
+    ), (
+        "INSERT INTO charger_links SELECT 'ERE-' || customer_id, customer_id, 11000 FROM customers",
+    ), ("""
+        INSERT INTO sessions (identity, transaction_id, connector_id, started_at, stopped_at, meter_start_wh,
+                              meter_stop_wh, status, meter_class)
+        SELECT 'ERE-' || c.customer_id, c.customer_id || '-' || s, 1,
+               timestamptz '2026-07-01 06:00+00' + s * interval '3 days',
+               timestamptz '2026-07-01 09:00+00' + s * interval '3 days',
+               1000000, 1000000 + 12000 + s * 100, 'completed', 'signed-verified'
+        FROM customers c, generate_series(1, 4) AS s""",
+    ))  # fmt: skip
+
+
+# -- chargers the test drives itself ----------------------------------------------------------------
+
+
+_readings = itertools.count(1000)
+
+
+def meter_values(readings: int) -> str:
+    """A 1.6 MeterValues CALL with `readings` sampled values, each call with readings of its own
+    (the outbox takes an identical MeterValues for a re-sent one)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sampled = [{"value": str(next(_readings)), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+               for _ in range(readings)]  # fmt: skip
+    payload = {"connectorId": 1, "meterValue": [{"timestamp": now, "sampledValue": sampled}]}
+    return json.dumps([2, f"mv-{time.monotonic_ns()}", "MeterValues", payload])
+
+
+class Closed(Exception):
+    """The proxy closed the connection (`code`: its close code; None: without a close frame)."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"closed with {code}")
+        self.code = code
+
+
+class RawCharger:
+    """A charger speaking WebSocket with `bench.wire`, so the test controls every frame."""
+
+    def __init__(self, stream: trio.SocketStream, pending: bytes) -> None:
+        self.stream, self._pending = stream, pending
+        self._reader = wire.FrameReader(from_client=False)
+        self._messages: deque[Any] = deque()
+
+    async def send(self, text: str, *, mask: bool = True) -> None:
+        await self.stream.send_all(wire.encode_frame(wire.TEXT, text.encode(), mask=mask))
+
+    async def receive(self) -> list[Any]:
+        """The next OCPP message; Closed when the proxy closes the connection."""
+        with trio.fail_after(WAIT):
+            while True:
+                while not self._messages:
+                    data = self._pending or await self.stream.receive_some(65536)
+                    self._pending = b""
+                    if not data:
+                        raise Closed(None)
+                    self._messages.extend(self._reader.feed(data))
+                message = self._messages.popleft()
+                if message.opcode == wire.CLOSE:
+                    raise Closed(int.from_bytes(bytes(message.data[:2]), "big"))
+                if message.opcode == wire.TEXT:
+                    return json.loads(bytes(message.data))
+
+    async def call(self, frame: str) -> list[Any]:
+        await self.send(frame)
+        return await self.receive()
+
+
+@asynccontextmanager
+async def raw_charger(proxy: ProxyProcess, identity: str) -> AsyncIterator[RawCharger]:
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    async with stream:
+        with trio.fail_after(WAIT):
+            _, pending = await wire.client_handshake(
+                stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"])
+        yield RawCharger(stream, pending)
+
+
+async def break_the_protocol(proxy: ProxyProcess) -> None:
+    """A charger that sends an unmasked frame (clients must mask): the proxy closes it with 1002."""
+    async with raw_charger(proxy, "CODEC-1") as charger:
+        await charger.send('[2,"1","Heartbeat",{}]', mask=False)
+        with pytest.raises(Closed) as closed:
+            await charger.receive()
+    assert closed.value.code == 1002
+
+
+async def flood_until_refused(proxy: ProxyProcess) -> int:
+    """A charger whose back-office is down sends big MeterValues until its outbox is full."""
+    sent = 0
+    async with raw_charger(proxy, "FLOOD-1") as charger:
+        try:
+            while sent < 4 * CHARGER_MAX_BYTES // FLOOD_CALL_BYTES:
+                answer = await charger.call(meter_values(FLOOD_CALL_BYTES // 80))
+                assert answer[0] == 3, answer  # answered by the proxy itself
+                sent += 1
+        except Closed as closed:
+            assert closed.code == 1001
+            return sent
+    raise AssertionError(f"the outbox took {sent} CALLs of {FLOOD_CALL_BYTES} bytes without a bound")
+
+
+async def drain_flood(proxy: ProxyProcess) -> None:
+    """FLOOD-1 back while its back-office is up: its outbox replays."""
+    async with raw_charger(proxy, "FLOOD-1") as charger:
+        assert (await charger.call(meter_values(1)))[0] == 3
+        await until(lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "every outbox replayed")
+
+
+async def refusing_back_office(stream: trio.SocketStream) -> None:
+    """A back-office that answers every CALL with a CALLERROR."""
+    async with stream:
+        accepted = await wire.server_handshake(stream, "/ocpp/", ("ocpp1.6",))
+        if accepted is None:
+            return
+        reader, data = wire.FrameReader(from_client=True), accepted[2]
+        try:
+            while data or (data := await stream.receive_some(65536)):
+                for message in reader.feed(data):
+                    if message.opcode == wire.CLOSE:
+                        return
+                    frame = json.loads(bytes(message.data)) if message.opcode == wire.TEXT else None
+                    if frame and frame[0] == 2:
+                        refusal = json.dumps([4, frame[1], "InternalError", "refused", {}]).encode()
+                        await stream.send_all(wire.encode_frame(wire.TEXT, refusal, mask=False))
+                data = b""
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+async def dead_letter_charger(proxy: ProxyProcess, queued: trio.Event, done: trio.Event) -> None:
+    """DEAD-LETTER-1 sends a CALL while its back-office is down, then stays until `done`."""
+    async with raw_charger(proxy, "DEAD-LETTER-1") as charger:
+        assert (await charger.call(meter_values(1)))[0] == 3
+        queued.set()
+        await done.wait()
+        await charger.stream.send_all(wire.close_frame(1000, mask=True))
+
+
+# -- waiting ------------------------------------------------------------------------------------------
+
+
+async def until(check: Callable[[], bool], what: str, limit: float = WAIT) -> None:
+    """Poll a condition other processes bring about (in a thread: the checks block), bounded."""
+    deadline = trio.current_time() + limit
+    while not await trio.to_thread.run_sync(check):
+        if trio.current_time() > deadline:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
+        await trio.sleep(0.25)
+
+
+async def firing(prometheus: Prometheus, fired: set[str], *names: str) -> None:
+    """Wait until each alert is firing; `fired` collects the names."""
+    for name in names:
+        await until(lambda: prometheus.alert_states().get(name) == "firing", f"alert {name} firing", ALERT_WAIT)
+        fired.add(name)
+
+
+async def watch_panels(prometheus: Prometheus, queries: dict[Any, str], seen: set[Any],
+                       *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
+    """Run every panel query that has not returned data yet, once a second, until cancelled."""
+    task_status.started()
+    while len(seen) < len(queries):
+        for key, expr in queries.items():
+            if key not in seen and await trio.to_thread.run_sync(prometheus.has_data, expr):
+                seen.add(key)
+        await trio.sleep(1)
+
+
+# -- the test -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = make_server_dir("ere-prometheus-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_dashboards_are_valid_and_the_configuration_passes_promtool(tmp_path):
+    require("prometheus")
+    uid = provisioned_datasource_uid()
+    boards = dashboards()
+    assert len({board["uid"] for board in boards.values()}) == len(boards) == 3
+    for name, board in boards.items():
+        assert dashboard_problems(board, uid) == [], name
+    assert "SUCCESS" in promtool("check", "config", str(GRAFANA / "prometheus.yml"))
+    assert f"SUCCESS: {len(alert_rules())} rules found" in promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS" in promtool("check", "config", str(prometheus_config(tmp_path, free_port(), free_port())))
+
+
+async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(tmp_path, data_dir):
+    binary = require("prometheus")
+    require("promtool")
+    queries = grafana_queries()
+    rules = alert_rules()
+    database = await trio.to_thread.run_sync(start_database, data_dir)
+    dsn = await trio.to_thread.run_sync(create_database, database)
+    csms = FakeCsms(port=free_port(), record=False)
+    refusing_port, worker_admin = free_port(), free_port()
+    proxy = worker = simulator = prometheus = None
+    seen: set[Any] = set()
+    fired: set[str] = set()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(csms.serve)
+            proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port, refusing_port)
+            await seed_quarter(dsn)  # the proxy has migrated the database
+            config = worker_config(tmp_path, dsn, worker_admin)
+            worker = start_worker(config, tmp_path)
+            prometheus = Prometheus(binary, prometheus_config(tmp_path, proxy.admin_port, worker_admin), tmp_path)
+            await until(prometheus.ready, "Prometheus to be ready")
+            await until(lambda: prometheus.has_data('min(up{job="ere-worker"}) * min(up{job="ere-proxy"}) == 1'),
+                        "both targets scraped")  # fmt: skip
+
+            # Every query parses; Prometheus loaded exactly the rules of the file, and each explains itself.
+            for expr in [*queries.values(), *(rule.expr for rule in rules)]:
+                answer = await trio.to_thread.run_sync(prometheus.query, expr)
+                assert answer["status"] == "success", (expr, answer)
+            loaded = await trio.to_thread.run_sync(prometheus.rules)
+            assert sorted(rule["name"] for rule in loaded) == sorted(rule.name for rule in rules)
+            for rule in loaded:
+                assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["name"]
+            await nursery.start(watch_panels, prometheus, queries, seen)
+
+            # Normal operation: chargers, a protocol error, a quarter closed by the worker.
+            simulator = start_simulator(proxy, tmp_path)
+            await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS, "the fleet")
+            await break_the_protocol(proxy)
+            closing = await trio.to_thread.run_sync(lambda: cli(config, "quarter", "close", "2026Q3", "--wait"))
+            assert closing.returncode == 0, closing.stdout + closing.stderr
+            await until(lambda: prometheus.has_data("sum(ere_eligible_kwh) > 0"), "the closed quarter's kWh")
+            await until(lambda: all(r["health"] == "ok" for r in prometheus.rules()), "every rule evaluated")
+            assert await trio.to_thread.run_sync(prometheus.alerts) == []  # nothing is wrong yet
+
+            # A job that fails every attempt: a payout run of a quarter that was never closed.
+            [(job_id,)] = await sql(dsn, (
+                "INSERT INTO ere_jobs (kind, job_key, args) VALUES ('payout', '2026Q2', $1) RETURNING job_id",
+                json.dumps({"quarter": "2026Q2", "execution_date": "2026-07-01",
+                            "created_at": "2026-07-01T09:00:00+00:00"})))  # fmt: skip
+            await firing(prometheus, fired, "WorkerJobsFailing", "EreJobsFailed")
+            # What the runbook says: requeue it (it fails again, the quarter is still not closed).
+            requeued = await trio.to_thread.run_sync(lambda: cli(config, "jobs", "requeue", str(job_id)))
+            assert requeued.returncode == 0, requeued.stdout + requeued.stderr
+            failed_twice = 'sum(ere_worker_job_runs_total{kind="payout", outcome="failed"}) == 2'
+            await until(lambda: prometheus.has_data(failed_twice), "the requeued job to fail again")
+
+            # The back-office goes down while chargers keep sending; one charger floods its outbox;
+            # DEAD-LETTER-1's own back-office is down too, and refuses its CALL once it is back.
+            queued, done = trio.Event(), trio.Event()
+            nursery.start_soon(dead_letter_charger, proxy, queued, done)
+            await csms.stop()
+            await until(lambda: metric(proxy, "ere_proxy_links_offline") == CHARGERS + 1, "every link offline")
+            assert await flood_until_refused(proxy) > 0
+            await firing(prometheus, fired, "UpstreamDown", "OutboxGrowing", "OutboxFull")
+            await queued.wait()
+            await nursery.start(partial(trio.serve_tcp, refusing_back_office, refusing_port, host="127.0.0.1"))
+            await firing(prometheus, fired, "OutboxDeadLetters")
+            await csms.start()
+            await until(lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back")
+            done.set()
+            await drain_flood(proxy)
+
+            # The database goes away: the journal spills, its small spill log fills and loses events.
+            crashed, database = database, None
+            await trio.to_thread.run_sync(crashed.crash)
+            await firing(prometheus, fired, "JournalSpilling", "JournalDatabaseErrors", "JournalLosingEvents")
+            database = await trio.to_thread.run_sync(start_database, data_dir)
+            await until(lambda: metric(proxy, "ere_proxy_journal_spilling") == 0, "the journal to catch up")
+
+            # Every panel had data at some point.
+            await until(lambda: len(seen) == len(queries),
+                        "data for every panel: missing " + repr(sorted(set(queries) - seen)), 30)
+
+            # Scrape targets go away.
+            simulator.kill()
+            await trio.to_thread.run_sync(simulator.wait)
+            assert await trio.to_thread.run_sync(stop, worker) == 0
+            await firing(prometheus, fired, "EreWorkerDown")
+            assert await trio.to_thread.run_sync(proxy.terminate) == 0
+            await firing(prometheus, fired, "ProxyDown")
+            nursery.cancel_scope.cancel()
+    finally:
+        if simulator is not None and simulator.poll() is None:
+            simulator.kill()
+            simulator.wait()
+        await trio.to_thread.run_sync(stop, worker)
+        if proxy is not None:
+            await trio.to_thread.run_sync(proxy.terminate)
+        if prometheus is not None:
+            await trio.to_thread.run_sync(prometheus.stop)
+        if database is not None:
+            await trio.to_thread.run_sync(database.close)
+
+    assert fired == {rule.name for rule in rules}  # every rule of the file has its fault here
+    for log in ("proxy.stderr", "worker.stderr"):
+        problems = [line for line in log_problems((tmp_path / log).read_text())
+                    if not any(expected in line for expected in EXPECTED_ERRORS)]  # fmt: skip
+        assert problems == [], log
+    assert "level=error" not in prometheus.stderr(), prometheus.stderr()
