@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from bench import store_bench
 from bench.scenarios import add_fixed_load_parser, finish_args
 
 
+# Scenarios with a module (and options) of their own: `python -m bench <name> [options]`.
+MODULES = {
+    "outage": "bench.outage",  # forwarding while the capture database is down
+    "outbox-storm": "bench.storm",  # an upstream outage under a fleet, then the upstream back at once
+    "reconnect-storm": "bench.reconnect",  # 20,000 chargers connecting within 10 s
+    "quarter-close": "bench.close_bench",  # the quarterly close of 1.4 M sessions, 1 and 2 workers
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split(":")[0])
+    if argv and argv[0] in MODULES:
+        module = importlib.import_module(MODULES[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split(":")[0],
+                                     epilog="more scenarios: " + ", ".join(MODULES) + " (each takes --help)")
     sub = parser.add_subparsers(dest="scenario", required=True)
     add_fixed_load_parser(sub)
     store_bench.add_parsers(sub)

@@ -21,7 +21,7 @@ back, records the CALLs it answered (`record=True`), and sends its own CALLs to 
     await csms.wait_connected("CP1")
     await csms.call("CP1", "RemoteStopTransaction", {"transactionId": 1}, timeout=10)
 
-    python -m bench.fake_csms --port 9001 [--host 127.0.0.1] [--max-seconds 600]
+    python -m bench.fake_csms --port 9001 [--host 127.0.0.1] [--max-seconds 600] [--reuse-port]
 """
 
 from __future__ import annotations
@@ -134,11 +134,12 @@ class FakeCsms:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, record: bool = False, first_transaction_id: int = 1
+        self, host: str = "127.0.0.1", port: int = 0, *, record: bool = False, first_transaction_id: int = 1,
+        reuse_port: bool = False,
     ) -> None:
         if not 1 <= first_transaction_id < PROVISIONAL_IDS_FROM:
             raise ValueError(f"first_transaction_id must be in 1..{PROVISIONAL_IDS_FROM - 1}")
-        self.host, self.port, self.record = host, port, record
+        self.host, self.port, self.record, self.reuse_port = host, port, record, reuse_port
         self.received: dict[str, list[ReceivedCall]] = {}
         self._transaction_ids = itertools.count(first_transaction_id)
         self._call_ids = itertools.count(1)
@@ -183,7 +184,15 @@ class FakeCsms:
             raise RuntimeError("start() needs serve() running")
         if self._listeners:
             raise RuntimeError("already listening")
-        self._listeners = await trio.open_tcp_listeners(self.port, host=self.host, backlog=BACKLOG)
+        if self.reuse_port:
+            sock = trio.socket.socket()
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            await sock.bind((self.host, self.port))
+            sock.listen(BACKLOG)
+            self._listeners = [trio.SocketListener(sock)]
+        else:
+            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host, backlog=BACKLOG)
         self.port = self._listeners[0].socket.getsockname()[1]
         for listener in self._listeners:
             self._nursery.start_soon(self._accept, listener)
@@ -371,10 +380,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0: never)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="SO_REUSEPORT: several processes share the port (past one process's open files)")
+    parser.add_argument("--first-transaction-id", type=int, default=1,
+                        help="distinct ranges keep ids unique over several processes")
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        csms = FakeCsms(args.host, args.port)
+        csms = FakeCsms(args.host, args.port, reuse_port=args.reuse_port, first_transaction_id=args.first_transaction_id)
         with trio.move_on_after(args.max_seconds or math.inf):
             async with trio.open_nursery() as nursery:
                 await nursery.start(csms.serve)

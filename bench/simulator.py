@@ -46,6 +46,11 @@ knows how many extra sessions the back-office (and a capturing proxy) may have s
     python -m bench.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
         --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv] [--sent-log sent.json]
 
+`--ramp S` starts the chargers evenly over S seconds (a reconnect storm: all within a few
+seconds); `--source-addresses N` connects charger i from 127.0.(1 + i mod N).1, so a fleet of
+tens of thousands gets past the ~28,000 ephemeral ports of one source address. The "booted"
+progress line carries the time the last charger's BootNotification was answered.
+
 Only loopback targets are accepted.
 """
 
@@ -92,6 +97,8 @@ class SimConfig:
     prefix: str = "SIM"
     latency_file: str | None = None
     sent_log: str | None = None  # JSON file of each charger's answered transaction CALLs
+    ramp: float | None = None  # chargers start evenly over this many seconds (None: `interval`)
+    source_addresses: int = 1  # connect from 127.0.<k>.1 for k in 1..n (past one address's ports)
 
 
 @dataclass
@@ -182,6 +189,8 @@ class Charger:
         self._errors: Counter[str] = Counter()
         self._next_heartbeat = math.inf
         self.sent: list[dict[str, Any]] = []  # answered transaction CALLs, for the sent log
+        spread = fleet.config.source_addresses
+        self._source = None if spread <= 1 else f"127.0.{1 + index % spread}.1"
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -192,7 +201,7 @@ class Charger:
             stream = None
             try:
                 with trio.fail_after(fleet.config.connect_timeout):
-                    stream = await trio.open_tcp_stream(fleet.host, fleet.port)
+                    stream = await trio.open_tcp_stream(fleet.host, fleet.port, local_address=self._source)
                     chosen, pending = await wire.client_handshake(
                         stream, f"{fleet.host}:{fleet.port}", target, [self.report.protocol]
                     )
@@ -327,7 +336,8 @@ class Charger:
     async def run(self, t0: float) -> None:
         cfg = self.fleet.config
         try:
-            await trio.sleep_until(t0 + cfg.interval * self.index / cfg.chargers)  # spread the fleet
+            ramp = cfg.interval if cfg.ramp is None else cfg.ramp
+            await trio.sleep_until(t0 + ramp * self.index / cfg.chargers)  # spread the fleet
             await self._reconnect()
             if self.v16:
                 await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Sim16",
@@ -421,7 +431,7 @@ class Fleet:
     def booted(self) -> None:
         self._booted += 1
         if self._booted == len(self.chargers):
-            _progress(event="booted", chargers=self._booted)
+            _progress(event="booted", chargers=self._booted, epoch=time.time())
 
     async def run(self) -> None:
         t0 = trio.current_time()
@@ -498,9 +508,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)")
     parser.add_argument("--latency-file", help="write every CALL as send_epoch,rtt_ms,action")
     parser.add_argument("--sent-log", help="write each charger's answered transaction CALLs as JSON")
+    parser.add_argument("--ramp", type=float, help="start the chargers evenly over this many seconds (default: --interval)")
+    parser.add_argument("--source-addresses", type=int, default=d.source_addresses,
+                        help="connect from 127.0.k.1, k = 1..N, to get past one address's ephemeral ports")
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
         parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")
+    if not 1 <= args.source_addresses <= 254 or (args.ramp is not None and args.ramp < 0):
+        parser.error("need 1 <= --source-addresses <= 254 and --ramp >= 0")
     if not args.sessions and not args.duration:
         parser.error("give --sessions or --duration (or both) so the run ends by itself")
     config = SimConfig(**vars(args))

@@ -1,0 +1,210 @@
+"""Reconnect storm: 20,000 chargers connecting through the proxy within 10 seconds.
+
+What a CPO sees after a network blip or a proxy restart: the whole fleet at once. One run on
+this machine: a PostgreSQL of the bench's own (fsync on), `--csms-procs` fake back-office
+processes sharing one port (SO_REUSEPORT; one process cannot hold 20,000 connections under the
+open-file cap), the proxy with `--workers` processes (capture and outbox on, as deployed; every
+handshake looks up the charger's outbox), and `--sim-procs` simulator processes whose chargers
+start evenly over `--ramp` seconds from 127.0.k.1 source addresses (past one address's
+ephemeral ports). Each charger connects, sends BootNotification and StatusNotification and runs
+one short session.
+
+Reported: the time from the first charger starting until the last one's BootNotification is
+answered through the proxy (all forwarding), handshakes by outcome at the proxy (anything but
+`accepted` is a refusal, and must be zero), the chargers' own connect errors and retries, proxy
+CPU over the storm and RSS after it.
+
+    .venv/bin/python -m bench.reconnect [--chargers 20000] [--ramp 10] [--workers 3] [--no-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import pg, procstat
+from bench.loadgen import spawn
+from bench.outage import _execute, _get, free_port
+from bench.scenarios import RESULTS
+from bench.storm import _consecutive_ports
+
+REPO = Path(__file__).resolve().parent.parent
+FD_PER_PROCESS = 20_000
+
+
+def wait_until(check, what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {limit:g} s")
+        time.sleep(0.2)
+
+
+def metrics(admin: int, workers: int) -> dict[str, float]:
+    """Every sample of every worker, summed by series (name with labels)."""
+    total: dict[str, float] = {}
+    for i in range(workers):
+        for line in (_get(admin + i, "/metrics") or "").splitlines():
+            if line.startswith("ere_proxy_") and " " in line:
+                name, value = line.rsplit(" ", 1)
+                total[name] = total.get(name, 0.0) + float(value)
+    return total
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict:
+    procs: list[subprocess.Popen] = []
+    database = pg.ServerThread(scratch / "db").open()
+    try:
+        asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
+        dsn = database.server.dsn("ere_proxy")
+        csms_port = free_port()
+        per_csms = math.ceil(args.chargers / args.csms_procs)
+        for i in range(args.csms_procs):
+            with (scratch / f"csms{i}.log").open("wb") as log:
+                procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(csms_port), "--reuse-port",
+                                    "--first-transaction-id", str(1 + i * 100_000_000), "--max-seconds", "1800"],
+                                   cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+        port, admin = free_port(), _consecutive_ports(args.workers)
+        config = scratch / "proxy.toml"
+        config.write_text(
+            f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {args.workers}\n'
+            f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n[log]\nlevel = "warning"\n'
+            f"[registry]\nenabled = false\n[capture]\nenabled = true\n[outbox]\nenabled = true\n"
+            f'[database]\ndsn = "{dsn}"\ndata_dir = "{scratch / "proxy-data"}"\n'
+            f'[default_route]\nupstream = "ws://127.0.0.1:{csms_port}/ocpp"\nauth = "passthrough"\n'
+        )
+        with (scratch / "proxy.log").open("wb") as log:
+            proxy = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)], cwd=REPO,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        procs.append(proxy)
+        wait_until(lambda: all(_get(admin + i, "/readyz") for i in range(args.workers)), "proxy ready", 90)
+        time.sleep(2)  # quiet before the storm
+        cpu = procstat.cpu_seconds(proxy.pid)
+        sims = []
+        per_sim = [args.chargers // args.sim_procs + (i < args.chargers % args.sim_procs) for i in range(args.sim_procs)]
+        for i, chargers in enumerate(per_sim):
+            out, err = (scratch / f"sim{i}.json").open("wb"), (scratch / f"sim{i}.stderr").open("wb")
+            sims.append((spawn([
+                sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
+                "--chargers", str(chargers), "--protocol", "mixed", "--sessions", "1", "--samples", "1",
+                "--interval", "20", "--ramp", str(args.ramp), "--source-addresses", str(args.source_addresses),
+                "--connect-concurrency", str(args.connect_concurrency), "--call-timeout", "60",
+                "--max-seconds", "600", "--prefix", f"R{i}-",
+            ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err), out, err))  # fmt: skip
+        for sim, out, err in sims:
+            if sim.wait(900) != 0:
+                raise RuntimeError(f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}")
+            out.close()
+            err.close()
+        figures = metrics(admin, args.workers)
+        result = {"proxy_cpu": procstat.cpu_seconds(proxy.pid) - cpu, "rss": procstat.rss_bytes(proxy.pid),
+                  "handshakes": {k: v for k, v in figures.items() if k.startswith("ere_proxy_handshakes_total")}}
+        started, booted, summaries = [], [], []
+        for i in range(args.sim_procs):
+            for line in (scratch / f"sim{i}.stderr").read_text().splitlines():
+                event = json.loads(line)
+                if event.get("event") == "started":
+                    started.append(event["epoch"])
+                elif event.get("event") == "booted":
+                    booted.append(event["epoch"])
+            summaries.append(json.loads((scratch / f"sim{i}.json").read_text()))
+        if len(booted) != args.sim_procs:
+            raise RuntimeError("not every simulator saw all its chargers booted")
+        result["storm_seconds"] = max(booted) - min(started)
+        result["calls"] = sum(s["calls"] for s in summaries)
+        result["reconnects"] = sum(s["reconnects"] for s in summaries)
+        errors: dict[str, int] = {}
+        for summary in summaries:
+            for error, n in summary["errors"].items():
+                errors[error] = errors.get(error, 0) + n
+        result["errors"] = errors
+        return result
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        database.close()
+
+
+def report(args: argparse.Namespace, argv: list[str], started: datetime, result: dict) -> str:
+    info = procstat.machine()
+    handshakes = {key.split('outcome="')[1].rstrip('"}'): int(v) for key, v in result["handshakes"].items()}
+    refused = sum(n for outcome, n in handshakes.items() if outcome != "accepted")
+    return "\n".join([
+        f"## reconnect storm, {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"load average at start {args.loadavg_at_start}",
+        f"- command (from the repository root): `.venv/bin/python -m bench.reconnect {shlex.join(argv)}`",
+        f"- {args.chargers} chargers (half OCPP 1.6, half 2.0.1) starting evenly over {args.ramp:g} s from "
+        f"{args.source_addresses} source addresses, {args.sim_procs} simulator processes; proxy with "
+        f"{args.workers} workers, capture and outbox on, PostgreSQL fsync on; {args.csms_procs} fake CSMS processes",
+        "",
+        "| chargers | ramp s | all forwarding after s | handshakes accepted | refused | charger connect errors |"
+        " reconnects | proxy CPU s | proxy RSS MB |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| {args.chargers} | {args.ramp:g} | {result['storm_seconds']:.1f} | {handshakes.get('accepted', 0)} | "
+        f"{refused} | {sum(n for e, n in result['errors'].items() if e.startswith('connect'))} | "
+        f"{result['reconnects']} | {result['proxy_cpu']:.1f} | {result['rss'] / 1024 / 1024:.0f} |",
+        "",
+        f"- handshakes by outcome: {handshakes}; fleet: {result['calls']} CALLs answered, errors "
+        f"{result['errors'] or 'none'}",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench.reconnect", description=__doc__.split("\n")[0])
+    parser.add_argument("--chargers", type=int, default=20_000)
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which every charger starts")
+    parser.add_argument("--workers", type=int, default=3, help="proxy worker processes")
+    parser.add_argument("--sim-procs", type=int, default=3)
+    parser.add_argument("--csms-procs", type=int, default=2)
+    parser.add_argument("--source-addresses", type=int, default=4)
+    parser.add_argument("--connect-concurrency", type=int, default=256, help="handshakes in flight per simulator")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    for what, count in (("--workers", args.workers), ("--sim-procs", args.sim_procs), ("--csms-procs", args.csms_procs)):
+        per_process = args.chargers / count * (2 if what == "--workers" else 1)
+        if per_process > FD_PER_PROCESS - 200:
+            parser.error(f"{what} {count}: {per_process:.0f} sockets per process is over the open-file cap")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    started = datetime.now(timezone.utc)
+    scratch = pg.make_data_dir("ocpp-reconnect-")
+    try:
+        result = run(args, scratch)
+    finally:
+        if args.keep:
+            print(f"scratch kept in {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    text = report(args, argv, started, result)
+    print(text)
+    if not args.no_results:
+        with args.results.open("a") as out:
+            out.write("\n" + text + "\n")
+    refused = sum(v for k, v in result["handshakes"].items() if 'outcome="accepted"' not in k)
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
