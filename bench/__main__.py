@@ -15,6 +15,7 @@ MODULES = {
     "outage": "bench.outage",  # forwarding while the capture database is down
     "outbox-storm": "bench.storm",  # an upstream outage under a fleet, then the upstream back at once
     "reconnect-storm": "bench.reconnect",  # 20,000 chargers connecting within 10 s
+    "fleet": "bench.fleet",  # 50,000 chargers held connected for 10 minutes
     "quarter-close": "bench.close_bench",  # the quarterly close of 1.4 M sessions, 1 and 2 workers
 }
 

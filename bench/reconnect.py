@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import resource
 import shlex
 import shutil
@@ -62,83 +61,112 @@ def metrics(admin: int, workers: int) -> dict[str, float]:
     return total
 
 
+def start_csms(scratch: Path, count: int) -> tuple[int, list[subprocess.Popen]]:
+    """`count` fake CSMS processes sharing one port (distinct transaction id ranges)."""
+    port, procs = free_port(), []
+    for i in range(count):
+        with (scratch / f"csms{i}.log").open("wb") as log:
+            procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--reuse-port",
+                                "--first-transaction-id", str(1 + i * 100_000_000), "--max-seconds", "3600"],
+                               cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+    return port, procs
+
+
+def start_proxy(scratch: Path, csms_port: int, dsn: str, workers: int) -> tuple[subprocess.Popen, int, int]:
+    """The proxy (capture and outbox on) with `workers` processes; returns it, its port, its first admin port."""
+    port, admin = free_port(), _consecutive_ports(workers)
+    config = scratch / "proxy.toml"
+    config.write_text(
+        f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {workers}\n'
+        f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n[log]\nlevel = "warning"\n'
+        f"[registry]\nenabled = false\n[capture]\nenabled = true\n[outbox]\nenabled = true\n"
+        f'[database]\ndsn = "{dsn}"\ndata_dir = "{scratch / "proxy-data"}"\n'
+        f'[default_route]\nupstream = "ws://127.0.0.1:{csms_port}/ocpp"\nauth = "passthrough"\n'
+    )
+    with (scratch / "proxy.log").open("wb") as log:
+        proxy = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)], cwd=REPO,
+                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    wait_until(lambda: all(_get(admin + i, "/readyz") for i in range(workers)), "proxy ready", 90)
+    return proxy, port, admin
+
+
+def start_fleet(scratch: Path, port: int, chargers: int, processes: int, options: list[str]) -> list[subprocess.Popen]:
+    """Simulator processes splitting `chargers` (identities R<p>-<n>); summaries in sim<p>.json/.stderr.
+
+    "{index}" in an option becomes the process number (for per-process output files).
+    """
+    sims = []
+    for i in range(processes):
+        count = chargers // processes + (i < chargers % processes)
+        with (scratch / f"sim{i}.json").open("wb") as out, (scratch / f"sim{i}.stderr").open("wb") as err:
+            sims.append(spawn([sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
+                               "--chargers", str(count), "--protocol", "mixed", "--prefix", f"R{i}-",
+                               *(option.replace("{index}", str(i)) for option in options)],
+                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err))  # fmt: skip
+    return sims
+
+
+def fleet_results(scratch: Path, processes: int) -> tuple[list[dict], list[dict]]:
+    """Each simulator's progress events and its summary."""
+    events, summaries = [], []
+    for i in range(processes):
+        events += [json.loads(line) for line in (scratch / f"sim{i}.stderr").read_text().splitlines()]
+        summaries.append(json.loads((scratch / f"sim{i}.json").read_text()))
+    return events, summaries
+
+
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     procs: list[subprocess.Popen] = []
     database = pg.ServerThread(scratch / "db").open()
     try:
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
-        dsn = database.server.dsn("ere_proxy")
-        csms_port = free_port()
-        per_csms = math.ceil(args.chargers / args.csms_procs)
-        for i in range(args.csms_procs):
-            with (scratch / f"csms{i}.log").open("wb") as log:
-                procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(csms_port), "--reuse-port",
-                                    "--first-transaction-id", str(1 + i * 100_000_000), "--max-seconds", "1800"],
-                                   cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-        port, admin = free_port(), _consecutive_ports(args.workers)
-        config = scratch / "proxy.toml"
-        config.write_text(
-            f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {args.workers}\n'
-            f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n[log]\nlevel = "warning"\n'
-            f"[registry]\nenabled = false\n[capture]\nenabled = true\n[outbox]\nenabled = true\n"
-            f'[database]\ndsn = "{dsn}"\ndata_dir = "{scratch / "proxy-data"}"\n'
-            f'[default_route]\nupstream = "ws://127.0.0.1:{csms_port}/ocpp"\nauth = "passthrough"\n'
-        )
-        with (scratch / "proxy.log").open("wb") as log:
-            proxy = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)], cwd=REPO,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        csms_port, csms = start_csms(scratch, args.csms_procs)
+        procs += csms
+        proxy, port, admin = start_proxy(scratch, csms_port, database.server.dsn("ere_proxy"), args.workers)
         procs.append(proxy)
-        wait_until(lambda: all(_get(admin + i, "/readyz") for i in range(args.workers)), "proxy ready", 90)
         time.sleep(2)  # quiet before the storm
         cpu = procstat.cpu_seconds(proxy.pid)
-        sims = []
-        per_sim = [args.chargers // args.sim_procs + (i < args.chargers % args.sim_procs) for i in range(args.sim_procs)]
-        for i, chargers in enumerate(per_sim):
-            out, err = (scratch / f"sim{i}.json").open("wb"), (scratch / f"sim{i}.stderr").open("wb")
-            sims.append((spawn([
-                sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
-                "--chargers", str(chargers), "--protocol", "mixed", "--sessions", "1", "--samples", "1",
-                "--interval", "20", "--ramp", str(args.ramp), "--source-addresses", str(args.source_addresses),
-                "--connect-concurrency", str(args.connect_concurrency), "--call-timeout", "60",
-                "--max-seconds", "600", "--prefix", f"R{i}-",
-            ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err), out, err))  # fmt: skip
-        for sim, out, err in sims:
+        sims = start_fleet(scratch, port, args.chargers, args.sim_procs, [
+            "--sessions", "1", "--samples", "1", "--interval", "20", "--ramp", str(args.ramp),
+            "--source-addresses", str(args.source_addresses), "--connect-concurrency", str(args.connect_concurrency),
+            "--call-timeout", "60", "--max-seconds", "600"])  # fmt: skip
+        procs += sims
+        for sim in sims:
             if sim.wait(900) != 0:
                 raise RuntimeError(f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}")
-            out.close()
-            err.close()
         figures = metrics(admin, args.workers)
         result = {"proxy_cpu": procstat.cpu_seconds(proxy.pid) - cpu, "rss": procstat.rss_bytes(proxy.pid),
                   "handshakes": {k: v for k, v in figures.items() if k.startswith("ere_proxy_handshakes_total")}}
-        started, booted, summaries = [], [], []
-        for i in range(args.sim_procs):
-            for line in (scratch / f"sim{i}.stderr").read_text().splitlines():
-                event = json.loads(line)
-                if event.get("event") == "started":
-                    started.append(event["epoch"])
-                elif event.get("event") == "booted":
-                    booted.append(event["epoch"])
-            summaries.append(json.loads((scratch / f"sim{i}.json").read_text()))
+        events, summaries = fleet_results(scratch, args.sim_procs)
+        booted = [e["epoch"] for e in events if e.get("event") == "booted"]
         if len(booted) != args.sim_procs:
             raise RuntimeError("not every simulator saw all its chargers booted")
-        result["storm_seconds"] = max(booted) - min(started)
+        result["storm_seconds"] = max(booted) - min(e["epoch"] for e in events if e.get("event") == "started")
         result["calls"] = sum(s["calls"] for s in summaries)
         result["reconnects"] = sum(s["reconnects"] for s in summaries)
-        errors: dict[str, int] = {}
-        for summary in summaries:
-            for error, n in summary["errors"].items():
-                errors[error] = errors.get(error, 0) + n
-        result["errors"] = errors
+        result["errors"] = merged_errors(summaries)
         return result
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs)
         database.close()
+
+
+def merged_errors(summaries: list[dict]) -> dict[str, int]:
+    errors: dict[str, int] = {}
+    for summary in summaries:
+        for error, n in summary["errors"].items():
+            errors[error] = errors.get(error, 0) + n
+    return errors
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, result: dict) -> str:
