@@ -16,6 +16,7 @@ MODULES = {
     "outbox-storm": "bench.storm",  # an upstream outage under a fleet, then the upstream back at once
     "reconnect-storm": "bench.reconnect",  # 20,000 chargers connecting within 10 s
     "fleet": "bench.fleet",  # 50,000 chargers held connected for 10 minutes
+    "max-rate": "bench.max_rate",  # a rising offered rate until one proxy process falls behind
     "quarter-close": "bench.close_bench",  # the quarterly close of 1.4 M sessions, 1 and 2 workers
 }
 

@@ -78,6 +78,8 @@ def start_proxy(scratch: Path, csms_port: int, dsn: str, workers: int) -> tuple[
     config = scratch / "proxy.toml"
     config.write_text(
         f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {workers}\n'
+        # Past one source address's ephemeral ports towards the one fake CSMS port.
+        f"upstream_source_addresses = {json.dumps([f'127.0.10.{k}' for k in range(1, 5)])}\n"
         f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n[log]\nlevel = "warning"\n'
         f"[registry]\nenabled = false\n[capture]\nenabled = true\n[outbox]\nenabled = true\n"
         f'[database]\ndsn = "{dsn}"\ndata_dir = "{scratch / "proxy-data"}"\n'
@@ -178,7 +180,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, result:
         "",
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
         f"load average at start {args.loadavg_at_start}",
-        f"- command (from the repository root): `.venv/bin/python -m bench.reconnect {shlex.join(argv)}`",
+        f"- command (from the repository root): `.venv/bin/python -m bench reconnect-storm {shlex.join(argv)}`",
         f"- {args.chargers} chargers (half OCPP 1.6, half 2.0.1) starting evenly over {args.ramp:g} s from "
         f"{args.source_addresses} source addresses, {args.sim_procs} simulator processes; proxy with "
         f"{args.workers} workers, capture and outbox on, PostgreSQL fsync on; {args.csms_procs} fake CSMS processes",

@@ -6,6 +6,7 @@ when a reload fails (see `server.py`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from decimal import Decimal
@@ -45,9 +46,18 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     max_header_size: int = 16 * 1024
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Local addresses upstream connections are made from, in turn (empty: the system's choice).
+    # One source address reaches one upstream address and port through at most as many
+    # connections as there are ephemeral ports (~28,000 by default): list more for bigger fleets.
+    upstream_source_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_port("proxy.port", self.port)
+        for address in self.upstream_source_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"proxy.upstream_source_addresses: {address!r} is not an IP address") from None
         if self.workers < 1:
             raise ValueError("proxy.workers must be at least 1")
         for name in ("handshake_timeout", "dial_timeout", "idle_timeout", "close_timeout", "drain_timeout"):

@@ -129,6 +129,7 @@ class ProxyServer:
         outbox: OutboxStore | None = None,
     ) -> None:
         self.settings = config.proxy
+        self._dials = 0  # picks the next upstream source address
         self.journal = journal  # session capture: None forwards without keeping sessions
         self.outbox = outbox  # None: an unreachable upstream refuses the charger (502/504)
         self.router = router
@@ -144,6 +145,14 @@ class ProxyServer:
         self._hashing = trio.CapacityLimiter(2)
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
+
+    def _source_address(self) -> str | None:
+        """The next of `upstream_source_addresses` in turn (None: let the system choose)."""
+        addresses = self.settings.upstream_source_addresses
+        if not addresses:
+            return None
+        self._dials += 1
+        return addresses[self._dials % len(addresses)]
 
     def reconfigure(self, config: Config) -> None:
         """Take new settings for new connections; running links keep theirs."""
@@ -313,7 +322,7 @@ class ProxyServer:
         stream: trio.abc.Stream | None = None
         try:
             with trio.move_on_after(self.settings.dial_timeout):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await trio.open_tcp_stream(host, port, local_address=self._source_address())
                 if scheme == "wss":
                     stream = trio.SSLStream(stream, _client_ssl_context(route.ca_bundle), server_hostname=host)
                     await stream.do_handshake()

@@ -32,6 +32,7 @@ class UpstreamPeer:
     authorization: str | None
     received: list[str | bytes] = field(default_factory=list)
     close_code: int | None = None
+    remote: str | None = None  # the address the proxy connected from
 
 
 class Upstream:
@@ -66,6 +67,7 @@ class Upstream:
             request.path,
             offered[0] if offered else None,
             headers.get(b"authorization", b"").decode() or None,
+            remote=str(request.remote.address) if hasattr(request.remote, "address") else None,
         )
         self.peers.append(peer)
         ws = await request.accept(subprotocol=peer.subprotocol)

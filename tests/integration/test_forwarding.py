@@ -8,7 +8,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from proxy.codec import CLOSE
-from tests.integration.conftest import frame, metric, roundtrip
+from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 
 async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(proxy, upstream):
@@ -34,6 +34,15 @@ async def test_charger_without_subprotocol_is_offered_upstream_as_default(proxy,
     async with open_websocket_url(proxy.url("CP-none")) as charger:
         assert json.loads(await roundtrip(charger, "1"))[1] == "1"
     assert upstream.peers[0].subprotocol == "ocpp1.6"
+
+
+async def test_upstream_connections_are_made_from_the_configured_source_addresses_in_turn(nursery, upstream):
+    config = proxy_config(upstream.port, upstream_source_addresses=("127.0.0.2", "127.0.0.3"))
+    handle = await start_proxy(nursery, config)
+    for n in range(4):
+        async with open_websocket_url(handle.url(f"CP-src-{n}")) as charger:
+            assert json.loads(await roundtrip(charger, "1"))[1] == "1"
+    assert sorted(peer.remote for peer in upstream.peers) == ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]
 
 
 async def test_close_code_and_reason_pass_end_to_end(proxy, upstream):
