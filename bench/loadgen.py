@@ -374,6 +374,8 @@ class LoadGen:
             except queue.Empty:
                 raise TimeoutError(f"load generator: no {event!r} from all workers in {timeout:.0f} s") from None
             if message is None:
+                if index in found:
+                    continue  # it exited after reporting (its end-of-output marker)
                 raise RuntimeError(f"load generator worker {index} exited before {event!r}")
             if message.get("event") == event:
                 found[index] = message

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=float, default=2000)
     parser.add_argument("--max", type=float, default=30000)
     parser.add_argument("--duration", type=float, default=10, help="measured seconds per step")
-    parser.add_argument("--gen-procs", type=int, default=1)
+    parser.add_argument("--gen-procs", type=int, default=2)
     parser.add_argument("--capture", action="store_true", help="ere-proxy-capture instead of ere-proxy")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-results", action="store_true")
