@@ -29,6 +29,7 @@ import asyncpg
 from bench import pg, procstat
 from bench.loadgen import spawn
 from bench.outage import _execute, _fetch
+from bench.results import loadavg, machine_line, publish
 from bench.scenarios import RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,7 +128,6 @@ def run_close(server: pg.ServerThread, db_dir: Path, scratch: Path, args: argpar
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: list[dict]) -> str:
-    info = procstat.machine()
     mb = 1024 * 1024
     same = all(run["lines"] == runs[0]["lines"] for run in runs)
     base = runs[0]["seconds"]
@@ -141,8 +141,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: l
     return "\n".join([
         f"## quarter close, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {args.loadavg_at_start}",
+        machine_line(args.loadavg_at_start),
         f"- command (from the repository root): `.venv/bin/python -m bench.close_bench {shlex.join(argv)}`",
         f"- {args.chargers} chargers × {args.days} days, about 1.5 sessions a day; {args.shards} shards; "
         "PostgreSQL embedded, fsync on, on the same 2 CPUs",
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.days <= 92:
         parser.error("--days must fit in one quarter (1..92)")
-    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    args.loadavg_at_start = loadavg()
     started = datetime.now(timezone.utc)
     scratch = pg.make_data_dir("ocpp-close-")
     server = pg.ServerThread(scratch / "db").open()
@@ -178,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, argv, started, runs)
-    print(text)
-    if not args.no_results:
-        with args.results.open("a") as out:
-            out.write("\n" + text + "\n")
+    publish(text, args)
     return 0 if all(run["lines"] == runs[0]["lines"] for run in runs) else 1
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import resource
 import shlex
 import shutil
 import signal
@@ -35,6 +34,7 @@ from bench.outage import _execute
 from bench.reconnect import (
     FD_PER_PROCESS, fleet_results, merged_errors, metrics, start_csms, start_fleet, start_proxy, stop_all, wait_until,
 )  # fmt: skip
+from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.simulator import percentiles
 
@@ -87,14 +87,12 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict) -> str:
-    info = procstat.machine()
     mb, n = 1024 * 1024, args.chargers
     latency = r["latency"]
     return "\n".join([
         f"## fleet, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {args.loadavg_at_start}",
+        machine_line(args.loadavg_at_start),
         f"- command (from the repository root): `.venv/bin/python -m bench fleet {shlex.join(argv)}`",
         f"- {n} chargers (half OCPP 1.6, half 2.0.1; {args.sim_procs} simulator processes, {args.source_addresses} "
         f"source addresses) started over {args.ramp:g} s, then held {args.hold:g} s: a meter value every "
@@ -132,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                                  ("--csms-procs", args.csms_procs, 1)):  # fmt: skip
         if args.chargers / count * sockets > FD_PER_PROCESS - 200:
             parser.error(f"{what} {count}: too many sockets per process for the open-file cap ({FD_PER_PROCESS})")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    raise_fd_limit()
+    args.loadavg_at_start = loadavg()
     started = datetime.now(timezone.utc)
     scratch = pg.make_data_dir("ocpp-fleet-")
     try:
@@ -142,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, argv, started, result)
-    print(text)
-    if not args.no_results:
-        with args.results.open("a") as out:
-            out.write("\n" + text + "\n")
+    publish(text, args)
     return 1 if result["errors"] or result["connected_at_end"] < args.chargers else 0
 
 

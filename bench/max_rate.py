@@ -18,7 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import procstat
+from bench.results import loadavg, machine_line, publish
 from bench.scenarios import RESULTS, add_fixed_load_parser, finish_args, run_once
 
 ACHIEVED, P99_MS = 0.95, 50.0
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = "ere-proxy-capture" if args.capture else "ere-proxy"
     started = datetime.now(timezone.utc)
-    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_at_start = loadavg()
     rows, best = [], None
     rate = args.start
     while rate <= args.max:
@@ -79,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             break
         best = rate
         rate += args.step
-    info = procstat.machine()
     text = "\n".join([
         f"## max rate, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {loadavg}",
+        machine_line(load_at_start),
         f"- command (from the repository root): `.venv/bin/python -m bench max-rate {shlex.join(argv)}`",
         f"- {args.chargers} chargers, MeterValues CALLs (~260 B) at a rising offered rate, {args.duration:g} s per "
         f"step, {args.gen_procs} generator processes; {target} with one worker; a step passes with ≥ 95 % "
@@ -97,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- highest passing step: {best:.0f} CALLs/s ({2 * best:.0f} frames/s)" if best else "- no step passed",
     ])  # fmt: skip
-    print(text)
-    if not args.no_results:
-        with args.results.open("a") as out:
-            out.write("\n" + text + "\n")
+    publish(text, args)
     return 0
 
 

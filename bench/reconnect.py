@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import shlex
 import shutil
 import signal
@@ -34,20 +33,13 @@ from pathlib import Path
 
 from bench import pg, procstat
 from bench.loadgen import spawn
-from bench.outage import _execute, _get, free_port
+from bench.outage import _execute, _get, free_port, wait_until
+from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.storm import _consecutive_ports
 
 REPO = Path(__file__).resolve().parent.parent
 FD_PER_PROCESS = 20_000
-
-
-def wait_until(check, what: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {limit:g} s")
-        time.sleep(0.2)
 
 
 def metrics(admin: int, workers: int) -> dict[str, float]:
@@ -172,14 +164,12 @@ def stop_all(procs: list[subprocess.Popen]) -> None:
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, result: dict) -> str:
-    info = procstat.machine()
     handshakes = {key.split('outcome="')[1].rstrip('"}'): int(v) for key, v in result["handshakes"].items()}
     refused = sum(n for outcome, n in handshakes.items() if outcome != "accepted")
     return "\n".join([
         f"## reconnect storm, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {args.loadavg_at_start}",
+        machine_line(args.loadavg_at_start),
         f"- command (from the repository root): `.venv/bin/python -m bench reconnect-storm {shlex.join(argv)}`",
         f"- {args.chargers} chargers (half OCPP 1.6, half 2.0.1) starting evenly over {args.ramp:g} s from "
         f"{args.source_addresses} source addresses, {args.sim_procs} simulator processes; proxy with "
@@ -215,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         per_process = args.chargers / count * (2 if what == "--workers" else 1)
         if per_process > FD_PER_PROCESS - 200:
             parser.error(f"{what} {count}: {per_process:.0f} sockets per process is over the open-file cap")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    raise_fd_limit()
+    args.loadavg_at_start = loadavg()
     started = datetime.now(timezone.utc)
     scratch = pg.make_data_dir("ocpp-reconnect-")
     try:
@@ -228,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, argv, started, result)
-    print(text)
-    if not args.no_results:
-        with args.results.open("a") as out:
-            out.write("\n" + text + "\n")
+    publish(text, args)
     refused = sum(v for k, v in result["handshakes"].items() if 'outcome="accepted"' not in k)
     return 1 if refused else 0
 

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import math
-import resource
 import shlex
 import shutil
 import signal
@@ -42,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import trio
@@ -51,6 +51,7 @@ from bench.fake_csms import FakeCsms
 from bench.ledger import counts, exactly_once
 from bench.loadgen import spawn
 from bench.outage import _get, free_port
+from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,7 +220,7 @@ async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, l
         if status != 0:
             raise RuntimeError(f"proxy exited with {status}:\n{proxy.log.read_text()[-3000:]}")
         sent: dict = {}
-        totals = {"calls": 0, "resent": 0, "reconnects": 0, "errors": {}}
+        totals: dict[str, Any] = {"calls": 0, "resent": 0, "reconnects": 0, "errors": {}}
         for _, summary_path, sent_path in fleet:
             summary = json.loads(summary_path.read_text())
             for key in ("calls", "resent", "reconnects"):
@@ -285,14 +286,12 @@ def _say(text: str) -> None:
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, drain: Drain, totals: dict,
            problems: list[str], outage_cpu: float) -> str:
-    info = procstat.machine()
     mb = 1024 * 1024
     end = max(drain.all_back, drain.drained)
     lines = [
         f"## outbox storm, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {args.loadavg_at_start}",
+        machine_line(args.loadavg_at_start),
         f"- command (from the repository root): `.venv/bin/python -m bench.storm {shlex.join(argv)}`",
         f"- {args.chargers} chargers ({args.sim_procs} simulator processes, half OCPP 1.6, half 2.0.1, a reading "
         f"every {args.interval:g} s, sessions of {args.samples} readings), proxy with {args.workers} workers, "
@@ -346,9 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.chargers / args.workers > 9_900:
         parser.error("at most ~9,900 chargers per proxy worker (20,000 open files per process, two per charger)")
     args.limit = 600 + args.before + args.outage + args.drain_limit  # the fleet's hard bound
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every process we start
-    args.loadavg_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    raise_fd_limit()
+    args.loadavg_at_start = loadavg()
     started = datetime.now(timezone.utc)
     scratch = pg.make_data_dir("ocpp-storm-")
     try:
@@ -359,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, argv, started, drain, totals, problems, outage_cpu)
-    print(text)
-    if not args.no_results:
-        with args.results.open("a") as out:
-            out.write("\n" + text + "\n")
+    publish(text, args)
     return 1 if problems else 0
 
 
