@@ -9,6 +9,11 @@ oldest first, once it answers again; only then does the writer go direct again, 
 sees each link's events in the order they happened. Event ids are deterministic and storing is
 idempotent, so a batch stored twice (a crash between commit and acknowledgement) changes nothing.
 
+Order matters (a transaction's rename must come after its start), so going to disk is a hand-over:
+events submitted while the writer still holds older ones (its batch in a transaction, the
+channel) wait in memory until the writer has put its batch, if not stored, and then the channel on
+disk; only then are they appended, and only then does the replayer start.
+
 Any exception from storing a batch counts as a database failure: the events are kept on disk and
 retried, so neither a database outage nor a bug in storing one kind of event stops the journal
 (it shows in `ere_proxy_journal_database_errors_total` and the log).
@@ -17,8 +22,9 @@ What can still be lost, loudly (`ere_proxy_journal_events_lost_total` and an err
 that do not fit under the spill log's size bound, and the last `flush_interval` of spilled events
 if the process is killed.
 
-Cancellation: `run` ends by flushing the spill log, so on a clean shutdown nothing that reached
-`submit` is lost: what the writer had not stored yet is spilled and replayed at the next start.
+Cancellation: `run` ends by spilling what the writer had not stored yet (its batch, the channel,
+what waited for the hand-over, in that order) and flushing the spill log, so on a clean shutdown
+nothing that reached `submit` is lost: it is replayed at the next start.
 """
 
 from __future__ import annotations
@@ -76,6 +82,10 @@ class Journal:
         self._linger = linger
         # True while events go to disk: the database is down, or older events wait there.
         self._spilling = spill.records_pending > 0
+        # Between deciding to spill and the writer's hand-over: new events wait in `_waiting`.
+        self._handing_over = False
+        self._waiting: list[Event] = []
+        self._in_flight: list[Event] = []  # the writer's batch until it is stored
         self._spill_waiting = trio.Event()
         if self._spilling:
             self._spill_waiting.set()
@@ -107,12 +117,30 @@ class Journal:
                 return
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 self._start_spilling("journal channel full")
-        self._to_spill(events)
+        if self._handing_over:
+            self._waiting += events
+        else:
+            self._to_spill(events)
 
     def _start_spilling(self, why: str) -> None:
+        """From now on events go to disk, after what the writer still holds (see `_hand_over`)."""
         if not self._spilling:
             log.warning("journal spilling to disk", extra={"reason": why})
-        self._spilling = True
+            self._spilling = True
+            self._handing_over = True
+
+    def _hand_over(self) -> None:
+        """Spill, oldest first, the writer's unstored batch, the channel and what waited; then replay."""
+        events = self._in_flight
+        while True:
+            try:
+                events += self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        events += self._waiting
+        self._in_flight, self._waiting, self._handing_over = [], [], False
+        if events:
+            self._to_spill(events)
         self._spill_waiting.set()
 
     def _to_spill(self, events: list[Event]) -> None:
@@ -134,20 +162,13 @@ class Journal:
                 nursery.start_soon(self._replay, db)
                 task_status.started()
         finally:
+            self._hand_over()
             with trio.CancelScope(shield=True):
-                leftover: list[Event] = []
-                while True:
-                    try:
-                        leftover += self._receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                        break
-                if leftover:
-                    self._to_spill(leftover)
                 await trio.to_thread.run_sync(self._spill.flush)
 
     async def _write(self, db: Database) -> None:
         async for first in self._receive:
-            batch = list(first)
+            self._in_flight = batch = list(first)
             if len(batch) < self._batch_size:
                 await trio.sleep(self._linger)  # let a batch gather: one transaction per event is costly
             while len(batch) < self._batch_size:
@@ -155,18 +176,18 @@ class Journal:
                     batch += self._receive.receive_nowait()
                 except trio.WouldBlock:
                     break
-            if self._spilling:  # keep the order: older events are still on disk
-                self._to_spill(batch)
-                continue
-            try:
-                async with db.transaction() as conn:
-                    await store_events(conn, batch)
-            except Exception as exc:  # any failure to store: keep the events on disk, retry later
-                self.stats.database_errors += 1
-                self._start_spilling(f"database error: {exc!r}")
-                self._to_spill(batch)
-            else:
-                self.stats.stored += len(batch)
+            if not self._spilling:
+                try:
+                    async with db.transaction() as conn:
+                        await store_events(conn, batch)
+                except Exception as exc:  # any failure to store: keep the events on disk, retry later
+                    self.stats.database_errors += 1
+                    self._start_spilling(f"database error: {exc!r}")
+                else:
+                    self.stats.stored += len(batch)
+                    self._in_flight = []
+            if self._spilling:
+                self._hand_over()
 
     async def _flush_periodically(self) -> None:
         while True:

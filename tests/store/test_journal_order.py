@@ -1,0 +1,126 @@
+"""The journal keeps each charger's events in order when it starts spilling while the writer is busy.
+
+An offline 1.6 transaction is renamed once the back-office gives its real id; the rename only
+works if the session store sees it after the start. Here the start is still with the writer (in
+its transaction, or in the channel behind it) when the channel overflows with the rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+
+import trio
+
+from proxy.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
+from proxy.journal import Journal
+from proxy.spill import SpillLog
+from proxy.store.db import Database, open_database
+
+PROVISIONAL, REAL = "2000000001", "17"
+
+
+class HeldDatabase:
+    """The project database; its first transaction waits for `release`, then commits or fails."""
+
+    def __init__(self, db: Database, *, fail: bool) -> None:
+        self.db, self.fail = db, fail
+        self.entered, self.release = trio.Event(), trio.Event()
+        self.first = True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[object]:
+        first, self.first = self.first, False
+        async with self.db.transaction() as conn:
+            if first:
+                self.entered.set()
+                await self.release.wait()
+                if self.fail:
+                    raise ConnectionResetError("the database went away")
+            yield conn
+
+
+def event_id(n: int) -> str:
+    return f"00000000-0000-0000-0000-{n:012d}"
+
+
+def boot() -> Event:
+    return ChargerBooted(event_id(1), "CP-1", 1.0, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
+
+
+def start() -> Event:
+    return TransactionStarted(event_id(2), "CP-1", 2.0, 1, "TAG", Decimal(100), "2026-01-01T10:00:00Z", None,
+                              PROVISIONAL, "Accepted")  # fmt: skip
+
+
+def rename() -> Event:
+    return TransactionIdAssigned(event_id(3), "CP-1", 3.0, PROVISIONAL, REAL)
+
+
+async def session_ids(db: Database) -> list[str]:
+    return [row["transaction_id"] for row in await db.fetch("SELECT transaction_id FROM sessions")]
+
+
+async def run_until_stored(journal: Journal, db: Database) -> list[str]:
+    """Let the journal store everything (spill replay included) and return the session ids."""
+    with trio.fail_after(20):
+        while journal.spilling or journal.stats.stored + journal.stats.replayed < journal.stats.submitted:
+            await trio.sleep(0.02)
+    return await session_ids(db)
+
+
+async def test_a_rename_overflowing_the_channel_waits_for_the_start_behind_the_writers_batch(settings, tmp_path):
+    async with open_database(settings) as db, trio.open_nursery() as nursery:
+        held = HeldDatabase(db, fail=False)
+        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05)
+        await nursery.start(journal.run, held)
+        journal.submit([boot()])
+        await held.entered.wait()  # the writer holds the boot in its transaction
+        journal.submit([start()])  # fills the channel
+        journal.submit([rename()])  # overflows it
+        assert journal.spilling
+        held.release.set()
+        assert await run_until_stored(journal, db) == [REAL]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_that_fails_in_the_writer_goes_to_disk_before_what_overflowed_meanwhile(settings, tmp_path):
+    async with open_database(settings) as db, trio.open_nursery() as nursery:
+        held = HeldDatabase(db, fail=True)
+        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05)
+        await nursery.start(journal.run, held)
+        journal.submit([start()])
+        await held.entered.wait()  # the start is in the writer's transaction, which will fail
+        journal.submit([boot()])
+        journal.submit([rename()])
+        held.release.set()
+        assert await run_until_stored(journal, db) == [REAL]
+        assert journal.stats.database_errors == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at_the_next_start(settings, tmp_path):
+    async with open_database(settings) as db:
+        held = HeldDatabase(db, fail=False)
+        spill = SpillLog(tmp_path / "spill")
+        journal = Journal(spill, capacity=1, linger=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run, held)
+            journal.submit([start()])
+            await held.entered.wait()
+            journal.submit([rename()])
+            nursery.cancel_scope.cancel()  # shutdown while the start is in the writer's transaction
+        spill.close()
+        assert await session_ids(db) == []
+
+        spill = SpillLog(tmp_path / "spill")
+        restarted = Journal(spill, capacity=1, linger=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restarted.run, db)
+            with trio.fail_after(20):
+                while restarted.spilling:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        spill.close()
+        assert await session_ids(db) == [REAL]
