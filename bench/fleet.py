@@ -13,6 +13,10 @@ proxy RSS per charger (all workers' RSS divided by chargers, and the growth from
 proxy CPU (cores), CALLs per second, CALL latency p50/p99/max as the chargers see it, and errors
 (connect failures, timeouts, reconnects: all must be zero).
 
+`--offline-every S` gives each charger offline periods (on average one every S seconds, about
+`--offline-for` seconds long; see `bench.simulator`), as a real fleet has: then "connected at
+end" counts the chargers online at that moment, and the periods are reported apart from errors.
+
     .venv/bin/python -m bench fleet [--chargers 50000] [--hold 600] [--workers 6] [--no-results]
 """
 
@@ -55,9 +59,13 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             "--ramp", str(args.ramp), "--source-addresses", str(args.source_addresses), "--call-timeout", "60",
             "--duration", str(limit), "--max-seconds", str(limit + 300),
             "--latency-file", str(scratch / "latency-{index}.csv"),
+            "--offline-every", str(args.offline_every), "--offline-for", str(args.offline_for),
         ])  # fmt: skip
         procs += sims
-        connected = lambda: metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= args.chargers  # noqa: E731
+        online = args.chargers  # with offline periods: 90 % of the share expected online at any moment
+        if args.offline_every:
+            online = 0.9 * args.chargers * args.offline_every / (args.offline_every + args.offline_for)
+        connected = lambda: metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online  # noqa: E731
         wait_until(connected, "the whole fleet connected", args.ramp + 600)
         window_start, cpu = time.time(), procstat.cpu_seconds(proxy.pid)
         peak = 0
@@ -80,7 +88,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         return {"idle_rss": idle_rss, "peak_rss": peak, "cpu": cpu / (window_end - window_start),
                 "calls_per_s": len(rtts) / (window_end - window_start), "latency": percentiles(rtts),
                 "connected_at_end": still, "errors": merged_errors(summaries),
-                "reconnects": sum(s["reconnects"] for s in summaries), "db_cpu": pg.cpu_seconds(scratch / "db")}
+                "reconnects": sum(s["reconnects"] for s in summaries), "db_cpu": pg.cpu_seconds(scratch / "db"),
+                "offline_periods": sum(s["offline_periods"] for s in summaries)}
     finally:
         stop_all(procs)
         database.close()
@@ -97,7 +106,9 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict
         f"- {n} chargers (half OCPP 1.6, half 2.0.1; {args.sim_procs} simulator processes, {args.source_addresses} "
         f"source addresses) started over {args.ramp:g} s, then held {args.hold:g} s: a meter value every "
         f"{args.interval:g} s in sessions back to back, a Heartbeat every {args.heartbeat:g} s; proxy with "
-        f"{args.workers} workers, capture and outbox on; {args.csms_procs} fake CSMS processes",
+        f"{args.workers} workers, capture and outbox on; {args.csms_procs} fake CSMS processes"
+        + (f"; offline periods of about {args.offline_for:g} s every {args.offline_every:g} s per charger"
+           if args.offline_every else ""),
         "",
         "| chargers | connected at end | proxy RSS MB (peak) | KB per charger | KB per charger over idle |"
         " proxy CPU (cores) | CALLs/s | p50 ms | p99 ms | max ms | errors | reconnects |",
@@ -107,7 +118,8 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict
         f"{latency['p50_ms']} | {latency['p99_ms']} | {latency['max_ms']} | "
         f"{sum(r['errors'].values())} | {r['reconnects']} |",
         "",
-        f"- errors: {r['errors'] or 'none'}; idle proxy ({args.workers} workers) {r['idle_rss'] / mb:.0f} MB",
+        f"- errors: {r['errors'] or 'none'}; idle proxy ({args.workers} workers) {r['idle_rss'] / mb:.0f} MB; "
+        f"offline periods: {r['offline_periods']}",
     ])  # fmt: skip
 
 
@@ -123,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-procs", type=int, default=5)
     parser.add_argument("--csms-procs", type=int, default=3)
     parser.add_argument("--source-addresses", type=int, default=8)
+    parser.add_argument("--offline-every", type=float, default=0.0, help="mean seconds between offline periods")
+    parser.add_argument("--offline-for", type=float, default=30.0, help="mean length of an offline period")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args(argv)

@@ -46,6 +46,14 @@ knows how many extra sessions the back-office (and a capturing proxy) may have s
     python -m bench.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
         --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv] [--sent-log sent.json]
 
+Offline periods (`--offline-every S`, 0: none): like a charger whose network drops now and then,
+each charger loses its connection at random moments, on average once every S seconds (the
+first after a random share of S), without a close frame; it stays away for about
+`--offline-for` seconds (0.5 to 1.5 times), then reconnects and sends what it would have sent
+meanwhile. The periods are counted per charger (`offline_periods`), apart from `reconnects`
+(connections lost against its will). The random draws are seeded by the charger's index, so a
+run is repeatable.
+
 `--ramp S` starts the chargers evenly over S seconds (a reconnect storm: all within a few
 seconds); `--source-addresses N` connects charger i from 127.0.(1 + i mod N).1, so a fleet of
 tens of thousands gets past the ~28,000 ephemeral ports of one source address. The "booted"
@@ -60,6 +68,7 @@ import argparse
 import itertools
 import json
 import math
+import random
 import signal
 import sys
 import time
@@ -99,6 +108,8 @@ class SimConfig:
     sent_log: str | None = None  # JSON file of each charger's answered transaction CALLs
     ramp: float | None = None  # chargers start evenly over this many seconds (None: `interval`)
     source_addresses: int = 1  # connect from 127.0.<k>.1 for k in 1..n (past one address's ports)
+    offline_every: float = 0.0  # mean seconds between a charger's offline periods (0: none)
+    offline_for: float = 30.0  # mean length of an offline period
 
 
 @dataclass
@@ -117,6 +128,7 @@ class ChargerReport:
     calls: int = 0
     resent: int = 0
     reconnects: int = 0
+    offline_periods: int = 0
     unconfirmed_starts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -191,6 +203,8 @@ class Charger:
         self.sent: list[dict[str, Any]] = []  # answered transaction CALLs, for the sent log
         spread = fleet.config.source_addresses
         self._source = None if spread <= 1 else f"127.0.{1 + index % spread}.1"
+        self._random = random.Random(index)
+        self._offline_at = math.inf  # set when the charger starts
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -231,6 +245,17 @@ class Charger:
         if stream is not None:
             await trio.aclose_forcefully(stream)
 
+    async def _go_offline_if_due(self) -> None:
+        """An offline period when one is due: drop the connection, stay away, come back."""
+        cfg = self.fleet.config
+        if trio.current_time() < self._offline_at:
+            return
+        await self._drop()  # no close frame: the network went away
+        self.report.offline_periods += 1
+        await trio.sleep(cfg.offline_for * self._random.uniform(0.5, 1.5))
+        await self._reconnect()
+        self._offline_at = trio.current_time() + self._random.expovariate(1 / cfg.offline_every)
+
     async def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is None:
@@ -247,6 +272,7 @@ class Charger:
 
     async def call(self, action: str, payload: dict[str, Any]) -> Any:
         """Send a CALL and return the CALLRESULT payload; reconnect and resend until answered."""
+        await self._go_offline_if_due()
         uid = f"{self.index:x}-{next(self._ids)}"
         text = orjson.dumps([2, uid, action, payload])
         first = True
@@ -350,6 +376,8 @@ class Charger:
                 await self.call("StatusNotification", {"timestamp": _timestamp(), "connectorStatus": "Available",
                                                        "evseId": 1, "connectorId": 1})
             self.fleet.booted()
+            if cfg.offline_every > 0:
+                self._offline_at = trio.current_time() + self._random.uniform(0, cfg.offline_every)
             if cfg.heartbeat > 0:
                 self._next_heartbeat = trio.current_time() + cfg.heartbeat
             for number in itertools.count(1):
@@ -469,6 +497,7 @@ class Fleet:
             "calls": sum(r["calls"] for r in reports),
             "resent": sum(r["resent"] for r in reports),
             "reconnects": sum(r["reconnects"] for r in reports),
+            "offline_periods": sum(r["offline_periods"] for r in reports),
             "errors": dict(errors),
             "latency": self.latencies.summary(),
             "chargers": reports,
@@ -511,11 +540,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ramp", type=float, help="start the chargers evenly over this many seconds (default: --interval)")
     parser.add_argument("--source-addresses", type=int, default=d.source_addresses,
                         help="connect from 127.0.k.1, k = 1..N, to get past one address's ephemeral ports")
+    parser.add_argument("--offline-every", type=float, default=d.offline_every,
+                        help="mean seconds between a charger's offline periods (0: none)")
+    parser.add_argument("--offline-for", type=float, default=d.offline_for, help="mean length of an offline period")
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
         parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")
     if not 1 <= args.source_addresses <= 254 or (args.ramp is not None and args.ramp < 0):
         parser.error("need 1 <= --source-addresses <= 254 and --ramp >= 0")
+    if args.offline_every < 0 or args.offline_for < 0:
+        parser.error("need --offline-every >= 0 and --offline-for >= 0")
     if not args.sessions and not args.duration:
         parser.error("give --sessions or --duration (or both) so the run ends by itself")
     config = SimConfig(**vars(args))

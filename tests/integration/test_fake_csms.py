@@ -16,7 +16,7 @@ from collections import deque
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from bench import wire
 from bench.fake_csms import PROVISIONAL_IDS_FROM, CallFailed, FakeCsms, ReceivedCall
@@ -405,3 +405,17 @@ async def test_sigusr1_lets_every_session_under_way_end_and_starts_no_new_one(cs
     for charger in summary["chargers"]:
         assert len(charger["transactions"]) >= 2
         assert all(t["meter_stop"] is not None for t in charger["transactions"])
+
+
+async def test_offline_periods_drop_and_restore_each_connection_without_losing_a_message(csms, autojump_clock, tmp_path):
+    """Chargers whose network drops now and then: every period ends in a reconnection, and what
+    they sent is in the back-office once, with no error, resend or unplanned reconnect."""
+    config = SimConfig(url=f"ws://127.0.0.1:{csms.port}/ocpp", chargers=10, protocol="mixed", sessions=3, samples=3,
+                       interval=1.0, max_seconds=600, offline_every=4.0, offline_for=2.0,
+                       sent_log=str(tmp_path / "sent.json"))  # fmt: skip
+    summary = await simulate(config)
+    assert (summary["timed_out"], summary["errors"], summary["resent"], summary["reconnects"]) == (False, {}, 0, 0)
+    assert all(charger["offline_periods"] >= 1 for charger in summary["chargers"])
+    sent = json.loads((tmp_path / "sent.json").read_text())
+    assert exactly_once(sent, csms.received) == []
+    assert counts(sent) == {"chargers": 10, "starts": 15, "meter_values": 45, "stops": 15, "transaction_events": 75}
