@@ -24,14 +24,17 @@ import trio
 
 from proxy.auth import hash_password
 from proxy.config import Config, ConfigError, load_config
-from proxy.ere.admin import ERE_ADMIN_COMMANDS, add_ere_admin_parsers, ere_admin_command
-from proxy.ere.commands import accounting_command, add_accounting_parsers
 from proxy.logs import setup_logging
 from proxy.outbox_admin import add_outbox_parser, outbox_command
 from proxy.registry import add_chargers_parser, chargers_command
 
+# The proxy role's processes do not import the ERE accounting modules (SEPA, XML schemas, IBAN
+# data: about 20 MB per process), so their commands are only known to the full parser.
+_ROLE_COMMANDS = ("proxy", "run")
+_ACCOUNTING_COMMANDS = ("quarter", "payout", "rev", "jobs")
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(full: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ere-proxy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
@@ -51,15 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     add_chargers_parser(sub, common)
     add_outbox_parser(sub, common)
-    add_accounting_parsers(sub, common)
-    add_ere_admin_parsers(sub, common)
+    if full:
+        from proxy.ere.admin import add_ere_admin_parsers
+        from proxy.ere.commands import add_accounting_parsers
+
+        add_accounting_parsers(sub, common)
+        add_ere_admin_parsers(sub, common)
     hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
     hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(full=not argv or argv[0] not in _ROLE_COMMANDS).parse_args(argv)
     if args.command == "hash-password":
         password = args.password
         if password is None:
@@ -80,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "outbox":
         setup_logging(config.log.level, None)
         return trio.run(outbox_command, config, args)
-    if args.command in ERE_ADMIN_COMMANDS:
+    if hasattr(args, "ere_group"):  # partners, customers, mandates, links
+        from proxy.ere.admin import ere_admin_command
+
         setup_logging(config.log.level, None)
         return trio.run(ere_admin_command, config, args)
-    if args.command in ("quarter", "payout", "rev", "jobs"):
+    if args.command in _ACCOUNTING_COMMANDS:
+        from proxy.ere.commands import accounting_command
+
         setup_logging(config.log.level, None)
         return trio.run(accounting_command, config, args)
     if args.command == "worker":

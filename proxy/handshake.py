@@ -87,11 +87,13 @@ class ChargerHandshake:
 
     Feed bytes with `receive_data` until it returns a `ChargerRequest`; then call `accept` or
     `refuse` for the bytes to send. Malformed or oversized requests raise HandshakeRefused with
-    the status to answer (400, 404, 405, 426, 431).
+    the status to answer (400, 404, 405, 426, 431). After `accept` the HTTP parser is let go
+    (the connection lives on for hours; only `trailing_data` is kept).
     """
 
     def __init__(self, path_prefix: str, max_header_size: int) -> None:
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self._h11: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self._trailing = b""  # the bytes after the request, once the parser is gone
         self._path_prefix = path_prefix
         self._max_header_size = max_header_size
         self._received = 0
@@ -99,6 +101,7 @@ class ChargerHandshake:
 
     def receive_data(self, data: bytes) -> ChargerRequest | None:
         """Feed bytes (b"" for EOF); None means more bytes are needed."""
+        assert self._h11 is not None, "the handshake is over"
         self._received += len(data)
         self._h11.receive_data(data)
         try:
@@ -156,7 +159,10 @@ class ChargerHandshake:
         if subprotocol is not None:
             headers.append((b"sec-websocket-protocol", subprotocol.encode()))
         answer = h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
-        return self._h11.send(answer) or b""
+        assert self._h11 is not None, "the handshake is over"
+        data = self._h11.send(answer) or b""
+        self._trailing, self._h11 = self._h11.trailing_data[0], None
+        return data
 
     def refuse(self, refusal: HandshakeRefused) -> bytes:
         """An HTTP error answer with a short plain-text body; the connection closes after it."""
@@ -167,7 +173,7 @@ class ChargerHandshake:
             (b"connection", b"close"),
             *refusal.headers,
         ]
-        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._h11 is None or self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
         try:
             phrase = HTTPStatus(refusal.status).phrase.encode()
@@ -179,7 +185,7 @@ class ChargerHandshake:
 
     @property
     def trailing_data(self) -> bytes:
-        return self._h11.trailing_data[0]
+        return self._trailing if self._h11 is None else self._h11.trailing_data[0]
 
 
 @dataclass(frozen=True)

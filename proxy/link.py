@@ -87,8 +87,7 @@ class Side:
         self.transport = transport_for(self.stream)
 
 
-def _discard(events: list[Event]) -> None:
-    pass
+_NO_MESSAGES: list[Message] = []  # never appended to
 
 
 STOP_REASONS = {
@@ -159,8 +158,9 @@ class Link:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, self.charger, self.upstream)
-                    nursery.start_soon(self._pump, self.upstream, self.charger)
+                    # One pump in a task of its own, the other in this one: a task per link less.
+                    nursery.start_soon(self._pump, self.upstream, self.charger, name="upstream pump")
+                    await self._pump(self.charger, self.upstream)
             if self._end is LinkEnd.UPSTREAM_LOST:
                 self._hand_over()
             elif self._end is None:  # the scope's deadline: a close handshake or drain took too long
@@ -210,12 +210,7 @@ class Link:
         meters = src.meters
         observe = meters.forward_seconds.observe
         count_bytes = meters.bytes.inc
-        count = meters.count
-        # Session capture (optional): the tracker turns messages into events for the journal.
-        track = None
-        submit = self._submit or _discard
-        if self._tracker is not None and self._submit is not None:
-            track = self._tracker.from_charger if src is self.charger else self._tracker.from_upstream
+        tracking = self._tracker is not None and self._submit is not None
         # With an outbox: watch for an upstream outage, and remember what the relay may need.
         keep = self._keep_charger
         from_upstream = src is self.upstream
@@ -254,23 +249,7 @@ class Link:
                 self.last_active = done = perf_counter()
                 observe(done - started)
                 count_bytes(len(data))
-                received_at = time() if track is not None else 0.0
-                for message in messages:
-                    count(message.opcode, message.message_type, message.action)
-                    if track is not None:
-                        events = track(message, received_at)
-                        if events:
-                            submit(events)  # never blocks (see journal)
-                    if message.message_type == CALL:
-                        if len(src.pending) >= _MAX_PENDING:
-                            src.pending.pop()
-                        src.pending.add(message.unique_id or "")
-                        if keep and not from_upstream:
-                            self._charger_call(message)
-                    elif message.message_type in (CALLRESULT, CALLERROR):
-                        dst.pending.discard(message.unique_id or "")
-                        if keep and from_upstream:
-                            self._upstream_answer(message)
+                self._passed(src, dst, messages, time() if tracking else 0.0)
                 if keep and not from_upstream:
                     self._sending = []
                 if src.reader.closed:
@@ -278,6 +257,7 @@ class Link:
                     self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._close_timeout)
                 if self._draining:
                     self._end_if_drained()
+                data, messages = b"", _NO_MESSAGES  # hold nothing of this chunk while waiting for the next
             try:
                 data = await receive()
             except _STREAM_ERRORS:
@@ -302,6 +282,29 @@ class Link:
                     end = LinkEnd.CHARGER_EOF if src is self.charger else LinkEnd.UPSTREAM_EOF
                     self._finish(end, {dst: (GOING_AWAY, "peer went away")})
                 return
+
+    def _passed(self, src: Side, dst: Side, messages: list[Message], received_at: float) -> None:
+        """Account for messages `src` sent that went through: metrics, capture, pending CALLs."""
+        count = src.meters.count
+        keep, from_upstream = self._keep_charger, src is self.upstream
+        tracker, submit = self._tracker, self._submit
+        for message in messages:
+            count(message.opcode, message.message_type, message.action)
+            if tracker is not None and submit is not None:
+                events = tracker.from_upstream(message, received_at) if from_upstream else tracker.from_charger(
+                    message, received_at)
+                if events:
+                    submit(events)  # never blocks (see journal)
+            if message.message_type == CALL:
+                if len(src.pending) >= _MAX_PENDING:
+                    src.pending.pop()
+                src.pending.add(message.unique_id or "")
+                if keep and not from_upstream:
+                    self._charger_call(message)
+            elif message.message_type in (CALLRESULT, CALLERROR):
+                dst.pending.discard(message.unique_id or "")
+                if keep and from_upstream:
+                    self._upstream_answer(message)
 
     # -- an upstream outage (with an outbox) ----------------------------------------------------
     def _charger_call(self, message: Message) -> None:

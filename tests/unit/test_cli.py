@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +35,18 @@ def test_unknown_subcommand_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["frobnicate"])
     assert exited.value.code == 2
+
+
+def test_a_proxy_process_does_not_load_the_accounting_modules(tmp_path):
+    """Each proxy worker is a process of its own: the SEPA, XML schema and IBAN modules of the
+    ERE accounting (about 20 MB) stay out of it; the accounting commands still parse."""
+    path = tmp_path / "broken.toml"
+    path.write_text("[proxy]\nport = 'not a number'\n")
+    script = (
+        "import sys; from proxy.cli import main; import proxy.role\n"
+        f"assert main(['proxy', '--config', {str(path)!r}]) == 2\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('proxy.ere', 'sepaxml', 'xmlschema', 'schwifty'))))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    assert main(["quarter", "status", "--config", str(path)]) == 2  # known to the full parser

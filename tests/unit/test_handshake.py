@@ -60,6 +60,7 @@ def test_accept_answers_101_with_the_chosen_subprotocol_and_keeps_trailing_frame
     assert headers[b"sec-websocket-protocol"] == b"ocpp1.6"
     assert b"sec-websocket-extensions" not in headers
     assert hs.trailing_data == frame
+    assert hs.refuse(HandshakeRefused(503, "too late")) == b""  # the connection speaks WebSocket now
 
 
 def test_accept_without_subprotocol_sends_no_protocol_header():
