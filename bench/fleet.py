@@ -68,12 +68,14 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         connected = lambda: metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online  # noqa: E731
         wait_until(connected, "the whole fleet connected", args.ramp + 600)
         window_start, cpu = time.time(), procstat.cpu_seconds(proxy.pid)
+        before = metrics(admin, args.workers)
         peak = 0
         while time.time() < window_start + args.hold:
             peak = max(peak, procstat.rss_bytes(proxy.pid))
             time.sleep(5)
         window_end, cpu = time.time(), procstat.cpu_seconds(proxy.pid) - cpu
-        still = metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0)
+        after = metrics(admin, args.workers)
+        still = after.get("ere_proxy_connected_chargers", 0)
         for sim in sims:
             sim.send_signal(signal.SIGUSR1)  # finish the sessions under way, start no new ones
         for sim in sims:
@@ -89,10 +91,23 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
                 "calls_per_s": len(rtts) / (window_end - window_start), "latency": percentiles(rtts),
                 "connected_at_end": still, "errors": merged_errors(summaries),
                 "reconnects": sum(s["reconnects"] for s in summaries), "db_cpu": pg.cpu_seconds(scratch / "db"),
-                "offline_periods": sum(s["offline_periods"] for s in summaries)}
+                "offline_periods": sum(s["offline_periods"] for s in summaries),
+                "link_ends": _grown(before, after, "ere_proxy_link_ends_total"),
+                "handshakes": _grown(before, after, "ere_proxy_handshakes_total")}
     finally:
         stop_all(procs)
         database.close()
+
+
+def _grown(before: dict[str, float], after: dict[str, float], name: str) -> dict[str, int]:
+    """How much each labelled series of counter `name` grew in the window, by its label value."""
+    grown = {}
+    for series, value in after.items():
+        if series.startswith(name + "{"):
+            label = series[series.index('"') + 1 : series.rindex('"')]
+            if value > before.get(series, 0.0):
+                grown[label] = int(value - before.get(series, 0.0))
+    return grown
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict) -> str:
@@ -120,6 +135,8 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict
         "",
         f"- errors: {r['errors'] or 'none'}; idle proxy ({args.workers} workers) {r['idle_rss'] / mb:.0f} MB; "
         f"offline periods: {r['offline_periods']}",
+        f"- in the window, proxy link ends by reason: {r['link_ends'] or 'none'}; handshakes: "
+        f"{r['handshakes'] or 'none'}",
     ])  # fmt: skip
 
 
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__.split("\n")[0])
     parser.add_argument("--chargers", type=int, default=50_000)
     parser.add_argument("--hold", type=float, default=600.0, help="seconds the whole fleet is held connected")
-    parser.add_argument("--ramp", type=float, default=60.0, help="seconds over which the chargers start")
+    parser.add_argument("--ramp", type=float, default=300.0,
+                        help="seconds over which the chargers start (a steady start; the storm is reconnect-storm)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between a charger's meter values")
     parser.add_argument("--heartbeat", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=6)
