@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from bench import store_bench
+from proxy import _codec
 from bench.scenarios import add_fixed_load_parser, finish_args
 
 
@@ -23,6 +24,10 @@ MODULES = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not _codec.OPTIMIZED and not {"-h", "--help"} & set(argv):
+        print("bench: the native codec is a debug build, which would skew every figure; build it with\n"
+              "    .venv/bin/maturin develop --release    (scripts/setup does)", file=sys.stderr)
+        return 2
     if argv and argv[0] in MODULES:
         module = importlib.import_module(MODULES[argv[0]])
         return int(module.main(argv[1:]) or 0)

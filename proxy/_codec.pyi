@@ -20,6 +20,9 @@ CALL: Final[int]  # 2
 CALLRESULT: Final[int]  # 3
 CALLERROR: Final[int]  # 4
 
+# False in a debug build of the extension (`maturin develop` without --release).
+OPTIMIZED: Final[bool]
+
 class ProtocolError(Exception):
     """The peer broke RFC 6455; close its connection with `close_code` (1002, 1007 or 1009)."""
 

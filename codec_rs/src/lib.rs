@@ -322,6 +322,8 @@ class ProtocolError(Exception):
         m.add("CALL", ocppj::CALL)?;
         m.add("CALLRESULT", ocppj::CALLRESULT)?;
         m.add("CALLERROR", ocppj::CALLERROR)?;
+        // Benchmarks refuse a debug build (several times slower).
+        m.add("OPTIMIZED", !cfg!(debug_assertions))?;
 
         let namespace = PyDict::new(py);
         namespace.set_item("__name__", "proxy._codec")?;
