@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
+import pytest
 import trio
 
 from proxy.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
@@ -70,33 +71,27 @@ async def run_until_stored(journal: Journal, db: Database) -> list[str]:
     return await session_ids(db)
 
 
-async def test_a_rename_overflowing_the_channel_waits_for_the_start_behind_the_writers_batch(settings, tmp_path):
+@pytest.mark.parametrize(
+    ("fail", "held_event", "queued_event"), [(False, boot, start), (True, start, boot)],
+    ids=["start-in-the-channel", "start-in-a-failing-transaction"],
+)
+async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
+    settings, tmp_path, fail, held_event, queued_event
+):
+    """The writer holds one event in a transaction (which then commits, or fails and spills it),
+    the other fills the channel and the rename overflows it: the rename still comes last."""
     async with open_database(settings) as db, trio.open_nursery() as nursery:
-        held = HeldDatabase(db, fail=False)
+        held = HeldDatabase(db, fail=fail)
         journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05)
         await nursery.start(journal.run, held)
-        journal.submit([boot()])
-        await held.entered.wait()  # the writer holds the boot in its transaction
-        journal.submit([start()])  # fills the channel
+        journal.submit([held_event()])
+        await held.entered.wait()
+        journal.submit([queued_event()])  # fills the channel
         journal.submit([rename()])  # overflows it
         assert journal.spilling
         held.release.set()
         assert await run_until_stored(journal, db) == [REAL]
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_batch_that_fails_in_the_writer_goes_to_disk_before_what_overflowed_meanwhile(settings, tmp_path):
-    async with open_database(settings) as db, trio.open_nursery() as nursery:
-        held = HeldDatabase(db, fail=True)
-        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05)
-        await nursery.start(journal.run, held)
-        journal.submit([start()])
-        await held.entered.wait()  # the start is in the writer's transaction, which will fail
-        journal.submit([boot()])
-        journal.submit([rename()])
-        held.release.set()
-        assert await run_until_stored(journal, db) == [REAL]
-        assert journal.stats.database_errors == 1
+        assert journal.stats.database_errors == int(fail)
         nursery.cancel_scope.cancel()
 
 
