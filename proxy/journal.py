@@ -14,13 +14,14 @@ events submitted while the writer still holds older ones (its batch in a transac
 channel) wait in memory until the writer has put its batch, if not stored, and then the channel on
 disk; only then are they appended, and only then does the replayer start.
 
-Any exception from storing a batch counts as a database failure: the events are kept on disk and
-retried, so neither a database outage nor a bug in storing one kind of event stops the journal
-(it shows in `ere_proxy_journal_database_errors_total` and the log).
+Any exception from storing a batch counts as a database failure at first: the events are kept on
+disk and retried (it shows in `ere_proxy_journal_database_errors_total` and the log). If the
+database answers meanwhile, the batch is stored event by event, so an event the database refuses
+(or that storing cannot handle) is set aside instead of holding up everything behind it.
 
 What can still be lost, loudly (`ere_proxy_journal_events_lost_total` and an error log): events
-that do not fit under the spill log's size bound, and the last `flush_interval` of spilled events
-if the process is killed.
+that do not fit under the spill log's size bound, events set aside that way, and the last
+`flush_interval` of spilled events if the process is killed.
 
 Cancellation: `run` ends by spilling what the writer had not stored yet (its batch, the channel,
 what waited for the hand-over, in that order) and flushing the spill log, so on a clean shutdown
@@ -200,15 +201,15 @@ class Journal:
 
         After a failure it probes the database with a trivial query before reading and decoding
         the next batch again, so an outage costs one round trip a second, not a batch of garbage.
+        A batch that fails while the database answers the probe holds an event the database
+        refuses (or that storing cannot handle): it is stored event by event, and what fails alone
+        is set aside, loudly, so one bad event does not hold up every charger's events behind it.
         """
         failing = False
         while True:
             await self._spill_waiting.wait()
             if failing:
-                try:
-                    async with db.transaction() as conn:
-                        await conn.fetch("SELECT 1")
-                except Exception:
+                if not await _answers(db):
                     await trio.sleep(self._retry_interval)
                     continue
                 failing = False
@@ -230,14 +231,45 @@ class Journal:
                     await store_events(conn, events)
             except Exception as exc:
                 self.stats.database_errors += 1
-                log.warning("database still unavailable", extra={"error": repr(exc)})
-                failing = True
-                await trio.sleep(self._retry_interval)
-                continue
+                if not (await _answers(db) and await self._store_one_by_one(db, events)):
+                    log.warning("database still unavailable", extra={"error": repr(exc)})
+                    failing = True
+                    await trio.sleep(self._retry_interval)
+                    continue
             await trio.to_thread.run_sync(self._spill.acknowledge, batch.end)
             self.stats.replayed += len(events)
+
+    async def _store_one_by_one(self, db: Database, events: list[Event]) -> bool:
+        """Store each event alone, setting aside those that fail while the database answers.
+
+        False when the database stops answering meanwhile (the batch is then retried whole;
+        storing is idempotent).
+        """
+        for event in events:
+            try:
+                async with db.transaction() as conn:
+                    await store_events(conn, [event])
+            except Exception as exc:
+                if not await _answers(db):
+                    return False
+                self.stats.lost += 1
+                log.error(
+                    "event refused by the database; set aside",
+                    extra={"identity": event.identity, "event_id": event.event_id,
+                           "kind": type(event).__struct_config__.tag, "error": repr(exc)},
+                )  # fmt: skip
+        return True
 
     def _flush_and_read(self) -> Any:
         self._spill.flush()
         return self._spill.read_batch(self._batch_size)
 
+
+async def _answers(db: Database) -> bool:
+    """Whether the database answers a trivial query now."""
+    try:
+        async with db.transaction() as conn:
+            await conn.fetch("SELECT 1")
+    except Exception:
+        return False
+    return True

@@ -119,3 +119,27 @@ async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at
             nursery.cancel_scope.cancel()
         spill.close()
         assert await session_ids(db) == [REAL]
+
+
+async def test_an_event_the_database_refuses_is_set_aside_and_the_rest_is_stored(settings, tmp_path, caplog):
+    """A poison event (here an id that is no UUID) fails its batch while the database is up: the
+    others of the batch and everything after it are stored, the poison one is counted and logged."""
+    poison = ChargerBooted("not-a-uuid", "CP-2", 1.5, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
+    async with open_database(settings) as db, trio.open_nursery() as nursery:
+        journal = Journal(SpillLog(tmp_path / "spill"), linger=0.05, retry_interval=0.05)
+        await nursery.start(journal.run, db)
+        journal.submit([start()])
+        journal.submit([poison])
+        journal.submit([rename()])
+        with trio.fail_after(20):
+            while journal.spilling or journal.stats.stored + journal.stats.replayed < 3:
+                await trio.sleep(0.02)
+        journal.submit([boot()])  # and the journal goes on directly
+        with trio.fail_after(20):
+            while await db.fetchval("SELECT count(*) FROM charger_boots") == 0:
+                await trio.sleep(0.02)
+        assert await session_ids(db) == [REAL]
+        assert journal.stats.lost == 1
+        nursery.cancel_scope.cancel()
+    assert [r.event_id for r in caplog.records if r.getMessage() == "event refused by the database; set aside"] == [
+        "not-a-uuid"]
