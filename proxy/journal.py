@@ -74,6 +74,7 @@ class Journal:
         flush_interval: float = 0.1,
         retry_interval: float = 1.0,
         linger: float = 0.02,
+        store_timeout: float = 10.0,
     ) -> None:
         self._spill = spill
         self._send, self._receive = trio.open_memory_channel[list[Event]](capacity)
@@ -81,6 +82,8 @@ class Journal:
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
         self._linger = linger
+        # A writer's transaction that hangs this long fails: what waits for the hand-over is in memory.
+        self._store_timeout = store_timeout
         # True while events go to disk: the database is down, or older events wait there.
         self._spilling = spill.records_pending > 0
         # Between deciding to spill and the writer's hand-over: new events wait in `_waiting`.
@@ -179,8 +182,9 @@ class Journal:
                     break
             if not self._spilling:
                 try:
-                    async with db.transaction() as conn:
-                        await store_events(conn, batch)
+                    with trio.fail_after(self._store_timeout):
+                        async with db.transaction() as conn:
+                            await store_events(conn, batch)
                 except Exception as exc:  # any failure to store: keep the events on disk, retry later
                     self.stats.database_errors += 1
                     self._start_spilling(f"database error: {exc!r}")

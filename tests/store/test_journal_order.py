@@ -72,26 +72,27 @@ async def run_until_stored(journal: Journal, db: Database) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("fail", "held_event", "queued_event"), [(False, boot, start), (True, start, boot)],
-    ids=["start-in-the-channel", "start-in-a-failing-transaction"],
+    ("outcome", "held_event", "queued_event"), [("commits", boot, start), ("fails", start, boot), ("hangs", start, boot)],
+    ids=["start-in-the-channel", "start-in-a-failing-transaction", "start-in-a-hanging-transaction"],
 )
 async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
-    settings, tmp_path, fail, held_event, queued_event
+    settings, tmp_path, outcome, held_event, queued_event
 ):
-    """The writer holds one event in a transaction (which then commits, or fails and spills it),
-    the other fills the channel and the rename overflows it: the rename still comes last."""
+    """The writer holds one event in a transaction (which then commits, fails, or hangs until the
+    store timeout), the other fills the channel and the rename overflows it: the rename comes last."""
     async with open_database(settings) as db, trio.open_nursery() as nursery:
-        held = HeldDatabase(db, fail=fail)
-        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05)
+        held = HeldDatabase(db, fail=outcome == "fails")
+        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05, store_timeout=0.5)
         await nursery.start(journal.run, held)
         journal.submit([held_event()])
         await held.entered.wait()
         journal.submit([queued_event()])  # fills the channel
         journal.submit([rename()])  # overflows it
         assert journal.spilling
-        held.release.set()
+        if outcome != "hangs":
+            held.release.set()
         assert await run_until_stored(journal, db) == [REAL]
-        assert journal.stats.database_errors == int(fail)
+        assert journal.stats.database_errors == (outcome != "commits")
         nursery.cancel_scope.cancel()
 
 
