@@ -50,9 +50,14 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # One source address reaches one upstream address and port through at most as many
     # connections as there are ephemeral ports (~28,000 by default): list more for bigger fleets.
     upstream_source_addresses: tuple[str, ...] = ()
+    # Every this many seconds what survived the young collections is frozen, out of the garbage
+    # collector's full passes (which walk every link's objects); 0: only once, after start-up.
+    gc_freeze_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _check_port("proxy.port", self.port)
+        if not self.gc_freeze_interval >= 0:
+            raise ValueError("proxy.gc_freeze_interval must be 0 or a positive number of seconds")
         for address in self.upstream_source_addresses:
             try:
                 ipaddress.ip_address(address)

@@ -70,6 +70,11 @@ class ProxyMetrics:
         self.connected = Gauge(
             "ere_proxy_connected_chargers", "Chargers with a live link.", registry=r
         )
+        self.gc_frozen = Gauge(
+            "ere_proxy_gc_frozen_objects",
+            "Objects kept out of the garbage collector's passes (grows with links; growth without links is a leak).",
+            registry=r,
+        )
         self.handshakes = Counter(
             "ere_proxy_handshakes", "Charger handshakes by outcome.", ["outcome"], registry=r
         )

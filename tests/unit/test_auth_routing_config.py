@@ -117,6 +117,8 @@ def test_load_config_reads_toml(tmp_path):
         "[admin]\nport = -1\n",
         "[proxy]\nupstream_source_addresses = ['not-an-address']\n",
         "[proxy]\nupstream_source_addresses = ['127.0.0.1; rm -rf /']\n",
+        "[proxy]\ngc_freeze_interval = -1\n",
+        "[proxy]\ngc_freeze_interval = nan\n",
         "[ere]\npayout_minimum = 'ten'\n",
         "[ere]\npayout_minimum = '1.005'\n",
         "[ere]\npayout_minimum = '-1'\n",
