@@ -52,7 +52,7 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     upstream_source_addresses: tuple[str, ...] = ()
     # Every this many seconds what survived the young collections is frozen, out of the garbage
     # collector's full passes (which walk every link's objects); 0: only once, after start-up.
-    gc_freeze_interval: float = 60.0
+    gc_freeze_interval: float = 10.0
 
     def __post_init__(self) -> None:
         _check_port("proxy.port", self.port)
