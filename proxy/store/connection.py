@@ -79,9 +79,12 @@ class Connection:
         """
         async with self._session() as conn:
             tx = conn._target.transaction(isolation=isolation, readonly=readonly)
-            await conn._aio(tx.start)()
             try:
+                # BEGIN and COMMIT inside too: cancelled while one is under way, the connection's
+                # state is unknown, and the rollback below either settles it or closes it.
+                await conn._aio(tx.start)()
                 yield conn
+                await conn._aio(tx.commit)()
             except BaseException:
                 with trio.CancelScope(shield=True):
                     rolled_back = False
@@ -94,7 +97,6 @@ class Connection:
                     if not rolled_back:
                         conn._target.terminate()
                 raise
-            await conn._aio(tx.commit)()
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[Connection]:

@@ -66,6 +66,27 @@ async def test_transaction_commits_or_rolls_back(settings: DatabaseSettings) -> 
         assert [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")] == [1, 4]
 
 
+async def test_a_transaction_cancelled_at_its_begin_or_commit_leaves_nothing_and_no_open_transaction(
+    settings: DatabaseSettings,
+) -> None:
+    """Cancelled while BEGIN or COMMIT is under way (a shutdown, a timeout): the block's writes are
+    not kept, and no connection goes back to the pool inside a transaction (which asyncpg reports
+    as an error that would end the whole database context)."""
+    async with open_database(settings) as db:
+        await db.execute(TABLE)
+        for n in range(20):
+            with trio.CancelScope() as scope:
+                async with db.transaction() as tx:
+                    await tx.execute(f"INSERT INTO readings (id, charger) VALUES ({n}, 'gone')")
+                    scope.cancel()  # lands at the COMMIT
+            with trio.move_on_after(0.0005 * n):  # lands somewhere in BEGIN, the insert or COMMIT
+                async with db.transaction() as tx:
+                    await tx.execute(f"INSERT INTO readings (id, charger) VALUES ({100 + n}, 'maybe')")
+        ids = [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")]
+        assert all(i >= 100 for i in ids)
+        assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") == 0
+
+
 async def test_a_second_database_on_the_same_dsn_sees_the_data(settings: DatabaseSettings) -> None:
     async with open_database(settings) as first:
         await first.execute("CREATE TABLE shared (v text)")
