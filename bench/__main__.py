@@ -7,8 +7,8 @@ import importlib
 import sys
 
 from bench import store_bench
-from proxy import _codec
 from bench.scenarios import add_fixed_load_parser, finish_args
+from proxy import _codec
 
 
 # Scenarios with a module (and options) of their own: `python -m bench <name> [options]`.

@@ -62,9 +62,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             "--offline-every", str(args.offline_every), "--offline-for", str(args.offline_for),
         ])  # fmt: skip
         procs += sims
-        online = args.chargers  # with offline periods: 90 % of the share expected online at any moment
-        if args.offline_every:
-            online = 0.9 * args.chargers * args.offline_every / (args.offline_every + args.offline_for)
+        online = expected_online(args)
         connected = lambda: metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online  # noqa: E731
         wait_until(connected, "the whole fleet connected", args.ramp + 600)
         window_start, cpu = time.time(), procstat.cpu_seconds(proxy.pid)
@@ -97,6 +95,13 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     finally:
         stop_all(procs)
         database.close()
+
+
+def expected_online(args: argparse.Namespace) -> float:
+    """Chargers that must be connected: all, or with offline periods 90 % of the share online."""
+    if not args.offline_every:
+        return args.chargers
+    return 0.9 * args.chargers * args.offline_every / (args.offline_every + args.offline_for)
 
 
 def _grown(before: dict[str, float], after: dict[str, float], name: str) -> dict[str, int]:
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(args, argv, started, result)
     publish(text, args)
-    return 1 if result["errors"] or result["connected_at_end"] < args.chargers else 0
+    return 1 if result["errors"] or result["connected_at_end"] < expected_online(args) else 0
 
 
 if __name__ == "__main__":

@@ -81,7 +81,6 @@ from proxy.store.db import DATABASE_ERRORS, open_database
 
 __all__ = [
     "CONSENT_METHODS",
-    "ERE_ADMIN_COMMANDS",
     "PARTNER_KINDS",
     "PAYOUT_MODELS",
     "AdminInputError",
@@ -95,7 +94,6 @@ __all__ = [
 
 EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 
-ERE_ADMIN_COMMANDS = ("partners", "customers", "mandates", "links")
 PARTNER_KINDS = ("cpo", "installer", "energy-supplier")
 PAYOUT_MODELS = ("direct", "partner-account")
 CONSENT_METHODS = ("signed-pdf", "online-checkbox", "e-signature", "paper-form")
