@@ -266,7 +266,7 @@ def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path
 
 async def _ingest_journal(db, run: IngestRun, frames: list[list], data_dir: Path, duration: float,
                           spill_dir: Path) -> None:
-    from proxy.journal import Journal
+    from proxy.journal import DatabaseStore, Journal
     from proxy.spill import SpillLog
 
     spill = SpillLog(spill_dir)
@@ -275,7 +275,7 @@ async def _ingest_journal(db, run: IngestRun, frames: list[list], data_dir: Path
     samples_by_frame = [_count_samples(f) for f in frames]
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(journal.run, db)
+            await nursery.start(journal.run, DatabaseStore(db))
             c0, d0, t0 = _own_cpu(), pg.cpu_seconds(data_dir), time.monotonic()
             deadline = t0 + duration
             submitted = 0

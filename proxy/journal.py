@@ -2,7 +2,9 @@
 
 Links call `submit(events)` on the forwarding path; it never awaits and never raises. Events go
 into a bounded in-memory channel, and a writer task stores them in batches (one transaction per
-batch, `proxy.sessions.store_events`). When the channel is full, the database fails, or older
+batch, `proxy.sessions.store_events`, through an `EventStore`: `DatabaseStore` in this process, or
+`proxy.store_process.StoreProcess` in a process of its own, so that building and encoding a batch
+never stalls this process's links). When the channel is full, the database fails, or older
 events are still waiting on disk, events are appended to the spill log instead (`proxy.spill`,
 fsync'd every `flush_interval` by a worker thread) and a replayer moves them into the database,
 oldest first, once it answers again; only then does the writer go direct again, so the database
@@ -31,6 +33,7 @@ nothing that reached `submit` is lost: it is replayed at the next start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -46,6 +49,35 @@ log = logging.getLogger("proxy.journal")
 
 class Database(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
+
+
+class EventStore(Protocol):
+    """Where the journal stores events."""
+
+    async def store(self, events: Sequence[Event]) -> None:
+        """Store `events` (idempotently) in one transaction; raises on any failure."""
+
+    async def answers(self) -> bool:
+        """Whether the database answers a trivial query now (never raises)."""
+
+
+class DatabaseStore:
+    """Events stored from this process, one transaction per batch."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def store(self, events: Sequence[Event]) -> None:
+        async with self._db.transaction() as conn:
+            await store_events(conn, events)
+
+    async def answers(self) -> bool:
+        try:
+            async with self._db.transaction() as conn:
+                await conn.fetch("SELECT 1")
+        except Exception:
+            return False
+        return True
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -157,20 +189,20 @@ class Journal:
         else:
             self.stats.spilled += len(events)
 
-    async def run(self, db: Database, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, store: EventStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write, flush and replay until cancelled; then spill what is left and flush it."""
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, db)
+                nursery.start_soon(self._write, store)
                 nursery.start_soon(self._flush_periodically)
-                nursery.start_soon(self._replay, db)
+                nursery.start_soon(self._replay, store)
                 task_status.started()
         finally:
             self._hand_over()
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._spill.flush)
 
-    async def _write(self, db: Database) -> None:
+    async def _write(self, store: EventStore) -> None:
         async for first in self._receive:
             self._in_flight = batch = list(first)
             if len(batch) < self._batch_size:
@@ -183,8 +215,7 @@ class Journal:
             if not self._spilling:
                 try:
                     with trio.fail_after(self._store_timeout):
-                        async with db.transaction() as conn:
-                            await store_events(conn, batch)
+                        await store.store(batch)
                 except Exception as exc:  # any failure to store: keep the events on disk, retry later
                     self.stats.database_errors += 1
                     self._start_spilling(f"database error: {exc!r}")
@@ -200,7 +231,7 @@ class Journal:
             if self._spill.records_buffered:
                 await trio.to_thread.run_sync(self._spill.flush)
 
-    async def _replay(self, db: Database) -> None:
+    async def _replay(self, store: EventStore) -> None:
         """Move spilled events into the database, oldest first; then let the writer go direct.
 
         After a failure it probes the database with a trivial query before reading and decoding
@@ -213,7 +244,7 @@ class Journal:
         while True:
             await self._spill_waiting.wait()
             if failing:
-                if not await _answers(db):
+                if not await store.answers():
                     await trio.sleep(self._retry_interval)
                     continue
                 failing = False
@@ -231,11 +262,10 @@ class Journal:
                     self.stats.lost += 1
                     log.error("spilled event unreadable; skipped")
             try:
-                async with db.transaction() as conn:
-                    await store_events(conn, events)
+                await store.store(events)
             except Exception as exc:
                 self.stats.database_errors += 1
-                if not (await _answers(db) and await self._store_one_by_one(db, events)):
+                if not (await store.answers() and await self._store_one_by_one(store, events)):
                     log.warning("database still unavailable", extra={"error": repr(exc)})
                     failing = True
                     await trio.sleep(self._retry_interval)
@@ -243,7 +273,7 @@ class Journal:
             await trio.to_thread.run_sync(self._spill.acknowledge, batch.end)
             self.stats.replayed += len(events)
 
-    async def _store_one_by_one(self, db: Database, events: list[Event]) -> bool:
+    async def _store_one_by_one(self, store: EventStore, events: list[Event]) -> bool:
         """Store each event alone, setting aside those that fail while the database answers.
 
         False when the database stops answering meanwhile (the batch is then retried whole;
@@ -251,10 +281,9 @@ class Journal:
         """
         for event in events:
             try:
-                async with db.transaction() as conn:
-                    await store_events(conn, [event])
+                await store.store([event])
             except Exception as exc:
-                if not await _answers(db):
+                if not await store.answers():
                     return False
                 self.stats.lost += 1
                 log.error(
@@ -268,12 +297,3 @@ class Journal:
         self._spill.flush()
         return self._spill.read_batch(self._batch_size)
 
-
-async def _answers(db: Database) -> bool:
-    """Whether the database answers a trivial query now."""
-    try:
-        async with db.transaction() as conn:
-            await conn.fetch("SELECT 1")
-    except Exception:
-        return False
-    return True

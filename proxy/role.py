@@ -29,6 +29,7 @@ from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, open_listener
 from proxy.spill import SpillLog
+from proxy.store_process import StoreProcess
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
 
 log = logging.getLogger("proxy.role")
@@ -93,7 +94,8 @@ async def run_proxy_role(
 
 @asynccontextmanager
 async def open_journal(config: Config, worker: int, db: Database, metrics: ProxyMetrics) -> AsyncIterator[Journal]:
-    """The worker's journal, running, with its own spill log; on exit everything left is on disk."""
+    """The worker's journal, running, with its own spill log and store process; on exit everything
+    left is on disk."""
     directory = Path(config.database.data_dir) / "spill" / f"worker-{worker}"
     spill = await trio.to_thread.run_sync(
         partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes)
@@ -101,8 +103,9 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
     try:
         journal = Journal(spill, capacity=config.capture.queue_events)
         metrics.registry.register(JournalCollector(journal))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal.run, db)
+        store = StoreProcess(config.database, db.dsn, log_level=config.log.level, worker=worker)
+        async with store, trio.open_nursery() as nursery:
+            await nursery.start(journal.run, store)
             await nursery.start(close_orphans_periodically, db, config.capture.orphan_after, DATABASE_ERRORS)
             yield journal
             nursery.cancel_scope.cancel()

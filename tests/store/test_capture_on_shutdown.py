@@ -9,7 +9,7 @@ import trio
 from trio_websocket import serve_websocket
 
 from proxy.config import Config, ProxySettings, Route
-from proxy.journal import Journal
+from proxy.journal import DatabaseStore, Journal
 from proxy.metrics import ProxyMetrics
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, listening_port, open_listener
@@ -30,7 +30,7 @@ async def test_stop_sent_after_our_close_reaches_the_sessions_table(settings, tm
         server = ProxyServer(config, StaticRouter(config), ProxyMetrics(), journal)
         listener = open_listener(config.proxy, reuse_port=False)
         async with trio.open_nursery() as inner:
-            await inner.start(journal.run, db)
+            await inner.start(journal.run, DatabaseStore(db))
             await inner.start(server.run, [listener])
             charger = await RawCharger.connect(listening_port(listener))
             assert (await charger.upgrade("CP-late")).startswith(b"HTTP/1.1 101")

@@ -7,39 +7,37 @@ its transaction, or in the channel behind it) when the channel overflows with th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
 import trio
 
 from proxy.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
-from proxy.journal import Journal
+from proxy.journal import DatabaseStore, Journal
 from proxy.spill import SpillLog
 from proxy.store.db import Database, open_database
 
 PROVISIONAL, REAL = "2000000001", "17"
 
 
-class HeldDatabase:
-    """The project database; its first transaction waits for `release`, then commits or fails."""
+class HeldStore(DatabaseStore):
+    """The project database; its first store waits for `release`, then stores or fails."""
 
     def __init__(self, db: Database, *, fail: bool) -> None:
-        self.db, self.fail = db, fail
+        super().__init__(db)
+        self.fail = fail
         self.entered, self.release = trio.Event(), trio.Event()
         self.first = True
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[object]:
+    async def store(self, events: Sequence[Event]) -> None:
         first, self.first = self.first, False
-        async with self.db.transaction() as conn:
-            if first:
-                self.entered.set()
-                await self.release.wait()
-                if self.fail:
-                    raise ConnectionResetError("the database went away")
-            yield conn
+        if first:
+            self.entered.set()
+            await self.release.wait()
+            if self.fail:
+                raise ConnectionResetError("the database went away")
+        await super().store(events)
 
 
 def event_id(n: int) -> str:
@@ -81,7 +79,7 @@ async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
     """The writer holds one event in a transaction (which then commits, fails, or hangs until the
     store timeout), the other fills the channel and the rename overflows it: the rename comes last."""
     async with open_database(settings) as db, trio.open_nursery() as nursery:
-        held = HeldDatabase(db, fail=outcome == "fails")
+        held = HeldStore(db, fail=outcome == "fails")
         journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05, store_timeout=0.5)
         await nursery.start(journal.run, held)
         journal.submit([held_event()])
@@ -98,7 +96,7 @@ async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
 
 async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at_the_next_start(settings, tmp_path):
     async with open_database(settings) as db:
-        held = HeldDatabase(db, fail=False)
+        held = HeldStore(db, fail=False)
         spill = SpillLog(tmp_path / "spill")
         journal = Journal(spill, capacity=1, linger=0)
         async with trio.open_nursery() as nursery:
@@ -113,7 +111,7 @@ async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at
         spill = SpillLog(tmp_path / "spill")
         restarted = Journal(spill, capacity=1, linger=0)
         async with trio.open_nursery() as nursery:
-            await nursery.start(restarted.run, db)
+            await nursery.start(restarted.run, DatabaseStore(db))
             with trio.fail_after(20):
                 while restarted.spilling:
                     await trio.sleep(0.02)
@@ -128,7 +126,7 @@ async def test_an_event_the_database_refuses_is_set_aside_and_the_rest_is_stored
     poison = ChargerBooted("not-a-uuid", "CP-2", 1.5, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
     async with open_database(settings) as db, trio.open_nursery() as nursery:
         journal = Journal(SpillLog(tmp_path / "spill"), linger=0.05, retry_interval=0.05)
-        await nursery.start(journal.run, db)
+        await nursery.start(journal.run, DatabaseStore(db))
         journal.submit([start()])
         journal.submit([poison])
         journal.submit([rename()])

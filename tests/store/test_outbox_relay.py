@@ -19,7 +19,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 
 from proxy.config import Config, OutboxSettings, ProxySettings, Route
-from proxy.journal import Journal
+from proxy.journal import DatabaseStore, Journal
 from proxy.link import Link
 from proxy.metrics import ProxyMetrics
 from proxy.outbox_admin import outbox_command
@@ -106,7 +106,7 @@ async def running_proxy(settings, csms: Csms, tmp_path, **outbox: Any):
         listener = open_listener(config.proxy, reuse_port=False)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(journal.run, db)
+                await nursery.start(journal.run, DatabaseStore(db))
                 await nursery.start(store.run)
                 await nursery.start(server.run, [listener])
                 yield listening_port(listener), server, db
