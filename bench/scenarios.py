@@ -4,8 +4,8 @@ For each round and target, a fresh fake CSMS and a fresh target process are star
 generator connects all chargers through the target, and over the steady window (after the
 warm-up) we take:
 
-- the target's CPU time (utime+stime of its process tree, /proc/<pid>/stat) divided by the frames
-  it forwarded in both directions (a CALL and its CALLRESULT are 2 frames): µs per frame;
+- the target's CPU time (utime+stime of its process tree, /proc/<pid>/stat; for the proxy with
+  capture on that includes its store process) divided by the frames it forwarded in both directions (a CALL and its CALLRESULT are 2 frames): µs per frame;
 - for `ere-proxy-capture`, the CPU of its embedded PostgreSQL (postmaster, backends and reaped
   children; detached from the proxy's tree by pg_ctl) per frame in a column of its own, the
   journal's counters from the admin endpoint, and the rows stored once the journal has caught up;
@@ -60,6 +60,7 @@ class Run:
     idle_rss: int = 0
     csms_cpu_s: float = math.nan
     db_cpu_s: float = math.nan  # ere-proxy-capture: its embedded PostgreSQL over the window
+    store_cpu_s: float = math.nan  # ere-proxy-capture: its store process (counted in proxy_cpu_s)
     db_rss: int = 0
     journal: dict[str, float] = field(default_factory=dict)  # counter deltas over the window
     rows: dict[str, int] = field(default_factory=dict)  # rows stored after the run
@@ -134,6 +135,11 @@ def _capture_after_load(run: Run, running: Running, timeout: float = 90.0) -> No
         run.notes.append(f"could not count rows: {exc!r}")
 
 
+def _children_cpu(pid: int, db_pids: set[int]) -> float:
+    """CPU seconds of `pid`'s descendants (a proxy worker's store process), PostgreSQL aside."""
+    return procstat.cpu_seconds(pid, exclude=db_pids) - procstat.cpu_seconds(pid, exclude=set(procstat.tree(pid)[1:]))
+
+
 def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
     """Measure `target` once with fresh processes; never raises for an unavailable target."""
     run = Run(target, round_no)
@@ -162,6 +168,7 @@ def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
         if data_dir:
             db_pids = pg.postgres_pids(data_dir)
             j0, d0 = journal_metrics(running.admin_port or 0), pg.cpu_seconds(data_dir)
+            s0 = _children_cpu(pid, db_pids)
         t0, p0, c0 = (time.monotonic(), procstat.cpu_seconds(pid, exclude=db_pids) if pid else 0.0,
                       procstat.cpu_seconds(csms_pid))
         _sleep_until(begin + args.warmup + args.duration)
@@ -169,7 +176,7 @@ def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
                       procstat.cpu_seconds(csms_pid))
         if data_dir:
             d1, j1 = pg.cpu_seconds(data_dir), journal_metrics(running.admin_port or 0)
-            run.db_cpu_s = d1 - d0
+            run.db_cpu_s, run.store_cpu_s = d1 - d0, _children_cpu(pid, db_pids) - s0
             run.db_rss = procstat.rss_bytes(pg.postmaster_pid(data_dir) or 0) if pg.postmaster_pid(data_dir) else 0
             run.journal = {k: j1[k] - j0.get(k, 0) for k in ("submitted", "stored", "spilled", "replayed", "lost",
                                                              "database_errors") if k in j1}
@@ -320,7 +327,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             after = ("; after the load: caught up in " + _fmt(r.catch_up_s, ".1f") + " s, "
                      f"{j.get('total_submitted', math.nan):.0f} events submitted in all, rows stored: "
                      + ", ".join(f"{t} {n}" for t, n in r.rows.items()))
-            notes.append(f"- {tag}: {window}{after}; PostgreSQL RSS {r.db_rss / 2**20:.0f} MB")
+            store = r.store_cpu_s * 1e6 / r.load.frames if r.load and r.load.frames else math.nan
+            notes.append(f"- {tag}: {window}{after}; PostgreSQL RSS {r.db_rss / 2**20:.0f} MB; "
+                         f"of the µs/frame, the worker's store process {_fmt(store, '.1f')}")
         notes += [f"- {tag}: {n}" for n in r.notes]
     if notes:
         out += ["", "Notes:", *notes]
@@ -356,7 +365,8 @@ def header(args: argparse.Namespace, argv: list[str], started: datetime) -> str:
         f"{args.warmup:g} s warm-up + {args.duration:g} s steady window, {args.procs} generator "
         f"process(es), {args.rounds} round(s), order {order} (reversed every other round)",
         "- ere-proxy runs with `[capture] enabled = false` (pure forwarding); ere-proxy-capture with capture on "
-        "and a fresh embedded PostgreSQL (default settings: fsync on) in a scratch data_dir",
+        "and a fresh embedded PostgreSQL (default settings: fsync on) in a scratch data_dir; its µs/frame "
+        "counts the worker and its store process",
     ])
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
@@ -70,11 +70,7 @@ class ProxyMetrics:
         self.connected = Gauge(
             "ere_proxy_connected_chargers", "Chargers with a live link.", registry=r
         )
-        self.gc_frozen = Gauge(
-            "ere_proxy_gc_frozen_objects",
-            "Objects kept out of the garbage collector's passes (grows with links; growth without links is a leak).",
-            registry=r,
-        )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open and max fds, CPU seconds
         self.handshakes = Counter(
             "ere_proxy_handshakes", "Charger handshakes by outcome.", ["outcome"], registry=r
         )

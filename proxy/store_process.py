@@ -5,7 +5,8 @@ worker forwarding 2,000 CALLs/s spent steps of 20-80 ms on them in the thread th
 frames (bench/RESULTS.md). `StoreProcess` is the journal's `EventStore` in a proxy worker: it
 starts a child (`python -m proxy.store_process`) over a socket pair and sends it each batch;
 the child stores it with `DatabaseStore` and answers. The worker only encodes (msgpack) and
-sends; everything else happens in the child, which the OS schedules apart.
+sends; everything else happens in the child, which the OS schedules apart, at a lower priority
+(nice 10) so that a worker forwarding frames gets the CPU first.
 
 Wire (both ways): `length (u32 LE) | kind (u8) | payload`. Requests: STORE (a msgpack array of
 events) and PING (empty); answers: OK (empty) or FAILED (the error, UTF-8). One request at a
@@ -48,6 +49,7 @@ _STORE, _PING, _OK, _FAILED = 1, 2, 3, 4
 MAX_FRAME = 256 * 1024 * 1024  # far above a batch (1,000 events of ~1 KB); a sanity bound
 _STOP_TIMEOUT = 5.0  # for the child to finish the request it is on after the worker closes
 _RECONNECT_DELAY = 1.0
+_NICENESS = 10
 _DSN_ENV = "ERE_PROXY_STORE_DSN"  # the DSN may hold a password: not on the command line
 
 _encoder = msgspec.msgpack.Encoder()
@@ -96,8 +98,9 @@ def _frame(kind: int, payload: bytes) -> bytes:
 class StoreProcess:
     """The journal's `EventStore` in a child process (see the module docstring).
 
-    Use within `async with`: leaving it closes the child's socket, lets the child finish the
-    request it is on (up to 5 s) and then kills it.
+    Use within `async with`: entering starts the child (it connects while the worker starts up);
+    leaving closes the child's socket, lets the child finish the request it is on (up to 5 s) and
+    then kills it.
     """
 
     def __init__(self, settings: DatabaseSettings, dsn: str, *, log_level: str = "info", worker: int = 0) -> None:
@@ -111,6 +114,8 @@ class StoreProcess:
         self.started = 0  # children started so far
 
     async def __aenter__(self) -> StoreProcess:
+        async with self._lock:
+            await self._start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -252,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    # Forwarding comes first: when the worker and this process want the same CPU, the worker wins
+    # it; should storing fall behind, the journal's channel fills and events go to the spill log.
+    os.nice(_NICENESS)
     setup_logging(args.log_level, args.worker)
     # One request at a time: the store and its probe never need more than two connections.
     settings = DatabaseSettings(dsn=os.environ.get(_DSN_ENV, ""), pool_size=2, connect_timeout=args.connect_timeout)

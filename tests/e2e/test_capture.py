@@ -86,3 +86,25 @@ def test_sessions_of_both_protocols_land_with_the_reported_energy(tmp_path: Path
         ("CP-16", transaction_16, "completed", Decimal(42370)),
         ("CP-201", "tx-e2e", "completed", Decimal(7500)),
     ]
+
+
+def store_processes(parent: int) -> list[int]:
+    """Pids of the store processes whose parent is `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"proxy.store_process" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_worker_stores_through_one_store_process_that_ends_with_it(tmp_path: Path, data_dir: Path) -> None:
+    with running_proxy(tmp_path, capture_config(data_dir)) as proxy:
+        assert len(asyncio.run(charge(proxy, data_dir))) == 2
+        children = store_processes(proxy.process.pid)
+        assert len(children) == 1
+    assert not Path(f"/proc/{children[0]}").exists()
