@@ -16,10 +16,10 @@ Errors and cancellation: a FAILED answer raises `StoreFailed` with the child's e
 that is gone, or an exchange that fails or is cancelled half-way (the journal's `store_timeout`),
 raises `StoreUnavailable` (or the cancellation) and the child is killed: it may still be storing
 that batch, which is harmless since storing is idempotent and the journal keeps the batch. The
-next call starts a new child. The child connects to the database at start (requests wait for that first
-attempt) and, if it fails, retries in the background, answering FAILED meanwhile; it ends when the worker closes its end (or dies),
-after the request it is on, and ignores SIGINT and SIGTERM: it stops through its worker, which
-spills what it did not store.
+next call starts a new child. The child connects to the database at start (requests wait for
+that first attempt) and, if that fails, retries in the background, answering FAILED meanwhile.
+It ends when the worker closes its end (or dies), after the request it is on, and ignores SIGINT
+and SIGTERM: it stops through its worker, which spills what it did not store.
 """
 
 from __future__ import annotations
