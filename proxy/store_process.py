@@ -98,8 +98,9 @@ def _frame(kind: int, payload: bytes) -> bytes:
 class StoreProcess:
     """The journal's `EventStore` in a child process (see the module docstring).
 
-    Use within `async with`: entering starts the child (it connects while the worker starts up);
-    leaving closes the child's socket, lets the child finish the request it is on (up to 5 s) and
+    Use within `async with`: entering starts the child and waits until it has connected (or
+    failed to: the journal then spills until it can store), so a worker reports ready with its
+    store process up; leaving closes the child's socket, lets the child finish the request it is on (up to 5 s) and
     then kills it.
     """
 
@@ -116,6 +117,8 @@ class StoreProcess:
     async def __aenter__(self) -> StoreProcess:
         async with self._lock:
             await self._start()
+        if not await self.answers():  # the journal spills until it does
+            log.warning("store process cannot store yet")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
