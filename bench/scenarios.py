@@ -5,7 +5,8 @@ generator connects all chargers through the target, and over the steady window (
 warm-up) we take:
 
 - the target's CPU time (utime+stime of its process tree, /proc/<pid>/stat; for the proxy with
-  capture on that includes its store process) divided by the frames it forwarded in both directions (a CALL and its CALLRESULT are 2 frames): µs per frame;
+  capture on that includes its store process) divided by the frames it forwarded in both
+  directions (a CALL and its CALLRESULT are 2 frames): µs per frame;
 - for `ere-proxy-capture`, the CPU of its embedded PostgreSQL (postmaster, backends and reaped
   children; detached from the proxy's tree by pg_ctl) per frame in a column of its own, the
   journal's counters from the admin endpoint, and the rows stored once the journal has caught up;
