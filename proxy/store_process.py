@@ -105,8 +105,8 @@ class StoreProcess:
     """
 
     def __init__(self, settings: DatabaseSettings, dsn: str, *, log_level: str = "info", worker: int = 0) -> None:
-        self._command = [sys.executable, "-m", "proxy.store_process", "--connect-timeout", str(settings.connect_timeout),
-                         "--log-level", log_level, "--worker", str(worker)]  # fmt: skip
+        self._command = [sys.executable, "-m", "proxy.store_process", "--worker", str(worker),
+                         "--connect-timeout", str(settings.connect_timeout), "--log-level", log_level]  # fmt: skip
         self._env = {**os.environ, _DSN_ENV: dsn}
         self._lock = trio.Lock()
         self._process: trio.Process | None = None
