@@ -65,6 +65,7 @@ Only loopback targets are accepted.
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import math
@@ -110,6 +111,7 @@ class SimConfig:
     source_addresses: int = 1  # connect from 127.0.<k>.1 for k in 1..n (past one address's ports)
     offline_every: float = 0.0  # mean seconds between a charger's offline periods (0: none)
     offline_for: float = 30.0  # mean length of an offline period
+    password: str | None = None  # HTTP Basic <identity>:<password> at every connect (None: no header)
 
 
 @dataclass
@@ -205,6 +207,9 @@ class Charger:
         self._source = None if spread <= 1 else f"127.0.{1 + index % spread}.1"
         self._random = random.Random(index)
         self._offline_at = math.inf  # set when the charger starts
+        password = fleet.config.password
+        self._authorization = None if password is None else b"Basic " + base64.b64encode(
+            f"{self.report.identity}:{password}".encode())
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class Charger:
                 with trio.fail_after(fleet.config.connect_timeout):
                     stream = await trio.open_tcp_stream(fleet.host, fleet.port, local_address=self._source)
                     chosen, pending = await wire.client_handshake(
-                        stream, f"{fleet.host}:{fleet.port}", target, [self.report.protocol]
+                        stream, f"{fleet.host}:{fleet.port}", target, [self.report.protocol], self._authorization
                     )
             except BaseException:
                 if stream is not None:
@@ -543,6 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offline-every", type=float, default=d.offline_every,
                         help="mean seconds between a charger's offline periods (0: none)")
     parser.add_argument("--offline-for", type=float, default=d.offline_for, help="mean length of an offline period")
+    parser.add_argument("--password", help="send HTTP Basic <identity>:<password> (what proves a charger offline)")
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
         parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")

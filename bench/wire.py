@@ -171,7 +171,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
 
 
 async def client_handshake(
-    stream: trio.abc.Stream, host: str, target: str, subprotocols: list[str]
+    stream: trio.abc.Stream, host: str, target: str, subprotocols: list[str], authorization: bytes | None = None
 ) -> tuple[str | None, bytes]:
     """Upgrade `stream` as a client; return (subprotocol chosen by the server, bytes after 101)."""
     key = base64.b64encode(os.urandom(16))
@@ -184,6 +184,8 @@ async def client_handshake(
     ]
     if subprotocols:
         headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
+    if authorization is not None:
+        headers.append((b"Authorization", authorization))
     conn = h11.Connection(h11.CLIENT)
     request = conn.send(h11.Request(method="GET", target=target, headers=headers))
     await stream.send_all(request + conn.send(h11.EndOfMessage()))

@@ -116,3 +116,116 @@ def decide_auth(route: Route, identity: str, authorization: bytes | None) -> Aut
     if route.upstream_password is not None:
         upstream = basic_header(route.upstream_username or identity, route.upstream_password)
     return AuthOutcome(status=None, upstream_authorization=upstream, password_to_verify=credentials[1])
+
+
+# -- under attack: failure budgets, recent successes (sans-IO; `now` is passed in) ----------------
+
+
+class TokenBuckets:
+    """One token bucket per key (a client address, an identity), for failed attempts.
+
+    A failure takes a token (`take`); a key with less than one token left is refused until its
+    bucket refills at `refill_per_second` (`retry_after` says when). Successes take nothing, so
+    chargers that know their password are never limited. Memory is bounded: beyond `max_keys`
+    the least recently used key is forgotten (a forgotten key starts full again).
+    """
+
+    def __init__(self, capacity: float, refill_per_second: float, max_keys: int = 100_000) -> None:
+        self.capacity = capacity
+        self.refill = refill_per_second
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + max(0.0, now - at) * self.refill)
+
+    def allows(self, key: str, now: float) -> bool:
+        return self._tokens(key, now) >= 1.0
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds until `key` has a whole token again (0 when it has one)."""
+        return max(0.0, (1.0 - self._tokens(key, now)) / self.refill)
+
+    def take(self, key: str, now: float) -> None:
+        tokens = max(0.0, self._tokens(key, now) - 1.0)
+        self._buckets.pop(key, None)
+        if len(self._buckets) >= self.max_keys:
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = (tokens, now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class RecentSuccesses:
+    """Identities that proved their password within `window` seconds (bounded, oldest forgotten).
+
+    Their attempts go ahead of the rest in the hashing queue: a charger that was connected a
+    moment ago is not starved by a flood of guesses for other identities (or for its own).
+    """
+
+    def __init__(self, window: float, max_entries: int = 100_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._seen: dict[str, float] = {}
+
+    def add(self, identity: str, now: float) -> None:
+        self._seen.pop(identity, None)
+        if len(self._seen) >= self.max_entries:
+            del self._seen[next(iter(self._seen))]
+        self._seen[identity] = now
+
+    def __call__(self, identity: str, now: float) -> bool:
+        at = self._seen.get(identity)
+        return at is not None and now - at <= self.window
+
+
+# -- passthrough: a verifier of the credential the back-office last accepted -------------------
+
+_VERIFIER_CONTEXT = b"ere-proxy credential verifier v1\0"
+
+
+class CredentialVerifier:
+    """Keyed digests (HMAC-SHA256) of the Authorization headers back-offices accepted.
+
+    A `passthrough` charger's credential is checked by its back-office; while that back-office
+    is unreachable the proxy can only admit a charger that presents the header the back-office
+    last accepted for its identity. What is stored is this digest, never the header; it is keyed
+    with a secret that is not in the database, so a copy of the database alone reveals nothing
+    and cannot be brute-forced. Computing one costs microseconds, so a reconnect storm costs no
+    slow hashing. `keys` maps key id → 32-byte key; the first one makes new digests, all verify
+    (key rotation).
+    """
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        if not keys:
+            raise ValueError("a credential verifier needs at least one key")
+        self._keys = dict(keys)
+        self.primary_id = next(iter(self._keys))
+
+    @classmethod
+    def random(cls) -> CredentialVerifier:
+        """A verifier with a key of this process only (digests do not outlive it)."""
+        key = os.urandom(32)
+        return cls({hashlib.sha256(key).hexdigest()[:16]: key})
+
+    def _digest(self, key: bytes, identity: str, authorization: bytes) -> bytes:
+        material = _VERIFIER_CONTEXT + identity.encode() + b"\0" + authorization
+        return hmac.new(key, material, hashlib.sha256).digest()
+
+    def digest(self, identity: str, authorization: bytes) -> tuple[bytes, str]:
+        """(digest, key id) of `authorization` for `identity`, with the primary key."""
+        return self._digest(self._keys[self.primary_id], identity, authorization), self.primary_id
+
+    def current(self, identity: str, authorization: bytes, stored: tuple[bytes, str] | None) -> bool:
+        """True when `stored` is already this header's digest under the primary key."""
+        return stored is not None and stored[1] == self.primary_id and hmac.compare_digest(
+            stored[0], self.digest(identity, authorization)[0])
+
+    def matches(self, identity: str, authorization: bytes | None, stored: tuple[bytes, str] | None) -> bool:
+        """True when `authorization` is the header whose digest is `stored` (under any key we hold)."""
+        if not authorization or stored is None:
+            return False
+        key = self._keys.get(stored[1])
+        return key is not None and hmac.compare_digest(stored[0], self._digest(key, identity, authorization))

@@ -165,9 +165,10 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     max_entries_total: int = 10_000_000
     max_bytes_total: int = 8 << 30
     # Offline answers: BootNotification interval (seconds), and the status an idTag the
-    # authorisation cache does not know gets ("Accepted" keeps cars charging; "Invalid" refuses).
+    # authorisation cache does not know gets ("Invalid" refuses it, as OCPP's own
+    # AllowOfflineTxForUnknownId=false; "Accepted" keeps every car charging).
     heartbeat_interval: int = 300
-    unknown_id_tag: Literal["Accepted", "Invalid"] = "Accepted"
+    unknown_id_tag: Literal["Accepted", "Invalid"] = "Invalid"
     # 1.6 provisional transactionIds are this base plus the entry's sequence number.
     provisional_id_base: int = 2_000_000_000
     # Replay: an entry answered with CALLERRORs is sent this many times in all, waiting
@@ -176,16 +177,20 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     retry_attempts: int = 3
     retry_interval: float = 30.0
     call_timeout: float = 30.0
-    # Redialling an unreachable upstream: exponential back-off between these bounds, with jitter.
+    # Redialling an unreachable upstream: exponential back-off between these bounds, with jitter,
+    # after every failed dial and every lost connection (it starts again from redial_min only
+    # after a connection stayed up redial_max seconds); and at most redial_rate_per_host dials
+    # per second (and as many at once) to one upstream host from one process.
     redial_min: float = 1.0
     redial_max: float = 60.0
+    redial_rate_per_host: float = 50.0
 
     def __post_init__(self) -> None:
         for name in ("max_entries_per_charger", "max_bytes_per_charger", "max_entries_total", "max_bytes_total",
                      "heartbeat_interval", "retry_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"outbox.{name} must be at least 1")
-        for name in ("retry_interval", "call_timeout", "redial_min", "redial_max"):
+        for name in ("retry_interval", "call_timeout", "redial_min", "redial_max", "redial_rate_per_host"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"outbox.{name} must be a positive number of seconds")
         if self.redial_max < self.redial_min:

@@ -195,8 +195,11 @@ class UpstreamAccepted:
 
 @dataclass(frozen=True)
 class UpstreamRefused:
+    """The upstream answered the upgrade with `status` (not 101), with the headers worth passing on."""
+
     status: int
     www_authenticate: bytes | None
+    retry_after: bytes | None = None
 
 
 class UpstreamProtocolError(Exception):
@@ -247,8 +250,8 @@ class UpstreamHandshake:
         if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             return self._check_accept(event)
         if isinstance(event, h11.Response):
-            www = dict(event.headers).get(b"www-authenticate")
-            return UpstreamRefused(event.status_code, www)
+            headers = dict(event.headers)
+            return UpstreamRefused(event.status_code, headers.get(b"www-authenticate"), headers.get(b"retry-after"))
         raise UpstreamProtocolError(f"unexpected answer {type(event).__name__}")
 
     def _check_accept(self, event: h11.InformationalResponse) -> UpstreamAccepted:

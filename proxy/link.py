@@ -55,9 +55,11 @@ class LinkEnd(enum.Enum):
     HANDBACK = "handback"  # the relay is done: back to byte forwarding
     OUTBOX_FULL = "outbox_full"
     STORE_UNAVAILABLE = "store_unavailable"
+    UPSTREAM_REFUSED = "upstream_refused"  # a redial was refused (401/403/404): the charger is closed
 
 
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 INTERNAL = 1011
 # An upstream closing with one of these (or a 4xxx code) ended the charger's link on purpose;
 # any other loss of the upstream is an outage, which an outbox rides out.

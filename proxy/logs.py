@@ -45,3 +45,34 @@ def setup_logging(level: str, worker: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class LogBudget:
+    """At most `burst` log lines at once and `per_second` after that; the rest are counted.
+
+    For lines anyone on the network can cause (a refused handshake): logging each one would let
+    a flood fill the disk and drown what matters. `allow(now)` says whether to log a line now;
+    `suppressed()` gives (and resets) how many were left out since the last one logged, to be
+    put on that line.
+    """
+
+    def __init__(self, per_second: float = 10.0, burst: float = 20.0) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._tokens = burst
+        self._at: float | None = None
+        self._suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self._suppressed += 1
+        return False
+
+    def suppressed(self) -> int:
+        count, self._suppressed = self._suppressed, 0
+        return count

@@ -105,6 +105,13 @@ class ProxyMetrics:
             ["direction", "close_code"],
             registry=r,
         )
+        self.password_checks = Counter(
+            "ere_proxy_password_checks",
+            "Managed chargers' password checks by verdict (admitted, wrong, rate_limited, busy) and "
+            "whether a hash was computed (no: a recent success, or refused before hashing).",
+            ["verdict", "hashed"],
+            registry=r,
+        )
         self.link_ends = Counter(
             "ere_proxy_link_ends", "Links ended, by reason.", ["reason"], registry=r
         )

@@ -31,7 +31,12 @@ dead letter with the reason, and replay goes on with the next one.
 
 Authorisation: `Authorize` (and the idTagInfo of StartTransaction/StopTransaction) is answered
 from the answers the back-office gave this charger earlier (`LiveObserver` learns them while the
-link forwards); an unknown or expired idTag gets `unknown_id_tag`.
+link forwards); an unknown or expired idTag gets `unknown_id_tag` (`Invalid` by default, as
+OCPP's own AllowOfflineTxForUnknownId=false).
+
+Proof: every entry records how the link that queued it proved the charger's identity (`proof`,
+one of `PROOFS`); `next_replay` parks an entry without one as a dead letter instead of sending it
+in the charger's name.
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ _ANSWERED: Final = _EMPTY_ANSWER | {
 _RESENT: Final = frozenset({"MeterValues", "StopTransaction", "TransactionEvent"})
 _RESENT_WINDOW: Final = 8
 OFFLINE_ERROR: Final = "back-office unreachable"
+# How a link proved the charger's identity: the back-office accepted the connection, a managed
+# route's password, the header the back-office last accepted (a verifier), or an operator's
+# requeue. Only entries with one of these are ever replayed; anything else is parked.
+PROOFS: Final = frozenset({"upstream", "password", "verifier", "operator"})
+UNPROVEN: Final = "queued without proof of the charger's identity"
 REPLAY_ID_PREFIX: Final = "outbox-"
 
 
@@ -77,6 +87,7 @@ class Entry:
     payload: bytes
     received_at: float
     attempts: int = 0  # replays answered with a CALLERROR so far
+    proof: str = "unknown"  # how the link that queued it proved the charger's identity (PROOFS)
 
 
 @dataclass
@@ -140,7 +151,7 @@ class DeadLetter:
     transaction: Transaction | None = None
 
 
-ReplayStep = Send | Completed
+ReplayStep = Send | Completed | DeadLetter
 ReplayOutcome = Completed | Retry | DeadLetter
 
 
@@ -309,6 +320,7 @@ class ChargerOutbox:
     in_flight: Entry | None = None
     in_flight_id: str | None = None
     retry_at: float | None = None
+    proof: str = "unknown"  # how this link proved the charger's identity: given to new entries
 
     def __post_init__(self) -> None:
         self.ocpp16 = is_ocpp16(self.version)
@@ -360,7 +372,7 @@ class ChargerOutbox:
             return Full("charger outbox holds its maximum number of bytes")
         if not self.budget.fits(len(payload)):
             return Full("the outboxes of all chargers are full")
-        entry = Entry(self.next_seq, action, payload, now)
+        entry = Entry(self.next_seq, action, payload, now, proof=self.proof)
         self.next_seq += 1
         self.entries.append(entry)
         self.bytes += len(payload)
@@ -399,13 +411,20 @@ class ChargerOutbox:
 
     # -- replay ----------------------------------------------------------------------------
     def next_replay(self, now: float) -> ReplayStep | None:
-        """The next step of the replay, or None (empty, waiting for an answer, or for `retry_at`)."""
+        """The next step of the replay, or None (empty, waiting for an answer, or for `retry_at`).
+
+        An entry queued without proof of the charger's identity (`PROOFS`) is parked at once.
+        """
         if self.in_flight is not None or not self.entries:
             return None
         if self.retry_at is not None and now < self.retry_at:
             return None
         self.retry_at = None
         entry = self.entries[0]
+        if entry.proof not in PROOFS:  # never replayed in the charger's name without proof
+            self._pop()
+            ended = self._ended(entry.payload) if entry.action == "StopTransaction" and self.ocpp16 else None
+            return DeadLetter(entry, UNPROVEN, ended)
         if entry.action == "StartTransaction" and self.ocpp16:
             transaction = self._by_key.get(start_key(_loads(entry.payload)) or "")
             if transaction is not None and transaction.key in self.starts:

@@ -24,8 +24,10 @@ _DEAD = """
 SELECT identity, seq, action, attempts, dead_at, dead_reason, convert_from(payload, 'UTF8') AS payload
 FROM outbox_entries WHERE dead_reason IS NOT NULL AND ($1::text IS NULL OR identity = $1) ORDER BY identity, seq
 """
+# An entry queued without proof of the charger's identity is replayed only on an operator's word.
 _REQUEUE = """
-UPDATE outbox_entries SET dead_reason = NULL, dead_at = NULL, attempts = 0
+UPDATE outbox_entries SET dead_reason = NULL, dead_at = NULL, attempts = 0,
+    proof = CASE WHEN proof = 'unknown' THEN 'operator' ELSE proof END
 WHERE identity = $1 AND seq = $2 AND dead_reason IS NOT NULL
 """
 

@@ -8,14 +8,15 @@ When the database is down as well, the proxy cannot keep its promise and closes 
 
 Ownership: `claim` bumps the charger's epoch and loads its outbox; every `write` names the epoch
 it claimed and is refused (`Fenced`) once another link has claimed the charger since. Claims and
-`needs_outbox` lookups are answered in batches (one statement for up to 512 chargers): an
+`look_up`s (at every handshake: is there an outbox to honour, and the verifier of the credential
+the back-office last accepted) are answered in batches (one statement for up to 512 chargers): an
 outage sends every link to its relay at once, and a reconnect storm looks every charger up. Writes from
 all links are grouped into one transaction (group commit): a link awaits its write, which costs
 one commit shared with every link that wrote meanwhile. `remember` (authorisations and answered
-StartTransactions seen while forwarding) is not awaited: it is a cache, dropped when the queue is
+StartTransactions seen while forwarding, and credential verifiers) is not awaited: it is a cache, dropped when the queue is
 full or the database fails.
 
-Errors: `write`, `claim` and `needs_outbox` raise `StoreUnavailable` when the database fails
+Errors: `write`, `claim` and `look_up` raise `StoreUnavailable` when the database fails
 (the cause is chained) and `write` raises `Fenced`; nothing is half-written (one transaction per
 group). Cancelling a waiting `write` does not cancel the group: it may still commit.
 """
@@ -91,7 +92,7 @@ ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_
 RETURNING identity, epoch, next_seq
 """
 _ENTRIES = """
-SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts FROM outbox_entries
+SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof FROM outbox_entries
 WHERE identity = ANY($1::text[]) AND dead_reason IS NULL ORDER BY identity, seq
 """
 _TRANSACTIONS = """
@@ -99,10 +100,12 @@ SELECT identity, provisional, start_key, real_id, ended FROM outbox_transactions
 """
 _STARTS = "SELECT identity, start_key, transaction_id FROM outbox_starts WHERE identity = ANY($1::text[])"
 _AUTHORIZATIONS = "SELECT identity, id_tag, info FROM outbox_authorizations WHERE identity = ANY($1::text[])"
-_NEEDS_OUTBOX = """
-SELECT k.identity FROM unnest($1::text[]) AS k(identity)
-WHERE EXISTS (SELECT 1 FROM outbox_entries e WHERE e.identity = k.identity AND e.dead_reason IS NULL)
-   OR EXISTS (SELECT 1 FROM outbox_transactions t WHERE t.identity = k.identity AND NOT t.ended)
+_LOOKUP = """
+SELECT k.identity,
+       EXISTS (SELECT 1 FROM outbox_entries e WHERE e.identity = k.identity AND e.dead_reason IS NULL)
+       OR EXISTS (SELECT 1 FROM outbox_transactions t WHERE t.identity = k.identity AND NOT t.ended),
+       v.digest, v.key_id
+FROM unnest($1::text[]) AS k(identity) LEFT JOIN charger_verifiers v ON v.identity = k.identity
 """
 _TOTALS = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox_entries WHERE dead_reason IS NULL"
 
@@ -112,8 +115,8 @@ SELECT c.identity FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) A
 ORDER BY c.identity FOR UPDATE OF c
 """
 _APPEND = """
-INSERT INTO outbox_entries (identity, seq, action, payload, received_at)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[])
+INSERT INTO outbox_entries (identity, seq, action, payload, received_at, proof)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[], $6::text[])
 """
 _UPSERT_TRANSACTIONS = """
 INSERT INTO outbox_transactions (identity, provisional, start_key, real_id, ended)
@@ -144,6 +147,11 @@ INSERT INTO outbox_starts (identity, start_key, transaction_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
 ON CONFLICT (identity, start_key) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, seen_at = now()
 """
+_REMEMBER_VERIFIERS = """
+INSERT INTO charger_verifiers (identity, digest, key_id)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+ON CONFLICT (identity) DO UPDATE SET digest = EXCLUDED.digest, key_id = EXCLUDED.key_id, updated_at = now()
+"""
 _REMEMBER_AUTHORIZATIONS = """
 INSERT INTO outbox_authorizations (identity, id_tag, info)
 SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
@@ -172,16 +180,17 @@ class OutboxStore:
         self.failures = 0  # groups that failed
 
     # -- reading ---------------------------------------------------------------------------------
-    async def needs_outbox(self, identity: str) -> bool:
-        """True when the charger has queued entries or open offline transactions to honour."""
-        return bool(await self._lookups.get(identity))
+    async def look_up(self, identity: str) -> Lookup:
+        """What admitting the charger needs to know: its outbox to honour, its stored verifier."""
+        lookup: Lookup = await self._lookups.get(identity)
+        return lookup
 
     async def claim(self, identity: str, version: str) -> tuple[int, ChargerOutbox]:
         """Take the charger's outbox over (fencing off earlier links); returns (epoch, outbox)."""
         claimed: _Claimed = await self._claims.get(identity)
         outbox = ChargerOutbox(
             identity, version, self.settings, self.budget,
-            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5]) for r in claimed.entries),
+            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6]) for r in claimed.entries),
             transactions={r[1]: Transaction(r[1], r[2], r[3], r[4]) for r in claimed.transactions},
             next_seq=claimed.next_seq,
             auth=AuthorizationCache({r[1]: orjson.loads(r[2]) for r in claimed.authorizations}),
@@ -204,9 +213,10 @@ class OutboxStore:
                 claimed[row[0]].authorizations.append(row)
         return claimed
 
-    async def _lookup_batch(self, identities: list[str]) -> dict[str, bool]:
-        needing = {row[0] for row in await self.db.fetch(_NEEDS_OUTBOX, identities)}
-        return {identity: identity in needing for identity in identities}
+    async def _lookup_batch(self, identities: list[str]) -> dict[str, Lookup]:
+        rows = await self.db.fetch(_LOOKUP, identities)
+        return {row[0]: Lookup(bool(row[1]), (bytes(row[2]), row[3]) if row[2] is not None else None)
+                for row in rows}
 
     async def totals(self) -> tuple[int, int]:
         """Pending entries and their payload bytes over all chargers."""
@@ -221,6 +231,10 @@ class OutboxStore:
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
+
+    def remember_verifier(self, identity: str, verifier: tuple[bytes, str]) -> None:
+        """Queue the digest of the header the back-office just accepted (see `auth.CredentialVerifier`)."""
+        self.remember(identity, [("verifier", verifier[1], verifier[0])])
 
     def remember(self, identity: str, learned: Iterable[tuple[str, str, Any]]) -> None:
         """Queue what a link learned (`LiveObserver.on_answer`) for storing; never blocks."""
@@ -291,7 +305,7 @@ class OutboxStore:
         append = [(w.identity, e) for w in writes for e in w.append]
         if append:
             await conn.execute(_APPEND, *_columns(
-                [(i, e.seq, e.action, e.payload, _ts(e.received_at)) for i, e in append], 5))
+                [(i, e.seq, e.action, e.payload, _ts(e.received_at), e.proof) for i, e in append], 6))
         transactions = {(w.identity, t.provisional): t for w in writes for t in w.transactions}
         if transactions:
             await conn.execute(_UPSERT_TRANSACTIONS, *_columns(
@@ -319,8 +333,12 @@ class OutboxStore:
             self._remembered.clear()
             starts = [(i, k, v) for i, kind, k, v in batch if kind == "start"]
             auths = {(i, k): orjson.dumps(v).decode() for i, kind, k, v in batch if kind == "auth"}
+            verifiers = {i: (v, k) for i, kind, k, v in batch if kind == "verifier"}
             try:
                 async with self.db.transaction() as conn:
+                    if verifiers:
+                        await conn.execute(_REMEMBER_VERIFIERS, *_columns(
+                            [(i, digest, key_id) for i, (digest, key_id) in verifiers.items()], 3))
                     if starts:
                         latest = {(i, k): v for i, k, v in starts}
                         await conn.execute(_REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3))
@@ -337,6 +355,15 @@ class OutboxStore:
             except Exception as exc:
                 log.warning("could not read outbox totals", extra={"error": str(exc)})
             await trio.sleep(self._refresh_interval)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A charger's standing at its handshake: an outbox to honour (entries or open offline
+    transactions), and the verifier of the credential its back-office last accepted (or None)."""
+
+    needs_outbox: bool
+    verifier: tuple[bytes, str] | None
 
 
 @dataclass

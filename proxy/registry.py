@@ -46,7 +46,9 @@ from urllib.parse import quote
 import msgspec
 import trio
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from proxy.auth import hash_password
 from proxy.config import Config, Route
@@ -123,6 +125,11 @@ class KeyRing:
         self.source = source
         self._ciphers = {key_id(key): AESGCM(key) for key in keys}
         self.primary_id = key_id(keys[0])
+        self._keys = list(keys)
+
+    def derive(self, purpose: bytes) -> dict[str, bytes]:
+        """A 32-byte sub-key per key for `purpose` (HKDF-SHA256), by the key's id, primary first."""
+        return {key_id(key): HKDF(hashes.SHA256(), 32, None, purpose).derive(key) for key in self._keys}
 
     @classmethod
     def parse(cls, text: str, source: str = "the secret key") -> KeyRing:

@@ -29,7 +29,6 @@ answered (at most `close_timeout`).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from time import perf_counter, time
@@ -42,10 +41,11 @@ from proxy.codec import (
     encode_close, encode_frame, peek_envelope,
 )  # fmt: skip
 from proxy.events import Event, TransactionIdAssigned
-from proxy.link import GOING_AWAY, INTERNAL, STOP_REASONS, LinkEnd, Side, is_outage
+from proxy.link import GOING_AWAY, INTERNAL, POLICY_VIOLATION, STOP_REASONS, LinkEnd, Side, is_outage
 from proxy.metrics import OutboxMeters
+from proxy.backoff import RedialBackoff
 from proxy.outbox import (
-    ChargerOutbox, Completed, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
+    ChargerOutbox, Completed, DeadLetter, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
 )  # fmt: skip
 from proxy.outbox_store import Fenced, OutboxStore, StoreUnavailable, Write
 from proxy.tracker import Tracker, event_id
@@ -58,7 +58,11 @@ Connector = Callable[[], Awaitable[tuple[trio.abc.Stream, bytes]]]
 
 
 class UpstreamUnavailable(Exception):
-    """Dialling the upstream failed (unreachable, refused, or timed out)."""
+    """Dialling the upstream failed (unreachable, timed out, or an answer other than a refusal)."""
+
+
+class ChargerRefused(Exception):
+    """The back-office refused this charger (401, 403, 404) when redialled: the relay ends."""
 
 
 class _UpstreamLost(Exception):
@@ -95,6 +99,7 @@ class Relay:
         upstream: tuple[trio.abc.Stream, bytes] | None = None,
         tracker: Tracker | None = None,
         submit: Callable[[list[Event]], None] | None = None,
+        backoff: RedialBackoff | None = None,
     ) -> None:
         self.identity = identity
         self.charger = charger
@@ -109,6 +114,8 @@ class Relay:
         self._carried = list(carried)
         self._charger_trailing = charger_trailing
         self._first_upstream = upstream
+        # Shared by every relay of one charger connection: a lost upstream is redialled with back-off.
+        self.backoff = backoff or RedialBackoff(outbox.settings.redial_min, outbox.settings.redial_max)
         self._tracker = tracker if submit is not None else None
         self._submit = submit
         self.observer = LiveObserver(outbox.version, outbox.auth, outbox.starts)
@@ -332,21 +339,29 @@ class Relay:
 
     # -- the upstream ------------------------------------------------------------------------
     async def _upstream_loop(self) -> None:
-        """Dial (with back-off and jitter) and serve upstream connections until the relay ends."""
-        delay = self.settings.redial_min
+        """Dial and serve upstream connections until the relay ends, pacing every redial.
+
+        The back-off (`backoff.RedialBackoff`) follows failed dials and lost connections alike,
+        so a back-office that accepts and drops at once is not redialled in a loop. A back-office
+        that refuses the charger (401, 403, 404) ends the relay: the charger is closed (1008) and
+        hears the verdict at its next handshake.
+        """
         first = self._first_upstream
         self._first_upstream = None
         while True:
             if first is not None:
                 (stream, trailing), first = first, None
             else:
+                await trio.sleep_until(self.backoff.next_dial_at)
                 try:
                     stream, trailing = await self._connect()
                 except UpstreamUnavailable:
-                    await trio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, self.settings.redial_max)
+                    self.backoff.dial_failed(trio.current_time())
                     continue
-            delay = self.settings.redial_min
+                except ChargerRefused:
+                    log.warning("back-office refused the charger: closing it", extra={"identity": self.identity})
+                    raise _End(LinkEnd.UPSTREAM_REFUSED, {"charger": (POLICY_VIOLATION, "refused by the back-office")})
+            connected_at = trio.current_time()
             upstream = self._make_upstream(stream)
             handed_back = False
             try:
@@ -365,6 +380,8 @@ class Relay:
                 self._finish(self._charger_left)
                 return
             log.info("upstream lost: answering offline", extra={"identity": self.identity})
+            now = trio.current_time()
+            self.backoff.connection_lost(now, now - connected_at)
             lost, self._live_call = self._live_call, None
             if lost is not None:  # relayed but never answered: it may not have arrived
                 await self._answer_shielded(lost)
@@ -467,7 +484,7 @@ class Relay:
                     self._queued = trio.Event()
                     await self._queued.wait()
                 continue
-            if isinstance(step, Completed):
+            if isinstance(step, (Completed, DeadLetter)):
                 await self._settle(step)
                 continue
             self._count_rewrites()

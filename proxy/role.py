@@ -8,8 +8,10 @@ logs how many chargers that allows (each link holds two sockets).
 
 from __future__ import annotations
 
+import base64
 import gc
 import logging
+import os
 import resource
 import signal
 from collections.abc import AsyncIterator
@@ -18,14 +20,17 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from proxy.admin import AdminServer
+from proxy.auth import CredentialVerifier
 from proxy.journal import Journal
 from proxy.config import Config, ConfigError, load_config
 from proxy.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from proxy.outbox_store import OutboxStore
 from proxy.orphans import close_orphans_periodically
-from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError
+from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError, key_id
 from proxy.routing import StaticRouter
 from proxy.server import ProxyServer, open_listener
 from proxy.spill import SpillLog
@@ -133,7 +138,8 @@ async def _serve(
     db: Database | None,
     task_status: trio.TaskStatus[ProxyServer],
 ) -> None:
-    server = ProxyServer(config, router, metrics, journal, outbox)
+    verifier = load_credential_verifier(config) if outbox is not None else None
+    server = ProxyServer(config, router, metrics, journal, outbox, verifier)
     if outbox is not None:
         metrics.registry.register(OutboxCollector(outbox.budget, server.relays))
     listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
@@ -160,6 +166,53 @@ async def _serve(
                 break
             await server.stopped.wait()  # the admin endpoint stays up while links drain
             nursery.cancel_scope.cancel()
+
+
+_VERIFIER_PURPOSE = b"ere-proxy credential verifier"
+_VERIFIER_KEY_FILE = "verifier.key"
+
+
+def load_credential_verifier(config: Config) -> CredentialVerifier:
+    """The key of the digests that let passthrough chargers in while their back-office is down.
+
+    Derived from the registry's secret keys (`ERE_PROXY_SECRET_KEY`) when they are set: every
+    worker and node that shares the database then shares the key. Otherwise a key of this
+    machine, created on first use in `<data_dir>/verifier.key` (0600): enough for one machine;
+    a fleet of nodes must set the secret key, or a charger admitted on one node cannot be
+    admitted offline on another (it is refused, never let in without proof).
+    """
+    try:
+        keys = KeyRing.from_env(config.registry.secret_key_env)
+    except SecretKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    if keys is not None:
+        return CredentialVerifier(keys.derive(_VERIFIER_PURPOSE))
+    path = Path(config.database.data_dir) / _VERIFIER_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # written aside and linked into place: a worker never reads half a key
+        draft = path.with_name(f"{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(base64.b64encode(os.urandom(32)) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another worker was first: its key is the one
+        finally:
+            draft.unlink()
+    if config.database.dsn:
+        log.warning("passthrough chargers are admitted offline only on this node: set the secret key "
+                    "environment variable on every node to share their verifiers", extra={"key_file": str(path)})
+    text = path.read_text().strip()
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:  # e.g. read while another worker was still writing it: never a short key
+        raise ConfigError(f"{path} must hold base64 of 32 bytes; delete it to have a new one made")
+    return CredentialVerifier({key_id(key): HKDF(hashes.SHA256(), 32, None, _VERIFIER_PURPOSE).derive(key)})
 
 
 async def freeze_long_lived(interval: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Sequence
@@ -26,7 +27,9 @@ from urllib.parse import urlsplit
 
 import trio
 
-from proxy.auth import PasswordCache, decide_auth, verify_password
+from proxy.admission import Check, PasswordGate, Verdict
+from proxy.auth import CredentialVerifier, decide_auth
+from proxy.backoff import DialPacer, RedialBackoff
 from proxy.codec import FrameReader, Message, encode_close
 from proxy.config import Config, ProxySettings, Route
 from proxy.handshake import (
@@ -36,14 +39,16 @@ from proxy.handshake import (
     UpstreamAccepted,
     UpstreamHandshake,
     UpstreamProtocolError,
+    UpstreamRefused,
     upstream_offer,
 )
 from proxy.journal import Journal
 from proxy.link import GOING_AWAY, Link, LinkEnd, Side
 from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
 from proxy.outbox import AuthorizationCache, ChargerOutbox, LiveObserver
-from proxy.outbox_store import OutboxStore, StoreUnavailable
-from proxy.relay import Relay, UpstreamUnavailable, close_charger
+from proxy.logs import LogBudget
+from proxy.outbox_store import Lookup, OutboxStore, StoreUnavailable
+from proxy.relay import ChargerRefused, Relay, UpstreamUnavailable, close_charger
 from proxy.routing import Router, upstream_url
 from proxy.tracker import Tracker
 
@@ -55,7 +60,10 @@ _LINGER_BYTES = 1 << 20
 
 
 class _Refusal(Exception):
-    """Internal: answer the charger with this HTTP refusal and count it as `outcome`."""
+    """Internal: answer the charger with this HTTP refusal and count it as `outcome`.
+
+    Never raised inside a nursery of the handshake (it would reach `_serve` in an exception group).
+    """
 
     def __init__(self, refusal: HandshakeRefused, outcome: str) -> None:
         super().__init__(refusal.reason)
@@ -63,19 +71,32 @@ class _Refusal(Exception):
         self.outcome = outcome
 
 
-# Dial outcomes that mean an outage: with an outbox, the charger is served offline instead.
-_OUTAGES = frozenset({"upstream_unreachable", "upstream_timeout", "upstream_error"})
+def _retry_after(seconds: float) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"retry-after", b"%d" % max(1, math.ceil(seconds))),)
+
+
+# Dial outcomes that mean an outage (no HTTP answer from the back-office: it could not be reached
+# or did not answer in time); with an outbox, a charger that proves its identity is served
+# offline instead. Any HTTP answer other than 101 is the back-office's verdict, passed back.
+_OUTAGES = frozenset({"upstream_unreachable", "upstream_timeout"})
+# A charger refused offline may try again after this many seconds (its own queue holds its CALLs).
+_OFFLINE_RETRY_AFTER = 30.0
 
 
 @dataclass
 class _Admitted:
-    """A charger admitted: its OCPP version, what to send upstream, and the upstream (None: offline)."""
+    """A charger admitted: its OCPP version, what to send upstream, and the upstream (None: offline).
+
+    `proof` says how its identity was proven (`outbox.PROOFS`): what the outbox records with every
+    CALL it queues for this connection.
+    """
 
     version: str
     authorization: bytes | None
     upstream: trio.abc.Stream | None
     trailing: bytes
     needs_outbox: bool = False
+    proof: str = "upstream"
 
 
 _OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "bad_request",
@@ -127,6 +148,7 @@ class ProxyServer:
         metrics: ProxyMetrics,
         journal: Journal | None = None,
         outbox: OutboxStore | None = None,
+        verifier: CredentialVerifier | None = None,
     ) -> None:
         self.settings = config.proxy
         self._dials = 0  # picks the next upstream source address
@@ -139,10 +161,12 @@ class ProxyServer:
         self._draining = False
         self._accept_scope = trio.CancelScope()
         self.stopped = trio.Event()
-        self._passwords = PasswordCache()
-        # Password hashing is slow on purpose: its own few threads, so a flood of wrong passwords
-        # cannot starve DNS lookups (which share Trio's default thread limiter).
-        self._hashing = trio.CapacityLimiter(2)
+        self._passwords = PasswordGate()
+        # Passthrough chargers: digests of the headers back-offices accepted (offline admission).
+        self.verifier = verifier or CredentialVerifier.random()
+        self._refusal_log = LogBudget()
+        self._redial_settings = redial = config.outbox
+        self._dial_pacer = DialPacer(redial.redial_rate_per_host, redial.redial_rate_per_host)
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
 
@@ -206,27 +230,22 @@ class ProxyServer:
     async def _serve(self, stream: trio.abc.Stream) -> None:
         settings = self.settings
         handshake = ChargerHandshake(settings.path_prefix, settings.max_header_size)
+        address = _peer_address(stream)
+        request = None
         try:
-            request = None
             with trio.move_on_after(settings.handshake_timeout):
                 request = await self._read_request(stream, handshake)
             if request is None:
-                self.metrics.handshakes.labels("timeout").inc()
-                await _send_quietly(stream, handshake.refuse(HandshakeRefused(408, "handshake timed out")))
-                return
+                raise _Refusal(HandshakeRefused(408, "handshake timed out"), "timeout")
             if not upstream_offer(request.offered, settings.default_subprotocol):
                 # OCPP-J: complete the handshake without a subprotocol, then close at once.
                 self.metrics.handshakes.labels("unsupported_subprotocol").inc()
                 close = encode_close(_PROTOCOL_ERROR, "unsupported subprotocol", mask=False)
                 await _send_quietly(stream, handshake.accept(None) + close)
                 return
-            admitted = await self._admit(request)
+            admitted = await self._admit(request, address)
         except _Refusal as refusal:
-            self.metrics.handshakes.labels(refusal.outcome).inc()
-            log.info(
-                "handshake refused",
-                extra={"status": refusal.refusal.status, "reason": refusal.refusal.reason, "outcome": refusal.outcome},
-            )
+            self._refused(refusal, request.identity if request is not None else None, address)
             await _send_quietly(stream, handshake.refuse(refusal.refusal))
             return
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).
@@ -236,6 +255,20 @@ class ProxyServer:
         finally:
             if admitted.upstream is not None:
                 await trio.aclose_forcefully(admitted.upstream)
+
+    def _refused(self, refusal: _Refusal, identity: str | None, address: str) -> None:
+        """Count a refusal and log it on one line (identity, client address, reason; no secrets).
+
+        Anyone can cause these, so the lines are rate-limited (`LogBudget`); each logged line
+        says how many were left out before it.
+        """
+        self.metrics.handshakes.labels(refusal.outcome).inc()
+        if self._refusal_log.allow(trio.current_time()):
+            log.info("handshake refused", extra={
+                "identity": identity, "client": address, "status": refusal.refusal.status,
+                "reason": refusal.refusal.reason, "outcome": refusal.outcome,
+                "suppressed": self._refusal_log.suppressed(),
+            })  # fmt: skip
 
     async def _read_request(self, stream: trio.abc.Stream, handshake: ChargerHandshake) -> ChargerRequest:
         while True:
@@ -251,63 +284,103 @@ class ProxyServer:
             if request is not None:
                 return request
 
-    async def _admit(self, request: ChargerRequest) -> _Admitted:
-        """Route, authenticate, dial upstream (and with an outbox, look the charger's up meanwhile).
+    async def _admit(self, request: ChargerRequest, address: str) -> _Admitted:
+        """Route, authenticate, dial upstream (and with an outbox, look the charger up meanwhile).
 
         Without an outbox an unreachable upstream refuses the charger. With one, the charger is
-        admitted offline (a relay answers it) when the upstream is unreachable or the charger still
-        has an outbox; a refusal by the upstream (401/403/404) always refuses the charger.
+        admitted offline (a relay answers it) when the upstream cannot be reached and the charger
+        proves its identity locally (`_offline_proof`), or when the upstream accepts it and it
+        still has an outbox to honour. Any HTTP answer of the upstream other than 101 refuses it.
         """
         if self._draining:
-            raise _Refusal(HandshakeRefused(503, "shutting down"), "shutting_down")
-        route = self.router.lookup(request.identity)
+            raise _Refusal(HandshakeRefused(503, "shutting down", _retry_after(5)), "shutting_down")
+        identity = request.identity
+        route = self.router.lookup(identity)
         if route is None:
             raise _Refusal(HandshakeRefused(404, "unknown charger"), "not_found")
-        auth = decide_auth(route, request.identity, request.authorization)
+        auth = decide_auth(route, identity, request.authorization)
         if auth.status is None and auth.password_to_verify is not None:
             assert route.password_hash is not None
-            triple = (request.identity, auth.password_to_verify, route.password_hash)
-            if triple not in self._passwords:
-                verified = None
-                with trio.move_on_after(self.settings.handshake_timeout):
-                    verified = await trio.to_thread.run_sync(
-                        verify_password, auth.password_to_verify, route.password_hash, limiter=self._hashing
-                    )
-                if verified is None:  # a flood of logins is queueing for the hashing threads
-                    raise _Refusal(HandshakeRefused(503, "busy, retry later"), "busy")
-                if not verified:
-                    auth = type(auth)(status=401)
-                else:
-                    self._passwords.add(triple)
+            await self._check_password(identity, auth.password_to_verify, route.password_hash, address)
         if auth.status is not None:
-            challenge = ((b"www-authenticate", b'Basic realm="ocpp"'),)
-            raise _Refusal(HandshakeRefused(401, "unauthorized", challenge), "unauthorized")
+            raise _Refusal(HandshakeRefused(401, "unauthorized", _CHALLENGE), "unauthorized")
         offer = upstream_offer(request.offered, self.settings.default_subprotocol)
-        identity, authorization = request.identity, auth.upstream_authorization
+        authorization = auth.upstream_authorization
         store = self.outbox
         if store is None:
             stream, accepted, trailing = await self._dial(route, identity, offer, authorization)
             return _Admitted(accepted.subprotocol or self.settings.default_subprotocol, authorization, stream,
                              trailing)
-        needs_outbox: list[bool | None] = [None]
+        lookup: Lookup | None = None
+        dialled: tuple[trio.abc.Stream, UpstreamAccepted, bytes] | None = None
+        refused: _Refusal | None = None
 
         async def look_up() -> None:
+            nonlocal lookup
             try:
-                needs_outbox[0] = await store.needs_outbox(identity)
+                lookup = await store.look_up(identity)
             except StoreUnavailable as exc:
                 log.warning("outbox lookup failed", extra={"identity": identity, "error": str(exc)})
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(look_up)
-            try:
-                stream, accepted, trailing = await self._dial(route, identity, offer, authorization)
-            except _Refusal as refusal:
-                if refusal.outcome not in _OUTAGES:
-                    raise
-                log.info("upstream unreachable: admitting offline", extra={"identity": identity})
-                return _Admitted(offer[0], authorization, None, b"", needs_outbox=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look_up)
+                try:
+                    dialled = await self._dial(route, identity, offer, authorization)
+                except _Refusal as refusal:  # kept, and raised outside the nursery
+                    refused = refusal
+        except BaseException:
+            if dialled is not None:
+                await trio.aclose_forcefully(dialled[0])
+            raise
+        if refused is not None:
+            if refused.outcome not in _OUTAGES:
+                raise refused
+            proof = self._offline_proof(route, request, lookup)
+            log.info("upstream unreachable: admitting offline", extra={"identity": identity, "proof": proof})
+            return _Admitted(offer[0], authorization, None, b"", needs_outbox=True, proof=proof)
+        assert dialled is not None
+        stream, accepted, trailing = dialled
+        if route.auth == "passthrough" and request.authorization and lookup is not None:
+            # The back-office accepted this header: what proves the charger while it is unreachable.
+            if not self.verifier.current(identity, request.authorization, lookup.verifier):
+                store.remember_verifier(identity, self.verifier.digest(identity, request.authorization))
         version = accepted.subprotocol or self.settings.default_subprotocol
-        return _Admitted(version, authorization, stream, trailing, needs_outbox=bool(needs_outbox[0]))
+        needs_outbox = lookup is not None and lookup.needs_outbox
+        return _Admitted(version, authorization, stream, trailing, needs_outbox=needs_outbox)
+
+    def _offline_proof(self, route: Route, request: ChargerRequest, lookup: Lookup | None) -> str:
+        """How a charger proves its identity while its upstream is unreachable, or a refusal.
+
+        `managed`: its password (checked already). `passthrough`: the Authorization header whose
+        digest was stored when the back-office last accepted it. Without proof the charger is
+        refused (503 with Retry-After): its own offline queue keeps its CALLs meanwhile.
+        """
+        if route.auth == "managed":
+            return "password"
+        if lookup is None:
+            raise _Refusal(HandshakeRefused(503, "proxy queue unavailable", _retry_after(_OFFLINE_RETRY_AFTER)),
+                           "store_unavailable")
+        if not self.verifier.matches(request.identity, request.authorization, lookup.verifier):
+            raise _Refusal(HandshakeRefused(503, "back-office unreachable", _retry_after(_OFFLINE_RETRY_AFTER)),
+                           "offline_unproven")
+        return "verifier"
+
+    async def _check_password(self, identity: str, password: str, encoded: str, address: str) -> None:
+        """Raise the refusal for a managed charger's password unless it is right (see `admission`)."""
+        check = None
+        with trio.move_on_after(self.settings.handshake_timeout):
+            check = await self._passwords.check(identity, password, encoded, address)
+        if check is None:  # queued behind a flood of logins for the whole handshake timeout
+            check = Check(Verdict.BUSY, self.settings.handshake_timeout)
+        self.metrics.password_checks.labels(check.verdict.value, "yes" if check.hashed else "no").inc()
+        if check.verdict is Verdict.WRONG:
+            raise _Refusal(HandshakeRefused(401, "unauthorized", _CHALLENGE), "unauthorized")
+        if check.verdict is Verdict.RATE_LIMITED:
+            raise _Refusal(HandshakeRefused(429, "too many failed attempts", _retry_after(check.retry_after)),
+                           "rate_limited")
+        if check.verdict is Verdict.BUSY:
+            raise _Refusal(HandshakeRefused(503, "busy, retry later", _retry_after(check.retry_after)), "busy")
 
     async def _dial(
         self, route: Route, identity: str, offer: list[str], authorization: bytes | None, *, redial: bool = False
@@ -335,10 +408,7 @@ class ProxyServer:
                 if isinstance(answer, UpstreamAccepted):
                     accepted, stream = (stream, answer, handshake.trailing_data), None
                     return accepted
-                if answer.status in (401, 403, 404):
-                    headers = ((b"www-authenticate", answer.www_authenticate),) if answer.www_authenticate else ()
-                    raise _Refusal(HandshakeRefused(answer.status, "refused by upstream", headers), "upstream_refused")
-                raise _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_error")
+                raise _verdict(answer)
             raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
@@ -420,11 +490,19 @@ class ProxyServer:
     async def _serve_legs(
         self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, served: list[Link | Relay]
     ) -> LinkEnd:
-        """Run links and relays in turn until the connection ends; returns how it ended."""
+        """Run links and relays in turn until the connection ends; returns how it ended.
+
+        One `RedialBackoff` paces the redials of every relay of the connection, so a back-office
+        that accepts and drops at once is not redialled through the turns of links and relays.
+        """
+        first = served[0]
+        redial = self._redial_settings
+        backoff = first.backoff if isinstance(first, Relay) else RedialBackoff(redial.redial_min, redial.redial_max)
         while True:
             leg = served[0]
             if self._draining:
                 leg.drain(trio.current_time() + self.settings.drain_timeout)
+            started = trio.current_time()
             end = await leg.run()
             if end not in (LinkEnd.UPSTREAM_LOST, LinkEnd.HANDBACK):
                 return end
@@ -436,8 +514,10 @@ class ProxyServer:
                 return LinkEnd.REPLACED
             if isinstance(leg, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
+                now = trio.current_time()
+                backoff.connection_lost(now, now - started)
                 relay = await self._relay(identity, admitted, charger, tracker, leg.charger_leftover, carried=leg.carried,
-                                          learned=leg.observer)
+                                          learned=leg.observer, backoff=backoff)
                 if relay is None:
                     await close_charger(charger, GOING_AWAY, "proxy queue unavailable", self.settings.close_timeout)
                     return LinkEnd.STORE_UNAVAILABLE
@@ -467,7 +547,7 @@ class ProxyServer:
     async def _relay(
         self, identity: str, admitted: _Admitted, charger: Side, tracker: Tracker | None, charger_trailing: bytes,
         carried: Sequence[Message] = (), learned: LiveObserver | None = None,
-        upstream: tuple[trio.abc.Stream, bytes] | None = None,
+        upstream: tuple[trio.abc.Stream, bytes] | None = None, backoff: RedialBackoff | None = None,
     ) -> Relay | None:
         """Claim the charger's outbox and build its relay (None: the store is unavailable).
 
@@ -484,23 +564,32 @@ class ProxyServer:
         if learned is not None:
             outbox.auth.known.update(learned.auth.known)
             outbox.starts.update(learned.starts)
+        outbox.proof = admitted.proof
         journal = self.journal
         return Relay(
             identity, charger, outbox, epoch, store, partial(self._redial, identity, admitted),
             self._upstream_side, self.metrics.outbox, self.settings.close_timeout,
             charger_trailing=charger_trailing, carried=carried, upstream=upstream, tracker=tracker,
-            submit=journal.submit if journal is not None else None,
+            submit=journal.submit if journal is not None else None, backoff=backoff,
         )  # fmt: skip
 
     async def _redial(self, identity: str, admitted: _Admitted) -> tuple[trio.abc.Stream, bytes]:
-        """Dial the charger's upstream again, offering the subprotocol the charger speaks."""
+        """Dial the charger's upstream again, offering the subprotocol the charger speaks.
+
+        Dials to one upstream host are paced for the whole process (`backoff.DialPacer`). A
+        refusal of the charger (401, 403, 404) raises `ChargerRefused`; any other failure
+        `UpstreamUnavailable`.
+        """
         route = self.router.lookup(identity)
         if route is None or self._draining:
             raise UpstreamUnavailable("no route")
+        await trio.sleep(self._dial_pacer.reserve(urlsplit(route.upstream).hostname or "", trio.current_time()))
         try:
             stream, accepted, trailing = await self._dial(
                 route, identity, [admitted.version], admitted.authorization, redial=True)
         except _Refusal as refusal:
+            if refusal.refusal.status in (401, 403, 404) and refusal.outcome == "upstream_refused":
+                raise ChargerRefused(refusal.refusal.status) from None
             raise UpstreamUnavailable(refusal.outcome) from None
         if (accepted.subprotocol or self.settings.default_subprotocol) != admitted.version:
             await trio.aclose_forcefully(stream)
@@ -519,6 +608,35 @@ class ProxyServer:
                 route = self.router.lookup(identity)
                 result.append((urlsplit(route.upstream).netloc if route else "", leg.outbox))
         return result
+
+
+_CHALLENGE = ((b"www-authenticate", b'Basic realm="ocpp"'),)
+
+
+def _verdict(answer: UpstreamRefused) -> _Refusal:
+    """The back-office's HTTP answer (other than 101), passed back to the charger.
+
+    4xx and 5xx go back as they came, with the headers that tell the charger what to do
+    (WWW-Authenticate, Retry-After); anything else (a redirect, a 200) is no WebSocket answer: 502.
+    """
+    headers = tuple((name, value) for name, value in ((b"www-authenticate", answer.www_authenticate),
+                                                      (b"retry-after", answer.retry_after)) if value)
+    if 400 <= answer.status < 500:
+        return _Refusal(HandshakeRefused(answer.status, "refused by upstream", headers), "upstream_refused")
+    if 500 <= answer.status < 600:
+        return _Refusal(HandshakeRefused(answer.status, "upstream failed", headers), "upstream_error")
+    return _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_error")
+
+
+def _peer_address(stream: trio.abc.Stream) -> str:
+    """The client's IP address ("" when it cannot be told): for logs and failure budgets."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        if isinstance(inner, trio.SocketStream):
+            return str(inner.socket.getpeername()[0])
+    except OSError:
+        pass
+    return ""
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:

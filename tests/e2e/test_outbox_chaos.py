@@ -179,6 +179,7 @@ def start_simulator(directory: Path, port: int, chargers: int, prefix: str, dura
             "--chargers", str(chargers), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
             "--interval", str(interval), "--duration", str(duration), "--max-seconds", str(duration + 120),
             "--call-timeout", str(call_timeout), "--prefix", prefix, "--sent-log", str(directory / "sent.json"),
+            "--password", "charger-password",  # what proves a charger that reconnects during the outage
         ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
 
 

@@ -63,7 +63,10 @@ async def test_passthrough_forwards_the_chargers_authorization(proxy, upstream):
     assert upstream.peers[0].authorization == "Basic Q1AtcDpwdw=="
 
 
-@pytest.mark.parametrize("status, line", [(401, b"401 Unauthorized"), (403, b"403 Forbidden"), (404, b"404 Not Found"), (500, b"502 Bad Gateway")])
+@pytest.mark.parametrize("status, line", [
+    (401, b"401 Unauthorized"), (403, b"403 Forbidden"), (404, b"404 Not Found"), (429, b"429 Too Many Requests"),
+    (500, b"500 Internal Server Error"), (503, b"503 Service Unavailable"), (200, b"502 Bad Gateway"),
+])
 async def test_upstream_refusal_is_mirrored(proxy, upstream, status, line):
     upstream.refuse_with = status
     assert await status_of(proxy.port, "CP-r") == b"HTTP/1.1 " + line

@@ -79,7 +79,8 @@ def valid(version: str, action: str, payload: Any, *, response: bool = False) ->
 
 def make_outbox(version: str = V16, budget: Budget | None = None, **overrides: Any) -> ChargerOutbox:
     options: dict[str, Any] = {"provisional_id_base": BASE, "heartbeat_interval": 120, **overrides}
-    return ChargerOutbox("CP-1", version, OutboxSettings(**options), budget or Budget(1_000_000, 1 << 30))
+    return ChargerOutbox("CP-1", version, OutboxSettings(**options), budget or Budget(1_000_000, 1 << 30),
+                         proof="upstream")
 
 
 def offline(box: ChargerOutbox, action: str, payload: Any, unique_id: str = "c1", now: float = T0) -> OfflineAnswer:
@@ -241,7 +242,7 @@ def test_offline_start_gets_a_provisional_id_from_the_base_and_its_sequence_numb
     answer = offline(box, "StartTransaction", start16(), "s1")
     payload = answered(answer, "s1", action="StartTransaction")
     assert answer.entry is not None and answer.entry.seq == 2
-    assert payload == {"transactionId": BASE + 2, "idTagInfo": {"status": "Accepted"}}  # unknown tag: default
+    assert payload == {"transactionId": BASE + 2, "idTagInfo": {"status": "Invalid"}}  # unknown tag: default
     assert answer.transaction is not None and answer.transaction.provisional == BASE + 2
     assert answer.transaction.real is None and not answer.transaction.ended
     assert box.transactions == {BASE + 2: answer.transaction} and box.needs_rewriting
