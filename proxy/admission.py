@@ -6,13 +6,16 @@ theirs. One attempt goes through, in order:
 
 1. a recent success with the same identity, password and hash (`PasswordCache`): admitted at
    once, without hashing and whatever the limits below say;
-2. failure budgets (`TokenBuckets`): a client address or an identity with too many recent
-   failures is refused without hashing (`RATE_LIMITED`, with the seconds until it may retry);
+2. failure budgets (`TokenBuckets`): an attempt takes a token from its client address's and its
+   identity's budget (a success gives them back); with none left it is refused without hashing
+   (`RATE_LIMITED`, with the seconds until it may retry). Taking the token first means a flood
+   of concurrent guesses from one address reaches the hashing queue no more often than the
+   budget allows;
 3. the hashing queue: `threads` hashes at a time, in threads of their own (a flood cannot starve
    the DNS lookups that share Trio's default thread limiter). Attempts for identities that proved
    their password recently (`RecentSuccesses`) wait in a lane of their own that goes first; the
    other lane holds at most `max_waiting` attempts, and one more is refused at once (`BUSY`);
-4. the hash; a wrong password takes a token from the address's and the identity's budget.
+4. the hash.
 
 Cancellation: an attempt cancelled while it waits leaves the queue (its turn passes on); one
 cancelled while it hashes finishes the hash first (a thread cannot be interrupted).
@@ -118,22 +121,30 @@ class PasswordGate:
         if triple in self.cache:
             self.recent.add(identity, now)
             return Check(Verdict.ADMITTED)
-        for buckets, key in ((self.by_address, address), (self.by_identity, identity)):
+        budgets = ((self.by_address, address), (self.by_identity, identity))
+        for buckets, key in budgets:
             if not buckets.allows(key, now):
                 return Check(Verdict.RATE_LIMITED, buckets.retry_after(key, now))
+        for buckets, key in budgets:
+            buckets.take(key, now)
+        refund = True  # the tokens go back unless a wrong password was tried
         try:
-            await self.queue.acquire(priority=self.recent(identity, now))
-        except QueueFull:
-            return Check(Verdict.BUSY, 1.0 + self.queue.waiting * 0.05)
-        try:
-            verified = await trio.to_thread.run_sync(verify_password, password, encoded, limiter=self.queue.limiter)
+            try:
+                await self.queue.acquire(priority=self.recent(identity, now))
+            except QueueFull:
+                return Check(Verdict.BUSY, 1.0 + self.queue.waiting * 0.05)
+            try:
+                verified = await trio.to_thread.run_sync(
+                    verify_password, password, encoded, limiter=self.queue.limiter)
+            finally:
+                self.queue.release()
+            refund = verified
         finally:
-            self.queue.release()
-        now = trio.current_time()
+            if refund:
+                for buckets, key in budgets:
+                    buckets.give(key, trio.current_time())
         if not verified:
-            self.by_address.take(address, now)
-            self.by_identity.take(identity, now)
             return Check(Verdict.WRONG, hashed=True)
         self.cache.add(triple)
-        self.recent.add(identity, now)
+        self.recent.add(identity, trio.current_time())
         return Check(Verdict.ADMITTED, hashed=True)
