@@ -256,12 +256,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _decimal(text: str) -> Decimal:
+    """A JSON number or numeric string as a Decimal. An exponent beyond Decimal's range
+    (about 10**18 either way) raises `EvidenceError`, not Decimal's InvalidOperation."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise EvidenceError(f"number {text[:30]} is out of range") from None
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(
             text,
-            parse_float=Decimal,
-            parse_int=Decimal,
+            parse_float=_decimal,
+            parse_int=_decimal,
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_keys,
         )
@@ -367,7 +376,7 @@ def _value(raw: Any) -> Decimal:
         text = raw.strip()
         if not _NUMBER.fullmatch(text):
             raise EvidenceError(f"reading value RV={raw[:30]!r} is not a number")
-        raw = Decimal(text)
+        raw = _decimal(text)
     if not isinstance(raw, Decimal):
         raise EvidenceError("reading value RV must be a number")
     if not raw.is_finite():

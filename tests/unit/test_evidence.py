@@ -595,6 +595,33 @@ def test_json_constants_are_rejected() -> None:
             parse_ocmf(text)
 
 
+HUGE_EXPONENT = "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        with_reading().replace('"RV":1', f'"RV":{HUGE_EXPONENT}'),
+        with_reading().replace('"RV":1', f'"RV":-{HUGE_EXPONENT}'),
+        with_reading(RV=HUGE_EXPONENT),
+        with_reading(RV="1.5e-9999999999999999999"),
+        with_reading().replace('"FV":"1.0"', f'"FV":{HUGE_EXPONENT}'),
+        f'OCMF|{make_payload()}|{{"SD":"00","X":0e-9999999999999999999}}',
+    ],
+    ids=["payload-number", "negative", "string-value", "tiny-string-value", "other-field", "signature-section"],
+)
+def test_numbers_beyond_the_decimal_range_are_errors(text: str) -> None:
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_ocmf(text)
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_signed_meter_value(json.dumps({"signedMeterData": text}))
+
+
+def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> None:
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_signed_meter_value(f'{{"signedMeterData": "", "n": {HUGE_EXPONENT}}}')
+
+
 @pytest.mark.parametrize(
     "text",
     [
