@@ -65,6 +65,9 @@ MAX_WH = Decimal(10) ** 10
 # Readings with more significant digits, or finer than a nano-unit, are not meter readings.
 MAX_DIGITS = 20
 MIN_EXPONENT = -9
+# Longest BootNotification meterType matched against the MID list. OCPP 1.6 allows 25
+# characters (CiString25); a longer one is matched by nothing rather than scanned.
+MAX_METER_TYPE_CHARS = 100
 
 DEFAULT_ALGORITHM = "ECDSA-secp256r1-SHA256"  # OCMF default since version 0.4
 
@@ -684,9 +687,9 @@ class MidMeterList:
 
         Case, spaces and punctuation are ignored, and a pattern may start at any word of the
         meter type, so "Eastron SDM630-MID V2" matches "SDM630*" while "XB23" does not match
-        "B23".
+        "B23". A meter type longer than `MAX_METER_TYPE_CHARS` matches nothing.
         """
-        if not meter_type:
+        if not meter_type or len(meter_type) > MAX_METER_TYPE_CHARS:
             return None
         words = [w for w in re.split(r"[^A-Za-z0-9]+", meter_type.upper()) if w]
         joined = "".join(words)

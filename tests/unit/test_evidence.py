@@ -8,6 +8,7 @@ Real records come from public test data of the S.A.F.E. e.V. transparency softwa
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.evidence import (
+    MAX_METER_TYPE_CHARS,
     EvidenceError,
     MeterClass,
     OcmfRecord,
@@ -740,6 +742,31 @@ def test_shipped_list_loads_and_names_its_sources() -> None:
 def test_meter_type_matching(meter_type: str | None, vendor: str | None) -> None:
     entry = load_mid_meters().match(meter_type)
     assert (entry.vendor if entry else None) == vendor
+
+
+def test_an_overlong_meter_type_is_not_matched_word_by_word() -> None:
+    """meterType reaches `classify` unbounded (the proxy never rejects traffic, a frame may hold
+    1 MB). Matching every pattern at every word of it was quadratic (a 256 kB meterType took
+    seconds); the work must stay bounded by the limit however long the text is."""
+    meters = load_mid_meters()
+    patterns = sum(len(entry.models) for entry in meters.entries)
+    calls = 0
+    real = fnmatch.fnmatchcase
+
+    def counting(name: str, pattern: str) -> bool:
+        nonlocal calls
+        calls += 1
+        assert calls <= patterns * MAX_METER_TYPE_CHARS, "matching work grows with the meter type"
+        return real(name, pattern)
+
+    meter_type = "x " * 100_000 + "Eastron SDM630 MID"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fnmatch, "fnmatchcase", counting)
+        assert meters.match(meter_type) is None
+        assert classify(meter_type, "SN123", mid_meters=meters) is MeterClass.UNKNOWN
+        longest = meter_type[-MAX_METER_TYPE_CHARS:]
+        assert meters.match(longest) is not None
+        assert classify(longest, "SN123", mid_meters=meters) is MeterClass.DECLARED
 
 
 def test_an_edited_list_is_used(tmp_path: Path) -> None:
