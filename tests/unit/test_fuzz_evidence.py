@@ -381,15 +381,15 @@ def keys(draw: Any) -> tuple[str | bytes, bool]:
     spelling = draw(st.sampled_from(["der", "hex", "HEX", "spaced", "base64", "pem", "base64-of-hex",
                                      "base64-of-pem", "point"]))
     pem = "-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(raw).decode() + "-----END PUBLIC KEY-----\n"
-    spelled: str | bytes = {
+    spellings: dict[str, str | bytes] = {
         "der": raw, "hex": raw.hex(), "HEX": raw.hex().upper(),
         "spaced": " ".join(raw.hex()[i : i + 4] for i in range(0, len(raw.hex()), 4)),
         "base64": base64.b64encode(raw).decode(), "pem": pem,
         "base64-of-hex": base64.b64encode(raw.hex().encode()).decode(),
         "base64-of-pem": base64.b64encode(pem.encode()).decode(),
         "point": b"\x04" + raw[-64:],
-    }[spelling]
-    return spelled, raw == intact and spelling != "point"
+    }
+    return spellings[spelling], raw == intact and spelling != "point"
 
 
 @FUZZ
