@@ -65,6 +65,9 @@ MAX_WH = Decimal(10) ** 10
 # Readings with more significant digits, or finer than a nano-unit, are not meter readings.
 MAX_DIGITS = 20
 MIN_EXPONENT = -9
+# Longest BootNotification meterType matched against the MID list. OCPP 1.6 allows 25
+# characters (CiString25); a longer one is matched by nothing rather than scanned.
+MAX_METER_TYPE_CHARS = 100
 
 DEFAULT_ALGORITHM = "ECDSA-secp256r1-SHA256"  # OCMF default since version 0.4
 
@@ -256,12 +259,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _decimal(text: str) -> Decimal:
+    """A JSON number or numeric string as a Decimal. An exponent beyond Decimal's range
+    (about 10**18 either way) raises `EvidenceError`, not Decimal's InvalidOperation."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise EvidenceError(f"number {text[:30]} is out of range") from None
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(
             text,
-            parse_float=Decimal,
-            parse_int=Decimal,
+            parse_float=_decimal,
+            parse_int=_decimal,
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_keys,
         )
@@ -367,7 +379,7 @@ def _value(raw: Any) -> Decimal:
         text = raw.strip()
         if not _NUMBER.fullmatch(text):
             raise EvidenceError(f"reading value RV={raw[:30]!r} is not a number")
-        raw = Decimal(text)
+        raw = _decimal(text)
     if not isinstance(raw, Decimal):
         raise EvidenceError("reading value RV must be a number")
     if not raw.is_finite():
@@ -675,9 +687,9 @@ class MidMeterList:
 
         Case, spaces and punctuation are ignored, and a pattern may start at any word of the
         meter type, so "Eastron SDM630-MID V2" matches "SDM630*" while "XB23" does not match
-        "B23".
+        "B23". A meter type longer than `MAX_METER_TYPE_CHARS` matches nothing.
         """
-        if not meter_type:
+        if not meter_type or len(meter_type) > MAX_METER_TYPE_CHARS:
             return None
         words = [w for w in re.split(r"[^A-Za-z0-9]+", meter_type.upper()) if w]
         joined = "".join(words)

@@ -98,6 +98,7 @@ class ChargerHandshake:
         self._max_header_size = max_header_size
         self._received = 0
         self._key = b""
+        self._head = False  # the request was HEAD: its answer has no body
 
     def receive_data(self, data: bytes) -> ChargerRequest | None:
         """Feed bytes (b"" for EOF); None means more bytes are needed."""
@@ -110,6 +111,7 @@ class ChargerHandshake:
             if exc.error_status_hint == 431:
                 raise HandshakeRefused(431, "request headers too large") from None
             raise HandshakeRefused(400, "malformed request") from None
+        self._head = isinstance(event, h11.Request) and event.method == b"HEAD"
         if self._received - len(self.trailing_data) > self._max_header_size:
             raise HandshakeRefused(431, "request headers too large")
         if event is h11.NEED_DATA:
@@ -178,8 +180,9 @@ class ChargerHandshake:
         try:
             phrase = HTTPStatus(refusal.status).phrase.encode()
             out = self._h11.send(h11.Response(status_code=refusal.status, headers=headers, reason=phrase))
-            out = (out or b"") + (self._h11.send(h11.Data(data=body)) or b"")
-            return out + (self._h11.send(h11.EndOfMessage()) or b"")
+            if not self._head:
+                out = (out or b"") + (self._h11.send(h11.Data(data=body)) or b"")
+            return (out or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             return b""
 

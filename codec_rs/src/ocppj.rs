@@ -416,3 +416,6 @@ impl Scanner<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

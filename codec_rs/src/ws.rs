@@ -685,3 +685,6 @@ pub fn encode_close(code: Option<u16>, reason: &str, mask: bool) -> Result<Vec<u
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

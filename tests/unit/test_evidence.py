@@ -8,6 +8,7 @@ Real records come from public test data of the S.A.F.E. e.V. transparency softwa
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -17,10 +18,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.evidence import (
+    MAX_METER_TYPE_CHARS,
     EvidenceError,
     MeterClass,
     OcmfRecord,
@@ -595,6 +597,33 @@ def test_json_constants_are_rejected() -> None:
             parse_ocmf(text)
 
 
+HUGE_EXPONENT = "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        with_reading().replace('"RV":1', f'"RV":{HUGE_EXPONENT}'),
+        with_reading().replace('"RV":1', f'"RV":-{HUGE_EXPONENT}'),
+        with_reading(RV=HUGE_EXPONENT),
+        with_reading(RV="1.5e-9999999999999999999"),
+        with_reading().replace('"FV":"1.0"', f'"FV":{HUGE_EXPONENT}'),
+        f'OCMF|{make_payload()}|{{"SD":"00","X":0e-9999999999999999999}}',
+    ],
+    ids=["payload-number", "negative", "string-value", "tiny-string-value", "other-field", "signature-section"],
+)
+def test_numbers_beyond_the_decimal_range_are_errors(text: str) -> None:
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_ocmf(text)
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_signed_meter_value(json.dumps({"signedMeterData": text}))
+
+
+def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> None:
+    with pytest.raises(EvidenceError, match="out of range"):
+        parse_signed_meter_value(f'{{"signedMeterData": "", "n": {HUGE_EXPONENT}}}')
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -668,14 +697,31 @@ def test_structured_junk_never_raises_anything_else(payload: object, signature: 
 
 
 @FUZZ
-@given(st.binary(max_size=120), st.sampled_from([KEBA_KEY, NZR_P384_KEY, "zz", EBZ_KEY]))
-def test_verifying_random_signatures_gives_false_or_an_error(signature: bytes, key: str) -> None:
+@given(st.binary(max_size=120))
+def test_random_signatures_do_not_verify_with_the_right_key(signature: bytes) -> None:
+    record = parse_ocmf(KEBA)
+    assume(signature != record.signature)
+    forged = OcmfRecord(**{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature})
+    assert verify(forged, KEBA_KEY) is False
+
+
+@FUZZ
+@given(
+    st.binary(max_size=120),
+    st.sampled_from([
+        (NZR_P384_KEY, "public key is on curve secp384r1"),
+        (EBZ_KEY, "public key is on curve secp192r1"),
+        ("zz", "public key is not valid base64"),
+    ]),
+)
+def test_keys_that_cannot_check_the_record_are_errors_whatever_the_signature(
+    signature: bytes, key_and_reason: tuple[str, str]
+) -> None:
+    key, reason = key_and_reason
     record = parse_ocmf(KEBA)
     forged = OcmfRecord(**{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature})
-    try:
-        assert verify(forged, key) in (False, True)
-    except EvidenceError:
-        pass
+    with pytest.raises(EvidenceError, match=reason):
+        verify(forged, key)
 
 
 # --- the MID list and classification --------------------------------------------------------
@@ -713,6 +759,31 @@ def test_shipped_list_loads_and_names_its_sources() -> None:
 def test_meter_type_matching(meter_type: str | None, vendor: str | None) -> None:
     entry = load_mid_meters().match(meter_type)
     assert (entry.vendor if entry else None) == vendor
+
+
+def test_an_overlong_meter_type_is_not_matched_word_by_word() -> None:
+    """meterType reaches `classify` unbounded (the proxy never rejects traffic, a frame may hold
+    1 MB). Matching every pattern at every word of it was quadratic (a 256 kB meterType took
+    seconds); the work must stay bounded by the limit however long the text is."""
+    meters = load_mid_meters()
+    patterns = sum(len(entry.models) for entry in meters.entries)
+    calls = 0
+    real = fnmatch.fnmatchcase
+
+    def counting(name: str, pattern: str) -> bool:
+        nonlocal calls
+        calls += 1
+        assert calls <= patterns * MAX_METER_TYPE_CHARS, "matching work grows with the meter type"
+        return real(name, pattern)
+
+    meter_type = "x " * 100_000 + "Eastron SDM630 MID"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fnmatch, "fnmatchcase", counting)
+        assert meters.match(meter_type) is None
+        assert classify(meter_type, "SN123", mid_meters=meters) is MeterClass.UNKNOWN
+        longest = meter_type[-MAX_METER_TYPE_CHARS:]
+        assert meters.match(longest) is not None
+        assert classify(longest, "SN123", mid_meters=meters) is MeterClass.DECLARED
 
 
 def test_an_edited_list_is_used(tmp_path: Path) -> None:

@@ -108,6 +108,18 @@ def test_bad_requests_are_refused_with_a_clear_status(data, status):
     assert answer.endswith(caught.value.reason.encode() + b"\n")
 
 
+def test_head_request_is_answered_405_with_headers_only():
+    # An answer to HEAD carries no body; writing one made h11 refuse and nothing was sent.
+    hs = handshake()
+    with pytest.raises(HandshakeRefused) as caught:
+        hs.receive_data(upgrade(method="HEAD"))
+    assert caught.value.status == 405
+    answer = hs.refuse(caught.value)
+    assert answer.startswith(b"HTTP/1.1 405 ")
+    assert b"\r\nallow: GET\r\n" in answer and b"\r\nconnection: close\r\n" in answer
+    assert answer.endswith(b"\r\n\r\n")
+
+
 def test_eof_before_a_complete_request_is_refused():
     hs = handshake()
     assert hs.receive_data(b"GET /ocpp/CP-1 HTTP/1.1\r\n") is None
