@@ -60,8 +60,9 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
 
         add_accounting_parsers(sub, common)
         add_ere_admin_parsers(sub, common)
-    hasher = sub.add_parser("hash-password", help="print a hash for a charger password (read from stdin)")
-    hasher.add_argument("--password", help="the password (default: prompt, or one line of stdin)")
+    # The password is read from a prompt or stdin only: on the command line it would show in
+    # `ps` and the shell's history.
+    sub.add_parser("hash-password", help="print a hash for a charger password (prompted, or one line of stdin)")
     return parser
 
 
@@ -69,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(full=not argv or argv[0] not in _ROLE_COMMANDS).parse_args(argv)
     if args.command == "hash-password":
-        password = args.password
-        if password is None:
-            password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if not password:
+            print("ere-proxy: no password given", file=sys.stderr)
+            return 2
         print(hash_password(password))
         return 0
     try:

@@ -265,6 +265,9 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
+        if "@" in parts.netloc:  # never echoed: it would put the credentials in logs and errors
+            raise ValueError("upstream must not carry credentials in the URL; use upstream_username and "
+                             "upstream_password (auth = 'managed') or the charger's own (passthrough)")
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"upstream must be a ws:// or wss:// URL, got {self.upstream!r}")
         parts.port  # raises ValueError for a port out of range

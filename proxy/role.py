@@ -1,7 +1,7 @@
 """Running the proxy role in one process: listeners, admin endpoint, signals.
 
-SIGHUP reloads the configuration (routes and settings for new connections; a bad file is
-logged and the old configuration kept); SIGTERM and SIGINT shut down gracefully (see
+SIGHUP reloads the configuration (routes and settings for new connections, and the listener's
+TLS certificate for new handshakes; a bad file is logged and the old configuration kept); SIGTERM and SIGINT shut down gracefully (see
 `ProxyServer.shutdown`). The process raises its open-file limit to the hard limit at start and
 logs how many chargers that allows (each link holds two sockets).
 """
@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -32,7 +33,7 @@ from proxy.outbox_store import OutboxStore
 from proxy.orphans import close_orphans_periodically
 from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError, key_id
 from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, open_listener
+from proxy.server import ProxyServer, open_listener, reload_certificates, server_tls_context
 from proxy.spill import SpillLog
 from proxy.store_process import StoreProcess
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
@@ -142,7 +143,8 @@ async def _serve(
     server = ProxyServer(config, router, metrics, journal, outbox, verifier)
     if outbox is not None:
         metrics.registry.register(OutboxCollector(outbox.budget, server.relays))
-    listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1)
+    tls = server_tls_context(config.proxy)
+    listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1, tls=tls)
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -157,7 +159,7 @@ async def _serve(
             task_status.started(server)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    reload_config(config_path, router, server)
+                    reload_config(config_path, router, server, tls)
                     if isinstance(router, DatabaseRouter):
                         router.refresh_soon()
                     continue
@@ -232,7 +234,10 @@ async def freeze_long_lived(interval: float) -> None:
         gc.freeze()
 
 
-def reload_config(config_path: Path | None, router: StaticRouter | DatabaseRouter, server: ProxyServer) -> None:
+def reload_config(
+    config_path: Path | None, router: StaticRouter | DatabaseRouter, server: ProxyServer, tls: ssl.SSLContext | None
+) -> None:
+    """SIGHUP: routes and settings for new connections, and the listener's certificate."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -240,4 +245,5 @@ def reload_config(config_path: Path | None, router: StaticRouter | DatabaseRoute
         return
     router.replace(config)
     server.reconfigure(config)
+    reload_certificates(tls, config.proxy)
     log.info("configuration reloaded", extra={"chargers": len(config.chargers)})

@@ -103,10 +103,42 @@ _OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "ba
              426: "bad_request", 431: "headers_too_large"}
 
 
-def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.abc.Listener[trio.abc.Stream]:
+def server_tls_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    """The TLS context of the charger listener (None without a certificate)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def reload_certificates(context: ssl.SSLContext | None, settings: ProxySettings) -> bool:
+    """Load the configured certificate and key into the running listener's `context` (SIGHUP).
+
+    Handshakes from then on present the new certificate; connections already up keep theirs.
+    A file that cannot be read or does not match is logged and the running certificate kept
+    (False). Turning TLS on or off needs a restart: the listener's kind cannot change.
+    """
+    if context is None or settings.tls_cert is None or settings.tls_key is None:
+        if (context is None) != (settings.tls_cert is None):
+            log.warning("turning TLS on or off takes effect at the next start")
+        return False
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("certificate reload failed; keeping the running certificate", extra={"error": str(exc)})
+        return False
+    log.info("certificate reloaded", extra={"certificate": settings.tls_cert})
+    return True
+
+
+def open_listener(
+    settings: ProxySettings, reuse_port: bool, tls: ssl.SSLContext | None = None
+) -> trio.abc.Listener[trio.abc.Stream]:
     """The charger listener: TCP, wrapped in TLS when a certificate is configured.
 
-    Several processes can share the port with `reuse_port`.
+    Several processes can share the port with `reuse_port`. `tls`: the context to serve with
+    (default: a new one from the settings; pass one to keep it for `reload_certificates`).
     """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -120,10 +152,9 @@ def open_listener(settings: ProxySettings, reuse_port: bool) -> trio.abc.Listene
         sock.close()
         raise
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    if settings.tls_cert is None or settings.tls_key is None:
+    context = tls or server_tls_context(settings)
+    if context is None:
         return listener
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return trio.SSLListener(listener, context, https_compatible=False)
 
 
@@ -606,7 +637,7 @@ class ProxyServer:
         for identity, leg in list(self.links.items()):
             if isinstance(leg, Relay):
                 route = self.router.lookup(identity)
-                result.append((urlsplit(route.upstream).netloc if route else "", leg.outbox))
+                result.append((_host_port(route.upstream) if route else "", leg.outbox))
         return result
 
 
@@ -626,6 +657,13 @@ def _verdict(answer: UpstreamRefused) -> _Refusal:
     if 500 <= answer.status < 600:
         return _Refusal(HandshakeRefused(answer.status, "upstream failed", headers), "upstream_error")
     return _Refusal(HandshakeRefused(502, f"upstream answered {answer.status}"), "upstream_error")
+
+
+def _host_port(url: str) -> str:
+    """host:port of a URL, without any user info (a metric label must never carry credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"[{host}]:{parts.port}" if ":" in host and parts.port else f"{host}:{parts.port}" if parts.port else host
 
 
 def _peer_address(stream: trio.abc.Stream) -> str:

@@ -28,6 +28,7 @@ Prometheus must be installed (`scripts/setup-debian`); without it the test fails
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import math
@@ -52,6 +53,7 @@ import trio
 
 from bench import wire
 from bench.fake_csms import FakeCsms
+from proxy.auth import hash_password
 from proxy.ere.ean import check_digit
 from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
 from tests.e2e.test_capture_faults import create_database, metric, start_database
@@ -66,6 +68,8 @@ INSTALL = ("prometheus and promtool must be on PATH for this test: run scripts/s
            "(apt-get install --no-install-recommends prometheus)")  # fmt: skip
 CHARGERS = 40
 SPILL_MAX_BYTES = 32 * 1024  # small, so that the database outage fills it and events are lost
+PASSWORD = "charger-password"
+PASSWORD_HASH = hash_password(PASSWORD)
 CHARGER_MAX_BYTES = 48 * 1024  # outbox bound per charger: the flood reaches it, the fleet does not
 FLOOD_CALL_BYTES = 8 * 1024
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "5m"}
@@ -209,7 +213,8 @@ def start_proxy(directory: Path, data_dir: Path, dsn: str, upstream_port: int, r
     text = text.replace("[outbox]\nenabled = false\n", (
         "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 1.0\nretry_attempts = 1\nretry_interval = 0.5\n"
         f"max_bytes_per_charger = {CHARGER_MAX_BYTES}\n"))
-    text += (f'\n[chargers."DEAD-LETTER-1"]\nupstream = "ws://127.0.0.1:{refusing_port}/ocpp"\nauth = "passthrough"\n'
+    text += (f'\n[chargers."DEAD-LETTER-1"]\nupstream = "ws://127.0.0.1:{refusing_port}/ocpp"\nauth = "managed"\n'
+             f'password_hash = "{PASSWORD_HASH}"\n'
              f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n')  # fmt: skip
     config = directory / "proxy.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
@@ -377,12 +382,25 @@ class RawCharger:
 
 @asynccontextmanager
 async def raw_charger(proxy: ProxyProcess, identity: str) -> AsyncIterator[RawCharger]:
+    """A charger with its password (what admits it while its back-office is down)."""
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    authorization = b"Basic " + base64.b64encode(f"{identity}:{PASSWORD}".encode())
     async with stream:
         with trio.fail_after(WAIT):
             _, pending = await wire.client_handshake(
-                stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"])
+                stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"], authorization)
         yield RawCharger(stream, pending)
+
+
+async def introduce(proxy: ProxyProcess, dsn: str, identity: str) -> None:
+    """The charger connects while its back-office is up, which accepts its credential: from then
+    on that credential admits it while the back-office is down."""
+    async with raw_charger(proxy, identity) as charger:
+        assert (await charger.call(json.dumps([2, "hb", "Heartbeat", {}])))[0] == 3
+    stored = ("SELECT count(*) FROM charger_verifiers WHERE identity = $1", identity)
+    with trio.fail_after(WAIT):
+        while (await sql(dsn, stored))[0][0] == 0:  # the proxy stores it a moment after the handshake
+            await trio.sleep(0.1)
 
 
 async def break_the_protocol(proxy: ProxyProcess) -> None:
@@ -557,6 +575,7 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             # The back-office goes down while chargers keep sending; one charger floods its outbox;
             # DEAD-LETTER-1's own back-office is down too, and refuses its CALL once it is back.
             queued, done = trio.Event(), trio.Event()
+            await introduce(proxy, dsn, "FLOOD-1")
             nursery.start_soon(dead_letter_charger, proxy, queued, done)
             await csms.stop()
             await until(lambda: metric(proxy, "ere_proxy_links_offline") == CHARGERS + 1, "every link offline")

@@ -119,7 +119,7 @@ async def test_reload_keeps_running_links_and_applies_new_routes(nursery, upstre
     async with open_websocket_url(handle.url("CP-old"), subprotocols=["ocpp1.6"]) as ws:
         await roundtrip(ws, "before")
         path.write_text(f'[chargers."CP-new"]\nupstream = "ws://127.0.0.1:{upstream.port}/ocpp"\n')
-        reload_config(path, handle.router, handle.server)
+        reload_config(path, handle.router, handle.server, None)
         assert json.loads(await roundtrip(ws, "after"))[1] == "after"  # the old link is untouched
         async with open_websocket_url(handle.url("CP-new"), subprotocols=["ocpp1.6"]) as new:
             await roundtrip(new, "1")

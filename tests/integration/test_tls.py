@@ -11,6 +11,9 @@ import trustme
 from trio_websocket import open_websocket_url, serve_websocket
 
 from proxy.config import Config, ProxySettings, Route
+from proxy.metrics import ProxyMetrics
+from proxy.routing import StaticRouter
+from proxy.server import ProxyServer, listening_port, open_listener, reload_certificates, server_tls_context
 from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
 
 
@@ -60,3 +63,47 @@ async def test_upstream_with_an_untrusted_certificate_is_502(nursery, tmp_path):
         answer = await stream.receive_some(4096)
     assert answer.startswith(b"HTTP/1.1 502 Bad Gateway")
     assert up.peers == []
+
+
+async def test_a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_the_old_on_a_bad_file(
+    nursery, tmp_path, upstream
+):
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    key_file, cert_file = tmp_path / "key.pem", tmp_path / "cert.pem"
+
+    def install(ca: trustme.CA) -> None:
+        cert = ca.issue_cert("localhost")
+        cert.private_key_pem.write_to_path(str(key_file))
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+
+    install(old_ca)
+    settings = msgspec.convert(
+        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)}, ProxySettings
+    )
+    tls = server_tls_context(settings)
+    metrics = ProxyMetrics()
+    config = Config(proxy=settings, default_route=Route(upstream=f"ws://127.0.0.1:{upstream.port}/ocpp"))
+    server = ProxyServer(config, StaticRouter(config), metrics)
+    listener = open_listener(settings, reuse_port=False, tls=tls)
+    await nursery.start(server.run, [listener])
+    port = listening_port(listener)
+
+    async def handshake_trusting(ca: trustme.CA) -> bool:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), context, server_hostname="localhost")
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError):
+            return False
+        finally:
+            await trio.aclose_forcefully(stream)
+        return True
+
+    assert await handshake_trusting(old_ca) and not await handshake_trusting(new_ca)
+    install(new_ca)  # the certificate is renewed in place, then SIGHUP
+    assert reload_certificates(tls, settings)
+    assert await handshake_trusting(new_ca) and not await handshake_trusting(old_ca)
+    cert_file.write_text("not a certificate")
+    assert not reload_certificates(tls, settings)  # logged; the running certificate stays
+    assert await handshake_trusting(new_ca)

@@ -135,6 +135,17 @@ def test_invalid_config_is_a_clear_error(tmp_path, text):
         load_config(path)
 
 
+@pytest.mark.parametrize("upstream", ["ws://user:s3cret@csms.example/ocpp", "wss://s3cret@csms.example/ocpp",
+                                      "ws://user:s3cret@[::1]:9000/ocpp"])
+def test_credentials_in_an_upstream_url_are_refused_without_being_echoed(tmp_path, upstream):
+    # They would end up in logs, errors and the `upstream` label of the metrics.
+    path = tmp_path / "creds.toml"
+    path.write_text(f'[default_route]\nupstream = "{upstream}"\n')
+    with pytest.raises(ConfigError, match="credentials") as refused:
+        load_config(path)
+    assert "s3cret" not in str(refused.value)
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError):
         load_config(tmp_path / "absent.toml")

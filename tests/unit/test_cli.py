@@ -12,15 +12,20 @@ from proxy.auth import verify_password
 from proxy.cli import main
 
 
-def test_hash_password_prints_a_verifiable_hash(capsys):
-    assert main(["hash-password", "--password", "s3cret"]) == 0
-    assert verify_password("s3cret", capsys.readouterr().out.strip())
-
-
-def test_hash_password_reads_one_line_of_stdin(capsys, monkeypatch):
+def test_hash_password_reads_one_line_of_stdin_and_prints_a_verifiable_hash(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
     assert main(["hash-password"]) == 0
     assert verify_password("from-stdin", capsys.readouterr().out.strip())
+
+
+def test_hash_password_never_takes_the_password_on_the_command_line(capsys, monkeypatch):
+    # On argv a secret shows in `ps` and the shell's history.
+    with pytest.raises(SystemExit) as exited:
+        main(["hash-password", "--password", "s3cret"])
+    assert exited.value.code == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["hash-password"]) == 2  # nothing on stdin: no hash of the empty password
+    assert "s3cret" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["proxy", "run"])
