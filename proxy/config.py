@@ -97,8 +97,14 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     pool_size: int = 10
     # How long to keep trying to connect at start before giving up.
     connect_timeout: float = 10.0
+    # Deadline of every statement: the server cancels it (statement_timeout) and the client
+    # gives up a little later (a connection to a stalled server is then closed). The ERE worker
+    # processes use [ere] query_timeout instead (a quarter's close runs long statements).
+    query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        if not self.query_timeout > 0:
+            raise ValueError("database.query_timeout must be a positive number of seconds")
         if self.dsn and urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
             raise ValueError("database.dsn must be a postgresql:// URL (or empty for the embedded server)")
         if not self.data_dir:
@@ -212,6 +218,8 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     poll_interval: float = 1.0
     # How often worker 0 re-reads the pipeline figures it exports from the database (seconds).
     pipeline_refresh: float = 30.0
+    # Deadline of every statement of the worker processes (see [database] query_timeout).
+    query_timeout: float = 600.0
     retry_base: float = 30.0
     max_attempts: int = 5
     # A quarter's close is split into this many jobs (customers by hash), for parallel workers.
@@ -237,7 +245,7 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     def __post_init__(self) -> None:
         if self.workers < 0 or self.close_shards < 1 or self.max_attempts < 1:
             raise ValueError("ere.workers must be >= 0, ere.close_shards and ere.max_attempts >= 1")
-        for name in ("poll_interval", "retry_base", "pipeline_refresh"):
+        for name in ("poll_interval", "retry_base", "pipeline_refresh", "query_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ere.{name} must be a positive number of seconds")
         try:

@@ -18,7 +18,9 @@ full or the database fails.
 
 Errors: `write`, `claim` and `look_up` raise `StoreUnavailable` when the database fails
 (the cause is chained) and `write` raises `Fenced`; nothing is half-written (one transaction per
-group). Cancelling a waiting `write` does not cancel the group: it may still commit.
+group). Cancelling a waiting `write` does not cancel the group: it may still commit. Every
+database call ends by `call_timeout` (a stalled database counts as failed), and so does waiting
+for it: a stalled database never holds up the links' forwarding or the shutdown.
 """
 
 from __future__ import annotations
@@ -171,9 +173,12 @@ class OutboxStore:
         self.settings = settings
         self.budget = Budget(settings.max_entries_total, settings.max_bytes_total)
         self._refresh_interval = refresh_interval
+        # Every database call of the store ends by this deadline (a stalled database then counts
+        # as failed: chargers waiting on it are closed, their own queues take over).
+        self._deadline = settings.call_timeout
         self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
-        self._claims = _Batches(self._claim_batch)
-        self._lookups = _Batches(self._lookup_batch)
+        self._claims = _Batches(self._claim_batch, self._deadline)
+        self._lookups = _Batches(self._lookup_batch, self._deadline)
         self._remembered: deque[tuple[str, str, str, Any]] = deque()
         self._wake = trio.Event()
         self.groups = 0  # transactions committed (for metrics)
@@ -228,7 +233,10 @@ class OutboxStore:
         """Apply `write` durably (see the module docstring for errors and cancellation)."""
         pending = _Pending(write)
         self._send.send_nowait(pending)
-        await pending.done.wait()
+        with trio.move_on_after(2 * self._deadline):  # its group's turn, then its group's deadline
+            await pending.done.wait()
+        if not pending.done.is_set():
+            raise StoreUnavailable("outbox write timed out")  # it may still commit
         if pending.error is not None:
             raise pending.error
 
@@ -273,9 +281,10 @@ class OutboxStore:
                 return  # the connection may be broken: take a fresh one
 
     async def _commit(self, conn: Connection, group: list[_Pending]) -> bool:
+        """One transaction for the group: shielded (the chargers wait for it), with a deadline."""
         writes = [p.write for p in group]
         try:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.fail_after(self._deadline):
                 async with conn.transaction():
                     owned = await self._apply(conn, writes)
             self.groups += 1
@@ -335,23 +344,28 @@ class OutboxStore:
             auths = {(i, k): orjson.dumps(v).decode() for i, kind, k, v in batch if kind == "auth"}
             verifiers = {i: (v, k) for i, kind, k, v in batch if kind == "verifier"}
             try:
-                async with self.db.transaction() as conn:
-                    if verifiers:
-                        await conn.execute(_REMEMBER_VERIFIERS, *_columns(
-                            [(i, digest, key_id) for i, (digest, key_id) in verifiers.items()], 3))
-                    if starts:
-                        latest = {(i, k): v for i, k, v in starts}
-                        await conn.execute(_REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3))
-                    if auths:
-                        await conn.execute(_REMEMBER_AUTHORIZATIONS,
-                                           *_columns([(*ik, v) for ik, v in auths.items()], 3))
+                with trio.fail_after(self._deadline):
+                    await self._store_learned(starts, auths, verifiers)
             except Exception as exc:
                 log.warning("could not store learned answers", extra={"error": str(exc), "items": len(batch)})
+
+    async def _store_learned(self, starts: list[tuple[str, str, Any]], auths: dict[tuple[str, str], str],
+                             verifiers: dict[str, tuple[bytes, str]]) -> None:
+        async with self.db.transaction() as conn:
+            if verifiers:
+                await conn.execute(_REMEMBER_VERIFIERS, *_columns(
+                    [(i, digest, key_id) for i, (digest, key_id) in verifiers.items()], 3))
+            if starts:
+                latest = {(i, k): v for i, k, v in starts}
+                await conn.execute(_REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3))
+            if auths:
+                await conn.execute(_REMEMBER_AUTHORIZATIONS, *_columns([(*ik, v) for ik, v in auths.items()], 3))
 
     async def _refresh_budget(self) -> None:
         while True:
             try:
-                self.budget.entries, self.budget.bytes = await self.totals()
+                with trio.fail_after(self._deadline):
+                    self.budget.entries, self.budget.bytes = await self.totals()
             except Exception as exc:
                 log.warning("could not read outbox totals", extra={"error": str(exc)})
             await trio.sleep(self._refresh_interval)
@@ -394,15 +408,19 @@ class _Batches:
     `StoreUnavailable`. Cancelling `get` leaves the batch running (a claim may still happen).
     """
 
-    def __init__(self, run_batch: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(self, run_batch: Callable[[list[str]], Awaitable[dict[str, Any]]], deadline: float) -> None:
         self._run_batch = run_batch
+        self._deadline = deadline
         self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
         self._deferred: deque[_Request] = deque()
 
     async def get(self, identity: str) -> Any:
         request = _Request(identity)
         self._send.send_nowait(request)
-        await request.done.wait()
+        with trio.move_on_after(2 * self._deadline):  # its batch's turn, then its batch's deadline
+            await request.done.wait()
+        if not request.done.is_set():
+            raise StoreUnavailable("outbox lookup timed out")
         if request.error is not None:
             raise request.error
         return request.result
@@ -411,7 +429,8 @@ class _Batches:
         while True:
             batch = await self._next_batch()
             try:
-                results = await self._run_batch(sorted(batch))  # one lock order for every batch
+                with trio.fail_after(self._deadline):
+                    results = await self._run_batch(sorted(batch))  # one lock order for every batch
             except Exception as exc:
                 log.warning("outbox lookup failed", extra={"error": str(exc), "chargers": len(batch)})
                 for request in batch.values():

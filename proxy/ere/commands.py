@@ -66,7 +66,7 @@ async def accounting_command(config: Config, args: argparse.Namespace, out: Text
                              err: TextIO = sys.stderr) -> int:  # fmt: skip
     """Run one accounting command; see the module docstring for the exit status."""
     try:
-        async with open_database(config.database) as db:
+        async with open_database(config.database, query_timeout=config.ere.query_timeout) as db:
             return await _COMMANDS[args.command, args.action](db, config, args, out)
     except (QuarterFormatError, CloseRefused, PayoutRefused, RevExportError, ValueError) as exc:
         print(f"ere-proxy: {exc}", file=err)

@@ -116,7 +116,7 @@ async def run_worker_role(config: Config, index: int = 0,
     metrics = WorkerMetrics(CollectorRegistry(), pipeline=index == 0)
     stopping = trio.Event()
     log.info("worker starting", extra={"worker": index, "kinds": sorted(jobs)})
-    async with open_database(config.database) as db:
+    async with open_database(config.database, query_timeout=config.ere.query_timeout) as db:
         admin = AdminServer(metrics.registry, lambda: not stopping.is_set())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:

@@ -20,6 +20,7 @@ teardown is shielded and bounded (a pool that does not close in time is terminat
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 import trio
 import trio_asyncio
 
@@ -55,15 +57,23 @@ _TRANSIENT = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooM
 class Database(Connection):
     """A connection pool; query methods borrow a connection per call. See the module docstring."""
 
-    def __init__(self, pool: Any, loop: Any, dsn: str, applied: list[Migration]) -> None:
+    def __init__(self, pool: Any, loop: Any, dsn: str, applied: list[Migration], acquire_timeout: float = 60.0) -> None:
         super().__init__(pool, loop)
         self.dsn = dsn  # may contain a password: never log it, use `redact_dsn`
         self.applied_migrations = applied  # what opening this database applied
+        self.acquire_timeout = acquire_timeout
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """One pooled connection for the block (one session: locks, temp tables, SET)."""
-        raw = await self._aio(self._target.acquire)()
+        """One pooled connection for the block (one session: locks, temp tables, SET).
+
+        Waiting for a free connection is bounded too (`DatabaseUnavailable` after the client's
+        statement deadline: every connection of the pool is stuck on a stalled server).
+        """
+        try:
+            raw = await self._aio(self._target.acquire)(timeout=self.acquire_timeout)
+        except TimeoutError as exc:
+            raise DatabaseUnavailable("no database connection became free in time") from exc
         try:
             yield Connection(raw, self._loop)
         finally:
@@ -81,13 +91,17 @@ async def open_database(
     migrate: bool = True,
     migrations: list[Migration] | None = None,
     server_settings: Mapping[str, str] | None = None,
+    query_timeout: float | None = None,
 ) -> AsyncIterator[Database]:
     """Open the configured database (see the module docstring).
 
     `migrate=False` skips migrations (`ere-proxy migrate` applies them itself and reports them);
     `migrations` replaces the packaged set; `server_settings` are extra postgresql.conf settings
-    for an embedded server (e.g. fsync=off in tests).
+    for an embedded server (e.g. fsync=off in tests); `query_timeout` replaces the settings'
+    deadline of every statement (the ERE workers' is longer).
     """
+    if query_timeout is not None:
+        settings = msgspec.structs.replace(settings, query_timeout=query_timeout)
     with _unwrap_single_errors():
         if settings.dsn:
             async with _open(settings, settings.dsn, migrate, migrations) as db:
@@ -108,9 +122,9 @@ async def _open(
     settings: DatabaseSettings, dsn: str, migrate: bool, migrations: list[Migration] | None
 ) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop() as loop:
-        pool = await _create_pool(loop, dsn, settings.pool_size, settings.connect_timeout)
+        pool = await _create_pool(loop, dsn, settings.pool_size, settings.connect_timeout, settings.query_timeout)
         try:
-            db = Database(pool, loop, dsn, [])
+            db = Database(pool, loop, dsn, [], settings.query_timeout + _CLIENT_GRACE)
             if migrate:
                 async with db.connection() as conn:
                     db.applied_migrations = await apply_migrations(conn, migrations)
@@ -123,8 +137,42 @@ async def _open(
                     pool.terminate()
 
 
-async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float) -> Any:
-    """An asyncpg pool with one connection open, retrying transient failures until the deadline."""
+# TCP keepalives (seconds): a server that vanished from the network is noticed within about a
+# minute even on an idle connection. (A stalled server still answers keepalives from its kernel:
+# the statement deadlines cover that.) Ignored on Unix sockets.
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT = 30, 10, 3
+# The client waits this much longer than the server's statement_timeout: the server cancels first.
+_CLIENT_GRACE = 5.0
+
+
+def _session_settings(query_timeout: float) -> dict[str, str]:
+    return {
+        "statement_timeout": str(int(query_timeout * 1000)),
+        "tcp_keepalives_idle": str(_KEEPALIVE_IDLE),
+        "tcp_keepalives_interval": str(_KEEPALIVE_INTERVAL),
+        "tcp_keepalives_count": str(_KEEPALIVE_COUNT),
+    }
+
+
+async def _keep_alive(conn: Any) -> None:
+    """Turn on TCP keepalives on the client side of a new connection (TCP only)."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", _KEEPALIVE_IDLE), ("TCP_KEEPINTVL", _KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", _KEEPALIVE_COUNT)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float, query_timeout: float) -> Any:
+    """An asyncpg pool with one connection open, retrying transient failures until the deadline.
+
+    Every statement has a deadline: the server's `statement_timeout` (`query_timeout`), and
+    asyncpg's `command_timeout` a little later for a server that does not answer at all.
+    """
     create = trio_asyncio.aio_as_trio(asyncpg.create_pool, loop=loop)
     deadline = trio.current_time() + connect_timeout
     delay = 0.05
@@ -132,7 +180,9 @@ async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float) -
         remaining = deadline - trio.current_time()
         try:
             with trio.fail_after(max(remaining, 0.0) + 1.0):  # asyncpg's own timeout comes first
-                return await create(dsn, min_size=1, max_size=size, timeout=max(remaining, 0.001))
+                return await create(dsn, min_size=1, max_size=size, timeout=max(remaining, 0.001),
+                                    command_timeout=query_timeout + _CLIENT_GRACE,
+                                    server_settings=_session_settings(query_timeout), init=_keep_alive)
         except (*_TRANSIENT, trio.TooSlowError) as exc:
             error: BaseException = exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
@@ -148,7 +198,7 @@ async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float) -
 async def _ensure_embedded_database(server: EmbeddedPostgres, settings: DatabaseSettings) -> None:
     """Create the application database on the embedded server on first start."""
     async with trio_asyncio.open_loop() as loop:
-        pool = await _create_pool(loop, server.dsn(), 1, settings.connect_timeout)
+        pool = await _create_pool(loop, server.dsn(), 1, settings.connect_timeout, settings.query_timeout)
         aio = trio_asyncio.aio_as_trio
         try:
             query = "SELECT 1 FROM pg_database WHERE datname = $1"

@@ -72,6 +72,9 @@ async def apply_migrations(conn: Connection, migrations: list[Migration] | None 
     """
     if migrations is None:
         migrations = load_migrations()
+    # No statement deadline here: waiting for another process's migrations, or a migration on a
+    # big table, may take long (the pool restores the session's settings on release).
+    await conn.execute("SET statement_timeout = 0")
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         return await _apply_locked(conn, migrations)

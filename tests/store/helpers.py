@@ -40,3 +40,20 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (directory / name).write_text(text)
     return directory
+
+
+async def admin_fetch(server: EmbeddedPostgres, query: str, *args: object) -> list:
+    """Rows of one query on the server's maintenance database."""
+    async with trio_asyncio.open_loop() as loop:
+        conn = await trio_asyncio.aio_as_trio(asyncpg.connect, loop=loop)(server.dsn())
+        try:
+            return await trio_asyncio.aio_as_trio(conn.fetch, loop=loop)(query, *args)
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close, loop=loop)()
+
+
+async def backends_of(server: EmbeddedPostgres, database: str) -> list[int]:
+    """Process ids of the client backends connected to `database`."""
+    rows = await admin_fetch(
+        server, "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", database)
+    return [row["pid"] for row in rows]
