@@ -29,6 +29,21 @@ Replay errors (OCPP 1.6 §3.7.1, the charger's own rule): a CALLERROR is retried
 `retry_interval × attempt` seconds up to `retry_attempts` times; then the entry is parked as a
 dead letter with the reason, and replay goes on with the next one.
 
+At most once where the back-office cannot deduplicate (OCPP 1.6 StartTransaction: a second copy
+starts a second transaction; 2.x TransactionEvents carry the station's transactionId and seqNo
+and are simply sent again). Before a replayed 1.6 StartTransaction goes out its entry is marked
+`sent` (`Send.mark_sent`: the shell stores the mark first); its answer is stored together with the
+entry's removal (`Completed`); a CALLERROR clears the mark (the back-office refused it). An entry
+found marked (after a crash, or a connection lost while it was in flight) is in doubt and never
+sent again by itself: it is parked (`IN_DOUBT`), and so is every later message of its transaction
+(`WAITS_FOR_START`), until an operator decides (`ere-proxy outbox requeue` puts them all back).
+What the back-office has seen, by where the process stopped:
+- before the mark was stored: nothing; after a restart the start is sent, once;
+- after the mark, before or while sending, or before the answer came: nothing, or the start
+  once; the start is parked: never twice (twice only if an operator requeues it);
+- after the answer came, before it was stored: the start once; the start is parked;
+- after it was stored: the start once; the later messages carry its real transactionId.
+
 Authorisation: `Authorize` (and the idTagInfo of StartTransaction/StopTransaction) is answered
 from the answers the back-office gave this charger earlier (`LiveObserver` learns them while the
 link forwards); an unknown or expired idTag gets `unknown_id_tag` (`Invalid` by default, as
@@ -75,6 +90,8 @@ OFFLINE_ERROR: Final = "back-office unreachable"
 # requeue. Only entries with one of these are ever replayed; anything else is parked.
 PROOFS: Final = frozenset({"upstream", "password", "verifier", "operator"})
 UNPROVEN: Final = "queued without proof of the charger's identity"
+IN_DOUBT: Final = "in doubt: sent upstream, but its answer was never recorded (the back-office may have started it)"
+WAITS_FOR_START: Final = "waits for its StartTransaction, which is in doubt"
 REPLAY_ID_PREFIX: Final = "outbox-"
 
 
@@ -88,6 +105,7 @@ class Entry:
     received_at: float
     attempts: int = 0  # replays answered with a CALLERROR so far
     proof: str = "unknown"  # how the link that queued it proved the charger's identity (PROOFS)
+    sent: bool = False  # a 1.6 StartTransaction sent upstream whose answer was never recorded
 
 
 @dataclass
@@ -98,6 +116,7 @@ class Transaction:
     key: str  # content of its StartTransaction (see `start_key`)
     real: int | None = None
     ended: bool = False  # its StopTransaction has been sent upstream
+    in_doubt: bool = False  # its StartTransaction may have reached the back-office unanswered: parked
 
 
 @dataclass(frozen=True)
@@ -118,10 +137,14 @@ class Full:
 
 @dataclass(frozen=True)
 class Send:
-    """Send `frame` (a CALL under our own message id) upstream and wait for its answer."""
+    """Send `frame` (a CALL under our own message id) upstream and wait for its answer.
+
+    `mark_sent`: a 1.6 StartTransaction; store its `sent` mark durably before sending it.
+    """
 
     entry: Entry
     frame: bytes
+    mark_sent: bool = False
 
 
 @dataclass(frozen=True)
@@ -422,20 +445,41 @@ class ChargerOutbox:
         self.retry_at = None
         entry = self.entries[0]
         if entry.proof not in PROOFS:  # never replayed in the charger's name without proof
-            self._pop()
-            ended = self._ended(entry.payload) if entry.action == "StopTransaction" and self.ocpp16 else None
-            return DeadLetter(entry, UNPROVEN, ended)
-        if entry.action == "StartTransaction" and self.ocpp16:
+            return self._park(UNPROVEN)
+        start = entry.action == "StartTransaction" and self.ocpp16
+        if start:
             transaction = self._by_key.get(start_key(_loads(entry.payload)) or "")
             if transaction is not None and transaction.key in self.starts:
                 self.duplicates += 1  # the back-office answered this start before: never start it twice
                 return Completed(self._pop(), self._learn(transaction, self.starts[transaction.key]))
+            if entry.sent:  # it may have started upstream already: never sent a second time
+                if transaction is not None:
+                    transaction.in_doubt = True
+                return self._park(IN_DOUBT, transaction)
+        elif self._waits_for_start(entry):
+            return self._park(WAITS_FOR_START)
         self.in_flight = entry
         self.in_flight_id = f"{REPLAY_ID_PREFIX}{entry.seq}-{entry.attempts}"
         payload = self._rewritten(entry.action, entry.payload)
         if payload is not entry.payload:
             self.rewrites += 1
-        return Send(entry, call_frame(self.in_flight_id, entry.action, payload))
+        return Send(entry, call_frame(self.in_flight_id, entry.action, payload), mark_sent=start)
+
+    def _park(self, reason: str, transaction: Transaction | None = None) -> DeadLetter:
+        """The first entry as a dead letter; a parked StopTransaction still ends its transaction."""
+        entry = self._pop()
+        if entry.action == "StopTransaction" and self.ocpp16:
+            transaction = self._ended(entry.payload) or transaction
+        return DeadLetter(entry, reason, transaction)
+
+    def _waits_for_start(self, entry: Entry) -> bool:
+        """A 1.6 transaction message of a transaction whose StartTransaction is parked in doubt."""
+        if not self.ocpp16 or entry.action not in ("MeterValues", "StopTransaction"):
+            return False
+        request = _loads(entry.payload)
+        tid = request.get("transactionId") if isinstance(request, dict) else None
+        transaction = self.transactions.get(tid) if _is_id(tid) else None
+        return transaction is not None and transaction.in_doubt
 
     def replay_answer(self, message: Message, now: float) -> ReplayOutcome | None:
         """Handle the back-office's answer to the replayed CALL (None: not an answer to it)."""
@@ -466,7 +510,10 @@ class ChargerOutbox:
         return Completed(entry, transaction)
 
     def connection_lost(self) -> None:
-        """The upstream went away: an unanswered replayed CALL goes out again (same attempt)."""
+        """The upstream went away: an unanswered replayed CALL goes out again (same attempt),
+        except a 1.6 StartTransaction, which may have started upstream: it is parked in doubt."""
+        if self.in_flight is not None and self.in_flight.action == "StartTransaction" and self.ocpp16:
+            self.in_flight.sent = True
         self.in_flight = self.in_flight_id = None
 
     def _pop(self) -> Entry:

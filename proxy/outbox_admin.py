@@ -12,6 +12,7 @@ import sys
 from typing import Any, TextIO
 
 from proxy.config import Config
+from proxy.outbox import IN_DOUBT, WAITS_FOR_START
 from proxy.store import StoreError, open_database
 
 _STATUS = """
@@ -24,12 +25,20 @@ _DEAD = """
 SELECT identity, seq, action, attempts, dead_at, dead_reason, convert_from(payload, 'UTF8') AS payload
 FROM outbox_entries WHERE dead_reason IS NOT NULL AND ($1::text IS NULL OR identity = $1) ORDER BY identity, seq
 """
-# An entry queued without proof of the charger's identity is replayed only on an operator's word.
+# Requeueing is an operator's word: an entry queued without proof of the charger's identity is
+# then replayed, and a StartTransaction parked in doubt is sent again (it may start twice: the
+# operator checked the back-office first), with the later messages of its transaction.
 _REQUEUE = """
-UPDATE outbox_entries SET dead_reason = NULL, dead_at = NULL, attempts = 0,
+UPDATE outbox_entries SET dead_reason = NULL, dead_at = NULL, attempts = 0, sent_at = NULL,
     proof = CASE WHEN proof = 'unknown' THEN 'operator' ELSE proof END
-WHERE identity = $1 AND seq = $2 AND dead_reason IS NOT NULL
+WHERE identity = $1 AND dead_reason IS NOT NULL
+  AND (seq = $2 OR ($3::bool AND dead_reason = $4))
+RETURNING seq
 """
+_START_IN_DOUBT = """
+SELECT 1 FROM outbox_entries WHERE identity = $1 AND seq = $2 AND dead_reason = $3
+"""
+_TRUST_AGAIN = "UPDATE outbox_transactions SET in_doubt = false WHERE identity = $1 AND in_doubt"
 
 
 def add_outbox_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -60,10 +69,16 @@ async def outbox_command(config: Config, args: argparse.Namespace, *, stdout: Te
                     print(f"{row['identity']} #{row['seq']} {row['action']} after {row['attempts']} attempts "
                           f"at {row['dead_at'].isoformat()}: {row['dead_reason']}\n  {row['payload']}", file=stdout)
             else:
-                if await db.execute(_REQUEUE, args.identity, args.seq) == "UPDATE 0":
+                async with db.transaction() as conn:
+                    in_doubt = await conn.fetchval(_START_IN_DOUBT, args.identity, args.seq, IN_DOUBT) is not None
+                    rows = await conn.fetch(_REQUEUE, args.identity, args.seq, in_doubt, WAITS_FOR_START)
+                    if in_doubt:
+                        await conn.execute(_TRUST_AGAIN, args.identity)
+                if not rows:
                     print(f"ere-proxy: no dead letter {args.identity} #{args.seq}", file=stderr)
                     return 1
-                print(f"requeued {args.identity} #{args.seq}", file=stdout)
+                requeued = ", ".join(f"#{row['seq']}" for row in sorted(rows, key=lambda row: row["seq"]))
+                print(f"requeued {args.identity} {requeued}", file=stdout)
     except StoreError as exc:
         print(f"ere-proxy: {exc}", file=stderr)
         return 1

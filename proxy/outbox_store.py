@@ -71,6 +71,7 @@ class Write:
     transactions: list[Transaction] = field(default_factory=list)
     attempts: list[Entry] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
+    sending: list[int] = field(default_factory=list)  # 1.6 StartTransactions about to be replayed
     delete: list[int] = field(default_factory=list)
     next_seq: int | None = None
 
@@ -94,11 +95,13 @@ ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_
 RETURNING identity, epoch, next_seq
 """
 _ENTRIES = """
-SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof FROM outbox_entries
+SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof, sent_at IS NOT NULL
+FROM outbox_entries
 WHERE identity = ANY($1::text[]) AND dead_reason IS NULL ORDER BY identity, seq
 """
 _TRANSACTIONS = """
-SELECT identity, provisional, start_key, real_id, ended FROM outbox_transactions WHERE identity = ANY($1::text[])
+SELECT identity, provisional, start_key, real_id, ended, in_doubt FROM outbox_transactions
+WHERE identity = ANY($1::text[])
 """
 _STARTS = "SELECT identity, start_key, transaction_id FROM outbox_starts WHERE identity = ANY($1::text[])"
 _AUTHORIZATIONS = "SELECT identity, id_tag, info FROM outbox_authorizations WHERE identity = ANY($1::text[])"
@@ -121,13 +124,13 @@ INSERT INTO outbox_entries (identity, seq, action, payload, received_at, proof)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[], $6::text[])
 """
 _UPSERT_TRANSACTIONS = """
-INSERT INTO outbox_transactions (identity, provisional, start_key, real_id, ended)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[])
+INSERT INTO outbox_transactions (identity, provisional, start_key, real_id, ended, in_doubt)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::boolean[])
 ON CONFLICT (identity, provisional) DO UPDATE SET
-    real_id = EXCLUDED.real_id, ended = EXCLUDED.ended, updated_at = now()
+    real_id = EXCLUDED.real_id, ended = EXCLUDED.ended, in_doubt = EXCLUDED.in_doubt, updated_at = now()
 """
 _ATTEMPTS = """
-UPDATE outbox_entries e SET attempts = k.attempts
+UPDATE outbox_entries e SET attempts = k.attempts, sent_at = NULL
 FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS k(identity, seq, attempts)
 WHERE e.identity = k.identity AND e.seq = k.seq
 """
@@ -135,6 +138,10 @@ _DEAD = """
 UPDATE outbox_entries e SET dead_reason = k.reason, dead_at = now(), attempts = k.attempts
 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[]) AS k(identity, seq, reason, attempts)
 WHERE e.identity = k.identity AND e.seq = k.seq
+"""
+_SENDING = """
+UPDATE outbox_entries e SET sent_at = now()
+FROM unnest($1::text[], $2::bigint[]) AS k(identity, seq) WHERE e.identity = k.identity AND e.seq = k.seq
 """
 _DELETE = """
 DELETE FROM outbox_entries e USING unnest($1::text[], $2::bigint[]) AS k(identity, seq)
@@ -195,8 +202,8 @@ class OutboxStore:
         claimed: _Claimed = await self._claims.get(identity)
         outbox = ChargerOutbox(
             identity, version, self.settings, self.budget,
-            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6]) for r in claimed.entries),
-            transactions={r[1]: Transaction(r[1], r[2], r[3], r[4]) for r in claimed.transactions},
+            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6], r[7]) for r in claimed.entries),
+            transactions={r[1]: Transaction(r[1], r[2], r[3], r[4], r[5]) for r in claimed.transactions},
             next_seq=claimed.next_seq,
             auth=AuthorizationCache({r[1]: orjson.loads(r[2]) for r in claimed.authorizations}),
             starts={r[1]: r[2] for r in claimed.starts},
@@ -318,13 +325,16 @@ class OutboxStore:
         transactions = {(w.identity, t.provisional): t for w in writes for t in w.transactions}
         if transactions:
             await conn.execute(_UPSERT_TRANSACTIONS, *_columns(
-                [(i, p, t.key, t.real, t.ended) for (i, p), t in transactions.items()], 5))
+                [(i, p, t.key, t.real, t.ended, t.in_doubt) for (i, p), t in transactions.items()], 6))
         attempts = [(w.identity, e.seq, e.attempts) for w in writes for e in w.attempts]
         if attempts:
             await conn.execute(_ATTEMPTS, *_columns(attempts, 3))
         dead = [(w.identity, e.seq, reason, e.attempts) for w in writes for e, reason in w.dead]
         if dead:
             await conn.execute(_DEAD, *_columns(dead, 4))
+        sending = [(w.identity, seq) for w in writes for seq in w.sending]
+        if sending:
+            await conn.execute(_SENDING, *_columns(sending, 2))
         delete = [(w.identity, seq) for w in writes for seq in w.delete]
         if delete:
             await conn.execute(_DELETE, *_columns(delete, 2))

@@ -489,6 +489,8 @@ class Relay:
                 continue
             self._count_rewrites()
             self._replay_answered = trio.Event()
+            if step.mark_sent:  # at most once: stored as sent before it can reach the back-office
+                await self._store.write(Write(self.identity, self._epoch, sending=[step.entry.seq]))
             await self._send_upstream(encode_frame(TEXT, step.frame, mask=True))
             with trio.move_on_after(self.settings.call_timeout):
                 await self._replay_answered.wait()

@@ -36,6 +36,7 @@ class Csms(Upstream):
         self.answer_calls = False
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (identity, action, payload) answered
         self.errors_for: dict[str, int] = {}  # action → CALLERRORs to give before answering
+        self.unanswered: set[str] = set()  # actions received (and recorded) but never answered
         self._next_id = 7000
         self._scope: trio.CancelScope | None = None
 
@@ -65,6 +66,10 @@ class Csms(Upstream):
                 if call[0] != 2:
                     continue
                 _, unique_id, action, payload = call
+                if action in self.unanswered:
+                    self.calls.append((identity, action, payload))
+                    self._notify()
+                    continue
                 if self.errors_for.get(action, 0) > 0:
                     self.errors_for[action] -= 1
                     await ws.send_message(json.dumps([4, unique_id, "InternalError", "try later", {}]))

@@ -19,7 +19,11 @@ from hypothesis import strategies as st
 from proxy.codec import CALL, TEXT, FrameReader, Message, encode_frame
 from proxy.config import OutboxSettings
 from proxy.outbox import (
+    IN_DOUBT,
     REPLAY_ID_PREFIX,
+    UNPROVEN,
+    WAITS_FOR_START,
+    Entry,
     AuthorizationCache,
     Budget,
     ChargerOutbox,
@@ -945,19 +949,25 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
     queued: list[int] = []
     finished: list[int] = []
     on_wire: set[int] = set()  # sent, and not since released by a lost connection or a retry
+    starts_sent: set[int] = set()  # 1.6 StartTransactions sent (a CALLERROR releases one)
     provisional: list[int] = []
     mapped = ("MeterValues", "StopTransaction") if version == V16 else ()
 
     def replay_step() -> None:
+        oldest = box.entries[0] if box.entries else None
         step = box.next_replay(now)
         if step is None:
             assert box.empty or box.in_flight is not None or (box.retry_at is not None and now < box.retry_at)
             return
-        assert step.entry is box.entries[0]  # always the oldest entry
-        if isinstance(step, Completed):
+        assert step.entry is oldest  # always the oldest entry
+        if isinstance(step, (Completed, DeadLetter)):  # done, or parked (in doubt): never dropped
             finished.append(step.entry.seq)
             return
         assert step.entry.seq not in on_wire, "sent twice without a lost connection or a retry"
+        if version == V16 and step.entry.action == "StartTransaction":
+            assert step.entry.seq not in starts_sent, "a 1.6 StartTransaction sent twice"
+            assert step.mark_sent
+            starts_sent.add(step.entry.seq)
         on_wire.add(step.entry.seq)
         unique_id, action, payload = sent(step)
         assert unique_id.startswith(REPLAY_ID_PREFIX) and action == step.entry.action
@@ -980,6 +990,8 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
             outcome = box.replay_answer(error(unique_id), now)
         assert outcome is not None and outcome.entry is entry
         on_wire.discard(entry.seq)
+        if isinstance(outcome, Retry):
+            starts_sent.discard(entry.seq)  # refused by the back-office: not started, may go again
         if isinstance(outcome, (Completed, DeadLetter)):
             finished.append(entry.seq)
             assert isinstance(outcome, Completed) == ok
@@ -1026,3 +1038,63 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
     assert finished == queued
     replay_ok(other)
     assert (budget.entries, budget.bytes, box.bytes, other.bytes) == (0, 0, 0, 0)
+
+
+# -- proof and at-most-once ------------------------------------------------------------------------
+
+
+def test_entries_record_the_proof_of_their_link_and_unproven_ones_are_parked_not_sent():
+    box = make_outbox()
+    box.proof = "verifier"
+    assert offline(box, "Heartbeat", {}).entry.proof == "verifier"
+    box.entries[0].proof = "unknown"  # as an older version queued it
+    provisional = provisional_of(offline(box, "StartTransaction", start16(), "c1"))
+    box.entries[1].proof = "unknown"
+    offline(box, "StopTransaction", stop16(provisional), "c2")
+    box.entries[2].proof = "unknown"
+    for expected in ("Heartbeat", "StartTransaction", "StopTransaction"):
+        step = box.next_replay(T0)
+        assert isinstance(step, DeadLetter) and step.reason == UNPROVEN and step.entry.action == expected
+    assert step.transaction is not None and step.transaction.ended  # the parked stop still ends it
+    assert box.empty and not box.needs_rewriting
+
+
+def test_a_replayed_16_start_is_marked_before_it_is_sent_and_a_lost_answer_parks_it_with_its_transaction():
+    box = make_outbox()
+    first = provisional_of(offline(box, "StartTransaction", start16(), "c1"))
+    offline(box, "MeterValues", meter16(first), "c2")
+    offline(box, "StopTransaction", stop16(first), "c3")
+    second = provisional_of(offline(box, "StartTransaction", start16(connector=2), "c4"), "c4")
+    offline(box, "MeterValues", meter16(second, connector=2), "c5")
+    step = send(box)
+    assert step.mark_sent and step.entry.action == "StartTransaction"
+    box.connection_lost()  # sent, never answered: the back-office may have started it
+    parked = [box.next_replay(T0) for _ in range(3)]
+    assert [(type(p).__name__, p.reason) for p in parked] == [
+        ("DeadLetter", IN_DOUBT), ("DeadLetter", WAITS_FOR_START), ("DeadLetter", WAITS_FOR_START)]
+    assert box.transactions[first].in_doubt and box.transactions[first].ended
+    # The other transaction is not touched: its start goes out, and its meter values after it.
+    step, _ = replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
+    assert step.entry.action == "StartTransaction" and sent(step)[2]["connectorId"] == 2
+    assert sent(send(box))[2]["transactionId"] == 4711
+
+
+def test_a_start_marked_sent_in_the_store_is_parked_and_a_callerror_clears_the_doubt():
+    box = make_outbox()
+    provisional_of(offline(box, "StartTransaction", start16(), "c1"))
+    step = send(box)
+    assert isinstance(box.replay_answer(error(sent(step)[0]), T0), Retry)  # refused: it did not start
+    assert send(box, T0 + 60).mark_sent  # so it may go again
+    rebuilt = make_outbox()  # as the next claim loads it after a crash with the mark stored
+    rebuilt.entries.append(Entry(1, "StartTransaction", body(start16()), T0, proof="upstream", sent=True))
+    parked = rebuilt.next_replay(T0)
+    assert isinstance(parked, DeadLetter) and parked.reason == IN_DOUBT
+
+
+def test_201_transaction_events_are_sent_again_after_a_lost_connection():
+    box = make_outbox(V201)
+    offline(box, "TransactionEvent", event201("Started", 0), "c1")
+    step = send(box)
+    assert not step.mark_sent  # the back-office deduplicates by transactionId and seqNo
+    box.connection_lost()
+    assert send(box).entry is step.entry

@@ -18,6 +18,7 @@ ALTER TABLE outbox_entries ADD COLUMN proof text NOT NULL DEFAULT 'unknown';
 ALTER TABLE outbox_entries ALTER COLUMN proof DROP DEFAULT;
 
 -- A replayed StartTransaction (OCPP 1.6, which the back-office cannot deduplicate) is marked
--- before it is sent and settled with its answer; a mark found by the next claim means the
--- process stopped in between, and the entry is reconciled instead of being sent again.
+-- before it is sent and settled with its answer; a mark found later means its answer was never
+-- recorded: it is parked in doubt instead of being sent again, and its transaction with it.
 ALTER TABLE outbox_entries ADD COLUMN sent_at timestamptz;
+ALTER TABLE outbox_transactions ADD COLUMN in_doubt boolean NOT NULL DEFAULT false;
