@@ -6,19 +6,23 @@ kind; `encode_event`), so one event that cannot be encoded never fails its batch
 the store process receives, and `DatabaseStore.store(records)` is where they are decoded and
 written: events with `proxy.sessions.store_events`, dead letters into `capture_dead_letters`.
 
-Bisection: a batch whose transaction fails while the database answers a trivial query holds a
-record the database refuses (or that storing cannot handle). It is split in two halves, each
-stored (and split again if it fails) in order, so a batch of n records with k refused ones costs
-about 2·k·log2(n) transactions instead of n; a single record that fails alone is tried once more
-(a deadlock or serialization failure passes) and then kept in `capture_dead_letters` with the
-error. Only a dead letter the database refuses as well is lost: logged at error level with its
-payload and reported in the outcome. A record that cannot be decoded becomes a dead letter too
-(stage "decode", its bytes as they are).
+Bisection: a batch whose transaction fails is judged by the error. The database refused its
+records (an error about the data, a constraint, a trigger, a limit, or an exception from the code
+storing them): the batch is split in two halves, each stored (and split again if it fails) in
+order, and a part of at most 8 records is stored record by record, so a batch of n records with
+k refused ones costs about 2·k·log2(n/8) + 8·k transactions instead of n, and every good record
+is stored. A deadlock or serialization failure, or a lost connection while the database still
+answers a trivial query, is tried once more first. A record refused alone is kept in
+`capture_dead_letters` with the error. A dead letter refused for its data is the only loss: logged
+at error level with its payload and reported in the outcome; refused for any other reason (no
+privilege, a read-only server, no such table), the whole batch is retried later instead. A record
+that cannot be decoded becomes a dead letter too (stage "decode", its bytes as they are).
 
-Errors and cancellation: when the database stops answering (a failure and then a failed probe),
-`store` raises; what it committed so far stays, which is harmless because storing is idempotent
-and the caller keeps the batch to retry it whole. Cancellation (the journal's deadline) leaves it
-the same way. `answers` never raises and gives up after `probe_timeout`.
+Errors and cancellation: when the database does not answer (a server-side or connection failure,
+then a failed probe) or cannot keep a dead letter, `store` raises `DatabaseUnresponsive`; what it
+committed so far stays, which is harmless because storing is idempotent and the caller keeps the
+batch to retry it whole. Cancellation (the journal's deadline) leaves it the same way. `answers`
+never raises and gives up after `probe_timeout`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeAlias
 
+import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import trio
 
 from proxy.dead_letters import DECODE, STORE, DeadLetter, Note, dead_letter, describe, store_dead_letters, unreadable
 from proxy.events import AnyEvent, Event
 from proxy.sessions import Connection, store_events
+from proxy.store.db import DATABASE_ERRORS
 
 log = logging.getLogger("proxy.capture_store")
 
@@ -83,7 +89,33 @@ class Database(Protocol):
 
 
 class DatabaseUnresponsive(Exception):
-    """Storing failed and the database no longer answers: retry the whole batch later."""
+    """The database cannot take these records now (it does not answer, or cannot write even a dead
+    letter): retry the whole batch later."""
+
+
+# What a failed transaction means for its records (see `DatabaseStore._judge`).
+_TRANSIENT, _REFUSED = "transient", "refused"
+# The server is in trouble, not these records: shutting down, cancelling, out of disk or memory,
+# read-only, or an internal error. Their failures are judged by a probe, never as a refusal.
+_SERVER_TROUBLE: tuple[type[BaseException], ...] = (
+    asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError, asyncpg.PostgresConnectionError,
+    asyncpg.InvalidTransactionStateError, asyncpg.InternalServerError, asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.PostgresSystemError,
+)  # fmt: skip
+# Errors of what the records hold (bad data, a constraint, a trigger, a limit): a dead letter
+# refused with one of these is lost (logged with its payload); with any other the batch waits.
+_DATA_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.PLPGSQLError,
+    asyncpg.ProgramLimitExceededError,
+)  # fmt: skip
+
+
+def _unencodable(exc: BaseException) -> bool:
+    """asyncpg's own DataError: a value the driver cannot encode for its column (an InterfaceError)."""
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+
+
+_LEAF = 8  # a failing part this small is stored record by record instead of halved again
 
 
 class DatabaseStore:
@@ -94,7 +126,7 @@ class DatabaseStore:
         self._probe_timeout = probe_timeout
 
     async def store(self, records: Sequence[bytes]) -> StoreOutcome:
-        """Store `records` (see the module docstring); raises when the database stops answering."""
+        """Store `records` (see the module docstring); raises when the database cannot take them."""
         tally = _Tally()
         items = [decode_record(record) for record in records]
         tally.dead_letters += [Note.of(item) for item in items if isinstance(item, DeadLetter) and item.stage == DECODE]
@@ -111,20 +143,39 @@ class DatabaseStore:
             return False
         return True
 
-    async def _store(self, items: list[Record], tally: _Tally) -> None:
+    async def _store(self, items: list[Record], tally: _Tally, *, again: bool = False) -> None:
+        """Store `items` in one transaction; on refusal halve them, and store small parts one by one."""
         try:
             await self._transaction(items)
-        except Exception as exc:  # noqa: BLE001 - refusal or outage: the probe tells them apart
-            if not await self.answers():
-                raise DatabaseUnresponsive(describe(exc)) from exc
-            if len(items) > 1:
+        except Exception as exc:  # noqa: BLE001 - judged below
+            verdict = await self._judge(exc)
+            if verdict == _TRANSIENT and not again:
+                await self._store(items, tally, again=True)
+            elif len(items) > _LEAF:
                 middle = len(items) // 2
                 await self._store(items[:middle], tally)
                 await self._store(items[middle:], tally)
+            elif len(items) > 1:
+                for item in items:
+                    await self._store([item], tally)
             else:
-                await self._refused(items[0], exc, tally)
-            return
-        tally.add(items)
+                await self._keep_aside(items[0], exc, tally)
+        else:
+            tally.add(items)
+
+    async def _judge(self, exc: Exception) -> str:
+        """Whether the failed records were refused (bad data, a constraint, a bug in storing them) or
+        the failure was transient (a deadlock, a broken connection while the database answers);
+        raises DatabaseUnresponsive when the database does not answer at all."""
+        if isinstance(exc, asyncpg.TransactionRollbackError):
+            return _TRANSIENT  # serialization failure, deadlock
+        if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _SERVER_TROUBLE) or _unencodable(exc):
+            return _REFUSED  # the server answered: it will not take these (or the driver cannot send them)
+        if not isinstance(exc, (*DATABASE_ERRORS, trio.TooSlowError)):
+            return _REFUSED  # raised by the code storing these records
+        if not await self.answers():
+            raise DatabaseUnresponsive(describe(exc)) from exc
+        return _TRANSIENT
 
     async def _transaction(self, items: Sequence[Record]) -> None:
         events = [item for item in items if not isinstance(item, DeadLetter)]
@@ -133,40 +184,29 @@ class DatabaseStore:
             await store_events(conn, events)
             await store_dead_letters(conn, letters)
 
-    async def _refused(self, item: Record, exc: Exception, tally: _Tally) -> None:
-        """A record failed alone: try it once more, then keep it as a dead letter."""
-        if not isinstance(item, DeadLetter):
-            try:
-                await self._transaction([item])
-            except Exception as again:  # noqa: BLE001
-                if not await self.answers():
-                    raise DatabaseUnresponsive(describe(again)) from again
-                exc = again
-            else:
-                tally.add([item])
-                return
+    async def _keep_aside(self, item: Record, exc: Exception, tally: _Tally) -> None:
+        """A record refused alone becomes a dead letter; a dead letter refused is the last resort."""
+        if isinstance(item, DeadLetter):
+            letter, refusal = item, exc
+        else:
             letter = dead_letter(item, STORE, describe(exc))
             try:
                 await self._transaction([letter])
             except Exception as failed:  # noqa: BLE001
-                if not await self.answers():
-                    raise DatabaseUnresponsive(describe(failed)) from failed
-                self._lose(letter, failed, tally)
+                refusal = failed
             else:
                 tally.dead_letters.append(Note.of(letter))
-            return
-        self._lose(item, exc, tally)
-
-    @staticmethod
-    def _lose(letter: DeadLetter, exc: Exception, tally: _Tally) -> None:
-        """The last resort: the log keeps the payload, the outcome reports the loss."""
+                return
+        if not isinstance(refusal, _DATA_REFUSALS) and not _unencodable(refusal):  # it cannot write now: not lost
+            await self._judge(refusal)
+            raise DatabaseUnresponsive(f"cannot keep a dead letter now: {describe(refusal)}") from refusal
         tally.lost.append(Note.of(letter))
         log.error(
             "dead letter refused by the database: event lost; its payload follows",
             extra={"identity": letter.identity, "event_id": letter.event_id, "kind": letter.event_kind,
-                   "stage": letter.stage, "error": letter.error, "refusal": describe(exc), "format": letter.format,
-                   "payload": letter.payload[:_PAYLOAD_LOG_LIMIT].decode("utf-8", "backslashreplace"),
-                   "payload_length": len(letter.payload)},
+                   "stage": letter.stage, "error": letter.error, "refusal": describe(refusal),
+                   "format": letter.format, "payload_length": len(letter.payload),
+                   "payload": letter.payload[:_PAYLOAD_LOG_LIMIT].decode("utf-8", "backslashreplace")},
         )  # fmt: skip
 
 
