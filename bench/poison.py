@@ -109,7 +109,7 @@ async def measure(dsn: str, path: str, poison: str, count: int, scratch: Path) -
             if path == "direct":
                 for n in range(0, count, 10):
                     journal.submit(events[n : n + 10])
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
             while (journal.spilling or stats.stored + stats.replayed + getattr(stats, "dead_letters", 0)
                    + stats.lost < count):  # fmt: skip
                 await trio.sleep(0.005)
@@ -154,7 +154,7 @@ def run_one(tree: Path, dsn: str, path: str, poison: str, events: int) -> dict[s
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", str(tree), "--dsn", dsn,
          "--path", path, "--poison", poison, "--events", str(events)],
-        cwd=tree, capture_output=True, text=True, timeout=900,
+        cwd=tree, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"measurement in {tree} failed:\n{done.stderr[-4000:]}")
@@ -181,8 +181,8 @@ def scenario(args: argparse.Namespace) -> int:
     from bench.results import loadavg, machine_line, publish
 
     load = loadavg()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.strip()  # fmt: skip
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="ere-poison-base-") as base:
         trees = {"baseline": export_tree(args.baseline, Path(base)), "this tree": REPO}
@@ -210,10 +210,10 @@ def scenario(args: argparse.Namespace) -> int:
         f"## poison-drain, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
         machine_line(load),
         f"- trees: this tree ({commit}) and the baseline {args.baseline} (capture before bisection and dead letters)",
-        f"- command (from the repository root): `.venv/bin/python -m bench poison-drain "
-        f"--events {args.events} --rounds {args.rounds}`",
-        f"- {args.events} events of simulated OCPP 1.6 chargers, every 100th poisoned (none: the reference); journal + store process "
-        "(nice 10) into an embedded PostgreSQL, fsync on; medians over rounds", "",
+        (f"- command (from the repository root): `.venv/bin/python -m bench poison-drain "
+         f"--events {args.events} --rounds {args.rounds}`"),
+        (f"- {args.events} events of simulated OCPP 1.6 chargers, every 100th poisoned (none: the reference); "
+         "journal + store process (nice 10) into an embedded PostgreSQL, fsync on; medians over rounds"), "",
         "| path | poison | tree | seconds | stored | replayed | dead letters | lost | spilled | db errors |",
         "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]  # fmt: skip

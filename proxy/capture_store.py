@@ -37,7 +37,16 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import trio
 
-from proxy.dead_letters import DECODE, STORE, DeadLetter, Note, dead_letter, describe, store_dead_letters, unreadable
+from proxy.dead_letters import (
+    DECODE,
+    STORE,
+    DeadLetter,
+    Note,
+    dead_letter,
+    describe,
+    store_dead_letters,
+    unreadable,
+)
 from proxy.events import AnyEvent, Event
 from proxy.sessions import Connection, store_events
 from proxy.store.db import DATABASE_ERRORS

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -117,9 +117,9 @@ def pg_text(text: str) -> str:
 
 def _received_at(at: float) -> datetime:
     try:
-        return datetime.fromtimestamp(at, timezone.utc) if at > 0 else datetime.now(timezone.utc)
+        return datetime.fromtimestamp(at, UTC) if at > 0 else datetime.now(UTC)
     except (ValueError, OverflowError, OSError):
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 _INSERT = """

@@ -48,5 +48,5 @@ async def close_orphans_periodically(
             await close_orphans(conn, after)
         except database_errors as exc:
             log.warning("closing orphaned sessions failed", extra={"error": repr(exc)})
-        except Exception:  # noqa: BLE001 - a bug must not end the worker
+        except Exception:  # a bug must not end the worker
             log.exception("closing orphaned sessions failed unexpectedly")

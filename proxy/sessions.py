@@ -43,8 +43,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from proxy.dead_letters import pg_text
-from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
 from proxy.events import (
     AnyEvent,
     ChargerBooted,
@@ -57,6 +55,7 @@ from proxy.events import (
     TransactionStarted,
     TransactionStopped,
 )
+from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
 
 log = logging.getLogger("proxy.sessions")
 

@@ -19,7 +19,12 @@ import pytest
 import trio
 
 import proxy.spill
-from tests.store.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
+from tests.store.capture_proxy import (
+    WAIT,
+    capture_proxy,
+    healthy_charger,
+    hostile_charger,
+)
 
 BURST = 40  # MeterValues sent in one write: the journal's channel (capacity 1) overflows at once
 
@@ -31,7 +36,7 @@ class SmallDisk:
         self.path = path
         try:
             mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(path)],
-                                     capture_output=True, timeout=30)  # fmt: skip
+                                     capture_output=True, timeout=30, check=False)  # fmt: skip
         except OSError:  # no mount(8) here
             self.real = False
         else:

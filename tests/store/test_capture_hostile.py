@@ -19,39 +19,44 @@ from proxy.journal import DatabaseStore, Journal
 from proxy.spill import SpillLog
 from proxy.store.db import Database, open_database
 from proxy.store_process import StoreProcess
-from tests.store.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
+from tests.store.capture_proxy import (
+    WAIT,
+    capture_proxy,
+    healthy_charger,
+    hostile_charger,
+)
 
 T = '"timestamp":"2026-01-01T10:00:00Z"'
 HOSTILE_201 = [  # OCPP 2.0.1: a multiplier beyond 64 bits, NUL in strings, values beyond their bounds
-    b'[2,"m1","MeterValues",{"evseId":1,"meterValue":[{' + T.encode() + b',"sampledValue":[{"value":12.5,'
-    b'"unitOfMeasure":{"unit":"kWh","multiplier":100000000000000000000}},{"value":7,"unitOfMeasure":{"unit":"kWh"}}]}]}]',
-    b'[2,"b1","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"M","vendorName":"Ven\\u0000dor"}}]',
-    b'[2,"s1","StatusNotification",{' + T.encode() + b',"connectorStatus":"Occ\\u0000upied","evseId":1,'
-    b'"connectorId":1}]',
-    b'[2,"t1","TransactionEvent",{"eventType":"Started",' + T.encode() + b',"triggerReason":"Authorized","seqNo":0,'
-    b'"transactionInfo":{"transactionId":"tx\\u00001"},"idToken":{"idToken":"TOK\\u0000","type":"ISO14443"},'
-    b'"evse":{"id":1,"connectorId":1},"meterValue":[{' + T.encode() + b',"sampledValue":[{"value":1000,'
-    b'"measurand":"Energy.Active.Import.Register","context":"Transaction.Begin\\u0000"}]}]}]',
-    b'[2,"t2","TransactionEvent",{"eventType":"Ended","timestamp":"2026-01-01T11:00:00Z","triggerReason":"StopAuthorized",'
-    b'"seqNo":1,"transactionInfo":{"transactionId":"tx\\u00001","stoppedReason":"Local\\u0000"},"meterValue":[{'
-    b'"timestamp":"2026-01-01T11:00:00Z","sampledValue":[{"value":21000,"measurand":"Energy.Active.Import.Register"}]}]}]',
-    b'[2,"t3","TransactionEvent",{"eventType":"Updated",' + T.encode() + b',"triggerReason":"Trigger","seqNo":2,'
-    b'"transactionInfo":{"transactionId":"x","remoteStartId":18446744073709551616}}]',
-    b'[2,"t4","TransactionEvent",{"eventType":"Updated",' + T.encode() + b',"triggerReason":"Trigger","seqNo":3,'
-    b'"transactionInfo":{"transactionId":"' + b"x" * 300 + b'"}}]',
-    b'[2,"t5","TransactionEvent",{"eventType":"Updated","timestamp":"0001-01-01T00:00:00+14:00","triggerReason":"Trigger",'
-    b'"seqNo":4,"transactionInfo":{"transactionId":"tx\\u00001"},"meterValue":[{"timestamp":"9999-12-31T23:59:59-14:00",'
-    b'"sampledValue":[{"value":1e-30,"measurand":"Voltage"}]}]}]',
+    (b'[2,"m1","MeterValues",{"evseId":1,"meterValue":[{' + T.encode() + b',"sampledValue":[{"value":12.5,'
+     b'"unitOfMeasure":{"unit":"kWh","multiplier":100000000000000000000}},{"value":7,"unitOfMeasure":{"unit":"kWh"}}]}]}]'),
+    (b'[2,"b1","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"M","vendorName":"Ven\\u0000dor"}}]'),
+    (b'[2,"s1","StatusNotification",{' + T.encode() + b',"connectorStatus":"Occ\\u0000upied","evseId":1,'
+     b'"connectorId":1}]'),
+    (b'[2,"t1","TransactionEvent",{"eventType":"Started",' + T.encode() + b',"triggerReason":"Authorized","seqNo":0,'
+     b'"transactionInfo":{"transactionId":"tx\\u00001"},"idToken":{"idToken":"TOK\\u0000","type":"ISO14443"},'
+     b'"evse":{"id":1,"connectorId":1},"meterValue":[{' + T.encode() + b',"sampledValue":[{"value":1000,'
+     b'"measurand":"Energy.Active.Import.Register","context":"Transaction.Begin\\u0000"}]}]}]'),
+    (b'[2,"t2","TransactionEvent",{"eventType":"Ended","timestamp":"2026-01-01T11:00:00Z","triggerReason":"StopAuthorized",'
+     b'"seqNo":1,"transactionInfo":{"transactionId":"tx\\u00001","stoppedReason":"Local\\u0000"},"meterValue":[{'
+     b'"timestamp":"2026-01-01T11:00:00Z","sampledValue":[{"value":21000,"measurand":"Energy.Active.Import.Register"}]}]}]'),
+    (b'[2,"t3","TransactionEvent",{"eventType":"Updated",' + T.encode() + b',"triggerReason":"Trigger","seqNo":2,'
+     b'"transactionInfo":{"transactionId":"x","remoteStartId":18446744073709551616}}]'),
+    (b'[2,"t4","TransactionEvent",{"eventType":"Updated",' + T.encode() + b',"triggerReason":"Trigger","seqNo":3,'
+     b'"transactionInfo":{"transactionId":"' + b"x" * 300 + b'"}}]'),
+    (b'[2,"t5","TransactionEvent",{"eventType":"Updated","timestamp":"0001-01-01T00:00:00+14:00","triggerReason":"Trigger",'
+     b'"seqNo":4,"transactionInfo":{"transactionId":"tx\\u00001"},"meterValue":[{"timestamp":"9999-12-31T23:59:59-14:00",'
+     b'"sampledValue":[{"value":1e-30,"measurand":"Voltage"}]}]}]'),
 ]  # fmt: skip
 HOSTILE_16 = [  # OCPP 1.6
-    b'[2,"a1","StartTransaction",{"connectorId":1,"idTag":"A",' + T.encode() + b',"meterStart":0,'
-    b'"reservationId":18446744073709551616}]',
-    b'[2,"a2","StartTransaction",{"connectorId":1,"idTag":"T\\u0000G",' + T.encode() + b',"meterStart":"1E-100000"}]',
-    b'[2,"a3","MeterValues",{"connectorId":1,"transactionId":1,"meterValue":[{' + T.encode() + b',"sampledValue":[{'
-    b'"value":"1\\u0000","phase":"L1\\u0000","measurand":"Current.Import\\u0000"},{"value":"5","context":"\\u0000"}]}]}]',
-    b'[2,"a4","StopTransaction",{"transactionId":1,"meterStop":500,' + T.encode() + b',"reason":"Local\\u0000",'
-    b'"idTag":"\\u0000","transactionData":[{' + T.encode() + b',"sampledValue":[{"value":"500"}]}]}]',
-    b'[2,"a5","StatusNotification",{"connectorId":1,"status":"Available","errorCode":"\\u0000\\\\u0000"}]',
+    (b'[2,"a1","StartTransaction",{"connectorId":1,"idTag":"A",' + T.encode() + b',"meterStart":0,'
+     b'"reservationId":18446744073709551616}]'),
+    (b'[2,"a2","StartTransaction",{"connectorId":1,"idTag":"T\\u0000G",' + T.encode() + b',"meterStart":"1E-100000"}]'),
+    (b'[2,"a3","MeterValues",{"connectorId":1,"transactionId":1,"meterValue":[{' + T.encode() + b',"sampledValue":[{'
+     b'"value":"1\\u0000","phase":"L1\\u0000","measurand":"Current.Import\\u0000"},{"value":"5","context":"\\u0000"}]}]}]'),
+    (b'[2,"a4","StopTransaction",{"transactionId":1,"meterStop":500,' + T.encode() + b',"reason":"Local\\u0000",'
+     b'"idTag":"\\u0000","transactionData":[{' + T.encode() + b',"sampledValue":[{"value":"500"}]}]}]'),
+    (b'[2,"a5","StatusNotification",{"connectorId":1,"status":"Available","errorCode":"\\u0000\\\\u0000"}]'),
 ]  # fmt: skip
 
 
@@ -94,10 +99,10 @@ async def test_hostile_frames_are_forwarded_and_every_event_is_stored_while_a_he
         assert await db.fetchval("SELECT count(*) FROM charger_events") == stats.submitted
         assert await db.fetchval("SELECT count(*) FROM capture_dead_letters") == 0
         # NUL became U+FFFD in the columns, and the exact original JSON is kept.
-        assert await rows(db, "SELECT identity, transaction_id, status, id_tag, stop_reason FROM sessions "
-                              "ORDER BY identity") == [  # fmt: skip
-            ("HOSTILE-16", "1", "completed", "\ufffd", "Local\ufffd"),
-            ("HOSTILE-201", "tx\ufffd1", "completed", "TOK\ufffd", "Local\ufffd")]  # fmt: skip
+        sessions = await rows(db, "SELECT identity, transaction_id, status, id_tag, stop_reason FROM sessions "
+                                  "ORDER BY identity")  # fmt: skip
+        assert sessions == [("HOSTILE-16", "1", "completed", "\ufffd", "Local\ufffd"),
+                            ("HOSTILE-201", "tx\ufffd1", "completed", "TOK\ufffd", "Local\ufffd")]  # fmt: skip
         assert await rows(db, "SELECT vendor FROM charger_boots WHERE identity = 'HOSTILE-201'") == [("Ven\ufffddor",)]
         names = {row[0] for row in await rows(db, "SELECT name FROM measurands")}
         assert "Current.Import\ufffd" in names
@@ -192,6 +197,7 @@ async def test_bisection_costs_a_few_transactions_per_refused_event_not_one_per_
 
 
 def records(events: Sequence[Event]) -> list[bytes]:
-    from proxy.capture_store import encode_event  # here: the test module also runs on older versions
+    # Imported here: the rest of this module also runs against older versions (to show their failures).
+    from proxy.capture_store import encode_event
 
     return [encode_event(event)[0] for event in events]
