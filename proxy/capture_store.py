@@ -10,14 +10,15 @@ Bisection: a batch whose transaction fails is judged by the error. The database 
 records (an error about the data, a constraint, a trigger, a limit, or an exception from the code
 storing them): the batch is split in two halves, each stored (and split again if it fails) in
 order, so a batch of n records with k refused ones costs about 2·k·log2(n/k) transactions
-instead of n, and every good record is stored (bench/poison.py: 3,000 events, 1 % refused, drain
-in about a fifth of the time one-by-one took; past about a quarter refused, record by record
-would be cheaper, by at most half, which is not worth a second strategy). A deadlock or serialization failure, or a lost connection while the database still
-answers a trivial query, is tried once more first. A record refused alone is kept in
-`capture_dead_letters` with the error. A dead letter refused for its data is the only loss: logged
-at error level with its payload and reported in the outcome; refused for any other reason (no
-privilege, a read-only server, no such table), the whole batch is retried later instead. A record
-that cannot be decoded becomes a dead letter too (stage "decode", its bytes as they are).
+instead of n, and every good record is stored (bench/poison.py: 3,000 events with 1 % refused
+drain in about a fifth of the time that storing them one by one took; only past about a quarter
+refused would one by one be cheaper, by at most half). A deadlock or serialization failure, or a
+lost connection while the database still answers a trivial query, is tried once more first. A
+record refused alone is kept in `capture_dead_letters` with the error. A dead letter refused for
+its data is the only loss: logged at error level with its payload and reported in the outcome;
+refused for any other reason (no privilege, a read-only server, no such table), the whole batch
+is retried later instead. A record that cannot be decoded becomes a dead letter too (stage
+"decode", its bytes as they are).
 
 Errors and cancellation: when the database does not answer (a server-side or connection failure,
 then a failed probe) or cannot keep a dead letter, `store` raises `DatabaseUnresponsive`; what it
@@ -123,7 +124,6 @@ _DATA_REFUSALS: tuple[type[BaseException], ...] = (
 def _unencodable(exc: BaseException) -> bool:
     """asyncpg's own DataError: a value the driver cannot encode for its column (an InterfaceError)."""
     return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
-
 
 
 class DatabaseStore:

@@ -217,7 +217,8 @@ class Journal:
                 record, letter = encode_event(event)
             except Exception as exc:  # noqa: BLE001 - not even a dead letter could be encoded
                 self._failed("encode", "event cannot be encoded, not even as a dead letter; lost", exc, lost=1,
-                             identity=getattr(event, "identity", None), event_id=getattr(event, "event_id", None))  # fmt: skip
+                             identity=getattr(event, "identity", None),
+                             event_id=getattr(event, "event_id", None))  # fmt: skip
                 continue
             if letter is not None:
                 self.stats.failures["encode"] += 1

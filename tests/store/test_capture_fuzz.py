@@ -64,8 +64,8 @@ async def store_through_the_journal(dsn: str, events: list[Event], spill_dir: Pa
         return {row[0] for row in found}, stats.lost
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(st.data())
 def test_every_event_of_any_json_is_stored_or_kept_as_a_dead_letter(fuzz_dsn, data):
     version = data.draw(VERSIONS)
