@@ -19,6 +19,7 @@ MODULES = {
     "fleet": "bench.fleet",  # 50,000 chargers held connected for 10 minutes
     "max-rate": "bench.max_rate",  # a rising offered rate until one proxy process falls behind
     "quarter-close": "bench.close_bench",  # the quarterly close of 1.4 M sessions, 1 and 2 workers
+    "poison-drain": "bench.poison",  # 3,000 events with 1 % the database refuses, this tree vs a baseline
 }
 
 

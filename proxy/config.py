@@ -123,13 +123,16 @@ class CaptureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     queue_events: int = 10_000
     # Bound of each worker's on-disk spill log (under <database.data_dir>/spill/worker-<i>).
     spill_max_bytes: int = 1 << 30
+    # Bound of the spilled events each worker holds in memory while they cannot be written to disk
+    # (disk full, I/O errors); beyond it events are lost, loudly.
+    spill_buffer_bytes: int = 64 << 20
     # An active session without news for this long is closed as orphaned (seconds; default 2 days,
     # since chargers deliver queued StopTransactions late after an outage).
     orphan_after: float = 2 * 24 * 3600.0
 
     def __post_init__(self) -> None:
-        if self.queue_events < 1 or self.spill_max_bytes < 1:
-            raise ValueError("capture.queue_events and capture.spill_max_bytes must be positive")
+        if self.queue_events < 1 or self.spill_max_bytes < 1 or self.spill_buffer_bytes < 1:
+            raise ValueError("capture.queue_events, spill_max_bytes and spill_buffer_bytes must be positive")
         if not self.orphan_after > 0:
             raise ValueError("capture.orphan_after must be a positive number of seconds")
 

@@ -40,7 +40,8 @@ class Sample(msgspec.Struct, frozen=True):
     is no number to read: a 1.6 `SignedData` sample (the blob is in `signed`), or an invalid
     reading, whose reason is in `error` (not a number, not finite, out of range, a unit that does
     not fit the measurand, a negative energy register). `raw_value`, `raw_unit` and `multiplier`
-    are what the charger sent, for audit.
+    are what the charger sent, for audit (a multiplier beyond 32 bits is kept as 0, the sample
+    then being invalid with "multiplier out of range").
     """
 
     timestamp: str

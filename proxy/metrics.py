@@ -243,12 +243,29 @@ class JournalCollector:
             ("stored", "Events written straight to the database.", stats.stored),
             ("spilled", "Events written to the on-disk spill log.", stats.spilled),
             ("replayed", "Events moved from the spill log into the database.", stats.replayed),
-            ("lost", "Events lost: the spill log was full or a spilled event was unreadable.", stats.lost),
+            ("lost", "Events lost: over a spill log bound (disk or memory), or refused even as dead letters.",
+             stats.lost),
             ("database_errors", "Failed database writes (the events were spilled).", stats.database_errors),
         ):
             counter = CounterMetricFamily(f"ere_proxy_journal_{name}", help_text)
             counter.add_metric([], value)
             yield counter
+        dead_letters = CounterMetricFamily(
+            "ere_proxy_capture_dead_letters",
+            "Events kept in capture_dead_letters: refused by the database on their own, or not encodable.",
+        )
+        dead_letters.add_metric([], stats.dead_letters)
+        yield dead_letters
+        # Every stage is exported from the start, so increase() sees the first failure.
+        failures = CounterMetricFamily(
+            "ere_proxy_capture_failures",
+            "Failures of the capture machinery by stage (encode, spill_write, spill_read, spill_ack, dead_letter, "
+            "internal); forwarding goes on.",
+            labels=["stage"],
+        )
+        for stage, count in stats.failures.items():
+            failures.add_metric([stage], count)
+        yield failures
         yield GaugeMetricFamily("ere_proxy_journal_queued", "Event batches waiting in memory.", value=journal.queued)
         yield GaugeMetricFamily(
             "ere_proxy_journal_spilling", "1 while events go to disk instead of the database.", value=int(journal.spilling)
@@ -260,4 +277,9 @@ class JournalCollector:
             "ere_proxy_journal_spill_unflushed",
             "Spilled events not yet synced to disk (a crash now would lose them).",
             value=journal.spill_unflushed,
+        )
+        yield GaugeMetricFamily(
+            "ere_proxy_journal_spill_failing",
+            "1 while the spill log cannot be written (disk full, I/O errors): spilled events wait in memory.",
+            value=int(journal.spill_failing),
         )

@@ -4,7 +4,8 @@ StopTransaction (or TransactionEvent Ended), so an active session without news f
 
 A stop that arrives later still completes the session (see `proxy.sessions`). Several processes
 may run this at once: the UPDATE is idempotent. Database errors are logged and retried at the
-next round; they never end the process.
+next round; they never end the process, nor does any other failure of a round (logged with its
+traceback: it shares the capture nursery with the journal, and forwarding must go on).
 """
 
 from __future__ import annotations
@@ -47,3 +48,5 @@ async def close_orphans_periodically(
             await close_orphans(conn, after)
         except database_errors as exc:
             log.warning("closing orphaned sessions failed", extra={"error": repr(exc)})
+        except Exception:  # a bug must not end the worker
+            log.exception("closing orphaned sessions failed unexpectedly")

@@ -103,7 +103,8 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
     left is on disk."""
     directory = Path(config.database.data_dir) / "spill" / f"worker-{worker}"
     spill = await trio.to_thread.run_sync(
-        partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes)
+        partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes,
+                max_buffered_bytes=config.capture.spill_buffer_bytes)
     )
     try:
         journal = Journal(spill, capacity=config.capture.queue_events)

@@ -21,12 +21,21 @@ Session rules:
 - the energy register is `Energy.Active.Import.Register` without a phase, measured at the outlet
   (or with no location given); invalid readings (no value) are stored as samples but never used.
 
-Charger timestamps that cannot be read fall back to the time the proxy received the frame.
+Charger timestamps that cannot be read (or that fall outside what a UTC timestamp holds once
+their offset is applied) fall back to the time the proxy received the frame.
+
+What PostgreSQL cannot hold is dealt with here, before it gets there: text and jsonb refuse NUL
+(`\u0000`), which JSON allows in any string a charger sends. Such an event is stored with every
+NUL replaced by U+FFFD in every column and in `body`, and its exact JSON goes to
+`charger_events.original` (bytea); its event id stays the one of the original. Numbers are bounded
+by the tracker, and lone surrogates never get this far (see `proxy.tracker`). Anything else the
+database refuses fails the transaction: the caller bisects the batch (`proxy.capture_store`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -34,10 +43,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-
-
-from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
 from proxy.events import (
+    AnyEvent,
     ChargerBooted,
     Event,
     MeterValuesReported,
@@ -48,6 +55,7 @@ from proxy.events import (
     TransactionStarted,
     TransactionStopped,
 )
+from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
 
 log = logging.getLogger("proxy.sessions")
 
@@ -63,14 +71,17 @@ class Connection(Protocol):
 
 
 def parse_timestamp(text: str | None, fallback: float) -> datetime:
-    """A charger's ISO 8601 timestamp, or `fallback` (Unix seconds) when it cannot be read."""
+    """A charger's ISO 8601 timestamp in UTC, or `fallback` (Unix seconds) when it cannot be read.
+
+    Year 1 with a positive offset (or 9999 with a negative one) is no UTC time Python can hold:
+    it falls back too, rather than failing the batch in the database driver.
+    """
     if text:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
+            return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        except (ValueError, OverflowError):
             pass
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     return datetime.fromtimestamp(fallback, timezone.utc)
 
 
@@ -93,8 +104,8 @@ def energy_reading(
 
 
 _INSERT_EVENTS = """
-INSERT INTO charger_events (event_id, identity, kind, received_at, body)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[])
+INSERT INTO charger_events (event_id, identity, kind, received_at, body, original)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::bytea[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id::text
 """
@@ -192,6 +203,26 @@ SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[], $4::text[],
 """
 
 _encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_NUL = b"\\u0000"  # how msgspec writes NUL in a JSON string
+_ESCAPES = re.compile(rb"\\\\|\\u0000")  # an escaped backslash (skipped), or a NUL
+
+
+def _without_nul(body: bytes) -> bytes:
+    return _ESCAPES.sub(lambda m: m[0] if m[0] == b"\\\\" else b"\\ufffd", body)
+
+
+def _storable(events: Sequence[Event]) -> tuple[list[Event], list[bytes], list[bytes | None]]:
+    """Events as PostgreSQL can hold them, their JSON bodies, and the original JSON of those changed."""
+    bodies = [_encoder.encode(e) for e in events]
+    if not any(_NUL in body for body in bodies):
+        return list(events), bodies, [None] * len(bodies)  # the common case: one scan per body
+    stored = list(events)
+    originals: list[bytes | None] = [None] * len(bodies)
+    for i, body in enumerate(bodies):
+        if _NUL in body and (clean := _without_nul(body)) != body:
+            stored[i], bodies[i], originals[i] = _event_decoder.decode(clean), clean, body
+    return stored, bodies, originals
 
 
 async def store_events(conn: Connection, events: Sequence[Event]) -> int:
@@ -202,6 +233,7 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
     """
     if not events:
         return 0
+    events, bodies, originals = _storable(events)
     new_ids = {
         row[0]
         for row in await conn.fetch(
@@ -210,7 +242,8 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
             [e.identity for e in events],
             [type(e).__struct_config__.tag for e in events],
             [datetime.fromtimestamp(e.at, timezone.utc) for e in events],
-            [_encoder.encode(e).decode() for e in events],
+            [body.decode() for body in bodies],
+            originals,
         )
     }
     plan = _Plan()

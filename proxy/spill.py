@@ -10,7 +10,9 @@ number only grows), each an 8-byte header (magic and version) followed by record
 (so a zero-filled tail never passes as an empty record). A new segment starts when the current one
 would exceed `segment_bytes`; a single record larger than that gets a segment of its own.
 `acknowledged` holds the last acknowledged position; `lock` is held with `flock` while the log is
-open, so two processes can never share a directory (give each proxy worker its own).
+open, so two processes can never share a directory (give each proxy worker its own). Session
+events are personal data (charge cards, meter readings): the directory is kept at mode 0700 and
+every file in it at 0600, whatever the umask (opening a log tightens what an older version left).
 
 Durability: `flush()` writes the buffered records and fdatasyncs them; a segment is fsynced before
 the next one is created, and the directory is fsynced when a segment is created. Records are
@@ -25,11 +27,21 @@ Acknowledgement: `acknowledge(position)` marks every record before `position` as
 database. Segments with nothing unacknowledged left are deleted; the position is saved in
 `acknowledged` (atomic rename, without fsync), so a restart normally resumes where replay stopped.
 After a power loss the file may be older than the truth and some records are replayed twice,
-which is harmless because event ids are deterministic and inserts idempotent.
+which is harmless because event ids are deterministic and inserts idempotent. If saving the
+position fails (disk full), the position still moves in memory and the segments it completes are
+still deleted (which frees the space), and then the OSError propagates; the file is older than the
+truth until the next acknowledgement saves it, so a restart meanwhile replays, never loses.
 
-Bound: `max_bytes` caps the bytes on disk plus those buffered (segment headers aside). `append`
-keeps the records that fit and raises `SpillFull` for the rest, which the caller must count as
-lost; with a generous bound and a database that comes back this is a last resort.
+Bounds: `max_bytes` caps the bytes on disk plus those buffered (segment headers aside), and
+`max_buffered_bytes` caps those buffered alone: records wait in memory between flushes, and for
+as long as flushing fails (disk full, I/O errors), so this is the memory the log may hold. `append`
+keeps the records that fit and raises `SpillFull` (saying which bound) for the rest, which the
+caller must count as lost; with generous bounds and a database that comes back this is a last
+resort.
+
+Write errors: `flush` keeps every record it could not make durable, in order, for the next
+`flush`, and raises the OSError; the caller retries later (see `proxy.journal`), and when space
+returns the buffer goes to disk as if nothing happened.
 
 Threads: `append` does no I/O and may be called from any thread at any time, also while another
 thread is inside `flush`, `read_batch` or `acknowledge` (a short lock guards the buffer). The
@@ -60,8 +72,11 @@ _ACK_FILE = "acknowledged"
 _LOCK_FILE = "lock"
 _SEGMENT_NAME = re.compile(r"^(\d{12})\.spill$")
 _MAX_PAYLOAD = 0xFFFF_FFFF
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
 
 _sync = getattr(os, "fdatasync", os.fsync)
+_write = os.write  # a seam for tests that cannot make a real file system fail
 
 
 class SpillError(Exception):
@@ -69,12 +84,16 @@ class SpillError(Exception):
 
 
 class SpillFull(Exception):
-    """`append` kept only `accepted` records; `dropped` did not fit under `max_bytes`."""
+    """`append` kept only `accepted` records; `dropped` did not fit under a bound.
 
-    def __init__(self, accepted: int, dropped: int) -> None:
-        super().__init__(f"spill log full: {dropped} record(s) dropped, {accepted} kept")
+    `bound` is "disk" (`max_bytes`) or "memory" (`max_buffered_bytes`: flushing is behind or failing).
+    """
+
+    def __init__(self, accepted: int, dropped: int, bound: str = "disk") -> None:
+        super().__init__(f"spill log full ({bound}): {dropped} record(s) dropped, {accepted} kept")
         self.accepted = accepted
         self.dropped = dropped
+        self.bound = bound
 
 
 class Position(NamedTuple):
@@ -153,12 +172,14 @@ class SpillLog:
         *,
         segment_bytes: int = 16 * 1024 * 1024,
         max_bytes: int = 1024 * 1024 * 1024,
+        max_buffered_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        if segment_bytes <= HEADER or max_bytes <= 0:
-            raise ValueError("segment_bytes and max_bytes must be positive (segment_bytes > 8)")
+        if segment_bytes <= HEADER or max_bytes <= 0 or max_buffered_bytes <= 0:
+            raise ValueError("segment_bytes, max_bytes and max_buffered_bytes must be positive (segment_bytes > 8)")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
+        self.max_buffered_bytes = max_buffered_bytes
         self.corrupt_records = 0  # damaged records found outside a torn tail (each loses its segment's rest)
         self.corrupt_bytes = 0  # bytes skipped because of them
         self.truncated_bytes = 0  # torn-tail bytes removed on open
@@ -176,9 +197,11 @@ class SpillLog:
         self._pending_records = 0  # kept as a plain int so metrics never wait for the I/O lock
         self._closed = False
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
+        os.chmod(self.directory, _DIR_MODE)  # mkdir leaves an existing directory as it was
+        self._lock_fd = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
+            os.fchmod(self._lock_fd, _FILE_MODE)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._recover()
         except BlockingIOError:
@@ -215,13 +238,15 @@ class SpillLog:
     def append(self, payloads: Sequence[bytes]) -> None:
         """Buffer `payloads` for the next `flush()`; no I/O.
 
-        Raises `SpillFull` after keeping the longest prefix that fits under `max_bytes`, and
-        ValueError (keeping nothing) for a payload over 4 GiB.
+        Raises `SpillFull` after keeping the longest prefix that fits under `max_bytes` and
+        `max_buffered_bytes`, and ValueError (keeping nothing) for a payload over 4 GiB.
         """
         if any(len(p) > _MAX_PAYLOAD for p in payloads):
             raise ValueError("spill payloads are limited to 4 GiB")
         with self._buffer_lock:
-            room = self.max_bytes - self._disk_bytes - self._buffered_bytes
+            on_disk = self.max_bytes - self._disk_bytes - self._buffered_bytes
+            in_memory = self.max_buffered_bytes - self._buffered_bytes
+            room = min(on_disk, in_memory)
             accepted = 0
             for payload in payloads:
                 need = _RECORD.size + len(payload)
@@ -233,7 +258,7 @@ class SpillLog:
             self._buffer.extend(payloads[:accepted])
             self._buffered_records += accepted
         if accepted < len(payloads):
-            raise SpillFull(accepted, len(payloads) - accepted)
+            raise SpillFull(accepted, len(payloads) - accepted, "memory" if in_memory < on_disk else "disk")
 
     def flush(self) -> int:
         """Write and fdatasync the buffered records; return how many were written.
@@ -279,7 +304,7 @@ class SpillLog:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view) :]
+                view = view[_write(fd, view) :]
             _sync(fd)
             if seg.end == 0:
                 _fsync_dir(self.directory)
@@ -300,7 +325,7 @@ class SpillLog:
             self._active_fd = None
         seq = self._next_seq
         path = self.directory / f"{seq:012d}.spill"
-        self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, _FILE_MODE)
         self._next_seq = seq + 1
         seg = _Segment(seq, path, end=0, records=0, size=0)
         self._segments.append(seg)
@@ -384,7 +409,8 @@ class SpillLog:
         """Mark every record before `position` as stored; delete segments left with nothing to do.
 
         Positions behind the current acknowledgement are ignored; one beyond the flushed records
-        raises ValueError. OSError from saving the position propagates (nothing is deleted then).
+        raises ValueError. An OSError from saving the position propagates after the position has
+        moved in memory and the completed segments are deleted (see "Acknowledgement" above).
         """
         with self._io_lock:
             self._check_open()
@@ -394,15 +420,25 @@ class SpillLog:
             if seg is None or position.offset > seg.end or position.ordinal > seg.records:
                 raise ValueError(f"{position} is not a position of this log")
             self._ack = position
-            self._save_ack()
             self._pending_records = self._pending()
-            self._drop_done_segments()
+            try:
+                self._save_ack()
+            finally:
+                # Safe even if the file is stale: a restart then replays these segments' successors
+                # from their start, and deleting them is what frees a full disk.
+                self._drop_done_segments()
 
     def _save_ack(self) -> None:
         fields = _ACK_MAGIC, self._ack.segment, self._ack.offset
         data = _ACK.pack(*fields, zlib.crc32(struct.pack("<8sQQ", *fields)))
         tmp = self.directory / (_ACK_FILE + ".tmp")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, self.directory / _ACK_FILE)
 
     def _load_ack(self) -> tuple[int, int] | None:
@@ -450,10 +486,13 @@ class SpillLog:
         self._next_seq = max([seq for seq, _ in found] + [ack_seq]) + 1
         self._ack = Position(ack_seq, HEADER, 0)
         newest = found[-1][0] if found else None
+        if (self.directory / _ACK_FILE).exists():
+            os.chmod(self.directory / _ACK_FILE, _FILE_MODE)
         for seq, path in found:
             if seq < ack_seq:
                 path.unlink()
                 continue
+            os.chmod(path, _FILE_MODE)
             data = path.read_bytes()
             end, records, index = _scan(data, ack_offset if seq == ack_seq else None)
             if seq == newest and records == 0:

@@ -3,14 +3,20 @@
 Building a batch's statement arguments and asyncpg's encoding run in Python: with capture on, a
 worker forwarding 2,000 CALLs/s spent steps of 20-80 ms on them in the thread that forwards
 frames (bench/RESULTS.md). `StoreProcess` is the journal's `EventStore` in a proxy worker: it
-starts a child (`python -m proxy.store_process`) over a socket pair and sends it each batch;
-the child stores it with `DatabaseStore` and answers. The worker only encodes (msgpack) and
-sends; everything else happens in the child, which the OS schedules apart, at a lower priority
-(nice 10) so that a worker forwarding frames gets the CPU first.
+starts a child (`python -m proxy.store_process`) over a socket pair and sends it each batch of
+records (the journal has encoded each event already); the child stores it with
+`proxy.capture_store.DatabaseStore` and answers. The worker only frames and sends; decoding,
+bisecting a batch the database refuses and writing dead letters all happen in the child, which
+the OS schedules apart, at a lower priority (nice 10) so that a worker forwarding frames gets the
+CPU first. Bisection lives there, rather than in the journal calling `store` on halves, because
+each step is then a transaction on a connection at hand instead of a round trip through this
+socket with a batch re-sent, and the forwarding thread never does any of it.
 
-Wire (both ways): `length (u32 LE) | kind (u8) | payload`. Requests: STORE (a msgpack array of
-events) and PING (empty); answers: OK (empty) or FAILED (the error, UTF-8). One request at a
-time, answered in order.
+Wire (both ways): `length (u32 LE) | kind (u8) | payload`. Requests: STORE (a msgpack array
+whose items are the records, each a msgpack value of its own) and PING (empty); answers: OK
+(for STORE the msgpack `StoreOutcome`: events stored, dead letters made, dead letters lost; for
+PING empty) or FAILED (the error, UTF-8). One request at a time, answered in order. A record the
+child cannot decode becomes a dead letter; a request it cannot decode at all is answered FAILED.
 
 Errors and cancellation: a FAILED answer raises `StoreFailed` with the child's error. A child
 that is gone, or an exchange that fails or is cancelled half-way (the journal's `store_timeout`),
@@ -36,9 +42,9 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
+from proxy.capture_store import DatabaseStore, StoreOutcome
 from proxy.config import DatabaseSettings
-from proxy.events import AnyEvent, Event
-from proxy.journal import DatabaseStore, EventStore
+from proxy.journal import EventStore
 from proxy.logs import setup_logging
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -53,7 +59,8 @@ _NICENESS = 10
 _DSN_ENV = "ERE_PROXY_STORE_DSN"  # the DSN may hold a password: not on the command line
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+_records = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_outcome = msgspec.msgpack.Decoder(StoreOutcome)
 
 
 class StoreFailed(Exception):
@@ -125,8 +132,12 @@ class StoreProcess:
         with trio.CancelScope(shield=True):
             await self._stop(_STOP_TIMEOUT)
 
-    async def store(self, events: Sequence[Event]) -> None:
-        await self._call(_STORE, _encoder.encode(events))
+    async def store(self, records: Sequence[bytes]) -> StoreOutcome:
+        answer = await self._call(_STORE, _encoder.encode([msgspec.Raw(record) for record in records]))
+        try:
+            return _outcome.decode(answer)
+        except msgspec.DecodeError as exc:  # a child of another version: its batch is stored, not counted
+            raise StoreFailed(f"unreadable answer from the store process: {exc}") from exc
 
     async def answers(self) -> bool:
         try:
@@ -135,7 +146,7 @@ class StoreProcess:
             return False
         return True
 
-    async def _call(self, kind: int, payload: bytes) -> None:
+    async def _call(self, kind: int, payload: bytes) -> bytes:
         async with self._lock:
             if self._frames is None:
                 await self._start()
@@ -155,6 +166,7 @@ class StoreProcess:
         status, text = answer
         if status != _OK:
             raise StoreFailed(text.decode(errors="replace"))
+        return text
 
     async def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -225,16 +237,16 @@ async def serve(stream: trio.SocketStream, connected: _Connected) -> None:
             if connected.store is None:
                 raise StoreUnavailable(connected.error)
             if kind == _STORE:
-                await connected.store.store(_decoder.decode(payload))
+                records = [bytes(record) for record in _records.decode(payload)]
+                answer = _frame(_OK, _encoder.encode(await connected.store.store(records)))
             elif kind == _PING:
                 if not await connected.store.answers():
                     raise StoreUnavailable("the database does not answer")
+                answer = _frame(_OK, b"")
             else:
                 raise StoreUnavailable(f"unknown request kind {kind}")
         except Exception as exc:
-            answer = _frame(_FAILED, repr(exc).encode())
-        else:
-            answer = _frame(_OK, b"")
+            answer = _frame(_FAILED, repr(exc).encode("utf-8", "backslashreplace"))
         await stream.send_all(answer)
 
 

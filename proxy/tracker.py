@@ -21,11 +21,23 @@ drop the oldest beyond that. Answers to unknown ids are ignored (`unmatched_answ
 reusing an outstanding id replaces it (`duplicate_ids`).
 
 Errors: a tracked CALL or answer whose payload lacks what the action needs (wrong JSON type,
-missing field, not an object, an impossible meterStart) gives an `Unparseable` event with the raw
-frame, counted in `unparseable` and logged (rate-limited); forwarding never depends on it. A
-single absurd meter reading (NaN, a non-numeric string, out of range, a unit that does not fit the
-measurand, a negative energy register) only marks that `Sample` invalid. The feed methods never
-raise: an unexpected failure becomes an `Unparseable` event too.
+missing field, not an object, an impossible meterStart, a value out of its bound, nesting too deep
+to walk) gives an `Unparseable` event with the raw frame, counted in `unparseable` and logged
+(rate-limited); forwarding never depends on it. A single absurd meter reading (NaN, a non-numeric
+string, out of range, a multiplier out of range, a unit that does not fit the measurand, a negative
+energy register) only marks that `Sample` invalid. The feed methods never raise: an unexpected
+failure becomes an `Unparseable` event too.
+
+Bounds: every value the schemas below decode is bounded, so that every event can be encoded
+(msgpack holds 64-bit integers) and stored (PostgreSQL integer columns, btree index entries of at
+most 2,704 bytes): ids that go to integer columns are 0..2^31-1, other integers 64-bit; strings
+that go to indexed columns (a 2.x transactionId, a measurand) at most 255 and 100 characters, other
+short strings (enumerations, vendor facts, tokens, timestamps) at most 255, signed meter data and
+keys at most 64 KiB; lists of meter values at most 10,000 and of sampled values per meter value at
+most 1,000. The limits are far above what OCPP allows (e.g. 36 characters for a transactionId),
+so only a broken or hostile charger meets them. Strings may hold any character the JSON allows,
+NUL included: the session store replaces what PostgreSQL cannot hold (`proxy.sessions`). Lone
+surrogates cannot occur: msgspec refuses them (`\ud800` escapes), as does the codec's UTF-8 check.
 
 Event ids (`event_id`): a UUID (RFC 9562 version 8) made from the SHA-256 of the canonical JSON
 of [kind, identity, when, every other field of the event in declaration order], where `when` is
@@ -153,8 +165,13 @@ def _normalise(
 
 
 def _check_energy(value: Decimal, name: str) -> None:
-    """Raise ValueError unless `value` is a plausible meter register in Wh."""
-    if not value.is_finite() or len(value.as_tuple().digits) > _MAX_DIGITS or not 0 <= value <= MAX_MAGNITUDE:
+    """Raise ValueError unless `value` is a plausible meter register in Wh (range, digits, exponent)."""
+    if (
+        not value.is_finite()
+        or len(value.as_tuple().digits) > _MAX_DIGITS
+        or abs(value.adjusted()) > _MAX_ADJUSTED
+        or not 0 <= value <= MAX_MAGNITUDE
+    ):
         raise ValueError(f"{name} is not a meter reading in range")
 
 
@@ -163,8 +180,15 @@ def _check_energy(value: Decimal, name: str) -> None:
 # Energy registers (meterStart, meterStop) accept any JSON number or numeric string, exactly, as
 # Decimal: the schema says integer, but a charger sending 1234.0 must not lose its session.
 
-Id = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # connector and EVSE ids
-TxId16 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # connector and EVSE ids: integer columns
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # other integers: msgpack, jsonb
+TxId16 = Int64
+Text = Annotated[str, msgspec.Meta(max_length=255)]  # enumerations, vendor facts, tokens, timestamps
+TxId2 = Annotated[str, msgspec.Meta(max_length=255)]  # sessions (identity, transaction_id): indexed
+Measurand = Annotated[str, msgspec.Meta(max_length=100)]  # measurands.name: indexed
+Blob = Annotated[str, msgspec.Meta(max_length=64 * 1024)]  # signed meter data, public keys, 1.6 values
+MAX_METER_VALUES: Final = 10_000
+MAX_SAMPLED_VALUES: Final = 1_000
 
 
 class _Payload(msgspec.Struct, rename="camel"):
@@ -172,60 +196,60 @@ class _Payload(msgspec.Struct, rename="camel"):
 
 
 class _Boot16(_Payload):
-    charge_point_vendor: str
-    charge_point_model: str
-    charge_point_serial_number: str | None = None
-    charge_box_serial_number: str | None = None
-    firmware_version: str | None = None
-    meter_type: str | None = None
-    meter_serial_number: str | None = None
+    charge_point_vendor: Text
+    charge_point_model: Text
+    charge_point_serial_number: Text | None = None
+    charge_box_serial_number: Text | None = None
+    firmware_version: Text | None = None
+    meter_type: Text | None = None
+    meter_serial_number: Text | None = None
 
 
 class _BootResult(_Payload):
-    status: str
+    status: Text
 
 
 class _Status16(_Payload):
     connector_id: Id
-    status: str
-    error_code: str
-    timestamp: str | None = None
+    status: Text
+    error_code: Text
+    timestamp: Text | None = None
 
 
 class _SampledValue16(_Payload):
-    value: str
-    context: str | None = None
-    format: str | None = None
-    measurand: str | None = None
-    phase: str | None = None
-    location: str | None = None
-    unit: str | None = None
+    value: Blob  # the signed data when format is SignedData
+    context: Text | None = None
+    format: Text | None = None
+    measurand: Measurand | None = None
+    phase: Text | None = None
+    location: Text | None = None
+    unit: Text | None = None
 
 
 class _MeterValue16(_Payload):
-    timestamp: str
-    sampled_value: list[_SampledValue16]
+    timestamp: Text
+    sampled_value: Annotated[list[_SampledValue16], msgspec.Meta(max_length=MAX_SAMPLED_VALUES)]
 
 
 class _MeterValues16(_Payload):
     connector_id: Id
-    meter_value: list[_MeterValue16]
+    meter_value: Annotated[list[_MeterValue16], msgspec.Meta(max_length=MAX_METER_VALUES)]
     transaction_id: TxId16 | None = None
 
 
 class _Start16(_Payload):
     connector_id: Id
-    id_tag: str
+    id_tag: Text
     meter_start: Decimal
-    timestamp: str
-    reservation_id: int | None = None
+    timestamp: Text
+    reservation_id: Int64 | None = None
 
     def __post_init__(self) -> None:
         _check_energy(self.meter_start, "meterStart")
 
 
 class _IdTagInfo(_Payload):
-    status: str
+    status: Text
 
 
 class _StartResult16(_Payload):
@@ -236,71 +260,71 @@ class _StartResult16(_Payload):
 class _Stop16(_Payload):
     transaction_id: TxId16
     meter_stop: Decimal
-    timestamp: str
-    reason: str | None = None
-    id_tag: str | None = None
-    transaction_data: list[_MeterValue16] = []
+    timestamp: Text
+    reason: Text | None = None
+    id_tag: Text | None = None
+    transaction_data: Annotated[list[_MeterValue16], msgspec.Meta(max_length=MAX_METER_VALUES)] = []
 
     def __post_init__(self) -> None:
         _check_energy(self.meter_stop, "meterStop")
 
 
 class _Station(_Payload):
-    model: str
-    vendor_name: str
-    serial_number: str | None = None
-    firmware_version: str | None = None
+    model: Text
+    vendor_name: Text
+    serial_number: Text | None = None
+    firmware_version: Text | None = None
 
 
 class _Boot2(_Payload):
     charging_station: _Station
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class _Status2(_Payload):
-    connector_status: str
+    connector_status: Text
     evse_id: Id
     connector_id: Id
-    timestamp: str | None = None
+    timestamp: Text | None = None
 
 
 class _UnitOfMeasure(_Payload):
-    unit: str | None = None
-    multiplier: int = 0
+    unit: Text | None = None
+    multiplier: int = 0  # any size msgspec reads; out of range makes the sample invalid
 
 
 class _SignedMeterValue(_Payload):
-    signed_meter_data: str
-    signing_method: str | None = None
-    encoding_method: str | None = None
-    public_key: str | None = None
+    signed_meter_data: Blob
+    signing_method: Text | None = None
+    encoding_method: Text | None = None
+    public_key: Blob | None = None
 
 
 class _SampledValue2(_Payload):
     value: Decimal
-    context: str | None = None
-    measurand: str | None = None
-    phase: str | None = None
-    location: str | None = None
+    context: Text | None = None
+    measurand: Measurand | None = None
+    phase: Text | None = None
+    location: Text | None = None
     signed_meter_value: _SignedMeterValue | None = None
     unit_of_measure: _UnitOfMeasure | None = None
 
 
 class _MeterValue2(_Payload):
-    timestamp: str
-    sampled_value: list[_SampledValue2]
+    timestamp: Text
+    sampled_value: Annotated[list[_SampledValue2], msgspec.Meta(max_length=MAX_SAMPLED_VALUES)]
 
 
 class _MeterValues2(_Payload):
     evse_id: Id
-    meter_value: list[_MeterValue2]
+    meter_value: Annotated[list[_MeterValue2], msgspec.Meta(max_length=MAX_METER_VALUES)]
 
 
 class _TransactionInfo(_Payload):
-    transaction_id: str
-    charging_state: str | None = None
-    stopped_reason: str | None = None
-    remote_start_id: int | None = None
+    transaction_id: TxId2
+    charging_state: Text | None = None
+    stopped_reason: Text | None = None
+    remote_start_id: Int64 | None = None
 
 
 class _Evse(_Payload):
@@ -309,20 +333,20 @@ class _Evse(_Payload):
 
 
 class _IdToken(_Payload):
-    id_token: str
-    type: str | None = None
+    id_token: Text
+    type: Text | None = None
 
 
 class _TransactionEvent2(_Payload):
-    event_type: str
-    timestamp: str
-    trigger_reason: str
-    seq_no: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    event_type: Text
+    timestamp: Text
+    trigger_reason: Text
+    seq_no: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # int64, never negative
     transaction_info: _TransactionInfo
     offline: bool = False
     evse: _Evse | None = None
     id_token: _IdToken | None = None
-    meter_value: list[_MeterValue2] = []
+    meter_value: Annotated[list[_MeterValue2], msgspec.Meta(max_length=MAX_METER_VALUES)] = []
 
 
 # -- samples -------------------------------------------------------------------------------------
@@ -361,6 +385,8 @@ def _sample2(timestamp: str, sv: _SampledValue2) -> Sample:
     signed = None
     if smv is not None:
         signed = SignedValue(smv.signed_meter_data, smv.signing_method, smv.encoding_method, smv.public_key)
+    if not -(2**31) <= multiplier < 2**31:  # the sample is invalid already ("multiplier out of range")
+        multiplier = 0  # kept small enough to encode and store; the error says what happened
     return Sample(
         timestamp, measurand, value, unit, str(sv.value), raw_unit, multiplier,
         sv.phase, sv.location, sv.context, signed, error,
@@ -404,6 +430,12 @@ class _Action:
 
 
 _UNTRACKED: Final = None  # outstanding CALL whose answer gives no event
+
+
+def _reason(exc: Exception) -> str:
+    """Why a payload could not be decoded (msgspec skips unknown fields recursively, so a payload
+    nested deeper than the interpreter's recursion limit ends in RecursionError)."""
+    return "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _boot16(identity: str, call: _Boot16, answer: _BootResult | None, error: str | None, at: float) -> Event:
@@ -565,9 +597,9 @@ class Tracker:
             return []
         try:
             request = action.request.decode(memoryview(message.data)[message.payload_start : message.payload_end])
-        except msgspec.DecodeError as exc:  # ValidationError included
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
             calls[unique_id] = _UNTRACKED
-            return [self._unparseable(message, at, direction, action.name, str(exc))]
+            return [self._unparseable(message, at, direction, action.name, _reason(exc))]
         if action.on_answer is not None:
             calls[unique_id] = (action, request)
             return []
@@ -590,9 +622,9 @@ class Tracker:
             return [_stamped(action.on_answer(self.identity, request, None, message.error_code or "", at))]
         try:
             response = action.response.decode(memoryview(message.data)[message.payload_start : message.payload_end])
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             return [
-                self._unparseable(message, at, direction, action.name, str(exc)),
+                self._unparseable(message, at, direction, action.name, _reason(exc)),
                 _stamped(action.on_answer(self.identity, request, None, None, at)),
             ]
         return [_stamped(action.on_answer(self.identity, request, response, None, at))]

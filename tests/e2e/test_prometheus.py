@@ -18,8 +18,10 @@ its alerts fire:
 - the back-office stopped (`FakeCsms.stop`) while chargers keep sending: UpstreamDown, OutboxGrowing;
   a charger that floods its outbox past its bound: OutboxFull; a CALL the back-office of another
   charger refuses on every replay: OutboxDeadLetters;
-- the database crashed (SIGQUIT to the postmaster), with a small spill log: JournalSpilling,
-  JournalDatabaseErrors, JournalLosingEvents;
+- a charger whose events the database refuses (a trigger the test adds): CaptureDeadLetters;
+- the database crashed (SIGQUIT to the postmaster) while the spill directory is gone (replaced by
+  a file, as when its volume is lost), with a small spill log: JournalSpilling,
+  JournalDatabaseErrors, JournalLosingEvents, CaptureFailing;
 - the worker and then the proxy stopped: EreWorkerDown, ProxyDown.
 
 Prometheus must be installed (`scripts/setup-debian`); without it the test fails, it never skips.
@@ -75,7 +77,8 @@ FLOOD_CALL_BYTES = 8 * 1024
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "5m"}
 WAIT = 90.0  # bound on any one thing another process brings about
 ALERT_WAIT = 60.0  # bound on an alert reaching `firing` once its fault is there
-EXPECTED_ERRORS = ("spill log full", "outbox entry dead-lettered", "database", "asyncpg")
+EXPECTED_ERRORS = ("spill log full", "outbox entry dead-lettered", "database", "asyncpg",
+                   "event kept in the dead-letter table", "spill log cannot be written")
 
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -455,6 +458,27 @@ async def refusing_back_office(stream: trio.SocketStream) -> None:
             pass
 
 
+REFUSE_POISON = ("""
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.identity LIKE 'POISON-%' THEN
+        RAISE EXCEPTION 'refused by policy: %', NEW.identity;
+    END IF;
+    RETURN NEW;
+END
+$$""", "CREATE TRIGGER refuse_poison BEFORE INSERT ON charger_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
+
+
+async def refused_events(proxy: ProxyProcess, dsn: str) -> None:
+    """A charger whose events the database refuses (a trigger): they become dead letters."""
+    await sql(dsn, *((statement,) for statement in REFUSE_POISON))
+    async with raw_charger(proxy, "POISON-1") as charger:
+        status = {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
+        assert (await charger.call(json.dumps([2, "p1", "StatusNotification", status])))[0] == 3
+    await until(lambda: metric(proxy, "ere_proxy_capture_dead_letters_total") >= 1, "a dead letter")
+    await sql(dsn, ("DROP TRIGGER refuse_poison ON charger_events",), ("DROP FUNCTION refuse_poison",))
+
+
 async def dead_letter_charger(proxy: ProxyProcess, queued: trio.Event, done: trio.Event) -> None:
     """DEAD-LETTER-1 sends a CALL while its back-office is down, then stays until `done`."""
     async with raw_charger(proxy, "DEAD-LETTER-1") as charger:
@@ -589,10 +613,24 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             done.set()
             await drain_flood(proxy)
 
-            # The database goes away: the journal spills, its small spill log fills and loses events.
+            # Events the database refuses on their own are kept as dead letters.
+            await refused_events(proxy, dsn)
+            await firing(prometheus, fired, "CaptureDeadLetters")
+
+            # The database goes away, and so does the spill directory (a file in its place): the
+            # journal cannot write its spill log, keeps what fits its small bound and loses the rest.
+            await until(lambda: metric(proxy, "ere_proxy_journal_spill_bytes") == 0, "no spill segment open")
+            spill_dir = data_dir / "proxy" / "spill" / "worker-0"
+            aside = spill_dir.with_name("worker-0.aside")
+            spill_dir.rename(aside)
+            spill_dir.write_text("not a directory")
             crashed, database = database, None
             await trio.to_thread.run_sync(crashed.crash)
-            await firing(prometheus, fired, "JournalSpilling", "JournalDatabaseErrors", "JournalLosingEvents")
+            await firing(prometheus, fired, "JournalSpilling", "JournalDatabaseErrors", "JournalLosingEvents",
+                         "CaptureFailing")  # fmt: skip
+            spill_dir.unlink()
+            aside.rename(spill_dir)
+            await until(lambda: metric(proxy, "ere_proxy_journal_spill_failing") == 0, "the spill log written again")
             database = await trio.to_thread.run_sync(start_database, data_dir)
             await until(lambda: metric(proxy, "ere_proxy_journal_spilling") == 0, "the journal to catch up")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
+import msgspec
 import pytest
 import trio
 
 from proxy.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
-from proxy.journal import DatabaseStore, Journal
+from proxy.journal import DatabaseStore, Journal, StoreOutcome
 from proxy.spill import SpillLog
 from proxy.store.db import Database, open_database
 
@@ -30,14 +31,14 @@ class HeldStore(DatabaseStore):
         self.entered, self.release = trio.Event(), trio.Event()
         self.first = True
 
-    async def store(self, events: Sequence[Event]) -> None:
+    async def store(self, records: Sequence[bytes]) -> StoreOutcome:
         first, self.first = self.first, False
         if first:
             self.entered.set()
             await self.release.wait()
             if self.fail:
                 raise ConnectionResetError("the database went away")
-        await super().store(events)
+        return await super().store(records)
 
 
 def event_id(n: int) -> str:
@@ -120,9 +121,10 @@ async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at
         assert await session_ids(db) == [REAL]
 
 
-async def test_an_event_the_database_refuses_is_set_aside_and_the_rest_is_stored(settings, tmp_path, caplog):
+async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_is_stored(settings, tmp_path, caplog):
     """A poison event (here an id that is no UUID) fails its batch while the database is up: the
-    others of the batch and everything after it are stored, the poison one is counted and logged."""
+    others of the batch and everything after it are stored, the poison one is counted, logged and
+    kept whole in the dead-letter table."""
     poison = ChargerBooted("not-a-uuid", "CP-2", 1.5, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
     async with open_database(settings) as db, trio.open_nursery() as nursery:
         journal = Journal(SpillLog(tmp_path / "spill"), linger=0.05, retry_interval=0.05)
@@ -131,14 +133,18 @@ async def test_an_event_the_database_refuses_is_set_aside_and_the_rest_is_stored
         journal.submit([poison])
         journal.submit([rename()])
         with trio.fail_after(20):
-            while journal.spilling or journal.stats.stored + journal.stats.replayed < 3:
+            while journal.spilling or journal.stats.stored + journal.stats.replayed < 2:
                 await trio.sleep(0.02)
         journal.submit([boot()])  # and the journal goes on directly
         with trio.fail_after(20):
             while await db.fetchval("SELECT count(*) FROM charger_boots") == 0:
                 await trio.sleep(0.02)
         assert await session_ids(db) == [REAL]
-        assert journal.stats.lost == 1
+        assert (journal.stats.lost, journal.stats.dead_letters) == (0, 1)
+        [letter] = await db.fetch("SELECT event_id, identity, kind, stage, format, payload FROM capture_dead_letters")
         nursery.cancel_scope.cancel()
-    assert [r.event_id for r in caplog.records if r.getMessage() == "event refused by the database; set aside"] == [
+    assert (letter["event_id"], letter["identity"], letter["kind"], letter["stage"], letter["format"]) == (
+        "not-a-uuid", "CP-2", "charger_booted", "store", "json")
+    assert msgspec.json.decode(letter["payload"], type=ChargerBooted) == poison
+    assert [r.event_id for r in caplog.records if r.getMessage() == "event kept in the dead-letter table"] == [
         "not-a-uuid"]

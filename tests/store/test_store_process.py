@@ -10,6 +10,7 @@ import msgspec
 import pytest
 import trio
 
+from proxy.capture_store import encode_event
 from proxy.config import DatabaseSettings
 from proxy.events import ChargerBooted, Event
 from proxy.journal import Journal
@@ -20,6 +21,10 @@ from proxy.store_process import (
     serve,
 )  # fmt: skip
 from tests.store.test_journal_order import REAL, rename, session_ids, start
+
+
+def records(*events: Event) -> list[bytes]:
+    return [encode_event(event)[0] for event in events]
 
 
 def boot(n: int, event_id: str | None = None) -> Event:
@@ -47,13 +52,15 @@ async def test_a_journal_stores_through_the_child_in_order(settings, tmp_path):
         assert journal.stats.database_errors == 0
 
 
-async def test_a_refused_batch_raises_the_databases_error_and_the_child_stays(settings):
+async def test_a_refused_record_becomes_a_dead_letter_in_the_child_and_the_rest_is_stored(settings):
     async with open_database(settings) as db, StoreProcess(settings, db.dsn) as store:
-        with pytest.raises(StoreFailed, match="uuid"):
-            await store.store([boot(1, event_id="not-a-uuid")])
-        assert await store.answers()
-        await store.store([boot(2)])
-        assert await boots(db) == 1
+        outcome = await store.store(records(boot(1), boot(2, event_id="not-a-uuid"), boot(3)))
+        assert (outcome.stored, outcome.lost) == (2, [])
+        [note] = outcome.dead_letters
+        assert (note.identity, note.event_id, note.kind, note.stage) == ("CP-2", "not-a-uuid", "charger_booted", "store")
+        assert "uuid" in note.error
+        assert await boots(db) == 2
+        assert await db.fetchval("SELECT count(*) FROM capture_dead_letters") == 1
         assert store.started == 1
 
 
@@ -83,15 +90,15 @@ async def test_a_killed_child_is_replaced_and_the_journal_loses_nothing(settings
 
 async def test_a_cancelled_store_kills_the_child_and_the_next_call_starts_another(settings):
     async with open_database(settings) as db, StoreProcess(settings, db.dsn) as store:
-        await store.store([boot(1)])
+        await store.store(records(boot(1)))
         first = store._process
         async with db.transaction() as conn:  # holds the row lock the next store needs
             await conn.execute("SELECT 1 FROM charger_boots WHERE identity = 'CP-1' FOR UPDATE")
             with trio.move_on_after(0.5) as scope:
-                await store.store([boot(1, event_id="00000000-0000-0000-0002-000000000001")])
+                await store.store(records(boot(1, event_id="00000000-0000-0000-0002-000000000001")))
             assert scope.cancelled_caught
         assert first is not None and first.returncode is not None
-        await store.store([boot(2)])
+        await store.store(records(boot(2)))
         assert store.started == 2
         assert await boots(db) == 2
 
@@ -105,7 +112,7 @@ async def test_no_database_fails_each_call_quickly_and_the_child_keeps_trying(tm
         with trio.fail_after(20):
             assert not await store.answers()
             with pytest.raises(StoreFailed, match="not connected yet|database unavailable"):
-                await store.store([boot(1)])
+                await store.store(records(boot(1)))
         assert store.started == 1
 
 

@@ -487,3 +487,89 @@ SpillMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_spill_against_model = SpillMachine.TestCase
+
+
+def test_files_are_private_to_the_proxy_whatever_the_umask(tmp_path: Path) -> None:
+    """Spilled events hold personal data: the directory is 0700, every file in it 0600."""
+    directory = tmp_path / "spill"
+    old_umask = os.umask(0)
+    try:
+        with SpillLog(directory) as log:
+            log.append([b"a"])
+            log.flush()
+            batch = log.read_batch(10)
+            assert batch is not None
+            log.append([b"b"])
+            log.flush()
+            log.acknowledge(batch.end)  # writes the acknowledgement file
+    finally:
+        os.umask(old_umask)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    files = sorted(p.name for p in directory.iterdir())
+    assert files == ["000000000001.spill", "acknowledged", "lock"]
+    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == dict.fromkeys(files, 0o600)
+
+
+def test_opening_tightens_what_an_older_version_left(tmp_path: Path) -> None:
+    with SpillLog(tmp_path) as log:
+        log.append([b"a", b"b"])
+        log.flush()
+        batch = log.read_batch(1)
+        assert batch is not None
+        log.acknowledge(batch.end)
+    tmp_path.chmod(0o755)
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)
+    with SpillLog(tmp_path) as log:
+        assert read_all(log) == [b"b"]
+    assert tmp_path.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o600}
+
+
+def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What waits in memory is bounded apart from the disk bound; the excess is refused as "memory"."""
+    import proxy.spill
+
+    record = bytes(92)  # 100 bytes with its length and CRC
+    with SpillLog(tmp_path, max_buffered_bytes=500) as log:
+
+        def disk_full(fd: int, data: memoryview) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(proxy.spill, "_write", disk_full)
+        log.append([record] * 3)
+        with pytest.raises(OSError):
+            log.flush()
+        with pytest.raises(SpillFull) as info:
+            log.append([record] * 4)
+        assert (info.value.accepted, info.value.dropped, info.value.bound) == (2, 2, "memory")
+        assert log.records_buffered == 5 and segment_files(tmp_path) == []
+        monkeypatch.undo()  # space again: the buffer goes to disk, in order
+        assert log.flush() == 5
+        assert read_all(log) == [record] * 5
+        log.append([record] * 5)
+
+
+def test_a_failed_acknowledgement_save_still_frees_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full while saving the position: the segments it completes go anyway (they are what
+    fills the disk), the position holds in memory, and a restart replays rather than loses."""
+    import proxy.spill
+
+    with SpillLog(tmp_path, segment_bytes=HEADER + 3 * 9) as log:
+        log.append([b"1", b"2", b"3", b"4", b"5"])  # 9 bytes each with length and CRC: 3 per segment
+        log.flush()
+        assert len(segment_files(tmp_path)) == 2
+        batch = log.read_batch(4)
+        assert batch is not None and batch.payloads == [b"1", b"2", b"3", b"4"]
+
+        def disk_full(fd: int, data: memoryview) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(proxy.spill, "_write", disk_full)
+        with pytest.raises(OSError):
+            log.acknowledge(batch.end)
+        assert [p.name for p in segment_files(tmp_path)] == ["000000000002.spill"]
+        assert read_all(log) == [b"5"] and log.records_pending == 1
+    monkeypatch.undo()
+    with SpillLog(tmp_path) as log:
+        assert read_all(log) == [b"4", b"5"]  # the saved position was older: one record comes again

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.codec import BINARY, PING, FrameReader, Message, encode_frame
+from proxy.codec import BINARY, NOT_OCPP, PING, FrameReader, Message, encode_frame
 from proxy.events import (
     RAW_LIMIT,
     AnyEvent,
@@ -446,6 +446,68 @@ def test_malformed_payload_becomes_one_unparseable_event(version, action, payloa
     assert link.upstream(result("bad", {"status": "Accepted"})) == []  # its answer gives nothing more
     assert [r.reason for r in caplog.records] == [bad.reason]
 
+
+START_2X = {"eventType": "Started", "timestamp": "t", "triggerReason": "Authorized", "seqNo": 0}
+OUT_OF_BOUNDS = [
+    ("ocpp1.6", "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0, "timestamp": "t",
+                                     "reservationId": 2**64}),
+    ("ocpp1.6", "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": "1E-100000", "timestamp": "t"}),
+    ("ocpp1.6", "StartTransaction", {"connectorId": 1, "idTag": "A" * 256, "meterStart": 0, "timestamp": "t"}),
+    ("ocpp1.6", "StopTransaction", {"transactionId": 1, "meterStop": "0E-100000", "timestamp": "t"}),
+    ("ocpp1.6", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+        {"value": "1", "measurand": "E" * 101}]}]}),
+    ("ocpp1.6", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+        {"value": "1"}] * 1001}]}),
+    ("ocpp1.6", "StatusNotification", {"connectorId": 1, "status": "Available", "errorCode": "E" * 300}),
+    ("ocpp2.0.1", "TransactionEvent", {**START_2X, "transactionInfo": {"transactionId": "x", "remoteStartId": -2**70}}),
+    ("ocpp2.0.1", "TransactionEvent", {**START_2X, "transactionInfo": {"transactionId": "x" * 256}}),
+    ("ocpp2.0.1", "TransactionEvent", {**START_2X, "seqNo": 2**63, "transactionInfo": {"transactionId": "x"}}),
+    ("ocpp2.0.1", "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "t", "sampledValue": [
+        {"value": 1, "signedMeterValue": {"signedMeterData": "x" * (64 * 1024 + 1)}}]}]}),
+    ("ocpp2.0.1", "BootNotification", {"reason": "PowerUp", "chargingStation": {"model": "M" * 256, "vendorName": "V"}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("version", "action", "payload"), OUT_OF_BOUNDS)
+def test_a_value_beyond_its_bound_makes_the_payload_unparseable_and_every_event_encodes(version, action, payload):
+    """Every value the tracker reads is bounded so that its events can be encoded and stored."""
+    link = Link(version)
+    events = link.charger(call("big", action, payload)) + link.upstream(
+        result("big", {"status": "Accepted", "transactionId": 1, "idTagInfo": {"status": "Accepted"}}))
+    assert [type(e) for e in events] in ([Unparseable], [Unparseable, TransactionStarted])
+    for event in events:
+        msgspec.msgpack.encode(event)
+
+
+def test_a_huge_multiplier_makes_only_its_sample_invalid_and_the_event_encodes():
+    """The MeterValues that ended a worker: a multiplier beyond 64 bits could not be encoded."""
+    link = Link("ocpp2.0.1")
+    samples = [{"value": 12, "unitOfMeasure": {"unit": "kWh", "multiplier": 100000000000000000000}},
+               {"value": 34, "unitOfMeasure": {"unit": "kWh", "multiplier": -40}},
+               {"value": 56, "unitOfMeasure": {"unit": "kWh", "multiplier": 0}}]  # fmt: skip
+    payload = valid("v201", "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2026-01-01T10:00:00Z",
+                                                                         "sampledValue": samples}]})  # fmt: skip
+    [event] = link.charger(call("1", "MeterValues", payload))
+    assert [(s.value, s.multiplier, s.error) for s in event.samples] == [
+        (None, 0, "multiplier out of range"), (None, -40, "multiplier out of range"), (Decimal(56000), 0, None)]
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(event), type=AnyEvent) == event
+    beyond = '{"evseId":1,"meterValue":[{"timestamp":"t","sampledValue":[{"value":1,"unitOfMeasure":{"multiplier":%s}}]}]}'
+    [bad] = link.charger(f'[2,"2","MeterValues",{beyond % ("9" * 5000)}]')  # more digits than msgspec reads
+    assert isinstance(bad, Unparseable)
+
+
+def test_nul_and_every_character_json_allows_are_kept_as_sent():
+    """The tracker keeps strings exactly; the session store deals with what PostgreSQL refuses."""
+    link = Link()
+    status = {"connectorId": 1, "status": "Avail\u0000able\ud83d\ude00", "errorCode": "\u0001"}
+    [event] = link.charger(json.dumps([2, "1", "StatusNotification", status]).replace("\\\\", "\\"))
+    assert (event.status, event.error_code) == ("Avail\x00able\U0001F600", "\x01")
+    msgspec.msgpack.encode(event)
+    lone = message('[2,"2","StatusNotification",{"connectorId":1,"status":"\\ud800","errorCode":"x"}]')
+    assert lone.message_type == NOT_OCPP  # the codec refuses a lone surrogate escape as JSON: never tracked
+    assert link.tracker.from_charger(lone, T0) == []
+    with pytest.raises(msgspec.DecodeError):  # and msgspec would refuse it too
+        msgspec.json.decode(b'"\\ud800"')
 
 def test_huge_malformed_frame_is_kept_capped():
     link = Link()
