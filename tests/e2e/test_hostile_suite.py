@@ -51,7 +51,9 @@ pytestmark = pytest.mark.slow
 PASSWORD = "managed-password"
 WAIT = 15.0  # bound on any one step of an attack
 # What the proxy logs at error level because an attack made it (a refused event, say).
-EXPECTED_ERRORS = ("dead letter", "refused by the database", "set aside")
+# A StartTransaction the back-office crashes on is queued when the crash drops the connection, and
+# parked in doubt when the replay crashes it again: "outbox entry dead-lettered".
+EXPECTED_ERRORS = ("outbox entry dead-lettered", "dead letter", "refused by the database")
 
 
 # -- the arena: one proxy process and its peers for the module --------------------------------------
@@ -586,10 +588,25 @@ async def nul_in_every_string(arena: Arena) -> None:
 
 @attack
 async def json_nested_very_deep(arena: Arena) -> None:
+    # The back-office (Python's json module) gives up on these and drops the connection (1011):
+    # to the proxy an outage, so it serves the charger itself from then on. Too deep to be read as
+    # OCPP-J, the message itself gets no answer; the connection goes on.
     deep = b"[" * 50_000 + b"]" * 50_000
-    await answered(arena, b'{"connectorId":1,"meterValue":' + deep + b"}", "MeterValues")
-    await answered(arena, b'{"chargingStation":' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}",
-                   "BootNotification", "ocpp2.0.1")
+    for payload, action, version in (
+        (b'{"connectorId":1,"meterValue":' + deep + b"}", "MeterValues", "ocpp1.6"),
+        (b'{"chargingStation":' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}", "BootNotification", "ocpp2.0.1"),
+    ):
+        head, charger = await raw(arena, "HOSTILE-deep", protocols=version)
+        try:
+            assert head.startswith(b"HTTP/1.1 101")
+            await charger.send(frame(1, b'[2,"deep","' + action.encode() + b'",' + payload + b"]"))
+            await charger.send(frame(1, b'[2,"after","Heartbeat",{}]'))
+            answer = await next_text(charger)
+            if answer[1] == "deep":  # answered after all (a back-office that could read it)
+                answer = await next_text(charger)
+            assert answer[:2] == [3, "after"]
+        finally:
+            await charger.aclose()
 
 
 @attack
@@ -644,4 +661,4 @@ async def test_after_every_attack_no_session_event_was_lost(arena: Arena) -> Non
     with trio.fail_after(WAIT):  # the journal has stored (or kept aside) what the attacks sent
         while metric(arena.proxy, "ere_proxy_journal_queued") or metric(arena.proxy, "ere_proxy_journal_spilling"):
             await trio.sleep(0.1)
-    assert metric(arena.proxy, "ere_proxy_journal_events_lost_total") == 0
+    assert metric(arena.proxy, "ere_proxy_journal_lost_total") == 0
