@@ -19,7 +19,7 @@ async def test_waiting_requests_share_a_batch_and_a_second_request_of_a_charger_
         return {identity: len(batches) for identity in identities}
 
     answers: dict[tuple[str, int], int] = {}
-    lookups = _Batches(run_batch)
+    lookups = _Batches(run_batch, deadline=30.0)
 
     async def get(identity: str, n: int) -> None:
         answers[identity, n] = await lookups.get(identity)
@@ -49,7 +49,7 @@ async def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_runs
             raise OSError("connection lost")
         return dict.fromkeys(identities, True)
 
-    lookups = _Batches(run_batch)
+    lookups = _Batches(run_batch, deadline=30.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lookups.run)
         with pytest.raises(StoreUnavailable, match="connection lost") as failed:
