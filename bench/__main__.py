@@ -20,6 +20,7 @@ MODULES = {
     "max-rate": "bench.max_rate",  # a rising offered rate until one proxy process falls behind
     "quarter-close": "bench.close_bench",  # the quarterly close of 1.4 M sessions, 1 and 2 workers
     "poison-drain": "bench.poison",  # 3,000 events with 1 % the database refuses, this tree vs a baseline
+    "faults": "bench.faults",  # upstream outage with attackers, database stall, disk full, password flood
 }
 
 

@@ -25,6 +25,11 @@ over the whole run and per second of send time; `--latency-file` also writes eve
 line `send_epoch,rtt_ms,action` for exact percentiles over any window. Progress lines (JSON) go
 to stderr.
 
+`--connect-log FILE` writes every (re)connection as a CSV line `identity,first_try_epoch,
+connected_epoch,attempts,failures`: when the charger started trying, when its handshake succeeded
+(empty if it never did before the run ended), how many handshakes it tried, and why the failed
+ones failed (e.g. `HTTP 503 instead of 101:4;TooSlowError:1`), for time-to-connect figures.
+
 `--sent-log` writes, per charger, the transaction CALLs it sent and got a CALLRESULT for, in
 order, as JSON `{identity: [{"action": ..., "payload": ...}, ...]}`: OCPP 1.6 StartTransaction
 (with `"transaction_id"`, the id from its answer), MeterValues and StopTransaction; OCPP 2.0.1
@@ -112,6 +117,18 @@ class SimConfig:
     offline_every: float = 0.0  # mean seconds between a charger's offline periods (0: none)
     offline_for: float = 30.0  # mean length of an offline period
     password: str | None = None  # HTTP Basic <identity>:<password> at every connect (None: no header)
+    connect_log: str | None = None  # CSV of every (re)connection: first try, connected, attempts, failures
+
+
+@dataclass
+class Connection:
+    """One (re)connection of a charger: from its first handshake try until one succeeded."""
+
+    identity: str
+    first_try: float  # epoch
+    connected: float | None = None  # epoch of the 101 (None: never, before the run ended)
+    attempts: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -236,12 +253,17 @@ class Charger:
     async def _reconnect(self) -> None:
         """Connect, retrying with a growing back-off (the run's cancel scope bounds it)."""
         delay = 0.25
+        record = Connection(self.report.identity, time.time())
+        self.fleet.connections.append(record)
         while True:
+            record.attempts += 1
             try:
                 await self._connect()
+                record.connected = time.time()
                 return
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, wire.HandshakeError) as exc:
                 self._errors[f"connect: {type(exc).__name__}"] += 1
+                record.failures[str(exc)[:40] if isinstance(exc, wire.HandshakeError) else type(exc).__name__] += 1
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -455,6 +477,7 @@ class Fleet:
         self.host, self.port, self.path = loopback_target(config.url)
         self.connect_limiter = trio.CapacityLimiter(config.connect_concurrency)
         self.latencies = Latencies()
+        self.connections: list[Connection] = []
         protocols = PROTOCOLS if config.protocol == "mixed" else (config.protocol,)
         self.chargers = [Charger(self, i, protocols[i % len(protocols)]) for i in range(config.chargers)]
         self._booted = 0
@@ -522,6 +545,13 @@ async def simulate(config: SimConfig) -> dict[str, Any]:
     if config.sent_log:
         with open(config.sent_log, "wb") as out:
             out.write(orjson.dumps(fleet.sent_log()))
+    if config.connect_log:
+        with open(config.connect_log, "w") as out:
+            out.write("identity,first_try_epoch,connected_epoch,attempts,failures\n")
+            for c in fleet.connections:
+                failures = ";".join(f"{why.replace(',', ' ')}:{n}" for why, n in c.failures.items())
+                connected = "" if c.connected is None else f"{c.connected:.6f}"
+                out.write(f"{c.identity},{c.first_try:.6f},{connected},{c.attempts},{failures}\n")
     return fleet.summary()
 
 
@@ -542,6 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)")
     parser.add_argument("--latency-file", help="write every CALL as send_epoch,rtt_ms,action")
     parser.add_argument("--sent-log", help="write each charger's answered transaction CALLs as JSON")
+    parser.add_argument("--connect-log", help="write every (re)connection as identity,first_try_epoch,"
+                        "connected_epoch,attempts,failures")
     parser.add_argument("--ramp", type=float, help="start the chargers evenly over this many seconds (default: --interval)")
     parser.add_argument("--source-addresses", type=int, default=d.source_addresses,
                         help="connect from 127.0.k.1, k = 1..N, to get past one address's ephemeral ports")
