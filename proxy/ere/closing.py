@@ -32,15 +32,15 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from proxy.ere.ean import Ean
-from proxy.ere.eligibility import (
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.eligibility import (
     Assessment, ChargerLink, Mandate, SessionContext, SessionRecord, assess,
 )  # fmt: skip
-from proxy.ere.factors import FactorTable
-from proxy.ere.fees import FeePlan
+from proxy.ere.core.factors import FactorTable
+from proxy.ere.core.fees import FeePlan
 from proxy.ere.jobs import Job, enqueue
-from proxy.ere.quarters import Quarter
-from proxy.ere.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.core.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
 from proxy.store.connection import Connection
 
 

@@ -25,7 +25,7 @@ import trio
 from proxy.config import Config
 from proxy.ere.closing import CloseRefused, reopen, request_close
 from proxy.ere.payouts import PayoutRefused, request_payout
-from proxy.ere.quarters import Quarter, QuarterFormatError, local_date
+from proxy.ere.core.quarters import Quarter, QuarterFormatError, local_date
 from proxy.ere.rev import AuditSession, RevBookingRow, RevExportError, RevProvider, to_csv, to_xml, write_audit_pack
 from proxy.ere.files import write_atomically
 from proxy.store import open_database

@@ -29,7 +29,7 @@ from typing import Any
 
 from proxy.config import EreSettings
 from proxy.ere.jobs import Job, enqueue
-from proxy.ere.quarters import Quarter, local_date
+from proxy.ere.core.quarters import Quarter, local_date
 from proxy.ere.sepa import (
     BankAccount, CustomerBalance, Debtor, PartnerPayout, PayoutModel, build_credit_transfer, plan_payouts,
     write_sepa,

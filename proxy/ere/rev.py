@@ -41,7 +41,7 @@ from pathlib import Path
 import xmlschema
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere.ean import Ean, EanError
+from proxy.ere.core.ean import Ean, EanError
 from proxy.ere.files import write_atomically
 
 __all__ = [

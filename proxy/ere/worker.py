@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from proxy.admin import AdminServer
 from proxy.config import Config
 from proxy.ere.closing import close_shard, start_close
-from proxy.ere.factors import load_factor_table
+from proxy.ere.core.factors import load_factor_table
 from proxy.ere.jobs import Handler, Job, run_one
 from proxy.ere.payouts import run_payout, send_statements
 from proxy.store.connection import Connection

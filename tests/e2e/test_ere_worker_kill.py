@@ -25,10 +25,10 @@ import trio
 
 from proxy.config import Config, DatabaseSettings, EreSettings
 from proxy.ere.closing import request_close
-from proxy.ere.ean import check_digit
+from proxy.ere.core.ean import check_digit
 from proxy.ere.jobs import run_one
 from proxy.ere.payouts import request_payout
-from proxy.ere.quarters import Quarter
+from proxy.ere.core.quarters import Quarter
 from proxy.ere.worker import handlers
 from proxy.store import open_database
 from tests.e2e.proxy_process import REPO, log_problems

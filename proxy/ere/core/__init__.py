@@ -1,0 +1,18 @@
+"""The pure core of the ERE accounting: rules and maths, no I/O and no clock.
+
+Each module holds one idea and takes its inputs as typed, immutable values:
+
+* `rounding`: the one rounding rule per figure (ERE to 0.01, euros to the cent, half up);
+* `quarters`: calendar quarters ("2026Q3") and their boundaries in Dutch local time;
+* `ean`: the 18-digit connection code (EAN) and its GS1 check digit;
+* `factors`: ERE conversion factors per delivery year and market prices per quarter, as data
+  (`data/factors.toml`);
+* `fees`: our fee plan (VAT included, with a floor) and the split of a gross amount;
+* `eligibility`: whether one session earns ERE, with a reason, and how many kWh it counts;
+* `statements`: the quarterly close, with adjustments for quarters already closed.
+
+None of these reads a clock, a database or the network, or writes a file; the only file they
+read is the factor table, which ships with the package. Money, credits and energy are
+`decimal.Decimal` throughout; a float is refused with `TypeError`. The jobs (`proxy.ere.jobs`)
+and the commands (`proxy.ere.admin`) build on these functions.
+"""
