@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(accounting_command, config, args)
     if args.command == "worker":
         setup_logging(config.log.level, args.worker_index)
-        from proxy.ere.worker import run_worker_role
+        from proxy.ere.jobs.worker import run_worker_role
 
         trio.run(run_worker_role, config, args.worker_index)
         return 0

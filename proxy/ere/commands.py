@@ -1,9 +1,9 @@
 """The accounting commands: `quarter close|reopen|status`, `payout run|status`, `rev export`, `jobs`.
 
-Closes and payout runs are jobs (`closing.py`, `payouts.py`) that the worker processes run;
-these commands check what they can at once (a quarter string like `2026Q5`, a quarter that may
-not close yet, a payout without a debtor account), queue the job, and with `--wait` wait until
-the workers are done. `rev export` runs here: it reads what closed quarters stated.
+Closes and payout runs are jobs (`proxy.ere.jobs.closing`, `proxy.ere.jobs.payouts`) that the
+worker processes run; these commands check what they can at once (a quarter string like
+`2026Q5`, a quarter that may not close yet, a payout without a debtor account), queue the job,
+and with `--wait` wait until the workers are done. `rev export` runs here: it reads what closed quarters stated.
 
 Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
 """
@@ -23,11 +23,11 @@ from typing import Any, TextIO
 import trio
 
 from proxy.config import Config
-from proxy.ere.closing import CloseRefused, reopen, request_close
-from proxy.ere.payouts import PayoutRefused, request_payout
 from proxy.ere.core.quarters import Quarter, QuarterFormatError, local_date
+from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.files import write_atomically
+from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.rev import AuditSession, RevBookingRow, RevExportError, RevProvider, to_csv, to_xml, write_audit_pack
-from proxy.ere.files import write_atomically
 from proxy.store import open_database
 from proxy.store.db import DATABASE_ERRORS
 

@@ -42,7 +42,7 @@ import xmlschema
 from lxml import etree  # type: ignore[import-untyped]
 
 from proxy.ere.core.ean import Ean, EanError
-from proxy.ere.files import write_atomically
+from proxy.ere.jobs.files import write_atomically
 
 __all__ = [
     "AUDIT_PACK_FORMAT",

@@ -57,7 +57,7 @@ from schwifty.exceptions import SchwiftyException
 from sepaxml import SepaTransfer  # type: ignore[import-untyped]
 from text_unidecode import unidecode  # type: ignore[import-untyped]
 
-from proxy.ere.files import write_atomically
+from proxy.ere.jobs.files import write_atomically
 
 __all__ = [
     "MAX_AMOUNT",

@@ -41,7 +41,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from proxy.ere.files import write_atomically
+from proxy.ere.jobs.files import write_atomically
 
 __all__ = [
     "Delivery",

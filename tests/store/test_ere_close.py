@@ -16,12 +16,12 @@ import pytest
 import xmlschema
 
 from proxy.config import Config, DatabaseSettings, EreSettings
-from proxy.ere.closing import CloseRefused, reopen, request_close
 from proxy.ere.core.ean import check_digit
-from proxy.ere.jobs import run_one
-from proxy.ere.payouts import PayoutRefused, request_payout
 from proxy.ere.core.quarters import Quarter
-from proxy.ere.worker import handlers
+from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.payouts import PayoutRefused, request_payout
+from proxy.ere.jobs.queue import run_one
+from proxy.ere.jobs.worker import handlers
 from proxy.store import open_database
 
 UTC = timezone.utc

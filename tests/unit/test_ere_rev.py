@@ -16,7 +16,8 @@ import pytest
 import xmlschema
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere import files, rev
+from proxy.ere import rev
+from proxy.ere.jobs import files
 from proxy.ere.rev import (
     CSV_COLUMNS,
     NAMESPACE,

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere import files, sepa
+from proxy.ere import sepa
+from proxy.ere.jobs import files
 from proxy.ere.sepa import (
     MAX_AMOUNT,
     BankAccount,

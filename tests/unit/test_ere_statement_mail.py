@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html  # type: ignore[import-untyped]
 
-from proxy.ere import files, statement_mail
+from proxy.ere import statement_mail
+from proxy.ere.jobs import files
 from proxy.ere.statement_mail import (
     PartnerBranding,
     PayoutStatement,

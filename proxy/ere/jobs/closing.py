@@ -4,9 +4,9 @@
 quarter (`quarter_closes`, state `closing`) and queues one `close-shard` job per shard; customers
 are spread over shards by a hash of their id, so shards share nothing and run on any worker in
 parallel. A shard loads its customers, their chargers' sessions, mandates and everything already
-stated for them, assesses every session (`eligibility.assess`), closes the quarter for them
-(`statements.close_quarter`, a pure function) and inserts the lines, the sessions each line
-counted, and each session's assessment, all in the job's transaction. The shard that finds every
+stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for
+them (`core.statements.close_quarter`, a pure function) and inserts the lines, the sessions each
+line counted, and each session's assessment, all in the job's transaction. The shard that finds every
 other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
 
 Rules:
@@ -38,9 +38,9 @@ from proxy.ere.core.eligibility import (
 )  # fmt: skip
 from proxy.ere.core.factors import FactorTable
 from proxy.ere.core.fees import FeePlan
-from proxy.ere.jobs import Job, enqueue
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.core.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
+from proxy.ere.jobs.queue import Job, enqueue
 from proxy.store.connection import Connection
 
 

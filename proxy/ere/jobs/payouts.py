@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config import EreSettings
-from proxy.ere.jobs import Job, enqueue
 from proxy.ere.core.quarters import Quarter, local_date
+from proxy.ere.jobs.queue import Job, enqueue
 from proxy.ere.sepa import (
     BankAccount, CustomerBalance, Debtor, PartnerPayout, PayoutModel, build_credit_transfer, plan_payouts,
     write_sepa,

@@ -2,8 +2,8 @@
 
 Each worker is one OS process (`run` starts `ere.workers` of them; at scale they run alone on
 other machines); any number may share one database, since a job is claimed with SKIP LOCKED in
-the transaction that does it (see `jobs.py`). An idle worker looks for due jobs every
-`poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on `ere.admin_port + i`:
+the transaction that does it (see `proxy.ere.jobs.queue`). An idle worker looks for due jobs
+every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on `ere.admin_port + i`:
 job runs by kind and outcome and their duration; worker 0 also exports the pipeline from the
 database (jobs by state, sessions by status and meter class, eligible kWh, ERE and net payout
 per quarter), refreshed every `pipeline_refresh` seconds.
@@ -30,10 +30,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy.admin import AdminServer
 from proxy.config import Config
-from proxy.ere.closing import close_shard, start_close
 from proxy.ere.core.factors import load_factor_table
-from proxy.ere.jobs import Handler, Job, run_one
-from proxy.ere.payouts import run_payout, send_statements
+from proxy.ere.jobs.closing import close_shard, start_close
+from proxy.ere.jobs.payouts import run_payout, send_statements
+from proxy.ere.jobs.queue import Handler, Job, run_one
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
