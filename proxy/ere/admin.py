@@ -73,7 +73,7 @@ from schwifty.exceptions import InvalidStructure, SchwiftyException
 from proxy.config import Config
 from proxy.ere.core.ean import Ean, EanError
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError
-from proxy.ere.sepa import MAX_NAME_CHARS, SepaError, sepa_text
+from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
 from proxy.ere.statement_mail import PartnerBranding
 from proxy.registry import InvalidIdentity, validate_identity
 from proxy.store.connection import Connection

@@ -9,10 +9,12 @@ Each module holds one idea and takes its inputs as typed, immutable values:
   (`data/factors.toml`);
 * `fees`: our fee plan (VAT included, with a floor) and the split of a gross amount;
 * `eligibility`: whether one session earns ERE, with a reason, and how many kWh it counts;
-* `statements`: the quarterly close, with adjustments for quarters already closed.
+* `statements`: the quarterly close, with adjustments for quarters already closed;
+* `payout_plan`: who is paid this quarter (minimum, carry-overs, payout models);
+* `sepa`: the pain.001 credit transfer document that pays them.
 
-None of these reads a clock, a database or the network, or writes a file; the only file they
-read is the factor table, which ships with the package. Money, credits and energy are
+None of these reads a clock, a database or the network, or writes a file; the only files they
+read ship with the code: the factor table and the XML schemas that documents are checked against. Money, credits and energy are
 `decimal.Decimal` throughout; a float is refused with `TypeError`. The jobs (`proxy.ere.jobs`)
 and the commands (`proxy.ere.admin`) build on these functions.
 """

@@ -3,10 +3,11 @@
 `ere-proxy payout run 2026Q3` queues a `payout` job with the run's dates fixed at that moment.
 Its handler sums each customer's net over the quarter's statement lines (regular and
 adjustment), adds what the customer carried in from earlier runs, plans the transfers
-(`sepa.plan_payouts`: one per direct customer, one per partner-account partner; amounts below
-`payout_minimum`, not positive, or without an account carry over), builds and validates the
-pain.001 document, writes it whole to `<payout_dir>/payout-<quarter>.xml`, and records the run,
-its transfers and carry-overs in the job's transaction. The run id is the quarter: the primary
+(`core.payout_plan.plan_payouts`: one per direct customer, one per partner-account partner;
+amounts below `payout_minimum`, not positive, or without an account carry over), builds and
+validates the pain.001 document (`core.sepa`), writes it whole to
+`<payout_dir>/payout-<quarter>.xml` (`write_sepa`), and records the run, its transfers and
+carry-overs in the job's transaction. The run id is the quarter: the primary
 keys allow one run per quarter and one transfer per payee in it. A worker killed half-way leaves
 no rows, and the rerun writes the same bytes again (identifiers and dates are deterministic), so
 there is only ever one file and one transfer per payee.
@@ -28,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config import EreSettings
+from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
 from proxy.ere.core.quarters import Quarter, local_date
+from proxy.ere.core.sepa import BankAccount, Debtor, SepaDocument, build_credit_transfer, validate_pain001
+from proxy.ere.jobs.files import write_atomically
 from proxy.ere.jobs.queue import Job, enqueue
-from proxy.ere.sepa import (
-    BankAccount, CustomerBalance, Debtor, PartnerPayout, PayoutModel, build_credit_transfer, plan_payouts,
-    write_sepa,
-)  # fmt: skip
 from proxy.ere.statement_mail import (
     PartnerBranding, PayoutStatement, PricingBasis, SmtpSettings, build_statement_message, send_or_write,
 )  # fmt: skip
@@ -122,6 +122,18 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
             "INSERT INTO payout_carry_overs (run_id, customer_id, amount, reason) VALUES ($1, $2, $3, $4)",
             quarter, carry.customer_id, carry.amount, carry.reason.value)
     await enqueue(conn, "statements", quarter, {"quarter": quarter, "created_at": job.args["created_at"]})
+
+
+def write_sepa(path: Path, document: SepaDocument) -> None:
+    """Validate `document` and write it to `path` atomically, replacing any file there.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and are renamed over
+    `path`; the directory is fsynced after. Raises `SepaValidationError` before anything is
+    written if the document is invalid, and `OSError` if writing fails; in both cases `path`
+    is untouched and no temporary file is left.
+    """
+    validate_pain001(document)
+    write_atomically(Path(path), document.xml)
 
 
 _STATEMENT_FIGURES = """
