@@ -74,7 +74,7 @@ from proxy.config import Config
 from proxy.ere.core.ean import Ean, EanError
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError
 from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
-from proxy.ere.statement_mail import PartnerBranding
+from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.registry import InvalidIdentity, validate_identity
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database

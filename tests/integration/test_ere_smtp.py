@@ -24,17 +24,15 @@ from pathlib import Path
 import pytest
 import trustme
 
-from proxy.ere.statement_mail import (
+from proxy.ere.core.statement_mail import (
     PartnerBranding,
     PayoutStatement,
     PricingBasis,
-    SmtpSettings,
-    StatementDeliveryError,
     StatementLine,
     build_statement_message,
     render_html,
-    send_or_write,
 )
+from proxy.ere.jobs.statement_delivery import SmtpSettings, StatementDeliveryError, send_or_write
 
 SENDER = "statements@acme.example"
 BRAND = PartnerBranding("Acme Energie", "#1F6F5C", footer_text="Acme Energie B.V.")

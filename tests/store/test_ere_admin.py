@@ -18,7 +18,7 @@ from proxy.config import Config, DatabaseSettings
 from proxy.ere import admin
 from proxy.ere.admin import NewPartner, add_ere_admin_parsers, ere_admin_command
 from proxy.ere.core.ean import check_digit
-from proxy.ere.statement_mail import PartnerBranding
+from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.db import open_database
 
 

@@ -11,10 +11,12 @@ Each module holds one idea and takes its inputs as typed, immutable values:
 * `eligibility`: whether one session earns ERE, with a reason, and how many kWh it counts;
 * `statements`: the quarterly close, with adjustments for quarters already closed;
 * `payout_plan`: who is paid this quarter (minimum, carry-overs, payout models);
-* `sepa`: the pain.001 credit transfer document that pays them.
+* `sepa`: the pain.001 credit transfer document that pays them;
+* `statement_mail`: the partner-branded payout statement (text, HTML, the e-mail message).
 
 None of these reads a clock, a database or the network, or writes a file; the only files they
-read ship with the code: the factor table and the XML schemas that documents are checked against. Money, credits and energy are
-`decimal.Decimal` throughout; a float is refused with `TypeError`. The jobs (`proxy.ere.jobs`)
-and the commands (`proxy.ere.admin`) build on these functions.
+read ship with the code: the factor table and the XML schemas that documents are checked
+against. Money, credits and energy are `decimal.Decimal` throughout; a float is refused with
+`TypeError`. The jobs (`proxy.ere.jobs`) and the commands (`proxy.ere.admin`) build on these
+functions.
 """

@@ -32,12 +32,11 @@ from proxy.config import EreSettings
 from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
 from proxy.ere.core.quarters import Quarter, local_date
 from proxy.ere.core.sepa import BankAccount, Debtor, SepaDocument, build_credit_transfer, validate_pain001
+from proxy.ere.core.statement_mail import PartnerBranding, PayoutStatement, PricingBasis, build_statement_message
+from proxy.ere.core.statement_mail import StatementLine as SessionLine
 from proxy.ere.jobs.files import write_atomically
 from proxy.ere.jobs.queue import Job, enqueue
-from proxy.ere.statement_mail import (
-    PartnerBranding, PayoutStatement, PricingBasis, SmtpSettings, build_statement_message, send_or_write,
-)  # fmt: skip
-from proxy.ere.statement_mail import StatementLine as SessionLine
+from proxy.ere.jobs.statement_delivery import SmtpSettings, send_or_write
 from proxy.store.connection import Connection
 
 
