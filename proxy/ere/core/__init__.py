@@ -12,7 +12,9 @@ Each module holds one idea and takes its inputs as typed, immutable values:
 * `statements`: the quarterly close, with adjustments for quarters already closed;
 * `payout_plan`: who is paid this quarter (minimum, carry-overs, payout models);
 * `sepa`: the pain.001 credit transfer document that pays them;
-* `statement_mail`: the partner-branded payout statement (text, HTML, the e-mail message).
+* `statement_mail`: the partner-branded payout statement (text, HTML, the e-mail message);
+* `rev_booking`: the annual REV booking export (CSV, XML in our own schema in `schemas/`) and
+  the audit pack per EAN.
 
 None of these reads a clock, a database or the network, or writes a file; the only files they
 read ship with the code: the factor table and the XML schemas that documents are checked
