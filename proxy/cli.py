@@ -55,8 +55,8 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
     add_chargers_parser(sub, common)
     add_outbox_parser(sub, common)
     if full:
-        from proxy.ere.admin import add_ere_admin_parsers
-        from proxy.ere.commands import add_accounting_parsers
+        from proxy.ere.admin.accounting_cli import add_accounting_parsers
+        from proxy.ere.admin.validation import add_ere_admin_parsers
 
         add_accounting_parsers(sub, common)
         add_ere_admin_parsers(sub, common)
@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.log.level, None)
         return trio.run(outbox_command, config, args)
     if hasattr(args, "ere_group"):  # partners, customers, mandates, links
-        from proxy.ere.admin import ere_admin_command
+        from proxy.ere.admin.validation import ere_admin_command
 
         setup_logging(config.log.level, None)
         return trio.run(ere_admin_command, config, args)
     if args.command in _ACCOUNTING_COMMANDS:
-        from proxy.ere.commands import accounting_command
+        from proxy.ere.admin.accounting_cli import accounting_command
 
         setup_logging(config.log.level, None)
         return trio.run(accounting_command, config, args)

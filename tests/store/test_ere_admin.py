@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from proxy.config import Config, DatabaseSettings
-from proxy.ere import admin
-from proxy.ere.admin import NewPartner, add_ere_admin_parsers, ere_admin_command
+from proxy.ere.admin import validation as admin
+from proxy.ere.admin.validation import NewPartner, add_ere_admin_parsers, ere_admin_command
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.db import open_database

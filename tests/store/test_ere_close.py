@@ -218,7 +218,7 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
     import json
 
     from proxy.cli import _parser
-    from proxy.ere.commands import accounting_command
+    from proxy.ere.admin.accounting_cli import accounting_command
     from proxy.ere.core.rev_booking import validate_rev_xml
 
     cfg = config(settings, tmp_path)
