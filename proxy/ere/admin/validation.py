@@ -1,17 +1,14 @@
-"""`ere-proxy partners|customers|mandates|links`: the ERE domain records, managed from the shell.
+"""Checking what an operator types for the ERE domain records, before anything is stored.
 
-Until partners enrol customers over the API, operators keep these tables with the commands below:
+`NewPartner`, `NewCustomer`, `NewMandate` and `NewLink` are rows checked field by field from the
+arguments of `ere-proxy partners|customers|mandates|links add`; the `validate_*`, `normalise_*`
+and `parse_*` functions check one field each and return it in its stored form. They read no
+database, file or network; the clock only for what may not lie in the future (a mandate's issue
+date and consent, a mandate's year), unless `now` or `today` is given. What needs the database
+(a known partner or customer, a free id or EAN, one mandate per EAN per year, a charger linked
+once) is checked by `proxy.ere.admin.records` in the transaction that writes.
 
-* `partners add|list|show`: CPOs, installers and energy suppliers, their payout model (`direct`:
-  each customer is paid to their own IBAN; `partner-account`: one transfer to the partner's
-  IBAN) and the branding of their white-label statements.
-* `customers add|list|show`: the holder of one grid connection (EAN) and where they are paid.
-* `mandates add|list`: the machtiging per EAN per calendar year, with its consent record.
-* `links add|list|remove`: which customer's connection a charger charges on; `list` shows the
-  meter class session capture gave the charger and the meter its last boot reported.
-
-Every input is checked before anything is written, and every command writes in one transaction,
-so bad input leaves the tables as they were. The rules, field by field:
+The rules, field by field:
 
 * ids (partner, customer): 1-64 characters `A-Z a-z 0-9 . _ -`, starting with a letter or digit
   (the tables' CHECK constraints); case matters. Charger identities follow OCPP (1-48
@@ -20,8 +17,7 @@ so bad input leaves the tables as they were. The rules, field by field:
   surrounding spaces removed, within a length limit, and without control, format (bidi
   overrides, zero-width), private-use, unassigned or line/paragraph separator characters. Only
   the statement footer keeps line breaks. Otherwise text is stored as given: values reach SQL
-  only as query parameters, so SQL-looking text is just text. Tables print stored control
-  characters as `?` (and line breaks as `\\n`), whoever wrote them.
+  only as query parameters, so SQL-looking text is just text.
 * IBAN: checked with schwifty (structure, length, check digits), in the SEPA zone, stored
   compact and upper case. A `partner-account` partner needs one; its `--account-name` defaults
   to its name and must keep a Latin letter once reduced to the SEPA character set. A customer of
@@ -47,52 +43,54 @@ so bad input leaves the tables as they were. The rules, field by field:
   fields (`display_name`, `colour`, `logo_url`, `footer_text`), so `PartnerBranding(**branding)`
   rebuilds it.
 
-Errors: bad input, duplicates and unknown records print one line `ere-proxy: <field>: <what is
-wrong>` and exit 2; a constraint violation that slips past these checks (a concurrent writer)
-becomes the same kind of message and exit code. A database that cannot be reached or fails
-otherwise exits 1. Exit 0 means done.
+Errors: `AdminInputError`, a `ValueError` whose message is one line `<field>: <what is wrong>`
+naming the first bad field; the commands print it and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, TextIO
+from typing import Any
 
-import asyncpg
 from schwifty import IBAN
 from schwifty.exceptions import InvalidStructure, SchwiftyException
 
-from proxy.config import Config
 from proxy.ere.core.ean import Ean, EanError
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError
 from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.registry import InvalidIdentity, validate_identity
-from proxy.store.connection import Connection
-from proxy.store.db import DATABASE_ERRORS, open_database
 
 __all__ = [
     "CONSENT_METHODS",
+    "MAX_POWER_W",
+    "MIN_YEAR",
     "PARTNER_KINDS",
     "PAYOUT_MODELS",
     "AdminInputError",
+    "Consent",
     "NewCustomer",
     "NewLink",
     "NewMandate",
     "NewPartner",
-    "add_ere_admin_parsers",
-    "ere_admin_command",
+    "normalise_ean",
+    "normalise_email",
+    "normalise_iban",
+    "normalise_postcode",
+    "one_line",
+    "parse_date",
+    "parse_timestamp",
+    "parse_watts",
+    "parse_year",
+    "validate_charger_identity",
+    "validate_id",
 ]
-
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 
 PARTNER_KINDS = ("cpo", "installer", "energy-supplier")
 PAYOUT_MODELS = ("direct", "partner-account")
@@ -112,14 +110,11 @@ _YEAR = re.compile(r"[0-9]{4}")
 _WATTS = re.compile(r"[0-9]{1,7}(?:\.[0-9]{1,3})?")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _SHOWN_CHARS = 40
-_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class AdminInputError(ValueError):
     """Input that cannot be stored; the message names the field and what is wrong (exit code 2)."""
-
-
-# --- validation (pure) ---------------------------------------------------------------------------
 
 
 def _shown(value: str) -> str:
@@ -347,11 +342,11 @@ class NewPartner:
         try:
             PartnerBranding(display_name=display_name, **colour)
         except ValueError as error:
-            raise AdminInputError(f"--colour: {_oneline(str(error))}") from None
+            raise AdminInputError(f"--colour: {one_line(str(error))}") from None
         try:
             branding = PartnerBranding(display_name=display_name, logo_url=logo_url, footer_text=footer, **colour)
         except ValueError as error:
-            raise AdminInputError(f"--logo-url: {_oneline(str(error))}") from None
+            raise AdminInputError(f"--logo-url: {one_line(str(error))}") from None
         return cls(partner_id, name, kind, model, iban, account_name, branding)
 
 
@@ -475,555 +470,6 @@ def _req(value: str | None) -> str:
     return value
 
 
-def _oneline(text: str) -> str:
-    return " ".join(_PRINTABLE.sub(" ", text).split())
-
-
-# --- the store -----------------------------------------------------------------------------------
-
-# Messages for constraint violations that slip past the checks above (e.g. a concurrent writer).
-_CONSTRAINT_MESSAGES = {
-    "partners_pkey": "partner id: that partner already exists",
-    "customers_pkey": "customer id: that customer already exists",
-    "customers_ean_key": "--ean: that EAN already belongs to another customer",
-    "customers_partner_id_fkey": "--partner: no such partner",
-    "mandates_pkey": "--ean: that EAN already has a mandate for this year; only one provider per EAN per year",
-    "mandates_customer_id_fkey": "--ean: the customer holding this EAN no longer exists",
-    "charger_links_pkey": "identity: that charger is already linked to a customer; remove the link first",
-    "charger_links_customer_id_fkey": "--customer: no such customer",
-    "partners_check": "--iban: is required for the partner-account payout model",
-    "mandates_check": "--valid-from: is after --valid-until",
-    "mandates_check1": "--valid-from/--valid-until: must lie inside the mandate's year",
-}
-
-
-def _violation_message(error: asyncpg.PostgresError) -> str:
-    """A one-line message for a constraint violation or refused value the database reported."""
-    constraint = getattr(error, "constraint_name", None)
-    if constraint in _CONSTRAINT_MESSAGES:
-        return _CONSTRAINT_MESSAGES[constraint]
-    table = getattr(error, "table_name", None)
-    where = f" ({table}.{constraint})" if table and constraint else f" ({constraint})" if constraint else ""
-    return f"the database refused the value{where}: {_oneline(str(error))}"
-
-
-async def _fetch_json(conn: Connection, query: str, *args: object) -> list[dict[str, Any]]:
-    return [dict(row) for row in await conn.fetch(query, *args)]
-
-
-async def add_partner(conn: Connection, partner: NewPartner) -> None:
-    """Insert `partner` (AdminInputError if the id is taken)."""
-    async with conn.transaction() as tx:
-        if await tx.fetchval("SELECT 1 FROM partners WHERE partner_id = $1", partner.partner_id):
-            raise AdminInputError(f"partner id: partner {partner.partner_id!r} already exists")
-        await tx.execute(
-            "INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name, branding) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-            partner.partner_id, partner.name, partner.kind, partner.payout_model, partner.iban,
-            partner.account_name, json.dumps(asdict(partner.branding)),
-        )  # fmt: skip
-
-
-_PARTNER_COLUMNS = """
-p.partner_id, p.name, p.kind, p.payout_model, p.iban, p.account_name, p.branding::text AS branding, p.created_at,
-(SELECT count(*) FROM customers c WHERE c.partner_id = p.partner_id) AS customers
-"""
-
-
-def _partner(row: dict[str, Any]) -> dict[str, Any]:
-    branding = json.loads(row["branding"])
-    ordered = {field.name: branding.pop(field.name) for field in fields(PartnerBranding) if field.name in branding}
-    return row | {"branding": ordered | branding}
-
-
-async def list_partners(conn: Connection) -> list[dict[str, Any]]:
-    rows = await _fetch_json(conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p ORDER BY p.partner_id")
-    return [_partner(row) for row in rows]
-
-
-async def get_partner(conn: Connection, partner_id: str) -> dict[str, Any]:
-    """One partner with its customer count (AdminInputError if unknown)."""
-    rows = await _fetch_json(conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p WHERE p.partner_id = $1", partner_id)
-    if not rows:
-        raise AdminInputError(f"partner id: no partner {partner_id!r}")
-    return _partner(rows[0])
-
-
-async def add_customer(conn: Connection, customer: NewCustomer) -> None:
-    """Insert `customer`; its partner must exist, its id and EAN be free, and a `direct` partner's
-    customer needs an IBAN (AdminInputError otherwise)."""
-    async with conn.transaction() as tx:
-        model = await tx.fetchval("SELECT payout_model FROM partners WHERE partner_id = $1", customer.partner_id)
-        if model is None:
-            raise AdminInputError(f"--partner: no partner {customer.partner_id!r}; add it with `partners add` first")
-        if model == "direct" and customer.iban is None:
-            raise AdminInputError(
-                f"--iban: is required: partner {customer.partner_id!r} pays its customers directly "
-                "(payout model direct)"
-            )
-        if await tx.fetchval("SELECT 1 FROM customers WHERE customer_id = $1", customer.customer_id):
-            raise AdminInputError(f"customer id: customer {customer.customer_id!r} already exists")
-        holder = await tx.fetchval("SELECT customer_id FROM customers WHERE ean = $1", customer.ean)
-        if holder is not None:
-            raise AdminInputError(f"--ean: EAN {customer.ean} already belongs to customer {holder!r}")
-        await tx.execute(
-            "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, "
-            "iban, email) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            customer.customer_id, customer.partner_id, customer.name, customer.address, customer.postcode,
-            customer.city, customer.ean, customer.grid_operator, customer.iban, customer.email,
-        )  # fmt: skip
-
-
-_CUSTOMER_COLUMNS = """
-c.customer_id, c.partner_id, c.name, c.address, c.postcode, c.city, c.ean, c.grid_operator, c.iban, c.email,
-c.referral_discount, c.created_at,
-ARRAY(SELECT m.year FROM mandates m WHERE m.ean = c.ean AND m.customer_id = c.customer_id ORDER BY m.year)
-    AS mandate_years
-"""
-
-
-async def list_customers(conn: Connection, partner_id: str | None = None) -> list[dict[str, Any]]:
-    return await _fetch_json(
-        conn,
-        f"SELECT {_CUSTOMER_COLUMNS} FROM customers c WHERE ($1::text IS NULL OR c.partner_id = $1) "
-        "ORDER BY c.customer_id",
-        partner_id,
-    )
-
-
-async def get_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
-    """One customer with its mandates and charger links (AdminInputError if unknown)."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True) as tx:
-        query = f"SELECT {_CUSTOMER_COLUMNS} FROM customers c WHERE c.customer_id = $1"
-        rows = await _fetch_json(tx, query, customer_id)
-        if not rows:
-            raise AdminInputError(f"customer id: no customer {customer_id!r}")
-        customer = rows[0]
-        customer.pop("mandate_years")
-        mandates = await _fetch_json(tx, _MANDATES + " WHERE m.customer_id = $1 ORDER BY m.year", customer_id)
-        links = await _fetch_json(tx, _LINKS + " WHERE l.customer_id = $1 ORDER BY l.identity", customer_id)
-    customer["mandates"] = [_mandate(row) for row in mandates]
-    customer["links"] = [_link(row) for row in links]
-    return customer
-
-
-def _duplicate_mandate(ean: str, year: int, holder: str | None) -> AdminInputError:
-    held = f" (held by customer {holder!r})" if holder is not None else ""
-    return AdminInputError(
-        f"--ean: EAN {ean} already has a mandate for {year}{held}; only one provider per EAN per year is allowed"
-    )
-
-
-async def _mandate_holder(conn: Connection, ean: str, year: int) -> str | None:
-    holder: str | None = await conn.fetchval("SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2", ean, year)
-    return holder
-
-
-async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
-    """Insert `mandate` for the customer holding its EAN; returns that customer's id.
-
-    AdminInputError if no customer holds the EAN or the EAN already has a mandate that year
-    (naming who holds it, also when a concurrent writer got there first).
-    """
-    try:
-        async with conn.transaction() as tx:
-            customer_id: str | None = await tx.fetchval("SELECT customer_id FROM customers WHERE ean = $1", mandate.ean)
-            if customer_id is None:
-                raise AdminInputError(f"--ean: EAN {mandate.ean} is not a known customer's; add the customer first")
-            holder = await _mandate_holder(tx, mandate.ean, mandate.year)
-            if holder is not None:
-                raise _duplicate_mandate(mandate.ean, mandate.year, holder)
-            await tx.execute(
-                "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-                mandate.ean, mandate.year, customer_id, mandate.issued_on, mandate.valid_from, mandate.valid_until,
-                json.dumps(mandate.consent.as_json()),
-            )  # fmt: skip
-    except asyncpg.UniqueViolationError as error:
-        if error.constraint_name != "mandates_pkey":
-            raise
-        holder = await conn.fetchval(
-            "SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2", mandate.ean, mandate.year
-        )
-        raise _duplicate_mandate(mandate.ean, mandate.year, holder) from None
-    return customer_id
-
-
-_MANDATES = """
-SELECT m.ean, m.year, m.customer_id, c.partner_id, m.issued_on, m.valid_from, m.valid_until, m.consent::text AS consent,
-       m.created_at
-FROM mandates m JOIN customers c USING (customer_id)
-"""
-
-
-def _mandate(row: dict[str, Any]) -> dict[str, Any]:
-    return row | {"consent": json.loads(row["consent"])}
-
-
-async def list_mandates(
-    conn: Connection, *, year: int | None = None, customer_id: str | None = None, ean: str | None = None
-) -> list[dict[str, Any]]:
-    rows = await _fetch_json(
-        conn,
-        _MANDATES + " WHERE ($1::integer IS NULL OR m.year = $1) AND ($2::text IS NULL OR m.customer_id = $2) "
-        "AND ($3::text IS NULL OR m.ean = $3) ORDER BY m.year, m.ean",
-        year, customer_id, ean,
-    )  # fmt: skip
-    return [_mandate(row) for row in rows]
-
-
-async def add_link(conn: Connection, link: NewLink) -> str:
-    """Link a charger to a customer; returns the customer's EAN.
-
-    AdminInputError for an unknown customer or a charger that is already linked.
-    """
-    async with conn.transaction() as tx:
-        ean: str | None = await tx.fetchval("SELECT ean FROM customers WHERE customer_id = $1", link.customer_id)
-        if ean is None:
-            raise AdminInputError(f"--customer: no customer {link.customer_id!r}; add it with `customers add` first")
-        linked = await tx.fetchval("SELECT customer_id FROM charger_links WHERE identity = $1", link.identity)
-        if linked is not None:
-            raise AdminInputError(
-                f"identity: charger {link.identity!r} is already linked to customer {linked!r}; remove that link first"
-            )
-        await tx.execute(
-            "INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ($1, $2, $3)",
-            link.identity, link.customer_id, link.max_power_w,
-        )  # fmt: skip
-    return ean
-
-
-_LINKS = """
-SELECT l.identity, l.customer_id, c.ean, l.max_power_w, l.linked_at, b.meter_class, b.meter_type, b.meter_serial,
-       b.vendor, b.model, b.booted_at
-FROM charger_links l JOIN customers c USING (customer_id) LEFT JOIN charger_boots b USING (identity)
-"""
-
-
-def _link(row: dict[str, Any]) -> dict[str, Any]:
-    boot = None
-    if row["booted_at"] is not None:
-        boot = {key: row[key] for key in ("booted_at", "vendor", "model", "meter_type", "meter_serial")}
-    shown = {key: row[key] for key in ("identity", "customer_id", "ean", "max_power_w", "linked_at", "meter_class")}
-    return shown | {"last_boot": boot}
-
-
-async def list_links(conn: Connection, customer_id: str | None = None) -> list[dict[str, Any]]:
-    rows = await _fetch_json(
-        conn, _LINKS + " WHERE ($1::text IS NULL OR l.customer_id = $1) ORDER BY l.identity", customer_id
-    )
-    return [_link(row) for row in rows]
-
-
-async def remove_link(conn: Connection, identity: str) -> str:
-    """Remove a charger's link; returns the customer it was linked to (AdminInputError if none)."""
-    customer_id: str | None = await conn.fetchval(
-        "DELETE FROM charger_links WHERE identity = $1 RETURNING customer_id", identity
-    )
-    if customer_id is None:
-        raise AdminInputError(f"identity: charger {identity!r} is not linked to any customer")
-    return customer_id
-
-
-# --- the command line ----------------------------------------------------------------------------
-
-
-def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The `partners`, `customers`, `mandates` and `links` groups; `common` carries `--config`."""
-    def choices(allowed: Sequence[str]) -> str:
-        return "{" + ",".join(allowed) + "}"
-
-    partners = sub.add_parser("partners", help="manage ERE partners (CPOs, installers, energy suppliers)")
-    partners.set_defaults(ere_group="partners")
-    actions = partners.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", parents=[common], help="add a partner")
-    add.add_argument("partner_id")
-    add.add_argument("--name", required=True)
-    add.add_argument("--kind", required=True, metavar=choices(PARTNER_KINDS))
-    add.add_argument("--payout-model", required=True, metavar=choices(PAYOUT_MODELS))
-    add.add_argument("--iban", help="the partner's account (required for partner-account)")
-    add.add_argument("--account-name", help="holder of that account (default: the partner's name)")
-    add.add_argument("--display-name", help="name on statements (default: the partner's name)")
-    add.add_argument("--colour", help="brand colour, #rrggbb")
-    add.add_argument("--logo-url", help="https:// URL of the logo on statements")
-    add.add_argument("--footer", help="footer text of statements (may span lines)")
-    actions.add_parser("list", parents=[common], help="list partners").add_argument("--json", action="store_true")
-    show = actions.add_parser("show", parents=[common], help="show one partner")
-    show.add_argument("partner_id")
-    show.add_argument("--json", action="store_true")
-
-    customers = sub.add_parser("customers", help="manage ERE customers (connection holders)")
-    customers.set_defaults(ere_group="customers")
-    actions = customers.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", parents=[common], help="add a customer")
-    add.add_argument("customer_id")
-    add.add_argument("--partner", required=True, help="id of the partner that enrolled the customer")
-    add.add_argument("--name", required=True, help="name of the connection holder")
-    add.add_argument("--address", required=True, help="street and number")
-    add.add_argument("--postcode", required=True, help="Dutch postcode, 1234 AB")
-    add.add_argument("--city", required=True)
-    add.add_argument("--ean", required=True, help="18-digit EAN of the connection")
-    add.add_argument("--grid-operator", required=True)
-    add.add_argument("--iban", help="account to pay (required when the partner's payout model is direct)")
-    add.add_argument("--email", help="address statements are sent to")
-    listing = actions.add_parser("list", parents=[common], help="list customers")
-    listing.add_argument("--partner", help="only this partner's customers")
-    listing.add_argument("--json", action="store_true")
-    show = actions.add_parser("show", parents=[common], help="show one customer with mandates and chargers")
-    show.add_argument("customer_id")
-    show.add_argument("--json", action="store_true")
-
-    mandates = sub.add_parser("mandates", help="manage ERE mandates (one per EAN per calendar year)")
-    mandates.set_defaults(ere_group="mandates")
-    actions = mandates.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", parents=[common], help="record a mandate")
-    add.add_argument("--ean", required=True, help="EAN of a known customer")
-    add.add_argument("--year", required=True, help="calendar year the mandate covers")
-    add.add_argument("--issued-on", required=True, help="date the mandate was issued, YYYY-MM-DD")
-    add.add_argument("--valid-from", help="first day covered (default: 1 January, or the issue date if later)")
-    add.add_argument("--valid-until", help="last day covered (default: 31 December)")
-    add.add_argument("--consent-by", required=True, help="who gave consent")
-    add.add_argument("--consent-at", required=True, help="when, ISO 8601 with UTC offset")
-    add.add_argument("--consent-method", required=True, metavar=choices(CONSENT_METHODS))
-    add.add_argument("--consent-reference", help="document or record id of the consent")
-    listing = actions.add_parser("list", parents=[common], help="list mandates")
-    listing.add_argument("--year")
-    listing.add_argument("--customer")
-    listing.add_argument("--ean")
-    listing.add_argument("--json", action="store_true")
-
-    links = sub.add_parser("links", help="link chargers to customers' connections")
-    links.set_defaults(ere_group="links")
-    actions = links.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", parents=[common], help="link a charger to a customer")
-    add.add_argument("identity", help="the charger's OCPP identity")
-    add.add_argument("--customer", required=True)
-    add.add_argument("--max-power-w", required=True, help="the charger's maximum power in watts")
-    listing = actions.add_parser("list", parents=[common], help="list links with each charger's meter evidence")
-    listing.add_argument("--customer", help="only this customer's chargers")
-    listing.add_argument("--json", action="store_true")
-    remove = actions.add_parser("remove", parents=[common], help="unlink a charger")
-    remove.add_argument("identity")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _json_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(item) for item in value]
-    return value
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S%z")
-    if isinstance(value, Decimal):
-        return f"{value.normalize():f}"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value) or "-"
-    return _PRINTABLE.sub("?", str(value).replace("\n", "\\n"))
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], stdout: TextIO) -> None:
-    cells = [list(header), *([_cell(value) for value in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stdout)
-
-
-def _print_fields(record: dict[str, Any], stdout: TextIO, indent: str = "") -> None:
-    width = max(len(key) for key in record) + 1
-    for key, value in record.items():
-        if isinstance(value, dict):
-            print(f"{indent}{key}:", file=stdout)
-            _print_fields(value, stdout, indent + "  ")
-        else:
-            print(f"{indent}{key + ':':<{width}} {_cell(value)}", file=stdout)
-
-
-def _consent_cell(consent: dict[str, Any]) -> str:
-    return f"{consent.get('method')} by {consent.get('by')} at {consent.get('at')}"
-
-
-def _link_row(link: dict[str, Any]) -> list[Any]:
-    boot = link["last_boot"]
-    if boot is None:
-        return [link["identity"], link["customer_id"], link["ean"], link["max_power_w"], "never booted", "-", "-", "-"]
-    return [link["identity"], link["customer_id"], link["ean"], link["max_power_w"], link["meter_class"],
-            boot["meter_type"], boot["meter_serial"], boot["booted_at"]]  # fmt: skip
-
-
-_LINK_HEADER = ("IDENTITY", "CUSTOMER", "EAN", "MAX W", "METER CLASS", "METER TYPE", "METER SERIAL", "LAST BOOT")
-_MANDATE_HEADER = ("EAN", "YEAR", "CUSTOMER", "PARTNER", "ISSUED", "VALID FROM", "VALID UNTIL", "CONSENT")
-
-
-def _mandate_row(mandate: dict[str, Any]) -> list[Any]:
-    return [mandate["ean"], mandate["year"], mandate["customer_id"], mandate["partner_id"], mandate["issued_on"],
-            mandate["valid_from"], mandate["valid_until"], _consent_cell(mandate["consent"])]  # fmt: skip
-
-
-def _optional(value: str | None, check: Callable[[str, str], Any], field: str) -> Any:
-    return None if value is None else check(value, field)
-
-
-# What each action makes of its arguments: all checks that need no database, run before a
-# connection is opened, so bad input never reaches it.
-_PARSERS: dict[tuple[str, str], Callable[[argparse.Namespace], Any]] = {
-    ("partners", "add"): NewPartner.from_args,
-    ("partners", "list"): lambda args: None,
-    ("partners", "show"): lambda args: validate_id(args.partner_id, "partner id"),
-    ("customers", "add"): NewCustomer.from_args,
-    ("customers", "list"): lambda args: _optional(args.partner, validate_id, "--partner"),
-    ("customers", "show"): lambda args: validate_id(args.customer_id, "customer id"),
-    ("mandates", "add"): NewMandate.from_args,
-    ("mandates", "list"): lambda args: {
-        "year": _optional(args.year, parse_year, "--year"),
-        "customer_id": _optional(args.customer, validate_id, "--customer"),
-        "ean": _optional(args.ean, normalise_ean, "--ean"),
-    },
-    ("links", "add"): NewLink.from_args,
-    ("links", "list"): lambda args: _optional(args.customer, validate_id, "--customer"),
-    ("links", "remove"): lambda args: validate_charger_identity(args.identity),
-}
-
-
-class _Output:
-    """Where an action prints: a table or fields for people, or JSON with `--json`."""
-
-    def __init__(self, stdout: TextIO, as_json: bool) -> None:
-        self.stdout, self.as_json = stdout, as_json
-
-    def line(self, text: str) -> None:
-        print(text, file=self.stdout)
-
-    def json_or(self, value: Any, human: Callable[[], None]) -> None:
-        if self.as_json:
-            self.line(json.dumps(_json_value(value), indent=2, ensure_ascii=False))
-        else:
-            human()
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        _print_table(header, rows, self.stdout)
-
-
-async def _partners_add(db: Connection, partner: NewPartner, out: _Output) -> None:
-    await add_partner(db, partner)
-    out.line(f"added partner {partner.partner_id} ({partner.kind}, payout {partner.payout_model})")
-
-
-async def _partners_list(db: Connection, _: None, out: _Output) -> None:
-    partners = await list_partners(db)
-    header = ("PARTNER", "KIND", "PAYOUT", "NAME", "IBAN", "CUSTOMERS")
-    rows = [[p["partner_id"], p["kind"], p["payout_model"], p["name"], p["iban"], p["customers"]] for p in partners]
-    out.json_or(partners, lambda: out.table(header, rows))
-
-
-async def _partners_show(db: Connection, partner_id: str, out: _Output) -> None:
-    partner = await get_partner(db, partner_id)
-    out.json_or(partner, lambda: _print_fields(partner, out.stdout))
-
-
-async def _customers_add(db: Connection, customer: NewCustomer, out: _Output) -> None:
-    await add_customer(db, customer)
-    out.line(f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}")
-
-
-async def _customers_list(db: Connection, partner_id: str | None, out: _Output) -> None:
-    customers = await list_customers(db, partner_id)
-    header = ("CUSTOMER", "PARTNER", "NAME", "EAN", "POSTCODE", "GRID OPERATOR", "IBAN", "MANDATES")
-    rows = [
-        [c["customer_id"], c["partner_id"], c["name"], c["ean"], c["postcode"], c["grid_operator"], c["iban"],
-         c["mandate_years"]]
-        for c in customers
-    ]  # fmt: skip
-    out.json_or(customers, lambda: out.table(header, rows))
-
-
-async def _customers_show(db: Connection, customer_id: str, out: _Output) -> None:
-    customer = await get_customer(db, customer_id)
-
-    def human() -> None:
-        _print_fields({key: value for key, value in customer.items() if key not in ("mandates", "links")}, out.stdout)
-        out.line("\nmandates:")
-        out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in customer["mandates"]])
-        out.line("\nchargers:")
-        out.table(_LINK_HEADER, [_link_row(link) for link in customer["links"]])
-
-    out.json_or(customer, human)
-
-
-async def _mandates_add(db: Connection, mandate: NewMandate, out: _Output) -> None:
-    customer_id = await add_mandate(db, mandate)
-    out.line(
-        f"added mandate for EAN {mandate.ean} {mandate.year} (customer {customer_id}), "
-        f"valid {mandate.valid_from} to {mandate.valid_until}"
-    )
-
-
-async def _mandates_list(db: Connection, filters: dict[str, Any], out: _Output) -> None:
-    mandates = await list_mandates(db, **filters)
-    out.json_or(mandates, lambda: out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in mandates]))
-
-
-async def _links_add(db: Connection, link: NewLink, out: _Output) -> None:
-    ean = await add_link(db, link)
-    out.line(f"linked charger {link.identity} to customer {link.customer_id} (EAN {ean})")
-
-
-async def _links_list(db: Connection, customer_id: str | None, out: _Output) -> None:
-    links = await list_links(db, customer_id)
-    out.json_or(links, lambda: out.table(_LINK_HEADER, [_link_row(link) for link in links]))
-
-
-async def _links_remove(db: Connection, identity: str, out: _Output) -> None:
-    customer_id = await remove_link(db, identity)
-    out.line(f"unlinked charger {identity} from customer {customer_id}")
-
-
-_ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, _Output], Awaitable[None]]] = {
-    ("partners", "add"): _partners_add,
-    ("partners", "list"): _partners_list,
-    ("partners", "show"): _partners_show,
-    ("customers", "add"): _customers_add,
-    ("customers", "list"): _customers_list,
-    ("customers", "show"): _customers_show,
-    ("mandates", "add"): _mandates_add,
-    ("mandates", "list"): _mandates_list,
-    ("links", "add"): _links_add,
-    ("links", "list"): _links_list,
-    ("links", "remove"): _links_remove,
-}
-
-
-async def ere_admin_command(
-    config: Config, args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    """Run one `ere-proxy partners|customers|mandates|links` action; returns the exit code.
-
-    0 done; 2 bad input, a duplicate, an unknown record, or a constraint the database enforced;
-    1 the database could not be reached or failed otherwise. Errors are one line on `stderr`.
-    """
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    try:
-        key = (args.ere_group, args.action)
-        parsed = _PARSERS[key](args)
-        async with open_database(config.database) as db:
-            await _ACTIONS[key](db, parsed, _Output(stdout, getattr(args, "json", False)))
-    except AdminInputError as error:
-        return _fail(str(error), EXIT_INPUT, stderr)
-    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as error:
-        return _fail(_violation_message(error), EXIT_INPUT, stderr)
-    except DATABASE_ERRORS as error:  # includes StoreError (e.g. the database is unreachable)
-        return _fail(f"database error: {type(error).__name__}: {_oneline(str(error))}", EXIT_STORE, stderr)
-    return EXIT_OK
-
-
-def _fail(message: str, code: int, stderr: TextIO) -> int:
-    print(f"ere-proxy: {_oneline(message)}", file=stderr)
-    return code
+def one_line(text: str) -> str:
+    """`text` on one line: control characters and line breaks become spaces, runs of spaces one."""
+    return " ".join(_UNPRINTABLE.sub(" ", text).split())
