@@ -87,8 +87,9 @@ async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO)
 
 async def _reopen(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     quarter = Quarter.parse(args.quarter)
+    actor = await trio.to_thread.run_sync(_actor)  # may ask the user database (NSS) for our name
     async with db.transaction() as conn:
-        revision = await reopen(conn, quarter, _actor(), args.reason, config.ere.close_shards)
+        revision = await reopen(conn, quarter, actor, args.reason, config.ere.close_shards)
     print(f"{quarter} reopened; revision {revision} is queued to close", file=out)
     return await _wait_closed(db, quarter, out) if args.wait else 0
 

@@ -130,10 +130,10 @@ def plan_payouts(
 
     A payee (a direct customer, or a partner-account partner with all its customers pooled) is
     paid when its balance is positive and at least `minimum`; otherwise every customer's own
-    balance carries over, with the payee's reason. `partners` is keyed by partner id. A pool nets negative customer balances against
-    positive ones. Zero balances produce neither a transfer nor a carry-over. The plan is
-    deterministic: transfers to customers come first, then those to partners, each sorted by
-    id, and carry-overs are sorted by customer id.
+    balance carries over, with the payee's reason. `partners` is keyed by partner id. A pool
+    nets negative customer balances against positive ones. Zero balances produce neither a
+    transfer nor a carry-over. The plan is deterministic: transfers to customers come first,
+    then those to partners, each sorted by id, and carry-overs are sorted by customer id.
 
     Raises `TypeError` for a non-Decimal amount and `PayoutPlanError` for sub-cent amounts, a
     negative minimum, a duplicate customer, or a partner id missing from `partners`.

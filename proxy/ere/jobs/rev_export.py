@@ -11,14 +11,22 @@ It builds the XML and the CSV (`proxy.ere.core.rev_booking`; both refuse the who
 before anything is written) and writes into the output directory `rev-<year>.xml`,
 `rev-<year>.csv` and one audit pack per EAN, `audit-<year>/<ean>.json`, each whole or not at
 all (`write_audit_pack`). Running the export again rewrites the same files.
+
+The files are written in a worker thread (`trio.to_thread.run_sync`), so the event loop runs on
+while they are synced to disk. Cancellation: the thread is not abandoned; it checks for
+cancellation before each file, so a cancel lets the file under way finish, writes no further
+file and then raises `trio.Cancelled`. The files written before it stay, each whole.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
+from functools import partial
 from pathlib import Path
+
+import trio
 
 from proxy.ere.core.quarters import local_date
 from proxy.ere.core.rev_booking import AuditSession, RevBookingRow, RevProvider, audit_pack, to_csv, to_xml
@@ -78,7 +86,9 @@ async def export_rev(db: Connection, year: int, provider: RevProvider, out_dir: 
         in await db.fetch(_REV_ROWS, year, str(year))
     ]  # fmt: skip
     xml, csv = to_xml(rows, year, provider), to_csv(rows)  # both validate before anything is written
-    _write_export(out_dir, year, xml, csv, rows, sessions)
+    await trio.to_thread.run_sync(
+        partial(_write_export, out_dir, year, xml, csv, rows, sessions, checkpoint=trio.from_thread.check_cancelled)
+    )
     return rows
 
 
@@ -98,11 +108,15 @@ def write_audit_pack(directory: Path, ean: str, sessions: Sequence[AuditSession]
 
 
 def _write_export(out_dir: Path, year: int, xml: bytes, csv: str, rows: Sequence[RevBookingRow],
-                  sessions: dict[str, list[AuditSession]]) -> None:  # fmt: skip
+                  sessions: dict[str, list[AuditSession]], *, checkpoint: Callable[[], None]) -> None:  # fmt: skip
+    """Write the export's files in order, calling `checkpoint` before each one (blocks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint()
     write_atomically(out_dir / f"rev-{year}.xml", xml)
+    checkpoint()
     write_atomically(out_dir / f"rev-{year}.csv", csv.encode())
     packs = out_dir / f"audit-{year}"
     packs.mkdir(exist_ok=True)
     for row in rows:
+        checkpoint()
         write_audit_pack(packs, row.ean, sessions[row.ean])

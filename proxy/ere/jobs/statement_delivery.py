@@ -4,8 +4,18 @@
 builds: one SMTP connection for all of them (upgraded with STARTTLS unless told otherwise;
 credentials are only ever sent after it), or, without SMTP settings, one `.eml` file per message
 in `statement_dir`, written whole or not at all. It stops at the first failure and says which
-messages went out before it (`StatementDeliveryError`). It blocks, so call it from a worker
-thread (`trio.to_thread.run_sync`) in async code.
+messages went out before it (`StatementDeliveryError`).
+
+`deliver_statements` is the same for async code: it runs `send_or_write` in a worker thread
+(`trio.to_thread.run_sync`), so the event loop keeps running while smtplib waits for the server
+or a file is synced to disk.
+
+Cancellation: the thread is never abandoned; it checks for cancellation before each message. A
+cancel lets the message under way finish (every SMTP step is bounded by `timeout_seconds`; a
+file is written whole or not at all), starts no further message, closes the SMTP connection,
+and then raises `trio.Cancelled`. Mail has no transactions: a cancelled or failed `statements`
+job records no deliveries, so the messages that did go out are sent again when it reruns (at
+least once).
 """
 
 from __future__ import annotations
@@ -13,16 +23,19 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
+
+import trio
 
 from proxy.ere.core.statement_mail import message_token
 from proxy.ere.jobs.files import write_atomically
 
-__all__ = ["Delivery", "SmtpSettings", "StatementDeliveryError", "send_or_write"]
+__all__ = ["Delivery", "SmtpSettings", "StatementDeliveryError", "deliver_statements", "send_or_write"]
 
 _WIRE_POLICY = policy.SMTP  # CRLF line ends, as on the wire
 
@@ -66,8 +79,20 @@ class StatementDeliveryError(Exception):
         self.delivered = tuple(delivered)
 
 
-def send_or_write(
+async def deliver_statements(
     messages: Sequence[EmailMessage], smtp_settings: SmtpSettings | None, out_dir: Path
+) -> list[Delivery]:
+    """`send_or_write` in a worker thread; cancellation as the module docstring describes."""
+    deliver = partial(send_or_write, messages, smtp_settings, out_dir, checkpoint=trio.from_thread.check_cancelled)
+    return await trio.to_thread.run_sync(deliver)
+
+
+def send_or_write(
+    messages: Sequence[EmailMessage],
+    smtp_settings: SmtpSettings | None,
+    out_dir: Path,
+    *,
+    checkpoint: Callable[[], None] | None = None,
 ) -> list[Delivery]:
     """Send `messages` over one SMTP connection, or, without settings, write them to `out_dir`.
 
@@ -75,7 +100,10 @@ def send_or_write(
     earlier file of the same statement. Stops at the first failure and raises
     `StatementDeliveryError` (the cause chained) listing what was delivered before it. A
     message without a Message-ID, or two with the same one, are refused with `ValueError`
-    before anything is delivered.
+    before anything is delivered. `checkpoint`, if given, is called before each message; what
+    it raises stops the delivery there (the SMTP connection is closed) and propagates.
+
+    This blocks on the network and the disk: from async code, use `deliver_statements`.
     """
     tokens = [_token_of(message) for message in messages]
     duplicates = sorted(token for token, count in Counter(tokens).items() if count > 1)
@@ -84,14 +112,17 @@ def send_or_write(
     if not messages:
         return []
     if smtp_settings is None:
-        return _write_all(messages, tokens, Path(out_dir))
-    return _send_all(messages, smtp_settings)
+        return _write_all(messages, tokens, Path(out_dir), checkpoint or _carry_on)
+    return _send_all(messages, smtp_settings, checkpoint or _carry_on)
 
 
-def _write_all(messages: Sequence[EmailMessage], tokens: list[str], out_dir: Path) -> list[Delivery]:
+def _write_all(
+    messages: Sequence[EmailMessage], tokens: list[str], out_dir: Path, checkpoint: Callable[[], None]
+) -> list[Delivery]:
     delivered: list[Delivery] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for message, token in zip(messages, tokens, strict=True):
+        checkpoint()
         path = out_dir / f"{token}.eml"
         try:
             write_atomically(path, message.as_bytes(policy=_WIRE_POLICY))
@@ -103,7 +134,9 @@ def _write_all(messages: Sequence[EmailMessage], tokens: list[str], out_dir: Pat
     return delivered
 
 
-def _send_all(messages: Sequence[EmailMessage], settings: SmtpSettings) -> list[Delivery]:
+def _send_all(
+    messages: Sequence[EmailMessage], settings: SmtpSettings, checkpoint: Callable[[], None]
+) -> list[Delivery]:
     delivered: list[Delivery] = []
     current = str(messages[0]["Message-ID"])
     try:
@@ -113,6 +146,7 @@ def _send_all(messages: Sequence[EmailMessage], settings: SmtpSettings) -> list[
             if settings.username is not None:
                 connection.login(settings.username, settings.password or "")
             for message in messages:
+                checkpoint()
                 current = str(message["Message-ID"])
                 connection.send_message(message)
                 delivered.append(Delivery(current, _recipients(message), None))
@@ -135,3 +169,7 @@ def _token_of(message: EmailMessage) -> str:
 
 def _recipients(message: EmailMessage) -> tuple[str, ...]:
     return tuple(address.addr_spec for address in message["To"].addresses)
+
+
+def _carry_on() -> None:
+    """The checkpoint of a delivery nobody can cancel."""
