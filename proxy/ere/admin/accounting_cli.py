@@ -4,7 +4,9 @@ Closes and payout runs are jobs (`proxy.ere.jobs.closing`, `proxy.ere.jobs.payou
 worker processes run; these commands check what they can at once (a quarter string like
 `2026Q5`, a quarter that may not close yet, a payout without a debtor account), queue the job,
 and with `--wait` wait until the workers are done. `rev export` runs in the command's process
-(`proxy.ere.jobs.rev_export`): it reads what closed quarters stated.
+(`proxy.ere.jobs.rev_export`): it reads what closed quarters stated. `quarter status` lists the
+closes of every quarter (each revision: closing, closed or reopened) with their totals, and
+`quarter status 2026Q3` those of that quarter alone.
 
 Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
 """
@@ -42,7 +44,8 @@ def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     again.add_argument("quarter")
     again.add_argument("--reason", required=True, help="why (kept in the audit log)")
     again.add_argument("--wait", action="store_true")
-    status = quarter.add_parser("status", parents=[common], help="closes and their totals")
+    status = quarter.add_parser("status", parents=[common], help="closes and their totals, of every quarter or one")
+    status.add_argument("quarter", nargs="?", help="only this quarter, e.g. 2026Q3")
     status.add_argument("--json", action="store_true")
     payout = sub.add_parser("payout", help="pay closed quarters out").add_subparsers(dest="action", required=True)
     run = payout.add_parser("run", parents=[common], help="queue the payout run of a closed quarter")
@@ -111,11 +114,13 @@ async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:
 
 
 async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    quarter = None if args.quarter is None else str(Quarter.parse(args.quarter))
     rows = await db.fetch("""
         SELECT c.quarter, c.revision, c.state, c.shards, c.closed_at, count(l.*), coalesce(sum(l.kwh), 0),
                coalesce(sum(l.ere), 0), coalesce(sum(l.gross), 0), coalesce(sum(l.fee), 0), coalesce(sum(l.net), 0)
         FROM quarter_closes c LEFT JOIN statement_lines l ON (l.quarter, l.revision) = (c.quarter, c.revision)
-        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""")
+        WHERE $1::text IS NULL OR c.quarter = $1
+        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""", quarter)
     keys = ("quarter", "revision", "state", "shards", "closed_at", "lines", "kwh", "ere", "gross", "fee", "net")
     records = [dict(zip(keys, row, strict=True)) for row in rows]
     _print(records, args.json, out)
