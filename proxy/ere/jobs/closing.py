@@ -6,8 +6,8 @@ are spread over shards by a hash of their id, so shards share nothing and run on
 parallel. A shard loads its customers, their chargers' sessions, mandates and everything already
 stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for
 them (`core.statements.close_quarter`, a pure function) and inserts the lines, the sessions each
-line counted, and each session's assessment, all in the job's transaction. The shard that finds every
-other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
+line counted, and each session's assessment, all in the job's transaction. The shard that finds
+every other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
 
 Rules:
 - quarters close in order: a quarter closes only once the one before it is closed (unless no
