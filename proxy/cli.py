@@ -3,8 +3,9 @@
 Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `run` every role on this
 machine (the proxy workers and `ere.workers` job workers), `migrate` brings the database schema
 up to date, `quarter close|reopen|status`, `payout run|status`, `rev export` and `jobs
-list|requeue` drive the ERE accounting (see `ere/commands.py`), `partners`, `customers`,
-`mandates` and `links add|list|…` manage who is paid for which charger (see `ere/admin.py`), `chargers add|list|remove|
+list|requeue` drive the ERE accounting (see `ere/admin/accounting_cli.py`), `partners`,
+`customers`, `mandates` and `links add|list|…` manage who is paid for which charger (see
+`ere/admin/records_cli.py`), `chargers add|list|remove|
 rotate-password|reseal|generate-key` manages the charger registry in the database (see
 `registry.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold, `hash-password` prints a password hash for a `managed` route. The configuration
 file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
@@ -55,8 +56,8 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
     add_chargers_parser(sub, common)
     add_outbox_parser(sub, common)
     if full:
-        from proxy.ere.admin import add_ere_admin_parsers
-        from proxy.ere.commands import add_accounting_parsers
+        from proxy.ere.admin.accounting_cli import add_accounting_parsers
+        from proxy.ere.admin.records_cli import add_ere_admin_parsers
 
         add_accounting_parsers(sub, common)
         add_ere_admin_parsers(sub, common)
@@ -91,18 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.log.level, None)
         return trio.run(outbox_command, config, args)
     if hasattr(args, "ere_group"):  # partners, customers, mandates, links
-        from proxy.ere.admin import ere_admin_command
+        from proxy.ere.admin.records_cli import ere_admin_command
 
         setup_logging(config.log.level, None)
         return trio.run(ere_admin_command, config, args)
     if args.command in _ACCOUNTING_COMMANDS:
-        from proxy.ere.commands import accounting_command
+        from proxy.ere.admin.accounting_cli import accounting_command
 
         setup_logging(config.log.level, None)
         return trio.run(accounting_command, config, args)
     if args.command == "worker":
         setup_logging(config.log.level, args.worker_index)
-        from proxy.ere.worker import run_worker_role
+        from proxy.ere.jobs.worker import run_worker_role
 
         trio.run(run_worker_role, config, args.worker_index)
         return 0

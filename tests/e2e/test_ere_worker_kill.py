@@ -24,12 +24,12 @@ import pytest
 import trio
 
 from proxy.config import Config, DatabaseSettings, EreSettings
-from proxy.ere.closing import request_close
-from proxy.ere.ean import check_digit
-from proxy.ere.jobs import run_one
-from proxy.ere.payouts import request_payout
-from proxy.ere.quarters import Quarter
-from proxy.ere.worker import handlers
+from proxy.ere.core.ean import check_digit
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.jobs.closing import request_close
+from proxy.ere.jobs.payouts import request_payout
+from proxy.ere.jobs.queue import run_one
+from proxy.ere.jobs.worker import handlers
 from proxy.store import open_database
 from tests.e2e.proxy_process import REPO, log_problems
 from tests.store.helpers import ServerThread, admin_execute, make_server_dir

@@ -2,7 +2,9 @@
 
 The receiving end is a small SMTP server written here on `socketserver` (RFC 5321 commands
 EHLO/HELO, STARTTLS, AUTH PLAIN, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT),
-so the test exercises `smtplib` against a real socket peer without extra packages.
+so the test exercises `smtplib` against a real socket peer without extra packages. It can hold
+back its answer to the first DATA until the test lets it go: that is how the async delivery is
+shown to leave the event loop running, and to stop after the message under way when cancelled.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import base64
 import email
 import socket
 import socketserver
-import sys
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,17 +24,23 @@ from email import policy
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 import trustme
 
-from proxy.ere.statement_mail import (
+from proxy.ere.core.statement_mail import (
     PartnerBranding,
     PayoutStatement,
     PricingBasis,
-    SmtpSettings,
-    StatementDeliveryError,
     StatementLine,
     build_statement_message,
     render_html,
+)
+from proxy.ere.jobs.statement_delivery import (
+    Delivery,
+    SmtpSettings,
+    StatementDeliveryError,
+    deliver_statements,
     send_or_write,
 )
 
@@ -65,12 +73,23 @@ class Received:
 
 
 @dataclass
+class Hold:
+    """Holds back the answer to the first DATA: `reached` once it is held, until `release`."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    released: bool | None = None  # True: let go by `release`; False: by the fail-safe timeout
+    fail_safe_seconds: float = 60.0  # a blocked event loop cannot release it: fail, do not hang
+
+
+@dataclass
 class SmtpReceiver:
     port: int
     tls_context: ssl.SSLContext | None
     credentials: tuple[str, str] | None
     refused_recipients: set[str]
     received: list[Received] = field(default_factory=list)
+    hold: Hold | None = None
 
 
 class _SmtpConversation(socketserver.BaseRequestHandler):
@@ -135,6 +154,10 @@ class _SmtpConversation(socketserver.BaseRequestHandler):
                         body += data_line[1:] if data_line.startswith(b"..") else data_line
                     receiver.received.append(Received(mail_from, recipients, bytes(body), over_tls, user))
                     mail_from, recipients = None, []
+                    hold = receiver.hold
+                    if hold is not None and hold.released is None:
+                        hold.reached.set()
+                        hold.released = hold.release.wait(hold.fail_safe_seconds)
                     reply("250 queued")
                 elif verb in ("RSET", "NOOP"):
                     if verb == "RSET":
@@ -195,6 +218,11 @@ def _serve(receiver: SmtpReceiver) -> Iterator[SmtpReceiver]:
 @pytest.fixture
 def plain_receiver() -> Iterator[SmtpReceiver]:
     yield from _serve(SmtpReceiver(0, None, None, {"refused@example.nl"}))
+
+
+@pytest.fixture
+def holding_receiver() -> Iterator[SmtpReceiver]:
+    yield from _serve(SmtpReceiver(0, None, None, set(), hold=Hold()))
 
 
 @pytest.fixture
@@ -285,3 +313,72 @@ def test_an_unreachable_server_is_a_delivery_error(tmp_path: Path) -> None:
     with pytest.raises(StatementDeliveryError, match=f"127.0.0.1:{port}") as caught:
         send_or_write(_messages(STATEMENT), settings, tmp_path)
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+async def _until_held(hold: Hold) -> None:
+    while not hold.reached.is_set():
+        await trio.sleep(0.01)
+
+
+async def test_a_delivery_waiting_on_the_server_leaves_the_event_loop_running(
+    holding_receiver: SmtpReceiver, tmp_path: Path
+) -> None:
+    hold = holding_receiver.hold
+    assert hold is not None
+    settings = SmtpSettings("127.0.0.1", holding_receiver.port, starttls=False, timeout_seconds=120)
+    deliveries: list[Delivery] = []
+    delivered = trio.Event()
+    ticks = 0
+
+    async def deliver() -> None:
+        deliveries.extend(await deliver_statements(_messages(STATEMENT, SECOND), settings, tmp_path))
+        delivered.set()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not delivered.is_set():
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deliver)
+        nursery.start_soon(tick)
+        await _until_held(hold)
+        # smtplib is waiting for the answer to DATA, and this task and the ticker still run.
+        assert not delivered.is_set()
+        seen = ticks
+        while ticks < seen + 3:
+            await trio.sleep(0)
+        hold.release.set()
+
+    assert hold.released is True  # let go from this event loop, not by the server's fail-safe
+    assert [d.recipients for d in deliveries] == [("jan@example.nl",), ("zoe@example.nl",)]
+    assert [r.recipients for r in holding_receiver.received] == [["jan@example.nl"], ["zoe@example.nl"]]
+
+
+async def test_a_cancelled_delivery_finishes_the_message_under_way_and_starts_no_other(
+    holding_receiver: SmtpReceiver, tmp_path: Path
+) -> None:
+    hold = holding_receiver.hold
+    assert hold is not None
+    settings = SmtpSettings("127.0.0.1", holding_receiver.port, starttls=False, timeout_seconds=120)
+    scope = trio.CancelScope()
+    outcome: list[str] = []
+
+    async def deliver() -> None:
+        with scope:
+            await deliver_statements(_messages(STATEMENT, SECOND), settings, tmp_path)
+            outcome.append("returned")
+        if scope.cancelled_caught:
+            outcome.append("cancelled")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deliver)
+        await _until_held(hold)
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcome == []  # the thread is not abandoned: the message under way comes first
+        hold.release.set()
+
+    assert outcome == ["cancelled"]
+    assert [r.recipients for r in holding_receiver.received] == [["jan@example.nl"]]

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from proxy.config import Config, DatabaseSettings
-from proxy.ere import admin
-from proxy.ere.admin import NewPartner, add_ere_admin_parsers, ere_admin_command
-from proxy.ere.ean import check_digit
-from proxy.ere.statement_mail import PartnerBranding
+from proxy.ere.admin import records, records_cli
+from proxy.ere.admin.records_cli import add_ere_admin_parsers, ere_admin_command
+from proxy.ere.admin.validation import NewPartner
+from proxy.ere.core.ean import check_digit
+from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.db import open_database
 
 
@@ -326,7 +327,7 @@ async def test_duplicate_mandate_from_a_concurrent_writer(
     async def nobody(*args: object) -> None:
         return None
 
-    monkeypatch.setattr(admin, "_mandate_holder", nobody)
+    monkeypatch.setattr(records, "_mandate_holder", nobody)
     await refused(enrolled, settings, mandate_args(), "already has a mandate for 2026", "held by customer 'c-1'")
 
 
@@ -334,7 +335,7 @@ async def test_a_constraint_that_slips_past_validation_is_a_clear_error(
     run: Admin, settings: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unchecked = NewPartner("bad id!", "X", "cpo", "direct", None, None, PartnerBranding(display_name="X"))
-    monkeypatch.setitem(admin._PARSERS, ("partners", "add"), lambda args: unchecked)
+    monkeypatch.setitem(records_cli._PARSERS, ("partners", "add"), lambda args: unchecked)
     await refused(run, settings, partner_args(), "the database refused the value (partners.partners_partner_id_check)")
 
 

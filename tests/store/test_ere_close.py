@@ -16,12 +16,12 @@ import pytest
 import xmlschema
 
 from proxy.config import Config, DatabaseSettings, EreSettings
-from proxy.ere.closing import CloseRefused, reopen, request_close
-from proxy.ere.ean import check_digit
-from proxy.ere.jobs import run_one
-from proxy.ere.payouts import PayoutRefused, request_payout
-from proxy.ere.quarters import Quarter
-from proxy.ere.worker import handlers
+from proxy.ere.core.ean import check_digit
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.payouts import PayoutRefused, request_payout
+from proxy.ere.jobs.queue import run_one
+from proxy.ere.jobs.worker import handlers
 from proxy.store import open_database
 
 UTC = timezone.utc
@@ -218,8 +218,8 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
     import json
 
     from proxy.cli import _parser
-    from proxy.ere.commands import accounting_command
-    from proxy.ere.rev import validate_rev_xml
+    from proxy.ere.admin.accounting_cli import accounting_command
+    from proxy.ere.core.rev_booking import validate_rev_xml
 
     cfg = config(settings, tmp_path)
     async with open_database(settings) as db:
@@ -247,3 +247,41 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
         err = io.StringIO()
         assert await accounting_command(cfg, _parser().parse_args(argv), io.StringIO(), err) == 2
         assert message in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+async def test_quarter_status_shows_every_quarter_or_the_one_asked_for(settings, tmp_path):
+    import io
+    import json
+
+    from proxy.cli import _parser
+    from proxy.ere.admin.accounting_cli import accounting_command
+
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-A", "a4", datetime(2026, 10, 5, 8, tzinfo=UTC), "5")
+        for quarter in (Q3, Q4):
+            async with db.transaction() as conn:
+                await request_close(conn, quarter, 2)
+            await run_jobs(db, cfg)
+
+    async def status(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = await accounting_command(cfg, _parser().parse_args(["quarter", "status", *argv]), out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = await status("--json")
+    assert code == 0
+    assert [(r["quarter"], r["state"], r["lines"]) for r in json.loads(out)] == [
+        ("2026Q3", "closed", 1), ("2026Q4", "closed", 1)]
+    code, out, _ = await status("2026Q4", "--json")
+    assert code == 0
+    assert [(r["quarter"], r["revision"], r["state"], Decimal(r["kwh"])) for r in json.loads(out)] == [
+        ("2026Q4", 1, "closed", Decimal("5"))]
+    code, out, _ = await status("2026Q3")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["quarter", "revision", "state"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["2026Q3"]
+    assert await status("2025Q1") == (0, "(none)\n", "")  # never closed
+    code, out, err = await status("2026Q5")
+    assert code == 2 and "2026Q5" in err and out == ""

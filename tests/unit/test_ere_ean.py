@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ere.ean import Ean, EanError, check_digit
+from proxy.ere.core.ean import Ean, EanError, check_digit
 
 # Digits 8 7 1 6 8 7 1 2 0 … 0 weighted 3,1,3,1,… from the left:
 # 8×3 + 7×1 + 1×3 + 6×1 + 8×3 + 7×1 + 1×3 + 2×1 = 24+7+3+6+24+7+3+2 = 76, so the check digit is

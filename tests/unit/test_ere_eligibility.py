@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ere.ean import Ean
-from proxy.ere.eligibility import (
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.eligibility import (
     READING_MARGIN_WH,
     Assessment,
     ChargerLink,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ere.factors import (
+from proxy.ere.core.factors import (
     FactorTable,
     FactorTableError,
     MissingFactorError,
@@ -20,7 +20,7 @@ from proxy.ere.factors import (
     load_factor_table,
     parse_factor_table,
 )
-from proxy.ere.quarters import Quarter
+from proxy.ere.core.quarters import Quarter
 
 D = Decimal
 SHIPPED = load_factor_table()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ere.fees import (
+from proxy.ere.core.fees import (
     DEFAULT_FEE_RATE,
     FEE_FLOOR_RATE,
     FeePlan,
@@ -16,7 +16,7 @@ from proxy.ere.fees import (
     split_gross,
     vat_included_in,
 )
-from proxy.ere.rounding import to_cents
+from proxy.ere.core.rounding import to_cents
 
 D = Decimal
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.ere.quarters import DUTCH_TIME, Quarter, QuarterFormatError, local_date
+from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError, local_date
 
 UTC = timezone.utc
 

@@ -16,8 +16,8 @@ import pytest
 import xmlschema
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere import files, rev
-from proxy.ere.rev import (
+from proxy.ere.core import rev_booking
+from proxy.ere.core.rev_booking import (
     CSV_COLUMNS,
     NAMESPACE,
     AuditSession,
@@ -27,8 +27,9 @@ from proxy.ere.rev import (
     to_csv,
     to_xml,
     validate_rev_xml,
-    write_audit_pack,
 )
+from proxy.ere.jobs import files
+from proxy.ere.jobs.rev_export import write_audit_pack
 
 EAN_A = "871687140000000002"
 EAN_B = "871234567890123451"
@@ -64,7 +65,7 @@ ROW_B = replace(
 
 
 def schema_path() -> Path:
-    return Path(str(importlib.resources.files("proxy.ere").joinpath("schemas", "rev-booking-1.xsd")))
+    return Path(str(importlib.resources.files("proxy.ere.core").joinpath("schemas", "rev-booking-1.xsd")))
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_an_empty_csv_has_the_header_only() -> None:
 
 
 def test_the_schema_ships_inside_the_package() -> None:
-    assert importlib.resources.files("proxy.ere").joinpath(rev.SCHEMA_RESOURCE).is_file()
+    assert importlib.resources.files("proxy.ere.core").joinpath(rev_booking.SCHEMA_RESOURCE).is_file()
     schema = etree.parse(str(schema_path())).getroot()
     assert schema.get("targetNamespace") == NAMESPACE == "urn:ere-proxy:rev-booking:1"
 

@@ -19,30 +19,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere import files, sepa
-from proxy.ere.sepa import (
-    MAX_AMOUNT,
-    BankAccount,
+from proxy.ere.core.payout_plan import (
     CarryOver,
     CarryOverReason,
-    CreditTransfer,
     CustomerBalance,
+    PartnerPayout,
+    PayoutModel,
+    PayoutPlan,
+    PayoutPlanError,
+    plan_payouts,
+)
+from proxy.ere.core.sepa import (
+    MAX_AMOUNT,
+    BankAccount,
+    CreditTransfer,
     Debtor,
     InvalidAccountError,
-    PartnerPayout,
     PayeeKind,
-    PayoutModel,
-    PayoutPlanError,
     SepaDocument,
     SepaError,
     SepaValidationError,
     build_credit_transfer,
     end_to_end_id,
-    plan_payouts,
     sepa_text,
     validate_pain001,
-    write_sepa,
 )
+from proxy.ere.jobs import files
+from proxy.ere.jobs.payouts import write_sepa
 
 VERSIONS = ["pain.001.001.03", "pain.001.001.09"]
 US = Debtor("ERE Proxy B.V.", "NL91ABNA0417164300", "ABNANL2A")
@@ -365,7 +368,7 @@ PARTNERS = {
 }
 
 
-def plan(balances: list[CustomerBalance], minimum: Decimal = MINIMUM) -> sepa.PayoutPlan:
+def plan(balances: list[CustomerBalance], minimum: Decimal = MINIMUM) -> PayoutPlan:
     return plan_payouts(balances, PARTNERS, minimum=minimum, payout_run_id=RUN, remittance="ERE payout 2026Q1")
 
 

@@ -1,4 +1,4 @@
-"""Payout statement e-mails: text and HTML rendering, the message, and the file fallback."""
+"""Payout statement e-mails: rendering, the message (core), and the .eml fallback of the delivery."""
 
 from __future__ import annotations
 
@@ -15,19 +15,17 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html  # type: ignore[import-untyped]
 
-from proxy.ere import files, statement_mail
-from proxy.ere.statement_mail import (
+from proxy.ere.core.statement_mail import (
     PartnerBranding,
     PayoutStatement,
     PricingBasis,
-    SmtpSettings,
-    StatementDeliveryError,
     StatementLine,
     build_statement_message,
     render_html,
     render_text,
-    send_or_write,
 )
+from proxy.ere.jobs import files
+from proxy.ere.jobs.statement_delivery import SmtpSettings, StatementDeliveryError, send_or_write
 
 DATED = datetime(2026, 4, 2, 9, 0, tzinfo=timezone.utc)
 SENDER = "statements@acme.example"

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.ere.ean import Ean
-from proxy.ere.eligibility import (
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.eligibility import (
     Assessment,
     ChargerLink,
     Eligibility,
@@ -26,11 +26,11 @@ from proxy.ere.eligibility import (
     SessionRecord,
     assess,
 )
-from proxy.ere.factors import MissingFactorError, parse_factor_table
-from proxy.ere.fees import FEE_FLOOR_RATE, FeePlan
-from proxy.ere.quarters import DUTCH_TIME, Quarter
-from proxy.ere.rounding import to_cents
-from proxy.ere.statements import (
+from proxy.ere.core.factors import MissingFactorError, parse_factor_table
+from proxy.ere.core.fees import FEE_FLOOR_RATE, FeePlan
+from proxy.ere.core.quarters import DUTCH_TIME, Quarter
+from proxy.ere.core.rounding import to_cents
+from proxy.ere.core.statements import (
     CloseError,
     LineKind,
     QuarterStatement,

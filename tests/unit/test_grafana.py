@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from proxy.ere.worker import WorkerMetrics
+from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.journal import Journal
 from proxy.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from proxy.outbox import Budget

@@ -12,8 +12,12 @@ Once a delivery year is closed its energy is booked in the NEa's register (REV) 
   `urn:ere-proxy:rev-booking:1`; the NEa does not publish one), validated before it is returned.
   The schema documents every element; it allows kWh to at most 6 decimals (mWh).
 
-plus `write_audit_pack`, one JSON file per EAN with the sessions behind a booking and their
-meter evidence (signed meter data and raw OCPP frames exactly as given), written atomically.
+* the audit pack (`audit_pack`): one JSON document per EAN with the sessions behind a booking
+  and their meter evidence (signed meter data and raw OCPP frames exactly as given).
+
+All three are pure and return the document; the only file read is the schema, which ships in
+this package. Reading the bookings from the database and writing the files is
+`proxy.ere.jobs.rev_export`.
 
 Both exports first check every row and refuse the whole export with `RevExportError` naming the
 EAN and the field: an EAN that is not 18 digits with a valid GS1 check digit, a second row for
@@ -36,13 +40,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import xmlschema
 from lxml import etree  # type: ignore[import-untyped]
 
-from proxy.ere.ean import Ean, EanError
-from proxy.ere.files import write_atomically
+from proxy.ere.core.ean import Ean, EanError
 
 __all__ = [
     "AUDIT_PACK_FORMAT",
@@ -53,14 +55,14 @@ __all__ = [
     "RevBookingRow",
     "RevExportError",
     "RevProvider",
+    "audit_pack",
     "to_csv",
     "to_xml",
     "validate_rev_xml",
-    "write_audit_pack",
 ]
 
 NAMESPACE = "urn:ere-proxy:rev-booking:1"
-SCHEMA_RESOURCE = "schemas/rev-booking-1.xsd"  # inside the `proxy.ere` package
+SCHEMA_RESOURCE = "schemas/rev-booking-1.xsd"  # inside the `proxy.ere.core` package
 AUDIT_PACK_FORMAT = "ere-proxy-audit-pack"
 AUDIT_PACK_VERSION = 1
 
@@ -235,15 +237,13 @@ def validate_rev_xml(document: bytes) -> None:
         )
 
 
-def write_audit_pack(directory: Path, ean: str, sessions: Sequence[AuditSession]) -> Path:
-    """Write `<directory>/<ean>.json`: the EAN's sessions and their meter evidence.
+def audit_pack(ean: str, sessions: Sequence[AuditSession]) -> bytes:
+    """The audit pack of one EAN: its sessions and their meter evidence, as UTF-8 JSON.
 
     The JSON holds `format`, `version`, `ean`, `session_count`, `total_kwh` and `sessions` in
     the order given; Decimals are strings (exact), times ISO 8601 with their offset, evidence
-    strings unchanged. The file is written atomically and replaces an earlier pack for the
-    EAN; the directory is created if needed. Raises `RevExportError` for a bad EAN, a repeated
-    session id, a naive time or text that is not valid Unicode (nothing is written then),
-    `TypeError` for a non-Decimal energy, and `OSError` if writing fails.
+    strings unchanged. Raises `RevExportError` for a bad EAN, a repeated session id, a naive
+    time or text that is not valid Unicode, and `TypeError` for a non-Decimal energy.
     """
     _check_ean(ean)
     seen: set[str] = set()
@@ -262,14 +262,9 @@ def write_audit_pack(directory: Path, ean: str, sessions: Sequence[AuditSession]
         "sessions": entries,
     }
     try:
-        data = (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        return (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     except UnicodeEncodeError as error:
         raise RevExportError(f"EAN {ean}: the evidence holds text that is not valid Unicode: {error}") from error
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{ean}.json"
-    write_atomically(path, data)
-    return path
 
 
 def _session_entry(session: AuditSession, ean: str) -> dict[str, object]:
@@ -378,6 +373,6 @@ def _child(parent: etree._Element, tag: str, text: str | None = None) -> etree._
 @functools.cache
 def _rev_schema() -> xmlschema.XMLSchema:
     """Our schema, loaded once from the package data."""
-    resource = importlib.resources.files("proxy.ere").joinpath(SCHEMA_RESOURCE)
+    resource = importlib.resources.files("proxy.ere.core").joinpath(SCHEMA_RESOURCE)
     with importlib.resources.as_file(resource) as schema_path:
         return xmlschema.XMLSchema(str(schema_path))

@@ -2,14 +2,18 @@
 
 Each worker is one OS process (`run` starts `ere.workers` of them; at scale they run alone on
 other machines); any number may share one database, since a job is claimed with SKIP LOCKED in
-the transaction that does it (see `jobs.py`). An idle worker looks for due jobs every
-`poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on `ere.admin_port + i`:
-job runs by kind and outcome and their duration; worker 0 also exports the pipeline from the
-database (jobs by state, sessions by status and meter class, eligible kWh, ERE and net payout
-per quarter), refreshed every `pipeline_refresh` seconds.
+the transaction that does it (see `proxy.ere.jobs.queue`). An idle worker looks for due jobs
+every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on
+`ere.admin_port + i`: job runs by kind and outcome and their duration; worker 0 also exports the
+pipeline from the database (jobs by state, sessions by status and meter class, eligible kWh, ERE
+and net payout per quarter), refreshed every `pipeline_refresh` seconds. The factor table is
+read once, at start, in a worker thread; jobs run their file and network I/O in worker threads
+too, so the event loop (metrics, signals) runs on while they wait.
 
 Stopping: SIGTERM or SIGINT lets the job under way finish, then the worker exits; a second
-signal (or SIGKILL) abandons it, and its transaction is rolled back (the job runs again).
+signal (or SIGKILL) abandons it, and its transaction is rolled back (the job runs again). A file
+being written or a statement being sent when the second signal comes is finished first (see
+`proxy.ere.jobs.payouts`).
 Errors: a database that is unavailable is retried every `poll_interval` (logged); a failing
 job is recorded by the queue and never stops the worker.
 """
@@ -30,10 +34,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy.admin import AdminServer
 from proxy.config import Config
-from proxy.ere.closing import close_shard, start_close
-from proxy.ere.factors import load_factor_table
-from proxy.ere.jobs import Handler, Job, run_one
-from proxy.ere.payouts import run_payout, send_statements
+from proxy.ere.core.factors import load_factor_table
+from proxy.ere.jobs.closing import close_shard, start_close
+from proxy.ere.jobs.payouts import run_payout, send_statements
+from proxy.ere.jobs.queue import Handler, Job, run_one
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -112,7 +116,7 @@ async def run_worker_role(config: Config, index: int = 0,
                           *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
     """Run jobs until SIGTERM/SIGINT (or cancellation); see the module docstring."""
     settings = config.ere
-    jobs = handlers(config)
+    jobs = await trio.to_thread.run_sync(handlers, config)  # reads the factor table
     metrics = WorkerMetrics(CollectorRegistry(), pipeline=index == 0)
     stopping = trio.Event()
     log.info("worker starting", extra={"worker": index, "kinds": sorted(jobs)})

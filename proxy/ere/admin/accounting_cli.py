@@ -1,9 +1,12 @@
 """The accounting commands: `quarter close|reopen|status`, `payout run|status`, `rev export`, `jobs`.
 
-Closes and payout runs are jobs (`closing.py`, `payouts.py`) that the worker processes run;
-these commands check what they can at once (a quarter string like `2026Q5`, a quarter that may
-not close yet, a payout without a debtor account), queue the job, and with `--wait` wait until
-the workers are done. `rev export` runs here: it reads what closed quarters stated.
+Closes and payout runs are jobs (`proxy.ere.jobs.closing`, `proxy.ere.jobs.payouts`) that the
+worker processes run; these commands check what they can at once (a quarter string like
+`2026Q5`, a quarter that may not close yet, a payout without a debtor account), queue the job,
+and with `--wait` wait until the workers are done. `rev export` runs in the command's process
+(`proxy.ere.jobs.rev_export`): it reads what closed quarters stated. `quarter status` lists the
+closes of every quarter (each revision: closing, closed or reopened) with their totals, and
+`quarter status 2026Q3` those of that quarter alone.
 
 Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
 """
@@ -14,7 +17,6 @@ import argparse
 import getpass
 import json
 import sys
-from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -23,11 +25,11 @@ from typing import Any, TextIO
 import trio
 
 from proxy.config import Config
-from proxy.ere.closing import CloseRefused, reopen, request_close
-from proxy.ere.payouts import PayoutRefused, request_payout
-from proxy.ere.quarters import Quarter, QuarterFormatError, local_date
-from proxy.ere.rev import AuditSession, RevBookingRow, RevExportError, RevProvider, to_csv, to_xml, write_audit_pack
-from proxy.ere.files import write_atomically
+from proxy.ere.core.quarters import Quarter, QuarterFormatError
+from proxy.ere.core.rev_booking import RevExportError, RevProvider
+from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.payouts import PayoutRefused, request_payout
+from proxy.ere.jobs.rev_export import export_rev
 from proxy.store import open_database
 from proxy.store.db import DATABASE_ERRORS
 
@@ -42,7 +44,8 @@ def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     again.add_argument("quarter")
     again.add_argument("--reason", required=True, help="why (kept in the audit log)")
     again.add_argument("--wait", action="store_true")
-    status = quarter.add_parser("status", parents=[common], help="closes and their totals")
+    status = quarter.add_parser("status", parents=[common], help="closes and their totals, of every quarter or one")
+    status.add_argument("quarter", nargs="?", help="only this quarter, e.g. 2026Q3")
     status.add_argument("--json", action="store_true")
     payout = sub.add_parser("payout", help="pay closed quarters out").add_subparsers(dest="action", required=True)
     run = payout.add_parser("run", parents=[common], help="queue the payout run of a closed quarter")
@@ -87,8 +90,9 @@ async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO)
 
 async def _reopen(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     quarter = Quarter.parse(args.quarter)
+    actor = await trio.to_thread.run_sync(_actor)  # may ask the user database (NSS) for our name
     async with db.transaction() as conn:
-        revision = await reopen(conn, quarter, _actor(), args.reason, config.ere.close_shards)
+        revision = await reopen(conn, quarter, actor, args.reason, config.ere.close_shards)
     print(f"{quarter} reopened; revision {revision} is queued to close", file=out)
     return await _wait_closed(db, quarter, out) if args.wait else 0
 
@@ -110,11 +114,13 @@ async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:
 
 
 async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    quarter = None if args.quarter is None else str(Quarter.parse(args.quarter))
     rows = await db.fetch("""
         SELECT c.quarter, c.revision, c.state, c.shards, c.closed_at, count(l.*), coalesce(sum(l.kwh), 0),
                coalesce(sum(l.ere), 0), coalesce(sum(l.gross), 0), coalesce(sum(l.fee), 0), coalesce(sum(l.net), 0)
         FROM quarter_closes c LEFT JOIN statement_lines l ON (l.quarter, l.revision) = (c.quarter, c.revision)
-        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""")
+        WHERE $1::text IS NULL OR c.quarter = $1
+        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""", quarter)
     keys = ("quarter", "revision", "state", "shards", "closed_at", "lines", "kwh", "ere", "gross", "fee", "net")
     records = [dict(zip(keys, row, strict=True)) for row in rows]
     _print(records, args.json, out)
@@ -153,62 +159,12 @@ async def _payout_status(db: Any, config: Config, args: argparse.Namespace, out:
     return 0
 
 
-_REV_ROWS = """
-SELECT l.ean, trim_scale(sum(l.kwh)), c.name, c.address, c.postcode, c.city, c.grid_operator,
-       m.issued_on, m.valid_from, m.valid_until
-FROM statement_lines l
-JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
-JOIN customers c USING (customer_id)
-JOIN mandates m ON m.ean = l.ean AND m.year = $1
-WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $2
-GROUP BY 1, 3, 4, 5, 6, 7, 8, 9, 10 HAVING sum(l.kwh) > 0 ORDER BY 1
-"""
-_REV_SESSIONS = """
-SELECT l.ean, x.session_id, x.identity, x.transaction_id, x.started_at, coalesce(x.stopped_at, x.last_reading_at),
-       s.kwh, x.meter_start_wh, x.meter_stop_wh, b.meter_type, b.meter_serial,
-       coalesce((SELECT array_agg(m.signed_data ORDER BY m.sampled_at) FROM meter_samples m
-                 WHERE m.session_id = x.session_id AND m.signed_data IS NOT NULL), '{}')
-FROM statement_sessions s
-JOIN statement_lines l USING (quarter, revision, customer_id, ean, delivery_quarter, kind)
-JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
-JOIN sessions x ON x.session_id = s.session_id
-LEFT JOIN charger_boots b ON b.identity = x.identity
-WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $1 AND s.kwh <> 0
-ORDER BY 1, 5
-"""
-_RAW_FRAMES = """
-SELECT body::text FROM charger_events WHERE identity = $1 AND received_at BETWEEN $2 AND $3 ORDER BY received_at
-"""
-
-
 async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     year = args.year
     if not 2000 <= year <= 2100:
         raise ValueError(f"year {year} is out of range")
-    sessions: dict[str, list[AuditSession]] = defaultdict(list)
-    period: dict[str, list[Any]] = {}
-    for (ean, session_id, identity, transaction_id, started, ended, kwh, meter_start, meter_stop, meter_type,
-         meter_serial, signed) in await db.fetch(_REV_SESSIONS, str(year)):  # fmt: skip
-        frames = tuple(row[0] for row in await db.fetch(_RAW_FRAMES, identity, started, ended))
-        sessions[ean].append(AuditSession(str(session_id), identity, transaction_id, started, ended, kwh, meter_start,
-                                          meter_stop, meter_type, meter_serial, tuple(signed), frames))  # fmt: skip
-        days = period.setdefault(ean, [local_date(ended), local_date(ended)])
-        days[0], days[1] = min(days[0], local_date(started)), max(days[1], local_date(ended))
-    rows = [
-        RevBookingRow(ean, kwh, period[ean][0], period[ean][1], name, address, postcode, city, grid, issued,
-                      valid_from, valid_until)
-        for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until
-        in await db.fetch(_REV_ROWS, year, str(year))
-    ]  # fmt: skip
     provider = RevProvider(config.ere.debtor_name or "ERE provider")
-    xml, csv = to_xml(rows, year, provider), to_csv(rows)  # both validate before anything is written
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_atomically(args.out / f"rev-{year}.xml", xml)
-    write_atomically(args.out / f"rev-{year}.csv", csv.encode())
-    packs = args.out / f"audit-{year}"
-    packs.mkdir(exist_ok=True)
-    for row in rows:
-        write_audit_pack(packs, row.ean, sessions[row.ean])
+    rows = await export_rev(db, year, provider, args.out)
     total = sum((row.kwh for row in rows), Decimal(0))
     print(f"REV {year}: {len(rows)} EANs, {total.normalize():f} kWh -> {args.out}", file=out)
     return 0

@@ -5,9 +5,9 @@ from the base rate, and the result stops at the 10 % floor, however many referra
 A plan whose own base rate is below the floor (or above 100 %) is an error, `FeePlanError`.
 
 The fee includes 21 % Dutch VAT; statements show the VAT inside it: VAT = fee × 21/121.
-Rounding (see `proxy.ere.rounding`): fee = gross × rate and VAT = fee × 21/121 are each rounded
-to the cent, half up; net = gross − fee and fee without VAT = fee − VAT are exact differences.
-So gross = fee + net to the cent, and the VAT is never more than the fee.
+Rounding (see `proxy.ere.core.rounding`): fee = gross × rate and VAT = fee × 21/121 are each
+rounded to the cent, half up; net = gross − fee and fee without VAT = fee − VAT are exact
+differences. So gross = fee + net to the cent, and the VAT is never more than the fee.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from proxy.ere.rounding import exact, require_decimal, to_cents, wide
+from proxy.ere.core.rounding import exact, require_decimal, to_cents, wide
 
 __all__ = [
     "DEFAULT_FEE_RATE",

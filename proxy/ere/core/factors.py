@@ -4,10 +4,11 @@
 
     ERE = kWh × renewable_share(year) × co2_g_per_mj × mj_per_kwh / 1000
 
-The factors live in `proxy/ere/data/factors.toml` (one `[[year]]` per delivery year, one
+The factors live in `proxy/ere/core/data/factors.toml` (one `[[year]]` per delivery year, one
 `[[price]]` per quarter), never inline, so a new year is a data change. Numbers are read as
-exact decimals. `ere()` applies the rounding rule of `proxy.ere.rounding`: the exact product is
-rounded once to 0.01 ERE, half up (42.37 kWh in 2026 gives 14.09624478, so 14.10 ERE).
+exact decimals. `ere()` applies the rounding rule of `proxy.ere.core.rounding`: the exact
+product is rounded once to 0.01 ERE, half up (42.37 kWh in 2026 gives 14.09624478, so 14.10
+ERE).
 
 Errors: a malformed table raises `FactorTableError` naming the file and the entry; asking for a
 year or quarter the table does not have raises `MissingFactorError`. There is no default: a
@@ -23,8 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from proxy.ere.quarters import Quarter, QuarterFormatError
-from proxy.ere.rounding import exact, require_decimal, to_ere
+from proxy.ere.core.quarters import Quarter, QuarterFormatError
+from proxy.ere.core.rounding import exact, require_decimal, to_ere
 
 __all__ = [
     "FactorTable",

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from proxy.ere.ean import Ean
-from proxy.ere.quarters import local_date
-from proxy.ere.rounding import exact, require_decimal, wide
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.quarters import local_date
+from proxy.ere.core.rounding import exact, require_decimal, wide
 from proxy.evidence import MeterClass
 
 __all__ = [

@@ -1,17 +1,11 @@
-"""SEPA payouts: who gets paid this quarter, and the pain.001 Credit Transfer file that pays them.
+"""SEPA credit transfers: the pain.001 file that pays the transfers of a payout run.
 
-Two steps, both pure:
-
-* `plan_payouts` turns the customers' net amounts for a quarter (plus what they carried in from
-  the previous quarter) into transfers and carry-overs. A customer of a partner on the `direct`
-  payout model is paid to their own account; all customers of a `partner-account` partner are
-  paid together, in one transfer to the partner's account. Every cent is accounted for:
-  `sum(net + carried_in) == sum(transfer amounts) + sum(carry-overs)`, exactly.
-* `build_credit_transfer` turns the transfers into a pain.001 document with the `sepaxml`
-  library and validates it against the official ISO 20022 XSD that `sepaxml` ships.
-
-`write_sepa` is the only function that touches the disk: it validates again and then writes
-atomically (temporary file, fsync, rename), so an invalid document never leaves a file behind.
+`build_credit_transfer` turns transfers (`CreditTransfer`: an account, an amount, a remittance
+text and an end-to-end id) into a pain.001 document with the `sepaxml` library and validates it
+against the official ISO 20022 XSD that `sepaxml` ships; `validate_pain001` checks a document
+again. Both are pure: the only files they read are those XSDs, shipped inside `sepaxml`. Which
+transfers to make is `proxy.ere.core.payout_plan`; writing the document to disk (validated once
+more, then atomically) is `proxy.ere.jobs.payouts.write_sepa`.
 
 Decisions:
 
@@ -43,11 +37,10 @@ import functools
 import hashlib
 import importlib.resources
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal, get_args
 
 import xmlschema
@@ -57,35 +50,24 @@ from schwifty.exceptions import SchwiftyException
 from sepaxml import SepaTransfer  # type: ignore[import-untyped]
 from text_unidecode import unidecode  # type: ignore[import-untyped]
 
-from proxy.ere.files import write_atomically
-
 __all__ = [
     "MAX_AMOUNT",
     "MAX_NAME_CHARS",
     "MAX_REMITTANCE_CHARS",
     "BankAccount",
-    "CarryOver",
-    "CarryOverReason",
     "CreditTransfer",
-    "CustomerBalance",
     "Debtor",
     "InvalidAccountError",
     "PainVersion",
-    "PartnerPayout",
     "PayeeKind",
-    "PayoutModel",
-    "PayoutPlan",
-    "PayoutPlanError",
-    "PlannedTransfer",
     "SepaDocument",
     "SepaError",
     "SepaValidationError",
     "build_credit_transfer",
     "end_to_end_id",
-    "plan_payouts",
+    "require_cents",
     "sepa_text",
     "validate_pain001",
-    "write_sepa",
 ]
 
 PainVersion = Literal["pain.001.001.03", "pain.001.001.09"]
@@ -116,30 +98,11 @@ class SepaValidationError(SepaError):
     """A document that does not validate against the official pain.001 XSD."""
 
 
-class PayoutPlanError(ValueError):
-    """Balances or partner settings that cannot be planned (unknown partner, duplicate customer)."""
-
-
-class PayoutModel(enum.Enum):
-    """How a partner's customers are paid: each to their own account, or pooled to the partner."""
-
-    DIRECT = "direct"
-    PARTNER_ACCOUNT = "partner-account"
-
-
 class PayeeKind(enum.Enum):
     """Whose account a transfer goes to."""
 
     CUSTOMER = "customer"
     PARTNER = "partner"
-
-
-class CarryOverReason(enum.Enum):
-    """Why a balance was not paid this quarter and moves to the next one."""
-
-    BELOW_MINIMUM = "below-minimum"  # positive, but less than the configured minimum
-    NOT_POSITIVE = "not-positive"  # negative (a correction): offset against later quarters
-    NO_ACCOUNT = "no-account"  # nowhere to pay it yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,67 +134,6 @@ class CreditTransfer:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerBalance:
-    """A customer's result for the quarter being paid out.
-
-    `net` is this quarter's net amount and `carried_in` what the previous quarter carried over
-    (both Decimal euros in whole cents, either may be negative). `partner_id` None means a
-    customer without a partner, always paid directly. `account` is the customer's own account,
-    needed only on the `direct` model. A customer with only a carry-in needs a row with net 0.
-    """
-
-    customer_id: str
-    partner_id: str | None
-    net: Decimal
-    carried_in: Decimal = _ZERO
-    account: BankAccount | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PartnerPayout:
-    """A partner's payout model and, for `partner-account`, the account the pool goes to."""
-
-    partner_id: str
-    model: PayoutModel
-    account: BankAccount | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedTransfer:
-    """A transfer to make and which customers' balances it settles (`shares`, summing to it)."""
-
-    payee_kind: PayeeKind
-    payee_id: str
-    transfer: CreditTransfer
-    shares: tuple[tuple[str, Decimal], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CarryOver:
-    """A customer balance not paid this quarter; it is the next quarter's `carried_in`."""
-
-    customer_id: str
-    amount: Decimal
-    reason: CarryOverReason
-
-
-@dataclass(frozen=True, slots=True)
-class PayoutPlan:
-    """The outcome of `plan_payouts`: transfers to make and balances carried to next quarter."""
-
-    transfers: tuple[PlannedTransfer, ...]
-    carry_overs: tuple[CarryOver, ...]
-
-    @property
-    def total_transferred(self) -> Decimal:
-        return sum((planned.transfer.amount for planned in self.transfers), _ZERO)
-
-    @property
-    def total_carried_over(self) -> Decimal:
-        return sum((carry.amount for carry in self.carry_overs), _ZERO)
-
-
-@dataclass(frozen=True, slots=True)
 class SepaDocument:
     """A validated pain.001 document and the figures of its group header."""
 
@@ -245,88 +147,6 @@ class SepaDocument:
 def end_to_end_id(payout_run_id: str, payee_kind: PayeeKind, payee_id: str) -> str:
     """The deterministic end-to-end id of the transfer to one payee in one payout run."""
     return _derived_id("end-to-end", payout_run_id, payee_kind.value, payee_id)
-
-
-def plan_payouts(
-    balances: Sequence[CustomerBalance],
-    partners: Mapping[str, PartnerPayout],
-    *,
-    minimum: Decimal,
-    payout_run_id: str,
-    remittance: str,
-) -> PayoutPlan:
-    """Decide the transfers of one payout run and what carries over to the next quarter.
-
-    A payee (a direct customer, or a partner-account partner with all its customers pooled) is
-    paid when its balance is positive and at least `minimum`; otherwise every customer's own
-    balance carries over, with the payee's reason. `partners` is keyed by partner id. A pool nets negative customer balances against
-    positive ones. Zero balances produce neither a transfer nor a carry-over. The plan is
-    deterministic: transfers to customers come first, then those to partners, each sorted by
-    id, and carry-overs are sorted by customer id.
-
-    Raises `TypeError` for a non-Decimal amount and `PayoutPlanError` for sub-cent amounts, a
-    negative minimum, a duplicate customer, or a partner id missing from `partners`.
-    """
-    _require_cents(minimum, "minimum", PayoutPlanError)
-    if minimum < 0:
-        raise PayoutPlanError(f"minimum must not be negative, got {minimum}")
-    direct: list[tuple[CustomerBalance, Decimal]] = []
-    pools: dict[str, list[tuple[CustomerBalance, Decimal]]] = {}
-    seen: set[str] = set()
-    for balance in balances:
-        if balance.customer_id in seen:
-            raise PayoutPlanError(f"customer {balance.customer_id!r} appears twice in the balances")
-        seen.add(balance.customer_id)
-        total = _require_cents(balance.net, f"net of customer {balance.customer_id!r}", PayoutPlanError)
-        total += _require_cents(
-            balance.carried_in, f"carried_in of customer {balance.customer_id!r}", PayoutPlanError
-        )
-        if balance.partner_id is None:
-            direct.append((balance, total))
-            continue
-        partner = partners.get(balance.partner_id)
-        if partner is None:
-            raise PayoutPlanError(
-                f"customer {balance.customer_id!r} belongs to partner {balance.partner_id!r}, "
-                "which has no payout settings"
-            )
-        if partner.model is PayoutModel.DIRECT:
-            direct.append((balance, total))
-        else:
-            pools.setdefault(balance.partner_id, []).append((balance, total))
-
-    transfers: list[PlannedTransfer] = []
-    carry_overs: list[CarryOver] = []
-    for balance, total in sorted(direct, key=lambda item: item[0].customer_id):
-        reason = _reason_not_to_pay(total, minimum, balance.account)
-        if reason is not None:
-            if total:
-                carry_overs.append(CarryOver(balance.customer_id, total, reason))
-            continue
-        assert balance.account is not None
-        own_share: tuple[tuple[str, Decimal], ...] = ((balance.customer_id, total),)
-        transfers.append(
-            _planned(
-                PayeeKind.CUSTOMER, balance.customer_id, balance.account, total, own_share, payout_run_id, remittance
-            )
-        )
-    for partner_id in sorted(pools):
-        members = sorted(pools[partner_id], key=lambda item: item[0].customer_id)
-        total = sum((amount for _, amount in members), _ZERO)
-        account = partners[partner_id].account
-        reason = _reason_not_to_pay(total, minimum, account)
-        if reason is not None:
-            carry_overs.extend(
-                CarryOver(balance.customer_id, amount, reason) for balance, amount in members if amount
-            )
-            continue
-        assert account is not None
-        shares = tuple((balance.customer_id, amount) for balance, amount in members if amount)
-        transfers.append(
-            _planned(PayeeKind.PARTNER, partner_id, account, total, shares, payout_run_id, remittance)
-        )
-    carry_overs.sort(key=lambda carry: carry.customer_id)
-    return PayoutPlan(tuple(transfers), tuple(carry_overs))
 
 
 def build_credit_transfer(
@@ -448,18 +268,6 @@ def validate_pain001(document: SepaDocument) -> None:
         )
 
 
-def write_sepa(path: Path, document: SepaDocument) -> None:
-    """Validate `document` and write it to `path` atomically, replacing any file there.
-
-    The bytes go to a temporary file in the same directory, are fsynced, and are renamed over
-    `path`; the directory is fsynced after. Raises `SepaValidationError` before anything is
-    written if the document is invalid, and `OSError` if writing fails; in both cases `path`
-    is untouched and no temporary file is left.
-    """
-    validate_pain001(document)
-    write_atomically(Path(path), document.xml)
-
-
 def sepa_text(text: str, max_chars: int, what: str = "text") -> str:
     """`text` reduced to the EPC basic Latin character set and cut to `max_chars` characters.
 
@@ -474,35 +282,12 @@ def sepa_text(text: str, max_chars: int, what: str = "text") -> str:
     return cleaned
 
 
-def _reason_not_to_pay(total: Decimal, minimum: Decimal, account: BankAccount | None) -> CarryOverReason | None:
-    if total <= 0:
-        return CarryOverReason.NOT_POSITIVE
-    if total < minimum:
-        return CarryOverReason.BELOW_MINIMUM
-    if account is None:
-        return CarryOverReason.NO_ACCOUNT
-    return None
+def require_cents(amount: object, what: str, error: type[ValueError] = SepaError) -> Decimal:
+    """Return `amount` if it is a finite Decimal in whole cents (trailing zeros are fine).
 
-
-def _planned(
-    kind: PayeeKind,
-    payee_id: str,
-    account: BankAccount,
-    amount: Decimal,
-    shares: tuple[tuple[str, Decimal], ...],
-    payout_run_id: str,
-    remittance: str,
-) -> PlannedTransfer:
-    transfer = CreditTransfer(end_to_end_id(payout_run_id, kind, payee_id), account, amount, remittance)
-    return PlannedTransfer(kind, payee_id, transfer, shares)
-
-
-def _derived_id(purpose: str, *parts: str) -> str:
-    digest = hashlib.sha256("\x1f".join((purpose, *parts)).encode("utf-8")).hexdigest()
-    return "ERE" + digest[: MAX_ID_CHARS - 3].upper()
-
-
-def _require_cents(amount: object, what: str, error: type[ValueError]) -> Decimal:
+    Raises `TypeError` for anything but a Decimal (a float above all) and `error`, naming
+    `what`, for NaN, infinity or a fraction of a cent; never rounds.
+    """
     if not isinstance(amount, Decimal):
         raise TypeError(f"{what} must be a Decimal, got {type(amount).__name__} {amount!r}")
     if not amount.is_finite() or amount != amount.quantize(_CENT):
@@ -510,8 +295,13 @@ def _require_cents(amount: object, what: str, error: type[ValueError]) -> Decima
     return amount
 
 
+def _derived_id(purpose: str, *parts: str) -> str:
+    digest = hashlib.sha256("\x1f".join((purpose, *parts)).encode("utf-8")).hexdigest()
+    return "ERE" + digest[: MAX_ID_CHARS - 3].upper()
+
+
 def _amount_in_cents(amount: Decimal, what: str) -> int:
-    _require_cents(amount, f"{what} amount", SepaError)
+    require_cents(amount, f"{what} amount")
     if not _ZERO < amount <= MAX_AMOUNT:
         raise SepaError(f"{what} amount must be between 0.01 and {MAX_AMOUNT} EUR, got {amount}")
     return int(amount.scaleb(2))

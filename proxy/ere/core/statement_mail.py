@@ -7,10 +7,9 @@ rendered as given; the statement only checks that they agree (net = gross - fee)
 rounding (kWh to 0.001, ERE and euros to 0.01, a unit price to at most 4 decimals) is half up
 and never feeds back into any amount.
 
-`build_statement_message` wraps both renderings in a multipart/alternative `EmailMessage`.
-`send_or_write` is the thin I/O shell: over SMTP (optionally upgraded with STARTTLS) when
-settings are given, else as `.eml` files written atomically. It blocks, so call it from a
-worker thread (`trio.to_thread.run_sync`) in async code.
+`build_statement_message` wraps both renderings in a multipart/alternative `EmailMessage` with a
+Message-ID derived from the statement id. Everything here is pure; sending the messages (SMTP,
+or `.eml` files) is `proxy.ere.jobs.statement_delivery`.
 
 Hostile input: everything a customer or partner supplies is HTML-escaped in the HTML body.
 The brand colour must be `#rrggbb` and the logo URL `https://`, or the branding is refused,
@@ -26,35 +25,24 @@ import enum
 import hashlib
 import html
 import re
-import smtplib
-import ssl
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from proxy.ere.files import write_atomically
-
 __all__ = [
-    "Delivery",
     "PartnerBranding",
     "PayoutStatement",
     "PricingBasis",
-    "SmtpSettings",
-    "StatementDeliveryError",
     "StatementLine",
     "build_statement_message",
+    "message_token",
     "render_html",
     "render_text",
-    "send_or_write",
 ]
 
 _CENT = Decimal("0.01")
@@ -64,7 +52,6 @@ _ZERO = Decimal(0)
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MESSAGE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_WIRE_POLICY = policy.SMTP  # CRLF line ends, as on the wire
 
 
 class PricingBasis(enum.Enum):
@@ -153,45 +140,6 @@ class PayoutStatement:
     @property
     def paid_out(self) -> Decimal:
         return self.net + self.carried_in - self.carried_over
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    """Where to send statements. Credentials are only ever sent after STARTTLS.
-
-    `ssl_context` overrides the default (system CAs, hostname checked). Raises `ValueError`
-    for a username without STARTTLS.
-    """
-
-    host: str
-    port: int = 587
-    starttls: bool = True
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    timeout_seconds: float = 30.0
-    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.username is not None and not self.starttls:
-            raise ValueError("refusing to send SMTP credentials without STARTTLS")
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where one message went: sent over SMTP (`path` None) or written to `path`."""
-
-    message_id: str
-    recipients: tuple[str, ...]
-    path: Path | None
-
-
-class StatementDeliveryError(Exception):
-    """Sending or writing stopped at one message; `delivered` lists the ones that went out."""
-
-    def __init__(self, message: str, *, failed_message_id: str, delivered: Sequence[Delivery]) -> None:
-        super().__init__(message)
-        self.failed_message_id = failed_message_id
-        self.delivered = tuple(delivered)
 
 
 def render_text(statement: PayoutStatement, branding: PartnerBranding) -> str:
@@ -283,69 +231,21 @@ def build_statement_message(
     message["To"] = _address(statement.customer_name, statement.customer_email, "customer e-mail")
     message["Subject"] = _header_text(f"{branding.display_name}: ERE payout statement {statement.period_label}")
     message["Date"] = format_datetime(dated)
-    message["Message-ID"] = f"<{_message_token(statement.statement_id)}@{from_address.domain}>"
+    message["Message-ID"] = f"<{message_token(statement.statement_id)}@{from_address.domain}>"
     message.set_content(render_text(statement, branding), cte="quoted-printable")
     message.add_alternative(render_html(statement, branding), subtype="html")
     return message
 
 
-def send_or_write(
-    messages: Sequence[EmailMessage], smtp_settings: SmtpSettings | None, out_dir: Path
-) -> list[Delivery]:
-    """Send `messages` over one SMTP connection, or, without settings, write them to `out_dir`.
+def message_token(statement_id: str) -> str:
+    """The local part of a statement's Message-ID (and the name of its `.eml` file).
 
-    Files are named after the Message-ID (`<token>.eml`), written atomically, and replace an
-    earlier file of the same statement. Stops at the first failure and raises
-    `StatementDeliveryError` (the cause chained) listing what was delivered before it. A
-    message without a Message-ID, or two with the same one, are refused with `ValueError`
-    before anything is delivered.
+    The statement id itself when it is a safe token (1-64 characters `A-Z a-z 0-9 . _ -`,
+    starting with a letter or digit), else `statement-` and 32 hex digits of its SHA-256.
     """
-    tokens = [_token_of(message) for message in messages]
-    duplicates = sorted(token for token, count in Counter(tokens).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"several messages share the Message-ID token(s) {duplicates}")
-    if not messages:
-        return []
-    if smtp_settings is None:
-        return _write_all(messages, tokens, Path(out_dir))
-    return _send_all(messages, smtp_settings)
-
-
-def _write_all(messages: Sequence[EmailMessage], tokens: list[str], out_dir: Path) -> list[Delivery]:
-    delivered: list[Delivery] = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for message, token in zip(messages, tokens, strict=True):
-        path = out_dir / f"{token}.eml"
-        try:
-            write_atomically(path, message.as_bytes(policy=_WIRE_POLICY))
-        except OSError as error:
-            raise StatementDeliveryError(
-                f"writing {path.name} failed: {error}", failed_message_id=str(message["Message-ID"]), delivered=delivered
-            ) from error
-        delivered.append(Delivery(str(message["Message-ID"]), _recipients(message), path))
-    return delivered
-
-
-def _send_all(messages: Sequence[EmailMessage], settings: SmtpSettings) -> list[Delivery]:
-    delivered: list[Delivery] = []
-    current = str(messages[0]["Message-ID"])
-    try:
-        with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as connection:
-            if settings.starttls:
-                connection.starttls(context=settings.ssl_context or ssl.create_default_context())
-            if settings.username is not None:
-                connection.login(settings.username, settings.password or "")
-            for message in messages:
-                current = str(message["Message-ID"])
-                connection.send_message(message)
-                delivered.append(Delivery(current, _recipients(message), None))
-    except (smtplib.SMTPException, OSError) as error:
-        raise StatementDeliveryError(
-            f"sending {current} over SMTP to {settings.host}:{settings.port} failed: {error}",
-            failed_message_id=current,
-            delivered=delivered,
-        ) from error
-    return delivered
+    if _MESSAGE_TOKEN.fullmatch(statement_id):
+        return statement_id
+    return "statement-" + hashlib.sha256(statement_id.encode("utf-8")).hexdigest()[:32]
 
 
 def _summary_rows(statement: PayoutStatement) -> list[tuple[str, str]]:
@@ -425,21 +325,3 @@ def _address(display_name: str, addr_spec: str, what: str) -> Address:
     if not address.username or not address.domain or _CONTROL.search(addr_spec):
         raise ValueError(f"{what} {addr_spec!r} is not a usable e-mail address")
     return address
-
-
-def _message_token(statement_id: str) -> str:
-    if _MESSAGE_TOKEN.fullmatch(statement_id):
-        return statement_id
-    return "statement-" + hashlib.sha256(statement_id.encode("utf-8")).hexdigest()[:32]
-
-
-def _token_of(message: EmailMessage) -> str:
-    message_id = message["Message-ID"]
-    if not message_id:
-        raise ValueError(f"message to {message['To']!r} has no Message-ID")
-    local_part = str(message_id).strip().strip("<>").split("@", 1)[0]
-    return _message_token(local_part)
-
-
-def _recipients(message: EmailMessage) -> tuple[str, ...]:
-    return tuple(address.addr_spec for address in message["To"].addresses)

@@ -3,18 +3,29 @@
 `ere-proxy payout run 2026Q3` queues a `payout` job with the run's dates fixed at that moment.
 Its handler sums each customer's net over the quarter's statement lines (regular and
 adjustment), adds what the customer carried in from earlier runs, plans the transfers
-(`sepa.plan_payouts`: one per direct customer, one per partner-account partner; amounts below
-`payout_minimum`, not positive, or without an account carry over), builds and validates the
-pain.001 document, writes it whole to `<payout_dir>/payout-<quarter>.xml`, and records the run,
-its transfers and carry-overs in the job's transaction. The run id is the quarter: the primary
-keys allow one run per quarter and one transfer per payee in it. A worker killed half-way leaves
-no rows, and the rerun writes the same bytes again (identifiers and dates are deterministic), so
-there is only ever one file and one transfer per payee.
+(`core.payout_plan.plan_payouts`: one per direct customer, one per partner-account partner;
+amounts below `payout_minimum`, not positive, or without an account carry over), builds and
+validates the pain.001 document (`core.sepa`), writes it whole to
+`<payout_dir>/payout-<quarter>.xml` (`write_sepa`), and records the run, its transfers and
+carry-overs in the job's transaction. The run id is the quarter: the primary keys allow one run
+per quarter and one transfer per payee in it. A worker killed half-way leaves no rows, and the
+rerun writes the same bytes again (identifiers and dates are deterministic), so there is only
+ever one file and one transfer per payee.
 
 A `statements` job then renders each paid or carried customer's statement (partner-branded text
-and HTML) and sends it over SMTP, or writes .eml files to `statement_dir`; deliveries are
-recorded in `payout_statements`. A statement is delivered at least once: a worker killed while
-sending may send some again when the job reruns (mail has no transactions).
+and HTML) and sends it over SMTP, or writes .eml files to `statement_dir`
+(`proxy.ere.jobs.statement_delivery`); deliveries are recorded in `payout_statements`. A
+statement is delivered at least once: a worker killed while sending may send some again when
+the job reruns (mail has no transactions).
+
+Blocking work leaves the event loop: the payout file is validated and written, and the
+statements are sent or written, in a worker thread (`trio.to_thread.run_sync`), so the worker's
+other tasks (its /metrics, its signal handling) run on meanwhile. Cancellation: the file write is
+not abandoned; a cancel that arrives during it waits until the file is whole in place (or, if
+writing failed, absent with any earlier file kept), then the job's transaction rolls back, so no
+run refers to the file and the rerun writes the same bytes again. A cancel during delivery stops
+it after the message under way (see `statement_delivery`); nothing is recorded, so the rerun
+sends again.
 """
 
 from __future__ import annotations
@@ -27,17 +38,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from proxy.config import EreSettings
-from proxy.ere.jobs import Job, enqueue
-from proxy.ere.quarters import Quarter, local_date
-from proxy.ere.sepa import (
-    BankAccount, CustomerBalance, Debtor, PartnerPayout, PayoutModel, build_credit_transfer, plan_payouts,
-    write_sepa,
-)  # fmt: skip
-from proxy.ere.statement_mail import (
-    PartnerBranding, PayoutStatement, PricingBasis, SmtpSettings, build_statement_message, send_or_write,
-)  # fmt: skip
-from proxy.ere.statement_mail import StatementLine as SessionLine
+from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
+from proxy.ere.core.quarters import Quarter, local_date
+from proxy.ere.core.sepa import BankAccount, Debtor, SepaDocument, build_credit_transfer, validate_pain001
+from proxy.ere.core.statement_mail import PartnerBranding, PayoutStatement, PricingBasis, build_statement_message
+from proxy.ere.core.statement_mail import StatementLine as SessionLine
+from proxy.ere.jobs.files import write_atomically
+from proxy.ere.jobs.queue import Job, enqueue
+from proxy.ere.jobs.statement_delivery import SmtpSettings, deliver_statements
 from proxy.store.connection import Connection
 
 
@@ -102,10 +113,8 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
             created_at=datetime.fromisoformat(job.args["created_at"]),
             payout_run_id=quarter,
         )
-        directory = Path(settings.payout_dir)
-        directory.mkdir(parents=True, exist_ok=True)
         file_name = f"payout-{quarter}.xml"
-        write_sepa(directory / file_name, document)
+        await trio.to_thread.run_sync(_write_payout_file, Path(settings.payout_dir), file_name, document)
         message_id, control_sum = document.message_id, document.control_sum
     await conn.execute(
         "INSERT INTO payout_runs (run_id, quarter, revision, state, file_name, message_id, control_sum)"
@@ -122,6 +131,23 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
             "INSERT INTO payout_carry_overs (run_id, customer_id, amount, reason) VALUES ($1, $2, $3, $4)",
             quarter, carry.customer_id, carry.amount, carry.reason.value)
     await enqueue(conn, "statements", quarter, {"quarter": quarter, "created_at": job.args["created_at"]})
+
+
+def write_sepa(path: Path, document: SepaDocument) -> None:
+    """Validate `document` and write it to `path` atomically, replacing any file there.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and are renamed over
+    `path`; the directory is fsynced after. Raises `SepaValidationError` before anything is
+    written if the document is invalid, and `OSError` if writing fails; in both cases `path`
+    is untouched and no temporary file is left.
+    """
+    validate_pain001(document)
+    write_atomically(Path(path), document.xml)
+
+
+def _write_payout_file(directory: Path, file_name: str, document: SepaDocument) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_sepa(directory / file_name, document)
 
 
 _STATEMENT_FIGURES = """
@@ -172,7 +198,7 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
         recipients.append(customer_id)
     if not messages:
         return
-    deliveries = send_or_write(messages, _smtp(settings), Path(settings.statement_dir))
+    deliveries = await deliver_statements(messages, _smtp(settings), Path(settings.statement_dir))
     for customer_id, delivery in zip(recipients, deliveries, strict=True):
         await conn.execute(
             "INSERT INTO payout_statements (run_id, customer_id, message_id, path) VALUES ($1, $2, $3, $4)",

@@ -4,10 +4,10 @@
 quarter (`quarter_closes`, state `closing`) and queues one `close-shard` job per shard; customers
 are spread over shards by a hash of their id, so shards share nothing and run on any worker in
 parallel. A shard loads its customers, their chargers' sessions, mandates and everything already
-stated for them, assesses every session (`eligibility.assess`), closes the quarter for them
-(`statements.close_quarter`, a pure function) and inserts the lines, the sessions each line
-counted, and each session's assessment, all in the job's transaction. The shard that finds every
-other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
+stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for
+them (`core.statements.close_quarter`, a pure function) and inserts the lines, the sessions each
+line counted, and each session's assessment, all in the job's transaction. The shard that finds
+every other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
 
 Rules:
 - quarters close in order: a quarter closes only once the one before it is closed (unless no
@@ -32,15 +32,15 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from proxy.ere.ean import Ean
-from proxy.ere.eligibility import (
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.eligibility import (
     Assessment, ChargerLink, Mandate, SessionContext, SessionRecord, assess,
 )  # fmt: skip
-from proxy.ere.factors import FactorTable
-from proxy.ere.fees import FeePlan
-from proxy.ere.jobs import Job, enqueue
-from proxy.ere.quarters import Quarter
-from proxy.ere.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
+from proxy.ere.core.factors import FactorTable
+from proxy.ere.core.fees import FeePlan
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.core.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
+from proxy.ere.jobs.queue import Job, enqueue
 from proxy.store.connection import Connection
 
 

@@ -24,7 +24,7 @@ session with everything stated so far (the `closed` statements):
   orphan's close, new evidence, a mandate found later), one that is no longer eligible, or a
   price corrected in the factor table after P closed: each shows up once, as a difference.
 
-Figures of a line (rounding rules in `proxy.ere.rounding` and `proxy.ere.fees`):
+Figures of a line (rounding rules in `proxy.ere.core.rounding` and `proxy.ere.core.fees`):
 
 * regular line: kWh = sum of the sessions' kWh (exact); ERE = ere(kWh) for P's year, to 0.01;
   gross = ERE × P's price, to the cent; fee, VAT and net from the customer's fee plan;
@@ -52,12 +52,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from proxy.ere.ean import Ean
-from proxy.ere.eligibility import Assessment
-from proxy.ere.factors import FactorTable, ere
-from proxy.ere.fees import FeePlan, split_gross
-from proxy.ere.quarters import Quarter
-from proxy.ere.rounding import exact, to_cents
+from proxy.ere.core.ean import Ean
+from proxy.ere.core.eligibility import Assessment
+from proxy.ere.core.factors import FactorTable, ere
+from proxy.ere.core.fees import FeePlan, split_gross
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.core.rounding import exact, to_cents
 
 __all__ = [
     "CloseError",
