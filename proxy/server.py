@@ -81,6 +81,8 @@ def _retry_after(seconds: float) -> tuple[tuple[bytes, bytes], ...]:
 _OUTAGES = frozenset({"upstream_unreachable", "upstream_timeout"})
 # A charger refused offline may try again after this many seconds (its own queue holds its CALLs).
 _OFFLINE_RETRY_AFTER = 30.0
+# Once the upstream accepted a charger, how long its outbox lookup may still take (normally ms).
+_LOOKUP_GRACE = 1.0
 
 
 @dataclass
@@ -346,12 +348,15 @@ class ProxyServer:
         dialled: tuple[trio.abc.Stream, UpstreamAccepted, bytes] | None = None
         refused: _Refusal | None = None
 
+        looked_up = trio.Event()
+
         async def look_up() -> None:
             nonlocal lookup
             try:
                 lookup = await store.look_up(identity)
             except StoreUnavailable as exc:
                 log.warning("outbox lookup failed", extra={"identity": identity, "error": str(exc)})
+            looked_up.set()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -360,6 +365,13 @@ class ProxyServer:
                     dialled = await self._dial(route, identity, offer, authorization)
                 except _Refusal as refusal:  # kept, and raised outside the nursery
                     refused = refusal
+                else:
+                    # The upstream accepted: a slow or stalled database must not hold the charger
+                    # up. Without an answer in time it is forwarded (an outbox it may still have
+                    # waits for its next relay, and is never lost).
+                    with trio.move_on_after(_LOOKUP_GRACE):
+                        await looked_up.wait()
+                    nursery.cancel_scope.cancel()
         except BaseException:
             if dialled is not None:
                 await trio.aclose_forcefully(dialled[0])
@@ -372,9 +384,10 @@ class ProxyServer:
             return _Admitted(offer[0], authorization, None, b"", needs_outbox=True, proof=proof)
         assert dialled is not None
         stream, accepted, trailing = dialled
-        if route.auth == "passthrough" and request.authorization and lookup is not None:
+        if route.auth == "passthrough" and request.authorization:
             # The back-office accepted this header: what proves the charger while it is unreachable.
-            if not self.verifier.current(identity, request.authorization, lookup.verifier):
+            stored = lookup.verifier if lookup is not None else None
+            if not self.verifier.current(identity, request.authorization, stored):
                 store.remember_verifier(identity, self.verifier.digest(identity, request.authorization))
         version = accepted.subprotocol or self.settings.default_subprotocol
         needs_outbox = lookup is not None and lookup.needs_outbox

@@ -84,3 +84,25 @@ async def test_a_stalled_database_fails_outbox_calls_in_time_and_never_blocks_th
             # Here the proxy has shut down, with its database still stalled.
     async with open_database(settings, migrate=False) as db:
         assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 1  # s1 only
+
+
+async def test_a_charger_whose_back_office_accepts_it_is_forwarded_while_the_database_is_stalled(
+    pg_server, database_dsn, tmp_path, nursery
+):
+    settings = DatabaseSettings(dsn=database_dsn, pool_size=4, connect_timeout=2.0, query_timeout=30.0)
+    csms = Csms()
+    await csms.start(nursery)
+    with ExitStack() as resume:
+        async with running_proxy(settings, csms, tmp_path) as (port, server, db):  # outbox deadlines: 30 s
+            resume.enter_context(stopped(await server_pids(pg_server)))
+            charger = await RawCharger.connect(port)
+            try:
+                with trio.fail_after(10):  # before: the handshake waited for the outbox lookup (60 s)
+                    assert (await charger.upgrade("CP-1", raw_credentials("CP-1"))).startswith(b"HTTP/1.1 101")
+                    await status_notification(charger, "s1")
+                    while not charger.reader.feed(await charger.stream.receive_some(4096)):
+                        pass
+                await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["StatusNotification"])
+            finally:
+                await charger.aclose()
+            resume.close()  # the database answers again before the proxy stops
