@@ -1,35 +1,48 @@
 """Checking a managed charger's password at the handshake, also under attack (Trio shell over `auth.py`).
 
 A password is checked against its scrypt hash, which costs ~40 ms of CPU on purpose; a flood of
-wrong passwords must neither buy an attacker many guesses nor lock out the chargers that know
-theirs. One attempt goes through, in order:
+wrong passwords must neither buy an attacker many guesses, nor lock out the chargers that know
+theirs, nor take the CPU that forwarding needs. One attempt goes through, in order:
 
 1. a recent success with the same identity, password and hash (`PasswordCache`): admitted at
    once, without hashing and whatever the limits below say;
-2. failure budgets (`TokenBuckets`): an attempt takes a token from its client address's and its
-   identity's budget (a success gives them back); with none left it is refused without hashing
-   (`RATE_LIMITED`, with the seconds until it may retry). Taking the token first means a flood
-   of concurrent guesses from one address reaches the hashing queue no more often than the
-   budget allows;
-3. the hashing queue: `threads` hashes at a time, in threads of their own (a flood cannot starve
-   the DNS lookups that share Trio's default thread limiter). Attempts for identities that proved
-   their password recently (`RecentSuccesses`) wait in a lane of their own that goes first; the
-   other lane holds at most `max_waiting` attempts, and one more is refused at once (`BUSY`);
-4. the hash.
+2. failure budgets (`TokenBuckets`): a client address with too many recent failures, or an
+   identity with too many recent failures from addresses it has not succeeded from, is refused
+   without hashing (`RATE_LIMITED`, with the seconds until it may retry). A charger that proved
+   its password from an address is not locked out by failures for its identity elsewhere;
+3. the client address's own line: at most `per_address` of its attempts are hashed or queued at
+   once (so a flood from one address cannot spend more than that before its failures count);
+   the others wait in line, and beyond `max_waiting` of them an attempt is refused (`BUSY`);
+4. the hashing queue: `threads` hashes at a time. Attempts for identities that proved their
+   password recently (`RecentSuccesses`) wait in a lane of their own that goes first; the other
+   lane holds at most `max_waiting` attempts, and one more is refused at once (`BUSY`);
+5. the hash, in threads of their own at a lower CPU priority (`HashingThreads`): when a flood
+   keeps them busy, forwarding and the handshakes of other chargers still get the CPU first.
 
-Cancellation: an attempt cancelled while it waits leaves the queue (its turn passes on); one
-cancelled while it hashes finishes the hash first (a thread cannot be interrupted).
+A wrong password then takes a token from its address's and its identity's budget.
+
+Cancellation: an attempt cancelled while it waits leaves its line or queue (a turn handed to it
+passes on); one cancelled while it hashes lets the thread finish (a thread cannot be
+interrupted) and its result is dropped.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import os
+import queue
+import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from proxy.auth import PasswordCache, RecentSuccesses, TokenBuckets, verify_password
+
+log = logging.getLogger("proxy.admission")
 
 
 class Verdict(enum.Enum):
@@ -49,14 +62,64 @@ class Check:
 
 
 class QueueFull(Exception):
-    """The normal lane of the hashing queue holds `max_waiting` attempts already."""
+    """A bounded line of waiting attempts is full."""
+
+
+class HashingThreads:
+    """`count` daemon threads of their own, at `niceness` (Linux: per thread), that run slow hashes.
+
+    `run(function, *args)` hands the call to a thread and waits for its result. The threads are
+    started on first use and live as long as the process; a call whose caller was cancelled runs
+    to its end and its result is dropped.
+    """
+
+    def __init__(self, count: int = 2, niceness: int = 10) -> None:
+        self.count = count
+        self.niceness = niceness
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]]
+        self._calls = queue.SimpleQueue()
+        self._started = False
+
+    def _work(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
+        except (AttributeError, OSError) as exc:  # another system: full priority, still correct
+            log.warning("hashing threads run at normal priority", extra={"error": str(exc)})
+        while True:
+            function, args, deliver = self._calls.get()
+            try:
+                outcome: Any = function(*args)
+            except BaseException as exc:  # handed to the caller
+                outcome = exc
+            deliver(outcome)
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        if not self._started:
+            self._started = True
+            for index in range(self.count):
+                threading.Thread(target=self._work, name=f"hashing-{index}", daemon=True).start()
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[Any] = []
+
+        def deliver(outcome: Any) -> None:
+            box.append(outcome)
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass  # the caller's run is over: nobody waits for this any more
+
+        self._calls.put((function, args, deliver))
+        await done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
 
 
 class HashingQueue:
     """`threads` slots; waiters with priority are served before the others (each lane FIFO)."""
 
     def __init__(self, threads: int, max_waiting: int) -> None:
-        self.limiter = trio.CapacityLimiter(threads)  # for trio.to_thread: as many threads as slots
         self._free = threads
         self._max_waiting = max_waiting
         self._lanes: tuple[deque[trio.Event], deque[trio.Event]] = (deque(), deque())  # priority, normal
@@ -74,16 +137,7 @@ class HashingQueue:
         lane = self._lanes[0 if priority else 1]
         if not priority and len(lane) >= self._max_waiting:
             raise QueueFull
-        turn = trio.Event()
-        lane.append(turn)
-        try:
-            await turn.wait()
-        except BaseException:
-            if turn.is_set():  # handed a slot as we were cancelled: pass it on
-                self.release()
-            else:
-                lane.remove(turn)
-            raise
+        await _wait_turn(lane, self.release)
 
     def release(self) -> None:
         for lane in self._lanes:
@@ -93,21 +147,84 @@ class HashingQueue:
         self._free += 1
 
 
+async def _wait_turn(line: deque[trio.Event], release: Callable[[], None]) -> None:
+    """Wait in `line` until a turn is handed over; cancelled, leave it (or pass a turn on)."""
+    turn = trio.Event()
+    line.append(turn)
+    try:
+        await turn.wait()
+    except BaseException:
+        if turn.is_set():  # handed a turn as we were cancelled: pass it on
+            release()
+        else:
+            line.remove(turn)
+        raise
+
+
+@dataclass
+class _Line:
+    in_flight: int = 0
+    waiting: deque[trio.Event] = field(default_factory=deque)
+
+
+class AddressLines:
+    """At most `per_address` attempts of one client address at once; the rest wait, boundedly."""
+
+    def __init__(self, per_address: int, max_waiting: int) -> None:
+        self.per_address = per_address
+        self.max_waiting = max_waiting
+        self._lines: dict[str, _Line] = {}
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    async def acquire(self, address: str) -> None:
+        """Wait for one of the address's turns; raises QueueFull when too many wait already."""
+        line = self._lines.setdefault(address, _Line())
+        if line.in_flight < self.per_address and not line.waiting:
+            line.in_flight += 1
+            await trio.lowlevel.checkpoint()
+            return
+        if len(line.waiting) >= self.max_waiting:
+            raise QueueFull
+        try:
+            await _wait_turn(line.waiting, lambda: self.release(address))
+        finally:
+            self._forget_if_idle(address, line)
+
+    def release(self, address: str) -> None:
+        line = self._lines[address]
+        if line.waiting:
+            line.waiting.popleft().set()  # the turn goes straight to the next in line
+            return
+        line.in_flight -= 1
+        self._forget_if_idle(address, line)
+
+    def _forget_if_idle(self, address: str, line: _Line) -> None:
+        if not line.in_flight and not line.waiting and self._lines.get(address) is line:
+            del self._lines[address]
+
+
 class PasswordGate:
-    """See the module docstring. `now` is the clock for budgets and recent successes."""
+    """See the module docstring; the clock for budgets and recent successes is Trio's."""
 
     def __init__(
         self,
         *,
         threads: int = 2,
         max_waiting: int = 32,
+        per_address: int = 4,
         address_failures: TokenBuckets | None = None,
         identity_failures: TokenBuckets | None = None,
         recent_window: float = 24 * 3600.0,
+        hashing: HashingThreads | None = None,
     ) -> None:
         self.queue = HashingQueue(threads, max_waiting)
+        self.lines = AddressLines(per_address, max_waiting)
+        self.hashing = hashing or HashingThreads(threads)
         self.cache = PasswordCache()
-        self.recent = RecentSuccesses(recent_window)
+        self.recent = RecentSuccesses(recent_window)  # identities (the hashing queue's priority)
+        self.recent_pairs = RecentSuccesses(recent_window)  # identity and address (budget exemption)
         if address_failures is None:  # 20 wrong passwords at once per client address, then 10 a minute
             address_failures = TokenBuckets(capacity=20, refill_per_second=10 / 60)
         if identity_failures is None:  # 10 at once per identity, then 2 a minute
@@ -116,35 +233,48 @@ class PasswordGate:
 
     async def check(self, identity: str, password: str, encoded: str, address: str) -> Check:
         """The verdict on `password` for `identity` from client `address` (see the module docstring)."""
-        triple = (identity, password, encoded)
         now = trio.current_time()
-        if triple in self.cache:
-            self.recent.add(identity, now)
+        if (identity, password, encoded) in self.cache:
+            self._succeeded(identity, address, now)
             return Check(Verdict.ADMITTED)
-        budgets = ((self.by_address, address), (self.by_identity, identity))
-        for buckets, key in budgets:
-            if not buckets.allows(key, now):
-                return Check(Verdict.RATE_LIMITED, buckets.retry_after(key, now))
-        for buckets, key in budgets:
-            buckets.take(key, now)
-        refund = True  # the tokens go back unless a wrong password was tried
+        budgets = [(self.by_address, address)]
+        if not self.recent_pairs(f"{identity}\0{address}", now):
+            budgets.append((self.by_identity, identity))
+        if limited := _over_budget(budgets, now):
+            return limited
         try:
+            await self.lines.acquire(address)
+        except QueueFull:
+            return Check(Verdict.BUSY, 2.0)
+        try:
+            if limited := _over_budget(budgets, trio.current_time()):  # failures of those ahead in line
+                return limited
             try:
                 await self.queue.acquire(priority=self.recent(identity, now))
             except QueueFull:
                 return Check(Verdict.BUSY, 1.0 + self.queue.waiting * 0.05)
             try:
-                verified = await trio.to_thread.run_sync(
-                    verify_password, password, encoded, limiter=self.queue.limiter)
+                verified = await self.hashing.run(verify_password, password, encoded)
             finally:
                 self.queue.release()
-            refund = verified
         finally:
-            if refund:
-                for buckets, key in budgets:
-                    buckets.give(key, trio.current_time())
+            self.lines.release(address)
+        now = trio.current_time()
         if not verified:
+            for buckets, key in budgets:
+                buckets.take(key, now)
             return Check(Verdict.WRONG, hashed=True)
-        self.cache.add(triple)
-        self.recent.add(identity, trio.current_time())
+        self.cache.add((identity, password, encoded))
+        self._succeeded(identity, address, now)
         return Check(Verdict.ADMITTED, hashed=True)
+
+    def _succeeded(self, identity: str, address: str, now: float) -> None:
+        self.recent.add(identity, now)
+        self.recent_pairs.add(f"{identity}\0{address}", now)
+
+
+def _over_budget(budgets: list[tuple[TokenBuckets, str]], now: float) -> Check | None:
+    for buckets, key in budgets:
+        if not buckets.allows(key, now):
+            return Check(Verdict.RATE_LIMITED, buckets.retry_after(key, now))
+    return None

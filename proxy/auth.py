@@ -124,11 +124,10 @@ def decide_auth(route: Route, identity: str, authorization: bytes | None) -> Aut
 class TokenBuckets:
     """One token bucket per key (a client address, an identity), for failed attempts.
 
-    An attempt takes a token before it is checked (`take`), so a flood of concurrent attempts
-    gets no further than the bucket holds; a success gives it back (`give`), so chargers that
-    know their password are never limited. A key with less than one token left is refused until
-    its bucket refills at `refill_per_second` (`retry_after` says when). Memory is bounded:
-    beyond `max_keys` the least recently used key is forgotten (it starts full again).
+    A failure takes a token (`take`); a key with less than one token left is refused until its
+    bucket refills at `refill_per_second` (`retry_after` says when). Successes take nothing, so
+    chargers that know their password are not limited. Memory is bounded: beyond `max_keys`
+    the least recently used key is forgotten (it starts full again).
     """
 
     def __init__(self, capacity: float, refill_per_second: float, max_keys: int = 100_000) -> None:
@@ -149,13 +148,7 @@ class TokenBuckets:
         return max(0.0, (1.0 - self._tokens(key, now)) / self.refill)
 
     def take(self, key: str, now: float) -> None:
-        self._set(key, max(0.0, self._tokens(key, now) - 1.0), now)
-
-    def give(self, key: str, now: float) -> None:
-        """Return a token taken for an attempt that succeeded."""
-        self._set(key, min(self.capacity, self._tokens(key, now) + 1.0), now)
-
-    def _set(self, key: str, tokens: float, now: float) -> None:
+        tokens = max(0.0, self._tokens(key, now) - 1.0)
         self._buckets.pop(key, None)
         if len(self._buckets) >= self.max_keys:
             del self._buckets[next(iter(self._buckets))]
@@ -166,11 +159,8 @@ class TokenBuckets:
 
 
 class RecentSuccesses:
-    """Identities that proved their password within `window` seconds (bounded, oldest forgotten).
-
-    Their attempts go ahead of the rest in the hashing queue: a charger that was connected a
-    moment ago is not starved by a flood of guesses for other identities (or for its own).
-    """
+    """Keys (identities; identity and address pairs) that proved their password within `window`
+    seconds; bounded, oldest forgotten. See `admission.py` for what they earn."""
 
     def __init__(self, window: float, max_entries: int = 100_000) -> None:
         self.window = window

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 import trio
 import trio.testing
 
-from proxy.admission import HashingQueue, PasswordGate, QueueFull, Verdict
+from proxy.admission import AddressLines, Check, HashingQueue, HashingThreads, PasswordGate, QueueFull, Verdict
 from proxy.auth import CredentialVerifier, RecentSuccesses, TokenBuckets, basic_header, hash_password
 from proxy.backoff import DialPacer, RedialBackoff
 from proxy.logs import LogBudget
@@ -123,7 +126,7 @@ async def test_wrong_passwords_spend_the_address_budget_then_are_refused_without
     assert (await gate.check("CP-0", "right", HASH, "10.0.0.10")).verdict is Verdict.ADMITTED  # another address
 
 
-async def test_an_identity_under_attack_is_limited_but_its_own_recent_success_still_gets_in():
+async def test_an_identity_under_attack_is_limited_but_not_from_where_it_proved_its_password():
     gate = PasswordGate(address_failures=TokenBuckets(100, 1), identity_failures=TokenBuckets(2, 0.01))
     assert (await gate.check("CP-1", "right", HASH, "10.0.0.1")).verdict is Verdict.ADMITTED
     for address in ("10.0.0.7", "10.0.0.8"):
@@ -131,6 +134,59 @@ async def test_an_identity_under_attack_is_limited_but_its_own_recent_success_st
     assert (await gate.check("CP-1", "guess", HASH, "10.0.0.9")).verdict is Verdict.RATE_LIMITED
     known = await gate.check("CP-1", "right", HASH, "10.0.0.1")  # from the cache of recent successes
     assert (known.verdict, known.hashed) == (Verdict.ADMITTED, False)
+    gate.cache = type(gate.cache)()  # the cache forgot it: hashed again, from its usual address
+    again = await gate.check("CP-1", "right", HASH, "10.0.0.1")
+    assert (again.verdict, again.hashed) == (Verdict.ADMITTED, True)
+    gate.cache = type(gate.cache)()
+    assert (await gate.check("CP-1", "right", HASH, "10.0.0.2")).verdict is Verdict.RATE_LIMITED  # elsewhere
+
+
+async def test_concurrent_guesses_from_one_address_are_hashed_no_more_than_its_budget_allows():
+    gate = PasswordGate(per_address=2, address_failures=TokenBuckets(3, 0.001),
+                        identity_failures=TokenBuckets(100, 1))
+    verdicts: list[Check] = []
+
+    async def guess(index: int) -> None:
+        verdicts.append(await gate.check(f"CP-{index}", "guess", HASH, "10.0.0.66"))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(12):
+            nursery.start_soon(guess, index)
+    hashed = [c for c in verdicts if c.hashed]
+    assert len(verdicts) == 12 and 3 <= len(hashed) <= 3 + 1  # the budget, and one in flight beyond it
+    assert {c.verdict for c in verdicts if not c.hashed} == {Verdict.RATE_LIMITED}
+    assert len(gate.lines) == 0  # nothing kept once the address is quiet
+
+
+async def test_an_address_line_lets_a_few_through_and_refuses_beyond_its_bound():
+    lines = AddressLines(per_address=1, max_waiting=1)
+    await lines.acquire("a")
+    await lines.acquire("b")  # another address: its own line
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        await lines.acquire("a")
+        order.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, "second")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(QueueFull):
+            await lines.acquire("a")
+        lines.release("a")
+    assert order == ["second"]
+    lines.release("a")
+    lines.release("b")
+    assert len(lines) == 0
+
+
+async def test_hashes_run_in_threads_of_lower_priority_than_forwarding():
+    threads = HashingThreads(count=1, niceness=7)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert await threads.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == own + 7
+    with pytest.raises(ZeroDivisionError):  # an exception comes back to the caller
+        await threads.run(lambda: 1 / 0)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the event loop's thread is untouched
 
 
 async def test_a_full_hashing_queue_refuses_at_once_and_a_recent_success_goes_ahead():
