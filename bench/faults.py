@@ -184,6 +184,21 @@ class Proxy:
     def rss(self) -> int:
         return procstat.rss_bytes(self.proc.pid)
 
+    def niced_threads_cpu(self) -> float:
+        """CPU seconds of the worker's threads running at a lower priority (nice > 0): its password
+        hashing threads (`proxy.admission.HashingThreads`, nice 10), whether or not anyone still
+        waits for the hash they compute."""
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                text = (task / "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            if int(fields[16]) > 0:  # nice
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / procstat.CLOCK_TICKS
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -235,7 +250,7 @@ class Fleet:
 def start_fleet(scratch: Path, name: str, url: str, chargers: int, prefix: str, *, limit: float, interval: float,
                 samples: int, sessions: int = 0, ramp: float | None = None, offline_every: float = 0.0,
                 offline_for: float = 5.0, password: str | None = PASSWORD, max_seconds: float | None = None,
-                protocol: str = "mixed") -> Fleet:  # fmt: skip
+                protocol: str = "mixed", source_addresses: int = 1) -> Fleet:  # fmt: skip
     fleet = Fleet(name, prefix, chargers, None, scratch)  # type: ignore[arg-type]
     argv = [
         sys.executable, "-m", "bench.simulator", "--url", url, "--chargers", str(chargers), "--protocol", protocol,
@@ -250,6 +265,8 @@ def start_fleet(scratch: Path, name: str, url: str, chargers: int, prefix: str, 
         argv += ["--offline-every", str(offline_every), "--offline-for", str(offline_for)]
     if password is not None:
         argv += ["--password", password]
+    if source_addresses > 1:  # charger i connects from 127.0.<1 + i mod n>.1
+        argv += ["--source-addresses", str(source_addresses)]
     with fleet.path("json").open("wb") as out, fleet.path("stderr").open("wb") as err:
         fleet.proc = spawn(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     return fleet
@@ -308,12 +325,21 @@ class Sampler:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.rows: list[tuple[Scrape, int, float]] = []
+        self.niced: list[tuple[float, float]] = []  # (epoch, CPU seconds of the niced threads)
 
     async def run(self) -> None:
         while True:
             scrape = await trio.to_thread.run_sync(self.proxy.scrape)
             self.rows.append((scrape, self.proxy.rss(), self.proxy.cpu()))
+            self.niced.append((time.time(), self.proxy.niced_threads_cpu()))
             await trio.sleep(SAMPLE_EVERY)
+
+    def niced_seconds(self, start: float, end: float) -> float:
+        """CPU seconds of the niced (hashing) threads from the last sample at or before `start` to
+        the first at or after `end`."""
+        first = next((row for row in reversed(self.niced) if row[0] <= start), None)
+        last = next((row for row in self.niced if row[0] >= end), None)
+        return math.nan if first is None or last is None else last[1] - first[1]
 
     def between(self, start: float, end: float) -> list[tuple[Scrape, int, float]]:
         return [row for row in self.rows if start <= row[0].at < end]
@@ -326,10 +352,13 @@ class Sampler:
         return max((rss for _, rss, _ in self.between(start, end)), default=0)
 
     def cpu_share(self, start: float, end: float) -> float:
-        rows = self.between(start, end)
-        if len(rows) < 2:
+        """The proxy's CPU as a share of one core, from the last sample at or before `start` to the
+        first at or after `end` (a window shorter than the sampling period is widened to one)."""
+        first = next((row for row in reversed(self.rows) if row[0].at <= start), None)
+        last = next((row for row in self.rows if row[0].at >= end), None)
+        if first is None or last is None or last[0].at <= first[0].at:
             return math.nan
-        return (rows[-1][2] - rows[0][2]) / (rows[-1][0].at - rows[0][0].at)
+        return (last[2] - first[2]) / (last[0].at - first[0].at)
 
     def first(self, name: str, start: float, test, **labels: str) -> float:
         """Seconds from `start` until the sampled value of `name` first passes `test` (NaN: never)."""
@@ -534,7 +563,8 @@ async def open_database(scratch: Path) -> tuple[pg.ServerThread, str]:
 
 async def start_stage(nursery: trio.Nursery, scratch: Path, args: argparse.Namespace, database: pg.ServerThread,
                       dsn: str, *, data_dir: Path | None = None, managed_hash: str | None = None,
-                      capture_extra: str = "", fleet_ramp: float | None = None) -> Stage:  # fmt: skip
+                      capture_extra: str = "", fleet_ramp: float | None = None, fleet_addresses: int = 1,
+                      ) -> Stage:  # fmt: skip
     csms = FakeCsms(record=True)
     await nursery.start(csms.serve)
     proxy = Proxy(scratch, csms.port, dsn, data_dir or scratch / "proxy-data", managed_hash=managed_hash,
@@ -543,7 +573,8 @@ async def start_stage(nursery: trio.Nursery, scratch: Path, args: argparse.Names
         await until(proxy.ready, "proxy /readyz", 120)
         fleet = start_fleet(scratch, "fleet", proxy.url, args.chargers, "F-", limit=args.fleet_limit,
                             interval=args.interval, samples=args.samples, ramp=fleet_ramp,
-                            offline_every=args.offline_every, offline_for=args.offline_for)  # fmt: skip
+                            offline_every=args.offline_every, offline_for=args.offline_for,
+                            source_addresses=fleet_addresses)  # fmt: skip
         _say(f"{args.chargers} chargers connecting")
         await until(fleet.booted, "the fleet to boot", 600, every=1.0)
         sampler = Sampler(proxy)
@@ -875,23 +906,29 @@ async def part_password_flood(args: argparse.Namespace, scratch: Path) -> Part:
     from proxy.auth import hash_password
 
     return await staged(args, scratch, Part("password-flood", "Password flood"), _flood,
-                        managed_hash=hash_password(PASSWORD), fleet_ramp=args.managed_ramp)  # fmt: skip
+                        managed_hash=hash_password(PASSWORD), fleet_ramp=args.managed_ramp,
+                        fleet_addresses=args.wave_addresses)  # fmt: skip
 
 
-async def _connect_wave(args: argparse.Namespace, stage: Stage, name: str, prefix: str) -> dict[str, Any]:
+async def _connect_wave(args: argparse.Namespace, stage: Stage, name: str, prefix: str, addresses: int | None = None,
+                        ) -> dict[str, Any]:  # fmt: skip
     """`--managed` chargers with the right password, all starting at once, one short session each.
 
     OCPP 1.6 only: the same identities connect in several waves (several simulator processes), and
     a 2.0.1 simulator names its transactions `<identity>-1`, `-2`, ... afresh in each process.
     """
+    started = time.time()
     fleet = start_fleet(stage.scratch, name, stage.proxy.url, args.managed, prefix, limit=args.connect_limit,
                         interval=1.0, samples=1, sessions=1, ramp=0.0, max_seconds=args.connect_limit + 20,
-                        protocol="ocpp1.6")  # fmt: skip
+                        protocol="ocpp1.6", source_addresses=args.wave_addresses if addresses is None else addresses)
     status = await trio.to_thread.run_sync(fleet.proc.wait, args.connect_limit + 120)
     if status != 0:
         raise RuntimeError(f"simulator {name} exited with {status}:\n{fleet.path('stderr').read_text()[-3000:]}")
     times = connect_times(fleet.connections())
     times["latency"] = percentiles([rtt for _, rtt in fleet.latencies()])
+    connected = times["all_connected_s"] if times["connected"] == times["chargers"] else time.time() - started
+    await trio.sleep(SAMPLE_EVERY)  # a sample after the wave
+    times["proxy_cpu"] = stage.sampler.cpu_share(started, started + connected)
     times["fleet"] = fleet
     return times
 
@@ -902,6 +939,9 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
     _say(f"{args.managed} managed chargers connecting without a flood (they are warm from now on)")
     waves: list[tuple[str, str, dict[str, Any]]] = [("none", "first connection", await _connect_wave(
         args, stage, "warm-up", "MW-"))]  # (flood target, wave, figures)
+    _say(f"{args.managed} other managed chargers connecting without a flood, all from one address")
+    waves.append(("none", "first connection, all from 127.0.0.1",
+                  await _connect_wave(args, stage, "one-address", "MS-", addresses=1)))
     await trio.sleep(args.settle)
     await trio.sleep(args.before)
     m0 = await trio.to_thread.run_sync(proxy.scrape)
@@ -932,6 +972,7 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
     _say("flood over")
     await trio.sleep(args.after)
     end = time.time()
+    m_after = await trio.to_thread.run_sync(proxy.scrape)
     summary = await finish_fleet(fleet, args.interval * (args.samples + 2) + 120)
     await caught_up(stage, args.drain_limit)
     # The waves count too (in the order they ran: the same identities connect in several).
@@ -949,16 +990,17 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
         (f"{args.chargers} managed chargers (half OCPP 1.6, half 2.0.1; `managed` default route, scrypt hash from "
         f"`proxy.auth.hash_password`; started over {args.managed_ramp:g} s before the flood), a reading every "
         f"{args.interval:g} s, sessions of {args.samples} readings back to back, an offline period every "
-        f"~{args.offline_every:g} s per charger. During the flood ({back - fault:.1f} s): {args.flood_clients} clients "
+        f"~{args.offline_every:g} s per charger, from {args.wave_addresses} addresses (127.0.k.1). During the flood ({back - fault:.1f} s): {args.flood_clients} clients "
         f"sending wrong passwords without pause from {args.flood_addresses} loopback addresses (127.2.0.1 on); "
         f"meanwhile waves of {args.managed} managed OCPP 1.6 chargers with the right password, all starting at "
-         f"once, one short session each (the ledger and database checks include them)."),
+         f"once, one short session each (the ledger and database checks include them), each from its own address "
+         f"(127.0.k.1, {args.wave_addresses} addresses) unless the row says otherwise."),
         "",
         *latency_table(fleet.latencies(), windows, sampler, "flood"),
         "",
         ("| flood on | wave | chargers connected | first try → all connected | p50 / max per charger | handshakes tried "
-        "| their refusals | their CALLs p50 / p99 / max ms |"),
-        "|:--|:--|--:|--:|--:|--:|:--|--:|",
+        "| their refusals | their CALLs p50 / p99 / max ms | proxy CPU |"),
+        "|:--|:--|--:|--:|--:|--:|:--|--:|--:|",
     ]  # fmt: skip
     for target, wave, t in waves:
         lat = t["latency"]
@@ -972,7 +1014,7 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
             + (f"**{t['all_connected_s']:.2f} s**" if t["connected"] == t["chargers"] else
                f"**not all in {args.connect_limit + 20:g} s**") + f" ({mark}) "
             f"| {t['p50_s']:.2f} / {t['max_s']:.2f} s | {t['attempts']} | {fmt_counts(t['failures'])} "
-            f"| {lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} / {lat['max_ms']:.1f} |")  # fmt: skip
+            f"| {lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} / {lat['max_ms']:.1f} | {t['proxy_cpu']:.0%} |")  # fmt: skip
     part.lines.append("")
     for target, flood, before_flood, after_flood in floods:
         seconds = flood["ended"] - flood["started"]
@@ -989,12 +1031,49 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
             f"{fmt_counts(verdicts)}; handshakes by outcome: "
             f"{fmt_counts(delta(after_flood, before_flood, 'ere_proxy_handshakes_total', 'outcome'))}"),
         ]  # fmt: skip
+    hashed_after = delta(m_after, floods[-1][3], "ere_proxy_password_checks_total", "hashed").get("yes", 0)
+    per_hash = await trio.to_thread.run_sync(hash_cpu_seconds)
     part.lines += [
+        (f"- after the last flood client stopped (the {args.after:g} s after window and the moments before it): "
+         f"password checks by verdict {fmt_counts(delta(m_after, floods[-1][3], 'ere_proxy_password_checks_total', 'verdict'))}"
+         f", hashed {hashed_after}; proxy CPU in the after window {sampler.cpu_share(back, end):.0%}"),
+        *hashing_lines(sampler, floods, per_hash, end, hashed_after),
         f"- proxy link ends during the flood: {fmt_counts(delta(m1, m0, 'ere_proxy_link_ends_total', 'reason'))}",
         fleet_line(summary),
         *ledger_lines(part, sent, received),
         *database_lines(part, result),
     ]
+
+
+def hash_cpu_seconds() -> float:
+    """CPU seconds one password check costs here (the proxy's scrypt parameters), median of five."""
+    from proxy.auth import hash_password, verify_password
+
+    encoded = hash_password("reference")
+    times = []
+    for _ in range(5):
+        started = time.thread_time()
+        verify_password("wrong", encoded)
+        times.append(time.thread_time() - started)
+    return sorted(times)[2]
+
+
+def hashing_lines(sampler: Sampler, floods: list, per_hash: float, end: float, hashed_after: int) -> list[str]:
+    """The hashing threads' CPU against the hashes the metrics count: hashes nobody waited for any more."""
+    lines = []
+    windows = [(f"flood on {target}", before.at, after.at) for target, _, before, after in floods]
+    windows.append(("after the floods", floods[-1][3].at, end))
+    for label, start, stop in windows:
+        cpu = sampler.niced_seconds(start, stop)
+        counted = hashed_after
+        for target, _, before, after in floods:
+            if label == f"flood on {target}":
+                counted = delta(after, before, "ere_proxy_password_checks_total", "hashed").get("yes", 0)
+        lines.append(f"{label}: {cpu:.1f} CPU s in the hashing threads over {stop - start:.0f} s "
+                     f"({cpu / (stop - start):.0%} of a core) ≈ {cpu / per_hash:.0f} hashes at {per_hash * 1000:.0f} ms "
+                     f"each; hashes counted by the metrics (callers still waiting): {counted}")
+    return [f"- hashing threads (the proxy's threads at nice > 0, from /proc; one hash costs {per_hash * 1000:.0f} ms "
+            f"of CPU in this process when idle): " + "; ".join(lines)]
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -1012,6 +1091,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, parts: 
         + "; ".join(f"{p.name} {p.load_start} → {p.load_end}" for p in parts),
         f"- command (from the repository root): `.venv/bin/python -m bench faults {shlex.join(argv)}`".replace(
             "faults `", "faults`"),
+        f"- tree: {args.revision}",
         (f"- proxy: one worker, capture and outbox on, its own PostgreSQL (embedded server, fsync on); fake CSMS "
         f"in the bench process; codec {wire.CODEC}; latency = CALL round trip as the fleet's simulator sees it, "
         f"cut by send time"),
@@ -1040,6 +1120,16 @@ async def run_parts(args: argparse.Namespace, scratch: Path) -> list[Part]:
         part.load_start, part.load_end = load, loadavg()
         parts.append(part)
     return parts
+
+
+def revision() -> str:
+    """The commit the proxy runs from, and whether its code differs from it."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "proxy", "codec_rs")
+    return (git("log", "-1", "--format=%h %s")[:90] or "unknown") + (" (proxy code changed since)" if changed else "")
 
 
 QUICK = {"chargers": 100, "before": 5.0, "fault": 20.0, "after": 10.0, "attackers": 10, "flood_clients": 100,
@@ -1078,6 +1168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="password-flood: floods to run, comma-separated: others (made-up identities), own "
                         "(the connecting chargers' identities)")
     parser.add_argument("--managed", type=int, help="password-flood: chargers per connecting wave (default 100)")
+    parser.add_argument("--wave-addresses", type=int, help="password-flood: source addresses of a wave and of the "
+                        "managed fleet, 127.0.k.1 for k = 1..N (default: one per wave charger, at most 254)")
     parser.add_argument("--managed-ramp", type=float, help="password-flood: the fleet's start-up spread, seconds "
                         "(each managed charger costs a hash; default 60)")
     parser.add_argument("--connect-limit", type=float, default=60.0,
@@ -1097,6 +1189,10 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, QUICK.get(key, value) if args.quick else value)
     if args.flood_addresses is None:
         args.flood_addresses = args.flood_clients
+    if args.wave_addresses is None:
+        args.wave_addresses = min(254, args.managed)
+    if not 1 <= args.wave_addresses <= 254:
+        parser.error("need 1 <= --wave-addresses <= 254")
     args.part = [p.strip() for p in args.part.split(",") if p.strip()]
     args.flood_targets = [t.strip() for t in args.flood_targets.split(",") if t.strip()]
     if not args.part or any(p not in PARTS for p in args.part):
@@ -1111,6 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
     args.fleet_limit = (args.before + args.fault + args.after + 4 * args.connect_limit + 2 * args.drain_limit
                         + args.managed_ramp + 600)  # fmt: skip
     raise_fd_limit()
+    args.revision = revision()
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
     scratch = pg.make_data_dir("ocpp-faults-")
