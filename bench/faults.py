@@ -33,7 +33,7 @@ Parts (`--part`, default all, in this order):
    filler is deleted and the database resumed. Reported: `capture_failures{stage="spill_write"}`,
    `journal_spill_failing`, events lost (`journal_lost`; beyond `[capture] spill_buffer_bytes`,
    `--spill-buffer-bytes`, events are lost and counted), the database check.
-4. `password-flood`: a `managed` default route (scrypt hash from `proxy.auth.hash_password`), the
+4. `password-flood`: a `managed` default route (scrypt hash from `proxy.routing.auth.hash_password`), the
    fleet with the right password. During the fault `--flood-clients` clients
    (`bench.fault_clients --mode flood`, one source address each by default) send wrong passwords
    again and again; meanwhile `--managed` chargers with the right password connect, cold (first
@@ -186,7 +186,7 @@ class Proxy:
 
     def niced_threads_cpu(self) -> float:
         """CPU seconds of the worker's threads running at a lower priority (nice > 0): its password
-        hashing threads (`proxy.admission.HashingThreads`, nice 10), whether or not anyone still
+        hashing threads (`proxy.routing.password_gate.HashingThreads`, nice 10), whether or not anyone still
         waits for the hash they compute."""
         total = 0
         for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
@@ -903,7 +903,7 @@ async def _stalled(args: argparse.Namespace, part: Part, stage: Stage, disk_full
 
 
 async def part_password_flood(args: argparse.Namespace, scratch: Path) -> Part:
-    from proxy.auth import hash_password
+    from proxy.routing.auth import hash_password
 
     return await staged(args, scratch, Part("password-flood", "Password flood"), _flood,
                         managed_hash=hash_password(PASSWORD), fleet_ramp=args.managed_ramp,
@@ -988,7 +988,7 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
     windows = Windows((fault - args.before, fault), (fault, back), (back, end))
     part.lines += [
         (f"{args.chargers} managed chargers (half OCPP 1.6, half 2.0.1; `managed` default route, scrypt hash from "
-        f"`proxy.auth.hash_password`; started over {args.managed_ramp:g} s before the flood), a reading every "
+        f"`proxy.routing.auth.hash_password`; started over {args.managed_ramp:g} s before the flood), a reading every "
         f"{args.interval:g} s, sessions of {args.samples} readings back to back, an offline period every "
         f"~{args.offline_every:g} s per charger, from {args.wave_addresses} addresses (127.0.k.1). During the flood ({back - fault:.1f} s): {args.flood_clients} clients "
         f"sending wrong passwords without pause from {args.flood_addresses} loopback addresses (127.2.0.1 on); "
@@ -1047,7 +1047,7 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
 
 def hash_cpu_seconds() -> float:
     """CPU seconds one password check costs here (the proxy's scrypt parameters), median of five."""
-    from proxy.auth import hash_password, verify_password
+    from proxy.routing.auth import hash_password, verify_password
 
     encoded = hash_password("reference")
     times = []

@@ -57,8 +57,8 @@ def poisoned_events(count: int, poison: str) -> list[Any]:
     import msgspec
 
     from bench.store_bench import fleet_events
-    from proxy.events import Sample
-    from proxy.tracker import event_id
+    from proxy.capture.events import Sample
+    from proxy.capture.tracker import event_id
 
     events: list[Any] = []
     for frame in fleet_events("CP-BENCH-", 100, 10**6, session_minutes=30, samples=(1, 3)):
@@ -85,11 +85,11 @@ async def measure(dsn: str, path: str, poison: str, count: int, scratch: Path) -
     import msgspec
     import trio
 
-    from proxy.config import DatabaseSettings
-    from proxy.journal import Journal
-    from proxy.spill import SpillLog
+    from proxy.runtime.config import DatabaseSettings
+    from proxy.capture.journal import Journal
+    from proxy.capture.spill import SpillLog
     from proxy.store.db import open_database
-    from proxy.store_process import StoreProcess
+    from proxy.capture.store_process import StoreProcess
 
     events = poisoned_events(count, poison)
     settings = DatabaseSettings(dsn=dsn, pool_size=2, connect_timeout=30.0)

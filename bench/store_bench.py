@@ -3,11 +3,11 @@
 Both open a fresh database with `proxy.store.db.open_database` on an embedded server in a
 scratch directory (mode 0711, removed afterwards) with the server's default settings: fsync and
 synchronous_commit on, as in production. The events are real: OCPP 1.6 frames of simulated
-chargers (Start/Stop transactions and MeterValues) fed through `proxy.tracker.Tracker`, exactly
+chargers (Start/Stop transactions and MeterValues) fed through `proxy.capture.tracker.Tracker`, exactly
 as a link does, and generated before any timing starts.
 
 `ingest`, for each batch size and each path, for a bounded time:
-- `store`: `proxy.sessions.store_events` in one transaction per batch, back to back (what the
+- `store`: `proxy.capture.sessions.store_events` in one transaction per batch, back to back (what the
   journal's writer does, without the journal);
 - `journal`: a producer hands the events one frame at a time to `Journal.submit` (as links do)
   while `Journal.run` (with a SpillLog in a scratch dir) writes them; the producer keeps the
@@ -66,8 +66,8 @@ class Charger:
     MEASURANDS = (("Energy.Active.Import.Register", "Wh"), ("Power.Active.Import", "W"), ("Current.Import", "A"))
 
     def __init__(self, identity: str, *, session_minutes: int, samples: tuple[int, int], seed: int) -> None:
-        from proxy.codec import FrameReader, encode_frame
-        from proxy.tracker import Tracker
+        from proxy.wire.codec import FrameReader, encode_frame
+        from proxy.capture.tracker import Tracker
 
         self.identity = identity
         self.tracker = Tracker(identity, "ocpp1.6")
@@ -155,7 +155,7 @@ def _count_samples(events: list) -> int:
 
 
 def _settings(data_dir: Path):
-    from proxy.config import DatabaseSettings
+    from proxy.runtime.config import DatabaseSettings
 
     return DatabaseSettings(data_dir=str(data_dir), pool_size=4, connect_timeout=60.0)
 
@@ -211,7 +211,7 @@ class IngestRun:
 
 
 async def _ingest_store(db, run: IngestRun, frames: list[list], data_dir: Path, duration: float) -> None:
-    from proxy.sessions import store_events
+    from proxy.capture.sessions import store_events
 
     events = [e for f in frames for e in f]
     batches = [events[i:i + run.batch] for i in range(0, len(events), run.batch)]
@@ -237,7 +237,7 @@ def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path
 
     import asyncpg
 
-    from proxy.sessions import store_events
+    from proxy.capture.sessions import store_events
 
     events = [e for f in frames for e in f]
     batches = [events[i:i + run.batch] for i in range(0, len(events), run.batch)]
@@ -266,8 +266,8 @@ def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path
 
 async def _ingest_journal(db, run: IngestRun, frames: list[list], data_dir: Path, duration: float,
                           spill_dir: Path) -> None:
-    from proxy.journal import DatabaseStore, Journal
-    from proxy.spill import SpillLog
+    from proxy.capture.journal import DatabaseStore, Journal
+    from proxy.capture.spill import SpillLog
 
     spill = SpillLog(spill_dir)
     capacity = 10_000  # [capture] queue_events default
@@ -402,7 +402,7 @@ async def _sizes(db, tables: list[str]) -> dict[str, tuple[int, int, int, int]]:
 
 
 async def _storage(args: argparse.Namespace, data_dir: Path) -> dict:
-    from proxy.sessions import store_events
+    from proxy.capture.sessions import store_events
     from proxy.store.db import open_database
 
     result: dict = {}
@@ -525,7 +525,7 @@ def _run(args: argparse.Namespace, argv: list[str], name: str) -> int:
     try:
         if name == "ingest":
             runs = trio.run(_ingest, args, data_dir / "db", data_dir)
-            body = (f"- load: {args.chargers} simulated OCPP 1.6 chargers through proxy.tracker.Tracker, sessions of "
+            body = (f"- load: {args.chargers} simulated OCPP 1.6 chargers through proxy.capture.tracker.Tracker, sessions of "
                     f"{args.session_minutes} MeterValues (1–3 samples each) between Start/StopTransaction; "
                     f"{args.duration:g} s per path and batch size\n\n" + ingest_report(runs, args))
         else:

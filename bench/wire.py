@@ -1,6 +1,6 @@
 """WebSocket plumbing shared by the load generator and the fake CSMS.
 
-Frames are read and written with the project codec (`proxy.codec`, the native Rust module). Until
+Frames are read and written with the project codec (`proxy.wire.codec`, the native Rust module). Until
 that module is built (`maturin develop --release`), a slower adapter over wsproto's frame parser
 takes its place so the bench still runs; `CODEC` names the implementation in use.
 
@@ -52,7 +52,7 @@ class CodecError(Exception):
 def _load_codec() -> tuple[str, Callable[..., ReaderLike], Callable[..., bytes], type[BaseException]]:
     """Pick the frame codec: the project's native one when built, else the wsproto fallback."""
     try:
-        from proxy.codec import FrameReader, ProtocolError, encode_frame  # needs proxy._codec
+        from proxy.wire.codec import FrameReader, ProtocolError, encode_frame  # needs proxy._codec
     except ImportError:
         return "wsproto fallback (native codec not built)", _WsprotoReader, _encode_frame_py, CodecError
     return "native proxy._codec", FrameReader, encode_frame, ProtocolError

@@ -32,7 +32,7 @@ import msgspec
 import trio
 import trio_asyncio
 
-from proxy.config import DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.connection import CLEANUP_TIMEOUT, Connection
 from proxy.store.embedded import EmbeddedPostgres
 from proxy.store.errors import DatabaseUnavailable, StoreError

@@ -97,7 +97,7 @@ def store_processes(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"proxy.store_process" in cmdline:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"proxy.capture.store_process" in cmdline:
             found.append(int(entry.name))
     return found
 

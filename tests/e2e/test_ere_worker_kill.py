@@ -23,7 +23,7 @@ import msgspec
 import pytest
 import trio
 
-from proxy.config import Config, DatabaseSettings, EreSettings
+from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.closing import request_close

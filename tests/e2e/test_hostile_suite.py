@@ -38,8 +38,8 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from bench.fake_csms import FakeCsms
-from proxy.auth import basic_header, hash_password
-from proxy.codec import CLOSE, PONG, TEXT
+from proxy.routing.auth import basic_header, hash_password
+from proxy.wire.codec import CLOSE, PONG, TEXT
 from tests.e2e.peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
 from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
 from tests.e2e.test_capture_faults import create_database, metric, start_database

@@ -55,7 +55,7 @@ import trio
 
 from bench import wire
 from bench.fake_csms import FakeCsms
-from proxy.auth import hash_password
+from proxy.routing.auth import hash_password
 from proxy.ere.core.ean import check_digit
 from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
 from tests.e2e.test_capture_faults import create_database, metric, start_database

@@ -16,11 +16,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url, serve_websocket
 
-from proxy.codec import ReferenceFrameReader, reference_encode_frame
-from proxy.config import Config, ProxySettings, Route
-from proxy.metrics import ProxyMetrics
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, listening_port, open_listener
+from proxy.wire.codec import ReferenceFrameReader, reference_encode_frame
+from proxy.runtime.config import Config, ProxySettings, Route
+from proxy.runtime.metrics import ProxyMetrics
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, listening_port, open_listener
 
 SUBPROTOCOLS = ["ocpp1.6", "ocpp2.0.1"]
 

@@ -7,7 +7,7 @@ import json
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from proxy.codec import CLOSE
+from proxy.wire.codec import CLOSE
 from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 

@@ -8,9 +8,9 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from proxy.auth import basic_header, hash_password
-from proxy.codec import CLOSE
-from proxy.config import Route
+from proxy.routing.auth import basic_header, hash_password
+from proxy.wire.codec import CLOSE
+from proxy.runtime.config import Route
 from tests.integration.conftest import RawCharger, metric, proxy_config, roundtrip, start_proxy
 
 MANAGED_HASH = hash_password("charger-pw")

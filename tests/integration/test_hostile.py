@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from wsproto.utilities import generate_accept_token
 
-from proxy.codec import CLOSE
+from proxy.wire.codec import CLOSE
 from tests.integration.conftest import RawCharger, frame, metric, proxy_config, start_proxy
 
 

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from proxy.admin import AdminServer
-from proxy.codec import CLOSE
-from proxy.config import load_config
-from proxy.role import reload_config
+from proxy.runtime.http_admin import AdminServer
+from proxy.wire.codec import CLOSE
+from proxy.runtime.config import load_config
+from proxy.runtime.role import reload_config
 from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 

@@ -11,8 +11,8 @@ import os
 
 import trio
 
-from proxy.auth import basic_header, hash_password
-from proxy.config import Config, ProxySettings, Route
+from proxy.routing.auth import basic_header, hash_password
+from proxy.runtime.config import Config, ProxySettings, Route
 from tests.integration.conftest import metric, start_proxy
 
 HASH = hash_password("right")

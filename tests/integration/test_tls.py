@@ -10,10 +10,10 @@ import trio
 import trustme
 from trio_websocket import open_websocket_url, serve_websocket
 
-from proxy.config import Config, ProxySettings, Route
-from proxy.metrics import ProxyMetrics
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, listening_port, open_listener, reload_certificates, server_tls_context
+from proxy.runtime.config import Config, ProxySettings, Route
+from proxy.runtime.metrics import ProxyMetrics
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, listening_port, open_listener, reload_certificates, server_tls_context
 from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
 
 

@@ -2,7 +2,7 @@
 
 Real sockets on 127.0.0.1, a trio-websocket back-office (`tests.integration.conftest.Upstream`),
 the real journal with its spill log in a directory the test chooses, the real store process
-(`python -m proxy.store_process`) and the test's PostgreSQL database. `Healthy` is a well-behaved
+(`python -m proxy.capture.store_process`) and the test's PostgreSQL database. `Healthy` is a well-behaved
 charger (trio-websocket) kept connected beside whatever the test does; `Hostile` speaks raw frames.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url, serve_websocket
 
-from proxy.config import DatabaseSettings
-from proxy.journal import Journal
-from proxy.metrics import JournalCollector, ProxyMetrics
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, listening_port, open_listener
-from proxy.spill import SpillLog
+from proxy.runtime.config import DatabaseSettings
+from proxy.capture.journal import Journal
+from proxy.runtime.metrics import JournalCollector, ProxyMetrics
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
-from proxy.store_process import StoreProcess
+from proxy.capture.store_process import StoreProcess
 from tests.integration.conftest import RawCharger, Upstream, frame, proxy_config
 
 WAIT = 30.0  # bound on anything another process (the store process, PostgreSQL) brings about

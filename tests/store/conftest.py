@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from proxy.config import DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.embedded import EmbeddedPostgres
 from tests.store.helpers import FAST_SETTINGS, ServerThread, admin_execute, make_server_dir
 

@@ -14,14 +14,14 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 
-from proxy.auth import basic_header, hash_password
-from proxy.config import Config, OutboxSettings, ProxySettings, Route
-from proxy.journal import DatabaseStore, Journal
-from proxy.metrics import ProxyMetrics
-from proxy.outbox_store import OutboxStore
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, listening_port, open_listener
-from proxy.spill import SpillLog
+from proxy.routing.auth import basic_header, hash_password
+from proxy.runtime.config import Config, OutboxSettings, ProxySettings, Route
+from proxy.capture.journal import DatabaseStore, Journal
+from proxy.runtime.metrics import ProxyMetrics
+from proxy.outbox.store import OutboxStore
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
 from tests.integration.conftest import Upstream
 

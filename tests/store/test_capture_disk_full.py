@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import proxy.spill
+import proxy.capture.spill
 from tests.store.capture_proxy import (
     WAIT,
     capture_proxy,
@@ -49,7 +49,7 @@ class SmallDisk:
             def no_space(fd: int, data: memoryview) -> int:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-            self._monkeypatch.setattr(proxy.spill, "_write", no_space)
+            self._monkeypatch.setattr(proxy.capture.spill, "_write", no_space)
             return
         fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

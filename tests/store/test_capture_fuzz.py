@@ -21,10 +21,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import DatabaseSettings
-from proxy.events import Event
-from proxy.journal import DatabaseStore, Journal
-from proxy.spill import SpillLog
+from proxy.runtime.config import DatabaseSettings
+from proxy.capture.events import Event
+from proxy.capture.journal import DatabaseStore, Journal
+from proxy.capture.spill import SpillLog
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
 from tests.store.helpers import admin_execute

@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 import trio
 
-from proxy.events import AnyEvent, ChargerBooted, Event
-from proxy.journal import DatabaseStore, Journal
-from proxy.spill import SpillLog
+from proxy.capture.events import AnyEvent, ChargerBooted, Event
+from proxy.capture.journal import DatabaseStore, Journal
+from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
-from proxy.store_process import StoreProcess
+from proxy.capture.store_process import StoreProcess
 from tests.store.capture_proxy import (
     WAIT,
     capture_proxy,
@@ -198,6 +198,6 @@ async def test_bisection_costs_a_few_transactions_per_refused_event_not_one_per_
 
 def records(events: Sequence[Event]) -> list[bytes]:
     # Imported here: the rest of this module also runs against older versions (to show their failures).
-    from proxy.capture_store import encode_event
+    from proxy.capture.database_store import encode_event
 
     return [encode_event(event)[0] for event in events]

@@ -8,12 +8,12 @@ import msgspec
 import trio
 from trio_websocket import serve_websocket
 
-from proxy.config import Config, ProxySettings, Route
-from proxy.journal import DatabaseStore, Journal
-from proxy.metrics import ProxyMetrics
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, listening_port, open_listener
-from proxy.spill import SpillLog
+from proxy.runtime.config import Config, ProxySettings, Route
+from proxy.capture.journal import DatabaseStore, Journal
+from proxy.runtime.metrics import ProxyMetrics
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.capture.spill import SpillLog
 from proxy.store.db import open_database
 from tests.integration.conftest import RawCharger, Upstream, frame
 

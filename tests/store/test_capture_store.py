@@ -11,8 +11,8 @@ import logging
 import msgspec
 import pytest
 
-from proxy.capture_store import DatabaseStore, DatabaseUnresponsive, encode_event
-from proxy.events import AnyEvent, ChargerBooted, Event
+from proxy.capture.database_store import DatabaseStore, DatabaseUnresponsive, encode_event
+from proxy.capture.events import AnyEvent, ChargerBooted, Event
 from proxy.store.db import Database, open_database
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from proxy import cli
-from proxy.auth import verify_password
-from proxy.config import DatabaseSettings
-from proxy.registry import KeyRing, generate_key, get_charger
+from proxy.cli import main as cli
+from proxy.routing.auth import verify_password
+from proxy.runtime.config import DatabaseSettings
+from proxy.routing.registry import KeyRing, generate_key, get_charger
 from proxy.store.db import open_database
 
 KEY = generate_key()

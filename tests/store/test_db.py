@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import trio
 
-from proxy.config import DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store import DatabaseUnavailable, open_database
 from proxy.store.db import EMBEDDED_DATABASE, redact_dsn
 from proxy.store.migrate import load_migrations

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config, DatabaseSettings
+from proxy.runtime.config import Config, DatabaseSettings
 from proxy.ere.admin import records, records_cli
 from proxy.ere.admin.records_cli import add_ere_admin_parsers, ere_admin_command
 from proxy.ere.admin.validation import NewPartner

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import xmlschema
 
-from proxy.config import Config, DatabaseSettings, EreSettings
+from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
@@ -217,7 +217,7 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
     import io
     import json
 
-    from proxy.cli import _parser
+    from proxy.cli.main import _parser
     from proxy.ere.admin.accounting_cli import accounting_command
     from proxy.ere.core.rev_booking import validate_rev_xml
 
@@ -253,7 +253,7 @@ async def test_quarter_status_shows_every_quarter_or_the_one_asked_for(settings,
     import io
     import json
 
-    from proxy.cli import _parser
+    from proxy.cli.main import _parser
     from proxy.ere.admin.accounting_cli import accounting_command
 
     cfg = config(settings, tmp_path)

@@ -14,9 +14,9 @@ import msgspec
 import pytest
 import trio
 
-from proxy.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
-from proxy.journal import DatabaseStore, Journal, StoreOutcome
-from proxy.spill import SpillLog
+from proxy.capture.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
+from proxy.capture.journal import DatabaseStore, Journal, StoreOutcome
+from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
 
 PROVISIONAL, REAL = "2000000001", "17"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from proxy.config import DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store import Database, MigrationError, open_database
 from proxy.store.migrate import apply_migrations, load_migrations
 from tests.store.helpers import write_migrations

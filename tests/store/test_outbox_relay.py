@@ -11,9 +11,9 @@ import io
 import json
 import struct
 
-from proxy.config import Config
-from proxy.link import Link
-from proxy.outbox_admin import outbox_command
+from proxy.runtime.config import Config
+from proxy.forward.link import Link
+from proxy.cli.outbox import outbox_command
 from tests.integration.conftest import RawCharger, frame
 from tests.store.outbox_kit import START, Csms, call, connect, raw_credentials, running_proxy, wait_for
 

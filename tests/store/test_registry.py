@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 import trio
 
-from proxy.auth import hash_password
-from proxy.config import Config, DatabaseSettings, RegistrySettings, Route
-from proxy.registry import (
+from proxy.routing.auth import hash_password
+from proxy.runtime.config import Config, DatabaseSettings, RegistrySettings, Route
+from proxy.routing.registry import (
     ChargerExists,
     ChargerNotFound,
     DatabaseRouter,

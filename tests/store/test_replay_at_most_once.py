@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import io
 
-from proxy.config import Config
-from proxy.outbox import IN_DOUBT, WAITS_FOR_START
-from proxy.outbox_admin import outbox_command
+from proxy.runtime.config import Config
+from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
+from proxy.cli.outbox import outbox_command
 from tests.store.outbox_kit import START, Csms, call, connect, running_proxy, wait_for
 
 

@@ -11,12 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import msgspec
 
-from proxy.codec import FrameReader, encode_frame
-from proxy.events import TransactionIdAssigned
-from proxy.orphans import close_orphans
-from proxy.sessions import store_events
+from proxy.wire.codec import FrameReader, encode_frame
+from proxy.capture.events import TransactionIdAssigned
+from proxy.capture.orphans import close_orphans
+from proxy.capture.sessions import store_events
 from proxy.store.db import open_database
-from proxy.tracker import Tracker, event_id
+from proxy.capture.tracker import Tracker, event_id
 
 T0 = 1_790_000_000.0
 

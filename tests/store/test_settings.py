@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, DatabaseSettings, load_config
+from proxy.runtime.config import ConfigError, DatabaseSettings, load_config
 
 
 def test_defaults_mean_an_embedded_server_in_the_data_dir() -> None:

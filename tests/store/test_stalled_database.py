@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 
 import trio
 
-from proxy.config import DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
 from tests.integration.conftest import RawCharger, frame

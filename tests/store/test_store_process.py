@@ -10,13 +10,13 @@ import msgspec
 import pytest
 import trio
 
-from proxy.capture_store import encode_event
-from proxy.config import DatabaseSettings
-from proxy.events import ChargerBooted, Event
-from proxy.journal import Journal
-from proxy.spill import SpillLog
+from proxy.capture.database_store import encode_event
+from proxy.runtime.config import DatabaseSettings
+from proxy.capture.events import ChargerBooted, Event
+from proxy.capture.journal import Journal
+from proxy.capture.spill import SpillLog
 from proxy.store.db import open_database
-from proxy.store_process import (
+from proxy.capture.store_process import (
     _FAILED, _PING, _STORE, MAX_FRAME, StoreFailed, StoreProcess, StoreUnavailable, _Connected, _frame, _Frames,
     serve,
 )  # fmt: skip

@@ -18,11 +18,11 @@ import trio
 from trio_websocket import open_websocket_url
 from wsproto.utilities import generate_accept_token
 
-from proxy.auth import basic_header
-from proxy.config import Config, Route
-from proxy.logs import LogBudget
-from proxy.outbox import UNPROVEN
-from proxy.outbox_admin import outbox_command
+from proxy.routing.auth import basic_header
+from proxy.runtime.config import Config, Route
+from proxy.runtime.logs import LogBudget
+from proxy.outbox.policy import UNPROVEN
+from proxy.cli.outbox import outbox_command
 from tests.integration.conftest import RawCharger
 from tests.store.outbox_kit import Csms, call, connect, running_proxy, wait_for
 

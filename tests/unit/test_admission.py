@@ -9,10 +9,10 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.admission import AddressLines, Check, HashingQueue, HashingThreads, PasswordGate, QueueFull, Verdict
-from proxy.auth import CredentialVerifier, RecentSuccesses, TokenBuckets, basic_header, hash_password
-from proxy.backoff import DialPacer, RedialBackoff
-from proxy.logs import LogBudget
+from proxy.routing.password_gate import AddressLines, Check, HashingQueue, HashingThreads, PasswordGate, QueueFull, Verdict
+from proxy.routing.auth import CredentialVerifier, RecentSuccesses, TokenBuckets, basic_header, hash_password
+from proxy.forward.backoff import DialPacer, RedialBackoff
+from proxy.runtime.logs import LogBudget
 
 HASH = hash_password("right")
 

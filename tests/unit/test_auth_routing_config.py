@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from proxy.auth import PasswordCache, basic_header, decide_auth, hash_password, parse_basic, verify_password
-from proxy.config import Config, ConfigError, Route, load_config
-from proxy.routing import StaticRouter, upstream_url
+from proxy.routing.auth import PasswordCache, basic_header, decide_auth, hash_password, parse_basic, verify_password
+from proxy.runtime.config import Config, ConfigError, Route, load_config
+from proxy.routing.router import StaticRouter, upstream_url
 
 
 def test_password_hash_verifies_only_the_right_password():

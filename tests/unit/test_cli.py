@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from proxy.auth import verify_password
-from proxy.cli import main
+from proxy.routing.auth import verify_password
+from proxy.cli.main import main
 
 
 def test_hash_password_reads_one_line_of_stdin_and_prints_a_verifiable_hash(capsys, monkeypatch):
@@ -48,7 +48,7 @@ def test_a_proxy_process_does_not_load_the_accounting_modules(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[proxy]\nport = 'not a number'\n")
     script = (
-        "import sys; from proxy.cli import main; import proxy.role\n"
+        "import sys; from proxy.cli.main import main; import proxy.runtime.role\n"
         f"assert main(['proxy', '--config', {str(path)!r}]) == 2\n"
         "print(sorted(m for m in sys.modules if m.startswith(('proxy.ere', 'sepaxml', 'xmlschema', 'schwifty'))))\n"
     )

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from proxy import codec
-from proxy.codec import (
+from proxy.wire import codec
+from proxy.wire.codec import (
     BINARY,
     CLOSE,
     PING,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from proxy import codec
-from proxy.codec import (
+from proxy.wire import codec
+from proxy.wire.codec import (
     BINARY,
     CALL,
     CALLERROR,

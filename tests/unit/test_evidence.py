@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from proxy.evidence import (
+from proxy.capture.evidence import (
     MAX_METER_TYPE_CHARS,
     EvidenceError,
     MeterClass,

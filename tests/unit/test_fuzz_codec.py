@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the native frame reader through `proxy.codec`.
+"""Property-based fuzzing of the native frame reader through `proxy.wire.codec`.
 
 test_codec_differential.py already feeds the native and the reference reader the same
 hypothesis-built streams and requires identical results. This file checks what a comparison
@@ -25,7 +25,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.codec import (
+from proxy.wire.codec import (
     BINARY,
     CALL,
     CALLERROR,

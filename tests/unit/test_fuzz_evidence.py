@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from proxy import evidence
-from proxy.evidence import (
+from proxy.capture import evidence
+from proxy.capture.evidence import (
     MAX_ENVELOPE_CHARS,
     MAX_KEY_CHARS,
     MAX_OCMF_CHARS,

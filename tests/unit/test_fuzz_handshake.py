@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.utilities import generate_accept_token
 
-from proxy.handshake import (
+from proxy.wire.handshake import (
     MAX_IDENTITY_LENGTH,
     ChargerHandshake,
     ChargerRequest,

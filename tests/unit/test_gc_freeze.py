@@ -7,7 +7,7 @@ import weakref
 
 import trio
 
-from proxy.role import freeze_long_lived
+from proxy.runtime.role import freeze_long_lived
 
 
 class Node:

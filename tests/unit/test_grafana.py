@@ -15,10 +15,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from proxy.ere.jobs.worker import WorkerMetrics
-from proxy.journal import Journal
-from proxy.metrics import JournalCollector, OutboxCollector, ProxyMetrics
-from proxy.outbox import Budget
-from proxy.spill import SpillLog
+from proxy.capture.journal import Journal
+from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
+from proxy.outbox.policy import Budget
+from proxy.capture.spill import SpillLog
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"

@@ -8,7 +8,7 @@ import h11
 import pytest
 from wsproto.utilities import generate_accept_token
 
-from proxy.handshake import (
+from proxy.wire.handshake import (
     ChargerHandshake,
     HandshakeRefused,
     UpstreamAccepted,

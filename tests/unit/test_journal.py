@@ -16,13 +16,14 @@ from pathlib import Path
 import msgspec
 import pytest
 import trio
+import trio.testing
 
-import proxy.spill
-from proxy.capture_store import StoreOutcome, decode_record
-from proxy.dead_letters import DeadLetter
-from proxy.events import ChargerBooted, Event, MeterValuesReported, Sample
-from proxy.journal import Journal
-from proxy.spill import SpillLog
+import proxy.capture.spill
+from proxy.capture.database_store import StoreOutcome, decode_record
+from proxy.capture.dead_letters import DeadLetter
+from proxy.capture.events import ChargerBooted, Event, MeterValuesReported, Sample
+from proxy.capture.journal import Journal
+from proxy.capture.spill import SpillLog
 
 
 def boot(n: int, vendor: str = "Vendor") -> Event:
@@ -59,6 +60,14 @@ class MemoryStore:
 
     async def answers(self) -> bool:
         return not self.down
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after 20 ms of real idleness: the journal waits on threads
+    (the spill log's reads and flushes), and a clock that jumped at once while a thread ran
+    would race through the polling below and through the journal's own deadlines."""
+    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 async def until(condition, limit: float = 600) -> None:
@@ -138,7 +147,7 @@ async def test_a_full_disk_is_survived_with_bounded_memory_and_capture_catches_u
     record = len(msgspec.msgpack.encode(boot(0))) + 8
     spill = SpillLog(tmp_path, max_buffered_bytes=10 * record)
     journal = Journal(spill, retry_interval=1.0)
-    monkeypatch.setattr(proxy.spill, "_write", disk_full)
+    monkeypatch.setattr(proxy.capture.spill, "_write", disk_full)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run, store)
         for n in range(1, 31):
@@ -167,7 +176,7 @@ async def test_stopping_on_a_full_disk_counts_what_could_not_be_flushed(autojump
     store.down = True
     spill = SpillLog(tmp_path)
     journal = Journal(spill, retry_interval=1.0)
-    monkeypatch.setattr(proxy.spill, "_write", disk_full)
+    monkeypatch.setattr(proxy.capture.spill, "_write", disk_full)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run, store)
         journal.submit([boot(1), boot(2)])
@@ -256,7 +265,7 @@ async def test_spill_read_and_position_failures_are_counted_and_retried(
             raise OSError(errno.EIO, "Input/output error")
         return read(*args)  # type: ignore[arg-type]
 
-    def failing_ack(position: proxy.spill.Position) -> None:
+    def failing_ack(position: proxy.capture.spill.Position) -> None:
         if failures["ack"]:
             failures["ack"] -= 1
             acknowledge(position)
@@ -276,7 +285,7 @@ async def test_spill_read_and_position_failures_are_counted_and_retried(
 def test_failure_stages_are_all_exported_from_the_start(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
-    from proxy.metrics import JournalCollector
+    from proxy.runtime.metrics import JournalCollector
 
     with SpillLog(tmp_path) as spill:
         registry = CollectorRegistry()

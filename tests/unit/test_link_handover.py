@@ -14,9 +14,9 @@ import pytest
 import trio
 from trio.testing import MemoryReceiveStream, MemorySendStream
 
-from proxy.codec import CLOSE, TEXT, FrameReader, encode_frame
-from proxy.link import Link, LinkEnd, Side
-from proxy.metrics import ProxyMetrics
+from proxy.wire.codec import CLOSE, TEXT, FrameReader, encode_frame
+from proxy.forward.link import Link, LinkEnd, Side
+from proxy.runtime.metrics import ProxyMetrics
 
 METRICS = ProxyMetrics()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from proxy.logs import JsonFormatter
+from proxy.runtime.logs import JsonFormatter
 
 
 def test_log_record_becomes_one_json_object_without_secrets():

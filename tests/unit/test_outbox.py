@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.codec import CALL, TEXT, FrameReader, Message, encode_frame
-from proxy.config import OutboxSettings
-from proxy.outbox import (
+from proxy.wire.codec import CALL, TEXT, FrameReader, Message, encode_frame
+from proxy.runtime.config import OutboxSettings
+from proxy.outbox.policy import (
     IN_DOUBT,
     REPLAY_ID_PREFIX,
     UNPROVEN,

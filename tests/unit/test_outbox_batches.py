@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.outbox_store import StoreUnavailable, _Batches
+from proxy.outbox.store import StoreUnavailable, _Batches
 
 
 async def test_waiting_requests_share_a_batch_and_a_second_request_of_a_charger_waits_for_the_next():

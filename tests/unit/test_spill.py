@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from proxy.spill import HEADER, Batch, Position, SpillError, SpillFull, SpillLog
+from proxy.capture.spill import HEADER, Batch, Position, SpillError, SpillFull, SpillLog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -304,7 +304,7 @@ def test_max_bytes_bound(tmp_path: Path) -> None:
 
 
 def test_failed_sync_requeues_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import proxy.spill
+    import proxy.capture.spill
 
     with SpillLog(tmp_path) as log:
         log.append([b"a", b"b"])
@@ -314,7 +314,7 @@ def test_failed_sync_requeues_the_batch(tmp_path: Path, monkeypatch: pytest.Monk
         def failing_sync(fd: int) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(proxy.spill, "_sync", failing_sync)
+        monkeypatch.setattr(proxy.capture.spill, "_sync", failing_sync)
         with pytest.raises(OSError):
             log.flush()
         assert log.records_buffered == 2 and log.records_pending == 2
@@ -355,7 +355,7 @@ def test_append_from_another_thread_during_flushes(tmp_path: Path) -> None:
 
 CHILD = """
 import sys
-from proxy.spill import SpillLog
+from proxy.capture.spill import SpillLog
 
 def record(i, j):
     return f"{i}:{j}:".encode().ljust(40 + (i * 7 + j) % 60, b".")
@@ -528,7 +528,7 @@ def test_opening_tightens_what_an_older_version_left(tmp_path: Path) -> None:
 
 def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What waits in memory is bounded apart from the disk bound; the excess is refused as "memory"."""
-    import proxy.spill
+    import proxy.capture.spill
 
     record = bytes(92)  # 100 bytes with its length and CRC
     with SpillLog(tmp_path, max_buffered_bytes=500) as log:
@@ -536,7 +536,7 @@ def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch
         def disk_full(fd: int, data: memoryview) -> int:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(proxy.spill, "_write", disk_full)
+        monkeypatch.setattr(proxy.capture.spill, "_write", disk_full)
         log.append([record] * 3)
         with pytest.raises(OSError):
             log.flush()
@@ -553,7 +553,7 @@ def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch
 def test_a_failed_acknowledgement_save_still_frees_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Disk full while saving the position: the segments it completes go anyway (they are what
     fills the disk), the position holds in memory, and a restart replays rather than loses."""
-    import proxy.spill
+    import proxy.capture.spill
 
     with SpillLog(tmp_path, segment_bytes=HEADER + 3 * 9) as log:
         log.append([b"1", b"2", b"3", b"4", b"5"])  # 9 bytes each with length and CRC: 3 per segment
@@ -565,7 +565,7 @@ def test_a_failed_acknowledgement_save_still_frees_the_disk(tmp_path: Path, monk
         def disk_full(fd: int, data: memoryview) -> int:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(proxy.spill, "_write", disk_full)
+        monkeypatch.setattr(proxy.capture.spill, "_write", disk_full)
         with pytest.raises(OSError):
             log.acknowledge(batch.end)
         assert [p.name for p in segment_files(tmp_path)] == ["000000000002.spill"]

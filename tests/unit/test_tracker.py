@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.codec import BINARY, NOT_OCPP, PING, FrameReader, Message, encode_frame
-from proxy.events import (
+from proxy.wire.codec import BINARY, NOT_OCPP, PING, FrameReader, Message, encode_frame
+from proxy.capture.events import (
     RAW_LIMIT,
     AnyEvent,
     ChargerBooted,
@@ -31,7 +31,7 @@ from proxy.events import (
     TransactionStopped,
     Unparseable,
 )
-from proxy.tracker import MAX_OUTSTANDING, Tracker, event_id
+from proxy.capture.tracker import MAX_OUTSTANDING, Tracker, event_id
 
 SCHEMAS = Path(ocpp.__file__).parent
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -531,7 +531,7 @@ def test_a_bug_in_the_tracker_never_escapes(monkeypatch):
     def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("proxy.tracker._samples16", broken)
+    monkeypatch.setattr("proxy.capture.tracker._samples16", broken)
     link = Link()
     [bad] = link.charger(call("1", "MeterValues", {"connectorId": 1, "meterValue": []}))
     assert isinstance(bad, Unparseable) and "internal error" in bad.reason

@@ -4,7 +4,7 @@ Hypothesis writes the payloads: arbitrary JSON (huge and extreme numbers, NUL an
 character, long strings, nesting, wrong types) and valid OCPP payloads of every tracked action of
 OCPP 1.6 and 2.0.1 with parts replaced by such values, as the charger's CALL and as the
 back-office's answer (or a CALLERROR). Frames go through the real codec, the tracker, and the
-journal's encoding (`proxy.capture_store.encode_event`, then read back as the store process
+journal's encoding (`proxy.capture.database_store.encode_event`, then read back as the store process
 does). Nothing may raise, and every event must encode as itself: the tracker's bounds make a
 dead letter unnecessary (a dead letter here would mean a bound is missing). Storing such events
 in PostgreSQL is tested in tests/store/test_capture_fuzz.py with the same strategies.
@@ -20,10 +20,10 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.capture_store import decode_record, encode_event
-from proxy.codec import FrameReader, Message, encode_frame
-from proxy.events import Event
-from proxy.tracker import Tracker
+from proxy.capture.database_store import decode_record, encode_event
+from proxy.wire.codec import FrameReader, Message, encode_frame
+from proxy.capture.events import Event
+from proxy.capture.tracker import Tracker
 
 T0 = 1_767_225_600.0
 TS = "2026-01-01T10:00:00Z"

@@ -9,9 +9,9 @@ import stat
 import msgspec
 import pytest
 
-from proxy.auth import basic_header
-from proxy.config import Config, ConfigError, DatabaseSettings, RegistrySettings
-from proxy.role import load_credential_verifier
+from proxy.routing.auth import basic_header
+from proxy.runtime.config import Config, ConfigError, DatabaseSettings, RegistrySettings
+from proxy.runtime.role import load_credential_verifier
 
 HEADER = basic_header("CP-1", "pw")
 

@@ -7,6 +7,6 @@
 * `accounting_cli`: `ere-proxy quarter|payout|rev|jobs`, the parsers and the commands that queue
   and inspect the jobs of `proxy.ere.jobs`.
 
-`proxy.cli` imports the two `*_cli` modules only for these commands, so the proxy role's
+`proxy.cli.main` imports the two `*_cli` modules only for these commands, so the proxy role's
 processes never load the accounting.
 """

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import trio
 
-from proxy.config import Config
+from proxy.runtime.config import Config
 from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.ere.core.rev_booking import RevExportError, RevProvider
 from proxy.ere.jobs.closing import CloseRefused, reopen, request_close

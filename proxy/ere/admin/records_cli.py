@@ -32,7 +32,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from proxy.config import Config
+from proxy.runtime.config import Config
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
     add_customer,

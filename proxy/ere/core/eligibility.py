@@ -48,7 +48,7 @@ from decimal import Decimal
 from proxy.ere.core.ean import Ean
 from proxy.ere.core.quarters import local_date
 from proxy.ere.core.rounding import exact, require_decimal, wide
-from proxy.evidence import MeterClass
+from proxy.capture.evidence import MeterClass
 
 __all__ = [
     "MID_EVIDENCE",

@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from proxy.config import EreSettings
+from proxy.runtime.config import EreSettings
 from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
 from proxy.ere.core.quarters import Quarter, local_date
 from proxy.ere.core.sepa import BankAccount, Debtor, SepaDocument, build_credit_transfer, validate_pain001

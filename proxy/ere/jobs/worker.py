@@ -32,8 +32,8 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from proxy.admin import AdminServer
-from proxy.config import Config
+from proxy.runtime.http_admin import AdminServer
+from proxy.runtime.config import Config
 from proxy.ere.core.factors import load_factor_table
 from proxy.ere.jobs.closing import close_shard, start_close
 from proxy.ere.jobs.payouts import run_payout, send_statements

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
-from proxy.config import Config, Route
+from proxy.runtime.config import Config, Route
 
 
 class Router(Protocol):

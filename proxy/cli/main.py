@@ -23,11 +23,11 @@ from pathlib import Path
 import msgspec
 import trio
 
-from proxy.auth import hash_password
-from proxy.config import Config, ConfigError, load_config
-from proxy.logs import setup_logging
-from proxy.outbox_admin import add_outbox_parser, outbox_command
-from proxy.registry import add_chargers_parser, chargers_command
+from proxy.routing.auth import hash_password
+from proxy.runtime.config import Config, ConfigError, load_config
+from proxy.runtime.logs import setup_logging
+from proxy.cli.outbox import add_outbox_parser, outbox_command
+from proxy.routing.registry import add_chargers_parser, chargers_command
 
 # The proxy role's processes do not import the ERE accounting modules (SEPA, XML schemas, IBAN
 # data: about 20 MB per process), so their commands are only known to the full parser.
@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log.level, args.worker_index)
     ere_workers = config.ere.workers if args.command == "run" else 0
     if (workers > 1 or ere_workers) and args.worker_index is None:
-        from proxy.supervisor import supervise
+        from proxy.runtime.supervisor import supervise
 
         return trio.run(supervise, args.config, workers, ere_workers)
-    from proxy.role import run_proxy_role
+    from proxy.runtime.role import run_proxy_role
 
     trio.run(run_proxy_role, args.config, config, args.worker_index or 0)
     return 0

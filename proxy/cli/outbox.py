@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from proxy.config import Config
-from proxy.outbox import IN_DOUBT, WAITS_FOR_START
+from proxy.runtime.config import Config
+from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
 from proxy.store import StoreError, open_database
 
 _STATUS = """

@@ -3,9 +3,9 @@
 Building a batch's statement arguments and asyncpg's encoding run in Python: with capture on, a
 worker forwarding 2,000 CALLs/s spent steps of 20-80 ms on them in the thread that forwards
 frames (bench/RESULTS.md). `StoreProcess` is the journal's `EventStore` in a proxy worker: it
-starts a child (`python -m proxy.store_process`) over a socket pair and sends it each batch of
+starts a child (`python -m proxy.capture.store_process`) over a socket pair and sends it each batch of
 records (the journal has encoded each event already); the child stores it with
-`proxy.capture_store.DatabaseStore` and answers. The worker only frames and sends; decoding,
+`proxy.capture.database_store.DatabaseStore` and answers. The worker only frames and sends; decoding,
 bisecting a batch the database refuses and writing dead letters all happen in the child, which
 the OS schedules apart, at a lower priority (nice 10) so that a worker forwarding frames gets the
 CPU first. Bisection lives there, rather than in the journal calling `store` on halves, because
@@ -42,10 +42,10 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
-from proxy.capture_store import DatabaseStore, StoreOutcome
-from proxy.config import DatabaseSettings
-from proxy.journal import EventStore
-from proxy.logs import setup_logging
+from proxy.capture.database_store import DatabaseStore, StoreOutcome
+from proxy.runtime.config import DatabaseSettings
+from proxy.capture.journal import EventStore
+from proxy.runtime.logs import setup_logging
 from proxy.store.db import DATABASE_ERRORS, open_database
 
 log = logging.getLogger("proxy.store_process")
@@ -112,7 +112,7 @@ class StoreProcess:
     """
 
     def __init__(self, settings: DatabaseSettings, dsn: str, *, log_level: str = "info", worker: int = 0) -> None:
-        self._command = [sys.executable, "-m", "proxy.store_process", "--worker", str(worker),
+        self._command = [sys.executable, "-m", "proxy.capture.store_process", "--worker", str(worker),
                          "--connect-timeout", str(settings.connect_timeout), "--log-level", log_level]  # fmt: skip
         self._env = {**os.environ, _DSN_ENV: dsn}
         self._lock = trio.Lock()
@@ -264,7 +264,7 @@ async def _child(fd: int, settings: DatabaseSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy.store_process")
+    parser = argparse.ArgumentParser(prog="python -m proxy.capture.store_process")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--connect-timeout", type=float, default=10.0)

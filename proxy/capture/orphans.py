@@ -2,7 +2,7 @@
 StopTransaction (or TransactionEvent Ended), so an active session without news for
 `capture.orphan_after` seconds becomes `orphaned`; its energy stays the last known reading.
 
-A stop that arrives later still completes the session (see `proxy.sessions`). Several processes
+A stop that arrives later still completes the session (see `proxy.capture.sessions`). Several processes
 may run this at once: the UPDATE is idempotent. Database errors are logged and retried at the
 next round; they never end the process, nor does any other failure of a round (logged with its
 traceback: it shares the capture nursery with the journal, and forwarding must go on).
@@ -14,7 +14,7 @@ import logging
 
 import trio
 
-from proxy.sessions import Connection
+from proxy.capture.sessions import Connection
 
 log = logging.getLogger("proxy.orphans")
 

@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 
 import trio
 
-from proxy.admission import Check, PasswordGate, Verdict
-from proxy.auth import CredentialVerifier, decide_auth
-from proxy.backoff import DialPacer, RedialBackoff
-from proxy.codec import FrameReader, Message, encode_close
-from proxy.config import Config, ProxySettings, Route
-from proxy.handshake import (
+from proxy.routing.password_gate import Check, PasswordGate, Verdict
+from proxy.routing.auth import CredentialVerifier, decide_auth
+from proxy.forward.backoff import DialPacer, RedialBackoff
+from proxy.wire.codec import FrameReader, Message, encode_close
+from proxy.runtime.config import Config, ProxySettings, Route
+from proxy.wire.handshake import (
     ChargerHandshake,
     ChargerRequest,
     HandshakeRefused,
@@ -42,15 +42,15 @@ from proxy.handshake import (
     UpstreamRefused,
     upstream_offer,
 )
-from proxy.journal import Journal
-from proxy.link import GOING_AWAY, Link, LinkEnd, Side
-from proxy.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
-from proxy.outbox import AuthorizationCache, ChargerOutbox, LiveObserver
-from proxy.logs import LogBudget
-from proxy.outbox_store import Lookup, OutboxStore, StoreUnavailable
-from proxy.relay import ChargerRefused, Relay, UpstreamUnavailable, close_charger
-from proxy.routing import Router, upstream_url
-from proxy.tracker import Tracker
+from proxy.capture.journal import Journal
+from proxy.forward.link import GOING_AWAY, Link, LinkEnd, Side
+from proxy.runtime.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
+from proxy.outbox.policy import AuthorizationCache, ChargerOutbox, LiveObserver
+from proxy.runtime.logs import LogBudget
+from proxy.outbox.store import Lookup, OutboxStore, StoreUnavailable
+from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable, close_charger
+from proxy.routing.router import Router, upstream_url
+from proxy.capture.tracker import Tracker
 
 log = logging.getLogger("proxy.server")
 

@@ -8,7 +8,7 @@ the charger, and no OCPP field says "MID" by itself. The evidence this module we
   (`signedMeterData` base64, `encodingMethod`, `publicKey`, `signingMethod`);
 * the ECDSA signature over the payload, checked when a public key is known;
 * BootNotification `meterType`/`meterSerialNumber`, matched against an editable list of
-  MID-certified meter models (`proxy/data/mid_meters.toml`).
+  MID-certified meter models (`proxy/capture/data/mid_meters.toml`).
 
 `classify` turns that into a `MeterClass`. Everything here is sans-IO (the only file read is the
 meter list) and clock-free. Bad input of any kind raises `EvidenceError` with a readable
@@ -710,7 +710,7 @@ def _normalise_pattern(pattern: str) -> str:
 
 
 def load_mid_meters(path: str | Path | None = None) -> MidMeterList:
-    """Read the MID meter list (TOML); the shipped `proxy/data/mid_meters.toml` by default.
+    """Read the MID meter list (TOML); the shipped `proxy/capture/data/mid_meters.toml` by default.
 
     A file that is missing or malformed raises `EvidenceError` naming the file and the problem.
     """

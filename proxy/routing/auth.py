@@ -15,7 +15,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from proxy.config import Route
+from proxy.runtime.config import Route
 
 _SCRYPT_LOG2_N = 14
 _SCRYPT_R = 8

@@ -40,7 +40,7 @@ caller must count as lost; with generous bounds and a database that comes back t
 resort.
 
 Write errors: `flush` keeps every record it could not make durable, in order, for the next
-`flush`, and raises the OSError; the caller retries later (see `proxy.journal`), and when space
+`flush`, and raises the OSError; the caller retries later (see `proxy.capture.journal`), and when space
 returns the buffer goes to disk as if nothing happened.
 
 Threads: `append` does no I/O and may be called from any thread at any time, also while another

@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from proxy.auth import PasswordCache, RecentSuccesses, TokenBuckets, verify_password
+from proxy.routing.auth import PasswordCache, RecentSuccesses, TokenBuckets, verify_password
 
 log = logging.getLogger("proxy.admission")
 

@@ -1,6 +1,6 @@
 """WebSocket frame codec: the native implementation plus a pure-Python reference.
 
-The application imports the codec from here (`from proxy.codec import FrameReader`); those names
+The application imports the codec from here (`from proxy.wire.codec import FrameReader`); those names
 are the native module `proxy._codec` (Rust, `codec_rs`). This module also holds a readable
 pure-Python reference of the same semantics (`codec_rs/README.md`): `ReferenceFrameReader`,
 `ReferenceMessage`, `reference_encode_frame`, `reference_encode_close` and `peek_envelope`.

@@ -23,12 +23,12 @@ from typing import Any
 
 import trio
 
-from proxy.codec import CALL, CALLERROR, CALLRESULT, FrameReader, Message, ProtocolError, encode_close, encode_frame
-from proxy.events import Event
-from proxy.metrics import DirectionMeters
-from proxy.outbox import LiveObserver
-from proxy.tracker import Tracker
-from proxy.transport import Transport, transport_for
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, FrameReader, Message, ProtocolError, encode_close, encode_frame
+from proxy.capture.events import Event
+from proxy.runtime.metrics import DirectionMeters
+from proxy.outbox.policy import LiveObserver
+from proxy.capture.tracker import Tracker
+from proxy.forward.transport import Transport, transport_for
 
 log = logging.getLogger("proxy.link")
 

@@ -2,7 +2,7 @@
 
 `Event` is a tagged union on the field `kind`, so a consumer encodes and decodes any of them with
 `msgspec.json.encode(event)` / `msgspec.json.decode(data, type=AnyEvent)`. Every event carries a
-deterministic `event_id` (the rule is in `proxy/tracker.py`), the charger `identity` and `at`,
+deterministic `event_id` (the rule is in `proxy/capture/tracker.py`), the charger `identity` and `at`,
 the Unix time in seconds at which the proxy received the frame that completed the event.
 
 Conventions:

@@ -3,7 +3,7 @@
 An event becomes a dead letter when it cannot be encoded for the spill log or the store process
 (stage "encode"), when a spilled or sent record cannot be read back (stage "decode", e.g. written
 by an incompatible version), or when the database refuses it on its own while it answers
-everything else (stage "store", found by bisecting its batch: see `proxy.capture_store`). The
+everything else (stage "store", found by bisecting its batch: see `proxy.capture.database_store`). The
 letter travels like an event (spill log, store process) and lands in `capture_dead_letters`
 (migration 008), never deleted: the payload is the event's JSON, its Python repr when even JSON
 fails, or the undecodable record's bytes, in a bytea column that holds any byte.
@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.events import Event
+from proxy.capture.events import Event
 
 log = logging.getLogger("proxy.dead_letters")
 

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from proxy.config import OutboxSettings
-from proxy.outbox import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
+from proxy.runtime.config import OutboxSettings
+from proxy.outbox.policy import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
 from proxy.store.connection import Connection
 
 log = logging.getLogger("proxy.outbox")

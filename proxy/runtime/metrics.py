@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from proxy.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
+from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
 
 if TYPE_CHECKING:
-    from proxy.journal import Journal
-    from proxy.outbox import Budget, ChargerOutbox
+    from proxy.capture.journal import Journal
+    from proxy.outbox.policy import Budget, ChargerOutbox
 
 disable_created_metrics()  # the *_created series only add noise for SREs
 

@@ -28,8 +28,8 @@ What PostgreSQL cannot hold is dealt with here, before it gets there: text and j
 (`\u0000`), which JSON allows in any string a charger sends. Such an event is stored with every
 NUL replaced by U+FFFD in every column and in `body`, and its exact JSON goes to
 `charger_events.original` (bytea); its event id stays the one of the original. Numbers are bounded
-by the tracker, and lone surrogates never get this far (see `proxy.tracker`). Anything else the
-database refuses fails the transaction: the caller bisects the batch (`proxy.capture_store`).
+by the tracker, and lone surrogates never get this far (see `proxy.capture.tracker`). Anything else the
+database refuses fails the transaction: the caller bisects the batch (`proxy.capture.database_store`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from proxy.events import (
+from proxy.capture.events import (
     AnyEvent,
     ChargerBooted,
     Event,
@@ -55,7 +55,7 @@ from proxy.events import (
     TransactionStarted,
     TransactionStopped,
 )
-from proxy.evidence import EvidenceError, classify, parse_signed_meter_value
+from proxy.capture.evidence import EvidenceError, classify, parse_signed_meter_value
 
 log = logging.getLogger("proxy.sessions")
 

@@ -2,11 +2,11 @@
 
 Links call `submit(events)` on the forwarding path; it never awaits and never raises. Events go
 into a bounded in-memory channel, and a writer task stores them in batches through an
-`EventStore`: `proxy.store_process.StoreProcess` in a process of its own (so that decoding,
+`EventStore`: `proxy.capture.store_process.StoreProcess` in a process of its own (so that decoding,
 building the statements and talking to the database never stall this process's links), or
-`proxy.capture_store.DatabaseStore` in this process. When the channel is full, the database
+`proxy.capture.database_store.DatabaseStore` in this process. When the channel is full, the database
 fails, or older events are still waiting on disk, events are appended to the spill log instead
-(`proxy.spill`, fsync'd every `flush_interval` by a worker thread) and a replayer moves them into
+(`proxy.capture.spill`, fsync'd every `flush_interval` by a worker thread) and a replayer moves them into
 the database, oldest first, once it answers again; only then does the writer go direct again, so
 the database sees each link's events in the order they happened. Event ids are deterministic and
 storing is idempotent, so a batch stored twice (a crash between commit and acknowledgement)
@@ -17,13 +17,13 @@ events submitted while the writer still holds older ones (its batch in a transac
 channel) wait in memory until the writer has put its batch, if not stored, and then the channel on
 disk; only then are they appended, and only then does the replayer start.
 
-Records: each event is encoded on its own (`proxy.capture_store.encode_event`), and the same
+Records: each event is encoded on its own (`proxy.capture.database_store.encode_event`), and the same
 bytes go to the store process or to the spill log. An event that cannot be encoded (it would
 take an integer beyond 64 bits, say) becomes a dead letter at once: counted, logged with the
 charger, event id, kind and error, and stored in `capture_dead_letters` like any record.
 
 Refused events: the store bisects a batch the database refuses while it answers, and keeps each
-event refused alone in `capture_dead_letters`, whole (see `proxy.capture_store`): the rest of
+event refused alone in `capture_dead_letters`, whole (see `proxy.capture.database_store`): the rest of
 the batch, and everything behind it, is stored without going through the spill log. The journal
 counts and logs what the store reports. Any other failure to store (database down, a timeout, the
 store process gone) counts as a database error: the events are kept on disk and retried, after a
@@ -57,10 +57,10 @@ from typing import Final, Protocol
 
 import trio
 
-from proxy.capture_store import DatabaseStore, StoreOutcome, encode_event
-from proxy.dead_letters import Note, describe
-from proxy.events import Event
-from proxy.spill import SpillFull, SpillLog
+from proxy.capture.database_store import DatabaseStore, StoreOutcome, encode_event
+from proxy.capture.dead_letters import Note, describe
+from proxy.capture.events import Event
+from proxy.capture.spill import SpillFull, SpillLog
 
 __all__ = ["FAILURE_STAGES", "DatabaseStore", "EventStore", "Journal", "JournalStats", "StoreOutcome"]
 

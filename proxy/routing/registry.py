@@ -50,10 +50,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from proxy.auth import hash_password
-from proxy.config import Config, Route
-from proxy.handshake import MAX_IDENTITY_LENGTH
-from proxy.routing import StaticRouter
+from proxy.routing.auth import hash_password
+from proxy.runtime.config import Config, Route
+from proxy.wire.handshake import MAX_IDENTITY_LENGTH
+from proxy.routing.router import StaticRouter
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
 

@@ -36,19 +36,19 @@ from time import perf_counter, time
 import msgspec
 import trio
 
-from proxy.codec import (
+from proxy.wire.codec import (
     CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, ReferenceMessage,
     encode_close, encode_frame, peek_envelope,
 )  # fmt: skip
-from proxy.events import Event, TransactionIdAssigned
-from proxy.link import GOING_AWAY, INTERNAL, POLICY_VIOLATION, STOP_REASONS, LinkEnd, Side, is_outage
-from proxy.metrics import OutboxMeters
-from proxy.backoff import RedialBackoff
-from proxy.outbox import (
+from proxy.capture.events import Event, TransactionIdAssigned
+from proxy.forward.link import GOING_AWAY, INTERNAL, POLICY_VIOLATION, STOP_REASONS, LinkEnd, Side, is_outage
+from proxy.runtime.metrics import OutboxMeters
+from proxy.forward.backoff import RedialBackoff
+from proxy.outbox.policy import (
     ChargerOutbox, Completed, DeadLetter, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
 )  # fmt: skip
-from proxy.outbox_store import Fenced, OutboxStore, StoreUnavailable, Write
-from proxy.tracker import Tracker, event_id
+from proxy.outbox.store import Fenced, OutboxStore, StoreUnavailable, Write
+from proxy.capture.tracker import Tracker, event_id
 
 log = logging.getLogger("proxy.relay")
 

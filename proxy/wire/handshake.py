@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import h11
 from wsproto.utilities import generate_accept_token
 
-from proxy.config import SUPPORTED_SUBPROTOCOLS
+from proxy.runtime.config import SUPPORTED_SUBPROTOCOLS
 
 MAX_IDENTITY_LENGTH = 48
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

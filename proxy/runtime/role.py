@@ -24,18 +24,18 @@ import trio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from proxy.admin import AdminServer
-from proxy.auth import CredentialVerifier
-from proxy.journal import Journal
-from proxy.config import Config, ConfigError, load_config
-from proxy.metrics import JournalCollector, OutboxCollector, ProxyMetrics
-from proxy.outbox_store import OutboxStore
-from proxy.orphans import close_orphans_periodically
-from proxy.registry import DatabaseRouter, KeyRing, SecretKeyError, key_id
-from proxy.routing import StaticRouter
-from proxy.server import ProxyServer, open_listener, reload_certificates, server_tls_context
-from proxy.spill import SpillLog
-from proxy.store_process import StoreProcess
+from proxy.runtime.http_admin import AdminServer
+from proxy.routing.auth import CredentialVerifier
+from proxy.capture.journal import Journal
+from proxy.runtime.config import Config, ConfigError, load_config
+from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
+from proxy.outbox.store import OutboxStore
+from proxy.capture.orphans import close_orphans_periodically
+from proxy.routing.registry import DatabaseRouter, KeyRing, SecretKeyError, key_id
+from proxy.routing.router import StaticRouter
+from proxy.forward.server import ProxyServer, open_listener, reload_certificates, server_tls_context
+from proxy.capture.spill import SpillLog
+from proxy.capture.store_process import StoreProcess
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
 
 log = logging.getLogger("proxy.role")

@@ -2,7 +2,7 @@
 
 The link feeds every message its codec reports, one call per message and direction:
 `from_charger(message, at)` and `from_upstream(message, at)`, where `at` is the Unix time in
-seconds at which the proxy received the bytes. Each call returns the events (`proxy.events`) that
+seconds at which the proxy received the bytes. Each call returns the events (`proxy.capture.events`) that
 message completed, in order; the tracker has no I/O and no clock of its own.
 
 What it tracks (anything else, including pings, binary frames, Heartbeat and unknown actions,
@@ -36,7 +36,7 @@ short strings (enumerations, vendor facts, tokens, timestamps) at most 255, sign
 keys at most 64 KiB; lists of meter values at most 10,000 and of sampled values per meter value at
 most 1,000. The limits are far above what OCPP allows (e.g. 36 characters for a transactionId),
 so only a broken or hostile charger meets them. Strings may hold any character the JSON allows,
-NUL included: the session store replaces what PostgreSQL cannot hold (`proxy.sessions`). Lone
+NUL included: the session store replaces what PostgreSQL cannot hold (`proxy.capture.sessions`). Lone
 surrogates cannot occur: msgspec refuses them (`\ud800` escapes), as does the codec's UTF-8 check.
 
 Event ids (`event_id`): a UUID (RFC 9562 version 8) made from the SHA-256 of the canonical JSON
@@ -72,8 +72,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from proxy.codec import CALL, CALLERROR, CALLRESULT, Message
-from proxy.events import (
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
+from proxy.capture.events import (
     RAW_LIMIT,
     ChargerBooted,
     Event,

@@ -65,8 +65,8 @@ from typing import Any, Final, TypeGuard
 
 import orjson
 
-from proxy.codec import CALL, CALLERROR, CALLRESULT, Message
-from proxy.config import OutboxSettings
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
+from proxy.runtime.config import OutboxSettings
 
 # Actions whose offline answer is an empty object (notifications; OCPP 1.6 and 2.x).
 _EMPTY_ANSWER: Final = frozenset({

@@ -2,9 +2,9 @@
 
 The journal encodes each event on its own into a record (msgpack of the event, tagged by its
 kind; `encode_event`), so one event that cannot be encoded never fails its batch: it becomes a
-`DeadLetter` record instead (`proxy.dead_letters`). Records are what the spill log holds and what
+`DeadLetter` record instead (`proxy.capture.dead_letters`). Records are what the spill log holds and what
 the store process receives, and `DatabaseStore.store(records)` is where they are decoded and
-written: events with `proxy.sessions.store_events`, dead letters into `capture_dead_letters`.
+written: events with `proxy.capture.sessions.store_events`, dead letters into `capture_dead_letters`.
 
 Bisection: a batch whose transaction fails is judged by the error. The database refused its
 records (an error about the data, a constraint, a trigger, a limit, or an exception from the code
@@ -38,7 +38,7 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 import trio
 
-from proxy.dead_letters import (
+from proxy.capture.dead_letters import (
     DECODE,
     STORE,
     DeadLetter,
@@ -48,8 +48,8 @@ from proxy.dead_letters import (
     store_dead_letters,
     unreadable,
 )
-from proxy.events import AnyEvent, Event
-from proxy.sessions import Connection, store_events
+from proxy.capture.events import AnyEvent, Event
+from proxy.capture.sessions import Connection, store_events
 from proxy.store.db import DATABASE_ERRORS
 
 log = logging.getLogger("proxy.capture_store")

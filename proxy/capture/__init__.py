@@ -1,0 +1,1 @@
+"""Session capture: OCPP messages into session events, and the journal that stores them."""

@@ -1,0 +1,1 @@
+"""`ere-proxy`: the command line, one module per command group."""

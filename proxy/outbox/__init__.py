@@ -1,0 +1,1 @@
+"""The outbox: answering chargers while their back-office is unreachable, and replaying what they sent."""

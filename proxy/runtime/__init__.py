@@ -1,0 +1,1 @@
+"""Running the roles: configuration, processes and their supervisor, metrics, logs, the admin endpoint."""
