@@ -83,6 +83,8 @@ _OUTAGES = frozenset({"upstream_unreachable", "upstream_timeout"})
 _OFFLINE_RETRY_AFTER = 30.0
 # Once the upstream accepted a charger, how long its outbox lookup may still take (normally ms).
 _LOOKUP_GRACE = 1.0
+# An upstream that could not be reached is taken as down for this long by new handshakes.
+_KNOWN_DOWN = 1.0
 
 
 @dataclass
@@ -198,6 +200,7 @@ class ProxyServer:
         # Passthrough chargers: digests of the headers back-offices accepted (offline admission).
         self.verifier = verifier or CredentialVerifier.random()
         self._refusal_log = LogBudget()
+        self._down_until: dict[str, float] = {}  # upstream host:port → dials skipped until then
         self._redial_settings = redial = config.outbox
         self._dial_pacer = DialPacer(redial.redial_rate_per_host, redial.redial_rate_per_host)
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
@@ -432,11 +435,19 @@ class ProxyServer:
         """Connect and handshake with the upstream; any refusal or failure raises _Refusal.
 
         Failures are logged as warnings, except a relay's redials (debug: the outage is known).
+        An upstream that could not be reached is not dialled again for a charger's handshake
+        during the next `_KNOWN_DOWN` seconds (the same refusal comes at once): a crowd of
+        chargers, or of strangers trying identities, then costs no dial each. Relays' redials
+        (paced apart) go on probing it, and the first dial that gets through clears the mark.
         """
         log_failure = log.debug if redial else log.warning
         scheme, host, port, target = upstream_url(route, identity)
+        endpoint = f"{host}:{port}"
+        if not redial and trio.current_time() < self._down_until.get(endpoint, -math.inf):
+            raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable")
         started = perf_counter()
         stream: trio.abc.Stream | None = None
+        reached = down = False
         try:
             with trio.move_on_after(self.settings.dial_timeout):
                 stream = await trio.open_tcp_stream(host, port, local_address=self._source_address())
@@ -449,21 +460,29 @@ class ProxyServer:
                 while answer is None:
                     answer = handshake.receive_data(bytes(await stream.receive_some(_HANDSHAKE_READ)))
                 self.metrics.dial_seconds.observe(perf_counter() - started)
+                reached = True
                 if isinstance(answer, UpstreamAccepted):
                     accepted, stream = (stream, answer, handshake.trailing_data), None
                     return accepted
                 raise _verdict(answer)
+            down = True
             raise _Refusal(HandshakeRefused(504, "upstream timed out"), "upstream_timeout")
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
                 log.error("out of file descriptors", extra={"identity": identity})
                 raise _Refusal(HandshakeRefused(503, "proxy at capacity"), "at_capacity") from None
             log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            down = True
             raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
         except (trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
             log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            down = True
             raise _Refusal(HandshakeRefused(502, "upstream unreachable"), "upstream_unreachable") from None
         finally:
+            if reached:
+                self._down_until.pop(endpoint, None)
+            elif down:
+                self._down_until[endpoint] = trio.current_time() + _KNOWN_DOWN
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 

@@ -12,10 +12,10 @@ theirs, nor take the CPU that forwarding needs. One attempt goes through, in ord
    its password from an address is not locked out by failures for its identity elsewhere;
 3. the client address's own line: at most `per_address` of its attempts are hashed or queued at
    once (so a flood from one address cannot spend more than that before its failures count);
-   the others wait in line, and beyond `max_waiting` of them an attempt is refused (`BUSY`);
+   the others wait in line, and beyond 32 of them an attempt is refused (`BUSY`);
 4. the hashing queue: `threads` hashes at a time. Attempts for identities that proved their
-   password recently (`RecentSuccesses`) wait in a lane of their own that goes first; the other
-   lane holds at most `max_waiting` attempts, and one more is refused at once (`BUSY`);
+   password recently (`RecentSuccesses`) wait in a lane of their own that goes first; each lane
+   holds at most `max_waiting` attempts, and one more is refused at once (`BUSY`);
 5. the hash, in threads of their own at a lower CPU priority (`HashingThreads`): when a flood
    keeps them busy, forwarding and the handshakes of other chargers still get the CPU first.
 
@@ -45,6 +45,9 @@ from proxy.routing.auth import PasswordCache, RecentSuccesses, TokenBuckets, ver
 log = logging.getLogger("proxy.admission")
 
 
+_ADDRESS_LINE = 32  # attempts of one client address waiting for their turn, at most
+
+
 class Verdict(enum.Enum):
     ADMITTED = "admitted"
     WRONG = "wrong"  # 401
@@ -65,20 +68,33 @@ class QueueFull(Exception):
     """A bounded line of waiting attempts is full."""
 
 
+@dataclass(eq=False)
+class _Call:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    deliver: Callable[[Any], None]
+    abandoned: bool = False  # its caller was cancelled before a thread took it: skipped
+
+
+_SKIPPED = object()
+
+
 class HashingThreads:
     """`count` daemon threads of their own, at `niceness` (Linux: per thread), that run slow hashes.
 
     `run(function, *args)` hands the call to a thread and waits for its result. The threads are
-    started on first use and live as long as the process; a call whose caller was cancelled runs
-    to its end and its result is dropped.
+    started on first use and live as long as the process. A caller cancelled while its call waits
+    for a thread has the call skipped; one cancelled while a thread runs it waits (shielded) for
+    that one call to end and drops its result, so no more calls are ever under way than callers
+    let in, and no hash is computed for a caller that has gone.
     """
 
     def __init__(self, count: int = 2, niceness: int = 10) -> None:
         self.count = count
         self.niceness = niceness
-        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]]
-        self._calls = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._started = False
+        self.computed = 0  # calls run (for tests and metrics)
 
     def _work(self) -> None:
         try:
@@ -86,12 +102,16 @@ class HashingThreads:
         except (AttributeError, OSError) as exc:  # another system: full priority, still correct
             log.warning("hashing threads run at normal priority", extra={"error": str(exc)})
         while True:
-            function, args, deliver = self._calls.get()
+            call = self._calls.get()
+            if call.abandoned:
+                call.deliver(_SKIPPED)
+                continue
+            self.computed += 1
             try:
-                outcome: Any = function(*args)
+                outcome: Any = call.function(*call.args)
             except BaseException as exc:  # handed to the caller
                 outcome = exc
-            deliver(outcome)
+            call.deliver(outcome)
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         if not self._started:
@@ -109,15 +129,23 @@ class HashingThreads:
             except trio.RunFinishedError:
                 pass  # the caller's run is over: nobody waits for this any more
 
-        self._calls.put((function, args, deliver))
-        await done.wait()
+        call = _Call(function, args, deliver)
+        self._calls.put(call)
+        try:
+            await done.wait()
+        except BaseException:
+            call.abandoned = True
+            with trio.CancelScope(shield=True):
+                await done.wait()  # skipped at once, or the one call under way ends
+            raise
         if isinstance(box[0], BaseException):
             raise box[0]
         return box[0]
 
 
 class HashingQueue:
-    """`threads` slots; waiters with priority are served before the others (each lane FIFO)."""
+    """`threads` slots; waiters with priority are served before the others (each lane FIFO and
+    bounded by `max_waiting`)."""
 
     def __init__(self, threads: int, max_waiting: int) -> None:
         self._free = threads
@@ -135,7 +163,7 @@ class HashingQueue:
             await trio.lowlevel.checkpoint()
             return
         lane = self._lanes[0 if priority else 1]
-        if not priority and len(lane) >= self._max_waiting:
+        if len(lane) >= self._max_waiting:  # the priority lane too: a client names the identity
             raise QueueFull
         await _wait_turn(lane, self.release)
 
@@ -212,7 +240,7 @@ class PasswordGate:
         self,
         *,
         threads: int = 2,
-        max_waiting: int = 32,
+        max_waiting: int = 128,
         per_address: int = 4,
         address_failures: TokenBuckets | None = None,
         identity_failures: TokenBuckets | None = None,
@@ -220,7 +248,7 @@ class PasswordGate:
         hashing: HashingThreads | None = None,
     ) -> None:
         self.queue = HashingQueue(threads, max_waiting)
-        self.lines = AddressLines(per_address, max_waiting)
+        self.lines = AddressLines(per_address, _ADDRESS_LINE)
         self.hashing = hashing or HashingThreads(threads)
         self.cache = PasswordCache()
         self.recent = RecentSuccesses(recent_window)  # identities (the hashing queue's priority)

@@ -272,3 +272,23 @@ async def test_a_back_office_that_accepts_and_drops_is_redialled_with_back_off(s
     # 0.2 + 0.4 + 0.8 s of back-off after the first loss: at most the handshake and three redials
     # fit in 1.5 s (before, it was redialled every millisecond or two).
     assert 2 <= flapping.dials <= 5
+
+
+async def test_an_upstream_that_could_not_be_reached_is_not_dialled_again_for_a_moment(settings, tmp_path, nursery):
+    dials = 0
+
+    async def counting_drop(stream: trio.SocketStream) -> None:
+        nonlocal dials
+        dials += 1
+        await drops_mid_handshake(stream)
+
+    upstream_port = await serve_tcp(nursery, counting_drop)
+    csms = Csms()
+    csms.port = upstream_port
+    async with running_proxy(settings, csms, tmp_path, route=passthrough(upstream_port)) as (port, server, db):
+        for _ in range(5):  # a crowd right after the first failure: refused at once, no dial each
+            assert (await status_of(port, "CP-1", HEADER)).startswith(b"HTTP/1.1 503")
+        assert dials == 1
+        await trio.sleep_until(max(server._down_until.values()))
+        assert (await status_of(port, "CP-1", HEADER)).startswith(b"HTTP/1.1 503")
+        assert dials == 2  # taken as down for a moment only: dialled again

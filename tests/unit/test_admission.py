@@ -258,3 +258,26 @@ def test_dials_to_one_host_are_paced_after_a_burst():
     assert [pacer.reserve("a", 0.0) for _ in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.5]
     assert pacer.reserve("b", 0.0) == 0.0  # another host
     assert pacer.reserve("a", 100.0) == 0.0  # long after: a full burst again
+
+
+async def test_a_hash_whose_caller_has_gone_is_never_computed():
+    threads = HashingThreads(count=1, niceness=0)
+    release = threading.Event()
+    waiting = trio.CancelScope()
+    settled = trio.Event()
+
+    async def gone_caller() -> None:
+        with waiting:
+            await threads.run(lambda: 1)
+        settled.set()  # only once its call was skipped
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(threads.run, release.wait)  # the one thread is busy
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(gone_caller)
+        await trio.testing.wait_all_tasks_blocked()
+        waiting.cancel()  # gone (a handshake timeout, say) before a thread took its call
+        await trio.testing.wait_all_tasks_blocked()
+        assert not settled.is_set()  # it waits for its call to be settled
+        release.set()
+    assert settled.is_set() and waiting.cancelled_caught and threads.computed == 1
