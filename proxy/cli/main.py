@@ -27,7 +27,7 @@ from proxy.routing.auth import hash_password
 from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.logs import setup_logging
 from proxy.cli.outbox import add_outbox_parser, outbox_command
-from proxy.routing.registry import add_chargers_parser, chargers_command
+from proxy.cli.chargers import add_chargers_parser, chargers_command
 
 # The proxy role's processes do not import the ERE accounting modules (SEPA, XML schemas, IBAN
 # data: about 20 MB per process), so their commands are only known to the full parser.

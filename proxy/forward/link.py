@@ -14,95 +14,48 @@ link escapes `run` other than cancellation of the caller.
 
 from __future__ import annotations
 
-import enum
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass
 from time import perf_counter, time
 from typing import Any
 
 import trio
 
-from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, FrameReader, Message, ProtocolError, encode_close, encode_frame
-from proxy.capture.events import Event
-from proxy.runtime.metrics import DirectionMeters
+from proxy.capture.capture import Capture
+from proxy.forward.policy import STOP_REASONS, LinkEnd, charger_can_stay, is_outage
+from proxy.forward.side import STREAM_ERRORS, Side, close_side
 from proxy.outbox.policy import LiveObserver
-from proxy.capture.tracker import Tracker
-from proxy.forward.transport import Transport, transport_for
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message, ProtocolError, encode_close, encode_frame
+from proxy.wire.ocpp import CloseCode
 
 log = logging.getLogger("proxy.link")
 
 # Bound on remembered unanswered CALL ids per direction (a charger may never answer).
 _MAX_PENDING = 32
-_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-class LinkEnd(enum.Enum):
-    CLOSED = "closed"  # a close frame passed and its side hung up
-    CHARGER_EOF = "charger_eof"
-    UPSTREAM_EOF = "upstream_eof"
-    CHARGER_ERROR = "charger_error"
-    UPSTREAM_ERROR = "upstream_error"
-    CHARGER_PROTOCOL_ERROR = "charger_protocol_error"
-    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
-    IDLE = "idle"
-    CLOSE_TIMEOUT = "close_timeout"
-    REPLACED = "replaced"
-    SHUTDOWN = "shutdown"
-    INTERNAL_ERROR = "internal_error"
-    # With an outbox (see relay.py):
-    UPSTREAM_LOST = "upstream_lost"  # the charger stays connected and is served offline
-    HANDBACK = "handback"  # the relay is done: back to byte forwarding
-    OUTBOX_FULL = "outbox_full"
-    STORE_UNAVAILABLE = "store_unavailable"
-    UPSTREAM_REFUSED = "upstream_refused"  # a redial was refused (401/403/404): the charger is closed
-
-
-GOING_AWAY = 1001
-POLICY_VIOLATION = 1008
-INTERNAL = 1011
-# An upstream closing with one of these (or a 4xxx code) ended the charger's link on purpose;
-# any other loss of the upstream is an outage, which an outbox rides out.
-DELIBERATE_CLOSE_CODES = frozenset({1000, 1003, 1007, 1008, 1009, 1010})
-
-
-def is_outage(close_code: int | None) -> bool:
-    return close_code not in DELIBERATE_CLOSE_CODES and (close_code or 0) < 4000
-
-
-@dataclass(eq=False)
-class Side:
-    """One leg of a link, named by the peer on it."""
-
-    name: str  # "charger" or "upstream"
-    stream: trio.abc.Stream
-    reader: FrameReader  # reads what this peer sends
-    meters: DirectionMeters  # counts what this peer sends
-    mask: bool  # frames we write to this peer must be masked (we are its client)
-    pending: set[str] = field(default_factory=set)  # ids of this peer's CALLs not answered yet
-    gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
-    broke_protocol: bool = False  # its reader failed: nothing it sends can be understood
-    dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
-    transport: Transport = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.transport = transport_for(self.stream)
+_STREAM_ERRORS = STREAM_ERRORS
 
 
 _NO_MESSAGES: list[Message] = []  # never appended to
+GOING_AWAY, INTERNAL = CloseCode.GOING_AWAY, CloseCode.INTERNAL_ERROR
 
 
-STOP_REASONS = {
-    LinkEnd.REPLACED: "replaced by a new connection",
-    LinkEnd.IDLE: "idle timeout",
-    LinkEnd.SHUTDOWN: "going away",
-}
+@dataclass(frozen=True)
+class OutboxWatch:
+    """With an outbox: an upstream outage leaves the charger connected (UPSTREAM_LOST), and what
+    the link learns for the outbox (`observer`: authorisations, answered starts) is kept
+    (`remember`, never waiting)."""
+
+    observer: LiveObserver
+    remember: Callable[[list[tuple[str, str, Any]]], None]
 
 
 class Link:
     """Forwarding between a charger and its upstream; `run` returns how the link ended.
 
     `close_timeout` bounds how long a started close handshake may take, and our own closing.
+    Each side's `trailing` bytes (read behind its handshake) go first. `capture`: session
+    capture of what passes (None: none); `outbox`: with an outbox (see `OutboxWatch`).
     """
 
     def __init__(
@@ -111,32 +64,22 @@ class Link:
         charger: Side,
         upstream: Side,
         close_timeout: float,
-        charger_trailing: bytes = b"",
-        upstream_trailing: bytes = b"",
-        tracker: Tracker | None = None,
-        submit: Callable[[list[Event]], None] | None = None,
-        keep_charger: bool = False,
-        observer: LiveObserver | None = None,
-        learned: Callable[[list[tuple[str, str, Any]]], None] | None = None,
+        *,
+        capture: Capture | None = None,
+        outbox: OutboxWatch | None = None,
     ) -> None:
         self.identity = identity
-        self.tracker = tracker
-        self._tracker = tracker
-        self._submit = submit
-        # With an outbox: an upstream outage leaves the charger connected (UPSTREAM_LOST), and
-        # `carried` holds what it sent that may not have reached the upstream.
-        self._keep_charger = keep_charger
+        self._capture = capture
+        self.outbox = outbox
+        # With an outbox, `carried` holds what the charger sent that may not have reached the upstream.
+        self._keep_charger = outbox is not None
         self.carried: list[Message] = []
-        self.charger_leftover = b""  # charger bytes read after the upstream was lost, not forwarded
         self._lost_as: LinkEnd | None = None  # how the link ends if the charger cannot be handed over
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
         self._sending: list[Message] = []  # the charger's messages being sent upstream now
-        self.observer = observer
-        self._learned = learned
         self.charger = charger
         self.upstream = upstream
         self._close_timeout = close_timeout
-        self._trailing = {charger: charger_trailing, upstream: upstream_trailing}
         self._scope = trio.CancelScope()
         self._end: LinkEnd | None = None
         self._codes: dict[Side, tuple[int, str]] = {}
@@ -212,11 +155,11 @@ class Link:
         meters = src.meters
         observe = meters.forward_seconds.observe
         count_bytes = meters.bytes.inc
-        tracking = self._tracker is not None and self._submit is not None
+        tracking = self._capture is not None
         # With an outbox: watch for an upstream outage, and remember what the relay may need.
         keep = self._keep_charger
         from_upstream = src is self.upstream
-        data = self._trailing.pop(src)
+        data, src.trailing = src.trailing, b""
         started = perf_counter()
         while True:
             if data:
@@ -272,7 +215,7 @@ class Link:
             started = perf_counter()
             if data and keep and not from_upstream and self._end is LinkEnd.UPSTREAM_LOST:
                 # Read before our cancellation took effect: for the relay, not for a lost upstream.
-                self.charger_leftover = data
+                self.charger.trailing = data
                 return
             if not data:
                 src.gone = True
@@ -289,14 +232,14 @@ class Link:
         """Account for messages `src` sent that went through: metrics, capture, pending CALLs."""
         count = src.meters.count
         keep, from_upstream = self._keep_charger, src is self.upstream
-        tracker, submit = self._tracker, self._submit
+        capture = self._capture
         for message in messages:
             count(message.opcode, message.message_type, message.action)
-            if tracker is not None and submit is not None:
-                events = tracker.from_upstream(message, received_at) if from_upstream else tracker.from_charger(
-                    message, received_at)
-                if events:
-                    submit(events)  # never blocks (see journal)
+            if capture is not None:  # never blocks (see journal)
+                if from_upstream:
+                    capture.from_upstream(message, received_at)
+                else:
+                    capture.from_charger(message, received_at)
             if message.message_type == CALL:
                 if len(src.pending) >= _MAX_PENDING:
                     src.pending.pop()
@@ -311,28 +254,24 @@ class Link:
     # -- an upstream outage (with an outbox) ----------------------------------------------------
     def _charger_call(self, message: Message) -> None:
         self._last_call = message
-        if self.observer is not None:
-            self.observer.on_call(message)
+        if self.outbox is not None:
+            self.outbox.observer.on_call(message)
 
     def _upstream_answer(self, message: Message) -> None:
         last = self._last_call
         if last is not None and last.unique_id == message.unique_id:
             self._last_call = None
-        if self.observer is not None and self._learned is not None:
-            if learned := self.observer.on_answer(message):
-                self._learned(learned)
+        if self.outbox is not None:
+            if learned := self.outbox.observer.on_answer(message):
+                self.outbox.remember(learned)
 
     def _upstream_lost(self, end: LinkEnd, upstream_code: tuple[int, str] | None) -> None:
         """End for a relay to take the charger over, if the charger's side is still clean."""
-        if not self._charger_clean():
+        if not charger_can_stay(self.charger, self._draining):
             self._finish(end, {self.charger: (GOING_AWAY, "peer went away")})
             return
         self._lost_as = end
         self._finish(LinkEnd.UPSTREAM_LOST, {self.upstream: upstream_code} if upstream_code else {})
-
-    def _charger_clean(self) -> bool:
-        charger = self.charger
-        return not (charger.gone or charger.dirty or charger.broke_protocol or charger.reader.closed or self._draining)
 
     def _hand_over(self) -> None:
         """Both pumps have stopped after UPSTREAM_LOST: settle what the relay takes over.
@@ -342,7 +281,7 @@ class Link:
         CALL, and what was being sent. If the charger's side stopped being clean meanwhile, the
         link ends as the outage that caused it, and the charger is closed.
         """
-        if not self._charger_clean():
+        if not charger_can_stay(self.charger, self._draining):
             assert self._lost_as is not None
             self._end = self._lost_as
             self._codes[self.charger] = (GOING_AWAY, "peer went away")
@@ -409,11 +348,10 @@ class Link:
                     charger.gone = True
                     return
                 messages = charger.reader.feed(data)
-                if self._tracker is not None and self._submit is not None:
+                if self._capture is not None:
                     at = time()
                     for message in messages:  # a queued StopTransaction must still be captured
-                        if events := self._tracker.from_charger(message, at):
-                            self._submit(events)
+                        self._capture.from_charger(message, at)
                 if not upstream.gone and not upstream.dirty:
                     upstream.dirty = True
                     try:
@@ -427,23 +365,13 @@ class Link:
             charger.gone = True
 
     async def _close_side(self, side: Side, other: Side) -> None:
-        code = self._codes.get(side)
-        writable = not side.gone and not side.dirty
-        try:
-            if code is not None and writable and not other.reader.closed:
-                await side.transport.send(encode_close(code[0], code[1], mask=side.mask))
-            elif not other.reader.closed:
-                return  # no close frame went to this side: nothing to wait for
-            if side.broke_protocol and isinstance(side.stream, trio.SocketStream):
-                await side.stream.send_eof()  # its close reply would be unreadable: ask it to hang up
-            # Await the peer's close reply (and, for an upstream server, its hang-up). Reading on
-            # also keeps unread input from turning our close into a reset that destroys it.
-            while not side.gone and not (side.reader.closed and side is self.charger):
-                data = await side.transport.receive()
-                if not data:
-                    return
-                if not side.broke_protocol:
-                    side.reader.feed(data)
-        except (*_STREAM_ERRORS, ProtocolError, trio.BusyResourceError):
-            return
+        """Our close frame to `side` if it gets one; then its answer (the caller closes sockets).
+
+        When the other side's close passed through to it, no close of ours goes: its answer to
+        that one is awaited. Without either there is nothing to wait for.
+        """
+        if other.reader.closed:
+            await close_side(side, None, self._close_timeout, close_socket=False)
+        elif (code := self._codes.get(side)) is not None:
+            await close_side(side, code, self._close_timeout, close_socket=False)
 

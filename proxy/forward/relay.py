@@ -16,7 +16,7 @@ or offline transactions whose ids need mapping. It works message by message, not
   rewritten until their transactions end. When nothing needs rewriting any more and both readers
   are between messages (checked after each message either way), `run` returns `HANDBACK` so
   the caller can go back to byte forwarding; bytes read as the relay ended are in
-  `charger_leftover` and `upstream_leftover` for the link that takes over.
+  each side's `trailing` for the link that takes over.
 
 Ending: a charger close, EOF or protocol error ends the relay like a link; a full outbox or a
 failed store closes the charger with 1001 (its own offline queue takes over); a newer link that
@@ -40,21 +40,25 @@ from proxy.wire.codec import (
     CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, ReferenceMessage,
     encode_close, encode_frame, peek_envelope,
 )  # fmt: skip
-from proxy.capture.events import Event, TransactionIdAssigned
-from proxy.forward.link import GOING_AWAY, INTERNAL, POLICY_VIOLATION, STOP_REASONS, LinkEnd, Side, is_outage
-from proxy.runtime.metrics import OutboxMeters
+from proxy.capture.capture import Capture
+from proxy.capture.events import TransactionIdAssigned
 from proxy.forward.backoff import RedialBackoff
+from proxy.forward.policy import STOP_REASONS, LinkEnd, can_hand_back, is_outage
+from proxy.forward.side import Side, close_side
+from proxy.runtime.metrics import OutboxMeters
+from proxy.wire.ocpp import CloseCode
 from proxy.outbox.policy import (
     ChargerOutbox, Completed, DeadLetter, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
 )  # fmt: skip
-from proxy.outbox.store import Fenced, OutboxStore, StoreUnavailable, Write
-from proxy.capture.tracker import Tracker, event_id
+from proxy.outbox.store import Claim, Fenced, StoreUnavailable, Write
+from proxy.capture.tracker import event_id
 
 log = logging.getLogger("proxy.relay")
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.BusyResourceError)
 
-Connector = Callable[[], Awaitable[tuple[trio.abc.Stream, bytes]]]
+Connector = Callable[[], Awaitable[Side]]  # dials the upstream again: its side, with what it sent behind its 101
+GOING_AWAY, POLICY_VIOLATION, INTERNAL = CloseCode.GOING_AWAY, CloseCode.POLICY_VIOLATION, CloseCode.INTERNAL_ERROR
 
 
 class UpstreamUnavailable(Exception):
@@ -80,54 +84,50 @@ def text_message(frame: bytes) -> ReferenceMessage:
 
 
 class Relay:
-    """See the module docstring. `upstream` is a connected upstream to start with (or None)."""
+    """See the module docstring.
+
+    `claim`: the charger's outbox, claimed (its store and epoch); `connect`: redials the upstream;
+    `upstream`: a connected upstream to start with (or None); `carried`: charger messages a
+    forwarding link read but may not have delivered; `capture`: session capture (or None);
+    `backoff`: shared by every relay of one charger connection (a lost upstream is redialled with
+    back-off across their turns).
+    """
 
     def __init__(
         self,
         identity: str,
         charger: Side,
-        outbox: ChargerOutbox,
-        epoch: int,
-        store: OutboxStore,
+        claim: Claim,
         connect: Connector,
-        make_upstream: Callable[[trio.abc.Stream], Side],
         meters: OutboxMeters,
         close_timeout: float,
         *,
-        charger_trailing: bytes = b"",
         carried: Sequence[Message] = (),
-        upstream: tuple[trio.abc.Stream, bytes] | None = None,
-        tracker: Tracker | None = None,
-        submit: Callable[[list[Event]], None] | None = None,
+        upstream: Side | None = None,
+        capture: Capture | None = None,
         backoff: RedialBackoff | None = None,
     ) -> None:
         self.identity = identity
         self.charger = charger
-        self.outbox = outbox
+        self.outbox = outbox = claim.outbox
         self.settings = outbox.settings
-        self._epoch = epoch
-        self._store = store
+        self._epoch = claim.epoch
+        self._store = claim.store
         self._connect = connect
-        self._make_upstream = make_upstream
         self._meters = meters
         self._close_timeout = close_timeout
         self._carried = list(carried)
-        self._charger_trailing = charger_trailing
         self._first_upstream = upstream
-        # Shared by every relay of one charger connection: a lost upstream is redialled with back-off.
         self.backoff = backoff or RedialBackoff(outbox.settings.redial_min, outbox.settings.redial_max)
-        self._tracker = tracker if submit is not None else None
-        self._submit = submit
+        self._capture = capture
         self.observer = LiveObserver(outbox.version, outbox.auth, outbox.starts)
         self.upstream: Side | None = None
         self._offline_counted = False
         self._connection = trio.CancelScope()  # the current upstream connection's tasks
         self._upstream_busy = False  # the upstream reader is between feeding and handling
         self._charger_busy = False  # the charger loop is between feeding and handling
-        # Bytes read after the relay decided to end (a read that completed as it was cancelled):
-        # never handled here, handed to the link that takes over (HANDBACK).
-        self.charger_leftover = b""
-        self.upstream_leftover = b""
+        # Bytes read after the relay decided to end (a read that completed as it was cancelled)
+        # are never handled here: they are left in the side's `trailing` for the link that takes over.
         self._charger_lock = trio.Lock()
         self._upstream_lock = trio.Lock()
         self._live_call: Message | None = None  # charger CALL relayed live, not yet answered
@@ -206,12 +206,12 @@ class Relay:
         for message in self._carried:  # what a forwarding link read but could not deliver
             await self._from_charger(message)
         self._carried.clear()
-        data, self._charger_trailing = self._charger_trailing, b""
+        data, charger.trailing = charger.trailing, b""
         while True:
             if not data:
                 data = await self._receive_charger()
                 if self._end is not None:
-                    self.charger_leftover = data
+                    charger.trailing = data
                     return
             self.last_active = perf_counter()
             self._charger_busy = True
@@ -246,15 +246,14 @@ class Relay:
 
     def _can_hand_back(self) -> bool:
         upstream = self.upstream
-        return (
-            upstream is not None
-            and self._live()
-            and self._live_call is None
-            and not self._upstream_busy
-            and not self._charger_busy
-            and not self.outbox.needs_rewriting
-            and self.charger.reader.at_message_boundary
-            and upstream.reader.at_message_boundary
+        return can_hand_back(
+            upstream_connected=upstream is not None,
+            outbox_settled=self._live(),
+            call_open=self._live_call is not None,
+            handling=self._upstream_busy or self._charger_busy,
+            needs_rewriting=self.outbox.needs_rewriting,
+            between_messages=upstream is not None and self.charger.reader.at_message_boundary
+            and upstream.reader.at_message_boundary,
         )
 
     async def _from_charger(self, message: Message) -> None:
@@ -350,11 +349,11 @@ class Relay:
         self._first_upstream = None
         while True:
             if first is not None:
-                (stream, trailing), first = first, None
+                upstream, first = first, None
             else:
                 await trio.sleep_until(self.backoff.next_dial_at)
                 try:
-                    stream, trailing = await self._connect()
+                    upstream = await self._connect()
                 except UpstreamUnavailable:
                     self.backoff.dial_failed(trio.current_time())
                     continue
@@ -362,10 +361,9 @@ class Relay:
                     log.warning("back-office refused the charger: closing it", extra={"identity": self.identity})
                     raise _End(LinkEnd.UPSTREAM_REFUSED, {"charger": (POLICY_VIOLATION, "refused by the back-office")})
             connected_at = trio.current_time()
-            upstream = self._make_upstream(stream)
             handed_back = False
             try:
-                await self._serve_upstream(upstream, trailing)
+                await self._serve_upstream(upstream)
             finally:
                 handed_back = self._end is not None and self._end.end is LinkEnd.HANDBACK
                 if not handed_back:
@@ -373,7 +371,7 @@ class Relay:
                     self._progress.set()
                     self.outbox.connection_lost()
                     with trio.CancelScope(shield=True):
-                        await _close_quietly(upstream, self._close_timeout)
+                        await close_side(upstream, (GOING_AWAY, "going away"), self._close_timeout)
             if handed_back:
                 return
             if self._charger_left is not None:
@@ -386,14 +384,14 @@ class Relay:
             if lost is not None:  # relayed but never answered: it may not have arrived
                 await self._answer_shielded(lost)
 
-    async def _serve_upstream(self, upstream: Side, trailing: bytes) -> None:
+    async def _serve_upstream(self, upstream: Side) -> None:
         """Replay and relay over one upstream connection; returns when it is lost."""
         self._set_upstream(upstream)
         log.info("upstream connected", extra={"identity": self.identity, "queued": len(self.outbox.entries)})
         with trio.CancelScope() as self._connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._until_lost, self._replay)
-                nursery.start_soon(self._until_lost, partial(self._read_upstream, upstream, trailing))
+                nursery.start_soon(self._until_lost, partial(self._read_upstream, upstream))
 
     async def _until_lost(self, task: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -404,7 +402,8 @@ class Relay:
             self._finish(_as_end(exc))
         self._connection.cancel()
 
-    async def _read_upstream(self, upstream: Side, data: bytes) -> None:
+    async def _read_upstream(self, upstream: Side) -> None:
+        data, upstream.trailing = upstream.trailing, b""
         while True:
             if data:
                 try:
@@ -426,7 +425,7 @@ class Relay:
                 upstream.gone = True
                 raise _UpstreamLost from None
             if self._end is not None:
-                self.upstream_leftover = data
+                upstream.trailing = data
                 return
             if not data:
                 upstream.gone = True
@@ -530,9 +529,9 @@ class Relay:
 
     def _assigned(self, provisional: int, real: int) -> None:
         """Tell the session store the real id of a transaction it knows by its provisional one."""
-        if self._submit is not None:
+        if self._capture is not None:
             event = TransactionIdAssigned("", self.identity, time(), str(provisional), str(real))
-            self._submit([msgspec.structs.replace(event, event_id=event_id(event))])
+            self._capture.submit([msgspec.structs.replace(event, event_id=event_id(event))])
 
     def _count_rewrites(self) -> None:
         if self.outbox.rewrites != self._rewrites_seen:
@@ -564,17 +563,15 @@ class Relay:
                 raise _UpstreamLost from None
 
     def _track_charger(self, message: Message, rewritten: bytes | None = None) -> None:
-        """Feed the tracker a charger message as the back-office sees it (ids mapped)."""
-        if self._tracker is not None and self._submit is not None:
+        """Capture a charger message as the back-office sees it (ids mapped)."""
+        if self._capture is not None:
             view = message if rewritten is None else text_message(
                 call_frame(message.unique_id or "", message.action or "", rewritten))
-            if events := self._tracker.from_charger(view, time()):  # type: ignore[arg-type]
-                self._submit(events)
+            self._capture.from_charger(view, time())
 
     def _track_upstream(self, message: Message | ReferenceMessage) -> None:
-        if self._tracker is not None and self._submit is not None:
-            if events := self._tracker.from_upstream(message, time()):  # type: ignore[arg-type]
-                self._submit(events)
+        if self._capture is not None:
+            self._capture.from_upstream(message, time())
 
     # -- closing ----------------------------------------------------------------------------
     async def _close_sides(self) -> None:
@@ -582,48 +579,17 @@ class Relay:
         codes = self._end.codes
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._close_charger, codes.get("charger"))
+                nursery.start_soon(self._close, self.charger, codes.get("charger"))
                 upstream = self.upstream
                 if upstream is not None:
                     self._set_upstream(None)
-                    nursery.start_soon(_close_quietly, upstream, self._close_timeout, codes.get("upstream"))
+                    nursery.start_soon(self._close, upstream, codes.get("upstream"))
 
-    async def _close_charger(self, code: tuple[int, str] | None) -> None:
+    async def _close(self, side: Side, code: tuple[int, str] | None) -> None:
         if code is None:
-            await trio.aclose_forcefully(self.charger.stream)
+            await trio.aclose_forcefully(side.stream)
         else:
-            await close_charger(self.charger, code[0], code[1], self._close_timeout)
-
-
-async def close_charger(charger: Side, code: int, reason: str, timeout: float) -> None:
-    """Send the charger a close frame (if it can take one), await its reply briefly, close the socket."""
-    with trio.move_on_after(timeout):
-        try:
-            if not charger.gone and not charger.dirty and not charger.reader.closed:
-                await charger.transport.send(encode_close(code, reason, mask=False))
-                while not charger.reader.closed:  # its close reply
-                    data = await charger.transport.receive()
-                    if not data:
-                        break
-                    charger.reader.feed(data)
-        except (*_STREAM_ERRORS, ProtocolError):
-            pass
-    await trio.aclose_forcefully(charger.stream)
-
-
-async def _close_quietly(side: Side, timeout: float, code: tuple[int, str] | None = (GOING_AWAY, "going away")) -> None:
-    """Close an upstream connection of ours: close frame (if it can take one), brief wait, socket close."""
-    with trio.move_on_after(timeout):
-        try:
-            if code is not None and not side.gone and not side.broke_protocol:
-                await side.transport.send(encode_close(code[0], code[1], mask=True))
-                while True:
-                    data = await side.transport.receive()
-                    if not data:
-                        break
-        except (*_STREAM_ERRORS, ProtocolError):
-            pass
-    await trio.aclose_forcefully(side.stream)
+            await close_side(side, code, self._close_timeout)
 
 
 # Ends caused by the charger leaving: a replay under way is finished before the relay ends.

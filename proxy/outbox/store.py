@@ -61,6 +61,25 @@ class Fenced(Exception):
     """Another link has claimed this charger's outbox since ours: this link must stop."""
 
 
+class OutboxWriter(Protocol):
+    """What a relay needs of a store: durable writes under its claim (`write`, raising `Fenced`
+    once another link claimed the charger, `StoreUnavailable` when it cannot be written) and the
+    cache of what links learned (`remember`, never waiting). `OutboxStore` is the PostgreSQL one."""
+
+    async def write(self, write: Write) -> None: ...
+
+    def remember(self, identity: str, learned: Iterable[tuple[str, str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A charger's outbox, claimed by one link: its writes go to `store` under `epoch`."""
+
+    store: OutboxWriter
+    epoch: int
+    outbox: ChargerOutbox
+
+
 @dataclass
 class Write:
     """Changes to one charger's outbox, applied atomically (in this order) under `epoch`."""
@@ -197,8 +216,8 @@ class OutboxStore:
         lookup: Lookup = await self._lookups.get(identity)
         return lookup
 
-    async def claim(self, identity: str, version: str) -> tuple[int, ChargerOutbox]:
-        """Take the charger's outbox over (fencing off earlier links); returns (epoch, outbox)."""
+    async def claim(self, identity: str, version: str) -> Claim:
+        """Take the charger's outbox over (fencing off earlier links)."""
         claimed: _Claimed = await self._claims.get(identity)
         outbox = ChargerOutbox(
             identity, version, self.settings, self.budget,
@@ -208,7 +227,7 @@ class OutboxStore:
             auth=AuthorizationCache({r[1]: orjson.loads(r[2]) for r in claimed.authorizations}),
             starts={r[1]: r[2] for r in claimed.starts},
         )  # fmt: skip
-        return claimed.epoch, outbox
+        return Claim(self, claimed.epoch, outbox)
 
     async def _claim_batch(self, identities: list[str]) -> dict[str, _Claimed]:
         claimed: dict[str, _Claimed] = {}

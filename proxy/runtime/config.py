@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import field
 
-SUPPORTED_SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")
+from proxy.wire.ocpp import SUPPORTED_SUBPROTOCOLS
+
 
 
 class ConfigError(ValueError):

@@ -31,9 +31,12 @@ from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from proxy.outbox.store import OutboxStore
 from proxy.capture.orphans import close_orphans_periodically
-from proxy.routing.registry import DatabaseRouter, KeyRing, SecretKeyError, key_id
+from proxy.routing.registry.errors import SecretKeyError
+from proxy.routing.registry.router import DatabaseRouter
+from proxy.routing.registry.sealing import KeyRing, key_id
 from proxy.routing.router import StaticRouter
-from proxy.forward.server import ProxyServer, open_listener, reload_certificates, server_tls_context
+from proxy.forward.listener import open_listener, reload_certificates, server_tls_context
+from proxy.forward.server import ProxyServer
 from proxy.capture.spill import SpillLog
 from proxy.capture.store_process import StoreProcess
 from proxy.store.db import DATABASE_ERRORS, Database, open_database

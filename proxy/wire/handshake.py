@@ -21,10 +21,7 @@ from urllib.parse import unquote
 import h11
 from wsproto.utilities import generate_accept_token
 
-from proxy.runtime.config import SUPPORTED_SUBPROTOCOLS
-
-MAX_IDENTITY_LENGTH = 48
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from proxy.wire.ocpp import SUPPORTED_SUBPROTOCOLS, identity_problem
 
 
 class HandshakeRefused(Exception):
@@ -65,10 +62,8 @@ def parse_identity(target: bytes, path_prefix: str) -> str:
         identity = unquote(path[len(prefix) :], errors="strict")
     except UnicodeDecodeError:
         raise HandshakeRefused(400, "identity is not valid UTF-8") from None
-    if not identity or len(identity) > MAX_IDENTITY_LENGTH:
-        raise HandshakeRefused(400, f"identity must be 1 to {MAX_IDENTITY_LENGTH} characters")
-    if ":" in identity or _CONTROL.search(identity) or identity in (".", ".."):
-        raise HandshakeRefused(400, "identity must not contain ':' or control characters, nor be '.' or '..'")
+    if (problem := identity_problem(identity)) is not None:
+        raise HandshakeRefused(400, problem)
     return identity
 
 

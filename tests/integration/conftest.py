@@ -20,7 +20,8 @@ from proxy.wire.codec import ReferenceFrameReader, reference_encode_frame
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.routing.router import StaticRouter
-from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.forward.listener import listening_port, open_listener
+from proxy.forward.server import ProxyServer
 
 SUBPROTOCOLS = ["ocpp1.6", "ocpp2.0.1"]
 

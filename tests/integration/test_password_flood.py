@@ -60,7 +60,7 @@ async def known_charger(handle) -> None:
     """CP-known connects once; then its cached success is dropped (as after the cache's bound), so
     its next attempt must be hashed again: behind the flood, or in the lane of recent successes."""
     assert await attempt(handle.port, "CP-known", "right", "127.0.0.1") == b"HTTP/1.1 101 Switching Protocols"
-    handle.server._passwords.cache = type(handle.server._passwords.cache)()
+    handle.server.admission.passwords.cache = type(handle.server.admission.passwords.cache)()
 
 
 async def flood_while(handle, sources: list[str], legitimate) -> tuple[list[bytes], bytes]:

@@ -13,7 +13,8 @@ from trio_websocket import open_websocket_url, serve_websocket
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.routing.router import StaticRouter
-from proxy.forward.server import ProxyServer, listening_port, open_listener, reload_certificates, server_tls_context
+from proxy.forward.listener import listening_port, open_listener, reload_certificates, server_tls_context
+from proxy.forward.server import ProxyServer
 from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
 
 

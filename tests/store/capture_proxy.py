@@ -22,7 +22,8 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.capture.journal import Journal
 from proxy.runtime.metrics import JournalCollector, ProxyMetrics
 from proxy.routing.router import StaticRouter
-from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.forward.listener import listening_port, open_listener
+from proxy.forward.server import ProxyServer
 from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
 from proxy.capture.store_process import StoreProcess

@@ -12,7 +12,8 @@ from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.capture.journal import DatabaseStore, Journal
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.routing.router import StaticRouter
-from proxy.forward.server import ProxyServer, listening_port, open_listener
+from proxy.forward.listener import listening_port, open_listener
+from proxy.forward.server import ProxyServer
 from proxy.capture.spill import SpillLog
 from proxy.store.db import open_database
 from tests.integration.conftest import RawCharger, Upstream, frame

@@ -13,7 +13,8 @@ import trio
 from proxy.cli import main as cli
 from proxy.routing.auth import verify_password
 from proxy.runtime.config import DatabaseSettings
-from proxy.routing.registry import KeyRing, generate_key, get_charger
+from proxy.routing.registry.records import get_charger
+from proxy.routing.registry.sealing import KeyRing, generate_key
 from proxy.store.db import open_database
 
 KEY = generate_key()

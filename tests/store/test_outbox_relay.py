@@ -106,7 +106,7 @@ async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstrea
         await csms.start(nursery)
         # The proxy takes the upstream as down for a second after a failed dial (what it skips
         # dialling for new handshakes); the charger comes back once that has passed.
-        await trio.sleep_until(max(server._down_until.values(), default=0.0))
+        await trio.sleep_until(max(server.dialer.down_until.values(), default=0.0))
         async with connect(port, "CP-3") as ws:
             # The charger's own queued message goes after the outbox's two.
             await call(ws, "h3", "StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError"})

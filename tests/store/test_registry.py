@@ -12,16 +12,9 @@ import trio
 
 from proxy.routing.auth import hash_password
 from proxy.runtime.config import Config, DatabaseSettings, RegistrySettings, Route
-from proxy.routing.registry import (
-    ChargerExists,
-    ChargerNotFound,
-    DatabaseRouter,
-    InvalidIdentity,
-    KeyRing,
-    NotManaged,
-    SecretKeyError,
+from proxy.routing.registry.errors import ChargerExists, ChargerNotFound, InvalidIdentity, NotManaged, SecretKeyError
+from proxy.routing.registry.records import (
     add_charger,
-    generate_key,
     generate_password,
     get_charger,
     list_chargers,
@@ -31,6 +24,8 @@ from proxy.routing.registry import (
     set_password_hash,
     validate_identity,
 )
+from proxy.routing.registry.router import DatabaseRouter
+from proxy.routing.registry.sealing import KeyRing, generate_key
 from proxy.store.db import open_database
 from proxy.store.embedded import install_dir
 

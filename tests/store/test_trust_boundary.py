@@ -289,6 +289,6 @@ async def test_an_upstream_that_could_not_be_reached_is_not_dialled_again_for_a_
         for _ in range(5):  # a crowd right after the first failure: refused at once, no dial each
             assert (await status_of(port, "CP-1", HEADER)).startswith(b"HTTP/1.1 503")
         assert dials == 1
-        await trio.sleep_until(max(server._down_until.values()))
+        await trio.sleep_until(max(server.dialer.down_until.values()))
         assert (await status_of(port, "CP-1", HEADER)).startswith(b"HTTP/1.1 503")
         assert dials == 2  # taken as down for a moment only: dialled again

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.utilities import generate_accept_token
 
+from proxy.wire.ocpp import MAX_IDENTITY_LENGTH
+
 from proxy.wire.handshake import (
-    MAX_IDENTITY_LENGTH,
     ChargerHandshake,
     ChargerRequest,
     HandshakeRefused,

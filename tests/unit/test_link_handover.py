@@ -15,7 +15,10 @@ import trio
 from trio.testing import MemoryReceiveStream, MemorySendStream
 
 from proxy.wire.codec import CLOSE, TEXT, FrameReader, encode_frame
-from proxy.forward.link import Link, LinkEnd, Side
+from proxy.forward.link import Link, OutboxWatch
+from proxy.forward.policy import LinkEnd
+from proxy.forward.side import Side
+from proxy.outbox.policy import AuthorizationCache, LiveObserver
 from proxy.runtime.metrics import ProxyMetrics
 
 METRICS = ProxyMetrics()
@@ -36,7 +39,8 @@ def _call(unique_id: str) -> bytes:
 async def test_a_call_arriving_with_the_upstream_close_reaches_the_relay_once(attempt):
     charger, from_charger, _ = _side("charger", FrameReader(from_client=True), mask=False)
     upstream, from_upstream, _ = _side("upstream", FrameReader(from_client=False), mask=True)
-    link = Link("CP", charger, upstream, close_timeout=1.0, keep_charger=True)
+    watch = OutboxWatch(LiveObserver("ocpp1.6", AuthorizationCache(), {}), lambda learned: None)
+    link = Link("CP", charger, upstream, close_timeout=1.0, outbox=watch)
     ended: list[LinkEnd] = []
 
     async def run() -> None:
@@ -51,5 +55,5 @@ async def test_a_call_arriving_with_the_upstream_close_reaches_the_relay_once(at
 
     assert ended == [LinkEnd.UPSTREAM_LOST]
     carried = [message.unique_id for message in link.carried]
-    leftover = [message.unique_id for message in FrameReader(from_client=True).feed(link.charger_leftover)]
+    leftover = [message.unique_id for message in FrameReader(from_client=True).feed(link.charger.trailing)]
     assert carried + leftover == ["c1"]

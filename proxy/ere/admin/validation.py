@@ -65,7 +65,8 @@ from proxy.ere.core.ean import Ean, EanError
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError
 from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
 from proxy.ere.core.statement_mail import PartnerBranding
-from proxy.routing.registry import InvalidIdentity, validate_identity
+from proxy.routing.registry.errors import InvalidIdentity
+from proxy.routing.registry.records import validate_identity
 
 __all__ = [
     "CONSENT_METHODS",

@@ -1,0 +1,115 @@
+"""The charger listener: TCP (and TLS), certificates reloaded in place, final answers delivered.
+
+`open_listener` binds the port (shared by several processes with SO_REUSEPORT) and wraps it in
+TLS when a certificate is configured; `reload_certificates` loads a renewed certificate into the
+running listener (SIGHUP). `send_quietly` writes a last answer and closes so that the peer reads
+it (a refusal, a close frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+
+import trio
+
+from proxy.runtime.config import ProxySettings
+
+log = logging.getLogger("proxy.server")
+
+_READ = 4096
+_LINGER_BYTES = 1 << 20
+
+
+def server_tls_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    """The TLS context of the charger listener (None without a certificate)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def reload_certificates(context: ssl.SSLContext | None, settings: ProxySettings) -> bool:
+    """Load the configured certificate and key into the running listener's `context` (SIGHUP).
+
+    Handshakes from then on present the new certificate; connections already up keep theirs.
+    A file that cannot be read or does not match is logged and the running certificate kept
+    (False). Turning TLS on or off needs a restart: the listener's kind cannot change.
+    """
+    if context is None or settings.tls_cert is None or settings.tls_key is None:
+        if (context is None) != (settings.tls_cert is None):
+            log.warning("turning TLS on or off takes effect at the next start")
+        return False
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("certificate reload failed; keeping the running certificate", extra={"error": str(exc)})
+        return False
+    log.info("certificate reloaded", extra={"certificate": settings.tls_cert})
+    return True
+
+
+def open_listener(
+    settings: ProxySettings, reuse_port: bool, tls: ssl.SSLContext | None = None
+) -> trio.abc.Listener[trio.abc.Stream]:
+    """The charger listener: TCP, wrapped in TLS when a certificate is configured.
+
+    Several processes can share the port with `reuse_port`. `tls`: the context to serve with
+    (default: a new one from the settings; pass one to keep it for `reload_certificates`).
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, settings.port))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    context = tls or server_tls_context(settings)
+    if context is None:
+        return listener
+    return trio.SSLListener(listener, context, https_compatible=False)
+
+
+def listening_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    assert isinstance(inner, trio.SocketListener)
+    return inner.socket.getsockname()[1]
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """The client's IP address ("" when it cannot be told): for logs and failure budgets."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        if isinstance(inner, trio.SocketStream):
+            return str(inner.socket.getpeername()[0])
+    except OSError:
+        pass
+    return ""
+
+
+async def send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
+    """Best-effort write of a final answer, then a lingering close.
+
+    Closing a socket with unread input makes the kernel reset the connection, which can destroy
+    the answer before the peer reads it; so we half-close and drain what the peer still sends
+    for at most a second (and at most _LINGER_BYTES) before the caller closes the socket.
+    """
+    if not data:
+        return
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(data)
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(_READ)):
+                drained += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass

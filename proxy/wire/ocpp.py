@@ -1,0 +1,40 @@
+"""OCPP-J's own rules, in one place: the charger identity in a URL, the subprotocols, close codes.
+
+Pure data and checks; the handshake, the registry, the configuration and the links all ask here.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+# OCPP-J: the last path segment of a charger's URL is its identity, percent-encoded; at most 48
+# characters, and no ':' (it would break the HTTP Basic username).
+MAX_IDENTITY_LENGTH = 48
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# The subprotocols the proxy speaks (it offers the back-office what the charger offered of these).
+SUPPORTED_SUBPROTOCOLS = ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")
+
+
+def identity_problem(identity: str) -> str | None:
+    """Why `identity` (decoded) cannot be a charger identity, or None when it can."""
+    if not identity or len(identity) > MAX_IDENTITY_LENGTH:
+        return f"identity must be 1 to {MAX_IDENTITY_LENGTH} characters"
+    if ":" in identity or _CONTROL.search(identity) or identity in (".", ".."):
+        return "identity must not contain ':' or control characters, nor be '.' or '..'"
+    return None
+
+
+class CloseCode(enum.IntEnum):
+    """The WebSocket close codes (RFC 6455 §7.4.1) the proxy sends or decides on."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
