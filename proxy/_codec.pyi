@@ -75,3 +75,7 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool, fin: bool = True) -
 
 def encode_close(code: int | None = None, reason: str = "", *, mask: bool) -> bytes:
     """A close frame; `code=None` gives an empty close payload (then `reason` must be empty)."""
+
+def text_message(text: bytes) -> Message:
+    """A TEXT `Message` of `text` as a reader would report it: its OCPP-J envelope peeked (text
+    that is not UTF-8 or not OCPP-J gives NOT_OCPP). For frames the proxy writes itself."""

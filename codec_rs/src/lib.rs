@@ -251,6 +251,30 @@ class ProtocolError(Exception):
         }
     }
 
+    /// A TEXT `Message` of `text` as a reader would report it: its OCPP-J envelope peeked (text
+    /// that is not UTF-8 or not OCPP-J gives NOT_OCPP). For frames the proxy writes itself.
+    #[pyfunction]
+    fn text_message<'py>(py: Python<'py>, text: Bound<'py, PyBytes>) -> PyResult<Bound<'py, Message>> {
+        let (envelope, source) = match std::str::from_utf8(text.as_bytes()) {
+            Ok(source) => (ocppj::peek(source), source),
+            Err(_) => (ocppj::Envelope::default(), ""),
+        };
+        let string = |s: &Option<JsonStr>| s.as_ref().map(|s| PyString::new(py, s.as_str(source)).unbind());
+        let message = Message {
+            opcode: ws::TEXT,
+            message_type: envelope.message_type,
+            unique_id: string(&envelope.unique_id),
+            action: string(&envelope.action),
+            error_code: string(&envelope.error_code),
+            payload_start: envelope.payload_start,
+            payload_end: envelope.payload_end,
+            close_code: None,
+            close_reason: None,
+            data: text.unbind(),
+        };
+        Bound::new(py, message)
+    }
+
     fn key_for(mask: bool) -> PyResult<Option<[u8; 4]>> {
         if mask {
             Ok(Some(ws::random_key().map_err(encode_error)?))
@@ -339,6 +363,7 @@ class ProtocolError(Exception):
         m.add_class::<FrameReader>()?;
         m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
         m.add_function(wrap_pyfunction!(encode_close, m)?)?;
+        m.add_function(wrap_pyfunction!(text_message, m)?)?;
         // `add` keeps an `__all__` list as a side effect; the stub declares none.
         m.delattr("__all__")?;
         Ok(())

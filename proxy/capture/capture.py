@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from proxy.capture.events import Event
 from proxy.capture.tracker import Tracker
-from proxy.wire.codec import Message, ReferenceMessage
+from proxy.wire.codec import Message
 
 
 class Capture:
@@ -23,12 +23,12 @@ class Capture:
         self.tracker = tracker
         self._submit = submit
 
-    def from_charger(self, message: Message | ReferenceMessage, at: float) -> None:
-        if events := self.tracker.from_charger(message, at):  # type: ignore[arg-type]
+    def from_charger(self, message: Message, at: float) -> None:
+        if events := self.tracker.from_charger(message, at):
             self._submit(events)
 
-    def from_upstream(self, message: Message | ReferenceMessage, at: float) -> None:
-        if events := self.tracker.from_upstream(message, at):  # type: ignore[arg-type]
+    def from_upstream(self, message: Message, at: float) -> None:
+        if events := self.tracker.from_upstream(message, at):
             self._submit(events)
 
     def submit(self, events: list[Event]) -> None:

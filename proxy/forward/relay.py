@@ -37,8 +37,8 @@ import msgspec
 import trio
 
 from proxy.wire.codec import (
-    CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, ReferenceMessage,
-    encode_close, encode_frame, peek_envelope,
+    CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, encode_close, encode_frame,
+    text_message,
 )  # fmt: skip
 from proxy.capture.capture import Capture
 from proxy.capture.events import TransactionIdAssigned
@@ -76,11 +76,6 @@ class _UpstreamLost(Exception):
 class _End(Exception):
     def __init__(self, end: LinkEnd, codes: dict[str, tuple[int, str]]) -> None:
         self.end, self.codes = end, codes
-
-
-def text_message(frame: bytes) -> ReferenceMessage:
-    """A Message-like view of an OCPP-J text frame we built ourselves (for the tracker)."""
-    return ReferenceMessage(TEXT, frame, *peek_envelope(frame))
 
 
 class Relay:
@@ -569,7 +564,7 @@ class Relay:
                 call_frame(message.unique_id or "", message.action or "", rewritten))
             self._capture.from_charger(view, time())
 
-    def _track_upstream(self, message: Message | ReferenceMessage) -> None:
+    def _track_upstream(self, message: Message) -> None:
         if self._capture is not None:
             self._capture.from_upstream(message, time())
 

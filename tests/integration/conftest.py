@@ -16,7 +16,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url, serve_websocket
 
-from proxy.wire.codec import ReferenceFrameReader, reference_encode_frame
+from testkit.reference_codec import ReferenceFrameReader, reference_encode_frame
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.routing.router import StaticRouter

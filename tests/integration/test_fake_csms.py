@@ -22,7 +22,8 @@ from bench import wire
 from bench.fake_csms import PROVISIONAL_IDS_FROM, CallFailed, FakeCsms, ReceivedCall
 from bench.ledger import counts, exactly_once
 from bench.simulator import SimConfig, simulate
-from proxy.wire.codec import CLOSE, PING, PONG, TEXT, ReferenceFrameReader, ReferenceMessage, reference_encode_frame
+from proxy.wire.codec import CLOSE, PING, PONG, TEXT
+from testkit.reference_codec import ReferenceFrameReader, ReferenceMessage, reference_encode_frame
 
 START = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2025-01-01T00:00:00Z"}
 

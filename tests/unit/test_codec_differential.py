@@ -15,18 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import testkit.reference_codec as ref
 from proxy.wire import codec
-from proxy.wire.codec import (
-    BINARY,
-    CLOSE,
-    PING,
-    PONG,
-    TEXT,
-    FrameReader,
-    ProtocolError,
-    ReferenceFrameReader,
-    peek_envelope,
-)
+from proxy.wire.codec import BINARY, CLOSE, PING, PONG, TEXT, FrameReader, ProtocolError
+from testkit.reference_codec import ReferenceFrameReader, peek_envelope
 from tests.unit.test_codec_reference import as_tuple
 
 CONTINUATION = 0
@@ -390,7 +382,7 @@ def test_peek_never_raises_and_agrees_with_native(text: str) -> None:
     envelope = peek_envelope(payload)
     assert envelope[0] in (codec.NOT_OCPP, codec.CALL, codec.CALLRESULT, codec.CALLERROR)
     reader = FrameReader(from_client=False)
-    [message] = reader.feed(codec.reference_encode_frame(TEXT, payload, mask=False))
+    [message] = reader.feed(ref.reference_encode_frame(TEXT, payload, mask=False))
     assert as_tuple(message)[2:8] == envelope
 
 
@@ -418,7 +410,7 @@ def encodable_frames(draw: Any) -> tuple[int, bytes, bool]:
 def test_encoders_agree(frame_args: tuple[int, bytes, bool], mask: bool) -> None:
     opcode, payload, fin = frame_args
     native = codec.encode_frame(opcode, payload, mask=mask, fin=fin)
-    reference = codec.reference_encode_frame(opcode, payload, mask=mask, fin=fin)
+    reference = ref.reference_encode_frame(opcode, payload, mask=mask, fin=fin)
     header_size = len(reference) - len(payload)
     assert len(native) == len(reference)
     # Same header apart from the (random) masking key; same payload once unmasked.
@@ -455,7 +447,7 @@ def test_each_encoder_decodes_identically_with_the_other_reader(
     close_accepted = {}
     for name, encode_frame, encode_close in [
         ("native", codec.encode_frame, codec.encode_close),
-        ("reference", codec.reference_encode_frame, codec.reference_encode_close),
+        ("reference", ref.reference_encode_frame, ref.reference_encode_close),
     ]:
         try:
             close = encode_close(code, reason, mask=mask)
@@ -476,9 +468,23 @@ def test_each_encoder_decodes_identically_with_the_other_reader(
 @given(st.one_of(st.none(), st.integers(0, 0xFFFF)), st.text(max_size=70))
 def test_close_encoders_accept_and_reject_the_same(code: int | None, reason: str) -> None:
     results: list[tuple[str, bytes | None]] = []
-    for encode_close in (codec.encode_close, codec.reference_encode_close):
+    for encode_close in (codec.encode_close, ref.reference_encode_close):
         try:
             results.append(("ok", encode_close(code, reason, mask=False)))
         except ValueError:
             results.append(("ValueError", None))
     assert results[0] == results[1]
+
+
+@FAST
+@given(st.binary(max_size=120) | st.text(max_size=60).map(lambda t: t.encode()))
+def test_a_text_message_made_from_bytes_reads_as_the_reader_reads_the_same_text(payload: bytes) -> None:
+    made = codec.text_message(payload)
+    assert (made.opcode, made.data) == (TEXT, payload)
+    assert as_tuple(made)[2:8] == peek_envelope(payload)  # the reference's peek
+    try:
+        [read] = FrameReader(from_client=False).feed(codec.encode_frame(TEXT, payload, mask=False))
+    except ProtocolError:  # not UTF-8: no reader takes it as text, and it is no OCPP-J frame
+        assert made.message_type == codec.NOT_OCPP
+        return
+    assert as_tuple(made)[2:8] == as_tuple(read)[2:8]

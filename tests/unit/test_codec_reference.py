@@ -13,20 +13,10 @@ from typing import Any
 
 import pytest
 
+import testkit.reference_codec as ref
 from proxy.wire import codec
-from proxy.wire.codec import (
-    BINARY,
-    CALL,
-    CALLERROR,
-    CALLRESULT,
-    CLOSE,
-    NOT_OCPP,
-    PING,
-    PONG,
-    TEXT,
-    ProtocolError,
-    peek_envelope,
-)
+from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT, ProtocolError
+from testkit.reference_codec import peek_envelope
 
 CONTINUATION = 0
 KEY = b"\x37\xfa\x21\x3d"
@@ -48,9 +38,9 @@ IMPLS = {
     "native": Impl("native", codec.FrameReader, codec.encode_frame, codec.encode_close),
     "reference": Impl(
         "reference",
-        codec.ReferenceFrameReader,
-        codec.reference_encode_frame,
-        codec.reference_encode_close,
+        ref.ReferenceFrameReader,
+        ref.reference_encode_frame,
+        ref.reference_encode_close,
     ),
 }
 
@@ -596,8 +586,8 @@ def test_zero_max_message_size_allows_only_empty_data(impl: Impl) -> None:
 def test_reference_message_mirrors_native_message() -> None:
     [native] = codec.FrameReader(from_client=False).feed(frame(PING))
     native_attributes = {name for name in dir(native) if not name.startswith("_")}
-    assert native_attributes == set(codec.ReferenceMessage.__dataclass_fields__)
-    message = codec.ReferenceMessage(opcode=PING, data=b"")
+    assert native_attributes == set(ref.ReferenceMessage.__dataclass_fields__)
+    message = ref.ReferenceMessage(opcode=PING, data=b"")
     with pytest.raises(AttributeError):
         message.opcode = PONG  # type: ignore[misc]
 

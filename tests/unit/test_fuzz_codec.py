@@ -25,22 +25,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.wire.codec import (
-    BINARY,
-    CALL,
-    CALLERROR,
-    CALLRESULT,
-    CLOSE,
-    NOT_OCPP,
-    PING,
-    PONG,
-    TEXT,
-    FrameReader,
-    Message,
-    ProtocolError,
-    encode_frame,
-    is_valid_close_code,
-)
+from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT, FrameReader, Message, ProtocolError, encode_frame
+from testkit.reference_codec import is_valid_close_code
 from tests.unit.test_codec_differential import corrupt, encode_text, ocpp_texts, split, valid_streams
 
 # Modest budgets keep this file at a few seconds; raise max_examples locally to explore.
