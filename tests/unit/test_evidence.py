@@ -11,7 +11,7 @@ import base64
 import fnmatch
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.capture.evidence import (
-    MAX_METER_TYPE_CHARS,
     EvidenceError,
     MeterClass,
     OcmfRecord,
@@ -34,6 +33,7 @@ from proxy.capture.evidence import (
     parse_signed_meter_value,
     verify,
 )
+from proxy.capture.evidence.ocmf import MAX_METER_TYPE_CHARS
 
 # --- real records ---------------------------------------------------------------------------
 
@@ -174,10 +174,21 @@ def spec_example() -> str:
     """The example file of the OCMF specification (OCMF-en.md, "Example File"), pretty-printed
     there; its signature is a placeholder, so it only serves parsing."""
     payload = {
-        "FV": "1.4", "GI": "ABL SBC-301", "GS": "808829900001", "GV": "1.4p3", "PG": "T12345",
-        "MV": "Phoenix Contact", "MM": "EEM-350-D-MCB", "MS": "BQ27400330016", "MF": "1.0",
-        "IS": True, "IL": "VERIFIED", "IF": ["RFID_PLAIN", "OCPP_RS_TLS"], "IT": "ISO14443",
-        "ID": "1F2D3A4F5506C7", "TT": "Tarif 1",
+        "FV": "1.4",
+        "GI": "ABL SBC-301",
+        "GS": "808829900001",
+        "GV": "1.4p3",
+        "PG": "T12345",
+        "MV": "Phoenix Contact",
+        "MM": "EEM-350-D-MCB",
+        "MS": "BQ27400330016",
+        "MF": "1.0",
+        "IS": True,
+        "IL": "VERIFIED",
+        "IF": ["RFID_PLAIN", "OCPP_RS_TLS"],
+        "IT": "ISO14443",
+        "ID": "1F2D3A4F5506C7",
+        "TT": "Tarif 1",
         "LC": {"LN": "cable_name", "LI": 1, "LR": 2, "LU": "mOhm"},
     }
     readings = [
@@ -195,7 +206,12 @@ def spec_example() -> str:
             f'{{\n"TM": "{tm}",\n"TX": "{tx}",\n"RV": {rv}{loss},\n"RI": "{ri}",\n"RU": "kWh",\n'
             f'"RT": "DC",\n"EF": "",\n"ST": "G"\n}}'
         )
-    body = json.dumps(payload, indent=4)[:-2] + ',\n    "RD": [\n' + ",\n".join(rd) + "\n]\n}"
+    body = (
+        json.dumps(payload, indent=4)[:-2]
+        + ',\n    "RD": [\n'
+        + ",\n".join(rd)
+        + "\n]\n}"
+    )
     return "OCMF|" + body + '|{\n    "SD": "' + "1234567890ABCDEF" * 6 + '"\n}'
 
 
@@ -204,17 +220,39 @@ def spec_example() -> str:
 
 def make_payload(**overrides: object) -> str:
     payload: dict[str, object] = {
-        "FV": "1.0", "GI": "Test Wallbox", "GS": "GW-1", "PG": "T7", "MV": "Iskra",
-        "MM": "WM3M4C", "MS": "87654321", "IS": False, "IT": "NONE",
-        "RD": [{"TM": "2026-03-01T08:00:00,000+0100 S", "TX": "B", "RV": 1234.5, "RI": "1-b:1.8.0",
-                "RU": "kWh", "RT": "AC", "EF": "", "ST": "G"}],
+        "FV": "1.0",
+        "GI": "Test Wallbox",
+        "GS": "GW-1",
+        "PG": "T7",
+        "MV": "Iskra",
+        "MM": "WM3M4C",
+        "MS": "87654321",
+        "IS": False,
+        "IT": "NONE",
+        "RD": [
+            {
+                "TM": "2026-03-01T08:00:00,000+0100 S",
+                "TX": "B",
+                "RV": 1234.5,
+                "RI": "1-b:1.8.0",
+                "RU": "kWh",
+                "RT": "AC",
+                "EF": "",
+                "ST": "G",
+            }
+        ],
     }
     payload.update(overrides)
     return json.dumps(payload, separators=(",", ":"))
 
 
-def sign(payload: str, key: ec.EllipticCurvePrivateKey, algorithm: str | None, *,
-         encoding: str = "hex") -> str:
+def sign(
+    payload: str,
+    key: ec.EllipticCurvePrivateKey,
+    algorithm: str | None,
+    *,
+    encoding: str = "hex",
+) -> str:
     der = key.sign(payload.encode(), ec.ECDSA(hashes.SHA256()))
     data = der.hex().upper() if encoding == "hex" else base64.b64encode(der).decode()
     section: dict[str, str] = {"SD": data}
@@ -232,9 +270,13 @@ def der(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        .decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +296,11 @@ def test_real_records_verify_with_their_published_keys(text: str, key: str) -> N
 @pytest.mark.parametrize(("text", "key"), REAL)
 def test_real_records_fail_when_a_reading_is_changed(text: str, key: str) -> None:
     record = parse_ocmf(text)
-    tampered = parse_ocmf(text.replace('"TX":"B"', '"TX":"C"').replace('"TX" : "B"', '"TX" : "C"')
-                          .replace('"TX": "B"', '"TX": "C"'))
+    tampered = parse_ocmf(
+        text.replace('"TX":"B"', '"TX":"C"')
+        .replace('"TX" : "B"', '"TX" : "C"')
+        .replace('"TX": "B"', '"TX": "C"')
+    )
     assert tampered.payload != record.payload
     assert verify(tampered, key) is False
 
@@ -267,24 +312,39 @@ def test_transparency_software_fail_sample_does_not_verify() -> None:
 def test_keba_record_fields_and_readings() -> None:
     record = parse_ocmf(KEBA)
     assert (record.gateway_id, record.gateway_serial, record.gateway_version) == (
-        "KEBA_KCP30", "17619300", "2.8.5")
+        "KEBA_KCP30",
+        "17619300",
+        "2.8.5",
+    )
     assert record.pagination == "T32" and record.format_version == "1.0"
     assert record.meter_serial is None and record.identified is False
-    assert record.identification_flags == ("RFID_NONE", "OCPP_NONE", "ISO15118_NONE", "PLMN_NONE")
-    assert record.signature_algorithm is None and record.algorithm == "ECDSA-secp256r1-SHA256"
+    assert record.identification_flags == (
+        "RFID_NONE",
+        "OCPP_NONE",
+        "ISO15118_NONE",
+        "PLMN_NONE",
+    )
+    assert (
+        record.signature_algorithm is None
+        and record.algorithm == "ECDSA-secp256r1-SHA256"
+    )
     begin, end = record.readings
     assert begin.value == Decimal("0.2596") and isinstance(begin.value, Decimal)
     assert begin.wh == Decimal("259.6000") and end.wh == Decimal("259.7000")
     assert (begin.event, end.event) == ("B", "E")
-    assert begin.time == datetime(2019, 8, 13, 10, 3, 15, tzinfo=timezone.utc)
+    assert begin.time == datetime(2019, 8, 13, 10, 3, 15, tzinfo=UTC)
     assert (begin.time_status, end.time_status) == ("I", "R")
     assert begin.obis == "1-b:1.8.0" and begin.unit == "kWh" and begin.billable
 
 
 def test_meter_identification_is_extracted() -> None:
     record = parse_ocmf(NZR_BRAINPOOL)
-    assert (record.meter_vendor, record.meter_model, record.meter_serial, record.meter_firmware) == (
-        "NZR", "EcoCount SL", "12345678", "1.11")
+    assert (
+        record.meter_vendor,
+        record.meter_model,
+        record.meter_serial,
+        record.meter_firmware,
+    ) == ("NZR", "EcoCount SL", "12345678", "1.11")
     assert record.signature_algorithm == "ECDSA-brainpoolP256r1-SHA256"
     (reading,) = record.readings
     assert reading.wh == Decimal(1833) and reading.current_type == "AC"
@@ -292,44 +352,82 @@ def test_meter_identification_is_extracted() -> None:
 
 def test_lenient_real_world_spellings_are_understood() -> None:
     nano = parse_ocmf(NANO_K1)
-    assert nano.readings[0].value == Decimal("9.038") and nano.readings[0].wh == Decimal("9038.000")
+    assert nano.readings[0].value == Decimal("9.038") and nano.readings[
+        0
+    ].wh == Decimal("9038.000")
     assert nano.charge_point_type == "CBIDC" and nano.identification_level == "VERIFIED"
     twin = parse_ocmf(TWIN)
     assert twin.format_version == "1.0" and twin.charge_point_type == "0"
     assert [r.wh for r in twin.readings] == [Decimal("0.0") * 1000, Decimal("1304.000")]
-    assert twin.readings[0].time == datetime(2021, 4, 9, 9, 9, 51,
-                                             tzinfo=timezone(timedelta(hours=2)))
+    assert twin.readings[0].time == datetime(
+        2021, 4, 9, 9, 9, 51, tzinfo=timezone(timedelta(hours=2))
+    )
 
 
 def test_specification_example_parses_with_whitespace_kept_for_signing() -> None:
     text = spec_example()
     record = parse_ocmf(text)
     assert record.payload.startswith("{\n") and record.payload == text.split("|")[1]
-    assert record.meter_model == "EEM-350-D-MCB" and record.meter_vendor == "Phoenix Contact"
+    assert (
+        record.meter_model == "EEM-350-D-MCB"
+        and record.meter_vendor == "Phoenix Contact"
+    )
     assert len(record.readings) == 6
     assert record.readings[0].wh == Decimal("2935600.000")
-    assert record.readings[-1].obis == "01-0B:B3.08.00*FF" and record.readings[-1].current_type == "DC"
+    assert (
+        record.readings[-1].obis == "01-0B:B3.08.00*FF"
+        and record.readings[-1].current_type == "DC"
+    )
     assert len(record.signature) == 48
 
 
 def test_omitted_fields_are_carried_from_the_previous_reading() -> None:
-    payload = make_payload(RD=[
-        {"TM": "2026-03-01T08:00:00,000+0100 S", "TX": "B", "RV": 10, "RI": "1-0:1.8.0",
-         "RU": "kWh", "ST": "G"},
-        {"RV": 4.4, "RI": "1-0:2.8.0"},
-        {"TM": "2026-03-01T09:00:00,000+0100 S", "TX": "E", "RV": 12},
-        {"ST": "M", "TX": "X"},
-    ])
+    payload = make_payload(
+        RD=[
+            {
+                "TM": "2026-03-01T08:00:00,000+0100 S",
+                "TX": "B",
+                "RV": 10,
+                "RI": "1-0:1.8.0",
+                "RU": "kWh",
+                "ST": "G",
+            },
+            {"RV": 4.4, "RI": "1-0:2.8.0"},
+            {"TM": "2026-03-01T09:00:00,000+0100 S", "TX": "E", "RV": 12},
+            {"ST": "M", "TX": "X"},
+        ]
+    )
     first, second, third, event = parse_ocmf(f'OCMF|{payload}|{{"SD":"00"}}').readings
-    assert second.time == first.time and second.unit == "kWh" and second.obis == "1-0:2.8.0"
+    assert (
+        second.time == first.time
+        and second.unit == "kWh"
+        and second.obis == "1-0:2.8.0"
+    )
     assert second.wh == Decimal("4400.0")
-    assert third.obis == "1-0:2.8.0" and third.event == "E" and third.wh == Decimal(12000)
-    assert event.value is None and event.wh is None and event.status == "M" and not event.billable
+    assert (
+        third.obis == "1-0:2.8.0" and third.event == "E" and third.wh == Decimal(12000)
+    )
+    assert (
+        event.value is None
+        and event.wh is None
+        and event.status == "M"
+        and not event.billable
+    )
 
 
 def test_error_flags_make_a_reading_unbillable() -> None:
-    payload = make_payload(RD=[{"TM": "2026-03-01T08:00:00,000+0100 S", "TX": "B", "RV": 1,
-                                "RU": "Wh", "EF": "E", "ST": "G"}])
+    payload = make_payload(
+        RD=[
+            {
+                "TM": "2026-03-01T08:00:00,000+0100 S",
+                "TX": "B",
+                "RV": 1,
+                "RU": "Wh",
+                "EF": "E",
+                "ST": "G",
+            }
+        ]
+    )
     (reading,) = parse_ocmf(f'OCMF|{payload}|{{"SD":"00"}}').readings
     assert reading.wh == Decimal(1) and not reading.billable
 
@@ -367,27 +465,42 @@ def test_base64_encoded_signature(p256: ec.EllipticCurvePrivateKey) -> None:
     assert verify(record, der(p256)) is True
 
 
-def test_public_key_in_every_accepted_spelling(p256: ec.EllipticCurvePrivateKey) -> None:
+def test_public_key_in_every_accepted_spelling(
+    p256: ec.EllipticCurvePrivateKey,
+) -> None:
     record = parse_ocmf(sign(make_payload(), p256, "ECDSA-secp256r1-SHA256"))
     raw = der(p256)
     point = p256.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    for key in (raw, raw.hex(), raw.hex().upper(), " ".join(raw.hex()[i:i + 4] for i in range(0, len(raw.hex()), 4)),
-                base64.b64encode(raw).decode(), pem(p256), pem(p256).encode(),
-                base64.b64encode(raw.hex().encode()).decode(),
-                base64.b64encode(pem(p256).encode()).decode(), point):
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    for key in (
+        raw,
+        raw.hex(),
+        raw.hex().upper(),
+        " ".join(raw.hex()[i : i + 4] for i in range(0, len(raw.hex()), 4)),
+        base64.b64encode(raw).decode(),
+        pem(p256),
+        pem(p256).encode(),
+        base64.b64encode(raw.hex().encode()).decode(),
+        base64.b64encode(pem(p256).encode()).decode(),
+        point,
+    ):
         assert verify(record, key) is True, key
 
 
 def test_raw_r_s_signature_is_accepted(p256: ec.EllipticCurvePrivateKey) -> None:
     payload = make_payload()
-    r, s = utils.decode_dss_signature(p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256())))
+    r, s = utils.decode_dss_signature(
+        p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256()))
+    )
     raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     record = parse_ocmf(f'OCMF|{payload}|{{"SD":"{raw.hex()}"}}')
     assert verify(record, der(p256)) is True
 
 
-@pytest.mark.parametrize("signature", ["00", "3006020100020100", "30" * 40, "3045" + "02" * 70])
+@pytest.mark.parametrize(
+    "signature", ["00", "3006020100020100", "30" * 40, "3045" + "02" * 70]
+)
 def test_garbled_signature_bytes_do_not_verify(
     p256: ec.EllipticCurvePrivateKey, signature: str
 ) -> None:
@@ -417,7 +530,9 @@ def test_key_on_another_curve_than_the_algorithm_is_an_error(
         ("", None),  # empty SA means the default
     ],
 )
-def test_algorithms(p256: ec.EllipticCurvePrivateKey, algorithm: str, reason: str | None) -> None:
+def test_algorithms(
+    p256: ec.EllipticCurvePrivateKey, algorithm: str, reason: str | None
+) -> None:
     payload = make_payload()
     der_signature = p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex()
     record = parse_ocmf(f'OCMF|{payload}|{{"SA":"{algorithm}","SD":"{der_signature}"}}')
@@ -430,18 +545,34 @@ def test_algorithms(p256: ec.EllipticCurvePrivateKey, algorithm: str, reason: st
 
 @pytest.mark.parametrize(
     "key",
-    [b"", "", "not a key", "zz", "3059", b"\x30\x03\x02\x01\x00", "-----BEGIN PUBLIC KEY-----\nAAAA\n",
-     "MFkw", "A" * 20_000, 42],
+    [
+        b"",
+        "",
+        "not a key",
+        "zz",
+        "3059",
+        b"\x30\x03\x02\x01\x00",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n",
+        "MFkw",
+        "A" * 20_000,
+        42,
+    ],
 )
-def test_unusable_keys_are_errors(p256: ec.EllipticCurvePrivateKey, key: object) -> None:
+def test_unusable_keys_are_errors(
+    p256: ec.EllipticCurvePrivateKey, key: object
+) -> None:
     record = parse_ocmf(sign(make_payload(), p256, None))
     with pytest.raises(EvidenceError, match="public key"):
         verify(record, key)  # type: ignore[arg-type]
 
 
 def test_rsa_key_is_an_error(p256: ec.EllipticCurvePrivateKey) -> None:
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
-    key = rsa_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    rsa_key = rsa.generate_private_key(
+        public_exponent=65537, key_size=1024
+    ).public_key()
+    key = rsa_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     with pytest.raises(EvidenceError, match="not an elliptic-curve key"):
         load_public_key(key)
     with pytest.raises(EvidenceError, match="not an elliptic-curve key"):
@@ -461,16 +592,20 @@ def test_ocpp201_signed_meter_value_object(p256: ec.EllipticCurvePrivateKey) -> 
     }
     data = parse_signed_meter_value(value)
     assert isinstance(data, SignedMeterData) and data.encoding_method == "OCMF"
-    assert data.record.meter_model == "WM3M4C" and data.record.readings[0].wh == Decimal("1234500.0")
+    assert data.record.meter_model == "WM3M4C" and data.record.readings[
+        0
+    ].wh == Decimal("1234500.0")
     assert data.public_key is not None and verify(data, data.public_key) is True
 
 
 def test_ocpp16_signed_data_as_json_text_with_the_alternative_field_name() -> None:
-    value = json.dumps({
-        "signedMeterValue": base64.b64encode(KEBA.encode()).decode(),
-        "encodingMethod": "OCMF",
-        "publicKey": base64.b64encode(bytes.fromhex(KEBA_KEY)).decode(),
-    })
+    value = json.dumps(
+        {
+            "signedMeterValue": base64.b64encode(KEBA.encode()).decode(),
+            "encodingMethod": "OCMF",
+            "publicKey": base64.b64encode(bytes.fromhex(KEBA_KEY)).decode(),
+        }
+    )
     data = parse_signed_meter_value(value)
     assert data.record.gateway_id == "KEBA_KCP30"
     assert data.public_key is not None and verify(data, data.public_key) is True
@@ -478,8 +613,14 @@ def test_ocpp16_signed_data_as_json_text_with_the_alternative_field_name() -> No
 
 @pytest.mark.parametrize(
     "value",
-    [KEBA, "  " + KEBA + "\n", KEBA.encode().hex(), base64.b64encode(KEBA.encode()).decode(),
-     KEBA.encode(), {"signedMeterData": KEBA, "encodingMethod": "ocmf", "publicKey": ""}],
+    [
+        KEBA,
+        "  " + KEBA + "\n",
+        KEBA.encode().hex(),
+        base64.b64encode(KEBA.encode()).decode(),
+        KEBA.encode(),
+        {"signedMeterData": KEBA, "encodingMethod": "ocmf", "publicKey": ""},
+    ],
     ids=["raw", "padded", "hex", "base64", "bytes", "plain-in-object"],
 )
 def test_signed_data_in_every_accepted_form(value: object) -> None:
@@ -489,9 +630,16 @@ def test_signed_data_in_every_accepted_form(value: object) -> None:
 
 
 def test_signing_method_beside_the_data_stands_in_for_a_missing_sa() -> None:
-    data = parse_signed_meter_value({"signedMeterData": base64.b64encode(NZR_P384.replace(
-        ',"SA":"ECDSA-secp384r1-SHA256"', "").encode()).decode(),
-        "signingMethod": "ECDSA-secp384r1-SHA256", "encodingMethod": "OCMF", "publicKey": ""})
+    data = parse_signed_meter_value(
+        {
+            "signedMeterData": base64.b64encode(
+                NZR_P384.replace(',"SA":"ECDSA-secp384r1-SHA256"', "").encode()
+            ).decode(),
+            "signingMethod": "ECDSA-secp384r1-SHA256",
+            "encodingMethod": "OCMF",
+            "publicKey": "",
+        }
+    )
     assert data.record.signature_algorithm == "ECDSA-secp384r1-SHA256"
     assert verify(data, NZR_P384_KEY) is True
 
@@ -524,8 +672,13 @@ GOOD_SIG = '{"SD":"3006020101020101"}'
 
 
 def with_reading(**fields: object) -> str:
-    reading: dict[str, object] = {"TM": "2026-03-01T08:00:00,000+0100 S", "TX": "B", "RV": 1,
-                                  "RU": "kWh", "ST": "G"}
+    reading: dict[str, object] = {
+        "TM": "2026-03-01T08:00:00,000+0100 S",
+        "TX": "B",
+        "RV": 1,
+        "RU": "kWh",
+        "ST": "G",
+    }
     reading.update(fields)
     reading = {k: v for k, v in reading.items() if v is not None}
     return f"OCMF|{make_payload(RD=[reading])}|{GOOD_SIG}"
@@ -575,7 +728,10 @@ MALFORMED = [
     (f'OCMF|{make_payload()}|{{"SD":"!!!!","SE":"base64"}}', "not base64"),
     (f'OCMF|{make_payload()}|{{"SD":"MEUé","SE":"base64"}}', "not base64"),
     (f'OCMF|{make_payload()}|{{"SD":"00","SE":"rot13"}}', "signature encoding"),
-    (f'OCMF|{make_payload()}|{{"SD":"00","SM":"application/json"}}', "signature format"),
+    (
+        f'OCMF|{make_payload()}|{{"SD":"00","SM":"application/json"}}',
+        "signature format",
+    ),
     (f'OCMF|{make_payload()}|{{"SD":12}}', None),  # numbers as SD are read as text "12"
 ]
 
@@ -593,11 +749,15 @@ def test_malformed_ocmf_gives_a_clear_reason(text: str, reason: str | None) -> N
 def test_json_constants_are_rejected() -> None:
     for constant in ("NaN", "Infinity", "-Infinity"):
         text = with_reading().replace('"RV":1', f'"RV":{constant}')
-        with pytest.raises(EvidenceError, match=f"{constant.lstrip('-')}|not a meter value"):
+        with pytest.raises(
+            EvidenceError, match=f"{constant.lstrip('-')}|not a meter value"
+        ):
             parse_ocmf(text)
 
 
-HUGE_EXPONENT = "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
+HUGE_EXPONENT = (
+    "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
+)
 
 
 @pytest.mark.parametrize(
@@ -610,7 +770,14 @@ HUGE_EXPONENT = "1e9999999999999999999"  # beyond Decimal's exponent range (abou
         with_reading().replace('"FV":"1.0"', f'"FV":{HUGE_EXPONENT}'),
         f'OCMF|{make_payload()}|{{"SD":"00","X":0e-9999999999999999999}}',
     ],
-    ids=["payload-number", "negative", "string-value", "tiny-string-value", "other-field", "signature-section"],
+    ids=[
+        "payload-number",
+        "negative",
+        "string-value",
+        "tiny-string-value",
+        "other-field",
+        "signature-section",
+    ],
 )
 def test_numbers_beyond_the_decimal_range_are_errors(text: str) -> None:
     with pytest.raises(EvidenceError, match="out of range"):
@@ -619,7 +786,9 @@ def test_numbers_beyond_the_decimal_range_are_errors(text: str) -> None:
         parse_signed_meter_value(json.dumps({"signedMeterData": text}))
 
 
-def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> None:
+def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> (
+    None
+):
     with pytest.raises(EvidenceError, match="out of range"):
         parse_signed_meter_value(f'{{"signedMeterData": "", "n": {HUGE_EXPONENT}}}')
 
@@ -632,9 +801,16 @@ def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_err
         "OCMF|" + "[" * 50_000 + "|{}",
         'OCMF|{"RD":' + "[" * 30_000 + "]" * 30_000 + "}|{}",
         b"OCMF|\xff\xfe|{}",
-        "OCMF|{\"GI\":\"\ud800\"}|{}",
+        'OCMF|{"GI":"\ud800"}|{}',
     ],
-    ids=["2MB-text", "2MB-bytes", "deep-brackets", "deep-nesting", "not-utf8", "lone-surrogate"],
+    ids=[
+        "2MB-text",
+        "2MB-bytes",
+        "deep-brackets",
+        "deep-nesting",
+        "not-utf8",
+        "lone-surrogate",
+    ],
 )
 def test_huge_deep_and_undecodable_inputs_are_errors(text: str | bytes) -> None:
     with pytest.raises(EvidenceError):
@@ -643,19 +819,51 @@ def test_huge_deep_and_undecodable_inputs_are_errors(text: str | bytes) -> None:
 
 # --- never anything but EvidenceError -------------------------------------------------------
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.text(max_size=12),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(["kWh", "Wh", "GWh", "B", "E", "G", "2026-03-01T08:00:00,000+0100 S"]),
+    st.sampled_from(
+        ["kWh", "Wh", "GWh", "B", "E", "G", "2026-03-01T08:00:00,000+0100 S"]
+    ),
 )
 json_values = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["RD", "TM", "TX", "RV", "RU", "RI", "ST", "EF", "MS", "IS", "IF", "SD",
-                         "SA", "SE", "SM", "signedMeterData", "encodingMethod", "publicKey"]),
-        inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "RD",
+                    "TM",
+                    "TX",
+                    "RV",
+                    "RU",
+                    "RI",
+                    "ST",
+                    "EF",
+                    "MS",
+                    "IS",
+                    "IF",
+                    "SD",
+                    "SA",
+                    "SE",
+                    "SM",
+                    "signedMeterData",
+                    "encodingMethod",
+                    "publicKey",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -688,7 +896,9 @@ def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
 
 @FUZZ
 @given(json_values, json_values)
-def test_structured_junk_never_raises_anything_else(payload: object, signature: object) -> None:
+def test_structured_junk_never_raises_anything_else(
+    payload: object, signature: object
+) -> None:
     text = f"OCMF|{json.dumps(payload)}|{json.dumps(signature)}"
     only_evidence_errors(parse_ocmf, text)
     only_evidence_errors(parse_signed_meter_value, json.dumps(payload))
@@ -701,25 +911,31 @@ def test_structured_junk_never_raises_anything_else(payload: object, signature: 
 def test_random_signatures_do_not_verify_with_the_right_key(signature: bytes) -> None:
     record = parse_ocmf(KEBA)
     assume(signature != record.signature)
-    forged = OcmfRecord(**{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature})
+    forged = OcmfRecord(
+        **{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature}
+    )
     assert verify(forged, KEBA_KEY) is False
 
 
 @FUZZ
 @given(
     st.binary(max_size=120),
-    st.sampled_from([
-        (NZR_P384_KEY, "public key is on curve secp384r1"),
-        (EBZ_KEY, "public key is on curve secp192r1"),
-        ("zz", "public key is not valid base64"),
-    ]),
+    st.sampled_from(
+        [
+            (NZR_P384_KEY, "public key is on curve secp384r1"),
+            (EBZ_KEY, "public key is on curve secp192r1"),
+            ("zz", "public key is not valid base64"),
+        ]
+    ),
 )
 def test_keys_that_cannot_check_the_record_are_errors_whatever_the_signature(
     signature: bytes, key_and_reason: tuple[str, str]
 ) -> None:
     key, reason = key_and_reason
     record = parse_ocmf(KEBA)
-    forged = OcmfRecord(**{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature})
+    forged = OcmfRecord(
+        **{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature}
+    )
     with pytest.raises(EvidenceError, match=reason):
         verify(forged, key)
 
@@ -730,7 +946,10 @@ def test_keys_that_cannot_check_the_record_are_errors_whatever_the_signature(
 def test_shipped_list_loads_and_names_its_sources() -> None:
     meters = load_mid_meters()
     assert len(meters.entries) >= 10
-    assert all(entry.source and entry.confidence in {"high", "medium"} for entry in meters.entries)
+    assert all(
+        entry.source and entry.confidence in {"high", "medium"}
+        for entry in meters.entries
+    )
 
 
 @pytest.mark.parametrize(
@@ -773,7 +992,9 @@ def test_an_overlong_meter_type_is_not_matched_word_by_word() -> None:
     def counting(name: str, pattern: str) -> bool:
         nonlocal calls
         calls += 1
-        assert calls <= patterns * MAX_METER_TYPE_CHARS, "matching work grows with the meter type"
+        assert calls <= patterns * MAX_METER_TYPE_CHARS, (
+            "matching work grows with the meter type"
+        )
         return real(name, pattern)
 
     meter_type = "x " * 100_000 + "Eastron SDM630 MID"
@@ -788,10 +1009,14 @@ def test_an_overlong_meter_type_is_not_matched_word_by_word() -> None:
 
 def test_an_edited_list_is_used(tmp_path: Path) -> None:
     path = tmp_path / "mid.toml"
-    path.write_text('[[meter]]\nvendor = "Acme"\nmodels = ["ZX-9?0"]\nconfidence = "high"\n'
-                    'source = "own certificate check"\n')
+    path.write_text(
+        '[[meter]]\nvendor = "Acme"\nmodels = ["ZX-9?0"]\nconfidence = "high"\n'
+        'source = "own certificate check"\n'
+    )
     meters = load_mid_meters(path)
-    assert meters.match("acme zx 910") is not None and meters.match("ZX-9100") is not None
+    assert (
+        meters.match("acme zx 910") is not None and meters.match("ZX-9100") is not None
+    )
     assert meters.match("ZX-99") is None
     assert classify("ZX-910", "S1", mid_meters=meters) is MeterClass.DECLARED
     assert classify("SDM630 MID", "S1", mid_meters=meters) is MeterClass.UNKNOWN
@@ -808,7 +1033,9 @@ def test_an_edited_list_is_used(tmp_path: Path) -> None:
         ('[[meter]]\nvendor = "X"\nmodels = ["ABC"]\nnote = 3\n', "must be strings"),
     ],
 )
-def test_a_broken_list_is_a_clear_error(tmp_path: Path, content: str, reason: str) -> None:
+def test_a_broken_list_is_a_clear_error(
+    tmp_path: Path, content: str, reason: str
+) -> None:
     path = tmp_path / "mid.toml"
     path.write_text(content)
     with pytest.raises(EvidenceError, match=re.escape(reason)):
@@ -821,8 +1048,15 @@ def test_classification_table() -> None:
     keba, tampered = parse_ocmf(KEBA), parse_ocmf(KEBA_TAMPERED)
     wrapped = parse_signed_meter_value(KEBA)
     p384 = ec.generate_private_key(ec.SECP384R1())
-    Case = tuple[tuple[str | None, str | None, list[OcmfRecord | SignedMeterData], bytes | str | None],
-                 MeterClass]
+    Case = tuple[
+        tuple[
+            str | None,
+            str | None,
+            list[OcmfRecord | SignedMeterData],
+            bytes | str | None,
+        ],
+        MeterClass,
+    ]
     cases: list[Case] = [
         # (meter_type, meter_serial, signed, known_key) -> class
         (("DVH4013", "1DZG0033016824", [keba], KEBA_KEY), MeterClass.SIGNED_VERIFIED),
@@ -830,7 +1064,10 @@ def test_classification_table() -> None:
         ((None, None, [keba], bytes.fromhex(KEBA_KEY)), MeterClass.SIGNED_VERIFIED),
         ((None, None, [keba], None), MeterClass.SIGNED_UNVERIFIED),
         (("DVH4013", "1", [keba, tampered], KEBA_KEY), MeterClass.SIGNED_UNVERIFIED),
-        ((None, None, [keba], NZR_P384_KEY), MeterClass.SIGNED_UNVERIFIED),  # wrong curve
+        (
+            (None, None, [keba], NZR_P384_KEY),
+            MeterClass.SIGNED_UNVERIFIED,
+        ),  # wrong curve
         ((None, None, [keba], der(p384)), MeterClass.SIGNED_UNVERIFIED),
         ((None, None, [keba], "garbage"), MeterClass.SIGNED_UNVERIFIED),
         (("Eastron SDM630 MID", "SN123", [], None), MeterClass.DECLARED),
@@ -842,5 +1079,12 @@ def test_classification_table() -> None:
         ((None, None, [], None), MeterClass.UNKNOWN),
     ]
     for (meter_type, serial, signed, key), expected in cases:
-        assert classify(meter_type, serial, signed, key) is expected, (meter_type, serial, key)
-    assert MeterClass.SIGNED_VERIFIED == "signed-verified" and MeterClass.DECLARED.value == "declared"
+        assert classify(meter_type, serial, signed, key) is expected, (
+            meter_type,
+            serial,
+            key,
+        )
+    assert (
+        MeterClass.SIGNED_VERIFIED == "signed-verified"
+        and MeterClass.DECLARED.value == "declared"
+    )

@@ -25,12 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from proxy.capture import evidence
 from proxy.capture.evidence import (
-    MAX_ENVELOPE_CHARS,
-    MAX_KEY_CHARS,
-    MAX_OCMF_CHARS,
-    MAX_WH,
     EvidenceError,
     MeterClass,
     OcmfRecord,
@@ -38,9 +33,16 @@ from proxy.capture.evidence import (
     classify,
     load_mid_meters,
     load_public_key,
+    ocmf,
     parse_ocmf,
     parse_signed_meter_value,
     verify,
+)
+from proxy.capture.evidence.ocmf import (
+    MAX_ENVELOPE_CHARS,
+    MAX_KEY_CHARS,
+    MAX_OCMF_CHARS,
+    MAX_WH,
 )
 from tests.unit.test_evidence import (
     DZG_EBEE,
@@ -63,15 +65,43 @@ from tests.unit.test_evidence import (
 
 # A few hundred examples per property keep this file at a few seconds; raise max_examples
 # locally for a longer campaign.
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+FEW = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
-RECORDS = [KEBA, NZR_BRAINPOOL, NZR_P384, EBZ_T117, EBZ_T120, DZG_EBEE, NANO_K1, TWIN, spec_example()]
-SIGNED = [
-    (KEBA, KEBA_KEY), (NZR_BRAINPOOL, NZR_BRAINPOOL_KEY), (NZR_P384, NZR_P384_KEY), (EBZ_T117, EBZ_KEY),
-    (EBZ_T120, EBZ_KEY), (DZG_EBEE, DZG_EBEE_KEY), (NANO_K1, NANO_K1_KEY), (TWIN, TWIN_KEY),
+RECORDS = [
+    KEBA,
+    NZR_BRAINPOOL,
+    NZR_P384,
+    EBZ_T117,
+    EBZ_T120,
+    DZG_EBEE,
+    NANO_K1,
+    TWIN,
+    spec_example(),
 ]
-KEYS = [KEBA_KEY, NZR_BRAINPOOL_KEY, NZR_P384_KEY, EBZ_KEY, DZG_EBEE_KEY, NANO_K1_KEY, TWIN_KEY]
+SIGNED = [
+    (KEBA, KEBA_KEY),
+    (NZR_BRAINPOOL, NZR_BRAINPOOL_KEY),
+    (NZR_P384, NZR_P384_KEY),
+    (EBZ_T117, EBZ_KEY),
+    (EBZ_T120, EBZ_KEY),
+    (DZG_EBEE, DZG_EBEE_KEY),
+    (NANO_K1, NANO_K1_KEY),
+    (TWIN, TWIN_KEY),
+]
+KEYS = [
+    KEBA_KEY,
+    NZR_BRAINPOOL_KEY,
+    NZR_P384_KEY,
+    EBZ_KEY,
+    DZG_EBEE_KEY,
+    NANO_K1_KEY,
+    TWIN_KEY,
+]
 HEX_KEYS = [key for key in KEYS if key != NANO_K1_KEY]  # NANO_K1_KEY is base64
 
 
@@ -104,28 +134,73 @@ HUGE_NUMBERS = [
 ]
 NASTY_TOKENS = [
     *HUGE_NUMBERS,
-    *(json.dumps(n) for n in HUGE_NUMBERS),  # the same as strings ("RV" may be a string)
-    "NaN", "Infinity", "-Infinity", "null", "true", "false", "[]", "{}", '""',
-    '"\\u0000"', '"\\ud800"', '"a\\u0000b"', '"\x00"', '"|"', '"\\"', "[" * 3000 + "]" * 3000,
-    "[" * 50 + "1" + "]" * 50, '{"a":' * 40 + "1" + "}" * 40, '"' + "x" * 2000 + '"',
-    '["B","E"]', '"2026-03-01T08:00:00,000+0100 S"', '"9999-99-99T99:99:99,999999+9999 Z"',
-    '"2026-03-01T08:00:00,000+2400 S"', '"kWh"', '"Wh"', '"G"', '"B"',
+    *(
+        json.dumps(n) for n in HUGE_NUMBERS
+    ),  # the same as strings ("RV" may be a string)
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "null",
+    "true",
+    "false",
+    "[]",
+    "{}",
+    '""',
+    '"\\u0000"',
+    '"\\ud800"',
+    '"a\\u0000b"',
+    '"\x00"',
+    '"|"',
+    '"\\"',
+    "[" * 3000 + "]" * 3000,
+    "[" * 50 + "1" + "]" * 50,
+    '{"a":' * 40 + "1" + "}" * 40,
+    '"' + "x" * 2000 + '"',
+    '["B","E"]',
+    '"2026-03-01T08:00:00,000+0100 S"',
+    '"9999-99-99T99:99:99,999999+9999 Z"',
+    '"2026-03-01T08:00:00,000+2400 S"',
+    '"kWh"',
+    '"Wh"',
+    '"G"',
+    '"B"',
 ]
 json_tokens = st.one_of(
     st.sampled_from(NASTY_TOKENS),
     st.integers().map(str),
     st.text(max_size=20).map(json.dumps),
-    st.from_regex(r"-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,25})?", fullmatch=True),
+    st.from_regex(
+        r"-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,25})?", fullmatch=True
+    ),
 )
-PAYLOAD_KEYS = ["FV", "GI", "GS", "GV", "PG", "MV", "MM", "MS", "MF", "IS", "IL", "IF", "IT",
-                "ID", "CT", "CI", "RD"]
+PAYLOAD_KEYS = [
+    "FV",
+    "GI",
+    "GS",
+    "GV",
+    "PG",
+    "MV",
+    "MM",
+    "MS",
+    "MF",
+    "IS",
+    "IL",
+    "IF",
+    "IT",
+    "ID",
+    "CT",
+    "CI",
+    "RD",
+]
 READING_KEYS = ["TM", "TX", "RV", "RI", "RU", "RT", "EF", "ST", "CL"]
 SIGNATURE_KEYS = ["SD", "SA", "SE", "SM"]
 
 
 def json_object(draw: Any, keys: list[str], values: st.SearchStrategy[str]) -> str:
     """A JSON object written by hand so that any token (even invalid JSON) can be a value."""
-    chosen = draw(st.lists(st.sampled_from(keys), max_size=len(keys) + 2))  # duplicates too
+    chosen = draw(
+        st.lists(st.sampled_from(keys), max_size=len(keys) + 2)
+    )  # duplicates too
     items = [f'"{key}":{draw(values)}' for key in chosen]
     return "{" + ",".join(items) + "}"
 
@@ -133,8 +208,13 @@ def json_object(draw: Any, keys: list[str], values: st.SearchStrategy[str]) -> s
 @st.composite
 def readings(draw: Any) -> str:
     good = {
-        "TM": '"2026-03-01T08:00:00,000+0100 S"', "TX": '"B"', "RV": "1.5", "RU": '"kWh"',
-        "ST": '"G"', "RI": '"1-b:1.8.0"', "EF": '""',
+        "TM": '"2026-03-01T08:00:00,000+0100 S"',
+        "TX": '"B"',
+        "RV": "1.5",
+        "RU": '"kWh"',
+        "ST": '"G"',
+        "RI": '"1-b:1.8.0"',
+        "EF": '""',
     }
     value = st.one_of(json_tokens, st.sampled_from(list(good.values())))
     entries = []
@@ -143,9 +223,17 @@ def readings(draw: Any) -> str:
             fields = dict(good)
             for key in draw(st.lists(st.sampled_from(READING_KEYS), max_size=2)):
                 fields[key] = draw(value)
-            entries.append("{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}")
+            entries.append(
+                "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+            )
         else:
-            entries.append(draw(st.one_of(st.just(json_object(draw, READING_KEYS, value)), json_tokens)))
+            entries.append(
+                draw(
+                    st.one_of(
+                        st.just(json_object(draw, READING_KEYS, value)), json_tokens
+                    )
+                )
+            )
     return "[" + ",".join(entries) + "]"
 
 
@@ -155,8 +243,15 @@ def built_ocmf(draw: Any) -> str:
     payload_value = st.one_of(json_tokens, readings())
     payload = json_object(draw, PAYLOAD_KEYS, payload_value)
     if draw(st.booleans()):
-        payload = payload[:-1] + ("," if payload != "{}" else "") + f'"RD":{draw(readings())}' + "}"
-    signature = json_object(draw, SIGNATURE_KEYS, st.one_of(json_tokens, signature_values()))
+        payload = (
+            payload[:-1]
+            + ("," if payload != "{}" else "")
+            + f'"RD":{draw(readings())}'
+            + "}"
+        )
+    signature = json_object(
+        draw, SIGNATURE_KEYS, st.one_of(json_tokens, signature_values())
+    )
     return f"OCMF|{payload}|{signature}"
 
 
@@ -166,24 +261,71 @@ def signature_values(draw: Any) -> str:
     kind = draw(st.sampled_from(["hex", "base64", "algorithm", "encoding", "mime"]))
     if kind == "hex":
         size = draw(st.sampled_from([0, 1, 70, 2047, 2048, 2049, 5000]))
-        return json.dumps(draw(st.binary(min_size=min(size, 8), max_size=8)).hex() * (size // 8 + 1))
+        return json.dumps(
+            draw(st.binary(min_size=min(size, 8), max_size=8)).hex() * (size // 8 + 1)
+        )
     if kind == "base64":
         raw = draw(st.binary(max_size=64)) * draw(st.sampled_from([1, 10, 60]))
-        return json.dumps(base64.b64encode(raw).decode() + draw(st.sampled_from(["", "=", "==", "!"])))
+        return json.dumps(
+            base64.b64encode(raw).decode() + draw(st.sampled_from(["", "=", "==", "!"]))
+        )
     if kind == "algorithm":
-        curve = draw(st.sampled_from(
-            ["secp256r1", "secp384r1", "secp521r1", "secp192k1", "secp224r1", "brainpoolP512r1",
-             "brainpoolP256r1", "ed25519", "", "SECP256R1", "secp256r1\x00"]
-        ) | st.text(max_size=12))
-        return json.dumps(draw(st.sampled_from(["ECDSA-{}-SHA256", "ECDSA-{}-SHA512", "{}"])).format(curve))
+        curve = draw(
+            st.sampled_from(
+                [
+                    "secp256r1",
+                    "secp384r1",
+                    "secp521r1",
+                    "secp192k1",
+                    "secp224r1",
+                    "brainpoolP512r1",
+                    "brainpoolP256r1",
+                    "ed25519",
+                    "",
+                    "SECP256R1",
+                    "secp256r1\x00",
+                ]
+            )
+            | st.text(max_size=12)
+        )
+        return json.dumps(
+            draw(st.sampled_from(["ECDSA-{}-SHA256", "ECDSA-{}-SHA512", "{}"])).format(
+                curve
+            )
+        )
     if kind == "encoding":
-        return json.dumps(draw(st.sampled_from(["hex", "HEX", "base64", "Base64", "rot13", ""])))
-    return json.dumps(draw(st.sampled_from(["application/x-der", "application/json", ""])))
+        return json.dumps(
+            draw(st.sampled_from(["hex", "HEX", "base64", "Base64", "rot13", ""]))
+        )
+    return json.dumps(
+        draw(st.sampled_from(["application/x-der", "application/json", ""]))
+    )
 
 
-MUTATION_TOKENS = ["|", "{", "}", "[", "]", '"', ",", ":", "\\", "\\u", "\\ud800", "\x00",
-                   "\ud800", "e99999999999999999999", "E+", "-", ".", " ", "\n", "null", "OCMF|",
-                   "1e999999999999999999999"]
+MUTATION_TOKENS = [
+    "|",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    ",",
+    ":",
+    "\\",
+    "\\u",
+    "\\ud800",
+    "\x00",
+    "\ud800",
+    "e99999999999999999999",
+    "E+",
+    "-",
+    ".",
+    " ",
+    "\n",
+    "null",
+    "OCMF|",
+    "1e999999999999999999999",
+]
 
 
 @st.composite
@@ -192,7 +334,9 @@ def mutated_records(draw: Any) -> str:
     text = draw(st.sampled_from(RECORDS))
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 4]))):
         position = draw(st.integers(0, len(text)))
-        kind = draw(st.sampled_from(["insert", "delete", "replace", "truncate", "duplicate"]))
+        kind = draw(
+            st.sampled_from(["insert", "delete", "replace", "truncate", "duplicate"])
+        )
         token = draw(st.sampled_from(MUTATION_TOKENS) | st.text(min_size=1, max_size=3))
         if kind == "insert":
             text = text[:position] + token + text[position:]
@@ -216,7 +360,9 @@ def dump(value: Any) -> str:
     if isinstance(value, Raw):
         return str(value)
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(k)}:{dump(v)}" for k, v in value.items()) + "}"
+        return (
+            "{" + ",".join(f"{json.dumps(k)}:{dump(v)}" for k, v in value.items()) + "}"
+        )
     if isinstance(value, list):
         return "[" + ",".join(dump(v) for v in value) + "]"
     return json.dumps(value)
@@ -237,7 +383,9 @@ def field_swaps(draw: Any) -> str:
             target, names = draw(st.sampled_from(readings)), READING_KEYS
         else:
             target, names = signature, SIGNATURE_KEYS
-        target[draw(st.sampled_from(names))] = Raw(draw(st.one_of(json_tokens, signature_values())))
+        target[draw(st.sampled_from(names))] = Raw(
+            draw(st.one_of(json_tokens, signature_values()))
+        )
     return f"OCMF|{dump(payload)}|{dump(signature)}"
 
 
@@ -256,7 +404,10 @@ def check_record(record: OcmfRecord, text: str) -> None:
     for reading in record.readings:
         if reading.value is not None:
             assert isinstance(reading.value, Decimal) and reading.value.is_finite()
-            assert reading.value >= 0 and len(reading.value.as_tuple().digits) <= evidence.MAX_DIGITS
+            assert (
+                reading.value >= 0
+                and len(reading.value.as_tuple().digits) <= ocmf.MAX_DIGITS
+            )
             assert reading.unit is not None
         if reading.wh is not None:
             assert reading.value is not None and 0 <= reading.wh <= MAX_WH
@@ -277,14 +428,22 @@ def test_mutated_and_hostile_ocmf_is_parsed_or_refused(text: str) -> None:
     from_bytes = outcome(parse_ocmf, text.encode("utf-8", "surrogatepass"))
     if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         if isinstance(result, EvidenceError):
-            assert isinstance(from_bytes, EvidenceError) and from_bytes.reason == result.reason
+            assert (
+                isinstance(from_bytes, EvidenceError)
+                and from_bytes.reason == result.reason
+            )
         else:
             assert from_bytes == result
 
 
 @FUZZ
-@given(ocmf_texts, st.sampled_from(["raw", "hex", "base64", "object", "json-text", "renamed"]))
-def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(text: str, form: str) -> None:
+@given(
+    ocmf_texts,
+    st.sampled_from(["raw", "hex", "base64", "object", "json-text", "renamed"]),
+)
+def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(
+    text: str, form: str
+) -> None:
     data = text.encode("utf-8", "surrogatepass")
     value: Any
     if form == "raw":
@@ -294,8 +453,12 @@ def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(text: str, fo
     elif form == "base64":
         value = base64.b64encode(data).decode()
     else:
-        wrapped = {"signedMeterData": base64.b64encode(data).decode(), "encodingMethod": "OCMF",
-                   "signingMethod": "ECDSA-secp256r1-SHA256", "publicKey": KEBA_KEY}
+        wrapped = {
+            "signedMeterData": base64.b64encode(data).decode(),
+            "encodingMethod": "OCMF",
+            "signingMethod": "ECDSA-secp256r1-SHA256",
+            "publicKey": KEBA_KEY,
+        }
         if form == "renamed":
             wrapped["signedMeterValue"] = wrapped.pop("signedMeterData")
         value = wrapped if form == "object" else json.dumps(wrapped)
@@ -310,8 +473,13 @@ def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(text: str, fo
 def signed_meter_objects(draw: Any) -> dict[str, Any]:
     """SignedMeterValue objects with fields of any JSON type and hostile sizes."""
     junk = st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=20),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     )
     data = st.one_of(
         junk,
@@ -324,9 +492,17 @@ def signed_meter_objects(draw: Any) -> dict[str, Any]:
     for name, values in [
         ("signedMeterData", data),
         ("signedMeterValue", data),
-        ("encodingMethod", st.one_of(junk, st.sampled_from(["OCMF", " ocmf ", "EDL", "SML", ""]))),
+        (
+            "encodingMethod",
+            st.one_of(junk, st.sampled_from(["OCMF", " ocmf ", "EDL", "SML", ""])),
+        ),
         ("signingMethod", st.one_of(junk, signature_values().map(json.loads))),
-        ("publicKey", st.one_of(junk, st.sampled_from(KEYS), huge_keys(), keys().map(lambda k: k[0]))),
+        (
+            "publicKey",
+            st.one_of(
+                junk, st.sampled_from(KEYS), huge_keys(), keys().map(lambda k: k[0])
+            ),
+        ),
     ]:
         if draw(st.booleans()):
             obj[name] = draw(values)
@@ -336,20 +512,27 @@ def signed_meter_objects(draw: Any) -> dict[str, Any]:
 @FUZZ
 @given(signed_meter_objects())
 def test_signed_meter_value_objects_with_any_field_types(obj: dict[str, Any]) -> None:
-    for value in (obj, json.dumps(obj, default=repr)):  # bytes values travel as text in JSON
+    for value in (
+        obj,
+        json.dumps(obj, default=repr),
+    ):  # bytes values travel as text in JSON
         result = outcome(parse_signed_meter_value, value)
         if not isinstance(result, EvidenceError):
             assert isinstance(result, SignedMeterData)
             assert result.public_key is None or isinstance(result.public_key, str)
             if result.public_key is not None:
-                assert isinstance(outcome(verify, result, result.public_key), (bool, EvidenceError))
+                assert isinstance(
+                    outcome(verify, result, result.public_key), (bool, EvidenceError)
+                )
 
 
 @st.composite
 def huge_keys(draw: Any) -> str:
     """Key text far beyond any real key, in each spelling the loader tries."""
     raw = draw(st.binary(min_size=1, max_size=64)) * draw(st.sampled_from([1, 70, 200]))
-    spelling = draw(st.sampled_from(["hex", "base64", "pem", "base64-of-hex", "spaced-hex"]))
+    spelling = draw(
+        st.sampled_from(["hex", "base64", "pem", "base64-of-hex", "spaced-hex"])
+    )
     if spelling == "hex":
         return raw.hex()
     if spelling == "base64":
@@ -378,13 +561,33 @@ def keys(draw: Any) -> tuple[str | bytes, bool]:
         else:
             der += draw(st.binary(min_size=1, max_size=8))
     raw = bytes(der)
-    spelling = draw(st.sampled_from(["der", "hex", "HEX", "spaced", "base64", "pem", "base64-of-hex",
-                                     "base64-of-pem", "point"]))
-    pem = "-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(raw).decode() + "-----END PUBLIC KEY-----\n"
+    spelling = draw(
+        st.sampled_from(
+            [
+                "der",
+                "hex",
+                "HEX",
+                "spaced",
+                "base64",
+                "pem",
+                "base64-of-hex",
+                "base64-of-pem",
+                "point",
+            ]
+        )
+    )
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        + base64.encodebytes(raw).decode()
+        + "-----END PUBLIC KEY-----\n"
+    )
     spellings: dict[str, str | bytes] = {
-        "der": raw, "hex": raw.hex(), "HEX": raw.hex().upper(),
+        "der": raw,
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
         "spaced": " ".join(raw.hex()[i : i + 4] for i in range(0, len(raw.hex()), 4)),
-        "base64": base64.b64encode(raw).decode(), "pem": pem,
+        "base64": base64.b64encode(raw).decode(),
+        "pem": pem,
         "base64-of-hex": base64.b64encode(raw.hex().encode()).decode(),
         "base64-of-pem": base64.b64encode(pem.encode()).decode(),
         "point": b"\x04" + raw[-64:],
@@ -393,9 +596,13 @@ def keys(draw: Any) -> tuple[str | bytes, bool]:
 
 
 @FUZZ
-@given(st.one_of(huge_keys().map(lambda k: (k, False)), keys()),
-       st.sampled_from([None, ec.SECP256R1, ec.SECP384R1, ec.SECP192R1]))
-def test_hostile_public_keys_load_or_are_refused(key_and_intact: tuple[str | bytes, bool], curve: Any) -> None:
+@given(
+    st.one_of(huge_keys().map(lambda k: (k, False)), keys()),
+    st.sampled_from([None, ec.SECP256R1, ec.SECP384R1, ec.SECP192R1]),
+)
+def test_hostile_public_keys_load_or_are_refused(
+    key_and_intact: tuple[str | bytes, bool], curve: Any
+) -> None:
     key, intact = key_and_intact
     result = outcome(load_public_key, key, curve)
     if intact:
@@ -406,13 +613,23 @@ def test_hostile_public_keys_load_or_are_refused(key_and_intact: tuple[str | byt
 
 
 @FUZZ
-@given(st.sampled_from(SIGNED), st.one_of(huge_keys(), keys().map(lambda k: k[0])), st.binary(max_size=300))
+@given(
+    st.sampled_from(SIGNED),
+    st.one_of(huge_keys(), keys().map(lambda k: k[0])),
+    st.binary(max_size=300),
+)
 def test_verify_with_hostile_keys_and_signatures_gives_a_verdict_or_an_error(
     record_and_key: tuple[str, str], key: str | bytes, signature: bytes
 ) -> None:
     record = parse_ocmf(record_and_key[0])
-    forged = OcmfRecord(**{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature})
-    for candidate, checked in ((forged, key), (forged, record_and_key[1]), (record, key)):
+    forged = OcmfRecord(
+        **{**{f: getattr(record, f) for f in record.__slots__}, "signature": signature}
+    )
+    for candidate, checked in (
+        (forged, key),
+        (forged, record_and_key[1]),
+        (record, key),
+    ):
         result = outcome(verify, candidate, checked)
         assert result in (True, False) or isinstance(result, EvidenceError)
     # A random signature never verifies with the record's own key.
@@ -423,18 +640,31 @@ def test_verify_with_hostile_keys_and_signatures_gives_a_verdict_or_an_error(
 meter_types = st.one_of(
     st.none(),
     st.text(max_size=60),
-    st.sampled_from(["SDM630 MID", "Eastron SDM630-Modbus MID V2", "DVH4013", "B23", "WM3M4C"]),
-    st.builds(lambda t, n: t * n, st.sampled_from(["a ", "SDM630 ", "x-", "\x00", "SDM630*MID "]),
-              st.integers(1, 200)),
+    st.sampled_from(
+        ["SDM630 MID", "Eastron SDM630-Modbus MID V2", "DVH4013", "B23", "WM3M4C"]
+    ),
+    st.builds(
+        lambda t, n: t * n,
+        st.sampled_from(["a ", "SDM630 ", "x-", "\x00", "SDM630*MID "]),
+        st.integers(1, 200),
+    ),
 )
 
 
 @FUZZ
-@given(meter_types, st.one_of(st.none(), st.text(max_size=30)),
-       st.lists(st.sampled_from(RECORDS[:8]).map(parse_ocmf), max_size=2),
-       st.one_of(st.none(), st.sampled_from(KEYS), st.text(max_size=40), st.binary(max_size=40)))
+@given(
+    meter_types,
+    st.one_of(st.none(), st.text(max_size=30)),
+    st.lists(st.sampled_from(RECORDS[:8]).map(parse_ocmf), max_size=2),
+    st.one_of(
+        st.none(), st.sampled_from(KEYS), st.text(max_size=40), st.binary(max_size=40)
+    ),
+)
 def test_classify_always_gives_a_class(
-    meter_type: str | None, serial: str | None, signed: list[OcmfRecord], key: str | bytes | None
+    meter_type: str | None,
+    serial: str | None,
+    signed: list[OcmfRecord],
+    key: str | bytes | None,
 ) -> None:
     result = classify(meter_type, serial, signed, key)
     assert isinstance(result, MeterClass)
@@ -447,8 +677,14 @@ def test_classify_always_gives_a_class(
 
 
 @FEW
-@given(st.sampled_from(RECORDS), st.integers(1, 3 * MAX_OCMF_CHARS), st.sampled_from([" ", "\n", "x"]))
-def test_oversized_input_is_refused_before_any_parsing(text: str, extra: int, pad: str) -> None:
+@given(
+    st.sampled_from(RECORDS),
+    st.integers(1, 3 * MAX_OCMF_CHARS),
+    st.sampled_from([" ", "\n", "x"]),
+)
+def test_oversized_input_is_refused_before_any_parsing(
+    text: str, extra: int, pad: str
+) -> None:
     """Whatever its content, input over the limits never reaches the JSON parser or a decoder."""
     padded = text + pad * max(extra, MAX_ENVELOPE_CHARS + 1 - len(text))
 
@@ -456,9 +692,9 @@ def test_oversized_input_is_refused_before_any_parsing(text: str, extra: int, pa
         raise AssertionError("oversized input was parsed")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evidence, "_json_object", forbidden)
-        patch.setattr(evidence, "_ocmf_text", forbidden)
-        patch.setattr(evidence.base64, "b64decode", forbidden)
+        patch.setattr(ocmf, "_json_object", forbidden)
+        patch.setattr(ocmf, "_ocmf_text", forbidden)
+        patch.setattr(ocmf.base64, "b64decode", forbidden)
         for function, value in [
             (parse_ocmf, padded),
             (parse_ocmf, padded.encode()),
