@@ -10,7 +10,6 @@ from bench import store_bench
 from bench.scenarios import add_fixed_load_parser, finish_args
 from proxy import _codec
 
-
 # Scenarios with a module (and options) of their own: `python -m bench <name> [options]`.
 MODULES = {
     "outage": "bench.outage",  # forwarding while the capture database is down
@@ -27,14 +26,20 @@ MODULES = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not _codec.OPTIMIZED and not {"-h", "--help"} & set(argv):
-        print("bench: the native codec is a debug build, which would skew every figure; build it with\n"
-              "    .venv/bin/maturin develop --release    (scripts/setup does)", file=sys.stderr)
+        print(
+            "bench: the native codec is a debug build, which would skew every figure; build it with\n"
+            "    .venv/bin/maturin develop --release    (scripts/setup does)",
+            file=sys.stderr,
+        )
         return 2
     if argv and argv[0] in MODULES:
         module = importlib.import_module(MODULES[argv[0]])
         return int(module.main(argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split(":")[0],
-                                     epilog="more scenarios: " + ", ".join(MODULES) + " (each takes --help)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split(":")[0],
+        epilog="more scenarios: " + ", ".join(MODULES) + " (each takes --help)",
+    )
     sub = parser.add_subparsers(dest="scenario", required=True)
     add_fixed_load_parser(sub)
     store_bench.add_parsers(sub)

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -70,30 +70,55 @@ async def _seed(dsn: str, chargers: int, days: int) -> int:
         await conn.close()
 
 
-def run_close(server: pg.ServerThread, db_dir: Path, scratch: Path, args: argparse.Namespace, workers: int) -> dict:
+def run_close(
+    server: pg.ServerThread, db_dir: Path, scratch: Path, args: argparse.Namespace, workers: int
+) -> dict:
     name = f"close_{workers}"
     asyncio.run(_execute(server.server.dsn(), f'CREATE DATABASE "{name}"'))
     dsn = server.server.dsn(name)
     config = scratch / f"{name}.toml"
-    config.write_text(f'[log]\nlevel = "warning"\n[database]\ndsn = {json.dumps(dsn)}\npool_size = 4\n'
-                      f"[ere]\nclose_shards = {args.shards}\npoll_interval = 0.2\n")  # fmt: skip
-    migrate = subprocess.run([sys.executable, "-m", "proxy", "migrate", "--config", str(config)], cwd=REPO,
-                             capture_output=True, text=True)  # fmt: skip
+    config.write_text(
+        f'[log]\nlevel = "warning"\n[database]\ndsn = {json.dumps(dsn)}\npool_size = 4\n'
+        f"[ere]\nclose_shards = {args.shards}\npoll_interval = 0.2\n"
+    )
+    migrate = subprocess.run(
+        [sys.executable, "-m", "proxy", "migrate", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if migrate.returncode != 0:
         raise RuntimeError(migrate.stderr)
-    print(f"[close] seeding {args.chargers} chargers × {args.days} days", file=sys.stderr, flush=True)
+    print(
+        f"[close] seeding {args.chargers} chargers × {args.days} days", file=sys.stderr, flush=True
+    )
     sessions = asyncio.run(_seed(dsn, args.chargers, args.days))
-    print(f"[close] {sessions} sessions; closing with {workers} worker(s)", file=sys.stderr, flush=True)
+    print(
+        f"[close] {sessions} sessions; closing with {workers} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
     procs = []
     for index in range(workers):
         with (scratch / f"{name}-{index}.log").open("wb") as log:
-            procs.append(spawn([sys.executable, "-m", "proxy", "worker", "--config", str(config)], cwd=REPO,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log))  # fmt: skip
+            procs.append(
+                spawn(
+                    [sys.executable, "-m", "proxy", "worker", "--config", str(config)],
+                    cwd=REPO,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
     time.sleep(3)  # let the workers import and connect: their start-up is not the close
     peaks = [0] * workers
     db_cpu, worker_cpu = pg.cpu_seconds(db_dir), sum(procstat.cpu_seconds(p.pid) for p in procs)
-    queued = subprocess.run([sys.executable, "-m", "proxy", "quarter", "close", "2026Q3", "--config", str(config)],
-                            cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    queued = subprocess.run(
+        [sys.executable, "-m", "proxy", "quarter", "close", "2026Q3", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     started = time.monotonic()
     if queued.returncode != 0:
         raise RuntimeError(queued.stderr)
@@ -101,7 +126,9 @@ def run_close(server: pg.ServerThread, db_dir: Path, scratch: Path, args: argpar
         for index, proc in enumerate(procs):
             peaks[index] = max(peaks[index], procstat.rss_bytes(proc.pid))
             if proc.poll() is not None:
-                raise RuntimeError(f"worker {index} exited: {(scratch / f'{name}-{index}.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"worker {index} exited: {(scratch / f'{name}-{index}.log').read_text()[-2000:]}"
+                )
         state = asyncio.run(_fetch(dsn, "SELECT state FROM quarter_closes"))
         if state and state[0][0] == "closed":
             break
@@ -115,16 +142,37 @@ def run_close(server: pg.ServerThread, db_dir: Path, scratch: Path, args: argpar
     for proc in procs:
         proc.terminate()
         proc.wait(60)
-    lines = asyncio.run(_fetch(dsn, "SELECT customer_id, kwh, ere, gross, fee, fee_vat, net, sessions"
-                                    " FROM statement_lines ORDER BY customer_id"))  # fmt: skip
-    eligible = asyncio.run(_fetch(dsn, "SELECT count(*) FILTER (WHERE eligibility = 'eligible'), count(*)"
-                                       " FROM session_assessments"))[0]  # fmt: skip
-    retried = asyncio.run(_fetch(dsn, "SELECT kind, job_key, last_error FROM ere_jobs WHERE attempts > 0"))
+    lines = asyncio.run(
+        _fetch(
+            dsn,
+            "SELECT customer_id, kwh, ere, gross, fee, fee_vat, net, sessions"
+            " FROM statement_lines ORDER BY customer_id",
+        )
+    )
+    eligible = asyncio.run(
+        _fetch(
+            dsn,
+            "SELECT count(*) FILTER (WHERE eligibility = 'eligible'), count(*)"
+            " FROM session_assessments",
+        )
+    )[0]
+    retried = asyncio.run(
+        _fetch(dsn, "SELECT kind, job_key, last_error FROM ere_jobs WHERE attempts > 0")
+    )
     for kind, key, error in retried:
         print(f"[close] {kind} {key} was retried: {error}", file=sys.stderr, flush=True)
     asyncio.run(_execute(server.server.dsn(), f'DROP DATABASE "{name}"'))
-    return {"workers": workers, "sessions": sessions, "seconds": seconds, "peaks": peaks, "worker_cpu": worker_cpu,
-            "db_cpu": db_cpu, "lines": [tuple(r) for r in lines], "eligible": eligible[0], "assessed": eligible[1]}
+    return {
+        "workers": workers,
+        "sessions": sessions,
+        "seconds": seconds,
+        "peaks": peaks,
+        "worker_cpu": worker_cpu,
+        "db_cpu": db_cpu,
+        "lines": [tuple(r) for r in lines],
+        "eligible": eligible[0],
+        "assessed": eligible[1],
+    }
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: list[dict]) -> str:
@@ -138,26 +186,30 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: l
         for r in runs
     ]
     total = runs[0]["lines"]
-    return "\n".join([
-        f"## quarter close, {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        machine_line(args.loadavg_at_start),
-        f"- command (from the repository root): `.venv/bin/python -m bench.close_bench {shlex.join(argv)}`",
-        f"- {args.chargers} chargers × {args.days} days, about 1.5 sessions a day; {args.shards} shards; "
-        "PostgreSQL embedded, fsync on, on the same 2 CPUs",
-        "",
-        "| workers | sessions | seconds | speed-up | sessions/s | peak RSS per worker | worker CPU s | DB CPU s |"
-        " eligible |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        *rows,
-        "",
-        f"- statement lines: {len(total)} (one per customer); identical for every worker count: {'yes' if same else 'NO'}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## quarter close, {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            machine_line(args.loadavg_at_start),
+            f"- command (from the repository root): `.venv/bin/python -m bench.close_bench {shlex.join(argv)}`",
+            f"- {args.chargers} chargers × {args.days} days, about 1.5 sessions a day; {args.shards} shards; "
+            "PostgreSQL embedded, fsync on, on the same 2 CPUs",
+            "",
+            "| workers | sessions | seconds | speed-up | sessions/s | peak RSS per worker | worker CPU s | DB CPU s |"
+            " eligible |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            *rows,
+            "",
+            f"- statement lines: {len(total)} (one per customer); identical for every worker count: {'yes' if same else 'NO'}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench.close_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.close_bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
@@ -168,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.days <= 92:
         parser.error("--days must fit in one quarter (1..92)")
     args.loadavg_at_start = loadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     scratch = pg.make_data_dir("ocpp-close-")
     server = pg.ServerThread(scratch / "db").open()
     try:
-        runs = [run_close(server, scratch / "db", scratch, args, int(n)) for n in args.workers.split(",")]
+        runs = [
+            run_close(server, scratch / "db", scratch, args, int(n))
+            for n in args.workers.split(",")
+        ]
     finally:
         server.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -87,7 +87,9 @@ class _Connection:
         self.stream = stream
         self.stopping = False
         self.scope = trio.CancelScope()  # the whole connection; a stop puts a deadline on it
-        self.reading = trio.CancelScope()  # handshake and answering; a stop cancels it while cancellable
+        self.reading = (
+            trio.CancelScope()
+        )  # handshake and answering; a stop cancels it while cancellable
         self.cancellable = True  # False while the answers to a batch are being sent
         self._lock = trio.Lock()  # the CSMS's own CALLs are sent from other tasks
         self.waiting: dict[str, _Pending] = {}
@@ -134,7 +136,12 @@ class FakeCsms:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, record: bool = False, first_transaction_id: int = 1,
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        record: bool = False,
+        first_transaction_id: int = 1,
         reuse_port: bool = False,
     ) -> None:
         if not 1 <= first_transaction_id < PROVISIONAL_IDS_FROM:
@@ -150,18 +157,25 @@ class FakeCsms:
         self._connections: dict[str, _Connection] = {}  # identity -> its latest open connection
         self._arrivals: dict[str, trio.Event] = {}
         common: dict[str, Callable[[], bytes]] = {
-            "BootNotification": lambda: b'{"status":"Accepted","currentTime":"%s","interval":300}' % _now(),
+            "BootNotification": lambda: (
+                b'{"status":"Accepted","currentTime":"%s","interval":300}' % _now()
+            ),
             "Heartbeat": lambda: b'{"currentTime":"%s"}' % _now(),
             "StartTransaction": self._start_transaction,
             "StopTransaction": lambda: _ACCEPTED_16,
         }
         self._answers_16 = {**common, "Authorize": lambda: _ACCEPTED_16}
-        self._answers_201 = {**common, "Authorize": lambda: b'{"idTokenInfo":{"status":"Accepted"}}'}
+        self._answers_201 = {
+            **common,
+            "Authorize": lambda: b'{"idTokenInfo":{"status":"Accepted"}}',
+        }
 
     def _start_transaction(self) -> bytes:
         transaction_id = next(self._transaction_ids)
         if transaction_id >= PROVISIONAL_IDS_FROM:
-            raise RuntimeError("transaction ids exhausted (the next one is in the provisional range)")
+            raise RuntimeError(
+                "transaction ids exhausted (the next one is in the provisional range)"
+            )
         return b'{"idTagInfo":{"status":"Accepted"},"transactionId":%d}' % transaction_id
 
     # -- listening ----------------------------------------------------------------------------
@@ -192,7 +206,9 @@ class FakeCsms:
             sock.listen(BACKLOG)
             self._listeners = [trio.SocketListener(sock)]
         else:
-            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host, backlog=BACKLOG)
+            self._listeners = await trio.open_tcp_listeners(
+                self.port, host=self.host, backlog=BACKLOG
+            )
         self.port = self._listeners[0].socket.getsockname()[1]
         for listener in self._listeners:
             self._nursery.start_soon(self._accept, listener)
@@ -222,7 +238,9 @@ class FakeCsms:
                 stream = await listener.accept()
             except trio.ClosedResourceError:
                 return
-            except OSError as exc:  # out of file descriptors or memory: wait, as trio.serve_listeners does
+            except (
+                OSError
+            ) as exc:  # out of file descriptors or memory: wait, as trio.serve_listeners does
                 if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
                     raise
                 await trio.sleep(0.1)
@@ -256,7 +274,9 @@ class FakeCsms:
         unique_id = f"csms-{next(self._call_ids)}"
         pending = connection.waiting[unique_id] = _Pending()
         try:
-            frame = wire.encode_frame(wire.TEXT, orjson.dumps([2, unique_id, action, payload]), mask=False)
+            frame = wire.encode_frame(
+                wire.TEXT, orjson.dumps([2, unique_id, action, payload]), mask=False
+            )
             try:
                 await connection.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -277,7 +297,12 @@ class FakeCsms:
         try:
             with connection.scope:
                 await self._converse(connection)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, wire.ProtocolError, wire.HandshakeError):
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            wire.ProtocolError,
+            wire.HandshakeError,
+        ):
             pass
         finally:
             self._open.discard(connection)
@@ -322,7 +347,13 @@ class FakeCsms:
         A stop cancels `connection.reading` only while this waits for bytes, never while it
         sends answers: a batch being answered is finished (and recorded).
         """
-        stream, encode, TEXT, CALL, record = connection.stream, wire.encode_frame, wire.TEXT, wire.CALL, self.record
+        stream, encode, TEXT, CALL, record = (
+            connection.stream,
+            wire.encode_frame,
+            wire.TEXT,
+            wire.CALL,
+            self.record,
+        )
         while True:
             if connection.stopping:
                 return True
@@ -342,7 +373,13 @@ class FakeCsms:
                     if message.message_type == CALL:
                         make = answers.get(message.action or "")
                         payload = make() if make else b"{}"
-                        out.append(encode(TEXT, b"[3," + orjson.dumps(message.unique_id) + b"," + payload + b"]", mask=False))
+                        out.append(
+                            encode(
+                                TEXT,
+                                b"[3," + orjson.dumps(message.unique_id) + b"," + payload + b"]",
+                                mask=False,
+                            )
+                        )
                         if record:
                             answered.append((message, payload))
                     elif message.message_type in (wire.CALLRESULT, wire.CALLERROR):
@@ -376,22 +413,41 @@ class FakeCsms:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fake_csms", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fake_csms", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0: never)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="SO_REUSEPORT: several processes share the port (past one process's open files)")
-    parser.add_argument("--first-transaction-id", type=int, default=1,
-                        help="distinct ranges keep ids unique over several processes")
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="stop after this long (0: never)"
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several processes share the port (past one process's open files)",
+    )
+    parser.add_argument(
+        "--first-transaction-id",
+        type=int,
+        default=1,
+        help="distinct ranges keep ids unique over several processes",
+    )
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        csms = FakeCsms(args.host, args.port, reuse_port=args.reuse_port, first_transaction_id=args.first_transaction_id)
+        csms = FakeCsms(
+            args.host,
+            args.port,
+            reuse_port=args.reuse_port,
+            first_transaction_id=args.first_transaction_id,
+        )
         with trio.move_on_after(args.max_seconds or math.inf):
             async with trio.open_nursery() as nursery:
                 await nursery.start(csms.serve)
-                print(f"fake CSMS on ws://{args.host}:{args.port}{PATH_PREFIX}<identity> ({wire.CODEC})", flush=True)
+                print(
+                    f"fake CSMS on ws://{args.host}:{args.port}{PATH_PREFIX}<identity> ({wire.CODEC})",
+                    flush=True,
+                )
 
     try:
         trio.run(run)

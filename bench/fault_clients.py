@@ -111,16 +111,20 @@ class Clients:
             if self.args.mode == "spoof":
                 self.by_credential[credential][status] += 1
 
-    async def _attempt(self, identity: str, authorization: str | None, source: str, credential: str) -> str:
+    async def _attempt(
+        self, identity: str, authorization: str | None, source: str, credential: str
+    ) -> str:
         """One upgrade; returns the HTTP status ("101", "503", ...) or what went wrong."""
         stream = None
         try:
             with trio.fail_after(self.args.attempt_timeout):
                 stream = await trio.open_tcp_stream(self.host, self.port, local_address=source)
                 key = base64.b64encode(os.urandom(16)).decode()
-                head = (f"GET {self.path}/{identity} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6, ocpp2.0.1\r\n")
+                head = (
+                    f"GET {self.path}/{identity} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                    f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6, ocpp2.0.1\r\n"
+                )
                 if authorization is not None:
                     head += f"Authorization: {authorization}\r\n"
                 await stream.send_all((head + "\r\n").encode())
@@ -139,8 +143,13 @@ class Clients:
                     fields = dict(h.partition(b":")[::2] for h in head_bytes.split(b"\r\n")[1:])
                     fields = {name.strip().lower(): value.strip() for name, value in fields.items()}
                     chosen = fields.get(b"sec-websocket-protocol", b"").decode() or None
-                    entry: dict[str, Any] = {"identity": identity, "credential": credential, "subprotocol": chosen,
-                                             "epoch": time.time(), "answers": {}}  # fmt: skip
+                    entry: dict[str, Any] = {
+                        "identity": identity,
+                        "credential": credential,
+                        "subprotocol": chosen,
+                        "epoch": time.time(),
+                        "answers": {},
+                    }
                     self.admitted.append(entry)
                     if self.args.mode == "spoof":
                         await self._act(stream, rest, chosen, entry)
@@ -154,40 +163,93 @@ class Clients:
         except trio.TooSlowError:
             self.errors["attempt timeout"] += 1
             return "timeout"
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, wire.ProtocolError) as exc:
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            wire.ProtocolError,
+        ) as exc:
             self.errors[f"{type(exc).__name__}: {exc}"[:60]] += 1
             return "error"
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 
-    async def _act(self, stream: trio.abc.Stream, pending: bytes, subprotocol: str | None, entry: dict) -> None:
+    async def _act(
+        self, stream: trio.abc.Stream, pending: bytes, subprotocol: str | None, entry: dict
+    ) -> None:
         """Admitted: send a marked BootNotification, StartTransaction and StopTransaction."""
         reader = wire.FrameReader(from_client=False)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if subprotocol == "ocpp2.0.1":
             calls: list[tuple[str, dict[str, Any]]] = [
-                ("BootNotification", {"reason": "PowerUp", "chargingStation": {"vendorName": MARKER, "model": MARKER}}),
-                ("TransactionEvent", {"eventType": "Started", "timestamp": now, "triggerReason": "Authorized",
-                                      "seqNo": 0, "transactionInfo": {"transactionId": MARKER},
-                                      "idToken": {"idToken": MARKER, "type": "ISO14443"},
-                                      "meterValue": [{"timestamp": now, "sampledValue": [
-                                          {"value": MARKER_METER, "measurand": "Energy.Active.Import.Register"}]}]}),
-                ("TransactionEvent", {"eventType": "Ended", "timestamp": now, "triggerReason": "EVDeparted",
-                                      "seqNo": 1, "transactionInfo": {"transactionId": MARKER}}),
-            ]  # fmt: skip
+                (
+                    "BootNotification",
+                    {
+                        "reason": "PowerUp",
+                        "chargingStation": {"vendorName": MARKER, "model": MARKER},
+                    },
+                ),
+                (
+                    "TransactionEvent",
+                    {
+                        "eventType": "Started",
+                        "timestamp": now,
+                        "triggerReason": "Authorized",
+                        "seqNo": 0,
+                        "transactionInfo": {"transactionId": MARKER},
+                        "idToken": {"idToken": MARKER, "type": "ISO14443"},
+                        "meterValue": [
+                            {
+                                "timestamp": now,
+                                "sampledValue": [
+                                    {
+                                        "value": MARKER_METER,
+                                        "measurand": "Energy.Active.Import.Register",
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                ),
+                (
+                    "TransactionEvent",
+                    {
+                        "eventType": "Ended",
+                        "timestamp": now,
+                        "triggerReason": "EVDeparted",
+                        "seqNo": 1,
+                        "transactionInfo": {"transactionId": MARKER},
+                    },
+                ),
+            ]
         else:
             calls = [
                 ("BootNotification", {"chargePointVendor": MARKER, "chargePointModel": MARKER}),
-                ("StartTransaction", {"connectorId": 1, "idTag": MARKER, "meterStart": MARKER_METER, "timestamp": now}),
-                ("StopTransaction", {"transactionId": 0, "meterStop": MARKER_METER + 1000, "timestamp": now}),
+                (
+                    "StartTransaction",
+                    {
+                        "connectorId": 1,
+                        "idTag": MARKER,
+                        "meterStart": MARKER_METER,
+                        "timestamp": now,
+                    },
+                ),
+                (
+                    "StopTransaction",
+                    {"transactionId": 0, "meterStop": MARKER_METER + 1000, "timestamp": now},
+                ),
             ]
         for number, (action, payload) in enumerate(calls):
             if action == "StopTransaction":
                 started = entry["answers"].get("StartTransaction")
-                payload["transactionId"] = started.get("transactionId", 0) if isinstance(started, dict) else 0
+                payload["transactionId"] = (
+                    started.get("transactionId", 0) if isinstance(started, dict) else 0
+                )
             uid = f"attack-{number}"
-            await stream.send_all(wire.encode_frame(wire.TEXT, orjson.dumps([2, uid, action, payload]), mask=True))
+            await stream.send_all(
+                wire.encode_frame(wire.TEXT, orjson.dumps([2, uid, action, payload]), mask=True)
+            )
             answer = None
             while answer is None:
                 data = pending or await stream.receive_some(65536)
@@ -237,14 +299,23 @@ def _sources(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fault_clients", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fault_clients", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--url", required=True, help="endpoint; clients upgrade <url>/<identity>")
     parser.add_argument("--mode", choices=("spoof", "flood"), required=True)
-    parser.add_argument("--identities", required=True, help="file with the identities to try, one a line")
+    parser.add_argument(
+        "--identities", required=True, help="file with the identities to try, one a line"
+    )
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients")
-    parser.add_argument("--sources", default="127.0.0.9",
-                        help="source addresses, comma-separated; A+N means N consecutive addresses from A")
-    parser.add_argument("--seconds", type=float, default=60.0, help="start no attempt after this long")
+    parser.add_argument(
+        "--sources",
+        default="127.0.0.9",
+        help="source addresses, comma-separated; A+N means N consecutive addresses from A",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="start no attempt after this long"
+    )
     parser.add_argument("--attempt-timeout", type=float, default=15.0, help="bound on one attempt")
     args = parser.parse_args(argv)
     try:

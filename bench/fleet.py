@@ -30,14 +30,22 @@ import shutil
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import pg, procstat
 from bench.outage import _execute
 from bench.reconnect import (
-    FD_PER_PROCESS, fleet_results, merged_errors, metrics, start_csms, start_fleet, start_proxy, stop_all, wait_until,
-)  # fmt: skip
+    FD_PER_PROCESS,
+    fleet_results,
+    merged_errors,
+    metrics,
+    start_csms,
+    start_fleet,
+    start_proxy,
+    stop_all,
+    wait_until,
+)
 from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.simulator import percentiles
@@ -50,20 +58,49 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         csms_port, csms = start_csms(scratch, args.csms_procs)
         procs += csms
-        proxy, port, admin = start_proxy(scratch, csms_port, database.server.dsn("ere_proxy"), args.workers)
+        proxy, port, admin = start_proxy(
+            scratch, csms_port, database.server.dsn("ere_proxy"), args.workers
+        )
         procs.append(proxy)
         idle_rss = procstat.rss_bytes(proxy.pid)
         limit = args.ramp + args.hold + 600
-        sims = start_fleet(scratch, port, args.chargers, args.sim_procs, [
-            "--sessions", "0", "--samples", "10", "--interval", str(args.interval), "--heartbeat", str(args.heartbeat),
-            "--ramp", str(args.ramp), "--source-addresses", str(args.source_addresses), "--call-timeout", "60",
-            "--duration", str(limit), "--max-seconds", str(limit + 300),
-            "--latency-file", str(scratch / "latency-{index}.csv"),
-            "--offline-every", str(args.offline_every), "--offline-for", str(args.offline_for),
-        ])  # fmt: skip
+        sims = start_fleet(
+            scratch,
+            port,
+            args.chargers,
+            args.sim_procs,
+            [
+                "--sessions",
+                "0",
+                "--samples",
+                "10",
+                "--interval",
+                str(args.interval),
+                "--heartbeat",
+                str(args.heartbeat),
+                "--ramp",
+                str(args.ramp),
+                "--source-addresses",
+                str(args.source_addresses),
+                "--call-timeout",
+                "60",
+                "--duration",
+                str(limit),
+                "--max-seconds",
+                str(limit + 300),
+                "--latency-file",
+                str(scratch / "latency-{index}.csv"),
+                "--offline-every",
+                str(args.offline_every),
+                "--offline-for",
+                str(args.offline_for),
+            ],
+        )
         procs += sims
         online = expected_online(args)
-        connected = lambda: metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online  # noqa: E731
+        connected = lambda: (
+            metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online
+        )
         wait_until(connected, "the whole fleet connected", args.ramp + 600)
         window_start, cpu = time.time(), procstat.cpu_seconds(proxy.pid)
         before = metrics(admin, args.workers)
@@ -78,20 +115,32 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             sim.send_signal(signal.SIGUSR1)  # finish the sessions under way, start no new ones
         for sim in sims:
             if sim.wait(args.interval * 12 + 300) != 0:
-                raise RuntimeError(f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}"
+                )
         _, summaries = fleet_results(scratch, args.sim_procs)
         rtts = []
         for path in scratch.glob("latency-*.csv"):
             with path.open() as f:
-                rtts += [float(r["rtt_ms"]) / 1000 for r in csv.DictReader(f)
-                         if window_start <= float(r["send_epoch"]) < window_end]  # fmt: skip
-        return {"idle_rss": idle_rss, "peak_rss": peak, "cpu": cpu / (window_end - window_start),
-                "calls_per_s": len(rtts) / (window_end - window_start), "latency": percentiles(rtts),
-                "connected_at_end": still, "errors": merged_errors(summaries),
-                "reconnects": sum(s["reconnects"] for s in summaries), "db_cpu": pg.cpu_seconds(scratch / "db"),
-                "offline_periods": sum(s["offline_periods"] for s in summaries),
-                "link_ends": _grown(before, after, "ere_proxy_link_ends_total"),
-                "handshakes": _grown(before, after, "ere_proxy_handshakes_total")}
+                rtts += [
+                    float(r["rtt_ms"]) / 1000
+                    for r in csv.DictReader(f)
+                    if window_start <= float(r["send_epoch"]) < window_end
+                ]
+        return {
+            "idle_rss": idle_rss,
+            "peak_rss": peak,
+            "cpu": cpu / (window_end - window_start),
+            "calls_per_s": len(rtts) / (window_end - window_start),
+            "latency": percentiles(rtts),
+            "connected_at_end": still,
+            "errors": merged_errors(summaries),
+            "reconnects": sum(s["reconnects"] for s in summaries),
+            "db_cpu": pg.cpu_seconds(scratch / "db"),
+            "offline_periods": sum(s["offline_periods"] for s in summaries),
+            "link_ends": _grown(before, after, "ere_proxy_link_ends_total"),
+            "handshakes": _grown(before, after, "ere_proxy_handshakes_total"),
+        }
     finally:
         stop_all(procs)
         database.close()
@@ -118,58 +167,82 @@ def _grown(before: dict[str, float], after: dict[str, float], name: str) -> dict
 def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict) -> str:
     mb, n = 1024 * 1024, args.chargers
     latency = r["latency"]
-    return "\n".join([
-        f"## fleet, {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        machine_line(args.loadavg_at_start),
-        f"- command (from the repository root): `.venv/bin/python -m bench fleet {shlex.join(argv)}`",
-        f"- {n} chargers (half OCPP 1.6, half 2.0.1; {args.sim_procs} simulator processes, {args.source_addresses} "
-        f"source addresses) started over {args.ramp:g} s, then held {args.hold:g} s: a meter value every "
-        f"{args.interval:g} s in sessions back to back, a Heartbeat every {args.heartbeat:g} s; proxy with "
-        f"{args.workers} workers, capture and outbox on; {args.csms_procs} fake CSMS processes"
-        + (f"; offline periods of about {args.offline_for:g} s every {args.offline_every:g} s per charger"
-           if args.offline_every else ""),
-        "",
-        "| chargers | connected at end | proxy RSS MB (peak) | KB per charger | KB per charger over idle |"
-        " proxy CPU (cores) | CALLs/s | p50 ms | p99 ms | max ms | errors | reconnects |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        f"| {n} | {r['connected_at_end']:.0f} | {r['peak_rss'] / mb:.0f} | {r['peak_rss'] / n / 1024:.1f} | "
-        f"{(r['peak_rss'] - r['idle_rss']) / n / 1024:.1f} | {r['cpu']:.2f} | {r['calls_per_s']:.0f} | "
-        f"{latency['p50_ms']} | {latency['p99_ms']} | {latency['max_ms']} | "
-        f"{sum(r['errors'].values())} | {r['reconnects']} |",
-        "",
-        f"- errors: {r['errors'] or 'none'}; idle proxy ({args.workers} workers) {r['idle_rss'] / mb:.0f} MB; "
-        f"offline periods: {r['offline_periods']}",
-        f"- in the window, proxy link ends by reason: {r['link_ends'] or 'none'}; handshakes: "
-        f"{r['handshakes'] or 'none'}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## fleet, {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            machine_line(args.loadavg_at_start),
+            f"- command (from the repository root): `.venv/bin/python -m bench fleet {shlex.join(argv)}`",
+            f"- {n} chargers (half OCPP 1.6, half 2.0.1; {args.sim_procs} simulator processes, {args.source_addresses} "
+            f"source addresses) started over {args.ramp:g} s, then held {args.hold:g} s: a meter value every "
+            f"{args.interval:g} s in sessions back to back, a Heartbeat every {args.heartbeat:g} s; proxy with "
+            f"{args.workers} workers, capture and outbox on; {args.csms_procs} fake CSMS processes"
+            + (
+                f"; offline periods of about {args.offline_for:g} s every {args.offline_every:g} s per charger"
+                if args.offline_every
+                else ""
+            ),
+            "",
+            "| chargers | connected at end | proxy RSS MB (peak) | KB per charger | KB per charger over idle |"
+            " proxy CPU (cores) | CALLs/s | p50 ms | p99 ms | max ms | errors | reconnects |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            f"| {n} | {r['connected_at_end']:.0f} | {r['peak_rss'] / mb:.0f} | {r['peak_rss'] / n / 1024:.1f} | "
+            f"{(r['peak_rss'] - r['idle_rss']) / n / 1024:.1f} | {r['cpu']:.2f} | {r['calls_per_s']:.0f} | "
+            f"{latency['p50_ms']} | {latency['p99_ms']} | {latency['max_ms']} | "
+            f"{sum(r['errors'].values())} | {r['reconnects']} |",
+            "",
+            f"- errors: {r['errors'] or 'none'}; idle proxy ({args.workers} workers) {r['idle_rss'] / mb:.0f} MB; "
+            f"offline periods: {r['offline_periods']}",
+            f"- in the window, proxy link ends by reason: {r['link_ends'] or 'none'}; handshakes: "
+            f"{r['handshakes'] or 'none'}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench fleet", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--chargers", type=int, default=50_000)
-    parser.add_argument("--hold", type=float, default=600.0, help="seconds the whole fleet is held connected")
-    parser.add_argument("--ramp", type=float, default=300.0,
-                        help="seconds over which the chargers start (a steady start; the storm is reconnect-storm)")
-    parser.add_argument("--interval", type=float, default=60.0, help="seconds between a charger's meter values")
+    parser.add_argument(
+        "--hold", type=float, default=600.0, help="seconds the whole fleet is held connected"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=300.0,
+        help="seconds over which the chargers start (a steady start; the storm is reconnect-storm)",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between a charger's meter values"
+    )
     parser.add_argument("--heartbeat", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--sim-procs", type=int, default=5)
     parser.add_argument("--csms-procs", type=int, default=3)
     parser.add_argument("--source-addresses", type=int, default=8)
-    parser.add_argument("--offline-every", type=float, default=0.0, help="mean seconds between offline periods")
-    parser.add_argument("--offline-for", type=float, default=30.0, help="mean length of an offline period")
+    parser.add_argument(
+        "--offline-every", type=float, default=0.0, help="mean seconds between offline periods"
+    )
+    parser.add_argument(
+        "--offline-for", type=float, default=30.0, help="mean length of an offline period"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args(argv)
-    for what, count, sockets in (("--workers", args.workers, 2), ("--sim-procs", args.sim_procs, 1),
-                                 ("--csms-procs", args.csms_procs, 1)):  # fmt: skip
+    for what, count, sockets in (
+        ("--workers", args.workers, 2),
+        ("--sim-procs", args.sim_procs, 1),
+        ("--csms-procs", args.csms_procs, 1),
+    ):
         if args.chargers / count * sockets > FD_PER_PROCESS - 200:
-            parser.error(f"{what} {count}: too many sockets per process for the open-file cap ({FD_PER_PROCESS})")
+            parser.error(
+                f"{what} {count}: too many sockets per process for the open-file cap ({FD_PER_PROCESS})"
+            )
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     scratch = pg.make_data_dir("ocpp-fleet-")
     try:
         result = run(args, scratch)

@@ -41,7 +41,9 @@ def exactly_once(sent: SentLog, received: ReceivedLog) -> list[str]:
         got = [entry for entry in received.get(identity, ()) if entry[0] in TRANSACTION_ACTIONS]
         if identity not in sent:
             if got:
-                problems.append(f"{identity}: unknown charger, yet the back-office received {len(got)} transaction CALLs")
+                problems.append(
+                    f"{identity}: unknown charger, yet the back-office received {len(got)} transaction CALLs"
+                )
             continue
         mine = [entry for entry in sent[identity] if entry["action"] in TRANSACTION_ACTIONS]
         problems += [f"{identity}: {problem}" for problem in _check_charger(mine, got)]
@@ -71,15 +73,25 @@ def _check_charger(sent: list[Mapping[str, Any]], received: list[Sequence[Any]])
         if arrivals[key] <= len(indexes):
             pairs.append((indexes[arrivals[key] - 1], j))
         elif indexes:
-            problems.append(f"received[{j}] {action} (id {unique_id}) is a duplicate of sent[{indexes[-1]}]")
+            problems.append(
+                f"received[{j}] {action} (id {unique_id}) is a duplicate of sent[{indexes[-1]}]"
+            )
         else:
-            problems.append(f"received[{j}] {action} (id {unique_id}) matches nothing the charger sent")
+            problems.append(
+                f"received[{j}] {action} (id {unique_id}) matches nothing the charger sent"
+            )
     paired = {i for i, _ in pairs}
-    problems += [f"sent[{i}] {entry['action']} never arrived" for i, entry in enumerate(sent) if i not in paired]
+    problems += [
+        f"sent[{i}] {entry['action']} never arrived"
+        for i, entry in enumerate(sent)
+        if i not in paired
+    ]
     latest = -1
     for i, j in pairs:
         if i < latest:
-            problems.append(f"received[{j}] is sent[{i}] {sent[i]['action']}, out of order after sent[{latest}]")
+            problems.append(
+                f"received[{j}] is sent[{i}] {sent[i]['action']}, out of order after sent[{latest}]"
+            )
         latest = max(latest, i)
     problems += _check_transaction_ids(sent, received, pairs)
     return problems
@@ -97,12 +109,18 @@ def _check_transaction_ids(
             continue
         mine, theirs = sent[i].get("transaction_id"), (received[j][3] or {}).get("transactionId")
         if mine in mapping and mapping[mine] != theirs:
-            problems.append(f"sent[{i}] StartTransaction: charger id {mine} already maps to {mapping[mine]}, now {theirs}")
+            problems.append(
+                f"sent[{i}] StartTransaction: charger id {mine} already maps to {mapping[mine]}, now {theirs}"
+            )
         elif theirs in owner and owner[theirs] != mine:
-            problems.append(f"sent[{i}] StartTransaction: back-office id {theirs} maps from both {owner[theirs]} and {mine}")
+            problems.append(
+                f"sent[{i}] StartTransaction: back-office id {theirs} maps from both {owner[theirs]} and {mine}"
+            )
         else:
             mapping[mine], owner[theirs] = theirs, mine
-    started = {entry.get("transaction_id") for entry in sent if entry["action"] == "StartTransaction"}
+    started = {
+        entry.get("transaction_id") for entry in sent if entry["action"] == "StartTransaction"
+    }
     for i, j in pairs:
         action = sent[i]["action"]
         if action not in _MAPPED:
@@ -112,9 +130,13 @@ def _check_transaction_ids(
             continue
         if mine in mapping:
             if mapping[mine] != theirs:
-                problems.append(f"received[{j}] {action}: transactionId {theirs}, expected {mapping[mine]} (charger's {mine})")
+                problems.append(
+                    f"received[{j}] {action}: transactionId {theirs}, expected {mapping[mine]} (charger's {mine})"
+                )
         elif mine not in started:
-            problems.append(f"sent[{i}] {action}: transactionId {mine} comes from no StartTransaction of this charger")
+            problems.append(
+                f"sent[{i}] {action}: transactionId {mine} comes from no StartTransaction of this charger"
+            )
     return problems
 
 
@@ -122,7 +144,9 @@ def counts(log: Mapping[str, Sequence[Any]]) -> dict[str, int]:
     """Chargers and transaction CALLs by kind, for reports; works on a sent or a received log."""
     actions: Counter[str] = Counter()
     for entries in log.values():
-        actions.update(entry["action"] if isinstance(entry, Mapping) else entry[0] for entry in entries)
+        actions.update(
+            entry["action"] if isinstance(entry, Mapping) else entry[0] for entry in entries
+        )
     return {
         "chargers": len(log),
         "starts": actions["StartTransaction"],

@@ -28,7 +28,6 @@ import gc
 import ipaddress
 import json
 import math
-import os
 import queue
 import resource
 import socket
@@ -146,8 +145,15 @@ class Worker:
                 with trio.fail_after(self.config.connect_timeout):
                     stream = await trio.open_tcp_stream(self.host, self.port)
                     target = f"{self.path}/{identity}"
-                    _, pending = await wire.client_handshake(stream, f"{self.host}:{self.port}", target, [SUBPROTOCOL])
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, wire.HandshakeError) as exc:
+                    _, pending = await wire.client_handshake(
+                        stream, f"{self.host}:{self.port}", target, [SUBPROTOCOL]
+                    )
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                trio.TooSlowError,
+                wire.HandshakeError,
+            ) as exc:
                 self.result.connect_failed += 1
                 self.errors[f"connect: {exc}"[:80]] += 1
                 if stream is not None:
@@ -206,7 +212,14 @@ class Worker:
                     await trio.sleep_until(due)
                 k += 1
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                call = _METER_VALUES % (charger.index, k & 0xFFFF, k, 1000 + charger.index, stamp, 10 * k)
+                call = _METER_VALUES % (
+                    charger.index,
+                    k & 0xFFFF,
+                    k,
+                    1000 + charger.index,
+                    stamp,
+                    10 * k,
+                )
                 frame = encode(text, call.encode(), mask=True)
                 charger.outstanding = True
                 sent_at = clock()
@@ -247,7 +260,9 @@ class Worker:
                     else:
                         self.errors["unexpected message"] += 1
                 elif message.opcode == wire.PING:
-                    await charger.stream.send_all(wire.encode_frame(wire.PONG, message.data, mask=True))
+                    await charger.stream.send_all(
+                        wire.encode_frame(wire.PONG, message.data, mask=True)
+                    )
                 elif message.opcode == wire.CLOSE:
                     raise _Closed("close frame from peer")
             if answered:
@@ -272,8 +287,16 @@ async def _worker_main(config: LoadConfig, proc_index: int) -> None:
     await worker.connect_all()
     gc.collect()
     gc.freeze()  # connections live all run: keep them out of the collector's full passes
-    print(json.dumps({"event": "ready", "connected": worker.result.connected,
-                      "failed": worker.result.connect_failed}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "ready",
+                "connected": worker.result.connected,
+                "failed": worker.result.connect_failed,
+            }
+        ),
+        flush=True,
+    )
     line = ""
     with trio.move_on_after(600):  # never linger if the parent is gone
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
@@ -353,7 +376,14 @@ class LoadGen:
         self.lines: queue.Queue[tuple[int, dict | None]] = queue.Queue()
         self.procs = []
         for index in range(config.procs):
-            argv = [sys.executable, "-m", "bench.loadgen", "--worker", json.dumps(asdict(config)), str(index)]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--worker",
+                json.dumps(asdict(config)),
+                str(index),
+            ]
             proc = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
             threading.Thread(target=self._read, args=(index, proc), daemon=True).start()
             self.procs.append(proc)
@@ -372,7 +402,9 @@ class LoadGen:
             try:
                 index, message = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"load generator: no {event!r} from all workers in {timeout:.0f} s") from None
+                raise TimeoutError(
+                    f"load generator: no {event!r} from all workers in {timeout:.0f} s"
+                ) from None
             if message is None:
                 if index in found:
                     continue  # it exited after reporting (its end-of-output marker)
@@ -432,8 +464,11 @@ def run_load(config: LoadConfig, lead_in: float = 0.5) -> LoadResult:
     gen = LoadGen(config)
     try:
         connected, failed = gen.wait_ready()
-        print(f"connected {connected} chargers ({failed} failed); running "
-              f"{config.warmup:g} s warm-up + {config.duration:g} s", file=sys.stderr)
+        print(
+            f"connected {connected} chargers ({failed} failed); running "
+            f"{config.warmup:g} s warm-up + {config.duration:g} s",
+            file=sys.stderr,
+        )
         gen.start(time.time() + lead_in)
         return gen.collect()
     finally:
@@ -443,21 +478,48 @@ def run_load(config: LoadConfig, lead_in: float = 0.5) -> LoadResult:
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by this CLI and the scenarios."""
     defaults = LoadConfig(url="")
-    parser.add_argument("--chargers", type=int, default=defaults.chargers, help="simulated chargers (connections)")
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="total offered CALLs per second")
-    parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the steady window")
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="steady window in seconds")
-    parser.add_argument("--drain", type=float, default=defaults.drain, help="seconds to wait for late answers")
-    parser.add_argument("--procs", "--gen-procs", dest="procs", type=int, default=defaults.procs,
-                        help="load generator processes")
-    parser.add_argument("--connect-concurrency", type=int, default=defaults.connect_concurrency,
-                        help="handshakes in flight per generator process")
+    parser.add_argument(
+        "--chargers", type=int, default=defaults.chargers, help="simulated chargers (connections)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=defaults.rate, help="total offered CALLs per second"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=defaults.warmup, help="seconds before the steady window"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=defaults.duration, help="steady window in seconds"
+    )
+    parser.add_argument(
+        "--drain", type=float, default=defaults.drain, help="seconds to wait for late answers"
+    )
+    parser.add_argument(
+        "--procs",
+        "--gen-procs",
+        dest="procs",
+        type=int,
+        default=defaults.procs,
+        help="load generator processes",
+    )
+    parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=defaults.connect_concurrency,
+        help="handshakes in flight per generator process",
+    )
 
 
 def load_config(args: argparse.Namespace, url: str) -> LoadConfig:
-    return LoadConfig(url=url, chargers=args.chargers, rate=args.rate, warmup=args.warmup,
-                      duration=args.duration, drain=args.drain, procs=args.procs,
-                      connect_concurrency=args.connect_concurrency)
+    return LoadConfig(
+        url=url,
+        chargers=args.chargers,
+        rate=args.rate,
+        warmup=args.warmup,
+        duration=args.duration,
+        drain=args.drain,
+        procs=args.procs,
+        connect_concurrency=args.connect_concurrency,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -465,8 +527,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--worker"]:
         trio.run(_worker_main, LoadConfig(**json.loads(argv[1])), int(argv[2]))
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True, help="endpoint; chargers connect to <url>/<identity>")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadgen", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--url", required=True, help="endpoint; chargers connect to <url>/<identity>"
+    )
     add_load_options(parser)
     args = parser.parse_args(argv)
     print(run_load(load_config(args, args.url)).summary())

@@ -109,7 +109,9 @@ class ServerThread:
         self._error: BaseException | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), name="embedded-postgres")
+        self._thread = threading.Thread(
+            target=trio.run, args=(self._serve,), name="embedded-postgres"
+        )
 
     def open(self) -> ServerThread:
         self._thread.start()

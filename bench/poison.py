@@ -38,7 +38,8 @@ BASELINE = "73f72a0"  # capture before it bisected refused batches and kept them
 PATHS = ("direct", "replay")
 POISONS = ("none", "refused", "nul")
 
-REFUSE = ["""
+REFUSE = [
+    """
 CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.identity LIKE 'POISON-%' THEN
@@ -46,7 +47,9 @@ BEGIN
     END IF;
     RETURN NEW;
 END
-$$""", "CREATE TRIGGER refuse_poison BEFORE INSERT ON charger_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()"]
+$$""",
+    "CREATE TRIGGER refuse_poison BEFORE INSERT ON charger_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+]
 
 
 # ---------------------------------------------------------------- one measurement (child process)
@@ -85,11 +88,11 @@ async def measure(dsn: str, path: str, poison: str, count: int, scratch: Path) -
     import msgspec
     import trio
 
-    from proxy.runtime.config import DatabaseSettings
     from proxy.capture.journal import Journal
     from proxy.capture.spill import SpillLog
-    from proxy.store.db import open_database
     from proxy.capture.store_process import StoreProcess
+    from proxy.runtime.config import DatabaseSettings
+    from proxy.store.db import open_database
 
     events = poisoned_events(count, poison)
     settings = DatabaseSettings(dsn=dsn, pool_size=2, connect_timeout=30.0)
@@ -110,19 +113,29 @@ async def measure(dsn: str, path: str, poison: str, count: int, scratch: Path) -
                 for n in range(0, count, 10):
                     journal.submit(events[n : n + 10])
                     await trio.lowlevel.checkpoint()
-            while (journal.spilling or stats.stored + stats.replayed + getattr(stats, "dead_letters", 0)
-                   + stats.lost < count):  # fmt: skip
+            while (
+                journal.spilling
+                or stats.stored + stats.replayed + getattr(stats, "dead_letters", 0) + stats.lost
+                < count
+            ):
                 await trio.sleep(0.005)
             seconds = time.monotonic() - started
             nursery.cancel_scope.cancel()
         spill.close()
         kept = await db.fetchval("SELECT to_regclass('capture_dead_letters') IS NOT NULL")
         return {
-            "seconds": seconds, "rows": await db.fetchval("SELECT count(*) FROM charger_events"),
-            "dead_letter_rows": await db.fetchval("SELECT count(*) FROM capture_dead_letters") if kept else 0,
-            "stored": stats.stored, "replayed": stats.replayed, "dead_letters": getattr(stats, "dead_letters", 0),
-            "lost": stats.lost, "spilled": stats.spilled, "database_errors": stats.database_errors,
-        }  # fmt: skip
+            "seconds": seconds,
+            "rows": await db.fetchval("SELECT count(*) FROM charger_events"),
+            "dead_letter_rows": await db.fetchval("SELECT count(*) FROM capture_dead_letters")
+            if kept
+            else 0,
+            "stored": stats.stored,
+            "replayed": stats.replayed,
+            "dead_letters": getattr(stats, "dead_letters", 0),
+            "lost": stats.lost,
+            "spilled": stats.spilled,
+            "database_errors": stats.database_errors,
+        }
 
 
 def child(args: argparse.Namespace) -> int:
@@ -143,7 +156,9 @@ def child(args: argparse.Namespace) -> int:
 
 def export_tree(rev: str, into: Path) -> Path:
     """`rev` of this repository as files under `into`, with this tree's native codec."""
-    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", rev], cwd=REPO, check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     for codec in (REPO / "proxy").glob("_codec*.so"):
         shutil.copy(codec, into / "proxy" / codec.name)
@@ -152,10 +167,27 @@ def export_tree(rev: str, into: Path) -> Path:
 
 def run_one(tree: Path, dsn: str, path: str, poison: str, events: int) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", str(tree), "--dsn", dsn,
-         "--path", path, "--poison", poison, "--events", str(events)],
-        cwd=tree, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            "--tree",
+            str(tree),
+            "--dsn",
+            dsn,
+            "--path",
+            path,
+            "--poison",
+            poison,
+            "--events",
+            str(events),
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"measurement in {tree} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.splitlines()[-1])
@@ -181,8 +213,13 @@ def scenario(args: argparse.Namespace) -> int:
     from bench.results import loadavg, machine_line, publish
 
     load = loadavg()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="ere-poison-base-") as base:
         trees = {"baseline": export_tree(args.baseline, Path(base)), "this tree": REPO}
@@ -199,24 +236,36 @@ def scenario(args: argparse.Namespace) -> int:
                             number += 1
                             name = f"poison_{number}"
                             create_database(server.dsn(), name)
-                            result = run_one(trees[label], server.dsn(name), path, poison, args.events)
+                            result = run_one(
+                                trees[label], server.dsn(name), path, poison, args.events
+                            )
                             results.setdefault((label, path, poison), []).append(result)
-                            print(f"[poison-drain] round {round_no + 1} {label:9} {path:6} {poison:7} "
-                                  f"{result['seconds']:6.2f} s", file=sys.stderr, flush=True)  # fmt: skip
+                            print(
+                                f"[poison-drain] round {round_no + 1} {label:9} {path:6} {poison:7} "
+                                f"{result['seconds']:6.2f} s",
+                                file=sys.stderr,
+                                flush=True,
+                            )
         finally:
             thread.close()
             pg.remove_data_dir(data_dir)
     lines = [
-        f"## poison-drain, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+        f"## poison-drain, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
         machine_line(load),
         f"- trees: this tree ({commit}) and the baseline {args.baseline} (capture before bisection and dead letters)",
-        (f"- command (from the repository root): `.venv/bin/python -m bench poison-drain "
-         f"--events {args.events} --rounds {args.rounds}`"),
-        (f"- {args.events} events of simulated OCPP 1.6 chargers, every 100th poisoned (none: the reference); "
-         "journal + store process (nice 10) into an embedded PostgreSQL, fsync on; medians over rounds"), "",
+        (
+            f"- command (from the repository root): `.venv/bin/python -m bench poison-drain "
+            f"--events {args.events} --rounds {args.rounds}`"
+        ),
+        (
+            f"- {args.events} events of simulated OCPP 1.6 chargers, every 100th poisoned (none: the reference); "
+            "journal + store process (nice 10) into an embedded PostgreSQL, fsync on; medians over rounds"
+        ),
+        "",
         "| path | poison | tree | seconds | stored | replayed | dead letters | lost | spilled | db errors |",
         "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
-    ]  # fmt: skip
+    ]
     ratios = []
     for path in PATHS:
         for poison in POISONS:
@@ -226,22 +275,32 @@ def scenario(args: argparse.Namespace) -> int:
                 seconds = statistics.median(r["seconds"] for r in runs)
                 medians[label] = seconds
                 last = runs[-1]
-                lines.append(f"| {path} | {poison} | {label} | {seconds:.2f} | {last['stored']} | {last['replayed']} | "
-                             f"{last['dead_letters']} | {last['lost']} | {last['spilled']} | "
-                             f"{last['database_errors']} |")  # fmt: skip
-            ratios.append(f"- {path}, {poison}: {medians['baseline']:.2f} s → {medians['this tree']:.2f} s "
-                          f"({medians['baseline'] / medians['this tree']:.1f}× faster)")  # fmt: skip
+                lines.append(
+                    f"| {path} | {poison} | {label} | {seconds:.2f} | {last['stored']} | {last['replayed']} | "
+                    f"{last['dead_letters']} | {last['lost']} | {last['spilled']} | "
+                    f"{last['database_errors']} |"
+                )
+            ratios.append(
+                f"- {path}, {poison}: {medians['baseline']:.2f} s → {medians['this tree']:.2f} s "
+                f"({medians['baseline'] / medians['this tree']:.1f}× faster)"
+            )
     publish("\n".join(lines + ["", "Drain time, baseline → this tree:", *ratios]), args)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench poison-drain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench poison-drain", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
-    parser.add_argument("--no-results", action="store_true", help="print only, do not append to RESULTS.md")
-    parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-results", action="store_true", help="print only, do not append to RESULTS.md"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=REPO / "bench" / "RESULTS.md", help=argparse.SUPPRESS
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)

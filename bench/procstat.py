@@ -41,7 +41,9 @@ def tree(root: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[in
     return found
 
 
-def cpu_seconds(root: int, *, exclude: set[int] | frozenset[int] = frozenset(), reaped: bool = False) -> float:
+def cpu_seconds(
+    root: int, *, exclude: set[int] | frozenset[int] = frozenset(), reaped: bool = False
+) -> float:
     """utime + stime of the live tree under `root`, in seconds (all threads included).
 
     `exclude`: pids (with their subtrees) not to count. `reaped`: add the CPU of `root`'s

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import pg, procstat
@@ -58,13 +58,32 @@ def start_csms(scratch: Path, count: int) -> tuple[int, list[subprocess.Popen]]:
     port, procs = free_port(), []
     for i in range(count):
         with (scratch / f"csms{i}.log").open("wb") as log:
-            procs.append(spawn([sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--reuse-port",
-                                "--first-transaction-id", str(1 + i * 100_000_000), "--max-seconds", "3600"],
-                               cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+            procs.append(
+                spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.fake_csms",
+                        "--port",
+                        str(port),
+                        "--reuse-port",
+                        "--first-transaction-id",
+                        str(1 + i * 100_000_000),
+                        "--max-seconds",
+                        "3600",
+                    ],
+                    cwd=REPO,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     return port, procs
 
 
-def start_proxy(scratch: Path, csms_port: int, dsn: str, workers: int) -> tuple[subprocess.Popen, int, int]:
+def start_proxy(
+    scratch: Path, csms_port: int, dsn: str, workers: int
+) -> tuple[subprocess.Popen, int, int]:
     """The proxy (capture and outbox on) with `workers` processes; returns it, its port, its first admin port."""
     port, admin = free_port(), _consecutive_ports(workers)
     config = scratch / "proxy.toml"
@@ -78,13 +97,20 @@ def start_proxy(scratch: Path, csms_port: int, dsn: str, workers: int) -> tuple[
         f'[default_route]\nupstream = "ws://127.0.0.1:{csms_port}/ocpp"\nauth = "passthrough"\n'
     )
     with (scratch / "proxy.log").open("wb") as log:
-        proxy = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)], cwd=REPO,
-                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        proxy = spawn(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     wait_until(lambda: all(_get(admin + i, "/readyz") for i in range(workers)), "proxy ready", 90)
     return proxy, port, admin
 
 
-def start_fleet(scratch: Path, port: int, chargers: int, processes: int, options: list[str]) -> list[subprocess.Popen]:
+def start_fleet(
+    scratch: Path, port: int, chargers: int, processes: int, options: list[str]
+) -> list[subprocess.Popen]:
     """Simulator processes splitting `chargers` (identities R<p>-<n>); summaries in sim<p>.json/.stderr.
 
     "{index}" in an option becomes the process number (for per-process output files).
@@ -92,11 +118,32 @@ def start_fleet(scratch: Path, port: int, chargers: int, processes: int, options
     sims = []
     for i in range(processes):
         count = chargers // processes + (i < chargers % processes)
-        with (scratch / f"sim{i}.json").open("wb") as out, (scratch / f"sim{i}.stderr").open("wb") as err:
-            sims.append(spawn([sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
-                               "--chargers", str(count), "--protocol", "mixed", "--prefix", f"R{i}-",
-                               *(option.replace("{index}", str(i)) for option in options)],
-                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err))  # fmt: skip
+        with (
+            (scratch / f"sim{i}.json").open("wb") as out,
+            (scratch / f"sim{i}.stderr").open("wb") as err,
+        ):
+            sims.append(
+                spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.simulator",
+                        "--url",
+                        f"ws://127.0.0.1:{port}/ocpp",
+                        "--chargers",
+                        str(count),
+                        "--protocol",
+                        "mixed",
+                        "--prefix",
+                        f"R{i}-",
+                        *(option.replace("{index}", str(i)) for option in options),
+                    ],
+                    cwd=REPO,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                )
+            )
     return sims
 
 
@@ -104,7 +151,9 @@ def fleet_results(scratch: Path, processes: int) -> tuple[list[dict], list[dict]
     """Each simulator's progress events and its summary."""
     events, summaries = [], []
     for i in range(processes):
-        events += [json.loads(line) for line in (scratch / f"sim{i}.stderr").read_text().splitlines()]
+        events += [
+            json.loads(line) for line in (scratch / f"sim{i}.stderr").read_text().splitlines()
+        ]
         summaries.append(json.loads((scratch / f"sim{i}.json").read_text()))
     return events, summaries
 
@@ -116,26 +165,57 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         csms_port, csms = start_csms(scratch, args.csms_procs)
         procs += csms
-        proxy, port, admin = start_proxy(scratch, csms_port, database.server.dsn("ere_proxy"), args.workers)
+        proxy, port, admin = start_proxy(
+            scratch, csms_port, database.server.dsn("ere_proxy"), args.workers
+        )
         procs.append(proxy)
         time.sleep(2)  # quiet before the storm
         cpu = procstat.cpu_seconds(proxy.pid)
-        sims = start_fleet(scratch, port, args.chargers, args.sim_procs, [
-            "--sessions", "1", "--samples", "1", "--interval", "20", "--ramp", str(args.ramp),
-            "--source-addresses", str(args.source_addresses), "--connect-concurrency", str(args.connect_concurrency),
-            "--call-timeout", "60", "--max-seconds", "600"])  # fmt: skip
+        sims = start_fleet(
+            scratch,
+            port,
+            args.chargers,
+            args.sim_procs,
+            [
+                "--sessions",
+                "1",
+                "--samples",
+                "1",
+                "--interval",
+                "20",
+                "--ramp",
+                str(args.ramp),
+                "--source-addresses",
+                str(args.source_addresses),
+                "--connect-concurrency",
+                str(args.connect_concurrency),
+                "--call-timeout",
+                "60",
+                "--max-seconds",
+                "600",
+            ],
+        )
         procs += sims
         for sim in sims:
             if sim.wait(900) != 0:
-                raise RuntimeError(f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"simulator failed: {(scratch / 'sim0.stderr').read_text()[-2000:]}"
+                )
         figures = metrics(admin, args.workers)
-        result = {"proxy_cpu": procstat.cpu_seconds(proxy.pid) - cpu, "rss": procstat.rss_bytes(proxy.pid),
-                  "handshakes": {k: v for k, v in figures.items() if k.startswith("ere_proxy_handshakes_total")}}
+        result = {
+            "proxy_cpu": procstat.cpu_seconds(proxy.pid) - cpu,
+            "rss": procstat.rss_bytes(proxy.pid),
+            "handshakes": {
+                k: v for k, v in figures.items() if k.startswith("ere_proxy_handshakes_total")
+            },
+        }
         events, summaries = fleet_results(scratch, args.sim_procs)
         booted = [e["epoch"] for e in events if e.get("event") == "booted"]
         if len(booted) != args.sim_procs:
             raise RuntimeError("not every simulator saw all its chargers booted")
-        result["storm_seconds"] = max(booted) - min(e["epoch"] for e in events if e.get("event") == "started")
+        result["storm_seconds"] = max(booted) - min(
+            e["epoch"] for e in events if e.get("event") == "started"
+        )
         result["calls"] = sum(s["calls"] for s in summaries)
         result["reconnects"] = sum(s["reconnects"] for s in summaries)
         result["errors"] = merged_errors(summaries)
@@ -164,50 +244,66 @@ def stop_all(procs: list[subprocess.Popen]) -> None:
 
 
 def report(args: argparse.Namespace, argv: list[str], started: datetime, result: dict) -> str:
-    handshakes = {key.split('outcome="')[1].rstrip('"}'): int(v) for key, v in result["handshakes"].items()}
+    handshakes = {
+        key.split('outcome="')[1].rstrip('"}'): int(v) for key, v in result["handshakes"].items()
+    }
     refused = sum(n for outcome, n in handshakes.items() if outcome != "accepted")
-    return "\n".join([
-        f"## reconnect storm, {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        machine_line(args.loadavg_at_start),
-        f"- command (from the repository root): `.venv/bin/python -m bench reconnect-storm {shlex.join(argv)}`",
-        f"- {args.chargers} chargers (half OCPP 1.6, half 2.0.1) starting evenly over {args.ramp:g} s from "
-        f"{args.source_addresses} source addresses, {args.sim_procs} simulator processes; proxy with "
-        f"{args.workers} workers, capture and outbox on, PostgreSQL fsync on; {args.csms_procs} fake CSMS processes",
-        "",
-        "| chargers | ramp s | all forwarding after s | handshakes accepted | refused | charger connect errors |"
-        " reconnects | proxy CPU s | proxy RSS MB |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        f"| {args.chargers} | {args.ramp:g} | {result['storm_seconds']:.1f} | {handshakes.get('accepted', 0)} | "
-        f"{refused} | {sum(n for e, n in result['errors'].items() if e.startswith('connect'))} | "
-        f"{result['reconnects']} | {result['proxy_cpu']:.1f} | {result['rss'] / 1024 / 1024:.0f} |",
-        "",
-        f"- handshakes by outcome: {handshakes}; fleet: {result['calls']} CALLs answered, errors "
-        f"{result['errors'] or 'none'}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## reconnect storm, {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            machine_line(args.loadavg_at_start),
+            f"- command (from the repository root): `.venv/bin/python -m bench reconnect-storm {shlex.join(argv)}`",
+            f"- {args.chargers} chargers (half OCPP 1.6, half 2.0.1) starting evenly over {args.ramp:g} s from "
+            f"{args.source_addresses} source addresses, {args.sim_procs} simulator processes; proxy with "
+            f"{args.workers} workers, capture and outbox on, PostgreSQL fsync on; {args.csms_procs} fake CSMS processes",
+            "",
+            "| chargers | ramp s | all forwarding after s | handshakes accepted | refused | charger connect errors |"
+            " reconnects | proxy CPU s | proxy RSS MB |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            f"| {args.chargers} | {args.ramp:g} | {result['storm_seconds']:.1f} | {handshakes.get('accepted', 0)} | "
+            f"{refused} | {sum(n for e, n in result['errors'].items() if e.startswith('connect'))} | "
+            f"{result['reconnects']} | {result['proxy_cpu']:.1f} | {result['rss'] / 1024 / 1024:.0f} |",
+            "",
+            f"- handshakes by outcome: {handshakes}; fleet: {result['calls']} CALLs answered, errors "
+            f"{result['errors'] or 'none'}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench.reconnect", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reconnect", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--chargers", type=int, default=20_000)
-    parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which every charger starts")
+    parser.add_argument(
+        "--ramp", type=float, default=10.0, help="seconds over which every charger starts"
+    )
     parser.add_argument("--workers", type=int, default=3, help="proxy worker processes")
     parser.add_argument("--sim-procs", type=int, default=3)
     parser.add_argument("--csms-procs", type=int, default=2)
     parser.add_argument("--source-addresses", type=int, default=4)
-    parser.add_argument("--connect-concurrency", type=int, default=256, help="handshakes in flight per simulator")
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=256, help="handshakes in flight per simulator"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-results", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
-    for what, count in (("--workers", args.workers), ("--sim-procs", args.sim_procs), ("--csms-procs", args.csms_procs)):
+    for what, count in (
+        ("--workers", args.workers),
+        ("--sim-procs", args.sim_procs),
+        ("--csms-procs", args.csms_procs),
+    ):
         per_process = args.chargers / count * (2 if what == "--workers" else 1)
         if per_process > FD_PER_PROCESS - 200:
-            parser.error(f"{what} {count}: {per_process:.0f} sockets per process is over the open-file cap")
+            parser.error(
+                f"{what} {count}: {per_process:.0f} sockets per process is over the open-file cap"
+            )
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     scratch = pg.make_data_dir("ocpp-reconnect-")
     try:
         result = run(args, scratch)

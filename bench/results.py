@@ -11,7 +11,7 @@ from bench import procstat
 
 def raise_fd_limit() -> None:
     """Soft open-file limit up to the hard one (inherited by every process a scenario starts)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -21,8 +21,10 @@ def loadavg() -> str:
 
 def machine_line(load_at_start: str) -> str:
     info = procstat.machine()
-    return (f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-            f"load average at start {load_at_start}")  # fmt: skip
+    return (
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"load average at start {load_at_start}"
+    )
 
 
 def publish(text: str, args: argparse.Namespace) -> None:

@@ -89,7 +89,9 @@ from bench import wire
 from bench.loadgen import loopback_target
 
 PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
-TRANSACTION_ACTIONS = frozenset({"StartTransaction", "MeterValues", "StopTransaction", "TransactionEvent"})
+TRANSACTION_ACTIONS = frozenset(
+    {"StartTransaction", "MeterValues", "StopTransaction", "TransactionEvent"}
+)
 ENERGY = "Energy.Active.Import.Register"
 
 
@@ -116,8 +118,12 @@ class SimConfig:
     source_addresses: int = 1  # connect from 127.0.<k>.1 for k in 1..n (past one address's ports)
     offline_every: float = 0.0  # mean seconds between a charger's offline periods (0: none)
     offline_for: float = 30.0  # mean length of an offline period
-    password: str | None = None  # HTTP Basic <identity>:<password> at every connect (None: no header)
-    connect_log: str | None = None  # CSV of every (re)connection: first try, connected, attempts, failures
+    password: str | None = (
+        None  # HTTP Basic <identity>:<password> at every connect (None: no header)
+    )
+    connect_log: str | None = (
+        None  # CSV of every (re)connection: first try, connected, attempts, failures
+    )
 
 
 @dataclass
@@ -197,7 +203,9 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
     def rank(p: float) -> float:
         if not ordered:
             return math.nan
-        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 3)
+        return round(
+            ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 3
+        )
 
     return {"n": len(ordered), "p50_ms": rank(50), "p99_ms": rank(99), "max_ms": rank(100)}
 
@@ -225,8 +233,11 @@ class Charger:
         self._random = random.Random(index)
         self._offline_at = math.inf  # set when the charger starts
         password = fleet.config.password
-        self._authorization = None if password is None else b"Basic " + base64.b64encode(
-            f"{self.report.identity}:{password}".encode())
+        self._authorization = (
+            None
+            if password is None
+            else b"Basic " + base64.b64encode(f"{self.report.identity}:{password}".encode())
+        )
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -237,9 +248,15 @@ class Charger:
             stream = None
             try:
                 with trio.fail_after(fleet.config.connect_timeout):
-                    stream = await trio.open_tcp_stream(fleet.host, fleet.port, local_address=self._source)
+                    stream = await trio.open_tcp_stream(
+                        fleet.host, fleet.port, local_address=self._source
+                    )
                     chosen, pending = await wire.client_handshake(
-                        stream, f"{fleet.host}:{fleet.port}", target, [self.report.protocol], self._authorization
+                        stream,
+                        f"{fleet.host}:{fleet.port}",
+                        target,
+                        [self.report.protocol],
+                        self._authorization,
                     )
             except BaseException:
                 if stream is not None:
@@ -248,7 +265,11 @@ class Charger:
         if chosen != self.report.protocol:
             await trio.aclose_forcefully(stream)
             raise wire.HandshakeError(f"subprotocol {chosen!r} instead of {self.report.protocol}")
-        self._stream, self._reader, self._pending = stream, wire.FrameReader(from_client=False), pending
+        self._stream, self._reader, self._pending = (
+            stream,
+            wire.FrameReader(from_client=False),
+            pending,
+        )
 
     async def _reconnect(self) -> None:
         """Connect, retrying with a growing back-off (the run's cancel scope bounds it)."""
@@ -261,9 +282,16 @@ class Charger:
                 await self._connect()
                 record.connected = time.time()
                 return
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, wire.HandshakeError) as exc:
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                trio.TooSlowError,
+                wire.HandshakeError,
+            ) as exc:
                 self._errors[f"connect: {type(exc).__name__}"] += 1
-                record.failures[str(exc)[:40] if isinstance(exc, wire.HandshakeError) else type(exc).__name__] += 1
+                record.failures[
+                    str(exc)[:40] if isinstance(exc, wire.HandshakeError) else type(exc).__name__
+                ] += 1
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -319,7 +347,12 @@ class Charger:
                     kind, body = await self._answer(uid)
                 if timer.cancelled_caught:
                     raise _Dropped("no answer in time")
-            except (_Dropped, trio.BrokenResourceError, trio.ClosedResourceError, wire.ProtocolError) as exc:
+            except (
+                _Dropped,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                wire.ProtocolError,
+            ) as exc:
                 self._errors[f"{action}: {str(exc) or type(exc).__name__}"[:80]] += 1
                 await self._drop()
                 continue
@@ -346,11 +379,16 @@ class Charger:
             found = None
             for message in reader.feed(data):
                 if message.opcode == wire.TEXT:
-                    if message.unique_id == uid and message.message_type in (wire.CALLRESULT, wire.CALLERROR):
+                    if message.unique_id == uid and message.message_type in (
+                        wire.CALLRESULT,
+                        wire.CALLERROR,
+                    ):
                         found = (message.message_type, orjson.loads(message.data))
                     elif message.message_type == wire.CALL:
                         refusal: list[Any] = [4, message.unique_id, "NotImplemented", "", {}]
-                        await stream.send_all(wire.encode_frame(wire.TEXT, orjson.dumps(refusal), mask=True))
+                        await stream.send_all(
+                            wire.encode_frame(wire.TEXT, orjson.dumps(refusal), mask=True)
+                        )
                     else:
                         self._errors["unexpected message"] += 1
                 elif message.opcode == wire.PING:
@@ -381,7 +419,12 @@ class Charger:
     def _sampled(self, value: int, context: str) -> dict[str, Any]:
         if self.v16:
             return {"value": str(value), "context": context, "measurand": ENERGY, "unit": "Wh"}
-        return {"value": value, "context": context, "measurand": ENERGY, "unitOfMeasure": {"unit": "Wh"}}
+        return {
+            "value": value,
+            "context": context,
+            "measurand": ENERGY,
+            "unitOfMeasure": {"unit": "Wh"},
+        }
 
     def _meter_value(self, value: int, context: str) -> list[dict[str, Any]]:
         return [{"timestamp": _timestamp(), "sampledValue": [self._sampled(value, context)]}]
@@ -393,15 +436,44 @@ class Charger:
             await trio.sleep_until(t0 + ramp * self.index / cfg.chargers)  # spread the fleet
             await self._reconnect()
             if self.v16:
-                await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Sim16",
-                                                     "chargePointSerialNumber": self.report.identity})
-                await self.call("StatusNotification", {"connectorId": 1, "status": "Available",
-                                                       "errorCode": "NoError", "timestamp": _timestamp()})
+                await self.call(
+                    "BootNotification",
+                    {
+                        "chargePointVendor": "Bench",
+                        "chargePointModel": "Sim16",
+                        "chargePointSerialNumber": self.report.identity,
+                    },
+                )
+                await self.call(
+                    "StatusNotification",
+                    {
+                        "connectorId": 1,
+                        "status": "Available",
+                        "errorCode": "NoError",
+                        "timestamp": _timestamp(),
+                    },
+                )
             else:
-                await self.call("BootNotification", {"reason": "PowerUp", "chargingStation": {
-                    "vendorName": "Bench", "model": "Sim201", "serialNumber": self.report.identity}})
-                await self.call("StatusNotification", {"timestamp": _timestamp(), "connectorStatus": "Available",
-                                                       "evseId": 1, "connectorId": 1})
+                await self.call(
+                    "BootNotification",
+                    {
+                        "reason": "PowerUp",
+                        "chargingStation": {
+                            "vendorName": "Bench",
+                            "model": "Sim201",
+                            "serialNumber": self.report.identity,
+                        },
+                    },
+                )
+                await self.call(
+                    "StatusNotification",
+                    {
+                        "timestamp": _timestamp(),
+                        "connectorStatus": "Available",
+                        "evseId": 1,
+                        "connectorId": 1,
+                    },
+                )
             self.fleet.booted()
             if cfg.offline_every > 0:
                 self._offline_at = trio.current_time() + self._random.uniform(0, cfg.offline_every)
@@ -410,7 +482,9 @@ class Charger:
             for number in itertools.count(1):
                 if cfg.sessions and number > cfg.sessions:
                     break
-                if (cfg.duration and trio.current_time() >= t0 + cfg.duration) or self.fleet.finishing:
+                if (
+                    cfg.duration and trio.current_time() >= t0 + cfg.duration
+                ) or self.fleet.finishing:
                     break
                 await (self._session16() if self.v16 else self._session201(number))
                 await self._wait(trio.current_time() + cfg.interval)
@@ -424,8 +498,15 @@ class Charger:
     async def _session16(self) -> None:
         interval = self.fleet.config.interval
         meter_start = self.register
-        answer = await self.call("StartTransaction", {"connectorId": 1, "idTag": "SIMTAG", "meterStart": meter_start,
-                                                      "timestamp": _timestamp()})
+        answer = await self.call(
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "SIMTAG",
+                "meterStart": meter_start,
+                "timestamp": _timestamp(),
+            },
+        )
         tx = Transaction(str(answer["transactionId"]), meter_start)
         self.report.transactions.append(tx)
         next_at = trio.current_time() + interval
@@ -433,13 +514,26 @@ class Charger:
             await self._wait(next_at)
             next_at += interval
             value = self._advance(interval)
-            await self.call("MeterValues", {"connectorId": 1, "transactionId": answer["transactionId"],
-                                            "meterValue": self._meter_value(value, "Sample.Periodic")})
+            await self.call(
+                "MeterValues",
+                {
+                    "connectorId": 1,
+                    "transactionId": answer["transactionId"],
+                    "meterValue": self._meter_value(value, "Sample.Periodic"),
+                },
+            )
             tx.samples += 1
         await self._wait(next_at)
         meter_stop = self._advance(interval)
-        await self.call("StopTransaction", {"transactionId": answer["transactionId"], "meterStop": meter_stop,
-                                            "timestamp": _timestamp(), "reason": "EVDisconnected"})
+        await self.call(
+            "StopTransaction",
+            {
+                "transactionId": answer["transactionId"],
+                "meterStop": meter_stop,
+                "timestamp": _timestamp(),
+                "reason": "EVDisconnected",
+            },
+        )
         tx.meter_stop = meter_stop
 
     async def _session201(self, number: int) -> None:
@@ -449,15 +543,28 @@ class Charger:
         seq = itertools.count()
 
         async def event(kind: str, trigger: str, value: int, context: str, **info: str) -> None:
-            await self.call("TransactionEvent", {
-                "eventType": kind, "timestamp": _timestamp(), "triggerReason": trigger, "seqNo": next(seq),
-                "transactionInfo": {"transactionId": tx.transaction_id, **info},
-                "evse": {"id": 1, "connectorId": 1}, "meterValue": self._meter_value(value, context),
-                **({"idToken": {"idToken": "SIMTAG", "type": "ISO14443"}} if kind == "Started" else {}),
-            })  # fmt: skip
+            await self.call(
+                "TransactionEvent",
+                {
+                    "eventType": kind,
+                    "timestamp": _timestamp(),
+                    "triggerReason": trigger,
+                    "seqNo": next(seq),
+                    "transactionInfo": {"transactionId": tx.transaction_id, **info},
+                    "evse": {"id": 1, "connectorId": 1},
+                    "meterValue": self._meter_value(value, context),
+                    **(
+                        {"idToken": {"idToken": "SIMTAG", "type": "ISO14443"}}
+                        if kind == "Started"
+                        else {}
+                    ),
+                },
+            )
             tx.samples += 1
 
-        await event("Started", "Authorized", tx.meter_start, "Transaction.Begin", chargingState="Charging")
+        await event(
+            "Started", "Authorized", tx.meter_start, "Transaction.Begin", chargingState="Charging"
+        )
         next_at = trio.current_time() + interval
         for _ in range(self.fleet.config.samples):
             await self._wait(next_at)
@@ -465,7 +572,13 @@ class Charger:
             await event("Updated", "MeterValuePeriodic", self._advance(interval), "Sample.Periodic")
         await self._wait(next_at)
         meter_stop = self._advance(interval)
-        await event("Ended", "EVCommunicationLost", meter_stop, "Transaction.End", stoppedReason="EVDisconnected")
+        await event(
+            "Ended",
+            "EVCommunicationLost",
+            meter_stop,
+            "Transaction.End",
+            stoppedReason="EVDisconnected",
+        )
         tx.meter_stop = meter_stop
 
 
@@ -479,7 +592,9 @@ class Fleet:
         self.latencies = Latencies()
         self.connections: list[Connection] = []
         protocols = PROTOCOLS if config.protocol == "mixed" else (config.protocol,)
-        self.chargers = [Charger(self, i, protocols[i % len(protocols)]) for i in range(config.chargers)]
+        self.chargers = [
+            Charger(self, i, protocols[i % len(protocols)]) for i in range(config.chargers)
+        ]
         self._booted = 0
         self.timed_out = False
         self.finishing = False  # SIGUSR1: start no more sessions (as when --duration is reached)
@@ -557,30 +672,77 @@ async def simulate(config: SimConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     d = SimConfig(url="")
-    parser = argparse.ArgumentParser(prog="python -m bench.simulator", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True, help="endpoint; chargers connect to <url>/<identity>")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.simulator", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--url", required=True, help="endpoint; chargers connect to <url>/<identity>"
+    )
     parser.add_argument("--chargers", type=int, default=d.chargers)
     parser.add_argument("--protocol", choices=(*PROTOCOLS, "mixed"), default=d.protocol)
-    parser.add_argument("--sessions", type=int, default=d.sessions, help="sessions per charger (0: no limit)")
-    parser.add_argument("--samples", type=int, default=d.samples, help="periodic meter readings per session")
-    parser.add_argument("--interval", type=float, default=d.interval, help="seconds between meter readings")
-    parser.add_argument("--duration", type=float, default=d.duration, help="start no session after this (0: no limit)")
-    parser.add_argument("--max-seconds", type=float, default=d.max_seconds, help="hard bound on the whole run")
-    parser.add_argument("--heartbeat", type=float, default=d.heartbeat, help="Heartbeat period (0: none)")
-    parser.add_argument("--call-timeout", type=float, default=d.call_timeout, help="reconnect when an answer is this late")
+    parser.add_argument(
+        "--sessions", type=int, default=d.sessions, help="sessions per charger (0: no limit)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=d.samples, help="periodic meter readings per session"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=d.interval, help="seconds between meter readings"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=d.duration,
+        help="start no session after this (0: no limit)",
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=d.max_seconds, help="hard bound on the whole run"
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=d.heartbeat, help="Heartbeat period (0: none)"
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=d.call_timeout,
+        help="reconnect when an answer is this late",
+    )
     parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
-    parser.add_argument("--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)")
+    parser.add_argument(
+        "--prefix", default=d.prefix, help="identity prefix (identities are <prefix><index:05d>)"
+    )
     parser.add_argument("--latency-file", help="write every CALL as send_epoch,rtt_ms,action")
-    parser.add_argument("--sent-log", help="write each charger's answered transaction CALLs as JSON")
-    parser.add_argument("--connect-log", help="write every (re)connection as identity,first_try_epoch,"
-                        "connected_epoch,attempts,failures")
-    parser.add_argument("--ramp", type=float, help="start the chargers evenly over this many seconds (default: --interval)")
-    parser.add_argument("--source-addresses", type=int, default=d.source_addresses,
-                        help="connect from 127.0.k.1, k = 1..N, to get past one address's ephemeral ports")
-    parser.add_argument("--offline-every", type=float, default=d.offline_every,
-                        help="mean seconds between a charger's offline periods (0: none)")
-    parser.add_argument("--offline-for", type=float, default=d.offline_for, help="mean length of an offline period")
-    parser.add_argument("--password", help="send HTTP Basic <identity>:<password> (what proves a charger offline)")
+    parser.add_argument(
+        "--sent-log", help="write each charger's answered transaction CALLs as JSON"
+    )
+    parser.add_argument(
+        "--connect-log",
+        help="write every (re)connection as identity,first_try_epoch,"
+        "connected_epoch,attempts,failures",
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        help="start the chargers evenly over this many seconds (default: --interval)",
+    )
+    parser.add_argument(
+        "--source-addresses",
+        type=int,
+        default=d.source_addresses,
+        help="connect from 127.0.k.1, k = 1..N, to get past one address's ephemeral ports",
+    )
+    parser.add_argument(
+        "--offline-every",
+        type=float,
+        default=d.offline_every,
+        help="mean seconds between a charger's offline periods (0: none)",
+    )
+    parser.add_argument(
+        "--offline-for", type=float, default=d.offline_for, help="mean length of an offline period"
+    )
+    parser.add_argument(
+        "--password", help="send HTTP Basic <identity>:<password> (what proves a charger offline)"
+    )
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.interval <= 0 or args.max_seconds <= 0:
         parser.error("need --chargers >= 1, --interval > 0 and --max-seconds > 0")

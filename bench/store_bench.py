@@ -34,11 +34,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import trio
+import trio.lowlevel
 
 from bench import pg, procstat
 from bench.scenarios import RESULTS, _fmt, _table
@@ -48,7 +49,7 @@ T0 = 1_790_000_000.0  # 2026-09-21, the simulated day starts here
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- realistic events via the tracker
@@ -63,11 +64,17 @@ class Charger:
     transactions (MeterValuesSampledData during a transaction is the common configuration).
     """
 
-    MEASURANDS = (("Energy.Active.Import.Register", "Wh"), ("Power.Active.Import", "W"), ("Current.Import", "A"))
+    MEASURANDS = (
+        ("Energy.Active.Import.Register", "Wh"),
+        ("Power.Active.Import", "W"),
+        ("Current.Import", "A"),
+    )
 
-    def __init__(self, identity: str, *, session_minutes: int, samples: tuple[int, int], seed: int) -> None:
-        from proxy.wire.codec import FrameReader, encode_frame
+    def __init__(
+        self, identity: str, *, session_minutes: int, samples: tuple[int, int], seed: int
+    ) -> None:
         from proxy.capture.tracker import Tracker
+        from proxy.wire.codec import FrameReader, encode_frame
 
         self.identity = identity
         self.tracker = Tracker(identity, "ocpp1.6")
@@ -106,42 +113,94 @@ class Charger:
             self.tx += 1
             events += self._exchange(
                 "StartTransaction",
-                {"connectorId": 1, "idTag": f"TAG{self.random.randrange(10**6):06d}", "meterStart": self.wh,
-                 "timestamp": _iso(self.t)},
-                {"idTagInfo": {"status": "Accepted"}, "transactionId": self.tx})
+                {
+                    "connectorId": 1,
+                    "idTag": f"TAG{self.random.randrange(10**6):06d}",
+                    "meterStart": self.wh,
+                    "timestamp": _iso(self.t),
+                },
+                {"idTagInfo": {"status": "Accepted"}, "transactionId": self.tx},
+            )
             self.minute = 0
         self.t += 60.0
         self.wh += self.random.randrange(50, 190)  # 3-11 kW
         n = self.random.randint(*self.samples)
-        sampled = [{"value": str(self.wh), "context": "Sample.Periodic", "measurand": self.MEASURANDS[0][0],
-                    "location": "Outlet", "unit": "Wh"}]
+        sampled = [
+            {
+                "value": str(self.wh),
+                "context": "Sample.Periodic",
+                "measurand": self.MEASURANDS[0][0],
+                "location": "Outlet",
+                "unit": "Wh",
+            }
+        ]
         if n >= 2:
-            sampled.append({"value": f"{self.random.uniform(3000, 11000):.1f}", "context": "Sample.Periodic",
-                            "measurand": "Power.Active.Import", "location": "Outlet", "unit": "W"})
+            sampled.append(
+                {
+                    "value": f"{self.random.uniform(3000, 11000):.1f}",
+                    "context": "Sample.Periodic",
+                    "measurand": "Power.Active.Import",
+                    "location": "Outlet",
+                    "unit": "W",
+                }
+            )
         if n >= 3:
-            sampled.append({"value": f"{self.random.uniform(5, 16):.2f}", "context": "Sample.Periodic",
-                            "measurand": "Current.Import", "location": "Outlet", "unit": "A", "phase": "L1"})
+            sampled.append(
+                {
+                    "value": f"{self.random.uniform(5, 16):.2f}",
+                    "context": "Sample.Periodic",
+                    "measurand": "Current.Import",
+                    "location": "Outlet",
+                    "unit": "A",
+                    "phase": "L1",
+                }
+            )
         events += self._exchange(
             "MeterValues",
-            {"connectorId": 1, "transactionId": self.tx, "meterValue": [{"timestamp": _iso(self.t), "sampledValue": sampled}]},
-            {})
+            {
+                "connectorId": 1,
+                "transactionId": self.tx,
+                "meterValue": [{"timestamp": _iso(self.t), "sampledValue": sampled}],
+            },
+            {},
+        )
         self.meter_values += 1
         self.sample_count += n
         self.minute += 1
         if self.minute >= self.session_minutes:
             events += self._exchange(
                 "StopTransaction",
-                {"transactionId": self.tx, "meterStop": self.wh, "timestamp": _iso(self.t), "reason": "EVDisconnected"},
-                {})
+                {
+                    "transactionId": self.tx,
+                    "meterStop": self.wh,
+                    "timestamp": _iso(self.t),
+                    "reason": "EVDisconnected",
+                },
+                {},
+            )
             self.minute = -1
         return events
 
 
-def fleet_events(prefix: str, chargers: int, minutes: int, *, session_minutes: int, samples: tuple[int, int],
-                 seed: int = 1) -> Iterator[list]:
+def fleet_events(
+    prefix: str,
+    chargers: int,
+    minutes: int,
+    *,
+    session_minutes: int,
+    samples: tuple[int, int],
+    seed: int = 1,
+) -> Iterator[list]:
     """Per simulated minute, per charger: the events, in the order a proxy would submit them."""
-    fleet = [Charger(f"{prefix}{i:05d}", session_minutes=session_minutes, samples=samples, seed=seed * 100_003 + i)
-             for i in range(chargers)]
+    fleet = [
+        Charger(
+            f"{prefix}{i:05d}",
+            session_minutes=session_minutes,
+            samples=samples,
+            seed=seed * 100_003 + i,
+        )
+        for i in range(chargers)
+    ]
     for _ in range(minutes):
         for charger in fleet:
             yield charger.step()
@@ -168,17 +227,21 @@ async def _sequence_note(db, samples_rows: int) -> str:
     value from the sequence on every attempt, also when the name exists."""
     try:
         value = await db.fetchval(_SEQUENCE)
-    except Exception as exc:  # noqa: BLE001 - the schema may have changed
+    except Exception as exc:
         return f"measurands sequence not readable ({exc!r})"
     names = await db.fetchval("SELECT count(*) FROM measurands")
-    return (f"measurands.code (smallint identity, max 32767): sequence at {value} for {names} measurand names "
-            f"after {samples_rows} meter_samples rows")
+    return (
+        f"measurands.code (smallint identity, max 32767): sequence at {value} for {names} measurand names "
+        f"after {samples_rows} meter_samples rows"
+    )
 
 
 async def _server_facts(db, args: argparse.Namespace) -> None:
     args.server_version = await db.fetchval("SHOW server_version")
-    args.server_note = (f"fsync={await db.fetchval('SHOW fsync')}, "
-                        f"synchronous_commit={await db.fetchval('SHOW synchronous_commit')}")
+    args.server_note = (
+        f"fsync={await db.fetchval('SHOW fsync')}, "
+        f"synchronous_commit={await db.fetchval('SHOW synchronous_commit')}"
+    )
 
 
 def _own_cpu() -> float:
@@ -210,11 +273,13 @@ class IngestRun:
         return cpu * 1e6 / self.events if self.events else math.nan
 
 
-async def _ingest_store(db, run: IngestRun, frames: list[list], data_dir: Path, duration: float) -> None:
+async def _ingest_store(
+    db, run: IngestRun, frames: list[list], data_dir: Path, duration: float
+) -> None:
     from proxy.capture.sessions import store_events
 
     events = [e for f in frames for e in f]
-    batches = [events[i:i + run.batch] for i in range(0, len(events), run.batch)]
+    batches = [events[i : i + run.batch] for i in range(0, len(events), run.batch)]
     c0, d0, t0 = _own_cpu(), pg.cpu_seconds(data_dir), time.monotonic()
     deadline = t0 + duration
     for batch in batches:
@@ -226,11 +291,16 @@ async def _ingest_store(db, run: IngestRun, frames: list[list], data_dir: Path, 
             break
     else:
         run.pool_exhausted = True
-    run.wall_s, run.py_cpu_s, run.db_cpu_s = (time.monotonic() - t0, _own_cpu() - c0,
-                                              pg.cpu_seconds(data_dir) - d0)
+    run.wall_s, run.py_cpu_s, run.db_cpu_s = (
+        time.monotonic() - t0,
+        _own_cpu() - c0,
+        pg.cpu_seconds(data_dir) - d0,
+    )
 
 
-def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path, duration: float) -> None:
+def _ingest_asyncio(
+    dsn: str, run: IngestRun, frames: list[list], data_dir: Path, duration: float
+) -> None:
     """Diagnostic: the same store_events on a raw asyncpg connection on a plain asyncio loop
     (in a thread of its own), i.e. without trio-asyncio and the pool's per-release reset."""
     import asyncio
@@ -240,7 +310,7 @@ def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path
     from proxy.capture.sessions import store_events
 
     events = [e for f in frames for e in f]
-    batches = [events[i:i + run.batch] for i in range(0, len(events), run.batch)]
+    batches = [events[i : i + run.batch] for i in range(0, len(events), run.batch)]
 
     async def main() -> None:
         conn = await asyncpg.connect(dsn)
@@ -256,16 +326,20 @@ def _ingest_asyncio(dsn: str, run: IngestRun, frames: list[list], data_dir: Path
                     break
             else:
                 run.pool_exhausted = True
-            run.wall_s, run.py_cpu_s, run.db_cpu_s = (time.monotonic() - t0, _own_cpu() - c0,
-                                                      pg.cpu_seconds(data_dir) - d0)
+            run.wall_s, run.py_cpu_s, run.db_cpu_s = (
+                time.monotonic() - t0,
+                _own_cpu() - c0,
+                pg.cpu_seconds(data_dir) - d0,
+            )
         finally:
             await conn.close()
 
     asyncio.run(main())
 
 
-async def _ingest_journal(db, run: IngestRun, frames: list[list], data_dir: Path, duration: float,
-                          spill_dir: Path) -> None:
+async def _ingest_journal(
+    db, run: IngestRun, frames: list[list], data_dir: Path, duration: float, spill_dir: Path
+) -> None:
     from proxy.capture.journal import DatabaseStore, Journal
     from proxy.capture.spill import SpillLog
 
@@ -285,15 +359,18 @@ async def _ingest_journal(db, run: IngestRun, frames: list[list], data_dir: Path
                 journal.submit(events)
                 submitted += 1
                 if submitted % 64 == 0:
-                    await trio.sleep(0)  # links yield between frames too
+                    await trio.lowlevel.checkpoint()  # links yield between frames too
                 if time.monotonic() >= deadline:
                     break
             # what was stored within the window (the writer's last batch may straddle it)
             while time.monotonic() < deadline and journal.stats.stored < journal.stats.submitted:
                 await trio.sleep(0.01)
             run.pool_exhausted = journal.stats.stored >= sum(len(f) for f in frames)
-            run.wall_s, run.py_cpu_s, run.db_cpu_s = (time.monotonic() - t0, _own_cpu() - c0,
-                                                      pg.cpu_seconds(data_dir) - d0)
+            run.wall_s, run.py_cpu_s, run.db_cpu_s = (
+                time.monotonic() - t0,
+                _own_cpu() - c0,
+                pg.cpu_seconds(data_dir) - d0,
+            )
             stored = journal.stats.stored
             run.events = stored
             # samples of the events stored so far (they are stored in submission order)
@@ -320,11 +397,21 @@ async def _ingest(args: argparse.Namespace, data_dir: Path, scratch: Path) -> li
         for path in args.paths:
             for batch in args.batch_sizes:
                 index += 1
-                print(f"[ingest] {path}, batches of {batch}: generating events …", file=sys.stderr, flush=True)
+                print(
+                    f"[ingest] {path}, batches of {batch}: generating events …",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 frames = []
                 total = 0
-                gen = fleet_events(f"ING{index}-", args.chargers, 10**9, session_minutes=args.session_minutes,
-                                   samples=(1, 3), seed=index)
+                gen = fleet_events(
+                    f"ING{index}-",
+                    args.chargers,
+                    10**9,
+                    session_minutes=args.session_minutes,
+                    samples=(1, 3),
+                    seed=index,
+                )
                 while total < args.events:
                     frames.append(next(gen))
                     total += len(frames[-1])
@@ -332,22 +419,37 @@ async def _ingest(args: argparse.Namespace, data_dir: Path, scratch: Path) -> li
                 # Empty tables for every run, and the measurands sequence restarted: store_events
                 # draws a smallint code per sampled MeterValues, so a database fails after 32,767 (see
                 # the report's last line); the runs must stay below that.
-                await db.execute("TRUNCATE charger_events, meter_samples, sessions, charger_boots, measurands "
-                                 "RESTART IDENTITY CASCADE")
-                print(f"[ingest] {path}, batches of {batch}: {total} events ready; storing for "
-                      f"{args.duration:g} s …", file=sys.stderr, flush=True)
+                await db.execute(
+                    "TRUNCATE charger_events, meter_samples, sessions, charger_boots, measurands "
+                    "RESTART IDENTITY CASCADE"
+                )
+                print(
+                    f"[ingest] {path}, batches of {batch}: {total} events ready; storing for "
+                    f"{args.duration:g} s …",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if path == "store":
                     await _ingest_store(db, run, frames, data_dir, args.duration)
                 elif path == "asyncio":
-                    await trio.to_thread.run_sync(_ingest_asyncio, db.dsn, run, frames, data_dir, args.duration)
+                    await trio.to_thread.run_sync(
+                        _ingest_asyncio, db.dsn, run, frames, data_dir, args.duration
+                    )
                 else:
-                    await _ingest_journal(db, run, frames, data_dir, args.duration, scratch / f"spill-{index}")
+                    await _ingest_journal(
+                        db, run, frames, data_dir, args.duration, scratch / f"spill-{index}"
+                    )
                 if run.pool_exhausted and run.events < total:
                     run.pool_exhausted = False
                 if run.pool_exhausted:
-                    run.notes.append(f"all {total} pre-generated events stored before the time was up (raise --events)")
-                print(f"    {run.events_per_s:.0f} events/s, {run.samples_per_s:.0f} samples/s", file=sys.stderr,
-                      flush=True)
+                    run.notes.append(
+                        f"all {total} pre-generated events stored before the time was up (raise --events)"
+                    )
+                print(
+                    f"    {run.events_per_s:.0f} events/s, {run.samples_per_s:.0f} samples/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 runs.append(run)
                 del frames
         args.rows = {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in pg.TABLES}
@@ -356,32 +458,68 @@ async def _ingest(args: argparse.Namespace, data_dir: Path, scratch: Path) -> li
 
 
 def ingest_report(runs: list[IngestRun], args: argparse.Namespace) -> str:
-    rows = [[r.path, str(r.batch), str(r.events), _fmt(r.wall_s, ".1f"), _fmt(r.events_per_s, ".0f"),
-             _fmt(r.samples_per_s, ".0f"), _fmt(r.us_per_event(r.py_cpu_s), ".0f"),
-             _fmt(r.us_per_event(r.db_cpu_s), ".0f"), _fmt(r.py_cpu_s / r.wall_s * 100, ".0f", "%"),
-             _fmt(r.db_cpu_s / r.wall_s * 100, ".0f", "%")] for r in runs]
-    out = [_table(("path", "batch", "events", "s", "events/s", "samples/s", "Python µs/event", "PG µs/event",
-                   "Python CPU", "PG CPU"), rows)]
+    rows = [
+        [
+            r.path,
+            str(r.batch),
+            str(r.events),
+            _fmt(r.wall_s, ".1f"),
+            _fmt(r.events_per_s, ".0f"),
+            _fmt(r.samples_per_s, ".0f"),
+            _fmt(r.us_per_event(r.py_cpu_s), ".0f"),
+            _fmt(r.us_per_event(r.db_cpu_s), ".0f"),
+            _fmt(r.py_cpu_s / r.wall_s * 100, ".0f", "%"),
+            _fmt(r.db_cpu_s / r.wall_s * 100, ".0f", "%"),
+        ]
+        for r in runs
+    ]
+    out = [
+        _table(
+            (
+                "path",
+                "batch",
+                "events",
+                "s",
+                "events/s",
+                "samples/s",
+                "Python µs/event",
+                "PG µs/event",
+                "Python CPU",
+                "PG CPU",
+            ),
+            rows,
+        )
+    ]
     notes = [f"- {r.path}/{r.batch}: {n}" for r in runs for n in r.notes]
     by = {(r.path, r.batch): r for r in runs}
     ratios = []
     for b in args.batch_sizes:
         if ("store", b) in by and ("journal", b) in by:
-            ratios.append(f"- batches of {b}: journal/store events/s "
-                          f"{by['journal', b].events_per_s / by['store', b].events_per_s:.2f}×")
+            ratios.append(
+                f"- batches of {b}: journal/store events/s "
+                f"{by['journal', b].events_per_s / by['store', b].events_per_s:.2f}×"
+            )
         if ("store", b) in by and ("asyncio", b) in by:
-            ratios.append(f"- batches of {b}: asyncio (no trio-asyncio)/store events/s "
-                          f"{by['asyncio', b].events_per_s / by['store', b].events_per_s:.2f}×, Python µs/event "
-                          f"{by['asyncio', b].us_per_event(by['asyncio', b].py_cpu_s) / by['store', b].us_per_event(by['store', b].py_cpu_s):.2f}×")
+            ratios.append(
+                f"- batches of {b}: asyncio (no trio-asyncio)/store events/s "
+                f"{by['asyncio', b].events_per_s / by['store', b].events_per_s:.2f}×, Python µs/event "
+                f"{by['asyncio', b].us_per_event(by['asyncio', b].py_cpu_s) / by['store', b].us_per_event(by['store', b].py_cpu_s):.2f}×"
+            )
     if len(args.batch_sizes) > 1:
         lo, hi = args.batch_sizes[0], args.batch_sizes[-1]
         if ("store", lo) in by and ("store", hi) in by:
-            ratios.append(f"- store_events, batches of {hi} vs {lo}: "
-                          f"{by['store', hi].events_per_s / by['store', lo].events_per_s:.2f}× events/s")
+            ratios.append(
+                f"- store_events, batches of {hi} vs {lo}: "
+                f"{by['store', hi].events_per_s / by['store', lo].events_per_s:.2f}× events/s"
+            )
     if ratios:
         out += ["", "Ratios:", *ratios]
-    out += ["", "Rows in the database at the end: " + ", ".join(f"{t} {n}" for t, n in args.rows.items())
-            + f"; {args.sequence}"]
+    out += [
+        "",
+        "Rows in the database at the end: "
+        + ", ".join(f"{t} {n}" for t, n in args.rows.items())
+        + f"; {args.sequence}",
+    ]
     if notes:
         out += ["", "Notes:", *notes]
     return "\n".join(out)
@@ -411,11 +549,17 @@ async def _storage(args: argparse.Namespace, data_dir: Path) -> dict:
     events_total = samples_total = meter_values = 0
     async with open_database(_settings(data_dir)) as db:
         await _server_facts(db, args)
-        print(f"[storage] {args.chargers} chargers × {args.days:g} day(s) …", file=sys.stderr, flush=True)
+        print(
+            f"[storage] {args.chargers} chargers × {args.days:g} day(s) …",
+            file=sys.stderr,
+            flush=True,
+        )
         minutes = round(args.days * 1440)
         batch: list = []
         t0 = time.monotonic()
-        for events in fleet_events("CP", args.chargers, minutes, session_minutes=args.session_minutes, samples=(1, 1)):
+        for events in fleet_events(
+            "CP", args.chargers, minutes, session_minutes=args.session_minutes, samples=(1, 1)
+        ):
             for e in events:
                 json_bytes += len(msgspec.json.encode(e))
                 msgpack_bytes += len(encoder.encode(e))
@@ -438,15 +582,20 @@ async def _storage(args: argparse.Namespace, data_dir: Path) -> dict:
         result["sequence"] = await _sequence_note(db, result["rows"]["meter_samples"])
         result["body"] = await db.fetchrow(
             "SELECT avg(pg_column_size(body)), avg(octet_length(body::text)), avg(pg_column_size(c.*)) "
-            "FROM charger_events c")
-        result["sample_row"] = await db.fetchval("SELECT avg(pg_column_size(s.*)) FROM meter_samples s")
+            "FROM charger_events c"
+        )
+        result["sample_row"] = await db.fetchval(
+            "SELECT avg(pg_column_size(s.*)) FROM meter_samples s"
+        )
         # A narrower layout of the same samples, for comparison (see the report's notes).
         await db.execute(
             "CREATE TABLE compact_samples (session_id integer NOT NULL, sampled_at timestamptz NOT NULL, "
-            "value numeric, measurand smallint NOT NULL, flags smallint NOT NULL DEFAULT 0)")
+            "value numeric, measurand smallint NOT NULL, flags smallint NOT NULL DEFAULT 0)"
+        )
         await db.execute(
             "INSERT INTO compact_samples SELECT session_id, sampled_at, value, measurand FROM meter_samples "
-            "ORDER BY session_id, sampled_at")
+            "ORDER BY session_id, sampled_at"
+        )
         await db.execute("CREATE INDEX ON compact_samples (session_id, sampled_at)")
         await db.execute("CREATE TABLE compact_samples_brin (LIKE compact_samples)")
         await db.execute("INSERT INTO compact_samples_brin SELECT * FROM compact_samples")
@@ -454,26 +603,55 @@ async def _storage(args: argparse.Namespace, data_dir: Path) -> dict:
         async with db.connection() as conn:
             await conn.execute("VACUUM FULL ANALYZE")
         result["vacuumed"] = await _sizes(db, tables + ["compact_samples", "compact_samples_brin"])
-    result.update(events=events_total, samples=samples_total, meter_values=meter_values,
-                  json_bytes=json_bytes, msgpack_bytes=msgpack_bytes)
+    result.update(
+        events=events_total,
+        samples=samples_total,
+        meter_values=meter_values,
+        json_bytes=json_bytes,
+        msgpack_bytes=msgpack_bytes,
+    )
     return result
 
 
 def storage_report(res: dict, args: argparse.Namespace) -> str:
     days = args.chargers * args.days
-    per = lambda n: n / days  # noqa: E731 - bytes per charger-day
-    kb = lambda n: f"{per(n) / 1024:.1f}"  # noqa: E731
+    per = lambda n: n / days
+    kb = lambda n: f"{per(n) / 1024:.1f}"
     out = []
     for label, key in (("as written", "written"), ("after VACUUM FULL", "vacuumed")):
         sizes = res[key]
         total = sum(sizes[t][3] for t in pg.TABLES if t in sizes)
-        rows = [[t, str(res["rows"].get(t, "")), kb(h), kb(toast), kb(idx), kb(tot), f"{tot / total:.0%}" if total else "–"]
-                for t in pg.TABLES if t in sizes for h, toast, idx, tot in [sizes[t]]]
-        rows.append(["total", "", kb(sum(sizes[t][0] for t in pg.TABLES if t in sizes)),
-                     kb(sum(sizes[t][1] for t in pg.TABLES if t in sizes)),
-                     kb(sum(sizes[t][2] for t in pg.TABLES if t in sizes)), kb(total), "100%"])
-        out += [f"KB per charger-day, {label}:", "",
-                _table(("table", "rows", "heap", "TOAST", "indexes", "total", "share"), rows), ""]
+        rows = [
+            [
+                t,
+                str(res["rows"].get(t, "")),
+                kb(h),
+                kb(toast),
+                kb(idx),
+                kb(tot),
+                f"{tot / total:.0%}" if total else "–",
+            ]
+            for t in pg.TABLES
+            if t in sizes
+            for h, toast, idx, tot in [sizes[t]]
+        ]
+        rows.append(
+            [
+                "total",
+                "",
+                kb(sum(sizes[t][0] for t in pg.TABLES if t in sizes)),
+                kb(sum(sizes[t][1] for t in pg.TABLES if t in sizes)),
+                kb(sum(sizes[t][2] for t in pg.TABLES if t in sizes)),
+                kb(total),
+                "100%",
+            ]
+        )
+        out += [
+            f"KB per charger-day, {label}:",
+            "",
+            _table(("table", "rows", "heap", "TOAST", "indexes", "total", "share"), rows),
+            "",
+        ]
         if key == "vacuumed":
             res["total_vacuumed"] = total
     v = res["vacuumed"]
@@ -508,32 +686,38 @@ def _header(name: str, args: argparse.Namespace, argv: list[str], started: datet
         pass
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     version = getattr(args, "server_version", "")
-    return "\n".join([
-        f"## {name}, {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-        f"load average at start {loadavg} (1/5/15 min)",
-        f"- command (from the repository root): `{python} -m bench {shlex.join(argv)}`",
-        f"- database: embedded PostgreSQL {version or ''} in a fresh scratch data_dir, default server settings "
-        f"({getattr(args, 'server_note', 'fsync on')}: the production setting), pool through trio-asyncio",
-    ])
+    return "\n".join(
+        [
+            f"## {name}, {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+            f"load average at start {loadavg} (1/5/15 min)",
+            f"- command (from the repository root): `{python} -m bench {shlex.join(argv)}`",
+            f"- database: embedded PostgreSQL {version or ''} in a fresh scratch data_dir, default server settings "
+            f"({getattr(args, 'server_note', 'fsync on')}: the production setting), pool through trio-asyncio",
+        ]
+    )
 
 
 def _run(args: argparse.Namespace, argv: list[str], name: str) -> int:
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     data_dir = pg.make_data_dir(f"ocpp-bench-{name}-")
     try:
         if name == "ingest":
             runs = trio.run(_ingest, args, data_dir / "db", data_dir)
-            body = (f"- load: {args.chargers} simulated OCPP 1.6 chargers through proxy.capture.tracker.Tracker, sessions of "
-                    f"{args.session_minutes} MeterValues (1–3 samples each) between Start/StopTransaction; "
-                    f"{args.duration:g} s per path and batch size\n\n" + ingest_report(runs, args))
+            body = (
+                f"- load: {args.chargers} simulated OCPP 1.6 chargers through proxy.capture.tracker.Tracker, sessions of "
+                f"{args.session_minutes} MeterValues (1–3 samples each) between Start/StopTransaction; "
+                f"{args.duration:g} s per path and batch size\n\n" + ingest_report(runs, args)
+            )
         else:
             res = trio.run(_storage, args, data_dir / "db")
-            body = (f"- load: {args.chargers} chargers × {args.days:g} day(s), one MeterValues a minute with one "
-                    f"Energy.Active.Import.Register sample, sessions of {args.session_minutes} minutes "
-                    "(Start/StopTransaction around them), stored with store_events in batches of 1,000\n\n"
-                    + storage_report(res, args))
+            body = (
+                f"- load: {args.chargers} chargers × {args.days:g} day(s), one MeterValues a minute with one "
+                f"Energy.Active.Import.Register sample, sessions of {args.session_minutes} minutes "
+                "(Start/StopTransaction around them), stored with store_events in batches of 1,000\n\n"
+                + storage_report(res, args)
+            )
     finally:
         pg.remove_data_dir(data_dir / "db")
         pg.remove_data_dir(data_dir)
@@ -547,28 +731,49 @@ def _run(args: argparse.Namespace, argv: list[str], name: str) -> int:
 
 
 def add_parsers(sub) -> None:
-    ingest = sub.add_parser("ingest", help="sustained session-event ingest rate into PostgreSQL",
-                            description=__doc__.split("\n")[0])
-    ingest.add_argument("--duration", type=float, default=15.0, help="seconds per path and batch size")
-    ingest.add_argument("--batch-sizes", default="100,1000", help="events per transaction, comma-separated")
-    ingest.add_argument("--paths", default="store,journal,asyncio",
-                        help="store (store_events through the proxy's Database), journal (Journal), "
-                             "asyncio (diagnostic: store_events on raw asyncpg + asyncio, no trio-asyncio)")
-    ingest.add_argument("--chargers", type=int, default=500, help="simulated chargers (interleaved)")
-    ingest.add_argument("--events", type=int, default=30_000,
-                        help="events generated before each run (upper bound; keep below ~32,000: the measurands "
-                             "sequence of the current schema overflows after 32,767 sampled events)")
+    ingest = sub.add_parser(
+        "ingest",
+        help="sustained session-event ingest rate into PostgreSQL",
+        description=__doc__.split("\n")[0],
+    )
+    ingest.add_argument(
+        "--duration", type=float, default=15.0, help="seconds per path and batch size"
+    )
+    ingest.add_argument(
+        "--batch-sizes", default="100,1000", help="events per transaction, comma-separated"
+    )
+    ingest.add_argument(
+        "--paths",
+        default="store,journal,asyncio",
+        help="store (store_events through the proxy's Database), journal (Journal), "
+        "asyncio (diagnostic: store_events on raw asyncpg + asyncio, no trio-asyncio)",
+    )
+    ingest.add_argument(
+        "--chargers", type=int, default=500, help="simulated chargers (interleaved)"
+    )
+    ingest.add_argument(
+        "--events",
+        type=int,
+        default=30_000,
+        help="events generated before each run (upper bound; keep below ~32,000: the measurands "
+        "sequence of the current schema overflows after 32,767 sampled events)",
+    )
     ingest.add_argument("--session-minutes", type=int, default=60, help="MeterValues per session")
     ingest.set_defaults(func=lambda a, argv: _run(a, argv, "ingest"))
 
-    storage = sub.add_parser("storage", help="bytes per charger-day at one sample a minute",
-                             description=__doc__.split("\n")[0])
+    storage = sub.add_parser(
+        "storage",
+        help="bytes per charger-day at one sample a minute",
+        description=__doc__.split("\n")[0],
+    )
     storage.add_argument("--chargers", type=int, default=20)
     storage.add_argument("--days", type=float, default=1.0)
     storage.add_argument("--session-minutes", type=int, default=240, help="MeterValues per session")
     storage.set_defaults(func=lambda a, argv: _run(a, argv, "storage"))
     for parser in (ingest, storage):
-        parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file the report is appended to")
+        parser.add_argument(
+            "--results", type=Path, default=RESULTS, help="markdown file the report is appended to"
+        )
         parser.add_argument("--no-results", action="store_true", help="print only, do not append")
 
 

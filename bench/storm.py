@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,9 @@ class Drain:
     database_cpu: float = 0.0
     rss_before: int = 0  # proxy RSS when the CSMS came back (bytes)
     rss_peak: int = 0
-    timeline: list[tuple[float, float, int, int]] = field(default_factory=list)  # (s, offline, rows, rss)
+    timeline: list[tuple[float, float, int, int]] = field(
+        default_factory=list
+    )  # (s, offline, rows, rss)
 
 
 class Proxy:
@@ -92,8 +94,13 @@ class Proxy:
         )
         self.log = scratch / "proxy.log"
         with self.log.open("wb") as log:
-            self.proc = spawn([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = spawn(
+                [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     @property
     def url(self) -> str:
@@ -101,7 +108,9 @@ class Proxy:
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            )
         return all(_get(self.admin + i, "/readyz") is not None for i in range(self.workers))
 
     def metric(self, name: str) -> float:
@@ -158,27 +167,61 @@ def outbox_rows(dsn: str) -> int:
     async def count() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL"))
+            return int(
+                await conn.fetchval("SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL")
+            )
         finally:
             await conn.close()
 
     return asyncio.run(count())
 
 
-def start_fleet(args: argparse.Namespace, url: str, scratch: Path) -> list[tuple[subprocess.Popen, Path, Path]]:
+def start_fleet(
+    args: argparse.Namespace, url: str, scratch: Path
+) -> list[tuple[subprocess.Popen, Path, Path]]:
     """The simulator processes (identities S<p>-<index>), each with its summary and sent log."""
     fleet = []
-    per_proc = [args.chargers // args.sim_procs + (i < args.chargers % args.sim_procs) for i in range(args.sim_procs)]
+    per_proc = [
+        args.chargers // args.sim_procs + (i < args.chargers % args.sim_procs)
+        for i in range(args.sim_procs)
+    ]
     for index, chargers in enumerate(per_proc):
         summary, sent = scratch / f"sim{index}.json", scratch / f"sent{index}.json"
         argv = [
-            sys.executable, "-m", "bench.simulator", "--url", url, "--chargers", str(chargers),
-            "--protocol", "mixed", "--sessions", "0", "--samples", str(args.samples),
-            "--interval", str(args.interval), "--max-seconds", str(args.limit), "--duration", str(args.limit),
-            "--call-timeout", "60", "--prefix", f"S{index}-", "--sent-log", str(sent),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "bench.simulator",
+            "--url",
+            url,
+            "--chargers",
+            str(chargers),
+            "--protocol",
+            "mixed",
+            "--sessions",
+            "0",
+            "--samples",
+            str(args.samples),
+            "--interval",
+            str(args.interval),
+            "--max-seconds",
+            str(args.limit),
+            "--duration",
+            str(args.limit),
+            "--call-timeout",
+            "60",
+            "--prefix",
+            f"S{index}-",
+            "--sent-log",
+            str(sent),
+        ]
         with summary.open("wb") as out, (scratch / f"sim{index}.stderr").open("wb") as err:
-            fleet.append((spawn(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err), summary, sent))
+            fleet.append(
+                (
+                    spawn(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err),
+                    summary,
+                    sent,
+                )
+            )
     return fleet
 
 
@@ -197,15 +240,25 @@ async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, l
             await _until(proxy.ready, "proxy /readyz", 90)
             fleet = start_fleet(args, proxy.url, scratch)
             _say(f"{args.chargers} chargers connecting")
-            await _until(lambda: proxy.metric("ere_proxy_connected_chargers") == args.chargers, "the fleet", 600)
+            await _until(
+                lambda: proxy.metric("ere_proxy_connected_chargers") == args.chargers,
+                "the fleet",
+                600,
+            )
             await trio.sleep(args.before)
 
             _say(f"upstream down for {args.outage:g} s")
             await csms.stop()
             outage_started, cpu = time.monotonic(), procstat.cpu_seconds(proxy.proc.pid)
-            await _until(lambda: proxy.metric("ere_proxy_links_offline") == args.chargers, "every link offline", 120)
+            await _until(
+                lambda: proxy.metric("ere_proxy_links_offline") == args.chargers,
+                "every link offline",
+                120,
+            )
             await trio.sleep(max(0.0, outage_started + args.outage - time.monotonic()))
-            outage_cpu = (procstat.cpu_seconds(proxy.proc.pid) - cpu) / (time.monotonic() - outage_started)
+            outage_cpu = (procstat.cpu_seconds(proxy.proc.pid) - cpu) / (
+                time.monotonic() - outage_started
+            )
 
             drain = await _measure_drain(csms, proxy, dsn, scratch / "db", args)
             _say(f"drained in {drain.drained:.1f} s; the fleet finishes its sessions")
@@ -247,7 +300,9 @@ async def _create_database(dsn: str) -> None:
         await conn.close()
 
 
-async def _measure_drain(csms: FakeCsms, proxy: Proxy, dsn: str, db_dir: Path, args: argparse.Namespace) -> Drain:
+async def _measure_drain(
+    csms: FakeCsms, proxy: Proxy, dsn: str, db_dir: Path, args: argparse.Namespace
+) -> Drain:
     drain = Drain()
     drain.queued = await trio.to_thread.run_sync(outbox_rows, dsn)
     drain.rss_before = drain.rss_peak = procstat.rss_bytes(proxy.proc.pid)
@@ -272,11 +327,16 @@ async def _measure_drain(csms: FakeCsms, proxy: Proxy, dsn: str, db_dir: Path, a
         if offline == 0 and rows == 0:
             break
         if now > args.drain_limit:
-            raise TimeoutError(f"not drained after {args.drain_limit:g} s: {offline:.0f} offline, {rows} rows left")
+            raise TimeoutError(
+                f"not drained after {args.drain_limit:g} s: {offline:.0f} offline, {rows} rows left"
+            )
         await trio.sleep(SAMPLE_EVERY)
     drain.proxy_cpu = procstat.cpu_seconds(proxy.proc.pid) - cpu
     drain.database_cpu = pg.cpu_seconds(db_dir) - db_cpu
-    drain.replayed = await trio.to_thread.run_sync(proxy.metric, "ere_proxy_outbox_replayed_total") - replayed_before
+    drain.replayed = (
+        await trio.to_thread.run_sync(proxy.metric, "ere_proxy_outbox_replayed_total")
+        - replayed_before
+    )
     return drain
 
 
@@ -284,8 +344,15 @@ def _say(text: str) -> None:
     print(f"[storm {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def report(args: argparse.Namespace, argv: list[str], started: datetime, drain: Drain, totals: dict,
-           problems: list[str], outage_cpu: float) -> str:
+def report(
+    args: argparse.Namespace,
+    argv: list[str],
+    started: datetime,
+    drain: Drain,
+    totals: dict,
+    problems: list[str],
+    outage_cpu: float,
+) -> str:
     mb = 1024 * 1024
     end = max(drain.all_back, drain.drained)
     lines = [
@@ -312,7 +379,11 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, drain: 
         f"- upstream received {totals['starts']} StartTransaction, {totals['meter_values']} MeterValues, "
         f"{totals['stops']} StopTransaction, {totals['transaction_events']} TransactionEvent from "
         f"{totals['chargers']} chargers; ledger: "
-        + ("every transaction CALL exactly once, in order" if not problems else f"{len(problems)} PROBLEMS: {problems[:5]}"),
+        + (
+            "every transaction CALL exactly once, in order"
+            if not problems
+            else f"{len(problems)} PROBLEMS: {problems[:5]}"
+        ),
         "",
         "| s after upstream back | links offline | outbox rows | proxy RSS MB |",
         "|--:|--:|--:|--:|",
@@ -328,26 +399,40 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, drain: 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.storm", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2, help="proxy worker processes")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between a charger's readings")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between a charger's readings"
+    )
     parser.add_argument("--samples", type=int, default=3, help="periodic readings per session")
-    parser.add_argument("--before", type=float, default=10.0, help="seconds of normal operation before the outage")
+    parser.add_argument(
+        "--before", type=float, default=10.0, help="seconds of normal operation before the outage"
+    )
     parser.add_argument("--outage", type=float, default=60.0, help="seconds the upstream is down")
-    parser.add_argument("--redial-max", type=float, default=60.0, help="the proxy's [outbox] redial_max")
+    parser.add_argument(
+        "--redial-max", type=float, default=60.0, help="the proxy's [outbox] redial_max"
+    )
     parser.add_argument("--drain-limit", type=float, default=600.0, help="give up after this long")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, sent logs)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file the report is appended to")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch directory (logs, sent logs)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="markdown file the report is appended to"
+    )
     parser.add_argument("--no-results", action="store_true", help="only print the report")
     args = parser.parse_args(argv)
     if args.chargers / args.workers > 9_900:
-        parser.error("at most ~9,900 chargers per proxy worker (20,000 open files per process, two per charger)")
+        parser.error(
+            "at most ~9,900 chargers per proxy worker (20,000 open files per process, two per charger)"
+        )
     args.limit = 600 + args.before + args.outage + args.drain_limit  # the fleet's hard bound
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     scratch = pg.make_data_dir("ocpp-storm-")
     try:
         drain, totals, problems, outage_cpu = trio.run(storm, args, scratch)

@@ -62,8 +62,14 @@ def free_port() -> int:
 def _start(name: str, argv: list[str], scratch: Path, url: str) -> Running:
     log = scratch / f"{name}.log"
     with log.open("wb") as out:
-        proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                     cwd=REPO, start_new_session=True)
+        proc = spawn(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
     return Running(name, url, proc, log)
 
 
@@ -80,7 +86,9 @@ def _wait(running: Running, ready, what: str, timeout: float = READY_TIMEOUT) ->
     while time.monotonic() < deadline:
         if running.proc and running.proc.poll() is not None:
             stop(running)
-            raise Unavailable(f"{running.name} exited with status {running.proc.returncode}{_log_tail(running)}")
+            raise Unavailable(
+                f"{running.name} exited with status {running.proc.returncode}{_log_tail(running)}"
+            )
         if ready():
             return running
         time.sleep(0.05)
@@ -108,13 +116,29 @@ def _http_ok(url: str) -> bool:
 def start_csms(scratch: Path, lifetime: float) -> tuple[Running, int]:
     """The fake CSMS on a free port; returns it and its port."""
     port = free_port()
-    argv = [sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--max-seconds", str(lifetime)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.fake_csms",
+        "--port",
+        str(port),
+        "--max-seconds",
+        str(lifetime),
+    ]
     running = _start("fake-csms", argv, scratch, f"ws://127.0.0.1:{port}/ocpp")
     return _wait(running, lambda: accepts(port), f"port {port}"), port
 
 
-def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lifetime: float,
-                 ere_workers: int = 1, ere_extra_toml: str = "") -> Running:
+def start_target(
+    name: str,
+    scratch: Path,
+    csms_port: int,
+    *,
+    chargers: int,
+    lifetime: float,
+    ere_workers: int = 1,
+    ere_extra_toml: str = "",
+) -> Running:
     """Start target `name` in front of the fake CSMS on `csms_port`; return it once it serves."""
     upstream = f"ws://127.0.0.1:{csms_port}"
     if name == "direct":
@@ -145,8 +169,12 @@ def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lif
         running = _start(name, argv, scratch, url)
         running.admin_port, running.data_dir = admin, data_dir
         try:
-            return _wait(running, lambda: _http_ok(f"http://127.0.0.1:{admin}/readyz"), "/readyz",
-                         CAPTURE_READY_TIMEOUT if capture else READY_TIMEOUT)
+            return _wait(
+                running,
+                lambda: _http_ok(f"http://127.0.0.1:{admin}/readyz"),
+                "/readyz",
+                CAPTURE_READY_TIMEOUT if capture else READY_TIMEOUT,
+            )
         except Unavailable:
             if data_dir is not None:
                 pg.remove_data_dir(data_dir)
@@ -156,11 +184,24 @@ def start_target(name: str, scratch: Path, csms_port: int, *, chargers: int, lif
         if binary is None:
             raise Unavailable(f"nginx is not installed; {nginx.INSTALL_HINT}")
         conf = nginx.write_config(scratch / "nginx", port, csms_port, chargers)
-        return _wait(_start(name, nginx.command(binary, conf), scratch, url), lambda: accepts(port), f"port {port}")
+        return _wait(
+            _start(name, nginx.command(binary, conf), scratch, url),
+            lambda: accepts(port),
+            f"port {port}",
+        )
     if name in ("naive-trio-ws", "naive-websockets"):
         module = "bench.peers." + name.replace("-", "_")
-        argv = [sys.executable, "-m", module, "--port", str(port), "--upstream", upstream,
-                "--max-seconds", str(lifetime)]
+        argv = [
+            sys.executable,
+            "-m",
+            module,
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            "--max-seconds",
+            str(lifetime),
+        ]
         return _wait(_start(name, argv, scratch, url), lambda: accepts(port), f"port {port}")
     raise Unavailable(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
 
@@ -178,7 +219,9 @@ def stop(running: Running, grace: float = 15.0) -> None:
             pg.stop_server(running.data_dir)
             if running.log is not None:  # keep the server's log with the run's other logs
                 with contextlib.suppress(OSError):
-                    shutil.copyfile(running.data_dir / "postgres.log", running.log.parent / "postgres.log")
+                    shutil.copyfile(
+                        running.data_dir / "postgres.log", running.log.parent / "postgres.log"
+                    )
             pg.remove_data_dir(running.data_dir)
             running.data_dir = None
 

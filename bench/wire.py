@@ -14,8 +14,8 @@ import base64
 import hashlib
 import os
 import struct
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import h11
@@ -49,12 +49,19 @@ class CodecError(Exception):
     """The peer sent bytes that are not valid WebSocket frames."""
 
 
-def _load_codec() -> tuple[str, Callable[..., ReaderLike], Callable[..., bytes], type[BaseException]]:
+def _load_codec() -> tuple[
+    str, Callable[..., ReaderLike], Callable[..., bytes], type[BaseException]
+]:
     """Pick the frame codec: the project's native one when built, else the wsproto fallback."""
     try:
         from proxy.wire.codec import FrameReader, ProtocolError, encode_frame  # needs proxy._codec
     except ImportError:
-        return "wsproto fallback (native codec not built)", _WsprotoReader, _encode_frame_py, CodecError
+        return (
+            "wsproto fallback (native codec not built)",
+            _WsprotoReader,
+            _encode_frame_py,
+            CodecError,
+        )
     return "native proxy._codec", FrameReader, encode_frame, ProtocolError
 
 
@@ -110,7 +117,11 @@ class _WsprotoReader:
                     body = b"" if code is None else struct.pack("!H", int(code)) + reason.encode()
                     out.append(_Message(CLOSE, body))
                 elif opcode in (PING, PONG):
-                    out.append(_Message(opcode, bytes(payload, "utf-8") if isinstance(payload, str) else payload))
+                    out.append(
+                        _Message(
+                            opcode, bytes(payload, "utf-8") if isinstance(payload, str) else payload
+                        )
+                    )
                 else:
                     if opcode != 0:
                         self._opcode = opcode
@@ -171,7 +182,11 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
 
 
 async def client_handshake(
-    stream: trio.abc.Stream, host: str, target: str, subprotocols: list[str], authorization: bytes | None = None
+    stream: trio.abc.Stream,
+    host: str,
+    target: str,
+    subprotocols: list[str],
+    authorization: bytes | None = None,
 ) -> tuple[str | None, bytes]:
     """Upgrade `stream` as a client; return (subprotocol chosen by the server, bytes after 101)."""
     key = base64.b64encode(os.urandom(16))
@@ -228,14 +243,24 @@ async def server_handshake(
     for name, value in request.headers:
         fields.setdefault(name, []).append(value)
     key = (fields.get(b"sec-websocket-key") or [b""])[0]
-    if not target.startswith(path_prefix) or not key or conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+    if (
+        not target.startswith(path_prefix)
+        or not key
+        or conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL
+    ):
         status = 404 if key else 426
         data = conn.send(h11.Response(status_code=status, headers=[("Content-Length", "0")]))
         await stream.send_all(data + conn.send(h11.EndOfMessage()))
         return None
-    offered = [p.strip() for v in fields.get(b"sec-websocket-protocol", []) for p in v.decode().split(",")]
+    offered = [
+        p.strip() for v in fields.get(b"sec-websocket-protocol", []) for p in v.decode().split(",")
+    ]
     chosen = next((p for p in offered if p in supported), None)
-    headers = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", _accept_token(key))]
+    headers = [
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", _accept_token(key)),
+    ]
     if chosen:
         headers.append((b"Sec-WebSocket-Protocol", chosen.encode()))
     await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))

@@ -56,16 +56,24 @@ def make_handler(upstream: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.naive_trio_ws", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peers.naive_trio_ws", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="ws://host:port; the charger's path is appended")
-    parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0: never)")
+    parser.add_argument(
+        "--upstream", required=True, help="ws://host:port; the charger's path is appended"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="stop after this long (0: never)"
+    )
     args = parser.parse_args(argv)
 
     async def run() -> None:
         with trio.move_on_after(args.max_seconds or float("inf")):
-            await serve_websocket(make_handler(args.upstream.rstrip("/")), args.host, args.port, None)
+            await serve_websocket(
+                make_handler(args.upstream.rstrip("/")), args.host, args.port, None
+            )
 
     trio.run(run)
 

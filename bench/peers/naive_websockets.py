@@ -24,7 +24,9 @@ from websockets.typing import Subprotocol
 OCPP_SUBPROTOCOLS = [Subprotocol(p) for p in ("ocpp1.6", "ocpp2.0", "ocpp2.0.1", "ocpp2.1")]
 
 
-def first_offered(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+def first_offered(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
     """Take the charger's first offer (the upstream decides whether it accepts it)."""
     return offered[0] if offered else None
 
@@ -43,13 +45,15 @@ def make_handler(upstream: str):
         assert down.request is not None  # set once the handshake is done
         offer = [down.subprotocol] if down.subprotocol else None
         try:
-            async with connect(upstream + down.request.path, subprotocols=offer, compression=None) as up:
+            async with connect(
+                upstream + down.request.path, subprotocols=offer, compression=None
+            ) as up:
                 pumps = [asyncio.create_task(relay(down, up)), asyncio.create_task(relay(up, down))]
                 _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-        except (OSError, InvalidHandshake, asyncio.TimeoutError):
+        except (TimeoutError, OSError, InvalidHandshake):
             await down.close(1011, "upstream unavailable")
 
     return handler
@@ -57,8 +61,12 @@ def make_handler(upstream: str):
 
 async def run(host: str, port: int, upstream: str, max_seconds: float) -> None:
     async with serve(
-        make_handler(upstream), host, port,
-        subprotocols=OCPP_SUBPROTOCOLS, select_subprotocol=first_offered, compression=None,
+        make_handler(upstream),
+        host,
+        port,
+        subprotocols=OCPP_SUBPROTOCOLS,
+        select_subprotocol=first_offered,
+        compression=None,
     ) as server:
         if max_seconds:
             await asyncio.sleep(max_seconds)
@@ -67,11 +75,17 @@ async def run(host: str, port: int, upstream: str, max_seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.naive_websockets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peers.naive_websockets", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="ws://host:port; the charger's path is appended")
-    parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0: never)")
+    parser.add_argument(
+        "--upstream", required=True, help="ws://host:port; the charger's path is appended"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="stop after this long (0: never)"
+    )
     args = parser.parse_args(argv)
     asyncio.run(run(args.host, args.port, args.upstream.rstrip("/"), args.max_seconds))
 

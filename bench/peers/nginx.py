@@ -29,7 +29,9 @@ def version(binary: str) -> str:
     return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
 
 
-def write_config(directory: Path, port: int, upstream_port: int, chargers: int, nofile: int = 19000) -> Path:
+def write_config(
+    directory: Path, port: int, upstream_port: int, chargers: int, nofile: int = 19000
+) -> Path:
     """Write nginx.conf for proxying ws://127.0.0.1:port/… to 127.0.0.1:upstream_port; return its path."""
     directory = Path(directory)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -87,7 +89,9 @@ def command(binary: str, conf: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.nginx", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peers.nginx", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-port", type=int, required=True)
     parser.add_argument("--dir", type=Path, required=True)

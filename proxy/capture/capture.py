@@ -17,7 +17,7 @@ from proxy.wire.codec import Message
 class Capture:
     """See the module docstring."""
 
-    __slots__ = ("tracker", "_submit")
+    __slots__ = ("_submit", "tracker")
 
     def __init__(self, tracker: Tracker, submit: Callable[[list[Event]], None]) -> None:
         self.tracker = tracker

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeAlias
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import msgspec
 import trio
 
@@ -68,7 +68,7 @@ def encode_event(event: Event) -> tuple[bytes, DeadLetter | None]:
     """
     try:
         return _encoder.encode(event), None
-    except Exception as exc:  # noqa: BLE001 - e.g. an integer beyond 64 bits, a lone surrogate
+    except Exception as exc:
         letter = dead_letter(event, "encode", describe(exc))
         return _encoder.encode(letter), letter
 
@@ -77,7 +77,7 @@ def decode_record(record: bytes) -> Record:
     """A record back as an event or a dead letter; one that cannot be read becomes a dead letter."""
     try:
         return _decoder.decode(record)
-    except Exception as exc:  # noqa: BLE001 - DecodeError, or anything a hostile record provokes
+    except Exception as exc:
         return unreadable(record, describe(exc))
 
 
@@ -109,16 +109,22 @@ _TRANSIENT, _REFUSED = "transient", "refused"
 # The server is in trouble, not these records: shutting down, cancelling, out of disk or memory,
 # read-only, or an internal error. Their failures are judged by a probe, never as a refusal.
 _SERVER_TROUBLE: tuple[type[BaseException], ...] = (
-    asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError, asyncpg.PostgresConnectionError,
-    asyncpg.InvalidTransactionStateError, asyncpg.InternalServerError, asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InvalidTransactionStateError,
+    asyncpg.InternalServerError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
     asyncpg.PostgresSystemError,
-)  # fmt: skip
+)
 # Errors of what the records hold (bad data, a constraint, a trigger, a limit): a dead letter
 # refused with one of these is lost (logged with its payload); with any other the batch waits.
 _DATA_REFUSALS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.PLPGSQLError,
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.PLPGSQLError,
     asyncpg.ProgramLimitExceededError,
-)  # fmt: skip
+)
 
 
 def _unencodable(exc: BaseException) -> bool:
@@ -137,7 +143,9 @@ class DatabaseStore:
         """Store `records` (see the module docstring); raises when the database cannot take them."""
         tally = _Tally()
         items = [decode_record(record) for record in records]
-        tally.dead_letters += [Note.of(item) for item in items if isinstance(item, DeadLetter) and item.stage == DECODE]
+        tally.dead_letters += [
+            Note.of(item) for item in items if isinstance(item, DeadLetter) and item.stage == DECODE
+        ]
         await self._store(items, tally)
         return StoreOutcome(tally.stored, tally.kept, tally.dead_letters, tally.lost)
 
@@ -147,7 +155,7 @@ class DatabaseStore:
             with trio.fail_after(self._probe_timeout):
                 async with self._db.transaction() as conn:
                     await conn.fetch("SELECT 1")
-        except Exception:  # noqa: BLE001 - any failure means "no"
+        except Exception:
             return False
         return True
 
@@ -155,7 +163,7 @@ class DatabaseStore:
         """Store `items` in one transaction; on refusal halve them, down to single records."""
         try:
             await self._transaction(items)
-        except Exception as exc:  # noqa: BLE001 - judged below
+        except Exception as exc:
             verdict = await self._judge(exc)
             if verdict == _TRANSIENT and not again:
                 await self._store(items, tally, again=True)
@@ -174,7 +182,9 @@ class DatabaseStore:
         raises DatabaseUnresponsive when the database does not answer at all."""
         if isinstance(exc, asyncpg.TransactionRollbackError):
             return _TRANSIENT  # serialization failure, deadlock
-        if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _SERVER_TROUBLE) or _unencodable(exc):
+        if (
+            isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _SERVER_TROUBLE)
+        ) or _unencodable(exc):
             return _REFUSED  # the server answered: it will not take these (or the driver cannot send them)
         if not isinstance(exc, (*DATABASE_ERRORS, trio.TooSlowError)):
             return _REFUSED  # raised by the code storing these records
@@ -197,22 +207,33 @@ class DatabaseStore:
             letter = dead_letter(item, STORE, describe(exc))
             try:
                 await self._transaction([letter])
-            except Exception as failed:  # noqa: BLE001
+            except Exception as failed:
                 refusal = failed
             else:
                 tally.dead_letters.append(Note.of(letter))
                 return
-        if not isinstance(refusal, _DATA_REFUSALS) and not _unencodable(refusal):  # it cannot write now: not lost
+        if not isinstance(refusal, _DATA_REFUSALS) and not _unencodable(
+            refusal
+        ):  # it cannot write now: not lost
             await self._judge(refusal)
-            raise DatabaseUnresponsive(f"cannot keep a dead letter now: {describe(refusal)}") from refusal
+            raise DatabaseUnresponsive(
+                f"cannot keep a dead letter now: {describe(refusal)}"
+            ) from refusal
         tally.lost.append(Note.of(letter))
         log.error(
             "dead letter refused by the database: event lost; its payload follows",
-            extra={"identity": letter.identity, "event_id": letter.event_id, "kind": letter.event_kind,
-                   "stage": letter.stage, "error": letter.error, "refusal": describe(refusal),
-                   "format": letter.format, "payload_length": len(letter.payload),
-                   "payload": letter.payload[:_PAYLOAD_LOG_LIMIT].decode("utf-8", "backslashreplace")},
-        )  # fmt: skip
+            extra={
+                "identity": letter.identity,
+                "event_id": letter.event_id,
+                "kind": letter.event_kind,
+                "stage": letter.stage,
+                "error": letter.error,
+                "refusal": describe(refusal),
+                "format": letter.format,
+                "payload_length": len(letter.payload),
+                "payload": letter.payload[:_PAYLOAD_LOG_LIMIT].decode("utf-8", "backslashreplace"),
+            },
+        )
 
 
 class _Tally:

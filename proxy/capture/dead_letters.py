@@ -65,7 +65,7 @@ def _safe(text: Any, limit: int) -> str:
     """`text` as a str msgpack can encode (lone surrogates escaped), at most `limit` characters."""
     try:
         value = text if isinstance(text, str) else str(text)
-    except Exception:  # noqa: BLE001 - a str() that fails is itself the answer
+    except Exception:
         value = "<unprintable>"
     return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -74,9 +74,11 @@ def describe(exc: BaseException) -> str:
     """The error of a dead letter: its type and message, bounded."""
     try:
         message = str(exc)
-    except Exception:  # noqa: BLE001
+    except Exception:
         message = ""
-    return _safe(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, _ERROR_LIMIT)
+    return _safe(
+        f"{type(exc).__name__}: {message}" if message else type(exc).__name__, _ERROR_LIMIT
+    )
 
 
 def kind_of(event: Any) -> str:
@@ -90,24 +92,34 @@ def dead_letter(event: Event, stage: str, error: str) -> DeadLetter:
     """A letter for `event`: its JSON as payload, or its repr when the JSON cannot be made."""
     try:
         payload, form = _json.encode(event), "json"
-    except Exception:  # noqa: BLE001 - whatever failed, the repr keeps what can be kept
+    except Exception:
         try:
             payload, form = repr(event).encode("utf-8", "backslashreplace"), "repr"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             payload, form = f"<repr failed: {describe(exc)}>".encode(), "repr"
     at = getattr(event, "at", 0.0)
-    event_id = _safe(getattr(event, "event_id", ""), _FIELD_LIMIT) or "sha256:" + hashlib.sha256(payload).hexdigest()
+    event_id = (
+        _safe(getattr(event, "event_id", ""), _FIELD_LIMIT)
+        or "sha256:" + hashlib.sha256(payload).hexdigest()
+    )
     return DeadLetter(
-        event_id, _safe(getattr(event, "identity", ""), _FIELD_LIMIT),
-        _safe(kind_of(event), _FIELD_LIMIT), at if isinstance(at, float) else 0.0, stage, _safe(error, _ERROR_LIMIT),
-        form, payload,
-    )  # fmt: skip
+        event_id,
+        _safe(getattr(event, "identity", ""), _FIELD_LIMIT),
+        _safe(kind_of(event), _FIELD_LIMIT),
+        at if isinstance(at, float) else 0.0,
+        stage,
+        _safe(error, _ERROR_LIMIT),
+        form,
+        payload,
+    )
 
 
 def unreadable(record: bytes, error: str) -> DeadLetter:
     """A letter for a record that could not be decoded: its bytes as they are."""
     digest = "sha256:" + hashlib.sha256(record).hexdigest()
-    return DeadLetter(digest, "", "unknown", 0.0, DECODE, _safe(error, _ERROR_LIMIT), "msgpack", bytes(record))
+    return DeadLetter(
+        digest, "", "unknown", 0.0, DECODE, _safe(error, _ERROR_LIMIT), "msgpack", bytes(record)
+    )
 
 
 def pg_text(text: str) -> str:
@@ -142,6 +154,9 @@ async def store_dead_letters(conn: Any, letters: Sequence[DeadLetter]) -> None:
         [_received_at(letter.at) for letter in letters],
         [letter.stage if letter.stage in (ENCODE, DECODE, STORE) else STORE for letter in letters],
         [pg_text(letter.error) for letter in letters],
-        [letter.format if letter.format in ("json", "repr", "msgpack") else "repr" for letter in letters],
+        [
+            letter.format if letter.format in ("json", "repr", "msgpack") else "repr"
+            for letter in letters
+        ],
         [letter.payload for letter in letters],
     )

@@ -62,12 +62,26 @@ from proxy.capture.dead_letters import Note, describe
 from proxy.capture.events import Event
 from proxy.capture.spill import SpillFull, SpillLog
 
-__all__ = ["FAILURE_STAGES", "DatabaseStore", "EventStore", "Journal", "JournalStats", "StoreOutcome"]
+__all__ = [
+    "FAILURE_STAGES",
+    "DatabaseStore",
+    "EventStore",
+    "Journal",
+    "JournalStats",
+    "StoreOutcome",
+]
 
 log = logging.getLogger("proxy.journal")
 
 # Where the capture machinery can fail; each is a label of ere_proxy_capture_failures_total.
-FAILURE_STAGES: Final = ("encode", "spill_write", "spill_read", "spill_ack", "dead_letter", "internal")
+FAILURE_STAGES: Final = (
+    "encode",
+    "spill_write",
+    "spill_read",
+    "spill_ack",
+    "dead_letter",
+    "internal",
+)
 MAX_BACKOFF: Final = 5.0  # seconds between retries of a failing spill log or a restarted task
 _GROW_AFTER = 8  # replay batches stored in a row before a halved batch size doubles again
 _LOG_FIRST = 10  # log lines per kind of trouble before only every _LOG_EVERY-th is logged
@@ -185,7 +199,7 @@ class Journal:
                 self._waiting += events
             else:
                 self._to_spill(self._encode(events))
-        except Exception as exc:  # noqa: BLE001 - a bug here must never reach a link
+        except Exception as exc:
             self._failed("internal", "journal submit failed; events lost", exc, lost=len(events))
 
     def _start_spilling(self, why: str) -> None:
@@ -215,10 +229,15 @@ class Journal:
         for event in events:
             try:
                 record, letter = encode_event(event)
-            except Exception as exc:  # noqa: BLE001 - not even a dead letter could be encoded
-                self._failed("encode", "event cannot be encoded, not even as a dead letter; lost", exc, lost=1,
-                             identity=getattr(event, "identity", None),
-                             event_id=getattr(event, "event_id", None))  # fmt: skip
+            except Exception as exc:
+                self._failed(
+                    "encode",
+                    "event cannot be encoded, not even as a dead letter; lost",
+                    exc,
+                    lost=1,
+                    identity=getattr(event, "identity", None),
+                    event_id=getattr(event, "event_id", None),
+                )
                 continue
             if letter is not None:
                 self.stats.failures["encode"] += 1
@@ -233,16 +252,25 @@ class Journal:
             self.stats.lost += full.dropped
             self.stats.spilled += full.accepted
             if self._trouble(f"spill full ({full.bound})"):
-                message = "spill log full" if full.bound == "disk" else "spill log's memory buffer full (disk failing)"
-                log.error(message + ": events lost", extra={"lost": full.dropped, "lost_total": self.stats.lost})
-        except Exception as exc:  # noqa: BLE001 - e.g. a record over 4 GiB
+                message = (
+                    "spill log full"
+                    if full.bound == "disk"
+                    else "spill log's memory buffer full (disk failing)"
+                )
+                log.error(
+                    message + ": events lost",
+                    extra={"lost": full.dropped, "lost_total": self.stats.lost},
+                )
+        except Exception as exc:
             self._failed("internal", "events could not be spilled; lost", exc, lost=len(records))
         else:
             self.stats.spilled += len(records)
 
     # -- the tasks -------------------------------------------------------------------------------
 
-    async def run(self, store: EventStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, store: EventStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Write, flush and replay until cancelled; then spill what is left and flush it.
 
         Never raises but for cancellation: each task is restarted after a failure (see the
@@ -257,23 +285,29 @@ class Journal:
         finally:
             try:
                 self._hand_over()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._failed("internal", "journal hand-over at shutdown failed", exc)
             with trio.CancelScope(shield=True):
                 if not await self._flush():
                     lost = self._spill.records_buffered
                     self.stats.lost += lost
-                    log.error("spill log cannot be written at shutdown: events lost", extra={"lost": lost})
+                    log.error(
+                        "spill log cannot be written at shutdown: events lost", extra={"lost": lost}
+                    )
 
-    async def _keep_running(self, name: str, task: Callable[..., Awaitable[None]], *args: object) -> None:
+    async def _keep_running(
+        self, name: str, task: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
         """Run `task` until cancelled, starting it again after any exception (logged, counted)."""
         backoff = _Backoff(self._flush_interval)
         while True:
             try:
                 await task(*args)
                 return
-            except Exception as exc:  # noqa: BLE001 - the journal outlives its own bugs
-                self._failed("internal", f"journal {name} failed; restarting it", exc, exc_info=True)
+            except Exception as exc:
+                self._failed(
+                    "internal", f"journal {name} failed; restarting it", exc, exc_info=True
+                )
             if name == "writer" and (self._in_flight or self._handing_over):
                 self._start_spilling(f"journal {name} failed")
                 self._hand_over()  # the writer's batch and the channel go to disk, in order
@@ -283,7 +317,9 @@ class Journal:
         async for first in self._receive:
             self._in_flight = records = self._encode(first)
             if len(records) < self._batch_size:
-                await trio.sleep(self._linger)  # let a batch gather: one transaction per event is costly
+                await trio.sleep(
+                    self._linger
+                )  # let a batch gather: one transaction per event is costly
             while len(records) < self._batch_size:
                 try:
                     records += self._encode(self._receive.receive_nowait())
@@ -293,7 +329,7 @@ class Journal:
                 try:
                     with trio.fail_after(self._store_timeout):
                         outcome = await store.store(records)
-                except Exception as exc:  # noqa: BLE001 - any failure to store: keep the events on disk, retry later
+                except Exception as exc:
                     self.stats.database_errors += 1
                     self._start_spilling(f"database error: {describe(exc)}")
                 else:
@@ -317,7 +353,7 @@ class Journal:
         """Flush the spill log in a worker thread; False when it fails (counted, logged, kept in memory)."""
         try:
             await trio.to_thread.run_sync(self._spill.flush)
-        except Exception as exc:  # noqa: BLE001 - OSError (disk full, I/O error), or a closed log
+        except Exception as exc:
             self.stats.failures["spill_write"] += 1
             if not self._flush_failing or self._trouble("spill_write"):
                 log.error(
@@ -340,7 +376,10 @@ class Journal:
         the database answers is halved for the next attempt (see the module docstring).
         """
         failing = False
-        limit, passed = self._batch_size, 0  # records per batch; batches stored in a row at that size
+        limit, passed = (
+            self._batch_size,
+            0,
+        )  # records per batch; batches stored in a row at that size
         disk = _Backoff(self._flush_interval)
         while True:
             await self._spill_waiting.wait()
@@ -352,7 +391,7 @@ class Journal:
             flushed = await self._flush()
             try:
                 batch = await trio.to_thread.run_sync(self._spill.read_batch, limit)
-            except Exception as exc:  # noqa: BLE001 - OSError: try again later
+            except Exception as exc:
                 self.stats.failures["spill_read"] += 1
                 if self._trouble("spill_read"):
                     log.error("spill log cannot be read", extra={"error": describe(exc)})
@@ -370,12 +409,15 @@ class Journal:
             try:
                 with trio.fail_after(self._store_timeout):
                     outcome = await store.store(batch.payloads)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.stats.database_errors += 1
                 failing = not await self._answers(store)
                 if not failing:  # refusals are bisected by the store: this batch was too slow
                     limit, passed = max(1, len(batch.payloads) // 2), 0
-                log.warning("database still unavailable", extra={"error": describe(exc), "batch": len(batch.payloads)})
+                log.warning(
+                    "database still unavailable",
+                    extra={"error": describe(exc), "batch": len(batch.payloads)},
+                )
                 await trio.sleep(self._retry_interval)
                 continue
             passed += 1
@@ -385,7 +427,7 @@ class Journal:
             self._note(outcome)
             try:
                 await trio.to_thread.run_sync(self._spill.acknowledge, batch.end)
-            except Exception as exc:  # noqa: BLE001 - the position holds in memory; a restart replays more
+            except Exception as exc:
                 self.stats.failures["spill_ack"] += 1
                 if self._trouble("spill_ack"):
                     log.error("spill log position cannot be saved", extra={"error": describe(exc)})
@@ -394,7 +436,7 @@ class Journal:
         with trio.move_on_after(self._store_timeout):
             try:
                 return await store.answers()
-            except Exception:  # noqa: BLE001 - a store that breaks its promise means "no"
+            except Exception:
                 return False
         return False
 
@@ -408,21 +450,34 @@ class Journal:
             self.stats.lost += 1
             self.stats.failures["dead_letter"] += 1
             if self._trouble("dead_letter"):
-                log.error("dead letter refused by the database: event lost (the store process log has it)",
-                          extra=_fields(note))  # fmt: skip
+                log.error(
+                    "dead letter refused by the database: event lost (the store process log has it)",
+                    extra=_fields(note),
+                )
 
     def _dead_letter(self, note: Note) -> None:
         self.stats.dead_letters += 1
         if self._trouble("dead letter"):
             log.error("event kept in the dead-letter table", extra=_fields(note))
 
-    def _failed(self, stage: str, message: str, exc: BaseException, *, lost: int = 0, exc_info: bool = False,
-                **extra: object) -> None:  # fmt: skip
+    def _failed(
+        self,
+        stage: str,
+        message: str,
+        exc: BaseException,
+        *,
+        lost: int = 0,
+        exc_info: bool = False,
+        **extra: object,
+    ) -> None:
         self.stats.failures[stage] += 1
         self.stats.lost += lost
         if self._trouble(stage):
-            log.error(message, exc_info=exc if exc_info else None,
-                      extra={"error": describe(exc), "lost": lost, **extra})  # fmt: skip
+            log.error(
+                message,
+                exc_info=exc if exc_info else None,
+                extra={"error": describe(exc), "lost": lost, **extra},
+            )
 
     def _trouble(self, kind: str) -> bool:
         """Whether to log this occurrence of `kind`: the first few, then every _LOG_EVERY-th."""
@@ -431,6 +486,10 @@ class Journal:
 
 
 def _fields(note: Note) -> dict[str, str]:
-    return {"identity": note.identity, "event_id": note.event_id, "kind": note.kind, "stage": note.stage,
-            "error": note.error}  # fmt: skip
-
+    return {
+        "identity": note.identity,
+        "event_id": note.event_id,
+        "kind": note.kind,
+        "stage": note.stage,
+        "error": note.error,
+    }

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -79,10 +79,10 @@ def parse_timestamp(text: str | None, fallback: float) -> datetime:
     if text:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         except (ValueError, OverflowError):
             pass
-    return datetime.fromtimestamp(fallback, timezone.utc)
+    return datetime.fromtimestamp(fallback, UTC)
 
 
 def energy_reading(
@@ -241,7 +241,7 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
             [e.event_id for e in events],
             [e.identity for e in events],
             [type(e).__struct_config__.tag for e in events],
-            [datetime.fromtimestamp(e.at, timezone.utc) for e in events],
+            [datetime.fromtimestamp(e.at, UTC) for e in events],
             [body.decode() for body in bodies],
             originals,
         )
@@ -329,42 +329,100 @@ class _Plan:
         self.events += 1
         at = event.at
         if isinstance(event, ChargerBooted):
-            self.boots.append((
-                event.identity, event.vendor, event.model, event.serial or event.charge_box_serial,
-                event.firmware, event.meter_type, event.meter_serial, datetime.fromtimestamp(at, timezone.utc),
-                classify(event.meter_type, event.meter_serial).value,
-            ))  # fmt: skip
+            self.boots.append(
+                (
+                    event.identity,
+                    event.vendor,
+                    event.model,
+                    event.serial or event.charge_box_serial,
+                    event.firmware,
+                    event.meter_type,
+                    event.meter_serial,
+                    datetime.fromtimestamp(at, UTC),
+                    classify(event.meter_type, event.meter_serial).value,
+                )
+            )
         elif isinstance(event, TransactionStarted):
             if event.transaction_id is None:
                 return  # no id to hang a session on; the event itself is kept in charger_events
             started = parse_timestamp(event.timestamp, at)
             status = "active" if event.status == "Accepted" else "rejected"
-            self.opens.append((event.identity, event.transaction_id, event.connector_id, None, event.id_tag,
-                               started, event.meter_start, started, status))
+            self.opens.append(
+                (
+                    event.identity,
+                    event.transaction_id,
+                    event.connector_id,
+                    None,
+                    event.id_tag,
+                    started,
+                    event.meter_start,
+                    started,
+                    status,
+                )
+            )
         elif isinstance(event, MeterValuesReported):
             if event.transaction_id is not None:
-                self._session(event, event.transaction_id, event.connector_id, event.evse_id, None, None)
+                self._session(
+                    event, event.transaction_id, event.connector_id, event.evse_id, None, None
+                )
         elif isinstance(event, TransactionStopped):
             self._session(event, event.transaction_id, None, None, event.id_tag, None)
-            self.stops.append((event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
-                               event.meter_stop, event.reason or "Local"))
+            self.stops.append(
+                (
+                    event.identity,
+                    event.transaction_id,
+                    parse_timestamp(event.timestamp, at),
+                    event.meter_stop,
+                    event.reason or "Local",
+                )
+            )
         elif isinstance(event, TransactionEvent):
             began = parse_timestamp(event.timestamp, at) if event.event_type == "Started" else None
-            self._session(event, event.transaction_id, event.connector_id, event.evse_id, event.id_token, began)
+            self._session(
+                event,
+                event.transaction_id,
+                event.connector_id,
+                event.evse_id,
+                event.id_token,
+                began,
+            )
             if event.event_type == "Ended":
                 reading = energy_reading(event.samples, at)
-                self.stops.append((event.identity, event.transaction_id, parse_timestamp(event.timestamp, at),
-                                   reading[1] if reading else None, event.stopped_reason))
+                self.stops.append(
+                    (
+                        event.identity,
+                        event.transaction_id,
+                        parse_timestamp(event.timestamp, at),
+                        reading[1] if reading else None,
+                        event.stopped_reason,
+                    )
+                )
 
     def _session(
-        self, event: MeterValuesReported | TransactionStopped | TransactionEvent, transaction_id: str,
-        connector_id: int | None, evse_id: int | None, id_tag: str | None, started: datetime | None,
+        self,
+        event: MeterValuesReported | TransactionStopped | TransactionEvent,
+        transaction_id: str,
+        connector_id: int | None,
+        evse_id: int | None,
+        id_tag: str | None,
+        started: datetime | None,
     ) -> None:
         """Open (or find) the session; its earliest energy reading may set the meter start."""
         at, identity = event.at, event.identity
         first = energy_reading(event.samples, at, earliest=True)
-        self.opens.append((identity, transaction_id, connector_id, evse_id, id_tag, started,
-                           first[1] if first else None, first[0] if first else None, "active"))
+        self.opens.append(
+            (
+                identity,
+                transaction_id,
+                connector_id,
+                evse_id,
+                id_tag,
+                started,
+                first[1] if first else None,
+                first[0] if first else None,
+                "active",
+            )
+        )
         last = energy_reading(event.samples, at)
         if last is not None:
             self.readings.append((identity, transaction_id, last[0], last[1]))
@@ -393,11 +451,23 @@ class _Plan:
             (row[1], row[2]): row[0]
             for row in await conn.fetch(_SESSION_IDS, [k[0] for k in keys], [k[1] for k in keys])
         }
-        codes = await _measurand_codes(conn, sorted({sample.measurand for _, _, sample, _, _ in self.samples}))
-        rows = [(sessions[identity, txid], parse_timestamp(sample.timestamp, at), codes[sample.measurand],
-                 sample.phase, sample.location, sample.context, sample.value,
-                 sample.signed.signed_meter_data if sample.signed else None, event_id)
-                for identity, txid, sample, event_id, at in self.samples]  # fmt: skip
+        codes = await _measurand_codes(
+            conn, sorted({sample.measurand for _, _, sample, _, _ in self.samples})
+        )
+        rows = [
+            (
+                sessions[identity, txid],
+                parse_timestamp(sample.timestamp, at),
+                codes[sample.measurand],
+                sample.phase,
+                sample.location,
+                sample.context,
+                sample.value,
+                sample.signed.signed_meter_data if sample.signed else None,
+                event_id,
+            )
+            for identity, txid, sample, event_id, at in self.samples
+        ]
         await conn.execute(_INSERT_SAMPLES, *(list(column) for column in zip(*rows)))
 
 
@@ -414,18 +484,26 @@ async def _measurand_codes(conn: Connection, names: list[str]) -> dict[str, int]
 _END_EVENTS = frozenset("ELRAP")  # OCMF TX values that end a transaction
 
 
-async def _signed(conn: Connection, identity: str, transaction_id: str, signed: SignedValue) -> None:
+async def _signed(
+    conn: Connection, identity: str, transaction_id: str, signed: SignedValue
+) -> None:
     """Classify a signed reading against the charger's pinned key; keep its begin/end energy."""
     try:
         if signed.encoding_method is None and signed.public_key is None:
             data = parse_signed_meter_value(signed.signed_meter_data)  # 1.6: the blob as sent
         else:
-            data = parse_signed_meter_value({
-                "signedMeterData": signed.signed_meter_data, "signingMethod": signed.signing_method or "",
-                "encodingMethod": signed.encoding_method or "OCMF", "publicKey": signed.public_key or "",
-            })  # fmt: skip
+            data = parse_signed_meter_value(
+                {
+                    "signedMeterData": signed.signed_meter_data,
+                    "signingMethod": signed.signing_method or "",
+                    "encodingMethod": signed.encoding_method or "OCMF",
+                    "publicKey": signed.public_key or "",
+                }
+            )
     except EvidenceError as exc:
-        log.info("unreadable signed meter value", extra={"identity": identity, "reason": exc.reason})
+        log.info(
+            "unreadable signed meter value", extra={"identity": identity, "reason": exc.reason}
+        )
         return
     pinned = None
     if data.public_key:

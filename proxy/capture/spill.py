@@ -149,7 +149,10 @@ def _scan(data: bytes, mark: int | None = None) -> tuple[int, int, int | None]:
             break
         length, crc = _RECORD.unpack_from(data, offset)
         end = offset + _RECORD.size + length
-        if end > len(data) or _crc(view[offset : offset + 4], view[offset + _RECORD.size : end]) != crc:
+        if (
+            end > len(data)
+            or _crc(view[offset : offset + 4], view[offset + _RECORD.size : end]) != crc
+        ):
             break
         offset, count = end, count + 1
     return offset, count, index_at_mark
@@ -175,19 +178,25 @@ class SpillLog:
         max_buffered_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if segment_bytes <= HEADER or max_bytes <= 0 or max_buffered_bytes <= 0:
-            raise ValueError("segment_bytes, max_bytes and max_buffered_bytes must be positive (segment_bytes > 8)")
+            raise ValueError(
+                "segment_bytes, max_bytes and max_buffered_bytes must be positive (segment_bytes > 8)"
+            )
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.max_buffered_bytes = max_buffered_bytes
-        self.corrupt_records = 0  # damaged records found outside a torn tail (each loses its segment's rest)
+        self.corrupt_records = (
+            0  # damaged records found outside a torn tail (each loses its segment's rest)
+        )
         self.corrupt_bytes = 0  # bytes skipped because of them
         self.truncated_bytes = 0  # torn-tail bytes removed on open
 
         self._io_lock = threading.Lock()  # segments, active file, acknowledgement, counters above
         self._buffer_lock = threading.Lock()  # buffer and byte accounting; never held during I/O
         self._buffer: list[bytes] = []
-        self._buffered_bytes = 0  # encoded size of records not yet on disk, including one being flushed
+        self._buffered_bytes = (
+            0  # encoded size of records not yet on disk, including one being flushed
+        )
         self._buffered_records = 0
         self._disk_bytes = 0
         self._segments: list[_Segment] = []  # oldest first
@@ -206,7 +215,9 @@ class SpillLog:
             self._recover()
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise SpillError(f"spill directory {self.directory} is in use by another process") from None
+            raise SpillError(
+                f"spill directory {self.directory} is in use by another process"
+            ) from None
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -258,7 +269,9 @@ class SpillLog:
             self._buffer.extend(payloads[:accepted])
             self._buffered_records += accepted
         if accepted < len(payloads):
-            raise SpillFull(accepted, len(payloads) - accepted, "memory" if in_memory < on_disk else "disk")
+            raise SpillFull(
+                accepted, len(payloads) - accepted, "memory" if in_memory < on_disk else "disk"
+            )
 
     def flush(self) -> int:
         """Write and fdatasync the buffered records; return how many were written.
@@ -325,7 +338,9 @@ class SpillLog:
             self._active_fd = None
         seq = self._next_seq
         path = self.directory / f"{seq:012d}.spill"
-        self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, _FILE_MODE)
+        self._active_fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, _FILE_MODE
+        )
         self._next_seq = seq + 1
         seg = _Segment(seq, path, end=0, records=0, size=0)
         self._segments.append(seg)
@@ -367,7 +382,9 @@ class SpillLog:
                 offset, index = (pos.offset, pos.ordinal) if seg.seq == pos.segment else (HEADER, 0)
                 if offset >= seg.end:
                     continue
-                offset, index = self._read_segment(seg, offset, index, max_records - len(payloads), payloads)
+                offset, index = self._read_segment(
+                    seg, offset, index, max_records - len(payloads), payloads
+                )
                 end = Position(seg.seq, offset, index)
             return Batch(payloads, end) if payloads else None
 

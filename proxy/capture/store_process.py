@@ -43,8 +43,8 @@ import msgspec
 import trio
 
 from proxy.capture.database_store import DatabaseStore, StoreOutcome
-from proxy.runtime.config import DatabaseSettings
 from proxy.capture.journal import EventStore
+from proxy.runtime.config import DatabaseSettings
 from proxy.runtime.logs import setup_logging
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -87,7 +87,7 @@ class _Frames:
                     raise StoreUnavailable(f"frame of {length} bytes is over the limit")
                 end = _HEADER.size + length
                 if len(self._buffer) >= end:
-                    payload = bytes(self._buffer[_HEADER.size:end])
+                    payload = bytes(self._buffer[_HEADER.size : end])
                     del self._buffer[:end]
                     return kind, payload
             chunk = await self._stream.receive_some(1 << 20)
@@ -111,9 +111,20 @@ class StoreProcess:
     then kills it.
     """
 
-    def __init__(self, settings: DatabaseSettings, dsn: str, *, log_level: str = "info", worker: int = 0) -> None:
-        self._command = [sys.executable, "-m", "proxy.capture.store_process", "--worker", str(worker),
-                         "--connect-timeout", str(settings.connect_timeout), "--log-level", log_level]  # fmt: skip
+    def __init__(
+        self, settings: DatabaseSettings, dsn: str, *, log_level: str = "info", worker: int = 0
+    ) -> None:
+        self._command = [
+            sys.executable,
+            "-m",
+            "proxy.capture.store_process",
+            "--worker",
+            str(worker),
+            "--connect-timeout",
+            str(settings.connect_timeout),
+            "--log-level",
+            log_level,
+        ]
         self._env = {**os.environ, _DSN_ENV: dsn}
         self._lock = trio.Lock()
         self._process: trio.Process | None = None
@@ -133,10 +144,14 @@ class StoreProcess:
             await self._stop(_STOP_TIMEOUT)
 
     async def store(self, records: Sequence[bytes]) -> StoreOutcome:
-        answer = await self._call(_STORE, _encoder.encode([msgspec.Raw(record) for record in records]))
+        answer = await self._call(
+            _STORE, _encoder.encode([msgspec.Raw(record) for record in records])
+        )
         try:
             return _outcome.decode(answer)
-        except msgspec.DecodeError as exc:  # a child of another version: its batch is stored, not counted
+        except (
+            msgspec.DecodeError
+        ) as exc:  # a child of another version: its batch is stored, not counted
             raise StoreFailed(f"unreadable answer from the store process: {exc}") from exc
 
     async def answers(self) -> bool:
@@ -199,7 +214,9 @@ class StoreProcess:
             process.kill()
             await process.wait()
         if process.returncode:
-            log.warning("store process exited", extra={"pid": process.pid, "exit_code": process.returncode})
+            log.warning(
+                "store process exited", extra={"pid": process.pid, "exit_code": process.returncode}
+            )
         return process.returncode
 
 
@@ -222,7 +239,9 @@ async def _connect(settings: DatabaseSettings, connected: _Connected) -> None:
                 await trio.sleep_forever()
         except DATABASE_ERRORS as exc:
             connected.store, connected.error = None, f"database unavailable: {exc}"
-            log.warning("store process cannot reach the database; retrying", extra={"error": str(exc)})
+            log.warning(
+                "store process cannot reach the database; retrying", extra={"error": str(exc)}
+            )
         connected.tried.set()
         await trio.sleep(_RECONNECT_DELAY)
 
@@ -277,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(_NICENESS)
     setup_logging(args.log_level, args.worker)
     # One request at a time: the store and its probe never need more than two connections.
-    settings = DatabaseSettings(dsn=os.environ.get(_DSN_ENV, ""), pool_size=2, connect_timeout=args.connect_timeout)
+    settings = DatabaseSettings(
+        dsn=os.environ.get(_DSN_ENV, ""), pool_size=2, connect_timeout=args.connect_timeout
+    )
     if not settings.dsn:
         log.error("store process: no DSN in the environment")
         return 2

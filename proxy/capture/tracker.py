@@ -72,7 +72,6 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
 from proxy.capture.events import (
     RAW_LIMIT,
     ChargerBooted,
@@ -86,6 +85,7 @@ from proxy.capture.events import (
     TransactionStopped,
     Unparseable,
 )
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
 
 log = logging.getLogger("proxy.tracker")
 
@@ -99,19 +99,29 @@ MAX_MAGNITUDE: Final = Decimal(10) ** 12  # 1 TWh (or TW, ...): beyond any real 
 _MAX_DIGITS = 40
 _MAX_ADJUSTED = 30  # decimal exponent of the leading digit, either way
 _MAX_MULTIPLIER = 30
-_EXACT = decimal.Context(prec=2 * _MAX_DIGITS + 2 * _MAX_MULTIPLIER, traps=[decimal.InvalidOperation, decimal.Overflow])
+_EXACT = decimal.Context(
+    prec=2 * _MAX_DIGITS + 2 * _MAX_MULTIPLIER, traps=[decimal.InvalidOperation, decimal.Overflow]
+)
 _ONE = Decimal(1)
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 
 # unit → (normalised unit, power of ten to apply)
 _UNITS = {
-    "Wh": ("Wh", 0), "kWh": ("Wh", 3), "MWh": ("Wh", 6),
-    "varh": ("varh", 0), "kvarh": ("varh", 3),
-    "VAh": ("VAh", 0), "kVAh": ("VAh", 3),
-    "W": ("W", 0), "kW": ("W", 3), "MW": ("W", 6),
-    "var": ("var", 0), "kvar": ("var", 3),
-    "VA": ("VA", 0), "kVA": ("VA", 3),
-}  # fmt: skip
+    "Wh": ("Wh", 0),
+    "kWh": ("Wh", 3),
+    "MWh": ("Wh", 6),
+    "varh": ("varh", 0),
+    "kvarh": ("varh", 3),
+    "VAh": ("VAh", 0),
+    "kVAh": ("VAh", 3),
+    "W": ("W", 0),
+    "kW": ("W", 3),
+    "MW": ("W", 6),
+    "var": ("var", 0),
+    "kvar": ("var", 3),
+    "VA": ("VA", 0),
+    "kVA": ("VA", 3),
+}
 _ENERGY_UNITS = frozenset({"Wh", "varh", "VAh"})
 _POWER_UNITS = frozenset({"W", "var", "VA"})
 DEFAULT_MEASURAND: Final = "Energy.Active.Import.Register"
@@ -183,10 +193,14 @@ def _check_energy(value: Decimal, name: str) -> None:
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # connector and EVSE ids: integer columns
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # other integers: msgpack, jsonb
 TxId16 = Int64
-Text = Annotated[str, msgspec.Meta(max_length=255)]  # enumerations, vendor facts, tokens, timestamps
+Text = Annotated[
+    str, msgspec.Meta(max_length=255)
+]  # enumerations, vendor facts, tokens, timestamps
 TxId2 = Annotated[str, msgspec.Meta(max_length=255)]  # sessions (identity, transaction_id): indexed
 Measurand = Annotated[str, msgspec.Meta(max_length=100)]  # measurands.name: indexed
-Blob = Annotated[str, msgspec.Meta(max_length=64 * 1024)]  # signed meter data, public keys, 1.6 values
+Blob = Annotated[
+    str, msgspec.Meta(max_length=64 * 1024)
+]  # signed meter data, public keys, 1.6 values
 MAX_METER_VALUES: Final = 10_000
 MAX_SAMPLED_VALUES: Final = 1_000
 
@@ -369,7 +383,18 @@ def _sample16(timestamp: str, sv: _SampledValue16) -> Sample:
     else:
         value, unit, error = _normalise(measurand, Decimal(sv.value), unit, 0)
     return Sample(
-        timestamp, measurand, value, unit, sv.value, sv.unit, 0, sv.phase, sv.location, sv.context, signed, error
+        timestamp,
+        measurand,
+        value,
+        unit,
+        sv.value,
+        sv.unit,
+        0,
+        sv.phase,
+        sv.location,
+        sv.context,
+        signed,
+        error,
     )
 
 
@@ -379,18 +404,38 @@ def _samples2(meter_values: list[_MeterValue2]) -> tuple[Sample, ...]:
 
 def _sample2(timestamp: str, sv: _SampledValue2) -> Sample:
     measurand = sv.measurand or DEFAULT_MEASURAND
-    raw_unit, multiplier = (sv.unit_of_measure.unit, sv.unit_of_measure.multiplier) if sv.unit_of_measure else (None, 0)
-    value, unit, error = _normalise(measurand, sv.value, raw_unit or _default_unit(measurand), multiplier)
+    raw_unit, multiplier = (
+        (sv.unit_of_measure.unit, sv.unit_of_measure.multiplier)
+        if sv.unit_of_measure
+        else (None, 0)
+    )
+    value, unit, error = _normalise(
+        measurand, sv.value, raw_unit or _default_unit(measurand), multiplier
+    )
     smv = sv.signed_meter_value
     signed = None
     if smv is not None:
-        signed = SignedValue(smv.signed_meter_data, smv.signing_method, smv.encoding_method, smv.public_key)
-    if not -(2**31) <= multiplier < 2**31:  # the sample is invalid already ("multiplier out of range")
+        signed = SignedValue(
+            smv.signed_meter_data, smv.signing_method, smv.encoding_method, smv.public_key
+        )
+    if (
+        not -(2**31) <= multiplier < 2**31
+    ):  # the sample is invalid already ("multiplier out of range")
         multiplier = 0  # kept small enough to encode and store; the error says what happened
     return Sample(
-        timestamp, measurand, value, unit, str(sv.value), raw_unit, multiplier,
-        sv.phase, sv.location, sv.context, signed, error,
-    )  # fmt: skip
+        timestamp,
+        measurand,
+        value,
+        unit,
+        str(sv.value),
+        raw_unit,
+        multiplier,
+        sv.phase,
+        sv.location,
+        sv.context,
+        signed,
+        error,
+    )
 
 
 # -- event ids -----------------------------------------------------------------------------------
@@ -404,7 +449,9 @@ def event_id(event: Event) -> str:
     fields = msgspec.structs.astuple(event)  # event_id, identity, at, then the kind's own fields
     kind: str = type(event).__struct_config__.tag  # type: ignore[assignment]
     when = round(event.at * 1000) if kind in _TIMELESS else None
-    digest = bytearray(hashlib.sha256(_ID_ENCODER.encode([kind, event.identity, when, fields[3:]])).digest()[:16])
+    digest = bytearray(
+        hashlib.sha256(_ID_ENCODER.encode([kind, event.identity, when, fields[3:]])).digest()[:16]
+    )
     digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom (here: SHA-256 of the content)
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
     return str(uuid.UUID(bytes=bytes(digest)))
@@ -438,68 +485,140 @@ def _reason(exc: Exception) -> str:
     return "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
-def _boot16(identity: str, call: _Boot16, answer: _BootResult | None, error: str | None, at: float) -> Event:
+def _boot16(
+    identity: str, call: _Boot16, answer: _BootResult | None, error: str | None, at: float
+) -> Event:
     return ChargerBooted(
-        "", identity, at, call.charge_point_vendor, call.charge_point_model, call.charge_point_serial_number,
-        call.charge_box_serial_number, call.firmware_version, call.meter_type, call.meter_serial_number, None,
-        _status(answer, error), error,
-    )  # fmt: skip
+        "",
+        identity,
+        at,
+        call.charge_point_vendor,
+        call.charge_point_model,
+        call.charge_point_serial_number,
+        call.charge_box_serial_number,
+        call.firmware_version,
+        call.meter_type,
+        call.meter_serial_number,
+        None,
+        _status(answer, error),
+        error,
+    )
 
 
-def _boot2(identity: str, call: _Boot2, answer: _BootResult | None, error: str | None, at: float) -> Event:
+def _boot2(
+    identity: str, call: _Boot2, answer: _BootResult | None, error: str | None, at: float
+) -> Event:
     station = call.charging_station
     return ChargerBooted(
-        "", identity, at, station.vendor_name, station.model, station.serial_number, None,
-        station.firmware_version, None, None, call.reason, _status(answer, error), error,
-    )  # fmt: skip
+        "",
+        identity,
+        at,
+        station.vendor_name,
+        station.model,
+        station.serial_number,
+        None,
+        station.firmware_version,
+        None,
+        None,
+        call.reason,
+        _status(answer, error),
+        error,
+    )
 
 
 def _status(answer: _BootResult | None, error: str | None) -> str | None:
     return "CallError" if error is not None else answer.status if answer is not None else None
 
 
-def _start16(identity: str, call: _Start16, answer: _StartResult16 | None, error: str | None, at: float) -> Event:
+def _start16(
+    identity: str, call: _Start16, answer: _StartResult16 | None, error: str | None, at: float
+) -> Event:
     return TransactionStarted(
-        "", identity, at, call.connector_id, call.id_tag, call.meter_start, call.timestamp, call.reservation_id,
+        "",
+        identity,
+        at,
+        call.connector_id,
+        call.id_tag,
+        call.meter_start,
+        call.timestamp,
+        call.reservation_id,
         str(answer.transaction_id) if answer is not None else None,
-        "CallError" if error is not None else answer.id_tag_info.status if answer is not None else None,
+        "CallError"
+        if error is not None
+        else answer.id_tag_info.status
+        if answer is not None
+        else None,
         error,
-    )  # fmt: skip
+    )
 
 
 def _status16(identity: str, call: _Status16, at: float) -> Event:
-    return StatusChanged("", identity, at, call.connector_id, None, call.status, call.error_code, call.timestamp)
+    return StatusChanged(
+        "", identity, at, call.connector_id, None, call.status, call.error_code, call.timestamp
+    )
 
 
 def _status2(identity: str, call: _Status2, at: float) -> Event:
-    return StatusChanged("", identity, at, call.connector_id, call.evse_id, call.connector_status, None, call.timestamp)
+    return StatusChanged(
+        "",
+        identity,
+        at,
+        call.connector_id,
+        call.evse_id,
+        call.connector_status,
+        None,
+        call.timestamp,
+    )
 
 
 def _stop16(identity: str, call: _Stop16, at: float) -> Event:
     return TransactionStopped(
-        "", identity, at, str(call.transaction_id), call.meter_stop, call.timestamp, call.reason, call.id_tag,
+        "",
+        identity,
+        at,
+        str(call.transaction_id),
+        call.meter_stop,
+        call.timestamp,
+        call.reason,
+        call.id_tag,
         _samples16(call.transaction_data),
-    )  # fmt: skip
+    )
 
 
 def _meter_values16(identity: str, call: _MeterValues16, at: float) -> Event:
     tx = str(call.transaction_id) if call.transaction_id is not None else None
-    return MeterValuesReported("", identity, at, call.connector_id, None, tx, _samples16(call.meter_value))
+    return MeterValuesReported(
+        "", identity, at, call.connector_id, None, tx, _samples16(call.meter_value)
+    )
 
 
 def _meter_values2(identity: str, call: _MeterValues2, at: float) -> Event:
-    return MeterValuesReported("", identity, at, None, call.evse_id, None, _samples2(call.meter_value))
+    return MeterValuesReported(
+        "", identity, at, None, call.evse_id, None, _samples2(call.meter_value)
+    )
 
 
 def _transaction_event2(identity: str, call: _TransactionEvent2, at: float) -> Event:
     info, evse, token = call.transaction_info, call.evse, call.id_token
     return TransactionEvent(
-        "", identity, at, call.event_type, call.timestamp, call.trigger_reason, call.seq_no, call.offline,
-        info.transaction_id, info.charging_state, info.stopped_reason, info.remote_start_id,
-        evse.id if evse else None, evse.connector_id if evse else None,
-        token.id_token if token else None, token.type if token else None,
+        "",
+        identity,
+        at,
+        call.event_type,
+        call.timestamp,
+        call.trigger_reason,
+        call.seq_no,
+        call.offline,
+        info.transaction_id,
+        info.charging_state,
+        info.stopped_reason,
+        info.remote_start_id,
+        evse.id if evse else None,
+        evse.connector_id if evse else None,
+        token.id_token if token else None,
+        token.type if token else None,
         _samples2(call.meter_value),
-    )  # fmt: skip
+    )
 
 
 def _decoder(kind: type) -> msgspec.json.Decoder[Any]:
@@ -512,7 +631,12 @@ _ACTIONS_16 = {
     for a in (
         _Action("BootNotification", _decoder(_Boot16), response=_BOOT_RESULT, on_answer=_boot16),
         _Action("StatusNotification", _decoder(_Status16), on_call=_status16),
-        _Action("StartTransaction", _decoder(_Start16), response=_decoder(_StartResult16), on_answer=_start16),
+        _Action(
+            "StartTransaction",
+            _decoder(_Start16),
+            response=_decoder(_StartResult16),
+            on_answer=_start16,
+        ),
         _Action("StopTransaction", _decoder(_Stop16), on_call=_stop16),
         _Action("MeterValues", _decoder(_MeterValues16), on_call=_meter_values16),
     )
@@ -582,7 +706,12 @@ class Tracker:
         return len(self._charger_calls) + len(self._upstream_calls)
 
     def _call(
-        self, message: Message, at: float, calls: dict[str, _Outstanding], actions: dict[str, _Action], direction: str
+        self,
+        message: Message,
+        at: float,
+        calls: dict[str, _Outstanding],
+        actions: dict[str, _Action],
+        direction: str,
     ) -> list[Event]:
         unique_id = message.unique_id or ""
         if unique_id in calls:
@@ -596,7 +725,9 @@ class Tracker:
             calls[unique_id] = _UNTRACKED
             return []
         try:
-            request = action.request.decode(memoryview(message.data)[message.payload_start : message.payload_end])
+            request = action.request.decode(
+                memoryview(message.data)[message.payload_start : message.payload_end]
+            )
         except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
             calls[unique_id] = _UNTRACKED
             return [self._unparseable(message, at, direction, action.name, _reason(exc))]
@@ -607,7 +738,9 @@ class Tracker:
         assert action.on_call is not None
         return [_stamped(action.on_call(self.identity, request, at))]
 
-    def _answer(self, message: Message, at: float, calls: dict[str, _Outstanding], direction: str) -> list[Event]:
+    def _answer(
+        self, message: Message, at: float, calls: dict[str, _Outstanding], direction: str
+    ) -> list[Event]:
         unique_id = message.unique_id or ""
         try:
             outstanding = calls.pop(unique_id)
@@ -619,9 +752,15 @@ class Tracker:
         action, request = outstanding
         assert action.on_answer is not None and action.response is not None
         if message.message_type == CALLERROR:
-            return [_stamped(action.on_answer(self.identity, request, None, message.error_code or "", at))]
+            return [
+                _stamped(
+                    action.on_answer(self.identity, request, None, message.error_code or "", at)
+                )
+            ]
         try:
-            response = action.response.decode(memoryview(message.data)[message.payload_start : message.payload_end])
+            response = action.response.decode(
+                memoryview(message.data)[message.payload_start : message.payload_end]
+            )
         except (msgspec.DecodeError, RecursionError) as exc:
             return [
                 self._unparseable(message, at, direction, action.name, _reason(exc)),
@@ -629,27 +768,52 @@ class Tracker:
             ]
         return [_stamped(action.on_answer(self.identity, request, response, None, at))]
 
-    def _unparseable(self, message: Message, at: float, direction: str, action: str | None, reason: str) -> Event:
+    def _unparseable(
+        self, message: Message, at: float, direction: str, action: str | None, reason: str
+    ) -> Event:
         self.unparseable += 1
         reason = reason[:300]
         if self.unparseable <= _LOG_FIRST or self.unparseable % _LOG_EVERY == 0:
             log.warning(
                 "unparseable OCPP payload",
-                extra={"identity": self.identity, "direction": direction, "action": action,
-                       "unique_id": message.unique_id, "reason": reason, "unparseable_count": self.unparseable},
-            )  # fmt: skip
+                extra={
+                    "identity": self.identity,
+                    "direction": direction,
+                    "action": action,
+                    "unique_id": message.unique_id,
+                    "reason": reason,
+                    "unparseable_count": self.unparseable,
+                },
+            )
         data = message.data
         return _stamped(
             Unparseable(
-                "", self.identity, at, direction, message.message_type, message.unique_id, action, reason,
-                data[:RAW_LIMIT], len(data), hashlib.sha256(data).hexdigest(),
-            )  # fmt: skip
+                "",
+                self.identity,
+                at,
+                direction,
+                message.message_type,
+                message.unique_id,
+                action,
+                reason,
+                data[:RAW_LIMIT],
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
         )
 
-    def _internal_error(self, message: Message, at: float, direction: str, exc: Exception) -> list[Event]:
+    def _internal_error(
+        self, message: Message, at: float, direction: str, exc: Exception
+    ) -> list[Event]:
         if self.unparseable < _LOG_FIRST:
-            log.error("tracker failed on a message", exc_info=exc, extra={"identity": self.identity})
+            log.error(
+                "tracker failed on a message", exc_info=exc, extra={"identity": self.identity}
+            )
         try:
-            return [self._unparseable(message, at, direction, message.action, f"internal error: {exc!r}")]
+            return [
+                self._unparseable(
+                    message, at, direction, message.action, f"internal error: {exc!r}"
+                )
+            ]
         except Exception:
             return []

@@ -38,29 +38,53 @@ def add_chargers_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """The `chargers` subcommand group; `common` carries `--config`."""
     chargers = sub.add_parser("chargers", help="manage the charger registry in the database")
     actions = chargers.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", parents=[common], help="register a charger; prints its URL and credentials once")
+    add = actions.add_parser(
+        "add", parents=[common], help="register a charger; prints its URL and credentials once"
+    )
     add.add_argument("identity")
-    add.add_argument("--upstream", required=True, help="ws:// or wss:// base URL of the charger's back-office")
-    add.add_argument("--managed", action="store_true", help="the proxy checks a password it generates for the charger")
-    add.add_argument("--upstream-username", help="username sent upstream (managed; default: the identity)")
+    add.add_argument(
+        "--upstream", required=True, help="ws:// or wss:// base URL of the charger's back-office"
+    )
+    add.add_argument(
+        "--managed",
+        action="store_true",
+        help="the proxy checks a password it generates for the charger",
+    )
+    add.add_argument(
+        "--upstream-username", help="username sent upstream (managed; default: the identity)"
+    )
     secret = add.add_mutually_exclusive_group()
     secret.add_argument(
-        "--upstream-password-env", metavar="VAR", help="environment variable holding the upstream password"
+        "--upstream-password-env",
+        metavar="VAR",
+        help="environment variable holding the upstream password",
     )
-    secret.add_argument("--upstream-password-stdin", action="store_true", help="read the upstream password from stdin")
+    secret.add_argument(
+        "--upstream-password-stdin",
+        action="store_true",
+        help="read the upstream password from stdin",
+    )
     add.add_argument("--ca-bundle", help="CA bundle (PEM) for a private upstream CA")
-    add.add_argument("--disabled", action="store_true", help="register the charger but refuse it for now")
+    add.add_argument(
+        "--disabled", action="store_true", help="register the charger but refuse it for now"
+    )
     add.add_argument("--json", action="store_true", help="print the result as JSON")
-    listing = actions.add_parser("list", parents=[common], help="list registered chargers (never their secrets)")
+    listing = actions.add_parser(
+        "list", parents=[common], help="list registered chargers (never their secrets)"
+    )
     listing.add_argument("--json", action="store_true")
-    remove = actions.add_parser("remove", parents=[common], help="delete a charger from the registry")
+    remove = actions.add_parser(
+        "remove", parents=[common], help="delete a charger from the registry"
+    )
     remove.add_argument("identity")
     rotate = actions.add_parser(
         "rotate-password", parents=[common], help="issue a new charger password; prints it once"
     )
     rotate.add_argument("identity")
     rotate.add_argument("--json", action="store_true")
-    actions.add_parser("reseal", parents=[common], help="seal every upstream secret again with the first key")
+    actions.add_parser(
+        "reseal", parents=[common], help="seal every upstream secret again with the first key"
+    )
     actions.add_parser("generate-key", parents=[common], help="print a new random secret key")
 
 
@@ -76,7 +100,11 @@ def _read_upstream_password(args: argparse.Namespace, stdin: TextIO) -> str | No
             raise ValueError(f"environment variable {args.upstream_password_env} is not set")
         return value
     if args.upstream_password_stdin:
-        value = getpass.getpass("upstream password: ") if stdin.isatty() else stdin.readline().rstrip("\r\n")
+        value = (
+            getpass.getpass("upstream password: ")
+            if stdin.isatty()
+            else stdin.readline().rstrip("\r\n")
+        )
         if not value:
             raise ValueError("no upstream password on stdin")
         return value
@@ -84,13 +112,19 @@ def _read_upstream_password(args: argparse.Namespace, stdin: TextIO) -> str | No
 
 
 def _credentials(config: Config, identity: str, auth: str, password: str | None) -> dict[str, Any]:
-    shown: dict[str, Any] = {"identity": identity, "ocpp_url": ocpp_url(config, identity), "auth": auth}
+    shown: dict[str, Any] = {
+        "identity": identity,
+        "ocpp_url": ocpp_url(config, identity),
+        "auth": auth,
+    }
     if password is not None:
         shown |= {"username": identity, "password": password}
     return shown
 
 
-def _print_credentials(shown: dict[str, Any], as_json: bool, stdout: TextIO, stderr: TextIO) -> None:
+def _print_credentials(
+    shown: dict[str, Any], as_json: bool, stdout: TextIO, stderr: TextIO
+) -> None:
     if as_json:
         print(json.dumps(shown), file=stdout)
     else:
@@ -104,13 +138,23 @@ def _print_credentials(shown: dict[str, Any], as_json: bool, stdout: TextIO, std
 def _print_table(chargers: list[Charger], stdout: TextIO) -> None:
     header = ("IDENTITY", "AUTH", "ENABLED", "UPSTREAM", "UPSTREAM USER", "SECRET", "UPDATED")
     rows = [
-        (c.identity, c.auth, "yes" if c.enabled else "no", c.upstream, c.upstream_username or "-",
-         "sealed" if c.has_upstream_secret else "-", c.updated_at.strftime("%Y-%m-%d %H:%M:%S%z"))
+        (
+            c.identity,
+            c.auth,
+            "yes" if c.enabled else "no",
+            c.upstream,
+            c.upstream_username or "-",
+            "sealed" if c.has_upstream_secret else "-",
+            c.updated_at.strftime("%Y-%m-%d %H:%M:%S%z"),
+        )
         for c in chargers
-    ]  # fmt: skip
+    ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stdout)
+        print(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip(),
+            file=stdout,
+        )
 
 
 async def chargers_command(
@@ -162,13 +206,17 @@ async def chargers_command(
         async with open_database(config.database) as db:
             if args.action == "add":
                 assert route is not None
-                charger = await add_charger(db, args.identity, route, keys=keys, enabled=not args.disabled)
+                charger = await add_charger(
+                    db, args.identity, route, keys=keys, enabled=not args.disabled
+                )
                 shown = _credentials(config, charger.identity, charger.auth, password)
                 _print_credentials(shown, args.json, stdout, stderr)
             elif args.action == "list":
                 chargers = await list_chargers(db)
                 if args.json:
-                    entries = [c.summary() | {"ocpp_url": ocpp_url(config, c.identity)} for c in chargers]
+                    entries = [
+                        c.summary() | {"ocpp_url": ocpp_url(config, c.identity)} for c in chargers
+                    ]
                     print(json.dumps(entries, indent=2), file=stdout)
                 else:
                     _print_table(chargers, stdout)
@@ -178,10 +226,18 @@ async def chargers_command(
             elif args.action == "rotate-password":
                 password = generate_password()
                 await set_password_hash(db, args.identity, hash_password(password))
-                _print_credentials(_credentials(config, args.identity, "managed", password), args.json, stdout, stderr)
+                _print_credentials(
+                    _credentials(config, args.identity, "managed", password),
+                    args.json,
+                    stdout,
+                    stderr,
+                )
             elif args.action == "reseal":
                 count = await reseal_secrets(db, cast(KeyRing, keys))
-                print(f"resealed {count} upstream secret(s) with key {cast(KeyRing, keys).primary_id}", file=stdout)
+                print(
+                    f"resealed {count} upstream secret(s) with key {cast(KeyRing, keys).primary_id}",
+                    file=stdout,
+                )
     except RegistryError as exc:
         return _fail(str(exc), EXIT_CONFLICT, stderr)
     except DATABASE_ERRORS as exc:  # includes StoreError (e.g. the database is unreachable)

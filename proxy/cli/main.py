@@ -23,11 +23,11 @@ from pathlib import Path
 import msgspec
 import trio
 
+from proxy.cli.chargers import add_chargers_parser, chargers_command
+from proxy.cli.outbox import add_outbox_parser, outbox_command
 from proxy.routing.auth import hash_password
 from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.logs import setup_logging
-from proxy.cli.outbox import add_outbox_parser, outbox_command
-from proxy.cli.chargers import add_chargers_parser, chargers_command
 
 # The proxy role's processes do not import the ERE accounting modules (SEPA, XML schemas, IBAN
 # data: about 20 MB per process), so their commands are only known to the full parser.
@@ -44,11 +44,15 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
-        cmd.add_argument("--workers", type=int, help="proxy processes sharing the port (default: from config)")
+        cmd.add_argument(
+            "--workers", type=int, help="proxy processes sharing the port (default: from config)"
+        )
         cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     worker = sub.add_parser("worker", help="run one ERE job worker")
     worker.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
-    worker.add_argument("--worker-index", type=int, default=0, help="which metrics port (ere.admin_port + index)")
+    worker.add_argument(
+        "--worker-index", type=int, default=0, help="which metrics port (ere.admin_port + index)"
+    )
     migrate = sub.add_parser("migrate", help="apply pending database migrations and list them")
     migrate.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     common = argparse.ArgumentParser(add_help=False)
@@ -63,7 +67,9 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
         add_ere_admin_parsers(sub, common)
     # The password is read from a prompt or stdin only: on the command line it would show in
     # `ps` and the shell's history.
-    sub.add_parser("hash-password", help="print a hash for a charger password (prompted, or one line of stdin)")
+    sub.add_parser(
+        "hash-password", help="print a hash for a charger password (prompted, or one line of stdin)"
+    )
     return parser
 
 
@@ -71,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(full=not argv or argv[0] not in _ROLE_COMMANDS).parse_args(argv)
     if args.command == "hash-password":
-        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        password = (
+            getpass.getpass("password: ")
+            if sys.stdin.isatty()
+            else sys.stdin.readline().rstrip("\n")
+        )
         if not password:
             print("ere-proxy: no password given", file=sys.stderr)
             return 2
@@ -109,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
-        config = msgspec.structs.replace(config, proxy=msgspec.structs.replace(config.proxy, workers=workers))
+        config = msgspec.structs.replace(
+            config, proxy=msgspec.structs.replace(config.proxy, workers=workers)
+        )
     setup_logging(config.log.level, args.worker_index)
     ere_workers = config.ere.workers if args.command == "run" else 0
     if (workers > 1 or ere_workers) and args.worker_index is None:
@@ -137,5 +149,9 @@ async def run_migrate(config: Config) -> int:
         return 1
     for migration in applied:
         print(f"applied {migration.label}")
-    print(f"schema is at version {version}" if applied else f"schema is up to date (version {version})")
+    print(
+        f"schema is at version {version}"
+        if applied
+        else f"schema is up to date (version {version})"
+    )
     return 0

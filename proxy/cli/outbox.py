@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from proxy.runtime.config import Config
 from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
+from proxy.runtime.config import Config
 from proxy.store import StoreError, open_database
 
 _STATUS = """
@@ -42,18 +42,31 @@ _TRUST_AGAIN = "UPDATE outbox_transactions SET in_doubt = false WHERE identity =
 
 
 def add_outbox_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    outbox = sub.add_parser("outbox", help="inspect the outboxes (CALLs kept while upstreams were unreachable)")
+    outbox = sub.add_parser(
+        "outbox", help="inspect the outboxes (CALLs kept while upstreams were unreachable)"
+    )
     actions = outbox.add_subparsers(dest="action", required=True)
-    actions.add_parser("status", parents=[common], help="queued and dead-lettered entries per charger")
-    dead = actions.add_parser("dead-letters", parents=[common], help="list dead letters with their reasons")
+    actions.add_parser(
+        "status", parents=[common], help="queued and dead-lettered entries per charger"
+    )
+    dead = actions.add_parser(
+        "dead-letters", parents=[common], help="list dead letters with their reasons"
+    )
     dead.add_argument("--identity", help="only this charger")
-    requeue = actions.add_parser("requeue", parents=[common], help="put a dead letter back for the next replay")
+    requeue = actions.add_parser(
+        "requeue", parents=[common], help="put a dead letter back for the next replay"
+    )
     requeue.add_argument("identity")
     requeue.add_argument("seq", type=int)
 
 
-async def outbox_command(config: Config, args: argparse.Namespace, *, stdout: TextIO | None = None,
-                         stderr: TextIO | None = None) -> int:
+async def outbox_command(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Run one `ere-proxy outbox` action; returns the exit code (0 ok, 1 not found or database error)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     try:
@@ -63,21 +76,34 @@ async def outbox_command(config: Config, args: argparse.Namespace, *, stdout: Te
                 print(f"{'identity':<40} {'queued':>8} {'dead':>6}  oldest", file=stdout)
                 for row in rows:
                     oldest = row["oldest"].isoformat() if row["oldest"] else "-"
-                    print(f"{row['identity']:<40} {row['queued']:>8} {row['dead']:>6}  {oldest}", file=stdout)
+                    print(
+                        f"{row['identity']:<40} {row['queued']:>8} {row['dead']:>6}  {oldest}",
+                        file=stdout,
+                    )
             elif args.action == "dead-letters":
                 for row in await db.fetch(_DEAD, args.identity):
-                    print(f"{row['identity']} #{row['seq']} {row['action']} after {row['attempts']} attempts "
-                          f"at {row['dead_at'].isoformat()}: {row['dead_reason']}\n  {row['payload']}", file=stdout)
+                    print(
+                        f"{row['identity']} #{row['seq']} {row['action']} after {row['attempts']} attempts "
+                        f"at {row['dead_at'].isoformat()}: {row['dead_reason']}\n  {row['payload']}",
+                        file=stdout,
+                    )
             else:
                 async with db.transaction() as conn:
-                    in_doubt = await conn.fetchval(_START_IN_DOUBT, args.identity, args.seq, IN_DOUBT) is not None
-                    rows = await conn.fetch(_REQUEUE, args.identity, args.seq, in_doubt, WAITS_FOR_START)
+                    in_doubt = (
+                        await conn.fetchval(_START_IN_DOUBT, args.identity, args.seq, IN_DOUBT)
+                        is not None
+                    )
+                    rows = await conn.fetch(
+                        _REQUEUE, args.identity, args.seq, in_doubt, WAITS_FOR_START
+                    )
                     if in_doubt:
                         await conn.execute(_TRUST_AGAIN, args.identity)
                 if not rows:
                     print(f"ere-proxy: no dead letter {args.identity} #{args.seq}", file=stderr)
                     return 1
-                requeued = ", ".join(f"#{row['seq']}" for row in sorted(rows, key=lambda row: row["seq"]))
+                requeued = ", ".join(
+                    f"#{row['seq']}" for row in sorted(rows, key=lambda row: row["seq"])
+                )
                 print(f"requeued {args.identity} {requeued}", file=stdout)
     except StoreError as exc:
         print(f"ere-proxy: {exc}", file=stderr)

@@ -36,7 +36,9 @@ from proxy.wire.handshake import ChargerRequest, upstream_offer
 
 log = logging.getLogger("proxy.server")
 
-OFFLINE_RETRY_AFTER = 30.0  # a charger refused offline may try again then (its own queue holds its CALLs)
+OFFLINE_RETRY_AFTER = (
+    30.0  # a charger refused offline may try again then (its own queue holds its CALLs)
+)
 LOOKUP_GRACE = 1.0  # once the upstream accepted a charger, how long its lookup may still take
 
 
@@ -89,21 +91,30 @@ class Admission:
         auth = decide_auth(route, identity, request.authorization)
         if auth.status is None and auth.password_to_verify is not None:
             assert route.password_hash is not None
-            await self._check_password(identity, auth.password_to_verify, route.password_hash, address)
+            await self._check_password(
+                identity, auth.password_to_verify, route.password_hash, address
+            )
         if auth.status is not None:
             raise refused(401, "unauthorized", "unauthorized", CHALLENGE)
         offer = upstream_offer(request.offered, self.settings.default_subprotocol)
         authorization = auth.upstream_authorization
         store = self.outbox
         if store is None:
-            stream, accepted, trailing = await self.dialer.dial(route, identity, offer, authorization)
+            stream, accepted, trailing = await self.dialer.dial(
+                route, identity, offer, authorization
+            )
             return Admitted(self._version(accepted.subprotocol), authorization, stream, trailing)
-        lookup, dialled, refusal = await self._dial_and_look_up(store, route, identity, offer, authorization)
+        lookup, dialled, refusal = await self._dial_and_look_up(
+            store, route, identity, offer, authorization
+        )
         if refusal is not None:
             if not is_outage_outcome(refusal.outcome):
                 raise refusal
             proof = self.offline_proof(route, request, lookup)
-            log.info("upstream unreachable: admitting offline", extra={"identity": identity, "proof": proof})
+            log.info(
+                "upstream unreachable: admitting offline",
+                extra={"identity": identity, "proof": proof},
+            )
             return Admitted(offer[0], authorization, None, b"", needs_outbox=True, proof=proof)
         assert dialled is not None
         stream, accepted, trailing = dialled
@@ -111,15 +122,24 @@ class Admission:
             # The back-office accepted this header: what proves the charger while it is unreachable.
             stored = lookup.verifier if lookup is not None else None
             if not self.verifier.current(identity, request.authorization, stored):
-                store.remember_verifier(identity, self.verifier.digest(identity, request.authorization))
+                store.remember_verifier(
+                    identity, self.verifier.digest(identity, request.authorization)
+                )
         needs_outbox = lookup is not None and lookup.needs_outbox
-        return Admitted(self._version(accepted.subprotocol), authorization, stream, trailing, needs_outbox)
+        return Admitted(
+            self._version(accepted.subprotocol), authorization, stream, trailing, needs_outbox
+        )
 
     def _version(self, chosen: str | None) -> str:
         return chosen or self.settings.default_subprotocol
 
     async def _dial_and_look_up(
-        self, store: OutboxStore, route: Route, identity: str, offer: list[str], authorization: bytes | None
+        self,
+        store: OutboxStore,
+        route: Route,
+        identity: str,
+        offer: list[str],
+        authorization: bytes | None,
     ) -> tuple[Lookup | None, Dialled | None, Refusal | None]:
         """Dial while the store is asked about the charger; (lookup, dialled, refusal).
 
@@ -172,17 +192,23 @@ class Admission:
             raise refused(503, "back-office unreachable", "offline_unproven", later)
         return "verifier"
 
-    async def _check_password(self, identity: str, password: str, encoded: str, address: str) -> None:
+    async def _check_password(
+        self, identity: str, password: str, encoded: str, address: str
+    ) -> None:
         """Raise the refusal for a managed charger's password unless it is right (`PasswordGate`)."""
         check = None
         with trio.move_on_after(self.settings.handshake_timeout):
             check = await self.passwords.check(identity, password, encoded, address)
         if check is None:  # queued behind a flood of logins for the whole handshake timeout
             check = Check(Verdict.BUSY, self.settings.handshake_timeout)
-        self.metrics.password_checks.labels(check.verdict.value, "yes" if check.hashed else "no").inc()
+        self.metrics.password_checks.labels(
+            check.verdict.value, "yes" if check.hashed else "no"
+        ).inc()
         if check.verdict is Verdict.WRONG:
             raise refused(401, "unauthorized", "unauthorized", CHALLENGE)
         if check.verdict is Verdict.RATE_LIMITED:
-            raise refused(429, "too many failed attempts", "rate_limited", retry_after(check.retry_after))
+            raise refused(
+                429, "too many failed attempts", "rate_limited", retry_after(check.retry_after)
+            )
         if check.verdict is Verdict.BUSY:
             raise refused(503, "busy, retry later", "busy", retry_after(check.retry_after))

@@ -49,7 +49,9 @@ def _client_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 class Dialer:
     """Dials upstreams for one proxy process; see the module docstring."""
 
-    def __init__(self, settings: ProxySettings, redial: OutboxSettings, metrics: ProxyMetrics) -> None:
+    def __init__(
+        self, settings: ProxySettings, redial: OutboxSettings, metrics: ProxyMetrics
+    ) -> None:
         self.settings = settings
         self._metrics = metrics
         self._dials = 0  # picks the next upstream source address
@@ -63,7 +65,9 @@ class Dialer:
 
     async def pace(self, route: Route) -> None:
         """Wait for a relay's turn to redial the route's upstream host."""
-        await trio.sleep(self._pacer.reserve(urlsplit(route.upstream).hostname or "", trio.current_time()))
+        await trio.sleep(
+            self._pacer.reserve(urlsplit(route.upstream).hostname or "", trio.current_time())
+        )
 
     def _source_address(self) -> str | None:
         addresses = self.settings.upstream_source_addresses
@@ -73,7 +77,13 @@ class Dialer:
         return addresses[self._dials % len(addresses)]
 
     async def dial(
-        self, route: Route, identity: str, offer: list[str], authorization: bytes | None, *, redial: bool = False
+        self,
+        route: Route,
+        identity: str,
+        offer: list[str],
+        authorization: bytes | None,
+        *,
+        redial: bool = False,
     ) -> Dialled:
         """Connect and handshake (see the module docstring). Failures are logged as warnings,
         except a relay's redials (debug: the outage is known)."""
@@ -87,9 +97,13 @@ class Dialer:
         reached = down = False
         try:
             with trio.move_on_after(self.settings.dial_timeout):
-                stream = await trio.open_tcp_stream(host, port, local_address=self._source_address())
+                stream = await trio.open_tcp_stream(
+                    host, port, local_address=self._source_address()
+                )
                 if scheme == "wss":
-                    stream = trio.SSLStream(stream, _client_ssl_context(route.ca_bundle), server_hostname=host)
+                    stream = trio.SSLStream(
+                        stream, _client_ssl_context(route.ca_bundle), server_hostname=host
+                    )
                     await stream.do_handshake()
                 handshake = UpstreamHandshake(host, port, target, offer, authorization)
                 await stream.send_all(handshake.request())

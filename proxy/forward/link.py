@@ -26,7 +26,15 @@ from proxy.capture.capture import Capture
 from proxy.forward.policy import STOP_REASONS, LinkEnd, charger_can_stay, is_outage
 from proxy.forward.side import STREAM_ERRORS, Side, close_side
 from proxy.outbox.policy import LiveObserver
-from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message, ProtocolError, encode_close, encode_frame
+from proxy.wire.codec import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    Message,
+    ProtocolError,
+    encode_close,
+    encode_frame,
+)
 from proxy.wire.ocpp import CloseCode
 
 log = logging.getLogger("proxy.link")
@@ -74,7 +82,9 @@ class Link:
         # With an outbox, `carried` holds what the charger sent that may not have reached the upstream.
         self._keep_charger = outbox is not None
         self.carried: list[Message] = []
-        self._lost_as: LinkEnd | None = None  # how the link ends if the charger cannot be handed over
+        self._lost_as: LinkEnd | None = (
+            None  # how the link ends if the charger cannot be handed over
+        )
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
         self._sending: list[Message] = []  # the charger's messages being sent upstream now
         self.charger = charger
@@ -104,11 +114,15 @@ class Link:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     # One pump in a task of its own, the other in this one: a task per link less.
-                    nursery.start_soon(self._pump, self.upstream, self.charger, name="upstream pump")
+                    nursery.start_soon(
+                        self._pump, self.upstream, self.charger, name="upstream pump"
+                    )
                     await self._pump(self.charger, self.upstream)
             if self._end is LinkEnd.UPSTREAM_LOST:
                 self._hand_over()
-            elif self._end is None:  # the scope's deadline: a close handshake or drain took too long
+            elif (
+                self._end is None
+            ):  # the scope's deadline: a close handshake or drain took too long
                 if self._draining:
                     self.stop(LinkEnd.SHUTDOWN)
                 else:
@@ -170,10 +184,19 @@ class Link:
                     src.broke_protocol = True
                     meters.codec_error(exc.close_code)
                     if keep and from_upstream:
-                        self._upstream_lost(LinkEnd.UPSTREAM_PROTOCOL_ERROR, (exc.close_code, exc.reason))
+                        self._upstream_lost(
+                            LinkEnd.UPSTREAM_PROTOCOL_ERROR, (exc.close_code, exc.reason)
+                        )
                         return
-                    end = LinkEnd.CHARGER_PROTOCOL_ERROR if src is self.charger else LinkEnd.UPSTREAM_PROTOCOL_ERROR
-                    self._finish(end, {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")})
+                    end = (
+                        LinkEnd.CHARGER_PROTOCOL_ERROR
+                        if src is self.charger
+                        else LinkEnd.UPSTREAM_PROTOCOL_ERROR
+                    )
+                    self._finish(
+                        end,
+                        {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")},
+                    )
                     return
                 if whole and src.reader.closed and messages and is_outage(messages[-1].close_code):
                     await self._upstream_went_away(messages)
@@ -199,10 +222,15 @@ class Link:
                     self._sending = []
                 if src.reader.closed:
                     # A close frame passed: the other side has close_timeout to answer it.
-                    self._scope.deadline = min(self._scope.deadline, trio.current_time() + self._close_timeout)
+                    self._scope.deadline = min(
+                        self._scope.deadline, trio.current_time() + self._close_timeout
+                    )
                 if self._draining:
                     self._end_if_drained()
-                data, messages = b"", _NO_MESSAGES  # hold nothing of this chunk while waiting for the next
+                data, messages = (
+                    b"",
+                    _NO_MESSAGES,
+                )  # hold nothing of this chunk while waiting for the next
             try:
                 data = await receive()
             except _STREAM_ERRORS:
@@ -305,7 +333,9 @@ class Link:
             if message.message_type in (CALLRESULT, CALLERROR):
                 self._upstream_answer(message)
         close = messages[-1]
-        code = (close.close_code, close.close_reason or "") if close.close_code is not None else None
+        code = (
+            (close.close_code, close.close_reason or "") if close.close_code is not None else None
+        )
         self._upstream_lost(LinkEnd.UPSTREAM_EOF, code or (1000, ""))
 
     # -- closing --------------------------------------------------------------------------
@@ -325,7 +355,10 @@ class Link:
                 if self._end in STOP_REASONS:
                     await self._close_charger_first()
                 async with trio.open_nursery() as nursery:
-                    for side, other in ((self.charger, self.upstream), (self.upstream, self.charger)):
+                    for side, other in (
+                        (self.charger, self.upstream),
+                        (self.upstream, self.charger),
+                    ):
                         nursery.start_soon(self._close_side, side, other)
             for side in (self.charger, self.upstream):
                 await trio.aclose_forcefully(side.stream)
@@ -374,4 +407,3 @@ class Link:
             await close_side(side, None, self._close_timeout, close_socket=False)
         elif (code := self._codes.get(side)) is not None:
             await close_side(side, code, self._close_timeout, close_socket=False)
-

@@ -45,7 +45,9 @@ def reload_certificates(context: ssl.SSLContext | None, settings: ProxySettings)
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        log.error("certificate reload failed; keeping the running certificate", extra={"error": str(exc)})
+        log.error(
+            "certificate reload failed; keeping the running certificate", extra={"error": str(exc)}
+        )
         return False
     log.info("certificate reloaded", extra={"certificate": settings.tls_cert})
     return True

@@ -31,7 +31,9 @@ class LinkEnd(enum.Enum):
     HANDBACK = "handback"  # the relay is done: back to byte forwarding
     OUTBOX_FULL = "outbox_full"
     STORE_UNAVAILABLE = "store_unavailable"
-    UPSTREAM_REFUSED = "upstream_refused"  # a redial was refused (401/403/404): the charger is closed
+    UPSTREAM_REFUSED = (
+        "upstream_refused"  # a redial was refused (401/403/404): the charger is closed
+    )
 
 
 # Ends we decide (stop): both peers get 1001 with this reason.
@@ -43,10 +45,16 @@ STOP_REASONS = {
 
 # An upstream closing with one of these (or a 4xxx code) ended the charger's link on purpose;
 # any other loss of the upstream is an outage, which an outbox rides out.
-DELIBERATE_CLOSE_CODES = frozenset({
-    CloseCode.NORMAL, CloseCode.UNSUPPORTED_DATA, CloseCode.INVALID_PAYLOAD, CloseCode.POLICY_VIOLATION,
-    CloseCode.MESSAGE_TOO_BIG, CloseCode.MANDATORY_EXTENSION,
-})  # fmt: skip
+DELIBERATE_CLOSE_CODES = frozenset(
+    {
+        CloseCode.NORMAL,
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_PAYLOAD,
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.MANDATORY_EXTENSION,
+    }
+)
 
 # Dial outcomes that mean an outage: nothing answered (no connection, or no answer in time). Any
 # HTTP answer other than 101 is the back-office's verdict, never an outage.
@@ -78,7 +86,9 @@ def charger_can_stay(charger: SideState, draining: bool) -> bool:
     """Whether a charger whose upstream is lost can be kept, served by a relay: its connection is
     whole (not gone, nothing half-sent to it, it broke nothing, it has not closed) and the proxy
     is not shutting down."""
-    return not (charger.gone or charger.dirty or charger.broke_protocol or charger.closed or draining)
+    return not (
+        charger.gone or charger.dirty or charger.broke_protocol or charger.closed or draining
+    )
 
 
 def can_hand_back(
@@ -94,5 +104,11 @@ def can_hand_back(
     outbox is replayed (`outbox_settled`: empty, nothing in flight), no relayed CALL waits for its
     answer, neither side is being handled, no id needs rewriting, and both readers are between
     messages (the link that takes over starts at a message boundary on both sides)."""
-    return (upstream_connected and outbox_settled and not call_open and not handling and not needs_rewriting
-            and between_messages)  # fmt: skip
+    return (
+        upstream_connected
+        and outbox_settled
+        and not call_open
+        and not handling
+        and not needs_rewriting
+        and between_messages
+    )

@@ -14,8 +14,14 @@ from proxy.wire.handshake import HandshakeRefused, UpstreamRefused
 # The challenge that comes with our own 401.
 CHALLENGE = ((b"www-authenticate", b'Basic realm="ocpp"'),)
 # Our own refusals of a request, by status.
-REQUEST_OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "bad_request",
-                    426: "bad_request", 431: "headers_too_large"}  # fmt: skip
+REQUEST_OUTCOMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "bad_request",
+    426: "bad_request",
+    431: "headers_too_large",
+}
 
 
 class Refusal(Exception):
@@ -32,7 +38,9 @@ def retry_after(seconds: float) -> tuple[tuple[bytes, bytes], ...]:
     return ((b"retry-after", b"%d" % max(1, math.ceil(seconds))),)
 
 
-def refused(status: int, reason: str, outcome: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Refusal:
+def refused(
+    status: int, reason: str, outcome: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> Refusal:
     return Refusal(HandshakeRefused(status, reason, headers), outcome)
 
 
@@ -42,8 +50,14 @@ def verdict(answer: UpstreamRefused) -> Refusal:
     4xx and 5xx go back as they came, with the headers that tell the charger what to do
     (WWW-Authenticate, Retry-After); anything else (a redirect, a 200) is no WebSocket answer: 502.
     """
-    headers = tuple((name, value) for name, value in ((b"www-authenticate", answer.www_authenticate),
-                                                      (b"retry-after", answer.retry_after)) if value)
+    headers = tuple(
+        (name, value)
+        for name, value in (
+            (b"www-authenticate", answer.www_authenticate),
+            (b"retry-after", answer.retry_after),
+        )
+        if value
+    )
     if 400 <= answer.status < 500:
         return refused(answer.status, "refused by upstream", "upstream_refused", headers)
     if 500 <= answer.status < 600:

@@ -36,29 +36,57 @@ from time import perf_counter, time
 import msgspec
 import trio
 
-from proxy.wire.codec import (
-    CALL, CALLERROR, CALLRESULT, CLOSE, PING, PONG, TEXT, Message, ProtocolError, encode_close, encode_frame,
-    text_message,
-)  # fmt: skip
 from proxy.capture.capture import Capture
 from proxy.capture.events import TransactionIdAssigned
+from proxy.capture.tracker import event_id
 from proxy.forward.backoff import RedialBackoff
 from proxy.forward.policy import STOP_REASONS, LinkEnd, can_hand_back, is_outage
 from proxy.forward.side import Side, close_side
-from proxy.runtime.metrics import OutboxMeters
-from proxy.wire.ocpp import CloseCode
 from proxy.outbox.policy import (
-    ChargerOutbox, Completed, DeadLetter, Full, LiveObserver, ReplayOutcome, Retry, call_frame, payload_of,
-)  # fmt: skip
+    Completed,
+    DeadLetter,
+    Full,
+    LiveObserver,
+    ReplayOutcome,
+    Retry,
+    call_frame,
+    payload_of,
+)
 from proxy.outbox.store import Claim, Fenced, StoreUnavailable, Write
-from proxy.capture.tracker import event_id
+from proxy.runtime.metrics import OutboxMeters
+from proxy.wire.codec import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    Message,
+    ProtocolError,
+    encode_close,
+    encode_frame,
+    text_message,
+)
+from proxy.wire.ocpp import CloseCode
 
 log = logging.getLogger("proxy.relay")
 
-_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.BusyResourceError)
+_STREAM_ERRORS = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+    trio.BusyResourceError,
+)
 
-Connector = Callable[[], Awaitable[Side]]  # dials the upstream again: its side, with what it sent behind its 101
-GOING_AWAY, POLICY_VIOLATION, INTERNAL = CloseCode.GOING_AWAY, CloseCode.POLICY_VIOLATION, CloseCode.INTERNAL_ERROR
+Connector = Callable[
+    [], Awaitable[Side]
+]  # dials the upstream again: its side, with what it sent behind its 101
+GOING_AWAY, POLICY_VIOLATION, INTERNAL = (
+    CloseCode.GOING_AWAY,
+    CloseCode.POLICY_VIOLATION,
+    CloseCode.INTERNAL_ERROR,
+)
 
 
 class UpstreamUnavailable(Exception):
@@ -113,7 +141,9 @@ class Relay:
         self._close_timeout = close_timeout
         self._carried = list(carried)
         self._first_upstream = upstream
-        self.backoff = backoff or RedialBackoff(outbox.settings.redial_min, outbox.settings.redial_max)
+        self.backoff = backoff or RedialBackoff(
+            outbox.settings.redial_min, outbox.settings.redial_max
+        )
         self._capture = capture
         self.observer = LiveObserver(outbox.version, outbox.auth, outbox.starts)
         self.upstream: Side | None = None
@@ -215,9 +245,13 @@ class Relay:
             except ProtocolError as exc:
                 charger.broke_protocol = True
                 charger.meters.codec_error(exc.close_code)
-                raise _End(LinkEnd.CHARGER_PROTOCOL_ERROR, {
-                    "charger": (exc.close_code, exc.reason), "upstream": (INTERNAL, "peer protocol error")
-                }) from None
+                raise _End(
+                    LinkEnd.CHARGER_PROTOCOL_ERROR,
+                    {
+                        "charger": (exc.close_code, exc.reason),
+                        "upstream": (INTERNAL, "peer protocol error"),
+                    },
+                ) from None
             data = b""
             for message in messages:
                 charger.meters.count(message.opcode, message.message_type, message.action)
@@ -233,7 +267,9 @@ class Relay:
                 data = await charger.transport.receive()
             except _STREAM_ERRORS:
                 charger.gone = True
-                raise _End(LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}) from None
+                raise _End(
+                    LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}
+                ) from None
             if not data:
                 charger.gone = True
                 raise _End(LinkEnd.CHARGER_EOF, {"upstream": (GOING_AWAY, "peer went away")})
@@ -247,16 +283,23 @@ class Relay:
             call_open=self._live_call is not None,
             handling=self._upstream_busy or self._charger_busy,
             needs_rewriting=self.outbox.needs_rewriting,
-            between_messages=upstream is not None and self.charger.reader.at_message_boundary
+            between_messages=upstream is not None
+            and self.charger.reader.at_message_boundary
             and upstream.reader.at_message_boundary,
         )
 
     async def _from_charger(self, message: Message) -> None:
         if message.opcode == CLOSE:
-            reply = encode_close(message.close_code, message.close_reason or "", mask=False) \
-                if message.close_code is not None else encode_close(mask=False)
+            reply = (
+                encode_close(message.close_code, message.close_reason or "", mask=False)
+                if message.close_code is not None
+                else encode_close(mask=False)
+            )
             await self._send_charger(reply)
-            raise _End(LinkEnd.CLOSED, {"upstream": (message.close_code or 1000, message.close_reason or "")})
+            raise _End(
+                LinkEnd.CLOSED,
+                {"upstream": (message.close_code or 1000, message.close_reason or "")},
+            )
         if message.opcode == PING:
             await self._send_charger(encode_frame(PONG, message.data, mask=False))
             return
@@ -295,7 +338,9 @@ class Relay:
     async def _answer_offline(self, message: Message) -> None:
         outbox = self.outbox
         while True:
-            decision = outbox.offline_call(message.unique_id or "", message.action or "", payload_of(message), time())
+            decision = outbox.offline_call(
+                message.unique_id or "", message.action or "", payload_of(message), time()
+            )
             if not isinstance(decision, Full) or self.upstream is None:
                 break
             # Replaying: room is being made; the charger waits for its answer meanwhile.
@@ -303,16 +348,27 @@ class Relay:
             await self._progress.wait()
         if isinstance(decision, Full):
             self._meters.full.inc()
-            log.warning("outbox full: closing the charger", extra={"identity": self.identity,
-                                                                   "reason": decision.reason})
-            raise _End(LinkEnd.OUTBOX_FULL, {"charger": (GOING_AWAY, "proxy queue full"),
-                                             "upstream": (GOING_AWAY, "going away")})
+            log.warning(
+                "outbox full: closing the charger",
+                extra={"identity": self.identity, "reason": decision.reason},
+            )
+            raise _End(
+                LinkEnd.OUTBOX_FULL,
+                {
+                    "charger": (GOING_AWAY, "proxy queue full"),
+                    "upstream": (GOING_AWAY, "going away"),
+                },
+            )
         if decision.entry is not None:
-            await self._store.write(Write(
-                self.identity, self._epoch, append=[decision.entry],
-                transactions=[decision.transaction] if decision.transaction else [],
-                next_seq=outbox.next_seq,
-            ))  # fmt: skip
+            await self._store.write(
+                Write(
+                    self.identity,
+                    self._epoch,
+                    append=[decision.entry],
+                    transactions=[decision.transaction] if decision.transaction else [],
+                    next_seq=outbox.next_seq,
+                )
+            )
             self._meters.queued.inc()
             self._queued.set()
         self._meters.offline_answer(message.action)
@@ -323,7 +379,11 @@ class Relay:
     async def _relay_live_call(self, message: Message) -> None:
         rewritten, ended = self.outbox.from_charger(message)
         self._count_rewrites()
-        frame = message.data if rewritten is None else call_frame(message.unique_id or "", message.action or "", rewritten)
+        frame = (
+            message.data
+            if rewritten is None
+            else call_frame(message.unique_id or "", message.action or "", rewritten)
+        )
         self._live_call = message
         self.observer.on_call(message)
         self._track_charger(message, rewritten)
@@ -353,8 +413,14 @@ class Relay:
                     self.backoff.dial_failed(trio.current_time())
                     continue
                 except ChargerRefused:
-                    log.warning("back-office refused the charger: closing it", extra={"identity": self.identity})
-                    raise _End(LinkEnd.UPSTREAM_REFUSED, {"charger": (POLICY_VIOLATION, "refused by the back-office")})
+                    log.warning(
+                        "back-office refused the charger: closing it",
+                        extra={"identity": self.identity},
+                    )
+                    raise _End(
+                        LinkEnd.UPSTREAM_REFUSED,
+                        {"charger": (POLICY_VIOLATION, "refused by the back-office")},
+                    ) from None
             connected_at = trio.current_time()
             handed_back = False
             try:
@@ -382,7 +448,10 @@ class Relay:
     async def _serve_upstream(self, upstream: Side) -> None:
         """Replay and relay over one upstream connection; returns when it is lost."""
         self._set_upstream(upstream)
-        log.info("upstream connected", extra={"identity": self.identity, "queued": len(self.outbox.entries)})
+        log.info(
+            "upstream connected",
+            extra={"identity": self.identity, "queued": len(self.outbox.entries)},
+        )
         with trio.CancelScope() as self._connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._until_lost, self._replay)
@@ -431,8 +500,13 @@ class Relay:
             code = message.close_code
             if not is_outage(code):  # the back-office ended this charger's link
                 reason = message.close_reason or ""
-                raise _End(LinkEnd.CLOSED, {"charger": (code or 1000, reason), "upstream": (code or 1000, reason)})
-            await self._send_upstream(encode_close(code, mask=True) if code is not None else encode_close(mask=True))
+                raise _End(
+                    LinkEnd.CLOSED,
+                    {"charger": (code or 1000, reason), "upstream": (code or 1000, reason)},
+                )
+            await self._send_upstream(
+                encode_close(code, mask=True) if code is not None else encode_close(mask=True)
+            )
             raise _UpstreamLost
         if message.opcode == PING:
             await self._send_upstream(encode_frame(PONG, message.data, mask=True))
@@ -467,8 +541,12 @@ class Relay:
         outbox = self.outbox
         while True:
             step = outbox.next_replay(time())
-            if step is None and self._charger_left is not None and outbox.in_flight is None \
-                    and (outbox.empty or outbox.retry_at is not None):
+            if (
+                step is None
+                and self._charger_left is not None
+                and outbox.in_flight is None
+                and (outbox.empty or outbox.retry_at is not None)
+            ):
                 self._finish(self._charger_left)  # replayed (or waiting for a retry): done
                 return
             if step is None:
@@ -490,8 +568,10 @@ class Relay:
                 await self._replay_answered.wait()
             answer, self._replay_answer = self._replay_answer, None
             if answer is None:
-                log.warning("replayed CALL unanswered: reconnecting",
-                            extra={"identity": self.identity, "action": step.entry.action})
+                log.warning(
+                    "replayed CALL unanswered: reconnecting",
+                    extra={"identity": self.identity, "action": step.entry.action},
+                )
                 raise _UpstreamLost
             outcome = outbox.replay_answer(answer, time())
             if outcome is not None:
@@ -510,14 +590,25 @@ class Relay:
         else:
             write.dead.append((entry, outcome.reason))
             self._meters.dead_letters.inc()
-            log.error("outbox entry dead-lettered", extra={
-                "identity": self.identity, "seq": entry.seq, "action": entry.action, "reason": outcome.reason})
+            log.error(
+                "outbox entry dead-lettered",
+                extra={
+                    "identity": self.identity,
+                    "seq": entry.seq,
+                    "action": entry.action,
+                    "reason": outcome.reason,
+                },
+            )
         transaction = None if isinstance(outcome, Retry) else outcome.transaction
         if transaction is not None:
             write.transactions.append(transaction)
         await self._store.write(write)
         self._progress.set()
-        if transaction is not None and entry.action == "StartTransaction" and transaction.real is not None:
+        if (
+            transaction is not None
+            and entry.action == "StartTransaction"
+            and transaction.real is not None
+        ):
             self._assigned(transaction.provisional, transaction.real)
         if self._live():
             log.info("outbox replayed", extra={"identity": self.identity})
@@ -542,7 +633,9 @@ class Relay:
                 await self.charger.transport.send(frame)
             except _STREAM_ERRORS:
                 self.charger.gone = True
-                raise _End(LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}) from None
+                raise _End(
+                    LinkEnd.CHARGER_ERROR, {"upstream": (INTERNAL, "peer connection failed")}
+                ) from None
 
     async def _send_upstream(self, frame: bytes) -> None:
         """Write to the upstream; a failure ends the connection (the relay goes offline)."""
@@ -560,8 +653,13 @@ class Relay:
     def _track_charger(self, message: Message, rewritten: bytes | None = None) -> None:
         """Capture a charger message as the back-office sees it (ids mapped)."""
         if self._capture is not None:
-            view = message if rewritten is None else text_message(
-                call_frame(message.unique_id or "", message.action or "", rewritten))
+            view = (
+                message
+                if rewritten is None
+                else text_message(
+                    call_frame(message.unique_id or "", message.action or "", rewritten)
+                )
+            )
             self._capture.from_charger(view, time())
 
     def _track_upstream(self, message: Message) -> None:
@@ -599,8 +697,18 @@ def _as_end(exc: BaseException) -> _End:
     if isinstance(exc, _End):
         return exc
     if isinstance(exc, Fenced):
-        return _End(LinkEnd.REPLACED, {"charger": (GOING_AWAY, "replaced by a new connection"),
-                                       "upstream": (GOING_AWAY, "going away")})
+        return _End(
+            LinkEnd.REPLACED,
+            {
+                "charger": (GOING_AWAY, "replaced by a new connection"),
+                "upstream": (GOING_AWAY, "going away"),
+            },
+        )
     log.warning("outbox store unavailable: closing the charger", extra={"error": str(exc)})
-    return _End(LinkEnd.STORE_UNAVAILABLE, {"charger": (GOING_AWAY, "proxy queue unavailable"),
-                                            "upstream": (GOING_AWAY, "going away")})
+    return _End(
+        LinkEnd.STORE_UNAVAILABLE,
+        {
+            "charger": (GOING_AWAY, "proxy queue unavailable"),
+            "upstream": (GOING_AWAY, "going away"),
+        },
+    )

@@ -94,7 +94,10 @@ class ProxyServer:
         self.dialer.reconfigure(config.proxy)
 
     async def run(
-        self, listeners: list[trio.abc.Listener[trio.abc.Stream]], *, task_status=trio.TASK_STATUS_IGNORED
+        self,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept until `shutdown`; then drain and return when every link is closed."""
         try:
@@ -102,7 +105,9 @@ class ProxyServer:
                 with self._accept_scope:
                     async with trio.open_nursery() as front:
                         front.start_soon(self._close_idle_links)
-                        serve = partial(trio.serve_listeners, self.handle, listeners, handler_nursery=handlers)
+                        serve = partial(
+                            trio.serve_listeners, self.handle, listeners, handler_nursery=handlers
+                        )
                         task_status.started(await front.start(serve))
                         self.accepting = True
                 self.accepting = False
@@ -150,7 +155,9 @@ class ProxyServer:
             if not upstream_offer(request.offered, settings.default_subprotocol):
                 # OCPP-J: complete the handshake without a subprotocol, then close at once.
                 self.metrics.handshakes.labels("unsupported_subprotocol").inc()
-                close = encode_close(CloseCode.PROTOCOL_ERROR, "unsupported subprotocol", mask=False)
+                close = encode_close(
+                    CloseCode.PROTOCOL_ERROR, "unsupported subprotocol", mask=False
+                )
                 await send_quietly(stream, handshake.accept(None) + close)
                 return
             admitted = await self.admission.admit(request, address)
@@ -174,13 +181,21 @@ class ProxyServer:
         """
         self.metrics.handshakes.labels(refusal.outcome).inc()
         if self._refusal_log.allow(trio.current_time()):
-            log.info("handshake refused", extra={
-                "identity": identity, "client": address, "status": refusal.refusal.status,
-                "reason": refusal.refusal.reason, "outcome": refusal.outcome,
-                "suppressed": self._refusal_log.suppressed(),
-            })  # fmt: skip
+            log.info(
+                "handshake refused",
+                extra={
+                    "identity": identity,
+                    "client": address,
+                    "status": refusal.refusal.status,
+                    "reason": refusal.refusal.reason,
+                    "outcome": refusal.outcome,
+                    "suppressed": self._refusal_log.suppressed(),
+                },
+            )
 
-    async def _read_request(self, stream: trio.abc.Stream, handshake: ChargerHandshake) -> ChargerRequest:
+    async def _read_request(
+        self, stream: trio.abc.Stream, handshake: ChargerHandshake
+    ) -> ChargerRequest:
         while True:
             try:
                 data = await stream.receive_some(_HANDSHAKE_READ)
@@ -189,27 +204,52 @@ class ProxyServer:
             try:
                 request = handshake.receive_data(bytes(data))
             except HandshakeRefused as refusal:
-                outcome = "charger_gone" if not data else REQUEST_OUTCOMES.get(refusal.status, "bad_request")
+                outcome = (
+                    "charger_gone"
+                    if not data
+                    else REQUEST_OUTCOMES.get(refusal.status, "bad_request")
+                )
                 raise Refusal(refusal, outcome) from None
             if request is not None:
                 return request
 
     async def _run_link(
-        self, request: ChargerRequest, admitted: Admitted, charger_stream: trio.abc.Stream,
-        handshake: ChargerHandshake, subprotocol: str | None,
+        self,
+        request: ChargerRequest,
+        admitted: Admitted,
+        charger_stream: trio.abc.Stream,
+        handshake: ChargerHandshake,
+        subprotocol: str | None,
     ) -> None:
         """Register the connection (replacing an older one), send the charger its 101, serve it."""
         max_size = self.settings.max_message_size
-        charger = Side("charger", charger_stream, FrameReader(from_client=True, max_message_size=max_size),
-                       self._up_meters, mask=False, trailing=handshake.trailing_data)
+        charger = Side(
+            "charger",
+            charger_stream,
+            FrameReader(from_client=True, max_message_size=max_size),
+            self._up_meters,
+            mask=False,
+            trailing=handshake.trailing_data,
+        )
         identity = request.identity
-        capture = Capture(Tracker(identity, admitted.version), self.journal.submit) if self.journal else None
+        capture = (
+            Capture(Tracker(identity, admitted.version), self.journal.submit)
+            if self.journal
+            else None
+        )
         leg: Link | Relay
         if admitted.upstream is not None and not admitted.needs_outbox:
             upstream = self._upstream_side(admitted.upstream, admitted.trailing)
-            leg, admitted.upstream = self._link(identity, admitted, charger, upstream, capture), None
+            leg, admitted.upstream = (
+                self._link(identity, admitted, charger, upstream, capture),
+                None,
+            )
         else:
-            first = self._upstream_side(admitted.upstream, admitted.trailing) if admitted.upstream else None
+            first = (
+                self._upstream_side(admitted.upstream, admitted.trailing)
+                if admitted.upstream
+                else None
+            )
             relay = await self._relay(identity, admitted, charger, capture, upstream=first)
             refusal = None
             if relay is None:
@@ -238,7 +278,9 @@ class ProxyServer:
                 if leg.upstream is not None:
                     await trio.aclose_forcefully(leg.upstream.stream)
                 return
-            self.metrics.handshakes.labels("accepted" if isinstance(leg, Link) else "accepted_offline").inc()
+            self.metrics.handshakes.labels(
+                "accepted" if isinstance(leg, Link) else "accepted_offline"
+            ).inc()
             self.metrics.connected.inc()
             log.info("link up", extra={"identity": identity, "offline": isinstance(leg, Relay)})
             try:
@@ -252,7 +294,12 @@ class ProxyServer:
         log.info("link down", extra={"identity": identity, "reason": end.value})
 
     async def _serve_legs(
-        self, identity: str, admitted: Admitted, charger: Side, capture: Capture | None, served: list[Link | Relay]
+        self,
+        identity: str,
+        admitted: Admitted,
+        charger: Side,
+        capture: Capture | None,
+        served: list[Link | Relay],
     ) -> LinkEnd:
         """Run links and relays in turn until the connection ends; returns how it ended.
 
@@ -261,7 +308,11 @@ class ProxyServer:
         """
         first = served[0]
         redial = self._redial_settings
-        backoff = first.backoff if isinstance(first, Relay) else RedialBackoff(redial.redial_min, redial.redial_max)
+        backoff = (
+            first.backoff
+            if isinstance(first, Relay)
+            else RedialBackoff(redial.redial_min, redial.redial_max)
+        )
         going_away = CloseCode.GOING_AWAY
         while True:
             leg = served[0]
@@ -275,17 +326,32 @@ class ProxyServer:
             if self.links.get(identity) is not leg:  # replaced meanwhile: this connection is done
                 if isinstance(leg, Relay) and leg.upstream is not None:
                     await trio.aclose_forcefully(leg.upstream.stream)
-                await close_side(charger, (going_away, "replaced by a new connection"), self.settings.close_timeout)
+                await close_side(
+                    charger,
+                    (going_away, "replaced by a new connection"),
+                    self.settings.close_timeout,
+                )
                 return LinkEnd.REPLACED
             if isinstance(leg, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
                 now = trio.current_time()
                 backoff.connection_lost(now, now - started)
                 seen = leg.outbox.observer if leg.outbox is not None else None
-                relay = await self._relay(identity, admitted, charger, capture, carried=leg.carried, seen=seen,
-                                          backoff=backoff)
+                relay = await self._relay(
+                    identity,
+                    admitted,
+                    charger,
+                    capture,
+                    carried=leg.carried,
+                    seen=seen,
+                    backoff=backoff,
+                )
                 if relay is None:
-                    await close_side(charger, (going_away, "proxy queue unavailable"), self.settings.close_timeout)
+                    await close_side(
+                        charger,
+                        (going_away, "proxy queue unavailable"),
+                        self.settings.close_timeout,
+                    )
                     return LinkEnd.STORE_UNAVAILABLE
                 served[0] = relay
             else:
@@ -294,17 +360,33 @@ class ProxyServer:
                 served[0] = self._link(identity, admitted, charger, leg.upstream, capture)
             self.links[identity] = served[0]
 
-    def _link(self, identity: str, admitted: Admitted, charger: Side, upstream: Side, capture: Capture | None) -> Link:
+    def _link(
+        self,
+        identity: str,
+        admitted: Admitted,
+        charger: Side,
+        upstream: Side,
+        capture: Capture | None,
+    ) -> Link:
         store = self.outbox
         watch = None
         if store is not None:
             observer = LiveObserver(admitted.version, AuthorizationCache(), {})
             watch = OutboxWatch(observer, partial(store.remember, identity))
-        return Link(identity, charger, upstream, self.settings.close_timeout, capture=capture, outbox=watch)
+        return Link(
+            identity, charger, upstream, self.settings.close_timeout, capture=capture, outbox=watch
+        )
 
     async def _relay(
-        self, identity: str, admitted: Admitted, charger: Side, capture: Capture | None, *,
-        carried: Sequence[Message] = (), seen: LiveObserver | None = None, upstream: Side | None = None,
+        self,
+        identity: str,
+        admitted: Admitted,
+        charger: Side,
+        capture: Capture | None,
+        *,
+        carried: Sequence[Message] = (),
+        seen: LiveObserver | None = None,
+        upstream: Side | None = None,
         backoff: RedialBackoff | None = None,
     ) -> Relay | None:
         """Claim the charger's outbox and build its relay (None: the store is unavailable).
@@ -325,9 +407,17 @@ class ProxyServer:
             outbox.starts.update(seen.starts)
         outbox.proof = admitted.proof
         return Relay(
-            identity, charger, claim, partial(self._redial, identity, admitted), self.metrics.outbox,
-            self.settings.close_timeout, carried=carried, upstream=upstream, capture=capture, backoff=backoff,
-        )  # fmt: skip
+            identity,
+            charger,
+            claim,
+            partial(self._redial, identity, admitted),
+            self.metrics.outbox,
+            self.settings.close_timeout,
+            carried=carried,
+            upstream=upstream,
+            capture=capture,
+            backoff=backoff,
+        )
 
     async def _redial(self, identity: str, admitted: Admitted) -> Side:
         """Dial the charger's upstream again, offering the subprotocol the charger speaks.
@@ -341,7 +431,8 @@ class ProxyServer:
         await self.dialer.pace(route)
         try:
             stream, accepted, trailing = await self.dialer.dial(
-                route, identity, [admitted.version], admitted.authorization, redial=True)
+                route, identity, [admitted.version], admitted.authorization, redial=True
+            )
         except Refusal as refusal:
             if refusal.refusal.status in (401, 403, 404) and refusal.outcome == "upstream_refused":
                 raise ChargerRefused(refusal.refusal.status) from None
@@ -369,4 +460,10 @@ def _host_port(url: str) -> str:
     """host:port of a URL, without any user info (a metric label must never carry credentials)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    return f"[{host}]:{parts.port}" if ":" in host and parts.port else f"{host}:{parts.port}" if parts.port else host
+    return (
+        f"[{host}]:{parts.port}"
+        if ":" in host and parts.port
+        else f"{host}:{parts.port}"
+        if parts.port
+        else host
+    )

@@ -30,7 +30,9 @@ class Side:
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
     broke_protocol: bool = False  # its reader failed: nothing it sends can be understood
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
-    trailing: bytes = b""  # read from this peer but not handled yet (behind its handshake): goes first
+    trailing: bytes = (
+        b""  # read from this peer but not handled yet (behind its handshake): goes first
+    )
     transport: Transport = field(init=False)
 
     def __post_init__(self) -> None:
@@ -42,7 +44,9 @@ class Side:
         return self.reader.closed
 
 
-async def close_side(side: Side, code: tuple[int, str] | None, timeout: float, *, close_socket: bool = True) -> None:
+async def close_side(
+    side: Side, code: tuple[int, str] | None, timeout: float, *, close_socket: bool = True
+) -> None:
     """End `side`: our close frame with `code` (if given, and the side can take one: it has not
     hung up and nothing half-sent is in its way), then up to `timeout` for its answer, then the
     socket (unless `close_socket` is False: the caller closes it).
@@ -57,7 +61,9 @@ async def close_side(side: Side, code: tuple[int, str] | None, timeout: float, *
             if code is not None and not side.gone and not side.dirty:
                 await side.transport.send(encode_close(code[0], code[1], mask=side.mask))
             if side.broke_protocol and isinstance(side.stream, trio.SocketStream):
-                await side.stream.send_eof()  # its close reply would be unreadable: ask it to hang up
+                await (
+                    side.stream.send_eof()
+                )  # its close reply would be unreadable: ask it to hang up
             while not side.gone and not (side.name == "charger" and side.reader.closed):
                 data = await side.transport.receive()
                 if not data:

@@ -58,28 +58,47 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from datetime import datetime, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, TypeGuard
 
 import orjson
 
-from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
 from proxy.runtime.config import OutboxSettings
+from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
 
 # Actions whose offline answer is an empty object (notifications; OCPP 1.6 and 2.x).
-_EMPTY_ANSWER: Final = frozenset({
-    "StatusNotification", "MeterValues", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
-    "SecurityEventNotification", "SignedFirmwareStatusNotification", "LogStatusNotification",
-    "NotifyEvent", "NotifyReport", "NotifyMonitoringReport", "NotifyChargingLimit", "ReportChargingProfiles",
-    "ClearedChargingLimit", "PublishFirmwareStatusNotification", "NotifyCustomerInformation",
-    "NotifyDisplayMessages", "ReservationStatusUpdate",
-})  # fmt: skip
+_EMPTY_ANSWER: Final = frozenset(
+    {
+        "StatusNotification",
+        "MeterValues",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "SecurityEventNotification",
+        "SignedFirmwareStatusNotification",
+        "LogStatusNotification",
+        "NotifyEvent",
+        "NotifyReport",
+        "NotifyMonitoringReport",
+        "NotifyChargingLimit",
+        "ReportChargingProfiles",
+        "ClearedChargingLimit",
+        "PublishFirmwareStatusNotification",
+        "NotifyCustomerInformation",
+        "NotifyDisplayMessages",
+        "ReservationStatusUpdate",
+    }
+)
 # Actions answered offline with something of ours (the rest get a CALLERROR and are not queued:
 # their answers carry decisions only the back-office can make, e.g. SignCertificate).
 _ANSWERED: Final = _EMPTY_ANSWER | {
-    "BootNotification", "Heartbeat", "Authorize", "StartTransaction", "StopTransaction", "TransactionEvent",
+    "BootNotification",
+    "Heartbeat",
+    "Authorize",
+    "StartTransaction",
+    "StopTransaction",
+    "TransactionEvent",
 }
 # Transaction messages a charger re-sends when it missed our answer (compared byte for byte).
 _RESENT: Final = frozenset({"MeterValues", "StopTransaction", "TransactionEvent"})
@@ -116,7 +135,9 @@ class Transaction:
     key: str  # content of its StartTransaction (see `start_key`)
     real: int | None = None
     ended: bool = False  # its StopTransaction has been sent upstream
-    in_doubt: bool = False  # its StartTransaction may have reached the back-office unanswered: parked
+    in_doubt: bool = (
+        False  # its StartTransaction may have reached the back-office unanswered: parked
+    )
 
 
 @dataclass(frozen=True)
@@ -203,7 +224,10 @@ def start_key(payload: Any) -> str | None:
     """The identity of a 1.6 StartTransaction by content, or None when it is malformed."""
     if not isinstance(payload, dict):
         return None
-    fields = [payload.get(name) for name in ("connectorId", "idTag", "meterStart", "timestamp", "reservationId")]
+    fields = [
+        payload.get(name)
+        for name in ("connectorId", "idTag", "meterStart", "timestamp", "reservationId")
+    ]
     return orjson.dumps(fields).decode()
 
 
@@ -220,7 +244,9 @@ def _result(unique_id: str, payload: Any) -> bytes:
 
 
 def _error(unique_id: str) -> bytes:
-    return b"[4," + orjson.dumps(unique_id) + b',"InternalError","' + OFFLINE_ERROR.encode() + b'",{}]'
+    return (
+        b"[4," + orjson.dumps(unique_id) + b',"InternalError","' + OFFLINE_ERROR.encode() + b'",{}]'
+    )
 
 
 def call_frame(unique_id: str, action: str, payload: bytes) -> bytes:
@@ -247,7 +273,11 @@ class AuthorizationCache:
 
     def learn(self, id_tag: str, info: Any) -> bool:
         """Remember `info` if it is an object with a status; True when something changed."""
-        if not isinstance(info, dict) or not isinstance(info.get("status"), str) or self.known.get(id_tag) == info:
+        if (
+            not isinstance(info, dict)
+            or not isinstance(info.get("status"), str)
+            or self.known.get(id_tag) == info
+        ):
             return False
         self.known[id_tag] = info
         return True
@@ -270,7 +300,7 @@ def _later_than(timestamp: Any, now: float) -> bool:
     except (TypeError, ValueError):
         return False
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp() > now
 
 
@@ -349,7 +379,9 @@ class ChargerOutbox:
         self.ocpp16 = is_ocpp16(self.version)
         self.bytes = sum(len(e.payload) for e in self.entries)
         self._by_key = {t.key: t for t in self.transactions.values()}
-        self._open_real = {t.real: t for t in self.transactions.values() if t.real is not None and not t.ended}
+        self._open_real = {
+            t.real: t for t in self.transactions.values() if t.real is not None and not t.ended
+        }
 
     @property
     def empty(self) -> bool:
@@ -359,8 +391,11 @@ class ChargerOutbox:
     def at_bound(self) -> bool:
         """True when not even a small entry would fit (the charger should keep its own queue)."""
         settings = self.settings
-        return (len(self.entries) >= settings.max_entries_per_charger or self.bytes >= settings.max_bytes_per_charger
-                or not self.budget.fits(1))
+        return (
+            len(self.entries) >= settings.max_entries_per_charger
+            or self.bytes >= settings.max_bytes_per_charger
+            or not self.budget.fits(1)
+        )
 
     @property
     def needs_rewriting(self) -> bool:
@@ -368,7 +403,9 @@ class ChargerOutbox:
         return any(not t.ended for t in self.transactions.values())
 
     # -- offline ---------------------------------------------------------------------------
-    def offline_call(self, unique_id: str, action: str, payload: bytes, now: float) -> OfflineAnswer | Full:
+    def offline_call(
+        self, unique_id: str, action: str, payload: bytes, now: float
+    ) -> OfflineAnswer | Full:
         """Answer a charger CALL ourselves; the entry (if any) must be stored before the answer goes out."""
         if action not in _ANSWERED:
             return OfflineAnswer(_error(unique_id))
@@ -378,15 +415,23 @@ class ChargerOutbox:
         if action == "StartTransaction" and self.ocpp16:
             key = start_key(request)
             known = self._by_key.get(key) if key is not None else None
-            if known is not None:  # a re-sent StartTransaction we answered before: the same id again
+            if (
+                known is not None
+            ):  # a re-sent StartTransaction we answered before: the same id again
                 self.duplicates += 1
-                return OfflineAnswer(_result(unique_id, self._start_answer(body, known.provisional, now)))
+                return OfflineAnswer(
+                    _result(unique_id, self._start_answer(body, known.provisional, now))
+                )
             if key is not None and key in self.starts:  # the back-office already has this one
                 self.duplicates += 1
-                return OfflineAnswer(_result(unique_id, self._start_answer(body, self.starts[key], now)))
+                return OfflineAnswer(
+                    _result(unique_id, self._start_answer(body, self.starts[key], now))
+                )
             if key is not None:
                 transaction = Transaction(self.settings.provisional_id_base + self.next_seq, key)
-        elif action in _RESENT and any(e.action == action and e.payload == payload for e in _last(self.entries)):
+        elif action in _RESENT and any(
+            e.action == action and e.payload == payload for e in _last(self.entries)
+        ):
             self.duplicates += 1  # a re-sent transaction message whose first copy is queued
             return OfflineAnswer(_result(unique_id, self._answer(action, body, None, now)))
         if len(self.entries) + 1 > self.settings.max_entries_per_charger:
@@ -403,17 +448,29 @@ class ChargerOutbox:
         if transaction is not None:
             self.transactions[transaction.provisional] = transaction
             self._by_key[transaction.key] = transaction
-        return OfflineAnswer(_result(unique_id, self._answer(action, body, transaction, now)), entry, transaction)
+        return OfflineAnswer(
+            _result(unique_id, self._answer(action, body, transaction, now)), entry, transaction
+        )
 
-    def _answer(self, action: str, request: dict[str, Any], transaction: Transaction | None, now: float) -> Any:
+    def _answer(
+        self, action: str, request: dict[str, Any], transaction: Transaction | None, now: float
+    ) -> Any:
         if action in _EMPTY_ANSWER:
             return {}
         if action == "BootNotification":
-            return {"status": "Accepted", "currentTime": _utc(now), "interval": self.settings.heartbeat_interval}
+            return {
+                "status": "Accepted",
+                "currentTime": _utc(now),
+                "interval": self.settings.heartbeat_interval,
+            }
         if action == "Heartbeat":
             return {"currentTime": _utc(now)}
         if action == "StartTransaction":
-            provisional = transaction.provisional if transaction is not None else self.settings.provisional_id_base
+            provisional = (
+                transaction.provisional
+                if transaction is not None
+                else self.settings.provisional_id_base
+            )
             return self._start_answer(request, provisional, now)
         if self.ocpp16:  # Authorize, StopTransaction
             id_tag = request.get("idTag")
@@ -426,10 +483,15 @@ class ChargerOutbox:
             return {} if action == "TransactionEvent" else {"idTokenInfo": {"status": "Invalid"}}
         return {"idTokenInfo": self.auth.info(id_token, now, self.settings.unknown_id_tag)}
 
-    def _start_answer(self, request: dict[str, Any], transaction_id: int, now: float) -> dict[str, Any]:
+    def _start_answer(
+        self, request: dict[str, Any], transaction_id: int, now: float
+    ) -> dict[str, Any]:
         id_tag = request.get("idTag")
-        info = self.auth.info(id_tag, now, self.settings.unknown_id_tag) if isinstance(id_tag, str) else {
-            "status": "Invalid"}
+        info = (
+            self.auth.info(id_tag, now, self.settings.unknown_id_tag)
+            if isinstance(id_tag, str)
+            else {"status": "Invalid"}
+        )
         return {"transactionId": transaction_id, "idTagInfo": info}
 
     # -- replay ----------------------------------------------------------------------------
@@ -450,8 +512,12 @@ class ChargerOutbox:
         if start:
             transaction = self._by_key.get(start_key(_loads(entry.payload)) or "")
             if transaction is not None and transaction.key in self.starts:
-                self.duplicates += 1  # the back-office answered this start before: never start it twice
-                return Completed(self._pop(), self._learn(transaction, self.starts[transaction.key]))
+                self.duplicates += (
+                    1  # the back-office answered this start before: never start it twice
+                )
+                return Completed(
+                    self._pop(), self._learn(transaction, self.starts[transaction.key])
+                )
             if entry.sent:  # it may have started upstream already: never sent a second time
                 if transaction is not None:
                     transaction.in_doubt = True
@@ -492,7 +558,11 @@ class ChargerOutbox:
             if entry.attempts >= self.settings.retry_attempts:
                 self._pop()
                 reason = f"CALLERROR {message.error_code}: {_error_description(message)}"
-                ended = self._ended(entry.payload) if entry.action == "StopTransaction" and self.ocpp16 else None
+                ended = (
+                    self._ended(entry.payload)
+                    if entry.action == "StopTransaction" and self.ocpp16
+                    else None
+                )
                 return DeadLetter(entry, reason[:500], ended)
             self.retry_at = now + self.settings.retry_interval * entry.attempts
             return Retry(entry, self.retry_at)
@@ -512,7 +582,11 @@ class ChargerOutbox:
     def connection_lost(self) -> None:
         """The upstream went away: an unanswered replayed CALL goes out again (same attempt),
         except a 1.6 StartTransaction, which may have started upstream: it is parked in doubt."""
-        if self.in_flight is not None and self.in_flight.action == "StartTransaction" and self.ocpp16:
+        if (
+            self.in_flight is not None
+            and self.in_flight.action == "StartTransaction"
+            and self.ocpp16
+        ):
             self.in_flight.sent = True
         self.in_flight = self.in_flight_id = None
 
@@ -571,11 +645,17 @@ class ChargerOutbox:
             return None
         if message.action == "RemoteStopTransaction":
             target = request
-        elif message.action == "SetChargingProfile" and isinstance(request.get("csChargingProfiles"), dict):
+        elif message.action == "SetChargingProfile" and isinstance(
+            request.get("csChargingProfiles"), dict
+        ):
             target = request["csChargingProfiles"]
         else:
             return None
-        transaction = self._open_real.get(target["transactionId"]) if _is_id(target.get("transactionId")) else None
+        transaction = (
+            self._open_real.get(target["transactionId"])
+            if _is_id(target.get("transactionId"))
+            else None
+        )
         if transaction is None:
             return None
         target["transactionId"] = transaction.provisional
@@ -584,7 +664,11 @@ class ChargerOutbox:
 
     def _rewritten(self, action: str, payload: bytes) -> bytes:
         """`payload` with a provisional transactionId replaced by its real one (1.6 only)."""
-        if not self.ocpp16 or action not in ("MeterValues", "StopTransaction") or not self.transactions:
+        if (
+            not self.ocpp16
+            or action not in ("MeterValues", "StopTransaction")
+            or not self.transactions
+        ):
             return payload
         request = _loads(payload)
         if not isinstance(request, dict):
@@ -611,5 +695,3 @@ def _last(entries: deque[Entry]) -> Iterable[Entry]:
 def _error_description(message: Message) -> str:
     frame = _loads(message.data)
     return str(frame[3]) if isinstance(frame, list) and len(frame) > 3 else ""
-
-

@@ -30,14 +30,14 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 import trio
 
-from proxy.runtime.config import OutboxSettings
 from proxy.outbox.policy import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
+from proxy.runtime.config import OutboxSettings
 from proxy.store.connection import Connection
 
 log = logging.getLogger("proxy.outbox")
@@ -103,7 +103,7 @@ class _Pending:
 
 
 def _ts(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 # Claims and lookups come in bursts (an outage sends every link to its relay at once; a
@@ -122,8 +122,12 @@ _TRANSACTIONS = """
 SELECT identity, provisional, start_key, real_id, ended, in_doubt FROM outbox_transactions
 WHERE identity = ANY($1::text[])
 """
-_STARTS = "SELECT identity, start_key, transaction_id FROM outbox_starts WHERE identity = ANY($1::text[])"
-_AUTHORIZATIONS = "SELECT identity, id_tag, info FROM outbox_authorizations WHERE identity = ANY($1::text[])"
+_STARTS = (
+    "SELECT identity, start_key, transaction_id FROM outbox_starts WHERE identity = ANY($1::text[])"
+)
+_AUTHORIZATIONS = (
+    "SELECT identity, id_tag, info FROM outbox_authorizations WHERE identity = ANY($1::text[])"
+)
 _LOOKUP = """
 SELECT k.identity,
        EXISTS (SELECT 1 FROM outbox_entries e WHERE e.identity = k.identity AND e.dead_reason IS NULL)
@@ -194,7 +198,9 @@ class OutboxStore:
     `refresh_interval` seconds, so the total bound holds across workers to within that window.
     """
 
-    def __init__(self, db: Database, settings: OutboxSettings, refresh_interval: float = 10.0) -> None:
+    def __init__(
+        self, db: Database, settings: OutboxSettings, refresh_interval: float = 10.0
+    ) -> None:
         self.db = db
         self.settings = settings
         self.budget = Budget(settings.max_entries_total, settings.max_bytes_total)
@@ -220,13 +226,21 @@ class OutboxStore:
         """Take the charger's outbox over (fencing off earlier links)."""
         claimed: _Claimed = await self._claims.get(identity)
         outbox = ChargerOutbox(
-            identity, version, self.settings, self.budget,
-            entries=deque(Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6], r[7]) for r in claimed.entries),
-            transactions={r[1]: Transaction(r[1], r[2], r[3], r[4], r[5]) for r in claimed.transactions},
+            identity,
+            version,
+            self.settings,
+            self.budget,
+            entries=deque(
+                Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6], r[7])
+                for r in claimed.entries
+            ),
+            transactions={
+                r[1]: Transaction(r[1], r[2], r[3], r[4], r[5]) for r in claimed.transactions
+            },
             next_seq=claimed.next_seq,
             auth=AuthorizationCache({r[1]: orjson.loads(r[2]) for r in claimed.authorizations}),
             starts={r[1]: r[2] for r in claimed.starts},
-        )  # fmt: skip
+        )
         return Claim(self, claimed.epoch, outbox)
 
     async def _claim_batch(self, identities: list[str]) -> dict[str, _Claimed]:
@@ -246,8 +260,10 @@ class OutboxStore:
 
     async def _lookup_batch(self, identities: list[str]) -> dict[str, Lookup]:
         rows = await self.db.fetch(_LOOKUP, identities)
-        return {row[0]: Lookup(bool(row[1]), (bytes(row[2]), row[3]) if row[2] is not None else None)
-                for row in rows}
+        return {
+            row[0]: Lookup(bool(row[1]), (bytes(row[2]), row[3]) if row[2] is not None else None)
+            for row in rows
+        }
 
     async def totals(self) -> tuple[int, int]:
         """Pending entries and their payload bytes over all chargers."""
@@ -334,17 +350,35 @@ class OutboxStore:
         identities = sorted({(w.identity, w.epoch) for w in writes})
         owned = {
             row[0]
-            for row in await conn.fetch(_OWNED, [i for i, _ in identities], [e for _, e in identities])
+            for row in await conn.fetch(
+                _OWNED, [i for i, _ in identities], [e for _, e in identities]
+            )
         }
         writes = [w for w in writes if w.identity in owned]
         append = [(w.identity, e) for w in writes for e in w.append]
         if append:
-            await conn.execute(_APPEND, *_columns(
-                [(i, e.seq, e.action, e.payload, _ts(e.received_at), e.proof) for i, e in append], 6))
+            await conn.execute(
+                _APPEND,
+                *_columns(
+                    [
+                        (i, e.seq, e.action, e.payload, _ts(e.received_at), e.proof)
+                        for i, e in append
+                    ],
+                    6,
+                ),
+            )
         transactions = {(w.identity, t.provisional): t for w in writes for t in w.transactions}
         if transactions:
-            await conn.execute(_UPSERT_TRANSACTIONS, *_columns(
-                [(i, p, t.key, t.real, t.ended, t.in_doubt) for (i, p), t in transactions.items()], 6))
+            await conn.execute(
+                _UPSERT_TRANSACTIONS,
+                *_columns(
+                    [
+                        (i, p, t.key, t.real, t.ended, t.in_doubt)
+                        for (i, p), t in transactions.items()
+                    ],
+                    6,
+                ),
+            )
         attempts = [(w.identity, e.seq, e.attempts) for w in writes for e in w.attempts]
         if attempts:
             await conn.execute(_ATTEMPTS, *_columns(attempts, 3))
@@ -376,19 +410,34 @@ class OutboxStore:
                 with trio.fail_after(self._deadline):
                     await self._store_learned(starts, auths, verifiers)
             except Exception as exc:
-                log.warning("could not store learned answers", extra={"error": str(exc), "items": len(batch)})
+                log.warning(
+                    "could not store learned answers",
+                    extra={"error": str(exc), "items": len(batch)},
+                )
 
-    async def _store_learned(self, starts: list[tuple[str, str, Any]], auths: dict[tuple[str, str], str],
-                             verifiers: dict[str, tuple[bytes, str]]) -> None:
+    async def _store_learned(
+        self,
+        starts: list[tuple[str, str, Any]],
+        auths: dict[tuple[str, str], str],
+        verifiers: dict[str, tuple[bytes, str]],
+    ) -> None:
         async with self.db.transaction() as conn:
             if verifiers:
-                await conn.execute(_REMEMBER_VERIFIERS, *_columns(
-                    [(i, digest, key_id) for i, (digest, key_id) in verifiers.items()], 3))
+                await conn.execute(
+                    _REMEMBER_VERIFIERS,
+                    *_columns(
+                        [(i, digest, key_id) for i, (digest, key_id) in verifiers.items()], 3
+                    ),
+                )
             if starts:
                 latest = {(i, k): v for i, k, v in starts}
-                await conn.execute(_REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3))
+                await conn.execute(
+                    _REMEMBER_STARTS, *_columns([(*ik, v) for ik, v in latest.items()], 3)
+                )
             if auths:
-                await conn.execute(_REMEMBER_AUTHORIZATIONS, *_columns([(*ik, v) for ik, v in auths.items()], 3))
+                await conn.execute(
+                    _REMEMBER_AUTHORIZATIONS, *_columns([(*ik, v) for ik, v in auths.items()], 3)
+                )
 
     async def _refresh_budget(self) -> None:
         while True:
@@ -437,7 +486,9 @@ class _Batches:
     `StoreUnavailable`. Cancelling `get` leaves the batch running (a claim may still happen).
     """
 
-    def __init__(self, run_batch: Callable[[list[str]], Awaitable[dict[str, Any]]], deadline: float) -> None:
+    def __init__(
+        self, run_batch: Callable[[list[str]], Awaitable[dict[str, Any]]], deadline: float
+    ) -> None:
         self._run_batch = run_batch
         self._deadline = deadline
         self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
@@ -461,7 +512,9 @@ class _Batches:
                 with trio.fail_after(self._deadline):
                     results = await self._run_batch(sorted(batch))  # one lock order for every batch
             except Exception as exc:
-                log.warning("outbox lookup failed", extra={"error": str(exc), "chargers": len(batch)})
+                log.warning(
+                    "outbox lookup failed", extra={"error": str(exc), "chargers": len(batch)}
+                )
                 for request in batch.values():
                     request.error = StoreUnavailable(str(exc))
                     request.error.__cause__ = exc

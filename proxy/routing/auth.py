@@ -115,7 +115,9 @@ def decide_auth(route: Route, identity: str, authorization: bytes | None) -> Aut
     upstream = None
     if route.upstream_password is not None:
         upstream = basic_header(route.upstream_username or identity, route.upstream_password)
-    return AuthOutcome(status=None, upstream_authorization=upstream, password_to_verify=credentials[1])
+    return AuthOutcome(
+        status=None, upstream_authorization=upstream, password_to_verify=credentials[1]
+    )
 
 
 # -- under attack: failure budgets, recent successes (sans-IO; `now` is passed in) ----------------
@@ -215,14 +217,23 @@ class CredentialVerifier:
         """(digest, key id) of `authorization` for `identity`, with the primary key."""
         return self._digest(self._keys[self.primary_id], identity, authorization), self.primary_id
 
-    def current(self, identity: str, authorization: bytes, stored: tuple[bytes, str] | None) -> bool:
+    def current(
+        self, identity: str, authorization: bytes, stored: tuple[bytes, str] | None
+    ) -> bool:
         """True when `stored` is already this header's digest under the primary key."""
-        return stored is not None and stored[1] == self.primary_id and hmac.compare_digest(
-            stored[0], self.digest(identity, authorization)[0])
+        return (
+            stored is not None
+            and stored[1] == self.primary_id
+            and hmac.compare_digest(stored[0], self.digest(identity, authorization)[0])
+        )
 
-    def matches(self, identity: str, authorization: bytes | None, stored: tuple[bytes, str] | None) -> bool:
+    def matches(
+        self, identity: str, authorization: bytes | None, stored: tuple[bytes, str] | None
+    ) -> bool:
         """True when `authorization` is the header whose digest is `stored` (under any key we hold)."""
         if not authorization or stored is None:
             return False
         key = self._keys.get(stored[1])
-        return key is not None and hmac.compare_digest(stored[0], self._digest(key, identity, authorization))
+        return key is not None and hmac.compare_digest(
+            stored[0], self._digest(key, identity, authorization)
+        )

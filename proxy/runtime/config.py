@@ -20,7 +20,6 @@ from msgspec import field
 from proxy.wire.ocpp import SUPPORTED_SUBPROTOCOLS
 
 
-
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
@@ -63,10 +62,18 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
             try:
                 ipaddress.ip_address(address)
             except ValueError:
-                raise ValueError(f"proxy.upstream_source_addresses: {address!r} is not an IP address") from None
+                raise ValueError(
+                    f"proxy.upstream_source_addresses: {address!r} is not an IP address"
+                ) from None
         if self.workers < 1:
             raise ValueError("proxy.workers must be at least 1")
-        for name in ("handshake_timeout", "dial_timeout", "idle_timeout", "close_timeout", "drain_timeout"):
+        for name in (
+            "handshake_timeout",
+            "dial_timeout",
+            "idle_timeout",
+            "close_timeout",
+            "drain_timeout",
+        ):
             if not getattr(self, name) > 0:  # also rejects NaN
                 raise ValueError(f"proxy.{name} must be a positive number of seconds")
         for name in ("max_message_size", "max_header_size"):
@@ -93,7 +100,9 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     # The embedded server's files (and the journal's spill logs) go under this directory. By
     # default ./data, or /var/lib/ere-proxy when running as root: the server then runs as an
     # unprivileged user, which must be able to reach the directory.
-    data_dir: str = field(default_factory=lambda: "/var/lib/ere-proxy" if os.geteuid() == 0 else "data")
+    data_dir: str = field(
+        default_factory=lambda: "/var/lib/ere-proxy" if os.geteuid() == 0 else "data"
+    )
     # Connections kept open per process.
     pool_size: int = 10
     # How long to keep trying to connect at start before giving up.
@@ -107,7 +116,9 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
         if not self.query_timeout > 0:
             raise ValueError("database.query_timeout must be a positive number of seconds")
         if self.dsn and urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
-            raise ValueError("database.dsn must be a postgresql:// URL (or empty for the embedded server)")
+            raise ValueError(
+                "database.dsn must be a postgresql:// URL (or empty for the embedded server)"
+            )
         if not self.data_dir:
             raise ValueError("database.data_dir must not be empty")
         if self.pool_size < 1:
@@ -133,7 +144,9 @@ class CaptureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
     def __post_init__(self) -> None:
         if self.queue_events < 1 or self.spill_max_bytes < 1 or self.spill_buffer_bytes < 1:
-            raise ValueError("capture.queue_events, spill_max_bytes and spill_buffer_bytes must be positive")
+            raise ValueError(
+                "capture.queue_events, spill_max_bytes and spill_buffer_bytes must be positive"
+            )
         if not self.orphan_after > 0:
             raise ValueError("capture.orphan_after must be a positive number of seconds")
 
@@ -161,7 +174,9 @@ class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
         if not self.secret_key_env:
             raise ValueError("registry.secret_key_env must name an environment variable")
         if not (self.refresh_interval > 0 and self.full_reload_interval > 0):
-            raise ValueError("registry.refresh_interval and registry.full_reload_interval must be positive")
+            raise ValueError(
+                "registry.refresh_interval and registry.full_reload_interval must be positive"
+            )
 
 
 class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -196,11 +211,23 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     redial_rate_per_host: float = 50.0
 
     def __post_init__(self) -> None:
-        for name in ("max_entries_per_charger", "max_bytes_per_charger", "max_entries_total", "max_bytes_total",
-                     "heartbeat_interval", "retry_attempts"):
+        for name in (
+            "max_entries_per_charger",
+            "max_bytes_per_charger",
+            "max_entries_total",
+            "max_bytes_total",
+            "heartbeat_interval",
+            "retry_attempts",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"outbox.{name} must be at least 1")
-        for name in ("retry_interval", "call_timeout", "redial_min", "redial_max", "redial_rate_per_host"):
+        for name in (
+            "retry_interval",
+            "call_timeout",
+            "redial_min",
+            "redial_max",
+            "redial_rate_per_host",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"outbox.{name} must be a positive number of seconds")
         if self.redial_max < self.redial_min:
@@ -255,9 +282,13 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
         try:
             minimum = Decimal(self.payout_minimum)
         except ArithmeticError:
-            raise ValueError(f"ere.payout_minimum must be an amount like '10.00', got {self.payout_minimum!r}") from None
+            raise ValueError(
+                f"ere.payout_minimum must be an amount like '10.00', got {self.payout_minimum!r}"
+            ) from None
         if not minimum.is_finite() or minimum < 0 or minimum != minimum.quantize(Decimal("0.01")):
-            raise ValueError(f"ere.payout_minimum must be a non-negative amount in cents, got {self.payout_minimum!r}")
+            raise ValueError(
+                f"ere.payout_minimum must be a non-negative amount in cents, got {self.payout_minimum!r}"
+            )
 
 
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -278,11 +309,13 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
         if "@" in parts.netloc:  # never echoed: it would put the credentials in logs and errors
-            raise ValueError("upstream must not carry credentials in the URL; use upstream_username and "
-                             "upstream_password (auth = 'managed') or the charger's own (passthrough)")
+            raise ValueError(
+                "upstream must not carry credentials in the URL; use upstream_username and "
+                "upstream_password (auth = 'managed') or the charger's own (passthrough)"
+            )
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"upstream must be a ws:// or wss:// URL, got {self.upstream!r}")
-        parts.port  # raises ValueError for a port out of range
+        _ = parts.port  # raises ValueError for a port out of range
         if self.auth == "managed" and not self.password_hash:
             raise ValueError("auth = 'managed' needs password_hash")
 

@@ -61,7 +61,12 @@ class AdminServer:
                 else:
                     return  # the client hung up (a TCP health check): nothing to answer
                 await self._respond(stream, conn, status, content_type, body)
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (
+            h11.LocalProtocolError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ):
             pass
         except Exception:
             log.exception("admin request failed")
@@ -69,7 +74,9 @@ class AdminServer:
             await trio.aclose_forcefully(stream)
 
     @staticmethod
-    async def _respond(stream: trio.abc.Stream, conn: h11.Connection, status: int, content_type: bytes, body: bytes) -> None:
+    async def _respond(
+        stream: trio.abc.Stream, conn: h11.Connection, status: int, content_type: bytes, body: bytes
+    ) -> None:
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),

@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
@@ -28,32 +35,117 @@ UPSTREAM_TO_CHARGER = "upstream_to_charger"
 
 # Actions of OCPP 1.6, 2.0.1 and 2.1.
 OCPP_ACTIONS = frozenset(
-    """AFRRSignal AdjustPeriodicEventStream Authorize BatterySwap BootNotification
-    CancelReservation CertificateSigned ChangeAvailability ChangeConfiguration
-    ChangeTransactionTariff ClearCache ClearChargingProfile ClearDERControl ClearDisplayMessage
-    ClearTariffs ClearVariableMonitoring ClearedChargingLimit ClosePeriodicEventStream
-    CostUpdated CustomerInformation DataTransfer DeleteCertificate DiagnosticsStatusNotification
-    ExtendedTriggerMessage FirmwareStatusNotification Get15118EVCertificate GetBaseReport
-    GetCertificateChainStatus GetCertificateStatus GetChargingProfiles GetCompositeSchedule
-    GetConfiguration GetDERControl GetDiagnostics GetDisplayMessages GetInstalledCertificateIds
-    GetLocalListVersion GetLog GetMonitoringReport GetPeriodicEventStream GetReport GetTariffs
-    GetTransactionStatus GetVariables Heartbeat InstallCertificate LogStatusNotification
-    MeterValues NotifyAllowedEnergyTransfer NotifyChargingLimit NotifyCustomerInformation
-    NotifyDERAlarm NotifyDERStartStop NotifyDisplayMessages NotifyEVChargingNeeds
-    NotifyEVChargingSchedule NotifyEvent NotifyMonitoringReport NotifyPriorityCharging
-    NotifyReport NotifySettlement NotifyWebPaymentStarted OpenPeriodicEventStream
-    PublishFirmware PublishFirmwareStatusNotification PullDynamicScheduleUpdate
-    RemoteStartTransaction RemoteStopTransaction ReportChargingProfiles ReportDERControl
-    RequestBatterySwap RequestStartTransaction RequestStopTransaction ReservationStatusUpdate
-    ReserveNow Reset SecurityEventNotification SendLocalList SetChargingProfile SetDERControl
-    SetDefaultTariff SetDisplayMessage SetMonitoringBase SetMonitoringLevel SetNetworkProfile
-    SetVariableMonitoring SetVariables SignCertificate SignedFirmwareStatusNotification
-    SignedUpdateFirmware StartTransaction StatusNotification StopTransaction TransactionEvent
-    TriggerMessage UnlockConnector UnpublishFirmware UpdateDynamicSchedule UpdateFirmware
-    UsePriorityCharging VatNumberValidation""".split()
+    [
+        "AFRRSignal",
+        "AdjustPeriodicEventStream",
+        "Authorize",
+        "BatterySwap",
+        "BootNotification",
+        "CancelReservation",
+        "CertificateSigned",
+        "ChangeAvailability",
+        "ChangeConfiguration",
+        "ChangeTransactionTariff",
+        "ClearCache",
+        "ClearChargingProfile",
+        "ClearDERControl",
+        "ClearDisplayMessage",
+        "ClearTariffs",
+        "ClearVariableMonitoring",
+        "ClearedChargingLimit",
+        "ClosePeriodicEventStream",
+        "CostUpdated",
+        "CustomerInformation",
+        "DataTransfer",
+        "DeleteCertificate",
+        "DiagnosticsStatusNotification",
+        "ExtendedTriggerMessage",
+        "FirmwareStatusNotification",
+        "Get15118EVCertificate",
+        "GetBaseReport",
+        "GetCertificateChainStatus",
+        "GetCertificateStatus",
+        "GetChargingProfiles",
+        "GetCompositeSchedule",
+        "GetConfiguration",
+        "GetDERControl",
+        "GetDiagnostics",
+        "GetDisplayMessages",
+        "GetInstalledCertificateIds",
+        "GetLocalListVersion",
+        "GetLog",
+        "GetMonitoringReport",
+        "GetPeriodicEventStream",
+        "GetReport",
+        "GetTariffs",
+        "GetTransactionStatus",
+        "GetVariables",
+        "Heartbeat",
+        "InstallCertificate",
+        "LogStatusNotification",
+        "MeterValues",
+        "NotifyAllowedEnergyTransfer",
+        "NotifyChargingLimit",
+        "NotifyCustomerInformation",
+        "NotifyDERAlarm",
+        "NotifyDERStartStop",
+        "NotifyDisplayMessages",
+        "NotifyEVChargingNeeds",
+        "NotifyEVChargingSchedule",
+        "NotifyEvent",
+        "NotifyMonitoringReport",
+        "NotifyPriorityCharging",
+        "NotifyReport",
+        "NotifySettlement",
+        "NotifyWebPaymentStarted",
+        "OpenPeriodicEventStream",
+        "PublishFirmware",
+        "PublishFirmwareStatusNotification",
+        "PullDynamicScheduleUpdate",
+        "RemoteStartTransaction",
+        "RemoteStopTransaction",
+        "ReportChargingProfiles",
+        "ReportDERControl",
+        "RequestBatterySwap",
+        "RequestStartTransaction",
+        "RequestStopTransaction",
+        "ReservationStatusUpdate",
+        "ReserveNow",
+        "Reset",
+        "SecurityEventNotification",
+        "SendLocalList",
+        "SetChargingProfile",
+        "SetDERControl",
+        "SetDefaultTariff",
+        "SetDisplayMessage",
+        "SetMonitoringBase",
+        "SetMonitoringLevel",
+        "SetNetworkProfile",
+        "SetVariableMonitoring",
+        "SetVariables",
+        "SignCertificate",
+        "SignedFirmwareStatusNotification",
+        "SignedUpdateFirmware",
+        "StartTransaction",
+        "StatusNotification",
+        "StopTransaction",
+        "TransactionEvent",
+        "TriggerMessage",
+        "UnlockConnector",
+        "UnpublishFirmware",
+        "UpdateDynamicSchedule",
+        "UpdateFirmware",
+        "UsePriorityCharging",
+        "VatNumberValidation",
+    ]
 )
 
-_OCPP_TYPE_NAMES = {CALL: "call", CALLRESULT: "callresult", CALLERROR: "callerror", NOT_OCPP: "not_ocpp"}
+_OCPP_TYPE_NAMES = {
+    CALL: "call",
+    CALLRESULT: "callresult",
+    CALLERROR: "callerror",
+    NOT_OCPP: "not_ocpp",
+}
 _CONTROL_NAMES = {BINARY: "binary", CLOSE: "close", PING: "ping", PONG: "pong"}
 
 # Forwarding takes microseconds; dialing an upstream takes milliseconds to seconds.
@@ -84,7 +176,10 @@ class ProxyMetrics:
             "ere_proxy_forwarded_bytes", "Forwarded bytes by direction.", ["direction"], registry=r
         )
         self.calls = Counter(
-            "ere_proxy_calls", "Forwarded OCPP CALLs by direction and action.", ["direction", "action"], registry=r
+            "ere_proxy_calls",
+            "Forwarded OCPP CALLs by direction and action.",
+            ["direction", "action"],
+            registry=r,
         )
         self.dial_seconds = Histogram(
             "ere_proxy_upstream_dial_seconds",
@@ -127,26 +222,40 @@ class OutboxMeters:
 
     def __init__(self, r: CollectorRegistry) -> None:
         self.offline = Gauge(
-            "ere_proxy_links_offline", "Chargers connected while their upstream is unreachable.", registry=r
+            "ere_proxy_links_offline",
+            "Chargers connected while their upstream is unreachable.",
+            registry=r,
         )
         self._answers = Counter(
-            "ere_proxy_offline_answers", "Charger CALLs answered by the proxy itself, by action.", ["action"],
+            "ere_proxy_offline_answers",
+            "Charger CALLs answered by the proxy itself, by action.",
+            ["action"],
             registry=r,
         )
         self._other_answers = self._answers.labels("other")
         self.queued = Counter("ere_proxy_outbox_queued", "CALLs added to an outbox.", registry=r)
-        self.replayed = Counter("ere_proxy_outbox_replayed", "Outbox entries delivered upstream.", registry=r)
+        self.replayed = Counter(
+            "ere_proxy_outbox_replayed", "Outbox entries delivered upstream.", registry=r
+        )
         self.retries = Counter(
-            "ere_proxy_outbox_retries", "Replayed CALLs answered with a CALLERROR and retried.", registry=r
+            "ere_proxy_outbox_retries",
+            "Replayed CALLs answered with a CALLERROR and retried.",
+            registry=r,
         )
         self.dead_letters = Counter(
-            "ere_proxy_outbox_dead_letters", "Outbox entries parked after failing every retry.", registry=r
+            "ere_proxy_outbox_dead_letters",
+            "Outbox entries parked after failing every retry.",
+            registry=r,
         )
         self.rewrites = Counter(
-            "ere_proxy_transaction_id_rewrites", "Frames whose 1.6 transactionId the proxy rewrote.", registry=r
+            "ere_proxy_transaction_id_rewrites",
+            "Frames whose 1.6 transactionId the proxy rewrote.",
+            registry=r,
         )
         self.full = Counter(
-            "ere_proxy_outbox_full", "Chargers closed (1001) because an outbox bound was reached.", registry=r
+            "ere_proxy_outbox_full",
+            "Chargers closed (1001) because an outbox bound was reached.",
+            registry=r,
         )
         self.dropped_answers = Counter(
             "ere_proxy_outbox_dropped_answers",
@@ -167,10 +276,14 @@ class DirectionMeters:
         self.forward_seconds = metrics.forward_seconds.labels(direction)
         self._metrics = metrics
         self._frames = {
-            (TEXT, t): metrics.frames.labels(direction, name) for t, name in _OCPP_TYPE_NAMES.items()
+            (TEXT, t): metrics.frames.labels(direction, name)
+            for t, name in _OCPP_TYPE_NAMES.items()
         }
         self._frames.update(
-            {(op, NOT_OCPP): metrics.frames.labels(direction, name) for op, name in _CONTROL_NAMES.items()}
+            {
+                (op, NOT_OCPP): metrics.frames.labels(direction, name)
+                for op, name in _CONTROL_NAMES.items()
+            }
         )
         self._calls: dict[str | None, Counter] = {}
         self._other_calls = metrics.calls.labels(direction, "other")
@@ -184,7 +297,9 @@ class DirectionMeters:
                 if action not in OCPP_ACTIONS:
                     counter = self._other_calls
                 else:
-                    counter = self._calls[action] = self._metrics.calls.labels(self.direction, action)
+                    counter = self._calls[action] = self._metrics.calls.labels(
+                        self.direction, action
+                    )
             counter.inc()
 
     def codec_error(self, close_code: int) -> None:
@@ -194,17 +309,21 @@ class DirectionMeters:
 class OutboxCollector:
     """Outbox depth and oldest entry per upstream (links of this process) and in total (database)."""
 
-    def __init__(self, budget: Budget, relays: Callable[[], Iterable[tuple[str, ChargerOutbox]]]) -> None:
+    def __init__(
+        self, budget: Budget, relays: Callable[[], Iterable[tuple[str, ChargerOutbox]]]
+    ) -> None:
         self._budget = budget
         self._relays = relays
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "ere_proxy_outbox_depth", "Entries queued in the outboxes of connected chargers, by upstream.",
+            "ere_proxy_outbox_depth",
+            "Entries queued in the outboxes of connected chargers, by upstream.",
             labels=["upstream"],
         )
         oldest = GaugeMetricFamily(
-            "ere_proxy_outbox_oldest_seconds", "Age of the oldest queued entry of connected chargers, by upstream.",
+            "ere_proxy_outbox_oldest_seconds",
+            "Age of the oldest queued entry of connected chargers, by upstream.",
             labels=["upstream"],
         )
         entries: dict[str, int] = {}
@@ -220,11 +339,13 @@ class OutboxCollector:
         yield depth
         yield oldest
         yield GaugeMetricFamily(
-            "ere_proxy_outbox_entries", "Entries queued in all outboxes (database, refreshed periodically).",
+            "ere_proxy_outbox_entries",
+            "Entries queued in all outboxes (database, refreshed periodically).",
             value=self._budget.entries,
         )
         yield GaugeMetricFamily(
-            "ere_proxy_outbox_bytes", "Payload bytes queued in all outboxes (database, refreshed periodically).",
+            "ere_proxy_outbox_bytes",
+            "Payload bytes queued in all outboxes (database, refreshed periodically).",
             value=self._budget.bytes,
         )
 
@@ -243,9 +364,16 @@ class JournalCollector:
             ("stored", "Events written straight to the database.", stats.stored),
             ("spilled", "Events written to the on-disk spill log.", stats.spilled),
             ("replayed", "Events moved from the spill log into the database.", stats.replayed),
-            ("lost", "Events lost: over a spill log bound (disk or memory), or refused even as dead letters.",
-             stats.lost),
-            ("database_errors", "Failed database writes (the events were spilled).", stats.database_errors),
+            (
+                "lost",
+                "Events lost: over a spill log bound (disk or memory), or refused even as dead letters.",
+                stats.lost,
+            ),
+            (
+                "database_errors",
+                "Failed database writes (the events were spilled).",
+                stats.database_errors,
+            ),
         ):
             counter = CounterMetricFamily(f"ere_proxy_journal_{name}", help_text)
             counter.add_metric([], value)
@@ -266,12 +394,18 @@ class JournalCollector:
         for stage, count in stats.failures.items():
             failures.add_metric([stage], count)
         yield failures
-        yield GaugeMetricFamily("ere_proxy_journal_queued", "Event batches waiting in memory.", value=journal.queued)
         yield GaugeMetricFamily(
-            "ere_proxy_journal_spilling", "1 while events go to disk instead of the database.", value=int(journal.spilling)
+            "ere_proxy_journal_queued", "Event batches waiting in memory.", value=journal.queued
         )
         yield GaugeMetricFamily(
-            "ere_proxy_journal_spill_bytes", "Bytes of the spill log on disk.", value=journal.spill_bytes
+            "ere_proxy_journal_spilling",
+            "1 while events go to disk instead of the database.",
+            value=int(journal.spilling),
+        )
+        yield GaugeMetricFamily(
+            "ere_proxy_journal_spill_bytes",
+            "Bytes of the spill log on disk.",
+            value=journal.spill_bytes,
         )
         yield GaugeMetricFamily(
             "ere_proxy_journal_spill_unflushed",

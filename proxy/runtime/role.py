@@ -24,21 +24,21 @@ import trio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from proxy.runtime.http_admin import AdminServer
-from proxy.routing.auth import CredentialVerifier
 from proxy.capture.journal import Journal
-from proxy.runtime.config import Config, ConfigError, load_config
-from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
-from proxy.outbox.store import OutboxStore
 from proxy.capture.orphans import close_orphans_periodically
+from proxy.capture.spill import SpillLog
+from proxy.capture.store_process import StoreProcess
+from proxy.forward.listener import open_listener, reload_certificates, server_tls_context
+from proxy.forward.server import ProxyServer
+from proxy.outbox.store import OutboxStore
+from proxy.routing.auth import CredentialVerifier
 from proxy.routing.registry.errors import SecretKeyError
 from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, key_id
 from proxy.routing.router import StaticRouter
-from proxy.forward.listener import open_listener, reload_certificates, server_tls_context
-from proxy.forward.server import ProxyServer
-from proxy.capture.spill import SpillLog
-from proxy.capture.store_process import StoreProcess
+from proxy.runtime.config import Config, ConfigError, load_config
+from proxy.runtime.http_admin import AdminServer
+from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
 
 log = logging.getLogger("proxy.role")
@@ -101,13 +101,19 @@ async def run_proxy_role(
 
 
 @asynccontextmanager
-async def open_journal(config: Config, worker: int, db: Database, metrics: ProxyMetrics) -> AsyncIterator[Journal]:
+async def open_journal(
+    config: Config, worker: int, db: Database, metrics: ProxyMetrics
+) -> AsyncIterator[Journal]:
     """The worker's journal, running, with its own spill log and store process; on exit everything
     left is on disk."""
     directory = Path(config.database.data_dir) / "spill" / f"worker-{worker}"
     spill = await trio.to_thread.run_sync(
-        partial(SpillLog, directory, max_bytes=config.capture.spill_max_bytes,
-                max_buffered_bytes=config.capture.spill_buffer_bytes)
+        partial(
+            SpillLog,
+            directory,
+            max_bytes=config.capture.spill_max_bytes,
+            max_buffered_bytes=config.capture.spill_buffer_bytes,
+        )
     )
     try:
         journal = Journal(spill, capacity=config.capture.queue_events)
@@ -115,7 +121,9 @@ async def open_journal(config: Config, worker: int, db: Database, metrics: Proxy
         store = StoreProcess(config.database, db.dsn, log_level=config.log.level, worker=worker)
         async with store, trio.open_nursery() as nursery:
             await nursery.start(journal.run, store)
-            await nursery.start(close_orphans_periodically, db, config.capture.orphan_after, DATABASE_ERRORS)
+            await nursery.start(
+                close_orphans_periodically, db, config.capture.orphan_after, DATABASE_ERRORS
+            )
             yield journal
             nursery.cancel_scope.cancel()
     finally:
@@ -159,7 +167,9 @@ async def _serve(
                 nursery.start_soon(freeze_long_lived, config.proxy.gc_freeze_interval)
             admin_port = config.admin.port + worker if config.admin.port else 0
             await nursery.start(admin.serve, config.admin.host, admin_port)
-            log.info("proxy listening", extra={"host": config.proxy.host, "port": config.proxy.port})
+            log.info(
+                "proxy listening", extra={"host": config.proxy.host, "port": config.proxy.port}
+            )
             task_status.started(server)
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -209,8 +219,11 @@ def load_credential_verifier(config: Config) -> CredentialVerifier:
         finally:
             draft.unlink()
     if config.database.dsn:
-        log.warning("passthrough chargers are admitted offline only on this node: set the secret key "
-                    "environment variable on every node to share their verifiers", extra={"key_file": str(path)})
+        log.warning(
+            "passthrough chargers are admitted offline only on this node: set the secret key "
+            "environment variable on every node to share their verifiers",
+            extra={"key_file": str(path)},
+        )
     text = path.read_text().strip()
     try:
         key = base64.b64decode(text, validate=True)
@@ -218,7 +231,9 @@ def load_credential_verifier(config: Config) -> CredentialVerifier:
         key = b""
     if len(key) != 32:  # e.g. read while another worker was still writing it: never a short key
         raise ConfigError(f"{path} must hold base64 of 32 bytes; delete it to have a new one made")
-    return CredentialVerifier({key_id(key): HKDF(hashes.SHA256(), 32, None, _VERIFIER_PURPOSE).derive(key)})
+    return CredentialVerifier(
+        {key_id(key): HKDF(hashes.SHA256(), 32, None, _VERIFIER_PURPOSE).derive(key)}
+    )
 
 
 async def freeze_long_lived(interval: float) -> None:
@@ -239,7 +254,10 @@ async def freeze_long_lived(interval: float) -> None:
 
 
 def reload_config(
-    config_path: Path | None, router: StaticRouter | DatabaseRouter, server: ProxyServer, tls: ssl.SSLContext | None
+    config_path: Path | None,
+    router: StaticRouter | DatabaseRouter,
+    server: ProxyServer,
+    tls: ssl.SSLContext | None,
 ) -> None:
     """SIGHUP: routes and settings for new connections, and the listener's certificate."""
     try:

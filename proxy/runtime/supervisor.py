@@ -52,17 +52,25 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
         quick_failures = 0
         while not stopping:
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(command(role, index), stdin=subprocess.DEVNULL)
+            process = await trio.lowlevel.open_process(
+                command(role, index), stdin=subprocess.DEVNULL
+            )
             processes[role, index] = process
             if stopping:  # the shutdown signal came while this worker was being started
                 process.send_signal(signal.SIGTERM)
             status = await process.wait()
             if stopping:
                 return
-            quick_failures = quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0
-            log.error("worker exited; restarting", extra={"role": role, "worker": index, "status": status})
+            quick_failures = (
+                quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0
+            )
+            log.error(
+                "worker exited; restarting", extra={"role": role, "worker": index, "status": status}
+            )
             if quick_failures >= _MAX_QUICK_FAILURES:
-                log.error("worker keeps failing at start; stopping", extra={"role": role, "worker": index})
+                log.error(
+                    "worker keeps failing at start; stopping", extra={"role": role, "worker": index}
+                )
                 stopping = failed = True
                 signal_all(signal.SIGTERM)
                 cancel_scope.cancel()

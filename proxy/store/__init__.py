@@ -6,7 +6,12 @@ forwarding path.
 
 from proxy.store.connection import Connection
 from proxy.store.db import Database, open_database
-from proxy.store.errors import DatabaseUnavailable, EmbeddedPostgresError, MigrationError, StoreError
+from proxy.store.errors import (
+    DatabaseUnavailable,
+    EmbeddedPostgresError,
+    MigrationError,
+    StoreError,
+)
 
 __all__ = [
     "Connection",

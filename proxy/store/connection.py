@@ -32,25 +32,29 @@ class Connection:
         self._loop = loop
 
     def _aio(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return trio_asyncio.aio_as_trio(function, loop=self._loop)  # type: ignore[no-any-return]
+        return trio_asyncio.aio_as_trio(function, loop=self._loop)
 
     async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
         """Run one statement (or, without arguments, several separated by `;`); returns its status."""
-        return await self._aio(self._target.execute)(query, *args, timeout=timeout)  # type: ignore[no-any-return]
+        return await self._aio(self._target.execute)(query, *args, timeout=timeout)
 
-    async def executemany(self, query: str, args: Iterable[Sequence[object]], *, timeout: float | None = None) -> None:
+    async def executemany(
+        self, query: str, args: Iterable[Sequence[object]], *, timeout: float | None = None
+    ) -> None:
         """Run one statement for each argument tuple, pipelined; atomic as a whole."""
         await self._aio(self._target.executemany)(query, args, timeout=timeout)
 
     async def fetch(self, query: str, *args: object, timeout: float | None = None) -> list[Any]:
         """All rows, as asyncpg Records (indexable by position and by column name)."""
-        return await self._aio(self._target.fetch)(query, *args, timeout=timeout)  # type: ignore[no-any-return]
+        return await self._aio(self._target.fetch)(query, *args, timeout=timeout)
 
     async def fetchrow(self, query: str, *args: object, timeout: float | None = None) -> Any:
         """The first row, or None."""
         return await self._aio(self._target.fetchrow)(query, *args, timeout=timeout)
 
-    async def fetchval(self, query: str, *args: object, column: int = 0, timeout: float | None = None) -> Any:
+    async def fetchval(
+        self, query: str, *args: object, column: int = 0, timeout: float | None = None
+    ) -> Any:
         """One value of the first row, or None."""
         return await self._aio(self._target.fetchval)(query, *args, column=column, timeout=timeout)
 
@@ -64,7 +68,7 @@ class Connection:
         timeout: float | None = None,
     ) -> str:
         """Bulk insert with COPY (binary format); the fastest way in for many rows."""
-        return await self._aio(self._target.copy_records_to_table)(  # type: ignore[no-any-return]
+        return await self._aio(self._target.copy_records_to_table)(
             table, records=records, columns=columns, schema_name=schema_name, timeout=timeout
         )
 

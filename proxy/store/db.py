@@ -36,6 +36,7 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.store.connection import CLEANUP_TIMEOUT, Connection
 from proxy.store.embedded import EmbeddedPostgres
 from proxy.store.errors import DatabaseUnavailable, StoreError
+from proxy.store.migrate import Migration, apply_migrations
 
 # What a failed query or a lost connection can raise: callers that retry later catch these.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
@@ -45,7 +46,6 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     StoreError,
 )
-from proxy.store.migrate import Migration, apply_migrations
 
 # The database the application uses on the embedded server (created on first start).
 EMBEDDED_DATABASE = "ere_proxy"
@@ -57,7 +57,14 @@ _TRANSIENT = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooM
 class Database(Connection):
     """A connection pool; query methods borrow a connection per call. See the module docstring."""
 
-    def __init__(self, pool: Any, loop: Any, dsn: str, applied: list[Migration], acquire_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        loop: Any,
+        dsn: str,
+        applied: list[Migration],
+        acquire_timeout: float = 60.0,
+    ) -> None:
         super().__init__(pool, loop)
         self.dsn = dsn  # may contain a password: never log it, use `redact_dsn`
         self.applied_migrations = applied  # what opening this database applied
@@ -122,7 +129,9 @@ async def _open(
     settings: DatabaseSettings, dsn: str, migrate: bool, migrations: list[Migration] | None
 ) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop() as loop:
-        pool = await _create_pool(loop, dsn, settings.pool_size, settings.connect_timeout, settings.query_timeout)
+        pool = await _create_pool(
+            loop, dsn, settings.pool_size, settings.connect_timeout, settings.query_timeout
+        )
         try:
             db = Database(pool, loop, dsn, [], settings.query_timeout + _CLIENT_GRACE)
             if migrate:
@@ -161,13 +170,18 @@ async def _keep_alive(conn: Any) -> None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", _KEEPALIVE_IDLE), ("TCP_KEEPINTVL", _KEEPALIVE_INTERVAL),
-                          ("TCP_KEEPCNT", _KEEPALIVE_COUNT)):
+    for option, value in (
+        ("TCP_KEEPIDLE", _KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", _KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", _KEEPALIVE_COUNT),
+    ):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float, query_timeout: float) -> Any:
+async def _create_pool(
+    loop: Any, dsn: str, size: int, connect_timeout: float, query_timeout: float
+) -> Any:
     """An asyncpg pool with one connection open, retrying transient failures until the deadline.
 
     Every statement has a deadline: the server's `statement_timeout` (`query_timeout`), and
@@ -180,13 +194,21 @@ async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float, q
         remaining = deadline - trio.current_time()
         try:
             with trio.fail_after(max(remaining, 0.0) + 1.0):  # asyncpg's own timeout comes first
-                return await create(dsn, min_size=1, max_size=size, timeout=max(remaining, 0.001),
-                                    command_timeout=query_timeout + _CLIENT_GRACE,
-                                    server_settings=_session_settings(query_timeout), init=_keep_alive)
+                return await create(
+                    dsn,
+                    min_size=1,
+                    max_size=size,
+                    timeout=max(remaining, 0.001),
+                    command_timeout=query_timeout + _CLIENT_GRACE,
+                    server_settings=_session_settings(query_timeout),
+                    init=_keep_alive,
+                )
         except (*_TRANSIENT, trio.TooSlowError) as exc:
             error: BaseException = exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-            raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_describe(exc)}") from exc
+            raise DatabaseUnavailable(
+                f"cannot connect to {redact_dsn(dsn)}: {_describe(exc)}"
+            ) from exc
         if trio.current_time() + delay >= deadline:
             raise DatabaseUnavailable(
                 f"cannot connect to {redact_dsn(dsn)} within {connect_timeout:g} s: {_describe(error)}"
@@ -198,7 +220,9 @@ async def _create_pool(loop: Any, dsn: str, size: int, connect_timeout: float, q
 async def _ensure_embedded_database(server: EmbeddedPostgres, settings: DatabaseSettings) -> None:
     """Create the application database on the embedded server on first start."""
     async with trio_asyncio.open_loop() as loop:
-        pool = await _create_pool(loop, server.dsn(), 1, settings.connect_timeout, settings.query_timeout)
+        pool = await _create_pool(
+            loop, server.dsn(), 1, settings.connect_timeout, settings.query_timeout
+        )
         aio = trio_asyncio.aio_as_trio
         try:
             query = "SELECT 1 FROM pg_database WHERE datname = $1"

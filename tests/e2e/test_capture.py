@@ -56,29 +56,72 @@ async def charge(proxy: ProxyProcess, data_dir: Path) -> list[tuple]:
         async with CsmsServer(proxy.upstream_port):
             async with open_charger(proxy.url("CP-16"), ["ocpp1.6"], Charger16, "CP-16") as charger:
                 cp = charger.cp
-                await cp.call(call16.BootNotification(charge_point_model="E", charge_point_vendor="V",
-                                                      meter_type="EM340-PF", meter_serial_number="S1"))
-                start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="T", meter_start=1000,
-                                                              timestamp=timestamp()))
-                sample = {"value": "21.5", "measurand": "Energy.Active.Import.Register", "unit": "kWh"}
-                await cp.call(call16.MeterValues(connector_id=1, transaction_id=start.transaction_id,
-                                                 meter_value=[{"timestamp": timestamp(), "sampled_value": [sample]}]))
-                await cp.call(call16.StopTransaction(meter_stop=43370, timestamp=timestamp(),
-                                                     transaction_id=start.transaction_id))
-            async with open_charger(proxy.url("CP-201"), ["ocpp2.0.1"], Charger201, "CP-201") as charger:
+                await cp.call(
+                    call16.BootNotification(
+                        charge_point_model="E",
+                        charge_point_vendor="V",
+                        meter_type="EM340-PF",
+                        meter_serial_number="S1",
+                    )
+                )
+                start = await cp.call(
+                    call16.StartTransaction(
+                        connector_id=1, id_tag="T", meter_start=1000, timestamp=timestamp()
+                    )
+                )
+                sample = {
+                    "value": "21.5",
+                    "measurand": "Energy.Active.Import.Register",
+                    "unit": "kWh",
+                }
+                await cp.call(
+                    call16.MeterValues(
+                        connector_id=1,
+                        transaction_id=start.transaction_id,
+                        meter_value=[{"timestamp": timestamp(), "sampled_value": [sample]}],
+                    )
+                )
+                await cp.call(
+                    call16.StopTransaction(
+                        meter_stop=43370, timestamp=timestamp(), transaction_id=start.transaction_id
+                    )
+                )
+            async with open_charger(
+                proxy.url("CP-201"), ["ocpp2.0.1"], Charger201, "CP-201"
+            ) as charger:
                 cp = charger.cp
-                for seq, (kind, kwh) in enumerate((("Started", 0.25), ("Updated", 3.5), ("Ended", 7.75))):
-                    reading = [{"timestamp": timestamp(), "sampled_value": [
-                        {"value": kwh, "measurand": "Energy.Active.Import.Register",
-                         "unit_of_measure": {"unit": "kWh"}}]}]
-                    await cp.call(call201.TransactionEvent(
-                        event_type=kind, timestamp=timestamp(), trigger_reason="MeterValuePeriodic", seq_no=seq,
-                        transaction_info={"transaction_id": "tx-e2e"}, evse={"id": 1, "connector_id": 1},
-                        meter_value=reading))
+                for seq, (kind, kwh) in enumerate(
+                    (("Started", 0.25), ("Updated", 3.5), ("Ended", 7.75))
+                ):
+                    reading = [
+                        {
+                            "timestamp": timestamp(),
+                            "sampled_value": [
+                                {
+                                    "value": kwh,
+                                    "measurand": "Energy.Active.Import.Register",
+                                    "unit_of_measure": {"unit": "kWh"},
+                                }
+                            ],
+                        }
+                    ]
+                    await cp.call(
+                        call201.TransactionEvent(
+                            event_type=kind,
+                            timestamp=timestamp(),
+                            trigger_reason="MeterValuePeriodic",
+                            seq_no=seq,
+                            transaction_info={"transaction_id": "tx-e2e"},
+                            evse={"id": 1, "connector_id": 1},
+                            meter_value=reading,
+                        )
+                    )
         return await sessions(data_dir, expected=2)
 
 
-def test_sessions_of_both_protocols_land_with_the_reported_energy(tmp_path: Path, data_dir: Path) -> None:
+def test_sessions_of_both_protocols_land_with_the_reported_energy(
+    tmp_path: Path, data_dir: Path
+) -> None:
     with running_proxy(tmp_path, capture_config(data_dir)) as proxy:
         rows = asyncio.run(charge(proxy, data_dir))
     transaction_16 = rows[0][1]
@@ -97,12 +140,17 @@ def store_processes(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"proxy.capture.store_process" in cmdline:
+        if (
+            int(stat[stat.rindex(")") + 2 :].split()[1]) == parent
+            and b"proxy.capture.store_process" in cmdline
+        ):
             found.append(int(entry.name))
     return found
 
 
-def test_the_worker_stores_through_one_store_process_that_ends_with_it(tmp_path: Path, data_dir: Path) -> None:
+def test_the_worker_stores_through_one_store_process_that_ends_with_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
     with running_proxy(tmp_path, capture_config(data_dir)) as proxy:
         assert len(asyncio.run(charge(proxy, data_dir))) == 2
         children = store_processes(proxy.process.pid)

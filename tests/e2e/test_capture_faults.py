@@ -50,7 +50,10 @@ def start_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
         )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
     _wait_ready(proxy)
@@ -74,20 +77,40 @@ def wait_for(check, what: str) -> None:
         time.sleep(0.05)
 
 
-async def run_session(proxy: ProxyProcess, number: int, halfway: asyncio.Barrier, resume: asyncio.Event) -> None:
+async def run_session(
+    proxy: ProxyProcess, number: int, halfway: asyncio.Barrier, resume: asyncio.Event
+) -> None:
     identity = f"CP-F{number:02d}"
     async with open_charger(proxy.url(identity), ["ocpp1.6"], Charger16, identity) as charger:
         cp = charger.cp
-        start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="T", meter_start=0, timestamp=timestamp()))
+        start = await cp.call(
+            call16.StartTransaction(
+                connector_id=1, id_tag="T", meter_start=0, timestamp=timestamp()
+            )
+        )
         for reading in range(1, READINGS + 1):
             if reading == READINGS // 2 + 1:
                 await halfway.wait()
                 await resume.wait()
-            sample = {"value": str(reading * 1000), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
-            await cp.call(call16.MeterValues(connector_id=1, transaction_id=start.transaction_id,
-                                             meter_value=[{"timestamp": timestamp(), "sampled_value": [sample]}]))
-        await cp.call(call16.StopTransaction(meter_stop=READINGS * 1000 + number, timestamp=timestamp(),
-                                             transaction_id=start.transaction_id))
+            sample = {
+                "value": str(reading * 1000),
+                "measurand": "Energy.Active.Import.Register",
+                "unit": "Wh",
+            }
+            await cp.call(
+                call16.MeterValues(
+                    connector_id=1,
+                    transaction_id=start.transaction_id,
+                    meter_value=[{"timestamp": timestamp(), "sampled_value": [sample]}],
+                )
+            )
+        await cp.call(
+            call16.StopTransaction(
+                meter_stop=READINGS * 1000 + number,
+                timestamp=timestamp(),
+                transaction_id=start.transaction_id,
+            )
+        )
 
 
 async def traffic(proxy: ProxyProcess, outage) -> None:
@@ -96,7 +119,9 @@ async def traffic(proxy: ProxyProcess, outage) -> None:
     resume = asyncio.Event()
     async with asyncio.timeout(TIMEOUT):
         async with CsmsServer(proxy.upstream_port):
-            sessions = [asyncio.create_task(run_session(proxy, n, halfway, resume)) for n in range(CHARGERS)]
+            sessions = [
+                asyncio.create_task(run_session(proxy, n, halfway, resume)) for n in range(CHARGERS)
+            ]
             await halfway.wait()
             await asyncio.to_thread(outage)
             resume.set()
@@ -106,7 +131,9 @@ async def traffic(proxy: ProxyProcess, outage) -> None:
 async def stored(dsn: str) -> tuple[list[tuple], int, int]:
     conn = await asyncpg.connect(dsn)
     try:
-        sessions = await conn.fetch("SELECT identity, status, energy_wh FROM sessions ORDER BY identity")
+        sessions = await conn.fetch(
+            "SELECT identity, status, energy_wh FROM sessions ORDER BY identity"
+        )
         samples = await conn.fetchval("SELECT count(*) FROM meter_samples")
         duplicates = await conn.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM meter_samples GROUP BY session_id, sampled_at, value HAVING count(*) > 1) d"
@@ -136,28 +163,41 @@ def test_database_killed_mid_run_loses_and_doubles_nothing(tmp_path: Path, data_
     proxy = start_proxy(tmp_path, data_dir, dsn)
     try:
         asyncio.run(traffic(proxy, database.crash))
-        wait_for(lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled")
+        wait_for(
+            lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled"
+        )
         database = start_database(data_dir)  # the same cluster comes back
         wait_for(lambda: all_stored(dsn), "every session and sample in the database")
-        sessions, samples, duplicates = asyncio.run(stored(dsn))
+        _sessions, samples, duplicates = asyncio.run(stored(dsn))
         assert (samples, duplicates) == (CHARGERS * READINGS, 0)
         assert metric(proxy, "ere_proxy_journal_lost_total") == 0
     finally:
         assert proxy.terminate() == 0
         database.close()
     # The outage itself is logged (database errors, asyncpg's reconnect attempts); nothing else may be.
-    problems = [line for line in log_problems(proxy.stderr()) if "database" not in line and "asyncpg" not in line]
+    problems = [
+        line
+        for line in log_problems(proxy.stderr())
+        if "database" not in line and "asyncpg" not in line
+    ]
     assert problems == []
 
 
-def test_proxy_killed_with_events_in_the_spill_log_replays_them_after_restart(tmp_path: Path, data_dir: Path) -> None:
+def test_proxy_killed_with_events_in_the_spill_log_replays_them_after_restart(
+    tmp_path: Path, data_dir: Path
+) -> None:
     database = start_database(data_dir)
     dsn = create_database(database)
     proxy = start_proxy(tmp_path, data_dir, dsn)
     try:
         asyncio.run(traffic(proxy, database.crash))
-        wait_for(lambda: metric(proxy, "ere_proxy_journal_spill_bytes") > 0
-                 and metric(proxy, "ere_proxy_journal_spill_unflushed") == 0, "the spill log to be synced")
+        wait_for(
+            lambda: (
+                metric(proxy, "ere_proxy_journal_spill_bytes") > 0
+                and metric(proxy, "ere_proxy_journal_spill_unflushed") == 0
+            ),
+            "the spill log to be synced",
+        )
         proxy.process.kill()  # SIGKILL while the events sit in the spill log
         proxy.process.wait()
         database = start_database(data_dir)

@@ -56,9 +56,20 @@ def wait_until(check: Callable[[], bool], what: str, limit: float) -> None:
 def start_csms(port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         csms = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake_csms", "--port", str(port), "--max-seconds", str(RUN_LIMIT * 3)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.fake_csms",
+                "--port",
+                str(port),
+                "--max-seconds",
+                str(RUN_LIMIT * 3),
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def listening() -> bool:
         assert csms.poll() is None, log.read_text()
@@ -74,11 +85,30 @@ def start_csms(port: int, log: Path) -> subprocess.Popen[bytes]:
 
 def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[bytes]:
     argv = [
-        sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
-        "--chargers", str(CHARGERS), "--protocol", "mixed", "--sessions", str(SESSIONS),
-        "--samples", str(SAMPLES), "--interval", "1", "--max-seconds", str(RUN_LIMIT), "--prefix", "FLEET",
-    ]  # fmt: skip
-    with (directory / "simulator.json").open("wb") as out, (directory / "simulator.stderr").open("wb") as err:
+        sys.executable,
+        "-m",
+        "bench.simulator",
+        "--url",
+        f"ws://127.0.0.1:{proxy.port}/ocpp",
+        "--chargers",
+        str(CHARGERS),
+        "--protocol",
+        "mixed",
+        "--sessions",
+        str(SESSIONS),
+        "--samples",
+        str(SAMPLES),
+        "--interval",
+        "1",
+        "--max-seconds",
+        str(RUN_LIMIT),
+        "--prefix",
+        "FLEET",
+    ]
+    with (
+        (directory / "simulator.json").open("wb") as out,
+        (directory / "simulator.stderr").open("wb") as err,
+    ):
         return subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
 
@@ -88,7 +118,13 @@ def expected_rows(summary: dict) -> dict[tuple[str, str], tuple]:
     for charger in summary["chargers"]:
         for tx in charger["transactions"]:
             start, stop = Decimal(tx["meter_start"]), Decimal(tx["meter_stop"])
-            rows[charger["identity"], tx["transaction_id"]] = ("completed", start, stop, stop - start, tx["samples"])
+            rows[charger["identity"], tx["transaction_id"]] = (
+                "completed",
+                start,
+                stop,
+                stop - start,
+                tx["samples"],
+            )
     return rows
 
 
@@ -118,11 +154,17 @@ def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path)
     simulator = None
     try:
         simulator = start_simulator(proxy, tmp_path)
-        wait_until(lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS, "the fleet to connect", 20)
+        wait_until(
+            lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS,
+            "the fleet to connect",
+            20,
+        )
         wait_until(lambda: metric(proxy, "ere_proxy_journal_stored_total") > 0, "events stored", 10)
         time.sleep(2.0)  # into the first sessions
         database.crash()  # SIGQUIT: immediate shutdown, crash recovery at the next start
-        wait_until(lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled", 10)
+        wait_until(
+            lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled", 10
+        )
         time.sleep(OUTAGE)
         database = start_database(data_dir)  # the same cluster comes back after crash recovery
         assert simulator.wait(RUN_LIMIT + 10) == 0, (tmp_path / "simulator.stderr").read_text()
@@ -132,7 +174,9 @@ def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path)
         assert (summary["timed_out"], summary["errors"], summary["resent"]) == (False, {}, 0)
         expected = expected_rows(summary)
         assert len(expected) == CHARGERS * SESSIONS
-        assert metric(proxy, "ere_proxy_journal_spilled_total") > 0  # the outage did hit the journal
+        assert (
+            metric(proxy, "ere_proxy_journal_spilled_total") > 0
+        )  # the outage did hit the journal
 
         latest: list = [None]
 
@@ -145,9 +189,15 @@ def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path)
         except AssertionError:
             rows = latest[0][0] if latest[0] else {}
             missing = sorted(set(expected) - set(rows))[:5]
-            wrong = sorted((k, rows[k], expected[k]) for k in set(expected) & set(rows) if rows[k] != expected[k])[:5]
+            wrong = sorted(
+                (k, rows[k], expected[k])
+                for k in set(expected) & set(rows)
+                if rows[k] != expected[k]
+            )[:5]
             extra = sorted(set(rows) - set(expected))[:5]
-            raise AssertionError(f"missing {missing}, differing {wrong}, unexpected {extra}") from None
+            raise AssertionError(
+                f"missing {missing}, differing {wrong}, unexpected {extra}"
+            ) from None
         assert latest[0][1] == 0  # no sample stored twice
         assert metric(proxy, "ere_proxy_journal_lost_total") == 0
     finally:
@@ -160,5 +210,9 @@ def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path)
         database.close()
     assert status == 0
     # The outage itself is logged (database errors, asyncpg's reconnect attempts); nothing else may be.
-    problems = [line for line in log_problems(proxy.stderr()) if "database" not in line and "asyncpg" not in line]
+    problems = [
+        line
+        for line in log_problems(proxy.stderr())
+        if "database" not in line and "asyncpg" not in line
+    ]
     assert problems == []

@@ -14,7 +14,9 @@ from tests.e2e.proxy_process import ProxyProcess
 async def _csms_after_boot(server: CsmsServer, charger: Peer) -> Peer:
     """The CSMS end of `charger`'s link, after one BootNotification went through."""
     csms = await server.next_peer()
-    boot = await charger.cp.call(call16.BootNotification(charge_point_model="E2E-16", charge_point_vendor="ERE"))
+    boot = await charger.cp.call(
+        call16.BootNotification(charge_point_model="E2E-16", charge_point_vendor="ERE")
+    )
     assert [boot] == csms.cp.answers
     return csms
 
@@ -26,7 +28,9 @@ def test_csms_close_code_and_reason_reach_the_charger(proxy: ProxyProcess) -> No
 async def _csms_closes(proxy: ProxyProcess) -> None:
     async with asyncio.timeout(TIMEOUT):
         async with CsmsServer(proxy.upstream_port) as server:
-            async with open_charger(proxy.url("CP-CLOSE"), ["ocpp1.6"], Charger16, "CP-CLOSE") as charger:
+            async with open_charger(
+                proxy.url("CP-CLOSE"), ["ocpp1.6"], Charger16, "CP-CLOSE"
+            ) as charger:
                 csms = await _csms_after_boot(server, charger)
                 await csms.ws.close(4000, "bye")
                 charger_closed = await charger.closed
@@ -47,7 +51,9 @@ def test_sigterm_closes_both_legs_with_1001(own_proxy: ProxyProcess) -> None:
 async def _proxy_stops(proxy: ProxyProcess) -> None:
     async with asyncio.timeout(TIMEOUT):
         async with CsmsServer(proxy.upstream_port) as server:
-            async with open_charger(proxy.url("CP-TERM"), ["ocpp1.6"], Charger16, "CP-TERM") as charger:
+            async with open_charger(
+                proxy.url("CP-TERM"), ["ocpp1.6"], Charger16, "CP-TERM"
+            ) as charger:
                 csms = await _csms_after_boot(server, charger)
                 proxy.process.send_signal(signal.SIGTERM)
                 charger_closed = await charger.closed

@@ -16,20 +16,20 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 import trio
 
-from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.closing import request_close
 from proxy.ere.jobs.payouts import request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
+from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store import open_database
 from tests.e2e.proxy_process import REPO, log_problems
 from tests.store.helpers import ServerThread, admin_execute, make_server_dir
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 Q3 = Quarter.parse("2026Q3")
 CUSTOMERS = 400
 SESSIONS_PER_CUSTOMER = 30
-PAID_AT = datetime(2026, 10, 2, 9, tzinfo=timezone.utc)
+PAID_AT = datetime(2026, 10, 2, 9, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -54,9 +54,16 @@ def server() -> Iterator[ServerThread]:
 
 
 def ere_settings(directory: Path) -> dict:
-    return {"close_shards": 4, "payout_minimum": "35.00", "payout_dir": str(directory / "payouts"),
-            "statement_dir": str(directory / "statements"), "debtor_name": "ERE Provider BV",
-            "debtor_iban": "NL91ABNA0417164300", "debtor_bic": "ABNANL2A", "poll_interval": 0.2}  # fmt: skip
+    return {
+        "close_shards": 4,
+        "payout_minimum": "35.00",
+        "payout_dir": str(directory / "payouts"),
+        "statement_dir": str(directory / "statements"),
+        "debtor_name": "ERE Provider BV",
+        "debtor_iban": "NL91ABNA0417164300",
+        "debtor_bic": "ABNANL2A",
+        "poll_interval": 0.2,
+    }
 
 
 async def seed(conn) -> None:
@@ -67,19 +74,25 @@ async def seed(conn) -> None:
         INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name) VALUES
             ('P1', 'Installer One', 'installer', 'direct', NULL, NULL),
             ('P2', 'Supplier Two', 'energy-supplier', 'partner-account', 'NL20INGB0001234567', 'Supplier Two BV')""")
-    await conn.execute("""
+    await conn.execute(
+        """
         INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban,
                                email, referral_discount)
         SELECT 'C' || n, CASE WHEN n % 3 = 0 THEN 'P2' ELSE 'P1' END, 'Customer ' || n, 'Straat ' || n,
                '1234 AB', 'Utrecht', e, 'Stedin', 'NL91ABNA0417164300', 'c' || n || '@example.nl',
                CASE WHEN n % 5 = 0 THEN 0.05 ELSE 0 END
-        FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""", eans)
+        FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""",
+        eans,
+    )
     await conn.execute("""
         INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent)
         SELECT ean, 2026, customer_id, '2026-01-01', '2026-01-01', '2026-12-31', '{"by": "customer"}'
         FROM customers""")
-    await conn.execute("INSERT INTO charger_links SELECT 'CP-' || customer_id, customer_id, 11000 FROM customers")
-    await conn.execute("""
+    await conn.execute(
+        "INSERT INTO charger_links SELECT 'CP-' || customer_id, customer_id, 11000 FROM customers"
+    )
+    await conn.execute(
+        """
         INSERT INTO sessions (identity, transaction_id, connector_id, started_at, stopped_at, meter_start_wh,
                               meter_stop_wh, status, meter_class)
         SELECT 'CP-' || c.customer_id, s::text, 1,
@@ -87,22 +100,40 @@ async def seed(conn) -> None:
                timestamptz '2026-07-01 09:00+00' + s * interval '2 days' + length(c.customer_id) * interval '1 min',
                1000000, 1000000 + 5000 + ((hashtext(c.customer_id || s) & 65535) % 20000),
                'completed', CASE WHEN s % 17 = 0 THEN 'unknown' ELSE 'signed-verified' END
-        FROM customers c, generate_series(1, $1) AS s""", SESSIONS_PER_CUSTOMER)
+        FROM customers c, generate_series(1, $1) AS s""",
+        SESSIONS_PER_CUSTOMER,
+    )
 
 
 async def snapshot(conn) -> dict[str, list[tuple]]:
     return {
-        "lines": [tuple(r) for r in await conn.fetch(
-            "SELECT quarter, revision, customer_id, ean, delivery_quarter, kind, kwh, ere, gross, fee, fee_vat,"
-            " net, sessions FROM statement_lines ORDER BY 3, 5, 6")],
-        "assessments": [tuple(r) for r in await conn.fetch(
-            "SELECT s.transaction_id, s.identity, a.reason, a.kwh FROM session_assessments a"
-            " JOIN sessions s USING (session_id) ORDER BY 2, 1")],
-        "transfers": [tuple(r) for r in await conn.fetch(
-            "SELECT run_id, payee_kind, payee_id, amount, end_to_end FROM payout_transfers ORDER BY 2, 3")],
-        "carry_overs": [tuple(r) for r in await conn.fetch(
-            "SELECT run_id, customer_id, amount, reason FROM payout_carry_overs ORDER BY 2")],
-    }  # fmt: skip
+        "lines": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT quarter, revision, customer_id, ean, delivery_quarter, kind, kwh, ere, gross, fee, fee_vat,"
+                " net, sessions FROM statement_lines ORDER BY 3, 5, 6"
+            )
+        ],
+        "assessments": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT s.transaction_id, s.identity, a.reason, a.kwh FROM session_assessments a"
+                " JOIN sessions s USING (session_id) ORDER BY 2, 1"
+            )
+        ],
+        "transfers": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT run_id, payee_kind, payee_id, amount, end_to_end FROM payout_transfers ORDER BY 2, 3"
+            )
+        ],
+        "carry_overs": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT run_id, customer_id, amount, reason FROM payout_carry_overs ORDER BY 2"
+            )
+        ],
+    }
 
 
 class Workers:
@@ -115,9 +146,15 @@ class Workers:
     def start(self, count: int) -> None:
         for _ in range(count):
             with (self.logs / f"worker-{self.started}.stderr").open("wb") as stderr:
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "proxy", "worker", "--config", str(self.config)],
-                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr))  # fmt: skip
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "proxy", "worker", "--config", str(self.config)],
+                        cwd=REPO,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                    )
+                )
             self.started += 1
 
     def kill(self) -> None:
@@ -141,7 +178,8 @@ async def until(check, what: str, limit: float = 120) -> None:
 
 async def blocked_on_locks(db) -> int:
     return await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
 
 
 async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(server, tmp_path):
@@ -149,8 +187,10 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
     for name in ("reference", "killed"):
         await admin_execute(server.server, f'CREATE DATABASE "{name}"')
         (tmp_path / name).mkdir()
-        configs[name] = Config(database=DatabaseSettings(dsn=server.server.dsn(name)),
-                               ere=msgspec.convert(ere_settings(tmp_path / name), EreSettings))  # fmt: skip
+        configs[name] = Config(
+            database=DatabaseSettings(dsn=server.server.dsn(name)),
+            ere=msgspec.convert(ere_settings(tmp_path / name), EreSettings),
+        )
 
     # The reference: data, close and payout in this process, undisturbed.
     reference = configs["reference"]
@@ -168,8 +208,12 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
     # The same with worker processes, killed twice.
     killed = configs["killed"]
     config = tmp_path / "worker.toml"
-    settings = "\n".join(f"{key} = {json.dumps(v)}" for key, v in ere_settings(tmp_path / "killed").items())
-    config.write_text(f'[log]\nlevel = "info"\n[database]\ndsn = {json.dumps(killed.database.dsn)}\n[ere]\n{settings}\n')
+    settings = "\n".join(
+        f"{key} = {json.dumps(v)}" for key, v in ere_settings(tmp_path / "killed").items()
+    )
+    config.write_text(
+        f'[log]\nlevel = "info"\n[database]\ndsn = {json.dumps(killed.database.dsn)}\n[ere]\n{settings}\n'
+    )
     workers = Workers(config, tmp_path)
     payout_file = tmp_path / "killed" / "payouts" / "payout-2026Q3.xml"
     try:
@@ -181,31 +225,53 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
                     async with db.transaction() as conn:
                         await request_close(conn, Q3, killed.ere.close_shards)
                     workers.start(2)
-                    await until(lambda: equals(blocked_on_locks(db), 2), "both workers blocked in a shard")
+                    await until(
+                        lambda: equals(blocked_on_locks(db), 2), "both workers blocked in a shard"
+                    )
                     workers.kill()
-                assert await db.fetchval("SELECT count(*) FROM statement_lines") == 0  # nothing was committed
+                assert (
+                    await db.fetchval("SELECT count(*) FROM statement_lines") == 0
+                )  # nothing was committed
                 workers.start(2)
-                await until(lambda: equals(db.fetchval("SELECT state FROM quarter_closes"), "closed"), "the close")
+                await until(
+                    lambda: equals(db.fetchval("SELECT state FROM quarter_closes"), "closed"),
+                    "the close",
+                )
 
                 async with holder.transaction():  # the payout's transfers wait for this lock
                     await holder.execute("LOCK TABLE payout_transfers IN EXCLUSIVE MODE")
                     async with db.transaction() as conn:
                         await request_payout(conn, Q3, killed.ere, PAID_AT)
-                    await until(lambda: equals(blocked_on_locks(db), 1), "a worker blocked in the payout")
+                    await until(
+                        lambda: equals(blocked_on_locks(db), 1), "a worker blocked in the payout"
+                    )
                     written = payout_file.read_bytes()  # the file was written before the kill
                     workers.kill()
             assert await db.fetchval("SELECT count(*) FROM payout_runs") == 0
             workers.start(1)
-            await until(lambda: equals(db.fetchval("SELECT state FROM ere_jobs WHERE kind = 'statements'"), "done"),
-                        "the payout")  # fmt: skip
+            await until(
+                lambda: equals(
+                    db.fetchval("SELECT state FROM ere_jobs WHERE kind = 'statements'"), "done"
+                ),
+                "the payout",
+            )
             assert workers.stop() == [0]
             assert await snapshot(db) == expected
             # No job ever failed: the kills left no trace, and shards finishing together do not deadlock.
-            assert await db.fetchval("SELECT count(*) FROM ere_jobs WHERE attempts > 0 OR state <> 'done'") == 0
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM ere_jobs WHERE attempts > 0 OR state <> 'done'"
+                )
+                == 0
+            )
     finally:
         workers.kill()
 
-    assert payout_file.read_bytes() == written == (tmp_path / "reference" / "payouts" / payout_file.name).read_bytes()
+    assert (
+        payout_file.read_bytes()
+        == written
+        == (tmp_path / "reference" / "payouts" / payout_file.name).read_bytes()
+    )
     assert sorted(p.name for p in payout_file.parent.iterdir()) == [payout_file.name]
     for log in tmp_path.glob("worker-*.stderr"):
         assert log_problems(log.read_text()) == [], log.name

@@ -62,7 +62,9 @@ EXPECTED_ERRORS = ("outbox entry dead-lettered", "dead letter", "refused by the 
 class _Verdict500(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         self.request.recv(65536)
-        self.request.sendall(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        self.request.sendall(
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
 
 
 @dataclass
@@ -86,16 +88,31 @@ class Arena:
         return await trio.to_thread.run_sync(asyncio.run, run())
 
 
-def proxy_config(port: int, admin_port: int, upstream_port: int, data_dir: Path, dsn: str, down: int,
-                 victim: int, verdict: int) -> str:  # fmt: skip
+def proxy_config(
+    port: int,
+    admin_port: int,
+    upstream_port: int,
+    data_dir: Path,
+    dsn: str,
+    down: int,
+    victim: int,
+    verdict: int,
+) -> str:
     text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
-    text = text.replace("[outbox]\nenabled = false\n", "[outbox]\nenabled = true\nredial_min = 0.2\nredial_max = 1.0\n")
-    text = text.replace('path_prefix = "/ocpp"\n', 'path_prefix = "/ocpp"\nhandshake_timeout = 1.0\n')
+    text = text.replace(
+        "[outbox]\nenabled = false\n",
+        "[outbox]\nenabled = true\nredial_min = 0.2\nredial_max = 1.0\n",
+    )
+    text = text.replace(
+        'path_prefix = "/ocpp"\n', 'path_prefix = "/ocpp"\nhandshake_timeout = 1.0\n'
+    )
     text = text.format(port=port, admin_port=admin_port, upstream_port=upstream_port)
     password_hash = hash_password(PASSWORD)
     for index in range(1, 4):
-        text += f'\n[chargers."MANAGED-{index}"]\nupstream = "ws://127.0.0.1:{upstream_port}/ocpp"\n' \
-                f'auth = "managed"\npassword_hash = "{password_hash}"\n'
+        text += (
+            f'\n[chargers."MANAGED-{index}"]\nupstream = "ws://127.0.0.1:{upstream_port}/ocpp"\n'
+            f'auth = "managed"\npassword_hash = "{password_hash}"\n'
+        )
         text += f'\n[chargers."DOWN-{index}"]\nupstream = "ws://127.0.0.1:{down}/ocpp"\n'
     text += f'\n[chargers."VICTIM-1"]\nupstream = "ws://127.0.0.1:{victim}/ocpp"\n'
     text += f'\n[chargers."VERDICT-1"]\nupstream = "ws://127.0.0.1:{verdict}/ocpp"\n'
@@ -114,13 +131,27 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
         with CsmsThread(free_port()) as csms:
             port, admin_port, victim_port = free_port(), free_port(), free_port()
             config = directory / "proxy.toml"
-            config.write_text(proxy_config(port, admin_port, csms.port, data_dir, dsn, free_port(), victim_port,
-                                           verdict.server_address[1]))
+            config.write_text(
+                proxy_config(
+                    port,
+                    admin_port,
+                    csms.port,
+                    data_dir,
+                    dsn,
+                    free_port(),
+                    victim_port,
+                    verdict.server_address[1],
+                )
+            )
             stderr_path = directory / "proxy.stderr"
             with stderr_path.open("wb") as stderr:
-                process = subprocess.Popen([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-                                           cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                           stderr=stderr)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+                    cwd=REPO,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
             proxy = ProxyProcess(port, admin_port, csms.port, process, stderr_path)
             try:
                 _wait_ready(proxy)
@@ -129,7 +160,11 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
             finally:
                 status = proxy.terminate()
             assert status == 0, proxy.stderr()
-            problems = [line for line in log_problems(proxy.stderr()) if not any(e in line for e in EXPECTED_ERRORS)]
+            problems = [
+                line
+                for line in log_problems(proxy.stderr())
+                if not any(e in line for e in EXPECTED_ERRORS)
+            ]
             assert problems == []
     finally:
         verdict.shutdown()
@@ -180,22 +215,37 @@ class Healthy:
         self.calls += 1
 
     async def _charger16(self) -> None:
-        async with open_charger(self.proxy.url("HEALTHY-16"), ["ocpp1.6"], Charger16, "HEALTHY-16") as peer:
+        async with open_charger(
+            self.proxy.url("HEALTHY-16"), ["ocpp1.6"], Charger16, "HEALTHY-16"
+        ) as peer:
             cp = peer.cp
-            self._answered("boot", await cp.call(call16.BootNotification(charge_point_vendor="V", charge_point_model="M")))
+            self._answered(
+                "boot",
+                await cp.call(
+                    call16.BootNotification(charge_point_vendor="V", charge_point_model="M")
+                ),
+            )
             reading = 1000
             while not self.stop.is_set():
                 reading += 10
                 self._answered("heartbeat", await cp.call(call16.Heartbeat()))
                 value = [{"timestamp": timestamp(), "sampledValue": [{"value": str(reading)}]}]
-                self._answered("meter values", await cp.call(call16.MeterValues(connector_id=1, meter_value=value)))
+                self._answered(
+                    "meter values",
+                    await cp.call(call16.MeterValues(connector_id=1, meter_value=value)),
+                )
                 await asyncio.sleep(0.05)
 
     async def _charger201(self) -> None:
-        async with open_charger(self.proxy.url("HEALTHY-201"), ["ocpp2.0.1"], Charger201, "HEALTHY-201") as peer:
+        async with open_charger(
+            self.proxy.url("HEALTHY-201"), ["ocpp2.0.1"], Charger201, "HEALTHY-201"
+        ) as peer:
             cp = peer.cp
             station = {"model": "M", "vendor_name": "V"}
-            self._answered("boot", await cp.call(call201.BootNotification(charging_station=station, reason="PowerUp")))
+            self._answered(
+                "boot",
+                await cp.call(call201.BootNotification(charging_station=station, reason="PowerUp")),
+            )
             while not self.stop.is_set():
                 self._answered("heartbeat", await cp.call(call201.Heartbeat()))
                 await asyncio.sleep(0.05)
@@ -212,8 +262,13 @@ class Healthy:
 # -- raw chargers ---------------------------------------------------------------------------------
 
 
-async def raw(arena: Arena, identity: str, extra: str = "", protocols: str = "ocpp1.6", source: str | None = None
-              ) -> tuple[bytes, RawCharger]:  # fmt: skip
+async def raw(
+    arena: Arena,
+    identity: str,
+    extra: str = "",
+    protocols: str = "ocpp1.6",
+    source: str | None = None,
+) -> tuple[bytes, RawCharger]:
     """A raw charger's upgrade: (status line and headers, the charger)."""
     stream = await trio.open_tcp_stream("127.0.0.1", arena.proxy.port, local_address=source)
     charger = RawCharger(stream)
@@ -259,8 +314,9 @@ async def close_code(charger: RawCharger) -> int | None:
     return closes[-1].close_code if closes else None
 
 
-async def answered(arena: Arena, payload: bytes, action: str, version: str = "ocpp1.6",
-                   identity: str = "HOSTILE-1") -> list[Any]:  # fmt: skip
+async def answered(
+    arena: Arena, payload: bytes, action: str, version: str = "ocpp1.6", identity: str = "HOSTILE-1"
+) -> list[Any]:
     """Send one CALL with a hostile `payload` (raw JSON text) over a fresh connection; its answer.
 
     The proxy forwards it unchanged, so the back-office answers it (often a CALLERROR: the payload
@@ -287,16 +343,21 @@ def attack(function: Callable[[Arena], Awaitable[None]]) -> Callable[[Arena], Aw
     return function
 
 
-UPGRADE = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ocpp1.6\r\n")
+UPGRADE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ocpp1.6\r\n"
+)
 
 
 # The handshake.
 
+
 @attack
 async def tls_hello_on_the_plain_port(arena: Arena) -> None:
-    assert await status_of(arena, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n") == \
-        b"HTTP/1.1 400 Bad Request"
+    assert (
+        await status_of(arena, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n")
+        == b"HTTP/1.1 400 Bad Request"
+    )
 
 
 @attack
@@ -307,35 +368,47 @@ async def oversized_headers(arena: Arena) -> None:
 
 @attack
 async def slowloris(arena: Arena) -> None:
-    assert await status_of(arena, b"GET /ocpp/CP-slow HTTP/1.1\r\nHost: x\r\n") == b"HTTP/1.1 408 Request Timeout"
+    assert (
+        await status_of(arena, b"GET /ocpp/CP-slow HTTP/1.1\r\nHost: x\r\n")
+        == b"HTTP/1.1 408 Request Timeout"
+    )
 
 
 @attack
 async def a_bad_websocket_key(arena: Arena) -> None:
-    request = (b"GET /ocpp/CP-key HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n")
+    request = (
+        b"GET /ocpp/CP-key HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+    )
     assert await status_of(arena, request) == b"HTTP/1.1 400 Bad Request"
 
 
 @attack
 async def another_websocket_version(arena: Arena) -> None:
     request = UPGRADE.replace(b"Version: 13", b"Version: 8")
-    assert (await status_of(arena, b"GET /ocpp/CP-v8 HTTP/1.1\r\nHost: x\r\n" + request + b"\r\n")).startswith(
-        b"HTTP/1.1 426")
+    assert (
+        await status_of(arena, b"GET /ocpp/CP-v8 HTTP/1.1\r\nHost: x\r\n" + request + b"\r\n")
+    ).startswith(b"HTTP/1.1 426")
 
 
 @attack
 async def a_method_other_than_get(arena: Arena) -> None:
     for method in (b"POST", b"HEAD", b"DELETE"):
-        request = method + b" /ocpp/CP-m HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"content-length: 0\r\n\r\n"
+        request = (
+            method + b" /ocpp/CP-m HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"content-length: 0\r\n\r\n"
+        )
         assert (await status_of(arena, request)).startswith(b"HTTP/1.1 405"), method
 
 
 @attack
 async def identities_that_break_the_ocpp_rule(arena: Arena) -> None:
     for identity in ("X" * 49, "CP%3A1", "CP%001", "", "%C3%28", ".."):
-        request = b"GET /ocpp/" + identity.encode() + b" HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"\r\n"
-        assert (await status_of(arena, request)).startswith((b"HTTP/1.1 400", b"HTTP/1.1 404")), identity
+        request = (
+            b"GET /ocpp/" + identity.encode() + b" HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"\r\n"
+        )
+        assert (await status_of(arena, request)).startswith((b"HTTP/1.1 400", b"HTTP/1.1 404")), (
+            identity
+        )
 
 
 @attack
@@ -349,6 +422,7 @@ async def only_unsupported_subprotocols(arena: Arena) -> None:
 
 
 # Frames.
+
 
 async def _bad_frame(arena: Arena, identity: str, data: bytes, code: int) -> None:
     head, charger = await raw(arena, identity)
@@ -379,13 +453,19 @@ async def an_unknown_opcode(arena: Arena) -> None:
 
 @attack
 async def a_frame_of_two_to_the_62_bytes(arena: Arena) -> None:
-    await _bad_frame(arena, "CP-huge", bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 62) + b"mask", 1009)
+    await _bad_frame(
+        arena, "CP-huge", bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 62) + b"mask", 1009
+    )
 
 
 @attack
 async def a_message_over_the_size_limit(arena: Arena) -> None:
-    await _bad_frame(arena, "CP-big-message", frame(1, b'[2,"1","DataTransfer",{"data":"' + b"x" * (1 << 21) + b'"}]'),
-                     1009)
+    await _bad_frame(
+        arena,
+        "CP-big-message",
+        frame(1, b'[2,"1","DataTransfer",{"data":"' + b"x" * (1 << 21) + b'"}]'),
+        1009,
+    )
 
 
 @attack
@@ -442,6 +522,7 @@ async def ids_and_answers_that_match_nothing(arena: Arena) -> None:
 
 # Identity spoofing, in every way a charger is admitted.
 
+
 @attack
 async def no_credentials_while_the_back_office_is_down(arena: Arena) -> None:
     head, charger = await raw(arena, "DOWN-1")
@@ -451,8 +532,11 @@ async def no_credentials_while_the_back_office_is_down(arena: Arena) -> None:
 
 @attack
 async def made_up_credentials_while_the_back_office_is_down(arena: Arena) -> None:
-    for authorization in (arena.auth("DOWN-2", "guess"), "Authorization: Bearer token\r\n",
-                          "Authorization: Basic !!!\r\n"):
+    for authorization in (
+        arena.auth("DOWN-2", "guess"),
+        "Authorization: Bearer token\r\n",
+        "Authorization: Basic !!!\r\n",
+    ):
         head, charger = await raw(arena, "DOWN-2", authorization)
         await charger.aclose()
         assert head.startswith(b"HTTP/1.1 503"), authorization
@@ -471,7 +555,11 @@ async def taking_over_a_live_charger_during_its_outage(arena: Arena) -> None:
             await back_office.stop()  # the outage: the victim stays, answered by the proxy
             await victim.send(frame(1, b'[2,"h2","Heartbeat",{}]'))
             assert (await next_text(victim))[:2] == [3, "h2"]
-            for authorization in ("", arena.auth("VICTIM-1", "a-guess"), arena.auth("VICTIM-2", "the-real-one")):
+            for authorization in (
+                "",
+                arena.auth("VICTIM-1", "a-guess"),
+                arena.auth("VICTIM-2", "the-real-one"),
+            ):
                 head, thief = await raw(arena, "VICTIM-1", authorization)
                 await thief.aclose()
                 assert head.startswith(b"HTTP/1.1 503"), authorization
@@ -494,7 +582,9 @@ async def a_wrong_managed_password(arena: Arena) -> None:
 
 @attack
 async def another_identity_in_the_basic_header(arena: Arena) -> None:
-    head, charger = await raw(arena, "MANAGED-2", arena.auth("MANAGED-3"))  # MANAGED-3's own password
+    head, charger = await raw(
+        arena, "MANAGED-2", arena.auth("MANAGED-3")
+    )  # MANAGED-3's own password
     await charger.aclose()
     assert head.startswith(b"HTTP/1.1 401")
 
@@ -508,7 +598,9 @@ async def a_password_flood(arena: Arena) -> None:
     started = trio.Event()
 
     async def guess(index: int) -> None:
-        head, charger = await raw(arena, "MANAGED-2", arena.auth("MANAGED-2", f"guess-{index}"), source="127.0.0.3")
+        head, charger = await raw(
+            arena, "MANAGED-2", arena.auth("MANAGED-2", f"guess-{index}"), source="127.0.0.3"
+        )
         await charger.aclose()
         answers.append(head.split(b"\r\n")[0])
         started.set()
@@ -539,51 +631,116 @@ HUGE_FLOAT = b"1e400"
 @attack
 async def a_huge_multiplier_in_201_meter_values(arena: Arena) -> None:
     value = b'{"value":1,"unitOfMeasure":{"unit":"Wh","multiplier":100000000000000000000}}'
-    payload = b'{"evseId":1,"meterValue":[{"timestamp":"2026-12-01T10:00:00Z","sampledValue":[' + value + b"]}]}"
+    payload = (
+        b'{"evseId":1,"meterValue":[{"timestamp":"2026-12-01T10:00:00Z","sampledValue":['
+        + value
+        + b"]}]}"
+    )
     await answered(arena, payload, "MeterValues", "ocpp2.0.1")
 
 
 @attack
 async def huge_numbers_in_every_16_action(arena: Arena) -> None:
     for action, payload in (
-        ("StartTransaction", b'{"connectorId":' + HUGE + b',"idTag":"T","meterStart":' + HUGE_FLOAT
-         + b',"timestamp":"2026-12-01T10:00:00Z","reservationId":' + HUGE + b"}"),
-        ("StopTransaction", b'{"transactionId":' + HUGE + b',"meterStop":' + HUGE + b',"timestamp":"x"}'),
-        ("MeterValues", b'{"connectorId":1,"transactionId":' + HUGE + b',"meterValue":[{"timestamp":"x",'
-         b'"sampledValue":[{"value":"' + HUGE + b'"}]}]}'),
-        ("StatusNotification", b'{"connectorId":' + HUGE + b',"status":"Available","errorCode":"NoError"}'),
-        ("BootNotification", b'{"chargePointVendor":"V","chargePointModel":"M","meterSerialNumber":' + HUGE + b"}"),
+        (
+            "StartTransaction",
+            b'{"connectorId":'
+            + HUGE
+            + b',"idTag":"T","meterStart":'
+            + HUGE_FLOAT
+            + b',"timestamp":"2026-12-01T10:00:00Z","reservationId":'
+            + HUGE
+            + b"}",
+        ),
+        (
+            "StopTransaction",
+            b'{"transactionId":' + HUGE + b',"meterStop":' + HUGE + b',"timestamp":"x"}',
+        ),
+        (
+            "MeterValues",
+            b'{"connectorId":1,"transactionId":' + HUGE + b',"meterValue":[{"timestamp":"x",'
+            b'"sampledValue":[{"value":"' + HUGE + b'"}]}]}',
+        ),
+        (
+            "StatusNotification",
+            b'{"connectorId":' + HUGE + b',"status":"Available","errorCode":"NoError"}',
+        ),
+        (
+            "BootNotification",
+            b'{"chargePointVendor":"V","chargePointModel":"M","meterSerialNumber":' + HUGE + b"}",
+        ),
     ):
         await answered(arena, payload, action)
 
 
 @attack
 async def huge_numbers_in_every_201_action(arena: Arena) -> None:
-    event = (b'{"eventType":"Started","timestamp":"2026-12-01T10:00:00Z","triggerReason":"Authorized","seqNo":'
-             + HUGE + b',"transactionInfo":{"transactionId":"T1","remoteStartId":' + HUGE + b'},"evse":{"id":'
-             + HUGE + b',"connectorId":' + HUGE + b'},"meterValue":[{"timestamp":"2026-12-01T10:00:00Z",'
-             b'"sampledValue":[{"value":' + HUGE_FLOAT + b"}]}]}")
+    event = (
+        b'{"eventType":"Started","timestamp":"2026-12-01T10:00:00Z","triggerReason":"Authorized","seqNo":'
+        + HUGE
+        + b',"transactionInfo":{"transactionId":"T1","remoteStartId":'
+        + HUGE
+        + b'},"evse":{"id":'
+        + HUGE
+        + b',"connectorId":'
+        + HUGE
+        + b'},"meterValue":[{"timestamp":"2026-12-01T10:00:00Z",'
+        b'"sampledValue":[{"value":' + HUGE_FLOAT + b"}]}]}"
+    )
     await answered(arena, event, "TransactionEvent", "ocpp2.0.1")
-    await answered(arena, b'{"timestamp":"x","connectorStatus":"Available","evseId":' + HUGE + b',"connectorId":1}',
-                   "StatusNotification", "ocpp2.0.1")
+    await answered(
+        arena,
+        b'{"timestamp":"x","connectorStatus":"Available","evseId":' + HUGE + b',"connectorId":1}',
+        "StatusNotification",
+        "ocpp2.0.1",
+    )
 
 
 @attack
 async def nul_in_every_string(arena: Arena) -> None:
     nul = b'"a\\u0000b"'
     for action, payload in (
-        ("BootNotification", b'{"chargePointVendor":' + nul + b',"chargePointModel":' + nul + b',"meterType":' + nul
-         + b',"meterSerialNumber":' + nul + b"}"),
-        ("StartTransaction", b'{"connectorId":1,"idTag":' + nul + b',"meterStart":0,"timestamp":' + nul + b"}"),
+        (
+            "BootNotification",
+            b'{"chargePointVendor":'
+            + nul
+            + b',"chargePointModel":'
+            + nul
+            + b',"meterType":'
+            + nul
+            + b',"meterSerialNumber":'
+            + nul
+            + b"}",
+        ),
+        (
+            "StartTransaction",
+            b'{"connectorId":1,"idTag":' + nul + b',"meterStart":0,"timestamp":' + nul + b"}",
+        ),
         ("StatusNotification", b'{"connectorId":1,"status":' + nul + b',"errorCode":' + nul + b"}"),
-        ("MeterValues", b'{"connectorId":1,"meterValue":[{"timestamp":' + nul + b',"sampledValue":[{"value":"1",'
-         b'"measurand":' + nul + b',"unit":' + nul + b"}]}]}"),
-        ("StopTransaction", b'{"transactionId":1,"meterStop":5,"timestamp":' + nul + b',"idTag":' + nul + b"}"),
+        (
+            "MeterValues",
+            b'{"connectorId":1,"meterValue":[{"timestamp":'
+            + nul
+            + b',"sampledValue":[{"value":"1",'
+            b'"measurand":' + nul + b',"unit":' + nul + b"}]}]}",
+        ),
+        (
+            "StopTransaction",
+            b'{"transactionId":1,"meterStop":5,"timestamp":' + nul + b',"idTag":' + nul + b"}",
+        ),
     ):
         await answered(arena, payload, action)
-    await answered(arena, b'{"eventType":"Started","timestamp":' + nul + b',"triggerReason":' + nul + b',"seqNo":0,'
-                   b'"transactionInfo":{"transactionId":' + nul + b'},"idToken":{"idToken":' + nul + b',"type":"x"}}',
-                   "TransactionEvent", "ocpp2.0.1")
+    await answered(
+        arena,
+        b'{"eventType":"Started","timestamp":' + nul + b',"triggerReason":' + nul + b',"seqNo":0,'
+        b'"transactionInfo":{"transactionId":'
+        + nul
+        + b'},"idToken":{"idToken":'
+        + nul
+        + b',"type":"x"}}',
+        "TransactionEvent",
+        "ocpp2.0.1",
+    )
 
 
 @attack
@@ -594,7 +751,11 @@ async def json_nested_very_deep(arena: Arena) -> None:
     deep = b"[" * 50_000 + b"]" * 50_000
     for payload, action, version in (
         (b'{"connectorId":1,"meterValue":' + deep + b"}", "MeterValues", "ocpp1.6"),
-        (b'{"chargingStation":' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}", "BootNotification", "ocpp2.0.1"),
+        (
+            b'{"chargingStation":' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}",
+            "BootNotification",
+            "ocpp2.0.1",
+        ),
     ):
         head, charger = await raw(arena, "HOSTILE-deep", protocols=version)
         try:
@@ -612,32 +773,63 @@ async def json_nested_very_deep(arena: Arena) -> None:
 @attack
 async def strings_of_almost_a_megabyte(arena: Arena) -> None:
     big = b'"' + b"x" * 900_000 + b'"'
-    await answered(arena, b'{"connectorId":1,"idTag":' + big + b',"meterStart":0,"timestamp":"2026-12-01T10:00:00Z"}',
-                   "StartTransaction")
+    await answered(
+        arena,
+        b'{"connectorId":1,"idTag":' + big + b',"meterStart":0,"timestamp":"2026-12-01T10:00:00Z"}',
+        "StartTransaction",
+    )
 
 
 @attack
 async def wrong_types_in_every_tracked_action(arena: Arena) -> None:
-    for action in ("BootNotification", "StartTransaction", "StopTransaction", "MeterValues", "StatusNotification"):
-        for payload in (b"[]", b'"text"', b"null", b'{"connectorId":"one","meterValue":{},"transactionId":[1]}'):
+    for action in (
+        "BootNotification",
+        "StartTransaction",
+        "StopTransaction",
+        "MeterValues",
+        "StatusNotification",
+    ):
+        for payload in (
+            b"[]",
+            b'"text"',
+            b"null",
+            b'{"connectorId":"one","meterValue":{},"transactionId":[1]}',
+        ):
             await answered(arena, payload, action)
     for action in ("BootNotification", "TransactionEvent", "MeterValues", "StatusNotification"):
-        await answered(arena, b'{"evseId":[],"meterValue":"x","seqNo":"0","eventType":7}', action, "ocpp2.0.1")
+        await answered(
+            arena, b'{"evseId":[],"meterValue":"x","seqNo":"0","eventType":7}', action, "ocpp2.0.1"
+        )
 
 
 @attack
 async def ocmf_garbage(arena: Arena) -> None:
     key = base64.b64encode(os.urandom(300_000)).decode()
-    for blob in ("OCMF|{|}", "OCMF|" + "{" * 5000 + "|" + "}" * 5000, "OCMF|{\"RD\":[{\"RV\":1e999999999}]}|{\"SD\":\"zz\"}",
-                 "not ocmf at all", "OCMF|{}|{\"SA\":\"ECDSA-secp256r1-SHA256\",\"SD\":\"" + "00" * 50_000 + "\"}"):
+    for blob in (
+        "OCMF|{|}",
+        "OCMF|" + "{" * 5000 + "|" + "}" * 5000,
+        'OCMF|{"RD":[{"RV":1e999999999}]}|{"SD":"zz"}',
+        "not ocmf at all",
+        'OCMF|{}|{"SA":"ECDSA-secp256r1-SHA256","SD":"' + "00" * 50_000 + '"}',
+    ):
         sampled = {"value": blob, "format": "SignedData", "context": "Transaction.End"}
-        payload = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": "2026-12-01T10:00:00Z",
-                                                                          "sampledValue": [sampled]}]}
+        payload = {
+            "connectorId": 1,
+            "transactionId": 1,
+            "meterValue": [{"timestamp": "2026-12-01T10:00:00Z", "sampledValue": [sampled]}],
+        }
         await answered(arena, json.dumps(payload).encode(), "MeterValues")
-    signed = {"signedMeterData": "OCMF|garbage", "signingMethod": "x" * 10_000, "encodingMethod": "OCMF",
-              "publicKey": key}
+    signed = {
+        "signedMeterData": "OCMF|garbage",
+        "signingMethod": "x" * 10_000,
+        "encodingMethod": "OCMF",
+        "publicKey": key,
+    }
     value = {"value": 1, "signedMeterValue": signed}
-    payload201 = {"evseId": 1, "meterValue": [{"timestamp": "2026-12-01T10:00:00Z", "sampledValue": [value]}]}
+    payload201 = {
+        "evseId": 1,
+        "meterValue": [{"timestamp": "2026-12-01T10:00:00Z", "sampledValue": [value]}],
+    }
     await answered(arena, json.dumps(payload201).encode(), "MeterValues", "ocpp2.0.1")
 
 
@@ -659,6 +851,8 @@ def test_the_suite_covers_at_least_30_attack_classes() -> None:
 async def test_after_every_attack_no_session_event_was_lost(arena: Arena) -> None:
     await arena.healthy.check()
     with trio.fail_after(WAIT):  # the journal has stored (or kept aside) what the attacks sent
-        while metric(arena.proxy, "ere_proxy_journal_queued") or metric(arena.proxy, "ere_proxy_journal_spilling"):
+        while metric(arena.proxy, "ere_proxy_journal_queued") or metric(
+            arena.proxy, "ere_proxy_journal_spilling"
+        ):
             await trio.sleep(0.1)
     assert metric(arena.proxy, "ere_proxy_journal_lost_total") == 0

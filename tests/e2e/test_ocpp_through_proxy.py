@@ -38,36 +38,62 @@ async def _ocpp16_session(proxy: ProxyProcess) -> None:
                 csms = await server.next_peer()
                 cp = charger.cp
                 got = [
-                    await cp.call(call16.BootNotification(charge_point_model="E2E-16", charge_point_vendor="ERE")),
+                    await cp.call(
+                        call16.BootNotification(
+                            charge_point_model="E2E-16", charge_point_vendor="ERE"
+                        )
+                    ),
                     await cp.call(call16.Heartbeat()),
                     await cp.call(call16.Authorize(id_tag="RFID-0001")),
-                    await cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Preparing")),
+                    await cp.call(
+                        call16.StatusNotification(
+                            connector_id=1, error_code="NoError", status="Preparing"
+                        )
+                    ),
                 ]
                 start = await cp.call(
-                    call16.StartTransaction(connector_id=1, id_tag="RFID-0001", meter_start=1000, timestamp=timestamp())
+                    call16.StartTransaction(
+                        connector_id=1, id_tag="RFID-0001", meter_start=1000, timestamp=timestamp()
+                    )
                 )
                 got.append(start)
                 transaction_id = start.transaction_id
                 for energy in (1250, 1500, 1750):
-                    sample = {"value": str(energy), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+                    sample = {
+                        "value": str(energy),
+                        "measurand": "Energy.Active.Import.Register",
+                        "unit": "Wh",
+                    }
                     meter_value = [{"timestamp": timestamp(), "sampled_value": [sample]}]
                     got.append(
                         await cp.call(
-                            call16.MeterValues(connector_id=1, meter_value=meter_value, transaction_id=transaction_id)
+                            call16.MeterValues(
+                                connector_id=1,
+                                meter_value=meter_value,
+                                transaction_id=transaction_id,
+                            )
                         )
                     )
                 # A message far larger than one read of the proxy, with non-ASCII text in it.
                 blob = "Zählerstand ⚡ 😀 " * 12_000
-                got.append(await cp.call(call16.DataTransfer(vendor_id="ERE", message_id="blob", data=blob)))
                 got.append(
                     await cp.call(
-                        call16.StopTransaction(meter_stop=2000, timestamp=timestamp(), transaction_id=transaction_id)
+                        call16.DataTransfer(vendor_id="ERE", message_id="blob", data=blob)
+                    )
+                )
+                got.append(
+                    await cp.call(
+                        call16.StopTransaction(
+                            meter_stop=2000, timestamp=timestamp(), transaction_id=transaction_id
+                        )
                     )
                 )
 
                 # CALLs initiated by the CSMS; the Heartbeat crosses the ChangeConfiguration.
                 sent_back = [
-                    await csms.cp.call(call16.RemoteStartTransaction(id_tag="RFID-0002", connector_id=1)),
+                    await csms.cp.call(
+                        call16.RemoteStartTransaction(id_tag="RFID-0002", connector_id=1)
+                    ),
                 ]
                 heartbeat, change = await asyncio.gather(
                     cp.call(call16.Heartbeat()),
@@ -119,31 +145,48 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
     evse = {"id": 1, "connector_id": 1}
 
     def meter(wh: int) -> list[dict[str, object]]:
-        return [{"timestamp": timestamp(), "sampled_value": [{"value": wh, "measurand": "Energy.Active.Import.Register"}]}]
+        return [
+            {
+                "timestamp": timestamp(),
+                "sampled_value": [{"value": wh, "measurand": "Energy.Active.Import.Register"}],
+            }
+        ]
 
     async with asyncio.timeout(TIMEOUT):
         async with CsmsServer(proxy.upstream_port) as server:
             # The charger prefers 2.0.1 but also offers 1.6; the proxy must pass the whole offer on.
-            async with open_charger(proxy.url(identity), ["ocpp2.0.1", "ocpp1.6"], Charger201, identity) as charger:
+            async with open_charger(
+                proxy.url(identity), ["ocpp2.0.1", "ocpp1.6"], Charger201, identity
+            ) as charger:
                 csms = await server.next_peer()
                 cp = charger.cp
                 got = [
                     await cp.call(
                         call201.BootNotification(
-                            charging_station={"model": "E2E-201", "vendor_name": "ERE"}, reason="PowerUp"
+                            charging_station={"model": "E2E-201", "vendor_name": "ERE"},
+                            reason="PowerUp",
                         )
                     ),
                     await cp.call(call201.Heartbeat()),
                     await cp.call(call201.Authorize(id_token=id_token)),
                     await cp.call(
                         call201.StatusNotification(
-                            timestamp=timestamp(), connector_status="Occupied", evse_id=1, connector_id=1
+                            timestamp=timestamp(),
+                            connector_status="Occupied",
+                            evse_id=1,
+                            connector_id=1,
                         )
                     ),
                     await cp.call(
                         call201.TransactionEvent(
-                            event_type="Started", timestamp=timestamp(), trigger_reason="Authorized", seq_no=0,
-                            transaction_info=transaction, id_token=id_token, evse=evse, meter_value=meter(0),
+                            event_type="Started",
+                            timestamp=timestamp(),
+                            trigger_reason="Authorized",
+                            seq_no=0,
+                            transaction_info=transaction,
+                            id_token=id_token,
+                            evse=evse,
+                            meter_value=meter(0),
                         )
                     ),
                 ]
@@ -151,23 +194,33 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
                     got.append(
                         await cp.call(
                             call201.TransactionEvent(
-                                event_type="Updated", timestamp=timestamp(), trigger_reason="MeterValuePeriodic",
-                                seq_no=seq_no, transaction_info=transaction, meter_value=meter(seq_no * 500),
+                                event_type="Updated",
+                                timestamp=timestamp(),
+                                trigger_reason="MeterValuePeriodic",
+                                seq_no=seq_no,
+                                transaction_info=transaction,
+                                meter_value=meter(seq_no * 500),
                             )
                         )
                     )
                 got.append(
                     await cp.call(
                         call201.TransactionEvent(
-                            event_type="Ended", timestamp=timestamp(), trigger_reason="StopAuthorized", seq_no=4,
-                            transaction_info={**transaction, "stopped_reason": "Local"}, meter_value=meter(2000),
+                            event_type="Ended",
+                            timestamp=timestamp(),
+                            trigger_reason="StopAuthorized",
+                            seq_no=4,
+                            transaction_info={**transaction, "stopped_reason": "Local"},
+                            meter_value=meter(2000),
                         )
                     )
                 )
 
                 sent_back = [
                     await csms.cp.call(
-                        call201.RequestStartTransaction(id_token=id_token, remote_start_id=7001, evse_id=1)
+                        call201.RequestStartTransaction(
+                            id_token=id_token, remote_start_id=7001, evse_id=1
+                        )
                     ),
                     await csms.cp.call(
                         call201.SetVariables(
@@ -198,7 +251,11 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
     ]
     assert got[-1].total_cost == csms.cp.answers[-1].total_cost == 1.4
     assert charger.cp.variables == {("OCPPCommCtrlr", "HeartbeatInterval"): "120"}
-    assert [type(r) for r in sent_back] == [result201.RequestStartTransaction, result201.SetVariables, result201.Reset]
+    assert [type(r) for r in sent_back] == [
+        result201.RequestStartTransaction,
+        result201.SetVariables,
+        result201.Reset,
+    ]
 
     assert charger.ws.subprotocol == "ocpp2.0.1"
     assert csms.ws.request is not None and csms.ws.request.path == f"/ocpp/{identity}"

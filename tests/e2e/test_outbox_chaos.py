@@ -102,7 +102,9 @@ def sent_log(sent: list[str], received: list[str]) -> list[dict[str, Any]]:
     return log
 
 
-async def ocpp_session(url: str, identity: str, version: str, outage: asyncio.Event, done: asyncio.Event) -> dict:
+async def ocpp_session(
+    url: str, identity: str, version: str, outage: asyncio.Event, done: asyncio.Event
+) -> dict:
     """Boot, start a transaction once the outage began, meter until `done`, then stop it."""
     cls = RemoteStoppable16 if version == "ocpp1.6" else Charger201
     async with open_charger(url, [version], cls, identity) as peer:
@@ -110,32 +112,66 @@ async def ocpp_session(url: str, identity: str, version: str, outage: asyncio.Ev
         reading = 1000
         await outage.wait()
         if version == "ocpp1.6":
-            start = await cp.call(call16.StartTransaction(connector_id=1, id_tag="T1", meter_start=reading,
-                                                          timestamp=timestamp()))
+            start = await cp.call(
+                call16.StartTransaction(
+                    connector_id=1, id_tag="T1", meter_start=reading, timestamp=timestamp()
+                )
+            )
             given = start.transaction_id
             while not cp.remote_stop.done():
                 reading += 100
                 value = [{"timestamp": timestamp(), "sampledValue": [{"value": str(reading)}]}]
-                await cp.call(call16.MeterValues(connector_id=1, transaction_id=given, meter_value=value))
+                await cp.call(
+                    call16.MeterValues(connector_id=1, transaction_id=given, meter_value=value)
+                )
                 await asyncio.wait([cp.remote_stop], timeout=0.5)
             stopped_id = cp.remote_stop.result()
-            await cp.call(call16.StopTransaction(meter_stop=reading + 1, timestamp=timestamp(), transaction_id=given))
+            await cp.call(
+                call16.StopTransaction(
+                    meter_stop=reading + 1, timestamp=timestamp(), transaction_id=given
+                )
+            )
             result = {"given": given, "remote_stop_id": stopped_id}
         else:
             tx = {"transaction_id": f"{identity}-tx"}
-            sampled = lambda value: [{"timestamp": timestamp(), "sampled_value": [{"value": value}]}]  # noqa: E731
-            await cp.call(call201.TransactionEvent(event_type="Started", timestamp=timestamp(), trigger_reason="Authorized",
-                                                   seq_no=0, transaction_info=tx, meter_value=sampled(reading)))
+            sampled = lambda value: [
+                {"timestamp": timestamp(), "sampled_value": [{"value": value}]}
+            ]
+            await cp.call(
+                call201.TransactionEvent(
+                    event_type="Started",
+                    timestamp=timestamp(),
+                    trigger_reason="Authorized",
+                    seq_no=0,
+                    transaction_info=tx,
+                    meter_value=sampled(reading),
+                )
+            )
             seq = 0
             while not done.is_set():
                 seq += 1
                 reading += 100
-                await cp.call(call201.TransactionEvent(event_type="Updated", timestamp=timestamp(),
-                                                       trigger_reason="MeterValuePeriodic", seq_no=seq,
-                                                       transaction_info=tx, meter_value=sampled(reading)))
+                await cp.call(
+                    call201.TransactionEvent(
+                        event_type="Updated",
+                        timestamp=timestamp(),
+                        trigger_reason="MeterValuePeriodic",
+                        seq_no=seq,
+                        transaction_info=tx,
+                        meter_value=sampled(reading),
+                    )
+                )
                 await asyncio.sleep(0.5)
-            await cp.call(call201.TransactionEvent(event_type="Ended", timestamp=timestamp(), trigger_reason="StopAuthorized",
-                                                   seq_no=seq + 1, transaction_info=tx, meter_value=sampled(reading)))
+            await cp.call(
+                call201.TransactionEvent(
+                    event_type="Ended",
+                    timestamp=timestamp(),
+                    trigger_reason="StopAuthorized",
+                    seq_no=seq + 1,
+                    transaction_info=tx,
+                    meter_value=sampled(reading),
+                )
+            )
             result = {}
         return {**result, "sent": sent_log(peer.log.sent, peer.log.received)}
 
@@ -150,19 +186,33 @@ def data_dir() -> Iterator[Path]:
 
 
 def start_proxy(
-    directory: Path, data_dir: Path, dsn: str, upstream_port: int, port: int = 0, admin_port: int = 0, name: str = "proxy"
+    directory: Path,
+    data_dir: Path,
+    dsn: str,
+    upstream_port: int,
+    port: int = 0,
+    admin_port: int = 0,
+    name: str = "proxy",
 ) -> ProxyProcess:
     """Start the proxy with capture and the outbox on; `port`/`admin_port` 0: free ones."""
     port, admin_port = port or free_port(), admin_port or free_port()
     text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
-    text = text.replace("[outbox]\nenabled = false\n", "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 2.0\n")
+    text = text.replace(
+        "[outbox]\nenabled = false\n",
+        "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 2.0\n",
+    )
     text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
     config = directory / f"{name}.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / f"{name}.stderr"
     with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-                                   cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
     from tests.e2e.proxy_process import _wait_ready
 
@@ -170,17 +220,53 @@ def start_proxy(
     return proxy
 
 
-def start_simulator(directory: Path, port: int, chargers: int, prefix: str, duration: float, *, interval: float,
-                    call_timeout: float) -> subprocess.Popen[bytes]:  # fmt: skip
+def start_simulator(
+    directory: Path,
+    port: int,
+    chargers: int,
+    prefix: str,
+    duration: float,
+    *,
+    interval: float,
+    call_timeout: float,
+) -> subprocess.Popen[bytes]:
     """The fleet (half 1.6, half 2.0.1, sessions back to back): summary, stderr and sent log in `directory`."""
     with (directory / "sim.json").open("wb") as out, (directory / "sim.stderr").open("wb") as err:
-        return subprocess.Popen([
-            sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{port}/ocpp",
-            "--chargers", str(chargers), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
-            "--interval", str(interval), "--duration", str(duration), "--max-seconds", str(duration + 120),
-            "--call-timeout", str(call_timeout), "--prefix", prefix, "--sent-log", str(directory / "sent.json"),
-            "--password", "charger-password",  # what proves a charger that reconnects during the outage
-        ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.simulator",
+                "--url",
+                f"ws://127.0.0.1:{port}/ocpp",
+                "--chargers",
+                str(chargers),
+                "--protocol",
+                "mixed",
+                "--sessions",
+                "0",
+                "--samples",
+                "3",
+                "--interval",
+                str(interval),
+                "--duration",
+                str(duration),
+                "--max-seconds",
+                str(duration + 120),
+                "--call-timeout",
+                str(call_timeout),
+                "--prefix",
+                prefix,
+                "--sent-log",
+                str(directory / "sent.json"),
+                "--password",
+                "charger-password",  # what proves a charger that reconnects during the outage
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
 
 
 async def until(check, what: str, limit: float) -> None:
@@ -201,7 +287,9 @@ async def provisional_sessions(dsn: str) -> int:
 
 
 @pytest.mark.parametrize("outage", [30.0, 300.0], ids=["30s", "5min"])
-async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(outage, tmp_path, data_dir):
+async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(
+    outage, tmp_path, data_dir
+):
     database = await trio.to_thread.run_sync(start_database, data_dir)
     dsn = await trio.to_thread.run_sync(create_database, database)
     csms = FakeCsms(port=free_port(), record=True, first_transaction_id=1)
@@ -210,39 +298,66 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(ou
         async with trio.open_nursery() as nursery:
             await nursery.start(csms.serve)
             proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port)
-            duration = BEFORE + outage + 40  # sessions go on after the outage (connecting takes a while too)
-            simulator = start_simulator(tmp_path, proxy.port, CHARGERS, "CHAOS", duration, interval=2, call_timeout=30)
+            duration = (
+                BEFORE + outage + 40
+            )  # sessions go on after the outage (connecting takes a while too)
+            simulator = start_simulator(
+                tmp_path, proxy.port, CHARGERS, "CHAOS", duration, interval=2, call_timeout=30
+            )
             with AsyncioThread() as peers:
                 outage_started, done = asyncio.Event(), asyncio.Event()
                 versions = ["ocpp1.6", "ocpp2.0.1"] * (OCPP_CHARGERS // 2)
-                sessions = [peers.submit(ocpp_session(proxy.url(f"OCPP-{i}"), f"OCPP-{i}", v, outage_started, done))
-                            for i, v in enumerate(versions)]
+                sessions = [
+                    peers.submit(
+                        ocpp_session(proxy.url(f"OCPP-{i}"), f"OCPP-{i}", v, outage_started, done)
+                    )
+                    for i, v in enumerate(versions)
+                ]
                 total = CHARGERS + OCPP_CHARGERS
-                await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == total, "the fleet", 60)
+                await until(
+                    lambda: metric(proxy, "ere_proxy_connected_chargers") == total, "the fleet", 60
+                )
                 await trio.sleep(BEFORE)
                 await csms.stop()
                 peers.loop.call_soon_threadsafe(outage_started.set)
-                await until(lambda: metric(proxy, "ere_proxy_links_offline") == total, "every link offline", 30)
+                await until(
+                    lambda: metric(proxy, "ere_proxy_links_offline") == total,
+                    "every link offline",
+                    30,
+                )
                 await trio.sleep(outage)
                 assert metric(proxy, "ere_proxy_connected_chargers") == total  # nobody was dropped
                 assert metric(proxy, "ere_proxy_outbox_queued_total") > 0
                 await csms.start()
-                await until(lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back", 60)
+                await until(
+                    lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back", 60
+                )
                 # The back-office stops each 1.6 ChargePoint's transaction by the id it knows.
                 for i, version in enumerate(versions):
                     if version == "ocpp1.6":
                         identity = f"OCPP-{i}"
-                        real = next(c.answer["transactionId"] for c in csms.received[identity]
-                                    if c.action == "StartTransaction")
+                        real = next(
+                            c.answer["transactionId"]
+                            for c in csms.received[identity]
+                            if c.action == "StartTransaction"
+                        )
                         await csms.call(identity, "RemoteStopTransaction", {"transactionId": real})
                 peers.loop.call_soon_threadsafe(done.set)
                 results = [await wait_future(session) for session in sessions]
-            assert await trio.to_thread.run_sync(simulator.wait, duration + 150) == 0, (tmp_path / "sim.stderr").read_text()
-            await until(lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60)
+            assert await trio.to_thread.run_sync(simulator.wait, duration + 150) == 0, (
+                tmp_path / "sim.stderr"
+            ).read_text()
+            await until(
+                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60
+            )
             nursery.cancel_scope.cancel()
 
         summary = json.loads((tmp_path / "sim.json").read_text())
-        assert (summary["timed_out"], summary["errors"], summary["resent"]) == (False, {}, 0)  # chargers saw no outage
+        assert (summary["timed_out"], summary["errors"], summary["resent"]) == (
+            False,
+            {},
+            0,
+        )  # chargers saw no outage
         sent = json.loads((tmp_path / "sent.json").read_text())
         for i, result in enumerate(results):
             sent[f"OCPP-{i}"] = result["sent"]
@@ -255,7 +370,9 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(ou
                 assert result["remote_stop_id"] == result["given"]  # the real id, mapped back
         assert metric(proxy, "ere_proxy_outbox_dead_letters_total") == 0
         assert metric(proxy, "ere_proxy_transaction_id_rewrites_total") > 0
-        await until(lambda: asyncio.run(provisional_sessions(dsn)) == 0, "real ids in the session store", 30)
+        await until(
+            lambda: asyncio.run(provisional_sessions(dsn)) == 0, "real ids in the session store", 30
+        )
     finally:
         if simulator is not None and simulator.poll() is None:
             simulator.kill()
@@ -263,14 +380,18 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(ou
         status = proxy.terminate() if proxy is not None else 0
         await trio.to_thread.run_sync(database.close)
     assert status == 0
-    problems = [line for line in log_problems(proxy.stderr()) if "outbox entry dead-lettered" not in line]
+    problems = [
+        line for line in log_problems(proxy.stderr()) if "outbox entry dead-lettered" not in line
+    ]
     assert problems == []
 
 
 KILLED_CHARGERS = 200
 
 
-async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_restart(tmp_path, data_dir):
+async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_restart(
+    tmp_path, data_dir
+):
     """SIGKILL mid-outage: what the chargers were answered offline is in PostgreSQL, and goes
     upstream exactly once after the restart (the chargers' re-sent CALLs are not doubled)."""
     database = await trio.to_thread.run_sync(start_database, data_dir)
@@ -280,28 +401,59 @@ async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_re
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(csms.serve)
-            proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port, 0, 0, "killed")
+            proxy = await trio.to_thread.run_sync(
+                start_proxy, tmp_path, data_dir, dsn, csms.port, 0, 0, "killed"
+            )
             duration = 45.0
-            simulator = start_simulator(tmp_path, proxy.port, KILLED_CHARGERS, "KILL", duration, interval=1,
-                                        call_timeout=15)
-            await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == KILLED_CHARGERS, "the fleet", 60)
+            simulator = start_simulator(
+                tmp_path, proxy.port, KILLED_CHARGERS, "KILL", duration, interval=1, call_timeout=15
+            )
+            await until(
+                lambda: metric(proxy, "ere_proxy_connected_chargers") == KILLED_CHARGERS,
+                "the fleet",
+                60,
+            )
             await trio.sleep(3)
             await csms.stop()
-            await until(lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS, "every link offline", 30)
+            await until(
+                lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS,
+                "every link offline",
+                30,
+            )
             await trio.sleep(5)  # sessions go on offline
             assert metric(proxy, "ere_proxy_outbox_queued_total") > 0
             proxy.process.kill()
             await trio.to_thread.run_sync(proxy.process.wait)
 
             proxy = await trio.to_thread.run_sync(
-                start_proxy, tmp_path, data_dir, dsn, csms.port, proxy.port, proxy.admin_port, "restarted")
-            await until(lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS, "the fleet, offline", 60)
-            await until(lambda: metric(proxy, "ere_proxy_outbox_entries") > 0, "the stored outboxes", 30)
+                start_proxy,
+                tmp_path,
+                data_dir,
+                dsn,
+                csms.port,
+                proxy.port,
+                proxy.admin_port,
+                "restarted",
+            )
+            await until(
+                lambda: metric(proxy, "ere_proxy_links_offline") == KILLED_CHARGERS,
+                "the fleet, offline",
+                60,
+            )
+            await until(
+                lambda: metric(proxy, "ere_proxy_outbox_entries") > 0, "the stored outboxes", 30
+            )
             await trio.sleep(3)  # and on, offline, after the restart
             await csms.start()
-            await until(lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back", 60)
-            assert await trio.to_thread.run_sync(simulator.wait, duration + 150) == 0, (tmp_path / "sim.stderr").read_text()
-            await until(lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60)
+            await until(
+                lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back", 60
+            )
+            assert await trio.to_thread.run_sync(simulator.wait, duration + 150) == 0, (
+                tmp_path / "sim.stderr"
+            ).read_text()
+            await until(
+                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60
+            )
             nursery.cancel_scope.cancel()
 
         summary = json.loads((tmp_path / "sim.json").read_text())

@@ -33,7 +33,10 @@ def test_sighup_reloads_routes_and_a_bad_file_keeps_the_old_ones(tmp_path: Path)
         assert upgrade_status(proxy, "CP-new") == b"HTTP/1.1 404 Not Found"
         config = tmp_path / "proxy.toml"
         text = config.read_text()
-        config.write_text(text + f'\n[chargers."CP-new"]\nupstream = "ws://127.0.0.1:{proxy.upstream_port}/ocpp"\n')
+        config.write_text(
+            text
+            + f'\n[chargers."CP-new"]\nupstream = "ws://127.0.0.1:{proxy.upstream_port}/ocpp"\n'
+        )
         proxy.process.send_signal(signal.SIGHUP)
         # Routed now; nothing listens upstream, so the dial fails with 502 instead of 404.
         assert _eventually(lambda: upgrade_status(proxy, "CP-new") == b"HTTP/1.1 502 Bad Gateway")
@@ -46,11 +49,17 @@ def test_sighup_reloads_routes_and_a_bad_file_keeps_the_old_ones(tmp_path: Path)
 def test_workers_share_the_port_and_stop_together(tmp_path: Path):
     template = ONLY_CP16.replace('path_prefix = "/ocpp"', 'path_prefix = "/ocpp"\nworkers = 2')
     with running_proxy(tmp_path, template) as proxy:
-        second = ProxyProcess(proxy.port, proxy.admin_port + 1, proxy.upstream_port, proxy.process, proxy.stderr_path)
+        second = ProxyProcess(
+            proxy.port, proxy.admin_port + 1, proxy.upstream_port, proxy.process, proxy.stderr_path
+        )
         assert _eventually(lambda: _ready(second))
         statuses = {upgrade_status(proxy, "CP-16") for _ in range(20)}
         assert statuses == {b"HTTP/1.1 502 Bad Gateway"}
-    workers = {line.split('"worker":')[1].split(",")[0].strip("}") for line in proxy.stderr().splitlines() if '"worker":' in line}
+    workers = {
+        line.split('"worker":')[1].split(",")[0].strip("}")
+        for line in proxy.stderr().splitlines()
+        if '"worker":' in line
+    }
     assert workers >= {"0", "1"}
 
 
@@ -70,7 +79,6 @@ def _eventually(check, attempts: int = 200) -> bool:
     return False
 
 
-
 def test_supervisor_gives_up_with_status_1_when_workers_cannot_start(tmp_path: Path):
     with socket.socket() as taken:  # a listener without SO_REUSEPORT: the workers cannot bind
         taken.bind(("127.0.0.1", 0))
@@ -82,7 +90,9 @@ def test_supervisor_gives_up_with_status_1_when_workers_cannot_start(tmp_path: P
         )
         result = subprocess.run(
             [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert b"worker keeps failing at start" in result.stderr

@@ -55,19 +55,27 @@ import trio
 
 from bench import wire
 from bench.fake_csms import FakeCsms
-from proxy.routing.auth import hash_password
 from proxy.ere.core.ean import check_digit
+from proxy.routing.auth import hash_password
 from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
 from tests.e2e.test_capture_faults import create_database, metric, start_database
 from tests.store.helpers import make_server_dir
 from tests.unit.test_grafana import (
-    ALERTS, GRAFANA, alert_rules, dashboard_problems, dashboards, panel_queries, provisioned_datasource_uid,
-)  # fmt: skip
+    ALERTS,
+    GRAFANA,
+    alert_rules,
+    dashboard_problems,
+    dashboards,
+    panel_queries,
+    provisioned_datasource_uid,
+)
 
 pytestmark = pytest.mark.slow
 
-INSTALL = ("prometheus and promtool must be on PATH for this test: run scripts/setup-debian "
-           "(apt-get install --no-install-recommends prometheus)")  # fmt: skip
+INSTALL = (
+    "prometheus and promtool must be on PATH for this test: run scripts/setup-debian "
+    "(apt-get install --no-install-recommends prometheus)"
+)
 CHARGERS = 40
 SPILL_MAX_BYTES = 32 * 1024  # small, so that the database outage fills it and events are lost
 PASSWORD = "charger-password"
@@ -77,8 +85,14 @@ FLOOD_CALL_BYTES = 8 * 1024
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "5m"}
 WAIT = 90.0  # bound on any one thing another process brings about
 ALERT_WAIT = 60.0  # bound on an alert reaching `firing` once its fault is there
-EXPECTED_ERRORS = ("spill log full", "outbox entry dead-lettered", "database", "asyncpg",
-                   "event kept in the dead-letter table", "spill log cannot be written")
+EXPECTED_ERRORS = (
+    "spill log full",
+    "outbox entry dead-lettered",
+    "database",
+    "asyncpg",
+    "event kept in the dead-letter table",
+    "spill log cannot be written",
+)
 
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -100,10 +114,18 @@ class Prometheus:
         self.port = free_port()
         self.stderr_path = directory / "prometheus.stderr"
         with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen([
-                binary, f"--config.file={config}", f"--storage.tsdb.path={directory / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-            ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
 
     def get(self, path: str, **params: str) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.port}{path}"
@@ -123,7 +145,9 @@ class Prometheus:
 
     def ready(self) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.stderr()}")
+            raise AssertionError(
+                f"prometheus exited with {self.process.returncode}:\n{self.stderr()}"
+            )
         try:
             return self.get("/-/ready")[0] == 200
         except OSError:
@@ -174,12 +198,15 @@ def prometheus_config(directory: Path, proxy_admin: int, worker_admin: int) -> P
     assert sorted(jobs) == ["ere-proxy", "ere-worker"], jobs
     targets = {"ere-proxy": proxy_admin, "ere-worker": worker_admin}
     rules = directory / "alerts.yml"
-    rules.write_text(re.sub(r"^(\s+)for:\s*\S+\s*$", r"\g<1>for: 1s", ALERTS.read_text(), flags=re.M))
+    rules.write_text(
+        re.sub(r"^(\s+)for:\s*\S+\s*$", r"\g<1>for: 1s", ALERTS.read_text(), flags=re.M)
+    )
     config = {  # JSON is YAML
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{targets[job]}"]}]} for job in jobs
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{targets[job]}"]}]}
+            for job in jobs
         ],
     }
     path = directory / "prometheus.yml"
@@ -188,8 +215,14 @@ def prometheus_config(directory: Path, proxy_admin: int, worker_admin: int) -> P
 
 
 def promtool(*args: str) -> str:
-    result = subprocess.run([require("promtool"), *args], cwd=REPO, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [require("promtool"), *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -208,23 +241,38 @@ def grafana_queries() -> dict[tuple[str, str, int], str]:
 # -- the processes under test -----------------------------------------------------------------------
 
 
-def start_proxy(directory: Path, data_dir: Path, dsn: str, upstream_port: int, refusing_port: int) -> ProxyProcess:
+def start_proxy(
+    directory: Path, data_dir: Path, dsn: str, upstream_port: int, refusing_port: int
+) -> ProxyProcess:
     """The proxy with capture and the outbox on; DEAD-LETTER-1's back-office is `refusing_port`."""
     port, admin_port = free_port(), free_port()
-    text = CONFIG.replace("[capture]\nenabled = false\n",
-                          f"[capture]\nenabled = true\nspill_max_bytes = {SPILL_MAX_BYTES}\n")
-    text = text.replace("[outbox]\nenabled = false\n", (
-        "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 1.0\nretry_attempts = 1\nretry_interval = 0.5\n"
-        f"max_bytes_per_charger = {CHARGER_MAX_BYTES}\n"))
-    text += (f'\n[chargers."DEAD-LETTER-1"]\nupstream = "ws://127.0.0.1:{refusing_port}/ocpp"\nauth = "managed"\n'
-             f'password_hash = "{PASSWORD_HASH}"\n'
-             f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n')  # fmt: skip
+    text = CONFIG.replace(
+        "[capture]\nenabled = false\n",
+        f"[capture]\nenabled = true\nspill_max_bytes = {SPILL_MAX_BYTES}\n",
+    )
+    text = text.replace(
+        "[outbox]\nenabled = false\n",
+        (
+            "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 1.0\nretry_attempts = 1\nretry_interval = 0.5\n"
+            f"max_bytes_per_charger = {CHARGER_MAX_BYTES}\n"
+        ),
+    )
+    text += (
+        f'\n[chargers."DEAD-LETTER-1"]\nupstream = "ws://127.0.0.1:{refusing_port}/ocpp"\nauth = "managed"\n'
+        f'password_hash = "{PASSWORD_HASH}"\n'
+        f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
+    )
     config = directory / "proxy.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / "proxy.stderr"
     with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-                                   cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
     _wait_ready(proxy)
     return proxy
@@ -253,8 +301,13 @@ statement_dir = "{directory / "statements"}"
 
 def start_worker(config: Path, directory: Path) -> subprocess.Popen[bytes]:
     with (directory / "worker.stderr").open("wb") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "proxy", "worker", "--config", str(config)],
-                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy", "worker", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> int | None:
@@ -271,22 +324,56 @@ def stop(process: subprocess.Popen[bytes] | None) -> int | None:
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`ere-proxy ARGS --config CONFIG`, as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "proxy", *args, "--config", str(config)], cwd=REPO,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--config", str(config)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
 
 
 def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[bytes]:
     with (directory / "sim.json").open("wb") as out, (directory / "sim.stderr").open("wb") as err:
-        return subprocess.Popen([
-            sys.executable, "-m", "bench.simulator", "--url", f"ws://127.0.0.1:{proxy.port}/ocpp",
-            "--chargers", str(CHARGERS), "--protocol", "mixed", "--sessions", "0", "--samples", "3",
-            "--interval", "1", "--heartbeat", "5", "--duration", "600", "--max-seconds", "900",
-            "--call-timeout", "30", "--prefix", "PROM",
-        ], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err)  # fmt: skip
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.simulator",
+                "--url",
+                f"ws://127.0.0.1:{proxy.port}/ocpp",
+                "--chargers",
+                str(CHARGERS),
+                "--protocol",
+                "mixed",
+                "--sessions",
+                "0",
+                "--samples",
+                "3",
+                "--interval",
+                "1",
+                "--heartbeat",
+                "5",
+                "--duration",
+                "600",
+                "--max-seconds",
+                "900",
+                "--call-timeout",
+                "30",
+                "--prefix",
+                "PROM",
+            ],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
 
 
 async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
     """Run (statement, *args) tuples in order on one connection; the rows of the last one."""
+
     async def run() -> list[Any]:
         conn = await asyncpg.connect(dsn)
         try:
@@ -303,20 +390,30 @@ async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
 async def seed_quarter(dsn: str) -> None:
     """Three customers with a charger, an EAN and a mandate each, and signed sessions in 2026Q3."""
     eans = [body + str(check_digit(body)) for body in (f"87168712{n:09d}" for n in range(3))]
-    await sql(dsn, (
-        "INSERT INTO partners (partner_id, name, kind, payout_model)"
-        " VALUES ('P1', 'Installer One', 'installer', 'direct')",
-    ), ("""
+    await sql(
+        dsn,
+        (
+            "INSERT INTO partners (partner_id, name, kind, payout_model)"
+            " VALUES ('P1', 'Installer One', 'installer', 'direct')",
+        ),
+        (
+            """
         INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban, email)
         SELECT 'C' || n, 'P1', 'Customer ' || n, 'Straat ' || n, '1234 AB', 'Utrecht', e, 'Stedin',
                'NL91ABNA0417164300', 'c' || n || '@example.nl'
-        FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""", eans,
-    ), ("""
+        FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""",
+            eans,
+        ),
+        (
+            """
         INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent)
         SELECT ean, 2026, customer_id, '2026-01-01', '2026-01-01', '2026-12-31', '{"by": "customer"}' FROM customers""",
-    ), (
-        "INSERT INTO charger_links SELECT 'ERE-' || customer_id, customer_id, 11000 FROM customers",
-    ), ("""
+        ),
+        (
+            "INSERT INTO charger_links SELECT 'ERE-' || customer_id, customer_id, 11000 FROM customers",
+        ),
+        (
+            """
         INSERT INTO sessions (identity, transaction_id, connector_id, started_at, stopped_at, meter_start_wh,
                               meter_stop_wh, status, meter_class)
         SELECT 'ERE-' || c.customer_id, c.customer_id || '-' || s, 1,
@@ -324,7 +421,8 @@ async def seed_quarter(dsn: str) -> None:
                timestamptz '2026-07-01 09:00+00' + s * interval '3 days',
                1000000, 1000000 + 12000 + s * 100, 'completed', 'signed-verified'
         FROM customers c, generate_series(1, 4) AS s""",
-    ))  # fmt: skip
+        ),
+    )
 
 
 # -- chargers the test drives itself ----------------------------------------------------------------
@@ -337,8 +435,10 @@ def meter_values(readings: int) -> str:
     """A 1.6 MeterValues CALL with `readings` sampled values, each call with readings of its own
     (the outbox takes an identical MeterValues for a re-sent one)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    sampled = [{"value": str(next(_readings)), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
-               for _ in range(readings)]  # fmt: skip
+    sampled = [
+        {"value": str(next(_readings)), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+        for _ in range(readings)
+    ]
     payload = {"connectorId": 1, "meterValue": [{"timestamp": now, "sampledValue": sampled}]}
     return json.dumps([2, f"mv-{time.monotonic_ns()}", "MeterValues", payload])
 
@@ -391,7 +491,8 @@ async def raw_charger(proxy: ProxyProcess, identity: str) -> AsyncIterator[RawCh
     async with stream:
         with trio.fail_after(WAIT):
             _, pending = await wire.client_handshake(
-                stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"], authorization)
+                stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"], authorization
+            )
         yield RawCharger(stream, pending)
 
 
@@ -402,7 +503,9 @@ async def introduce(proxy: ProxyProcess, dsn: str, identity: str) -> None:
         assert (await charger.call(json.dumps([2, "hb", "Heartbeat", {}])))[0] == 3
     stored = ("SELECT count(*) FROM charger_verifiers WHERE identity = $1", identity)
     with trio.fail_after(WAIT):
-        while (await sql(dsn, stored))[0][0] == 0:  # the proxy stores it a moment after the handshake
+        while (await sql(dsn, stored))[0][
+            0
+        ] == 0:  # the proxy stores it a moment after the handshake
             await trio.sleep(0.1)
 
 
@@ -427,7 +530,9 @@ async def flood_until_refused(proxy: ProxyProcess) -> int:
         except Closed as closed:
             assert closed.code == 1001
             return sent
-    raise AssertionError(f"the outbox took {sent} CALLs of {FLOOD_CALL_BYTES} bytes without a bound")
+    raise AssertionError(
+        f"the outbox took {sent} CALLs of {FLOOD_CALL_BYTES} bytes without a bound"
+    )
 
 
 async def drain_flood(proxy: ProxyProcess) -> None:
@@ -458,7 +563,8 @@ async def refusing_back_office(stream: trio.SocketStream) -> None:
             pass
 
 
-REFUSE_POISON = ("""
+REFUSE_POISON = (
+    """
 CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.identity LIKE 'POISON-%' THEN
@@ -466,7 +572,9 @@ BEGIN
     END IF;
     RETURN NEW;
 END
-$$""", "CREATE TRIGGER refuse_poison BEFORE INSERT ON charger_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
+$$""",
+    "CREATE TRIGGER refuse_poison BEFORE INSERT ON charger_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+)
 
 
 async def refused_events(proxy: ProxyProcess, dsn: str) -> None:
@@ -476,7 +584,9 @@ async def refused_events(proxy: ProxyProcess, dsn: str) -> None:
         status = {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
         assert (await charger.call(json.dumps([2, "p1", "StatusNotification", status])))[0] == 3
     await until(lambda: metric(proxy, "ere_proxy_capture_dead_letters_total") >= 1, "a dead letter")
-    await sql(dsn, ("DROP TRIGGER refuse_poison ON charger_events",), ("DROP FUNCTION refuse_poison",))
+    await sql(
+        dsn, ("DROP TRIGGER refuse_poison ON charger_events",), ("DROP FUNCTION refuse_poison",)
+    )
 
 
 async def dead_letter_charger(proxy: ProxyProcess, queued: trio.Event, done: trio.Event) -> None:
@@ -503,12 +613,21 @@ async def until(check: Callable[[], bool], what: str, limit: float = WAIT) -> No
 async def firing(prometheus: Prometheus, fired: set[str], *names: str) -> None:
     """Wait until each alert is firing; `fired` collects the names."""
     for name in names:
-        await until(lambda: prometheus.alert_states().get(name) == "firing", f"alert {name} firing", ALERT_WAIT)
+        await until(
+            lambda name=name: prometheus.alert_states().get(name) == "firing",
+            f"alert {name} firing",
+            ALERT_WAIT,
+        )
         fired.add(name)
 
 
-async def watch_panels(prometheus: Prometheus, queries: dict[Any, str], seen: set[Any],
-                       *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
+async def watch_panels(
+    prometheus: Prometheus,
+    queries: dict[Any, str],
+    seen: set[Any],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run every panel query that has not returned data yet, once a second, until cancelled."""
     task_status.started()
     while len(seen) < len(queries):
@@ -537,7 +656,9 @@ def test_dashboards_are_valid_and_the_configuration_passes_promtool(tmp_path):
         assert dashboard_problems(board, uid) == [], name
     assert "SUCCESS" in promtool("check", "config", str(GRAFANA / "prometheus.yml"))
     assert f"SUCCESS: {len(alert_rules())} rules found" in promtool("check", "rules", str(ALERTS))
-    assert "SUCCESS" in promtool("check", "config", str(prometheus_config(tmp_path, free_port(), free_port())))
+    assert "SUCCESS" in promtool(
+        "check", "config", str(prometheus_config(tmp_path, free_port(), free_port()))
+    )
 
 
 async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(tmp_path, data_dir):
@@ -555,14 +676,22 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(csms.serve)
-            proxy = await trio.to_thread.run_sync(start_proxy, tmp_path, data_dir, dsn, csms.port, refusing_port)
+            proxy = await trio.to_thread.run_sync(
+                start_proxy, tmp_path, data_dir, dsn, csms.port, refusing_port
+            )
             await seed_quarter(dsn)  # the proxy has migrated the database
             config = worker_config(tmp_path, dsn, worker_admin)
             worker = start_worker(config, tmp_path)
-            prometheus = Prometheus(binary, prometheus_config(tmp_path, proxy.admin_port, worker_admin), tmp_path)
+            prometheus = Prometheus(
+                binary, prometheus_config(tmp_path, proxy.admin_port, worker_admin), tmp_path
+            )
             await until(prometheus.ready, "Prometheus to be ready")
-            await until(lambda: prometheus.has_data('min(up{job="ere-worker"}) * min(up{job="ere-proxy"}) == 1'),
-                        "both targets scraped")  # fmt: skip
+            await until(
+                lambda: prometheus.has_data(
+                    'min(up{job="ere-worker"}) * min(up{job="ere-proxy"}) == 1'
+                ),
+                "both targets scraped",
+            )
 
             # Every query parses; Prometheus loaded exactly the rules of the file, and each explains itself.
             for expr in [*queries.values(), *(rule.expr for rule in rules)]:
@@ -571,27 +700,48 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             loaded = await trio.to_thread.run_sync(prometheus.rules)
             assert sorted(rule["name"] for rule in loaded) == sorted(rule.name for rule in rules)
             for rule in loaded:
-                assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["name"]
+                assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule[
+                    "name"
+                ]
             await nursery.start(watch_panels, prometheus, queries, seen)
 
             # Normal operation: chargers, a protocol error, a quarter closed by the worker.
             simulator = start_simulator(proxy, tmp_path)
-            await until(lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS, "the fleet")
+            await until(
+                lambda: metric(proxy, "ere_proxy_connected_chargers") == CHARGERS, "the fleet"
+            )
             await break_the_protocol(proxy)
-            closing = await trio.to_thread.run_sync(lambda: cli(config, "quarter", "close", "2026Q3", "--wait"))
+            closing = await trio.to_thread.run_sync(
+                lambda: cli(config, "quarter", "close", "2026Q3", "--wait")
+            )
             assert closing.returncode == 0, closing.stdout + closing.stderr
-            await until(lambda: prometheus.has_data("sum(ere_eligible_kwh) > 0"), "the closed quarter's kWh")
-            await until(lambda: all(r["health"] == "ok" for r in prometheus.rules()), "every rule evaluated")
+            await until(
+                lambda: prometheus.has_data("sum(ere_eligible_kwh) > 0"), "the closed quarter's kWh"
+            )
+            await until(
+                lambda: all(r["health"] == "ok" for r in prometheus.rules()), "every rule evaluated"
+            )
             assert await trio.to_thread.run_sync(prometheus.alerts) == []  # nothing is wrong yet
 
             # A job that fails every attempt: a payout run of a quarter that was never closed.
-            [(job_id,)] = await sql(dsn, (
-                "INSERT INTO ere_jobs (kind, job_key, args) VALUES ('payout', '2026Q2', $1) RETURNING job_id",
-                json.dumps({"quarter": "2026Q2", "execution_date": "2026-07-01",
-                            "created_at": "2026-07-01T09:00:00+00:00"})))  # fmt: skip
+            [(job_id,)] = await sql(
+                dsn,
+                (
+                    "INSERT INTO ere_jobs (kind, job_key, args) VALUES ('payout', '2026Q2', $1) RETURNING job_id",
+                    json.dumps(
+                        {
+                            "quarter": "2026Q2",
+                            "execution_date": "2026-07-01",
+                            "created_at": "2026-07-01T09:00:00+00:00",
+                        }
+                    ),
+                ),
+            )
             await firing(prometheus, fired, "WorkerJobsFailing", "EreJobsFailed")
             # What the runbook says: requeue it (it fails again, the quarter is still not closed).
-            requeued = await trio.to_thread.run_sync(lambda: cli(config, "jobs", "requeue", str(job_id)))
+            requeued = await trio.to_thread.run_sync(
+                lambda: cli(config, "jobs", "requeue", str(job_id))
+            )
             assert requeued.returncode == 0, requeued.stdout + requeued.stderr
             failed_twice = 'sum(ere_worker_job_runs_total{kind="payout", outcome="failed"}) == 2'
             await until(lambda: prometheus.has_data(failed_twice), "the requeued job to fail again")
@@ -602,11 +752,16 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             await introduce(proxy, dsn, "FLOOD-1")
             nursery.start_soon(dead_letter_charger, proxy, queued, done)
             await csms.stop()
-            await until(lambda: metric(proxy, "ere_proxy_links_offline") == CHARGERS + 1, "every link offline")
+            await until(
+                lambda: metric(proxy, "ere_proxy_links_offline") == CHARGERS + 1,
+                "every link offline",
+            )
             assert await flood_until_refused(proxy) > 0
             await firing(prometheus, fired, "UpstreamDown", "OutboxGrowing", "OutboxFull")
             await queued.wait()
-            await nursery.start(partial(trio.serve_tcp, refusing_back_office, refusing_port, host="127.0.0.1"))
+            await nursery.start(
+                partial(trio.serve_tcp, refusing_back_office, refusing_port, host="127.0.0.1")
+            )
             await firing(prometheus, fired, "OutboxDeadLetters")
             await csms.start()
             await until(lambda: metric(proxy, "ere_proxy_links_offline") == 0, "every link back")
@@ -619,24 +774,40 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
 
             # The database goes away, and so does the spill directory (a file in its place): the
             # journal cannot write its spill log, keeps what fits its small bound and loses the rest.
-            await until(lambda: metric(proxy, "ere_proxy_journal_spill_bytes") == 0, "no spill segment open")
+            await until(
+                lambda: metric(proxy, "ere_proxy_journal_spill_bytes") == 0, "no spill segment open"
+            )
             spill_dir = data_dir / "proxy" / "spill" / "worker-0"
             aside = spill_dir.with_name("worker-0.aside")
             spill_dir.rename(aside)
             spill_dir.write_text("not a directory")
             crashed, database = database, None
             await trio.to_thread.run_sync(crashed.crash)
-            await firing(prometheus, fired, "JournalSpilling", "JournalDatabaseErrors", "JournalLosingEvents",
-                         "CaptureFailing")  # fmt: skip
+            await firing(
+                prometheus,
+                fired,
+                "JournalSpilling",
+                "JournalDatabaseErrors",
+                "JournalLosingEvents",
+                "CaptureFailing",
+            )
             spill_dir.unlink()
             aside.rename(spill_dir)
-            await until(lambda: metric(proxy, "ere_proxy_journal_spill_failing") == 0, "the spill log written again")
+            await until(
+                lambda: metric(proxy, "ere_proxy_journal_spill_failing") == 0,
+                "the spill log written again",
+            )
             database = await trio.to_thread.run_sync(start_database, data_dir)
-            await until(lambda: metric(proxy, "ere_proxy_journal_spilling") == 0, "the journal to catch up")
+            await until(
+                lambda: metric(proxy, "ere_proxy_journal_spilling") == 0, "the journal to catch up"
+            )
 
             # Every panel had data at some point.
-            await until(lambda: len(seen) == len(queries),
-                        "data for every panel: missing " + repr(sorted(set(queries) - seen)), 30)
+            await until(
+                lambda: len(seen) == len(queries),
+                "data for every panel: missing " + repr(sorted(set(queries) - seen)),
+                30,
+            )
 
             # Scrape targets go away.
             simulator.kill()
@@ -660,7 +831,10 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
 
     assert fired == {rule.name for rule in rules}  # every rule of the file has its fault here
     for log in ("proxy.stderr", "worker.stderr"):
-        problems = [line for line in log_problems((tmp_path / log).read_text())
-                    if not any(expected in line for expected in EXPECTED_ERRORS)]  # fmt: skip
+        problems = [
+            line
+            for line in log_problems((tmp_path / log).read_text())
+            if not any(expected in line for expected in EXPECTED_ERRORS)
+        ]
         assert problems == [], log
     assert "level=error" not in prometheus.stderr(), prometheus.stderr()

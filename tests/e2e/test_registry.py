@@ -29,14 +29,20 @@ def data_dir() -> Iterator[Path]:
 def registry_config(data_dir: Path) -> str:
     # No TOML routes at all: every route comes from the database.
     template = CONFIG[: CONFIG.index('[chargers."CP-16"]')]
-    template = template.replace("[registry]\nenabled = false\n", "[registry]\nenabled = true\nrefresh_interval = 0.2\n")
+    template = template.replace(
+        "[registry]\nenabled = false\n", "[registry]\nenabled = true\nrefresh_interval = 0.2\n"
+    )
     return template + f'\n[database]\ndata_dir = "{data_dir}"\n'
 
 
 def chargers(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "proxy", "chargers", *args, "--config", str(config)],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -48,11 +54,20 @@ def status_with(proxy: ProxyProcess, identity: str, authorization: str) -> bytes
     return upgrade_status(proxy, identity, f"Authorization: {authorization}\r\n")
 
 
-def test_a_charger_added_with_the_cli_is_admitted_with_its_issued_password(tmp_path: Path, data_dir: Path) -> None:
+def test_a_charger_added_with_the_cli_is_admitted_with_its_issued_password(
+    tmp_path: Path, data_dir: Path
+) -> None:
     with running_proxy(tmp_path, registry_config(data_dir)) as proxy:
         config = tmp_path / "proxy.toml"
-        added = chargers(config, "add", "CP-REG", "--upstream", f"ws://127.0.0.1:{proxy.upstream_port}/ocpp",
-                         "--managed", "--json")
+        added = chargers(
+            config,
+            "add",
+            "CP-REG",
+            "--upstream",
+            f"ws://127.0.0.1:{proxy.upstream_port}/ocpp",
+            "--managed",
+            "--json",
+        )
         assert added.returncode == 0, added.stderr
         issued = json.loads(added.stdout)
         assert issued["ocpp_url"].endswith("/ocpp/CP-REG")
@@ -74,7 +89,9 @@ def test_a_charger_added_with_the_cli_is_admitted_with_its_issued_password(tmp_p
             return status
 
         assert eventually(b"HTTP/1.1 502 Bad Gateway") == b"HTTP/1.1 502 Bad Gateway"
-        assert status_with(proxy, "CP-REG", basic("CP-REG", "wrong")) == b"HTTP/1.1 401 Unauthorized"
+        assert (
+            status_with(proxy, "CP-REG", basic("CP-REG", "wrong")) == b"HTTP/1.1 401 Unauthorized"
+        )
         assert upgrade_status(proxy, "CP-OTHER") == b"HTTP/1.1 404 Not Found"
 
         assert chargers(config, "remove", "CP-REG").returncode == 0

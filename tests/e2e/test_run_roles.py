@@ -30,14 +30,21 @@ def data_dir() -> Iterator[Path]:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args, "--config", str(config)], cwd=REPO,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--config", str(config)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ready(port: int) -> bool:
     try:
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # fmt: skip
+            f"http://127.0.0.1:{port}/readyz", timeout=2
+        ) as response:
             return response.status == 200
     except OSError:
         return False
@@ -46,14 +53,21 @@ def ready(port: int) -> bool:
 def test_run_serves_the_proxy_and_a_worker_that_closes_quarters(tmp_path, data_dir):
     worker_admin = free_port()
     template = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
-    template += (f'\n[database]\ndata_dir = "{data_dir}"\n'
-                 f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n")  # fmt: skip
+    template += (
+        f'\n[database]\ndata_dir = "{data_dir}"\n'
+        f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n"
+    )
     with running_proxy(tmp_path, template, args=()) as proxy:
         pass  # the proxy role alone starts and stops cleanly on this configuration
     config = tmp_path / "proxy.toml"
     with (tmp_path / "run.stderr").open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "proxy", "run", "--config", str(config)], cwd=REPO,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         deadline = time.monotonic() + 120
         while not (ready(proxy.admin_port) and ready(worker_admin)):

@@ -72,14 +72,20 @@ def csms(proxy: ProxyProcess) -> Iterator[CsmsThread]:
         yield running
 
 
-async def test_trio_websocket_charger_passes_byte_identical(proxy: ProxyProcess, csms: CsmsThread) -> None:
+async def test_trio_websocket_charger_passes_byte_identical(
+    proxy: ProxyProcess, csms: CsmsThread
+) -> None:
     assert csms.server is not None
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             stream = RecordingStream(await trio.open_tcp_stream("127.0.0.1", proxy.port))
             # Documented to wrap any trio stream; only its annotation names SocketStream.
             ws = await wrap_client_stream(
-                nursery, stream, f"127.0.0.1:{proxy.port}", "/ocpp/CP-TRIO", subprotocols=["ocpp1.6"]  # type: ignore[arg-type]
+                nursery,
+                stream,
+                f"127.0.0.1:{proxy.port}",
+                "/ocpp/CP-TRIO",
+                subprotocols=["ocpp1.6"],  # type: ignore[arg-type]
             )
             charger = RawCharger(ws)
             upstream = await wait_future(csms.submit(csms.server.next_peer()))
@@ -90,7 +96,13 @@ async def test_trio_websocket_charger_passes_byte_identical(proxy: ProxyProcess,
             answer = await charger.receive()
             produced = upstream.cp.answers[0]
             assert answer == [
-                3, "boot-1", {"currentTime": produced.current_time, "interval": produced.interval, "status": "Accepted"}
+                3,
+                "boot-1",
+                {
+                    "currentTime": produced.current_time,
+                    "interval": produced.interval,
+                    "status": "Accepted",
+                },
             ]
 
             # Pings both ways: each pong must come from the far end, not from the proxy.
@@ -102,9 +114,14 @@ async def test_trio_websocket_charger_passes_byte_identical(proxy: ProxyProcess,
             await wait_future(csms.submit(csms_ping()))
 
             # A CALL initiated by the CSMS, answered by the charger.
-            pending = csms.submit(upstream.cp.call(call16.ChangeConfiguration(key="HeartbeatInterval", value="60")))
+            pending = csms.submit(
+                upstream.cp.call(call16.ChangeConfiguration(key="HeartbeatInterval", value="60"))
+            )
             request = await charger.receive()
-            assert request[0] == 2 and request[2:] == ["ChangeConfiguration", {"key": "HeartbeatInterval", "value": "60"}]
+            assert request[0] == 2 and request[2:] == [
+                "ChangeConfiguration",
+                {"key": "HeartbeatInterval", "value": "60"},
+            ]
             await charger.send([3, request[1], {"status": "Accepted"}])
             result = await wait_future(pending)
             assert result.status == "Accepted"
@@ -113,7 +130,10 @@ async def test_trio_websocket_charger_passes_byte_identical(proxy: ProxyProcess,
             closed = await wait_future(csms.submit(_wait(upstream.closed)))
 
     assert ws.subprotocol == upstream.ws.subprotocol == "ocpp1.6"
-    assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (1000, "charger done")
+    assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (
+        1000,
+        "charger done",
+    )
     assert ws.closed is not None and (ws.closed.code, ws.closed.reason) == (1000, "charger done")
     assert charger.sent == upstream.log.received
     assert upstream.log.sent == charger.received

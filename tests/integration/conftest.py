@@ -16,12 +16,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url, serve_websocket
 
-from testkit.reference_codec import ReferenceFrameReader, reference_encode_frame
-from proxy.runtime.config import Config, ProxySettings, Route
-from proxy.runtime.metrics import ProxyMetrics
-from proxy.routing.router import StaticRouter
 from proxy.forward.listener import listening_port, open_listener
 from proxy.forward.server import ProxyServer
+from proxy.routing.router import StaticRouter
+from proxy.runtime.config import Config, ProxySettings, Route
+from proxy.runtime.metrics import ProxyMetrics
+from testkit.reference_codec import ReferenceFrameReader, reference_encode_frame
 
 SUBPROTOCOLS = ["ocpp1.6", "ocpp2.0.1"]
 
@@ -119,8 +119,20 @@ async def start_proxy(nursery: trio.Nursery, config: Config) -> ProxyHandle:
     return ProxyHandle(server, router, metrics, listening_port(listener))
 
 
-def proxy_config(upstream_port: int, *, chargers: dict[str, Route] | None = None, default: bool = True, **settings) -> Config:
-    base = {"host": "127.0.0.1", "port": 0, "handshake_timeout": 2.0, "dial_timeout": 2.0, "close_timeout": 1.0}
+def proxy_config(
+    upstream_port: int,
+    *,
+    chargers: dict[str, Route] | None = None,
+    default: bool = True,
+    **settings,
+) -> Config:
+    base = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "handshake_timeout": 2.0,
+        "dial_timeout": 2.0,
+        "close_timeout": 1.0,
+    }
     base.update(settings)
     route = Route(upstream=f"ws://127.0.0.1:{upstream_port}/ocpp")
     return Config(
@@ -155,7 +167,9 @@ class RawCharger:
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
-    async def upgrade(self, identity: str = "CP-raw", extra: str = "", protocols: str = "ocpp1.6") -> bytes:
+    async def upgrade(
+        self, identity: str = "CP-raw", extra: str = "", protocols: str = "ocpp1.6"
+    ) -> bytes:
         """Send an upgrade request; return the status line and headers of the answer."""
         key = base64.b64encode(os.urandom(16)).decode()
         proto = f"Sec-WebSocket-Protocol: {protocols}\r\n" if protocols else ""
@@ -255,4 +269,3 @@ async def healthy(nursery, proxy):
     yield h
     await h.check()
     done.set()
-

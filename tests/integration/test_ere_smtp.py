@@ -18,13 +18,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from email import policy
 from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 import trustme
 
@@ -60,7 +61,12 @@ STATEMENT = PayoutStatement(
     fee_vat=Decimal("0.12"),
     net=Decimal("2.82"),
 )
-SECOND = replace(STATEMENT, statement_id="2026Q1-cust-43", customer_name="Zoë Jansen", customer_email="zoe@example.nl")
+SECOND = replace(
+    STATEMENT,
+    statement_id="2026Q1-cust-43",
+    customer_name="Zoë Jansen",
+    customer_email="zoe@example.nl",
+)
 
 
 @dataclass
@@ -120,7 +126,11 @@ class _SmtpConversation(socketserver.BaseRequestHandler):
                         features.append("STARTTLS")
                     if receiver.credentials is not None and over_tls:
                         features.append("AUTH PLAIN")
-                    reply("250-receiver.test", *(f"250-{f}" for f in features[:-1]), f"250 {features[-1]}")
+                    reply(
+                        "250-receiver.test",
+                        *(f"250-{f}" for f in features[:-1]),
+                        f"250 {features[-1]}",
+                    )
                 elif verb == "HELO":
                     reply("250 receiver.test")
                 elif verb == "STARTTLS" and receiver.tls_context is not None and not over_tls:
@@ -152,7 +162,9 @@ class _SmtpConversation(socketserver.BaseRequestHandler):
                     body = bytearray()
                     while (data_line := reader.readline()) not in (b".\r\n", b""):
                         body += data_line[1:] if data_line.startswith(b"..") else data_line
-                    receiver.received.append(Received(mail_from, recipients, bytes(body), over_tls, user))
+                    receiver.received.append(
+                        Received(mail_from, recipients, bytes(body), over_tls, user)
+                    )
                     mail_from, recipients = None, []
                     hold = receiver.hold
                     if hold is not None and hold.released is None:
@@ -231,16 +243,21 @@ def tls_receiver(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> Iterator[Sm
 
 
 def _messages(*statements: PayoutStatement) -> list[email.message.EmailMessage]:
-    dated = datetime(2026, 4, 2, 9, 0, tzinfo=timezone.utc)
+    dated = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
     return [build_statement_message(s, BRAND, sender=SENDER, dated=dated) for s in statements]
 
 
-def test_statements_are_delivered_over_plain_smtp(plain_receiver: SmtpReceiver, tmp_path: Path) -> None:
+def test_statements_are_delivered_over_plain_smtp(
+    plain_receiver: SmtpReceiver, tmp_path: Path
+) -> None:
     settings = SmtpSettings("127.0.0.1", plain_receiver.port, starttls=False, timeout_seconds=5)
 
     deliveries = send_or_write(_messages(STATEMENT, SECOND), settings, tmp_path)
 
-    assert [(d.recipients, d.path) for d in deliveries] == [(("jan@example.nl",), None), (("zoe@example.nl",), None)]
+    assert [(d.recipients, d.path) for d in deliveries] == [
+        (("jan@example.nl",), None),
+        (("zoe@example.nl",), None),
+    ]
     assert [(r.mail_from, r.recipients, r.over_tls) for r in plain_receiver.received] == [
         (SENDER, ["jan@example.nl"], False),
         (SENDER, ["zoe@example.nl"], False),
@@ -258,17 +275,30 @@ def test_starttls_and_login_before_sending(
     tls_receiver: SmtpReceiver, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
 ) -> None:
     settings = SmtpSettings(
-        "127.0.0.1", tls_receiver.port, username="acme", password="s3cret", timeout_seconds=5, ssl_context=tls_pair[1]
+        "127.0.0.1",
+        tls_receiver.port,
+        username="acme",
+        password="s3cret",
+        timeout_seconds=5,
+        ssl_context=tls_pair[1],
     )
 
     send_or_write(_messages(STATEMENT), settings, tmp_path)
 
     (received,) = tls_receiver.received
-    assert (received.over_tls, received.user, received.recipients) == (True, "acme", ["jan@example.nl"])
+    assert (received.over_tls, received.user, received.recipients) == (
+        True,
+        "acme",
+        ["jan@example.nl"],
+    )
 
 
-def test_an_untrusted_certificate_stops_before_anything_is_sent(tls_receiver: SmtpReceiver, tmp_path: Path) -> None:
-    settings = SmtpSettings("127.0.0.1", tls_receiver.port, username="acme", password="s3cret", timeout_seconds=5)
+def test_an_untrusted_certificate_stops_before_anything_is_sent(
+    tls_receiver: SmtpReceiver, tmp_path: Path
+) -> None:
+    settings = SmtpSettings(
+        "127.0.0.1", tls_receiver.port, username="acme", password="s3cret", timeout_seconds=5
+    )
 
     with pytest.raises(StatementDeliveryError, match="CERTIFICATE_VERIFY_FAILED") as caught:
         send_or_write(_messages(STATEMENT), settings, tmp_path)
@@ -282,7 +312,12 @@ def test_wrong_credentials_are_a_delivery_error(
     tls_receiver: SmtpReceiver, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
 ) -> None:
     settings = SmtpSettings(
-        "127.0.0.1", tls_receiver.port, username="acme", password="wrong", timeout_seconds=5, ssl_context=tls_pair[1]
+        "127.0.0.1",
+        tls_receiver.port,
+        username="acme",
+        password="wrong",
+        timeout_seconds=5,
+        ssl_context=tls_pair[1],
     )
     with pytest.raises(StatementDeliveryError, match="535"):
         send_or_write(_messages(STATEMENT), settings, tmp_path)
@@ -331,14 +366,16 @@ async def test_a_delivery_waiting_on_the_server_leaves_the_event_loop_running(
     ticks = 0
 
     async def deliver() -> None:
-        deliveries.extend(await deliver_statements(_messages(STATEMENT, SECOND), settings, tmp_path))
+        deliveries.extend(
+            await deliver_statements(_messages(STATEMENT, SECOND), settings, tmp_path)
+        )
         delivered.set()
 
     async def tick() -> None:
         nonlocal ticks
         while not delivered.is_set():
             ticks += 1
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(deliver)
@@ -348,12 +385,15 @@ async def test_a_delivery_waiting_on_the_server_leaves_the_event_loop_running(
         assert not delivered.is_set()
         seen = ticks
         while ticks < seen + 3:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         hold.release.set()
 
     assert hold.released is True  # let go from this event loop, not by the server's fail-safe
     assert [d.recipients for d in deliveries] == [("jan@example.nl",), ("zoe@example.nl",)]
-    assert [r.recipients for r in holding_receiver.received] == [["jan@example.nl"], ["zoe@example.nl"]]
+    assert [r.recipients for r in holding_receiver.received] == [
+        ["jan@example.nl"],
+        ["zoe@example.nl"],
+    ]
 
 
 async def test_a_cancelled_delivery_finishes_the_message_under_way_and_starts_no_other(

@@ -46,7 +46,9 @@ class RawCharger:
         await sock.connect(("127.0.0.1", port))
         stream = trio.SocketStream(sock)
         protocol = "ocpp1.6"
-        chosen, pending = await wire.client_handshake(stream, f"127.0.0.1:{port}", f"/ocpp/{identity}", [protocol])
+        chosen, pending = await wire.client_handshake(
+            stream, f"127.0.0.1:{port}", f"/ocpp/{identity}", [protocol]
+        )
         assert chosen == protocol
         return cls(stream, pending)
 
@@ -126,13 +128,31 @@ async def assert_refused(port: int) -> None:
 
 async def test_calls_are_answered_and_recorded_per_identity_in_order(csms):
     with trio.fail_after(10):
-        async with open_websocket_url(url(csms, "CP%2016"), subprotocols=["ocpp1.6"]) as v16, \
-                open_websocket_url(url(csms, "CP201"), subprotocols=["ocpp2.0.1"]) as v201:  # fmt: skip
+        async with (
+            open_websocket_url(url(csms, "CP%2016"), subprotocols=["ocpp1.6"]) as v16,
+            open_websocket_url(url(csms, "CP201"), subprotocols=["ocpp2.0.1"]) as v201,
+        ):
             exchanges = [
                 (v16, [2, "a", "StartTransaction", START]),
                 (v201, [2, "b", "Authorize", {"idToken": {"idToken": "T", "type": "ISO14443"}}]),
-                (v16, [2, "c", "MeterValues", {"connectorId": 1, "transactionId": 100, "meterValue": []}]),
-                (v16, [2, "d", "StopTransaction", {"transactionId": 100, "meterStop": 5, "timestamp": "t"}]),
+                (
+                    v16,
+                    [
+                        2,
+                        "c",
+                        "MeterValues",
+                        {"connectorId": 1, "transactionId": 100, "meterValue": []},
+                    ],
+                ),
+                (
+                    v16,
+                    [
+                        2,
+                        "d",
+                        "StopTransaction",
+                        {"transactionId": 100, "meterStop": 5, "timestamp": "t"},
+                    ],
+                ),
                 (v201, [2, "e", "TransactionEvent", {"eventType": "Started", "seqNo": 0}]),
             ]
             answers = []
@@ -154,7 +174,9 @@ async def test_calls_are_answered_and_recorded_per_identity_in_order(csms):
             ReceivedCall("StopTransaction", exchanges[3][1][3], "d", accepted),
         ],
         "CP201": [
-            ReceivedCall("Authorize", exchanges[1][1][3], "b", {"idTokenInfo": {"status": "Accepted"}}),
+            ReceivedCall(
+                "Authorize", exchanges[1][1][3], "b", {"idTokenInfo": {"status": "Accepted"}}
+            ),
             ReceivedCall("TransactionEvent", exchanges[4][1][3], "e", {}),
         ],
     }
@@ -175,7 +197,9 @@ async def test_pings_get_pongs_and_a_close_is_echoed_without_recording(nursery, 
     assert csms.received == {}
 
 
-async def test_stop_answers_what_it_read_closes_with_1001_and_refuses_new_connections(csms, nursery, raw):
+async def test_stop_answers_what_it_read_closes_with_1001_and_refuses_new_connections(
+    csms, nursery, raw
+):
     charger = await raw(csms.port, "CP-stop")
     await charger.send_call("s1", "StartTransaction", START)
     await trio.testing.wait_all_tasks_blocked()  # the CSMS has read the CALL
@@ -183,7 +207,9 @@ async def test_stop_answers_what_it_read_closes_with_1001_and_refuses_new_connec
     stopped = stop_in_background(nursery, csms)
     with trio.fail_after(10):
         before, close = await charger.until_close()
-        assert [json.loads(m.data) for m in before] == [[3, "s1", {"idTagInfo": {"status": "Accepted"}, "transactionId": 100}]]
+        assert [json.loads(m.data) for m in before] == [
+            [3, "s1", {"idTagInfo": {"status": "Accepted"}, "transactionId": 100}]
+        ]
         assert (close.close_code, close.close_reason) == (1001, "going away")
         await charger.send(CLOSE, close.data[:2])
         assert await charger.rest() == []
@@ -230,7 +256,10 @@ async def test_calls_arriving_as_the_stop_is_decided_are_neither_answered_nor_re
         async with trio.open_nursery() as nursery:
             for n, charger in enumerate(chargers):
                 nursery.start_soon(charger_side, f"CP{n}", charger)
-            calls = [reference_encode_frame(TEXT, b'[2,"s%d","StartTransaction",{}]' % n, mask=True) for n in range(20)]
+            calls = [
+                reference_encode_frame(TEXT, b'[2,"s%d","StartTransaction",{}]' % n, mask=True)
+                for n in range(20)
+            ]
             for charger, call in zip(chargers[:10], calls[:10]):
                 send_now(charger, call)
             await trio.testing.wait_all_tasks_blocked()  # answered, and the answers read
@@ -243,10 +272,14 @@ async def test_calls_arriving_as_the_stop_is_decided_are_neither_answered_nor_re
         identity: [ReceivedCall("StartTransaction", {}, uid, answer) for _, uid, answer in answers]
         for identity, answers in answered.items()
     }
-    assert sorted(answers[0][2]["transactionId"] for answers in answered.values()) == list(range(100, 110))
+    assert sorted(answers[0][2]["transactionId"] for answers in answered.values()) == list(
+        range(100, 110)
+    )
 
 
-async def test_a_batch_being_answered_when_the_stop_comes_is_finished_and_recorded(csms, nursery, raw):
+async def test_a_batch_being_answered_when_the_stop_comes_is_finished_and_recorded(
+    csms, nursery, raw
+):
     """The charger stops reading, so the CSMS blocks half-way through sending a batch's answers."""
     charger = await raw(csms.port, "CP-jam", buffer_size=4096)
     produced = 0
@@ -258,8 +291,11 @@ async def test_a_batch_being_answered_when_the_stop_comes_is_finished_and_record
         while not enough:
             ids = range(produced, produced + 1000)
             sending = True
-            await charger.stream.send_all(b"".join(
-                wire.encode_frame(TEXT, b'[2,"h%d","Heartbeat",{}]' % n, mask=True) for n in ids))  # fmt: skip
+            await charger.stream.send_all(
+                b"".join(
+                    wire.encode_frame(TEXT, b'[2,"h%d","Heartbeat",{}]' % n, mask=True) for n in ids
+                )
+            )
             sending = False
             produced += len(ids)
         producer_done.set()
@@ -279,7 +315,11 @@ async def test_a_batch_being_answered_when_the_stop_comes_is_finished_and_record
         await stopped.wait()
     answered = [json.loads(m.data)[1] for m in before]
     assert 0 < len(answered) < produced
-    assert [call.unique_id for call in csms.received["CP-jam"]] == answered == [f"h{n}" for n in range(len(answered))]
+    assert (
+        [call.unique_id for call in csms.received["CP-jam"]]
+        == answered
+        == [f"h{n}" for n in range(len(answered))]
+    )
 
 
 async def test_start_listens_again_on_the_same_port_and_transaction_ids_go_on(csms, raw):
@@ -334,7 +374,9 @@ async def test_call_returns_the_chargers_callresult_and_raises_on_callerror(csms
 
             nursery.start_soon(charger)
             await csms.wait_connected("CP-call")
-            assert await csms.call("CP-call", "RemoteStopTransaction", {"transactionId": 5}) == {"status": "Accepted"}
+            assert await csms.call("CP-call", "RemoteStopTransaction", {"transactionId": 5}) == {
+                "status": "Accepted"
+            }
             with pytest.raises(CallFailed, match="NotSupported"):
                 await csms.call("CP-call", "Reset", {"type": "Soft"})
     assert seen == [["RemoteStopTransaction", {"transactionId": 5}], ["Reset", {"type": "Soft"}]]
@@ -371,10 +413,20 @@ def test_transaction_ids_stay_below_the_provisional_range():
         FakeCsms(first_transaction_id=0)
 
 
-async def test_a_fleet_through_a_stop_and_a_start_sends_every_transaction_message_once(csms, nursery, autojump_clock, tmp_path):
+async def test_a_fleet_through_a_stop_and_a_start_sends_every_transaction_message_once(
+    csms, nursery, autojump_clock, tmp_path
+):
     """The simulator's sent log against the CSMS's record, with a back-office outage mid-run."""
-    config = SimConfig(url=f"ws://127.0.0.1:{csms.port}/ocpp", chargers=20, protocol="mixed", sessions=2, samples=2,
-                       interval=1.0, max_seconds=300, sent_log=str(tmp_path / "sent.json"))  # fmt: skip
+    config = SimConfig(
+        url=f"ws://127.0.0.1:{csms.port}/ocpp",
+        chargers=20,
+        protocol="mixed",
+        sessions=2,
+        samples=2,
+        interval=1.0,
+        max_seconds=300,
+        sent_log=str(tmp_path / "sent.json"),
+    )
 
     async def outage() -> None:
         await trio.sleep(2.5)
@@ -387,14 +439,30 @@ async def test_a_fleet_through_a_stop_and_a_start_sends_every_transaction_messag
     assert not summary["timed_out"] and summary["resent"] > 0
     sent = json.loads((tmp_path / "sent.json").read_text())
     assert exactly_once(sent, csms.received) == []
-    expected = {"chargers": 20, "starts": 20, "meter_values": 40, "stops": 20, "transaction_events": 80}
+    expected = {
+        "chargers": 20,
+        "starts": 20,
+        "meter_values": 40,
+        "stops": 20,
+        "transaction_events": 80,
+    }
     assert counts(sent) == expected
 
 
-async def test_sigusr1_lets_every_session_under_way_end_and_starts_no_new_one(csms, nursery, autojump_clock):
+async def test_sigusr1_lets_every_session_under_way_end_and_starts_no_new_one(
+    csms, nursery, autojump_clock
+):
     """A fleet without bounds finishes on SIGUSR1: each charger stops its session normally."""
-    config = SimConfig(url=f"ws://127.0.0.1:{csms.port}/ocpp", chargers=4, protocol="mixed", sessions=0, samples=2,
-                       interval=1.0, duration=0, max_seconds=3600)  # fmt: skip
+    config = SimConfig(
+        url=f"ws://127.0.0.1:{csms.port}/ocpp",
+        chargers=4,
+        protocol="mixed",
+        sessions=0,
+        samples=2,
+        interval=1.0,
+        duration=0,
+        max_seconds=3600,
+    )
 
     async def finish_later() -> None:
         await trio.sleep(30)  # several sessions per charger
@@ -408,15 +476,37 @@ async def test_sigusr1_lets_every_session_under_way_end_and_starts_no_new_one(cs
         assert all(t["meter_stop"] is not None for t in charger["transactions"])
 
 
-async def test_offline_periods_drop_and_restore_each_connection_without_losing_a_message(csms, autojump_clock, tmp_path):
+async def test_offline_periods_drop_and_restore_each_connection_without_losing_a_message(
+    csms, autojump_clock, tmp_path
+):
     """Chargers whose network drops now and then: every period ends in a reconnection, and what
     they sent is in the back-office once, with no error, resend or unplanned reconnect."""
-    config = SimConfig(url=f"ws://127.0.0.1:{csms.port}/ocpp", chargers=10, protocol="mixed", sessions=3, samples=3,
-                       interval=1.0, max_seconds=600, offline_every=4.0, offline_for=2.0,
-                       sent_log=str(tmp_path / "sent.json"))  # fmt: skip
+    config = SimConfig(
+        url=f"ws://127.0.0.1:{csms.port}/ocpp",
+        chargers=10,
+        protocol="mixed",
+        sessions=3,
+        samples=3,
+        interval=1.0,
+        max_seconds=600,
+        offline_every=4.0,
+        offline_for=2.0,
+        sent_log=str(tmp_path / "sent.json"),
+    )
     summary = await simulate(config)
-    assert (summary["timed_out"], summary["errors"], summary["resent"], summary["reconnects"]) == (False, {}, 0, 0)
+    assert (summary["timed_out"], summary["errors"], summary["resent"], summary["reconnects"]) == (
+        False,
+        {},
+        0,
+        0,
+    )
     assert all(charger["offline_periods"] >= 1 for charger in summary["chargers"])
     sent = json.loads((tmp_path / "sent.json").read_text())
     assert exactly_once(sent, csms.received) == []
-    assert counts(sent) == {"chargers": 10, "starts": 15, "meter_values": 45, "stops": 15, "transaction_events": 75}
+    assert counts(sent) == {
+        "chargers": 10,
+        "starts": 15,
+        "meter_values": 45,
+        "stops": 15,
+        "transaction_events": 75,
+    }

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from proxy.wire.codec import CLOSE
 from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 
 async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(proxy, upstream):
-    async with open_websocket_url(proxy.url("CP%201"), subprotocols=["ocpp2.0.1", "ocpp1.6"]) as charger:
+    async with open_websocket_url(
+        proxy.url("CP%201"), subprotocols=["ocpp2.0.1", "ocpp1.6"]
+    ) as charger:
         assert charger.subprotocol == "ocpp2.0.1"
         text = '[2, "a1" ,"Authorize",{"idToken":{"idToken":"ü-1","type":"ISO14443"}}]'
         await charger.send_message(text)
@@ -25,9 +27,16 @@ async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(
     peer = upstream.peers[0]
     assert peer.path == "/ocpp/CP%201" and peer.subprotocol == "ocpp2.0.1"
     assert peer.received[:2] == [text, b"\x00\x01binary"]
-    assert metric(proxy, "ere_proxy_calls_total", direction="charger_to_upstream", action="Authorize") == 1
-    assert metric(proxy, "ere_proxy_calls_total", direction="upstream_to_charger", action="Reset") == 1
-    assert metric(proxy, "ere_proxy_frames_total", direction="charger_to_upstream", type="binary") == 1
+    assert (
+        metric(proxy, "ere_proxy_calls_total", direction="charger_to_upstream", action="Authorize")
+        == 1
+    )
+    assert (
+        metric(proxy, "ere_proxy_calls_total", direction="upstream_to_charger", action="Reset") == 1
+    )
+    assert (
+        metric(proxy, "ere_proxy_frames_total", direction="charger_to_upstream", type="binary") == 1
+    )
 
 
 async def test_charger_without_subprotocol_is_offered_upstream_as_default(proxy, upstream):
@@ -36,13 +45,20 @@ async def test_charger_without_subprotocol_is_offered_upstream_as_default(proxy,
     assert upstream.peers[0].subprotocol == "ocpp1.6"
 
 
-async def test_upstream_connections_are_made_from_the_configured_source_addresses_in_turn(nursery, upstream):
+async def test_upstream_connections_are_made_from_the_configured_source_addresses_in_turn(
+    nursery, upstream
+):
     config = proxy_config(upstream.port, upstream_source_addresses=("127.0.0.2", "127.0.0.3"))
     handle = await start_proxy(nursery, config)
     for n in range(4):
         async with open_websocket_url(handle.url(f"CP-src-{n}")) as charger:
             assert json.loads(await roundtrip(charger, "1"))[1] == "1"
-    assert sorted(peer.remote for peer in upstream.peers) == ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]
+    assert sorted(peer.remote for peer in upstream.peers) == [
+        "127.0.0.2",
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.3",
+    ]
 
 
 async def test_close_code_and_reason_pass_end_to_end(proxy, upstream):
@@ -69,7 +85,12 @@ async def test_fragments_and_pings_pass_as_sent(proxy, upstream, raw):
     charger = await raw()
     assert (await charger.upgrade("CP-frag")).startswith(b"HTTP/1.1 101")
     # A text message in three fragments with a ping between them, sent in one write.
-    stream = frame(1, b'[2,"f1","Heart', fin=False) + frame(9, b"hi") + frame(0, b'beat",', fin=False) + frame(0, b"{}]")
+    stream = (
+        frame(1, b'[2,"f1","Heart', fin=False)
+        + frame(9, b"hi")
+        + frame(0, b'beat",', fin=False)
+        + frame(0, b"{}]")
+    )
     await charger.send(stream)
     await upstream.wait_until(lambda: upstream.peers and upstream.peers[0].received)
     assert upstream.peers[0].received[0] == '[2,"f1","Heartbeat",{}]'

@@ -9,8 +9,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 from proxy.routing.auth import basic_header, hash_password
-from proxy.wire.codec import CLOSE
 from proxy.runtime.config import Route
+from proxy.wire.codec import CLOSE
 from tests.integration.conftest import RawCharger, metric, proxy_config, roundtrip, start_proxy
 
 MANAGED_HASH = hash_password("charger-pw")
@@ -40,8 +40,12 @@ async def test_unknown_identity_is_404_without_dialling(nursery, upstream):
     assert metric(handle, "ere_proxy_handshakes_total", outcome="not_found") == 1
 
 
-async def test_managed_route_checks_the_password_and_sends_the_upstream_credential(nursery, upstream):
-    handle = await start_proxy(nursery, proxy_config(upstream.port, chargers={"CP-m": managed_route(upstream.port)}))
+async def test_managed_route_checks_the_password_and_sends_the_upstream_credential(
+    nursery, upstream
+):
+    handle = await start_proxy(
+        nursery, proxy_config(upstream.port, chargers={"CP-m": managed_route(upstream.port)})
+    )
     wrong = "Authorization: " + basic_header("CP-m", "nope").decode() + "\r\n"
     assert await status_of(handle.port, "CP-m", wrong) == b"HTTP/1.1 401 Unauthorized"
     assert await status_of(handle.port, "CP-m") == b"HTTP/1.1 401 Unauthorized"
@@ -50,23 +54,37 @@ async def test_managed_route_checks_the_password_and_sends_the_upstream_credenti
     assert upstream.peers == []
     for _ in range(2):  # the second time comes from the verified-password cache
         headers = [("Authorization", basic_header("CP-m", "charger-pw").decode())]
-        async with open_websocket_url(handle.url("CP-m"), subprotocols=["ocpp1.6"], extra_headers=headers) as ws:
+        async with open_websocket_url(
+            handle.url("CP-m"), subprotocols=["ocpp1.6"], extra_headers=headers
+        ) as ws:
             await roundtrip(ws, "1")
-    assert [p.authorization for p in upstream.peers] == [basic_header("CP-m", "csms-pw").decode()] * 2
+    assert [p.authorization for p in upstream.peers] == [
+        basic_header("CP-m", "csms-pw").decode()
+    ] * 2
     assert metric(handle, "ere_proxy_handshakes_total", outcome="unauthorized") == 3
 
 
 async def test_passthrough_forwards_the_chargers_authorization(proxy, upstream):
     headers = [("Authorization", "Basic Q1AtcDpwdw==")]
-    async with open_websocket_url(proxy.url("CP-p"), subprotocols=["ocpp1.6"], extra_headers=headers) as ws:
+    async with open_websocket_url(
+        proxy.url("CP-p"), subprotocols=["ocpp1.6"], extra_headers=headers
+    ) as ws:
         await roundtrip(ws, "1")
     assert upstream.peers[0].authorization == "Basic Q1AtcDpwdw=="
 
 
-@pytest.mark.parametrize("status, line", [
-    (401, b"401 Unauthorized"), (403, b"403 Forbidden"), (404, b"404 Not Found"), (429, b"429 Too Many Requests"),
-    (500, b"500 Internal Server Error"), (503, b"503 Service Unavailable"), (200, b"502 Bad Gateway"),
-])
+@pytest.mark.parametrize(
+    "status, line",
+    [
+        (401, b"401 Unauthorized"),
+        (403, b"403 Forbidden"),
+        (404, b"404 Not Found"),
+        (429, b"429 Too Many Requests"),
+        (500, b"500 Internal Server Error"),
+        (503, b"503 Service Unavailable"),
+        (200, b"502 Bad Gateway"),
+    ],
+)
 async def test_upstream_refusal_is_mirrored(proxy, upstream, status, line):
     upstream.refuse_with = status
     assert await status_of(proxy.port, "CP-r") == b"HTTP/1.1 " + line
@@ -99,7 +117,9 @@ async def test_silent_upstream_is_504(nursery):
         await stream.aclose()
 
 
-async def test_unsupported_subprotocol_is_accepted_without_one_and_closed_with_1002(proxy, upstream, raw):
+async def test_unsupported_subprotocol_is_accepted_without_one_and_closed_with_1002(
+    proxy, upstream, raw
+):
     charger = await raw()
     head = await charger.upgrade("CP-v", protocols="ocpp1.2, ocpp9")
     assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-protocol" not in head.lower()
@@ -114,4 +134,3 @@ async def test_identity_with_space_and_48_characters(proxy, upstream):
         await roundtrip(ws, "1")
     assert upstream.peers[0].path == "/ocpp/" + identity
     assert await status_of(proxy.port, identity + "y") == b"HTTP/1.1 400 Bad Request"
-

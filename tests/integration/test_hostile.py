@@ -25,12 +25,22 @@ async def refused_status(charger: RawCharger, data: bytes) -> bytes:
 
 
 async def test_garbage_before_the_handshake_is_400(proxy, raw, healthy):
-    assert await refused_status(await raw(), b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+    assert (
+        await refused_status(
+            await raw(), b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n"
+        )
+        == b"HTTP/1.1 400 Bad Request"
+    )
 
 
 async def test_oversized_headers_are_431(proxy, raw, healthy):
-    request = b"GET /ocpp/CP-big HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 64 * 1024 + b"\r\n\r\n"
-    assert await refused_status(await raw(), request) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    request = (
+        b"GET /ocpp/CP-big HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 64 * 1024 + b"\r\n\r\n"
+    )
+    assert (
+        await refused_status(await raw(), request)
+        == b"HTTP/1.1 431 Request Header Fields Too Large"
+    )
     assert metric(proxy, "ere_proxy_handshakes_total", outcome="headers_too_large") == 1
 
 
@@ -68,7 +78,9 @@ BAD_FRAMES = {
 
 
 @pytest.mark.parametrize("name", list(BAD_FRAMES))
-async def test_protocol_errors_close_the_charger_with_the_code_and_the_upstream_with_1011(proxy, upstream, raw, healthy, name):
+async def test_protocol_errors_close_the_charger_with_the_code_and_the_upstream_with_1011(
+    proxy, upstream, raw, healthy, name
+):
     data, code = BAD_FRAMES[name]
     identity = "CP-bad-" + name.replace(" ", "-").replace("^", "")
     charger = await raw()
@@ -82,15 +94,29 @@ async def test_protocol_errors_close_the_charger_with_the_code_and_the_upstream_
     await upstream.wait_until(lambda: peer.close_code is not None)
     assert peer.close_code == 1011
     assert peer.received == []  # the chunk with the bad frame was not forwarded
-    assert metric(proxy, "ere_proxy_codec_errors_total", direction="charger_to_upstream", close_code=str(code)) == 1
+    assert (
+        metric(
+            proxy,
+            "ere_proxy_codec_errors_total",
+            direction="charger_to_upstream",
+            close_code=str(code),
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize("payload, opcode", [(b"\x00\xffbinary\x01", 2), (b"not json at all {", 1), (b"[1,2,3]", 1)])
-async def test_binary_and_non_ocpp_text_are_forwarded_unchanged(proxy, upstream, raw, healthy, payload, opcode):
+@pytest.mark.parametrize(
+    "payload, opcode", [(b"\x00\xffbinary\x01", 2), (b"not json at all {", 1), (b"[1,2,3]", 1)]
+)
+async def test_binary_and_non_ocpp_text_are_forwarded_unchanged(
+    proxy, upstream, raw, healthy, payload, opcode
+):
     charger = await raw()
     assert (await charger.upgrade("CP-odd")).startswith(b"HTTP/1.1 101")
     await charger.send(frame(opcode, payload))
-    await upstream.wait_until(lambda: any(p.path == "/ocpp/CP-odd" and p.received for p in upstream.peers))
+    await upstream.wait_until(
+        lambda: any(p.path == "/ocpp/CP-odd" and p.received for p in upstream.peers)
+    )
     received = next(p for p in upstream.peers if p.path == "/ocpp/CP-odd").received
     assert received == [payload if opcode == 2 else payload.decode()]
 
@@ -105,7 +131,6 @@ async def test_charger_vanishing_mid_frame_closes_the_upstream(proxy, upstream, 
     await upstream.wait_until(lambda: peer.close_code is not None)
     # Half a frame went upstream, so no close frame could follow it: the connection just drops.
     assert peer.close_code == 1006
-
 
 
 async def serve_bad_upstream(nursery, bad_frame: bytes) -> int:
@@ -124,7 +149,9 @@ async def serve_bad_upstream(nursery, bad_frame: bytes) -> int:
             (b"sec-websocket-accept", generate_accept_token(key)),
             (b"sec-websocket-protocol", b"ocpp1.6"),
         ]
-        await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)) + bad_frame)
+        await stream.send_all(
+            conn.send(h11.InformationalResponse(status_code=101, headers=headers)) + bad_frame
+        )
         with trio.move_on_after(10):
             while await stream.receive_some(4096):
                 pass
@@ -133,7 +160,9 @@ async def serve_bad_upstream(nursery, bad_frame: bytes) -> int:
     return listeners[0].socket.getsockname()[1]
 
 
-async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_with_1011(nursery, raw):
+async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_with_1011(
+    nursery, raw
+):
     masked = frame(1, b'[2,"1","Reset",{}]', mask=True)  # a server must never mask
     handle = await start_proxy(nursery, proxy_config(await serve_bad_upstream(nursery, masked)))
     charger = await raw(handle.port)
@@ -142,5 +171,13 @@ async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_w
         messages = await charger.messages_until_close(reply_to_close=True)
     assert [(m.opcode, m.close_code) for m in messages] == [(CLOSE, 1011)]
     await trio.testing.wait_all_tasks_blocked()  # the proxy has finished with the link
-    assert metric(handle, "ere_proxy_codec_errors_total", direction="upstream_to_charger", close_code="1002") == 1
+    assert (
+        metric(
+            handle,
+            "ere_proxy_codec_errors_total",
+            direction="upstream_to_charger",
+            close_code="1002",
+        )
+        == 1
+    )
     assert metric(handle, "ere_proxy_link_ends_total", reason="upstream_protocol_error") == 1

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from proxy.runtime.http_admin import AdminServer
-from proxy.wire.codec import CLOSE
 from proxy.runtime.config import load_config
+from proxy.runtime.http_admin import AdminServer
 from proxy.runtime.role import reload_config
+from proxy.wire.codec import CLOSE
 from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
 
 
@@ -23,7 +23,9 @@ async def test_second_connection_of_an_identity_replaces_the_first(proxy, upstre
     async with open_websocket_url(proxy.url("CP-twice"), subprotocols=["ocpp1.6"]) as second:
         with trio.fail_after(10):
             messages = await first.messages_until_close(reply_to_close=True)
-        assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 1001, "replaced by a new connection")]
+        assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [
+            (CLOSE, 1001, "replaced by a new connection")
+        ]
         await upstream.wait_until(lambda: upstream.peers[0].close_code is not None)
         assert upstream.peers[0].close_code == 1001
         assert json.loads(await roundtrip(second, "1"))[1] == "1"
@@ -39,13 +41,17 @@ async def test_idle_link_is_closed_with_1001(nursery, upstream, raw):
     with trio.fail_after(10):
         messages = await charger.messages_until_close(reply_to_close=True)
         await link.finished.wait()
-    assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [(CLOSE, 1001, "idle timeout")]
+    assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [
+        (CLOSE, 1001, "idle timeout")
+    ]
     await upstream.wait_until(lambda: upstream.peers[0].close_code is not None)
     assert upstream.peers[0].close_code == 1001
     assert metric(handle, "ere_proxy_link_ends_total", reason="idle") == 1
 
 
-async def test_shutdown_lets_the_call_in_flight_finish_then_closes_with_1001(nursery, upstream, raw):
+async def test_shutdown_lets_the_call_in_flight_finish_then_closes_with_1001(
+    nursery, upstream, raw
+):
     handle = await start_proxy(nursery, proxy_config(upstream.port, drain_timeout=30))
     upstream.answer_calls = False
     charger = await raw(handle.port)
@@ -97,25 +103,41 @@ async def test_admin_endpoint_serves_metrics_health_and_readiness(nursery, proxy
     port = listeners[0].socket.getsockname()[1]
     metrics = await admin_get(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert metrics.startswith(b"HTTP/1.1 200 OK")
-    assert b'ere_proxy_calls_total{action="Heartbeat",direction="charger_to_upstream"} 1.0' in metrics
-    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
-    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
-    assert (await admin_get(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404")
-    assert (await admin_get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")).startswith(b"HTTP/1.1 405")
+    assert (
+        b'ere_proxy_calls_total{action="Heartbeat",direction="charger_to_upstream"} 1.0' in metrics
+    )
+    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+        b"HTTP/1.1 200"
+    )
+    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+        b"HTTP/1.1 200"
+    )
+    assert (await admin_get(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+        b"HTTP/1.1 404"
+    )
+    assert (
+        await admin_get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    ).startswith(b"HTTP/1.1 405")
     assert (await admin_get(port, b"\x00\x01 nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
     await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()  # a bare TCP health check
     await trio.testing.wait_all_tasks_blocked()
-    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert (await admin_get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+        b"HTTP/1.1 200"
+    )
     proxy.server.shutdown()
     await proxy.server.stopped.wait()
-    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+    assert (await admin_get(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+        b"HTTP/1.1 503"
+    )
 
 
 async def test_reload_keeps_running_links_and_applies_new_routes(nursery, upstream, tmp_path):
     path = tmp_path / "proxy.toml"
     path.write_text(f'[chargers."CP-old"]\nupstream = "ws://127.0.0.1:{upstream.port}/ocpp"\n')
     config = load_config(path)
-    handle = await start_proxy(nursery, msgspec.structs.replace(config, proxy=proxy_config(upstream.port).proxy))
+    handle = await start_proxy(
+        nursery, msgspec.structs.replace(config, proxy=proxy_config(upstream.port).proxy)
+    )
     async with open_websocket_url(handle.url("CP-old"), subprotocols=["ocpp1.6"]) as ws:
         await roundtrip(ws, "before")
         path.write_text(f'[chargers."CP-new"]\nupstream = "ws://127.0.0.1:{upstream.port}/ocpp"\n')
@@ -135,7 +157,9 @@ async def test_a_refused_second_connection_does_not_disconnect_the_charger(proxy
         assert json.loads(await roundtrip(charger, "2"))[1] == "2"
 
 
-async def test_shutdown_forwards_what_the_charger_sends_before_answering_the_close(nursery, upstream, raw):
+async def test_shutdown_forwards_what_the_charger_sends_before_answering_the_close(
+    nursery, upstream, raw
+):
     handle = await start_proxy(nursery, proxy_config(upstream.port))
     charger = await raw(handle.port)
     assert (await charger.upgrade("CP-late")).startswith(b"HTTP/1.1 101")
@@ -144,7 +168,9 @@ async def test_shutdown_forwards_what_the_charger_sends_before_answering_the_clo
     head = await charger.stream.receive_some(2)  # our close frame has started to arrive
     assert head[:1] == b"\x88"
     stop = b'[2,"q1","StopTransaction",{"transactionId":7,"meterStop":900,"timestamp":"2026-11-21T10:00:00Z"}]'
-    await charger.send(frame(1, stop) + frame(8, b"\x03\xe9"))  # a queued CALL, then the close reply
+    await charger.send(
+        frame(1, stop) + frame(8, b"\x03\xe9")
+    )  # a queued CALL, then the close reply
     peer = upstream.peers[0]
     await upstream.wait_until(lambda: peer.close_code is not None)
     assert peer.received == [stop.decode()]

@@ -23,7 +23,9 @@ def slow_hash(password: str) -> str:
     """A hash 4× as costly as the default (scrypt N = 2^16): a flood then keeps both hashing
     threads busy for long stretches, as a loaded machine would."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=1 << 16, r=8, p=1, dklen=32, maxmem=256 << 20)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=1 << 16, r=8, p=1, dklen=32, maxmem=256 << 20
+    )
     return f"scrypt$16$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
@@ -52,14 +54,19 @@ async def attempt(port: int, identity: str, password: str, source: str) -> bytes
 def config(upstream_port: int, password_hash: str = HASH) -> Config:
     # A short handshake timeout: a charger still queued behind the flood after it is refused (503).
     proxy = ProxySettings(host="127.0.0.1", port=0, handshake_timeout=5.0)
-    route = Route(upstream=f"ws://127.0.0.1:{upstream_port}/ocpp", auth="managed", password_hash=password_hash)
+    route = Route(
+        upstream=f"ws://127.0.0.1:{upstream_port}/ocpp", auth="managed", password_hash=password_hash
+    )
     return Config(proxy=proxy, default_route=route)
 
 
 async def known_charger(handle) -> None:
     """CP-known connects once; then its cached success is dropped (as after the cache's bound), so
     its next attempt must be hashed again: behind the flood, or in the lane of recent successes."""
-    assert await attempt(handle.port, "CP-known", "right", "127.0.0.1") == b"HTTP/1.1 101 Switching Protocols"
+    assert (
+        await attempt(handle.port, "CP-known", "right", "127.0.0.1")
+        == b"HTTP/1.1 101 Switching Protocols"
+    )
     handle.server.admission.passwords.cache = type(handle.server.admission.passwords.cache)()
 
 
@@ -72,7 +79,9 @@ async def flood_while(handle, sources: list[str], legitimate) -> tuple[list[byte
     async def guess(index: int) -> None:
         source = sources[index % len(sources)]
         while True:
-            answers.append(await attempt(handle.port, f"CP-guess-{index}", f"wrong-{len(answers)}", source))
+            answers.append(
+                await attempt(handle.port, f"CP-guess-{index}", f"wrong-{len(answers)}", source)
+            )
             first.set()
 
     async with trio.open_nursery() as nursery:
@@ -88,21 +97,36 @@ async def test_a_flood_from_one_address_is_cut_by_its_budget(nursery, upstream):
     handle = await start_proxy(nursery, config(upstream.port))
     await known_charger(handle)
     answers, legitimate = await flood_while(
-        handle, ["127.0.0.2"], lambda: attempt(handle.port, "CP-known", "right", "127.0.0.1"))
+        handle, ["127.0.0.2"], lambda: attempt(handle.port, "CP-known", "right", "127.0.0.1")
+    )
     assert legitimate == b"HTTP/1.1 101 Switching Protocols"
-    assert not [a for a in answers if not a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429", b"HTTP/1.1 503"))]
+    assert not [
+        a for a in answers if not a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429", b"HTTP/1.1 503"))
+    ]
     # The address's budget (20 failures, then 10 a minute) and its line (4 at once): no more hashes
     # than that for the whole flood; the rest refused without hashing.
-    assert metric(handle, "ere_proxy_password_checks_total", verdict="wrong", hashed="yes") <= 20 + 4 + 1
-    refused = sum(metric(handle, "ere_proxy_handshakes_total", outcome=o) for o in ("rate_limited", "busy"))
+    assert (
+        metric(handle, "ere_proxy_password_checks_total", verdict="wrong", hashed="yes")
+        <= 20 + 4 + 1
+    )
+    refused = sum(
+        metric(handle, "ere_proxy_handshakes_total", outcome=o) for o in ("rate_limited", "busy")
+    )
     assert refused >= len(answers) - 25
 
 
-async def test_a_flood_from_many_addresses_is_refused_early_and_a_known_charger_goes_first(nursery, upstream):
+async def test_a_flood_from_many_addresses_is_refused_early_and_a_known_charger_goes_first(
+    nursery, upstream
+):
     handle = await start_proxy(nursery, config(upstream.port, slow_hash("right")))
     await known_charger(handle)
-    sources = [f"127.0.{k}.{j}" for k in range(1, 16) for j in range(2, 12)]  # 150 addresses, 3 attackers each
+    sources = [
+        f"127.0.{k}.{j}" for k in range(1, 16) for j in range(2, 12)
+    ]  # 150 addresses, 3 attackers each
     answers, legitimate = await flood_while(
-        handle, sources, lambda: attempt(handle.port, "CP-known", "right", "127.0.0.1"))
+        handle, sources, lambda: attempt(handle.port, "CP-known", "right", "127.0.0.1")
+    )
     assert legitimate == b"HTTP/1.1 101 Switching Protocols"
-    assert not [a for a in answers if not a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429", b"HTTP/1.1 503"))]
+    assert not [
+        a for a in answers if not a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429", b"HTTP/1.1 503"))
+    ]

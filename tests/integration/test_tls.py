@@ -10,11 +10,16 @@ import trio
 import trustme
 from trio_websocket import open_websocket_url, serve_websocket
 
+from proxy.forward.listener import (
+    listening_port,
+    open_listener,
+    reload_certificates,
+    server_tls_context,
+)
+from proxy.forward.server import ProxyServer
+from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
-from proxy.routing.router import StaticRouter
-from proxy.forward.listener import listening_port, open_listener, reload_certificates, server_tls_context
-from proxy.forward.server import ProxyServer
 from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
 
 
@@ -31,7 +36,8 @@ async def test_wss_charger_to_wss_upstream_with_a_private_ca(nursery, tmp_path):
     cert.private_key_pem.write_to_path(str(key_file))
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     settings = msgspec.convert(
-        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)}, ProxySettings
+        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)},
+        ProxySettings,
     )
     route = Route(upstream=f"wss://localhost:{server.port}/ocpp", ca_bundle=str(ca_file))
     handle = await start_proxy(nursery, Config(proxy=settings, default_route=route))
@@ -79,11 +85,14 @@ async def test_a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_t
 
     install(old_ca)
     settings = msgspec.convert(
-        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)}, ProxySettings
+        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)},
+        ProxySettings,
     )
     tls = server_tls_context(settings)
     metrics = ProxyMetrics()
-    config = Config(proxy=settings, default_route=Route(upstream=f"ws://127.0.0.1:{upstream.port}/ocpp"))
+    config = Config(
+        proxy=settings, default_route=Route(upstream=f"ws://127.0.0.1:{upstream.port}/ocpp")
+    )
     server = ProxyServer(config, StaticRouter(config), metrics)
     listener = open_listener(settings, reuse_port=False, tls=tls)
     await nursery.start(server.run, [listener])
@@ -92,7 +101,9 @@ async def test_a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_t
     async def handshake_trusting(ca: trustme.CA) -> bool:
         context = ssl.create_default_context()
         ca.configure_trust(context)
-        stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), context, server_hostname="localhost")
+        stream = trio.SSLStream(
+            await trio.open_tcp_stream("127.0.0.1", port), context, server_hostname="localhost"
+        )
         try:
             await stream.do_handshake()
         except (trio.BrokenResourceError, ssl.SSLError):

@@ -18,15 +18,15 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url, serve_websocket
 
-from proxy.runtime.config import DatabaseSettings
 from proxy.capture.journal import Journal
-from proxy.runtime.metrics import JournalCollector, ProxyMetrics
-from proxy.routing.router import StaticRouter
+from proxy.capture.spill import SpillLog
+from proxy.capture.store_process import StoreProcess
 from proxy.forward.listener import listening_port, open_listener
 from proxy.forward.server import ProxyServer
-from proxy.capture.spill import SpillLog
+from proxy.routing.router import StaticRouter
+from proxy.runtime.config import DatabaseSettings
+from proxy.runtime.metrics import JournalCollector, ProxyMetrics
 from proxy.store.db import Database, open_database
-from proxy.capture.store_process import StoreProcess
 from tests.integration.conftest import RawCharger, Upstream, frame, proxy_config
 
 WAIT = 30.0  # bound on anything another process (the store process, PostgreSQL) brings about
@@ -48,21 +48,29 @@ class CaptureProxy:
         """Wait until every submitted event is accounted for and nothing waits on disk."""
         stats = self.journal.stats
         with trio.fail_after(limit):
-            while (self.journal.spilling or self.journal.queued
-                   or stats.stored + stats.replayed + getattr(stats, "dead_letters", 0) + stats.lost
-                   < stats.submitted):  # fmt: skip
+            while (
+                self.journal.spilling
+                or self.journal.queued
+                or stats.stored + stats.replayed + getattr(stats, "dead_letters", 0) + stats.lost
+                < stats.submitted
+            ):
                 await trio.sleep(0.02)
 
 
 @asynccontextmanager
 async def capture_proxy(
-    settings: DatabaseSettings, spill_dir: Path, *, spill_options: dict[str, Any] | None = None,
+    settings: DatabaseSettings,
+    spill_dir: Path,
+    *,
+    spill_options: dict[str, Any] | None = None,
     **journal_options: Any,
 ) -> AsyncIterator[CaptureProxy]:
     """The proxy, its journal running through a store process, and the back-office; all stopped on exit."""
     async with trio.open_nursery() as nursery, open_database(settings) as db:
         upstream = Upstream()
-        upstream.port = (await nursery.start(serve_websocket, upstream.handler, "127.0.0.1", 0, None)).port
+        upstream.port = (
+            await nursery.start(serve_websocket, upstream.handler, "127.0.0.1", 0, None)
+        ).port
         config = proxy_config(upstream.port)
         spill = SpillLog(spill_dir, **(spill_options or {}))
         journal = Journal(spill, **journal_options)
@@ -97,7 +105,9 @@ class Healthy:
 
 
 @asynccontextmanager
-async def healthy_charger(proxy: CaptureProxy, identity: str = "HEALTHY-1") -> AsyncIterator[Healthy]:
+async def healthy_charger(
+    proxy: CaptureProxy, identity: str = "HEALTHY-1"
+) -> AsyncIterator[Healthy]:
     async with open_websocket_url(proxy.url(identity), subprotocols=["ocpp1.6"]) as ws:
         healthy = Healthy(ws)
         await healthy.check()
@@ -131,13 +141,20 @@ class Hostile:
         """The next message the proxy forwards to this charger."""
         with trio.fail_after(WAIT):
             while not self._received:
-                data, self.charger.buffer = self.charger.buffer or await self.charger.stream.receive_some(65536), b""
-                self._received += [json.loads(bytes(m.data)) for m in self.charger.reader.feed(data)]
+                data, self.charger.buffer = (
+                    self.charger.buffer or await self.charger.stream.receive_some(65536),
+                    b"",
+                )
+                self._received += [
+                    json.loads(bytes(m.data)) for m in self.charger.reader.feed(data)
+                ]
         return self._received.pop(0)
 
 
 @asynccontextmanager
-async def hostile_charger(proxy: CaptureProxy, identity: str, subprotocol: str) -> AsyncIterator[Hostile]:
+async def hostile_charger(
+    proxy: CaptureProxy, identity: str, subprotocol: str
+) -> AsyncIterator[Hostile]:
     charger = await RawCharger.connect(proxy.port)
     try:
         head = await charger.upgrade(identity, protocols=subprotocol)

@@ -57,4 +57,3 @@ async def database_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(database_dsn: str) -> DatabaseSettings:
     return DatabaseSettings(dsn=database_dsn, pool_size=4, connect_timeout=5.0)
-

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import trio_asyncio
 
-from bench.pg import ServerThread, make_data_dir
+from bench.pg import make_data_dir
 from proxy.store.embedded import EmbeddedPostgres
 
 # Durability is not under test; these make new clusters and CREATE DATABASE quick.
@@ -55,5 +55,8 @@ async def admin_fetch(server: EmbeddedPostgres, query: str, *args: object) -> li
 async def backends_of(server: EmbeddedPostgres, database: str) -> list[int]:
     """Process ids of the client backends connected to `database`."""
     rows = await admin_fetch(
-        server, "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", database)
+        server,
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+        database,
+    )
     return [row["pid"] for row in rows]

@@ -14,15 +14,15 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 
-from proxy.routing.auth import basic_header, hash_password
-from proxy.runtime.config import Config, OutboxSettings, ProxySettings, Route
 from proxy.capture.journal import DatabaseStore, Journal
-from proxy.runtime.metrics import ProxyMetrics
-from proxy.outbox.store import OutboxStore
-from proxy.routing.router import StaticRouter
+from proxy.capture.spill import SpillLog
 from proxy.forward.listener import listening_port, open_listener
 from proxy.forward.server import ProxyServer
-from proxy.capture.spill import SpillLog
+from proxy.outbox.store import OutboxStore
+from proxy.routing.auth import basic_header, hash_password
+from proxy.routing.router import StaticRouter
+from proxy.runtime.config import Config, OutboxSettings, ProxySettings, Route
+from proxy.runtime.metrics import ProxyMetrics
 from proxy.store.db import Database, open_database
 from tests.integration.conftest import Upstream
 
@@ -35,7 +35,9 @@ class Csms(Upstream):
     def __init__(self) -> None:
         super().__init__()
         self.answer_calls = False
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (identity, action, payload) answered
+        self.calls: list[
+            tuple[str, str, dict[str, Any]]
+        ] = []  # (identity, action, payload) answered
         self.errors_for: dict[str, int] = {}  # action → CALLERRORs to give before answering
         self.unanswered: set[str] = set()  # actions received (and recorded) but never answered
         self._next_id = 7000
@@ -44,7 +46,9 @@ class Csms(Upstream):
     async def start(self, nursery: trio.Nursery) -> None:
         async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as self._scope:
-                await serve_websocket(self.answering, "127.0.0.1", self.port, None, task_status=task_status)
+                await serve_websocket(
+                    self.answering, "127.0.0.1", self.port, None, task_status=task_status
+                )
 
         server = await nursery.start(serve)
         self.port = server.port
@@ -73,16 +77,26 @@ class Csms(Upstream):
                     continue
                 if self.errors_for.get(action, 0) > 0:
                     self.errors_for[action] -= 1
-                    await ws.send_message(json.dumps([4, unique_id, "InternalError", "try later", {}]))
+                    await ws.send_message(
+                        json.dumps([4, unique_id, "InternalError", "try later", {}])
+                    )
                     continue
                 answer: dict[str, Any] = {}
                 if action == "StartTransaction":
                     self._next_id += 1
                     answer = {"transactionId": self._next_id, "idTagInfo": {"status": "Accepted"}}
                 elif action == "Authorize":
-                    answer = {"idTagInfo": {"status": "Blocked" if payload["idTag"] == "BAD" else "Accepted"}}
+                    answer = {
+                        "idTagInfo": {
+                            "status": "Blocked" if payload["idTag"] == "BAD" else "Accepted"
+                        }
+                    }
                 elif action == "BootNotification":
-                    answer = {"status": "Accepted", "currentTime": "2026-11-21T10:00:00Z", "interval": 60}
+                    answer = {
+                        "status": "Accepted",
+                        "currentTime": "2026-11-21T10:00:00Z",
+                        "interval": 60,
+                    }
                 await ws.send_message(json.dumps([3, unique_id, answer]))
                 self.calls.append((identity, action, payload))
                 self._notify()
@@ -105,8 +119,11 @@ def credentials(identity: str) -> list[tuple[str, str]]:
 
 def connect(port: int, identity: str):
     """A trio-websocket charger speaking 1.6 with its password (it may be admitted offline)."""
-    return open_websocket_url(f"ws://127.0.0.1:{port}/ocpp/{identity}", subprotocols=["ocpp1.6"],
-                              extra_headers=credentials(identity))
+    return open_websocket_url(
+        f"ws://127.0.0.1:{port}/ocpp/{identity}",
+        subprotocols=["ocpp1.6"],
+        extra_headers=credentials(identity),
+    )
 
 
 def raw_credentials(identity: str) -> str:
@@ -120,10 +137,15 @@ async def running_proxy(settings, csms: Csms, tmp_path, route: Route | None = No
     By default chargers are on a managed route (their password is what admits them while the
     back-office is down) and the back-office gets no credentials; `route` replaces it.
     """
-    proxy = msgspec.convert({"host": "127.0.0.1", "port": 0, "close_timeout": 1.0, "dial_timeout": 1.0}, ProxySettings)
-    outbox_settings = msgspec.convert({"redial_min": 0.05, "redial_max": 0.2, "retry_interval": 0.05, **outbox},
-                                      OutboxSettings)
-    route = route or Route(upstream=f"ws://127.0.0.1:{csms.port}/ocpp", auth="managed", password_hash=PASSWORD_HASH)
+    proxy = msgspec.convert(
+        {"host": "127.0.0.1", "port": 0, "close_timeout": 1.0, "dial_timeout": 1.0}, ProxySettings
+    )
+    outbox_settings = msgspec.convert(
+        {"redial_min": 0.05, "redial_max": 0.2, "retry_interval": 0.05, **outbox}, OutboxSettings
+    )
+    route = route or Route(
+        upstream=f"ws://127.0.0.1:{csms.port}/ocpp", auth="managed", password_hash=PASSWORD_HASH
+    )
     config = Config(proxy=proxy, outbox=outbox_settings, default_route=route)
     async with open_database(settings) as db:
         spill = SpillLog(tmp_path / "spill")
@@ -163,5 +185,3 @@ async def wait_for(condition, db: Database | None = None) -> None:
             if value:
                 return
             await trio.sleep(0.01)
-
-

@@ -35,8 +35,12 @@ class SmallDisk:
     def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.path = path
         try:
-            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(path)],
-                                     capture_output=True, timeout=30, check=False)  # fmt: skip
+            mounted = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(path)],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
         except OSError:  # no mount(8) here
             self.real = False
         else:
@@ -46,6 +50,7 @@ class SmallDisk:
 
     def fill(self) -> None:
         if not self.real:
+
             def no_space(fd: int, data: memoryview) -> int:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -76,16 +81,28 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smal
     path = tmp_path / "disk"
     path.mkdir()
     disk = SmallDisk(path, monkeypatch)
-    print("spill log on", "a 1 MiB tmpfs (real ENOSPC)" if disk.real else "a seam raising ENOSPC (no mount)")
+    print(
+        "spill log on",
+        "a 1 MiB tmpfs (real ENOSPC)" if disk.real else "a seam raising ENOSPC (no mount)",
+    )
     yield disk
     disk.unmount()
 
 
 def meter_values(n: int) -> bytes:
     sampled = [{"value": str(1000 + n), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]
-    return json.dumps([2, f"mv{n}", "MeterValues", {
-        "connectorId": 1, "transactionId": 7, "meterValue": [{"timestamp": "2026-01-01T10:00:00Z", "sampledValue": sampled}],
-    }]).encode()  # fmt: skip
+    return json.dumps(
+        [
+            2,
+            f"mv{n}",
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "transactionId": 7,
+                "meterValue": [{"timestamp": "2026-01-01T10:00:00Z", "sampledValue": sampled}],
+            },
+        ]
+    ).encode()
 
 
 async def test_a_full_disk_never_stops_forwarding_and_capture_catches_up_when_space_returns(
@@ -97,26 +114,39 @@ async def test_a_full_disk_never_stops_forwarding_and_capture_catches_up_when_sp
     replayed: every event not counted lost is in the database. A shutdown on a full disk counts
     what it could not flush as lost, and does not raise."""
     options = {"max_buffered_bytes": 8 * 1024}  # about 20 of these events
-    async with capture_proxy(settings, small_disk.path / "spill", spill_options=options, capacity=1) as proxy:
+    async with capture_proxy(
+        settings, small_disk.path / "spill", spill_options=options, capacity=1
+    ) as proxy:
         journal, stats = proxy.journal, proxy.journal.stats
-        async with healthy_charger(proxy) as healthy, hostile_charger(proxy, "BURST-1", "ocpp1.6") as charger:
+        async with (
+            healthy_charger(proxy) as healthy,
+            hostile_charger(proxy, "BURST-1", "ocpp1.6") as charger,
+        ):
             small_disk.fill()
             await charger.send_at_once([meter_values(n) for n in range(BURST)])
-            assert [(await charger.answer())[:2] for _ in range(BURST)] == [[3, f"mv{n}"] for n in range(BURST)]
+            assert [(await charger.answer())[:2] for _ in range(BURST)] == [
+                [3, f"mv{n}"] for n in range(BURST)
+            ]
             await healthy.check()
             with trio.fail_after(WAIT):
                 while not stats.failures["spill_write"]:
                     await trio.sleep(0.02)
             assert journal.spilling and journal.spill_failing and 0 < stats.lost < BURST
-            assert proxy.metrics.registry.get_sample_value(
-                "ere_proxy_capture_failures_total", {"stage": "spill_write"}) >= 1  # fmt: skip
+            assert (
+                proxy.metrics.registry.get_sample_value(
+                    "ere_proxy_capture_failures_total", {"stage": "spill_write"}
+                )
+                >= 1
+            )
             await healthy.check()
 
             small_disk.free()
             await proxy.settled()
             assert not journal.spill_failing
             assert stats.stored + stats.replayed + stats.lost == stats.submitted == BURST
-            assert await proxy.db.fetchval("SELECT count(*) FROM charger_events") == BURST - stats.lost
+            assert (
+                await proxy.db.fetchval("SELECT count(*) FROM charger_events") == BURST - stats.lost
+            )
 
             small_disk.fill()  # full again, and the worker stops while spilled events wait in memory
             lost_before = stats.lost
@@ -129,5 +159,13 @@ async def test_a_full_disk_never_stops_forwarding_and_capture_catches_up_when_sp
             await healthy.check()
         stored = await proxy.db.fetchval("SELECT count(*) FROM charger_events")
     assert stats.lost > lost_before
-    assert stats.stored + stats.replayed + stats.lost == stats.submitted == BURST + 5 == stored + stats.lost
-    assert any(r.getMessage() == "spill log cannot be written at shutdown: events lost" for r in caplog.records)
+    assert (
+        stats.stored + stats.replayed + stats.lost
+        == stats.submitted
+        == BURST + 5
+        == stored + stats.lost
+    )
+    assert any(
+        r.getMessage() == "spill log cannot be written at shutdown: events lost"
+        for r in caplog.records
+    )

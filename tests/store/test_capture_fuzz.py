@@ -21,10 +21,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.runtime.config import DatabaseSettings
 from proxy.capture.events import Event
 from proxy.capture.journal import DatabaseStore, Journal
 from proxy.capture.spill import SpillLog
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
 from tests.store.helpers import admin_execute
@@ -42,7 +42,9 @@ def fuzz_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
         trio.run(admin_execute, pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-async def store_through_the_journal(dsn: str, events: list[Event], spill_dir: Path) -> tuple[set[str], int]:
+async def store_through_the_journal(
+    dsn: str, events: list[Event], spill_dir: Path
+) -> tuple[set[str], int]:
     """Submit `events` to a journal writing to PostgreSQL; the ids found afterwards, and the losses."""
     async with open_database(DatabaseSettings(dsn=dsn, pool_size=2, connect_timeout=10.0)) as db:
         spill = SpillLog(spill_dir)
@@ -53,19 +55,31 @@ async def store_through_the_journal(dsn: str, events: list[Event], spill_dir: Pa
                 journal.submit(events[n : n + 3])  # as links do: a few events per frame
             stats = journal.stats
             with trio.fail_after(60):
-                while journal.spilling or stats.stored + stats.replayed + stats.dead_letters + stats.lost < len(events):
+                while (
+                    journal.spilling
+                    or stats.stored + stats.replayed + stats.dead_letters + stats.lost < len(events)
+                ):
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         spill.close()
         ids = [e.event_id for e in events]
-        found = await db.fetch("SELECT event_id::text FROM charger_events WHERE event_id::text = ANY($1::text[]) "
-                               "UNION SELECT event_id FROM capture_dead_letters WHERE event_id = ANY($1::text[])",
-                               ids)  # fmt: skip
+        found = await db.fetch(
+            "SELECT event_id::text FROM charger_events WHERE event_id::text = ANY($1::text[]) "
+            "UNION SELECT event_id FROM capture_dead_letters WHERE event_id = ANY($1::text[])",
+            ids,
+        )
         return {row[0] for row in found}, stats.lost
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 @given(st.data())
 def test_every_event_of_any_json_is_stored_or_kept_as_a_dead_letter(fuzz_dsn, data):
     version = data.draw(VERSIONS)

@@ -17,8 +17,20 @@ from proxy.store.db import Database, open_database
 
 
 def boot(n: int, identity: str | None = None) -> Event:
-    return ChargerBooted(f"00000000-0000-0000-0004-{n:012d}", identity or f"CP-{n}", 1_767_225_600.0 + n, "Vendor",
-                         "Model", None, None, None, None, None, None, "Accepted")  # fmt: skip
+    return ChargerBooted(
+        f"00000000-0000-0000-0004-{n:012d}",
+        identity or f"CP-{n}",
+        1_767_225_600.0 + n,
+        "Vendor",
+        "Model",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "Accepted",
+    )
 
 
 def records(*events: Event) -> list[bytes]:
@@ -27,7 +39,9 @@ def records(*events: Event) -> list[bytes]:
 
 async def refuse(db: Database, table: str, errcode: str, *, times: int | None = None) -> None:
     """A trigger on `table` raising `errcode` for identities starting with BAD- (`times` times, or always)."""
-    await db.execute(f"CREATE SEQUENCE refusals_{table}")  # not rolled back with the refused transaction
+    await db.execute(
+        f"CREATE SEQUENCE refusals_{table}"
+    )  # not rolled back with the refused transaction
     limit = "" if times is None else f"AND nextval('refusals_{table}') <= {times}"
     await db.execute(f"""
         CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -36,9 +50,11 @@ async def refuse(db: Database, table: str, errcode: str, *, times: int | None = 
                 RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}';
             END IF;
             RETURN NEW;
-        END $$""")  # fmt: skip
-    await db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW "
-                     f"EXECUTE FUNCTION refuse_{table}()")  # fmt: skip
+        END $$""")
+    await db.execute(
+        f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION refuse_{table}()"
+    )
 
 
 async def test_a_transient_failure_is_retried_and_nothing_is_kept_aside(settings):
@@ -55,8 +71,14 @@ async def test_a_dead_letter_refused_for_its_data_is_lost_loudly_with_its_payloa
         await refuse(db, "capture_dead_letters", "23514")  # check_violation
         with caplog.at_level(logging.ERROR, logger="proxy.capture_store"):
             outcome = await DatabaseStore(db).store(records(boot(1), boot(2, "BAD-2")))
-        assert outcome.stored == 1 and [note.event_id for note in outcome.lost] == [boot(2).event_id]
-    [line] = [r for r in caplog.records if r.getMessage().startswith("dead letter refused by the database")]
+        assert outcome.stored == 1 and [note.event_id for note in outcome.lost] == [
+            boot(2).event_id
+        ]
+    [line] = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("dead letter refused by the database")
+    ]
     assert msgspec.json.decode(line.payload, type=AnyEvent) == boot(2, "BAD-2")
 
 

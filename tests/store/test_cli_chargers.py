@@ -12,9 +12,9 @@ import trio
 
 from proxy.cli import main as cli
 from proxy.routing.auth import verify_password
-from proxy.runtime.config import DatabaseSettings
 from proxy.routing.registry.records import get_charger
 from proxy.routing.registry.sealing import KeyRing, generate_key
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 
 KEY = generate_key()
@@ -41,7 +41,9 @@ class Cli:
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
         action, *rest = argv
-        code = await trio.to_thread.run_sync(cli.main, ["chargers", action, "--config", str(self.config), *rest])
+        code = await trio.to_thread.run_sync(
+            cli.main, ["chargers", action, "--config", str(self.config), *rest]
+        )
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -53,7 +55,10 @@ def run(config_file: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
 
 def fields(output: str) -> dict[str, str]:
     """The `key: value` lines of the credential output."""
-    return {key: value.strip() for key, _, value in (line.partition(":") for line in output.splitlines())}
+    return {
+        key: value.strip()
+        for key, _, value in (line.partition(":") for line in output.splitlines())
+    }
 
 
 async def stored_hash(settings: DatabaseSettings, identity: str) -> str:
@@ -63,9 +68,20 @@ async def stored_hash(settings: DatabaseSettings, identity: str) -> str:
     return charger.password_hash
 
 
-async def test_add_managed_prints_url_and_credentials_once(run: Cli, settings: DatabaseSettings) -> None:
-    code, out, err = await run("add", "CP 1", "--upstream", "wss://csms.example.com/ocpp", "--managed",
-                               "--upstream-username", "cp1", "--upstream-password-env", "CSMS_PASSWORD")  # fmt: skip
+async def test_add_managed_prints_url_and_credentials_once(
+    run: Cli, settings: DatabaseSettings
+) -> None:
+    code, out, err = await run(
+        "add",
+        "CP 1",
+        "--upstream",
+        "wss://csms.example.com/ocpp",
+        "--managed",
+        "--upstream-username",
+        "cp1",
+        "--upstream-password-env",
+        "CSMS_PASSWORD",
+    )
     assert code == 0, err
     shown = fields(out)
     assert shown["ocpp_url"] == "wss://proxy.example.com/ocpp/CP%201"
@@ -86,14 +102,27 @@ async def test_add_passthrough_and_json_output(run: Cli) -> None:
     code, out, _ = await run("add", "CP-2", "--upstream", "ws://csms.example.com/ocpp", "--json")
     assert code == 0
     assert json.loads(out) == {
-        "identity": "CP-2", "ocpp_url": "wss://proxy.example.com/ocpp/CP-2", "auth": "passthrough"
+        "identity": "CP-2",
+        "ocpp_url": "wss://proxy.example.com/ocpp/CP-2",
+        "auth": "passthrough",
     }
-    code, out, _ = await run("add", "CP-3", "--upstream", "ws://csms.example.com/ocpp", "--managed", "--json")
-    assert code == 0 and set(json.loads(out)) == {"identity", "ocpp_url", "auth", "username", "password"}
+    code, out, _ = await run(
+        "add", "CP-3", "--upstream", "ws://csms.example.com/ocpp", "--managed", "--json"
+    )
+    assert code == 0 and set(json.loads(out)) == {
+        "identity",
+        "ocpp_url",
+        "auth",
+        "username",
+        "password",
+    }
     code, out, _ = await run("list", "--json")
     listed = json.loads(out)
     assert [c["identity"] for c in listed] == ["CP-2", "CP-3"]
-    assert listed[1]["ocpp_url"] == "wss://proxy.example.com/ocpp/CP-3" and listed[1]["upstream_secret"] is False
+    assert (
+        listed[1]["ocpp_url"] == "wss://proxy.example.com/ocpp/CP-3"
+        and listed[1]["upstream_secret"] is False
+    )
     assert not any("password" in key for c in listed for key in c)
 
 
@@ -101,14 +130,18 @@ async def test_upstream_password_from_stdin(
     run: Cli, settings: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(SECRET + "\n"))
-    code, out, err = await run("add", "CP-1", "--upstream", "ws://a", "--managed", "--upstream-password-stdin")
+    code, _out, err = await run(
+        "add", "CP-1", "--upstream", "ws://a", "--managed", "--upstream-password-stdin"
+    )
     assert code == 0, err
     async with open_database(settings) as db:
         charger = await get_charger(db, "CP-1")
     assert charger is not None and charger.route(KeyRing.parse(KEY)).upstream_password == SECRET
 
 
-async def test_rotate_password_invalidates_the_old_one(run: Cli, settings: DatabaseSettings) -> None:
+async def test_rotate_password_invalidates_the_old_one(
+    run: Cli, settings: DatabaseSettings
+) -> None:
     _, out, _ = await run("add", "CP-1", "--upstream", "ws://a.example.com", "--managed")
     old = fields(out)["password"]
     code, out, err = await run("rotate-password", "CP-1")
@@ -118,13 +151,15 @@ async def test_rotate_password_invalidates_the_old_one(run: Cli, settings: Datab
     stored = await stored_hash(settings, "CP-1")
     assert verify_password(new, stored) and not verify_password(old, stored)
     code, out, _ = await run("rotate-password", "CP-1", "--json")
-    assert code == 0 and verify_password(json.loads(out)["password"], await stored_hash(settings, "CP-1"))
+    assert code == 0 and verify_password(
+        json.loads(out)["password"], await stored_hash(settings, "CP-1")
+    )
 
 
 async def test_remove(run: Cli) -> None:
     await run("add", "CP-1", "--upstream", "ws://a.example.com")
     assert (await run("remove", "CP-1"))[:2] == (0, "removed charger CP-1\n")
-    code, out, _ = await run("list", "--json")
+    _code, out, _ = await run("list", "--json")
     assert json.loads(out) == []
 
 
@@ -147,7 +182,10 @@ async def test_usage_errors_exit_2(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
         (("add", "x" * 49, "--upstream", "ws://a.example.com"), "1 to 48 characters"),
         (("add", "CP-1", "--upstream", "https://a.example.com"), "ws:// or wss://"),
         (("add", "CP-1", "--upstream", "ws://a", "--upstream-username", "u"), "need --managed"),
-        (("add", "CP-1", "--upstream", "ws://a", "--managed", "--upstream-password-env", "NOPE"), "NOPE is not set"),
+        (
+            ("add", "CP-1", "--upstream", "ws://a", "--managed", "--upstream-password-env", "NOPE"),
+            "NOPE is not set",
+        ),
         (("remove", "CP:1"), "must not contain ':'"),
     ):
         code, out, err = await run(*argv)
@@ -160,19 +198,33 @@ async def test_usage_errors_exit_2(run: Cli, monkeypatch: pytest.MonkeyPatch) ->
     assert json.loads(out) == []
 
 
-async def test_a_secret_without_the_key_variable_is_refused(run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_secret_without_the_key_variable_is_refused(
+    run: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TEST_REGISTRY_KEY")
     code, out, err = await run("add", "CP-1", "--upstream", "ws://a", "--managed", *FROM_ENV)
     assert (code, out) == (2, "") and "TEST_REGISTRY_KEY" in err and SECRET not in err
-    assert (await run("add", "CP-1", "--upstream", "ws://a", "--managed"))[0] == 0  # no secret: no key needed
+    assert (await run("add", "CP-1", "--upstream", "ws://a", "--managed"))[
+        0
+    ] == 0  # no secret: no key needed
     monkeypatch.setenv("TEST_REGISTRY_KEY", "not-a-key")
     code, _, err = await run("add", "CP-2", "--upstream", "ws://a", "--managed", *FROM_ENV)
     assert code == 2 and "TEST_REGISTRY_KEY must be base64" in err
     assert (await run("list"))[0] == 0  # listing needs no key
 
 
-async def test_generate_key_and_reseal(run: Cli, monkeypatch: pytest.MonkeyPatch, settings: DatabaseSettings) -> None:
-    await run("add", "CP-1", "--upstream", "ws://a", "--managed", "--upstream-password-env", "CSMS_PASSWORD")
+async def test_generate_key_and_reseal(
+    run: Cli, monkeypatch: pytest.MonkeyPatch, settings: DatabaseSettings
+) -> None:
+    await run(
+        "add",
+        "CP-1",
+        "--upstream",
+        "ws://a",
+        "--managed",
+        "--upstream-password-env",
+        "CSMS_PASSWORD",
+    )
     code, out, _ = await run("generate-key")
     new_key = out.strip()
     assert code == 0 and KeyRing.parse(new_key).primary_id != KeyRing.parse(KEY).primary_id

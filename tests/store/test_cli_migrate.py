@@ -20,23 +20,30 @@ def write_config(path: Path, **database: str) -> Path:
 async def migrate(config: Path) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
         [sys.executable, "-m", "proxy", "migrate", "--config", str(config)],
-        capture_stdout=True, capture_stderr=True, check=False,
-    )  # fmt: skip
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
 
 
-async def test_migrate_against_a_dsn_prints_what_it_applied(database_dsn: str, tmp_path: Path) -> None:
+async def test_migrate_against_a_dsn_prints_what_it_applied(
+    database_dsn: str, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "proxy.toml", dsn=database_dsn)
     first = await migrate(config)
     assert first.returncode == 0, first.stderr
     latest = load_migrations()[-1].version
     assert first.stdout.decode().splitlines() == [
-        *(f"applied {m.label}" for m in load_migrations()), f"schema is at version {latest}",
-    ]  # fmt: skip
+        *(f"applied {m.label}" for m in load_migrations()),
+        f"schema is at version {latest}",
+    ]
     second = await migrate(config)
     assert second.stdout.decode().splitlines() == [f"schema is up to date (version {latest})"]
 
 
-async def test_two_migrate_processes_share_one_embedded_server(server_dir: Path, tmp_path: Path) -> None:
+async def test_two_migrate_processes_share_one_embedded_server(
+    server_dir: Path, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "proxy.toml", data_dir=str(server_dir / "data"))
     results: list[subprocess.CompletedProcess[bytes]] = []
 
@@ -54,7 +61,9 @@ async def test_two_migrate_processes_share_one_embedded_server(server_dir: Path,
 
 async def test_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
     config = tmp_path / "proxy.toml"
-    config.write_text('[database]\ndsn = "postgresql://u:pw@127.0.0.1:1/x"\nconnect_timeout = 0.3\n')
+    config.write_text(
+        '[database]\ndsn = "postgresql://u:pw@127.0.0.1:1/x"\nconnect_timeout = 0.3\n'
+    )
     result = await migrate(config)
     assert result.returncode == 1
     assert "cannot connect to postgresql://u:***@127.0.0.1:1/x" in result.stderr.decode()

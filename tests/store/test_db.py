@@ -18,8 +18,13 @@ from proxy.store.migrate import load_migrations
 from tests.store.helpers import FAST_SETTINGS
 
 ROWS = [
-    (1, "CP-1", Decimal("42.370"), datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)),
-    (2, "CP-2 ünïcode", Decimal("0.001"), datetime.datetime(2026, 3, 1, 12, 5, tzinfo=datetime.timezone.utc)),
+    (1, "CP-1", Decimal("42.370"), datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)),
+    (
+        2,
+        "CP-2 ünïcode",
+        Decimal("0.001"),
+        datetime.datetime(2026, 3, 1, 12, 5, tzinfo=datetime.UTC),
+    ),
     (3, "CP-3", None, None),
 ]
 TABLE = "CREATE TABLE readings (id int PRIMARY KEY, charger text NOT NULL, kwh numeric(12,3), at timestamptz)"
@@ -31,7 +36,9 @@ async def test_executemany_and_fetch_round_trip(settings: DatabaseSettings) -> N
         await db.executemany("INSERT INTO readings VALUES ($1, $2, $3, $4)", ROWS)
         rows = await db.fetch("SELECT * FROM readings ORDER BY id")
         assert [tuple(row) for row in rows] == ROWS
-        assert (await db.fetchrow("SELECT charger FROM readings WHERE id = $1", 2))["charger"] == "CP-2 ünïcode"
+        assert (await db.fetchrow("SELECT charger FROM readings WHERE id = $1", 2))[
+            "charger"
+        ] == "CP-2 ünïcode"
         assert await db.fetchval("SELECT count(*) FROM readings") == 3
 
 
@@ -40,7 +47,9 @@ async def test_copy_records_to_table_round_trip(settings: DatabaseSettings) -> N
     async with open_database(settings) as db:
         await db.execute(TABLE)
         assert await db.copy_records_to_table("readings", records=many) == "COPY 5000"
-        await db.copy_records_to_table("readings", records=[(9999, "CP-x")], columns=["id", "charger"])
+        await db.copy_records_to_table(
+            "readings", records=[(9999, "CP-x")], columns=["id", "charger"]
+        )
         assert await db.fetchval("SELECT sum(kwh) FROM readings") == sum(row[2] for row in many)
         assert await db.fetchval("SELECT count(*) FROM readings") == 5001
 
@@ -63,7 +72,10 @@ async def test_transaction_commits_or_rolls_back(settings: DatabaseSettings) -> 
             with pytest.raises(asyncpg.UniqueViolationError):
                 async with tx.transaction():  # a savepoint
                     await tx.execute("INSERT INTO readings (id, charger) VALUES (4, 'duplicate')")
-        assert [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")] == [1, 4]
+        assert [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")] == [
+            1,
+            4,
+        ]
 
 
 async def test_a_transaction_cancelled_at_its_begin_or_commit_leaves_nothing_and_no_open_transaction(
@@ -81,10 +93,17 @@ async def test_a_transaction_cancelled_at_its_begin_or_commit_leaves_nothing_and
                     scope.cancel()  # lands at the COMMIT
             with trio.move_on_after(0.0005 * n):  # lands somewhere in BEGIN, the insert or COMMIT
                 async with db.transaction() as tx:
-                    await tx.execute(f"INSERT INTO readings (id, charger) VALUES ({100 + n}, 'maybe')")
+                    await tx.execute(
+                        f"INSERT INTO readings (id, charger) VALUES ({100 + n}, 'maybe')"
+                    )
         ids = [row["id"] for row in await db.fetch("SELECT id FROM readings ORDER BY id")]
         assert all(i >= 100 for i in ids)
-        assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") == 0
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+            )
+            == 0
+        )
 
 
 async def test_a_second_database_on_the_same_dsn_sees_the_data(settings: DatabaseSettings) -> None:

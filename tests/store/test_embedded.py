@@ -54,7 +54,9 @@ async def test_restart_on_the_same_directory_keeps_the_data(server_dir: Path) ->
     assert "database system is shut down" in (server_dir / "postgres.log").read_text()
 
 
-async def test_handles_sharing_a_directory_share_one_server_and_the_last_stops_it(server_dir: Path) -> None:
+async def test_handles_sharing_a_directory_share_one_server_and_the_last_stops_it(
+    server_dir: Path,
+) -> None:
     first = EmbeddedPostgres(server_dir, settings=FAST_SETTINGS)
     second = EmbeddedPostgres(server_dir, settings=FAST_SETTINGS)
     await first.start()
@@ -80,7 +82,9 @@ trio.run(main)
 
 
 async def test_a_server_left_by_a_crashed_process_is_restarted(server_dir: Path) -> None:
-    crashing = subprocess.Popen([sys.executable, "-c", ORPHAN_MAKER, str(server_dir)], stdout=subprocess.PIPE)
+    crashing = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_MAKER, str(server_dir)], stdout=subprocess.PIPE
+    )
     try:
         assert crashing.stdout is not None
         await trio.to_thread.run_sync(crashing.stdout.readline)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from proxy.runtime.config import Config, DatabaseSettings
 from proxy.ere.admin import records, records_cli
 from proxy.ere.admin.records_cli import add_ere_admin_parsers, ere_admin_command
 from proxy.ere.admin.validation import NewPartner
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.statement_mail import PartnerBranding
+from proxy.runtime.config import Config, DatabaseSettings
 from proxy.store.db import open_database
 
 
@@ -34,7 +34,14 @@ IBAN_PARTNER = "NL91ABNA0417164300"
 IBAN_1 = "NL20INGB0001234567"
 IBAN_2 = "NL44RABO0123456789"
 TABLES = ("partners", "customers", "mandates", "charger_links")
-CONSENT = ("--consent-by", "J. Jansen", "--consent-at", "2025-12-01T10:15:00+01:00", "--consent-method", "signed-pdf")
+CONSENT = (
+    "--consent-by",
+    "J. Jansen",
+    "--consent-at",
+    "2025-12-01T10:15:00+01:00",
+    "--consent-method",
+    "signed-pdf",
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,11 +83,15 @@ def run(settings: DatabaseSettings) -> Admin:
 
 async def snapshot(settings: DatabaseSettings) -> dict[str, list[tuple[Any, ...]]]:
     async with open_database(settings) as db:
-        return {table: [tuple(row) for row in await db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
-                for table in TABLES}
+        return {
+            table: [tuple(row) for row in await db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
+            for table in TABLES
+        }
 
 
-async def refused(run: Admin, settings: DatabaseSettings, argv: tuple[str, ...], *expected: str) -> str:
+async def refused(
+    run: Admin, settings: DatabaseSettings, argv: tuple[str, ...], *expected: str
+) -> str:
     """Run `argv`, expect exit 2 with every `expected` text in one stderr line, tables unchanged."""
     before = await snapshot(settings)
     code, out, err = await run(*argv)
@@ -94,19 +105,64 @@ async def refused(run: Admin, settings: DatabaseSettings, argv: tuple[str, ...],
 
 
 def partner_args(partner_id: str = "acme", *extra: str) -> tuple[str, ...]:
-    return ("partners", "add", partner_id, "--name", "Acme Laadpalen B.V.", "--kind", "cpo",
-            "--payout-model", "direct", *extra)  # fmt: skip
+    return (
+        "partners",
+        "add",
+        partner_id,
+        "--name",
+        "Acme Laadpalen B.V.",
+        "--kind",
+        "cpo",
+        "--payout-model",
+        "direct",
+        *extra,
+    )
 
 
-def customer_args(customer_id: str = "c-1", *extra: str, ean_code: str = EAN_1, iban: str = IBAN_1,
-                  partner: str = "acme") -> tuple[str, ...]:  # fmt: skip
-    return ("customers", "add", customer_id, "--partner", partner, "--name", "Jan Jansen",
-            "--address", "Dorpsstraat 1", "--postcode", "1234 AB", "--city", "Utrecht", "--ean", ean_code,
-            "--grid-operator", "Stedin", "--iban", iban, *extra)  # fmt: skip
+def customer_args(
+    customer_id: str = "c-1",
+    *extra: str,
+    ean_code: str = EAN_1,
+    iban: str = IBAN_1,
+    partner: str = "acme",
+) -> tuple[str, ...]:
+    return (
+        "customers",
+        "add",
+        customer_id,
+        "--partner",
+        partner,
+        "--name",
+        "Jan Jansen",
+        "--address",
+        "Dorpsstraat 1",
+        "--postcode",
+        "1234 AB",
+        "--city",
+        "Utrecht",
+        "--ean",
+        ean_code,
+        "--grid-operator",
+        "Stedin",
+        "--iban",
+        iban,
+        *extra,
+    )
 
 
 def mandate_args(*extra: str, ean_code: str = EAN_1, year: str = "2026") -> tuple[str, ...]:
-    return ("mandates", "add", "--ean", ean_code, "--year", year, "--issued-on", "2025-12-01", *CONSENT, *extra)
+    return (
+        "mandates",
+        "add",
+        "--ean",
+        ean_code,
+        "--year",
+        year,
+        "--issued-on",
+        "2025-12-01",
+        *CONSENT,
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -124,30 +180,59 @@ async def test_partners_add_list_show(run: Admin) -> None:
     out = await run.ok(*partner_args())
     assert out == "added partner acme (cpo, payout direct)\n"
     out = await run.ok(
-        "partners", "add", "volt", "--name", "Volt Energie", "--kind", "energy-supplier", "--payout-model",
-        "partner-account", "--iban", "nl91 abna 0417 1643 00", "--display-name", "Volt", "--colour", "#12aB34",
-        "--logo-url", "https://volt.example.nl/logo.png", "--footer", "Volt Energie\nPostbus 1, Utrecht",
-    )  # fmt: skip
+        "partners",
+        "add",
+        "volt",
+        "--name",
+        "Volt Energie",
+        "--kind",
+        "energy-supplier",
+        "--payout-model",
+        "partner-account",
+        "--iban",
+        "nl91 abna 0417 1643 00",
+        "--display-name",
+        "Volt",
+        "--colour",
+        "#12aB34",
+        "--logo-url",
+        "https://volt.example.nl/logo.png",
+        "--footer",
+        "Volt Energie\nPostbus 1, Utrecht",
+    )
     assert out.startswith("added partner volt (energy-supplier, payout partner-account)")
 
     listed = await run.json("partners", "list")
-    assert [(p["partner_id"], p["kind"], p["payout_model"], p["iban"], p["customers"]) for p in listed] == [
+    assert [
+        (p["partner_id"], p["kind"], p["payout_model"], p["iban"], p["customers"]) for p in listed
+    ] == [
         ("acme", "cpo", "direct", None, 0),
         ("volt", "energy-supplier", "partner-account", IBAN_PARTNER, 0),
     ]
     table = await run.ok("partners", "list")
-    assert table.splitlines()[0].split() == ["PARTNER", "KIND", "PAYOUT", "NAME", "IBAN", "CUSTOMERS"]
+    assert table.splitlines()[0].split() == [
+        "PARTNER",
+        "KIND",
+        "PAYOUT",
+        "NAME",
+        "IBAN",
+        "CUSTOMERS",
+    ]
     assert "volt" in table and IBAN_PARTNER in table
 
     shown = await run.json("partners", "show", "volt")
     assert shown["account_name"] == "Volt Energie"  # defaults to the name
     assert shown["branding"] == {
-        "display_name": "Volt", "colour": "#12aB34", "logo_url": "https://volt.example.nl/logo.png",
+        "display_name": "Volt",
+        "colour": "#12aB34",
+        "logo_url": "https://volt.example.nl/logo.png",
         "footer_text": "Volt Energie\nPostbus 1, Utrecht",
-    }  # fmt: skip
+    }
     assert PartnerBranding(**shown["branding"]).display_name == "Volt"
     default = await run.json("partners", "show", "acme")
-    assert PartnerBranding(**default["branding"]) == PartnerBranding(display_name="Acme Laadpalen B.V.")
+    assert PartnerBranding(**default["branding"]) == PartnerBranding(
+        display_name="Acme Laadpalen B.V."
+    )
     human = await run.ok("partners", "show", "volt")
     assert "payout_model: partner-account" in human and "branding:" in human and "colour:" in human
     assert "footer_text:  Volt Energie\\nPostbus 1, Utrecht" in human
@@ -156,9 +241,14 @@ async def test_partners_add_list_show(run: Admin) -> None:
 async def test_customers_add_list_show(enrolled: Admin) -> None:
     run = enrolled
     out = await run.ok(
-        *customer_args("c-2", "--email", "Piet@Example.NL", ean_code=" ".join([EAN_2[:3], EAN_2[3:9], EAN_2[9:]]),
-                       iban="nl44rabo0123456789"),
-    )  # fmt: skip
+        *customer_args(
+            "c-2",
+            "--email",
+            "Piet@Example.NL",
+            ean_code=" ".join([EAN_2[:3], EAN_2[3:9], EAN_2[9:]]),
+            iban="nl44rabo0123456789",
+        ),
+    )
     assert out == f"added customer c-2 (EAN {EAN_2}) of partner acme\n"
     await run.ok(*mandate_args(ean_code=EAN_2))
     listed = await run.json("customers", "list")
@@ -173,7 +263,11 @@ async def test_customers_add_list_show(enrolled: Admin) -> None:
 
     await run.ok("links", "add", "CP-7", "--customer", "c-2", "--max-power-w", "11000")
     shown = await run.json("customers", "show", "c-2")
-    assert shown["name"] == "Jan Jansen" and shown["grid_operator"] == "Stedin" and shown["referral_discount"] == 0
+    assert (
+        shown["name"] == "Jan Jansen"
+        and shown["grid_operator"] == "Stedin"
+        and shown["referral_discount"] == 0
+    )
     assert [(m["year"], m["valid_from"], m["valid_until"]) for m in shown["mandates"]] == [
         (2026, "2026-01-01", "2026-12-31")
     ]
@@ -183,12 +277,40 @@ async def test_customers_add_list_show(enrolled: Admin) -> None:
 
 
 async def test_partner_account_customer_may_have_no_iban(run: Admin) -> None:
-    await run.ok("partners", "add", "pool", "--name", "Pool", "--kind", "installer", "--payout-model",
-                 "partner-account", "--iban", IBAN_PARTNER, "--account-name", "Pool Installaties")  # fmt: skip
+    await run.ok(
+        "partners",
+        "add",
+        "pool",
+        "--name",
+        "Pool",
+        "--kind",
+        "installer",
+        "--payout-model",
+        "partner-account",
+        "--iban",
+        IBAN_PARTNER,
+        "--account-name",
+        "Pool Installaties",
+    )
     out = await run.ok(
-        "customers", "add", "c-9", "--partner", "pool", "--name", "A. de Vries", "--address", "Kade 2",
-        "--postcode", "9999zz", "--city", "Groningen", "--ean", EAN_3, "--grid-operator", "Enexis",
-    )  # fmt: skip
+        "customers",
+        "add",
+        "c-9",
+        "--partner",
+        "pool",
+        "--name",
+        "A. de Vries",
+        "--address",
+        "Kade 2",
+        "--postcode",
+        "9999zz",
+        "--city",
+        "Groningen",
+        "--ean",
+        EAN_3,
+        "--grid-operator",
+        "Enexis",
+    )
     assert out.startswith("added customer c-9")
     (customer,) = await run.json("customers", "list", "--partner", "pool")
     assert customer["iban"] is None and customer["postcode"] == "9999 ZZ"
@@ -198,11 +320,29 @@ async def test_partner_account_customer_may_have_no_iban(run: Admin) -> None:
 async def test_mandates_add_and_list(enrolled: Admin) -> None:
     run = enrolled
     out = await run.ok(*mandate_args("--consent-reference", "doc-2025-118"))
-    assert out == f"added mandate for EAN {EAN_1} 2026 (customer c-1), valid 2026-01-01 to 2026-12-31\n"
+    assert (
+        out
+        == f"added mandate for EAN {EAN_1} 2026 (customer c-1), valid 2026-01-01 to 2026-12-31\n"
+    )
     # Issued mid-year: validity starts on the issue date by default.
-    out = await run.ok("mandates", "add", "--ean", EAN_1, "--year", "2025", "--issued-on", "2025-03-10",
-                       "--valid-until", "2025-11-30", "--consent-by", "j.jansen@example.nl", "--consent-at",
-                       "2025-03-10T08:00:00Z", "--consent-method", "online-checkbox")  # fmt: skip
+    out = await run.ok(
+        "mandates",
+        "add",
+        "--ean",
+        EAN_1,
+        "--year",
+        "2025",
+        "--issued-on",
+        "2025-03-10",
+        "--valid-until",
+        "2025-11-30",
+        "--consent-by",
+        "j.jansen@example.nl",
+        "--consent-at",
+        "2025-03-10T08:00:00Z",
+        "--consent-method",
+        "online-checkbox",
+    )
     assert "valid 2025-03-10 to 2025-11-30" in out
     listed = await run.json("mandates", "list")
     assert [(m["year"], m["customer_id"], m["partner_id"], m["issued_on"]) for m in listed] == [
@@ -210,8 +350,11 @@ async def test_mandates_add_and_list(enrolled: Admin) -> None:
         (2026, "c-1", "acme", "2025-12-01"),
     ]
     assert listed[1]["consent"] == {
-        "by": "J. Jansen", "at": "2025-12-01T10:15:00+01:00", "method": "signed-pdf", "reference": "doc-2025-118"
-    }  # fmt: skip
+        "by": "J. Jansen",
+        "at": "2025-12-01T10:15:00+01:00",
+        "method": "signed-pdf",
+        "reference": "doc-2025-118",
+    }
     assert listed[0]["consent"]["at"] == "2025-03-10T08:00:00+00:00"
     assert [m["year"] for m in await run.json("mandates", "list", "--year", "2026")] == [2026]
     assert len(await run.json("mandates", "list", "--customer", "c-1", "--ean", EAN_1)) == 2
@@ -220,7 +363,9 @@ async def test_mandates_add_and_list(enrolled: Admin) -> None:
     assert "VALID FROM" in table and "signed-pdf by J. Jansen" in table
 
 
-async def test_links_add_list_remove_with_meter_evidence(enrolled: Admin, settings: DatabaseSettings) -> None:
+async def test_links_add_list_remove_with_meter_evidence(
+    enrolled: Admin, settings: DatabaseSettings
+) -> None:
     run = enrolled
     assert await run.ok("links", "add", "CP-1", "--customer", "c-1", "--max-power-w", "11000") == (
         f"linked charger CP-1 to customer c-1 (EAN {EAN_1})\n"
@@ -230,32 +375,46 @@ async def test_links_add_list_remove_with_meter_evidence(enrolled: Admin, settin
         await db.execute(
             "INSERT INTO charger_boots (identity, vendor, model, meter_type, meter_serial, booted_at, meter_class) "
             "VALUES ('CP-1', 'Alfen', 'Eve Single', 'Carlo Gavazzi EM340', 'MS-0042', $1, 'signed-verified')",
-            datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         )
     links = await run.json("links", "list")
-    assert [(x["identity"], x["customer_id"], x["ean"], x["max_power_w"], x["meter_class"]) for x in links] == [
+    assert [
+        (x["identity"], x["customer_id"], x["ean"], x["max_power_w"], x["meter_class"])
+        for x in links
+    ] == [
         ("CP 2", "c-1", EAN_1, 3680.5, None),
         ("CP-1", "c-1", EAN_1, 11000, "signed-verified"),
     ]
     assert links[0]["last_boot"] is None
     assert links[1]["last_boot"] == {
-        "booted_at": "2026-01-02T03:04:05+00:00", "vendor": "Alfen", "model": "Eve Single",
-        "meter_type": "Carlo Gavazzi EM340", "meter_serial": "MS-0042",
-    }  # fmt: skip
+        "booted_at": "2026-01-02T03:04:05+00:00",
+        "vendor": "Alfen",
+        "model": "Eve Single",
+        "meter_type": "Carlo Gavazzi EM340",
+        "meter_serial": "MS-0042",
+    }
     lines = (await run.ok("links", "list")).splitlines()
     assert lines[0].split()[:4] == ["IDENTITY", "CUSTOMER", "EAN", "MAX"]
     assert "never booted" in lines[1] and "3680.5" in lines[1]
-    assert "signed-verified" in lines[2] and "Carlo Gavazzi EM340" in lines[2] and "MS-0042" in lines[2]
+    assert (
+        "signed-verified" in lines[2]
+        and "Carlo Gavazzi EM340" in lines[2]
+        and "MS-0042" in lines[2]
+    )
     assert await run.json("links", "list", "--customer", "other") == []
 
     assert await run.ok("links", "remove", "CP 2") == "unlinked charger CP 2 from customer c-1\n"
     assert [x["identity"] for x in await run.json("links", "list")] == ["CP-1"]
 
 
-async def test_sql_looking_text_is_stored_as_text(enrolled: Admin, settings: DatabaseSettings) -> None:
+async def test_sql_looking_text_is_stored_as_text(
+    enrolled: Admin, settings: DatabaseSettings
+) -> None:
     run = enrolled
     name = "Robert'); DROP TABLE customers; --"
-    await run.ok(*customer_args("c-2", ean_code=EAN_2)[:6], name, *customer_args("c-2", ean_code=EAN_2)[7:])
+    await run.ok(
+        *customer_args("c-2", ean_code=EAN_2)[:6], name, *customer_args("c-2", ean_code=EAN_2)[7:]
+    )
     shown = await run.json("customers", "show", "c-2")
     assert shown["name"] == name
     assert [c["customer_id"] for c in await run.json("customers", "list")] == ["c-1", "c-2"]
@@ -268,7 +427,9 @@ async def test_control_characters_stored_by_other_writers_never_reach_the_termin
         await db.execute("UPDATE customers SET name = $1", "Jan\x1b[2J\rJansen")
     table = await enrolled.ok("customers", "list")
     assert "\x1b" not in table and "\r" not in table and "Jan?[2J?Jansen" in table
-    assert (await enrolled.json("customers", "show", "c-1"))["name"] == "Jan\x1b[2J\rJansen"  # JSON escapes it
+    assert (await enrolled.json("customers", "show", "c-1"))[
+        "name"
+    ] == "Jan\x1b[2J\rJansen"  # JSON escapes it
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -286,8 +447,12 @@ async def test_control_characters_stored_by_other_writers_never_reach_the_termin
         ("N" * 5000, "at most 34 characters"),
     ],
 )
-async def test_invalid_iban(enrolled: Admin, settings: DatabaseSettings, iban: str, expected: str) -> None:
-    await refused(enrolled, settings, customer_args("c-2", ean_code=EAN_2, iban=iban), "--iban:", expected)
+async def test_invalid_iban(
+    enrolled: Admin, settings: DatabaseSettings, iban: str, expected: str
+) -> None:
+    await refused(
+        enrolled, settings, customer_args("c-2", ean_code=EAN_2, iban=iban), "--iban:", expected
+    )
     await refused(enrolled, settings, partner_args("other", "--iban", iban), "--iban:", expected)
 
 
@@ -303,18 +468,31 @@ async def test_invalid_iban(enrolled: Admin, settings: DatabaseSettings, iban: s
         ("", "has 0 digits"),
     ],
 )
-async def test_invalid_ean(enrolled: Admin, settings: DatabaseSettings, code: str, expected: str) -> None:
+async def test_invalid_ean(
+    enrolled: Admin, settings: DatabaseSettings, code: str, expected: str
+) -> None:
     await refused(enrolled, settings, customer_args("c-2", ean_code=code), "--ean:", expected)
     await refused(enrolled, settings, mandate_args(ean_code=code), "--ean:", expected)
 
 
-async def test_duplicate_mandate_names_its_holder(enrolled: Admin, settings: DatabaseSettings) -> None:
+async def test_duplicate_mandate_names_its_holder(
+    enrolled: Admin, settings: DatabaseSettings
+) -> None:
     run = enrolled
     await run.ok(*mandate_args())
     await run.ok(*customer_args("c-2", ean_code=EAN_2, iban=IBAN_2))
-    for argv in (mandate_args(), mandate_args(ean_code=" ".join(EAN_1[i : i + 6] for i in range(0, 18, 6)))):
-        await refused(run, settings, argv, f"EAN {EAN_1} already has a mandate for 2026",
-                      "held by customer 'c-1'", "only one provider per EAN per year")  # fmt: skip
+    for argv in (
+        mandate_args(),
+        mandate_args(ean_code=" ".join(EAN_1[i : i + 6] for i in range(0, 18, 6))),
+    ):
+        await refused(
+            run,
+            settings,
+            argv,
+            f"EAN {EAN_1} already has a mandate for 2026",
+            "held by customer 'c-1'",
+            "only one provider per EAN per year",
+        )
     await run.ok(*mandate_args(year="2025"))  # another year is another mandate
 
 
@@ -328,15 +506,28 @@ async def test_duplicate_mandate_from_a_concurrent_writer(
         return None
 
     monkeypatch.setattr(records, "_mandate_holder", nobody)
-    await refused(enrolled, settings, mandate_args(), "already has a mandate for 2026", "held by customer 'c-1'")
+    await refused(
+        enrolled,
+        settings,
+        mandate_args(),
+        "already has a mandate for 2026",
+        "held by customer 'c-1'",
+    )
 
 
 async def test_a_constraint_that_slips_past_validation_is_a_clear_error(
     run: Admin, settings: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unchecked = NewPartner("bad id!", "X", "cpo", "direct", None, None, PartnerBranding(display_name="X"))
+    unchecked = NewPartner(
+        "bad id!", "X", "cpo", "direct", None, None, PartnerBranding(display_name="X")
+    )
     monkeypatch.setitem(records_cli._PARSERS, ("partners", "add"), lambda args: unchecked)
-    await refused(run, settings, partner_args(), "the database refused the value (partners.partners_partner_id_check)")
+    await refused(
+        run,
+        settings,
+        partner_args(),
+        "the database refused the value (partners.partners_partner_id_check)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -344,7 +535,10 @@ async def test_a_constraint_that_slips_past_validation_is_a_clear_error(
     [
         (("--valid-from", "2025-12-31"), "--valid-from: 2025-12-31 is outside 2026"),
         (("--valid-until", "2027-01-01"), "--valid-until: 2027-01-01 is outside 2026"),
-        (("--valid-from", "2026-06-01", "--valid-until", "2026-05-31"), "is after --valid-until 2026-05-31"),
+        (
+            ("--valid-from", "2026-06-01", "--valid-until", "2026-05-31"),
+            "is after --valid-until 2026-05-31",
+        ),
         (("--valid-from", "2026-13-01"), "--valid-from: '2026-13-01' is not a date"),
         (("--valid-from", "1 januari 2026"), "write it as YYYY-MM-DD"),
     ],
@@ -355,29 +549,121 @@ async def test_mandate_dates_outside_the_year(
     await refused(enrolled, settings, mandate_args(*extra), expected)
 
 
-async def test_mandate_issue_date_and_consent_rules(enrolled: Admin, settings: DatabaseSettings) -> None:
+async def test_mandate_issue_date_and_consent_rules(
+    enrolled: Admin, settings: DatabaseSettings
+) -> None:
     run = enrolled
     base = ("mandates", "add", "--ean", EAN_1, "--year", "2026")
     future = (date.today() + timedelta(days=3)).isoformat()
     for argv, expected in (
-        ((*base, "--issued-on", "2026-02-01", "--valid-from", "2026-01-01", *CONSENT), "is not backdated"),
+        (
+            (*base, "--issued-on", "2026-02-01", "--valid-from", "2026-01-01", *CONSENT),
+            "is not backdated",
+        ),
         ((*base, "--issued-on", future, *CONSENT), f"--issued-on: {future} is in the future"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "J", "--consent-at", "2025-12-01T10:15:00",
-          "--consent-method", "signed-pdf"), "--consent-at: '2025-12-01T10:15:00' has no UTC offset"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "J", "--consent-at", "yesterday",
-          "--consent-method", "signed-pdf"), "is not an ISO 8601 timestamp"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "J", "--consent-at", "2026-01-01T00:30:00+01:00",
-          "--consent-method", "signed-pdf", "--valid-from", "2025-12-31"), "outside 2026"),
-        ((*base, "--issued-on", "2025-12-01", "--valid-from", "2026-01-01", "--consent-by", "J", "--consent-at",
-          "2026-01-02T09:00:00+01:00", "--consent-method", "signed-pdf"), "consent must come first"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "J", "--consent-at",
-          (datetime.now(timezone.utc) + timedelta(days=2)).isoformat(), "--consent-method", "signed-pdf"),
-         "is in the future"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "J", "--consent-at", "2025-12-01T10:15:00Z",
-          "--consent-method", "fax"), "--consent-method: 'fax' is not a consent method; use one of signed-pdf"),
-        ((*base, "--issued-on", "2025-12-01", "--consent-by", "  ", "--consent-at", "2025-12-01T10:15:00Z",
-          "--consent-method", "signed-pdf"), "--consent-by: must not be empty"),
-    ):  # fmt: skip
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                "2025-12-01T10:15:00",
+                "--consent-method",
+                "signed-pdf",
+            ),
+            "--consent-at: '2025-12-01T10:15:00' has no UTC offset",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                "yesterday",
+                "--consent-method",
+                "signed-pdf",
+            ),
+            "is not an ISO 8601 timestamp",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                "2026-01-01T00:30:00+01:00",
+                "--consent-method",
+                "signed-pdf",
+                "--valid-from",
+                "2025-12-31",
+            ),
+            "outside 2026",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--valid-from",
+                "2026-01-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                "2026-01-02T09:00:00+01:00",
+                "--consent-method",
+                "signed-pdf",
+            ),
+            "consent must come first",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+                "--consent-method",
+                "signed-pdf",
+            ),
+            "is in the future",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "J",
+                "--consent-at",
+                "2025-12-01T10:15:00Z",
+                "--consent-method",
+                "fax",
+            ),
+            "--consent-method: 'fax' is not a consent method; use one of signed-pdf",
+        ),
+        (
+            (
+                *base,
+                "--issued-on",
+                "2025-12-01",
+                "--consent-by",
+                "  ",
+                "--consent-at",
+                "2025-12-01T10:15:00Z",
+                "--consent-method",
+                "signed-pdf",
+            ),
+            "--consent-by: must not be empty",
+        ),
+    ):
         await refused(run, settings, argv, expected)
 
 
@@ -392,7 +678,9 @@ async def test_mandate_issue_date_and_consent_rules(enrolled: Admin, settings: D
         ("2026; DROP TABLE mandates", "is not a year"),
     ],
 )
-async def test_mandate_year(enrolled: Admin, settings: DatabaseSettings, year: str, expected: str) -> None:
+async def test_mandate_year(
+    enrolled: Admin, settings: DatabaseSettings, year: str, expected: str
+) -> None:
     err = await refused(enrolled, settings, mandate_args(year=year), "--year:", expected)
     if "Q" in year:
         assert "whole calendar year" in err
@@ -404,7 +692,10 @@ async def test_unknown_records(enrolled: Admin, settings: DatabaseSettings) -> N
     for argv, expected in (
         (customer_args("c-2", ean_code=EAN_2, partner="nobody"), "--partner: no partner 'nobody'"),
         (mandate_args(ean_code=EAN_3), f"--ean: EAN {EAN_3} is not a known customer's"),
-        (("links", "add", "CP-1", "--customer", "nobody", "--max-power-w", "7400"), "--customer: no customer 'nobody'"),
+        (
+            ("links", "add", "CP-1", "--customer", "nobody", "--max-power-w", "7400"),
+            "--customer: no customer 'nobody'",
+        ),
         (("links", "remove", "CP-9"), "charger 'CP-9' is not linked"),
         (("partners", "show", "nobody"), "partner id: no partner 'nobody'"),
         (("customers", "show", "nobody"), "customer id: no customer 'nobody'"),
@@ -419,36 +710,103 @@ async def test_duplicates(enrolled: Admin, settings: DatabaseSettings) -> None:
         (partner_args(), "partner id: partner 'acme' already exists"),
         (customer_args("c-1", ean_code=EAN_2), "customer id: customer 'c-1' already exists"),
         (customer_args("c-2"), f"--ean: EAN {EAN_1} already belongs to customer 'c-1'"),
-        (("links", "add", "CP-1", "--customer", "c-1", "--max-power-w", "7400"),
-         "charger 'CP-1' is already linked to customer 'c-1'; remove that link first"),
-    ):  # fmt: skip
+        (
+            ("links", "add", "CP-1", "--customer", "c-1", "--max-power-w", "7400"),
+            "charger 'CP-1' is already linked to customer 'c-1'; remove that link first",
+        ),
+    ):
         await refused(run, settings, argv, expected)
 
 
 async def test_partner_rules(run: Admin, settings: DatabaseSettings) -> None:
     pa = ("--payout-model", "partner-account")
     for argv, *expected in (
-        (("partners", "add", "p", "--name", "P", "--kind", "cpo", *pa), "--iban: is required for the partner-account"),
-        (("partners", "add", "p", "--name", "P", "--kind", "utility", "--payout-model", "direct"),
-         "--kind: 'utility' is not a partner kind; use one of cpo, installer, energy-supplier"),
-        (("partners", "add", "p", "--name", "P", "--kind", "cpo", "--payout-model", "monthly"),
-         "--payout-model: 'monthly' is not a payout model; use one of direct, partner-account"),
-        (("partners", "add", "p", "--name", "P", "--kind", "cpo", *pa, "--iban", IBAN_PARTNER, "--account-name",
-          "⚡🔌"), "--account-name:", "no characters a SEPA transfer can carry"),
-        (("partners", "add", "p", "--name", "P", "--kind", "cpo", *pa, "--iban", IBAN_PARTNER, "--account-name",
-          "@@@"), "--account-name:"),
-        (("partners", "add", "p", "--name", "P", "--kind", "cpo", "--payout-model", "direct", "--account-name", "P"),
-         "--account-name: needs --iban"),
+        (
+            ("partners", "add", "p", "--name", "P", "--kind", "cpo", *pa),
+            "--iban: is required for the partner-account",
+        ),
+        (
+            (
+                "partners",
+                "add",
+                "p",
+                "--name",
+                "P",
+                "--kind",
+                "utility",
+                "--payout-model",
+                "direct",
+            ),
+            "--kind: 'utility' is not a partner kind; use one of cpo, installer, energy-supplier",
+        ),
+        (
+            ("partners", "add", "p", "--name", "P", "--kind", "cpo", "--payout-model", "monthly"),
+            "--payout-model: 'monthly' is not a payout model; use one of direct, partner-account",
+        ),
+        (
+            (
+                "partners",
+                "add",
+                "p",
+                "--name",
+                "P",
+                "--kind",
+                "cpo",
+                *pa,
+                "--iban",
+                IBAN_PARTNER,
+                "--account-name",
+                "⚡🔌",
+            ),
+            "--account-name:",
+            "no characters a SEPA transfer can carry",
+        ),
+        (
+            (
+                "partners",
+                "add",
+                "p",
+                "--name",
+                "P",
+                "--kind",
+                "cpo",
+                *pa,
+                "--iban",
+                IBAN_PARTNER,
+                "--account-name",
+                "@@@",
+            ),
+            "--account-name:",
+        ),
+        (
+            (
+                "partners",
+                "add",
+                "p",
+                "--name",
+                "P",
+                "--kind",
+                "cpo",
+                "--payout-model",
+                "direct",
+                "--account-name",
+                "P",
+            ),
+            "--account-name: needs --iban",
+        ),
         (partner_args("p", "--colour", "red"), "--colour: brand colour must look like #1a2b3c"),
         (partner_args("p", "--colour", "#12345"), "--colour:"),
         (partner_args("p", "--colour", "#123456;background:url(x)"), "--colour:"),
-        (partner_args("p", "--logo-url", "http://acme.example/logo.png"), "--logo-url: logo URL must be an https://"),
+        (
+            partner_args("p", "--logo-url", "http://acme.example/logo.png"),
+            "--logo-url: logo URL must be an https://",
+        ),
         (partner_args("p", "--logo-url", "javascript:alert(1)"), "--logo-url:"),
         (partner_args("p", "--logo-url", "https://acme.example/a b.png"), "--logo-url:"),
         (partner_args("p", "--footer", "x" * 2001), "--footer:", "too long"),
         (partner_args("p", "--display-name", "Acme\x1b[31m"), "--display-name:", "U+001B"),
         (partner_args(".p"), "partner id: '.p' is not a valid id"),
-    ):  # fmt: skip
+    ):
         await refused(run, settings, argv, *expected)
 
 
@@ -466,7 +824,10 @@ async def test_customer_field_rules(enrolled: Admin, settings: DatabaseSettings)
         (replaced("--postcode", "0123 AB"), "--postcode: '0123 AB' is not a Dutch postcode"),
         (replaced("--postcode", "1234 SS"), "the letters SS are never issued"),
         (replaced("--postcode", "SW1A 1AA"), "write it like 1234 AB"),
-        ((*base, "--email", "jan@@example.nl"), "--email: 'jan@@example.nl' is not an e-mail address"),
+        (
+            (*base, "--email", "jan@@example.nl"),
+            "--email: 'jan@@example.nl' is not an e-mail address",
+        ),
         ((*base, "--email", "jan@localhost"), "is not an e-mail address"),
         ((*base, "--email", "jan jansen@example.nl"), "is not an e-mail address"),
         ((*base, "--email", "jan@example.nl\r\nBcc: x@evil.example"), "is not an e-mail address"),
@@ -491,12 +852,18 @@ async def test_customer_field_rules(enrolled: Admin, settings: DatabaseSettings)
         ("\x7f", "U+007F"),
     ],
 )
-async def test_hostile_names(enrolled: Admin, settings: DatabaseSettings, value: str, expected: str) -> None:
+async def test_hostile_names(
+    enrolled: Admin, settings: DatabaseSettings, value: str, expected: str
+) -> None:
     args = customer_args("c-2", ean_code=EAN_2, iban=IBAN_2)
     at = args.index("--name") + 1
-    err = await refused(enrolled, settings, (*args[:at], value, *args[at + 1 :]), "--name:", expected)
+    err = await refused(
+        enrolled, settings, (*args[:at], value, *args[at + 1 :]), "--name:", expected
+    )
     assert "\x00" not in err and "\x1b" not in err
-    await refused(enrolled, settings, partner_args("p", "--display-name", value), "--display-name:", expected)
+    await refused(
+        enrolled, settings, partner_args("p", "--display-name", value), "--display-name:", expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -513,8 +880,15 @@ async def test_hostile_names(enrolled: Admin, settings: DatabaseSettings, value:
         ("CP-1", "7400 W", "is not a number of watts"),
     ],
 )
-async def test_bad_links(enrolled: Admin, settings: DatabaseSettings, identity: str, watts: str, expected: str) -> None:
-    await refused(enrolled, settings, ("links", "add", identity, "--customer", "c-1", "--max-power-w", watts), expected)
+async def test_bad_links(
+    enrolled: Admin, settings: DatabaseSettings, identity: str, watts: str, expected: str
+) -> None:
+    await refused(
+        enrolled,
+        settings,
+        ("links", "add", identity, "--customer", "c-1", "--max-power-w", watts),
+        expected,
+    )
 
 
 async def test_missing_required_option_is_a_usage_error(run: Admin) -> None:
@@ -526,6 +900,8 @@ async def test_missing_required_option_is_a_usage_error(run: Admin) -> None:
 async def test_unreachable_database_exits_1() -> None:
     run = Admin(DatabaseSettings(dsn="postgresql://nobody@127.0.0.1:1/none", connect_timeout=0.3))
     code, out, err = await run("partners", "list")
-    assert (code, out) == (1, "") and err.startswith("ere-proxy: database error: DatabaseUnavailable")
+    assert (code, out) == (1, "") and err.startswith(
+        "ere-proxy: database error: DatabaseUnavailable"
+    )
     code, _, err = await run(*partner_args("bad id"))  # bad input is reported without a database
     assert code == 2 and "partner id:" in err

@@ -6,7 +6,7 @@ Figures are computed by hand (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.33269
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,16 +15,16 @@ import msgspec
 import pytest
 import xmlschema
 
-from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
+from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store import open_database
 
-UTC = timezone.utc
+UTC = UTC
 Q3, Q4 = Quarter.parse("2026Q3"), Quarter.parse("2026Q4")
 
 
@@ -37,11 +37,18 @@ EAN_A, EAN_B = ean(1), ean(2)
 
 
 def config(settings: DatabaseSettings, tmp_path: Path) -> Config:
-    ere = msgspec.convert({
-        "close_shards": 3, "payout_minimum": "1.00", "payout_dir": str(tmp_path / "payouts"),
-        "statement_dir": str(tmp_path / "statements"), "debtor_name": "ERE Provider BV",
-        "debtor_iban": "NL91ABNA0417164300", "debtor_bic": "ABNANL2A",
-    }, EreSettings)  # fmt: skip
+    ere = msgspec.convert(
+        {
+            "close_shards": 3,
+            "payout_minimum": "1.00",
+            "payout_dir": str(tmp_path / "payouts"),
+            "statement_dir": str(tmp_path / "statements"),
+            "debtor_name": "ERE Provider BV",
+            "debtor_iban": "NL91ABNA0417164300",
+            "debtor_bic": "ABNANL2A",
+        },
+        EreSettings,
+    )
     return Config(database=settings, ere=ere)
 
 
@@ -56,7 +63,7 @@ async def seed(db) -> None:
             ('A', 'P1', 'Anna de Vries', 'Kerkstraat 1', '1234 AB', 'Utrecht', '{EAN_A}', 'Stedin',
              'NL91ABNA0417164300', 'anna@example.nl', 0),
             ('B', 'P2', 'Bram Jansen', 'Dorpsweg 2', '5678 CD', 'Zwolle', '{EAN_B}', 'Enexis', NULL,
-             'bram@example.nl', 0.05)""")  # fmt: skip
+             'bram@example.nl', 0.05)""")
     consent = '{"by": "customer", "method": "online-checkbox"}'
     await db.execute(f"""
         INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) VALUES
@@ -66,14 +73,27 @@ async def seed(db) -> None:
         INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ('CP-A', 'A', 11000), ('CP-B', 'B', 11000)""")
 
 
-async def add_session(db, identity: str, transaction: str, start: datetime, kwh: str,
-                      meter_class: str = "signed-verified") -> None:  # fmt: skip
+async def add_session(
+    db,
+    identity: str,
+    transaction: str,
+    start: datetime,
+    kwh: str,
+    meter_class: str = "signed-verified",
+) -> None:
     wh = Decimal(kwh) * 1000
-    await db.execute("""
+    await db.execute(
+        """
         INSERT INTO sessions (identity, transaction_id, connector_id, started_at, stopped_at, meter_start_wh,
                               meter_stop_wh, status, meter_class)
         VALUES ($1, $2, 1, $3, $4, 1000000, $5, 'completed', $6)""",
-        identity, transaction, start, start + timedelta(hours=6), 1000000 + wh, meter_class)  # fmt: skip
+        identity,
+        transaction,
+        start,
+        start + timedelta(hours=6),
+        1000000 + wh,
+        meter_class,
+    )
 
 
 async def run_jobs(db, cfg: Config) -> list[str]:
@@ -81,14 +101,19 @@ async def run_jobs(db, cfg: Config) -> list[str]:
     states = []
     jobs = handlers(cfg)
     while (outcome := await run_one(db, jobs, retry_base=1.0, max_attempts=1)).job is not None:
-        states.append(f"{outcome.job.kind}:{outcome.state}{' ' + outcome.error if outcome.error else ''}")
+        states.append(
+            f"{outcome.job.kind}:{outcome.state}{' ' + outcome.error if outcome.error else ''}"
+        )
     return states
 
 
 async def lines(db, quarter: str) -> list[tuple]:
-    rows = await db.fetch("""
+    rows = await db.fetch(
+        """
         SELECT customer_id, delivery_quarter, kind, kwh, ere, gross, fee, fee_vat, net, sessions
-        FROM statement_lines WHERE quarter = $1 ORDER BY customer_id, delivery_quarter""", quarter)
+        FROM statement_lines WHERE quarter = $1 ORDER BY customer_id, delivery_quarter""",
+        quarter,
+    )
     return [tuple(row) for row in rows]
 
 
@@ -96,31 +121,70 @@ def money(*values: str) -> tuple[Decimal, ...]:
     return tuple(Decimal(v) for v in values)
 
 
-async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_adjustments(settings, tmp_path):
+async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_adjustments(
+    settings, tmp_path
+):
     cfg = config(settings, tmp_path)
     async with open_database(settings) as db:
         await seed(db)
         await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
-        await add_session(db, "CP-A", "a2", datetime(2026, 7, 9, 8, tzinfo=UTC), "7.5", meter_class="signed-unverified")
-        await add_session(db, "CP-B", "b1", datetime(2026, 8, 1, 8, tzinfo=UTC), "12")  # before B's mandate
+        await add_session(
+            db,
+            "CP-A",
+            "a2",
+            datetime(2026, 7, 9, 8, tzinfo=UTC),
+            "7.5",
+            meter_class="signed-unverified",
+        )
+        await add_session(
+            db, "CP-B", "b1", datetime(2026, 8, 1, 8, tzinfo=UTC), "12"
+        )  # before B's mandate
         await add_session(db, "CP-B", "b2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
         await add_session(db, "CP-B", "b3", datetime(2026, 9, 2, 8, tzinfo=UTC), "20")
-        await add_session(db, "CP-X", "x1", datetime(2026, 9, 3, 8, tzinfo=UTC), "9")  # a charger of nobody
+        await add_session(
+            db, "CP-X", "x1", datetime(2026, 9, 3, 8, tzinfo=UTC), "9"
+        )  # a charger of nobody
 
         async with db.transaction() as conn:
             assert await request_close(conn, Q3, cfg.ere.close_shards)
         assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
-        assert await db.fetchval("SELECT state FROM quarter_closes WHERE quarter = '2026Q3'") == "closed"
+        assert (
+            await db.fetchval("SELECT state FROM quarter_closes WHERE quarter = '2026Q3'")
+            == "closed"
+        )
         assert await lines(db, "2026Q3") == [
             # 42.37 kWh → 14.0962… → 14.10 ERE; × 0.30 = 4.23; fee 20 % = 0.846 → 0.85; VAT 0.85 × 21/121 = 0.1475 → 0.15
-            ("A", "2026Q3", "regular", Decimal("42.37"), *money("14.10", "4.23", "0.85", "0.15", "3.38"), 1),
+            (
+                "A",
+                "2026Q3",
+                "regular",
+                Decimal("42.37"),
+                *money("14.10", "4.23", "0.85", "0.15", "3.38"),
+                1,
+            ),
             # 30 kWh → 9.98082 → 9.98 ERE; × 0.30 = 2.994 → 2.99; fee 15 % = 0.4485 → 0.45; VAT 0.0781 → 0.08
-            ("B", "2026Q3", "regular", Decimal("30"), *money("9.98", "2.99", "0.45", "0.08", "2.54"), 2),
+            (
+                "B",
+                "2026Q3",
+                "regular",
+                Decimal("30"),
+                *money("9.98", "2.99", "0.45", "0.08", "2.54"),
+                2,
+            ),
         ]
-        reasons = dict(await db.fetch(
-            "SELECT s.transaction_id, a.reason FROM session_assessments a JOIN sessions s USING (session_id)"))
-        assert reasons == {"a1": "eligible", "a2": "no-mid-evidence", "b1": "no-valid-mandate", "b2": "eligible",
-                           "b3": "eligible", "x1": "not-linked"}
+        reasons = dict(
+            await db.fetch(
+                "SELECT s.transaction_id, a.reason FROM session_assessments a JOIN sessions s USING (session_id)"
+            )
+        )
+        assert reasons == {
+            "a1": "eligible",
+            "a2": "no-mid-evidence",
+            "b1": "no-valid-mandate",
+            "b2": "eligible",
+            "b3": "eligible",
+            "x1": "not-linked",
+        }
 
         # Closed is closed: a second close is refused, and so is a close of an earlier quarter.
         async with db.transaction() as conn:
@@ -136,14 +200,42 @@ async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_a
             await request_close(conn, Q4, cfg.ere.close_shards)
         assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
         assert await lines(db, "2026Q3") == [
-            ("A", "2026Q3", "regular", Decimal("42.37"), *money("14.10", "4.23", "0.85", "0.15", "3.38"), 1),
-            ("B", "2026Q3", "regular", Decimal("30"), *money("9.98", "2.99", "0.45", "0.08", "2.54"), 2),
+            (
+                "A",
+                "2026Q3",
+                "regular",
+                Decimal("42.37"),
+                *money("14.10", "4.23", "0.85", "0.15", "3.38"),
+                1,
+            ),
+            (
+                "B",
+                "2026Q3",
+                "regular",
+                Decimal("30"),
+                *money("9.98", "2.99", "0.45", "0.08", "2.54"),
+                2,
+            ),
         ]
         assert await lines(db, "2026Q4") == [
             # Q3 now 52.37 kWh → 17.42 ERE, 5.23 EUR: the difference to what was stated (14.10, 4.23)
-            ("A", "2026Q3", "adjustment", Decimal("10"), *money("3.32", "1.00", "0.20", "0.03", "0.80"), 1),
+            (
+                "A",
+                "2026Q3",
+                "adjustment",
+                Decimal("10"),
+                *money("3.32", "1.00", "0.20", "0.03", "0.80"),
+                1,
+            ),
             # 5 kWh → 1.66347 → 1.66 ERE; 0.498 → 0.50; fee 0.10; VAT 0.0174 → 0.02
-            ("A", "2026Q4", "regular", Decimal("5"), *money("1.66", "0.50", "0.10", "0.02", "0.40"), 1),
+            (
+                "A",
+                "2026Q4",
+                "regular",
+                Decimal("5"),
+                *money("1.66", "0.50", "0.10", "0.02", "0.40"),
+                1,
+            ),
         ]
 
 
@@ -164,8 +256,12 @@ async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path)
         await run_jobs(db, cfg)
         rows = await db.fetch("SELECT revision, state FROM quarter_closes ORDER BY revision")
         assert [tuple(r) for r in rows] == [(1, "reopened"), (2, "closed")]
-        assert await db.fetchval("SELECT sum(kwh) FROM statement_lines WHERE revision = 2") == Decimal("52.37")
-        assert await db.fetchval("SELECT count(*) FROM statement_lines WHERE revision = 1") == 1  # kept as it was
+        assert await db.fetchval(
+            "SELECT sum(kwh) FROM statement_lines WHERE revision = 2"
+        ) == Decimal("52.37")
+        assert (
+            await db.fetchval("SELECT count(*) FROM statement_lines WHERE revision = 1") == 1
+        )  # kept as it was
         audit = await db.fetchrow("SELECT actor, action, subject, reason FROM ere_audit_log")
         assert tuple(audit) == ("ops", "reopen", "2026Q3", "meter evidence arrived late")
         for statement in ("UPDATE statement_lines SET net = 0", "DELETE FROM statement_sessions"):
@@ -180,7 +276,9 @@ async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path)
                 await reopen(conn, Q3, "ops", "again", 2)
 
 
-async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_statements(settings, tmp_path):
+async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_statements(
+    settings, tmp_path
+):
     cfg = config(settings, tmp_path)
     async with open_database(settings) as db:
         await seed(db)
@@ -199,8 +297,12 @@ async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_stat
             assert not await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 3, 9, tzinfo=UTC))
         assert await run_jobs(db, cfg) == []
 
-        transfers = [tuple(r) for r in await db.fetch(
-            "SELECT payee_kind, payee_id, amount FROM payout_transfers ORDER BY payee_kind, payee_id")]
+        transfers = [
+            tuple(r)
+            for r in await db.fetch(
+                "SELECT payee_kind, payee_id, amount FROM payout_transfers ORDER BY payee_kind, payee_id"
+            )
+        ]
         assert transfers == [("customer", "A", Decimal("3.38")), ("partner", "P2", Decimal("2.54"))]
         xml = (tmp_path / "payouts" / "payout-2026Q3.xml").read_bytes()
         schema = Path(__import__("sepaxml").__file__).parent / "schemas" / "pain.001.001.03.xsd"
@@ -213,7 +315,9 @@ async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_stat
         assert "2026Q3" in text
 
 
-async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_pack(settings, tmp_path):
+async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_pack(
+    settings, tmp_path
+):
     import io
     import json
 
@@ -237,13 +341,18 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
     assert "2 EANs, 72.37 kWh" in out.getvalue()
     validate_rev_xml((tmp_path / "rev" / "rev-2026.xml").read_bytes())
     csv_lines = (tmp_path / "rev" / "rev-2026.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[1].startswith(f"{EAN_A},42.37,2026-07-03,2026-07-03,Anna de Vries")
+    assert len(csv_lines) == 3 and csv_lines[1].startswith(
+        f"{EAN_A},42.37,2026-07-03,2026-07-03,Anna de Vries"
+    )
     assert f"{EAN_B},30,2026-08-20,2026-09-02" in csv_lines[2]
     pack = json.loads((tmp_path / "rev" / "audit-2026" / f"{EAN_B}.json").read_text())
     assert pack["session_count"] == 2
 
-    for argv, message in ((["rev", "export", "1999"], "out of range"), (["quarter", "close", "2026Q5"], "2026Q5"),
-                          (["payout", "run", "2026Q3x"], "2026Q3x")):
+    for argv, message in (
+        (["rev", "export", "1999"], "out of range"),
+        (["quarter", "close", "2026Q5"], "2026Q5"),
+        (["payout", "run", "2026Q3x"], "2026Q3x"),
+    ):
         err = io.StringIO()
         assert await accounting_command(cfg, _parser().parse_args(argv), io.StringIO(), err) == 2
         assert message in err.getvalue() and "Traceback" not in err.getvalue()
@@ -268,17 +377,22 @@ async def test_quarter_status_shows_every_quarter_or_the_one_asked_for(settings,
 
     async def status(*argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        code = await accounting_command(cfg, _parser().parse_args(["quarter", "status", *argv]), out, err)
+        code = await accounting_command(
+            cfg, _parser().parse_args(["quarter", "status", *argv]), out, err
+        )
         return code, out.getvalue(), err.getvalue()
 
     code, out, _ = await status("--json")
     assert code == 0
     assert [(r["quarter"], r["state"], r["lines"]) for r in json.loads(out)] == [
-        ("2026Q3", "closed", 1), ("2026Q4", "closed", 1)]
+        ("2026Q3", "closed", 1),
+        ("2026Q4", "closed", 1),
+    ]
     code, out, _ = await status("2026Q4", "--json")
     assert code == 0
-    assert [(r["quarter"], r["revision"], r["state"], Decimal(r["kwh"])) for r in json.loads(out)] == [
-        ("2026Q4", 1, "closed", Decimal("5"))]
+    assert [
+        (r["quarter"], r["revision"], r["state"], Decimal(r["kwh"])) for r in json.loads(out)
+    ] == [("2026Q4", 1, "closed", Decimal("5"))]
     code, out, _ = await status("2026Q3")
     assert code == 0 and out.splitlines()[0].split()[:3] == ["quarter", "revision", "state"]
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["2026Q3"]

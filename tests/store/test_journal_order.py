@@ -46,12 +46,24 @@ def event_id(n: int) -> str:
 
 
 def boot() -> Event:
-    return ChargerBooted(event_id(1), "CP-1", 1.0, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
+    return ChargerBooted(
+        event_id(1), "CP-1", 1.0, "Vendor", "Model", None, None, None, None, None, None, "Accepted"
+    )
 
 
 def start() -> Event:
-    return TransactionStarted(event_id(2), "CP-1", 2.0, 1, "TAG", Decimal(100), "2026-01-01T10:00:00Z", None,
-                              PROVISIONAL, "Accepted")  # fmt: skip
+    return TransactionStarted(
+        event_id(2),
+        "CP-1",
+        2.0,
+        1,
+        "TAG",
+        Decimal(100),
+        "2026-01-01T10:00:00Z",
+        None,
+        PROVISIONAL,
+        "Accepted",
+    )
 
 
 def rename() -> Event:
@@ -65,14 +77,22 @@ async def session_ids(db: Database) -> list[str]:
 async def run_until_stored(journal: Journal, db: Database) -> list[str]:
     """Let the journal store everything (spill replay included) and return the session ids."""
     with trio.fail_after(20):
-        while journal.spilling or journal.stats.stored + journal.stats.replayed < journal.stats.submitted:
+        while (
+            journal.spilling
+            or journal.stats.stored + journal.stats.replayed < journal.stats.submitted
+        ):
             await trio.sleep(0.02)
     return await session_ids(db)
 
 
 @pytest.mark.parametrize(
-    ("outcome", "held_event", "queued_event"), [("commits", boot, start), ("fails", start, boot), ("hangs", start, boot)],
-    ids=["start-in-the-channel", "start-in-a-failing-transaction", "start-in-a-hanging-transaction"],
+    ("outcome", "held_event", "queued_event"),
+    [("commits", boot, start), ("fails", start, boot), ("hangs", start, boot)],
+    ids=[
+        "start-in-the-channel",
+        "start-in-a-failing-transaction",
+        "start-in-a-hanging-transaction",
+    ],
 )
 async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
     settings, tmp_path, outcome, held_event, queued_event
@@ -81,7 +101,13 @@ async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
     store timeout), the other fills the channel and the rename overflows it: the rename comes last."""
     async with open_database(settings) as db, trio.open_nursery() as nursery:
         held = HeldStore(db, fail=outcome == "fails")
-        journal = Journal(SpillLog(tmp_path / "spill"), capacity=1, linger=0, retry_interval=0.05, store_timeout=0.5)
+        journal = Journal(
+            SpillLog(tmp_path / "spill"),
+            capacity=1,
+            linger=0,
+            retry_interval=0.05,
+            store_timeout=0.5,
+        )
         await nursery.start(journal.run, held)
         journal.submit([held_event()])
         await held.entered.wait()
@@ -95,7 +121,9 @@ async def test_a_rename_that_overflows_the_channel_is_stored_after_its_start(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at_the_next_start(settings, tmp_path):
+async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at_the_next_start(
+    settings, tmp_path
+):
     async with open_database(settings) as db:
         held = HeldStore(db, fail=False)
         spill = SpillLog(tmp_path / "spill")
@@ -121,11 +149,15 @@ async def test_a_batch_in_the_writers_hands_at_shutdown_is_spilled_and_stored_at
         assert await session_ids(db) == [REAL]
 
 
-async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_is_stored(settings, tmp_path, caplog):
+async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_is_stored(
+    settings, tmp_path, caplog
+):
     """A poison event (here an id that is no UUID) fails its batch while the database is up: the
     others of the batch and everything after it are stored, the poison one is counted, logged and
     kept whole in the dead-letter table."""
-    poison = ChargerBooted("not-a-uuid", "CP-2", 1.5, "Vendor", "Model", None, None, None, None, None, None, "Accepted")
+    poison = ChargerBooted(
+        "not-a-uuid", "CP-2", 1.5, "Vendor", "Model", None, None, None, None, None, None, "Accepted"
+    )
     async with open_database(settings) as db, trio.open_nursery() as nursery:
         journal = Journal(SpillLog(tmp_path / "spill"), linger=0.05, retry_interval=0.05)
         await nursery.start(journal.run, DatabaseStore(db))
@@ -141,10 +173,20 @@ async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_is_store
                 await trio.sleep(0.02)
         assert await session_ids(db) == [REAL]
         assert (journal.stats.lost, journal.stats.dead_letters) == (0, 1)
-        [letter] = await db.fetch("SELECT event_id, identity, kind, stage, format, payload FROM capture_dead_letters")
+        [letter] = await db.fetch(
+            "SELECT event_id, identity, kind, stage, format, payload FROM capture_dead_letters"
+        )
         nursery.cancel_scope.cancel()
-    assert (letter["event_id"], letter["identity"], letter["kind"], letter["stage"], letter["format"]) == (
-        "not-a-uuid", "CP-2", "charger_booted", "store", "json")
+    assert (
+        letter["event_id"],
+        letter["identity"],
+        letter["kind"],
+        letter["stage"],
+        letter["format"],
+    ) == ("not-a-uuid", "CP-2", "charger_booted", "store", "json")
     assert msgspec.json.decode(letter["payload"], type=ChargerBooted) == poison
-    assert [r.event_id for r in caplog.records if r.getMessage() == "event kept in the dead-letter table"] == [
-        "not-a-uuid"]
+    assert [
+        r.event_id
+        for r in caplog.records
+        if r.getMessage() == "event kept in the dead-letter table"
+    ] == ["not-a-uuid"]

@@ -22,7 +22,10 @@ def with_packaged(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 async def versions(db: Database) -> list[int]:
-    return [row["version"] for row in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+    return [
+        row["version"]
+        for row in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    ]
 
 
 def test_packaged_migrations_are_numbered_and_start_with_the_runners_table() -> None:
@@ -39,22 +42,31 @@ async def test_opening_applies_migrations_once(settings: DatabaseSettings) -> No
         assert await versions(db) == [m.version for m in PACKAGED]
 
 
-async def test_only_new_migrations_are_applied_in_order(settings: DatabaseSettings, tmp_path: Path) -> None:
+async def test_only_new_migrations_are_applied_in_order(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
     directory = with_packaged(tmp_path, {"002_things.sql": "CREATE TABLE things (id int);"})
     async with open_database(settings, migrations=load_migrations(directory)) as db:
         assert [m.version for m in db.applied_migrations] == [1, 2]
-    write_migrations(directory, {"010_more.sql": "ALTER TABLE things ADD note text;", "003_x.sql": "SELECT 1;"})
+    write_migrations(
+        directory, {"010_more.sql": "ALTER TABLE things ADD note text;", "003_x.sql": "SELECT 1;"}
+    )
     async with open_database(settings, migrations=load_migrations(directory)) as db:
         assert [m.version for m in db.applied_migrations] == [3, 10]
         assert await versions(db) == [1, 2, 3, 10]
         await db.execute("INSERT INTO things VALUES (1, 'n')")
 
 
-async def test_a_failing_migration_is_rolled_back_and_named(settings: DatabaseSettings, tmp_path: Path) -> None:
-    directory = with_packaged(tmp_path, {
-        "002_ok.sql": "CREATE TABLE ok (id int);",
-        "003_broken.sql": "CREATE TABLE half (id int);\nSELECT no_such_column FROM ok;",
-    })  # fmt: skip
+async def test_a_failing_migration_is_rolled_back_and_named(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
+    directory = with_packaged(
+        tmp_path,
+        {
+            "002_ok.sql": "CREATE TABLE ok (id int);",
+            "003_broken.sql": "CREATE TABLE half (id int);\nSELECT no_such_column FROM ok;",
+        },
+    )
     with pytest.raises(MigrationError, match="003_broken failed: UndefinedColumnError"):
         async with open_database(settings, migrations=load_migrations(directory)):
             pass
@@ -65,13 +77,19 @@ async def test_a_failing_migration_is_rolled_back_and_named(settings: DatabaseSe
 
 async def test_a_database_from_a_newer_version_is_refused(settings: DatabaseSettings) -> None:
     async with open_database(settings) as db:
-        await db.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', '')")
-    with pytest.raises(MigrationError, match="migration\\(s\\) 999 that this version does not know"):
+        await db.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', '')"
+        )
+    with pytest.raises(
+        MigrationError, match="migration\\(s\\) 999 that this version does not know"
+    ):
         async with open_database(settings):
             pass
 
 
-async def test_an_edited_applied_migration_is_refused(settings: DatabaseSettings, tmp_path: Path) -> None:
+async def test_an_edited_applied_migration_is_refused(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
     directory = with_packaged(tmp_path, {"002_t.sql": "CREATE TABLE t (id int);"})
     async with open_database(settings, migrations=load_migrations(directory)):
         pass
@@ -81,9 +99,13 @@ async def test_an_edited_applied_migration_is_refused(settings: DatabaseSettings
             pass
 
 
-async def test_concurrent_migrators_apply_each_migration_once(settings: DatabaseSettings, tmp_path: Path) -> None:
+async def test_concurrent_migrators_apply_each_migration_once(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
     # The sleep keeps the first migrator inside its migration while the others arrive.
-    directory = with_packaged(tmp_path, {"002_slow.sql": "SELECT pg_sleep(0.3); CREATE TABLE slow (id int);"})
+    directory = with_packaged(
+        tmp_path, {"002_slow.sql": "SELECT pg_sleep(0.3); CREATE TABLE slow (id int);"}
+    )
     migrations = load_migrations(directory)
     results: list[list[int]] = []
 
@@ -104,11 +126,15 @@ async def test_concurrent_migrators_apply_each_migration_once(settings: Database
         ({"001_a.sql": "", "1_b.sql": ""}, "two migrations have version 1"),
     ],
 )
-def test_badly_named_migration_files_are_refused(tmp_path: Path, files: dict[str, str], message: str) -> None:
+def test_badly_named_migration_files_are_refused(
+    tmp_path: Path, files: dict[str, str], message: str
+) -> None:
     with pytest.raises(MigrationError, match=message):
         load_migrations(write_migrations(tmp_path / "m", files))
 
 
 def test_files_other_than_sql_are_ignored(tmp_path: Path) -> None:
-    directory = write_migrations(tmp_path / "m", {"README.md": "notes", "002_b.sql": "", "001_a.sql": ""})
+    directory = write_migrations(
+        tmp_path / "m", {"README.md": "notes", "002_b.sql": "", "001_a.sql": ""}
+    )
     assert [m.label for m in load_migrations(directory)] == ["001_a", "002_b"]

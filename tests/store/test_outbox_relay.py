@@ -13,37 +13,69 @@ import struct
 
 import trio
 
-from proxy.runtime.config import Config
-from proxy.forward.link import Link
 from proxy.cli.outbox import outbox_command
+from proxy.forward.link import Link
+from proxy.runtime.config import Config
 from tests.integration.conftest import RawCharger, frame
-from tests.store.outbox_kit import START, Csms, call, connect, raw_credentials, running_proxy, wait_for
+from tests.store.outbox_kit import (
+    START,
+    Csms,
+    call,
+    connect,
+    raw_credentials,
+    running_proxy,
+    wait_for,
+)
 
-async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id(settings, tmp_path, nursery):
+
+async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id(
+    settings, tmp_path, nursery
+):
     csms = Csms()
     await csms.start(nursery)
     csms.stop()  # the back-office is down when the charger connects
-    async with running_proxy(settings, csms, tmp_path, unknown_id_tag="Accepted") as (port, server, db):
+    async with running_proxy(settings, csms, tmp_path, unknown_id_tag="Accepted") as (
+        port,
+        server,
+        db,
+    ):
         async with connect(port, "CP-1") as ws:
             assert ws.subprotocol == "ocpp1.6"
-            boot = await call(ws, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+            boot = await call(
+                ws, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}
+            )
             assert boot[2]["status"] == "Accepted" and boot[2]["interval"] == 300
             start = await call(ws, "s", "StartTransaction", START)
             provisional = start[2]["transactionId"]
             assert provisional >= 2_000_000_000 and start[2]["idTagInfo"] == {"status": "Accepted"}
-            meter = {"connectorId": 1, "transactionId": provisional, "meterValue": [
-                {"timestamp": "2026-11-21T10:30:00Z", "sampledValue": [{"value": "1500"}]}]}
+            meter = {
+                "connectorId": 1,
+                "transactionId": provisional,
+                "meterValue": [
+                    {"timestamp": "2026-11-21T10:30:00Z", "sampledValue": [{"value": "1500"}]}
+                ],
+            }
             assert (await call(ws, "m", "MeterValues", meter))[2] == {}
             assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 3
             await csms.start(nursery)
             await csms.wait_until(lambda: len(csms.calls) == 3)
-            assert [c[1] for c in csms.calls] == ["BootNotification", "StartTransaction", "MeterValues"]
+            assert [c[1] for c in csms.calls] == [
+                "BootNotification",
+                "StartTransaction",
+                "MeterValues",
+            ]
             assert csms.calls[2][2]["transactionId"] == 7001  # the provisional id, rewritten
             # Live now: a StopTransaction with the provisional id reaches the back-office with the real one.
-            stop = {"transactionId": provisional, "meterStop": 2000, "timestamp": "2026-11-21T11:00:00Z"}
+            stop = {
+                "transactionId": provisional,
+                "meterStop": 2000,
+                "timestamp": "2026-11-21T11:00:00Z",
+            }
             assert (await call(ws, "e", "StopTransaction", stop))[0] == 3
             assert csms.calls[3][1:] == ("StopTransaction", {**stop, "transactionId": 7001})
-            await wait_for(lambda: db.fetchval("SELECT count(*) FROM sessions WHERE status = 'completed'"))
+            await wait_for(
+                lambda: db.fetchval("SELECT count(*) FROM sessions WHERE status = 'completed'")
+            )
             row = await db.fetchrow("SELECT transaction_id, energy_wh FROM sessions")
             assert (row["transaction_id"], int(row["energy_wh"])) == ("7001", 1000)
             assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 0
@@ -55,42 +87,66 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             assert [c[1] for c in csms.calls][-2:] == ["Heartbeat", "Heartbeat"]
 
 
-async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_it(settings, tmp_path, nursery):
+async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_it(
+    settings, tmp_path, nursery
+):
     csms = Csms()
     await csms.start(nursery)
-    async with running_proxy(settings, csms, tmp_path) as (port, server, db):
+    async with running_proxy(settings, csms, tmp_path) as (port, server, _db):
         async with connect(port, "CP-2") as ws:
-            assert (await call(ws, "a", "Authorize", {"idTag": "BAD"}))[2] == {"idTagInfo": {"status": "Blocked"}}
+            assert (await call(ws, "a", "Authorize", {"idTag": "BAD"}))[2] == {
+                "idTagInfo": {"status": "Blocked"}
+            }
             csms.stop()  # an outage while forwarding
             await wait_for(lambda: server.metrics.outbox.offline._value.get() == 1)
             # Answered by the proxy now: the authorisation cache knows BAD.
-            assert (await call(ws, "a2", "Authorize", {"idTag": "BAD"}))[2] == {"idTagInfo": {"status": "Blocked"}}
+            assert (await call(ws, "a2", "Authorize", {"idTag": "BAD"}))[2] == {
+                "idTagInfo": {"status": "Blocked"}
+            }
             start = await call(ws, "s", "StartTransaction", START)
             provisional = start[2]["transactionId"]
             await csms.start(nursery)
-            await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["Authorize", "Authorize", "StartTransaction"])
+            await csms.wait_until(
+                lambda: [c[1] for c in csms.calls] == ["Authorize", "Authorize", "StartTransaction"]
+            )
             await csms.wait_until(lambda: "CP-2" in csms.connections)
             # The back-office stops the transaction by its real id; the charger sees its provisional one.
             up = csms.connections["CP-2"]
-            await up.send_message(json.dumps([2, "r1", "RemoteStopTransaction", {"transactionId": 7001}]))
+            await up.send_message(
+                json.dumps([2, "r1", "RemoteStopTransaction", {"transactionId": 7001}])
+            )
             remote = json.loads(await ws.get_message())
-            assert remote[:3] == [2, "r1", "RemoteStopTransaction"] and remote[3] == {"transactionId": provisional}
+            assert remote[:3] == [2, "r1", "RemoteStopTransaction"] and remote[3] == {
+                "transactionId": provisional
+            }
             await ws.send_message(json.dumps([3, "r1", {"status": "Accepted"}]))
             assert server.metrics.outbox.rewrites._value.get() >= 1
 
 
-async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstream_is_back(settings, tmp_path, nursery):
+async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstream_is_back(
+    settings, tmp_path, nursery
+):
     csms = Csms()
     await csms.start(nursery)
     csms.stop()
-    async with running_proxy(settings, csms, tmp_path, max_entries_per_charger=2) as (port, server, db):
+    async with running_proxy(settings, csms, tmp_path, max_entries_per_charger=2) as (
+        port,
+        server,
+        db,
+    ):
         # A raw charger: trio-websocket's client leaks its socket when the server closes first.
         charger = await RawCharger.connect(port)
         try:
-            assert (await charger.upgrade("CP-3", raw_credentials("CP-3"))).startswith(b"HTTP/1.1 101")
+            assert (await charger.upgrade("CP-3", raw_credentials("CP-3"))).startswith(
+                b"HTTP/1.1 101"
+            )
             for index, status in enumerate(["Available", "Preparing", "Charging"]):
                 notification = {"connectorId": 1, "status": status, "errorCode": "NoError"}
-                await charger.send(frame(1, json.dumps([2, f"h{index}", "StatusNotification", notification]).encode()))
+                await charger.send(
+                    frame(
+                        1, json.dumps([2, f"h{index}", "StatusNotification", notification]).encode()
+                    )
+                )
             messages = await charger.messages_until_close(reply_to_close=True)
         finally:
             await charger.aclose()
@@ -100,7 +156,9 @@ async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstrea
         # While the upstream is down, the charger is refused: it keeps its own queue.
         charger = await RawCharger.connect(port)
         try:
-            assert (await charger.upgrade("CP-3", raw_credentials("CP-3"))).startswith(b"HTTP/1.1 503")
+            assert (await charger.upgrade("CP-3", raw_credentials("CP-3"))).startswith(
+                b"HTTP/1.1 503"
+            )
         finally:
             await charger.aclose()
         await csms.start(nursery)
@@ -109,20 +167,34 @@ async def test_a_full_outbox_closes_the_charger_and_refuses_it_until_the_upstrea
         await trio.sleep_until(max(server.dialer.down_until.values(), default=0.0))
         async with connect(port, "CP-3") as ws:
             # The charger's own queued message goes after the outbox's two.
-            await call(ws, "h3", "StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError"})
+            await call(
+                ws,
+                "h3",
+                "StatusNotification",
+                {"connectorId": 1, "status": "Charging", "errorCode": "NoError"},
+            )
             await csms.wait_until(lambda: len(csms.calls) == 3)
         assert [c[2]["status"] for c in csms.calls] == ["Available", "Preparing", "Charging"]
 
 
-async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(settings, tmp_path, nursery):
+async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(
+    settings, tmp_path, nursery
+):
     csms = Csms()
     await csms.start(nursery)
     csms.stop()
     csms.errors_for["StatusNotification"] = 5  # more than the retries
     async with running_proxy(settings, csms, tmp_path, retry_attempts=2) as (port, server, db):
         async with connect(port, "CP-4") as ws:
-            await call(ws, "s1", "StatusNotification", {"connectorId": 1, "status": "Faulted", "errorCode": "OtherError"})
-            assert (await call(ws, "d", "DataTransfer", {"vendorId": "x"}))[0] == 4  # not answerable offline
+            await call(
+                ws,
+                "s1",
+                "StatusNotification",
+                {"connectorId": 1, "status": "Faulted", "errorCode": "OtherError"},
+            )
+            assert (await call(ws, "d", "DataTransfer", {"vendorId": "x"}))[
+                0
+            ] == 4  # not answerable offline
             await call(ws, "hb", "Heartbeat", {})
             await csms.start(nursery)
             await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["Heartbeat"])
@@ -134,9 +206,16 @@ async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(sett
         # Operators see the dead letter and can put it back.
         config = Config(database=settings)
         out = io.StringIO()
-        assert await outbox_command(config, argparse.Namespace(action="dead-letters", identity=None), stdout=out) == 0
+        assert (
+            await outbox_command(
+                config, argparse.Namespace(action="dead-letters", identity=None), stdout=out
+            )
+            == 0
+        )
         assert "CP-4 #1 StatusNotification after 2 attempts" in out.getvalue()
-        assert "CALLERROR InternalError: try later" in out.getvalue() and '"Faulted"' in out.getvalue()
+        assert (
+            "CALLERROR InternalError: try later" in out.getvalue() and '"Faulted"' in out.getvalue()
+        )
         requeue = argparse.Namespace(action="requeue", identity="CP-4", seq=1)
         assert await outbox_command(config, requeue, stdout=io.StringIO()) == 0
         err = io.StringIO()
@@ -147,16 +226,20 @@ async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(sett
         assert out.getvalue().splitlines()[1].split()[:3] == ["CP-4", "1", "0"]
 
 
-async def test_hostile_frames_while_offline_lose_nothing_and_break_nothing(settings, tmp_path, nursery):
+async def test_hostile_frames_while_offline_lose_nothing_and_break_nothing(
+    settings, tmp_path, nursery
+):
     csms = Csms()
     await csms.start(nursery)
     csms.stop()
-    async with running_proxy(settings, csms, tmp_path) as (port, server, db):
+    async with running_proxy(settings, csms, tmp_path) as (port, _server, _db):
         async with connect(port, "CP-5") as ws:
             await ws.send_message("not json at all")
             await ws.send_message(b"\x00\xffbinary")
             await ws.send_message('[2, "x"]')  # too short to be a CALL
-            odd_start = await call(ws, "s", "StartTransaction", {"connectorId": "one"})  # no idTag, no timestamp
+            odd_start = await call(
+                ws, "s", "StartTransaction", {"connectorId": "one"}
+            )  # no idTag, no timestamp
             assert odd_start[0] == 3 and odd_start[2]["idTagInfo"] == {"status": "Invalid"}
             odd_meter = {"connectorId": 1, "transactionId": [1], "meterValue": "x" * 1000}
             assert (await call(ws, "m", "MeterValues", odd_meter))[2] == {}

@@ -11,8 +11,13 @@ import pytest
 import trio
 
 from proxy.routing.auth import hash_password
-from proxy.runtime.config import Config, DatabaseSettings, RegistrySettings, Route
-from proxy.routing.registry.errors import ChargerExists, ChargerNotFound, InvalidIdentity, NotManaged, SecretKeyError
+from proxy.routing.registry.errors import (
+    ChargerExists,
+    ChargerNotFound,
+    InvalidIdentity,
+    NotManaged,
+    SecretKeyError,
+)
 from proxy.routing.registry.records import (
     add_charger,
     generate_password,
@@ -26,6 +31,7 @@ from proxy.routing.registry.records import (
 )
 from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, generate_key
+from proxy.runtime.config import Config, DatabaseSettings, RegistrySettings, Route
 from proxy.store.db import open_database
 from proxy.store.embedded import install_dir
 
@@ -36,7 +42,11 @@ HASH = hash_password("charger-password")
 
 def managed(secret: str | None = SECRET, upstream: str = "wss://csms.example.com/ocpp") -> Route:
     return Route(
-        upstream=upstream, auth="managed", password_hash=HASH, upstream_username="cp", upstream_password=secret
+        upstream=upstream,
+        auth="managed",
+        password_hash=HASH,
+        upstream_username="cp",
+        upstream_password=secret,
     )
 
 
@@ -134,8 +144,11 @@ async def test_the_table_refuses_what_the_proxy_could_not_route(settings: Databa
             with pytest.raises(asyncpg.CheckViolationError):
                 await db.execute(
                     "INSERT INTO chargers (identity, upstream, auth, password_hash) VALUES ($1, $2, $3, $4)",
-                    identity, upstream, auth, password_hash,
-                )  # fmt: skip
+                    identity,
+                    upstream,
+                    auth,
+                    password_hash,
+                )
 
 
 async def test_storing_a_secret_without_a_key_is_refused(settings: DatabaseSettings) -> None:
@@ -145,14 +158,20 @@ async def test_storing_a_secret_without_a_key_is_refused(settings: DatabaseSetti
         assert await list_chargers(db) == []
 
 
-async def test_updates_move_updated_at_and_a_new_hash_replaces_the_old(settings: DatabaseSettings) -> None:
+async def test_updates_move_updated_at_and_a_new_hash_replaces_the_old(
+    settings: DatabaseSettings,
+) -> None:
     async with open_database(settings) as db:
         before = await add_charger(db, "CP-1", managed(secret=None), keys=None)
         await add_charger(db, "CP-P", Route(upstream="ws://a.example.com"), keys=None)
         new_hash = hash_password("new")
         await set_password_hash(db, "CP-1", new_hash)
         after = await get_charger(db, "CP-1")
-        assert after is not None and after.password_hash == new_hash and after.updated_at > before.updated_at
+        assert (
+            after is not None
+            and after.password_hash == new_hash
+            and after.updated_at > before.updated_at
+        )
         with pytest.raises(NotManaged):
             await set_password_hash(db, "CP-P", new_hash)
         with pytest.raises(ChargerNotFound):
@@ -162,7 +181,9 @@ async def test_updates_move_updated_at_and_a_new_hash_replaces_the_old(settings:
 def _pg_dump(dsn: str) -> bytes:
     binary = install_dir() / "bin" / "pg_dump"
     return subprocess.run(
-        [str(binary), "--data-only", "--table=chargers", "--dbname", dsn], capture_output=True, check=True
+        [str(binary), "--data-only", "--table=chargers", "--dbname", dsn],
+        capture_output=True,
+        check=True,
     ).stdout
 
 
@@ -171,7 +192,11 @@ async def test_a_dump_of_the_table_holds_no_plaintext_secret(settings: DatabaseS
         await add_charger(db, "CP-1", managed(), keys=KeyRing.parse(KEY))
         dump = await trio.to_thread.run_sync(_pg_dump, settings.dsn)
     assert b"CP-1" in dump and b"wss://csms.example.com/ocpp" in dump  # the dump has the row
-    for leak in (SECRET.encode(), base64.b64encode(SECRET.encode()), SECRET.encode().hex().encode()):
+    for leak in (
+        SECRET.encode(),
+        base64.b64encode(SECRET.encode()),
+        SECRET.encode().hex().encode(),
+    ):
         assert leak not in dump
 
 
@@ -190,16 +215,23 @@ async def test_reseal_moves_secrets_to_the_first_key(settings: DatabaseSettings)
 # --- the router ---
 
 
-async def test_router_prefers_the_database_then_toml_chargers_then_the_default(settings: DatabaseSettings) -> None:
+async def test_router_prefers_the_database_then_toml_chargers_then_the_default(
+    settings: DatabaseSettings,
+) -> None:
     toml = config(
-        chargers={"CP-1": Route(upstream="ws://toml.example.com"), "CP-T": Route(upstream="ws://toml.example.com")},
+        chargers={
+            "CP-1": Route(upstream="ws://toml.example.com"),
+            "CP-T": Route(upstream="ws://toml.example.com"),
+        },
         default_route=Route(upstream="ws://default.example.com"),
     )
     keys = KeyRing.parse(KEY)
     router = DatabaseRouter(toml, keys)
     async with open_database(settings) as db:
         await add_charger(db, "CP-1", managed(), keys=keys)
-        await add_charger(db, "CP-OFF", Route(upstream="ws://db.example.com"), keys=None, enabled=False)
+        await add_charger(
+            db, "CP-OFF", Route(upstream="ws://db.example.com"), keys=None, enabled=False
+        )
         await router.reload(db)
     assert router.lookup("CP-1") == managed()  # the secret is opened into the route
     assert router.lookup("CP-OFF") is None  # disabled in the database: refused, not defaulted
@@ -220,7 +252,9 @@ async def test_refresh_picks_up_additions_changes_and_removals(settings: Databas
         assert len(router) == 2
         await remove_charger(db, "CP-1")
         await add_charger(db, "CP-3", managed(), keys=keys)  # same count as before: still noticed
-        await db.execute("UPDATE chargers SET upstream = 'ws://moved.example.com' WHERE identity = 'CP-2'")
+        await db.execute(
+            "UPDATE chargers SET upstream = 'ws://moved.example.com' WHERE identity = 'CP-2'"
+        )
         await router.refresh(db)
     assert router.lookup("CP-1") == Route(upstream="ws://default.example.com")
     assert router.lookup("CP-2") == Route(upstream="ws://moved.example.com")
@@ -256,7 +290,9 @@ async def test_a_secret_the_key_cannot_open_refuses_that_charger_only(
         await add_charger(db, "CP-1", managed(), keys=KeyRing.parse(KEY))
         await add_charger(db, "CP-2", Route(upstream="ws://two.example.com"), keys=None)
         for keys in (KeyRing.parse(generate_key()), None):
-            router = DatabaseRouter(config(default_route=Route(upstream="ws://default.example.com")), keys)
+            router = DatabaseRouter(
+                config(default_route=Route(upstream="ws://default.example.com")), keys
+            )
             with caplog.at_level(logging.ERROR, logger="proxy.registry"):
                 await router.reload(db)
                 await router.refresh(db)  # the same problem is logged once
@@ -284,7 +320,9 @@ async def test_refresh_errors_keep_the_last_snapshot(
         await db.execute("ALTER TABLE chargers_away RENAME TO chargers")
 
 
-async def test_router_start_fails_when_the_registry_cannot_be_read(settings: DatabaseSettings) -> None:
+async def test_router_start_fails_when_the_registry_cannot_be_read(
+    settings: DatabaseSettings,
+) -> None:
     async with open_database(settings) as db:
         await db.execute("DROP TABLE chargers")
         with pytest.raises(asyncpg.UndefinedTableError):

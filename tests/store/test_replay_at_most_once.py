@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import io
 
-from proxy.runtime.config import Config
-from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
 from proxy.cli.outbox import outbox_command
+from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
+from proxy.runtime.config import Config
 from tests.store.outbox_kit import START, Csms, call, connect, running_proxy, wait_for
 
 
@@ -22,28 +22,57 @@ async def test_a_start_whose_answer_was_never_stored_is_parked_in_doubt_with_its
     csms = Csms()
     await csms.start(nursery)
     csms.stop()
-    async with running_proxy(settings, csms, tmp_path, unknown_id_tag="Accepted") as (port, server, db):
+    proxy = running_proxy(settings, csms, tmp_path, unknown_id_tag="Accepted")
+    async with proxy as (port, _server, db):
         async with connect(port, "CP-1") as ws:  # offline: a whole session goes into the outbox
             provisional = (await call(ws, "s", "StartTransaction", START))[2]["transactionId"]
-            meter = {"connectorId": 1, "transactionId": provisional,
-                     "meterValue": [{"timestamp": "2026-11-21T10:30:00Z", "sampledValue": [{"value": "1500"}]}]}
+            meter = {
+                "connectorId": 1,
+                "transactionId": provisional,
+                "meterValue": [
+                    {"timestamp": "2026-11-21T10:30:00Z", "sampledValue": [{"value": "1500"}]}
+                ],
+            }
             await call(ws, "m", "MeterValues", meter)
-            stop = {"transactionId": provisional, "meterStop": 2000, "timestamp": "2026-11-21T11:00:00Z"}
+            stop = {
+                "transactionId": provisional,
+                "meterStop": 2000,
+                "timestamp": "2026-11-21T11:00:00Z",
+            }
             await call(ws, "e", "StopTransaction", stop)
-            await call(ws, "h", "StatusNotification", {"connectorId": 1, "status": "Available", "errorCode": "NoError"})
+            await call(
+                ws,
+                "h",
+                "StatusNotification",
+                {"connectorId": 1, "status": "Available", "errorCode": "NoError"},
+            )
             csms.unanswered.add("StartTransaction")  # it arrives; the answer never comes back
             await csms.start(nursery)
             await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["StartTransaction"])
-            await wait_for(lambda: db.fetchval("SELECT sent_at IS NOT NULL FROM outbox_entries WHERE seq = 1"))
+            await wait_for(
+                lambda: db.fetchval("SELECT sent_at IS NOT NULL FROM outbox_entries WHERE seq = 1")
+            )
         # The proxy stops here, its start unanswered (a crash would leave the same).
     csms.unanswered.clear()
-    async with running_proxy(settings, csms, tmp_path) as (port, server, db):
+    async with running_proxy(settings, csms, tmp_path) as (port, _server, db):
         async with connect(port, "CP-1") as ws:
-            await wait_for(lambda: db.fetchval("SELECT count(*) = 0 FROM outbox_entries WHERE dead_reason IS NULL"))
-            await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["StartTransaction", "StatusNotification"])
-        parked = {r["action"]: r["dead_reason"] for r in await db.fetch("SELECT action, dead_reason FROM outbox_entries")}
-        assert parked == {"StartTransaction": IN_DOUBT, "MeterValues": WAITS_FOR_START,
-                          "StopTransaction": WAITS_FOR_START}
+            await wait_for(
+                lambda: db.fetchval(
+                    "SELECT count(*) = 0 FROM outbox_entries WHERE dead_reason IS NULL"
+                )
+            )
+            await csms.wait_until(
+                lambda: [c[1] for c in csms.calls] == ["StartTransaction", "StatusNotification"]
+            )
+        parked = {
+            r["action"]: r["dead_reason"]
+            for r in await db.fetch("SELECT action, dead_reason FROM outbox_entries")
+        }
+        assert parked == {
+            "StartTransaction": IN_DOUBT,
+            "MeterValues": WAITS_FOR_START,
+            "StopTransaction": WAITS_FOR_START,
+        }
         # The operator checked the back-office (it has no such transaction) and sends it again,
         # with its transaction's later messages.
         out = io.StringIO()
@@ -51,8 +80,18 @@ async def test_a_start_whose_answer_was_never_stored_is_parked_in_doubt_with_its
         assert await outbox_command(Config(database=settings), requeue, stdout=out) == 0
         assert out.getvalue().strip() == "requeued CP-1 #1, #2, #3"
         async with connect(port, "CP-1") as ws:
-            await csms.wait_until(lambda: [c[1] for c in csms.calls] == [
-                "StartTransaction", "StatusNotification", "StartTransaction", "MeterValues", "StopTransaction"])
+            await csms.wait_until(
+                lambda: (
+                    [c[1] for c in csms.calls]
+                    == [
+                        "StartTransaction",
+                        "StatusNotification",
+                        "StartTransaction",
+                        "MeterValues",
+                        "StopTransaction",
+                    ]
+                )
+            )
         real = csms.calls[2]  # the second copy, now answered: the later messages carry its real id
         assert csms.calls[3][2]["transactionId"] == csms.calls[4][2]["transactionId"] == 7001
         assert real[2] == START

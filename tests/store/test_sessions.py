@@ -6,17 +6,16 @@ import base64
 import json
 from decimal import Decimal
 
+import msgspec
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import msgspec
-
-from proxy.wire.codec import FrameReader, encode_frame
 from proxy.capture.events import TransactionIdAssigned
 from proxy.capture.orphans import close_orphans
 from proxy.capture.sessions import store_events
-from proxy.store.db import open_database
 from proxy.capture.tracker import Tracker, event_id
+from proxy.store.db import open_database
+from proxy.wire.codec import FrameReader, encode_frame
 
 T0 = 1_790_000_000.0
 
@@ -31,28 +30,82 @@ class Feed:
 
     def charger(self, frame: list) -> None:
         self.at += 1
-        [message] = FrameReader(from_client=True).feed(encode_frame(1, json.dumps(frame).encode(), mask=True))
+        [message] = FrameReader(from_client=True).feed(
+            encode_frame(1, json.dumps(frame).encode(), mask=True)
+        )
         self.events += self.tracker.from_charger(message, self.at)
 
     def upstream(self, frame: list) -> None:
         self.at += 1
-        [message] = FrameReader(from_client=False).feed(encode_frame(1, json.dumps(frame).encode(), mask=False))
+        [message] = FrameReader(from_client=False).feed(
+            encode_frame(1, json.dumps(frame).encode(), mask=False)
+        )
         self.events += self.tracker.from_upstream(message, self.at)
 
 
 def session_16(identity: str = "CP-16") -> Feed:
     feed = Feed("ocpp1.6", identity)
-    feed.charger([2, "b", "BootNotification", {"chargePointVendor": "Alfen", "chargePointModel": "Eve",
-                                                "meterType": "Carlo Gavazzi EM340-PF", "meterSerialNumber": "M-1"}])
-    feed.upstream([3, "b", {"status": "Accepted", "currentTime": "2026-01-01T10:00:00Z", "interval": 300}])
-    feed.charger([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "TAG", "meterStart": 1000,
-                                                "timestamp": "2026-01-01T10:00:00Z"}])
+    feed.charger(
+        [
+            2,
+            "b",
+            "BootNotification",
+            {
+                "chargePointVendor": "Alfen",
+                "chargePointModel": "Eve",
+                "meterType": "Carlo Gavazzi EM340-PF",
+                "meterSerialNumber": "M-1",
+            },
+        ]
+    )
+    feed.upstream(
+        [3, "b", {"status": "Accepted", "currentTime": "2026-01-01T10:00:00Z", "interval": 300}]
+    )
+    feed.charger(
+        [
+            2,
+            "s",
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "TAG",
+                "meterStart": 1000,
+                "timestamp": "2026-01-01T10:00:00Z",
+            },
+        ]
+    )
     feed.upstream([3, "s", {"transactionId": 42, "idTagInfo": {"status": "Accepted"}}])
-    feed.charger([2, "m", "MeterValues", {"connectorId": 1, "transactionId": 42, "meterValue": [
-        {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "20.5", "unit": "kWh"}]}]}])
+    feed.charger(
+        [
+            2,
+            "m",
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "transactionId": 42,
+                "meterValue": [
+                    {
+                        "timestamp": "2026-01-01T10:30:00Z",
+                        "sampledValue": [{"value": "20.5", "unit": "kWh"}],
+                    }
+                ],
+            },
+        ]
+    )
     feed.upstream([3, "m", {}])
-    feed.charger([2, "e", "StopTransaction", {"transactionId": 42, "meterStop": 43370,
-                                               "timestamp": "2026-01-01T11:00:00Z", "reason": "EVDisconnected"}])
+    feed.charger(
+        [
+            2,
+            "e",
+            "StopTransaction",
+            {
+                "transactionId": 42,
+                "meterStop": 43370,
+                "timestamp": "2026-01-01T11:00:00Z",
+                "reason": "EVDisconnected",
+            },
+        ]
+    )
     feed.upstream([3, "e", {}])
     return feed
 
@@ -61,13 +114,31 @@ def session_201(identity: str = "CP-201") -> Feed:
     feed = Feed("ocpp2.0.1", identity)
 
     def event(kind: str, seq: int, kwh: str) -> list:
-        return [2, f"t{seq}", "TransactionEvent", {
-            "eventType": kind, "timestamp": f"2026-01-01T10:{seq:02d}:00Z", "seqNo": seq,
-            "triggerReason": "MeterValuePeriodic", "transactionInfo": {"transactionId": "tx-9"},
-            "evse": {"id": 1, "connectorId": 1},
-            "meterValue": [{"timestamp": f"2026-01-01T10:{seq:02d}:00Z", "sampledValue": [
-                {"value": float(kwh), "measurand": "Energy.Active.Import.Register",
-                 "unitOfMeasure": {"unit": "kWh"}}]}]}]
+        return [
+            2,
+            f"t{seq}",
+            "TransactionEvent",
+            {
+                "eventType": kind,
+                "timestamp": f"2026-01-01T10:{seq:02d}:00Z",
+                "seqNo": seq,
+                "triggerReason": "MeterValuePeriodic",
+                "transactionInfo": {"transactionId": "tx-9"},
+                "evse": {"id": 1, "connectorId": 1},
+                "meterValue": [
+                    {
+                        "timestamp": f"2026-01-01T10:{seq:02d}:00Z",
+                        "sampledValue": [
+                            {
+                                "value": float(kwh),
+                                "measurand": "Energy.Active.Import.Register",
+                                "unitOfMeasure": {"unit": "kWh"},
+                            }
+                        ],
+                    }
+                ],
+            },
+        ]
 
     for kind, seq, kwh in (("Started", 0, "0.5"), ("Updated", 10, "6.25"), ("Ended", 20, "12.5")):
         feed.charger(event(kind, seq, kwh))
@@ -90,8 +161,26 @@ async def test_sessions_get_exactly_the_reported_energy_and_storing_twice_change
         boot = await db.fetchrow("SELECT vendor, meter_type, meter_serial FROM charger_boots")
         stored = await db.fetchval("SELECT count(*) FROM charger_events")
     assert [tuple(r) for r in rows] == [
-        ("CP-16", "42", "completed", Decimal(1000), Decimal(43370), Decimal(42370), "stop_minus_start", "EVDisconnected"),
-        ("CP-201", "tx-9", "completed", Decimal(500), Decimal(12500), Decimal(12000), "stop_minus_start", None),
+        (
+            "CP-16",
+            "42",
+            "completed",
+            Decimal(1000),
+            Decimal(43370),
+            Decimal(42370),
+            "stop_minus_start",
+            "EVDisconnected",
+        ),
+        (
+            "CP-201",
+            "tx-9",
+            "completed",
+            Decimal(500),
+            Decimal(12500),
+            Decimal(12000),
+            "stop_minus_start",
+            None,
+        ),
     ]
     assert samples == 4 and stored == len(events)
     assert tuple(boot) == ("Alfen", "Carlo Gavazzi EM340-PF", "M-1")
@@ -135,33 +224,83 @@ async def test_silent_sessions_are_orphaned_and_a_late_stop_still_completes_them
 
 def signed_ocmf(key, readings: list[tuple[str, str]]) -> str:
     """An OCMF record signed with `key`: readings as (TX event, kWh)."""
-    payload = json.dumps({
-        "FV": "1.0", "GI": "Wallbox", "GS": "G-1", "PG": "T1", "MV": "Iskra", "MM": "WM3M4C", "MS": "4711",
-        "IS": False, "IT": "NONE",
-        "RD": [{"TM": "2026-01-01T10:00:00,000+0000 S", "TX": tx, "RV": float(kwh), "RI": "1-b:1.8.0", "RU": "kWh",
-                "RT": "AC", "EF": "", "ST": "G"} for tx, kwh in readings],
-    }, separators=(",", ":"))  # fmt: skip
+    payload = json.dumps(
+        {
+            "FV": "1.0",
+            "GI": "Wallbox",
+            "GS": "G-1",
+            "PG": "T1",
+            "MV": "Iskra",
+            "MM": "WM3M4C",
+            "MS": "4711",
+            "IS": False,
+            "IT": "NONE",
+            "RD": [
+                {
+                    "TM": "2026-01-01T10:00:00,000+0000 S",
+                    "TX": tx,
+                    "RV": float(kwh),
+                    "RI": "1-b:1.8.0",
+                    "RU": "kWh",
+                    "RT": "AC",
+                    "EF": "",
+                    "ST": "G",
+                }
+                for tx, kwh in readings
+            ],
+        },
+        separators=(",", ":"),
+    )
     signature = key.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex().upper()
     return f'OCMF|{payload}|{{"SD":"{signature}"}}'
 
 
 def public_key(key) -> str:
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(der).decode()
 
 
 def signed_session_201(identity: str, transaction_id: str, key, sent_key) -> Feed:
     """A 2.0.1 session whose Started and Ended events carry signed readings (plain readings disagree)."""
     feed = Feed("ocpp2.0.1", identity)
-    for seq, (kind, tx, kwh, plain) in enumerate((("Started", "B", "100.0", 0.0), ("Ended", "E", "142.37", 99.0))):
-        signed = {"signedMeterData": base64.b64encode(signed_ocmf(key, [(tx, kwh)]).encode()).decode(),
-                  "signingMethod": "", "encodingMethod": "OCMF", "publicKey": public_key(sent_key)}
-        feed.charger([2, f"t{seq}", "TransactionEvent", {
-            "eventType": kind, "timestamp": f"2026-01-01T1{seq}:00:00Z", "seqNo": seq,
-            "triggerReason": "Authorized", "transactionInfo": {"transactionId": transaction_id},
-            "meterValue": [{"timestamp": f"2026-01-01T1{seq}:00:00Z", "sampledValue": [
-                {"value": plain, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "kWh"},
-                 "signedMeterValue": signed}]}]}])  # fmt: skip
+    for seq, (kind, tx, kwh, plain) in enumerate(
+        (("Started", "B", "100.0", 0.0), ("Ended", "E", "142.37", 99.0))
+    ):
+        signed = {
+            "signedMeterData": base64.b64encode(signed_ocmf(key, [(tx, kwh)]).encode()).decode(),
+            "signingMethod": "",
+            "encodingMethod": "OCMF",
+            "publicKey": public_key(sent_key),
+        }
+        feed.charger(
+            [
+                2,
+                f"t{seq}",
+                "TransactionEvent",
+                {
+                    "eventType": kind,
+                    "timestamp": f"2026-01-01T1{seq}:00:00Z",
+                    "seqNo": seq,
+                    "triggerReason": "Authorized",
+                    "transactionInfo": {"transactionId": transaction_id},
+                    "meterValue": [
+                        {
+                            "timestamp": f"2026-01-01T1{seq}:00:00Z",
+                            "sampledValue": [
+                                {
+                                    "value": plain,
+                                    "measurand": "Energy.Active.Import.Register",
+                                    "unitOfMeasure": {"unit": "kWh"},
+                                    "signedMeterValue": signed,
+                                }
+                            ],
+                        }
+                    ],
+                },
+            ]
+        )
         feed.upstream([3, f"t{seq}", {}])
     return feed
 
@@ -169,7 +308,9 @@ def signed_session_201(identity: str, transaction_id: str, key, sent_key) -> Fee
 async def test_signed_readings_give_the_energy_and_the_meter_class(settings):
     key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     first = signed_session_201("CP-sig", "tx-1", key, key).events  # pins the key
-    second = signed_session_201("CP-sig", "tx-2", other, other).events  # a different key: not trusted
+    second = signed_session_201(
+        "CP-sig", "tx-2", other, other
+    ).events  # a different key: not trusted
     declared = session_16("CP-mid").events
     async with open_database(settings) as db:
         async with db.transaction() as conn:
@@ -201,16 +342,45 @@ async def test_known_measurands_use_up_no_identity_values(settings):
 def offline_session(provisional: int, real: int) -> Feed:
     """A 1.6 session started offline (provisional id), renamed mid-way, finished under the real id."""
     feed = Feed("ocpp1.6", "CP-OFF")
-    feed.charger([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "TAG", "meterStart": 1000,
-                                                "timestamp": "2026-01-01T10:00:00Z"}])
+    feed.charger(
+        [
+            2,
+            "s",
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "TAG",
+                "meterStart": 1000,
+                "timestamp": "2026-01-01T10:00:00Z",
+            },
+        ]
+    )
     feed.upstream([3, "s", {"transactionId": provisional, "idTagInfo": {"status": "Accepted"}}])
-    feed.charger([2, "m", "MeterValues", {"connectorId": 1, "transactionId": provisional, "meterValue": [
-        {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "2000"}]}]}])
+    feed.charger(
+        [
+            2,
+            "m",
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "transactionId": provisional,
+                "meterValue": [
+                    {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "2000"}]}
+                ],
+            },
+        ]
+    )
     feed.upstream([3, "m", {}])
     assigned = TransactionIdAssigned("", "CP-OFF", feed.at, str(provisional), str(real))
     feed.events.append(msgspec.structs.replace(assigned, event_id=event_id(assigned)))
-    feed.charger([2, "e", "StopTransaction", {"transactionId": real, "meterStop": 5000,
-                                               "timestamp": "2026-01-01T11:00:00Z"}])
+    feed.charger(
+        [
+            2,
+            "e",
+            "StopTransaction",
+            {"transactionId": real, "meterStop": 5000, "timestamp": "2026-01-01T11:00:00Z"},
+        ]
+    )
     return feed
 
 
@@ -235,6 +405,10 @@ async def test_a_provisional_session_merges_into_one_already_known_by_the_real_i
     async with open_database(settings) as db:
         await store_events(db, [stop])  # the real id's session exists first (its stop came early)
         await store_events(db, events[:-1])
-        rows = await db.fetch("SELECT transaction_id, status, meter_start_wh, meter_stop_wh FROM sessions")
-        assert [(r[0], r[1], int(r[2]), int(r[3])) for r in rows] == [("78", "completed", 1000, 5000)]
+        rows = await db.fetch(
+            "SELECT transaction_id, status, meter_start_wh, meter_stop_wh FROM sessions"
+        )
+        assert [(r[0], r[1], int(r[2]), int(r[3])) for r in rows] == [
+            ("78", "completed", 1000, 5000)
+        ]
         assert await db.fetchval("SELECT count(*) FROM meter_samples") == 1

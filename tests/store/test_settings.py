@@ -12,8 +12,12 @@ from proxy.runtime.config import ConfigError, DatabaseSettings, load_config
 
 def test_defaults_mean_an_embedded_server_in_the_data_dir() -> None:
     settings = load_config(None).database
-    data_dir = "/var/lib/ere-proxy" if os.geteuid() == 0 else "data"  # root: reachable by the server's user
-    assert settings == DatabaseSettings(dsn="", data_dir=data_dir, pool_size=10, connect_timeout=10.0)
+    data_dir = (
+        "/var/lib/ere-proxy" if os.geteuid() == 0 else "data"
+    )  # root: reachable by the server's user
+    assert settings == DatabaseSettings(
+        dsn="", data_dir=data_dir, pool_size=10, connect_timeout=10.0
+    )
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,9 @@ STATUS = {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
 async def server_pids(server: EmbeddedPostgres) -> list[int]:
     """The postmaster and every backend of `server`."""
     postmaster = int((server.pgdata / "postmaster.pid").read_text().split()[0])
-    rows = await admin_fetch(server, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+    rows = await admin_fetch(
+        server, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+    )
     return [postmaster, *(row["pid"] for row in rows)]
 
 
@@ -55,16 +57,26 @@ async def status_notification(charger: RawCharger, unique_id: str) -> None:
 async def test_a_stalled_database_fails_outbox_calls_in_time_and_never_blocks_the_shutdown(
     pg_server, database_dsn, tmp_path, nursery
 ):
-    settings = DatabaseSettings(dsn=database_dsn, pool_size=4, connect_timeout=2.0, query_timeout=1.0)
+    settings = DatabaseSettings(
+        dsn=database_dsn, pool_size=4, connect_timeout=2.0, query_timeout=1.0
+    )
     csms = Csms()
     await csms.start(nursery)
     csms.stop()  # offline: every charger CALL is written to the outbox before it is answered
     with ExitStack() as resume:
-        with trio.fail_after(60):  # before: the shutdown waited for the stalled group commit forever
-            async with running_proxy(settings, csms, tmp_path, call_timeout=1.0) as (port, server, db):
+        with trio.fail_after(
+            60
+        ):  # before: the shutdown waited for the stalled group commit forever
+            async with running_proxy(settings, csms, tmp_path, call_timeout=1.0) as (
+                port,
+                _server,
+                db,
+            ):
                 charger = await RawCharger.connect(port)
                 try:
-                    assert (await charger.upgrade("CP-1", raw_credentials("CP-1"))).startswith(b"HTTP/1.1 101")
+                    assert (await charger.upgrade("CP-1", raw_credentials("CP-1"))).startswith(
+                        b"HTTP/1.1 101"
+                    )
                     await status_notification(charger, "s1")
                     while not charger.reader.feed(await charger.stream.receive_some(4096)):
                         pass  # s1 answered: it is in the outbox
@@ -80,7 +92,9 @@ async def test_a_stalled_database_fails_outbox_calls_in_time_and_never_blocks_th
                     answer = await head.upgrade("CP-2", raw_credentials("CP-2"))
                 finally:
                     await head.aclose()
-                assert answer.startswith(b"HTTP/1.1 503")  # the outbox cannot be claimed: refused at once
+                assert answer.startswith(
+                    b"HTTP/1.1 503"
+                )  # the outbox cannot be claimed: refused at once
             # Here the proxy has shut down, with its database still stalled.
     async with open_database(settings, migrate=False) as db:
         assert await db.fetchval("SELECT count(*) FROM outbox_entries") == 1  # s1 only
@@ -89,16 +103,26 @@ async def test_a_stalled_database_fails_outbox_calls_in_time_and_never_blocks_th
 async def test_a_charger_whose_back_office_accepts_it_is_forwarded_while_the_database_is_stalled(
     pg_server, database_dsn, tmp_path, nursery
 ):
-    settings = DatabaseSettings(dsn=database_dsn, pool_size=4, connect_timeout=2.0, query_timeout=30.0)
+    settings = DatabaseSettings(
+        dsn=database_dsn, pool_size=4, connect_timeout=2.0, query_timeout=30.0
+    )
     csms = Csms()
     await csms.start(nursery)
     with ExitStack() as resume:
-        async with running_proxy(settings, csms, tmp_path) as (port, server, db):  # outbox deadlines: 30 s
+        async with running_proxy(settings, csms, tmp_path) as (
+            port,
+            _server,
+            _db,
+        ):  # outbox deadlines: 30 s
             resume.enter_context(stopped(await server_pids(pg_server)))
             charger = await RawCharger.connect(port)
             try:
-                with trio.fail_after(10):  # before: the handshake waited for the outbox lookup (60 s)
-                    assert (await charger.upgrade("CP-1", raw_credentials("CP-1"))).startswith(b"HTTP/1.1 101")
+                with trio.fail_after(
+                    10
+                ):  # before: the handshake waited for the outbox lookup (60 s)
+                    assert (await charger.upgrade("CP-1", raw_credentials("CP-1"))).startswith(
+                        b"HTTP/1.1 101"
+                    )
                     await status_notification(charger, "s1")
                     while not charger.reader.feed(await charger.stream.receive_some(4096)):
                         pass

@@ -11,15 +11,24 @@ import pytest
 import trio
 
 from proxy.capture.database_store import encode_event
-from proxy.runtime.config import DatabaseSettings
 from proxy.capture.events import ChargerBooted, Event
 from proxy.capture.journal import Journal
 from proxy.capture.spill import SpillLog
-from proxy.store.db import open_database
 from proxy.capture.store_process import (
-    _FAILED, _PING, _STORE, MAX_FRAME, StoreFailed, StoreProcess, StoreUnavailable, _Connected, _frame, _Frames,
+    _FAILED,
+    _PING,
+    _STORE,
+    MAX_FRAME,
+    StoreFailed,
+    StoreProcess,
+    StoreUnavailable,
+    _Connected,
+    _frame,
+    _Frames,
     serve,
-)  # fmt: skip
+)
+from proxy.runtime.config import DatabaseSettings
+from proxy.store.db import open_database
 from tests.store.test_journal_order import REAL, rename, session_ids, start
 
 
@@ -28,8 +37,20 @@ def records(*events: Event) -> list[bytes]:
 
 
 def boot(n: int, event_id: str | None = None) -> Event:
-    return ChargerBooted(event_id or f"00000000-0000-0000-0001-{n:012d}", f"CP-{n}", float(n), "Vendor", "Model",
-                         None, None, None, None, None, None, "Accepted")  # fmt: skip
+    return ChargerBooted(
+        event_id or f"00000000-0000-0000-0001-{n:012d}",
+        f"CP-{n}",
+        float(n),
+        "Vendor",
+        "Model",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "Accepted",
+    )
 
 
 async def boots(db) -> int:
@@ -57,7 +78,12 @@ async def test_a_refused_record_becomes_a_dead_letter_in_the_child_and_the_rest_
         outcome = await store.store(records(boot(1), boot(2, event_id="not-a-uuid"), boot(3)))
         assert (outcome.stored, outcome.lost) == (2, [])
         [note] = outcome.dead_letters
-        assert (note.identity, note.event_id, note.kind, note.stage) == ("CP-2", "not-a-uuid", "charger_booted", "store")
+        assert (note.identity, note.event_id, note.kind, note.stage) == (
+            "CP-2",
+            "not-a-uuid",
+            "charger_booted",
+            "store",
+        )
         assert "uuid" in note.error
         assert await boots(db) == 2
         assert await db.fetchval("SELECT count(*) FROM capture_dead_letters") == 1
@@ -107,7 +133,9 @@ async def test_no_database_fails_each_call_quickly_and_the_child_keeps_trying(tm
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    settings = DatabaseSettings(dsn=f"postgresql://nobody@127.0.0.1:{port}/none", connect_timeout=0.2)
+    settings = DatabaseSettings(
+        dsn=f"postgresql://nobody@127.0.0.1:{port}/none", connect_timeout=0.2
+    )
     async with StoreProcess(settings, settings.dsn) as store:
         with trio.fail_after(20):
             assert not await store.answers()
@@ -149,7 +177,7 @@ async def child_end(nursery):
             async with trio.SocketStream(trio.socket.from_stdlib_socket(theirs)) as stream:
                 await serve(stream, connected)
             result.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             result.append(exc)
         ended.set()
 
@@ -164,7 +192,9 @@ async def test_serve_answers_hostile_requests_with_failed_and_goes_on(child_end)
     assert await ours.ask(_frame(9, b"")) == (_FAILED, b"StoreUnavailable('not connected yet')")
     assert (await ours.ask(_frame(_STORE, b"\xc1 garbage")))[0] == _FAILED
     assert (await ours.ask(_frame(_PING, b"")))[0] == _FAILED
-    assert (await ours.ask(_frame(_STORE, msgspec.msgpack.encode([{"kind": "nope"}]))))[0] == _FAILED
+    assert (await ours.ask(_frame(_STORE, msgspec.msgpack.encode([{"kind": "nope"}]))))[
+        0
+    ] == _FAILED
 
 
 async def test_serve_ends_on_an_oversized_or_torn_frame(child_end):

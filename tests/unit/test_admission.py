@@ -9,9 +9,23 @@ import pytest
 import trio
 import trio.testing
 
-from proxy.routing.password_gate import AddressLines, Check, HashingQueue, HashingThreads, PasswordGate, QueueFull, Verdict
-from proxy.routing.auth import CredentialVerifier, RecentSuccesses, TokenBuckets, basic_header, hash_password
 from proxy.forward.backoff import DialPacer, RedialBackoff
+from proxy.routing.auth import (
+    CredentialVerifier,
+    RecentSuccesses,
+    TokenBuckets,
+    basic_header,
+    hash_password,
+)
+from proxy.routing.password_gate import (
+    AddressLines,
+    Check,
+    HashingQueue,
+    HashingThreads,
+    PasswordGate,
+    QueueFull,
+    Verdict,
+)
 from proxy.runtime.logs import LogBudget
 
 HASH = hash_password("right")
@@ -118,32 +132,49 @@ async def test_a_waiter_cancelled_while_queued_leaves_the_queue():
 
 
 async def test_wrong_passwords_spend_the_address_budget_then_are_refused_without_hashing():
-    gate = PasswordGate(address_failures=TokenBuckets(2, 0.01), identity_failures=TokenBuckets(100, 1))
+    gate = PasswordGate(
+        address_failures=TokenBuckets(2, 0.01), identity_failures=TokenBuckets(100, 1)
+    )
     checks = [await gate.check(f"CP-{i}", "guess", HASH, "10.0.0.9") for i in range(4)]
     assert [(c.verdict, c.hashed) for c in checks] == [
-        (Verdict.WRONG, True), (Verdict.WRONG, True), (Verdict.RATE_LIMITED, False), (Verdict.RATE_LIMITED, False)]
+        (Verdict.WRONG, True),
+        (Verdict.WRONG, True),
+        (Verdict.RATE_LIMITED, False),
+        (Verdict.RATE_LIMITED, False),
+    ]
     assert checks[2].retry_after > 0
-    assert (await gate.check("CP-0", "right", HASH, "10.0.0.10")).verdict is Verdict.ADMITTED  # another address
+    assert (
+        await gate.check("CP-0", "right", HASH, "10.0.0.10")
+    ).verdict is Verdict.ADMITTED  # another address
 
 
 async def test_an_identity_under_attack_is_limited_but_not_from_where_it_proved_its_password():
-    gate = PasswordGate(address_failures=TokenBuckets(100, 1), identity_failures=TokenBuckets(2, 0.01))
+    gate = PasswordGate(
+        address_failures=TokenBuckets(100, 1), identity_failures=TokenBuckets(2, 0.01)
+    )
     assert (await gate.check("CP-1", "right", HASH, "10.0.0.1")).verdict is Verdict.ADMITTED
     for address in ("10.0.0.7", "10.0.0.8"):
         assert (await gate.check("CP-1", "guess", HASH, address)).verdict is Verdict.WRONG
     assert (await gate.check("CP-1", "guess", HASH, "10.0.0.9")).verdict is Verdict.RATE_LIMITED
-    known = await gate.check("CP-1", "right", HASH, "10.0.0.1")  # from the cache of recent successes
+    known = await gate.check(
+        "CP-1", "right", HASH, "10.0.0.1"
+    )  # from the cache of recent successes
     assert (known.verdict, known.hashed) == (Verdict.ADMITTED, False)
     gate.cache = type(gate.cache)()  # the cache forgot it: hashed again, from its usual address
     again = await gate.check("CP-1", "right", HASH, "10.0.0.1")
     assert (again.verdict, again.hashed) == (Verdict.ADMITTED, True)
     gate.cache = type(gate.cache)()
-    assert (await gate.check("CP-1", "right", HASH, "10.0.0.2")).verdict is Verdict.RATE_LIMITED  # elsewhere
+    assert (
+        await gate.check("CP-1", "right", HASH, "10.0.0.2")
+    ).verdict is Verdict.RATE_LIMITED  # elsewhere
 
 
 async def test_concurrent_guesses_from_one_address_are_hashed_no_more_than_its_budget_allows():
-    gate = PasswordGate(per_address=2, address_failures=TokenBuckets(3, 0.001),
-                        identity_failures=TokenBuckets(100, 1))
+    gate = PasswordGate(
+        per_address=2,
+        address_failures=TokenBuckets(3, 0.001),
+        identity_failures=TokenBuckets(100, 1),
+    )
     verdicts: list[Check] = []
 
     async def guess(index: int) -> None:
@@ -153,7 +184,9 @@ async def test_concurrent_guesses_from_one_address_are_hashed_no_more_than_its_b
         for index in range(12):
             nursery.start_soon(guess, index)
     hashed = [c for c in verdicts if c.hashed]
-    assert len(verdicts) == 12 and 3 <= len(hashed) <= 3 + 1  # the budget, and one in flight beyond it
+    assert (
+        len(verdicts) == 12 and 3 <= len(hashed) <= 3 + 1
+    )  # the budget, and one in flight beyond it
     assert {c.verdict for c in verdicts if not c.hashed} == {Verdict.RATE_LIMITED}
     assert len(gate.lines) == 0  # nothing kept once the address is quiet
 
@@ -183,7 +216,10 @@ async def test_an_address_line_lets_a_few_through_and_refuses_beyond_its_bound()
 async def test_hashes_run_in_threads_of_lower_priority_than_forwarding():
     threads = HashingThreads(count=1, niceness=7)
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert await threads.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == own + 7
+    assert (
+        await threads.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        == own + 7
+    )
     with pytest.raises(ZeroDivisionError):  # an exception comes back to the caller
         await threads.run(lambda: 1 / 0)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the event loop's thread is untouched
@@ -218,7 +254,12 @@ def test_a_verifier_matches_only_the_header_and_identity_it_was_made_for():
     stored = verifier.digest("CP-1", header)
     assert stored[1] == "k1" and header not in stored[0]
     assert verifier.matches("CP-1", header, stored) and verifier.current("CP-1", header, stored)
-    for identity, other in (("CP-1", basic_header("CP-1", "pW")), ("CP-2", header), ("CP-1", None), ("CP-1", b"")):
+    for identity, other in (
+        ("CP-1", basic_header("CP-1", "pW")),
+        ("CP-2", header),
+        ("CP-1", None),
+        ("CP-1", b""),
+    ):
         assert not verifier.matches(identity, other, stored)
     assert not verifier.matches("CP-1", header, None)
     assert not CredentialVerifier({"k1": b"2" * 32}).matches("CP-1", header, stored)  # another key

@@ -6,9 +6,16 @@ import base64
 
 import pytest
 
-from proxy.routing.auth import PasswordCache, basic_header, decide_auth, hash_password, parse_basic, verify_password
-from proxy.runtime.config import Config, ConfigError, Route, load_config
+from proxy.routing.auth import (
+    PasswordCache,
+    basic_header,
+    decide_auth,
+    hash_password,
+    parse_basic,
+    verify_password,
+)
 from proxy.routing.router import StaticRouter, upstream_url
+from proxy.runtime.config import Config, ConfigError, Route, load_config
 
 
 def test_password_hash_verifies_only_the_right_password():
@@ -19,7 +26,17 @@ def test_password_hash_verifies_only_the_right_password():
     assert hash_password("s3cret") != encoded  # salted
 
 
-@pytest.mark.parametrize("encoded", ["", "plain", "scrypt$x$8$1$AA==$AA==", "scrypt$14$8$1$!!$AA==", "bcrypt$1$2$3$4$5", "scrypt$40$8$1$AA==$AA=="])
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "",
+        "plain",
+        "scrypt$x$8$1$AA==$AA==",
+        "scrypt$14$8$1$!!$AA==",
+        "bcrypt$1$2$3$4$5",
+        "scrypt$40$8$1$AA==$AA==",
+    ],
+)
 def test_malformed_hashes_never_match(encoded):
     assert not verify_password("anything", encoded)
 
@@ -48,7 +65,9 @@ def test_passthrough_forwards_the_chargers_header_unchanged():
 
 
 def test_managed_checks_identity_and_sends_the_configured_credential():
-    route = Route(upstream="ws://up/ocpp", auth="managed", password_hash="h", upstream_password="up-pw")
+    route = Route(
+        upstream="ws://up/ocpp", auth="managed", password_hash="h", upstream_password="up-pw"
+    )
     ok = decide_auth(route, "CP-1", basic_header("CP-1", "pw"))
     assert ok.status is None and ok.password_to_verify == "pw"
     assert ok.upstream_authorization == basic_header("CP-1", "up-pw")
@@ -135,8 +154,14 @@ def test_invalid_config_is_a_clear_error(tmp_path, text):
         load_config(path)
 
 
-@pytest.mark.parametrize("upstream", ["ws://user:s3cret@csms.example/ocpp", "wss://s3cret@csms.example/ocpp",
-                                      "ws://user:s3cret@[::1]:9000/ocpp"])
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "ws://user:s3cret@csms.example/ocpp",
+        "wss://s3cret@csms.example/ocpp",
+        "ws://user:s3cret@[::1]:9000/ocpp",
+    ],
+)
 def test_credentials_in_an_upstream_url_are_refused_without_being_echoed(tmp_path, upstream):
     # They would end up in logs, errors and the `upstream` label of the metrics.
     path = tmp_path / "creds.toml"

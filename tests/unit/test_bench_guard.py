@@ -10,4 +10,3 @@ def test_a_debug_codec_build_is_refused_with_the_command_that_fixes_it(monkeypat
     monkeypatch.setattr(_codec, "OPTIMIZED", False)
     assert main(["fixed-load", "--quick", "--no-results"]) == 2
     assert "maturin develop --release" in capsys.readouterr().err
-

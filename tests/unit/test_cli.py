@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from proxy.routing.auth import verify_password
 from proxy.cli.main import main
+from proxy.routing.auth import verify_password
 
 
 def test_hash_password_reads_one_line_of_stdin_and_prints_a_verifiable_hash(capsys, monkeypatch):
@@ -52,6 +52,8 @@ def test_a_proxy_process_does_not_load_the_accounting_modules(tmp_path):
         f"assert main(['proxy', '--config', {str(path)!r}]) == 2\n"
         "print(sorted(m for m in sys.modules if m.startswith(('proxy.ere', 'sepaxml', 'xmlschema', 'schwifty'))))\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
     assert loaded.strip() == "[]"
     assert main(["quarter", "status", "--config", str(path)]) == 2  # known to the full parser

@@ -24,9 +24,7 @@ from tests.unit.test_codec_reference import as_tuple
 CONTINUATION = 0
 # Modest budgets keep this file well under 30 s; longer runs only need a larger max_examples.
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-THOROUGH = settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+THOROUGH = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --------------------------------------------------------------------------------------------
 # running both readers
@@ -478,7 +476,9 @@ def test_close_encoders_accept_and_reject_the_same(code: int | None, reason: str
 
 @FAST
 @given(st.binary(max_size=120) | st.text(max_size=60).map(lambda t: t.encode()))
-def test_a_text_message_made_from_bytes_reads_as_the_reader_reads_the_same_text(payload: bytes) -> None:
+def test_a_text_message_made_from_bytes_reads_as_the_reader_reads_the_same_text(
+    payload: bytes,
+) -> None:
     made = codec.text_message(payload)
     assert (made.opcode, made.data) == (TEXT, payload)
     assert as_tuple(made)[2:8] == peek_envelope(payload)  # the reference's peek

@@ -15,7 +15,18 @@ import pytest
 
 import testkit.reference_codec as ref
 from proxy.wire import codec
-from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT, ProtocolError
+from proxy.wire.codec import (
+    BINARY,
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CLOSE,
+    NOT_OCPP,
+    PING,
+    PONG,
+    TEXT,
+    ProtocolError,
+)
 from testkit.reference_codec import peek_envelope
 
 CONTINUATION = 0
@@ -513,9 +524,7 @@ ERROR_CASES = [
         from_client=True,
         max_message_size=10,
     ),
-    ErrorCase(
-        "rsv-before-after-close", _server_close(), frame(BINARY, b"", rsv=4)[:2], 1002
-    ),
+    ErrorCase("rsv-before-after-close", _server_close(), frame(BINARY, b"", rsv=4)[:2], 1002),
     ErrorCase(
         "msb-before-too-big",
         b"",
@@ -671,7 +680,7 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
     ("type-only", b"[2]", NOT),
     # element types
     ("id-number", b'[2,1,"A",{}]', NOT),
-    ("id-null", b'[3,null,{}]', NOT),
+    ("id-null", b"[3,null,{}]", NOT),
     ("id-array", b'[3,["x"],{}]', NOT),
     ("action-number", b'[2,"id",1,{}]', NOT),
     ("action-object", b'[2,"id",{},{}]', NOT),
@@ -723,7 +732,7 @@ PEEK_CASES: list[tuple[str, bytes, tuple[int, str, str | None, str | None, bytes
     ),
     ("lone-in-error-code", b'[4,"id","\\ud800","d",{}]', NOT),
     ("bad-escape-x", b'[3,"\\x41",0]', NOT),
-    ("bad-escape-quote", b"[3,\"\\'\",0]", NOT),
+    ("bad-escape-quote", b'[3,"\\\'",0]', NOT),
     ("bad-escape-short-u", b'[3,"\\u12",0]', NOT),
     ("bad-escape-nonhex-u", b'[3,"\\u12G4",0]', NOT),
     ("bad-escape-upper-U", b'[3,"\\U0041",0]', NOT),
@@ -850,7 +859,7 @@ def test_binary_and_control_messages_are_never_peeked(impl: Impl) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [b"\xff", b"[3,\"\xed\xa0\x80\",0]", b"\x80", b"[3,\"\xc3\",0]"],
+    [b"\xff", b'[3,"\xed\xa0\x80",0]', b"\x80", b'[3,"\xc3",0]'],
 )
 def test_peek_on_arbitrary_bytes_never_raises(text: bytes) -> None:
     # The reader only peeks valid UTF-8, but the reference peek must be total over bytes.

@@ -65,7 +65,9 @@ def test_property_computed_check_digit_validates(first_17: str) -> None:
 
 
 @given(data_digits, st.integers(0, 17), st.integers(1, 9))
-def test_property_every_single_mistyped_digit_is_caught(first_17: str, position: int, shift: int) -> None:
+def test_property_every_single_mistyped_digit_is_caught(
+    first_17: str, position: int, shift: int
+) -> None:
     code = first_17 + str(check_digit(first_17))
     mistyped = code[:position] + str((int(code[position]) + shift) % 10) + code[position + 1 :]
     with pytest.raises(EanError, match="fails its check digit"):

@@ -4,7 +4,7 @@ respect, the V2G deduction, mandates by Dutch date, overlaps, and inputs that ar
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from proxy.ere.core.eligibility import (
 )
 
 D = Decimal
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 8, 20, 16, 0, tzinfo=UTC)  # 18:00 in Amsterdam
 EAN = Ean("871687120000000004")
 OTHER_EAN = Ean("000004006381333931")
@@ -73,7 +73,11 @@ def test_eligible_session_counts_its_energy_in_kwh() -> None:
     assert result.eligible and result.eligibility is Eligibility.ELIGIBLE
     assert result.reason is Reason.ELIGIBLE
     assert result.kwh == D("20")  # 20000 Wh / 1000
-    assert (result.customer_id, result.ean, result.ended_at) == ("cust-1", EAN, T0 + timedelta(hours=2))
+    assert (result.customer_id, result.ean, result.ended_at) == (
+        "cust-1",
+        EAN,
+        T0 + timedelta(hours=2),
+    )
     assert result.session_id == 1
 
 
@@ -86,7 +90,11 @@ def test_energy_fed_back_is_deducted() -> None:
 
 def test_a_session_that_fed_back_more_than_it_took_counts_negative() -> None:
     # 2000 Wh imported − 5000 Wh exported = −3 kWh, deducted from the customer's other sessions
-    result = verdict(record(energy_wh=D(2000), meter_stop_wh=D(3000), last_reading_wh=D(2000), exported_wh=D(5000)))
+    result = verdict(
+        record(
+            energy_wh=D(2000), meter_stop_wh=D(3000), last_reading_wh=D(2000), exported_wh=D(5000)
+        )
+    )
     assert result.eligible and result.kwh == D("-3")
 
 
@@ -108,19 +116,46 @@ def test_orphan_with_a_final_reading_counts_up_to_that_reading() -> None:
         ({"status": "active"}, Reason.NOT_FINISHED, "active"),
         ({"status": "rejected"}, Reason.REJECTED, "rejected"),
         (
-            {"status": "orphaned", "stopped_at": None, "meter_stop_wh": None, "last_reading_wh": None,
-             "last_reading_at": None, "energy_wh": None},
+            {
+                "status": "orphaned",
+                "stopped_at": None,
+                "meter_stop_wh": None,
+                "last_reading_wh": None,
+                "last_reading_at": None,
+                "energy_wh": None,
+            },
             Reason.ORPHANED_WITHOUT_FINAL_READING,
             "no energy register reading",
         ),
         ({"started_at": None}, Reason.INCOMPLETE_RECORD, "no start time"),
         ({"energy_wh": None}, Reason.INCOMPLETE_RECORD, "no energy"),
-        ({"stopped_at": T0 - timedelta(minutes=1)}, Reason.ENDS_BEFORE_START, "ends 2026-08-20T15:59"),
-        ({"meter_stop_wh": D(900)}, Reason.METER_WENT_BACKWARDS, "meter stop 900 Wh is below meter start 1000 Wh"),
-        ({"last_reading_wh": D(999)}, Reason.METER_WENT_BACKWARDS, "last reading 999 Wh is below meter start"),
-        ({"meter_stop_wh": D(10000)}, Reason.METER_WENT_BACKWARDS, "below an earlier reading of 11000 Wh"),
         (
-            {"energy_wh": D(-5), "meter_start_wh": None, "meter_stop_wh": None, "last_reading_wh": None},
+            {"stopped_at": T0 - timedelta(minutes=1)},
+            Reason.ENDS_BEFORE_START,
+            "ends 2026-08-20T15:59",
+        ),
+        (
+            {"meter_stop_wh": D(900)},
+            Reason.METER_WENT_BACKWARDS,
+            "meter stop 900 Wh is below meter start 1000 Wh",
+        ),
+        (
+            {"last_reading_wh": D(999)},
+            Reason.METER_WENT_BACKWARDS,
+            "last reading 999 Wh is below meter start",
+        ),
+        (
+            {"meter_stop_wh": D(10000)},
+            Reason.METER_WENT_BACKWARDS,
+            "below an earlier reading of 11000 Wh",
+        ),
+        (
+            {
+                "energy_wh": D(-5),
+                "meter_start_wh": None,
+                "meter_stop_wh": None,
+                "last_reading_wh": None,
+            },
             Reason.NEGATIVE_ENERGY,
             "imported energy -5 Wh",
         ),
@@ -128,8 +163,10 @@ def test_orphan_with_a_final_reading_counts_up_to_that_reading() -> None:
         ({"meter_class": "unknown"}, Reason.NO_MID_EVIDENCE, "meter class is unknown"),
         ({"meter_class": "signed-unverified"}, Reason.NO_MID_EVIDENCE, "signed-unverified"),
     ],
-)  # fmt: skip
-def test_each_record_problem_has_its_reason(changes: dict[str, Any], reason: Reason, detail: str) -> None:
+)
+def test_each_record_problem_has_its_reason(
+    changes: dict[str, Any], reason: Reason, detail: str
+) -> None:
     result = verdict(record(**changes))
     assert result.eligibility is Eligibility.INELIGIBLE
     assert result.reason is reason
@@ -144,7 +181,9 @@ def test_a_later_stop_still_counts_when_the_last_reading_came_after_it() -> None
 
 
 @pytest.mark.parametrize("meter_class", [MeterClass.SIGNED_VERIFIED, MeterClass.DECLARED])
-def test_mid_evidence_is_a_verified_signature_or_a_declared_mid_meter(meter_class: MeterClass) -> None:
+def test_mid_evidence_is_a_verified_signature_or_a_declared_mid_meter(
+    meter_class: MeterClass,
+) -> None:
     assert verdict(record(meter_class=meter_class)).eligible
 
 
@@ -166,11 +205,14 @@ def test_no_mandate_at_all() -> None:
 def test_mandate_starting_mid_quarter_counts_from_its_first_dutch_day() -> None:
     from_15_august = Mandate("cust-1", EAN, date(2026, 8, 15), date(2026, 12, 31))
     around = context(mandates=(from_15_august,))
-    before = record(started_at=datetime(2026, 8, 14, 19, 0, tzinfo=UTC), stopped_at=datetime(2026, 8, 14, 21, 30, tzinfo=UTC))
+    before = record(
+        started_at=datetime(2026, 8, 14, 19, 0, tzinfo=UTC),
+        stopped_at=datetime(2026, 8, 14, 21, 30, tzinfo=UTC),
+    )
     # 21:30 UTC on 14 August is 23:30 in Amsterdam: still 14 August, before the mandate.
     result = verdict(before, around)
     assert result.reason is Reason.NO_VALID_MANDATE
-    assert "no mandate covers 2026-08-14 (mandates: 2026-08-15 to 2026-12-31)" == result.detail
+    assert result.detail == "no mandate covers 2026-08-14 (mandates: 2026-08-15 to 2026-12-31)"
     # 22:30 UTC on 14 August is 00:30 on 15 August in Amsterdam: covered.
     after_midnight = replace(before, stopped_at=datetime(2026, 8, 14, 22, 30, tzinfo=UTC))
     assert verdict(after_midnight, around).eligible
@@ -192,21 +234,39 @@ def test_mandates_of_two_customers_on_one_day_conflict() -> None:
 
 def test_energy_above_maximum_power_over_the_duration() -> None:
     # 11 kW for 1 hour allows 11000 Wh, plus the 100 Wh margin: 11100 Wh at most.
-    one_hour = {"stopped_at": T0 + timedelta(hours=1), "last_reading_at": T0 + timedelta(minutes=30)}
+    one_hour = {
+        "stopped_at": T0 + timedelta(hours=1),
+        "last_reading_at": T0 + timedelta(minutes=30),
+    }
     at_limit = record(**one_hour, energy_wh=D(11100), meter_stop_wh=D(12100))
     assert verdict(at_limit).eligible
     over = record(**one_hour, energy_wh=D("11100.1"), meter_stop_wh=D("12100.1"))
     result = verdict(over)
     assert result.reason is Reason.EXCEEDS_MAX_POWER
-    assert "11.1001 kWh imported in 1:00:00; 11000 W allows 11 kWh (+100 Wh margin)" == result.detail
-    fed_back = record(**one_hour, energy_wh=D(5000), meter_stop_wh=D(6000), last_reading_wh=D(3000), exported_wh=D(12000))
+    assert (
+        result.detail == "11.1001 kWh imported in 1:00:00; 11000 W allows 11 kWh (+100 Wh margin)"
+    )
+    fed_back = record(
+        **one_hour,
+        energy_wh=D(5000),
+        meter_stop_wh=D(6000),
+        last_reading_wh=D(3000),
+        exported_wh=D(12000),
+    )
     assert verdict(fed_back).reason is Reason.EXCEEDS_MAX_POWER
-    assert READING_MARGIN_WH == D(100)
+    assert D(100) == READING_MARGIN_WH
 
 
 def other(session_id: int, start: datetime, end: datetime | None, **changes: Any) -> SessionRecord:
-    return record(session_id=session_id, transaction_id=str(100 + session_id), started_at=start, stopped_at=end,
-                  last_reading_at=None, last_reading_wh=None, **changes)  # fmt: skip
+    return record(
+        session_id=session_id,
+        transaction_id=str(100 + session_id),
+        started_at=start,
+        stopped_at=end,
+        last_reading_at=None,
+        last_reading_wh=None,
+        **changes,
+    )
 
 
 def test_overlapping_sessions_on_one_connector_are_both_ineligible() -> None:
@@ -215,7 +275,10 @@ def test_overlapping_sessions_on_one_connector_are_both_ineligible() -> None:
     result = verdict(mine, context(same_connector=(mine, theirs)))
     assert result.reason is Reason.OVERLAPS_OTHER_SESSION
     assert "transaction 102 (session 2)" in result.detail
-    assert verdict(theirs, context(same_connector=(mine, theirs))).reason is Reason.OVERLAPS_OTHER_SESSION
+    assert (
+        verdict(theirs, context(same_connector=(mine, theirs))).reason
+        is Reason.OVERLAPS_OTHER_SESSION
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,7 +288,12 @@ def test_overlapping_sessions_on_one_connector_are_both_ineligible() -> None:
         (T0 - timedelta(hours=1), T0, {}, False),  # stops as mine starts
         (T0 - timedelta(hours=1), T0 + timedelta(seconds=1), {}, True),
         (T0 + timedelta(minutes=30), T0 + timedelta(minutes=40), {"status": "rejected"}, False),
-        (T0 + timedelta(minutes=30), None, {"status": "active", "meter_stop_wh": None}, True),  # an instant inside
+        (
+            T0 + timedelta(minutes=30),
+            None,
+            {"status": "active", "meter_stop_wh": None},
+            True,
+        ),  # an instant inside
         (T0 - timedelta(minutes=30), None, {"status": "active", "meter_stop_wh": None}, False),
     ],
 )
@@ -238,8 +306,13 @@ def test_overlap_is_judged_on_half_open_intervals(
 
 
 def test_context_that_belongs_to_another_session_is_refused() -> None:
-    with pytest.raises(EligibilityInputError, match="a mandate for EAN 000004006381333931 was given for EAN"):
-        verdict(record(), context(mandates=(Mandate("cust-1", OTHER_EAN, date(2026, 1, 1), date(2026, 12, 31)),)))
+    with pytest.raises(
+        EligibilityInputError, match="a mandate for EAN 000004006381333931 was given for EAN"
+    ):
+        verdict(
+            record(),
+            context(mandates=(Mandate("cust-1", OTHER_EAN, date(2026, 1, 1), date(2026, 12, 31)),)),
+        )
     elsewhere = replace(other(2, T0, T0 + timedelta(hours=1)), connector_id=2)
     with pytest.raises(EligibilityInputError, match="session 2 is on another connector"):
         verdict(record(), context(same_connector=(elsewhere,)))
@@ -249,15 +322,37 @@ def test_context_that_belongs_to_another_session_is_refused() -> None:
     ("build", "error", "message"),
     [
         (lambda: record(energy_wh=20000.0), TypeError, "energy_wh must be a Decimal, got float"),
-        (lambda: record(started_at=datetime(2026, 8, 20, 18, 0)), EligibilityInputError, "started_at .* has no time zone"),
-        (lambda: record(meter_class="mid"), EligibilityInputError, "'mid' is not a valid MeterClass"),
-        (lambda: record(status="done"), EligibilityInputError, "'done' is not a valid SessionStatus"),
+        (
+            lambda: record(started_at=datetime(2026, 8, 20, 18, 0)),
+            EligibilityInputError,
+            "started_at .* has no time zone",
+        ),
+        (
+            lambda: record(meter_class="mid"),
+            EligibilityInputError,
+            "'mid' is not a valid MeterClass",
+        ),
+        (
+            lambda: record(status="done"),
+            EligibilityInputError,
+            "'done' is not a valid SessionStatus",
+        ),
         (lambda: context(max_power_w=D(0)), EligibilityInputError, "max_power_w must be positive"),
-        (lambda: Mandate("c", EAN, date(2026, 5, 1), date(2026, 4, 30)), EligibilityInputError, "ends .* before it starts"),
-        (lambda: Mandate("c", EAN, date(2026, 5, 1), date(2027, 4, 30)), EligibilityInputError, "one calendar year"),
+        (
+            lambda: Mandate("c", EAN, date(2026, 5, 1), date(2026, 4, 30)),
+            EligibilityInputError,
+            "ends .* before it starts",
+        ),
+        (
+            lambda: Mandate("c", EAN, date(2026, 5, 1), date(2027, 4, 30)),
+            EligibilityInputError,
+            "one calendar year",
+        ),
     ],
-)  # fmt: skip
-def test_malformed_inputs_raise_clear_errors(build: Any, error: type[Exception], message: str) -> None:
+)
+def test_malformed_inputs_raise_clear_errors(
+    build: Any, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         build()
 
@@ -282,9 +377,13 @@ def test_property_eligible_kwh_is_import_minus_export_within_the_power_limit(
     energy: Decimal, exported: Decimal, minutes: int
 ) -> None:
     session = record(
-        stopped_at=T0 + timedelta(minutes=minutes), last_reading_at=T0, last_reading_wh=D(1000),
-        energy_wh=energy, meter_stop_wh=D(1000) + energy, exported_wh=exported,
-    )  # fmt: skip
+        stopped_at=T0 + timedelta(minutes=minutes),
+        last_reading_at=T0,
+        last_reading_wh=D(1000),
+        energy_wh=energy,
+        meter_stop_wh=D(1000) + energy,
+        exported_wh=exported,
+    )
     result = verdict(session)
     limit_wh = D(11000) * minutes / 60 + READING_MARGIN_WH
     within = energy <= limit_wh and exported <= limit_wh

@@ -61,7 +61,9 @@ def test_shipped_table_marks_its_placeholders() -> None:
 
 
 def test_missing_year_or_quarter_is_an_error_never_a_default() -> None:
-    with pytest.raises(MissingFactorError, match=r"no ERE factors for delivery year 2025 \(the table has 2026\)"):
+    with pytest.raises(
+        MissingFactorError, match=r"no ERE factors for delivery year 2025 \(the table has 2026\)"
+    ):
         SHIPPED.for_year(2025)
     with pytest.raises(MissingFactorError, match="no market price for 2027Q1"):
         SHIPPED.price_for(Quarter(2027, 1))

@@ -30,14 +30,24 @@ def test_golden_split_of_the_default_plan() -> None:
     # VAT in the fee: €0.85 × 21/121 = €0.14752… → €0.15; fee without VAT €0.70
     # net = €4.23 − €0.85 = €3.38
     split = split_gross(D("4.23"), FeePlan())
-    assert (split.fee, split.fee_vat, split.fee_excl_vat, split.net) == (D("0.85"), D("0.15"), D("0.70"), D("3.38"))
+    assert (split.fee, split.fee_vat, split.fee_excl_vat, split.net) == (
+        D("0.85"),
+        D("0.15"),
+        D("0.70"),
+        D("3.38"),
+    )
 
 
 def test_golden_split_with_a_referral() -> None:
     # 20 % − 5 % referral = 15 %; gross €9.98 × 15 % = €1.497 → €1.50
     # VAT €1.50 × 21/121 = €0.26033… → €0.26; net €9.98 − €1.50 = €8.48
     split = split_gross(D("9.98"), FeePlan().with_referral(D("0.05")))
-    assert (split.fee_rate, split.fee, split.fee_vat, split.net) == (D("0.15"), D("1.50"), D("0.26"), D("8.48"))
+    assert (split.fee_rate, split.fee, split.fee_vat, split.net) == (
+        D("0.15"),
+        D("1.50"),
+        D("0.26"),
+        D("8.48"),
+    )
 
 
 def test_fee_rounds_half_up_to_the_cent() -> None:
@@ -70,7 +80,9 @@ def test_referrals_stop_at_the_floor() -> None:
         (lambda: split_gross(4.23, FeePlan()), TypeError, "gross must be a Decimal"),  # type: ignore[arg-type]
     ],
 )
-def test_bad_plans_and_amounts_are_errors(build: object, error: type[Exception], message: str) -> None:
+def test_bad_plans_and_amounts_are_errors(
+    build: object, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         build()  # type: ignore[operator]
 
@@ -87,7 +99,9 @@ discounts = st.lists(st.integers(0, 20).map(lambda n: D(n).scaleb(-3)), max_size
 
 
 @given(rates, discounts, cents)
-def test_property_no_fee_below_the_floor(base: Decimal, referral: list[Decimal], gross: Decimal) -> None:
+def test_property_no_fee_below_the_floor(
+    base: Decimal, referral: list[Decimal], gross: Decimal
+) -> None:
     plan = FeePlan(base, tuple(referral))
     assert FEE_FLOOR_RATE <= plan.rate <= base
     split = split_gross(abs(gross), plan)
@@ -95,7 +109,9 @@ def test_property_no_fee_below_the_floor(base: Decimal, referral: list[Decimal],
 
 
 @given(rates, discounts, cents)
-def test_property_every_cent_is_accounted_for(base: Decimal, referral: list[Decimal], gross: Decimal) -> None:
+def test_property_every_cent_is_accounted_for(
+    base: Decimal, referral: list[Decimal], gross: Decimal
+) -> None:
     split = split_gross(gross, FeePlan(base, tuple(referral)))
     assert split.fee + split.net == split.gross == gross
     assert split.fee_vat + split.fee_excl_vat == split.fee

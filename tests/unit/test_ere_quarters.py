@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError, local_date
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def test_parse_and_print_round_trip() -> None:

@@ -8,7 +8,7 @@ import io
 import json
 import os
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,7 +54,7 @@ ROW_B = replace(
     kwh=Decimal("1E+3"),
     delivery_start=date(2026, 3, 15),
     delivery_end=date(2026, 9, 30),
-    customer_name="Zoë \"Z\" O'Neil & <Zonen>, Ltd",
+    customer_name='Zoë "Z" O\'Neil & <Zonen>, Ltd',
     address="Kerkweg 12-b",
     postcode="9711AB",
     city="Groningen",
@@ -65,7 +65,9 @@ ROW_B = replace(
 
 
 def schema_path() -> Path:
-    return Path(str(importlib.resources.files("proxy.ere.core").joinpath("schemas", "rev-booking-1.xsd")))
+    return Path(
+        str(importlib.resources.files("proxy.ere.core").joinpath("schemas", "rev-booking-1.xsd"))
+    )
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def test_csv_has_the_documented_columns_plain_decimals_and_iso_dates() -> None:
         "mandate_issued_on,mandate_valid_from,mandate_valid_until\r\n"
         "871687140000000002,1234.567,2026-01-01,2026-12-31,Jan de Vries,Dorpsstraat 1,1234 AB,Utrecht,"
         "Stedin,2025-12-15,2026-01-01,2026-12-31\r\n"
-        "871234567890123451,1000,2026-03-15,2026-09-30,\"Zoë \"\"Z\"\" O'Neil & <Zonen>, Ltd\",Kerkweg 12-b,"
+        '871234567890123451,1000,2026-03-15,2026-09-30,"Zoë ""Z"" O\'Neil & <Zonen>, Ltd",Kerkweg 12-b,'
         "9711AB,Groningen,Enexis,2026-03-01,2026-03-01,2026-12-31\r\n"
     )
 
@@ -87,7 +89,10 @@ def test_csv_reads_back_to_the_same_values() -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [Decimal(r["kwh"]) for r in rows] == [ROW_A.kwh, ROW_B.kwh]
     assert rows[1]["customer_name"] == ROW_B.customer_name
-    assert [date.fromisoformat(r["mandate_issued_on"]) for r in rows] == [date(2025, 12, 15), date(2026, 3, 1)]
+    assert [date.fromisoformat(r["mandate_issued_on"]) for r in rows] == [
+        date(2025, 12, 15),
+        date(2026, 3, 1),
+    ]
 
 
 @pytest.mark.parametrize("kwh", ["0.000001", "1E+3", "12.3400", "123456789012.5"])
@@ -96,9 +101,11 @@ def test_csv_never_writes_an_exponent(kwh: str) -> None:
     assert "E" not in cell.upper() and Decimal(cell) == Decimal(kwh)
 
 
-@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://x\")", "+31 6 123", "-1", "@SUM(A1)"])
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://x")', "+31 6 123", "-1", "@SUM(A1)"])
 def test_csv_keeps_spreadsheets_from_running_formulas(name: str) -> None:
-    (row,) = csv.DictReader(io.StringIO(to_csv([replace(ROW_A, customer_name=name, city=name)]), newline=""))
+    (row,) = csv.DictReader(
+        io.StringIO(to_csv([replace(ROW_A, customer_name=name, city=name)]), newline="")
+    )
     assert row["customer_name"] == row["city"] == "'" + name
 
 
@@ -110,7 +117,9 @@ def test_an_empty_csv_has_the_header_only() -> None:
 
 
 def test_the_schema_ships_inside_the_package() -> None:
-    assert importlib.resources.files("proxy.ere.core").joinpath(rev_booking.SCHEMA_RESOURCE).is_file()
+    assert (
+        importlib.resources.files("proxy.ere.core").joinpath(rev_booking.SCHEMA_RESOURCE).is_file()
+    )
     schema = etree.parse(str(schema_path())).getroot()
     assert schema.get("targetNamespace") == NAMESPACE == "urn:ere-proxy:rev-booking:1"
 
@@ -129,9 +138,10 @@ def test_xml_reads_back_to_the_same_values() -> None:
 
     assert root.tag == f"{{{NAMESPACE}}}RevBookingExport"
     assert (root.get("schemaVersion"), root.get("deliveryYear")) == ("1", "2026")
-    assert [root.findtext(f"r:Provider/r:{tag}", namespaces=ns) for tag in ("Name", "KvkNumber", "NeaAccountId")] == [
-        "ERE Proxy B.V.", "12345678", "NEA-0042"
-    ]
+    assert [
+        root.findtext(f"r:Provider/r:{tag}", namespaces=ns)
+        for tag in ("Name", "KvkNumber", "NeaAccountId")
+    ] == ["ERE Proxy B.V.", "12345678", "NEA-0042"]
     assert root.findtext("r:Summary/r:BookingCount", namespaces=ns) == "2"
     assert Decimal(root.findtext("r:Summary/r:TotalKwh", namespaces=ns)) == Decimal("2234.567")
 
@@ -140,7 +150,9 @@ def test_xml_reads_back_to_the_same_values() -> None:
         RevBookingRow(
             ean=b.findtext("r:Ean", namespaces=ns),
             kwh=Decimal(b.findtext("r:EnergyKwh", namespaces=ns)),
-            delivery_start=date.fromisoformat(b.findtext("r:DeliveryPeriod/r:Start", namespaces=ns)),
+            delivery_start=date.fromisoformat(
+                b.findtext("r:DeliveryPeriod/r:Start", namespaces=ns)
+            ),
             delivery_end=date.fromisoformat(b.findtext("r:DeliveryPeriod/r:End", namespaces=ns)),
             customer_name=b.findtext("r:Connection/r:CustomerName", namespaces=ns),
             address=b.findtext("r:Connection/r:Address", namespaces=ns),
@@ -148,8 +160,12 @@ def test_xml_reads_back_to_the_same_values() -> None:
             city=b.findtext("r:Connection/r:City", namespaces=ns),
             grid_operator=b.findtext("r:Connection/r:GridOperator", namespaces=ns),
             mandate_issued_on=date.fromisoformat(b.findtext("r:Mandate/r:IssuedOn", namespaces=ns)),
-            mandate_valid_from=date.fromisoformat(b.findtext("r:Mandate/r:ValidFrom", namespaces=ns)),
-            mandate_valid_until=date.fromisoformat(b.findtext("r:Mandate/r:ValidUntil", namespaces=ns)),
+            mandate_valid_from=date.fromisoformat(
+                b.findtext("r:Mandate/r:ValidFrom", namespaces=ns)
+            ),
+            mandate_valid_until=date.fromisoformat(
+                b.findtext("r:Mandate/r:ValidUntil", namespaces=ns)
+            ),
         )
         for b in bookings
     ]
@@ -245,7 +261,9 @@ def test_one_row_per_ean() -> None:
 def test_the_xml_export_is_for_one_delivery_year() -> None:
     with pytest.raises(RevExportError, match="not inside 2027"):
         to_xml([ROW_A], 2027, PROVIDER)
-    spanning = replace(ROW_A, delivery_end=date(2027, 1, 31), mandate_valid_until=date(2027, 12, 31))
+    spanning = replace(
+        ROW_A, delivery_end=date(2027, 1, 31), mandate_valid_until=date(2027, 12, 31)
+    )
     with pytest.raises(RevExportError, match="not inside 2026"):
         to_xml([spanning], 2026, PROVIDER)
     with pytest.raises(RevExportError, match="no bookings"):
@@ -277,8 +295,8 @@ SESSION = AuditSession(
     session_id="s-1",
     charger_identity="CP-0001",
     transaction_id="7",
-    started_at=datetime(2026, 1, 3, 10, 0, tzinfo=timezone.utc),
-    stopped_at=datetime(2026, 1, 3, 14, 0, tzinfo=timezone.utc),
+    started_at=datetime(2026, 1, 3, 10, 0, tzinfo=UTC),
+    stopped_at=datetime(2026, 1, 3, 14, 0, tzinfo=UTC),
     kwh=Decimal("42.370"),
     meter_start_wh=Decimal("1000"),
     meter_stop_wh=Decimal("43370"),
@@ -299,7 +317,7 @@ SECOND_SESSION = replace(
     meter_type=None,
     meter_serial_number=None,
     signed_meter_data=(),
-    raw_frames=("[2,\"9\",\"TransactionEvent\",{\"seqNo\":0}]",),
+    raw_frames=('[2,"9","TransactionEvent",{"seqNo":0}]',),
 )
 
 
@@ -332,8 +350,14 @@ def test_audit_pack_holds_the_sessions_and_their_evidence_unchanged(tmp_path: Pa
         "raw_frames": list(FRAMES),
     }
     assert second["started_at"] == "2026-02-01T08:00:00+01:00"
-    assert (second["transaction_id"], second["meter_start_wh"], second["signed_meter_data"]) == (None, None, [])
-    assert [json.loads(frame) for frame in first["raw_frames"]] == [json.loads(frame) for frame in FRAMES]
+    assert (second["transaction_id"], second["meter_start_wh"], second["signed_meter_data"]) == (
+        None,
+        None,
+        [],
+    )
+    assert [json.loads(frame) for frame in first["raw_frames"]] == [
+        json.loads(frame) for frame in FRAMES
+    ]
 
 
 def test_audit_pack_replaces_an_earlier_one(tmp_path: Path) -> None:
@@ -354,7 +378,9 @@ def test_audit_pack_replaces_an_earlier_one(tmp_path: Path) -> None:
         (EAN_A, [replace(SESSION, kwh=Decimal("sNaN"))], "finite"),
     ],
 )
-def test_bad_audit_input_writes_nothing(tmp_path: Path, ean: str, sessions: list[AuditSession], message: str) -> None:
+def test_bad_audit_input_writes_nothing(
+    tmp_path: Path, ean: str, sessions: list[AuditSession], message: str
+) -> None:
     with pytest.raises(RevExportError, match=message):
         write_audit_pack(tmp_path, ean, sessions)
     assert os.listdir(tmp_path) == []
@@ -366,7 +392,9 @@ def test_a_float_energy_in_the_audit_pack_is_a_type_error(tmp_path: Path) -> Non
     assert os.listdir(tmp_path) == []
 
 
-def test_a_failing_audit_write_leaves_the_old_pack_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_audit_write_leaves_the_old_pack_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_audit_pack(tmp_path, EAN_A, [SESSION])
     before = (tmp_path / f"{EAN_A}.json").read_bytes()
 

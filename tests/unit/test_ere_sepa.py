@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -53,13 +53,20 @@ JAN = BankAccount("Jan de Vries", "NL20INGB0001234567")
 PIET = BankAccount("Piet Jansen", "NL18RABO0123459876", "RABONL2U")
 ANNA = BankAccount("Anna Schmidt", "DE89370400440532013000")
 PARTNER = BankAccount("Laadpaal Partner B.V.", "BE68539007547034")
-CREATED = datetime(2026, 4, 1, 9, 30, tzinfo=timezone.utc)
+CREATED = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 EXECUTION = date(2026, 4, 3)
 SEPA_CHARSET = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]*")
 
 
-def transfer(account: BankAccount, amount: str, payee: str, remittance: str = "ERE payout 2026Q1") -> CreditTransfer:
-    return CreditTransfer(end_to_end_id("run-2026Q1-1", PayeeKind.CUSTOMER, payee), account, Decimal(amount), remittance)
+def transfer(
+    account: BankAccount, amount: str, payee: str, remittance: str = "ERE payout 2026Q1"
+) -> CreditTransfer:
+    return CreditTransfer(
+        end_to_end_id("run-2026Q1-1", PayeeKind.CUSTOMER, payee),
+        account,
+        Decimal(amount),
+        remittance,
+    )
 
 
 def build(transfers: list[CreditTransfer], **options: object) -> SepaDocument:
@@ -81,7 +88,11 @@ def parse(document: SepaDocument) -> tuple[etree._Element, dict[str, str]]:
     return root, {"p": f"urn:iso:std:iso:20022:tech:xsd:{document.pain_version}"}
 
 
-THREE = [transfer(JAN, "12.34", "jan"), transfer(PIET, "0.01", "piet"), transfer(ANNA, "1000.00", "anna")]
+THREE = [
+    transfer(JAN, "12.34", "jan"),
+    transfer(PIET, "0.01", "piet"),
+    transfer(ANNA, "1000.00", "anna"),
+]
 
 
 # --- the document -----------------------------------------------------------------------------
@@ -126,14 +137,18 @@ def test_document_read_back_has_the_amounts_count_and_control_sum(version: str) 
         for tx in transactions
     ]
     assert read_back == [
-        (t.end_to_end_id, t.creditor.holder_name, t.creditor.iban, "EUR", t.amount, t.remittance) for t in THREE
+        (t.end_to_end_id, t.creditor.holder_name, t.creditor.iban, "EUR", t.amount, t.remittance)
+        for t in THREE
     ]
     assert document.transaction_count == 3 and document.control_sum == Decimal("1012.35")
 
 
 def test_creditor_bic_is_optional() -> None:
     root, ns = parse(build(THREE))
-    agents = [tx.findtext("p:CdtrAgt/p:FinInstnId/p:BIC", namespaces=ns) for tx in root.iter(f"{{{ns['p']}}}CdtTrfTxInf")]
+    agents = [
+        tx.findtext("p:CdtrAgt/p:FinInstnId/p:BIC", namespaces=ns)
+        for tx in root.iter(f"{{{ns['p']}}}CdtTrfTxInf")
+    ]
     assert agents == [None, "RABONL2U", None]
 
 
@@ -149,7 +164,9 @@ def test_same_run_gives_the_same_bytes_and_another_run_other_ids() -> None:
 
 
 def test_derived_ids_fit_the_sepa_id_rules() -> None:
-    identifier = end_to_end_id("a run id far longer than thirty-five characters " * 3, PayeeKind.PARTNER, "p" * 200)
+    identifier = end_to_end_id(
+        "a run id far longer than thirty-five characters " * 3, PayeeKind.PARTNER, "p" * 200
+    )
     assert len(identifier) == 35 and re.fullmatch(r"ERE[0-9A-F]{32}", identifier)
     assert end_to_end_id("r", PayeeKind.PARTNER, "x") != end_to_end_id("r", PayeeKind.CUSTOMER, "x")
 
@@ -165,7 +182,10 @@ def test_ibans_are_normalised_to_their_compact_form() -> None:
 
 def test_invalid_iban_is_a_clear_error_naming_the_transfer() -> None:
     bad = transfer(BankAccount("Jan de Vries", "NL20INGB0001234568"), "5.00", "jan")
-    with pytest.raises(InvalidAccountError, match=r"transfer 'ERE[0-9A-F]{32}': IBAN 'NL20INGB0001234568' is invalid"):
+    with pytest.raises(
+        InvalidAccountError,
+        match=r"transfer 'ERE[0-9A-F]{32}': IBAN 'NL20INGB0001234568' is invalid",
+    ):
         build([bad])
 
 
@@ -208,7 +228,9 @@ def test_invalid_debtor_account_is_rejected() -> None:
         (2, TypeError),
     ],
 )
-def test_amounts_must_be_positive_whole_cents_as_decimal(amount: object, error: type[Exception]) -> None:
+def test_amounts_must_be_positive_whole_cents_as_decimal(
+    amount: object, error: type[Exception]
+) -> None:
     bad = CreditTransfer(end_to_end_id("r", PayeeKind.CUSTOMER, "jan"), JAN, amount, "x")  # type: ignore[arg-type]
     with pytest.raises(error):
         build([bad])
@@ -267,7 +289,7 @@ def test_text_without_any_latin_spelling_is_rejected(text: str) -> None:
 
 
 def test_hostile_names_and_long_remittance_end_up_valid_and_within_limits() -> None:
-    hostile = BankAccount("<![CDATA[x]]> &amp; \"Ŝtrangé\" Ñame " + "w" * 100, "NL20INGB0001234567")
+    hostile = BankAccount('<![CDATA[x]]> &amp; "Ŝtrangé" Ñame ' + "w" * 100, "NL20INGB0001234567")
     long_remittance = "ERE payout 2026Q1 " + "ß" * 200
     document = build([transfer(hostile, "7.00", "h", long_remittance)])
     root, ns = parse(document)
@@ -318,7 +340,9 @@ def _tampered(document: SepaDocument, old: bytes, new: bytes) -> SepaDocument:
         (b"</Document>", b"", "not well-formed"),
     ],
 )
-def test_a_document_failing_validation_leaves_no_file(tmp_path: Path, old: bytes, new: bytes, reason: str) -> None:
+def test_a_document_failing_validation_leaves_no_file(
+    tmp_path: Path, old: bytes, new: bytes, reason: str
+) -> None:
     bad = _tampered(build(THREE), old, new)
     target = tmp_path / "payout.xml"
 
@@ -340,7 +364,9 @@ def test_a_failing_validation_keeps_the_previous_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == [target.name]
 
 
-def test_a_failing_write_leaves_neither_file_nor_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_write_leaves_neither_file_nor_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(source: str, destination: str) -> None:
         raise OSError("disk full")
 
@@ -352,7 +378,9 @@ def test_a_failing_write_leaves_neither_file_nor_temporary(tmp_path: Path, monke
 
 def test_validate_refuses_a_document_in_another_namespace() -> None:
     document = build(THREE)
-    relabelled = SepaDocument(document.xml, "pain.001.001.09", document.message_id, 3, document.control_sum)
+    relabelled = SepaDocument(
+        document.xml, "pain.001.001.09", document.message_id, 3, document.control_sum
+    )
     with pytest.raises(SepaValidationError, match="namespace"):
         validate_pain001(relabelled)
 
@@ -369,7 +397,9 @@ PARTNERS = {
 
 
 def plan(balances: list[CustomerBalance], minimum: Decimal = MINIMUM) -> PayoutPlan:
-    return plan_payouts(balances, PARTNERS, minimum=minimum, payout_run_id=RUN, remittance="ERE payout 2026Q1")
+    return plan_payouts(
+        balances, PARTNERS, minimum=minimum, payout_run_id=RUN, remittance="ERE payout 2026Q1"
+    )
 
 
 def test_direct_customers_are_paid_to_their_own_accounts() -> None:
@@ -380,11 +410,15 @@ def test_direct_customers_are_paid_to_their_own_accounts() -> None:
         ]
     )
 
-    assert [(p.payee_kind, p.payee_id, p.transfer.amount, p.transfer.creditor) for p in result.transfers] == [
+    assert [
+        (p.payee_kind, p.payee_id, p.transfer.amount, p.transfer.creditor) for p in result.transfers
+    ] == [
         (PayeeKind.CUSTOMER, "jan", Decimal("12.34"), JAN),
         (PayeeKind.CUSTOMER, "piet", Decimal("5.00"), PIET),
     ]
-    assert result.transfers[0].transfer.end_to_end_id == end_to_end_id(RUN, PayeeKind.CUSTOMER, "jan")
+    assert result.transfers[0].transfer.end_to_end_id == end_to_end_id(
+        RUN, PayeeKind.CUSTOMER, "jan"
+    )
     assert result.transfers[0].shares == (("jan", Decimal("12.34")),)
     assert result.carry_overs == ()
 
@@ -394,7 +428,13 @@ def test_amounts_below_the_minimum_carry_over_and_are_paid_once_they_add_up() ->
     assert first.transfers == ()
     assert first.carry_overs == (CarryOver("jan", Decimal("3.10"), CarryOverReason.BELOW_MINIMUM),)
 
-    second = plan([CustomerBalance("jan", "installer", Decimal("2.00"), carried_in=Decimal("3.10"), account=JAN)])
+    second = plan(
+        [
+            CustomerBalance(
+                "jan", "installer", Decimal("2.00"), carried_in=Decimal("3.10"), account=JAN
+            )
+        ]
+    )
     assert [p.transfer.amount for p in second.transfers] == [Decimal("5.10")]
     assert second.carry_overs == ()
 
@@ -413,12 +453,21 @@ def test_partner_account_customers_are_pooled_into_one_transfer() -> None:
     assert (pooled.payee_kind, pooled.payee_id) == (PayeeKind.PARTNER, "cpo")
     assert pooled.transfer.creditor == PARTNER and pooled.transfer.amount == Decimal("6.50")
     assert pooled.transfer.end_to_end_id == end_to_end_id(RUN, PayeeKind.PARTNER, "cpo")
-    assert pooled.shares == (("c1", Decimal("4.50")), ("c2", Decimal("3.00")), ("c3", Decimal("-1.00")))
+    assert pooled.shares == (
+        ("c1", Decimal("4.50")),
+        ("c2", Decimal("3.00")),
+        ("c3", Decimal("-1.00")),
+    )
     assert result.carry_overs == ()
 
 
 def test_a_pool_below_the_minimum_carries_each_customers_own_balance() -> None:
-    result = plan([CustomerBalance("c1", "cpo", Decimal("3.00")), CustomerBalance("c2", "cpo", Decimal("1.99"))])
+    result = plan(
+        [
+            CustomerBalance("c1", "cpo", Decimal("3.00")),
+            CustomerBalance("c2", "cpo", Decimal("1.99")),
+        ]
+    )
     assert result.transfers == ()
     assert result.carry_overs == (
         CarryOver("c1", Decimal("3.00"), CarryOverReason.BELOW_MINIMUM),
@@ -432,7 +481,9 @@ def test_negative_balances_and_missing_accounts_carry_over_with_their_reason() -
             CustomerBalance("minus", "installer", Decimal("-2.00"), account=JAN),
             CustomerBalance("no-iban", "installer", Decimal("20.00")),
             CustomerBalance("pooled", "cpo-without-account", Decimal("30.00")),
-            CustomerBalance("zero", None, Decimal("1.00"), carried_in=Decimal("-1.00"), account=PIET),
+            CustomerBalance(
+                "zero", None, Decimal("1.00"), carried_in=Decimal("-1.00"), account=PIET
+            ),
         ]
     )
     assert result.transfers == ()
@@ -444,7 +495,9 @@ def test_negative_balances_and_missing_accounts_carry_over_with_their_reason() -
 
 
 def test_a_zero_minimum_pays_every_positive_cent() -> None:
-    result = plan([CustomerBalance("jan", None, Decimal("0.01"), account=JAN)], minimum=Decimal("0"))
+    result = plan(
+        [CustomerBalance("jan", None, Decimal("0.01"), account=JAN)], minimum=Decimal("0")
+    )
     assert [p.transfer.amount for p in result.transfers] == [Decimal("0.01")]
 
 
@@ -452,11 +505,22 @@ def test_plan_errors() -> None:
     with pytest.raises(PayoutPlanError, match="no payout settings"):
         plan([CustomerBalance("jan", "unknown-partner", Decimal("10.00"), account=JAN)])
     with pytest.raises(PayoutPlanError, match="twice"):
-        plan([CustomerBalance("jan", None, Decimal("1.00")), CustomerBalance("jan", None, Decimal("2.00"))])
+        plan(
+            [
+                CustomerBalance("jan", None, Decimal("1.00")),
+                CustomerBalance("jan", None, Decimal("2.00")),
+            ]
+        )
     with pytest.raises(PayoutPlanError, match="whole cents"):
         plan([CustomerBalance("jan", None, Decimal("1.001"), account=JAN)])
     with pytest.raises(PayoutPlanError, match="whole cents"):
-        plan([CustomerBalance("jan", None, Decimal("1.00"), carried_in=Decimal("Infinity"), account=JAN)])
+        plan(
+            [
+                CustomerBalance(
+                    "jan", None, Decimal("1.00"), carried_in=Decimal("Infinity"), account=JAN
+                )
+            ]
+        )
     with pytest.raises(PayoutPlanError, match="negative"):
         plan([], minimum=Decimal("-1.00"))
     with pytest.raises(TypeError, match="Decimal"):
@@ -493,8 +557,13 @@ balances_strategy = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@given(rows=balances_strategy, minimum=st.integers(min_value=0, max_value=5_000).map(lambda c: Decimal(c).scaleb(-2)))
-def test_every_cent_is_accounted_for(rows: list[tuple[str | None, Decimal, Decimal, bool]], minimum: Decimal) -> None:
+@given(
+    rows=balances_strategy,
+    minimum=st.integers(min_value=0, max_value=5_000).map(lambda c: Decimal(c).scaleb(-2)),
+)
+def test_every_cent_is_accounted_for(
+    rows: list[tuple[str | None, Decimal, Decimal, bool]], minimum: Decimal
+) -> None:
     balances = [
         CustomerBalance(f"c{index:03}", partner, net, carried_in, JAN if has_account else None)
         for index, (partner, net, carried_in, has_account) in enumerate(rows)
@@ -516,11 +585,20 @@ def test_every_cent_is_accounted_for(rows: list[tuple[str | None, Decimal, Decim
 
 def test_document_for_a_large_run_stays_valid_and_exact() -> None:
     many = [
-        CreditTransfer(end_to_end_id(RUN, PayeeKind.CUSTOMER, f"c{i}"), JAN, Decimal(i + 1).scaleb(-2) + 5, "ERE")
+        CreditTransfer(
+            end_to_end_id(RUN, PayeeKind.CUSTOMER, f"c{i}"),
+            JAN,
+            Decimal(i + 1).scaleb(-2) + 5,
+            "ERE",
+        )
         for i in range(2_000)
     ]
     document = build(many, created_at=CREATED - timedelta(days=1))
     root, ns = parse(document)
     amounts = [Decimal(e.text) for e in root.iter(f"{{{ns['p']}}}InstdAmt")]
     assert len(amounts) == 2_000
-    assert sum(amounts, Decimal(0)) == document.control_sum == sum((t.amount for t in many), Decimal(0))
+    assert (
+        sum(amounts, Decimal(0))
+        == document.control_sum
+        == sum((t.amount for t in many), Decimal(0))
+    )

@@ -6,7 +6,7 @@ import email
 import os
 import re
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from email import policy
 from email.message import EmailMessage
@@ -27,7 +27,7 @@ from proxy.ere.core.statement_mail import (
 from proxy.ere.jobs import files
 from proxy.ere.jobs.statement_delivery import SmtpSettings, StatementDeliveryError, send_or_write
 
-DATED = datetime(2026, 4, 2, 9, 0, tzinfo=timezone.utc)
+DATED = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
 SENDER = "statements@acme.example"
 BRAND = PartnerBranding(
     display_name="Acme Energie",
@@ -57,7 +57,9 @@ STATEMENT = PayoutStatement(
 HOSTILE_NAME = '<script>alert("x")</script> & Zoë\r\nBcc: evil@attacker.example'
 
 
-def message(statement: PayoutStatement = STATEMENT, branding: PartnerBranding = BRAND) -> EmailMessage:
+def message(
+    statement: PayoutStatement = STATEMENT, branding: PartnerBranding = BRAND
+) -> EmailMessage:
     return build_statement_message(statement, branding, sender=SENDER, dated=DATED)
 
 
@@ -123,15 +125,29 @@ def test_carry_over_per_kwh_pricing_and_large_numbers() -> None:
 
 @pytest.mark.parametrize(
     ("price", "shown"),
-    [(Decimal("0.2833"), "€0.2833"), (Decimal("0.28334"), "€0.2833"), (Decimal("1"), "€1.00"), (Decimal("0.125"), "€0.125")],
+    [
+        (Decimal("0.2833"), "€0.2833"),
+        (Decimal("0.28334"), "€0.2833"),
+        (Decimal("1"), "€1.00"),
+        (Decimal("0.125"), "€0.125"),
+    ],
 )
 def test_unit_prices_show_two_to_four_decimals(price: Decimal, shown: str) -> None:
-    assert f"Price:                             {shown} per ERE" in render_text(replace(STATEMENT, unit_price=price), BRAND)
+    assert f"Price:                             {shown} per ERE" in render_text(
+        replace(STATEMENT, unit_price=price), BRAND
+    )
 
 
 def test_a_statement_without_sessions_says_so() -> None:
-    empty = replace(STATEMENT, sessions=(), ere=Decimal("0"), gross=Decimal("0"), fee=Decimal("0"),
-                    fee_vat=Decimal("0"), net=Decimal("0"))
+    empty = replace(
+        STATEMENT,
+        sessions=(),
+        ere=Decimal("0"),
+        gross=Decimal("0"),
+        fee=Decimal("0"),
+        fee_vat=Decimal("0"),
+        net=Decimal("0"),
+    )
     assert "(no sessions this quarter)" in render_text(empty, BRAND)
     assert "(no sessions this quarter)" in render_html(empty, BRAND)
 
@@ -157,7 +173,12 @@ def test_html_shows_the_same_figures_with_the_partner_branding() -> None:
         ["Paid to", "NL** **** **** **45 67"],
     ]
     sessions = [[cell.text_content() for cell in row] for row in page.xpath("//table[1]//tr")]
-    assert sessions == [["Date", "kWh"], ["2026-01-03", "42.370"], ["2026-02-14", "1,000.001"], ["Total", "1,042.371"]]
+    assert sessions == [
+        ["Date", "kWh"],
+        ["2026-01-03", "42.370"],
+        ["2026-02-14", "1,000.001"],
+        ["Total", "1,042.371"],
+    ]
     assert "Acme Energie B.V.\nKvK 12345678" in "\n".join(page.xpath("//p[last()]/text()"))
 
 
@@ -186,9 +207,11 @@ def test_html_escapes_everything_supplied() -> None:
     assert page.xpath("//script | //iframe | //a | //b") == []
     assert len(page.xpath("//img")) == 1 and page.xpath("//img/@onerror") == []
     assert page.xpath("//img/@src") == [branding.logo_url]
-    assert "Dear <script>alert(\"x\")</script> & Zoë Bcc: evil@attacker.example," in page.text_content()
+    assert (
+        'Dear <script>alert("x")</script> & Zoë Bcc: evil@attacker.example,' in page.text_content()
+    )
     assert "</p><script>alert(3)</script>" in page.text_content()
-    assert "Evil \"Partner\" <img src=x onerror=alert(1)>" in page.xpath("//body/div[1]/span")[0].text
+    assert 'Evil "Partner" <img src=x onerror=alert(1)>' in page.xpath("//body/div[1]/span")[0].text
 
 
 def test_one_line_fields_cannot_fake_lines_in_the_text_body() -> None:
@@ -199,14 +222,23 @@ def test_one_line_fields_cannot_fake_lines_in_the_text_body() -> None:
     ]
 
 
-@pytest.mark.parametrize("colour", ["red", "#12345", "#1234567", "#12345g", "#fff;background:url(x)", ""])
+@pytest.mark.parametrize(
+    "colour", ["red", "#12345", "#1234567", "#12345g", "#fff;background:url(x)", ""]
+)
 def test_brand_colours_must_be_six_digit_hex(colour: str) -> None:
     with pytest.raises(ValueError, match="brand colour"):
         PartnerBranding("Acme", colour=colour)
 
 
 @pytest.mark.parametrize(
-    "url", ["javascript:alert(1)", "http://cdn.example/logo.png", "https://", "https://cdn.example/a b.png", "data:x"]
+    "url",
+    [
+        "javascript:alert(1)",
+        "http://cdn.example/logo.png",
+        "https://",
+        "https://cdn.example/a b.png",
+        "data:x",
+    ],
 )
 def test_logo_urls_must_be_plain_https(url: str) -> None:
     with pytest.raises(ValueError, match="logo URL"):
@@ -259,7 +291,9 @@ def test_hostile_names_cannot_inject_headers() -> None:
     assert "\n" not in str(parsed["Subject"])
 
 
-@pytest.mark.parametrize("address", ["not an address", "jan@", "@example.nl", "jan@example.nl\r\nBcc: x@y.z", ""])
+@pytest.mark.parametrize(
+    "address", ["not an address", "jan@", "@example.nl", "jan@example.nl\r\nBcc: x@y.z", ""]
+)
 def test_unusable_customer_addresses_are_refused(address: str) -> None:
     with pytest.raises(ValueError, match="customer e-mail"):
         message(replace(STATEMENT, customer_email=address))
@@ -287,8 +321,16 @@ def test_without_smtp_messages_are_written_as_eml_files(tmp_path: Path) -> None:
 
     assert sorted(os.listdir(tmp_path / "out")) == ["2026Q1-cust-42.eml", "2026Q1-cust-43.eml"]
     assert [(d.message_id, d.recipients, d.path) for d in deliveries] == [
-        ("<2026Q1-cust-42@acme.example>", ("jan@example.nl",), tmp_path / "out" / "2026Q1-cust-42.eml"),
-        ("<2026Q1-cust-43@acme.example>", ("piet@example.nl",), tmp_path / "out" / "2026Q1-cust-43.eml"),
+        (
+            "<2026Q1-cust-42@acme.example>",
+            ("jan@example.nl",),
+            tmp_path / "out" / "2026Q1-cust-42.eml",
+        ),
+        (
+            "<2026Q1-cust-43@acme.example>",
+            ("piet@example.nl",),
+            tmp_path / "out" / "2026Q1-cust-43.eml",
+        ),
     ]
     raw = (tmp_path / "out" / "2026Q1-cust-42.eml").read_bytes()
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
@@ -307,7 +349,9 @@ def test_rewriting_replaces_the_earlier_file(tmp_path: Path) -> None:
     assert b"Jan de Vries-Jansen" in (tmp_path / "2026Q1-cust-42.eml").read_bytes()
 
 
-def test_messages_without_or_with_shared_message_ids_are_refused_before_writing(tmp_path: Path) -> None:
+def test_messages_without_or_with_shared_message_ids_are_refused_before_writing(
+    tmp_path: Path,
+) -> None:
     anonymous = message()
     del anonymous["Message-ID"]
     with pytest.raises(ValueError, match="no Message-ID"):
@@ -323,7 +367,9 @@ def test_nothing_to_send_does_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "never").exists()
 
 
-def test_a_failing_write_reports_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_write_reports_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_replace = os.replace
     calls = []
 

@@ -206,12 +206,7 @@ def spec_example() -> str:
             f'{{\n"TM": "{tm}",\n"TX": "{tx}",\n"RV": {rv}{loss},\n"RI": "{ri}",\n"RU": "kWh",\n'
             f'"RT": "DC",\n"EF": "",\n"ST": "G"\n}}'
         )
-    body = (
-        json.dumps(payload, indent=4)[:-2]
-        + ',\n    "RD": [\n'
-        + ",\n".join(rd)
-        + "\n]\n}"
-    )
+    body = json.dumps(payload, indent=4)[:-2] + ',\n    "RD": [\n' + ",\n".join(rd) + "\n]\n}"
     return "OCMF|" + body + '|{\n    "SD": "' + "1234567890ABCDEF" * 6 + '"\n}'
 
 
@@ -272,9 +267,7 @@ def der(key: ec.EllipticCurvePrivateKey) -> bytes:
 def pem(key: ec.EllipticCurvePrivateKey) -> str:
     return (
         key.public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
 
@@ -324,10 +317,7 @@ def test_keba_record_fields_and_readings() -> None:
         "ISO15118_NONE",
         "PLMN_NONE",
     )
-    assert (
-        record.signature_algorithm is None
-        and record.algorithm == "ECDSA-secp256r1-SHA256"
-    )
+    assert record.signature_algorithm is None and record.algorithm == "ECDSA-secp256r1-SHA256"
     begin, end = record.readings
     assert begin.value == Decimal("0.2596") and isinstance(begin.value, Decimal)
     assert begin.wh == Decimal("259.6000") and end.wh == Decimal("259.7000")
@@ -352,9 +342,7 @@ def test_meter_identification_is_extracted() -> None:
 
 def test_lenient_real_world_spellings_are_understood() -> None:
     nano = parse_ocmf(NANO_K1)
-    assert nano.readings[0].value == Decimal("9.038") and nano.readings[
-        0
-    ].wh == Decimal("9038.000")
+    assert nano.readings[0].value == Decimal("9.038") and nano.readings[0].wh == Decimal("9038.000")
     assert nano.charge_point_type == "CBIDC" and nano.identification_level == "VERIFIED"
     twin = parse_ocmf(TWIN)
     assert twin.format_version == "1.0" and twin.charge_point_type == "0"
@@ -368,15 +356,11 @@ def test_specification_example_parses_with_whitespace_kept_for_signing() -> None
     text = spec_example()
     record = parse_ocmf(text)
     assert record.payload.startswith("{\n") and record.payload == text.split("|")[1]
-    assert (
-        record.meter_model == "EEM-350-D-MCB"
-        and record.meter_vendor == "Phoenix Contact"
-    )
+    assert record.meter_model == "EEM-350-D-MCB" and record.meter_vendor == "Phoenix Contact"
     assert len(record.readings) == 6
     assert record.readings[0].wh == Decimal("2935600.000")
     assert (
-        record.readings[-1].obis == "01-0B:B3.08.00*FF"
-        and record.readings[-1].current_type == "DC"
+        record.readings[-1].obis == "01-0B:B3.08.00*FF" and record.readings[-1].current_type == "DC"
     )
     assert len(record.signature) == 48
 
@@ -398,21 +382,10 @@ def test_omitted_fields_are_carried_from_the_previous_reading() -> None:
         ]
     )
     first, second, third, event = parse_ocmf(f'OCMF|{payload}|{{"SD":"00"}}').readings
-    assert (
-        second.time == first.time
-        and second.unit == "kWh"
-        and second.obis == "1-0:2.8.0"
-    )
+    assert second.time == first.time and second.unit == "kWh" and second.obis == "1-0:2.8.0"
     assert second.wh == Decimal("4400.0")
-    assert (
-        third.obis == "1-0:2.8.0" and third.event == "E" and third.wh == Decimal(12000)
-    )
-    assert (
-        event.value is None
-        and event.wh is None
-        and event.status == "M"
-        and not event.billable
-    )
+    assert third.obis == "1-0:2.8.0" and third.event == "E" and third.wh == Decimal(12000)
+    assert event.value is None and event.wh is None and event.status == "M" and not event.billable
 
 
 def test_error_flags_make_a_reading_unbillable() -> None:
@@ -490,17 +463,13 @@ def test_public_key_in_every_accepted_spelling(
 
 def test_raw_r_s_signature_is_accepted(p256: ec.EllipticCurvePrivateKey) -> None:
     payload = make_payload()
-    r, s = utils.decode_dss_signature(
-        p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256()))
-    )
+    r, s = utils.decode_dss_signature(p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256())))
     raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     record = parse_ocmf(f'OCMF|{payload}|{{"SD":"{raw.hex()}"}}')
     assert verify(record, der(p256)) is True
 
 
-@pytest.mark.parametrize(
-    "signature", ["00", "3006020100020100", "30" * 40, "3045" + "02" * 70]
-)
+@pytest.mark.parametrize("signature", ["00", "3006020100020100", "30" * 40, "3045" + "02" * 70])
 def test_garbled_signature_bytes_do_not_verify(
     p256: ec.EllipticCurvePrivateKey, signature: str
 ) -> None:
@@ -530,9 +499,7 @@ def test_key_on_another_curve_than_the_algorithm_is_an_error(
         ("", None),  # empty SA means the default
     ],
 )
-def test_algorithms(
-    p256: ec.EllipticCurvePrivateKey, algorithm: str, reason: str | None
-) -> None:
+def test_algorithms(p256: ec.EllipticCurvePrivateKey, algorithm: str, reason: str | None) -> None:
     payload = make_payload()
     der_signature = p256.sign(payload.encode(), ec.ECDSA(hashes.SHA256())).hex()
     record = parse_ocmf(f'OCMF|{payload}|{{"SA":"{algorithm}","SD":"{der_signature}"}}')
@@ -558,18 +525,14 @@ def test_algorithms(
         42,
     ],
 )
-def test_unusable_keys_are_errors(
-    p256: ec.EllipticCurvePrivateKey, key: object
-) -> None:
+def test_unusable_keys_are_errors(p256: ec.EllipticCurvePrivateKey, key: object) -> None:
     record = parse_ocmf(sign(make_payload(), p256, None))
     with pytest.raises(EvidenceError, match="public key"):
         verify(record, key)  # type: ignore[arg-type]
 
 
 def test_rsa_key_is_an_error(p256: ec.EllipticCurvePrivateKey) -> None:
-    rsa_key = rsa.generate_private_key(
-        public_exponent=65537, key_size=1024
-    ).public_key()
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     key = rsa_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -592,9 +555,9 @@ def test_ocpp201_signed_meter_value_object(p256: ec.EllipticCurvePrivateKey) -> 
     }
     data = parse_signed_meter_value(value)
     assert isinstance(data, SignedMeterData) and data.encoding_method == "OCMF"
-    assert data.record.meter_model == "WM3M4C" and data.record.readings[
-        0
-    ].wh == Decimal("1234500.0")
+    assert data.record.meter_model == "WM3M4C" and data.record.readings[0].wh == Decimal(
+        "1234500.0"
+    )
     assert data.public_key is not None and verify(data, data.public_key) is True
 
 
@@ -749,15 +712,11 @@ def test_malformed_ocmf_gives_a_clear_reason(text: str, reason: str | None) -> N
 def test_json_constants_are_rejected() -> None:
     for constant in ("NaN", "Infinity", "-Infinity"):
         text = with_reading().replace('"RV":1', f'"RV":{constant}')
-        with pytest.raises(
-            EvidenceError, match=f"{constant.lstrip('-')}|not a meter value"
-        ):
+        with pytest.raises(EvidenceError, match=f"{constant.lstrip('-')}|not a meter value"):
             parse_ocmf(text)
 
 
-HUGE_EXPONENT = (
-    "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
-)
+HUGE_EXPONENT = "1e9999999999999999999"  # beyond Decimal's exponent range (about 10**18)
 
 
 @pytest.mark.parametrize(
@@ -786,9 +745,7 @@ def test_numbers_beyond_the_decimal_range_are_errors(text: str) -> None:
         parse_signed_meter_value(json.dumps({"signedMeterData": text}))
 
 
-def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> (
-    None
-):
+def test_numbers_beyond_the_decimal_range_in_a_signed_meter_value_object_are_errors() -> None:
     with pytest.raises(EvidenceError, match="out of range"):
         parse_signed_meter_value(f'{{"signedMeterData": "", "n": {HUGE_EXPONENT}}}')
 
@@ -819,9 +776,7 @@ def test_huge_deep_and_undecodable_inputs_are_errors(text: str | bytes) -> None:
 
 # --- never anything but EvidenceError -------------------------------------------------------
 
-FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_leaf = st.one_of(
     st.none(),
@@ -829,9 +784,7 @@ json_leaf = st.one_of(
     st.integers(-(10**30), 10**30),
     st.text(max_size=12),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(
-        ["kWh", "Wh", "GWh", "B", "E", "G", "2026-03-01T08:00:00,000+0100 S"]
-    ),
+    st.sampled_from(["kWh", "Wh", "GWh", "B", "E", "G", "2026-03-01T08:00:00,000+0100 S"]),
 )
 json_values = st.recursive(
     json_leaf,
@@ -896,9 +849,7 @@ def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
 
 @FUZZ
 @given(json_values, json_values)
-def test_structured_junk_never_raises_anything_else(
-    payload: object, signature: object
-) -> None:
+def test_structured_junk_never_raises_anything_else(payload: object, signature: object) -> None:
     text = f"OCMF|{json.dumps(payload)}|{json.dumps(signature)}"
     only_evidence_errors(parse_ocmf, text)
     only_evidence_errors(parse_signed_meter_value, json.dumps(payload))
@@ -946,10 +897,7 @@ def test_keys_that_cannot_check_the_record_are_errors_whatever_the_signature(
 def test_shipped_list_loads_and_names_its_sources() -> None:
     meters = load_mid_meters()
     assert len(meters.entries) >= 10
-    assert all(
-        entry.source and entry.confidence in {"high", "medium"}
-        for entry in meters.entries
-    )
+    assert all(entry.source and entry.confidence in {"high", "medium"} for entry in meters.entries)
 
 
 @pytest.mark.parametrize(
@@ -992,9 +940,7 @@ def test_an_overlong_meter_type_is_not_matched_word_by_word() -> None:
     def counting(name: str, pattern: str) -> bool:
         nonlocal calls
         calls += 1
-        assert calls <= patterns * MAX_METER_TYPE_CHARS, (
-            "matching work grows with the meter type"
-        )
+        assert calls <= patterns * MAX_METER_TYPE_CHARS, "matching work grows with the meter type"
         return real(name, pattern)
 
     meter_type = "x " * 100_000 + "Eastron SDM630 MID"
@@ -1014,9 +960,7 @@ def test_an_edited_list_is_used(tmp_path: Path) -> None:
         'source = "own certificate check"\n'
     )
     meters = load_mid_meters(path)
-    assert (
-        meters.match("acme zx 910") is not None and meters.match("ZX-9100") is not None
-    )
+    assert meters.match("acme zx 910") is not None and meters.match("ZX-9100") is not None
     assert meters.match("ZX-99") is None
     assert classify("ZX-910", "S1", mid_meters=meters) is MeterClass.DECLARED
     assert classify("SDM630 MID", "S1", mid_meters=meters) is MeterClass.UNKNOWN
@@ -1033,9 +977,7 @@ def test_an_edited_list_is_used(tmp_path: Path) -> None:
         ('[[meter]]\nvendor = "X"\nmodels = ["ABC"]\nnote = 3\n', "must be strings"),
     ],
 )
-def test_a_broken_list_is_a_clear_error(
-    tmp_path: Path, content: str, reason: str
-) -> None:
+def test_a_broken_list_is_a_clear_error(tmp_path: Path, content: str, reason: str) -> None:
     path = tmp_path / "mid.toml"
     path.write_text(content)
     with pytest.raises(EvidenceError, match=re.escape(reason)):
@@ -1085,6 +1027,5 @@ def test_classification_table() -> None:
             key,
         )
     assert (
-        MeterClass.SIGNED_VERIFIED == "signed-verified"
-        and MeterClass.DECLARED.value == "declared"
+        MeterClass.SIGNED_VERIFIED == "signed-verified" and MeterClass.DECLARED.value == "declared"
     )

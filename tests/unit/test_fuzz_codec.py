@@ -25,9 +25,29 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT, FrameReader, Message, ProtocolError, encode_frame
+from proxy.wire.codec import (
+    BINARY,
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CLOSE,
+    NOT_OCPP,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    Message,
+    ProtocolError,
+    encode_frame,
+)
 from testkit.reference_codec import is_valid_close_code
-from tests.unit.test_codec_differential import corrupt, encode_text, ocpp_texts, split, valid_streams
+from tests.unit.test_codec_differential import (
+    corrupt,
+    encode_text,
+    ocpp_texts,
+    split,
+    valid_streams,
+)
 
 # Modest budgets keep this file at a few seconds; raise max_examples locally to explore.
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -60,7 +80,13 @@ def check_message(message: Message, max_message_size: int) -> None:
 
 def check_envelope(message: Message) -> None:
     """The envelope fields of a message, judged with Python's JSON parser."""
-    fields = (message.unique_id, message.action, message.error_code, message.payload_start, message.payload_end)
+    fields = (
+        message.unique_id,
+        message.action,
+        message.error_code,
+        message.payload_start,
+        message.payload_end,
+    )
     if message.message_type == NOT_OCPP:
         assert fields == (None, None, None, 0, 0)
         return
@@ -82,7 +108,9 @@ def check_envelope(message: Message) -> None:
         assert message.action is None
 
 
-def run(chunks: list[bytes], *, from_client: bool, max_message_size: int) -> tuple[list[Message], ProtocolError | None]:
+def run(
+    chunks: list[bytes], *, from_client: bool, max_message_size: int
+) -> tuple[list[Message], ProtocolError | None]:
     """Feed every chunk, checking each result; after an error, every later feed must raise
     the same error."""
     reader = FrameReader(from_client=from_client, max_message_size=max_message_size)
@@ -117,7 +145,11 @@ def streams(draw: Any) -> tuple[bytes, bool, int]:
     if source == "random":
         return draw(st.binary(max_size=200)), from_client, max_message_size
     if source == "random-long":
-        return draw(st.binary(min_size=1, max_size=16)) * draw(st.integers(1, 300)), from_client, max_message_size
+        return (
+            draw(st.binary(min_size=1, max_size=16)) * draw(st.integers(1, 300)),
+            from_client,
+            max_message_size,
+        )
     builder = draw(valid_streams(from_client=from_client))
     data = bytes(builder.data)
     if source == "corrupted":
@@ -141,17 +173,21 @@ def test_ocpp_frames_are_recognised_as_python_reads_them(text: str, from_client:
     """The converse of the envelope check: a frame that Python's JSON reads as OCPP-J is
     recognised, unless it holds a lone surrogate escape (which the reader's grammar refuses)."""
     payload = encode_text(text)
-    [message], error = run([encode_frame(TEXT, payload, mask=from_client)], from_client=from_client,
-                           max_message_size=1 << 20)
+    [message], error = run(
+        [encode_frame(TEXT, payload, mask=from_client)],
+        from_client=from_client,
+        max_message_size=1 << 20,
+    )
     assert error is None
     value = json.loads(payload)
     if _surrogates(value):
         assert message.message_type == NOT_OCPP
         return
     assert message.message_type == value[0] and message.unique_id == value[1]
-    assert message.data[message.payload_start : message.payload_end].strip() == message.data[
-        message.payload_start : message.payload_end
-    ]
+    assert (
+        message.data[message.payload_start : message.payload_end].strip()
+        == message.data[message.payload_start : message.payload_end]
+    )
 
 
 def _surrogates(value: Any) -> bool:

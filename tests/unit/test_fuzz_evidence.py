@@ -65,12 +65,8 @@ from tests.unit.test_evidence import (
 
 # A few hundred examples per property keep this file at a few seconds; raise max_examples
 # locally for a longer campaign.
-FUZZ = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-FEW = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 RECORDS = [
     KEBA,
@@ -134,9 +130,7 @@ HUGE_NUMBERS = [
 ]
 NASTY_TOKENS = [
     *HUGE_NUMBERS,
-    *(
-        json.dumps(n) for n in HUGE_NUMBERS
-    ),  # the same as strings ("RV" may be a string)
+    *(json.dumps(n) for n in HUGE_NUMBERS),  # the same as strings ("RV" may be a string)
     "NaN",
     "Infinity",
     "-Infinity",
@@ -169,9 +163,7 @@ json_tokens = st.one_of(
     st.sampled_from(NASTY_TOKENS),
     st.integers().map(str),
     st.text(max_size=20).map(json.dumps),
-    st.from_regex(
-        r"-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,25})?", fullmatch=True
-    ),
+    st.from_regex(r"-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,25})?", fullmatch=True),
 )
 PAYLOAD_KEYS = [
     "FV",
@@ -198,9 +190,7 @@ SIGNATURE_KEYS = ["SD", "SA", "SE", "SM"]
 
 def json_object(draw: Any, keys: list[str], values: st.SearchStrategy[str]) -> str:
     """A JSON object written by hand so that any token (even invalid JSON) can be a value."""
-    chosen = draw(
-        st.lists(st.sampled_from(keys), max_size=len(keys) + 2)
-    )  # duplicates too
+    chosen = draw(st.lists(st.sampled_from(keys), max_size=len(keys) + 2))  # duplicates too
     items = [f'"{key}":{draw(values)}' for key in chosen]
     return "{" + ",".join(items) + "}"
 
@@ -223,16 +213,10 @@ def readings(draw: Any) -> str:
             fields = dict(good)
             for key in draw(st.lists(st.sampled_from(READING_KEYS), max_size=2)):
                 fields[key] = draw(value)
-            entries.append(
-                "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
-            )
+            entries.append("{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}")
         else:
             entries.append(
-                draw(
-                    st.one_of(
-                        st.just(json_object(draw, READING_KEYS, value)), json_tokens
-                    )
-                )
+                draw(st.one_of(st.just(json_object(draw, READING_KEYS, value)), json_tokens))
             )
     return "[" + ",".join(entries) + "]"
 
@@ -243,15 +227,8 @@ def built_ocmf(draw: Any) -> str:
     payload_value = st.one_of(json_tokens, readings())
     payload = json_object(draw, PAYLOAD_KEYS, payload_value)
     if draw(st.booleans()):
-        payload = (
-            payload[:-1]
-            + ("," if payload != "{}" else "")
-            + f'"RD":{draw(readings())}'
-            + "}"
-        )
-    signature = json_object(
-        draw, SIGNATURE_KEYS, st.one_of(json_tokens, signature_values())
-    )
+        payload = payload[:-1] + ("," if payload != "{}" else "") + f'"RD":{draw(readings())}' + "}"
+    signature = json_object(draw, SIGNATURE_KEYS, st.one_of(json_tokens, signature_values()))
     return f"OCMF|{payload}|{signature}"
 
 
@@ -289,17 +266,11 @@ def signature_values(draw: Any) -> str:
             | st.text(max_size=12)
         )
         return json.dumps(
-            draw(st.sampled_from(["ECDSA-{}-SHA256", "ECDSA-{}-SHA512", "{}"])).format(
-                curve
-            )
+            draw(st.sampled_from(["ECDSA-{}-SHA256", "ECDSA-{}-SHA512", "{}"])).format(curve)
         )
     if kind == "encoding":
-        return json.dumps(
-            draw(st.sampled_from(["hex", "HEX", "base64", "Base64", "rot13", ""]))
-        )
-    return json.dumps(
-        draw(st.sampled_from(["application/x-der", "application/json", ""]))
-    )
+        return json.dumps(draw(st.sampled_from(["hex", "HEX", "base64", "Base64", "rot13", ""])))
+    return json.dumps(draw(st.sampled_from(["application/x-der", "application/json", ""])))
 
 
 MUTATION_TOKENS = [
@@ -334,9 +305,7 @@ def mutated_records(draw: Any) -> str:
     text = draw(st.sampled_from(RECORDS))
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 4]))):
         position = draw(st.integers(0, len(text)))
-        kind = draw(
-            st.sampled_from(["insert", "delete", "replace", "truncate", "duplicate"])
-        )
+        kind = draw(st.sampled_from(["insert", "delete", "replace", "truncate", "duplicate"]))
         token = draw(st.sampled_from(MUTATION_TOKENS) | st.text(min_size=1, max_size=3))
         if kind == "insert":
             text = text[:position] + token + text[position:]
@@ -360,9 +329,7 @@ def dump(value: Any) -> str:
     if isinstance(value, Raw):
         return str(value)
     if isinstance(value, dict):
-        return (
-            "{" + ",".join(f"{json.dumps(k)}:{dump(v)}" for k, v in value.items()) + "}"
-        )
+        return "{" + ",".join(f"{json.dumps(k)}:{dump(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ",".join(dump(v) for v in value) + "]"
     return json.dumps(value)
@@ -383,9 +350,7 @@ def field_swaps(draw: Any) -> str:
             target, names = draw(st.sampled_from(readings)), READING_KEYS
         else:
             target, names = signature, SIGNATURE_KEYS
-        target[draw(st.sampled_from(names))] = Raw(
-            draw(st.one_of(json_tokens, signature_values()))
-        )
+        target[draw(st.sampled_from(names))] = Raw(draw(st.one_of(json_tokens, signature_values())))
     return f"OCMF|{dump(payload)}|{dump(signature)}"
 
 
@@ -404,10 +369,7 @@ def check_record(record: OcmfRecord, text: str) -> None:
     for reading in record.readings:
         if reading.value is not None:
             assert isinstance(reading.value, Decimal) and reading.value.is_finite()
-            assert (
-                reading.value >= 0
-                and len(reading.value.as_tuple().digits) <= ocmf.MAX_DIGITS
-            )
+            assert reading.value >= 0 and len(reading.value.as_tuple().digits) <= ocmf.MAX_DIGITS
             assert reading.unit is not None
         if reading.wh is not None:
             assert reading.value is not None and 0 <= reading.wh <= MAX_WH
@@ -428,10 +390,7 @@ def test_mutated_and_hostile_ocmf_is_parsed_or_refused(text: str) -> None:
     from_bytes = outcome(parse_ocmf, text.encode("utf-8", "surrogatepass"))
     if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         if isinstance(result, EvidenceError):
-            assert (
-                isinstance(from_bytes, EvidenceError)
-                and from_bytes.reason == result.reason
-            )
+            assert isinstance(from_bytes, EvidenceError) and from_bytes.reason == result.reason
         else:
             assert from_bytes == result
 
@@ -441,9 +400,7 @@ def test_mutated_and_hostile_ocmf_is_parsed_or_refused(text: str) -> None:
     ocmf_texts,
     st.sampled_from(["raw", "hex", "base64", "object", "json-text", "renamed"]),
 )
-def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(
-    text: str, form: str
-) -> None:
+def test_signed_meter_values_of_hostile_ocmf_are_parsed_or_refused(text: str, form: str) -> None:
     data = text.encode("utf-8", "surrogatepass")
     value: Any
     if form == "raw":
@@ -499,9 +456,7 @@ def signed_meter_objects(draw: Any) -> dict[str, Any]:
         ("signingMethod", st.one_of(junk, signature_values().map(json.loads))),
         (
             "publicKey",
-            st.one_of(
-                junk, st.sampled_from(KEYS), huge_keys(), keys().map(lambda k: k[0])
-            ),
+            st.one_of(junk, st.sampled_from(KEYS), huge_keys(), keys().map(lambda k: k[0])),
         ),
     ]:
         if draw(st.booleans()):
@@ -521,18 +476,14 @@ def test_signed_meter_value_objects_with_any_field_types(obj: dict[str, Any]) ->
             assert isinstance(result, SignedMeterData)
             assert result.public_key is None or isinstance(result.public_key, str)
             if result.public_key is not None:
-                assert isinstance(
-                    outcome(verify, result, result.public_key), (bool, EvidenceError)
-                )
+                assert isinstance(outcome(verify, result, result.public_key), (bool, EvidenceError))
 
 
 @st.composite
 def huge_keys(draw: Any) -> str:
     """Key text far beyond any real key, in each spelling the loader tries."""
     raw = draw(st.binary(min_size=1, max_size=64)) * draw(st.sampled_from([1, 70, 200]))
-    spelling = draw(
-        st.sampled_from(["hex", "base64", "pem", "base64-of-hex", "spaced-hex"])
-    )
+    spelling = draw(st.sampled_from(["hex", "base64", "pem", "base64-of-hex", "spaced-hex"]))
     if spelling == "hex":
         return raw.hex()
     if spelling == "base64":
@@ -640,9 +591,7 @@ def test_verify_with_hostile_keys_and_signatures_gives_a_verdict_or_an_error(
 meter_types = st.one_of(
     st.none(),
     st.text(max_size=60),
-    st.sampled_from(
-        ["SDM630 MID", "Eastron SDM630-Modbus MID V2", "DVH4013", "B23", "WM3M4C"]
-    ),
+    st.sampled_from(["SDM630 MID", "Eastron SDM630-Modbus MID V2", "DVH4013", "B23", "WM3M4C"]),
     st.builds(
         lambda t, n: t * n,
         st.sampled_from(["a ", "SDM630 ", "x-", "\x00", "SDM630*MID "]),
@@ -656,9 +605,7 @@ meter_types = st.one_of(
     meter_types,
     st.one_of(st.none(), st.text(max_size=30)),
     st.lists(st.sampled_from(RECORDS[:8]).map(parse_ocmf), max_size=2),
-    st.one_of(
-        st.none(), st.sampled_from(KEYS), st.text(max_size=40), st.binary(max_size=40)
-    ),
+    st.one_of(st.none(), st.sampled_from(KEYS), st.text(max_size=40), st.binary(max_size=40)),
 )
 def test_classify_always_gives_a_class(
     meter_type: str | None,
@@ -682,9 +629,7 @@ def test_classify_always_gives_a_class(
     st.integers(1, 3 * MAX_OCMF_CHARS),
     st.sampled_from([" ", "\n", "x"]),
 )
-def test_oversized_input_is_refused_before_any_parsing(
-    text: str, extra: int, pad: str
-) -> None:
+def test_oversized_input_is_refused_before_any_parsing(text: str, extra: int, pad: str) -> None:
     """Whatever its content, input over the limits never reaches the JSON parser or a decoder."""
     padded = text + pad * max(extra, MAX_ENVELOPE_CHARS + 1 - len(text))
 

@@ -22,8 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.utilities import generate_accept_token
 
-from proxy.wire.ocpp import MAX_IDENTITY_LENGTH
-
 from proxy.wire.handshake import (
     ChargerHandshake,
     ChargerRequest,
@@ -34,6 +32,7 @@ from proxy.wire.handshake import (
     UpstreamRefused,
     parse_identity,
 )
+from proxy.wire.ocpp import MAX_IDENTITY_LENGTH
 
 # Modest budgets keep this file at a few seconds; raise max_examples locally to explore.
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,8 +78,10 @@ def mutated(draw: Any, data: bytes) -> bytes:
         position = draw(st.integers(0, len(buffer)))
         action = draw(st.sampled_from(["insert", "delete", "flip"]))
         if action == "insert":
-            token = draw(st.sampled_from([b"\r\n", b"\n", b"\r", b"\x00", b":", b" ", b"\t", b"\xff", b"%"])
-                         | st.binary(min_size=1, max_size=4))
+            token = draw(
+                st.sampled_from([b"\r\n", b"\n", b"\r", b"\x00", b":", b" ", b"\t", b"\xff", b"%"])
+                | st.binary(min_size=1, max_size=4)
+            )
             buffer[position:position] = token
         elif action == "delete":
             del buffer[position : position + draw(st.integers(1, 4))]
@@ -92,11 +93,46 @@ def mutated(draw: Any, data: bytes) -> bytes:
 # -------------------------------------------------------------------------- charger requests
 
 ODD_IDENTITIES = [
-    "CP-1", "x" * MAX_IDENTITY_LENGTH, "x" * (MAX_IDENTITY_LENGTH + 1), "é" * MAX_IDENTITY_LENGTH,
-    "é" * (MAX_IDENTITY_LENGTH + 1), "%41" * MAX_IDENTITY_LENGTH, "%41" * (MAX_IDENTITY_LENGTH + 1),
-    ".", "..", "%2e", "%2E%2E", "...", "a:b", "a%3Ab", "a%3ab", "%00", "a%00b", "%7F", "%0d%0a",
-    "%", "a%", "%zz", "%4", "%FF", "%C0%AF", "%ED%A0%80", "%F4%90%80%80", "a%2Fb", "a/b", "a b",
-    "a%20b", "%25", "%2525", "a?b=c", "a#b", "", "%E2%80%AE", "%C2%85", "\x00", "a\tb",
+    "CP-1",
+    "x" * MAX_IDENTITY_LENGTH,
+    "x" * (MAX_IDENTITY_LENGTH + 1),
+    "é" * MAX_IDENTITY_LENGTH,
+    "é" * (MAX_IDENTITY_LENGTH + 1),
+    "%41" * MAX_IDENTITY_LENGTH,
+    "%41" * (MAX_IDENTITY_LENGTH + 1),
+    ".",
+    "..",
+    "%2e",
+    "%2E%2E",
+    "...",
+    "a:b",
+    "a%3Ab",
+    "a%3ab",
+    "%00",
+    "a%00b",
+    "%7F",
+    "%0d%0a",
+    "%",
+    "a%",
+    "%zz",
+    "%4",
+    "%FF",
+    "%C0%AF",
+    "%ED%A0%80",
+    "%F4%90%80%80",
+    "a%2Fb",
+    "a/b",
+    "a b",
+    "a%20b",
+    "%25",
+    "%2525",
+    "a?b=c",
+    "a#b",
+    "",
+    "%E2%80%AE",
+    "%C2%85",
+    "\x00",
+    "a\tb",
 ]
 
 
@@ -110,7 +146,10 @@ def identities(draw: Any) -> str:
         return draw(st.sampled_from(ODD_IDENTITIES))
     if kind == "text":
         text = draw(st.text(max_size=60))
-        return quote(text.encode("utf-8", "surrogatepass"), safe=draw(st.sampled_from(["", ":", "-._~", ":@!$&'()*+,;="])))
+        return quote(
+            text.encode("utf-8", "surrogatepass"),
+            safe=draw(st.sampled_from(["", ":", "-._~", ":@!$&'()*+,;="])),
+        )
     return draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60))
 
 
@@ -122,10 +161,21 @@ def b64_key(raw: bytes) -> str:
 def websocket_keys(draw: Any) -> list[str]:
     """Values of Sec-WebSocket-Key headers: usually one good key, sometimes bad or several."""
     good = b64_key(draw(st.binary(min_size=16, max_size=16)))
-    bad = st.sampled_from([
-        b64_key(b"x" * 15), b64_key(b"x" * 17), good.rstrip("="), good + "=", good[:-4] + "!!!!",
-        " " + good, "", "====", "dGhlIHNhbXBsZSBub25jZQ", good.replace("=", "%3D"), good + "\x00",
-    ])
+    bad = st.sampled_from(
+        [
+            b64_key(b"x" * 15),
+            b64_key(b"x" * 17),
+            good.rstrip("="),
+            good + "=",
+            good[:-4] + "!!!!",
+            " " + good,
+            "",
+            "====",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            good.replace("=", "%3D"),
+            good + "\x00",
+        ]
+    )
     kind = draw(st.sampled_from(["good"] * 9 + ["bad", "none", "two"]))
     if kind == "good":
         return [good]
@@ -154,13 +204,21 @@ def requests(draw: Any) -> Request:
     query = draw(st.sampled_from(["", "", "", "?a=b", "?", "?x=%3A"]))
     target = f"{path}/{identity}{query}"
     keys = draw(websocket_keys())
-    offered = draw(st.lists(st.sampled_from(["ocpp1.6", "ocpp2.0.1", "OCPP2.1", "x", "ocpp2.0"]), max_size=3))
+    offered = draw(
+        st.lists(st.sampled_from(["ocpp1.6", "ocpp2.0.1", "OCPP2.1", "x", "ocpp2.0"]), max_size=3)
+    )
     user = draw(st.sampled_from(["CP-1", "", "a:b"]))
     authorization = draw(st.sampled_from([None, f"Basic {b64_key(user.encode() + b':secret')}"]))
     headers: list[tuple[str, str]] = [
         ("Host", draw(st.sampled_from(["proxy", "proxy:8080", "[::1]", ""]))),
-        ("Upgrade", draw(usually(["websocket", "WebSocket", "h2c, websocket"], ["", "h2c", "websocket2"]))),
-        ("Connection", draw(usually(["Upgrade", "keep-alive, Upgrade", "upgrade,,"], ["close", "keep-alive"]))),
+        (
+            "Upgrade",
+            draw(usually(["websocket", "WebSocket", "h2c, websocket"], ["", "h2c", "websocket2"])),
+        ),
+        (
+            "Connection",
+            draw(usually(["Upgrade", "keep-alive, Upgrade", "upgrade,,"], ["close", "keep-alive"])),
+        ),
         *(("Sec-WebSocket-Key", key) for key in keys),
         ("Sec-WebSocket-Version", draw(usually(["13", " 13"], ["8", "13, 8", "013"]))),
     ]
@@ -168,26 +226,59 @@ def requests(draw: Any) -> Request:
         headers.append(("Sec-WebSocket-Protocol", ", ".join(offered)))
     if authorization:
         headers.append(("Authorization", authorization))
-    extras = draw(st.lists(st.sampled_from([
-        ("Content-Length", "0"), ("Content-Length", "9" * 40), ("Content-Length", "-1"),
-        ("Content-Length", "1, 1"), ("Transfer-Encoding", "chunked"), ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
-        ("User-Agent", "x" * 300), ("X-Big", "y" * 600), ("X-Huge", "z" * 20_000), ("X-Nul", "a\x00b"),
-        ("Upgrade", "websocket"), ("X-Empty", ""), ("Authorization", "Basic Og=="),
-    ]), max_size=3)) if draw(st.integers(0, 3)) == 0 else []
+    extras = (
+        draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        ("Content-Length", "0"),
+                        ("Content-Length", "9" * 40),
+                        ("Content-Length", "-1"),
+                        ("Content-Length", "1, 1"),
+                        ("Transfer-Encoding", "chunked"),
+                        ("Sec-WebSocket-Version", "13"),
+                        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+                        ("User-Agent", "x" * 300),
+                        ("X-Big", "y" * 600),
+                        ("X-Huge", "z" * 20_000),
+                        ("X-Nul", "a\x00b"),
+                        ("Upgrade", "websocket"),
+                        ("X-Empty", ""),
+                        ("Authorization", "Basic Og=="),
+                    ]
+                ),
+                max_size=3,
+            )
+        )
+        if draw(st.integers(0, 3)) == 0
+        else []
+    )
     headers += extras
     headers = draw(st.permutations(headers))
     newline = draw(st.sampled_from(["\r\n"] * 4 + ["\n"]))
-    head = f"{method} {target} {version}{newline}" + "".join(f"{n}: {v}{newline}" for n, v in headers) + newline
-    data = head.encode("utf-8", "surrogatepass") + draw(st.sampled_from([b"", b"", b"\x81\x85abcd12345"]))
+    head = (
+        f"{method} {target} {version}{newline}"
+        + "".join(f"{n}: {v}{newline}" for n, v in headers)
+        + newline
+    )
+    data = head.encode("utf-8", "surrogatepass") + draw(
+        st.sampled_from([b"", b"", b"\x81\x85abcd12345"])
+    )
     mutated_data = draw(mutated(data))
     well_formed = mutated_data == data and acceptable(method, version, path, identity, headers)
     first_authorization = next((v for n, v in headers if n == "Authorization"), None)
-    return Request(identity, mutated_data, well_formed, tuple(offered),
-                   first_authorization.encode() if first_authorization else None)
+    return Request(
+        identity,
+        mutated_data,
+        well_formed,
+        tuple(offered),
+        first_authorization.encode() if first_authorization else None,
+    )
 
 
-def acceptable(method: str, version: str, path: str, identity: str, headers: list[tuple[str, str]]) -> bool:
+def acceptable(
+    method: str, version: str, path: str, identity: str, headers: list[tuple[str, str]]
+) -> bool:
     """Whether a request with these parts must be accepted (judged independently of the code)."""
     if (method, version, path) != ("GET", "HTTP/1.1", PREFIX):
         return False
@@ -204,13 +295,16 @@ def acceptable(method: str, version: str, path: str, identity: str, headers: lis
     values: dict[str, list[str]] = {}
     for name, value in headers:
         values.setdefault(name, []).append(value)
-    tokens = lambda name: [t.strip().lower() for v in values.get(name, []) for t in v.split(",")]  # noqa: E731
+    tokens = lambda name: [t.strip().lower() for v in values.get(name, []) for t in v.split(",")]
     keys = values.get("Sec-WebSocket-Key", [])
     return (
-        "websocket" in tokens("Upgrade") and "upgrade" in tokens("Connection")
+        "websocket" in tokens("Upgrade")
+        and "upgrade" in tokens("Connection")
         and [v.strip() for v in values.get("Sec-WebSocket-Version", [])] == ["13"]
-        and "Content-Length" not in values and "Transfer-Encoding" not in values
-        and len(keys) == 1 and re.fullmatch(r"[A-Za-z0-9+/]{22}==", keys[0]) is not None
+        and "Content-Length" not in values
+        and "Transfer-Encoding" not in values
+        and len(keys) == 1
+        and re.fullmatch(r"[A-Za-z0-9+/]{22}==", keys[0]) is not None
         and len(values.get("Host", [])) == 1
         and not any("\x00" in v for _, v in headers)
     )
@@ -233,7 +327,9 @@ def check_identity_rule(identity: str) -> None:
     assert ":" not in identity and not CONTROL.search(identity) and identity not in (".", "..")
 
 
-def run_charger(chunks: list[bytes], max_header_size: int) -> ChargerRequest | HandshakeRefused | None:
+def run_charger(
+    chunks: list[bytes], max_header_size: int
+) -> ChargerRequest | HandshakeRefused | None:
     """Feed `chunks` and check every step; the request, the refusal, or None if incomplete."""
     handshake = ChargerHandshake(PREFIX, max_header_size)
     fed = b""
@@ -261,7 +357,9 @@ def run_charger(chunks: list[bytes], max_header_size: int) -> ChargerRequest | H
         # What follows the request came with the read that completed it.
         assert fed.endswith(handshake.trailing_data) and len(handshake.trailing_data) <= len(chunk)
         assert len(fed) - len(handshake.trailing_data) <= max_header_size
-        assert all(token and token == token.strip() and "," not in token for token in request.offered)
+        assert all(
+            token and token == token.strip() and "," not in token for token in request.offered
+        )
         assert len(request.user_agent) <= 200
         trailing = handshake.trailing_data
         answer = handshake.accept(request.offered[0] if request.offered else None)
@@ -275,7 +373,9 @@ def run_charger(chunks: list[bytes], max_header_size: int) -> ChargerRequest | H
 
 @FUZZ
 @given(st.data(), st.sampled_from(HEADER_SIZES))
-def test_charger_requests_give_a_request_or_a_documented_refusal(data: st.DataObject, size: int) -> None:
+def test_charger_requests_give_a_request_or_a_documented_refusal(
+    data: st.DataObject, size: int
+) -> None:
     request = data.draw(requests())
     chunks = data.draw(chunked(request.data))
     result = run_charger(chunks, size)
@@ -289,16 +389,26 @@ def test_charger_requests_give_a_request_or_a_documented_refusal(data: st.DataOb
 
 @FUZZ
 @given(st.data(), st.sampled_from(HEADER_SIZES))
-def test_random_bytes_to_the_charger_side_are_refused_or_awaited(data: st.DataObject, size: int) -> None:
-    garbage = data.draw(st.binary(max_size=400) | st.binary(min_size=1, max_size=8).map(lambda b: b * 5000))
+def test_random_bytes_to_the_charger_side_are_refused_or_awaited(
+    data: st.DataObject, size: int
+) -> None:
+    garbage = data.draw(
+        st.binary(max_size=400) | st.binary(min_size=1, max_size=8).map(lambda b: b * 5000)
+    )
     result = run_charger(data.draw(chunked(garbage)), size)
     assert result is None or isinstance(result, HandshakeRefused)
 
 
 @FUZZ
-@given(st.sampled_from(HEADER_SIZES), st.integers(1, 40_000), st.sampled_from([b"X-A: ", b"", b"GET /ocpp/"]),
-       st.integers(1, 4096))
-def test_an_endless_header_is_cut_off_at_the_limit(size: int, length: int, opening: bytes, read: int) -> None:
+@given(
+    st.sampled_from(HEADER_SIZES),
+    st.integers(1, 40_000),
+    st.sampled_from([b"X-A: ", b"", b"GET /ocpp/"]),
+    st.integers(1, 4096),
+)
+def test_an_endless_header_is_cut_off_at_the_limit(
+    size: int, length: int, opening: bytes, read: int
+) -> None:
     """A header that never ends is refused with 431 once it passes the limit, and until then
     the handshake holds at most the limit."""
     data = b"GET /ocpp/CP-1 HTTP/1.1\r\n" + opening + b"a" * length
@@ -310,7 +420,10 @@ def test_an_endless_header_is_cut_off_at_the_limit(size: int, length: int, openi
 
 
 @FUZZ
-@given(st.binary(max_size=120).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E)), st.sampled_from(["/ocpp", "/", "/ocpp/"]))
+@given(
+    st.binary(max_size=120).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E)),
+    st.sampled_from(["/ocpp", "/", "/ocpp/"]),
+)
 def test_parse_identity_gives_an_allowed_identity_or_refuses(target: bytes, prefix: str) -> None:
     try:
         identity = parse_identity(target, prefix)
@@ -346,7 +459,9 @@ def upstream_answers(draw: Any, key: bytes) -> tuple[bytes, str]:
         if extension:
             headers.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
         good = (
-            accept_value == accept and ("Sec-WebSocket-Accept", accept_value) in headers and not extension
+            accept_value == accept
+            and ("Sec-WebSocket-Accept", accept_value) in headers
+            and not extension
             and (chosen is None or chosen.strip() in SUBPROTOCOLS)
         )  # an HTTP/1.0 101 with the right token is taken as well: the token is the proof
         expected = "accepted" if good else "error"
@@ -357,11 +472,27 @@ def upstream_answers(draw: Any, key: bytes) -> tuple[bytes, str]:
             expected = "error"  # h11 refuses Content-Length of more than 20 digits
         if status == 401:
             headers.append(("WWW-Authenticate", 'Basic realm="ocpp"'))
-    headers += draw(st.lists(st.sampled_from([
-        ("X-Big", "y" * 600), ("X-Huge", "z" * 20_000), ("Sec-WebSocket-Accept", "duplicate"),
-        ("Content-Length", "-1"), ("Server", "csms"),
-    ]), max_size=2)) if draw(st.integers(0, 3)) == 0 else []
-    if any(v in ("duplicate", "-1") for _, v in headers) or any(n.startswith("X-") for n, _ in headers):
+    headers += (
+        draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        ("X-Big", "y" * 600),
+                        ("X-Huge", "z" * 20_000),
+                        ("Sec-WebSocket-Accept", "duplicate"),
+                        ("Content-Length", "-1"),
+                        ("Server", "csms"),
+                    ]
+                ),
+                max_size=2,
+            )
+        )
+        if draw(st.integers(0, 3)) == 0
+        else []
+    )
+    if any(v in ("duplicate", "-1") for _, v in headers) or any(
+        n.startswith("X-") for n, _ in headers
+    ):
         expected = "any"
     head = f"{version} {status} Reason\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n"
     data = head.encode() + draw(st.sampled_from([b"", b"\x81\x02[]", b"hello"]))
@@ -370,7 +501,9 @@ def upstream_answers(draw: Any, key: bytes) -> tuple[bytes, str]:
 
 
 def upstream(size: int) -> tuple[UpstreamHandshake, bytes]:
-    handshake = UpstreamHandshake("csms.example", 443, "/ocpp/CP-1", SUBPROTOCOLS, b"Basic eDp5", size)
+    handshake = UpstreamHandshake(
+        "csms.example", 443, "/ocpp/CP-1", SUBPROTOCOLS, b"Basic eDp5", size
+    )
     request = handshake.request()
     key = re.search(rb"sec-websocket-key: ([^\r]+)\r\n", request, re.IGNORECASE)
     assert key is not None
@@ -402,7 +535,9 @@ def run_upstream(
 
 @FUZZ
 @given(st.data(), st.sampled_from(HEADER_SIZES))
-def test_upstream_answers_give_a_verdict_or_a_protocol_error(data: st.DataObject, size: int) -> None:
+def test_upstream_answers_give_a_verdict_or_a_protocol_error(
+    data: st.DataObject, size: int
+) -> None:
     handshake, key = upstream(size)
     answer, expected = data.draw(upstream_answers(key))
     chunks = data.draw(chunked(answer))
@@ -412,7 +547,11 @@ def test_upstream_answers_give_a_verdict_or_a_protocol_error(data: st.DataObject
         return
     if b"" in chunks[:-1] or chunks == [b""]:
         return  # EOF before the whole answer
-    kinds = {"accepted": UpstreamAccepted, "refused": UpstreamRefused, "error": UpstreamProtocolError}
+    kinds = {
+        "accepted": UpstreamAccepted,
+        "refused": UpstreamRefused,
+        "error": UpstreamProtocolError,
+    }
     assert isinstance(result, kinds[expected]), (expected, result)
 
 
@@ -420,6 +559,8 @@ def test_upstream_answers_give_a_verdict_or_a_protocol_error(data: st.DataObject
 @given(st.data(), st.sampled_from(HEADER_SIZES))
 def test_random_bytes_from_upstream_are_errors_or_awaited(data: st.DataObject, size: int) -> None:
     handshake, _ = upstream(size)
-    garbage = data.draw(st.binary(max_size=400) | st.binary(min_size=1, max_size=8).map(lambda b: b * 5000))
+    garbage = data.draw(
+        st.binary(max_size=400) | st.binary(min_size=1, max_size=8).map(lambda b: b * 5000)
+    )
     result = run_upstream(handshake, data.draw(chunked(garbage)), size)
     assert not isinstance(result, UpstreamAccepted)

@@ -14,17 +14,27 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.capture.journal import Journal
-from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
-from proxy.outbox.policy import Budget
 from proxy.capture.spill import SpillLog
+from proxy.ere.jobs.worker import WorkerMetrics
+from proxy.outbox.policy import Budget
+from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 ALERTS = GRAFANA / "alerts.yml"
 DASHBOARD_UIDS = {"ere-proxy-overview", "ere-proxy-reliability", "ere-pipeline"}
-PANEL_TYPES = {"stat", "timeseries", "heatmap", "bargauge", "table", "text", "gauge", "piechart", "row"}
+PANEL_TYPES = {
+    "stat",
+    "timeseries",
+    "heatmap",
+    "bargauge",
+    "table",
+    "text",
+    "gauge",
+    "piechart",
+    "row",
+}
 AGGREGATION = re.compile(r"\b(sum|max|min|avg|count|topk)\s*(by\s*\([^)]*\)\s*)?\(")
 SERIES = re.compile(r"\b(ere_[a-z0-9_]+)")
 PROMETHEUS_SERIES = {"up"}  # Prometheus's own, per scrape target
@@ -44,13 +54,23 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(panel title, PromQL expression) of every target of every panel."""
-    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
 
 
 def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[str]:
     """What makes a dashboard invalid or unusable once provisioned (an empty list: none)."""
     problems = []
-    for key, kind in (("uid", str), ("title", str), ("schemaVersion", int), ("panels", list), ("time", dict)):
+    for key, kind in (
+        ("uid", str),
+        ("title", str),
+        ("schemaVersion", int),
+        ("panels", list),
+        ("time", dict),
+    ):
         if not isinstance(dashboard.get(key), kind):
             problems.append(f"{key} missing or not a {kind.__name__}")
     if problems:
@@ -66,16 +86,28 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
         if panel.get("type") not in PANEL_TYPES or not panel.get("title"):
             problems.append(f"{name}: bad type or no title")
         if panel.get("datasource") != {"type": "prometheus", "uid": datasource_uid}:
-            problems.append(f"{name}: datasource is not the provisioned Prometheus ({datasource_uid})")
+            problems.append(
+                f"{name}: datasource is not the provisioned Prometheus ({datasource_uid})"
+            )
         grid = panel.get("gridPos", {})
         if not all(isinstance(grid.get(k), int) for k in "xywh"):
             problems.append(f"{name}: gridPos needs integer x, y, w, h")
             continue
-        if grid["x"] < 0 or grid["y"] < 0 or grid["w"] < 1 or grid["h"] < 1 or grid["x"] + grid["w"] > 24:
+        if (
+            grid["x"] < 0
+            or grid["y"] < 0
+            or grid["w"] < 1
+            or grid["h"] < 1
+            or grid["x"] + grid["w"] > 24
+        ):
             problems.append(f"{name}: gridPos {grid} outside the 24 columns")
         for other, box in boxes:
-            if (grid["x"] < box["x"] + box["w"] and box["x"] < grid["x"] + grid["w"]
-                    and grid["y"] < box["y"] + box["h"] and box["y"] < grid["y"] + grid["h"]):  # fmt: skip
+            if (
+                grid["x"] < box["x"] + box["w"]
+                and box["x"] < grid["x"] + grid["w"]
+                and grid["y"] < box["y"] + box["h"]
+                and box["y"] < grid["y"] + grid["h"]
+            ):
                 problems.append(f"{name}: overlaps {other}")
         boxes.append((name, grid))
         targets = panel.get("targets")
@@ -101,8 +133,14 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
         if panel["type"] == "heatmap":
             for target in targets:
                 expr = target["expr"]
-                if target.get("format") != "heatmap" or "_bucket" not in expr or "by (le)" not in expr:
-                    problems.append(f"{name}: a heatmap needs histogram buckets summed by le, format heatmap")
+                if (
+                    target.get("format") != "heatmap"
+                    or "_bucket" not in expr
+                    or "by (le)" not in expr
+                ):
+                    problems.append(
+                        f"{name}: a heatmap needs histogram buckets summed by le, format heatmap"
+                    )
     return problems
 
 
@@ -167,7 +205,7 @@ async def exported_series(tmp_path: Path) -> set[str]:
     spill = SpillLog(tmp_path / "spill")
     try:
         registry.register(JournalCollector(Journal(spill)))
-        registry.register(OutboxCollector(Budget(10, 10), lambda: []))
+        registry.register(OutboxCollector(Budget(10, 10), list))
         worker = WorkerMetrics(CollectorRegistry(), pipeline=True)
         await worker.refresh(_NoRows())
         families = [*registry.collect(), *worker.registry.collect()]
@@ -175,7 +213,11 @@ async def exported_series(tmp_path: Path) -> set[str]:
         spill.close()
     names: set[str] = set()
     for family in families:
-        suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}[family.type]
+        suffixes = {
+            "counter": ["_total"],
+            "gauge": [""],
+            "histogram": ["_bucket", "_sum", "_count"],
+        }[family.type]
         names.update(family.name + suffix for suffix in suffixes)
     return names
 
@@ -201,7 +243,14 @@ def test_the_structure_check_finds_what_breaks_a_dashboard():
     broken["panels"][2]["datasource"] = {"type": "prometheus", "uid": "another"}
     broken["panels"][3]["targets"][0]["expr"] = "rate(ere_proxy_frames_total[1m])"
     problems = "\n".join(dashboard_problems(broken, uid))
-    for expected in ("ids not unique", "outside the 24 columns", "refIds", "datasource", "aggregate", "overlaps"):
+    for expected in (
+        "ids not unique",
+        "outside the 24 columns",
+        "refIds",
+        "datasource",
+        "aggregate",
+        "overlaps",
+    ):
         assert expected in problems
 
 
@@ -221,7 +270,10 @@ async def test_every_alert_names_an_exported_series_and_explains_itself(tmp_path
     for rule in rules:
         used = set(SERIES.findall(rule.expr))
         others = set(re.findall(r"\b([a-z_]+)\{", rule.expr)) - used
-        assert (used or others) and used <= exported and others <= PROMETHEUS_SERIES, (rule.name, rule.expr)
+        assert (used or others) and used <= exported and others <= PROMETHEUS_SERIES, (
+            rule.name,
+            rule.expr,
+        )
         assert {"summary", "description", "runbook"} <= rule.annotations, rule.name
         assert f"RUNBOOK.md#{rule.name.lower()}" in rule.text, rule.name
     runbook = (GRAFANA / "RUNBOOK.md").read_text()
@@ -247,7 +299,9 @@ def test_the_alert_reader_reads_inline_and_block_expressions():
           runbook: r
 """
     assert [(r.name, r.expr, r.annotations) for r in alert_rules(text)] == [
-        ("One", "sum(a) > 0", {"summary"}), ("Two", "sum(b)\n- sum(c) > 0", {"summary", "runbook"})]  # fmt: skip
+        ("One", "sum(a) > 0", {"summary"}),
+        ("Two", "sum(b)\n- sum(c) > 0", {"summary", "runbook"}),
+    ]
 
 
 def test_prometheus_scrapes_the_proxy_and_the_worker_and_loads_the_alerts():

@@ -22,7 +22,9 @@ from proxy.wire.handshake import (
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
-def upgrade(target: str = "/ocpp/CP-1", extra: str = "", key: bytes = KEY, method: str = "GET") -> bytes:
+def upgrade(
+    target: str = "/ocpp/CP-1", extra: str = "", key: bytes = KEY, method: str = "GET"
+) -> bytes:
     return (
         f"{method} {target} HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
         f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
@@ -35,7 +37,9 @@ def handshake() -> ChargerHandshake:
 
 def test_request_split_byte_by_byte_is_parsed_once_complete():
     hs = handshake()
-    data = upgrade(extra="Sec-WebSocket-Protocol: ocpp2.0.1, ocpp1.6\r\nAuthorization: Basic eDp5\r\n")
+    data = upgrade(
+        extra="Sec-WebSocket-Protocol: ocpp2.0.1, ocpp1.6\r\nAuthorization: Basic eDp5\r\n"
+    )
     for i in range(len(data) - 1):
         assert hs.receive_data(data[i : i + 1]) is None
     request = hs.receive_data(data[-1:])
@@ -51,7 +55,13 @@ def test_accept_answers_101_with_the_chosen_subprotocol_and_keeps_trailing_frame
     assert hs.receive_data(upgrade(extra="Sec-WebSocket-Protocol: ocpp1.6\r\n") + frame) is not None
     answer = hs.accept("ocpp1.6")
     client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("host", "x"), ("upgrade", "websocket"), ("connection", "upgrade")]))
+    client.send(
+        h11.Request(
+            method="GET",
+            target="/",
+            headers=[("host", "x"), ("upgrade", "websocket"), ("connection", "upgrade")],
+        )
+    )
     client.receive_data(answer)
     event = client.next_event()
     assert isinstance(event, h11.InformationalResponse) and event.status_code == 101
@@ -60,7 +70,9 @@ def test_accept_answers_101_with_the_chosen_subprotocol_and_keeps_trailing_frame
     assert headers[b"sec-websocket-protocol"] == b"ocpp1.6"
     assert b"sec-websocket-extensions" not in headers
     assert hs.trailing_data == frame
-    assert hs.refuse(HandshakeRefused(503, "too late")) == b""  # the connection speaks WebSocket now
+    assert (
+        hs.refuse(HandshakeRefused(503, "too late")) == b""
+    )  # the connection speaks WebSocket now
 
 
 def test_accept_without_subprotocol_sends_no_protocol_header():
@@ -71,7 +83,9 @@ def test_accept_without_subprotocol_sends_no_protocol_header():
 
 def test_permessage_deflate_offer_is_not_negotiated():
     hs = handshake()
-    assert hs.receive_data(upgrade(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"))
+    assert hs.receive_data(
+        upgrade(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+    )
     assert b"extensions" not in hs.accept("ocpp1.6").lower()
 
 
@@ -150,15 +164,23 @@ def test_upstream_offer(offered, expected):
     assert upstream_offer(offered, "ocpp1.6") == expected
 
 
-def _server_answer(request: bytes, status: int = 101, protocol: bytes | None = b"ocpp1.6", extra=()) -> bytes:
+def _server_answer(
+    request: bytes, status: int = 101, protocol: bytes | None = b"ocpp1.6", extra=()
+) -> bytes:
     server = h11.Connection(h11.SERVER)
     server.receive_data(request)
     event = server.next_event()
     assert isinstance(event, h11.Request)
     key = dict(event.headers)[b"sec-websocket-key"]
     if status != 101:
-        return server.send(h11.Response(status_code=status, headers=[("content-length", "0"), *extra]))
-    headers = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-accept", generate_accept_token(key))]
+        return server.send(
+            h11.Response(status_code=status, headers=[("content-length", "0"), *extra])
+        )
+    headers = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", generate_accept_token(key)),
+    ]
     if protocol is not None:
         headers.append((b"sec-websocket-protocol", protocol))
     headers.extend(extra)
@@ -175,7 +197,16 @@ def test_upstream_request_offers_subprotocols_and_forwards_authorization():
     assert b"host: csms.example\r\n" in request
     assert b"sec-websocket-protocol: ocpp2.0.1, ocpp1.6\r\n" in request
     assert b"authorization: Basic Q1A6cHc=\r\n" in request
-    assert len(base64.b64decode(dict(line.split(b": ", 1) for line in request.split(b"\r\n")[1:-2])[b"sec-websocket-key"])) == 16
+    assert (
+        len(
+            base64.b64decode(
+                dict(line.split(b": ", 1) for line in request.split(b"\r\n")[1:-2])[
+                    b"sec-websocket-key"
+                ]
+            )
+        )
+        == 16
+    )
 
 
 def test_upstream_accept_gives_subprotocol_and_trailing_bytes():
@@ -188,7 +219,9 @@ def test_upstream_accept_gives_subprotocol_and_trailing_bytes():
 
 def test_upstream_refusal_reports_status_and_challenge():
     hs = upstream()
-    answer = _server_answer(hs.request(), status=401, extra=[(b"www-authenticate", b'Basic realm="x"')])
+    answer = _server_answer(
+        hs.request(), status=401, extra=[(b"www-authenticate", b'Basic realm="x"')]
+    )
     assert hs.receive_data(answer) == UpstreamRefused(401, b'Basic realm="x"')
 
 
@@ -197,7 +230,9 @@ def test_upstream_refusal_reports_status_and_challenge():
     [
         lambda a: a.replace(b"sec-websocket-accept: ", b"sec-websocket-accept: x"),
         lambda a: a.replace(b"ocpp1.6", b"ocpp9.9"),
-        lambda a: a.replace(b"\r\n\r\n", b"\r\nsec-websocket-extensions: permessage-deflate\r\n\r\n"),
+        lambda a: a.replace(
+            b"\r\n\r\n", b"\r\nsec-websocket-extensions: permessage-deflate\r\n\r\n"
+        ),
         lambda a: b"SSH-2.0-OpenSSH\r\n\r\n",
     ],
 )

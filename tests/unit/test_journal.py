@@ -27,15 +27,37 @@ from proxy.capture.spill import SpillLog
 
 
 def boot(n: int, vendor: str = "Vendor") -> Event:
-    return ChargerBooted(f"00000000-0000-0000-0000-{n:012d}", "CP-1", float(n), vendor, "Model", None, None, None,
-                         None, None, None, "Accepted")  # fmt: skip
+    return ChargerBooted(
+        f"00000000-0000-0000-0000-{n:012d}",
+        "CP-1",
+        float(n),
+        vendor,
+        "Model",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "Accepted",
+    )
 
 
 def huge_multiplier(n: int) -> Event:
     """What the tracker made before its bounds: msgpack cannot encode an int beyond 64 bits."""
-    sample = Sample("2026-01-01T10:00:00Z", "Energy.Active.Import.Register", None, "Wh", "1", None, 10**20,
-                    error="multiplier out of range")  # fmt: skip
-    return MeterValuesReported(f"00000000-0000-0000-0001-{n:012d}", "CP-1", float(n), None, 1, None, (sample,))
+    sample = Sample(
+        "2026-01-01T10:00:00Z",
+        "Energy.Active.Import.Register",
+        None,
+        "Wh",
+        "1",
+        None,
+        10**20,
+        error="multiplier out of range",
+    )
+    return MeterValuesReported(
+        f"00000000-0000-0000-0001-{n:012d}", "CP-1", float(n), None, 1, None, (sample,)
+    )
 
 
 class MemoryStore:
@@ -87,24 +109,36 @@ async def test_an_event_that_cannot_be_encoded_becomes_a_dead_letter_and_its_bat
     store = MemoryStore()
     journal = Journal(SpillLog(tmp_path), retry_interval=1.0)
     await nursery.start(journal.run, store)
-    lone_surrogate = boot(3, vendor="\ud800")  # neither msgpack nor JSON can encode it: its repr is kept
+    lone_surrogate = boot(
+        3, vendor="\ud800"
+    )  # neither msgpack nor JSON can encode it: its repr is kept
     journal.submit([boot(1), huge_multiplier(2), boot(2)])
     journal.submit([lone_surrogate])
     await until(lambda: len(store.events) + len(store.letters) == 4)
     assert store.events == [boot(1), boot(2)]
     assert [(d.event_id, d.identity, d.event_kind, d.stage, d.format) for d in store.letters] == [
         ("00000000-0000-0000-0001-000000000002", "CP-1", "meter_values", "encode", "json"),
-        ("00000000-0000-0000-0000-000000000003", "CP-1", "charger_booted", "encode", "repr")]  # fmt: skip
-    assert msgspec.json.decode(store.letters[0].payload)["samples"][0]["multiplier"] == 10**20  # kept whole
+        ("00000000-0000-0000-0000-000000000003", "CP-1", "charger_booted", "encode", "repr"),
+    ]
+    assert (
+        msgspec.json.decode(store.letters[0].payload)["samples"][0]["multiplier"] == 10**20
+    )  # kept whole
     assert "\\ud800" in store.letters[1].payload.decode()
     assert "OverflowError" in store.letters[0].error
-    assert (journal.stats.dead_letters, journal.stats.failures["encode"], journal.stats.lost) == (2, 2, 0)
+    assert (journal.stats.dead_letters, journal.stats.failures["encode"], journal.stats.lost) == (
+        2,
+        2,
+        0,
+    )
     logged = [r for r in caplog.records if r.getMessage() == "event kept in the dead-letter table"]
     assert [(r.identity, r.event_id, r.kind, r.stage) for r in logged] == [
-        ("CP-1", d.event_id, d.event_kind, "encode") for d in store.letters]
+        ("CP-1", d.event_id, d.event_kind, "encode") for d in store.letters
+    ]
 
 
-async def test_unencodable_events_on_the_way_to_disk_are_dead_letters_too(autojump_clock, tmp_path, nursery):
+async def test_unencodable_events_on_the_way_to_disk_are_dead_letters_too(
+    autojump_clock, tmp_path, nursery
+):
     store = MemoryStore()
     store.down = True
     journal = Journal(SpillLog(tmp_path), retry_interval=1.0)
@@ -156,8 +190,10 @@ async def test_a_full_disk_is_survived_with_bounded_memory_and_capture_catches_u
         await until(lambda: journal.stats.failures["spill_write"] >= 3)
         assert journal.spill_failing and spill.records_buffered == 10
         assert journal.stats.lost == 20  # 1..10 wait in memory; each later one did not fit
-        assert any(r.getMessage() == "spill log's memory buffer full (disk failing): events lost"
-                   for r in caplog.records)  # fmt: skip
+        assert any(
+            r.getMessage() == "spill log's memory buffer full (disk failing): events lost"
+            for r in caplog.records
+        )
         assert any(r.getMessage().startswith("spill log cannot be written") for r in caplog.records)
         monkeypatch.undo()  # space again
         store.down = False
@@ -171,7 +207,9 @@ async def test_a_full_disk_is_survived_with_bounded_memory_and_capture_catches_u
     spill.close()
 
 
-async def test_stopping_on_a_full_disk_counts_what_could_not_be_flushed(autojump_clock, tmp_path, monkeypatch, caplog):
+async def test_stopping_on_a_full_disk_counts_what_could_not_be_flushed(
+    autojump_clock, tmp_path, monkeypatch, caplog
+):
     store = MemoryStore()
     store.down = True
     spill = SpillLog(tmp_path)
@@ -183,7 +221,10 @@ async def test_stopping_on_a_full_disk_counts_what_could_not_be_flushed(autojump
         await until(lambda: journal.spilling and journal.stats.failures["spill_write"] > 0)
         nursery.cancel_scope.cancel()  # run ends without raising
     assert journal.stats.lost == 2
-    assert any(r.getMessage() == "spill log cannot be written at shutdown: events lost" for r in caplog.records)
+    assert any(
+        r.getMessage() == "spill log cannot be written at shutdown: events lost"
+        for r in caplog.records
+    )
     spill.close()
 
 
@@ -222,7 +263,10 @@ async def test_journal_tasks_outlive_their_bugs(autojump_clock, tmp_path, nurser
     journal.submit([boot(3)])
     await until(lambda: boot(3) in store.events)
     assert store.events == [boot(1), boot(2), boot(3)]
-    assert any(r.getMessage() == "journal writer failed; restarting it" and r.exc_info for r in caplog.records)
+    assert any(
+        r.getMessage() == "journal writer failed; restarting it" and r.exc_info
+        for r in caplog.records
+    )
 
 
 class SlowForBigBatches(MemoryStore):
@@ -238,7 +282,9 @@ class SlowForBigBatches(MemoryStore):
         return await super().store(records)
 
 
-async def test_a_replay_batch_too_slow_to_store_is_halved_until_it_passes(autojump_clock, tmp_path, nursery):
+async def test_a_replay_batch_too_slow_to_store_is_halved_until_it_passes(
+    autojump_clock, tmp_path, nursery
+):
     spill = SpillLog(tmp_path)
     spill.append([msgspec.msgpack.encode(boot(n)) for n in range(1, 41)])
     spill.flush()
@@ -290,8 +336,17 @@ def test_failure_stages_are_all_exported_from_the_start(tmp_path: Path) -> None:
     with SpillLog(tmp_path) as spill:
         registry = CollectorRegistry()
         registry.register(JournalCollector(Journal(spill)))
-        for stage in ("encode", "spill_write", "spill_read", "spill_ack", "dead_letter", "internal"):
-            assert registry.get_sample_value("ere_proxy_capture_failures_total", {"stage": stage}) == 0
+        for stage in (
+            "encode",
+            "spill_write",
+            "spill_read",
+            "spill_ack",
+            "dead_letter",
+            "internal",
+        ):
+            assert (
+                registry.get_sample_value("ere_proxy_capture_failures_total", {"stage": stage}) == 0
+            )
         assert registry.get_sample_value("ere_proxy_capture_dead_letters_total") == 0
         assert registry.get_sample_value("ere_proxy_journal_spill_failing") == 0
 

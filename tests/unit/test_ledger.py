@@ -11,20 +11,34 @@ PROVISIONAL = 2_000_000_001
 
 
 def start(meter: int, charger_id: int) -> dict:
-    return {"action": "StartTransaction", "payload": {"connectorId": 1, "idTag": "T", "meterStart": meter},
-            "transaction_id": charger_id}  # fmt: skip
+    return {
+        "action": "StartTransaction",
+        "payload": {"connectorId": 1, "idTag": "T", "meterStart": meter},
+        "transaction_id": charger_id,
+    }
 
 
 def meter(value: int, transaction_id: int) -> dict:
-    return {"action": "MeterValues", "payload": {"connectorId": 1, "transactionId": transaction_id,
-                                                 "meterValue": [{"sampledValue": [{"value": str(value)}]}]}}  # fmt: skip
+    return {
+        "action": "MeterValues",
+        "payload": {
+            "connectorId": 1,
+            "transactionId": transaction_id,
+            "meterValue": [{"sampledValue": [{"value": str(value)}]}],
+        },
+    }
 
 
 def stop(value: int, transaction_id: int) -> dict:
-    return {"action": "StopTransaction", "payload": {"transactionId": transaction_id, "meterStop": value}}
+    return {
+        "action": "StopTransaction",
+        "payload": {"transactionId": transaction_id, "meterStop": value},
+    }
 
 
-def upstream(entries: list[dict], upstream_ids: list[int], rewrite: dict[int, int] | None = None) -> list[ReceivedCall]:
+def upstream(
+    entries: list[dict], upstream_ids: list[int], rewrite: dict[int, int] | None = None
+) -> list[ReceivedCall]:
     """What a back-office receives for `entries`: StartTransactions answered with `upstream_ids`,
     transactionIds rewritten through `rewrite`."""
     ids = iter(upstream_ids)
@@ -36,13 +50,20 @@ def upstream(entries: list[dict], upstream_ids: list[int], rewrite: dict[int, in
         if entry["action"] == "StartTransaction":
             answer = {"idTagInfo": {"status": "Accepted"}, "transactionId": next(ids)}
         elif "transactionId" in payload:
-            payload["transactionId"] = rewrite.get(payload["transactionId"], payload["transactionId"])
+            payload["transactionId"] = rewrite.get(
+                payload["transactionId"], payload["transactionId"]
+            )
         received.append(ReceivedCall(entry["action"], payload, f"u{n}", answer))
     return received
 
 
 SESSION = [start(100, 7), meter(110, 7), meter(120, 7), stop(130, 7)]
-BOOT = ReceivedCall("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}, "b", {"status": "Accepted"})
+BOOT = ReceivedCall(
+    "BootNotification",
+    {"chargePointVendor": "V", "chargePointModel": "M"},
+    "b",
+    {"status": "Accepted"},
+)
 
 
 def test_everything_once_in_order_passes():
@@ -53,7 +74,9 @@ def test_everything_once_in_order_passes():
 def test_a_missing_message_is_reported_with_its_index():
     received = upstream(SESSION, [7])
     del received[2]
-    assert exactly_once({"CP1": SESSION}, {"CP1": received}) == ["CP1: sent[2] MeterValues never arrived"]
+    assert exactly_once({"CP1": SESSION}, {"CP1": received}) == [
+        "CP1: sent[2] MeterValues never arrived"
+    ]
 
 
 def test_a_duplicate_is_reported():
@@ -82,8 +105,13 @@ def test_a_changed_payload_is_reported_as_missing_and_unexpected():
 
 
 def test_provisional_ids_mapped_to_the_upstream_ones_pass():
-    sent = [start(100, PROVISIONAL), meter(110, PROVISIONAL), stop(120, PROVISIONAL),
-            start(120, PROVISIONAL + 1), stop(130, PROVISIONAL + 1)]  # fmt: skip
+    sent = [
+        start(100, PROVISIONAL),
+        meter(110, PROVISIONAL),
+        stop(120, PROVISIONAL),
+        start(120, PROVISIONAL + 1),
+        stop(130, PROVISIONAL + 1),
+    ]
     received = upstream(sent, [41, 42], rewrite={PROVISIONAL: 41, PROVISIONAL + 1: 42})
     assert exactly_once({"CP1": sent}, {"CP1": received}) == []
 
@@ -123,13 +151,21 @@ def test_one_charger_id_mapped_to_two_upstream_ids_is_inconsistent():
 
 def test_transaction_events_must_match_exactly():
     def event(kind: str, seq: int) -> dict:
-        return {"action": "TransactionEvent", "payload": {"eventType": kind, "seqNo": seq,
-                                                          "transactionInfo": {"transactionId": "CP9-1"}}}  # fmt: skip
+        return {
+            "action": "TransactionEvent",
+            "payload": {
+                "eventType": kind,
+                "seqNo": seq,
+                "transactionInfo": {"transactionId": "CP9-1"},
+            },
+        }
 
     sent = [event("Started", 0), event("Updated", 1), event("Ended", 2)]
     assert exactly_once({"CP9": sent}, {"CP9": upstream(sent, [])}) == []
     received = upstream(sent, [])
-    received[1] = received[1]._replace(payload={**received[1].payload, "transactionInfo": {"transactionId": "other"}})
+    received[1] = received[1]._replace(
+        payload={**received[1].payload, "transactionInfo": {"transactionId": "other"}}
+    )
     assert exactly_once({"CP9": sent}, {"CP9": received}) == [
         "CP9: received[1] TransactionEvent (id u1) matches nothing the charger sent",
         "CP9: sent[1] TransactionEvent never arrived",
@@ -138,7 +174,9 @@ def test_transaction_events_must_match_exactly():
 
 def test_received_for_an_unknown_charger_is_a_problem_but_a_silent_one_is_not():
     received = {"CPX": upstream(SESSION, [7]), "CPY": [BOOT]}
-    assert exactly_once({}, received) == ["CPX: unknown charger, yet the back-office received 4 transaction CALLs"]
+    assert exactly_once({}, received) == [
+        "CPX: unknown charger, yet the back-office received 4 transaction CALLs"
+    ]
 
 
 def test_logs_read_back_from_json_are_checked_the_same():
@@ -151,4 +189,7 @@ def test_counts():
     sent = {"CP1": SESSION, "CP2": [], "CP3": [{"action": "TransactionEvent", "payload": {}}]}
     expected = {"chargers": 3, "starts": 1, "meter_values": 2, "stops": 1, "transaction_events": 1}
     assert counts(sent) == expected
-    assert counts({"CP1": [BOOT, *upstream(SESSION, [7])], "CP3": upstream(sent["CP3"], [])}) == {**expected, "chargers": 2}
+    assert counts({"CP1": [BOOT, *upstream(SESSION, [7])], "CP3": upstream(sent["CP3"], [])}) == {
+        **expected,
+        "chargers": 2,
+    }

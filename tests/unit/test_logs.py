@@ -10,8 +10,14 @@ from proxy.runtime.logs import JsonFormatter
 
 def test_log_record_becomes_one_json_object_without_secrets():
     record = logging.makeLogRecord(
-        {"name": "proxy.server", "levelname": "INFO", "msg": "link up", "identity": "CP-1",
-         "authorization": "Basic c2VjcmV0", "password": "pw"}
+        {
+            "name": "proxy.server",
+            "levelname": "INFO",
+            "msg": "link up",
+            "identity": "CP-1",
+            "authorization": "Basic c2VjcmV0",
+            "password": "pw",
+        }
     )
     entry = json.loads(JsonFormatter(worker=3).format(record))
     assert entry["msg"] == "link up" and entry["identity"] == "CP-1" and entry["worker"] == 3

@@ -16,19 +16,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.wire.codec import CALL, TEXT, FrameReader, Message, encode_frame
-from proxy.runtime.config import OutboxSettings
 from proxy.outbox.policy import (
     IN_DOUBT,
     REPLAY_ID_PREFIX,
     UNPROVEN,
     WAITS_FOR_START,
-    Entry,
     AuthorizationCache,
     Budget,
     ChargerOutbox,
     Completed,
     DeadLetter,
+    Entry,
     Full,
     LiveObserver,
     OfflineAnswer,
@@ -37,6 +35,8 @@ from proxy.outbox.policy import (
     payload_of,
     start_key,
 )
+from proxy.runtime.config import OutboxSettings
+from proxy.wire.codec import CALL, TEXT, FrameReader, Message, encode_frame
 
 SCHEMAS = Path(ocpp.__file__).parent
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -49,7 +49,11 @@ V16, V201 = "ocpp1.6", "ocpp2.0.1"
 
 def message(frame: Any) -> Message:
     """The codec's Message for one OCPP-J frame (a list, str or bytes) as a server sends it."""
-    data = frame if isinstance(frame, bytes) else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
+    data = (
+        frame
+        if isinstance(frame, bytes)
+        else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
+    )
     [msg] = FrameReader(from_client=False).feed(encode_frame(TEXT, data, mask=False))
     return msg
 
@@ -81,20 +85,33 @@ def valid(version: str, action: str, payload: Any, *, response: bool = False) ->
     return payload
 
 
-def make_outbox(version: str = V16, budget: Budget | None = None, **overrides: Any) -> ChargerOutbox:
+def make_outbox(
+    version: str = V16, budget: Budget | None = None, **overrides: Any
+) -> ChargerOutbox:
     options: dict[str, Any] = {"provisional_id_base": BASE, "heartbeat_interval": 120, **overrides}
-    return ChargerOutbox("CP-1", version, OutboxSettings(**options), budget or Budget(1_000_000, 1 << 30),
-                         proof="upstream")
+    return ChargerOutbox(
+        "CP-1",
+        version,
+        OutboxSettings(**options),
+        budget or Budget(1_000_000, 1 << 30),
+        proof="upstream",
+    )
 
 
-def offline(box: ChargerOutbox, action: str, payload: Any, unique_id: str = "c1", now: float = T0) -> OfflineAnswer:
+def offline(
+    box: ChargerOutbox, action: str, payload: Any, unique_id: str = "c1", now: float = T0
+) -> OfflineAnswer:
     """Answer one charger CALL offline; it must be answered (not refused as Full)."""
-    answer = box.offline_call(unique_id, action, payload if isinstance(payload, bytes) else body(payload), now)
+    answer = box.offline_call(
+        unique_id, action, payload if isinstance(payload, bytes) else body(payload), now
+    )
     assert isinstance(answer, OfflineAnswer), answer
     return answer
 
 
-def answered(answer: OfflineAnswer, unique_id: str = "c1", action: str | None = None, version: str = V16) -> Any:
+def answered(
+    answer: OfflineAnswer, unique_id: str = "c1", action: str | None = None, version: str = V16
+) -> Any:
     """The payload of an offline CALLRESULT, checked as OCPP-J (and against the schema for `action`)."""
     frame = json.loads(answer.frame)
     assert frame[:2] == [3, unique_id] and len(frame) == 3
@@ -104,32 +121,63 @@ def answered(answer: OfflineAnswer, unique_id: str = "c1", action: str | None = 
     return frame[2]
 
 
-def start16(connector: int = 1, id_tag: str = "TAG-1", meter_start: int = 1000, minute: int = 0) -> dict[str, Any]:
-    return valid(V16, "StartTransaction", {
-        "connectorId": connector, "idTag": id_tag, "meterStart": meter_start,
-        "timestamp": f"2026-01-01T10:{minute:02d}:00Z",
-    })  # fmt: skip
+def start16(
+    connector: int = 1, id_tag: str = "TAG-1", meter_start: int = 1000, minute: int = 0
+) -> dict[str, Any]:
+    return valid(
+        V16,
+        "StartTransaction",
+        {
+            "connectorId": connector,
+            "idTag": id_tag,
+            "meterStart": meter_start,
+            "timestamp": f"2026-01-01T10:{minute:02d}:00Z",
+        },
+    )
 
 
 def meter16(transaction_id: int, wh: int = 1500, connector: int = 1) -> dict[str, Any]:
-    return valid(V16, "MeterValues", {"connectorId": connector, "transactionId": transaction_id, "meterValue": [
-        {"timestamp": "2026-01-01T10:15:00Z", "sampledValue": [{"value": str(wh), "context": "Sample.Periodic"}]},
-    ]})  # fmt: skip
+    return valid(
+        V16,
+        "MeterValues",
+        {
+            "connectorId": connector,
+            "transactionId": transaction_id,
+            "meterValue": [
+                {
+                    "timestamp": "2026-01-01T10:15:00Z",
+                    "sampledValue": [{"value": str(wh), "context": "Sample.Periodic"}],
+                },
+            ],
+        },
+    )
 
 
-def stop16(transaction_id: int, meter_stop: int = 4000, id_tag: str | None = "TAG-1") -> dict[str, Any]:
-    payload: dict[str, Any] = {"transactionId": transaction_id, "meterStop": meter_stop,
-                               "timestamp": "2026-01-01T11:00:00Z", "reason": "EVDisconnected"}
+def stop16(
+    transaction_id: int, meter_stop: int = 4000, id_tag: str | None = "TAG-1"
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "transactionId": transaction_id,
+        "meterStop": meter_stop,
+        "timestamp": "2026-01-01T11:00:00Z",
+        "reason": "EVDisconnected",
+    }
     if id_tag is not None:
         payload["idTag"] = id_tag
     return valid(V16, "StopTransaction", payload)
 
 
-def event201(event_type: str = "Updated", seq_no: int = 1, id_token: str | None = None) -> dict[str, Any]:
+def event201(
+    event_type: str = "Updated", seq_no: int = 1, id_token: str | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "eventType": event_type, "timestamp": "2026-01-01T10:00:00Z", "triggerReason": "Authorized",
-        "seqNo": seq_no, "transactionInfo": {"transactionId": "TX-abc"}, "evse": {"id": 1, "connectorId": 1},
-    }  # fmt: skip
+        "eventType": event_type,
+        "timestamp": "2026-01-01T10:00:00Z",
+        "triggerReason": "Authorized",
+        "seqNo": seq_no,
+        "transactionInfo": {"transactionId": "TX-abc"},
+        "evse": {"id": 1, "connectorId": 1},
+    }
     if id_token is not None:
         payload["idToken"] = {"idToken": id_token, "type": "ISO14443"}
     return valid(V201, "TransactionEvent", payload)
@@ -161,7 +209,9 @@ def replay_ok(box: ChargerOutbox, answer: Any = None, now: float = T0) -> tuple[
     return step, outcome
 
 
-def learn(observer: LiveObserver, action: str, request: Any, answer: Any, unique_id: str = "live-1") -> Any:
+def learn(
+    observer: LiveObserver, action: str, request: Any, answer: Any, unique_id: str = "live-1"
+) -> Any:
     """A CALL the link forwarded and the back-office's CALLRESULT to it."""
     observer.on_call(message([2, unique_id, action, request]))
     return observer.on_answer(result(unique_id, answer))
@@ -173,38 +223,101 @@ def learn(observer: LiveObserver, action: str, request: Any, answer: Any, unique
 @pytest.mark.parametrize("version", [V16, V201])
 def test_boot_notification_is_accepted_with_the_configured_interval_and_the_current_time(version):
     box = make_outbox(version)
-    request = {"chargePointVendor": "Alfen", "chargePointModel": "Eve"} if version == V16 else \
-        {"reason": "PowerUp", "chargingStation": {"vendorName": "Alfen", "model": "Eve"}}
-    answer = offline(box, "BootNotification", valid(version, "BootNotification", request), now=T0 + 5.25)
+    request = (
+        {"chargePointVendor": "Alfen", "chargePointModel": "Eve"}
+        if version == V16
+        else {"reason": "PowerUp", "chargingStation": {"vendorName": "Alfen", "model": "Eve"}}
+    )
+    answer = offline(
+        box, "BootNotification", valid(version, "BootNotification", request), now=T0 + 5.25
+    )
     payload = answered(answer, action="BootNotification", version=version)
-    assert payload == {"status": "Accepted", "interval": 120, "currentTime": "2026-01-01T00:00:05.250Z"}
+    assert payload == {
+        "status": "Accepted",
+        "interval": 120,
+        "currentTime": "2026-01-01T00:00:05.250Z",
+    }
     assert answer.entry is not None and answer.entry.action == "BootNotification"
 
 
 @pytest.mark.parametrize("version", [V16, V201])
 def test_heartbeat_is_answered_with_the_current_time(version):
     box = make_outbox(version)
-    payload = answered(offline(box, "Heartbeat", {}, now=T0 + 61), action="Heartbeat", version=version)
+    payload = answered(
+        offline(box, "Heartbeat", {}, now=T0 + 61), action="Heartbeat", version=version
+    )
     assert payload == {"currentTime": "2026-01-01T00:01:01.000Z"}
 
 
-@pytest.mark.parametrize(("version", "action", "request_payload"), [
-    (V16, "StatusNotification", {"connectorId": 1, "status": "Charging", "errorCode": "NoError"}),
-    (V16, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T10:00:00Z",
-                                                              "sampledValue": [{"value": "10"}]}]}),
-    (V16, "DiagnosticsStatusNotification", {"status": "Uploaded"}),
-    (V16, "FirmwareStatusNotification", {"status": "Installed"}),
-    (V201, "StatusNotification", {"timestamp": "2026-01-01T10:00:00Z", "connectorStatus": "Occupied",
-                                  "evseId": 1, "connectorId": 1}),
-    (V201, "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2026-01-01T10:00:00Z",
-                                                       "sampledValue": [{"value": 10.0}]}]}),
-    (V201, "NotifyEvent", {"generatedAt": "2026-01-01T10:00:00Z", "seqNo": 0, "eventData": [{
-        "eventId": 1, "timestamp": "2026-01-01T10:00:00Z", "trigger": "Alerting", "actualValue": "1",
-        "eventNotificationType": "HardWiredNotification", "component": {"name": "Door"},
-        "variable": {"name": "Open"}}]}),
-    (V201, "SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": "2026-01-01T10:00:00Z"}),
-])  # fmt: skip
-def test_notifications_are_answered_with_an_empty_object_and_queued(version, action, request_payload):
+@pytest.mark.parametrize(
+    ("version", "action", "request_payload"),
+    [
+        (
+            V16,
+            "StatusNotification",
+            {"connectorId": 1, "status": "Charging", "errorCode": "NoError"},
+        ),
+        (
+            V16,
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "meterValue": [
+                    {"timestamp": "2026-01-01T10:00:00Z", "sampledValue": [{"value": "10"}]}
+                ],
+            },
+        ),
+        (V16, "DiagnosticsStatusNotification", {"status": "Uploaded"}),
+        (V16, "FirmwareStatusNotification", {"status": "Installed"}),
+        (
+            V201,
+            "StatusNotification",
+            {
+                "timestamp": "2026-01-01T10:00:00Z",
+                "connectorStatus": "Occupied",
+                "evseId": 1,
+                "connectorId": 1,
+            },
+        ),
+        (
+            V201,
+            "MeterValues",
+            {
+                "evseId": 1,
+                "meterValue": [
+                    {"timestamp": "2026-01-01T10:00:00Z", "sampledValue": [{"value": 10.0}]}
+                ],
+            },
+        ),
+        (
+            V201,
+            "NotifyEvent",
+            {
+                "generatedAt": "2026-01-01T10:00:00Z",
+                "seqNo": 0,
+                "eventData": [
+                    {
+                        "eventId": 1,
+                        "timestamp": "2026-01-01T10:00:00Z",
+                        "trigger": "Alerting",
+                        "actualValue": "1",
+                        "eventNotificationType": "HardWiredNotification",
+                        "component": {"name": "Door"},
+                        "variable": {"name": "Open"},
+                    }
+                ],
+            },
+        ),
+        (
+            V201,
+            "SecurityEventNotification",
+            {"type": "StartupOfTheDevice", "timestamp": "2026-01-01T10:00:00Z"},
+        ),
+    ],
+)
+def test_notifications_are_answered_with_an_empty_object_and_queued(
+    version, action, request_payload
+):
     box = make_outbox(version)
     answer = offline(box, action, valid(version, action, request_payload))
     assert answered(answer, action=action, version=version) == {}
@@ -212,28 +325,57 @@ def test_notifications_are_answered_with_an_empty_object_and_queued(version, act
 
 
 CHARGER_NOTIFICATIONS = {
-    V16: ["StatusNotification", "MeterValues", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
-          "SecurityEventNotification", "SignedFirmwareStatusNotification", "LogStatusNotification"],
-    V201: ["StatusNotification", "MeterValues", "FirmwareStatusNotification", "SecurityEventNotification",
-           "LogStatusNotification", "NotifyEvent", "NotifyReport", "NotifyMonitoringReport", "NotifyChargingLimit",
-           "ReportChargingProfiles", "ClearedChargingLimit", "PublishFirmwareStatusNotification",
-           "NotifyCustomerInformation", "NotifyDisplayMessages", "ReservationStatusUpdate"],
-}  # fmt: skip
+    V16: [
+        "StatusNotification",
+        "MeterValues",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "SecurityEventNotification",
+        "SignedFirmwareStatusNotification",
+        "LogStatusNotification",
+    ],
+    V201: [
+        "StatusNotification",
+        "MeterValues",
+        "FirmwareStatusNotification",
+        "SecurityEventNotification",
+        "LogStatusNotification",
+        "NotifyEvent",
+        "NotifyReport",
+        "NotifyMonitoringReport",
+        "NotifyChargingLimit",
+        "ReportChargingProfiles",
+        "ClearedChargingLimit",
+        "PublishFirmwareStatusNotification",
+        "NotifyCustomerInformation",
+        "NotifyDisplayMessages",
+        "ReservationStatusUpdate",
+    ],
+}
 BACK_OFFICE_ONLY = {
     V16: ["DataTransfer", "SignCertificate"],
-    V201: ["DataTransfer", "SignCertificate", "Get15118EVCertificate", "GetCertificateStatus",
-           "NotifyEVChargingNeeds", "NotifyEVChargingSchedule"],
-}  # fmt: skip
+    V201: [
+        "DataTransfer",
+        "SignCertificate",
+        "Get15118EVCertificate",
+        "GetCertificateStatus",
+        "NotifyEVChargingNeeds",
+        "NotifyEVChargingSchedule",
+    ],
+}
 
 
-@pytest.mark.parametrize(("version", "action"), [(v, a) for v, actions in CHARGER_NOTIFICATIONS.items()
-                                                 for a in actions])
+@pytest.mark.parametrize(
+    ("version", "action"), [(v, a) for v, actions in CHARGER_NOTIFICATIONS.items() for a in actions]
+)
 def test_every_notification_gets_an_answer_its_schema_accepts(version, action):
     answer = offline(make_outbox(version), action, {"any": "content"})
     assert answered(answer, action=action, version=version) == {} and answer.entry is not None
 
 
-@pytest.mark.parametrize(("version", "action"), [(v, a) for v, actions in BACK_OFFICE_ONLY.items() for a in actions])
+@pytest.mark.parametrize(
+    ("version", "action"), [(v, a) for v, actions in BACK_OFFICE_ONLY.items() for a in actions]
+)
 def test_every_call_whose_answer_needs_the_back_office_gets_a_callerror(version, action):
     box = make_outbox(version)
     answer = offline(box, action, {"any": "content"}, "q")
@@ -242,11 +384,16 @@ def test_every_call_whose_answer_needs_the_back_office_gets_a_callerror(version,
 
 def test_offline_start_gets_a_provisional_id_from_the_base_and_its_sequence_number():
     box = make_outbox()
-    offline(box, "StatusNotification", {"connectorId": 1, "status": "Preparing", "errorCode": "NoError"})
+    offline(
+        box, "StatusNotification", {"connectorId": 1, "status": "Preparing", "errorCode": "NoError"}
+    )
     answer = offline(box, "StartTransaction", start16(), "s1")
     payload = answered(answer, "s1", action="StartTransaction")
     assert answer.entry is not None and answer.entry.seq == 2
-    assert payload == {"transactionId": BASE + 2, "idTagInfo": {"status": "Invalid"}}  # unknown tag: default
+    assert payload == {
+        "transactionId": BASE + 2,
+        "idTagInfo": {"status": "Invalid"},
+    }  # unknown tag: default
     assert answer.transaction is not None and answer.transaction.provisional == BASE + 2
     assert answer.transaction.real is None and not answer.transaction.ended
     assert box.transactions == {BASE + 2: answer.transaction} and box.needs_rewriting
@@ -269,19 +416,29 @@ def test_offline_start_takes_the_id_tag_info_from_the_cache():
 
 def test_offline_start_with_an_unknown_tag_gets_unknown_id_tag():
     box = make_outbox(unknown_id_tag="Invalid")
-    payload = answered(offline(box, "StartTransaction", start16(id_tag="NEW")), action="StartTransaction")
+    payload = answered(
+        offline(box, "StartTransaction", start16(id_tag="NEW")), action="StartTransaction"
+    )
     assert payload["idTagInfo"] == {"status": "Invalid"}
 
 
 def test_offline_stop_answers_from_the_cache_and_without_id_tag_with_an_empty_object():
     box = make_outbox(unknown_id_tag="Invalid")
     box.auth.learn("TAG-1", {"status": "Accepted"})
-    assert answered(offline(box, "StopTransaction", stop16(BASE + 1)), action="StopTransaction") == {
-        "idTagInfo": {"status": "Accepted"}}
-    assert answered(offline(box, "StopTransaction", stop16(BASE + 1, 5000, id_tag="OTHER")),
-                    action="StopTransaction") == {"idTagInfo": {"status": "Invalid"}}
-    assert answered(offline(box, "StopTransaction", stop16(BASE + 1, 6000, id_tag=None)),
-                    action="StopTransaction") == {}
+    assert answered(
+        offline(box, "StopTransaction", stop16(BASE + 1)), action="StopTransaction"
+    ) == {"idTagInfo": {"status": "Accepted"}}
+    assert answered(
+        offline(box, "StopTransaction", stop16(BASE + 1, 5000, id_tag="OTHER")),
+        action="StopTransaction",
+    ) == {"idTagInfo": {"status": "Invalid"}}
+    assert (
+        answered(
+            offline(box, "StopTransaction", stop16(BASE + 1, 6000, id_tag=None)),
+            action="StopTransaction",
+        )
+        == {}
+    )
     assert [e.action for e in box.entries] == ["StopTransaction"] * 3
 
 
@@ -289,21 +446,31 @@ def test_authorize_is_answered_from_what_the_live_observer_learned():
     box = make_outbox(unknown_id_tag="Invalid")
     observer = LiveObserver(V16, box.auth, box.starts)
     info = {"status": "Accepted", "expiryDate": "2026-02-01T00:00:00Z", "parentIdTag": "FLEET"}
-    assert learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": info}) == [("auth", "TAG-1", info)]
-    assert answered(offline(box, "Authorize", {"idTag": "TAG-1"}), action="Authorize") == {"idTagInfo": info}
+    assert learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": info}) == [
+        ("auth", "TAG-1", info)
+    ]
+    assert answered(offline(box, "Authorize", {"idTag": "TAG-1"}), action="Authorize") == {
+        "idTagInfo": info
+    }
     assert answered(offline(box, "Authorize", {"idTag": "TAG-2"}), action="Authorize") == {
-        "idTagInfo": {"status": "Invalid"}}
+        "idTagInfo": {"status": "Invalid"}
+    }
 
 
 def test_observer_learns_a_refusal_too_and_a_changed_answer_replaces_the_old_one():
     box = make_outbox()
     observer = LiveObserver(V16, box.auth, box.starts)
     learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"status": "Accepted"}}, "a")
-    assert learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"status": "Blocked"}}, "b") == [
-        ("auth", "TAG-1", {"status": "Blocked"})]
-    assert learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"status": "Blocked"}}, "c") == []
+    assert learn(
+        observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"status": "Blocked"}}, "b"
+    ) == [("auth", "TAG-1", {"status": "Blocked"})]
+    assert (
+        learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"status": "Blocked"}}, "c")
+        == []
+    )
     assert answered(offline(box, "Authorize", {"idTag": "TAG-1"}), action="Authorize") == {
-        "idTagInfo": {"status": "Blocked"}}
+        "idTagInfo": {"status": "Blocked"}
+    }
 
 
 def test_observer_ignores_callerrors_unmatched_answers_and_answers_without_status():
@@ -311,9 +478,13 @@ def test_observer_ignores_callerrors_unmatched_answers_and_answers_without_statu
     observer = LiveObserver(V16, box.auth, box.starts)
     observer.on_call(message([2, "a", "Authorize", {"idTag": "TAG-1"}]))
     assert observer.on_answer(error("a")) == []
-    assert observer.on_answer(result("a", {"idTagInfo": {"status": "Accepted"}})) == []  # already answered
+    assert (
+        observer.on_answer(result("a", {"idTagInfo": {"status": "Accepted"}})) == []
+    )  # already answered
     assert observer.on_answer(result("zz", {"idTagInfo": {"status": "Accepted"}})) == []
-    assert learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"parentIdTag": "X"}}) == []
+    assert (
+        learn(observer, "Authorize", {"idTag": "TAG-1"}, {"idTagInfo": {"parentIdTag": "X"}}) == []
+    )
     assert learn(observer, "Heartbeat", {}, {"currentTime": "2026-01-01T00:00:00Z"}) == []
     assert box.auth.known == {} and box.starts == {}
 
@@ -328,34 +499,52 @@ def test_observer_learns_a_started_transaction_and_its_id_tag():
     assert box.starts == {key: 4711}
 
 
-@pytest.mark.parametrize(("unknown", "expected"), [("Accepted", "Accepted"), ("Invalid", "Invalid")])
+@pytest.mark.parametrize(
+    ("unknown", "expected"), [("Accepted", "Accepted"), ("Invalid", "Invalid")]
+)
 def test_an_expired_cache_entry_gets_the_unknown_status(unknown, expected):
     box = make_outbox(unknown_id_tag=unknown)
     box.auth.learn("TAG-1", {"status": "Blocked", "expiryDate": "2025-12-31T23:59:59Z"})
     box.auth.learn("TAG-2", {"status": "Blocked", "expiryDate": "2026-01-01T00:00:30Z"})
     assert answered(offline(box, "Authorize", {"idTag": "TAG-1"}, now=T0), action="Authorize") == {
-        "idTagInfo": {"status": expected}}
-    assert answered(offline(box, "Authorize", {"idTag": "TAG-2"}, now=T0), action="Authorize")[
-        "idTagInfo"]["status"] == "Blocked"  # not yet expired
-    assert answered(offline(box, "Authorize", {"idTag": "TAG-2"}, now=T0 + 31), action="Authorize") == {
-        "idTagInfo": {"status": expected}}
+        "idTagInfo": {"status": expected}
+    }
+    assert (
+        answered(offline(box, "Authorize", {"idTag": "TAG-2"}, now=T0), action="Authorize")[
+            "idTagInfo"
+        ]["status"]
+        == "Blocked"
+    )  # not yet expired
+    assert answered(
+        offline(box, "Authorize", {"idTag": "TAG-2"}, now=T0 + 31), action="Authorize"
+    ) == {"idTagInfo": {"status": expected}}
 
 
 def test_expiry_dates_with_a_utc_offset_are_compared_as_instants():
-    cache_ = AuthorizationCache({
-        "PAST": {"status": "Accepted", "expiryDate": "2026-01-01T01:00:00+02:00"},  # 2025-12-31T23:00Z
-        "FUTURE": {"status": "Accepted", "expiryDate": "2025-12-31T23:30:00-01:00"},  # 2026-01-01T00:30Z
-    })  # fmt: skip
+    cache_ = AuthorizationCache(
+        {
+            "PAST": {
+                "status": "Accepted",
+                "expiryDate": "2026-01-01T01:00:00+02:00",
+            },  # 2025-12-31T23:00Z
+            "FUTURE": {
+                "status": "Accepted",
+                "expiryDate": "2025-12-31T23:30:00-01:00",
+            },  # 2026-01-01T00:30Z
+        }
+    )
     assert cache_.info("PAST", T0, "Invalid") == {"status": "Invalid"}
     assert cache_.info("FUTURE", T0, "Invalid")["status"] == "Accepted"
 
 
 def test_expiry_is_compared_to_the_second_and_an_unreadable_expiry_counts_as_expired():
-    cache_ = AuthorizationCache({
-        "EDGE": {"status": "Accepted", "expiryDate": "2026-01-01T00:00:10Z"},
-        "BAD": {"status": "Accepted", "expiryDate": "next tuesday"},
-        "NONE": {"status": "Accepted"},
-    })  # fmt: skip
+    cache_ = AuthorizationCache(
+        {
+            "EDGE": {"status": "Accepted", "expiryDate": "2026-01-01T00:00:10Z"},
+            "BAD": {"status": "Accepted", "expiryDate": "next tuesday"},
+            "NONE": {"status": "Accepted"},
+        }
+    )
     assert cache_.info("EDGE", T0 + 9.5, "Invalid")["status"] == "Accepted"
     assert cache_.info("EDGE", T0 + 10.5, "Invalid") == {"status": "Invalid"}
     assert cache_.info("BAD", T0, "Invalid") == {"status": "Invalid"}
@@ -364,7 +553,9 @@ def test_expiry_is_compared_to_the_second_and_an_unreadable_expiry_counts_as_exp
 
 def test_authorize_without_an_id_tag_is_invalid():
     box = make_outbox()
-    assert answered(offline(box, "Authorize", {}), action=None) == {"idTagInfo": {"status": "Invalid"}}
+    assert answered(offline(box, "Authorize", {}), action=None) == {
+        "idTagInfo": {"status": "Invalid"}
+    }
 
 
 def test_201_authorize_and_transaction_event_answer_id_token_info_from_the_cache():
@@ -373,15 +564,25 @@ def test_201_authorize_and_transaction_event_answer_id_token_info_from_the_cache
     info = {"status": "Accepted", "groupIdToken": {"idToken": "FLEET", "type": "Central"}}
     token = {"idToken": {"idToken": "TOKEN-1", "type": "ISO14443"}}
     assert learn(observer, "Authorize", valid(V201, "Authorize", token), {"idTokenInfo": info}) == [
-        ("auth", "TOKEN-1", info)]
-    assert answered(offline(box, "Authorize", token), action="Authorize", version=V201) == {"idTokenInfo": info}
+        ("auth", "TOKEN-1", info)
+    ]
+    assert answered(offline(box, "Authorize", token), action="Authorize", version=V201) == {
+        "idTokenInfo": info
+    }
     event = offline(box, "TransactionEvent", event201("Started", 0, id_token="TOKEN-1"))
     assert answered(event, action="TransactionEvent", version=V201) == {"idTokenInfo": info}
-    assert answered(offline(box, "TransactionEvent", event201("Updated", 1)), action="TransactionEvent",
-                    version=V201) == {}
+    assert (
+        answered(
+            offline(box, "TransactionEvent", event201("Updated", 1)),
+            action="TransactionEvent",
+            version=V201,
+        )
+        == {}
+    )
     unknown = {"idToken": {"idToken": "TOKEN-2", "type": "ISO14443"}}
     assert answered(offline(box, "Authorize", unknown), action="Authorize", version=V201) == {
-        "idTokenInfo": {"status": "Invalid"}}
+        "idTokenInfo": {"status": "Invalid"}
+    }
     assert box.transactions == {} and not box.needs_rewriting  # 2.0.1: the station chose the id
 
 
@@ -389,9 +590,17 @@ def test_201_observer_learns_from_a_transaction_event_answer():
     box = make_outbox(V201)
     observer = LiveObserver(V201, box.auth, box.starts)
     info = {"status": "Blocked"}
-    learn(observer, "TransactionEvent", event201("Started", 0, id_token="TOKEN-9"), {"idTokenInfo": info})
-    assert answered(offline(box, "Authorize", {"idToken": {"idToken": "TOKEN-9", "type": "ISO14443"}}),
-                    action="Authorize", version=V201) == {"idTokenInfo": info}
+    learn(
+        observer,
+        "TransactionEvent",
+        event201("Started", 0, id_token="TOKEN-9"),
+        {"idTokenInfo": info},
+    )
+    assert answered(
+        offline(box, "Authorize", {"idToken": {"idToken": "TOKEN-9", "type": "ISO14443"}}),
+        action="Authorize",
+        version=V201,
+    ) == {"idTokenInfo": info}
 
 
 def test_201_an_expired_id_token_gets_the_unknown_status():
@@ -399,18 +608,27 @@ def test_201_an_expired_id_token_gets_the_unknown_status():
     box.auth.learn("TOKEN-1", {"status": "Accepted", "cacheExpiryDateTime": "2025-12-31T00:00:00Z"})
     token = {"idToken": {"idToken": "TOKEN-1", "type": "ISO14443"}}
     assert answered(offline(box, "Authorize", token, now=T0), action="Authorize", version=V201) == {
-        "idTokenInfo": {"status": "Invalid"}}
+        "idTokenInfo": {"status": "Invalid"}
+    }
 
 
-@pytest.mark.parametrize(("version", "action", "request_payload"), [
-    (V16, "DataTransfer", {"vendorId": "Alfen", "messageId": "x", "data": "y"}),
-    (V16, "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}),
-    (V201, "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}),
-    (V201, "DataTransfer", {"vendorId": "Alfen"}),
-    (V201, "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "AA=="}),
-])  # fmt: skip
-def test_a_call_only_the_back_office_can_answer_gets_a_callerror_and_is_not_queued(version, action,
-                                                                                  request_payload):
+@pytest.mark.parametrize(
+    ("version", "action", "request_payload"),
+    [
+        (V16, "DataTransfer", {"vendorId": "Alfen", "messageId": "x", "data": "y"}),
+        (V16, "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}),
+        (V201, "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}),
+        (V201, "DataTransfer", {"vendorId": "Alfen"}),
+        (
+            V201,
+            "Get15118EVCertificate",
+            {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "AA=="},
+        ),
+    ],
+)
+def test_a_call_only_the_back_office_can_answer_gets_a_callerror_and_is_not_queued(
+    version, action, request_payload
+):
     box = make_outbox(version)
     answer = offline(box, action, request_payload, "x-9")
     frame = json.loads(answer.frame)
@@ -425,18 +643,27 @@ def test_answered_calls_are_queued_in_order_with_their_payload_bytes_unchanged()
     box = make_outbox()
     calls = [
         ("BootNotification", b'{"chargePointVendor" : "A",\n "chargePointModel":"M"}'),
-        ("StatusNotification", b'{ "connectorId": 1, "status": "Charging", "errorCode": "NoError" }'),
+        (
+            "StatusNotification",
+            b'{ "connectorId": 1, "status": "Charging", "errorCode": "NoError" }',
+        ),
         ("DataTransfer", b'{"vendorId": "A"}'),  # not queued
         ("StartTransaction", body(start16())),
         ("MeterValues", body(meter16(BASE + 3))),
         ("Heartbeat", b"{}"),
-        ("StopTransaction", b'{"transactionId":1000003,"meterStop":9,"timestamp":"2026-01-01T11:00:00.000+00:00"}'),
+        (
+            "StopTransaction",
+            b'{"transactionId":1000003,"meterStop":9,"timestamp":"2026-01-01T11:00:00.000+00:00"}',
+        ),
     ]
     for n, (action, payload) in enumerate(calls):
         box.offline_call(f"c{n}", action, payload, T0 + n)
     assert [(e.seq, e.action, e.payload) for e in box.entries] == [
-        (seq, action, payload) for seq, (action, payload) in enumerate(
-            [c for c in calls if c[0] != "DataTransfer"], start=1)]
+        (seq, action, payload)
+        for seq, (action, payload) in enumerate(
+            [c for c in calls if c[0] != "DataTransfer"], start=1
+        )
+    ]
     assert [e.received_at for e in box.entries] == [T0, T0 + 1, T0 + 3, T0 + 4, T0 + 5, T0 + 6]
     assert box.next_seq == 7
     assert box.bytes == box.budget.bytes == sum(len(p) for a, p in calls if a != "DataTransfer")
@@ -448,14 +675,21 @@ def test_answered_calls_are_queued_in_order_with_their_payload_bytes_unchanged()
 
 def test_replay_sends_one_call_at_a_time_under_our_own_ids_with_identical_payloads():
     box = make_outbox()
-    payloads = [b'{"chargePointVendor" : "A", "chargePointModel":"M"}',
-                b'{ "connectorId": 1, "status": "Available", "errorCode": "NoError" }', b"{}"]
-    for n, (action, payload) in enumerate(zip(["BootNotification", "StatusNotification", "Heartbeat"], payloads)):
+    payloads = [
+        b'{"chargePointVendor" : "A", "chargePointModel":"M"}',
+        b'{ "connectorId": 1, "status": "Available", "errorCode": "NoError" }',
+        b"{}",
+    ]
+    for n, (action, payload) in enumerate(
+        zip(["BootNotification", "StatusNotification", "Heartbeat"], payloads)
+    ):
         offline(box, action, payload, f"c{n}")
     ids = []
     for action, payload in zip(["BootNotification", "StatusNotification", "Heartbeat"], payloads):
         step = send(box)
-        assert box.next_replay(T0) is None and box.next_replay(T0 + 3600) is None  # one in flight at a time
+        assert (
+            box.next_replay(T0) is None and box.next_replay(T0 + 3600) is None
+        )  # one in flight at a time
         unique_id, sent_action, _ = sent(step)
         assert unique_id.startswith(REPLAY_ID_PREFIX) and len(unique_id) <= 36
         assert sent_action == action == step.entry.action
@@ -469,7 +703,11 @@ def test_replay_sends_one_call_at_a_time_under_our_own_ids_with_identical_payloa
 def test_replay_completes_the_entries_in_the_order_they_were_queued():
     box = make_outbox()
     for n in range(5):
-        offline(box, "StatusNotification", {"connectorId": n, "status": "Available", "errorCode": "NoError"})
+        offline(
+            box,
+            "StatusNotification",
+            {"connectorId": n, "status": "Available", "errorCode": "NoError"},
+        )
     done = []
     for _ in range(5):
         _, outcome = replay_ok(box)
@@ -499,7 +737,12 @@ def test_no_answer_is_expected_when_nothing_is_in_flight():
 def test_a_lost_connection_sends_the_same_entry_again():
     box = make_outbox()
     offline(box, "Heartbeat", {}, "c1")
-    offline(box, "StatusNotification", {"connectorId": 1, "status": "Available", "errorCode": "NoError"}, "c2")
+    offline(
+        box,
+        "StatusNotification",
+        {"connectorId": 1, "status": "Available", "errorCode": "NoError"},
+        "c2",
+    )
     first = send(box)
     box.connection_lost()
     again = send(box)
@@ -513,7 +756,12 @@ def test_charger_calls_answered_during_replay_are_queued_behind():
     box = make_outbox()
     offline(box, "Heartbeat", {}, "c1")
     step = send(box)
-    offline(box, "StatusNotification", {"connectorId": 1, "status": "Available", "errorCode": "NoError"}, "c2")
+    offline(
+        box,
+        "StatusNotification",
+        {"connectorId": 1, "status": "Available", "errorCode": "NoError"},
+        "c2",
+    )
     box.replay_answer(result(sent(step)[0], {}), T0)
     assert sent(send(box))[1] == "StatusNotification"
 
@@ -534,20 +782,28 @@ def test_replayed_frames_after_the_start_carry_the_real_transaction_id():
     provisional = offline_session(box)
     step, outcome = replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
     assert sent(step)[2] == start16()
-    assert outcome.transaction is not None and (outcome.transaction.provisional, outcome.transaction.real) == (
-        provisional, 4711)
+    assert outcome.transaction is not None and (
+        outcome.transaction.provisional,
+        outcome.transaction.real,
+    ) == (provisional, 4711)
     assert box.starts == {start_key(start16()): 4711}
 
     meter = send(box)
     assert sent(meter)[2] == meter16(4711)  # only the id changed
-    assert meter.entry.payload == body(meter16(provisional))  # the stored entry is kept as the charger sent it
+    assert meter.entry.payload == body(
+        meter16(provisional)
+    )  # the stored entry is kept as the charger sent it
     assert box.needs_rewriting
     box.replay_answer(result(sent(meter)[0], {}), T0)
 
     stop = send(box)
     assert sent(stop)[2] == stop16(4711)
     outcome = box.replay_answer(result(sent(stop)[0], {"idTagInfo": {"status": "Accepted"}}), T0)
-    assert isinstance(outcome, Completed) and outcome.transaction is not None and outcome.transaction.ended
+    assert (
+        isinstance(outcome, Completed)
+        and outcome.transaction is not None
+        and outcome.transaction.ended
+    )
     assert box.rewrites == 2 and not box.needs_rewriting and box.empty
 
 
@@ -571,13 +827,19 @@ def test_live_charger_frames_are_rewritten_until_the_stop_passes():
     assert rewritten is not None and json.loads(rewritten) == meter16(4711) and ended is None
     assert box.upstream_view(message([2, "m2", "MeterValues", meter16(provisional)])) == rewritten
     assert box.from_charger(message([2, "h", "Heartbeat", {}])) == (None, None)
-    assert box.from_charger(message([2, "m3", "MeterValues", meter16(77)])) == (None, None)  # not ours
+    assert box.from_charger(message([2, "m3", "MeterValues", meter16(77)])) == (
+        None,
+        None,
+    )  # not ours
 
     rewritten, ended = box.from_charger(message([2, "x1", "StopTransaction", stop16(provisional)]))
     assert rewritten is not None and json.loads(rewritten) == stop16(4711)
     assert ended is not None and ended.provisional == provisional and ended.ended
     assert not box.needs_rewriting
-    assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}])) is None
+    assert (
+        box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}]))
+        is None
+    )
 
 
 def test_back_office_calls_get_the_provisional_id_back():
@@ -586,12 +848,24 @@ def test_back_office_calls_get_the_provisional_id_back():
     replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
     before = box.rewrites
 
-    remote_stop = box.from_upstream(message([2, "r1", "RemoteStopTransaction", {"transactionId": 4711}]))
+    remote_stop = box.from_upstream(
+        message([2, "r1", "RemoteStopTransaction", {"transactionId": 4711}])
+    )
     assert remote_stop is not None and json.loads(remote_stop) == {"transactionId": provisional}
-    profile = {"connectorId": 1, "csChargingProfiles": {
-        "chargingProfileId": 7, "transactionId": 4711, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
-        "chargingProfileKind": "Relative", "chargingSchedule": {
-            "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}}
+    profile = {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": 7,
+            "transactionId": 4711,
+            "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}],
+            },
+        },
+    }
     valid(V16, "SetChargingProfile", profile)
     rewritten = box.from_upstream(message([2, "r2", "SetChargingProfile", profile]))
     expected = json.loads(json.dumps(profile))
@@ -599,7 +873,10 @@ def test_back_office_calls_get_the_provisional_id_back():
     assert rewritten is not None and json.loads(rewritten) == expected
     assert box.rewrites == before + 2
 
-    assert box.from_upstream(message([2, "r3", "RemoteStopTransaction", {"transactionId": 4712}])) is None
+    assert (
+        box.from_upstream(message([2, "r3", "RemoteStopTransaction", {"transactionId": 4712}]))
+        is None
+    )
     assert box.from_upstream(message([2, "r4", "GetConfiguration", {}])) is None
     assert box.from_upstream(message([2, "r5", "SetChargingProfile", {"connectorId": 1}])) is None
     assert box.from_upstream(result("r6", {"transactionId": 4711})) is None
@@ -612,26 +889,46 @@ def test_no_rewriting_after_the_replayed_stop():
     replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
     replay_ok(box)
     _, outcome = replay_ok(box)
-    assert outcome.transaction is not None and outcome.transaction.ended and outcome.transaction.real == 4711
+    assert (
+        outcome.transaction is not None
+        and outcome.transaction.ended
+        and outcome.transaction.real == 4711
+    )
     assert not box.needs_rewriting
-    assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}])) is None
+    assert (
+        box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}]))
+        is None
+    )
 
 
 def test_back_office_calls_are_not_rewritten_before_the_real_id_is_known():
     box = make_outbox()
     offline(box, "StartTransaction", start16(), "s")
-    assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": BASE + 1}])) is None
+    assert (
+        box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": BASE + 1}]))
+        is None
+    )
 
 
 def test_an_outbox_rebuilt_from_the_store_keeps_mapping():
     box = make_outbox()
     provisional = offline_session(box)
     replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
-    rebuilt = ChargerOutbox("CP-1", V16, box.settings, Budget(100, 1 << 20), entries=box.entries.copy(),
-                            transactions=box.transactions, next_seq=box.next_seq, starts=dict(box.starts))
+    rebuilt = ChargerOutbox(
+        "CP-1",
+        V16,
+        box.settings,
+        Budget(100, 1 << 20),
+        entries=box.entries.copy(),
+        transactions=box.transactions,
+        next_seq=box.next_seq,
+        starts=dict(box.starts),
+    )
     assert sent(send(rebuilt))[2] == meter16(4711)
-    assert json.loads(rebuilt.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}]))
-                      or b"null") == {"transactionId": provisional}
+    assert json.loads(
+        rebuilt.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}]))
+        or b"null"
+    ) == {"transactionId": provisional}
 
 
 def test_a_queued_frame_with_a_malformed_transaction_id_is_replayed_as_it_is():
@@ -649,16 +946,25 @@ def test_live_frames_with_a_malformed_transaction_id_pass_unchanged(side):
     offline(box, "StartTransaction", start16(), "s")
     replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
     if side == "charger":
-        assert box.from_charger(message([2, "m", "MeterValues", {"connectorId": 1, "transactionId": {},
-                                                                 "meterValue": []}])) == (None, None)
+        assert box.from_charger(
+            message(
+                [2, "m", "MeterValues", {"connectorId": 1, "transactionId": {}, "meterValue": []}]
+            )
+        ) == (None, None)
     else:
-        assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": [4711]}])) is None
+        assert (
+            box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": [4711]}]))
+            is None
+        )
 
 
 def test_201_frames_are_never_rewritten():
     box = make_outbox(V201)
-    payloads = [body(event201("Started", 0, id_token="TOKEN-1")), body(event201("Updated", 1)),
-                body(event201("Ended", 2))]
+    payloads = [
+        body(event201("Started", 0, id_token="TOKEN-1")),
+        body(event201("Updated", 1)),
+        body(event201("Ended", 2)),
+    ]
     for n, payload in enumerate(payloads):
         offline(box, "TransactionEvent", payload, f"e{n}")
     for payload in payloads:
@@ -666,7 +972,10 @@ def test_201_frames_are_never_rewritten():
         assert payload_of(message(step.frame)) == payload
     live = message([2, "e9", "TransactionEvent", event201("Updated", 3)])
     assert box.from_charger(live) == (None, None) and box.upstream_view(live) is None
-    assert box.from_upstream(message([2, "r", "RequestStopTransaction", {"transactionId": "TX-abc"}])) is None
+    assert (
+        box.from_upstream(message([2, "r", "RequestStopTransaction", {"transactionId": "TX-abc"}]))
+        is None
+    )
     assert box.transactions == {} and box.rewrites == 0 and not box.needs_rewriting
 
 
@@ -692,16 +1001,28 @@ def test_a_start_with_other_content_is_a_new_transaction():
 def test_a_start_the_back_office_answered_live_gets_the_real_id_and_is_not_queued():
     box = make_outbox()
     observer = LiveObserver(V16, box.auth, box.starts)
-    learn(observer, "StartTransaction", start16(), {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
+    learn(
+        observer,
+        "StartTransaction",
+        start16(),
+        {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}},
+    )
     answer = offline(box, "StartTransaction", start16(), "s1")
     assert answered(answer, "s1", action="StartTransaction") == {
-        "transactionId": 4711, "idTagInfo": {"status": "Accepted"}}
+        "transactionId": 4711,
+        "idTagInfo": {"status": "Accepted"},
+    }
     assert answer.entry is None and box.empty and box.transactions == {} and box.duplicates == 1
 
 
 def test_a_start_in_the_given_starts_gets_the_real_id():
-    box = ChargerOutbox("CP-1", V16, OutboxSettings(provisional_id_base=BASE), Budget(10, 1 << 20),
-                        starts={start_key(start16()): 99})
+    box = ChargerOutbox(
+        "CP-1",
+        V16,
+        OutboxSettings(provisional_id_base=BASE),
+        Budget(10, 1 << 20),
+        starts={start_key(start16()): 99},
+    )
     assert provisional_of(offline(box, "StartTransaction", start16())) == 99
     assert box.empty and box.next_seq == 1
 
@@ -709,22 +1030,36 @@ def test_a_start_in_the_given_starts_gets_the_real_id():
 def test_a_queued_start_the_back_office_learned_before_replay_is_completed_without_sending():
     box = make_outbox()
     provisional = offline_session(box)
-    observer = LiveObserver(V16, box.auth, box.starts)  # e.g. the charger re-sent it over a live link
-    learn(observer, "StartTransaction", start16(), {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
+    observer = LiveObserver(
+        V16, box.auth, box.starts
+    )  # e.g. the charger re-sent it over a live link
+    learn(
+        observer,
+        "StartTransaction",
+        start16(),
+        {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}},
+    )
     step = box.next_replay(T0)
     assert isinstance(step, Completed) and step.entry.action == "StartTransaction"
-    assert step.transaction is not None and (step.transaction.provisional, step.transaction.real) == (
-        provisional, 4711)
+    assert step.transaction is not None and (
+        step.transaction.provisional,
+        step.transaction.real,
+    ) == (provisional, 4711)
     assert box.in_flight is None and len(box.entries) == 2 and box.duplicates == 1
     assert sent(send(box))[2] == meter16(4711)
 
 
-@pytest.mark.parametrize(("version", "action", "payload"), [
-    (V16, "MeterValues", meter16(BASE + 1)),
-    (V16, "StopTransaction", stop16(BASE + 1)),
-    (V201, "TransactionEvent", event201("Updated", 4)),
-])  # fmt: skip
-def test_a_re_sent_transaction_message_identical_to_a_queued_one_is_not_queued_again(version, action, payload):
+@pytest.mark.parametrize(
+    ("version", "action", "payload"),
+    [
+        (V16, "MeterValues", meter16(BASE + 1)),
+        (V16, "StopTransaction", stop16(BASE + 1)),
+        (V201, "TransactionEvent", event201("Updated", 4)),
+    ],
+)
+def test_a_re_sent_transaction_message_identical_to_a_queued_one_is_not_queued_again(
+    version, action, payload
+):
     box = make_outbox(version)
     first = offline(box, action, payload, "m1")
     offline(box, "Heartbeat", {}, "h")
@@ -745,7 +1080,12 @@ def test_identical_notifications_are_queued_each_time():
     box = make_outbox()
     for n in range(3):
         offline(box, "Heartbeat", {}, f"h{n}")
-        offline(box, "StatusNotification", {"connectorId": 1, "status": "Available", "errorCode": "NoError"}, f"s{n}")
+        offline(
+            box,
+            "StatusNotification",
+            {"connectorId": 1, "status": "Available", "errorCode": "NoError"},
+            f"s{n}",
+        )
     assert len(box.entries) == 6 and box.duplicates == 0
 
 
@@ -788,7 +1128,9 @@ def test_a_charger_outbox_at_its_byte_bound_refuses():
     offline(box, "Heartbeat", b"{ }", "h1")  # 3 bytes still fit
     refused = box.offline_call("h2", "Heartbeat", b"{ }", T0)
     assert isinstance(refused, Full) and "bytes" in refused.reason
-    assert len(box.entries) == 3 and box.bytes == box.budget.bytes == sum(len(p) for p in payloads) + 3
+    assert (
+        len(box.entries) == 3 and box.bytes == box.budget.bytes == sum(len(p) for p in payloads) + 3
+    )
 
 
 def test_outboxes_sharing_a_budget_refuse_once_it_is_spent_and_replay_frees_it():
@@ -841,12 +1183,18 @@ def test_callerrors_are_retried_with_a_growing_wait_then_dead_lettered_and_repla
         assert step.entry.seq == 1
         ids.append(sent(step)[0])
         outcome = box.replay_answer(error(ids[-1], "NotSupported", "nope"), now)
-        assert isinstance(outcome, Retry) and outcome.entry.attempts == attempt and outcome.at == now + wait
+        assert (
+            isinstance(outcome, Retry)
+            and outcome.entry.attempts == attempt
+            and outcome.at == now + wait
+        )
         assert box.next_replay(now) is None and box.next_replay(outcome.at - 0.001) is None
         now = outcome.at
     step = send(box, now)
-    assert step.entry.seq == 1 and sent(step)[1:] == ("BootNotification", {"chargePointVendor": "V",
-                                                                          "chargePointModel": "M"})
+    assert step.entry.seq == 1 and sent(step)[1:] == (
+        "BootNotification",
+        {"chargePointVendor": "V", "chargePointModel": "M"},
+    )
     ids.append(sent(step)[0])
     assert len(set(ids)) == 3  # a retried CALL goes out under a new message id
     dead = box.replay_answer(error(ids[-1], "NotSupported", "nope"), now)
@@ -863,8 +1211,12 @@ def test_a_success_after_a_retry_completes_the_entry():
     retry = box.replay_answer(error(first_id), T0)
     assert isinstance(retry, Retry) and retry.at == T0 + 5.0
     step = send(box, retry.at)
-    assert box.replay_answer(error(first_id), retry.at) is None  # a late answer to the failed attempt
-    outcome = box.replay_answer(result(sent(step)[0], {"currentTime": "2026-01-01T00:00:00Z"}), retry.at)
+    assert (
+        box.replay_answer(error(first_id), retry.at) is None
+    )  # a late answer to the failed attempt
+    outcome = box.replay_answer(
+        result(sent(step)[0], {"currentTime": "2026-01-01T00:00:00Z"}), retry.at
+    )
     assert isinstance(outcome, Completed) and box.empty and box.retry_at is None
 
 
@@ -892,19 +1244,42 @@ def test_a_dead_lettered_stop_still_ends_its_transaction():
     stop = send(box)
     dead = box.replay_answer(error(sent(stop)[0], "InternalError", "db down"), T0)
     assert isinstance(dead, DeadLetter) and dead.transaction is not None
-    assert (dead.transaction.provisional, dead.transaction.real, dead.transaction.ended) == (provisional, 4711, True)
+    assert (dead.transaction.provisional, dead.transaction.real, dead.transaction.ended) == (
+        provisional,
+        4711,
+        True,
+    )
     assert not box.needs_rewriting
-    assert box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}])) is None
+    assert (
+        box.from_upstream(message([2, "r", "RemoteStopTransaction", {"transactionId": 4711}]))
+        is None
+    )
 
 
 # -- property: replay order and accounting ---------------------------------------------------------
 
 ACTIONS = {
-    V16: ["BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "StartTransaction",
-          "StopTransaction", "Authorize", "DataTransfer"],
-    V201: ["BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "TransactionEvent",
-           "Authorize", "NotifyEvent", "SignCertificate"],
-}  # fmt: skip
+    V16: [
+        "BootNotification",
+        "Heartbeat",
+        "StatusNotification",
+        "MeterValues",
+        "StartTransaction",
+        "StopTransaction",
+        "Authorize",
+        "DataTransfer",
+    ],
+    V201: [
+        "BootNotification",
+        "Heartbeat",
+        "StatusNotification",
+        "MeterValues",
+        "TransactionEvent",
+        "Authorize",
+        "NotifyEvent",
+        "SignCertificate",
+    ],
+}
 
 
 def random_payload(version: str, action: str, variant: int, provisional: list[int]) -> bytes:
@@ -913,7 +1288,11 @@ def random_payload(version: str, action: str, variant: int, provisional: list[in
     if version == V16:
         payload: dict[str, Any] = {
             "StartTransaction": start16(connector=variant % 3 + 1, meter_start=variant),
-            "StopTransaction": {"transactionId": tid, "meterStop": variant, "timestamp": "2026-01-01T11:00:00Z"},
+            "StopTransaction": {
+                "transactionId": tid,
+                "meterStop": variant,
+                "timestamp": "2026-01-01T11:00:00Z",
+            },
             "MeterValues": {"connectorId": 1, "transactionId": tid, "meterValue": []},
             "Authorize": {"idTag": f"TAG-{variant}"},
         }.get(action, {"n": variant})
@@ -925,10 +1304,17 @@ def random_payload(version: str, action: str, variant: int, provisional: list[in
 
 
 # (kind, action index, payload variant, CALLRESULT rather than CALLERROR, seconds or transactionId)
-steps = st.lists(st.tuples(
-    st.sampled_from(["call"] * 4 + ["replay"] * 2 + ["answer"] * 2 + ["lose", "tick"]),
-    st.integers(0, 7), st.integers(0, 5), st.booleans(), st.integers(0, 40),
-), min_size=15, max_size=150)  # fmt: skip
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["call"] * 4 + ["replay"] * 2 + ["answer"] * 2 + ["lose", "tick"]),
+        st.integers(0, 7),
+        st.integers(0, 5),
+        st.booleans(),
+        st.integers(0, 40),
+    ),
+    min_size=15,
+    max_size=150,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -939,10 +1325,17 @@ steps = st.lists(st.tuples(
     total_entries=st.integers(2, 60),
     attempts=st.integers(1, 3),
 )
-def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, max_entries, total_entries, attempts):
+def test_replay_finishes_exactly_the_queued_entries_in_order(
+    version, script, max_entries, total_entries, attempts
+):
     budget = Budget(total_entries, 1 << 20)
-    box = make_outbox(version, budget, max_entries_per_charger=max_entries, retry_attempts=attempts,
-                      retry_interval=10.0)
+    box = make_outbox(
+        version,
+        budget,
+        max_entries_per_charger=max_entries,
+        retry_attempts=attempts,
+        retry_interval=10.0,
+    )
     other = make_outbox(version, budget)  # a neighbour holding part of the shared budget
     offline(other, "Heartbeat", {})
     now = T0
@@ -957,7 +1350,11 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
         oldest = box.entries[0] if box.entries else None
         step = box.next_replay(now)
         if step is None:
-            assert box.empty or box.in_flight is not None or (box.retry_at is not None and now < box.retry_at)
+            assert (
+                box.empty
+                or box.in_flight is not None
+                or (box.retry_at is not None and now < box.retry_at)
+            )
             return
         assert step.entry is oldest  # always the oldest entry
         if isinstance(step, (Completed, DeadLetter)):  # done, or parked (in doubt): never dropped
@@ -972,8 +1369,12 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
         unique_id, action, payload = sent(step)
         assert unique_id.startswith(REPLAY_ID_PREFIX) and action == step.entry.action
         request = json.loads(step.entry.payload)
-        transaction = box.transactions.get(request.get("transactionId")) if action in mapped else None
-        if transaction is not None and transaction.real is not None:  # 1.6: the real id, nothing else changed
+        transaction = (
+            box.transactions.get(request.get("transactionId")) if action in mapped else None
+        )
+        if (
+            transaction is not None and transaction.real is not None
+        ):  # 1.6: the real id, nothing else changed
             assert payload == {**request, "transactionId": transaction.real}
         else:
             assert payload_of(message(step.frame)) == step.entry.payload
@@ -983,8 +1384,11 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
         if entry is None or unique_id is None:
             return
         if ok:
-            payload = {"transactionId": real, "idTagInfo": {"status": "Accepted"}} \
-                if entry.action == "StartTransaction" else {}
+            payload = (
+                {"transactionId": real, "idTagInfo": {"status": "Accepted"}}
+                if entry.action == "StartTransaction"
+                else {}
+            )
             outcome = box.replay_answer(result(unique_id, payload), now)
         else:
             outcome = box.replay_answer(error(unique_id), now)
@@ -1003,13 +1407,19 @@ def test_replay_finishes_exactly_the_queued_entries_in_order(version, script, ma
         if kind == "call":
             action = ACTIONS[version][action_index]
             before = [e.seq for e in box.entries]
-            answer = box.offline_call(f"c{len(queued)}", action, random_payload(version, action, variant,
-                                                                                  provisional), now)
+            answer = box.offline_call(
+                f"c{len(queued)}",
+                action,
+                random_payload(version, action, variant, provisional),
+                now,
+            )
             if isinstance(answer, Full):
                 assert [e.seq for e in box.entries] == before and answer.reason
                 continue
             frame = json.loads(answer.frame)
-            assert frame[0] in (3, 4) and (frame[0] == 4) == (action in ("DataTransfer", "SignCertificate"))
+            assert frame[0] in (3, 4) and (frame[0] == 4) == (
+                action in ("DataTransfer", "SignCertificate")
+            )
             if answer.entry is not None:
                 queued.append(answer.entry.seq)
                 assert box.entries[-1] is answer.entry
@@ -1054,7 +1464,11 @@ def test_entries_record_the_proof_of_their_link_and_unproven_ones_are_parked_not
     box.entries[2].proof = "unknown"
     for expected in ("Heartbeat", "StartTransaction", "StopTransaction"):
         step = box.next_replay(T0)
-        assert isinstance(step, DeadLetter) and step.reason == UNPROVEN and step.entry.action == expected
+        assert (
+            isinstance(step, DeadLetter)
+            and step.reason == UNPROVEN
+            and step.entry.action == expected
+        )
     assert step.transaction is not None and step.transaction.ended  # the parked stop still ends it
     assert box.empty and not box.needs_rewriting
 
@@ -1071,7 +1485,10 @@ def test_a_replayed_16_start_is_marked_before_it_is_sent_and_a_lost_answer_parks
     box.connection_lost()  # sent, never answered: the back-office may have started it
     parked = [box.next_replay(T0) for _ in range(3)]
     assert [(type(p).__name__, p.reason) for p in parked] == [
-        ("DeadLetter", IN_DOUBT), ("DeadLetter", WAITS_FOR_START), ("DeadLetter", WAITS_FOR_START)]
+        ("DeadLetter", IN_DOUBT),
+        ("DeadLetter", WAITS_FOR_START),
+        ("DeadLetter", WAITS_FOR_START),
+    ]
     assert box.transactions[first].in_doubt and box.transactions[first].ended
     # The other transaction is not touched: its start goes out, and its meter values after it.
     step, _ = replay_ok(box, {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})
@@ -1083,10 +1500,14 @@ def test_a_start_marked_sent_in_the_store_is_parked_and_a_callerror_clears_the_d
     box = make_outbox()
     provisional_of(offline(box, "StartTransaction", start16(), "c1"))
     step = send(box)
-    assert isinstance(box.replay_answer(error(sent(step)[0]), T0), Retry)  # refused: it did not start
+    assert isinstance(
+        box.replay_answer(error(sent(step)[0]), T0), Retry
+    )  # refused: it did not start
     assert send(box, T0 + 60).mark_sent  # so it may go again
     rebuilt = make_outbox()  # as the next claim loads it after a crash with the mark stored
-    rebuilt.entries.append(Entry(1, "StartTransaction", body(start16()), T0, proof="upstream", sent=True))
+    rebuilt.entries.append(
+        Entry(1, "StartTransaction", body(start16()), T0, proof="upstream", sent=True)
+    )
     parked = rebuilt.next_replay(T0)
     assert isinstance(parked, DeadLetter) and parked.reason == IN_DOUBT
 

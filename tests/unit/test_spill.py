@@ -170,7 +170,9 @@ def test_read_ahead_from_a_position(tmp_path: Path) -> None:
         second = log.read_batch(10, first.end)
         assert second is not None and second.payloads == [payload(i) for i in range(10, 20)]
         log.acknowledge(second.end)
-        assert log.read_batch(100, first.end) == log.read_batch(100)  # clamped to the acknowledgement
+        assert log.read_batch(100, first.end) == log.read_batch(
+            100
+        )  # clamped to the acknowledgement
 
 
 def write_records(directory: Path, records: list[bytes], **kwargs: int) -> None:
@@ -274,7 +276,10 @@ def test_corruption_found_while_reading_is_counted(tmp_path: Path) -> None:
         flip_byte(first, HEADER + 8 + len(records[0]) + 8)  # payload of the second record
         survived = read_all(log)
         assert log.corrupt_records == 1
-        assert survived[0] == records[0] and survived[1:] == records[len(records) - len(survived) + 1 :]
+        assert (
+            survived[0] == records[0]
+            and survived[1:] == records[len(records) - len(survived) + 1 :]
+        )
         assert log.records_pending == len(survived)
         batch = log.read_batch(1000)
         assert batch is not None
@@ -390,7 +395,9 @@ def test_sigkill_keeps_every_flushed_batch(tmp_path: Path, seed: int) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    lines = proc.stdout.read().split("\n")[:-1]  # the last piece is empty, or a line the kill cut short
+    lines = proc.stdout.read().split("\n")[
+        :-1
+    ]  # the last piece is empty, or a line the kill cut short
     proc.stdout.close()
     flushed = max((int(line.split()[1]) for line in lines if line.startswith("flushed")), default=0)
     acked = sum(1 for line in lines if line == "acked")
@@ -420,7 +427,9 @@ class SpillMachine(RuleBasedStateMachine):
         self.durable: list[bytes] = []  # every flushed record, oldest first
         self.acked = 0  # how many of them are acknowledged
         self.buffer: list[bytes] = []
-        self.last: tuple[Batch, int] | None = None  # a batch read from the acknowledgement, its start
+        self.last: tuple[Batch, int] | None = (
+            None  # a batch read from the acknowledgement, its start
+        )
 
     def teardown(self) -> None:
         if hasattr(self, "log"):
@@ -484,7 +493,10 @@ class SpillMachine(RuleBasedStateMachine):
 
 
 SpillMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 test_spill_against_model = SpillMachine.TestCase
 
@@ -507,7 +519,9 @@ def test_files_are_private_to_the_proxy_whatever_the_umask(tmp_path: Path) -> No
     assert directory.stat().st_mode & 0o777 == 0o700
     files = sorted(p.name for p in directory.iterdir())
     assert files == ["000000000001.spill", "acknowledged", "lock"]
-    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == dict.fromkeys(files, 0o600)
+    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == dict.fromkeys(
+        files, 0o600
+    )
 
 
 def test_opening_tightens_what_an_older_version_left(tmp_path: Path) -> None:
@@ -526,7 +540,9 @@ def test_opening_tightens_what_an_older_version_left(tmp_path: Path) -> None:
     assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o600}
 
 
-def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_bound_holds_while_flushing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What waits in memory is bounded apart from the disk bound; the excess is refused as "memory"."""
     import proxy.capture.spill
 
@@ -550,13 +566,17 @@ def test_the_memory_bound_holds_while_flushing_fails(tmp_path: Path, monkeypatch
         log.append([record] * 5)
 
 
-def test_a_failed_acknowledgement_save_still_frees_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_acknowledgement_save_still_frees_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Disk full while saving the position: the segments it completes go anyway (they are what
     fills the disk), the position holds in memory, and a restart replays rather than loses."""
     import proxy.capture.spill
 
     with SpillLog(tmp_path, segment_bytes=HEADER + 3 * 9) as log:
-        log.append([b"1", b"2", b"3", b"4", b"5"])  # 9 bytes each with length and CRC: 3 per segment
+        log.append(
+            [b"1", b"2", b"3", b"4", b"5"]
+        )  # 9 bytes each with length and CRC: 3 per segment
         log.flush()
         assert len(segment_files(tmp_path)) == 2
         batch = log.read_batch(4)

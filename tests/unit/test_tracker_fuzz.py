@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.capture.database_store import decode_record, encode_event
-from proxy.wire.codec import FrameReader, Message, encode_frame
 from proxy.capture.events import Event
 from proxy.capture.tracker import Tracker
+from proxy.wire.codec import FrameReader, Message, encode_frame
 
 T0 = 1_767_225_600.0
 TS = "2026-01-01T10:00:00Z"
@@ -31,11 +31,43 @@ MAX_MESSAGE = 1 << 20  # [proxy] max_message_size
 
 # -- JSON values a charger may send ------------------------------------------------------------
 
-EXTREME_INTS = [0, -1, 2**31 - 1, 2**31, -(2**31) - 1, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**20,
-                10**300, -(10**300)]  # fmt: skip
-ODD_TEXT = ["", "\x00", "a\x00b", "\\u0000", "NaN", "Infinity", "-0", "1E-100000", "1e999999", "0001-01-01T00:00:00+14:00",
-            "9999-12-31T23:59:59-14:00", "2026-02-30T10:00:00Z", "\U0001f600", "\u202e", "\ufffd", " ", "12.3456",
-            "SignedData", "Energy.Active.Import.Register", "kWh"]  # fmt: skip
+EXTREME_INTS = [
+    0,
+    -1,
+    2**31 - 1,
+    2**31,
+    -(2**31) - 1,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    10**20,
+    10**300,
+    -(10**300),
+]
+ODD_TEXT = [
+    "",
+    "\x00",
+    "a\x00b",
+    "\\u0000",
+    "NaN",
+    "Infinity",
+    "-0",
+    "1E-100000",
+    "1e999999",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "2026-02-30T10:00:00Z",
+    "\U0001f600",
+    "\u202e",
+    "\ufffd",
+    " ",
+    "12.3456",
+    "SignedData",
+    "Energy.Active.Import.Register",
+    "kWh",
+]
 
 
 def texts() -> st.SearchStrategy[str]:
@@ -43,22 +75,29 @@ def texts() -> st.SearchStrategy[str]:
         st.text(max_size=40),  # any code point but lone surrogates (the codec refuses those)
         st.sampled_from(ODD_TEXT),
         st.builds(lambda a, b: a + "\x00" + b, st.text(max_size=10), st.text(max_size=10)),
-        st.sampled_from([100, 255, 256, 65_536, 65_537]).map(lambda n: "x" * n),  # at the string bounds
+        st.sampled_from([100, 255, 256, 65_536, 65_537]).map(
+            lambda n: "x" * n
+        ),  # at the string bounds
     )
 
 
 def leaves() -> st.SearchStrategy[Any]:
     return st.one_of(
-        st.none(), st.booleans(), texts(), st.sampled_from(EXTREME_INTS),
+        st.none(),
+        st.booleans(),
+        texts(),
+        st.sampled_from(EXTREME_INTS),
         st.integers(min_value=-(10**400), max_value=10**400),
         st.floats(allow_nan=False, allow_infinity=False),
-    )  # fmt: skip
+    )
 
 
 def json_values() -> st.SearchStrategy[Any]:
     return st.recursive(
         leaves(),
-        lambda children: st.lists(children, max_size=4) | st.dictionaries(texts(), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(texts(), children, max_size=4)
+        ),
         max_leaves=12,
     )
 
@@ -72,41 +111,117 @@ def nested(depth: int) -> Any:
 
 # -- valid payloads of every tracked action, to mutate -------------------------------------------
 
-SAMPLED_16 = {"value": "1234.5", "context": "Sample.Periodic", "format": "Raw", "measurand": "Energy.Active.Import.Register",
-              "phase": "L1", "location": "Outlet", "unit": "kWh"}  # fmt: skip
-METER_VALUE_16 = {"timestamp": TS, "sampledValue": [SAMPLED_16, {"value": "16.2", "measurand": "Current.Import"}]}
-SAMPLED_2 = {"value": 12.5, "context": "Sample.Periodic", "measurand": "Energy.Active.Import.Register", "phase": "L1",
-             "location": "Outlet", "unitOfMeasure": {"unit": "kWh", "multiplier": 0},
-             "signedMeterValue": {"signedMeterData": "OCMF|{}|{}", "signingMethod": "ECDSA", "encodingMethod": "OCMF",
-                                  "publicKey": "3059"}}  # fmt: skip
+SAMPLED_16 = {
+    "value": "1234.5",
+    "context": "Sample.Periodic",
+    "format": "Raw",
+    "measurand": "Energy.Active.Import.Register",
+    "phase": "L1",
+    "location": "Outlet",
+    "unit": "kWh",
+}
+METER_VALUE_16 = {
+    "timestamp": TS,
+    "sampledValue": [SAMPLED_16, {"value": "16.2", "measurand": "Current.Import"}],
+}
+SAMPLED_2 = {
+    "value": 12.5,
+    "context": "Sample.Periodic",
+    "measurand": "Energy.Active.Import.Register",
+    "phase": "L1",
+    "location": "Outlet",
+    "unitOfMeasure": {"unit": "kWh", "multiplier": 0},
+    "signedMeterValue": {
+        "signedMeterData": "OCMF|{}|{}",
+        "signingMethod": "ECDSA",
+        "encodingMethod": "OCMF",
+        "publicKey": "3059",
+    },
+}
 METER_VALUE_2 = {"timestamp": TS, "sampledValue": [SAMPLED_2, {"value": 230}]}
 
 ACTIONS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any] | None]]] = {
     "ocpp1.6": {
-        "BootNotification": ({"chargePointVendor": "V", "chargePointModel": "M", "chargePointSerialNumber": "S",
-                              "chargeBoxSerialNumber": "B", "firmwareVersion": "1.0", "meterType": "EM340",
-                              "meterSerialNumber": "123"},
-                             {"status": "Accepted", "currentTime": TS, "interval": 300}),
-        "StatusNotification": ({"connectorId": 1, "status": "Charging", "errorCode": "NoError", "timestamp": TS}, None),
-        "StartTransaction": ({"connectorId": 1, "idTag": "TAG", "meterStart": 1000, "timestamp": TS, "reservationId": 5},
-                             {"transactionId": 17, "idTagInfo": {"status": "Accepted"}}),
-        "StopTransaction": ({"transactionId": 17, "meterStop": 5000, "timestamp": TS, "reason": "Local", "idTag": "TAG",
-                             "transactionData": [METER_VALUE_16]}, None),
-        "MeterValues": ({"connectorId": 1, "transactionId": 17, "meterValue": [METER_VALUE_16]}, None),
+        "BootNotification": (
+            {
+                "chargePointVendor": "V",
+                "chargePointModel": "M",
+                "chargePointSerialNumber": "S",
+                "chargeBoxSerialNumber": "B",
+                "firmwareVersion": "1.0",
+                "meterType": "EM340",
+                "meterSerialNumber": "123",
+            },
+            {"status": "Accepted", "currentTime": TS, "interval": 300},
+        ),
+        "StatusNotification": (
+            {"connectorId": 1, "status": "Charging", "errorCode": "NoError", "timestamp": TS},
+            None,
+        ),
+        "StartTransaction": (
+            {
+                "connectorId": 1,
+                "idTag": "TAG",
+                "meterStart": 1000,
+                "timestamp": TS,
+                "reservationId": 5,
+            },
+            {"transactionId": 17, "idTagInfo": {"status": "Accepted"}},
+        ),
+        "StopTransaction": (
+            {
+                "transactionId": 17,
+                "meterStop": 5000,
+                "timestamp": TS,
+                "reason": "Local",
+                "idTag": "TAG",
+                "transactionData": [METER_VALUE_16],
+            },
+            None,
+        ),
+        "MeterValues": (
+            {"connectorId": 1, "transactionId": 17, "meterValue": [METER_VALUE_16]},
+            None,
+        ),
     },
     "ocpp2.0.1": {
-        "BootNotification": ({"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V",
-                                                                        "serialNumber": "S", "firmwareVersion": "1"}},
-                             {"status": "Accepted", "currentTime": TS, "interval": 300}),
-        "StatusNotification": ({"timestamp": TS, "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}, None),
-        "TransactionEvent": ({"eventType": "Started", "timestamp": TS, "triggerReason": "Authorized", "seqNo": 0,
-                              "offline": False, "transactionInfo": {"transactionId": "tx-1", "chargingState": "Charging",
-                                                                    "remoteStartId": 3},
-                              "evse": {"id": 1, "connectorId": 1}, "idToken": {"idToken": "TOK", "type": "ISO14443"},
-                              "meterValue": [METER_VALUE_2]}, None),
+        "BootNotification": (
+            {
+                "reason": "PowerUp",
+                "chargingStation": {
+                    "model": "M",
+                    "vendorName": "V",
+                    "serialNumber": "S",
+                    "firmwareVersion": "1",
+                },
+            },
+            {"status": "Accepted", "currentTime": TS, "interval": 300},
+        ),
+        "StatusNotification": (
+            {"timestamp": TS, "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1},
+            None,
+        ),
+        "TransactionEvent": (
+            {
+                "eventType": "Started",
+                "timestamp": TS,
+                "triggerReason": "Authorized",
+                "seqNo": 0,
+                "offline": False,
+                "transactionInfo": {
+                    "transactionId": "tx-1",
+                    "chargingState": "Charging",
+                    "remoteStartId": 3,
+                },
+                "evse": {"id": 1, "connectorId": 1},
+                "idToken": {"idToken": "TOK", "type": "ISO14443"},
+                "meterValue": [METER_VALUE_2],
+            },
+            None,
+        ),
         "MeterValues": ({"evseId": 1, "meterValue": [METER_VALUE_2]}, None),
     },
-}  # fmt: skip
+}
 
 
 # How often a field is dropped or replaced and a leaf made hostile, drawn per payload: a light
@@ -123,7 +238,9 @@ def mutated(draw: st.DrawFn, value: Any, rate: float, coin: random.Random) -> An
         for key, item in value.items():
             if coin.random() < rate / 2:
                 continue  # dropped
-            out[key] = draw(json_values()) if coin.random() < rate / 2 else draw(mutated(item, rate, coin))
+            out[key] = (
+                draw(json_values()) if coin.random() < rate / 2 else draw(mutated(item, rate, coin))
+            )
         if coin.random() < rate:
             out[draw(texts())] = draw(json_values())  # an unknown field
         return out
@@ -134,11 +251,17 @@ def mutated(draw: st.DrawFn, value: Any, rate: float, coin: random.Random) -> An
         return items
     if coin.random() < rate / 3:
         return draw(json_values())
-    if coin.random() < rate:  # a hostile value of the same JSON type: it still fits the schema's shape
+    if (
+        coin.random() < rate
+    ):  # a hostile value of the same JSON type: it still fits the schema's shape
         if isinstance(value, str):
             return draw(texts())
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return draw(st.one_of(st.sampled_from(EXTREME_INTS), st.floats(allow_nan=False, allow_infinity=False)))
+            return draw(
+                st.one_of(
+                    st.sampled_from(EXTREME_INTS), st.floats(allow_nan=False, allow_infinity=False)
+                )
+            )
     return value
 
 
@@ -157,7 +280,9 @@ def exchanges(draw: st.DrawFn, version: str) -> list[tuple[str, Any, Any]]:
             payload = draw(json_values())
         else:  # an unknown field nested up to past the codec's limit (64 levels: then not OCPP to it)
             payload = {**request, "x": nested(draw(st.integers(1, 80)))}
-        answer = draw(st.one_of(st.none(), mutated(response or {}, draw(RATES), coin), json_values()))
+        answer = draw(
+            st.one_of(st.none(), mutated(response or {}, draw(RATES), coin), json_values())
+        )
         out.append((action, payload, answer))
     return out
 
@@ -168,7 +293,9 @@ def frame_message(text: bytes, from_charger: bool) -> Message:
     return message
 
 
-def track(version: str, script: list[tuple[str, Any, Any]], identity: str = "CP-FUZZ") -> list[Event]:
+def track(
+    version: str, script: list[tuple[str, Any, Any]], identity: str = "CP-FUZZ"
+) -> list[Event]:
     """Feed the exchanges to a tracker as real frames; the events it gives.
 
     A frame over the proxy's default message limit (1 MiB) never reaches a tracker: the link
@@ -179,7 +306,10 @@ def track(version: str, script: list[tuple[str, Any, Any]], identity: str = "CP-
     for n, (action, payload, answer) in enumerate(script):
         at = T0 + n
         reply = [4, f"c{n}", "InternalError", "no", {}] if answer is None else [3, f"c{n}", answer]
-        call, result = json.dumps([2, f"c{n}", action, payload]).encode(), json.dumps(reply).encode()
+        call, result = (
+            json.dumps([2, f"c{n}", action, payload]).encode(),
+            json.dumps(reply).encode(),
+        )
         if len(call) <= MAX_MESSAGE:
             events += tracker.from_charger(frame_message(call, True), at)
         if len(result) <= MAX_MESSAGE:
@@ -190,7 +320,11 @@ def track(version: str, script: list[tuple[str, Any, Any]], identity: str = "CP-
 VERSIONS = st.sampled_from(["ocpp1.6", "ocpp2.0.1"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.data())
 def test_any_json_in_any_tracked_action_gives_events_the_journal_encodes_as_themselves(data):
     version = data.draw(VERSIONS)
@@ -206,8 +340,12 @@ def test_the_strategies_reach_every_tracked_action_and_both_outcomes():
     """A fixed sample of the fuzz space makes events of every kind and unparseable ones too."""
     kinds: set[str] = set()
 
-    @settings(max_examples=100, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+    @settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.data())
     def collect(data: st.DataObject) -> None:
         version = data.draw(VERSIONS)
@@ -215,5 +353,12 @@ def test_the_strategies_reach_every_tracked_action_and_both_outcomes():
         kinds.update(type(e).__struct_config__.tag for e in events)  # type: ignore[misc]
 
     collect()
-    assert kinds == {"charger_booted", "status_changed", "transaction_started", "transaction_stopped",
-                     "meter_values", "transaction_event", "unparseable"}  # fmt: skip
+    assert kinds == {
+        "charger_booted",
+        "status_changed",
+        "transaction_started",
+        "transaction_stopped",
+        "meter_values",
+        "transaction_event",
+        "unparseable",
+    }

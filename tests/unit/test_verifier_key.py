@@ -17,10 +17,15 @@ HEADER = basic_header("CP-1", "pw")
 
 
 def config(data_dir, env: str = "ERE_TEST_VERIFIER_KEY") -> Config:
-    return Config(database=DatabaseSettings(data_dir=str(data_dir)), registry=RegistrySettings(secret_key_env=env))
+    return Config(
+        database=DatabaseSettings(data_dir=str(data_dir)),
+        registry=RegistrySettings(secret_key_env=env),
+    )
 
 
-def test_without_a_secret_key_a_machine_key_is_made_once_readable_by_the_owner_only(tmp_path, monkeypatch):
+def test_without_a_secret_key_a_machine_key_is_made_once_readable_by_the_owner_only(
+    tmp_path, monkeypatch
+):
     monkeypatch.delenv("ERE_TEST_VERIFIER_KEY", raising=False)
     old_umask = os.umask(0)  # whatever the umask says
     try:

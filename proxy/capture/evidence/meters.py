@@ -101,9 +101,7 @@ def _read_list(path: Path) -> MidMeterList:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except OSError as exc:
-        raise EvidenceError(
-            f"{path}: cannot read MID meter list ({exc.strerror})"
-        ) from None
+        raise EvidenceError(f"{path}: cannot read MID meter list ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise EvidenceError(f"{path}: not valid TOML ({exc})") from None
     entries = data.get("meter")
@@ -119,22 +117,14 @@ def _entry(path: Path, number: int, raw: Any) -> MidMeter:
     vendor, models = raw.get("vendor"), raw.get("models")
     if not isinstance(vendor, str) or not vendor.strip():
         raise EvidenceError(f"{where} needs a vendor")
-    if (
-        not isinstance(models, list)
-        or not models
-        or not all(isinstance(m, str) for m in models)
-    ):
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise EvidenceError(f"{where} ({vendor}) needs a non-empty list of models")
     for model in models:
         if len(_normalise_pattern(model).replace("*", "").replace("?", "")) < 3:
-            raise EvidenceError(
-                f"{where} ({vendor}): model pattern {model!r} is too short"
-            )
+            raise EvidenceError(f"{where} ({vendor}): model pattern {model!r} is too short")
     texts = {k: raw.get(k, "") for k in ("confidence", "source", "note")}
     if not all(isinstance(v, str) for v in texts.values()):
-        raise EvidenceError(
-            f"{where} ({vendor}): confidence, source and note must be strings"
-        )
+        raise EvidenceError(f"{where} ({vendor}): confidence, source and note must be strings")
     return MidMeter(vendor.strip(), tuple(models), **texts)
 
 

@@ -58,9 +58,7 @@ _TM = re.compile(
     r"(?:[,.]([0-9]{1,6}))?(Z|[+-][0-9]{2}:?[0-9]{2})(?: ([A-Z]))?",
     re.ASCII,
 )
-_NUMBER = re.compile(
-    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII
-)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+", re.ASCII)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}", re.ASCII)
 _ALGORITHM = re.compile(r"ECDSA-([A-Za-z0-9]+)-SHA256", re.ASCII)
@@ -118,12 +116,8 @@ class Reading:
     """
 
     time: datetime | None
-    time_status: (
-        str | None
-    )  # U unsynchronised, I informative, S synchronised, R relative
-    event: (
-        str | None
-    )  # TX: B begin, C charging, E/L/R/A/P end, X error, S suspended, T tariff
+    time_status: str | None  # U unsynchronised, I informative, S synchronised, R relative
+    event: str | None  # TX: B begin, C charging, E/L/R/A/P end, X error, S suspended, T tariff
     value: Decimal | None
     unit: str | None
     wh: Decimal | None
@@ -135,9 +129,7 @@ class Reading:
     @property
     def billable(self) -> bool:
         """True for an energy reading the meter itself marks as good (state G, no E flag)."""
-        return (
-            self.wh is not None and self.status == "G" and "E" not in self.error_flags
-        )
+        return self.wh is not None and self.status == "G" and "E" not in self.error_flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +265,7 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     except EvidenceError as exc:
         raise EvidenceError(f"{what}: {exc.reason}") from None
     except json.JSONDecodeError as exc:
-        raise EvidenceError(
-            f"{what} is not valid JSON ({exc.msg} at {exc.pos})"
-        ) from None
+        raise EvidenceError(f"{what} is not valid JSON ({exc.msg} at {exc.pos})") from None
     except RecursionError:
         raise EvidenceError(f"{what} is nested too deeply") from None
     if not isinstance(value, dict):
@@ -351,9 +341,7 @@ def _reading(entry: Mapping[str, Any], carried: dict[str, Any]) -> Reading:
         if unit in _ENERGY_UNITS:
             wh = value * _ENERGY_UNITS[unit]
             if wh > MAX_WH:
-                raise EvidenceError(
-                    f"energy reading {value} {unit} is beyond any meter"
-                )
+                raise EvidenceError(f"energy reading {value} {unit} is beyond any meter")
         elif unit not in _OTHER_UNITS:
             raise EvidenceError(f"unsupported unit RU={unit[:20]!r}")
     return Reading(
@@ -383,12 +371,8 @@ def _value(raw: Any) -> Decimal:
         raise EvidenceError("reading value RV is not finite")
     if raw < 0:
         raise EvidenceError(f"reading value RV={raw} is negative")
-    sign, digits, exponent = raw.as_tuple()
-    if (
-        len(digits) > MAX_DIGITS
-        or not isinstance(exponent, int)
-        or exponent < MIN_EXPONENT
-    ):
+    _sign, digits, exponent = raw.as_tuple()
+    if len(digits) > MAX_DIGITS or not isinstance(exponent, int) or exponent < MIN_EXPONENT:
         raise EvidenceError("reading value RV has an absurd precision")
     if raw.adjusted() > 15:
         raise EvidenceError(f"reading value RV={raw} is beyond any meter")
@@ -479,9 +463,7 @@ def parse_signed_meter_value(value: str | bytes | Mapping[str, Any]) -> SignedMe
         return SignedMeterData(parse_ocmf(_ocmf_text(text)), None, None, "OCMF")
     if isinstance(value, Mapping):
         return _from_mapping(value)
-    raise EvidenceError(
-        f"signed meter value must be text or an object, not {type(value).__name__}"
-    )
+    raise EvidenceError(f"signed meter value must be text or an object, not {type(value).__name__}")
 
 
 def _from_mapping(obj: Mapping[str, Any]) -> SignedMeterData:
@@ -517,9 +499,7 @@ def _ocmf_text(text: str) -> str:
     decoded: bytes | None = None
     if _HEX.fullmatch(compact):
         decoded = bytes.fromhex(compact)
-    if (decoded is None or not decoded.startswith(b"OCMF|")) and _BASE64.fullmatch(
-        compact
-    ):
+    if (decoded is None or not decoded.startswith(b"OCMF|")) and _BASE64.fullmatch(compact):
         try:
             decoded = base64.b64decode(compact, validate=True)
         except binascii.Error:

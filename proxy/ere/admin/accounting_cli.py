@@ -17,56 +17,79 @@ import argparse
 import getpass
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
-from proxy.runtime.config import Config
 from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.ere.core.rev_booking import RevExportError, RevProvider
 from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.rev_export import export_rev
+from proxy.runtime.config import Config
 from proxy.store import open_database
 from proxy.store.db import DATABASE_ERRORS
 
 
 def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The `quarter`, `payout`, `rev` and `jobs` groups; `common` carries `--config`."""
-    quarter = sub.add_parser("quarter", help="close and inspect quarters").add_subparsers(dest="action", required=True)
-    close = quarter.add_parser("close", parents=[common], help="queue the close of a quarter, e.g. 2026Q3")
+    quarter = sub.add_parser("quarter", help="close and inspect quarters").add_subparsers(
+        dest="action", required=True
+    )
+    close = quarter.add_parser(
+        "close", parents=[common], help="queue the close of a quarter, e.g. 2026Q3"
+    )
     close.add_argument("quarter")
     close.add_argument("--wait", action="store_true", help="wait until the workers have closed it")
-    again = quarter.add_parser("reopen", parents=[common], help="reopen a closed quarter (audited) and close it again")
+    again = quarter.add_parser(
+        "reopen", parents=[common], help="reopen a closed quarter (audited) and close it again"
+    )
     again.add_argument("quarter")
     again.add_argument("--reason", required=True, help="why (kept in the audit log)")
     again.add_argument("--wait", action="store_true")
-    status = quarter.add_parser("status", parents=[common], help="closes and their totals, of every quarter or one")
+    status = quarter.add_parser(
+        "status", parents=[common], help="closes and their totals, of every quarter or one"
+    )
     status.add_argument("quarter", nargs="?", help="only this quarter, e.g. 2026Q3")
     status.add_argument("--json", action="store_true")
-    payout = sub.add_parser("payout", help="pay closed quarters out").add_subparsers(dest="action", required=True)
-    run = payout.add_parser("run", parents=[common], help="queue the payout run of a closed quarter")
+    payout = sub.add_parser("payout", help="pay closed quarters out").add_subparsers(
+        dest="action", required=True
+    )
+    run = payout.add_parser(
+        "run", parents=[common], help="queue the payout run of a closed quarter"
+    )
     run.add_argument("quarter")
     run.add_argument("--wait", action="store_true")
-    shown = payout.add_parser("status", parents=[common], help="payout runs, transfers and carry-overs")
+    shown = payout.add_parser(
+        "status", parents=[common], help="payout runs, transfers and carry-overs"
+    )
     shown.add_argument("--json", action="store_true")
-    rev = sub.add_parser("rev", help="the annual REV booking export").add_subparsers(dest="action", required=True)
-    export = rev.add_parser("export", parents=[common], help="CSV, XML and audit packs for a delivery year")
+    rev = sub.add_parser("rev", help="the annual REV booking export").add_subparsers(
+        dest="action", required=True
+    )
+    export = rev.add_parser(
+        "export", parents=[common], help="CSV, XML and audit packs for a delivery year"
+    )
     export.add_argument("year", type=int)
     export.add_argument("--out", type=Path, default=Path("rev"), help="directory to write into")
-    jobs = sub.add_parser("jobs", help="the ERE job queue").add_subparsers(dest="action", required=True)
-    listing = jobs.add_parser("list", parents=[common], help="jobs not done (with --all: every job)")
+    jobs = sub.add_parser("jobs", help="the ERE job queue").add_subparsers(
+        dest="action", required=True
+    )
+    listing = jobs.add_parser(
+        "list", parents=[common], help="jobs not done (with --all: every job)"
+    )
     listing.add_argument("--all", action="store_true")
     listing.add_argument("--json", action="store_true")
     requeue = jobs.add_parser("requeue", parents=[common], help="run a failed job again")
     requeue.add_argument("job_id", type=int)
 
 
-async def accounting_command(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout,
-                             err: TextIO = sys.stderr) -> int:  # fmt: skip
+async def accounting_command(
+    config: Config, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     """Run one accounting command; see the module docstring for the exit status."""
     try:
         async with open_database(config.database, query_timeout=config.ere.query_timeout) as db:
@@ -84,7 +107,10 @@ async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO)
     async with db.transaction() as conn:
         await conn.execute("LOCK TABLE quarter_closes IN SHARE ROW EXCLUSIVE MODE")
         queued = await request_close(conn, quarter, config.ere.close_shards)
-    print(f"close of {quarter} queued" if queued else f"close of {quarter} was already queued", file=out)
+    print(
+        f"close of {quarter} queued" if queued else f"close of {quarter} was already queued",
+        file=out,
+    )
     return await _wait_closed(db, quarter, out) if args.wait else 0
 
 
@@ -100,10 +126,14 @@ async def _reopen(db: Any, config: Config, args: argparse.Namespace, out: TextIO
 async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:
     while True:
         state = await db.fetchval(
-            "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'", str(quarter))
+            "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'",
+            str(quarter),
+        )
         failed = await db.fetchval(
             "SELECT count(*) FROM ere_jobs WHERE kind IN ('close', 'close-shard') AND job_key LIKE $1"
-            " AND state = 'failed'", f"{quarter}/%")
+            " AND state = 'failed'",
+            f"{quarter}/%",
+        )
         if state == "closed":
             print(f"{quarter} closed", file=out)
             return 0
@@ -115,13 +145,28 @@ async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:
 
 async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     quarter = None if args.quarter is None else str(Quarter.parse(args.quarter))
-    rows = await db.fetch("""
+    rows = await db.fetch(
+        """
         SELECT c.quarter, c.revision, c.state, c.shards, c.closed_at, count(l.*), coalesce(sum(l.kwh), 0),
                coalesce(sum(l.ere), 0), coalesce(sum(l.gross), 0), coalesce(sum(l.fee), 0), coalesce(sum(l.net), 0)
         FROM quarter_closes c LEFT JOIN statement_lines l ON (l.quarter, l.revision) = (c.quarter, c.revision)
         WHERE $1::text IS NULL OR c.quarter = $1
-        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""", quarter)
-    keys = ("quarter", "revision", "state", "shards", "closed_at", "lines", "kwh", "ere", "gross", "fee", "net")
+        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""",
+        quarter,
+    )
+    keys = (
+        "quarter",
+        "revision",
+        "state",
+        "shards",
+        "closed_at",
+        "lines",
+        "kwh",
+        "ere",
+        "gross",
+        "fee",
+        "net",
+    )
     records = [dict(zip(keys, row, strict=True)) for row in rows]
     _print(records, args.json, out)
     return 0
@@ -130,21 +175,35 @@ async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out
 async def _payout(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     quarter = Quarter.parse(args.quarter)
     async with db.transaction() as conn:
-        queued = await request_payout(conn, quarter, config.ere, datetime.now(timezone.utc))
-    print(f"payout run of {quarter} queued" if queued else f"payout run of {quarter} was already queued", file=out)
+        queued = await request_payout(conn, quarter, config.ere, datetime.now(UTC))
+    print(
+        f"payout run of {quarter} queued"
+        if queued
+        else f"payout run of {quarter} was already queued",
+        file=out,
+    )
     if not args.wait:
         return 0
     while True:
-        states = dict(await db.fetch(
-            "SELECT kind, state FROM ere_jobs WHERE kind IN ('payout', 'statements') AND job_key = $1", str(quarter)))
+        states = dict(
+            await db.fetch(
+                "SELECT kind, state FROM ere_jobs WHERE kind IN ('payout', 'statements') AND job_key = $1",
+                str(quarter),
+            )
+        )
         if "failed" in states.values():
             print(f"payout run of {quarter} failed; see `ere-proxy jobs list`", file=out)
             return 1
         if states.get("statements") == "done":
             row = await db.fetchrow(
                 "SELECT file_name, control_sum, (SELECT count(*) FROM payout_transfers WHERE run_id = $1)"
-                " FROM payout_runs WHERE run_id = $1", str(quarter))
-            print(f"paid out: {row[2]} transfers, {row[1] or 0} EUR, file {row[0] or '(none)'}", file=out)
+                " FROM payout_runs WHERE run_id = $1",
+                str(quarter),
+            )
+            print(
+                f"paid out: {row[2]} transfers, {row[1] or 0} EUR, file {row[0] or '(none)'}",
+                file=out,
+            )
             return 0
         await trio.sleep(0.5)
 
@@ -173,7 +232,9 @@ async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: Te
 async def _jobs_list(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     rows = await db.fetch(
         "SELECT job_id, kind, job_key, state, attempts, run_after, last_error FROM ere_jobs"
-        + ("" if args.all else " WHERE state <> 'done'") + " ORDER BY job_id")
+        + ("" if args.all else " WHERE state <> 'done'")
+        + " ORDER BY job_id"
+    )
     keys = ("job", "kind", "key", "state", "attempts", "due", "last_error")
     _print([dict(zip(keys, row, strict=True)) for row in rows], args.json, out)
     return 0
@@ -182,7 +243,8 @@ async def _jobs_list(db: Any, config: Config, args: argparse.Namespace, out: Tex
 async def _jobs_requeue(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     status = await db.execute(
         "UPDATE ere_jobs SET state = 'queued', attempts = 0, run_after = now() WHERE job_id = $1 AND state = 'failed'",
-        args.job_id)
+        args.job_id,
+    )
     if status.endswith(" 0"):
         raise ValueError(f"job {args.job_id} is not a failed job")
     print(f"job {args.job_id} queued again", file=out)
@@ -227,5 +289,5 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return str(value)

@@ -23,7 +23,14 @@ from typing import Any
 
 import asyncpg
 
-from proxy.ere.admin.validation import AdminInputError, NewCustomer, NewLink, NewMandate, NewPartner, one_line
+from proxy.ere.admin.validation import (
+    AdminInputError,
+    NewCustomer,
+    NewLink,
+    NewMandate,
+    NewPartner,
+    one_line,
+)
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.connection import Connection
 
@@ -68,7 +75,13 @@ def violation_message(error: asyncpg.PostgresError) -> str:
     if constraint in _CONSTRAINT_MESSAGES:
         return _CONSTRAINT_MESSAGES[constraint]
     table = getattr(error, "table_name", None)
-    where = f" ({table}.{constraint})" if table and constraint else f" ({constraint})" if constraint else ""
+    where = (
+        f" ({table}.{constraint})"
+        if table and constraint
+        else f" ({constraint})"
+        if constraint
+        else ""
+    )
     return f"the database refused the value{where}: {one_line(str(error))}"
 
 
@@ -84,9 +97,14 @@ async def add_partner(conn: Connection, partner: NewPartner) -> None:
         await tx.execute(
             "INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name, branding) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-            partner.partner_id, partner.name, partner.kind, partner.payout_model, partner.iban,
-            partner.account_name, json.dumps(asdict(partner.branding)),
-        )  # fmt: skip
+            partner.partner_id,
+            partner.name,
+            partner.kind,
+            partner.payout_model,
+            partner.iban,
+            partner.account_name,
+            json.dumps(asdict(partner.branding)),
+        )
 
 
 _PARTNER_COLUMNS = """
@@ -97,18 +115,26 @@ p.partner_id, p.name, p.kind, p.payout_model, p.iban, p.account_name, p.branding
 
 def _partner(row: dict[str, Any]) -> dict[str, Any]:
     branding = json.loads(row["branding"])
-    ordered = {field.name: branding.pop(field.name) for field in fields(PartnerBranding) if field.name in branding}
+    ordered = {
+        field.name: branding.pop(field.name)
+        for field in fields(PartnerBranding)
+        if field.name in branding
+    }
     return row | {"branding": ordered | branding}
 
 
 async def list_partners(conn: Connection) -> list[dict[str, Any]]:
-    rows = await _fetch_json(conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p ORDER BY p.partner_id")
+    rows = await _fetch_json(
+        conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p ORDER BY p.partner_id"
+    )
     return [_partner(row) for row in rows]
 
 
 async def get_partner(conn: Connection, partner_id: str) -> dict[str, Any]:
     """One partner with its customer count (AdminInputError if unknown)."""
-    rows = await _fetch_json(conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p WHERE p.partner_id = $1", partner_id)
+    rows = await _fetch_json(
+        conn, f"SELECT {_PARTNER_COLUMNS} FROM partners p WHERE p.partner_id = $1", partner_id
+    )
     if not rows:
         raise AdminInputError(f"partner id: no partner {partner_id!r}")
     return _partner(rows[0])
@@ -118,25 +144,41 @@ async def add_customer(conn: Connection, customer: NewCustomer) -> None:
     """Insert `customer`; its partner must exist, its id and EAN be free, and a `direct` partner's
     customer needs an IBAN (AdminInputError otherwise)."""
     async with conn.transaction() as tx:
-        model = await tx.fetchval("SELECT payout_model FROM partners WHERE partner_id = $1", customer.partner_id)
+        model = await tx.fetchval(
+            "SELECT payout_model FROM partners WHERE partner_id = $1", customer.partner_id
+        )
         if model is None:
-            raise AdminInputError(f"--partner: no partner {customer.partner_id!r}; add it with `partners add` first")
+            raise AdminInputError(
+                f"--partner: no partner {customer.partner_id!r}; add it with `partners add` first"
+            )
         if model == "direct" and customer.iban is None:
             raise AdminInputError(
                 f"--iban: is required: partner {customer.partner_id!r} pays its customers directly "
                 "(payout model direct)"
             )
-        if await tx.fetchval("SELECT 1 FROM customers WHERE customer_id = $1", customer.customer_id):
+        if await tx.fetchval(
+            "SELECT 1 FROM customers WHERE customer_id = $1", customer.customer_id
+        ):
             raise AdminInputError(f"customer id: customer {customer.customer_id!r} already exists")
         holder = await tx.fetchval("SELECT customer_id FROM customers WHERE ean = $1", customer.ean)
         if holder is not None:
-            raise AdminInputError(f"--ean: EAN {customer.ean} already belongs to customer {holder!r}")
+            raise AdminInputError(
+                f"--ean: EAN {customer.ean} already belongs to customer {holder!r}"
+            )
         await tx.execute(
             "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, "
             "iban, email) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            customer.customer_id, customer.partner_id, customer.name, customer.address, customer.postcode,
-            customer.city, customer.ean, customer.grid_operator, customer.iban, customer.email,
-        )  # fmt: skip
+            customer.customer_id,
+            customer.partner_id,
+            customer.name,
+            customer.address,
+            customer.postcode,
+            customer.city,
+            customer.ean,
+            customer.grid_operator,
+            customer.iban,
+            customer.email,
+        )
 
 
 _CUSTOMER_COLUMNS = """
@@ -165,8 +207,12 @@ async def get_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
             raise AdminInputError(f"customer id: no customer {customer_id!r}")
         customer = rows[0]
         customer.pop("mandate_years")
-        mandates = await _fetch_json(tx, _MANDATES + " WHERE m.customer_id = $1 ORDER BY m.year", customer_id)
-        links = await _fetch_json(tx, _LINKS + " WHERE l.customer_id = $1 ORDER BY l.identity", customer_id)
+        mandates = await _fetch_json(
+            tx, _MANDATES + " WHERE m.customer_id = $1 ORDER BY m.year", customer_id
+        )
+        links = await _fetch_json(
+            tx, _LINKS + " WHERE l.customer_id = $1 ORDER BY l.identity", customer_id
+        )
     customer["mandates"] = [_mandate(row) for row in mandates]
     customer["links"] = [_link(row) for row in links]
     return customer
@@ -180,7 +226,9 @@ def _duplicate_mandate(ean: str, year: int, holder: str | None) -> AdminInputErr
 
 
 async def _mandate_holder(conn: Connection, ean: str, year: int) -> str | None:
-    holder: str | None = await conn.fetchval("SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2", ean, year)
+    holder: str | None = await conn.fetchval(
+        "SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2", ean, year
+    )
     return holder
 
 
@@ -192,23 +240,34 @@ async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
     """
     try:
         async with conn.transaction() as tx:
-            customer_id: str | None = await tx.fetchval("SELECT customer_id FROM customers WHERE ean = $1", mandate.ean)
+            customer_id: str | None = await tx.fetchval(
+                "SELECT customer_id FROM customers WHERE ean = $1", mandate.ean
+            )
             if customer_id is None:
-                raise AdminInputError(f"--ean: EAN {mandate.ean} is not a known customer's; add the customer first")
+                raise AdminInputError(
+                    f"--ean: EAN {mandate.ean} is not a known customer's; add the customer first"
+                )
             holder = await _mandate_holder(tx, mandate.ean, mandate.year)
             if holder is not None:
                 raise _duplicate_mandate(mandate.ean, mandate.year, holder)
             await tx.execute(
                 "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-                mandate.ean, mandate.year, customer_id, mandate.issued_on, mandate.valid_from, mandate.valid_until,
+                mandate.ean,
+                mandate.year,
+                customer_id,
+                mandate.issued_on,
+                mandate.valid_from,
+                mandate.valid_until,
                 json.dumps(mandate.consent.as_json()),
-            )  # fmt: skip
+            )
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name != "mandates_pkey":
             raise
         holder = await conn.fetchval(
-            "SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2", mandate.ean, mandate.year
+            "SELECT customer_id FROM mandates WHERE ean = $1 AND year = $2",
+            mandate.ean,
+            mandate.year,
         )
         raise _duplicate_mandate(mandate.ean, mandate.year, holder) from None
     return customer_id
@@ -226,14 +285,21 @@ def _mandate(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_mandates(
-    conn: Connection, *, year: int | None = None, customer_id: str | None = None, ean: str | None = None
+    conn: Connection,
+    *,
+    year: int | None = None,
+    customer_id: str | None = None,
+    ean: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = await _fetch_json(
         conn,
-        _MANDATES + " WHERE ($1::integer IS NULL OR m.year = $1) AND ($2::text IS NULL OR m.customer_id = $2) "
+        _MANDATES
+        + " WHERE ($1::integer IS NULL OR m.year = $1) AND ($2::text IS NULL OR m.customer_id = $2) "
         "AND ($3::text IS NULL OR m.ean = $3) ORDER BY m.year, m.ean",
-        year, customer_id, ean,
-    )  # fmt: skip
+        year,
+        customer_id,
+        ean,
+    )
     return [_mandate(row) for row in rows]
 
 
@@ -243,18 +309,26 @@ async def add_link(conn: Connection, link: NewLink) -> str:
     AdminInputError for an unknown customer or a charger that is already linked.
     """
     async with conn.transaction() as tx:
-        ean: str | None = await tx.fetchval("SELECT ean FROM customers WHERE customer_id = $1", link.customer_id)
+        ean: str | None = await tx.fetchval(
+            "SELECT ean FROM customers WHERE customer_id = $1", link.customer_id
+        )
         if ean is None:
-            raise AdminInputError(f"--customer: no customer {link.customer_id!r}; add it with `customers add` first")
-        linked = await tx.fetchval("SELECT customer_id FROM charger_links WHERE identity = $1", link.identity)
+            raise AdminInputError(
+                f"--customer: no customer {link.customer_id!r}; add it with `customers add` first"
+            )
+        linked = await tx.fetchval(
+            "SELECT customer_id FROM charger_links WHERE identity = $1", link.identity
+        )
         if linked is not None:
             raise AdminInputError(
                 f"identity: charger {link.identity!r} is already linked to customer {linked!r}; remove that link first"
             )
         await tx.execute(
             "INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ($1, $2, $3)",
-            link.identity, link.customer_id, link.max_power_w,
-        )  # fmt: skip
+            link.identity,
+            link.customer_id,
+            link.max_power_w,
+        )
     return ean
 
 
@@ -268,14 +342,21 @@ FROM charger_links l JOIN customers c USING (customer_id) LEFT JOIN charger_boot
 def _link(row: dict[str, Any]) -> dict[str, Any]:
     boot = None
     if row["booted_at"] is not None:
-        boot = {key: row[key] for key in ("booted_at", "vendor", "model", "meter_type", "meter_serial")}
-    shown = {key: row[key] for key in ("identity", "customer_id", "ean", "max_power_w", "linked_at", "meter_class")}
+        boot = {
+            key: row[key] for key in ("booted_at", "vendor", "model", "meter_type", "meter_serial")
+        }
+    shown = {
+        key: row[key]
+        for key in ("identity", "customer_id", "ean", "max_power_w", "linked_at", "meter_class")
+    }
     return shown | {"last_boot": boot}
 
 
 async def list_links(conn: Connection, customer_id: str | None = None) -> list[dict[str, Any]]:
     rows = await _fetch_json(
-        conn, _LINKS + " WHERE ($1::text IS NULL OR l.customer_id = $1) ORDER BY l.identity", customer_id
+        conn,
+        _LINKS + " WHERE ($1::text IS NULL OR l.customer_id = $1) ORDER BY l.identity",
+        customer_id,
     )
     return [_link(row) for row in rows]
 

@@ -32,7 +32,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from proxy.runtime.config import Config
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
     add_customer,
@@ -63,6 +62,7 @@ from proxy.ere.admin.validation import (
     validate_charger_identity,
     validate_id,
 )
+from proxy.runtime.config import Config
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -75,10 +75,13 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The `partners`, `customers`, `mandates` and `links` groups; `common` carries `--config`."""
+
     def choices(allowed: Sequence[str]) -> str:
         return "{" + ",".join(allowed) + "}"
 
-    partners = sub.add_parser("partners", help="manage ERE partners (CPOs, installers, energy suppliers)")
+    partners = sub.add_parser(
+        "partners", help="manage ERE partners (CPOs, installers, energy suppliers)"
+    )
     partners.set_defaults(ere_group="partners")
     actions = partners.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", parents=[common], help="add a partner")
@@ -92,7 +95,9 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--colour", help="brand colour, #rrggbb")
     add.add_argument("--logo-url", help="https:// URL of the logo on statements")
     add.add_argument("--footer", help="footer text of statements (may span lines)")
-    actions.add_parser("list", parents=[common], help="list partners").add_argument("--json", action="store_true")
+    actions.add_parser("list", parents=[common], help="list partners").add_argument(
+        "--json", action="store_true"
+    )
     show = actions.add_parser("show", parents=[common], help="show one partner")
     show.add_argument("partner_id")
     show.add_argument("--json", action="store_true")
@@ -102,30 +107,40 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = customers.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", parents=[common], help="add a customer")
     add.add_argument("customer_id")
-    add.add_argument("--partner", required=True, help="id of the partner that enrolled the customer")
+    add.add_argument(
+        "--partner", required=True, help="id of the partner that enrolled the customer"
+    )
     add.add_argument("--name", required=True, help="name of the connection holder")
     add.add_argument("--address", required=True, help="street and number")
     add.add_argument("--postcode", required=True, help="Dutch postcode, 1234 AB")
     add.add_argument("--city", required=True)
     add.add_argument("--ean", required=True, help="18-digit EAN of the connection")
     add.add_argument("--grid-operator", required=True)
-    add.add_argument("--iban", help="account to pay (required when the partner's payout model is direct)")
+    add.add_argument(
+        "--iban", help="account to pay (required when the partner's payout model is direct)"
+    )
     add.add_argument("--email", help="address statements are sent to")
     listing = actions.add_parser("list", parents=[common], help="list customers")
     listing.add_argument("--partner", help="only this partner's customers")
     listing.add_argument("--json", action="store_true")
-    show = actions.add_parser("show", parents=[common], help="show one customer with mandates and chargers")
+    show = actions.add_parser(
+        "show", parents=[common], help="show one customer with mandates and chargers"
+    )
     show.add_argument("customer_id")
     show.add_argument("--json", action="store_true")
 
-    mandates = sub.add_parser("mandates", help="manage ERE mandates (one per EAN per calendar year)")
+    mandates = sub.add_parser(
+        "mandates", help="manage ERE mandates (one per EAN per calendar year)"
+    )
     mandates.set_defaults(ere_group="mandates")
     actions = mandates.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", parents=[common], help="record a mandate")
     add.add_argument("--ean", required=True, help="EAN of a known customer")
     add.add_argument("--year", required=True, help="calendar year the mandate covers")
     add.add_argument("--issued-on", required=True, help="date the mandate was issued, YYYY-MM-DD")
-    add.add_argument("--valid-from", help="first day covered (default: 1 January, or the issue date if later)")
+    add.add_argument(
+        "--valid-from", help="first day covered (default: 1 January, or the issue date if later)"
+    )
     add.add_argument("--valid-until", help="last day covered (default: 31 December)")
     add.add_argument("--consent-by", required=True, help="who gave consent")
     add.add_argument("--consent-at", required=True, help="when, ISO 8601 with UTC offset")
@@ -144,7 +159,9 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("identity", help="the charger's OCPP identity")
     add.add_argument("--customer", required=True)
     add.add_argument("--max-power-w", required=True, help="the charger's maximum power in watts")
-    listing = actions.add_parser("list", parents=[common], help="list links with each charger's meter evidence")
+    listing = actions.add_parser(
+        "list", parents=[common], help="list links with each charger's meter evidence"
+    )
     listing.add_argument("--customer", help="only this customer's chargers")
     listing.add_argument("--json", action="store_true")
     remove = actions.add_parser("remove", parents=[common], help="unlink a charger")
@@ -179,7 +196,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], stdout: T
     cells = [list(header), *([_cell(value) for value in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stdout)
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stdout
+        )
 
 
 def _print_fields(record: dict[str, Any], stdout: TextIO, indent: str = "") -> None:
@@ -199,18 +218,61 @@ def _consent_cell(consent: dict[str, Any]) -> str:
 def _link_row(link: dict[str, Any]) -> list[Any]:
     boot = link["last_boot"]
     if boot is None:
-        return [link["identity"], link["customer_id"], link["ean"], link["max_power_w"], "never booted", "-", "-", "-"]
-    return [link["identity"], link["customer_id"], link["ean"], link["max_power_w"], link["meter_class"],
-            boot["meter_type"], boot["meter_serial"], boot["booted_at"]]  # fmt: skip
+        return [
+            link["identity"],
+            link["customer_id"],
+            link["ean"],
+            link["max_power_w"],
+            "never booted",
+            "-",
+            "-",
+            "-",
+        ]
+    return [
+        link["identity"],
+        link["customer_id"],
+        link["ean"],
+        link["max_power_w"],
+        link["meter_class"],
+        boot["meter_type"],
+        boot["meter_serial"],
+        boot["booted_at"],
+    ]
 
 
-_LINK_HEADER = ("IDENTITY", "CUSTOMER", "EAN", "MAX W", "METER CLASS", "METER TYPE", "METER SERIAL", "LAST BOOT")
-_MANDATE_HEADER = ("EAN", "YEAR", "CUSTOMER", "PARTNER", "ISSUED", "VALID FROM", "VALID UNTIL", "CONSENT")
+_LINK_HEADER = (
+    "IDENTITY",
+    "CUSTOMER",
+    "EAN",
+    "MAX W",
+    "METER CLASS",
+    "METER TYPE",
+    "METER SERIAL",
+    "LAST BOOT",
+)
+_MANDATE_HEADER = (
+    "EAN",
+    "YEAR",
+    "CUSTOMER",
+    "PARTNER",
+    "ISSUED",
+    "VALID FROM",
+    "VALID UNTIL",
+    "CONSENT",
+)
 
 
 def _mandate_row(mandate: dict[str, Any]) -> list[Any]:
-    return [mandate["ean"], mandate["year"], mandate["customer_id"], mandate["partner_id"], mandate["issued_on"],
-            mandate["valid_from"], mandate["valid_until"], _consent_cell(mandate["consent"])]  # fmt: skip
+    return [
+        mandate["ean"],
+        mandate["year"],
+        mandate["customer_id"],
+        mandate["partner_id"],
+        mandate["issued_on"],
+        mandate["valid_from"],
+        mandate["valid_until"],
+        _consent_cell(mandate["consent"]),
+    ]
 
 
 def _optional(value: str | None, check: Callable[[str, str], Any], field: str) -> Any:
@@ -265,7 +327,10 @@ async def _partners_add(db: Connection, partner: NewPartner, out: _Output) -> No
 async def _partners_list(db: Connection, _: None, out: _Output) -> None:
     partners = await list_partners(db)
     header = ("PARTNER", "KIND", "PAYOUT", "NAME", "IBAN", "CUSTOMERS")
-    rows = [[p["partner_id"], p["kind"], p["payout_model"], p["name"], p["iban"], p["customers"]] for p in partners]
+    rows = [
+        [p["partner_id"], p["kind"], p["payout_model"], p["name"], p["iban"], p["customers"]]
+        for p in partners
+    ]
     out.json_or(partners, lambda: out.table(header, rows))
 
 
@@ -276,17 +341,27 @@ async def _partners_show(db: Connection, partner_id: str, out: _Output) -> None:
 
 async def _customers_add(db: Connection, customer: NewCustomer, out: _Output) -> None:
     await add_customer(db, customer)
-    out.line(f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}")
+    out.line(
+        f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}"
+    )
 
 
 async def _customers_list(db: Connection, partner_id: str | None, out: _Output) -> None:
     customers = await list_customers(db, partner_id)
     header = ("CUSTOMER", "PARTNER", "NAME", "EAN", "POSTCODE", "GRID OPERATOR", "IBAN", "MANDATES")
     rows = [
-        [c["customer_id"], c["partner_id"], c["name"], c["ean"], c["postcode"], c["grid_operator"], c["iban"],
-         c["mandate_years"]]
+        [
+            c["customer_id"],
+            c["partner_id"],
+            c["name"],
+            c["ean"],
+            c["postcode"],
+            c["grid_operator"],
+            c["iban"],
+            c["mandate_years"],
+        ]
         for c in customers
-    ]  # fmt: skip
+    ]
     out.json_or(customers, lambda: out.table(header, rows))
 
 
@@ -294,7 +369,10 @@ async def _customers_show(db: Connection, customer_id: str, out: _Output) -> Non
     customer = await get_customer(db, customer_id)
 
     def human() -> None:
-        _print_fields({key: value for key, value in customer.items() if key not in ("mandates", "links")}, out.stdout)
+        _print_fields(
+            {key: value for key, value in customer.items() if key not in ("mandates", "links")},
+            out.stdout,
+        )
         out.line("\nmandates:")
         out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in customer["mandates"]])
         out.line("\nchargers:")
@@ -313,7 +391,10 @@ async def _mandates_add(db: Connection, mandate: NewMandate, out: _Output) -> No
 
 async def _mandates_list(db: Connection, filters: dict[str, Any], out: _Output) -> None:
     mandates = await list_mandates(db, **filters)
-    out.json_or(mandates, lambda: out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in mandates]))
+    out.json_or(
+        mandates,
+        lambda: out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in mandates]),
+    )
 
 
 async def _links_add(db: Connection, link: NewLink, out: _Output) -> None:
@@ -347,7 +428,11 @@ _ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, _Output], Awaitable[N
 
 
 async def ere_admin_command(
-    config: Config, args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
     """Run one `ere-proxy partners|customers|mandates|links` action; returns the exit code.
 
@@ -365,7 +450,9 @@ async def ere_admin_command(
     except REFUSED_BY_DATABASE as error:
         return _fail(violation_message(error), EXIT_INPUT, stderr)
     except DATABASE_ERRORS as error:  # includes StoreError (e.g. the database is unreachable)
-        return _fail(f"database error: {type(error).__name__}: {one_line(str(error))}", EXIT_STORE, stderr)
+        return _fail(
+            f"database error: {type(error).__name__}: {one_line(str(error))}", EXIT_STORE, stderr
+        )
     return EXIT_OK
 
 

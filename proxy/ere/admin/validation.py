@@ -99,7 +99,9 @@ CONSENT_METHODS = ("signed-pdf", "online-checkbox", "e-signature", "paper-form")
 
 MIN_YEAR = 2000
 MAX_POWER_W = Decimal(1_000_000)
-_CLOCK_SKEW = timedelta(minutes=5)  # a consent timestamp this far ahead of our clock still counts as now
+_CLOCK_SKEW = timedelta(
+    minutes=5
+)  # a consent timestamp this far ahead of our clock still counts as now
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"([1-9][0-9]{3}) ?([A-Za-z]{2})")
@@ -138,7 +140,9 @@ def _text(
         text = text.replace("\r\n", "\n")
     text = text.strip()
     if len(text) > max_chars:
-        raise AdminInputError(f"{field}: {_shown(value)} is too long; at most {max_chars} characters")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is too long; at most {max_chars} characters"
+        )
     for character in text:
         if multiline and character == "\n":
             continue
@@ -165,14 +169,18 @@ def validate_id(value: str, field: str) -> str:
 
 def _choice(value: str, field: str, allowed: Sequence[str], what: str) -> str:
     if value not in allowed:
-        raise AdminInputError(f"{field}: {_shown(value)} is not {what}; use one of {', '.join(allowed)}")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not {what}; use one of {', '.join(allowed)}"
+        )
     return value
 
 
 def normalise_iban(value: str, field: str = "--iban") -> str:
     """A valid IBAN in the SEPA zone, compact and upper case (schwifty checks it)."""
     if len(value) > 64:
-        raise AdminInputError(f"{field}: {_shown(value)} is not an IBAN; an IBAN has at most 34 characters")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not an IBAN; an IBAN has at most 34 characters"
+        )
     try:
         iban = IBAN(value)
     except InvalidStructure:
@@ -180,9 +188,13 @@ def normalise_iban(value: str, field: str = "--iban") -> str:
             f"{field}: {_shown(value)} is not an IBAN; it has characters or a layout no IBAN has"
         ) from None
     except SchwiftyException as error:
-        raise AdminInputError(f"{field}: {_shown(value)} is not a valid IBAN ({str(error).lower()})") from None
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not a valid IBAN ({str(error).lower()})"
+        ) from None
     if not iban.in_sepa_zone:
-        raise AdminInputError(f"{field}: IBAN {iban.compact} is outside the SEPA zone; payouts are SEPA transfers")
+        raise AdminInputError(
+            f"{field}: IBAN {iban.compact} is outside the SEPA zone; payouts are SEPA transfers"
+        )
     return str(iban.compact)
 
 
@@ -200,7 +212,9 @@ def normalise_postcode(value: str, field: str = "--postcode") -> str:
     """A Dutch postcode as `1234 AB`."""
     match = _POSTCODE.fullmatch(value.strip())
     if match is None:
-        raise AdminInputError(f"{field}: {_shown(value)} is not a Dutch postcode; write it like 1234 AB")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not a Dutch postcode; write it like 1234 AB"
+        )
     letters = match[2].upper()
     if letters in _UNISSUED_POSTCODE_LETTERS:
         raise AdminInputError(
@@ -223,7 +237,9 @@ def normalise_email(value: str, field: str = "--email") -> str:
         or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
         or labels[-1].isdigit()
     ):
-        raise AdminInputError(f"{field}: {_shown(value)} is not an e-mail address like name@example.nl")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not an e-mail address like name@example.nl"
+        )
     return f"{local}@{domain.lower()}"
 
 
@@ -241,11 +257,15 @@ def parse_year(value: str, field: str = "--year", *, today: date | None = None) 
             raise AdminInputError(
                 f"{field}: {quarter} is a quarter; a mandate covers a whole calendar year: give {quarter.year}"
             )
-        raise AdminInputError(f"{field}: {_shown(value)} is not a year; give four digits, like 2026")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not a year; give four digits, like 2026"
+        )
     year = int(text)
     latest = (today or date.today()).year + 1
     if not MIN_YEAR <= year <= latest:
-        raise AdminInputError(f"{field}: {year} is out of range; mandates are for {MIN_YEAR} to {latest}")
+        raise AdminInputError(
+            f"{field}: {year} is out of range; mandates are for {MIN_YEAR} to {latest}"
+        )
     return year
 
 
@@ -257,7 +277,9 @@ def parse_date(value: str, field: str) -> date:
             raise ValueError
         return date.fromisoformat(text)
     except ValueError:
-        raise AdminInputError(f"{field}: {_shown(value)} is not a date; write it as YYYY-MM-DD") from None
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not a date; write it as YYYY-MM-DD"
+        ) from None
 
 
 def parse_timestamp(value: str, field: str) -> datetime:
@@ -272,7 +294,9 @@ def parse_timestamp(value: str, field: str) -> datetime:
             f"{field}: {_shown(value)} is not an ISO 8601 timestamp like 2026-01-05T10:15:00+01:00"
         ) from None
     if moment.utcoffset() is None:
-        raise AdminInputError(f"{field}: {_shown(value)} has no UTC offset; add one, like +01:00 or Z")
+        raise AdminInputError(
+            f"{field}: {_shown(value)} has no UTC offset; add one, like +01:00 or Z"
+        )
     return moment
 
 
@@ -284,9 +308,13 @@ def parse_watts(value: str, field: str = "--max-power-w") -> Decimal:
             raise InvalidOperation
         watts = Decimal(text)
     except InvalidOperation:
-        raise AdminInputError(f"{field}: {_shown(value)} is not a number of watts, like 11000") from None
+        raise AdminInputError(
+            f"{field}: {_shown(value)} is not a number of watts, like 11000"
+        ) from None
     if not 0 < watts <= MAX_POWER_W:
-        raise AdminInputError(f"{field}: {text} W is out of range; give more than 0 and at most {MAX_POWER_W} W")
+        raise AdminInputError(
+            f"{field}: {text} W is out of range; give more than 0 and at most {MAX_POWER_W} W"
+        )
     return watts
 
 
@@ -324,7 +352,9 @@ class NewPartner:
                 "--iban: is required for the partner-account payout model (its customers are paid to it)"
             )
         if account_name is not None and iban is None:
-            raise AdminInputError("--account-name: needs --iban (it names the holder of that account)")
+            raise AdminInputError(
+                "--account-name: needs --iban (it names the holder of that account)"
+            )
         if iban is not None:
             account_name = account_name or name
             try:
@@ -336,8 +366,12 @@ class NewPartner:
                     f"--account-name: {_shown(account_name)} has no characters a SEPA transfer can carry; "
                     "give the account holder's name in Latin letters"
                 )
-        display_name = _text(args.display_name, "--display-name", max_chars=100, required=False) or name[:100]
-        footer = _text(args.footer, "--footer", max_chars=2000, required=False, multiline=True) or ""
+        display_name = (
+            _text(args.display_name, "--display-name", max_chars=100, required=False) or name[:100]
+        )
+        footer = (
+            _text(args.footer, "--footer", max_chars=2000, required=False, multiline=True) or ""
+        )
         logo_url = _text(args.logo_url, "--logo-url", max_chars=2000, required=False)
         colour = {} if args.colour is None else {"colour": args.colour.strip()}
         try:
@@ -345,7 +379,9 @@ class NewPartner:
         except ValueError as error:
             raise AdminInputError(f"--colour: {one_line(str(error))}") from None
         try:
-            branding = PartnerBranding(display_name=display_name, logo_url=logo_url, footer_text=footer, **colour)
+            branding = PartnerBranding(
+                display_name=display_name, logo_url=logo_url, footer_text=footer, **colour
+            )
         except ValueError as error:
             raise AdminInputError(f"--logo-url: {one_line(str(error))}") from None
         return cls(partner_id, name, kind, model, iban, account_name, branding)
@@ -419,15 +455,25 @@ class NewMandate:
         year = parse_year(args.year, today=today)
         issued_on = parse_date(args.issued_on, "--issued-on")
         first, last = date(year, 1, 1), date(year, 12, 31)
-        valid_from = parse_date(args.valid_from, "--valid-from") if args.valid_from else max(first, issued_on)
+        valid_from = (
+            parse_date(args.valid_from, "--valid-from")
+            if args.valid_from
+            else max(first, issued_on)
+        )
         valid_until = parse_date(args.valid_until, "--valid-until") if args.valid_until else last
         for field, day in (("--valid-from", valid_from), ("--valid-until", valid_until)):
             if not first <= day <= last:
-                raise AdminInputError(f"{field}: {day} is outside {year}; a mandate covers one calendar year")
+                raise AdminInputError(
+                    f"{field}: {day} is outside {year}; a mandate covers one calendar year"
+                )
         if valid_from > valid_until:
-            raise AdminInputError(f"--valid-from: {valid_from} is after --valid-until {valid_until}")
+            raise AdminInputError(
+                f"--valid-from: {valid_from} is after --valid-until {valid_until}"
+            )
         if issued_on > today:
-            raise AdminInputError(f"--issued-on: {issued_on} is in the future; give the day the mandate was issued")
+            raise AdminInputError(
+                f"--issued-on: {issued_on} is in the future; give the day the mandate was issued"
+            )
         if issued_on > valid_from:
             raise AdminInputError(
                 f"--issued-on: {issued_on} is after the start of validity {valid_from}; a mandate is not backdated "
@@ -436,8 +482,12 @@ class NewMandate:
         consent = Consent(
             by=_req(_text(args.consent_by, "--consent-by", max_chars=200)),
             at=parse_timestamp(args.consent_at, "--consent-at"),
-            method=_choice(args.consent_method, "--consent-method", CONSENT_METHODS, "a consent method"),
-            reference=_text(args.consent_reference, "--consent-reference", max_chars=500, required=False),
+            method=_choice(
+                args.consent_method, "--consent-method", CONSENT_METHODS, "a consent method"
+            ),
+            reference=_text(
+                args.consent_reference, "--consent-reference", max_chars=500, required=False
+            ),
         )
         if consent.at > now + _CLOCK_SKEW:
             raise AdminInputError(f"--consent-at: {consent.at.isoformat()} is in the future")

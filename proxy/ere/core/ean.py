@@ -29,7 +29,9 @@ def check_digit(first_17: str) -> int:
     if len(first_17) != EAN_LENGTH - 1 or not _DIGITS.issuperset(first_17):
         raise EanError(f"a check digit needs 17 digits, got {first_17!r}")
     # Weights run 3, 1, 3, … from the digit next to the check digit, leftwards.
-    weighted = sum(int(digit) * (3 if at % 2 == 0 else 1) for at, digit in enumerate(reversed(first_17)))
+    weighted = sum(
+        int(digit) * (3 if at % 2 == 0 else 1) for at, digit in enumerate(reversed(first_17))
+    )
     return (10 - weighted % 10) % 10
 
 

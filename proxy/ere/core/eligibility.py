@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from proxy.capture.evidence import MeterClass
 from proxy.ere.core.ean import Ean
 from proxy.ere.core.quarters import local_date
 from proxy.ere.core.rounding import exact, require_decimal, wide
-from proxy.capture.evidence import MeterClass
 
 __all__ = [
     "MID_EVIDENCE",
@@ -179,7 +179,13 @@ class SessionRecord:
             object.__setattr__(self, "status", SessionStatus(self.status))
         except ValueError as error:
             raise EligibilityInputError(f"session {self.session_id}: {error}") from None
-        for name in ("meter_start_wh", "meter_stop_wh", "last_reading_wh", "energy_wh", "exported_wh"):
+        for name in (
+            "meter_start_wh",
+            "meter_stop_wh",
+            "last_reading_wh",
+            "energy_wh",
+            "exported_wh",
+        ):
             _optional_decimal(getattr(self, name), name)
         for name in ("started_at", "stopped_at", "last_reading_at"):
             _optional_aware(getattr(self, name), name)
@@ -287,7 +293,14 @@ def assess(session: SessionRecord, context: SessionContext) -> Assessment:
 
     def ineligible(reason: Reason, detail: str) -> Assessment:
         return Assessment(
-            session.session_id, Eligibility.INELIGIBLE, reason, detail, Decimal(0), customer_id, ean, ended_at
+            session.session_id,
+            Eligibility.INELIGIBLE,
+            reason,
+            detail,
+            Decimal(0),
+            customer_id,
+            ean,
+            ended_at,
         )
 
     failure = _first_failure(session, context)
@@ -300,7 +313,14 @@ def assess(session: SessionRecord, context: SessionContext) -> Assessment:
     if session.exported_wh:
         detail += f", {_kwh(session.exported_wh)} fed back: {kwh.normalize():f} kWh counted"
     return Assessment(
-        session.session_id, Eligibility.ELIGIBLE, Reason.ELIGIBLE, detail, kwh, customer_id, ean, ended_at
+        session.session_id,
+        Eligibility.ELIGIBLE,
+        Reason.ELIGIBLE,
+        detail,
+        kwh,
+        customer_id,
+        ean,
+        ended_at,
     )
 
 
@@ -357,7 +377,10 @@ def _meter_forwards(session: SessionRecord) -> tuple[Reason, str] | None:
     if start is not None and stop is not None and stop < start:
         return Reason.METER_WENT_BACKWARDS, f"meter stop {stop} Wh is below meter start {start} Wh"
     if start is not None and last is not None and last < start:
-        return Reason.METER_WENT_BACKWARDS, f"last reading {last} Wh is below meter start {start} Wh"
+        return (
+            Reason.METER_WENT_BACKWARDS,
+            f"last reading {last} Wh is below meter start {start} Wh",
+        )
     last_at, stopped_at = session.last_reading_at, session.stopped_at
     if (
         stop is not None
@@ -367,7 +390,10 @@ def _meter_forwards(session: SessionRecord) -> tuple[Reason, str] | None:
         and last_at <= stopped_at
         and stop < last
     ):
-        return Reason.METER_WENT_BACKWARDS, f"meter stop {stop} Wh is below an earlier reading of {last} Wh"
+        return (
+            Reason.METER_WENT_BACKWARDS,
+            f"meter stop {stop} Wh is below an earlier reading of {last} Wh",
+        )
     return None
 
 
@@ -390,20 +416,32 @@ def _linked(session: SessionRecord, context: SessionContext) -> tuple[Reason, st
     if context.link is None:
         return Reason.NOT_LINKED, f"charger {session.identity} has no customer"
     if context.link.ean is None:
-        return Reason.NO_EAN, f"customer {context.link.customer_id} has no EAN for charger {session.identity}"
+        return (
+            Reason.NO_EAN,
+            f"customer {context.link.customer_id} has no EAN for charger {session.identity}",
+        )
     return None
 
 
 def _mandated(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
-    assert context.link is not None and context.link.ean is not None and session.ended_at is not None
+    assert (
+        context.link is not None and context.link.ean is not None and session.ended_at is not None
+    )
     day = local_date(session.ended_at)
     covering = [mandate for mandate in context.mandates if mandate.covers(day)]
     customers = sorted({mandate.customer_id for mandate in covering})
     if len(customers) > 1:
-        return Reason.MANDATE_CONFLICT, f"on {day} EAN {context.link.ean} has mandates of {', '.join(customers)}"
+        return (
+            Reason.MANDATE_CONFLICT,
+            f"on {day} EAN {context.link.ean} has mandates of {', '.join(customers)}",
+        )
     if not customers:
-        periods = ", ".join(f"{m.valid_from} to {m.valid_until}" for m in sorted(context.mandates, key=_period))
-        return Reason.NO_VALID_MANDATE, f"no mandate covers {day}" + (f" (mandates: {periods})" if periods else "")
+        periods = ", ".join(
+            f"{m.valid_from} to {m.valid_until}" for m in sorted(context.mandates, key=_period)
+        )
+        return Reason.NO_VALID_MANDATE, f"no mandate covers {day}" + (
+            f" (mandates: {periods})" if periods else ""
+        )
     if customers[0] != context.link.customer_id:
         return (
             Reason.NO_VALID_MANDATE,
@@ -413,10 +451,16 @@ def _mandated(session: SessionRecord, context: SessionContext) -> tuple[Reason, 
 
 
 def _within_max_power(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
-    assert session.started_at is not None and session.ended_at is not None and session.energy_wh is not None
+    assert (
+        session.started_at is not None
+        and session.ended_at is not None
+        and session.energy_wh is not None
+    )
     duration = session.ended_at - session.started_at
     calc = exact()
-    possible_wh = wide().divide(calc.multiply(context.max_power_w, _seconds(duration)), _SECONDS_PER_HOUR)
+    possible_wh = wide().divide(
+        calc.multiply(context.max_power_w, _seconds(duration)), _SECONDS_PER_HOUR
+    )
     limit_wh = wide().add(possible_wh, READING_MARGIN_WH)
     for what, energy in (("imported", session.energy_wh), ("fed back", session.exported_wh)):
         if energy > limit_wh:
@@ -428,7 +472,9 @@ def _within_max_power(session: SessionRecord, context: SessionContext) -> tuple[
     return None
 
 
-def _alone_on_connector(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
+def _alone_on_connector(
+    session: SessionRecord, context: SessionContext
+) -> tuple[Reason, str] | None:
     assert session.started_at is not None and session.ended_at is not None
     start, end = session.started_at, session.ended_at
     for other in context.same_connector:

@@ -70,15 +70,21 @@ class YearFactors:
         except (TypeError, ValueError) as error:
             raise FactorTableError(f"year {self.year}: {error}") from None
         if not 0 < share <= 1:
-            raise FactorTableError(f"year {self.year}: renewable_share must be in (0, 1], got {share}")
+            raise FactorTableError(
+                f"year {self.year}: renewable_share must be in (0, 1], got {share}"
+            )
         if grams <= 0 or megajoules <= 0:
-            raise FactorTableError(f"year {self.year}: co2_g_per_mj and mj_per_kwh must be positive")
+            raise FactorTableError(
+                f"year {self.year}: co2_g_per_mj and mj_per_kwh must be positive"
+            )
 
     @property
     def ere_per_kwh(self) -> Decimal:
         """ERE earned by one kWh in this year, exact (0.332694 for 2026)."""
         context = exact()
-        product = context.multiply(context.multiply(self.renewable_share, self.co2_g_per_mj), self.mj_per_kwh)
+        product = context.multiply(
+            context.multiply(self.renewable_share, self.co2_g_per_mj), self.mj_per_kwh
+        )
         return context.divide(product, Decimal(1000))
 
 
@@ -155,7 +161,9 @@ def parse_factor_table(text: str, origin: str = "factor table") -> FactorTable:
         raise FactorTableError(f"{origin}: not valid TOML: {error}") from None
     unknown = set(document) - {"year", "price"}
     if unknown:
-        raise FactorTableError(f"{origin}: unknown sections {sorted(unknown)}; expected [[year]] and [[price]]")
+        raise FactorTableError(
+            f"{origin}: unknown sections {sorted(unknown)}; expected [[year]] and [[price]]"
+        )
     try:
         years = tuple(_year_entry(entry) for entry in _entries(document, "year"))
         prices = tuple(_price_entry(entry) for entry in _entries(document, "price"))
@@ -190,7 +198,7 @@ def _year_entry(entry: Mapping[str, Any]) -> YearFactors:
 def _price_entry(entry: Mapping[str, Any]) -> QuarterPrice:
     raw = entry.get("quarter")
     if not isinstance(raw, str):
-        raise FactorTableError(f"a [[price]] entry needs a quarter like \"2026Q3\", got {raw!r}")
+        raise FactorTableError(f'a [[price]] entry needs a quarter like "2026Q3", got {raw!r}')
     try:
         quarter = Quarter.parse(raw)
     except QuarterFormatError as error:

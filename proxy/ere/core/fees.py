@@ -60,7 +60,9 @@ class FeePlan:
             raise TypeError("referral_discounts must be a tuple of Decimal")
         for discount in self.referral_discounts:
             if require_decimal(discount, "referral discount") < 0:
-                raise FeePlanError(f"a referral discount cannot be negative, got {_percent(discount)}")
+                raise FeePlanError(
+                    f"a referral discount cannot be negative, got {_percent(discount)}"
+                )
 
     @property
     def rate(self) -> Decimal:

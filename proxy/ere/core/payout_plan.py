@@ -148,7 +148,9 @@ def plan_payouts(
         if balance.customer_id in seen:
             raise PayoutPlanError(f"customer {balance.customer_id!r} appears twice in the balances")
         seen.add(balance.customer_id)
-        total = require_cents(balance.net, f"net of customer {balance.customer_id!r}", PayoutPlanError)
+        total = require_cents(
+            balance.net, f"net of customer {balance.customer_id!r}", PayoutPlanError
+        )
         total += require_cents(
             balance.carried_in, f"carried_in of customer {balance.customer_id!r}", PayoutPlanError
         )
@@ -178,7 +180,13 @@ def plan_payouts(
         own_share: tuple[tuple[str, Decimal], ...] = ((balance.customer_id, total),)
         transfers.append(
             _planned(
-                PayeeKind.CUSTOMER, balance.customer_id, balance.account, total, own_share, payout_run_id, remittance
+                PayeeKind.CUSTOMER,
+                balance.customer_id,
+                balance.account,
+                total,
+                own_share,
+                payout_run_id,
+                remittance,
             )
         )
     for partner_id in sorted(pools):
@@ -188,19 +196,25 @@ def plan_payouts(
         reason = _reason_not_to_pay(total, minimum, account)
         if reason is not None:
             carry_overs.extend(
-                CarryOver(balance.customer_id, amount, reason) for balance, amount in members if amount
+                CarryOver(balance.customer_id, amount, reason)
+                for balance, amount in members
+                if amount
             )
             continue
         assert account is not None
         shares = tuple((balance.customer_id, amount) for balance, amount in members if amount)
         transfers.append(
-            _planned(PayeeKind.PARTNER, partner_id, account, total, shares, payout_run_id, remittance)
+            _planned(
+                PayeeKind.PARTNER, partner_id, account, total, shares, payout_run_id, remittance
+            )
         )
     carry_overs.sort(key=lambda carry: carry.customer_id)
     return PayoutPlan(tuple(transfers), tuple(carry_overs))
 
 
-def _reason_not_to_pay(total: Decimal, minimum: Decimal, account: BankAccount | None) -> CarryOverReason | None:
+def _reason_not_to_pay(
+    total: Decimal, minimum: Decimal, account: BankAccount | None
+) -> CarryOverReason | None:
     if total <= 0:
         return CarryOverReason.NOT_POSITIVE
     if total < minimum:
@@ -219,5 +233,7 @@ def _planned(
     payout_run_id: str,
     remittance: str,
 ) -> PlannedTransfer:
-    transfer = CreditTransfer(end_to_end_id(payout_run_id, kind, payee_id), account, amount, remittance)
+    transfer = CreditTransfer(
+        end_to_end_id(payout_run_id, kind, payee_id), account, amount, remittance
+    )
     return PlannedTransfer(kind, payee_id, transfer, shares)

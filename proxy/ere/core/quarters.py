@@ -64,7 +64,9 @@ class Quarter:
     def parse(cls, text: str) -> Quarter:
         """Read `YYYYQn`; anything else raises QuarterFormatError naming the problem."""
         if not isinstance(text, str):
-            raise TypeError(f"a quarter is written as text like '2026Q3', got {type(text).__name__}")
+            raise TypeError(
+                f"a quarter is written as text like '2026Q3', got {type(text).__name__}"
+            )
         match = _CANONICAL.fullmatch(text)
         if match:
             return cls(int(match[1]), int(match[2]))

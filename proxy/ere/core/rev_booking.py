@@ -42,7 +42,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import xmlschema
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from proxy.ere.core.ean import Ean, EanError
 
@@ -81,7 +81,13 @@ CSV_COLUMNS = (
     "mandate_valid_until",
 )
 
-_DATE_FIELDS = ("delivery_start", "delivery_end", "mandate_issued_on", "mandate_valid_from", "mandate_valid_until")
+_DATE_FIELDS = (
+    "delivery_start",
+    "delivery_end",
+    "mandate_issued_on",
+    "mandate_valid_from",
+    "mandate_valid_until",
+)
 _TEXT_LIMITS = {"customer_name": 200, "address": 200, "city": 100, "grid_operator": 100}
 _POSTCODE = re.compile(r"[1-9][0-9]{3} ?[A-Z]{2}")
 _KVK = re.compile(r"[0-9]{8}")
@@ -187,7 +193,10 @@ def to_xml(rows: Sequence[RevBookingRow], year: int, provider: RevProvider) -> b
         raise RevExportError(f"no bookings to export for {year}")
     _check_rows(rows, year=year)
     _check_text(provider.name, "provider name", 200)
-    for value, what in ((provider.kvk_number, "KvK number"), (provider.nea_account_id, "NEa account id")):
+    for value, what in (
+        (provider.kvk_number, "KvK number"),
+        (provider.nea_account_id, "NEa account id"),
+    ):
         if value is not None:
             _check_text(value, f"provider {what}", 35)
     if provider.kvk_number is not None and not _KVK.fullmatch(provider.kvk_number):
@@ -264,7 +273,9 @@ def audit_pack(ean: str, sessions: Sequence[AuditSession]) -> bytes:
     try:
         return (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     except UnicodeEncodeError as error:
-        raise RevExportError(f"EAN {ean}: the evidence holds text that is not valid Unicode: {error}") from error
+        raise RevExportError(
+            f"EAN {ean}: the evidence holds text that is not valid Unicode: {error}"
+        ) from error
 
 
 def _session_entry(session: AuditSession, ean: str) -> dict[str, object]:
@@ -302,14 +313,23 @@ def _check_rows(rows: Sequence[RevBookingRow], *, year: int | None) -> None:
         for name in _DATE_FIELDS:
             value = getattr(row, name)
             if not isinstance(value, date) or isinstance(value, datetime):
-                raise TypeError(f"{where} {name} must be a date, got {type(value).__name__} {value!r}")
+                raise TypeError(
+                    f"{where} {name} must be a date, got {type(value).__name__} {value!r}"
+                )
         if row.delivery_start > row.delivery_end:
-            raise RevExportError(f"{where}: delivery period {row.delivery_start}..{row.delivery_end} runs backwards")
+            raise RevExportError(
+                f"{where}: delivery period {row.delivery_start}..{row.delivery_end} runs backwards"
+            )
         if year is not None and not (row.delivery_start.year == row.delivery_end.year == year):
             raise RevExportError(
                 f"{where}: delivery period {row.delivery_start}..{row.delivery_end} is not inside {year}"
             )
-        if not row.mandate_valid_from <= row.delivery_start <= row.delivery_end <= row.mandate_valid_until:
+        if (
+            not row.mandate_valid_from
+            <= row.delivery_start
+            <= row.delivery_end
+            <= row.mandate_valid_until
+        ):
             raise RevExportError(
                 f"{where}: mandate valid {row.mandate_valid_from}..{row.mandate_valid_until} does not cover "
                 f"the delivery period {row.delivery_start}..{row.delivery_end}"
@@ -317,7 +337,9 @@ def _check_rows(rows: Sequence[RevBookingRow], *, year: int | None) -> None:
         for name, limit in _TEXT_LIMITS.items():
             _check_text(getattr(row, name), f"{where} {name}", limit)
         if not _POSTCODE.fullmatch(row.postcode):
-            raise RevExportError(f"{where}: postcode {row.postcode!r} is not a Dutch postcode like '1234 AB'")
+            raise RevExportError(
+                f"{where}: postcode {row.postcode!r} is not a Dutch postcode like '1234 AB'"
+            )
 
 
 def _check_ean(ean: str) -> None:
@@ -330,7 +352,9 @@ def _check_ean(ean: str) -> None:
 
 def _check_text(value: str, what: str, limit: int) -> None:
     if not isinstance(value, str) or not value or value != value.strip():
-        raise RevExportError(f"{what} {value!r} must be non-empty text without surrounding whitespace")
+        raise RevExportError(
+            f"{what} {value!r} must be non-empty text without surrounding whitespace"
+        )
     if _UNSAFE_TEXT.search(value):
         raise RevExportError(f"{what} {value!r} contains control characters or line breaks")
     if len(value) > limit:

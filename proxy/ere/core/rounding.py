@@ -27,7 +27,9 @@ CENT = Decimal("0.01")
 ERE_STEP = Decimal("0.01")
 
 _WIDE = decimal.Context(prec=60, rounding=ROUND_HALF_UP, traps=[decimal.InvalidOperation])
-_EXACT = decimal.Context(prec=60, rounding=ROUND_HALF_UP, traps=[decimal.InvalidOperation, decimal.Inexact])
+_EXACT = decimal.Context(
+    prec=60, rounding=ROUND_HALF_UP, traps=[decimal.InvalidOperation, decimal.Inexact]
+)
 
 
 def exact() -> decimal.Context:

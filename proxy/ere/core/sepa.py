@@ -44,11 +44,11 @@ from decimal import Decimal
 from typing import Literal, get_args
 
 import xmlschema
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
-from sepaxml import SepaTransfer  # type: ignore[import-untyped]
-from text_unidecode import unidecode  # type: ignore[import-untyped]
+from sepaxml import SepaTransfer
+from text_unidecode import unidecode
 
 __all__ = [
     "MAX_AMOUNT",
@@ -177,7 +177,9 @@ def build_credit_transfer(
     if created_at.utcoffset() is None:
         raise SepaError("created_at must be timezone-aware")
     if execution_date < created_at.date():
-        raise SepaError(f"execution date {execution_date} lies before the creation date {created_at.date()}")
+        raise SepaError(
+            f"execution date {execution_date} lies before the creation date {created_at.date()}"
+        )
 
     account_errors: list[str] = []
     debtor_iban = _checked_iban(debtor.iban, "debtor", account_errors)
@@ -194,11 +196,15 @@ def build_credit_transfer(
         cents = _amount_in_cents(transfer.amount, label)
         control_sum += transfer.amount
         payment: dict[str, object] = {
-            "name": sepa_text(transfer.creditor.holder_name, MAX_NAME_CHARS, f"{label} creditor name"),
+            "name": sepa_text(
+                transfer.creditor.holder_name, MAX_NAME_CHARS, f"{label} creditor name"
+            ),
             "IBAN": _checked_iban(transfer.creditor.iban, label, account_errors),
             "amount": cents,
             "execution_date": execution_date,
-            "description": sepa_text(transfer.remittance, MAX_REMITTANCE_CHARS, f"{label} remittance"),
+            "description": sepa_text(
+                transfer.remittance, MAX_REMITTANCE_CHARS, f"{label} remittance"
+            ),
             "endtoend_id": transfer.end_to_end_id,
         }
         if transfer.creditor.bic is not None:
@@ -261,7 +267,10 @@ def validate_pain001(document: SepaDocument) -> None:
     namespaces = {"p": expected_namespace}
     count = root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:NbOfTxs", namespaces=namespaces)
     control_sum = root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:CtrlSum", namespaces=namespaces)
-    if count != str(document.transaction_count) or Decimal(control_sum or "NaN") != document.control_sum:
+    if (
+        count != str(document.transaction_count)
+        or Decimal(control_sum or "NaN") != document.control_sum
+    ):
         raise SepaValidationError(
             f"the group header says {count} transactions and {control_sum} EUR, the document "
             f"{document.transaction_count} and {document.control_sum}"
@@ -308,7 +317,12 @@ def _amount_in_cents(amount: Decimal, what: str) -> int:
 
 
 def _check_end_to_end_id(value: str) -> None:
-    if not _SEPA_ID.fullmatch(value) or value.startswith("/") or value.endswith("/") or "//" in value:
+    if (
+        not _SEPA_ID.fullmatch(value)
+        or value.startswith("/")
+        or value.endswith("/")
+        or "//" in value
+    ):
         raise SepaError(
             f"end-to-end id {value!r} must be 1-35 characters of the SEPA character set, "
             "without '/' at either end or '//' inside"

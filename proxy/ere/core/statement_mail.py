@@ -78,8 +78,14 @@ class PartnerBranding:
             raise ValueError(f"brand colour must look like #1a2b3c, got {self.colour!r}")
         if self.logo_url is not None:
             parts = urlsplit(self.logo_url)
-            if parts.scheme != "https" or not parts.netloc or re.search(r"[\s\x00-\x1f\x7f]", self.logo_url):
-                raise ValueError(f"logo URL must be an https:// URL without spaces, got {self.logo_url!r}")
+            if (
+                parts.scheme != "https"
+                or not parts.netloc
+                or re.search(r"[\s\x00-\x1f\x7f]", self.logo_url)
+            ):
+                raise ValueError(
+                    f"logo URL must be an https:// URL without spaces, got {self.logo_url!r}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +162,9 @@ def render_text(statement: PayoutStatement, branding: PartnerBranding) -> str:
         "",
         f"  {'Date':<12}{'kWh':>14}",
     ]
-    lines += [f"  {line.charged_on.isoformat():<12}{_kwh(line.kwh):>14}" for line in statement.sessions]
+    lines += [
+        f"  {line.charged_on.isoformat():<12}{_kwh(line.kwh):>14}" for line in statement.sessions
+    ]
     if not statement.sessions:
         lines.append("  (no sessions this quarter)")
     lines += [f"  {'Total':<12}{_kwh(statement.total_kwh):>14}", ""]
@@ -181,10 +189,13 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
     )
     cell = 'style="padding:4px 8px;border-bottom:1px solid #e5e5e5"'
     number_cell = 'style="padding:4px 8px;border-bottom:1px solid #e5e5e5;text-align:right"'
-    session_rows = "".join(
-        f"<tr><td {cell}>{line.charged_on.isoformat()}</td><td {number_cell}>{_kwh(line.kwh)}</td></tr>"
-        for line in statement.sessions
-    ) or f'<tr><td {cell} colspan="2">(no sessions this quarter)</td></tr>'
+    session_rows = (
+        "".join(
+            f"<tr><td {cell}>{line.charged_on.isoformat()}</td><td {number_cell}>{_kwh(line.kwh)}</td></tr>"
+            for line in statement.sessions
+        )
+        or f'<tr><td {cell} colspan="2">(no sessions this quarter)</td></tr>'
+    )
     summary_rows = "".join(
         f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
         for label, value in _summary_rows(statement)
@@ -203,7 +214,7 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
         f'<div style="background:{colour};color:{ink};padding:16px 24px;font-size:20px">'
         f"{logo}<span>{escaped(branding.display_name)}</span></div>\n"
         '<div style="padding:16px 24px">\n'
-        f"<h1 style=\"font-size:18px\">ERE payout statement, {escaped(statement.period_label)}</h1>\n"
+        f'<h1 style="font-size:18px">ERE payout statement, {escaped(statement.period_label)}</h1>\n'
         f"<p>Dear {escaped(statement.customer_name)},</p>\n"
         "<p>Your charging sessions:</p>\n"
         '<table style="border-collapse:collapse">'
@@ -229,7 +240,9 @@ def build_statement_message(
     message = EmailMessage()
     message["From"] = from_address
     message["To"] = _address(statement.customer_name, statement.customer_email, "customer e-mail")
-    message["Subject"] = _header_text(f"{branding.display_name}: ERE payout statement {statement.period_label}")
+    message["Subject"] = _header_text(
+        f"{branding.display_name}: ERE payout statement {statement.period_label}"
+    )
     message["Date"] = format_datetime(dated)
     message["Message-ID"] = f"<{message_token(statement.statement_id)}@{from_address.domain}>"
     message.set_content(render_text(statement, branding), cte="quoted-printable")

@@ -59,6 +59,8 @@ from proxy.ere.core.fees import FeePlan, split_gross
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.core.rounding import exact, to_cents
 
+DEFAULT_FEE_PLAN = FeePlan()  # the standard rate, no referral discounts
+
 __all__ = [
     "CloseError",
     "LineKind",
@@ -188,7 +190,7 @@ def close_quarter(
     factors: FactorTable,
     closed: Iterable[QuarterStatement] = (),
     fee_plans: Mapping[str, FeePlan] | None = None,
-    default_fee_plan: FeePlan = FeePlan(),
+    default_fee_plan: FeePlan = DEFAULT_FEE_PLAN,
     review_from: Quarter | None = None,
 ) -> QuarterStatement:
     """Close `quarter`: regular lines for its sessions, adjustments for earlier quarters.
@@ -202,7 +204,9 @@ def close_quarter(
     closed = tuple(closed)
     _check_closed_order(quarter, closed)
     if review_from is not None and review_from > quarter:
-        raise CloseError(f"review_from {review_from} is after {quarter}: its own sessions would be skipped")
+        raise CloseError(
+            f"review_from {review_from} is after {quarter}: its own sessions would be skipped"
+        )
     with localcontext(exact()):  # sums and differences of kWh, ERE and euros stay exact
         lines = _lines(quarter, assessments, factors, closed, plans, default_fee_plan, review_from)
     return QuarterStatement(quarter, tuple(lines))
@@ -221,13 +225,15 @@ def _lines(
     stated = _stated_so_far(closed, review_from)
     lines: list[StatementLine] = []
     for key in sorted(current.keys() | stated.keys(), key=_sort_key):
-        customer_id, ean, delivered = key
+        customer_id, _ean, delivered = key
         plan = plans.get(customer_id, default_fee_plan)
         now = current.get(key, {})
         if delivered == quarter:
             lines.append(_regular_line(quarter, key, now, factors, plan))
             continue
-        adjustment = _adjustment_line(quarter, key, now, stated.get(key, _Stated({})), factors, plan)
+        adjustment = _adjustment_line(
+            quarter, key, now, stated.get(key, _Stated({})), factors, plan
+        )
         if adjustment is not None:
             lines.append(adjustment)
     return lines
@@ -242,10 +248,14 @@ def _check_closed_order(quarter: Quarter, closed: tuple[QuarterStatement, ...]) 
         if statement.quarter == quarter:
             raise CloseError(f"{quarter} is already closed; corrections go into a later quarter")
         if statement.quarter > quarter:
-            raise CloseError(f"{statement.quarter} is already closed, so {quarter} can no longer be closed")
+            raise CloseError(
+                f"{statement.quarter} is already closed, so {quarter} can no longer be closed"
+            )
         for line in statement.lines:
             if line.quarter != statement.quarter or line.delivery_quarter > statement.quarter:
-                raise CloseError(f"statement {statement.quarter} holds a line of {line.quarter}/{line.delivery_quarter}")
+                raise CloseError(
+                    f"statement {statement.quarter} holds a line of {line.quarter}/{line.delivery_quarter}"
+                )
 
 
 def _current_view(
@@ -270,22 +280,30 @@ def _current_view(
     return view
 
 
-def _stated_so_far(closed: Iterable[QuarterStatement], review_from: Quarter | None) -> dict[_Key, _Stated]:
+def _stated_so_far(
+    closed: Iterable[QuarterStatement], review_from: Quarter | None
+) -> dict[_Key, _Stated]:
     stated: dict[_Key, _Stated] = {}
     for statement in closed:
         for line in statement.lines:
             if review_from is not None and line.delivery_quarter < review_from:
                 continue
-            entry = stated.setdefault((line.customer_id, line.ean, line.delivery_quarter), _Stated({}))
+            entry = stated.setdefault(
+                (line.customer_id, line.ean, line.delivery_quarter), _Stated({})
+            )
             entry.kwh += line.kwh
             entry.ere += line.ere
             entry.gross += line.gross
             for share in line.sessions:
-                entry.sessions[share.session_id] = entry.sessions.get(share.session_id, _ZERO) + share.kwh
+                entry.sessions[share.session_id] = (
+                    entry.sessions.get(share.session_id, _ZERO) + share.kwh
+                )
     return stated
 
 
-def _worth(kwh: Decimal, delivered: Quarter, factors: FactorTable) -> tuple[Decimal, Decimal, Decimal]:
+def _worth(
+    kwh: Decimal, delivered: Quarter, factors: FactorTable
+) -> tuple[Decimal, Decimal, Decimal]:
     """ERE, price and gross of `kwh` delivered in a quarter, by the regular rounding rules."""
     credits = ere(kwh, factors.for_year(delivered.year))
     price = factors.price_for(delivered).eur_per_ere
@@ -293,11 +311,17 @@ def _worth(kwh: Decimal, delivered: Quarter, factors: FactorTable) -> tuple[Deci
 
 
 def _regular_line(
-    quarter: Quarter, key: _Key, sessions: Mapping[int, Decimal], factors: FactorTable, plan: FeePlan
+    quarter: Quarter,
+    key: _Key,
+    sessions: Mapping[int, Decimal],
+    factors: FactorTable,
+    plan: FeePlan,
 ) -> StatementLine:
     kwh = sum(sessions.values(), _ZERO)
     credits, price, gross = _worth(kwh, quarter, factors)
-    shares = tuple(SessionShare(session_id, sessions[session_id]) for session_id in sorted(sessions))
+    shares = tuple(
+        SessionShare(session_id, sessions[session_id]) for session_id in sorted(sessions)
+    )
     return _line(quarter, key, LineKind.REGULAR, kwh, credits, price, gross, plan, shares)
 
 
@@ -322,7 +346,9 @@ def _adjustment_line(
     gross = gross_now - stated.gross
     if not changes and not kwh and not credits and not gross:
         return None
-    return _line(quarter, key, LineKind.ADJUSTMENT, kwh, credits, price, gross, plan, tuple(changes))
+    return _line(
+        quarter, key, LineKind.ADJUSTMENT, kwh, credits, price, gross, plan, tuple(changes)
+    )
 
 
 def _line(

@@ -34,12 +34,23 @@ from typing import Any
 
 from proxy.ere.core.ean import Ean
 from proxy.ere.core.eligibility import (
-    Assessment, ChargerLink, Mandate, SessionContext, SessionRecord, assess,
-)  # fmt: skip
+    Assessment,
+    ChargerLink,
+    Mandate,
+    SessionContext,
+    SessionRecord,
+    assess,
+)
 from proxy.ere.core.factors import FactorTable
 from proxy.ere.core.fees import FeePlan
 from proxy.ere.core.quarters import Quarter
-from proxy.ere.core.statements import LineKind, QuarterStatement, SessionShare, StatementLine, close_quarter
+from proxy.ere.core.statements import (
+    LineKind,
+    QuarterStatement,
+    SessionShare,
+    StatementLine,
+    close_quarter,
+)
 from proxy.ere.jobs.queue import Job, enqueue
 from proxy.store.connection import Connection
 
@@ -68,35 +79,56 @@ async def request_close(conn: Connection, quarter: Quarter, shards: int) -> bool
     """Queue the close of `quarter` (in the caller's transaction); False if already queued."""
     await check_can_close(conn, quarter)
     revision = await _next_revision(conn, quarter)
-    return await enqueue(conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards})
+    return await enqueue(
+        conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards}
+    )
 
 
 async def reopen(conn: Connection, quarter: Quarter, actor: str, reason: str, shards: int) -> int:
     """Mark the closed revision reopened (audited) and queue the new revision's close."""
     row = await conn.fetchrow(
-        "SELECT revision, state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened' FOR UPDATE", str(quarter))
+        "SELECT revision, state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened' FOR UPDATE",
+        str(quarter),
+    )
     if row is None or row[1] != "closed":
         raise CloseRefused(f"{quarter} is not closed" + (f" (it is {row[1]})" if row else ""))
     later = await conn.fetchval(
-        "SELECT min(quarter) FROM quarter_closes WHERE quarter > $1 AND state <> 'reopened'", str(quarter))
+        "SELECT min(quarter) FROM quarter_closes WHERE quarter > $1 AND state <> 'reopened'",
+        str(quarter),
+    )
     if later is not None:
-        raise CloseRefused(f"{later} is closed after {quarter}: correct {quarter} through adjustments instead")
+        raise CloseRefused(
+            f"{later} is closed after {quarter}: correct {quarter} through adjustments instead"
+        )
     if await conn.fetchval("SELECT count(*) FROM payout_runs WHERE quarter = $1", str(quarter)):
-        raise CloseRefused(f"{quarter} was paid out: its corrections go into the next quarter as adjustments")
+        raise CloseRefused(
+            f"{quarter} was paid out: its corrections go into the next quarter as adjustments"
+        )
     if not reason.strip():
         raise CloseRefused("a reopen needs a reason (it is kept in the audit log)")
     await conn.execute(
-        "UPDATE quarter_closes SET state = 'reopened' WHERE quarter = $1 AND revision = $2", str(quarter), row[0])
+        "UPDATE quarter_closes SET state = 'reopened' WHERE quarter = $1 AND revision = $2",
+        str(quarter),
+        row[0],
+    )
     await conn.execute(
         "INSERT INTO ere_audit_log (actor, action, subject, reason, details) VALUES ($1, 'reopen', $2, $3, $4::jsonb)",
-        actor, str(quarter), reason, json.dumps({"revision": row[0]}))
+        actor,
+        str(quarter),
+        reason,
+        json.dumps({"revision": row[0]}),
+    )
     revision = row[0] + 1
-    await enqueue(conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards})
+    await enqueue(
+        conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards}
+    )
     return revision
 
 
 async def _next_revision(conn: Connection, quarter: Quarter) -> int:
-    latest = await conn.fetchval("SELECT max(revision) FROM quarter_closes WHERE quarter = $1", str(quarter))
+    latest = await conn.fetchval(
+        "SELECT max(revision) FROM quarter_closes WHERE quarter = $1", str(quarter)
+    )
     return (latest or 0) + 1
 
 
@@ -109,33 +141,57 @@ async def start_close(conn: Connection, job: Job) -> None:
     await check_can_close(conn, quarter)
     await conn.execute(
         "INSERT INTO quarter_closes (quarter, revision, state, shards) VALUES ($1, $2, 'closing', $3)",
-        str(quarter), revision, shards)
+        str(quarter),
+        revision,
+        shards,
+    )
     for shard in range(shards):
-        await enqueue(conn, "close-shard", f"{quarter}/r{revision}/{shard}",
-                      {"quarter": str(quarter), "revision": revision, "shard": shard, "shards": shards})
+        await enqueue(
+            conn,
+            "close-shard",
+            f"{quarter}/r{revision}/{shard}",
+            {"quarter": str(quarter), "revision": revision, "shard": shard, "shards": shards},
+        )
 
 
 async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
     """`close-shard` job: state this shard's customers' lines; the last shard closes the quarter."""
     quarter = Quarter.parse(job.args["quarter"])
-    revision, shard, shards = int(job.args["revision"]), int(job.args["shard"]), int(job.args["shards"])
+    revision, shard, shards = (
+        int(job.args["revision"]),
+        int(job.args["shard"]),
+        int(job.args["shards"]),
+    )
     data = await _load_shard(conn, quarter, shard, shards)
     assessments = assess_all(data)
     closed = _closed_statements(data.closed_lines, data.closed_sessions)
-    statement = close_quarter(quarter, [a for a in assessments if a.customer_id in data.plans],
-                              factors, closed, data.plans)  # fmt: skip
+    statement = close_quarter(
+        quarter,
+        [a for a in assessments if a.customer_id in data.plans],
+        factors,
+        closed,
+        data.plans,
+    )
     await _store(conn, statement, revision, assessments, quarter)
     # NO KEY UPDATE: shards serialise here, yet the key-share locks that every shard's lines
     # hold on this row (their foreign key) do not block it, so two finishing shards cannot deadlock.
     await conn.fetchrow(
-        "SELECT 1 FROM quarter_closes WHERE quarter = $1 AND revision = $2 FOR NO KEY UPDATE", str(quarter), revision)
+        "SELECT 1 FROM quarter_closes WHERE quarter = $1 AND revision = $2 FOR NO KEY UPDATE",
+        str(quarter),
+        revision,
+    )
     others = await conn.fetchval(
         "SELECT count(*) FROM ere_jobs WHERE kind = 'close-shard' AND job_key LIKE $1 AND state <> 'done'"
-        " AND job_id <> $2", f"{quarter}/r{revision}/%", job.job_id)
+        " AND job_id <> $2",
+        f"{quarter}/r{revision}/%",
+        job.job_id,
+    )
     if others == 0:
         await conn.execute(
             "UPDATE quarter_closes SET state = 'closed', closed_at = now() WHERE quarter = $1 AND revision = $2",
-            str(quarter), revision)
+            str(quarter),
+            revision,
+        )
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -187,10 +243,14 @@ async def _load_shard(conn: Connection, quarter: Quarter, shard: int, shards: in
         eans[customer_id] = Ean(ean)
     ids = list(data.plans)
     for identity, customer_id, max_power in await conn.fetch(
-            "SELECT identity, customer_id, max_power_w FROM charger_links WHERE customer_id = ANY($1::text[])", ids):
+        "SELECT identity, customer_id, max_power_w FROM charger_links WHERE customer_id = ANY($1::text[])",
+        ids,
+    ):
         data.links[identity] = (ChargerLink(customer_id, eans[customer_id]), max_power)
     for customer_id, ean, valid_from, valid_until in await conn.fetch(
-            "SELECT customer_id, ean, valid_from, valid_until FROM mandates WHERE customer_id = ANY($1::text[])", ids):
+        "SELECT customer_id, ean, valid_from, valid_until FROM mandates WHERE customer_id = ANY($1::text[])",
+        ids,
+    ):
         data.mandates[customer_id].append(Mandate(customer_id, Ean(ean), valid_from, valid_until))
     rows = await conn.fetch(_SESSIONS, list(data.links), quarter.end, shard == 0)
     data.sessions = [_record(row) for row in rows]
@@ -200,11 +260,40 @@ async def _load_shard(conn: Connection, quarter: Quarter, shard: int, shards: in
 
 
 def _record(row: Sequence[Any]) -> SessionRecord:
-    (session_id, identity, transaction_id, connector_id, evse_id, started_at, stopped_at, meter_start, meter_stop,
-     last_at, last_wh, energy, meter_class, status, exported) = row
-    return SessionRecord(session_id, identity, transaction_id, connector_id, started_at, stopped_at, meter_start,
-                         meter_stop, last_at, last_wh, energy, meter_class, status,
-                         exported_wh=Decimal(exported), evse_id=evse_id)  # fmt: skip
+    (
+        session_id,
+        identity,
+        transaction_id,
+        connector_id,
+        evse_id,
+        started_at,
+        stopped_at,
+        meter_start,
+        meter_stop,
+        last_at,
+        last_wh,
+        energy,
+        meter_class,
+        status,
+        exported,
+    ) = row
+    return SessionRecord(
+        session_id,
+        identity,
+        transaction_id,
+        connector_id,
+        started_at,
+        stopped_at,
+        meter_start,
+        meter_stop,
+        last_at,
+        last_wh,
+        energy,
+        meter_class,
+        status,
+        exported_wh=Decimal(exported),
+        evse_id=evse_id,
+    )
 
 
 def assess_all(data: ShardData) -> list[Assessment]:
@@ -216,7 +305,11 @@ def assess_all(data: ShardData) -> list[Assessment]:
     for sessions in by_connector.values():
         for session, neighbours in _with_overlap_candidates(sessions):
             link, max_power = data.links.get(session.identity, (None, Decimal(1)))
-            mandates = tuple(m for m in data.mandates.get(link.customer_id, ()) if m.ean == link.ean) if link else ()
+            mandates = (
+                tuple(m for m in data.mandates.get(link.customer_id, ()) if m.ean == link.ean)
+                if link
+                else ()
+            )
             context = SessionContext(link, max_power, mandates, neighbours)
             assessments.append(assess(session, context))
     return assessments
@@ -230,7 +323,9 @@ def _with_overlap_candidates(
     Sorting by start keeps this near-linear: only sessions starting before this one ends, and
     not ending before it starts, can overlap (the longest session bounds how far back to look).
     """
-    dated = sorted(((s.started_at, s) for s in sessions if s.started_at is not None), key=lambda pair: pair[0])
+    dated = sorted(
+        ((s.started_at, s) for s in sessions if s.started_at is not None), key=lambda pair: pair[0]
+    )
     starts = [start for start, _ in dated]
     longest = max(((s.ended_at or start) - start for start, s in dated), default=timedelta(0))
     for session in sessions:
@@ -250,42 +345,149 @@ def _closed_statements(lines: list[Any], sessions: list[Any]) -> list[QuarterSta
     for quarter, customer_id, ean, delivered, kind, session_id, kwh in sessions:
         shares[quarter, customer_id, ean, delivered, kind].append(SessionShare(session_id, kwh))
     by_quarter: dict[str, list[StatementLine]] = defaultdict(list)
-    for (quarter, customer_id, ean, delivered, kind, kwh, ere, price, gross, rate, fee, vat, net) in lines:
-        by_quarter[quarter].append(StatementLine(
-            Quarter.parse(quarter), Quarter.parse(delivered), LineKind(kind), customer_id, Ean(ean), kwh, ere, price,
-            gross, rate, fee, vat, net,
-            tuple(sorted(shares[quarter, customer_id, ean, delivered, kind], key=lambda share: share.session_id)),
-        ))  # fmt: skip
+    for (
+        quarter,
+        customer_id,
+        ean,
+        delivered,
+        kind,
+        kwh,
+        ere,
+        price,
+        gross,
+        rate,
+        fee,
+        vat,
+        net,
+    ) in lines:
+        by_quarter[quarter].append(
+            StatementLine(
+                Quarter.parse(quarter),
+                Quarter.parse(delivered),
+                LineKind(kind),
+                customer_id,
+                Ean(ean),
+                kwh,
+                ere,
+                price,
+                gross,
+                rate,
+                fee,
+                vat,
+                net,
+                tuple(
+                    sorted(
+                        shares[quarter, customer_id, ean, delivered, kind],
+                        key=lambda share: share.session_id,
+                    )
+                ),
+            )
+        )
     return [QuarterStatement(Quarter.parse(q), tuple(ls)) for q, ls in sorted(by_quarter.items())]
 
 
 # -- storing --------------------------------------------------------------------------------------
-async def _store(conn: Connection, statement: QuarterStatement, revision: int,
-                 assessments: list[Assessment], quarter: Quarter) -> None:  # fmt: skip
+async def _store(
+    conn: Connection,
+    statement: QuarterStatement,
+    revision: int,
+    assessments: list[Assessment],
+    quarter: Quarter,
+) -> None:
     q = str(statement.quarter)
-    await conn.copy_records_to_table("statement_lines", records=[
-        (q, revision, line.customer_id, str(line.ean), str(line.delivery_quarter), line.kind.value, line.kwh,
-         line.ere, line.eur_per_ere, line.gross, line.fee_rate, line.fee, line.fee_vat, line.net, len(line.sessions))
-        for line in statement.lines
-    ], columns=["quarter", "revision", "customer_id", "ean", "delivery_quarter", "kind", "kwh", "ere",
-                "eur_per_ere", "gross", "fee_rate", "fee", "fee_vat", "net", "sessions"])  # fmt: skip
-    await conn.copy_records_to_table("statement_sessions", records=[
-        (q, revision, line.customer_id, str(line.ean), str(line.delivery_quarter), line.kind.value,
-         share.session_id, share.kwh)
-        for line in statement.lines for share in line.sessions
-    ], columns=["quarter", "revision", "customer_id", "ean", "delivery_quarter", "kind", "session_id", "kwh"])
-    await conn.execute("""
+    await conn.copy_records_to_table(
+        "statement_lines",
+        records=[
+            (
+                q,
+                revision,
+                line.customer_id,
+                str(line.ean),
+                str(line.delivery_quarter),
+                line.kind.value,
+                line.kwh,
+                line.ere,
+                line.eur_per_ere,
+                line.gross,
+                line.fee_rate,
+                line.fee,
+                line.fee_vat,
+                line.net,
+                len(line.sessions),
+            )
+            for line in statement.lines
+        ],
+        columns=[
+            "quarter",
+            "revision",
+            "customer_id",
+            "ean",
+            "delivery_quarter",
+            "kind",
+            "kwh",
+            "ere",
+            "eur_per_ere",
+            "gross",
+            "fee_rate",
+            "fee",
+            "fee_vat",
+            "net",
+            "sessions",
+        ],
+    )
+    await conn.copy_records_to_table(
+        "statement_sessions",
+        records=[
+            (
+                q,
+                revision,
+                line.customer_id,
+                str(line.ean),
+                str(line.delivery_quarter),
+                line.kind.value,
+                share.session_id,
+                share.kwh,
+            )
+            for line in statement.lines
+            for share in line.sessions
+        ],
+        columns=[
+            "quarter",
+            "revision",
+            "customer_id",
+            "ean",
+            "delivery_quarter",
+            "kind",
+            "session_id",
+            "kwh",
+        ],
+    )
+    await conn.execute(
+        """
         INSERT INTO session_assessments (session_id, quarter, eligibility, reason, detail, kwh, customer_id, ean)
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
                              $7::text[], $8::text[])
         ON CONFLICT (session_id) DO UPDATE SET quarter = EXCLUDED.quarter, eligibility = EXCLUDED.eligibility,
             reason = EXCLUDED.reason, detail = EXCLUDED.detail, kwh = EXCLUDED.kwh,
             customer_id = EXCLUDED.customer_id, ean = EXCLUDED.ean, assessed_at = now()
-    """, *_columns([
-        (a.session_id, str(quarter), a.eligibility.value, a.reason.value, a.detail, a.kwh, a.customer_id,
-         str(a.ean) if a.ean is not None else None)
-        for a in assessments
-    ], 8))  # fmt: skip
+    """,
+        *_columns(
+            [
+                (
+                    a.session_id,
+                    str(quarter),
+                    a.eligibility.value,
+                    a.reason.value,
+                    a.detail,
+                    a.kwh,
+                    a.customer_id,
+                    str(a.ean) if a.ean is not None else None,
+                )
+                for a in assessments
+            ],
+            8,
+        ),
+    )
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

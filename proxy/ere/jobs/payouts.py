@@ -40,15 +40,26 @@ from typing import Any
 
 import trio
 
-from proxy.runtime.config import EreSettings
 from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
 from proxy.ere.core.quarters import Quarter, local_date
-from proxy.ere.core.sepa import BankAccount, Debtor, SepaDocument, build_credit_transfer, validate_pain001
-from proxy.ere.core.statement_mail import PartnerBranding, PayoutStatement, PricingBasis, build_statement_message
+from proxy.ere.core.sepa import (
+    BankAccount,
+    Debtor,
+    SepaDocument,
+    build_credit_transfer,
+    validate_pain001,
+)
+from proxy.ere.core.statement_mail import (
+    PartnerBranding,
+    PayoutStatement,
+    PricingBasis,
+    build_statement_message,
+)
 from proxy.ere.core.statement_mail import StatementLine as SessionLine
 from proxy.ere.jobs.files import write_atomically
 from proxy.ere.jobs.queue import Job, enqueue
 from proxy.ere.jobs.statement_delivery import SmtpSettings, deliver_statements
+from proxy.runtime.config import EreSettings
 from proxy.store.connection import Connection
 
 
@@ -56,15 +67,22 @@ class PayoutRefused(ValueError):
     """A payout run the rules forbid (quarter not closed, already paid, no debtor account)."""
 
 
-async def request_payout(conn: Connection, quarter: Quarter, settings: EreSettings, now: datetime) -> bool:
+async def request_payout(
+    conn: Connection, quarter: Quarter, settings: EreSettings, now: datetime
+) -> bool:
     """Queue the payout run of a closed quarter; False if it was queued before."""
     state = await conn.fetchval(
-        "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'", str(quarter))
+        "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'", str(quarter)
+    )
     if state != "closed":
         raise PayoutRefused(f"{quarter} is not closed" + (f" (it is {state})" if state else ""))
     if not (settings.debtor_name and settings.debtor_iban and settings.debtor_bic):
         raise PayoutRefused("set ere.debtor_name, ere.debtor_iban and ere.debtor_bic to pay out")
-    args = {"quarter": str(quarter), "created_at": now.isoformat(), "execution_date": now.date().isoformat()}
+    args = {
+        "quarter": str(quarter),
+        "created_at": now.isoformat(),
+        "execution_date": now.date().isoformat(),
+    }
     return await enqueue(conn, "payout", str(quarter), args)
 
 
@@ -87,23 +105,35 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
     """`payout` job: plan, write the file, record the run (see the module docstring)."""
     quarter = job.args["quarter"]
     revision = await conn.fetchval(
-        "SELECT revision FROM quarter_closes WHERE quarter = $1 AND state = 'closed'", quarter)
+        "SELECT revision FROM quarter_closes WHERE quarter = $1 AND state = 'closed'", quarter
+    )
     if revision is None:
         raise PayoutRefused(f"{quarter} is not closed")
     rows = await conn.fetch(_BALANCES, quarter)
     balances = [
-        CustomerBalance(customer_id, partner_id, net, carried,
-                        BankAccount(name, iban) if iban else None)
+        CustomerBalance(
+            customer_id, partner_id, net, carried, BankAccount(name, iban) if iban else None
+        )
         for customer_id, partner_id, name, iban, net, carried in rows
-    ]  # fmt: skip
+    ]
     partners = {
-        partner_id: PartnerPayout(partner_id, PayoutModel(model), BankAccount(account_name or name, iban) if iban else None)
+        partner_id: PartnerPayout(
+            partner_id,
+            PayoutModel(model),
+            BankAccount(account_name or name, iban) if iban else None,
+        )
         for partner_id, name, model, iban, account_name in await conn.fetch(
-            "SELECT partner_id, name, payout_model, iban, account_name FROM partners")
-    }  # fmt: skip
+            "SELECT partner_id, name, payout_model, iban, account_name FROM partners"
+        )
+    }
     remittance = settings.remittance.format(quarter=quarter)
-    plan = plan_payouts(balances, partners, minimum=Decimal(settings.payout_minimum), payout_run_id=quarter,
-                        remittance=remittance)  # fmt: skip
+    plan = plan_payouts(
+        balances,
+        partners,
+        minimum=Decimal(settings.payout_minimum),
+        payout_run_id=quarter,
+        remittance=remittance,
+    )
     file_name = message_id = control_sum = None
     if plan.transfers:
         document = build_credit_transfer(
@@ -114,23 +144,44 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
             payout_run_id=quarter,
         )
         file_name = f"payout-{quarter}.xml"
-        await trio.to_thread.run_sync(_write_payout_file, Path(settings.payout_dir), file_name, document)
+        await trio.to_thread.run_sync(
+            _write_payout_file, Path(settings.payout_dir), file_name, document
+        )
         message_id, control_sum = document.message_id, document.control_sum
     await conn.execute(
         "INSERT INTO payout_runs (run_id, quarter, revision, state, file_name, message_id, control_sum)"
-        " VALUES ($1, $1, $2, 'written', $3, $4, $5)", quarter, revision, file_name, message_id, control_sum)
+        " VALUES ($1, $1, $2, 'written', $3, $4, $5)",
+        quarter,
+        revision,
+        file_name,
+        message_id,
+        control_sum,
+    )
     await conn.execute(
         "UPDATE payout_carry_overs SET settled_by = $1 WHERE settled_by IS NULL AND customer_id = ANY($2::text[])",
-        quarter, [b.customer_id for b in balances])
+        quarter,
+        [b.customer_id for b in balances],
+    )
     for planned in plan.transfers:
         await conn.execute(
             "INSERT INTO payout_transfers (run_id, payee_kind, payee_id, amount, end_to_end) VALUES ($1, $2, $3, $4, $5)",
-            quarter, planned.payee_kind.value, planned.payee_id, planned.transfer.amount, planned.transfer.end_to_end_id)
+            quarter,
+            planned.payee_kind.value,
+            planned.payee_id,
+            planned.transfer.amount,
+            planned.transfer.end_to_end_id,
+        )
     for carry in plan.carry_overs:
         await conn.execute(
             "INSERT INTO payout_carry_overs (run_id, customer_id, amount, reason) VALUES ($1, $2, $3, $4)",
-            quarter, carry.customer_id, carry.amount, carry.reason.value)
-    await enqueue(conn, "statements", quarter, {"quarter": quarter, "created_at": job.args["created_at"]})
+            quarter,
+            carry.customer_id,
+            carry.amount,
+            carry.reason.value,
+        )
+    await enqueue(
+        conn, "statements", quarter, {"quarter": quarter, "created_at": job.args["created_at"]}
+    )
 
 
 def write_sepa(path: Path, document: SepaDocument) -> None:
@@ -172,29 +223,74 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
     """`statements` job: one statement per customer of the quarter not delivered yet."""
     quarter = job.args["quarter"]
     dated = datetime.fromisoformat(job.args["created_at"])
-    done = {row[0] for row in await conn.fetch("SELECT customer_id FROM payout_statements WHERE run_id = $1", quarter)}
+    done = {
+        row[0]
+        for row in await conn.fetch(
+            "SELECT customer_id FROM payout_statements WHERE run_id = $1", quarter
+        )
+    }
     sessions: dict[str, list[SessionLine]] = defaultdict(list)
     for customer_id, ended_at, kwh in await conn.fetch(_STATEMENT_SESSIONS, quarter):
         sessions[customer_id].append(SessionLine(local_date(ended_at), kwh))
-    carried = {row[0]: (row[1], row[2]) for row in await conn.fetch(
-        "SELECT customer_id, amount, reason FROM payout_carry_overs WHERE run_id = $1", quarter)}
-    carried_in = {row[0]: row[1] for row in await conn.fetch(
-        "SELECT customer_id, sum(amount) FROM payout_carry_overs WHERE settled_by = $1 GROUP BY 1", quarter)}
+    carried = {
+        row[0]: (row[1], row[2])
+        for row in await conn.fetch(
+            "SELECT customer_id, amount, reason FROM payout_carry_overs WHERE run_id = $1", quarter
+        )
+    }
+    carried_in = {
+        row[0]: row[1]
+        for row in await conn.fetch(
+            "SELECT customer_id, sum(amount) FROM payout_carry_overs WHERE settled_by = $1 GROUP BY 1",
+            quarter,
+        )
+    }
     messages, recipients = [], []
     for row in await conn.fetch(_STATEMENT_FIGURES, quarter):
-        customer_id, name, email, iban, partner_name, model, branding, ere, gross, fee, vat, net, price = row
+        (
+            customer_id,
+            name,
+            email,
+            iban,
+            partner_name,
+            model,
+            branding,
+            ere,
+            gross,
+            fee,
+            vat,
+            net,
+            price,
+        ) = row
         if customer_id in done or not email:
             continue
         carried_over, reason = carried.get(customer_id, (Decimal(0), None))
-        paid_to = partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
+        paid_to = (
+            partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
+        )
         statement = PayoutStatement(
-            f"{quarter}-{customer_id}", name, email, _period_label(Quarter.parse(quarter)),
-            tuple(sessions.get(customer_id, ())), ere, price or Decimal(0), PricingBasis.PER_ERE, gross, fee, vat, net,
-            carried_in=carried_in.get(customer_id, Decimal(0)), carried_over=carried_over, paid_to=paid_to,
+            f"{quarter}-{customer_id}",
+            name,
+            email,
+            _period_label(Quarter.parse(quarter)),
+            tuple(sessions.get(customer_id, ())),
+            ere,
+            price or Decimal(0),
+            PricingBasis.PER_ERE,
+            gross,
+            fee,
+            vat,
+            net,
+            carried_in=carried_in.get(customer_id, Decimal(0)),
+            carried_over=carried_over,
+            paid_to=paid_to,
             carry_over_note=_CARRY_NOTES.get(reason) if reason else None,
-        )  # fmt: skip
-        messages.append(build_statement_message(statement, _branding(partner_name, branding), sender=settings.sender,
-                                                dated=dated))  # fmt: skip
+        )
+        messages.append(
+            build_statement_message(
+                statement, _branding(partner_name, branding), sender=settings.sender, dated=dated
+            )
+        )
         recipients.append(customer_id)
     if not messages:
         return
@@ -202,7 +298,11 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
     for customer_id, delivery in zip(recipients, deliveries, strict=True):
         await conn.execute(
             "INSERT INTO payout_statements (run_id, customer_id, message_id, path) VALUES ($1, $2, $3, $4)",
-            quarter, customer_id, delivery.message_id, str(delivery.path) if delivery.path else None)
+            quarter,
+            customer_id,
+            delivery.message_id,
+            str(delivery.path) if delivery.path else None,
+        )
 
 
 _CARRY_NOTES = {
@@ -224,6 +324,10 @@ def _branding(partner_name: str, stored: Any) -> PartnerBranding:
 def _smtp(settings: EreSettings) -> SmtpSettings | None:
     if not settings.smtp_host:
         return None
-    return SmtpSettings(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
-                        username=settings.smtp_username or None,
-                        password=os.environ.get(settings.smtp_password_env) or None)  # fmt: skip
+    return SmtpSettings(
+        settings.smtp_host,
+        settings.smtp_port,
+        starttls=settings.smtp_starttls,
+        username=settings.smtp_username or None,
+        password=os.environ.get(settings.smtp_password_env) or None,
+    )

@@ -63,7 +63,9 @@ SELECT job_id, kind, job_key, args, attempts FROM ere_jobs
 WHERE state = 'queued' AND run_after <= now() AND kind = ANY($1::text[])
 ORDER BY run_after, job_id LIMIT 1 FOR UPDATE SKIP LOCKED
 """
-_DONE = "UPDATE ere_jobs SET state = 'done', finished_at = now(), last_error = NULL WHERE job_id = $1"
+_DONE = (
+    "UPDATE ere_jobs SET state = 'done', finished_at = now(), last_error = NULL WHERE job_id = $1"
+)
 _FAILED = """
 UPDATE ere_jobs SET attempts = attempts + 1, last_error = $2,
     state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'queued' END,
@@ -74,7 +76,9 @@ WHERE job_id = $1 RETURNING state
 _POSTPONED = "UPDATE ere_jobs SET run_after = now() + make_interval(secs => $2), last_error = $3 WHERE job_id = $1"
 
 
-async def enqueue(conn: Connection, kind: str, key: str, args: Mapping[str, Any] | None = None) -> bool:
+async def enqueue(
+    conn: Connection, kind: str, key: str, args: Mapping[str, Any] | None = None
+) -> bool:
     """Queue a job (in the caller's transaction); False if one of this kind and key exists."""
     return await conn.fetchval(_ENQUEUE, kind, key, json.dumps(dict(args or {}))) is not None
 
@@ -111,7 +115,10 @@ async def run_one(
         if job is None:
             raise  # claiming failed: the database is unavailable, nothing to record
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        log.warning("job failed", extra={"job": job.job_id, "kind": job.kind, "key": job.key, "error": error})
+        log.warning(
+            "job failed",
+            extra={"job": job.job_id, "kind": job.kind, "key": job.key, "error": error},
+        )
         async with db.transaction() as conn:
             state = await conn.fetchval(_FAILED, job.job_id, error, max_attempts, retry_base)
         return Outcome(job, state, error)

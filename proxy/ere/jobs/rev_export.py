@@ -29,7 +29,14 @@ from pathlib import Path
 import trio
 
 from proxy.ere.core.quarters import local_date
-from proxy.ere.core.rev_booking import AuditSession, RevBookingRow, RevProvider, audit_pack, to_csv, to_xml
+from proxy.ere.core.rev_booking import (
+    AuditSession,
+    RevBookingRow,
+    RevProvider,
+    audit_pack,
+    to_csv,
+    to_xml,
+)
 from proxy.ere.jobs.files import write_atomically
 from proxy.store.connection import Connection
 
@@ -63,7 +70,9 @@ SELECT body::text FROM charger_events WHERE identity = $1 AND received_at BETWEE
 """
 
 
-async def export_rev(db: Connection, year: int, provider: RevProvider, out_dir: Path) -> list[RevBookingRow]:
+async def export_rev(
+    db: Connection, year: int, provider: RevProvider, out_dir: Path
+) -> list[RevBookingRow]:
     """Write the REV export of delivery year `year` into `out_dir`; returns the rows booked.
 
     Raises `RevExportError` for bookings the XML or CSV refuses, a year without any among them
@@ -72,22 +81,73 @@ async def export_rev(db: Connection, year: int, provider: RevProvider, out_dir: 
     """
     sessions: dict[str, list[AuditSession]] = defaultdict(list)
     period: dict[str, list[date]] = {}
-    for (ean, session_id, identity, transaction_id, started, ended, kwh, meter_start, meter_stop, meter_type,
-         meter_serial, signed) in await db.fetch(_REV_SESSIONS, str(year)):  # fmt: skip
+    for (
+        ean,
+        session_id,
+        identity,
+        transaction_id,
+        started,
+        ended,
+        kwh,
+        meter_start,
+        meter_stop,
+        meter_type,
+        meter_serial,
+        signed,
+    ) in await db.fetch(_REV_SESSIONS, str(year)):
         frames = tuple(row[0] for row in await db.fetch(_RAW_FRAMES, identity, started, ended))
-        sessions[ean].append(AuditSession(str(session_id), identity, transaction_id, started, ended, kwh, meter_start,
-                                          meter_stop, meter_type, meter_serial, tuple(signed), frames))  # fmt: skip
+        sessions[ean].append(
+            AuditSession(
+                str(session_id),
+                identity,
+                transaction_id,
+                started,
+                ended,
+                kwh,
+                meter_start,
+                meter_stop,
+                meter_type,
+                meter_serial,
+                tuple(signed),
+                frames,
+            )
+        )
         days = period.setdefault(ean, [local_date(ended), local_date(ended)])
         days[0], days[1] = min(days[0], local_date(started)), max(days[1], local_date(ended))
     rows = [
-        RevBookingRow(ean, kwh, period[ean][0], period[ean][1], name, address, postcode, city, grid, issued,
-                      valid_from, valid_until)
-        for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until
-        in await db.fetch(_REV_ROWS, year, str(year))
-    ]  # fmt: skip
-    xml, csv = to_xml(rows, year, provider), to_csv(rows)  # both validate before anything is written
+        RevBookingRow(
+            ean,
+            kwh,
+            period[ean][0],
+            period[ean][1],
+            name,
+            address,
+            postcode,
+            city,
+            grid,
+            issued,
+            valid_from,
+            valid_until,
+        )
+        for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until in await db.fetch(
+            _REV_ROWS, year, str(year)
+        )
+    ]
+    xml, csv = (
+        to_xml(rows, year, provider),
+        to_csv(rows),
+    )  # both validate before anything is written
     await trio.to_thread.run_sync(
-        partial(_write_export, out_dir, year, xml, csv, rows, sessions, checkpoint=trio.from_thread.check_cancelled)
+        partial(
+            _write_export,
+            out_dir,
+            year,
+            xml,
+            csv,
+            rows,
+            sessions,
+            checkpoint=trio.from_thread.check_cancelled,
+        )
     )
     return rows
 
@@ -107,8 +167,16 @@ def write_audit_pack(directory: Path, ean: str, sessions: Sequence[AuditSession]
     return path
 
 
-def _write_export(out_dir: Path, year: int, xml: bytes, csv: str, rows: Sequence[RevBookingRow],
-                  sessions: dict[str, list[AuditSession]], *, checkpoint: Callable[[], None]) -> None:  # fmt: skip
+def _write_export(
+    out_dir: Path,
+    year: int,
+    xml: bytes,
+    csv: str,
+    rows: Sequence[RevBookingRow],
+    sessions: dict[str, list[AuditSession]],
+    *,
+    checkpoint: Callable[[], None],
+) -> None:
     """Write the export's files in order, calling `checkpoint` before each one (blocks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint()

@@ -35,7 +35,13 @@ import trio
 from proxy.ere.core.statement_mail import message_token
 from proxy.ere.jobs.files import write_atomically
 
-__all__ = ["Delivery", "SmtpSettings", "StatementDeliveryError", "deliver_statements", "send_or_write"]
+__all__ = [
+    "Delivery",
+    "SmtpSettings",
+    "StatementDeliveryError",
+    "deliver_statements",
+    "send_or_write",
+]
 
 _WIRE_POLICY = policy.SMTP  # CRLF line ends, as on the wire
 
@@ -73,7 +79,9 @@ class Delivery:
 class StatementDeliveryError(Exception):
     """Sending or writing stopped at one message; `delivered` lists the ones that went out."""
 
-    def __init__(self, message: str, *, failed_message_id: str, delivered: Sequence[Delivery]) -> None:
+    def __init__(
+        self, message: str, *, failed_message_id: str, delivered: Sequence[Delivery]
+    ) -> None:
         super().__init__(message)
         self.failed_message_id = failed_message_id
         self.delivered = tuple(delivered)
@@ -83,7 +91,9 @@ async def deliver_statements(
     messages: Sequence[EmailMessage], smtp_settings: SmtpSettings | None, out_dir: Path
 ) -> list[Delivery]:
     """`send_or_write` in a worker thread; cancellation as the module docstring describes."""
-    deliver = partial(send_or_write, messages, smtp_settings, out_dir, checkpoint=trio.from_thread.check_cancelled)
+    deliver = partial(
+        send_or_write, messages, smtp_settings, out_dir, checkpoint=trio.from_thread.check_cancelled
+    )
     return await trio.to_thread.run_sync(deliver)
 
 
@@ -117,7 +127,10 @@ def send_or_write(
 
 
 def _write_all(
-    messages: Sequence[EmailMessage], tokens: list[str], out_dir: Path, checkpoint: Callable[[], None]
+    messages: Sequence[EmailMessage],
+    tokens: list[str],
+    out_dir: Path,
+    checkpoint: Callable[[], None],
 ) -> list[Delivery]:
     delivered: list[Delivery] = []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +141,9 @@ def _write_all(
             write_atomically(path, message.as_bytes(policy=_WIRE_POLICY))
         except OSError as error:
             raise StatementDeliveryError(
-                f"writing {path.name} failed: {error}", failed_message_id=str(message["Message-ID"]), delivered=delivered
+                f"writing {path.name} failed: {error}",
+                failed_message_id=str(message["Message-ID"]),
+                delivered=delivered,
             ) from error
         delivered.append(Delivery(str(message["Message-ID"]), _recipients(message), path))
     return delivered
@@ -140,7 +155,9 @@ def _send_all(
     delivered: list[Delivery] = []
     current = str(messages[0]["Message-ID"])
     try:
-        with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as connection:
+        with smtplib.SMTP(
+            settings.host, settings.port, timeout=settings.timeout_seconds
+        ) as connection:
             if settings.starttls:
                 connection.starttls(context=settings.ssl_context or ssl.create_default_context())
             if settings.username is not None:

@@ -32,12 +32,12 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from proxy.runtime.http_admin import AdminServer
-from proxy.runtime.config import Config
 from proxy.ere.core.factors import load_factor_table
 from proxy.ere.jobs.closing import close_shard, start_close
 from proxy.ere.jobs.payouts import run_payout, send_statements
 from proxy.ere.jobs.queue import Handler, Job, run_one
+from proxy.runtime.config import Config
+from proxy.runtime.http_admin import AdminServer
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -60,8 +60,12 @@ def handlers(config: Config) -> dict[str, Handler]:
     }
 
 
-async def _with_settings(handler: Callable[[Connection, Job, Any], Awaitable[None]], settings: Any,
-                         conn: Connection, job: Job) -> None:  # fmt: skip
+async def _with_settings(
+    handler: Callable[[Connection, Job, Any], Awaitable[None]],
+    settings: Any,
+    conn: Connection,
+    job: Job,
+) -> None:
     await handler(conn, job, settings)
 
 
@@ -70,10 +74,19 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry, pipeline: bool) -> None:
         self.registry = registry
-        self.runs = Counter("ere_worker_job_runs", "Jobs run by this worker, by kind and outcome.",
-                            ["kind", "outcome"], registry=registry)  # fmt: skip
-        self.seconds = Histogram("ere_worker_job_seconds", "Time to run a job, by kind.", ["kind"],
-                                 buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800), registry=registry)  # fmt: skip
+        self.runs = Counter(
+            "ere_worker_job_runs",
+            "Jobs run by this worker, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "ere_worker_job_seconds",
+            "Time to run a job, by kind.",
+            ["kind"],
+            buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+            registry=registry,
+        )
         self.pipeline: list[Metric] = []
         self.refreshed_at = 0.0
         self.exports_pipeline = pipeline
@@ -85,22 +98,40 @@ class WorkerMetrics:
 
     async def refresh(self, db: Any) -> None:
         """Read the pipeline figures from the database (a few aggregate queries)."""
-        jobs = GaugeMetricFamily("ere_jobs", "ERE jobs in the queue by kind and state.", labels=["kind", "state"])
-        for kind, state, count in await db.fetch("SELECT kind, state, count(*) FROM ere_jobs GROUP BY 1, 2"):
+        jobs = GaugeMetricFamily(
+            "ere_jobs", "ERE jobs in the queue by kind and state.", labels=["kind", "state"]
+        )
+        for kind, state, count in await db.fetch(
+            "SELECT kind, state, count(*) FROM ere_jobs GROUP BY 1, 2"
+        ):
             jobs.add_metric([kind, state], count)
-        sessions = GaugeMetricFamily("ere_sessions", "Captured sessions by status and meter class.",
-                                     labels=["status", "meter_class"])  # fmt: skip
+        sessions = GaugeMetricFamily(
+            "ere_sessions",
+            "Captured sessions by status and meter class.",
+            labels=["status", "meter_class"],
+        )
         for status, meter_class, count in await db.fetch(
-                "SELECT status, meter_class, count(*) FROM sessions GROUP BY 1, 2"):
+            "SELECT status, meter_class, count(*) FROM sessions GROUP BY 1, 2"
+        ):
             sessions.add_metric([status, meter_class], count)
-        assessed = GaugeMetricFamily("ere_session_assessments", "Sessions by the eligibility of their last close.",
-                                     labels=["eligibility", "reason"])  # fmt: skip
+        assessed = GaugeMetricFamily(
+            "ere_session_assessments",
+            "Sessions by the eligibility of their last close.",
+            labels=["eligibility", "reason"],
+        )
         for eligibility, reason, count in await db.fetch(
-                "SELECT eligibility, reason, count(*) FROM session_assessments GROUP BY 1, 2"):
+            "SELECT eligibility, reason, count(*) FROM session_assessments GROUP BY 1, 2"
+        ):
             assessed.add_metric([eligibility, reason], count)
-        kwh = GaugeMetricFamily("ere_eligible_kwh", "Eligible kWh stated per closed quarter.", labels=["quarter"])
-        credits = GaugeMetricFamily("ere_credits", "ERE stated per closed quarter.", labels=["quarter"])
-        net = GaugeMetricFamily("ere_net_payout_eur", "Net payout stated per closed quarter (EUR).", labels=["quarter"])
+        kwh = GaugeMetricFamily(
+            "ere_eligible_kwh", "Eligible kWh stated per closed quarter.", labels=["quarter"]
+        )
+        credits = GaugeMetricFamily(
+            "ere_credits", "ERE stated per closed quarter.", labels=["quarter"]
+        )
+        net = GaugeMetricFamily(
+            "ere_net_payout_eur", "Net payout stated per closed quarter (EUR).", labels=["quarter"]
+        )
         for quarter, q_kwh, q_ere, q_net in await db.fetch("""
                 SELECT l.quarter, sum(l.kwh), sum(l.ere), sum(l.net) FROM statement_lines l
                 JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
@@ -112,8 +143,9 @@ class WorkerMetrics:
         self.refreshed_at = time.monotonic()
 
 
-async def run_worker_role(config: Config, index: int = 0,
-                          *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
+async def run_worker_role(
+    config: Config, index: int = 0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run jobs until SIGTERM/SIGINT (or cancellation); see the module docstring."""
     settings = config.ere
     jobs = await trio.to_thread.run_sync(handlers, config)  # reads the factor table
@@ -125,7 +157,9 @@ async def run_worker_role(config: Config, index: int = 0,
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 if settings.admin_port:
-                    await nursery.start(admin.serve, settings.admin_host, settings.admin_port + index)
+                    await nursery.start(
+                        admin.serve, settings.admin_host, settings.admin_port + index
+                    )
                 nursery.start_soon(_stop_on_signal, signals, stopping, nursery.cancel_scope)
                 task_status.started()
                 await _work(db, jobs, metrics, stopping, config)
@@ -138,15 +172,21 @@ async def _stop_on_signal(signals: Any, stopping: trio.Event, scope: trio.Cancel
         if stopping.is_set():
             scope.cancel()  # a second signal: abandon the job under way (it is rolled back)
             return
-        log.info("worker stopping after the job under way", extra={"signal": signal.Signals(signum).name})
+        log.info(
+            "worker stopping after the job under way", extra={"signal": signal.Signals(signum).name}
+        )
         stopping.set()
 
 
-async def _work(db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopping: trio.Event,
-                config: Config) -> None:  # fmt: skip
+async def _work(
+    db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopping: trio.Event, config: Config
+) -> None:
     settings = config.ere
     while not stopping.is_set():
-        if metrics.exports_pipeline and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh:
+        if (
+            metrics.exports_pipeline
+            and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh
+        ):
             try:
                 await metrics.refresh(db)
             except DATABASE_ERRORS as exc:
@@ -154,7 +194,9 @@ async def _work(db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopp
                 metrics.refreshed_at = time.monotonic()
         started = time.monotonic()
         try:
-            outcome = await run_one(db, jobs, retry_base=settings.retry_base, max_attempts=settings.max_attempts)
+            outcome = await run_one(
+                db, jobs, retry_base=settings.retry_base, max_attempts=settings.max_attempts
+            )
         except DATABASE_ERRORS as exc:
             log.warning("database unavailable", extra={"error": str(exc)})
             outcome = None
@@ -162,8 +204,16 @@ async def _work(db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopp
             kind = outcome.job.kind
             metrics.runs.labels(kind, outcome.state).inc()
             metrics.seconds.labels(kind).observe(time.monotonic() - started)
-            log.info("job finished", extra={"job": outcome.job.job_id, "kind": kind, "key": outcome.job.key,
-                                            "state": outcome.state, "seconds": round(time.monotonic() - started, 3)})
+            log.info(
+                "job finished",
+                extra={
+                    "job": outcome.job.job_id,
+                    "kind": kind,
+                    "key": outcome.job.key,
+                    "state": outcome.state,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
             continue  # there may be more due at once
         with trio.move_on_after(settings.poll_interval):
             await stopping.wait()

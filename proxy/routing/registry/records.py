@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from proxy.routing.registry.errors import ChargerExists, ChargerNotFound, InvalidIdentity, NotManaged, SecretKeyError
+from proxy.routing.registry.errors import (
+    ChargerExists,
+    ChargerNotFound,
+    InvalidIdentity,
+    NotManaged,
+    SecretKeyError,
+)
 from proxy.routing.registry.sealing import KeyRing
 from proxy.runtime.config import Config, Route
 from proxy.store.connection import Connection
@@ -61,7 +67,9 @@ class Charger:
         password = None
         if self.sealed_secret is not None and self.secret_key_id is not None:
             if keys is None:
-                raise SecretKeyError(f"the upstream secret of {self.identity!r} needs the secret key, which is not set")
+                raise SecretKeyError(
+                    f"the upstream secret of {self.identity!r} needs the secret key, which is not set"
+                )
             password = keys.open(self.identity, self.sealed_secret, self.secret_key_id)
         return Route(
             upstream=self.upstream,
@@ -117,15 +125,24 @@ async def add_charger(
     sealed, sealed_with = None, None
     if route.upstream_password is not None:
         if keys is None:
-            raise SecretKeyError("storing an upstream secret needs the secret key, which is not set")
+            raise SecretKeyError(
+                "storing an upstream secret needs the secret key, which is not set"
+            )
         sealed, sealed_with = keys.seal(identity, route.upstream_password)
     row = await conn.fetchrow(
         f"INSERT INTO chargers (identity, upstream, auth, password_hash, upstream_username, upstream_secret, "
         f"secret_key_id, ca_bundle, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
         f"ON CONFLICT (identity) DO NOTHING RETURNING {COLUMNS}",
-        identity, route.upstream, route.auth, route.password_hash, route.upstream_username, sealed,
-        sealed_with, route.ca_bundle, enabled,
-    )  # fmt: skip
+        identity,
+        route.upstream,
+        route.auth,
+        route.password_hash,
+        route.upstream_username,
+        sealed,
+        sealed_with,
+        route.ca_bundle,
+        enabled,
+    )
     if row is None:
         raise ChargerExists(f"charger {identity!r} already exists")
     return charger_of(row)
@@ -137,11 +154,17 @@ async def get_charger(conn: Connection, identity: str) -> Charger | None:
 
 
 async def list_chargers(conn: Connection) -> list[Charger]:
-    return [charger_of(row) for row in await conn.fetch(f"SELECT {COLUMNS} FROM chargers ORDER BY identity")]
+    return [
+        charger_of(row)
+        for row in await conn.fetch(f"SELECT {COLUMNS} FROM chargers ORDER BY identity")
+    ]
 
 
 async def remove_charger(conn: Connection, identity: str) -> None:
-    if await conn.fetchval("DELETE FROM chargers WHERE identity = $1 RETURNING identity", identity) is None:
+    if (
+        await conn.fetchval("DELETE FROM chargers WHERE identity = $1 RETURNING identity", identity)
+        is None
+    ):
         raise ChargerNotFound(f"no charger {identity!r} in the registry")
 
 
@@ -150,12 +173,15 @@ async def set_password_hash(conn: Connection, identity: str, password_hash: str)
     auth = await conn.fetchval(
         "UPDATE chargers SET password_hash = CASE WHEN auth = 'managed' THEN $2 ELSE password_hash END "
         "WHERE identity = $1 RETURNING auth",
-        identity, password_hash,
-    )  # fmt: skip
+        identity,
+        password_hash,
+    )
     if auth is None:
         raise ChargerNotFound(f"no charger {identity!r} in the registry")
     if auth != "managed":
-        raise NotManaged(f"charger {identity!r} uses passthrough authentication: it has no password here")
+        raise NotManaged(
+            f"charger {identity!r} uses passthrough authentication: it has no password here"
+        )
 
 
 async def reseal_secrets(conn: Connection, keys: KeyRing) -> int:
@@ -172,8 +198,10 @@ async def reseal_secrets(conn: Connection, keys: KeyRing) -> int:
             sealed, sealed_with = keys.seal(row["identity"], plain)
             await tx.execute(
                 "UPDATE chargers SET upstream_secret = $2, secret_key_id = $3 WHERE identity = $1",
-                row["identity"], sealed, sealed_with,
-            )  # fmt: skip
+                row["identity"],
+                sealed,
+                sealed_with,
+            )
             changed += 1
     return changed
 

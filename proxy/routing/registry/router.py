@@ -64,7 +64,9 @@ class DatabaseRouter:
         """How many chargers the database snapshot holds."""
         return len(self._routes)
 
-    async def run(self, db: Database, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, db: Database, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Load the snapshot (errors propagate), report started, then keep it fresh until cancelled."""
         await self.reload(db)
         task_status.started()
@@ -109,7 +111,9 @@ class DatabaseRouter:
             known = set(self._routes) | set(changed)
             gone: set[str] = set()
             if await conn.fetchval("SELECT count(*) FROM chargers") != len(known):
-                present = {row["identity"] for row in await conn.fetch("SELECT identity FROM chargers")}
+                present = {
+                    row["identity"] for row in await conn.fetch("SELECT identity FROM chargers")
+                }
                 gone = known - present
         self._routes.update(changed)
         for identity in gone:

@@ -48,7 +48,9 @@ class KeyRing:
 
     def derive(self, purpose: bytes) -> dict[str, bytes]:
         """A 32-byte sub-key per key for `purpose` (HKDF-SHA256), by the key's id, primary first."""
-        return {key_id(key): HKDF(hashes.SHA256(), 32, None, purpose).derive(key) for key in self._keys}
+        return {
+            key_id(key): HKDF(hashes.SHA256(), 32, None, purpose).derive(key) for key in self._keys
+        }
 
     @classmethod
     def parse(cls, text: str, source: str = "the secret key") -> KeyRing:
@@ -88,5 +90,7 @@ class KeyRing:
         try:
             plain = cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], identity.encode())
         except InvalidTag:
-            raise SecretKeyError(f"the upstream secret of {identity!r} does not open with key {sealed_with}") from None
+            raise SecretKeyError(
+                f"the upstream secret of {identity!r} does not open with key {sealed_with}"
+            ) from None
         return plain.decode()
