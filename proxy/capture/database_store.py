@@ -212,9 +212,8 @@ class DatabaseStore:
             else:
                 tally.dead_letters.append(Note.of(letter))
                 return
-        if not isinstance(refusal, _DATA_REFUSALS) and not _unencodable(
-            refusal
-        ):  # it cannot write now: not lost
+        # it cannot write now: not lost
+        if not isinstance(refusal, _DATA_REFUSALS) and not _unencodable(refusal):
             await self._judge(refusal)
             raise DatabaseUnresponsive(
                 f"cannot keep a dead letter now: {describe(refusal)}"

@@ -317,9 +317,8 @@ class Journal:
         async for first in self._receive:
             self._in_flight = records = self._encode(first)
             if len(records) < self._batch_size:
-                await trio.sleep(
-                    self._linger
-                )  # let a batch gather: one transaction per event is costly
+                # let a batch gather: one transaction per event is costly
+                await trio.sleep(self._linger)
             while len(records) < self._batch_size:
                 try:
                     records += self._encode(self._receive.receive_nowait())
@@ -376,10 +375,8 @@ class Journal:
         the database answers is halved for the next attempt (see the module docstring).
         """
         failing = False
-        limit, passed = (
-            self._batch_size,
-            0,
-        )  # records per batch; batches stored in a row at that size
+        # records per batch; batches stored in a row at that size
+        limit, passed = self._batch_size, 0
         disk = _Backoff(self._flush_interval)
         while True:
             await self._spill_waiting.wait()

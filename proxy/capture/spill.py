@@ -185,18 +185,16 @@ class SpillLog:
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.max_buffered_bytes = max_buffered_bytes
-        self.corrupt_records = (
-            0  # damaged records found outside a torn tail (each loses its segment's rest)
-        )
+        # damaged records found outside a torn tail (each loses its segment's rest)
+        self.corrupt_records = 0
         self.corrupt_bytes = 0  # bytes skipped because of them
         self.truncated_bytes = 0  # torn-tail bytes removed on open
 
         self._io_lock = threading.Lock()  # segments, active file, acknowledgement, counters above
         self._buffer_lock = threading.Lock()  # buffer and byte accounting; never held during I/O
         self._buffer: list[bytes] = []
-        self._buffered_bytes = (
-            0  # encoded size of records not yet on disk, including one being flushed
-        )
+        # encoded size of records not yet on disk, including one being flushed
+        self._buffered_bytes = 0
         self._buffered_records = 0
         self._disk_bytes = 0
         self._segments: list[_Segment] = []  # oldest first

@@ -193,14 +193,12 @@ def _check_energy(value: Decimal, name: str) -> None:
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # connector and EVSE ids: integer columns
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # other integers: msgpack, jsonb
 TxId16 = Int64
-Text = Annotated[
-    str, msgspec.Meta(max_length=255)
-]  # enumerations, vendor facts, tokens, timestamps
+# enumerations, vendor facts, tokens, timestamps
+Text = Annotated[str, msgspec.Meta(max_length=255)]
 TxId2 = Annotated[str, msgspec.Meta(max_length=255)]  # sessions (identity, transaction_id): indexed
 Measurand = Annotated[str, msgspec.Meta(max_length=100)]  # measurands.name: indexed
-Blob = Annotated[
-    str, msgspec.Meta(max_length=64 * 1024)
-]  # signed meter data, public keys, 1.6 values
+# signed meter data, public keys, 1.6 values
+Blob = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
 MAX_METER_VALUES: Final = 10_000
 MAX_SAMPLED_VALUES: Final = 1_000
 
@@ -418,9 +416,8 @@ def _sample2(timestamp: str, sv: _SampledValue2) -> Sample:
         signed = SignedValue(
             smv.signed_meter_data, smv.signing_method, smv.encoding_method, smv.public_key
         )
-    if (
-        not -(2**31) <= multiplier < 2**31
-    ):  # the sample is invalid already ("multiplier out of range")
+    # the sample is invalid already ("multiplier out of range")
+    if not -(2**31) <= multiplier < 2**31:
         multiplier = 0  # kept small enough to encode and store; the error says what happened
     return Sample(
         timestamp,

@@ -36,9 +36,8 @@ from proxy.wire.handshake import ChargerRequest, upstream_offer
 
 log = logging.getLogger("proxy.server")
 
-OFFLINE_RETRY_AFTER = (
-    30.0  # a charger refused offline may try again then (its own queue holds its CALLs)
-)
+# a charger refused offline may try again then (its own queue holds its CALLs)
+OFFLINE_RETRY_AFTER = 30.0
 LOOKUP_GRACE = 1.0  # once the upstream accepted a charger, how long its lookup may still take
 
 

@@ -82,9 +82,8 @@ class Link:
         # With an outbox, `carried` holds what the charger sent that may not have reached the upstream.
         self._keep_charger = outbox is not None
         self.carried: list[Message] = []
-        self._lost_as: LinkEnd | None = (
-            None  # how the link ends if the charger cannot be handed over
-        )
+        # how the link ends if the charger cannot be handed over
+        self._lost_as: LinkEnd | None = None
         self._last_call: Message | None = None  # the charger's latest CALL, until answered
         self._sending: list[Message] = []  # the charger's messages being sent upstream now
         self.charger = charger
@@ -120,9 +119,8 @@ class Link:
                     await self._pump(self.charger, self.upstream)
             if self._end is LinkEnd.UPSTREAM_LOST:
                 self._hand_over()
-            elif (
-                self._end is None
-            ):  # the scope's deadline: a close handshake or drain took too long
+            # the scope's deadline: a close handshake or drain took too long
+            elif self._end is None:
                 if self._draining:
                     self.stop(LinkEnd.SHUTDOWN)
                 else:
@@ -227,10 +225,8 @@ class Link:
                     )
                 if self._draining:
                     self._end_if_drained()
-                data, messages = (
-                    b"",
-                    _NO_MESSAGES,
-                )  # hold nothing of this chunk while waiting for the next
+                # hold nothing of this chunk while waiting for the next
+                data, messages = b"", _NO_MESSAGES
             try:
                 data = await receive()
             except _STREAM_ERRORS:

@@ -31,9 +31,8 @@ class LinkEnd(enum.Enum):
     HANDBACK = "handback"  # the relay is done: back to byte forwarding
     OUTBOX_FULL = "outbox_full"
     STORE_UNAVAILABLE = "store_unavailable"
-    UPSTREAM_REFUSED = (
-        "upstream_refused"  # a redial was refused (401/403/404): the charger is closed
-    )
+    # a redial was refused (401/403/404): the charger is closed
+    UPSTREAM_REFUSED = "upstream_refused"
 
 
 # Ends we decide (stop): both peers get 1001 with this reason.

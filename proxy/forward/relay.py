@@ -79,9 +79,8 @@ _STREAM_ERRORS = (
     trio.BusyResourceError,
 )
 
-Connector = Callable[
-    [], Awaitable[Side]
-]  # dials the upstream again: its side, with what it sent behind its 101
+# dials the upstream again: its side, with what it sent behind its 101
+Connector = Callable[[], Awaitable[Side]]
 GOING_AWAY, POLICY_VIOLATION, INTERNAL = (
     CloseCode.GOING_AWAY,
     CloseCode.POLICY_VIOLATION,

@@ -30,9 +30,8 @@ class Side:
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
     broke_protocol: bool = False  # its reader failed: nothing it sends can be understood
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
-    trailing: bytes = (
-        b""  # read from this peer but not handled yet (behind its handshake): goes first
-    )
+    # read from this peer but not handled yet (behind its handshake): goes first
+    trailing: bytes = b""
     transport: Transport = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,9 +60,8 @@ async def close_side(
             if code is not None and not side.gone and not side.dirty:
                 await side.transport.send(encode_close(code[0], code[1], mask=side.mask))
             if side.broke_protocol and isinstance(side.stream, trio.SocketStream):
-                await (
-                    side.stream.send_eof()
-                )  # its close reply would be unreadable: ask it to hang up
+                # its close reply would be unreadable: ask it to hang up
+                await side.stream.send_eof()
             while not side.gone and not (side.name == "charger" and side.reader.closed):
                 data = await side.transport.receive()
                 if not data:

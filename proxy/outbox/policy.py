@@ -135,9 +135,8 @@ class Transaction:
     key: str  # content of its StartTransaction (see `start_key`)
     real: int | None = None
     ended: bool = False  # its StopTransaction has been sent upstream
-    in_doubt: bool = (
-        False  # its StartTransaction may have reached the back-office unanswered: parked
-    )
+    # its StartTransaction may have reached the back-office unanswered: parked
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,9 +414,8 @@ class ChargerOutbox:
         if action == "StartTransaction" and self.ocpp16:
             key = start_key(request)
             known = self._by_key.get(key) if key is not None else None
-            if (
-                known is not None
-            ):  # a re-sent StartTransaction we answered before: the same id again
+            # a re-sent StartTransaction we answered before: the same id again
+            if known is not None:
                 self.duplicates += 1
                 return OfflineAnswer(
                     _result(unique_id, self._start_answer(body, known.provisional, now))
@@ -512,9 +510,8 @@ class ChargerOutbox:
         if start:
             transaction = self._by_key.get(start_key(_loads(entry.payload)) or "")
             if transaction is not None and transaction.key in self.starts:
-                self.duplicates += (
-                    1  # the back-office answered this start before: never start it twice
-                )
+                # the back-office answered this start before: never start it twice
+                self.duplicates += 1
                 return Completed(
                     self._pop(), self._learn(transaction, self.starts[transaction.key])
                 )

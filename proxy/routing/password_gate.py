@@ -150,10 +150,8 @@ class HashingQueue:
     def __init__(self, threads: int, max_waiting: int) -> None:
         self._free = threads
         self._max_waiting = max_waiting
-        self._lanes: tuple[deque[trio.Event], deque[trio.Event]] = (
-            deque(),
-            deque(),
-        )  # priority, normal
+        # priority, normal
+        self._lanes: tuple[deque[trio.Event], deque[trio.Event]] = (deque(), deque())
 
     @property
     def waiting(self) -> int:
@@ -255,12 +253,10 @@ class PasswordGate:
         self.hashing = hashing or HashingThreads(threads)
         self.cache = PasswordCache()
         self.recent = RecentSuccesses(recent_window)  # identities (the hashing queue's priority)
-        self.recent_pairs = RecentSuccesses(
-            recent_window
-        )  # identity and address (budget exemption)
-        if (
-            address_failures is None
-        ):  # 20 wrong passwords at once per client address, then 10 a minute
+        # identity and address (budget exemption)
+        self.recent_pairs = RecentSuccesses(recent_window)
+        # 20 wrong passwords at once per client address, then 10 a minute
+        if address_failures is None:
             address_failures = TokenBuckets(capacity=20, refill_per_second=10 / 60)
         if identity_failures is None:  # 10 at once per identity, then 2 a minute
             identity_failures = TokenBuckets(capacity=10, refill_per_second=2 / 60)
@@ -282,9 +278,8 @@ class PasswordGate:
         except QueueFull:
             return Check(Verdict.BUSY, 2.0)
         try:
-            if limited := _over_budget(
-                budgets, trio.current_time()
-            ):  # failures of those ahead in line
+            # failures of those ahead in line
+            if limited := _over_budget(budgets, trio.current_time()):
                 return limited
             try:
                 await self.queue.acquire(priority=self.recent(identity, now))

