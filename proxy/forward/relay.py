@@ -4,8 +4,8 @@ A `Relay` takes over a charger's connection when its upstream is unreachable (at
 or when a forwarding `Link` loses its upstream) or when the charger still has an outbox to replay
 or offline transactions whose ids need mapping. It works message by message, not byte by byte:
 
-- offline (no upstream): each charger CALL is answered by the outbox policy (`outbox.py`), after
-  its entry is stored (`OutboxStore.write`); pings are answered here; answers the charger sends to
+- offline (no upstream): each charger CALL is answered by the outbox policy (`outbox.policy`),
+  after its entry is stored (the claim's `OutboxWriter.write`); pings are answered here; answers the charger sends to
   a lost upstream's CALLs are dropped and counted. Meanwhile the upstream is redialled with
   exponential back-off and jitter.
 - replay (upstream back, outbox not empty): the entries go upstream in order, one CALL at a
@@ -20,10 +20,11 @@ or offline transactions whose ids need mapping. It works message by message, not
 
 Ending: a charger close, EOF or protocol error ends the relay like a link; a full outbox or a
 failed store closes the charger with 1001 (its own offline queue takes over); a newer link that
-claimed the outbox (`Fenced`) ends it as REPLACED. An upstream close with 1000, 1008 or a
-4xxx code is a decision of the back-office and is passed to the charger; any other loss of the
-upstream is an outage (`link.is_outage`). Cancellation (`stop`) closes both sides with 1001, after the CALL being
-answered (at most `close_timeout`).
+claimed the outbox (`Fenced`) ends it as REPLACED; a redial the back-office refuses (401, 403,
+404) closes the charger with 1008. An upstream close the back-office meant (a code in
+`policy.DELIBERATE_CLOSE_CODES`, or 4000 and up) is passed to the charger; any other loss of the
+upstream is an outage (`policy.is_outage`). Cancellation (`stop`) closes both sides with 1001,
+after the CALL being answered (at most `close_timeout`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Relay:
     `upstream`: a connected upstream to start with (or None); `carried`: charger messages a
     forwarding link read but may not have delivered; `capture`: session capture (or None);
     `backoff`: shared by every relay of one charger connection (a lost upstream is redialled with
-    back-off across their turns).
+    back-off across their turns); `clock`: the wall clock (seconds since the epoch) that stamps
+    entries and events and times retries (redials follow Trio's clock).
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class Relay:
         upstream: Side | None = None,
         capture: Capture | None = None,
         backoff: RedialBackoff | None = None,
+        clock: Callable[[], float] = time,
     ) -> None:
         self.identity = identity
+        self._clock = clock
         self.charger = charger
         self.outbox = outbox = claim.outbox
         self.settings = outbox.settings
@@ -338,7 +342,7 @@ class Relay:
         outbox = self.outbox
         while True:
             decision = outbox.offline_call(
-                message.unique_id or "", message.action or "", payload_of(message), time()
+                message.unique_id or "", message.action or "", payload_of(message), self._clock()
             )
             if not isinstance(decision, Full) or self.upstream is None:
                 break
@@ -539,7 +543,7 @@ class Relay:
         """Send the outbox upstream in order, one CALL at a time (see the module docstring)."""
         outbox = self.outbox
         while True:
-            step = outbox.next_replay(time())
+            step = outbox.next_replay(self._clock())
             if (
                 step is None
                 and self._charger_left is not None
@@ -550,7 +554,7 @@ class Relay:
                 return
             if step is None:
                 if outbox.retry_at is not None and outbox.entries:
-                    await trio.sleep(max(0.0, outbox.retry_at - time()))
+                    await trio.sleep(max(0.0, outbox.retry_at - self._clock()))
                 else:
                     self._queued = trio.Event()
                     await self._queued.wait()
@@ -572,7 +576,7 @@ class Relay:
                     extra={"identity": self.identity, "action": step.entry.action},
                 )
                 raise _UpstreamLost
-            outcome = outbox.replay_answer(answer, time())
+            outcome = outbox.replay_answer(answer, self._clock())
             if outcome is not None:
                 await self._settle(outcome)
 
@@ -615,7 +619,9 @@ class Relay:
     def _assigned(self, provisional: int, real: int) -> None:
         """Tell the session store the real id of a transaction it knows by its provisional one."""
         if self._capture is not None:
-            event = TransactionIdAssigned("", self.identity, time(), str(provisional), str(real))
+            event = TransactionIdAssigned(
+                "", self.identity, self._clock(), str(provisional), str(real)
+            )
             self._capture.submit([msgspec.structs.replace(event, event_id=event_id(event))])
 
     def _count_rewrites(self) -> None:
@@ -659,11 +665,11 @@ class Relay:
                     call_frame(message.unique_id or "", message.action or "", rewritten)
                 )
             )
-            self._capture.from_charger(view, time())
+            self._capture.from_charger(view, self._clock())
 
     def _track_upstream(self, message: Message) -> None:
         if self._capture is not None:
-            self._capture.from_upstream(message, time())
+            self._capture.from_upstream(message, self._clock())
 
     # -- closing ----------------------------------------------------------------------------
     async def _close_sides(self) -> None:
