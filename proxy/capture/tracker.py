@@ -28,17 +28,6 @@ string, out of range, a multiplier out of range, a unit that does not fit the me
 energy register) only marks that `Sample` invalid. The feed methods never raise: an unexpected
 failure becomes an `Unparseable` event too.
 
-Bounds: every value the schemas below decode is bounded, so that every event can be encoded
-(msgpack holds 64-bit integers) and stored (PostgreSQL integer columns, btree index entries of at
-most 2,704 bytes): ids that go to integer columns are 0..2^31-1, other integers 64-bit; strings
-that go to indexed columns (a 2.x transactionId, a measurand) at most 255 and 100 characters, other
-short strings (enumerations, vendor facts, tokens, timestamps) at most 255, signed meter data and
-keys at most 64 KiB; lists of meter values at most 10,000 and of sampled values per meter value at
-most 1,000. The limits are far above what OCPP allows (e.g. 36 characters for a transactionId),
-so only a broken or hostile charger meets them. Strings may hold any character the JSON allows,
-NUL included: the session store replaces what PostgreSQL cannot hold (`proxy.capture.sessions`). Lone
-surrogates cannot occur: msgspec refuses them (`\ud800` escapes), as does the codec's UTF-8 check.
-
 Event ids (`event_id`): a UUID (RFC 9562 version 8) made from the SHA-256 of the canonical JSON
 of [kind, identity, when, every other field of the event in declaration order], where `when` is
 `at` in whole milliseconds for the kinds whose payload has no timestamp of its own
@@ -51,24 +40,18 @@ of [kind, identity, when, every other field of the event in declaration order], 
 - boots and status changes that repeat byte for byte are told apart by their reception time.
 Ids are stable as long as the event types keep their fields; changing a type changes its ids.
 
-Energy is a `Decimal` in Wh, not integer milli-Wh: chargers send decimal text (1.6 strings such
-as "12.3456" kWh) or JSON numbers with a power-of-ten multiplier (2.x), and a Decimal holds every
-such value exactly with no rounding rule to choose, maps to PostgreSQL NUMERIC, and msgspec
-encodes it as an exact string. Values are range-checked before any arithmetic, so scaling is
-exact and cannot overflow.
+The payload schemas are in `proxy.capture.payloads`, the meter readings' normalising in
+`proxy.capture.readings`.
 """
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 
@@ -77,14 +60,26 @@ from proxy.capture.events import (
     ChargerBooted,
     Event,
     MeterValuesReported,
-    Sample,
-    SignedValue,
     StatusChanged,
     TransactionEvent,
     TransactionStarted,
     TransactionStopped,
     Unparseable,
 )
+from proxy.capture.payloads import (
+    Boot2,
+    Boot16,
+    BootResult,
+    MeterValues2,
+    MeterValues16,
+    Start16,
+    StartResult16,
+    Status2,
+    Status16,
+    Stop16,
+    TransactionEvent2,
+)
+from proxy.capture.readings import samples2, samples16
 from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
 
 log = logging.getLogger("proxy.tracker")
@@ -92,348 +87,6 @@ log = logging.getLogger("proxy.tracker")
 MAX_OUTSTANDING: Final = 32  # remembered unanswered CALLs per direction
 _LOG_FIRST = 10  # unparseable frames logged one by one per link; then every _LOG_EVERY-th
 _LOG_EVERY = 1000
-
-# -- normalising meter readings ----------------------------------------------------------------
-
-MAX_MAGNITUDE: Final = Decimal(10) ** 12  # 1 TWh (or TW, ...): beyond any real meter
-_MAX_DIGITS = 40
-_MAX_ADJUSTED = 30  # decimal exponent of the leading digit, either way
-_MAX_MULTIPLIER = 30
-_EXACT = decimal.Context(
-    prec=2 * _MAX_DIGITS + 2 * _MAX_MULTIPLIER, traps=[decimal.InvalidOperation, decimal.Overflow]
-)
-_ONE = Decimal(1)
-_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
-
-# unit → (normalised unit, power of ten to apply)
-_UNITS = {
-    "Wh": ("Wh", 0),
-    "kWh": ("Wh", 3),
-    "MWh": ("Wh", 6),
-    "varh": ("varh", 0),
-    "kvarh": ("varh", 3),
-    "VAh": ("VAh", 0),
-    "kVAh": ("VAh", 3),
-    "W": ("W", 0),
-    "kW": ("W", 3),
-    "MW": ("W", 6),
-    "var": ("var", 0),
-    "kvar": ("var", 3),
-    "VA": ("VA", 0),
-    "kVA": ("VA", 3),
-}
-_ENERGY_UNITS = frozenset({"Wh", "varh", "VAh"})
-_POWER_UNITS = frozenset({"W", "var", "VA"})
-DEFAULT_MEASURAND: Final = "Energy.Active.Import.Register"
-
-
-def _is_energy(measurand: str) -> bool:
-    return measurand.startswith("Energy.")
-
-
-def _is_power(measurand: str) -> bool:
-    return measurand.startswith("Power.") and measurand != "Power.Factor"
-
-
-def _base_unit(unit: str | None) -> str | None:
-    return _UNITS[unit][0] if unit in _UNITS else unit
-
-
-def _default_unit(measurand: str) -> str | None:
-    """The unit of a reading that names none (OCPP says Wh; we read it per measurand family)."""
-    if _is_energy(measurand):
-        return "varh" if ".Reactive." in measurand else "VAh" if ".Apparent." in measurand else "Wh"
-    if _is_power(measurand):
-        return "var" if ".Reactive." in measurand else "W"
-    return None
-
-
-def _normalise(
-    measurand: str, number: Decimal, unit: str | None, multiplier: int
-) -> tuple[Decimal | None, str | None, str | None]:
-    """(value, unit, error): `number` × 10^multiplier in the measurand's base unit, exactly."""
-    base, power = _UNITS[unit] if unit in _UNITS else (unit, 0)
-    if not number.is_finite():
-        return None, base, "not a finite number"
-    if len(number.as_tuple().digits) > _MAX_DIGITS or abs(number.adjusted()) > _MAX_ADJUSTED:
-        return None, base, "number out of range"
-    if abs(multiplier) > _MAX_MULTIPLIER:
-        return None, base, "multiplier out of range"
-    if _is_energy(measurand) and base not in _ENERGY_UNITS:
-        return None, base, f"unit {unit!r} is not an energy unit"
-    if _is_power(measurand) and base not in _POWER_UNITS:
-        return None, base, f"unit {unit!r} is not a power unit"
-    value = number.scaleb(power + multiplier, _EXACT)
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:  # write 1.2E+4 as 12000
-        value = value.quantize(_ONE, context=_EXACT)
-    if abs(value) > MAX_MAGNITUDE:
-        return None, base, "value out of range"
-    if value < 0 and _is_energy(measurand) and not measurand.endswith(".Net"):
-        return None, base, "negative energy reading"
-    return value, base, None
-
-
-def _check_energy(value: Decimal, name: str) -> None:
-    """Raise ValueError unless `value` is a plausible meter register in Wh (range, digits, exponent)."""
-    if (
-        not value.is_finite()
-        or len(value.as_tuple().digits) > _MAX_DIGITS
-        or abs(value.adjusted()) > _MAX_ADJUSTED
-        or not 0 <= value <= MAX_MAGNITUDE
-    ):
-        raise ValueError(f"{name} is not a meter reading in range")
-
-
-# -- payload shapes: what each tracked action needs ----------------------------------------------
-# Unknown fields are ignored; a missing required field or a wrong JSON type fails the decode.
-# Energy registers (meterStart, meterStop) accept any JSON number or numeric string, exactly, as
-# Decimal: the schema says integer, but a charger sending 1234.0 must not lose its session.
-
-Id = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # connector and EVSE ids: integer columns
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # other integers: msgpack, jsonb
-TxId16 = Int64
-# enumerations, vendor facts, tokens, timestamps
-Text = Annotated[str, msgspec.Meta(max_length=255)]
-TxId2 = Annotated[str, msgspec.Meta(max_length=255)]  # sessions (identity, transaction_id): indexed
-Measurand = Annotated[str, msgspec.Meta(max_length=100)]  # measurands.name: indexed
-# signed meter data, public keys, 1.6 values
-Blob = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
-MAX_METER_VALUES: Final = 10_000
-MAX_SAMPLED_VALUES: Final = 1_000
-
-
-class _Payload(msgspec.Struct, rename="camel"):
-    pass
-
-
-class _Boot16(_Payload):
-    charge_point_vendor: Text
-    charge_point_model: Text
-    charge_point_serial_number: Text | None = None
-    charge_box_serial_number: Text | None = None
-    firmware_version: Text | None = None
-    meter_type: Text | None = None
-    meter_serial_number: Text | None = None
-
-
-class _BootResult(_Payload):
-    status: Text
-
-
-class _Status16(_Payload):
-    connector_id: Id
-    status: Text
-    error_code: Text
-    timestamp: Text | None = None
-
-
-class _SampledValue16(_Payload):
-    value: Blob  # the signed data when format is SignedData
-    context: Text | None = None
-    format: Text | None = None
-    measurand: Measurand | None = None
-    phase: Text | None = None
-    location: Text | None = None
-    unit: Text | None = None
-
-
-class _MeterValue16(_Payload):
-    timestamp: Text
-    sampled_value: Annotated[list[_SampledValue16], msgspec.Meta(max_length=MAX_SAMPLED_VALUES)]
-
-
-class _MeterValues16(_Payload):
-    connector_id: Id
-    meter_value: Annotated[list[_MeterValue16], msgspec.Meta(max_length=MAX_METER_VALUES)]
-    transaction_id: TxId16 | None = None
-
-
-class _Start16(_Payload):
-    connector_id: Id
-    id_tag: Text
-    meter_start: Decimal
-    timestamp: Text
-    reservation_id: Int64 | None = None
-
-    def __post_init__(self) -> None:
-        _check_energy(self.meter_start, "meterStart")
-
-
-class _IdTagInfo(_Payload):
-    status: Text
-
-
-class _StartResult16(_Payload):
-    transaction_id: TxId16
-    id_tag_info: _IdTagInfo
-
-
-class _Stop16(_Payload):
-    transaction_id: TxId16
-    meter_stop: Decimal
-    timestamp: Text
-    reason: Text | None = None
-    id_tag: Text | None = None
-    transaction_data: Annotated[list[_MeterValue16], msgspec.Meta(max_length=MAX_METER_VALUES)] = []
-
-    def __post_init__(self) -> None:
-        _check_energy(self.meter_stop, "meterStop")
-
-
-class _Station(_Payload):
-    model: Text
-    vendor_name: Text
-    serial_number: Text | None = None
-    firmware_version: Text | None = None
-
-
-class _Boot2(_Payload):
-    charging_station: _Station
-    reason: Text | None = None
-
-
-class _Status2(_Payload):
-    connector_status: Text
-    evse_id: Id
-    connector_id: Id
-    timestamp: Text | None = None
-
-
-class _UnitOfMeasure(_Payload):
-    unit: Text | None = None
-    multiplier: int = 0  # any size msgspec reads; out of range makes the sample invalid
-
-
-class _SignedMeterValue(_Payload):
-    signed_meter_data: Blob
-    signing_method: Text | None = None
-    encoding_method: Text | None = None
-    public_key: Blob | None = None
-
-
-class _SampledValue2(_Payload):
-    value: Decimal
-    context: Text | None = None
-    measurand: Measurand | None = None
-    phase: Text | None = None
-    location: Text | None = None
-    signed_meter_value: _SignedMeterValue | None = None
-    unit_of_measure: _UnitOfMeasure | None = None
-
-
-class _MeterValue2(_Payload):
-    timestamp: Text
-    sampled_value: Annotated[list[_SampledValue2], msgspec.Meta(max_length=MAX_SAMPLED_VALUES)]
-
-
-class _MeterValues2(_Payload):
-    evse_id: Id
-    meter_value: Annotated[list[_MeterValue2], msgspec.Meta(max_length=MAX_METER_VALUES)]
-
-
-class _TransactionInfo(_Payload):
-    transaction_id: TxId2
-    charging_state: Text | None = None
-    stopped_reason: Text | None = None
-    remote_start_id: Int64 | None = None
-
-
-class _Evse(_Payload):
-    id: Id
-    connector_id: Id | None = None
-
-
-class _IdToken(_Payload):
-    id_token: Text
-    type: Text | None = None
-
-
-class _TransactionEvent2(_Payload):
-    event_type: Text
-    timestamp: Text
-    trigger_reason: Text
-    seq_no: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # int64, never negative
-    transaction_info: _TransactionInfo
-    offline: bool = False
-    evse: _Evse | None = None
-    id_token: _IdToken | None = None
-    meter_value: Annotated[list[_MeterValue2], msgspec.Meta(max_length=MAX_METER_VALUES)] = []
-
-
-# -- samples -------------------------------------------------------------------------------------
-
-
-def _samples16(meter_values: list[_MeterValue16]) -> tuple[Sample, ...]:
-    return tuple(_sample16(mv.timestamp, sv) for mv in meter_values for sv in mv.sampled_value)
-
-
-def _sample16(timestamp: str, sv: _SampledValue16) -> Sample:
-    measurand = sv.measurand or DEFAULT_MEASURAND
-    unit = sv.unit or _default_unit(measurand)
-    value: Decimal | None = None
-    signed = None
-    error = None
-    if sv.format == "SignedData":
-        signed, unit = SignedValue(sv.value), _base_unit(unit)
-    elif len(sv.value) > 100 or not _NUMBER_TEXT.fullmatch(sv.value):
-        error, unit = "not a number", _base_unit(unit)
-    else:
-        value, unit, error = _normalise(measurand, Decimal(sv.value), unit, 0)
-    return Sample(
-        timestamp,
-        measurand,
-        value,
-        unit,
-        sv.value,
-        sv.unit,
-        0,
-        sv.phase,
-        sv.location,
-        sv.context,
-        signed,
-        error,
-    )
-
-
-def _samples2(meter_values: list[_MeterValue2]) -> tuple[Sample, ...]:
-    return tuple(_sample2(mv.timestamp, sv) for mv in meter_values for sv in mv.sampled_value)
-
-
-def _sample2(timestamp: str, sv: _SampledValue2) -> Sample:
-    measurand = sv.measurand or DEFAULT_MEASURAND
-    raw_unit, multiplier = (
-        (sv.unit_of_measure.unit, sv.unit_of_measure.multiplier)
-        if sv.unit_of_measure
-        else (None, 0)
-    )
-    value, unit, error = _normalise(
-        measurand, sv.value, raw_unit or _default_unit(measurand), multiplier
-    )
-    smv = sv.signed_meter_value
-    signed = None
-    if smv is not None:
-        signed = SignedValue(
-            smv.signed_meter_data, smv.signing_method, smv.encoding_method, smv.public_key
-        )
-    # the sample is invalid already ("multiplier out of range")
-    if not -(2**31) <= multiplier < 2**31:
-        multiplier = 0  # kept small enough to encode and store; the error says what happened
-    return Sample(
-        timestamp,
-        measurand,
-        value,
-        unit,
-        str(sv.value),
-        raw_unit,
-        multiplier,
-        sv.phase,
-        sv.location,
-        sv.context,
-        signed,
-        error,
-    )
-
 
 # -- event ids -----------------------------------------------------------------------------------
 
@@ -483,7 +136,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _boot16(
-    identity: str, call: _Boot16, answer: _BootResult | None, error: str | None, at: float
+    identity: str, call: Boot16, answer: BootResult | None, error: str | None, at: float
 ) -> Event:
     return ChargerBooted(
         "",
@@ -503,7 +156,7 @@ def _boot16(
 
 
 def _boot2(
-    identity: str, call: _Boot2, answer: _BootResult | None, error: str | None, at: float
+    identity: str, call: Boot2, answer: BootResult | None, error: str | None, at: float
 ) -> Event:
     station = call.charging_station
     return ChargerBooted(
@@ -523,12 +176,12 @@ def _boot2(
     )
 
 
-def _status(answer: _BootResult | None, error: str | None) -> str | None:
+def _status(answer: BootResult | None, error: str | None) -> str | None:
     return "CallError" if error is not None else answer.status if answer is not None else None
 
 
 def _start16(
-    identity: str, call: _Start16, answer: _StartResult16 | None, error: str | None, at: float
+    identity: str, call: Start16, answer: StartResult16 | None, error: str | None, at: float
 ) -> Event:
     return TransactionStarted(
         "",
@@ -549,13 +202,13 @@ def _start16(
     )
 
 
-def _status16(identity: str, call: _Status16, at: float) -> Event:
+def _status16(identity: str, call: Status16, at: float) -> Event:
     return StatusChanged(
         "", identity, at, call.connector_id, None, call.status, call.error_code, call.timestamp
     )
 
 
-def _status2(identity: str, call: _Status2, at: float) -> Event:
+def _status2(identity: str, call: Status2, at: float) -> Event:
     return StatusChanged(
         "",
         identity,
@@ -568,7 +221,7 @@ def _status2(identity: str, call: _Status2, at: float) -> Event:
     )
 
 
-def _stop16(identity: str, call: _Stop16, at: float) -> Event:
+def _stop16(identity: str, call: Stop16, at: float) -> Event:
     return TransactionStopped(
         "",
         identity,
@@ -578,24 +231,24 @@ def _stop16(identity: str, call: _Stop16, at: float) -> Event:
         call.timestamp,
         call.reason,
         call.id_tag,
-        _samples16(call.transaction_data),
+        samples16(call.transaction_data),
     )
 
 
-def _meter_values16(identity: str, call: _MeterValues16, at: float) -> Event:
+def _meter_values16(identity: str, call: MeterValues16, at: float) -> Event:
     tx = str(call.transaction_id) if call.transaction_id is not None else None
     return MeterValuesReported(
-        "", identity, at, call.connector_id, None, tx, _samples16(call.meter_value)
+        "", identity, at, call.connector_id, None, tx, samples16(call.meter_value)
     )
 
 
-def _meter_values2(identity: str, call: _MeterValues2, at: float) -> Event:
+def _meter_values2(identity: str, call: MeterValues2, at: float) -> Event:
     return MeterValuesReported(
-        "", identity, at, None, call.evse_id, None, _samples2(call.meter_value)
+        "", identity, at, None, call.evse_id, None, samples2(call.meter_value)
     )
 
 
-def _transaction_event2(identity: str, call: _TransactionEvent2, at: float) -> Event:
+def _transaction_event2(identity: str, call: TransactionEvent2, at: float) -> Event:
     info, evse, token = call.transaction_info, call.evse, call.id_token
     return TransactionEvent(
         "",
@@ -614,7 +267,7 @@ def _transaction_event2(identity: str, call: _TransactionEvent2, at: float) -> E
         evse.connector_id if evse else None,
         token.id_token if token else None,
         token.type if token else None,
-        _samples2(call.meter_value),
+        samples2(call.meter_value),
     )
 
 
@@ -622,29 +275,29 @@ def _decoder(kind: type) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(kind)
 
 
-_BOOT_RESULT = _decoder(_BootResult)
+_BOOT_RESULT = _decoder(BootResult)
 _ACTIONS_16 = {
     a.name: a
     for a in (
-        _Action("BootNotification", _decoder(_Boot16), response=_BOOT_RESULT, on_answer=_boot16),
-        _Action("StatusNotification", _decoder(_Status16), on_call=_status16),
+        _Action("BootNotification", _decoder(Boot16), response=_BOOT_RESULT, on_answer=_boot16),
+        _Action("StatusNotification", _decoder(Status16), on_call=_status16),
         _Action(
             "StartTransaction",
-            _decoder(_Start16),
-            response=_decoder(_StartResult16),
+            _decoder(Start16),
+            response=_decoder(StartResult16),
             on_answer=_start16,
         ),
-        _Action("StopTransaction", _decoder(_Stop16), on_call=_stop16),
-        _Action("MeterValues", _decoder(_MeterValues16), on_call=_meter_values16),
+        _Action("StopTransaction", _decoder(Stop16), on_call=_stop16),
+        _Action("MeterValues", _decoder(MeterValues16), on_call=_meter_values16),
     )
 }
 _ACTIONS_2 = {
     a.name: a
     for a in (
-        _Action("BootNotification", _decoder(_Boot2), response=_BOOT_RESULT, on_answer=_boot2),
-        _Action("StatusNotification", _decoder(_Status2), on_call=_status2),
-        _Action("TransactionEvent", _decoder(_TransactionEvent2), on_call=_transaction_event2),
-        _Action("MeterValues", _decoder(_MeterValues2), on_call=_meter_values2),
+        _Action("BootNotification", _decoder(Boot2), response=_BOOT_RESULT, on_answer=_boot2),
+        _Action("StatusNotification", _decoder(Status2), on_call=_status2),
+        _Action("TransactionEvent", _decoder(TransactionEvent2), on_call=_transaction_event2),
+        _Action("MeterValues", _decoder(MeterValues2), on_call=_meter_values2),
     )
 }
 _NO_ACTIONS: dict[str, _Action] = {}  # the back-office's CALLs: correlated, never read

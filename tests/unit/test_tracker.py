@@ -962,7 +962,7 @@ def test_a_bug_in_the_tracker_never_escapes(monkeypatch):
     def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("proxy.capture.tracker._samples16", broken)
+    monkeypatch.setattr("proxy.capture.tracker.samples16", broken)
     link = Link()
     [bad] = link.charger(call("1", "MeterValues", {"connectorId": 1, "meterValue": []}))
     assert isinstance(bad, Unparseable) and "internal error" in bad.reason
