@@ -237,10 +237,10 @@ class ProxyServer:
             if self.journal
             else None
         )
-        leg: Link | Relay
+        turn: Link | Relay
         if admitted.upstream is not None and not admitted.needs_outbox:
             upstream = self._upstream_side(admitted.upstream, admitted.trailing)
-            leg, admitted.upstream = (
+            turn, admitted.upstream = (
                 self._link(identity, admitted, charger, upstream, capture),
                 None,
             )
@@ -261,30 +261,30 @@ class ProxyServer:
                 await send_quietly(charger_stream, handshake.refuse(refusal[0]))
                 return
             assert relay is not None
-            leg, admitted.upstream = relay, None  # the relay owns the upstream now
+            turn, admitted.upstream = relay, None  # the relay owns the upstream now
         # Only now, with the upstream's consent (or the outbox's), may a new connection replace a
         # running link: a refused or failed attempt must not disconnect the charger really there.
         old = self.links.get(identity)
         if old is not None:
             old.stop(LinkEnd.REPLACED)
-        self.links[identity] = leg
-        served = [leg]  # the leg serving the connection now (updated by _serve_legs)
+        self.links[identity] = turn
+        served = [turn]  # the turn serving the connection now (updated by _serve_turns)
         try:
             try:
                 await charger_stream.send_all(handshake.accept(subprotocol))
             except _STREAM_ERRORS:
                 self.metrics.handshakes.labels("charger_gone").inc()
-                leg.finished.set()
-                if leg.upstream is not None:
-                    await trio.aclose_forcefully(leg.upstream.stream)
+                turn.finished.set()
+                if turn.upstream is not None:
+                    await trio.aclose_forcefully(turn.upstream.stream)
                 return
             self.metrics.handshakes.labels(
-                "accepted" if isinstance(leg, Link) else "accepted_offline"
+                "accepted" if isinstance(turn, Link) else "accepted_offline"
             ).inc()
             self.metrics.connected.inc()
-            log.info("link up", extra={"identity": identity, "offline": isinstance(leg, Relay)})
+            log.info("link up", extra={"identity": identity, "offline": isinstance(turn, Relay)})
             try:
-                end = await self._serve_legs(identity, admitted, charger, capture, served)
+                end = await self._serve_turns(identity, admitted, charger, capture, served)
             finally:
                 self.metrics.connected.dec()
         finally:
@@ -293,7 +293,7 @@ class ProxyServer:
         self.metrics.link_ends.labels(end.value).inc()
         log.info("link down", extra={"identity": identity, "reason": end.value})
 
-    async def _serve_legs(
+    async def _serve_turns(
         self,
         identity: str,
         admitted: Admitted,
@@ -315,34 +315,34 @@ class ProxyServer:
         )
         going_away = CloseCode.GOING_AWAY
         while True:
-            leg = served[0]
+            turn = served[0]
             if self._draining:
-                leg.drain(trio.current_time() + self.settings.drain_timeout)
+                turn.drain(trio.current_time() + self.settings.drain_timeout)
             started = trio.current_time()
-            end = await leg.run()
+            end = await turn.run()
             if end not in (LinkEnd.UPSTREAM_LOST, LinkEnd.HANDBACK):
                 return end
             self.metrics.link_ends.labels(end.value).inc()
-            if self.links.get(identity) is not leg:  # replaced meanwhile: this connection is done
-                if isinstance(leg, Relay) and leg.upstream is not None:
-                    await trio.aclose_forcefully(leg.upstream.stream)
+            if self.links.get(identity) is not turn:  # replaced meanwhile: this connection is done
+                if isinstance(turn, Relay) and turn.upstream is not None:
+                    await trio.aclose_forcefully(turn.upstream.stream)
                 await close_side(
                     charger,
                     (going_away, "replaced by a new connection"),
                     self.settings.close_timeout,
                 )
                 return LinkEnd.REPLACED
-            if isinstance(leg, Link):
+            if isinstance(turn, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
                 now = trio.current_time()
                 backoff.connection_lost(now, now - started)
-                seen = leg.outbox.observer if leg.outbox is not None else None
+                seen = turn.outbox.observer if turn.outbox is not None else None
                 relay = await self._relay(
                     identity,
                     admitted,
                     charger,
                     capture,
-                    carried=leg.carried,
+                    carried=turn.carried,
                     seen=seen,
                     backoff=backoff,
                 )
@@ -355,9 +355,9 @@ class ProxyServer:
                     return LinkEnd.STORE_UNAVAILABLE
                 served[0] = relay
             else:
-                assert leg.upstream is not None
+                assert turn.upstream is not None
                 log.info("outbox replayed: forwarding", extra={"identity": identity})
-                served[0] = self._link(identity, admitted, charger, leg.upstream, capture)
+                served[0] = self._link(identity, admitted, charger, turn.upstream, capture)
             self.links[identity] = served[0]
 
     def _link(
@@ -449,10 +449,10 @@ class ProxyServer:
     def relays(self) -> list[tuple[str, ChargerOutbox]]:
         """(upstream host, outbox) of every connection served by a relay now (for metrics)."""
         result = []
-        for identity, leg in list(self.links.items()):
-            if isinstance(leg, Relay):
+        for identity, turn in list(self.links.items()):
+            if isinstance(turn, Relay):
                 route = self.router.lookup(identity)
-                result.append((_host_port(route.upstream) if route else "", leg.outbox))
+                result.append((_host_port(route.upstream) if route else "", turn.outbox))
         return result
 
 

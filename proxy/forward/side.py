@@ -19,7 +19,7 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 @dataclass(eq=False)
 class Side:
-    """One leg of a link, named by the peer on it."""
+    """One leg of a connection through the proxy, named by the peer on it."""
 
     name: str  # "charger" or "upstream"
     stream: trio.abc.Stream

@@ -1,7 +1,7 @@
 """Configuration: one TOML file, decoded into typed structs.
 
 Loading fails with `ConfigError` naming the bad field; a running proxy keeps its old configuration
-when a reload fails (see `server.py`).
+when a reload (SIGHUP) fails (see `proxy.runtime.role.reload_config`).
 """
 
 from __future__ import annotations

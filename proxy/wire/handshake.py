@@ -1,4 +1,4 @@
-"""WebSocket opening handshakes of both legs of a link, sans-IO, on h11.
+"""WebSocket opening handshakes of both legs of a connection, sans-IO, on h11.
 
 `ChargerHandshake` reads a charger's upgrade request and writes our answer (101 or a refusal);
 `UpstreamHandshake` writes our upgrade request to the upstream and reads its answer. Both take
