@@ -16,7 +16,9 @@ from typing import Any
 
 import trio
 
-from proxy.outbox.policy import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
+from proxy.outbox.entries import Budget, Entry, Transaction
+from proxy.outbox.learned import AuthorizationCache
+from proxy.outbox.policy import ChargerOutbox
 from proxy.outbox.store import Claim, Fenced, StoreUnavailable, Write
 from proxy.runtime.config import OutboxSettings
 

@@ -25,7 +25,7 @@ import trio
 from proxy.capture.capture import Capture
 from proxy.forward.policy import STOP_REASONS, LinkEnd, charger_can_stay, is_outage
 from proxy.forward.side import STREAM_ERRORS, Side, close_side
-from proxy.outbox.policy import LiveObserver
+from proxy.outbox.learned import LiveObserver
 from proxy.wire.codec import (
     CALL,
     CALLERROR,

@@ -43,16 +43,9 @@ from proxy.capture.tracker import event_id
 from proxy.forward.backoff import RedialBackoff
 from proxy.forward.policy import STOP_REASONS, LinkEnd, can_hand_back, is_outage
 from proxy.forward.side import Side, close_side
-from proxy.outbox.policy import (
-    Completed,
-    DeadLetter,
-    Full,
-    LiveObserver,
-    ReplayOutcome,
-    Retry,
-    call_frame,
-    payload_of,
-)
+from proxy.outbox.entries import Completed, DeadLetter, Full, ReplayOutcome, Retry
+from proxy.outbox.frames import call_frame, payload_of
+from proxy.outbox.learned import LiveObserver
 from proxy.outbox.store import Claim, Fenced, StoreUnavailable, Write
 from proxy.runtime.metrics import OutboxMeters
 from proxy.wire.codec import (

@@ -37,7 +37,8 @@ from proxy.forward.policy import LinkEnd
 from proxy.forward.refusal import REQUEST_OUTCOMES, Refusal, refused
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
 from proxy.forward.side import Side, close_side
-from proxy.outbox.policy import AuthorizationCache, ChargerOutbox, LiveObserver
+from proxy.outbox.learned import AuthorizationCache, LiveObserver
+from proxy.outbox.policy import ChargerOutbox
 from proxy.outbox.store import OutboxStore, StoreUnavailable
 from proxy.routing.auth import CredentialVerifier
 from proxy.routing.router import Router

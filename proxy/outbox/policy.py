@@ -3,7 +3,7 @@
 While the upstream cannot be reached the proxy answers the charger itself (`offline_call`) the
 way a back-office would, and every CALL it answers becomes an `Entry` of the charger's outbox.
 When the upstream is back, `next_replay` and `replay_answer` send the entries in order, one
-outstanding CALL at a time, under message ids of our own. The Trio shell (`relay.py`) persists
+outstanding CALL at a time, under message ids of our own. The Trio shell (`proxy.forward.relay`) persists
 what these methods return before acting on it (an entry is stored before the charger gets its
 answer; a replayed entry is deleted before the next one goes out) and does all the I/O; this
 module has no I/O and no clock (`now` is passed in, Unix seconds).
@@ -52,6 +52,9 @@ OCPP's own AllowOfflineTxForUnknownId=false).
 Proof: every entry records how the link that queued it proved the charger's identity (`proof`,
 one of `PROOFS`); `next_replay` parks an entry without one as a dead letter instead of sending it
 in the charger's name.
+
+The records and decisions are in `proxy.outbox.entries`; what live links teach the outbox
+(authorisations, real transaction ids) in `proxy.outbox.learned`.
 """
 
 from __future__ import annotations
@@ -60,13 +63,27 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, TypeGuard
 
 import orjson
 
+from proxy.outbox.entries import (
+    Budget,
+    Completed,
+    DeadLetter,
+    Entry,
+    Full,
+    OfflineAnswer,
+    ReplayOutcome,
+    ReplayStep,
+    Retry,
+    Send,
+    Transaction,
+)
+from proxy.outbox.frames import call_frame, loads_or_none, payload_of
+from proxy.outbox.learned import AuthorizationCache, is_ocpp16, start_key
 from proxy.runtime.config import OutboxSettings
-from proxy.wire.codec import CALL, CALLERROR, CALLRESULT, Message
+from proxy.wire.codec import CALL, CALLERROR, Message
 
 # Actions whose offline answer is an empty object (notifications; OCPP 1.6 and 2.x).
 _EMPTY_ANSWER: Final = frozenset(
@@ -114,126 +131,6 @@ WAITS_FOR_START: Final = "waits for its StartTransaction, which is in doubt"
 REPLAY_ID_PREFIX: Final = "outbox-"
 
 
-@dataclass
-class Entry:
-    """One queued charger CALL: its action and payload exactly as the charger sent them."""
-
-    seq: int
-    action: str
-    payload: bytes
-    received_at: float
-    attempts: int = 0  # replays answered with a CALLERROR so far
-    proof: str = "unknown"  # how the link that queued it proved the charger's identity (PROOFS)
-    sent: bool = False  # a 1.6 StartTransaction sent upstream whose answer was never recorded
-
-
-@dataclass
-class Transaction:
-    """An OCPP 1.6 transaction started offline: provisional id, and the real one once known."""
-
-    provisional: int
-    key: str  # content of its StartTransaction (see `start_key`)
-    real: int | None = None
-    ended: bool = False  # its StopTransaction has been sent upstream
-    # its StartTransaction may have reached the back-office unanswered: parked
-    in_doubt: bool = False
-
-
-@dataclass(frozen=True)
-class OfflineAnswer:
-    """Send `frame` to the charger, after storing `entry` and `transaction` (when not None)."""
-
-    frame: bytes
-    entry: Entry | None = None
-    transaction: Transaction | None = None
-
-
-@dataclass(frozen=True)
-class Full:
-    """The CALL does not fit the outbox bounds: close the charger (1001); nothing is dropped."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send `frame` (a CALL under our own message id) upstream and wait for its answer.
-
-    `mark_sent`: a 1.6 StartTransaction; store its `sent` mark durably before sending it.
-    """
-
-    entry: Entry
-    frame: bytes
-    mark_sent: bool = False
-
-
-@dataclass(frozen=True)
-class Completed:
-    """The entry is done (answered, or a StartTransaction the back-office already had):
-    delete it, and store `transaction` when it learned its real id."""
-
-    entry: Entry
-    transaction: Transaction | None = None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """The entry got a CALLERROR; store its `attempts` and send it again at `at`."""
-
-    entry: Entry
-    at: float
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """The entry failed `retry_attempts` times: park it with `reason`; replay goes on.
-    A StopTransaction still ends its transaction (`transaction`, to store)."""
-
-    entry: Entry
-    reason: str
-    transaction: Transaction | None = None
-
-
-ReplayStep = Send | Completed | DeadLetter
-ReplayOutcome = Completed | Retry | DeadLetter
-
-
-class Budget:
-    """Entries and bytes held by all outboxes (shared by the links of a process)."""
-
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.entries = 0
-        self.bytes = 0
-
-    def fits(self, size: int) -> bool:
-        return self.entries + 1 <= self.max_entries and self.bytes + size <= self.max_bytes
-
-    def add(self, size: int) -> None:
-        self.entries += 1
-        self.bytes += size
-
-    def remove(self, size: int) -> None:
-        self.entries = max(0, self.entries - 1)
-        self.bytes = max(0, self.bytes - size)
-
-
-def start_key(payload: Any) -> str | None:
-    """The identity of a 1.6 StartTransaction by content, or None when it is malformed."""
-    if not isinstance(payload, dict):
-        return None
-    fields = [
-        payload.get(name)
-        for name in ("connectorId", "idTag", "meterStart", "timestamp", "reservationId")
-    ]
-    return orjson.dumps(fields).decode()
-
-
-def is_ocpp16(version: str) -> bool:
-    return not version.startswith("ocpp2")
-
-
 def _utc(now: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
@@ -246,108 +143,6 @@ def _error(unique_id: str) -> bytes:
     return (
         b"[4," + orjson.dumps(unique_id) + b',"InternalError","' + OFFLINE_ERROR.encode() + b'",{}]'
     )
-
-
-def call_frame(unique_id: str, action: str, payload: bytes) -> bytes:
-    """An OCPP-J CALL with `payload` (JSON bytes) inserted as it is."""
-    return b"[2," + orjson.dumps(unique_id) + b"," + orjson.dumps(action) + b"," + payload + b"]"
-
-
-def payload_of(message: Message) -> bytes:
-    return message.data[message.payload_start : message.payload_end]
-
-
-def _loads(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-
-
-class AuthorizationCache:
-    """idTag → the back-office's last idTagInfo (1.6) or idTokenInfo (2.x) for this charger."""
-
-    def __init__(self, known: dict[str, dict[str, Any]] | None = None) -> None:
-        self.known: dict[str, dict[str, Any]] = dict(known or {})
-
-    def learn(self, id_tag: str, info: Any) -> bool:
-        """Remember `info` if it is an object with a status; True when something changed."""
-        if (
-            not isinstance(info, dict)
-            or not isinstance(info.get("status"), str)
-            or self.known.get(id_tag) == info
-        ):
-            return False
-        self.known[id_tag] = info
-        return True
-
-    def info(self, id_tag: str, now: float, unknown_status: str) -> dict[str, Any]:
-        """The cached info, or `unknown_status` when unknown or expired (1.6 expiryDate, 2.x
-        cacheExpiryDateTime, compared as instants; an unreadable date counts as expired)."""
-        known = self.known.get(id_tag)
-        if known is None:
-            return {"status": unknown_status}
-        expiry = known.get("expiryDate", known.get("cacheExpiryDateTime"))
-        if expiry is not None and not _later_than(expiry, now):
-            return {"status": unknown_status}
-        return known
-
-
-def _later_than(timestamp: Any, now: float) -> bool:
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except (TypeError, ValueError):
-        return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp() > now
-
-
-class LiveObserver:
-    """What the outbox learns from a link that forwards: authorisations and started transactions.
-
-    Fed the charger's CALLs and the back-office's answers; `on_answer` returns what it learned
-    (`("auth", idTag, info)` or `("start", key, transactionId)`) for the shell to store. Only
-    Authorize, StartTransaction and TransactionEvent CALLs are remembered, at most 32 at a time.
-    """
-
-    def __init__(self, version: str, auth: AuthorizationCache, starts: dict[str, int]) -> None:
-        self.ocpp16 = is_ocpp16(version)
-        self.auth = auth
-        self.starts = starts  # StartTransaction content key → real transactionId
-        self._calls: dict[str, tuple[str, Any]] = {}
-
-    def on_call(self, message: Message) -> None:
-        action = message.action
-        if action in ("Authorize", "StartTransaction", "TransactionEvent", "StopTransaction"):
-            if len(self._calls) >= 32:
-                del self._calls[next(iter(self._calls))]
-            self._calls[message.unique_id or ""] = (action, _loads(payload_of(message)))
-
-    def on_answer(self, message: Message) -> list[tuple[str, str, Any]]:
-        call = self._calls.pop(message.unique_id or "", None)
-        if call is None or message.message_type != CALLRESULT:
-            return []
-        return self.learn(call[0], call[1], _loads(payload_of(message)))
-
-    def learn(self, action: str, request: Any, answer: Any) -> list[tuple[str, str, Any]]:
-        if not isinstance(request, dict) or not isinstance(answer, dict):
-            return []
-        learned: list[tuple[str, str, Any]] = []
-        if self.ocpp16:
-            id_tag, info = request.get("idTag"), answer.get("idTagInfo")
-        else:
-            token = request.get("idToken")
-            id_tag = token.get("idToken") if isinstance(token, dict) else None
-            info = answer.get("idTokenInfo")
-        if isinstance(id_tag, str) and self.auth.learn(id_tag, info):
-            learned.append(("auth", id_tag, info))
-        if action == "StartTransaction" and isinstance(answer.get("transactionId"), int):
-            key = start_key(request)
-            if key is not None:
-                self.starts[key] = answer["transactionId"]
-                learned.append(("start", key, answer["transactionId"]))
-        return learned
 
 
 @dataclass
@@ -408,7 +203,7 @@ class ChargerOutbox:
         """Answer a charger CALL ourselves; the entry (if any) must be stored before the answer goes out."""
         if action not in _ANSWERED:
             return OfflineAnswer(_error(unique_id))
-        request = _loads(payload)
+        request = loads_or_none(payload)
         body = request if isinstance(request, dict) else {}
         transaction = None
         if action == "StartTransaction" and self.ocpp16:
@@ -508,7 +303,7 @@ class ChargerOutbox:
             return self._park(UNPROVEN)
         start = entry.action == "StartTransaction" and self.ocpp16
         if start:
-            transaction = self._by_key.get(start_key(_loads(entry.payload)) or "")
+            transaction = self._by_key.get(start_key(loads_or_none(entry.payload)) or "")
             if transaction is not None and transaction.key in self.starts:
                 # the back-office answered this start before: never start it twice
                 self.duplicates += 1
@@ -539,7 +334,7 @@ class ChargerOutbox:
         """A 1.6 transaction message of a transaction whose StartTransaction is parked in doubt."""
         if not self.ocpp16 or entry.action not in ("MeterValues", "StopTransaction"):
             return False
-        request = _loads(entry.payload)
+        request = loads_or_none(entry.payload)
         tid = request.get("transactionId") if isinstance(request, dict) else None
         transaction = self.transactions.get(tid) if _is_id(tid) else None
         return transaction is not None and transaction.in_doubt
@@ -566,9 +361,9 @@ class ChargerOutbox:
         self._pop()
         transaction = None
         if entry.action == "StartTransaction" and self.ocpp16:
-            answer = _loads(payload_of(message))
+            answer = loads_or_none(payload_of(message))
             real = answer.get("transactionId") if isinstance(answer, dict) else None
-            known = self._by_key.get(start_key(_loads(entry.payload)) or "")
+            known = self._by_key.get(start_key(loads_or_none(entry.payload)) or "")
             if known is not None and isinstance(real, int):
                 self.starts[known.key] = real
                 transaction = self._learn(known, real)
@@ -601,7 +396,7 @@ class ChargerOutbox:
 
     def _ended(self, payload: bytes) -> Transaction | None:
         """Mark the transaction of a StopTransaction (charger-side id) ended; it is returned to store."""
-        request = _loads(payload)
+        request = loads_or_none(payload)
         tid = request.get("transactionId") if isinstance(request, dict) else None
         transaction = self.transactions.get(tid) if _is_id(tid) else None
         if transaction is None or transaction.ended:
@@ -637,7 +432,7 @@ class ChargerOutbox:
         """A back-office CALL with real ids of offline transactions replaced by the provisional ones."""
         if not self._open_real or message.message_type != CALL:
             return None
-        request = _loads(payload_of(message))
+        request = loads_or_none(payload_of(message))
         if not isinstance(request, dict):
             return None
         if message.action == "RemoteStopTransaction":
@@ -667,7 +462,7 @@ class ChargerOutbox:
             or not self.transactions
         ):
             return payload
-        request = _loads(payload)
+        request = loads_or_none(payload)
         if not isinstance(request, dict):
             return payload
         tid = request.get("transactionId")
@@ -690,5 +485,5 @@ def _last(entries: deque[Entry]) -> Iterable[Entry]:
 
 
 def _error_description(message: Message) -> str:
-    frame = _loads(message.data)
+    frame = loads_or_none(message.data)
     return str(frame[3]) if isinstance(frame, list) and len(frame) > 3 else ""

@@ -36,7 +36,9 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from proxy.outbox.policy import AuthorizationCache, Budget, ChargerOutbox, Entry, Transaction
+from proxy.outbox.entries import Budget, Entry, Transaction
+from proxy.outbox.learned import AuthorizationCache
+from proxy.outbox.policy import ChargerOutbox
 from proxy.runtime.config import OutboxSettings
 from proxy.store.connection import Connection
 

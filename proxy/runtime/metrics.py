@@ -26,7 +26,8 @@ from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCP
 
 if TYPE_CHECKING:
     from proxy.capture.journal import Journal
-    from proxy.outbox.policy import Budget, ChargerOutbox
+    from proxy.outbox.entries import Budget
+    from proxy.outbox.policy import ChargerOutbox
 
 disable_created_metrics()  # the *_created series only add noise for SREs
 

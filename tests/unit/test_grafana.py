@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from proxy.capture.journal import Journal
 from proxy.capture.spill import SpillLog
 from proxy.ere.jobs.worker import WorkerMetrics
-from proxy.outbox.policy import Budget
+from proxy.outbox.entries import Budget
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"

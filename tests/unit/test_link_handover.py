@@ -17,7 +17,7 @@ from trio.testing import MemoryReceiveStream, MemorySendStream
 from proxy.forward.link import Link, OutboxWatch
 from proxy.forward.policy import LinkEnd
 from proxy.forward.side import Side
-from proxy.outbox.policy import AuthorizationCache, LiveObserver
+from proxy.outbox.learned import AuthorizationCache, LiveObserver
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.wire.codec import CLOSE, TEXT, FrameReader, encode_frame
 

@@ -16,25 +16,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.outbox.policy import (
-    IN_DOUBT,
-    REPLAY_ID_PREFIX,
-    UNPROVEN,
-    WAITS_FOR_START,
-    AuthorizationCache,
+from proxy.outbox.entries import (
     Budget,
-    ChargerOutbox,
     Completed,
     DeadLetter,
     Entry,
     Full,
-    LiveObserver,
     OfflineAnswer,
     Retry,
     Send,
-    payload_of,
-    start_key,
 )
+from proxy.outbox.frames import payload_of
+from proxy.outbox.learned import AuthorizationCache, LiveObserver, start_key
+from proxy.outbox.policy import IN_DOUBT, REPLAY_ID_PREFIX, UNPROVEN, WAITS_FOR_START, ChargerOutbox
 from proxy.runtime.config import OutboxSettings
 from proxy.wire.codec import CALL, TEXT, FrameReader, Message, encode_frame
 

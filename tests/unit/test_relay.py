@@ -20,7 +20,8 @@ from proxy.forward.backoff import RedialBackoff
 from proxy.forward.policy import LinkEnd
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
 from proxy.forward.side import Side
-from proxy.outbox.policy import REPLAY_ID_PREFIX, Entry
+from proxy.outbox.entries import Entry
+from proxy.outbox.policy import REPLAY_ID_PREFIX
 from proxy.runtime.config import OutboxSettings
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.wire.codec import (
