@@ -871,7 +871,7 @@ async def test_hostile_names(
     [
         ("CP:1", "7400", "must not contain ':'"),
         ("C" * 49, "7400", "1 to 48 characters"),
-        ("CP\x00", "7400", "must not contain ':' or control characters"),
+        ("CP\x00", "7400", "must not contain ':', '/', control"),
         ("CP-1", "0", "--max-power-w: 0 W is out of range"),
         ("CP-1", "-7400", "is not a number of watts"),
         ("CP-1", "NaN", "is not a number of watts"),

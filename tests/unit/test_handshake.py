@@ -105,6 +105,11 @@ def test_permessage_deflate_offer_is_not_negotiated():
         (upgrade(target="/ocpp/CP%3A1"), 400),
         (upgrade(target="/ocpp/CP:1"), 400),
         (upgrade(target="/ocpp/CP%00"), 400),
+        (upgrade(target="/ocpp/CP%2F1"), 400),  # a '/' once decoded
+        (upgrade(target="/ocpp/CP%C2%851"), 400),  # NEL, a C1 control
+        (upgrade(target="/ocpp/CP%E2%80%AE1"), 400),  # right-to-left override
+        (upgrade(target="/ocpp/CP%E2%80%8B1"), 400),  # zero-width space
+        (upgrade(target="/ocpp/CP%E2%80%A81"), 400),  # line separator
         (upgrade(target="/ocpp/%FF%FE"), 400),
         (upgrade(target="/ocpp/.."), 400),
         (upgrade(target="/ocpp/%2E"), 400),

@@ -11,8 +11,9 @@ once) is checked by `proxy.ere.admin.records` in the transaction that writes.
 The rules, field by field:
 
 * ids (partner, customer): 1-64 characters `A-Z a-z 0-9 . _ -`, starting with a letter or digit
-  (the tables' CHECK constraints); case matters. Charger identities follow OCPP (1-48
-  characters, no `:`, no control characters).
+  (the tables' CHECK constraints); case matters. Charger identities follow the proxy's
+  rule (`proxy.wire.ocpp.identity_problem`: 1-48 characters, no `:` or `/`, no control or
+  invisible formatting characters).
 * free text (names, address, city, grid operator, consent fields, branding): Unicode NFC,
   surrounding spaces removed, within a length limit, and without control, format (bidi
   overrides, zero-width), private-use, unassigned or line/paragraph separator characters. Only
