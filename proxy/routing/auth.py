@@ -1,8 +1,13 @@
 """Charger credentials: password hashes and the per-route authentication decision (sans-IO).
 
-Hashes are `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`. Verifying a hash is deliberately
-slow, so the server runs it in a worker thread, and `PasswordCache` remembers recent successes
-(a keyed digest, never the password) so that a reconnect storm costs one scrypt per charger.
+Two hash schemes. A password a person chose is hashed with scrypt,
+`scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`: verifying it is deliberately slow, so the server
+runs it in a worker thread, and `PasswordCache` remembers recent successes (a keyed digest, never
+the password) so that a reconnect storm costs one scrypt per charger. A password the proxy
+generated (`registry.records.generate_password`: 32 characters of 62, about 190 bits) cannot be
+guessed however fast each guess is, so stretching it buys nothing: it is hashed with salted
+SHA-256, `sha256$<salt b64>$<hash b64>` (`hash_generated_password`), and checked in microseconds,
+so that a flood of wrong passwords never delays a charger that knows its own.
 Credentials are never logged or put in error messages.
 """
 
@@ -32,8 +37,33 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT_LOG2_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+# Generated passwords are at least this long (from 62 characters: over 140 bits).
+MIN_GENERATED_LENGTH = 24
+_FAST_SCHEME = "sha256"
+
+
+def hash_generated_password(password: str) -> str:
+    """A salted SHA-256 hash of a password the proxy generated (never of one a person chose).
+
+    Raises ValueError for a password shorter than `MIN_GENERATED_LENGTH`.
+    """
+    if len(password) < MIN_GENERATED_LENGTH:
+        raise ValueError(f"a generated password has at least {MIN_GENERATED_LENGTH} characters")
+    salt = os.urandom(16)
+    digest = hashlib.sha256(salt + password.encode()).digest()
+    b64 = base64.b64encode
+    return f"{_FAST_SCHEME}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def is_fast_hash(encoded: str) -> bool:
+    """Whether `encoded` is checked in microseconds (a generated password's hash)."""
+    return encoded.startswith(_FAST_SCHEME + "$")
+
+
 def verify_password(password: str, encoded: str) -> bool:
-    """True when `password` matches `encoded`; a malformed hash never matches."""
+    """True when `password` matches `encoded` (either scheme); a malformed hash never matches."""
+    if is_fast_hash(encoded):
+        return _verify_fast(password, encoded)
     try:
         scheme, log2_n, r, p, salt_b64, digest_b64 = encoded.split("$")
         if scheme != "scrypt":
@@ -52,6 +82,17 @@ def verify_password(password: str, encoded: str) -> bool:
     except (ValueError, binascii.Error, OverflowError, MemoryError):
         return False
     return hmac.compare_digest(actual, expected)
+
+
+def _verify_fast(password: str, encoded: str) -> bool:
+    try:
+        _, salt_b64, digest_b64 = encoded.split("$")
+        salt = base64.b64decode(salt_b64, validate=True)
+        expected = base64.b64decode(digest_b64, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    actual = hashlib.sha256(salt + password.encode()).digest()
+    return len(expected) == len(actual) and hmac.compare_digest(actual, expected)
 
 
 def parse_basic(authorization: bytes | None) -> tuple[str, str] | None:

@@ -21,6 +21,11 @@ theirs, nor take the CPU that forwarding needs. One attempt goes through, in ord
 
 A wrong password then takes a token from its address's and its identity's budget.
 
+A generated password's hash (`auth.is_fast_hash`) costs microseconds: it is checked at once,
+in the event loop, before any budget (a right one cannot be a guess, so a charger that knows its
+password gets in whatever the flood around it); a wrong one is then refused by, or counted in,
+the budgets like any other.
+
 Cancellation: an attempt cancelled while it waits leaves its line or queue (a turn handed to it
 passes on); one cancelled while it hashes lets the thread finish (a thread cannot be
 interrupted) and its result is dropped.
@@ -40,7 +45,13 @@ from typing import Any
 
 import trio
 
-from proxy.routing.auth import PasswordCache, RecentSuccesses, TokenBuckets, verify_password
+from proxy.routing.auth import (
+    PasswordCache,
+    RecentSuccesses,
+    TokenBuckets,
+    is_fast_hash,
+    verify_password,
+)
 
 log = logging.getLogger("proxy.admission")
 
@@ -61,7 +72,7 @@ class Check:
 
     verdict: Verdict
     retry_after: float = 0.0
-    hashed: bool = False  # a hash was computed for it (for metrics)
+    hashed: bool = False  # a slow (scrypt) hash was computed for it (for metrics)
 
 
 class QueueFull(Exception):
@@ -271,6 +282,8 @@ class PasswordGate:
         budgets = [(self.by_address, address)]
         if not self.recent_pairs(f"{identity}\0{address}", now):
             budgets.append((self.by_identity, identity))
+        if is_fast_hash(encoded):
+            return self._check_at_once(identity, password, encoded, address, budgets, now)
         if limited := _over_budget(budgets, now):
             return limited
         try:
@@ -299,6 +312,25 @@ class PasswordGate:
         self.cache.add((identity, password, encoded))
         self._succeeded(identity, address, now)
         return Check(Verdict.ADMITTED, hashed=True)
+
+    def _check_at_once(
+        self,
+        identity: str,
+        password: str,
+        encoded: str,
+        address: str,
+        budgets: list[tuple[TokenBuckets, str]],
+        now: float,
+    ) -> Check:
+        """A generated password's check: no queue, no thread (see the module docstring)."""
+        if verify_password(password, encoded):
+            self._succeeded(identity, address, now)
+            return Check(Verdict.ADMITTED)
+        if limited := _over_budget(budgets, now):
+            return limited
+        for buckets, key in budgets:
+            buckets.take(key, now)
+        return Check(Verdict.WRONG)
 
     def _succeeded(self, identity: str, address: str, now: float) -> None:
         self.recent.add(identity, now)

@@ -204,7 +204,8 @@ class ProxyMetrics:
         self.password_checks = Counter(
             "ere_proxy_password_checks",
             "Managed chargers' password checks by verdict (admitted, wrong, rate_limited, busy) and "
-            "whether a hash was computed (no: a recent success, or refused before hashing).",
+            "whether a slow hash was computed (no: a recent success, a generated password's fast "
+            "hash, or refused before hashing).",
             ["verdict", "hashed"],
             registry=r,
         )

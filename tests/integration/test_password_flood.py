@@ -11,9 +11,10 @@ import os
 
 import trio
 
-from proxy.routing.auth import basic_header, hash_password
+from proxy.routing.auth import basic_header, hash_generated_password, hash_password
+from proxy.routing.registry.records import generate_password
 from proxy.runtime.config import Config, ProxySettings, Route
-from tests.integration.conftest import metric, start_proxy
+from testkit.in_process_proxy import metric, start_proxy
 
 HASH = hash_password("right")
 FLOOD = 450
@@ -130,3 +131,33 @@ async def test_a_flood_from_many_addresses_is_refused_early_and_a_known_charger_
     assert not [
         a for a in answers if not a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429", b"HTTP/1.1 503"))
     ]
+
+
+async def test_a_charger_with_a_generated_password_gets_in_at_once_during_a_flood(
+    nursery, upstream
+):
+    """The flood keeps the hashing threads busy with scrypt (the default route); a charger the
+    registry gave a generated password (a fast hash) is checked at once, on its first attempt
+    (no recent success, no priority), instead of waiting behind the flood."""
+    password = generate_password()
+    settings = config(upstream.port, slow_hash("right"))
+    own = Route(
+        upstream=f"ws://127.0.0.1:{upstream.port}/ocpp",
+        auth="managed",
+        password_hash=hash_generated_password(password),
+    )
+    settings = Config(
+        proxy=settings.proxy, default_route=settings.default_route, chargers={"CP-new": own}
+    )
+    handle = await start_proxy(nursery, settings)
+    sources = [f"127.0.{k}.{j}" for k in range(1, 16) for j in range(2, 12)]
+    waits_before = []
+
+    async def new_charger() -> bytes:
+        waits_before.append(handle.server.admission.passwords.queue.waiting)
+        return await attempt(handle.port, "CP-new", password, "127.0.0.1")
+
+    _, legitimate = await flood_while(handle, sources, new_charger)
+    assert legitimate == b"HTTP/1.1 101 Switching Protocols"
+    assert waits_before[0] > 0  # it came while the flood had hashes waiting
+    assert metric(handle, "ere_proxy_password_checks_total", verdict="admitted", hashed="no") == 1

@@ -15,7 +15,9 @@ from proxy.routing.auth import (
     RecentSuccesses,
     TokenBuckets,
     basic_header,
+    hash_generated_password,
     hash_password,
+    verify_password,
 )
 from proxy.routing.password_gate import (
     AddressLines,
@@ -26,6 +28,7 @@ from proxy.routing.password_gate import (
     QueueFull,
     Verdict,
 )
+from proxy.routing.registry.records import generate_password
 from proxy.runtime.logs import LogBudget
 
 HASH = hash_password("right")
@@ -243,6 +246,46 @@ async def test_a_full_hashing_queue_refuses_at_once_and_a_recent_success_goes_ah
         await trio.testing.wait_all_tasks_blocked()
         gate.queue.release()
     assert results == {"CP-queued": Verdict.WRONG, "CP-known": Verdict.ADMITTED}
+
+
+# -- generated passwords: a fast hash, checked at once --------------------------------------------
+
+
+def test_a_generated_password_hash_matches_only_its_password():
+    password = generate_password()
+    encoded = hash_generated_password(password)
+    assert encoded.startswith("sha256$") and password not in encoded
+    assert verify_password(password, encoded)
+    assert hash_generated_password(password) != encoded  # salted
+    assert not verify_password(password[:-1], encoded)
+    assert not verify_password(password, encoded.replace("sha256$", "sha256$$"))
+    assert not verify_password(password, encoded[:-8])  # a digest cut short
+    assert not verify_password(password, "sha256$!!$??")
+    with pytest.raises(ValueError):
+        hash_generated_password("short-and-chosen")
+
+
+async def test_a_generated_password_gets_in_at_once_whatever_the_flood_and_budgets(autojump_clock):
+    password = generate_password()
+    encoded = hash_generated_password(password)
+    gate = PasswordGate(
+        threads=1,
+        max_waiting=1,
+        address_failures=TokenBuckets(1, 0.001),
+        identity_failures=TokenBuckets(1, 0.001),
+    )
+    await gate.queue.acquire(priority=False)  # the hashing thread is taken by the flood, for good
+    with trio.fail_after(60):  # a check that waited for it would never end
+        wrong = [await gate.check("CP-1", "guess", encoded, "10.0.0.9") for _ in range(3)]
+        admitted = await gate.check("CP-1", password, encoded, "10.0.0.9")
+    assert [(c.verdict, c.hashed) for c in wrong] == [
+        (Verdict.WRONG, False),
+        (Verdict.RATE_LIMITED, False),
+        (Verdict.RATE_LIMITED, False),
+    ]
+    # Both the identity's and the address's budgets are spent: the right password still got in.
+    assert (admitted.verdict, admitted.hashed) == (Verdict.ADMITTED, False)
+    assert gate.recent("CP-1", trio.current_time())
 
 
 # -- credential verifiers --------------------------------------------------------------------------
