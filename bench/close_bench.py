@@ -26,11 +26,13 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import pg, procstat
+from bench import procstat
+from bench.harness import pg
 from bench.loadgen import spawn
 from bench.outage import _execute, _fetch
 from bench.results import loadavg, machine_line, publish
 from bench.scenarios import RESULTS
+from testkit.postgres import ServerThread, make_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +73,7 @@ async def _seed(dsn: str, chargers: int, days: int) -> int:
 
 
 def run_close(
-    server: pg.ServerThread, db_dir: Path, scratch: Path, args: argparse.Namespace, workers: int
+    server: ServerThread, db_dir: Path, scratch: Path, args: argparse.Namespace, workers: int
 ) -> dict:
     name = f"close_{workers}"
     asyncio.run(_execute(server.server.dsn(), f'CREATE DATABASE "{name}"'))
@@ -221,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must fit in one quarter (1..92)")
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
-    scratch = pg.make_data_dir("ocpp-close-")
-    server = pg.ServerThread(scratch / "db").open()
+    scratch = make_data_dir("ocpp-close-")
+    server = ServerThread(scratch / "db").open()
     try:
         runs = [
             run_close(server, scratch / "db", scratch, args, int(n))

@@ -42,8 +42,8 @@ from typing import Any
 import orjson
 import trio
 
-from bench import wire
 from bench.loadgen import loopback_target
+from testkit import websocket
 
 MARKER = "ATTACKER"
 MARKER_METER = 987_654_321
@@ -167,7 +167,7 @@ class Clients:
             OSError,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
-            wire.ProtocolError,
+            websocket.ProtocolError,
         ) as exc:
             self.errors[f"{type(exc).__name__}: {exc}"[:60]] += 1
             return "error"
@@ -179,7 +179,7 @@ class Clients:
         self, stream: trio.abc.Stream, pending: bytes, subprotocol: str | None, entry: dict
     ) -> None:
         """Admitted: send a marked BootNotification, StartTransaction and StopTransaction."""
-        reader = wire.FrameReader(from_client=False)
+        reader = websocket.FrameReader(from_client=False)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if subprotocol == "ocpp2.0.1":
             calls: list[tuple[str, dict[str, Any]]] = [
@@ -248,7 +248,9 @@ class Clients:
                 )
             uid = f"attack-{number}"
             await stream.send_all(
-                wire.encode_frame(wire.TEXT, orjson.dumps([2, uid, action, payload]), mask=True)
+                websocket.encode_frame(
+                    websocket.TEXT, orjson.dumps([2, uid, action, payload]), mask=True
+                )
             )
             answer = None
             while answer is None:
@@ -258,12 +260,12 @@ class Clients:
                     entry["answers"][action] = "connection closed"
                     return
                 for message in reader.feed(data):
-                    if message.opcode == wire.TEXT and message.unique_id == uid:
+                    if message.opcode == websocket.TEXT and message.unique_id == uid:
                         answer = orjson.loads(message.data)
-                    elif message.opcode == wire.CLOSE:
+                    elif message.opcode == websocket.CLOSE:
                         entry["answers"][action] = "close frame"
                         return
-            entry["answers"][action] = answer[2] if answer[0] == wire.CALLRESULT else answer
+            entry["answers"][action] = answer[2] if answer[0] == websocket.CALLRESULT else answer
 
     def summary(self) -> dict[str, Any]:
         seconds = max(self.per_second) + 1 if self.per_second else 0

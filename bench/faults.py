@@ -2,14 +2,14 @@
 
 Every part starts its own proxy process (`python -m proxy proxy --config ...`, one worker, session
 capture and the outbox on) with its own PostgreSQL (`bench.pg.ServerThread`: the embedded server,
-default settings, fsync on), the fake CSMS (`bench.fake_csms.FakeCsms`, in this process, recording
+default settings, fsync on), the fake CSMS (`testkit.fake_csms.FakeCsms`, in this process, recording
 every CALL it answers) as the back-office, and a healthy fleet (`bench.simulator`: half OCPP 1.6,
 half 2.0.1, sessions back to back, an energy reading every `--interval` s, HTTP Basic credentials,
 now and then a dropped network and a reconnect). Once the fleet has booted, `--before` seconds of
 normal operation, then the fault for `--fault` seconds, then `--after` seconds; the fleet's CALL
 round trips (its `--latency-file`) are cut by send time into those three windows. The fleet then
 finishes its sessions (SIGUSR1) and what reached the back-office is checked against what the
-chargers were answered (`bench.ledger.exactly_once`), and what the database holds against what the
+chargers were answered (`testkit.ledger.exactly_once`), and what the database holds against what the
 chargers reported (every session with its exact meter start, stop and sample count).
 
 Parts (`--part`, default all, in this order):
@@ -79,15 +79,18 @@ import asyncpg
 import orjson
 import trio
 
-from bench import pg, procstat, wire
-from bench.fake_csms import FakeCsms
+from bench import procstat
 from bench.fault_clients import MARKER, MARKER_METER
-from bench.ledger import TRANSACTION_ACTIONS, counts, exactly_once
+from bench.harness import pg
 from bench.loadgen import spawn
 from bench.outage import _get, free_port, read_latencies
 from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.simulator import percentiles
+from testkit import websocket
+from testkit.fake_csms import FakeCsms
+from testkit.ledger import TRANSACTION_ACTIONS, counts, exactly_once
+from testkit.postgres import ServerThread, make_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ("outage", "db-stall", "disk-full", "password-flood")
@@ -689,7 +692,7 @@ class Stage:
     """What every part sets up: a database, the fake CSMS, the proxy, the fleet."""
 
     scratch: Path
-    database: pg.ServerThread
+    database: ServerThread
     dsn: str
     csms: FakeCsms
     proxy: Proxy
@@ -697,8 +700,8 @@ class Stage:
     sampler: Sampler
 
 
-async def open_database(scratch: Path) -> tuple[pg.ServerThread, str]:
-    database = await trio.to_thread.run_sync(pg.ServerThread(scratch / "db").open)
+async def open_database(scratch: Path) -> tuple[ServerThread, str]:
+    database = await trio.to_thread.run_sync(ServerThread(scratch / "db").open)
     await create_database(database.server.dsn())
     return database, database.server.dsn("ere_proxy")
 
@@ -707,7 +710,7 @@ async def start_stage(
     nursery: trio.Nursery,
     scratch: Path,
     args: argparse.Namespace,
-    database: pg.ServerThread,
+    database: ServerThread,
     dsn: str,
     *,
     data_dir: Path | None = None,
@@ -807,7 +810,7 @@ def ledger_lines(part: Part, sent: dict, received: dict) -> list[str]:
     )
     got = counts(received)
     line = (
-        f"- ledger (bench.ledger.exactly_once, chargers' answered transaction CALLs vs the CSMS): {sessions} "
+        f"- ledger (testkit.ledger.exactly_once, chargers' answered transaction CALLs vs the CSMS): {sessions} "
         f"sessions, **lost {lost}, doubled {doubled}**; {len(problems)} problems in all — "
         f"{part.check(not problems, 'ledger: transaction CALLs not exactly once')}; the CSMS received "
         f"{got['starts']} StartTransaction, {got['meter_values']} MeterValues, {got['stops']} StopTransaction, "
@@ -1460,7 +1463,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, parts: 
         f"- tree: {args.revision}",
         (
             f"- proxy: one worker, capture and outbox on, its own PostgreSQL (embedded server, fsync on); fake CSMS "
-            f"in the bench process; codec {wire.CODEC}; latency = CALL round trip as the fleet's simulator sees it, "
+            f"in the bench process; codec {websocket.CODEC}; latency = CALL round trip as the fleet's simulator sees it, "
             f"cut by send time"
         ),
     ]
@@ -1688,7 +1691,7 @@ def main(argv: list[str] | None = None) -> int:
     args.revision = revision()
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
-    scratch = pg.make_data_dir("ocpp-faults-")
+    scratch = make_data_dir("ocpp-faults-")
     try:
         parts = trio.run(run_parts, args, scratch)
     finally:

@@ -33,7 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import pg, procstat
+from bench import procstat
+from bench.harness import pg
 from bench.outage import _execute
 from bench.reconnect import (
     FD_PER_PROCESS,
@@ -49,11 +50,12 @@ from bench.reconnect import (
 from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.simulator import percentiles
+from testkit.postgres import ServerThread, make_data_dir
 
 
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     procs = []
-    database = pg.ServerThread(scratch / "db").open()
+    database = ServerThread(scratch / "db").open()
     try:
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         csms_port, csms = start_csms(scratch, args.csms_procs)
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
-    scratch = pg.make_data_dir("ocpp-fleet-")
+    scratch = make_data_dir("ocpp-fleet-")
     try:
         result = run(args, scratch)
     finally:

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from bench import wire
+from testkit import websocket
 
 SUBPROTOCOL = "ocpp1.6"
 
@@ -112,7 +112,7 @@ class _Closed(Exception):
 class _Charger:
     index: int
     stream: trio.SocketStream
-    reader: wire.ReaderLike
+    reader: websocket.ReaderLike
     pending: bytes
     outstanding: bool = False
 
@@ -145,21 +145,23 @@ class Worker:
                 with trio.fail_after(self.config.connect_timeout):
                     stream = await trio.open_tcp_stream(self.host, self.port)
                     target = f"{self.path}/{identity}"
-                    _, pending = await wire.client_handshake(
+                    _, pending = await websocket.client_handshake(
                         stream, f"{self.host}:{self.port}", target, [SUBPROTOCOL]
                     )
             except (
                 OSError,
                 trio.BrokenResourceError,
                 trio.TooSlowError,
-                wire.HandshakeError,
+                websocket.HandshakeError,
             ) as exc:
                 self.result.connect_failed += 1
                 self.errors[f"connect: {exc}"[:80]] += 1
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
                 return
-        self.chargers.append(_Charger(index, stream, wire.FrameReader(from_client=False), pending))
+        self.chargers.append(
+            _Charger(index, stream, websocket.FrameReader(from_client=False), pending)
+        )
 
     async def run(self, start_epoch: float) -> None:
         """Send the schedule from `start_epoch` (wall clock), then wait `drain` for late answers."""
@@ -195,7 +197,7 @@ class Worker:
         period = self.config.chargers / rate
         start, end = window
         due = t0 + charger.index / rate
-        clock, encode, text = trio.current_time, wire.encode_frame, wire.TEXT
+        clock, encode, text = trio.current_time, websocket.encode_frame, websocket.TEXT
         k = 0
         try:
             while due < end:
@@ -238,7 +240,7 @@ class Worker:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             charger.outstanding = False
             self.errors["connection reset"] += 1
-        except wire.ProtocolError as exc:
+        except websocket.ProtocolError as exc:
             charger.outstanding = False
             self.errors[f"protocol: {exc}"] += 1
 
@@ -251,26 +253,26 @@ class Worker:
                 raise _Closed("closed by peer")
             answered = False
             for message in charger.reader.feed(data):
-                if message.opcode == wire.TEXT:
-                    if message.unique_id == uid and message.message_type == wire.CALLRESULT:
+                if message.opcode == websocket.TEXT:
+                    if message.unique_id == uid and message.message_type == websocket.CALLRESULT:
                         answered = True
-                    elif message.unique_id == uid and message.message_type == wire.CALLERROR:
+                    elif message.unique_id == uid and message.message_type == websocket.CALLERROR:
                         self.errors["CALLERROR"] += 1
                         answered = True
                     else:
                         self.errors["unexpected message"] += 1
-                elif message.opcode == wire.PING:
+                elif message.opcode == websocket.PING:
                     await charger.stream.send_all(
-                        wire.encode_frame(wire.PONG, message.data, mask=True)
+                        websocket.encode_frame(websocket.PONG, message.data, mask=True)
                     )
-                elif message.opcode == wire.CLOSE:
+                elif message.opcode == websocket.CLOSE:
                     raise _Closed("close frame from peer")
             if answered:
                 return
 
     async def _close(self, charger: _Charger) -> None:
         try:
-            await charger.stream.send_all(wire.close_frame(1000, mask=True))
+            await charger.stream.send_all(websocket.close_frame(1000, mask=True))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -351,7 +353,7 @@ class LoadResult:
             f"{self.late} late, {self.unsent} never sent)\n"
             f"latency  ms: {pct}  max {self.percentile_ms(100):.2f}\n"
             f"errors   {errors}\n"
-            f"gen CPU  {cpu} of a core per process ({wire.CODEC})"
+            f"gen CPU  {cpu} of a core per process ({websocket.CODEC})"
         )
 
 

@@ -40,10 +40,11 @@ from typing import Any
 
 import asyncpg
 
-from bench import pg, procstat
+from bench import procstat
 from bench.loadgen import spawn
 from bench.simulator import percentiles
 from bench.targets import accepts
+from testkit.postgres import ServerThread, make_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 _local = urllib.request.build_opener(
@@ -276,12 +277,12 @@ def timeline(
 
 
 def run(args: argparse.Namespace) -> str:
-    scratch = pg.make_data_dir("ocpp-outage-")
+    scratch = make_data_dir("ocpp-outage-")
     procs: list[subprocess.Popen] = []
-    database: pg.ServerThread | None = None
+    database: ServerThread | None = None
     steady = args.before + args.outage + args.after
     try:
-        database = pg.ServerThread(scratch / "db").open()
+        database = ServerThread(scratch / "db").open()
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         dsn = database.server.dsn("ere_proxy")
 
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace) -> str:
         with (scratch / "csms.log").open("wb") as log:
             procs.append(
                 spawn(
-                    [sys.executable, "-m", "bench.fake_csms", "--port", str(csms_port)],
+                    [sys.executable, "-m", "testkit.fake_csms", "--port", str(csms_port)],
                     cwd=REPO,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -349,7 +350,7 @@ def run(args: argparse.Namespace) -> str:
         crashed, database = database, None  # no second close if the crash fails half-way
         crashed.crash()
         time.sleep(max(0.0, kill_at + args.outage - time.time()))
-        database = pg.ServerThread(scratch / "db").open()
+        database = ServerThread(scratch / "db").open()
         back_at = time.time()
         spent = proxy.cpu() - cpu
         during = Window("during", kill_at, back_at, spent)

@@ -209,8 +209,8 @@ def create_database(dsn: str, name: str) -> None:
 
 
 def scenario(args: argparse.Namespace) -> int:
-    from bench import pg
     from bench.results import loadavg, machine_line, publish
+    from testkit.postgres import ServerThread, make_data_dir, remove_data_dir
 
     load = loadavg()
     commit = subprocess.run(
@@ -223,8 +223,8 @@ def scenario(args: argparse.Namespace) -> int:
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="ere-poison-base-") as base:
         trees = {"baseline": export_tree(args.baseline, Path(base)), "this tree": REPO}
-        data_dir = pg.make_data_dir("ere-poison-pg-")
-        thread = pg.ServerThread(data_dir).open()
+        data_dir = make_data_dir("ere-poison-pg-")
+        thread = ServerThread(data_dir).open()
         server = thread.server
         try:
             number = 0
@@ -248,7 +248,7 @@ def scenario(args: argparse.Namespace) -> int:
                             )
         finally:
             thread.close()
-            pg.remove_data_dir(data_dir)
+            remove_data_dir(data_dir)
     lines = [
         f"## poison-drain, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",

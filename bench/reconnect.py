@@ -31,12 +31,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import pg, procstat
+from bench import procstat
 from bench.loadgen import spawn
 from bench.outage import _execute, _get, free_port, wait_until
 from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
 from bench.storm import _consecutive_ports
+from testkit.postgres import ServerThread, make_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FD_PER_PROCESS = 20_000
@@ -63,7 +64,7 @@ def start_csms(scratch: Path, count: int) -> tuple[int, list[subprocess.Popen]]:
                     [
                         sys.executable,
                         "-m",
-                        "bench.fake_csms",
+                        "testkit.fake_csms",
                         "--port",
                         str(port),
                         "--reuse-port",
@@ -160,7 +161,7 @@ def fleet_results(scratch: Path, processes: int) -> tuple[list[dict], list[dict]
 
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     procs: list[subprocess.Popen] = []
-    database = pg.ServerThread(scratch / "db").open()
+    database = ServerThread(scratch / "db").open()
     try:
         asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
         csms_port, csms = start_csms(scratch, args.csms_procs)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
-    scratch = pg.make_data_dir("ocpp-reconnect-")
+    scratch = make_data_dir("ocpp-reconnect-")
     try:
         result = run(args, scratch)
     finally:

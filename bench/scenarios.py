@@ -37,10 +37,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import pg, procstat, wire
+from bench import procstat
+from bench.harness import pg
 from bench.loadgen import LoadGen, LoadResult, add_load_options, load_config
 from bench.peers import nginx
 from bench.targets import REPO, TARGETS, Running, Unavailable, start_csms, start_target, stop
+from testkit import websocket
+from testkit.postgres import postmaster_pid
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SATURATED = 0.85  # a helper above this share of a core may be what limits the run
@@ -202,9 +205,7 @@ def run_once(target: str, round_no: int, args: argparse.Namespace) -> Run:
             d1, j1 = pg.cpu_seconds(data_dir), journal_metrics(running.admin_port or 0)
             run.db_cpu_s, run.store_cpu_s = d1 - d0, _children_cpu(pid, db_pids) - s0
             run.db_rss = (
-                procstat.rss_bytes(pg.postmaster_pid(data_dir) or 0)
-                if pg.postmaster_pid(data_dir)
-                else 0
+                procstat.rss_bytes(postmaster_pid(data_dir) or 0) if postmaster_pid(data_dir) else 0
             )
             run.journal = {
                 k: j1[k] - j0.get(k, 0)
@@ -456,7 +457,7 @@ def header(args: argparse.Namespace, argv: list[str], started: datetime) -> str:
             "",
             f"- machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
             f"load average at start {args.loadavg_at_start} (1/5/15 min; other work on the machine skews results)",
-            f"- codec in generator and fake CSMS: {wire.CODEC}; nginx: "
+            f"- codec in generator and fake CSMS: {websocket.CODEC}; nginx: "
             + (nginx.version(nginx_binary) if nginx_binary else "not installed"),
             f"- command (from the repository root): `{python} -m bench {shlex.join(argv)}`",
             f"- load: {args.chargers} chargers, {args.rate:g} CALLs/s offered (OCPP 1.6 MeterValues, ~260 B), "

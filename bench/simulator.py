@@ -34,7 +34,7 @@ ones failed (e.g. `HTTP 503 instead of 101:4;TooSlowError:1`), for time-to-conne
 order, as JSON `{identity: [{"action": ..., "payload": ...}, ...]}`: OCPP 1.6 StartTransaction
 (with `"transaction_id"`, the id from its answer), MeterValues and StopTransaction; OCPP 2.0.1
 TransactionEvent. A CALL resent after a reconnect is one entry (it is the same CALL). Set
-against what the back-office received (`bench.ledger`), it shows every transaction message
+against what the back-office received (`testkit.ledger`), it shows every transaction message
 arrived exactly once and in order.
 
 Connection loss (a close frame, a reset, or no answer within `--call-timeout`): the charger
@@ -85,8 +85,8 @@ from typing import Any
 import orjson
 import trio
 
-from bench import wire
 from bench.loadgen import loopback_target
+from testkit import websocket
 
 PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
 TRANSACTION_ACTIONS = frozenset(
@@ -222,7 +222,7 @@ class Charger:
         self.power_w = 3_700 + (index * 997) % 18_300
         self._energy_carry = 0.0
         self._stream: trio.SocketStream | None = None
-        self._reader: wire.ReaderLike | None = None
+        self._reader: websocket.ReaderLike | None = None
         self._pending = b""
         self._ids = itertools.count(1)
         self._errors: Counter[str] = Counter()
@@ -251,7 +251,7 @@ class Charger:
                     stream = await trio.open_tcp_stream(
                         fleet.host, fleet.port, local_address=self._source
                     )
-                    chosen, pending = await wire.client_handshake(
+                    chosen, pending = await websocket.client_handshake(
                         stream,
                         f"{fleet.host}:{fleet.port}",
                         target,
@@ -264,10 +264,12 @@ class Charger:
                 raise
         if chosen != self.report.protocol:
             await trio.aclose_forcefully(stream)
-            raise wire.HandshakeError(f"subprotocol {chosen!r} instead of {self.report.protocol}")
+            raise websocket.HandshakeError(
+                f"subprotocol {chosen!r} instead of {self.report.protocol}"
+            )
         self._stream, self._reader, self._pending = (
             stream,
-            wire.FrameReader(from_client=False),
+            websocket.FrameReader(from_client=False),
             pending,
         )
 
@@ -286,11 +288,13 @@ class Charger:
                 OSError,
                 trio.BrokenResourceError,
                 trio.TooSlowError,
-                wire.HandshakeError,
+                websocket.HandshakeError,
             ) as exc:
                 self._errors[f"connect: {type(exc).__name__}"] += 1
                 record.failures[
-                    str(exc)[:40] if isinstance(exc, wire.HandshakeError) else type(exc).__name__
+                    str(exc)[:40]
+                    if isinstance(exc, websocket.HandshakeError)
+                    else type(exc).__name__
                 ] += 1
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -317,7 +321,7 @@ class Charger:
             return
         try:
             with trio.move_on_after(1):
-                await stream.send_all(wire.close_frame(1000, mask=True))
+                await stream.send_all(websocket.close_frame(1000, mask=True))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -342,7 +346,7 @@ class Charger:
             first = False
             try:
                 sent_epoch, started = time.time(), trio.current_time()
-                await self._stream.send_all(wire.encode_frame(wire.TEXT, text, mask=True))  # type: ignore[union-attr]
+                await self._stream.send_all(websocket.encode_frame(websocket.TEXT, text, mask=True))  # type: ignore[union-attr]
                 with trio.move_on_after(self.fleet.config.call_timeout) as timer:
                     kind, body = await self._answer(uid)
                 if timer.cancelled_caught:
@@ -351,14 +355,14 @@ class Charger:
                 _Dropped,
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
-                wire.ProtocolError,
+                websocket.ProtocolError,
             ) as exc:
                 self._errors[f"{action}: {str(exc) or type(exc).__name__}"[:80]] += 1
                 await self._drop()
                 continue
             self.report.calls += 1
             self.fleet.latencies.add(sent_epoch, trio.current_time() - started, action)
-            if kind == wire.CALLERROR:
+            if kind == websocket.CALLERROR:
                 raise CallRejected(f"{action}: {body[2]}")
             if action in TRANSACTION_ACTIONS:
                 entry = {"action": action, "payload": payload}
@@ -378,22 +382,24 @@ class Charger:
                 raise _Dropped("closed by peer")
             found = None
             for message in reader.feed(data):
-                if message.opcode == wire.TEXT:
+                if message.opcode == websocket.TEXT:
                     if message.unique_id == uid and message.message_type in (
-                        wire.CALLRESULT,
-                        wire.CALLERROR,
+                        websocket.CALLRESULT,
+                        websocket.CALLERROR,
                     ):
                         found = (message.message_type, orjson.loads(message.data))
-                    elif message.message_type == wire.CALL:
+                    elif message.message_type == websocket.CALL:
                         refusal: list[Any] = [4, message.unique_id, "NotImplemented", "", {}]
                         await stream.send_all(
-                            wire.encode_frame(wire.TEXT, orjson.dumps(refusal), mask=True)
+                            websocket.encode_frame(websocket.TEXT, orjson.dumps(refusal), mask=True)
                         )
                     else:
                         self._errors["unexpected message"] += 1
-                elif message.opcode == wire.PING:
-                    await stream.send_all(wire.encode_frame(wire.PONG, message.data, mask=True))
-                elif message.opcode == wire.CLOSE:
+                elif message.opcode == websocket.PING:
+                    await stream.send_all(
+                        websocket.encode_frame(websocket.PONG, message.data, mask=True)
+                    )
+                elif message.opcode == websocket.CLOSE:
                     raise _Dropped("close frame from peer")
             if found is not None:
                 return found
@@ -634,7 +640,7 @@ class Fleet:
             errors.update(report["errors"])
         return {
             "config": asdict(self.config),
-            "codec": wire.CODEC,
+            "codec": websocket.CODEC,
             "timed_out": self.timed_out,
             "transactions": sum(len(r["transactions"]) for r in reports),
             "calls": sum(r["calls"] for r in reports),

@@ -41,9 +41,11 @@ import msgspec
 import trio
 import trio.lowlevel
 
-from bench import pg, procstat
+from bench import procstat
+from bench.harness import pg
 from bench.scenarios import RESULTS, _fmt, _table
 from bench.targets import REPO
+from testkit.postgres import make_data_dir, remove_data_dir
 
 T0 = 1_790_000_000.0  # 2026-09-21, the simulated day starts here
 
@@ -701,7 +703,7 @@ def _header(name: str, args: argparse.Namespace, argv: list[str], started: datet
 
 def _run(args: argparse.Namespace, argv: list[str], name: str) -> int:
     started = datetime.now(UTC)
-    data_dir = pg.make_data_dir(f"ocpp-bench-{name}-")
+    data_dir = make_data_dir(f"ocpp-bench-{name}-")
     try:
         if name == "ingest":
             runs = trio.run(_ingest, args, data_dir / "db", data_dir)
@@ -719,8 +721,8 @@ def _run(args: argparse.Namespace, argv: list[str], name: str) -> int:
                 + storage_report(res, args)
             )
     finally:
-        pg.remove_data_dir(data_dir / "db")
-        pg.remove_data_dir(data_dir)
+        remove_data_dir(data_dir / "db")
+        remove_data_dir(data_dir)
     text = _header(name, args, argv, started) + "\n" + body + "\n"
     print("\n" + text)
     if not args.no_results:

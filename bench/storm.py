@@ -15,7 +15,7 @@ One run, everything on this machine:
    over the proxy's processes) and the rows left in `outbox_entries`; at the ends: proxy and
    database CPU (utime + stime from /proc). Done when no link is offline and no entry is left.
 5. The fleet is told to finish (SIGUSR1: sessions under way end normally), and the ledger check
-   (`bench.ledger`) runs over what the chargers were answered and what the CSMS received: every
+   (`testkit.ledger`) runs over what the chargers were answered and what the CSMS received: every
    transaction CALL exactly once, in each charger's order, with consistent transaction ids.
 
 The proxy holds two sockets per charger once the upstream is back, and this machine caps open
@@ -46,13 +46,16 @@ from typing import Any
 import asyncpg
 import trio
 
-from bench import pg, procstat, wire
-from bench.fake_csms import FakeCsms
-from bench.ledger import counts, exactly_once
+from bench import procstat
+from bench.harness import pg
 from bench.loadgen import spawn
 from bench.outage import _get, free_port
 from bench.results import loadavg, machine_line, publish, raise_fd_limit
 from bench.scenarios import RESULTS
+from testkit import websocket
+from testkit.fake_csms import FakeCsms
+from testkit.ledger import counts, exactly_once
+from testkit.postgres import ServerThread, make_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EVERY = 0.5
@@ -227,7 +230,7 @@ def start_fleet(
 
 async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, list[str], float]:
     """Run the scenario; returns the drain figures, fleet totals, ledger problems and outage CPU."""
-    database = await trio.to_thread.run_sync(pg.ServerThread(scratch / "db").open)
+    database = await trio.to_thread.run_sync(ServerThread(scratch / "db").open)
     proxy: Proxy | None = None
     fleet: list[tuple[subprocess.Popen, Path, Path]] = []
     try:
@@ -363,7 +366,7 @@ def report(
         f"- {args.chargers} chargers ({args.sim_procs} simulator processes, half OCPP 1.6, half 2.0.1, a reading "
         f"every {args.interval:g} s, sessions of {args.samples} readings), proxy with {args.workers} workers, "
         f"capture and outbox on, PostgreSQL fsync on; upstream down {args.outage:g} s; `redial_max = "
-        f"{args.redial_max:g}`; codec {wire.CODEC}",
+        f"{args.redial_max:g}`; codec {websocket.CODEC}",
         "",
         "| upstream back → | first relay connected | every link back | every outbox empty |"
         " entries replayed | replay rate | proxy CPU (cores) | DB CPU (cores) | proxy RSS before → peak |",
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
-    scratch = pg.make_data_dir("ocpp-storm-")
+    scratch = make_data_dir("ocpp-storm-")
     try:
         drain, totals, problems, outage_cpu = trio.run(storm, args, scratch)
     finally:

@@ -21,9 +21,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import pg
 from bench.loadgen import spawn
 from bench.peers import nginx
+from testkit.postgres import make_data_dir, remove_data_dir, stop_server
 
 TARGETS = ("direct", "ere-proxy", "ere-proxy-capture", "nginx", "naive-trio-ws", "naive-websockets")
 REPO = Path(__file__).resolve().parent.parent
@@ -119,7 +119,7 @@ def start_csms(scratch: Path, lifetime: float) -> tuple[Running, int]:
     argv = [
         sys.executable,
         "-m",
-        "bench.fake_csms",
+        "testkit.fake_csms",
         "--port",
         str(port),
         "--max-seconds",
@@ -151,7 +151,7 @@ def start_target(
         if capture:
             # A fresh cluster per run, in a 0711 dir the server's unprivileged user can enter;
             # default server settings (fsync on), as in production.
-            data_dir = pg.make_data_dir()
+            data_dir = make_data_dir()
             storage = f'[capture]\nenabled = true\n[database]\ndata_dir = "{data_dir}"\n'
         else:
             data_dir = None
@@ -177,7 +177,7 @@ def start_target(
             )
         except Unavailable:
             if data_dir is not None:
-                pg.remove_data_dir(data_dir)
+                remove_data_dir(data_dir)
             raise
     if name == "nginx":
         binary = nginx.find_nginx()
@@ -216,13 +216,13 @@ def stop(running: Running, grace: float = 15.0) -> None:
         _stop_group(running, grace)
     finally:
         if running.data_dir is not None:
-            pg.stop_server(running.data_dir)
+            stop_server(running.data_dir)
             if running.log is not None:  # keep the server's log with the run's other logs
                 with contextlib.suppress(OSError):
                     shutil.copyfile(
                         running.data_dir / "postgres.log", running.log.parent / "postgres.log"
                     )
-            pg.remove_data_dir(running.data_dir)
+            remove_data_dir(running.data_dir)
             running.data_dir = None
 
 

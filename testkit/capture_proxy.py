@@ -1,6 +1,6 @@
 """An in-process proxy that captures sessions, for tests that need every real part.
 
-Real sockets on 127.0.0.1, a trio-websocket back-office (`tests.integration.conftest.Upstream`),
+Real sockets on 127.0.0.1, a trio-websocket back-office (`testkit.upstream.Upstream`),
 the real journal with its spill log in a directory the test chooses, the real store process
 (`python -m proxy.capture.store_process`) and the test's PostgreSQL database. `Healthy` is a well-behaved
 charger (trio-websocket) kept connected beside whatever the test does; `Hostile` speaks raw frames.
@@ -27,7 +27,9 @@ from proxy.routing.router import StaticRouter
 from proxy.runtime.config import DatabaseSettings
 from proxy.runtime.metrics import JournalCollector, ProxyMetrics
 from proxy.store.db import Database, open_database
-from tests.integration.conftest import RawCharger, Upstream, frame, proxy_config
+from testkit.in_process_proxy import proxy_config
+from testkit.raw_charger import RawCharger, frame
+from testkit.upstream import Upstream
 
 WAIT = 30.0  # bound on anything another process (the store process, PostgreSQL) brings about
 

@@ -21,7 +21,7 @@ back, records the CALLs it answered (`record=True`), and sends its own CALLs to 
     await csms.wait_connected("CP1")
     await csms.call("CP1", "RemoteStopTransaction", {"transactionId": 1}, timeout=10)
 
-    python -m bench.fake_csms --port 9001 [--host 127.0.0.1] [--max-seconds 600] [--reuse-port]
+    python -m testkit.fake_csms --port 9001 [--host 127.0.0.1] [--max-seconds 600] [--reuse-port]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import orjson
 import trio
 
-from bench import wire
+from testkit import websocket
 
 SUPPORTED = ("ocpp1.6", "ocpp2.0.1")
 PATH_PREFIX = "/ocpp/"
@@ -51,7 +51,9 @@ RECEIVE_SIZE = 65536
 BACKLOG = 4096
 
 _ACCEPTED_16 = b'{"idTagInfo":{"status":"Accepted"}}'
-_GOING_AWAY = wire.encode_frame(wire.CLOSE, struct.pack("!H", 1001) + b"going away", mask=False)
+_GOING_AWAY = websocket.encode_frame(
+    websocket.CLOSE, struct.pack("!H", 1001) + b"going away", mask=False
+)
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -112,7 +114,7 @@ class _Connection:
         finally:
             self._lock.release()
 
-    def resolve(self, message: wire.MessageLike) -> None:
+    def resolve(self, message: websocket.MessageLike) -> None:
         """Hand a CALLRESULT/CALLERROR to the `FakeCsms.call` waiting for it (others are ignored)."""
         pending = self.waiting.pop(message.unique_id or "", None)
         if pending is not None:
@@ -274,8 +276,8 @@ class FakeCsms:
         unique_id = f"csms-{next(self._call_ids)}"
         pending = connection.waiting[unique_id] = _Pending()
         try:
-            frame = wire.encode_frame(
-                wire.TEXT, orjson.dumps([2, unique_id, action, payload]), mask=False
+            frame = websocket.encode_frame(
+                websocket.TEXT, orjson.dumps([2, unique_id, action, payload]), mask=False
             )
             try:
                 await connection.send(frame)
@@ -288,7 +290,7 @@ class FakeCsms:
         reply = pending.reply
         if reply is None:
             raise CallFailed(f"{identity} went away before answering {action}")
-        if reply[0] == wire.CALLERROR:
+        if reply[0] == websocket.CALLERROR:
             raise CallFailed(f"{identity} answered {action} with {reply[2]}: {reply[3]}")
         return reply[2]
 
@@ -300,8 +302,8 @@ class FakeCsms:
         except (
             trio.BrokenResourceError,
             trio.ClosedResourceError,
-            wire.ProtocolError,
-            wire.HandshakeError,
+            websocket.ProtocolError,
+            websocket.HandshakeError,
         ):
             pass
         finally:
@@ -315,7 +317,7 @@ class FakeCsms:
             return
         reader, stopped = None, True  # stopped unless the peer ends the connection first
         with connection.reading:
-            accepted = await wire.server_handshake(connection.stream, PATH_PREFIX, SUPPORTED)
+            accepted = await websocket.server_handshake(connection.stream, PATH_PREFIX, SUPPORTED)
             if accepted is None:
                 return
             target, subprotocol, pending = accepted
@@ -323,7 +325,7 @@ class FakeCsms:
             self._connections[identity] = connection
             if (arrival := self._arrivals.pop(identity, None)) is not None:
                 arrival.set()
-            reader = wire.FrameReader(from_client=True)
+            reader = websocket.FrameReader(from_client=True)
             try:
                 answers = self._answers_201 if subprotocol == "ocpp2.0.1" else self._answers_16
                 stopped = await self._answer_frames(connection, identity, reader, answers, pending)
@@ -338,7 +340,7 @@ class FakeCsms:
         self,
         connection: _Connection,
         identity: str,
-        reader: wire.ReaderLike,
+        reader: websocket.ReaderLike,
         answers: dict[str, Callable[[], bytes]],
         pending: bytes,
     ) -> bool:
@@ -349,9 +351,9 @@ class FakeCsms:
         """
         stream, encode, TEXT, CALL, record = (
             connection.stream,
-            wire.encode_frame,
-            wire.TEXT,
-            wire.CALL,
+            websocket.encode_frame,
+            websocket.TEXT,
+            websocket.CALL,
             self.record,
         )
         while True:
@@ -366,7 +368,7 @@ class FakeCsms:
             if not data:
                 return False
             out = []
-            answered: list[tuple[wire.MessageLike, bytes]] = []
+            answered: list[tuple[websocket.MessageLike, bytes]] = []
             closing = False
             for message in reader.feed(data):
                 if message.opcode == TEXT:
@@ -382,12 +384,12 @@ class FakeCsms:
                         )
                         if record:
                             answered.append((message, payload))
-                    elif message.message_type in (wire.CALLRESULT, wire.CALLERROR):
+                    elif message.message_type in (websocket.CALLRESULT, websocket.CALLERROR):
                         connection.resolve(message)
-                elif message.opcode == wire.PING:
-                    out.append(encode(wire.PONG, message.data, mask=False))
-                elif message.opcode == wire.CLOSE:
-                    out.append(encode(wire.CLOSE, message.data[:2], mask=False))
+                elif message.opcode == websocket.PING:
+                    out.append(encode(websocket.PONG, message.data, mask=False))
+                elif message.opcode == websocket.CLOSE:
+                    out.append(encode(websocket.CLOSE, message.data[:2], mask=False))
                     closing = True
                     break
             if out:
@@ -397,24 +399,24 @@ class FakeCsms:
             if closing:
                 return False
 
-    def _record(self, identity: str, answered: list[tuple[wire.MessageLike, bytes]]) -> None:
+    def _record(self, identity: str, answered: list[tuple[websocket.MessageLike, bytes]]) -> None:
         log = self.received.setdefault(identity, [])
         for message, answer in answered:
             call = orjson.loads(message.data)
             log.append(ReceivedCall(call[2], call[3], call[1], orjson.loads(answer)))
 
-    async def _going_away(self, connection: _Connection, reader: wire.ReaderLike) -> None:
+    async def _going_away(self, connection: _Connection, reader: websocket.ReaderLike) -> None:
         """Send close 1001 and wait (bounded) for the peer's close; what else arrives is dropped."""
         with trio.move_on_after(CLOSE_TIMEOUT):
             await connection.send(_GOING_AWAY)
             while data := await connection.stream.receive_some(RECEIVE_SIZE):
-                if any(message.opcode == wire.CLOSE for message in reader.feed(data)):
+                if any(message.opcode == websocket.CLOSE for message in reader.feed(data)):
                     return
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fake_csms", description=__doc__.split("\n")[0]
+        prog="python -m testkit.fake_csms", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
@@ -445,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(csms.serve)
                 print(
-                    f"fake CSMS on ws://{args.host}:{args.port}{PATH_PREFIX}<identity> ({wire.CODEC})",
+                    f"fake CSMS on ws://{args.host}:{args.port}{PATH_PREFIX}<identity> ({websocket.CODEC})",
                     flush=True,
                 )
 

@@ -3,7 +3,7 @@
 `sent` is the fleet simulator's sent log (`bench.simulator --sent-log`): per identity, the
 transaction CALLs the charger sent and got answered, in order, as dicts with "action", "payload"
 and, for 1.6 StartTransaction, "transaction_id" (the id in the answer the charger got).
-`received` is `bench.fake_csms.FakeCsms.received`: per identity, the CALLs the back-office
+`received` is `testkit.fake_csms.FakeCsms.received`: per identity, the CALLs the back-office
 answered, in order, as (action, payload, unique_id, answer) (a `ReceivedCall`, or a list once
 read back from JSON).
 

@@ -1,7 +1,7 @@
-"""An in-process proxy with its outbox on a real PostgreSQL, and a back-office that answers like one.
+"""An in-process proxy with its outbox (and capture) on a real PostgreSQL, in front of a `Csms`.
 
-Shared by the outbox tests: `Csms` (a trio-websocket back-office the tests start and stop, with
-real transaction ids from 7001), `running_proxy`, and chargers that connect with a password.
+`running_proxy` serves chargers on a managed route: the password `connect` and `raw_credentials`
+send is what admits them while the back-office (`testkit.upstream.Csms`) is down.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
+from trio_websocket import open_websocket_url
 
 from proxy.capture.journal import DatabaseStore, Journal
 from proxy.capture.spill import SpillLog
@@ -23,91 +23,10 @@ from proxy.routing.auth import basic_header, hash_password
 from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, OutboxSettings, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
-from proxy.store.db import Database, open_database
-from tests.integration.conftest import Upstream
+from proxy.store.db import open_database
+from testkit.upstream import Csms
 
 START = {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-21T10:00:00Z"}
-
-
-class Csms(Upstream):
-    """The upstream back-office: answers like one (real transaction ids from 7000), can be stopped."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.answer_calls = False
-        self.calls: list[
-            tuple[str, str, dict[str, Any]]
-        ] = []  # (identity, action, payload) answered
-        self.errors_for: dict[str, int] = {}  # action → CALLERRORs to give before answering
-        self.unanswered: set[str] = set()  # actions received (and recorded) but never answered
-        self._next_id = 7000
-        self._scope: trio.CancelScope | None = None
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as self._scope:
-                await serve_websocket(
-                    self.answering, "127.0.0.1", self.port, None, task_status=task_status
-                )
-
-        server = await nursery.start(serve)
-        self.port = server.port
-
-    def stop(self) -> None:
-        assert self._scope is not None
-        self._scope.cancel()
-
-    async def answering(self, request) -> None:
-        if self.refuse_with is not None:
-            await request.reject(self.refuse_with, body=b"no")
-            return
-        ws = await request.accept(subprotocol=request.proposed_subprotocols[0])
-        identity = request.path.rsplit("/", 1)[-1]
-        self.connections[identity] = ws
-        self._notify()
-        try:
-            while True:
-                call = json.loads(await ws.get_message())
-                if call[0] != 2:
-                    continue
-                _, unique_id, action, payload = call
-                if action in self.unanswered:
-                    self.calls.append((identity, action, payload))
-                    self._notify()
-                    continue
-                if self.errors_for.get(action, 0) > 0:
-                    self.errors_for[action] -= 1
-                    await ws.send_message(
-                        json.dumps([4, unique_id, "InternalError", "try later", {}])
-                    )
-                    continue
-                answer: dict[str, Any] = {}
-                if action == "StartTransaction":
-                    self._next_id += 1
-                    answer = {"transactionId": self._next_id, "idTagInfo": {"status": "Accepted"}}
-                elif action == "Authorize":
-                    answer = {
-                        "idTagInfo": {
-                            "status": "Blocked" if payload["idTag"] == "BAD" else "Accepted"
-                        }
-                    }
-                elif action == "BootNotification":
-                    answer = {
-                        "status": "Accepted",
-                        "currentTime": "2026-11-21T10:00:00Z",
-                        "interval": 60,
-                    }
-                await ws.send_message(json.dumps([3, unique_id, answer]))
-                self.calls.append((identity, action, payload))
-                self._notify()
-        except ConnectionClosed:
-            pass
-        finally:
-            if self.connections.get(identity) is ws:
-                del self.connections[identity]
-            self._notify()
-
-
 PASSWORD = "charger-secret"
 PASSWORD_HASH = hash_password(PASSWORD)
 
@@ -173,15 +92,3 @@ async def call(ws, unique_id: str, action: str, payload: dict[str, Any]) -> Any:
             message = json.loads(await ws.get_message())
             if message[0] in (3, 4) and message[1] == unique_id:
                 return message
-
-
-async def wait_for(condition, db: Database | None = None) -> None:
-    """Poll `condition` (sync or async) until true, bounded: for state inside the proxy or the database."""
-    with trio.fail_after(10):
-        while True:
-            value = condition()
-            if hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return
-            await trio.sleep(0.01)

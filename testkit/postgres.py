@@ -1,17 +1,13 @@
-"""The embedded PostgreSQL of a benchmark run: scratch directory, its processes, its CPU, its rows.
+"""Embedded PostgreSQL for tests and benchmarks: scratch directories, a server kept running in a
+thread, and statements on its maintenance database.
 
-The proxy starts its embedded server with `pg_ctl`, which detaches the postmaster (it is *not* in
-the proxy's process tree). We find it through `<data_dir>/postgres/postmaster.pid` and account
-for the postmaster and its backends separately from the proxy. Backends and autovacuum workers
-that exit during a window are included through the postmaster's reaped-children time.
-
-Scratch directories are made under the system temp directory with mode 0711: as root the server
-runs as an unprivileged user that must be able to enter them (like tests/store/helpers.py).
+Directories handed to embedded servers are made under the system temp directory with mode 0711:
+when run as root the server runs as an unprivileged user, which must be able to enter them
+(pytest's own tmp_path lies under a 0700 directory).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -21,16 +17,17 @@ import threading
 import time
 from pathlib import Path
 
+import asyncpg
 import trio
+import trio_asyncio
 
-from bench import procstat
 from proxy.store.embedded import EmbeddedPostgres
 
-# Session-capture tables, in the order reports list them.
-TABLES = ("charger_events", "meter_samples", "sessions", "charger_boots", "measurands")
+# Durability is not under test; these make new clusters and CREATE DATABASE quick.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
-def make_data_dir(prefix: str = "ocpp-bench-pg-") -> Path:
+def make_data_dir(prefix: str = "ere-pg-") -> Path:
     """A fresh directory an embedded server running as any user can use (mode 0711)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o711)
@@ -48,38 +45,6 @@ def postmaster_pid(data_dir: Path) -> int | None:
     except OSError:
         return None
     return pid if b"postgres" in cmdline else None
-
-
-def postgres_pids(data_dir: Path) -> set[int]:
-    pid = postmaster_pid(data_dir)
-    return set(procstat.tree(pid)) if pid else set()
-
-
-def cpu_seconds(data_dir: Path) -> float:
-    """CPU of the server: postmaster + live backends + children it has reaped (0 if not running)."""
-    pid = postmaster_pid(data_dir)
-    return procstat.cpu_seconds(pid, reaped=True) if pid else 0.0
-
-
-def dsn(data_dir: Path, database: str = "ere_proxy") -> str:
-    from proxy.store.embedded import EmbeddedPostgres
-
-    return EmbeddedPostgres(data_dir).dsn(database)
-
-
-def count_rows(data_dir: Path, timeout: float = 30.0) -> dict[str, int]:
-    """Rows per capture table on the running server (over its unix socket)."""
-
-    async def count() -> dict[str, int]:
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn(data_dir), timeout=timeout)
-        try:
-            return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
-        finally:
-            await conn.close()
-
-    return asyncio.run(asyncio.wait_for(count(), timeout))
 
 
 def stop_server(data_dir: Path, grace: float = 15.0) -> None:
@@ -151,3 +116,45 @@ class ServerThread:
             await self._stop.wait()
         finally:
             await self.server.stop()
+
+
+def start_database(data_dir: Path) -> ServerThread:
+    """A durable server (fsync on) in `data_dir / "db"`, running until `close()`."""
+    return ServerThread(data_dir / "db").open()
+
+
+def create_database(server: ServerThread, name: str = "ere_proxy") -> str:
+    """CREATE DATABASE `name` on a running server (from outside any Trio run); its DSN."""
+    trio.run(admin_execute, server.server, f'CREATE DATABASE "{name}"')
+    return server.server.dsn(name)
+
+
+async def admin_execute(server: EmbeddedPostgres, *statements: str) -> None:
+    """Run statements on the server's maintenance database, outside any transaction."""
+    async with trio_asyncio.open_loop() as loop:
+        conn = await trio_asyncio.aio_as_trio(asyncpg.connect, loop=loop)(server.dsn())
+        try:
+            for statement in statements:
+                await trio_asyncio.aio_as_trio(conn.execute, loop=loop)(statement)
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close, loop=loop)()
+
+
+async def admin_fetch(server: EmbeddedPostgres, query: str, *args: object) -> list:
+    """Rows of one query on the server's maintenance database."""
+    async with trio_asyncio.open_loop() as loop:
+        conn = await trio_asyncio.aio_as_trio(asyncpg.connect, loop=loop)(server.dsn())
+        try:
+            return await trio_asyncio.aio_as_trio(conn.fetch, loop=loop)(query, *args)
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close, loop=loop)()
+
+
+async def backends_of(server: EmbeddedPostgres, database: str) -> list[int]:
+    """Process ids of the client backends connected to `database`."""
+    rows = await admin_fetch(
+        server,
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+        database,
+    )
+    return [row["pid"] for row in rows]

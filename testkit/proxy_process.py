@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parents[2]
+from testkit.ports import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 READY_WAIT = 15.0  # bound on the proxy's start-up
 STOP_WAIT = 20.0  # bound on a graceful stop (drain + close timeouts are set far below this)
 
@@ -60,25 +61,6 @@ auth = "passthrough"
 
 # urllib must not send loopback requests through an HTTP proxy from the environment.
 _admin_client = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, with the `consecutive - 1` after it."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if all(_bindable(port + i) for i in range(1, consecutive)):
-            return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -120,7 +102,7 @@ class ProxyProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-def _wait_ready(proxy: ProxyProcess) -> None:
+def wait_ready(proxy: ProxyProcess) -> None:
     """Poll /readyz until it answers 200; fail early if the process dies, or after READY_WAIT."""
     deadline = time.monotonic() + READY_WAIT
     while True:
@@ -187,7 +169,7 @@ def running_proxy(
         )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
     try:
-        _wait_ready(proxy)
+        wait_ready(proxy)
         yield proxy
     finally:
         status = proxy.terminate()

@@ -1,4 +1,4 @@
-"""WebSocket plumbing shared by the load generator and the fake CSMS.
+"""WebSocket plumbing shared by the fake CSMS, the bench's chargers and raw test peers.
 
 Frames are read and written with the project codec (`proxy.wire.codec`, the native Rust module). Until
 that module is built (`maturin develop --release`), a slower adapter over wsproto's frame parser

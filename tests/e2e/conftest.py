@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.proxy_process import ProxyProcess, running_proxy
+from testkit.proxy_process import ProxyProcess, running_proxy
 
 
 @pytest.fixture(scope="module")

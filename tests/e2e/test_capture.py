@@ -16,14 +16,14 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from proxy.store.embedded import EmbeddedPostgres
-from tests.e2e.peers import TIMEOUT, Charger16, Charger201, CsmsServer, open_charger, timestamp
-from tests.e2e.proxy_process import CONFIG, ProxyProcess, running_proxy
-from tests.store.helpers import make_server_dir
+from testkit.ocpp_peers import TIMEOUT, Charger16, Charger201, CsmsServer, open_charger, timestamp
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, ProxyProcess, running_proxy
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-capture-")
+    path = make_data_dir("ere-capture-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -21,9 +21,10 @@ import pytest
 import trio
 from ocpp.v16 import call as call16
 
-from tests.e2e.peers import TIMEOUT, Charger16, CsmsServer, open_charger, timestamp
-from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
-from tests.store.helpers import ServerThread, admin_execute, make_server_dir
+from testkit.ocpp_peers import TIMEOUT, Charger16, CsmsServer, open_charger, timestamp
+from testkit.ports import free_port
+from testkit.postgres import ServerThread, admin_execute, make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
 
 CHARGERS = 12
 READINGS = 6  # per session: half before the outage, half during it
@@ -31,7 +32,7 @@ READINGS = 6  # per session: half before the outage, half during it
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-faults-")
+    path = make_data_dir("ere-faults-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -56,7 +57,7 @@ def start_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
             stderr=stderr,
         )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    _wait_ready(proxy)
+    wait_ready(proxy)
     return proxy
 
 

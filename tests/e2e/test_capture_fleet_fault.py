@@ -1,7 +1,7 @@
 """Capture through a database crash under a fleet: 200 chargers, the server killed mid-run.
 
 The fleet simulator (`bench.simulator`, 100 OCPP 1.6 and 100 OCPP 2.0.1 chargers) runs sessions
-through the proxy process to the fake CSMS (`bench.fake_csms`). While sessions are under way the
+through the proxy process to the fake CSMS (`testkit.fake_csms`). While sessions are under way the
 PostgreSQL server behind the journal is crashed (SIGQUIT: immediate shutdown) and restarted a few
 seconds later. Afterwards the database must hold every session the simulator ran, with exactly
 the meter start and stop it reported and exactly as many meter samples as it sent: nothing lost,
@@ -24,9 +24,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.e2e.proxy_process import REPO, ProxyProcess, log_problems
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import REPO, ProxyProcess, log_problems
 from tests.e2e.test_capture_faults import create_database, metric, start_database, start_proxy
-from tests.store.helpers import make_server_dir
 
 CHARGERS = 200
 SESSIONS = 3  # per charger
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-fleet-")
+    path = make_data_dir("ere-fleet-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -59,7 +59,7 @@ def start_csms(port: int, log: Path) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-m",
-                "bench.fake_csms",
+                "testkit.fake_csms",
                 "--port",
                 str(port),
                 "--max-seconds",

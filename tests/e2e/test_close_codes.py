@@ -7,8 +7,15 @@ import signal
 
 from ocpp.v16 import call as call16
 
-from tests.e2e.peers import TIMEOUT, Charger16, CsmsServer, Peer, assert_transparent, open_charger
-from tests.e2e.proxy_process import ProxyProcess
+from testkit.ocpp_peers import (
+    TIMEOUT,
+    Charger16,
+    CsmsServer,
+    Peer,
+    assert_transparent,
+    open_charger,
+)
+from testkit.proxy_process import ProxyProcess
 
 
 async def _csms_after_boot(server: CsmsServer, charger: Peer) -> Peer:

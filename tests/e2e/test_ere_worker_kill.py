@@ -31,8 +31,8 @@ from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
 from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store import open_database
-from tests.e2e.proxy_process import REPO, log_problems
-from tests.store.helpers import ServerThread, admin_execute, make_server_dir
+from testkit.postgres import ServerThread, admin_execute, make_data_dir
+from testkit.proxy_process import REPO, log_problems
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ PAID_AT = datetime(2026, 10, 2, 9, tzinfo=UTC)
 
 @pytest.fixture
 def server() -> Iterator[ServerThread]:
-    data_dir = make_server_dir("ere-worker-kill-")
+    data_dir = make_data_dir("ere-worker-kill-")
     thread = ServerThread(data_dir).open()
     try:
         yield thread

@@ -37,14 +37,15 @@ import trio
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
-from bench.fake_csms import FakeCsms
 from proxy.routing.auth import basic_header, hash_password
 from proxy.wire.codec import CLOSE, PONG, TEXT
-from tests.e2e.peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
-from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
+from testkit.fake_csms import FakeCsms
+from testkit.ocpp_peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
+from testkit.ports import free_port
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
+from testkit.raw_charger import RawCharger, frame
 from tests.e2e.test_capture_faults import create_database, metric, start_database
-from tests.integration.conftest import RawCharger, frame
-from tests.store.helpers import make_server_dir
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +123,7 @@ def proxy_config(
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
     directory = tmp_path_factory.mktemp("hostile")
-    data_dir = make_server_dir("ere-hostile-")
+    data_dir = make_data_dir("ere-hostile-")
     database = start_database(data_dir)
     verdict = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Verdict500)
     threading.Thread(target=verdict.serve_forever, daemon=True).start()
@@ -154,7 +155,7 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
                 )
             proxy = ProxyProcess(port, admin_port, csms.port, process, stderr_path)
             try:
-                _wait_ready(proxy)
+                wait_ready(proxy)
                 with Healthy(proxy) as healthy:
                     yield Arena(proxy, dsn, victim_port, healthy)
             finally:

@@ -15,7 +15,7 @@ from ocpp.v16 import call_result as result16
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
-from tests.e2e.peers import (
+from testkit.ocpp_peers import (
     TIMEOUT,
     Charger16,
     Charger201,
@@ -24,7 +24,7 @@ from tests.e2e.peers import (
     open_charger,
     timestamp,
 )
-from tests.e2e.proxy_process import ProxyProcess
+from testkit.proxy_process import ProxyProcess
 
 
 def test_ocpp16_charging_session_passes_byte_identical(proxy: ProxyProcess) -> None:

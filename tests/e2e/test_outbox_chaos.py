@@ -3,12 +3,12 @@
 The proxy process (capture and outbox on, a real PostgreSQL) serves 1,000 simulated chargers
 (`bench.simulator`, half OCPP 1.6, half 2.0.1, sessions back to back) and a handful of
 mobilityhouse `ocpp` ChargePoints (1.6 and 2.0.1) that start their transactions during the
-outage. The upstream (`bench.fake_csms.FakeCsms`, recording) is stopped like a back-office going
+outage. The upstream (`testkit.fake_csms.FakeCsms`, recording) is stopped like a back-office going
 down, for 30 s (and 5 minutes in the long variant), then started again. Afterwards:
 
 - the upstream received every StartTransaction, MeterValues, StopTransaction and
   TransactionEvent exactly once, in each charger's order, with transactionIds that map one to
-  one onto what the chargers were told (`bench.ledger.exactly_once`);
+  one onto what the chargers were told (`testkit.ledger.exactly_once`);
 - a RemoteStopTransaction the upstream sends with its real id reaches the 1.6 ChargePoint with
   the provisional id it got offline, and its StopTransaction reaches the upstream with the real id;
 - the session store holds the real ids only.
@@ -37,12 +37,13 @@ from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import call as call201
 
-from bench.fake_csms import FakeCsms
-from bench.ledger import counts, exactly_once
-from tests.e2e.peers import Charger16, Charger201, open_charger, timestamp, wait_future
-from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, free_port, log_problems
+from testkit.fake_csms import FakeCsms
+from testkit.ledger import counts, exactly_once
+from testkit.ocpp_peers import Charger16, Charger201, open_charger, timestamp, wait_future
+from testkit.ports import free_port
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
 from tests.e2e.test_capture_faults import create_database, metric, start_database
-from tests.store.helpers import make_server_dir
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,7 @@ async def ocpp_session(
 def data_dir() -> Iterator[Path]:
     import shutil
 
-    path = make_server_dir("ere-chaos-")
+    path = make_data_dir("ere-chaos-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -214,9 +215,7 @@ def start_proxy(
             stderr=stderr,
         )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    from tests.e2e.proxy_process import _wait_ready
-
-    _wait_ready(proxy)
+    wait_ready(proxy)
     return proxy
 
 

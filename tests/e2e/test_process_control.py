@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.proxy_process import CONFIG, ProxyProcess, running_proxy
+from testkit.proxy_process import CONFIG, ProxyProcess, running_proxy
 
 # Only CP-16 is routed at first; the reload adds CP-new.
 ONLY_CP16 = CONFIG[: CONFIG.index("[default_route]")]

@@ -1,6 +1,6 @@
 """A real Prometheus scrapes the proxy and an ERE worker: every panel has data, every alert fires.
 
-The set-up is a small production: the fake back-office (`bench.fake_csms.FakeCsms`, in this
+The set-up is a small production: the fake back-office (`testkit.fake_csms.FakeCsms`, in this
 process), a proxy process with capture and the outbox on, its PostgreSQL (owned by the test, so
 it can take it away), an `ere-proxy worker`, simulated chargers (`bench.simulator`) as load, and
 Prometheus (the Debian package) with a 1 s scrape and evaluation interval, the scrape jobs of
@@ -53,13 +53,14 @@ import asyncpg
 import pytest
 import trio
 
-from bench import wire
-from bench.fake_csms import FakeCsms
 from proxy.ere.core.ean import check_digit
 from proxy.routing.auth import hash_password
-from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, _wait_ready, free_port, log_problems
+from testkit import websocket
+from testkit.fake_csms import FakeCsms
+from testkit.ports import free_port
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
 from tests.e2e.test_capture_faults import create_database, metric, start_database
-from tests.store.helpers import make_server_dir
 from tests.unit.test_grafana import (
     ALERTS,
     GRAFANA,
@@ -274,7 +275,7 @@ def start_proxy(
             stderr=stderr,
         )
     proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    _wait_ready(proxy)
+    wait_ready(proxy)
     return proxy
 
 
@@ -452,15 +453,15 @@ class Closed(Exception):
 
 
 class RawCharger:
-    """A charger speaking WebSocket with `bench.wire`, so the test controls every frame."""
+    """A charger speaking WebSocket with `testkit.websocket`, so the test controls every frame."""
 
     def __init__(self, stream: trio.SocketStream, pending: bytes) -> None:
         self.stream, self._pending = stream, pending
-        self._reader = wire.FrameReader(from_client=False)
+        self._reader = websocket.FrameReader(from_client=False)
         self._messages: deque[Any] = deque()
 
     async def send(self, text: str, *, mask: bool = True) -> None:
-        await self.stream.send_all(wire.encode_frame(wire.TEXT, text.encode(), mask=mask))
+        await self.stream.send_all(websocket.encode_frame(websocket.TEXT, text.encode(), mask=mask))
 
     async def receive(self) -> list[Any]:
         """The next OCPP message; Closed when the proxy closes the connection."""
@@ -473,9 +474,9 @@ class RawCharger:
                         raise Closed(None)
                     self._messages.extend(self._reader.feed(data))
                 message = self._messages.popleft()
-                if message.opcode == wire.CLOSE:
+                if message.opcode == websocket.CLOSE:
                     raise Closed(int.from_bytes(bytes(message.data[:2]), "big"))
-                if message.opcode == wire.TEXT:
+                if message.opcode == websocket.TEXT:
                     return json.loads(bytes(message.data))
 
     async def call(self, frame: str) -> list[Any]:
@@ -490,7 +491,7 @@ async def raw_charger(proxy: ProxyProcess, identity: str) -> AsyncIterator[RawCh
     authorization = b"Basic " + base64.b64encode(f"{identity}:{PASSWORD}".encode())
     async with stream:
         with trio.fail_after(WAIT):
-            _, pending = await wire.client_handshake(
+            _, pending = await websocket.client_handshake(
                 stream, f"127.0.0.1:{proxy.port}", f"/ocpp/{identity}", ["ocpp1.6"], authorization
             )
         yield RawCharger(stream, pending)
@@ -545,19 +546,25 @@ async def drain_flood(proxy: ProxyProcess) -> None:
 async def refusing_back_office(stream: trio.SocketStream) -> None:
     """A back-office that answers every CALL with a CALLERROR."""
     async with stream:
-        accepted = await wire.server_handshake(stream, "/ocpp/", ("ocpp1.6",))
+        accepted = await websocket.server_handshake(stream, "/ocpp/", ("ocpp1.6",))
         if accepted is None:
             return
-        reader, data = wire.FrameReader(from_client=True), accepted[2]
+        reader, data = websocket.FrameReader(from_client=True), accepted[2]
         try:
             while data or (data := await stream.receive_some(65536)):
                 for message in reader.feed(data):
-                    if message.opcode == wire.CLOSE:
+                    if message.opcode == websocket.CLOSE:
                         return
-                    frame = json.loads(bytes(message.data)) if message.opcode == wire.TEXT else None
+                    frame = (
+                        json.loads(bytes(message.data))
+                        if message.opcode == websocket.TEXT
+                        else None
+                    )
                     if frame and frame[0] == 2:
                         refusal = json.dumps([4, frame[1], "InternalError", "refused", {}]).encode()
-                        await stream.send_all(wire.encode_frame(wire.TEXT, refusal, mask=False))
+                        await stream.send_all(
+                            websocket.encode_frame(websocket.TEXT, refusal, mask=False)
+                        )
                 data = b""
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -595,7 +602,7 @@ async def dead_letter_charger(proxy: ProxyProcess, queued: trio.Event, done: tri
         assert (await charger.call(meter_values(1)))[0] == 3
         queued.set()
         await done.wait()
-        await charger.stream.send_all(wire.close_frame(1000, mask=True))
+        await charger.stream.send_all(websocket.close_frame(1000, mask=True))
 
 
 # -- waiting ------------------------------------------------------------------------------------------
@@ -642,7 +649,7 @@ async def watch_panels(
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-prometheus-")
+    path = make_data_dir("ere-prometheus-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.proxy_process import CONFIG, REPO, ProxyProcess, running_proxy
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, running_proxy
 from tests.e2e.test_process_control import upgrade_status
-from tests.store.helpers import make_server_dir
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-registry-")
+    path = make_data_dir("ere-registry-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.proxy_process import CONFIG, REPO, free_port, log_problems, running_proxy
-from tests.store.helpers import make_server_dir
+from testkit.ports import free_port
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, log_problems, running_proxy
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = make_server_dir("ere-run-")
+    path = make_data_dir("ere-run-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

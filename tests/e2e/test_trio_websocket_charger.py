@@ -17,8 +17,8 @@ from ocpp.v16 import call as call16
 from trio_websocket import WebSocketConnection, wrap_client_stream
 from websockets.frames import Opcode
 
-from tests.e2e.peers import TIMEOUT, CsmsThread, after_handshake, wait_future
-from tests.e2e.proxy_process import ProxyProcess
+from testkit.ocpp_peers import TIMEOUT, CsmsThread, after_handshake, wait_future
+from testkit.proxy_process import ProxyProcess
 
 
 class RecordingStream(trio.abc.Stream):

@@ -1,7 +1,7 @@
 """The bench's fake back-office on real 127.0.0.1 sockets: answers, recording, stop/start, its own CALLs.
 
 Chargers are trio-websocket clients (an independent WebSocket implementation) or raw ones built
-on `bench.wire` and the reference codec, which see every frame the fake CSMS sends.
+on `testkit.websocket` and the reference codec, which see every frame the fake CSMS sends.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from bench import wire
-from bench.fake_csms import PROVISIONAL_IDS_FROM, CallFailed, FakeCsms, ReceivedCall
-from bench.ledger import counts, exactly_once
 from bench.simulator import SimConfig, simulate
 from proxy.wire.codec import CLOSE, PING, PONG, TEXT
+from testkit import websocket
+from testkit.fake_csms import PROVISIONAL_IDS_FROM, CallFailed, FakeCsms, ReceivedCall
+from testkit.ledger import counts, exactly_once
 from testkit.reference_codec import ReferenceFrameReader, ReferenceMessage, reference_encode_frame
 
 START = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2025-01-01T00:00:00Z"}
@@ -46,7 +46,7 @@ class RawCharger:
         await sock.connect(("127.0.0.1", port))
         stream = trio.SocketStream(sock)
         protocol = "ocpp1.6"
-        chosen, pending = await wire.client_handshake(
+        chosen, pending = await websocket.client_handshake(
             stream, f"127.0.0.1:{port}", f"/ocpp/{identity}", [protocol]
         )
         assert chosen == protocol
@@ -293,7 +293,8 @@ async def test_a_batch_being_answered_when_the_stop_comes_is_finished_and_record
             sending = True
             await charger.stream.send_all(
                 b"".join(
-                    wire.encode_frame(TEXT, b'[2,"h%d","Heartbeat",{}]' % n, mask=True) for n in ids
+                    websocket.encode_frame(TEXT, b'[2,"h%d","Heartbeat",{}]' % n, mask=True)
+                    for n in ids
                 )
             )
             sending = False

@@ -8,7 +8,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 from proxy.wire.codec import CLOSE
-from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
+from testkit.in_process_proxy import metric, proxy_config, roundtrip, start_proxy
+from testkit.raw_charger import frame
 
 
 async def test_calls_both_ways_arrive_unchanged_with_the_negotiated_subprotocol(proxy, upstream):

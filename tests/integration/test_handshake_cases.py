@@ -11,7 +11,8 @@ from trio_websocket import open_websocket_url
 from proxy.routing.auth import basic_header, hash_password
 from proxy.runtime.config import Route
 from proxy.wire.codec import CLOSE
-from tests.integration.conftest import RawCharger, metric, proxy_config, roundtrip, start_proxy
+from testkit.in_process_proxy import metric, proxy_config, roundtrip, start_proxy
+from testkit.raw_charger import RawCharger
 
 MANAGED_HASH = hash_password("charger-pw")
 

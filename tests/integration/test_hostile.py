@@ -12,7 +12,8 @@ import trio.testing
 from wsproto.utilities import generate_accept_token
 
 from proxy.wire.codec import CLOSE
-from tests.integration.conftest import RawCharger, frame, metric, proxy_config, start_proxy
+from testkit.in_process_proxy import metric, proxy_config, start_proxy
+from testkit.raw_charger import RawCharger, frame
 
 
 async def refused_status(charger: RawCharger, data: bytes) -> bytes:

@@ -13,7 +13,8 @@ from proxy.runtime.config import load_config
 from proxy.runtime.http_admin import AdminServer
 from proxy.runtime.role import reload_config
 from proxy.wire.codec import CLOSE
-from tests.integration.conftest import frame, metric, proxy_config, roundtrip, start_proxy
+from testkit.in_process_proxy import metric, proxy_config, roundtrip, start_proxy
+from testkit.raw_charger import frame
 
 
 async def test_second_connection_of_an_identity_replaces_the_first(proxy, upstream, raw):

@@ -20,7 +20,8 @@ from proxy.forward.server import ProxyServer
 from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
-from tests.integration.conftest import Upstream, metric, roundtrip, start_proxy
+from testkit.in_process_proxy import metric, roundtrip, start_proxy
+from testkit.upstream import Upstream
 
 
 async def test_wss_charger_to_wss_upstream_with_a_private_ca(nursery, tmp_path):

@@ -17,13 +17,13 @@ import trio
 
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.embedded import EmbeddedPostgres
-from tests.store.helpers import FAST_SETTINGS, ServerThread, admin_execute, make_server_dir
+from testkit.postgres import FAST_SETTINGS, ServerThread, admin_execute, make_data_dir
 
 
 @pytest.fixture
 def server_dir() -> Iterator[Path]:
     """An empty directory an embedded server (running as any user) can use."""
-    path = make_server_dir()
+    path = make_data_dir("ere-store-")
     try:
         yield path
     finally:
@@ -33,7 +33,7 @@ def server_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedPostgres]:
     """The embedded server shared by every store test; stopped and deleted at the end."""
-    data_dir = make_server_dir("ere-store-session-")
+    data_dir = make_data_dir("ere-store-session-")
     thread = ServerThread(data_dir, settings=FAST_SETTINGS)
     try:
         yield thread.open().server

@@ -19,12 +19,7 @@ import pytest
 import trio
 
 import proxy.capture.spill
-from tests.store.capture_proxy import (
-    WAIT,
-    capture_proxy,
-    healthy_charger,
-    hostile_charger,
-)
+from testkit.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
 
 BURST = 40  # MeterValues sent in one write: the journal's channel (capacity 1) overflows at once
 

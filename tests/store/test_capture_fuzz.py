@@ -27,7 +27,7 @@ from proxy.capture.spill import SpillLog
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
-from tests.store.helpers import admin_execute
+from testkit.postgres import admin_execute
 from tests.unit.test_tracker_fuzz import VERSIONS, exchanges, track
 
 

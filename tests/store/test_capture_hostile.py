@@ -19,12 +19,7 @@ from proxy.capture.journal import DatabaseStore, Journal
 from proxy.capture.spill import SpillLog
 from proxy.capture.store_process import StoreProcess
 from proxy.store.db import Database, open_database
-from tests.store.capture_proxy import (
-    WAIT,
-    capture_proxy,
-    healthy_charger,
-    hostile_charger,
-)
+from testkit.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
 
 T = '"timestamp":"2026-01-01T10:00:00Z"'
 HOSTILE_201 = [  # OCPP 2.0.1: a multiplier beyond 64 bits, NUL in strings, values beyond their bounds

@@ -16,7 +16,8 @@ from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.store.db import open_database
-from tests.integration.conftest import RawCharger, Upstream, frame
+from testkit.raw_charger import RawCharger, frame
+from testkit.upstream import Upstream
 
 
 async def test_stop_sent_after_our_close_reaches_the_sessions_table(settings, tmp_path, nursery):

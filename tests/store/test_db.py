@@ -15,7 +15,7 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.store import DatabaseUnavailable, open_database
 from proxy.store.db import EMBEDDED_DATABASE, redact_dsn
 from proxy.store.migrate import load_migrations
-from tests.store.helpers import FAST_SETTINGS
+from testkit.postgres import FAST_SETTINGS
 
 ROWS = [
     (1, "CP-1", Decimal("42.370"), datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)),

@@ -15,7 +15,7 @@ import trio_asyncio
 
 from proxy.store.embedded import EmbeddedPostgres, open_embedded_postgres
 from proxy.store.errors import EmbeddedPostgresError
-from tests.store.helpers import FAST_SETTINGS, make_server_dir
+from testkit.postgres import FAST_SETTINGS, make_data_dir
 
 
 async def query(dsn: str, sql: str) -> object:
@@ -119,7 +119,7 @@ async def test_run_raises_if_the_server_dies(server_dir: Path) -> None:
 
 
 async def test_servers_in_different_directories_start_side_by_side() -> None:
-    dirs = [make_server_dir() for _ in range(3)]
+    dirs = [make_data_dir() for _ in range(3)]
     answers: list[object] = []
 
     async def one(path: Path) -> None:

@@ -10,9 +10,16 @@ import trio
 from proxy.runtime.config import DatabaseSettings
 from proxy.store import Database, MigrationError, open_database
 from proxy.store.migrate import apply_migrations, load_migrations
-from tests.store.helpers import write_migrations
 
 PACKAGED = load_migrations()
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> Path:
+    """A migrations directory holding `files` (name -> SQL)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
 
 
 def with_packaged(tmp_path: Path, files: dict[str, str]) -> Path:

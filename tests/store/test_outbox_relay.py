@@ -16,16 +16,10 @@ import trio
 from proxy.cli.outbox import outbox_command
 from proxy.forward.link import Link
 from proxy.runtime.config import Config
-from tests.integration.conftest import RawCharger, frame
-from tests.store.outbox_kit import (
-    START,
-    Csms,
-    call,
-    connect,
-    raw_credentials,
-    running_proxy,
-    wait_for,
-)
+from testkit.outbox_proxy import START, call, connect, raw_credentials, running_proxy
+from testkit.raw_charger import RawCharger, frame
+from testkit.upstream import Csms
+from testkit.waiting import eventually
 
 
 async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id(
@@ -73,7 +67,7 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             }
             assert (await call(ws, "e", "StopTransaction", stop))[0] == 3
             assert csms.calls[3][1:] == ("StopTransaction", {**stop, "transactionId": 7001})
-            await wait_for(
+            await eventually(
                 lambda: db.fetchval("SELECT count(*) FROM sessions WHERE status = 'completed'")
             )
             row = await db.fetchrow("SELECT transaction_id, energy_wh FROM sessions")
@@ -82,7 +76,7 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             # Nothing left to rewrite: once a CALL is answered the charger is back on byte forwarding,
             # though it sends nothing but CALLs, and its next CALL passes through the link.
             assert (await call(ws, "h", "Heartbeat", {}))[0] == 3
-            await wait_for(lambda: isinstance(server.links.get("CP-1"), Link))
+            await eventually(lambda: isinstance(server.links.get("CP-1"), Link))
             assert (await call(ws, "h2", "Heartbeat", {}))[0] == 3
             assert [c[1] for c in csms.calls][-2:] == ["Heartbeat", "Heartbeat"]
 
@@ -98,7 +92,7 @@ async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_
                 "idTagInfo": {"status": "Blocked"}
             }
             csms.stop()  # an outage while forwarding
-            await wait_for(lambda: server.metrics.outbox.offline._value.get() == 1)
+            await eventually(lambda: server.metrics.outbox.offline._value.get() == 1)
             # Answered by the proxy now: the authorisation cache knows BAD.
             assert (await call(ws, "a2", "Authorize", {"idTag": "BAD"}))[2] == {
                 "idTagInfo": {"status": "Blocked"}
@@ -198,7 +192,7 @@ async def test_callerrors_are_retried_then_dead_lettered_and_replay_goes_on(
             await call(ws, "hb", "Heartbeat", {})
             await csms.start(nursery)
             await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["Heartbeat"])
-            await wait_for(lambda: db.fetchval("SELECT count(*) = 1 FROM outbox_entries"))
+            await eventually(lambda: db.fetchval("SELECT count(*) = 1 FROM outbox_entries"))
             row = await db.fetchrow("SELECT action, attempts, dead_reason FROM outbox_entries")
             assert (row["action"], row["attempts"]) == ("StatusNotification", 2)
             assert row["dead_reason"] == "CALLERROR InternalError: try later"

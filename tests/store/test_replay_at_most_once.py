@@ -13,7 +13,9 @@ import io
 from proxy.cli.outbox import outbox_command
 from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
 from proxy.runtime.config import Config
-from tests.store.outbox_kit import START, Csms, call, connect, running_proxy, wait_for
+from testkit.outbox_proxy import START, call, connect, running_proxy
+from testkit.upstream import Csms
+from testkit.waiting import eventually
 
 
 async def test_a_start_whose_answer_was_never_stored_is_parked_in_doubt_with_its_transaction_never_resent(
@@ -49,14 +51,14 @@ async def test_a_start_whose_answer_was_never_stored_is_parked_in_doubt_with_its
             csms.unanswered.add("StartTransaction")  # it arrives; the answer never comes back
             await csms.start(nursery)
             await csms.wait_until(lambda: [c[1] for c in csms.calls] == ["StartTransaction"])
-            await wait_for(
+            await eventually(
                 lambda: db.fetchval("SELECT sent_at IS NOT NULL FROM outbox_entries WHERE seq = 1")
             )
         # The proxy stops here, its start unanswered (a crash would leave the same).
     csms.unanswered.clear()
     async with running_proxy(settings, csms, tmp_path) as (port, _server, db):
         async with connect(port, "CP-1") as ws:
-            await wait_for(
+            await eventually(
                 lambda: db.fetchval(
                     "SELECT count(*) = 0 FROM outbox_entries WHERE dead_reason IS NULL"
                 )

@@ -20,9 +20,10 @@ import trio
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
-from tests.integration.conftest import RawCharger, frame
-from tests.store.helpers import admin_fetch
-from tests.store.outbox_kit import Csms, raw_credentials, running_proxy
+from testkit.outbox_proxy import raw_credentials, running_proxy
+from testkit.postgres import admin_fetch
+from testkit.raw_charger import RawCharger, frame
+from testkit.upstream import Csms
 
 STATUS = {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
 

@@ -23,8 +23,10 @@ from proxy.outbox.policy import UNPROVEN
 from proxy.routing.auth import basic_header
 from proxy.runtime.config import Config, Route
 from proxy.runtime.logs import LogBudget
-from tests.integration.conftest import RawCharger
-from tests.store.outbox_kit import Csms, call, connect, running_proxy, wait_for
+from testkit.outbox_proxy import call, connect, running_proxy
+from testkit.raw_charger import RawCharger
+from testkit.upstream import Csms
+from testkit.waiting import eventually
 
 HEADER = basic_header("CP-1", "the-back-office-password").decode()
 
@@ -157,13 +159,13 @@ async def test_an_attacker_never_replaces_the_live_charger_nor_gets_anything_sto
             assert (await call(real, "h0", "Heartbeat", {}))[
                 0
             ] == 3  # forwarded: the back-office accepted it
-            await wait_for(
+            await eventually(
                 lambda: db.fetchval(
                     "SELECT count(*) FROM charger_verifiers WHERE identity = 'CP-1'"
                 )
             )
             csms.stop()  # the outage: the real charger stays, answered offline
-            await wait_for(lambda: server.metrics.outbox.offline._value.get() == 1)
+            await eventually(lambda: server.metrics.outbox.offline._value.get() == 1)
             wrong = basic_header("CP-1", "a guess").decode()
             for authorization in (None, wrong, "Bearer x", HEADER[:-2]):
                 assert (await status_of(port, "CP-1", authorization)).startswith(b"HTTP/1.1 503")
@@ -196,7 +198,7 @@ async def test_the_header_the_back_office_accepted_admits_the_charger_offline_an
             url, subprotocols=["ocpp1.6"], extra_headers=[("Authorization", HEADER)]
         ) as ws:
             await call(ws, "h0", "Heartbeat", {})
-        await wait_for(lambda: db.fetchval("SELECT count(*) FROM charger_verifiers"))
+        await eventually(lambda: db.fetchval("SELECT count(*) FROM charger_verifiers"))
         digest = await db.fetchval("SELECT digest FROM charger_verifiers")
         assert (
             HEADER.encode() not in digest and len(digest) == 32
@@ -264,7 +266,7 @@ async def test_entries_queued_without_proof_are_parked_and_replayed_only_after_a
             )
         async with connect(port, "CP-1") as ws:
             await call(ws, "h1", "Heartbeat", {})
-            await wait_for(
+            await eventually(
                 lambda: db.fetchval(
                     "SELECT count(*) = 2 FROM outbox_entries WHERE dead_reason IS NOT NULL"
                 )

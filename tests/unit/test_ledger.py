@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bench.fake_csms import ReceivedCall
-from bench.ledger import counts, exactly_once
+from testkit.fake_csms import ReceivedCall
+from testkit.ledger import counts, exactly_once
 
 PROVISIONAL = 2_000_000_001
 

@@ -1,0 +1,1 @@
+"""What every scenario measures with: process stats, targets, peers, reports and tables."""
