@@ -1,33 +1,46 @@
 """The `ere-proxy` command (also `python -m proxy`).
 
 Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `run` every role on this
-machine (the proxy workers and `ere.workers` job workers), `migrate` brings the database schema
-up to date, `quarter close|reopen|status`, `payout run|status`, `rev export` and `jobs
-list|requeue` drive the ERE accounting (see `ere/admin/accounting_cli.py`), `partners`,
-`customers`, `mandates` and `links add|list|…` manage who is paid for which charger (see
-`ere/admin/records_cli.py`), `chargers add|list|remove|
-rotate-password|reseal|generate-key` manages the charger registry in the database (see
-`registry.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold, `hash-password` prints a password hash for a `managed` route. The configuration
-file comes from `--config` or the ERE_PROXY_CONFIG environment variable; without either the
-defaults apply.
+machine (the proxy workers and `ere.workers` job workers); these three need a configuration file
+and exit with one line on stderr without one, or when another `run` or `proxy` holds the data
+directory (see `data_dir_lock.py`). `db shell|migrate` (and `migrate`) reach the database (see
+`db.py`), `sessions list|show` shows the captured sessions (see `sessions.py`), `quarter
+close|reopen|status`, `payout run|status`, `rev export` and `jobs list|requeue` drive the ERE
+accounting (see `ere/admin/accounting_cli.py`), `partners`, `customers`, `mandates` and `links
+add|list|…` manage who is paid for which charger (see `ere/admin/records_cli.py`), `chargers
+add|list|remove|rotate-password|reseal|generate-key` manages the charger registry in the
+database (see `chargers.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold,
+`hash-password` prints a password hash for a `managed` route. The configuration file comes from
+`--config` or the ERE_PROXY_CONFIG environment variable; for the other commands, without either
+the defaults apply.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
 
 from proxy.cli.chargers import add_chargers_parser, chargers_command
+from proxy.cli.data_dir_lock import DataDirInUse, hold_data_dir
+from proxy.cli.db import add_db_parsers, db_shell, run_migrate, takes_extra_arguments
 from proxy.cli.outbox import add_outbox_parser, outbox_command
+from proxy.cli.sessions import add_sessions_parser, sessions_command
 from proxy.routing.auth import hash_password
 from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.logs import setup_logging
+from proxy.store.db import describe_database
+
+log = logging.getLogger("proxy.cli")
 
 # The proxy role's processes do not import the ERE accounting modules (SEPA, XML schemas, IBAN
 # data: about 20 MB per process), so their commands are only known to the full parser.
@@ -53,12 +66,12 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
     worker.add_argument(
         "--worker-index", type=int, default=0, help="which metrics port (ere.admin_port + index)"
     )
-    migrate = sub.add_parser("migrate", help="apply pending database migrations and list them")
-    migrate.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
+    add_db_parsers(sub, common)
     add_chargers_parser(sub, common)
     add_outbox_parser(sub, common)
+    add_sessions_parser(sub, common)
     if full:
         from proxy.ere.admin.accounting_cli import add_accounting_parsers
         from proxy.ere.admin.records_cli import add_ere_admin_parsers
@@ -75,7 +88,10 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser(full=not argv or argv[0] not in _ROLE_COMMANDS).parse_args(argv)
+    parser = _parser(full=not argv or argv[0] not in _ROLE_COMMANDS)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not takes_extra_arguments(args):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "hash-password":
         password = (
             getpass.getpass("password: ")
@@ -87,71 +103,105 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(hash_password(password))
         return 0
+    if args.command in _SERVING_COMMANDS and args.config is None:
+        print(
+            f"ere-proxy: {args.command} needs a configuration file: --config FILE or "
+            "ERE_PROXY_CONFIG (examples/proxy.toml documents every setting)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"ere-proxy: {exc}", file=sys.stderr)
         return 2
-    if args.command == "migrate":
+    if args.command not in _SERVING_COMMANDS:
         setup_logging(config.log.level, None)
-        return trio.run(run_migrate, config)
-    if args.command == "chargers":
-        setup_logging(config.log.level, None)
-        return trio.run(chargers_command, config, args)
-    if args.command == "outbox":
-        setup_logging(config.log.level, None)
-        return trio.run(outbox_command, config, args)
-    if hasattr(args, "ere_group"):  # partners, customers, mandates, links
-        from proxy.ere.admin.records_cli import ere_admin_command
-
-        setup_logging(config.log.level, None)
-        return trio.run(ere_admin_command, config, args)
-    if args.command in _ACCOUNTING_COMMANDS:
-        from proxy.ere.admin.accounting_cli import accounting_command
-
-        setup_logging(config.log.level, None)
-        return trio.run(accounting_command, config, args)
-    if args.command == "worker":
+        return trio.run(_tool_command, config, args, extra)
+    with ExitStack() as held:
+        if args.command != "worker" and args.worker_index is None and uses_data_dir(config):
+            try:  # before anything is logged: a second instance gets one line
+                held.enter_context(hold_data_dir(config.database.data_dir))
+            except (DataDirInUse, OSError) as exc:
+                print(f"ere-proxy: {exc}", file=sys.stderr)
+                return 1
         setup_logging(config.log.level, args.worker_index)
+        log.info(
+            "ere-proxy starting",
+            extra={
+                "command": args.command,
+                "config": str(args.config.absolute()),
+                "data_dir": str(Path(config.database.data_dir).absolute()),
+                "database": describe_database(config.database),
+            },
+        )
+        return _run_roles(args, config)
+
+
+# Commands that serve until stopped; each needs a configuration file.
+_SERVING_COMMANDS = ("proxy", "run", "worker")
+
+
+def uses_data_dir(config: Config) -> bool:
+    """Whether the proxy role keeps state under `[database] data_dir`: the embedded server, the
+    capture's spill logs or the outbox's verifier key."""
+    embedded = config.registry.enabled and not config.database.dsn
+    return config.capture.enabled or config.outbox.enabled or embedded
+
+
+def _run_roles(args: argparse.Namespace, config: Config) -> int:
+    """One ERE worker, the proxy role in this process, or (several proxy workers, or `run` with
+    ERE workers) the supervisor of child processes; returns the exit status."""
+    if args.command == "worker":
         from proxy.ere.jobs.worker import run_worker_role
 
-        trio.run(run_worker_role, config, args.worker_index)
-        return 0
+        return _until_interrupted(run_worker_role, config, args.worker_index)
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
         config = msgspec.structs.replace(
             config, proxy=msgspec.structs.replace(config.proxy, workers=workers)
         )
-    setup_logging(config.log.level, args.worker_index)
     ere_workers = config.ere.workers if args.command == "run" else 0
     if (workers > 1 or ere_workers) and args.worker_index is None:
         from proxy.runtime.supervisor import supervise
 
-        return trio.run(supervise, args.config, workers, ere_workers)
+        return _until_interrupted(supervise, args.config, workers, ere_workers)
     from proxy.runtime.role import run_proxy_role
 
-    trio.run(run_proxy_role, args.config, config, args.worker_index or 0)
-    return 0
+    return _until_interrupted(run_proxy_role, args.config, config, args.worker_index or 0)
 
 
-async def run_migrate(config: Config) -> int:
-    """`ere-proxy migrate`: apply pending migrations, print each one applied."""
-    from proxy.store import StoreError, open_database
-    from proxy.store.migrate import apply_migrations
+def _until_interrupted(role: Callable[..., Awaitable[int | None]], *role_args: Any) -> int:
+    """Run a role to its end; its exit status (0 when it returns None), or 130 after SIGINT.
 
+    A role stops gracefully on the first SIGTERM or SIGINT. Ctrl-C in a terminal reaches the
+    supervisor and its children alike, and the supervisor passes it on: a child gets it twice,
+    and Trio raises the second as KeyboardInterrupt once the role is done. That ends the
+    process quietly instead of with a traceback.
+    """
     try:
-        async with open_database(config.database, migrate=False) as db:
-            async with db.connection() as conn:
-                applied = await apply_migrations(conn)
-                version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-    except StoreError as exc:
-        print(f"ere-proxy: {exc}", file=sys.stderr)
-        return 1
-    for migration in applied:
-        print(f"applied {migration.label}")
-    print(
-        f"schema is at version {version}"
-        if applied
-        else f"schema is up to date (version {version})"
-    )
-    return 0
+        return trio.run(role, *role_args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _tool_command(config: Config, args: argparse.Namespace, extra: list[str]) -> int:
+    """The commands that do one thing and exit; returns the exit status."""
+    if args.command == "migrate" or (args.command == "db" and args.action == "migrate"):
+        return await run_migrate(config)
+    if args.command == "db":
+        return await db_shell(config, extra)
+    if args.command == "sessions":
+        return await sessions_command(config, args)
+    if args.command == "chargers":
+        return await chargers_command(config, args)
+    if args.command == "outbox":
+        return await outbox_command(config, args)
+    if hasattr(args, "ere_group"):  # partners, customers, mandates, links
+        from proxy.ere.admin.records_cli import ere_admin_command
+
+        return await ere_admin_command(config, args)
+    from proxy.ere.admin.accounting_cli import accounting_command
+
+    assert args.command in _ACCOUNTING_COMMANDS
+    return await accounting_command(config, args)

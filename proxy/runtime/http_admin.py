@@ -91,3 +91,9 @@ class AdminServer:
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started` gets the bound listeners."""
         await trio.serve_tcp(self.handle, port, host=host, task_status=task_status)
+
+
+def metrics_url(host: str, listeners: list[trio.SocketListener]) -> str:
+    """The /metrics URL of an admin endpoint that `serve` started (port 0 picks a free port)."""
+    port = listeners[0].socket.getsockname()[1]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"

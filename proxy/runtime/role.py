@@ -28,7 +28,12 @@ from proxy.capture.journal import Journal
 from proxy.capture.orphans import close_orphans_periodically
 from proxy.capture.spill import SpillLog
 from proxy.capture.store_process import StoreProcess
-from proxy.forward.listener import open_listener, reload_certificates, server_tls_context
+from proxy.forward.listener import (
+    listening_port,
+    open_listener,
+    reload_certificates,
+    server_tls_context,
+)
 from proxy.forward.server import ProxyServer
 from proxy.outbox.store import OutboxStore
 from proxy.routing.auth import CredentialVerifier
@@ -37,7 +42,7 @@ from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, key_id
 from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, ConfigError, load_config
-from proxy.runtime.http_admin import AdminServer
+from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from proxy.store.db import DATABASE_ERRORS, Database, open_database
 
@@ -166,9 +171,14 @@ async def _serve(
             if config.proxy.gc_freeze_interval:
                 nursery.start_soon(freeze_long_lived, config.proxy.gc_freeze_interval)
             admin_port = config.admin.port + worker if config.admin.port else 0
-            await nursery.start(admin.serve, config.admin.host, admin_port)
+            admin_listeners = await nursery.start(admin.serve, config.admin.host, admin_port)
             log.info(
-                "proxy listening", extra={"host": config.proxy.host, "port": config.proxy.port}
+                "proxy listening",
+                extra={
+                    "host": config.proxy.host,
+                    "port": listening_port(listener),
+                    "metrics": metrics_url(config.admin.host, admin_listeners),
+                },
             )
             task_status.started(server)
             async for signum in signals:

@@ -5,6 +5,10 @@ The supervisor starts `proxy_workers` proxy children on one port (`ere-proxy pro
 --worker-index i`), passes SIGHUP and SIGTERM/SIGINT on to them, and restarts a child that dies
 on its own (after a second). It returns once every child has exited after a shutdown, or with
 status 1 when a child keeps failing to start.
+
+Each child runs in a session of its own, so a signal sent to the supervisor's process group (Ctrl-C
+in a terminal) reaches the children once, passed on by the supervisor: a second one would make an
+ERE worker abandon its job, and a proxy worker end with a traceback after its graceful stop.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
         while not stopping:
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
-                command(role, index), stdin=subprocess.DEVNULL
+                command(role, index), stdin=subprocess.DEVNULL, start_new_session=True
             )
             processes[role, index] = process
             if stopping:  # the shutdown signal came while this worker was being started

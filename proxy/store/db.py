@@ -34,7 +34,7 @@ import trio_asyncio
 
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.connection import CLEANUP_TIMEOUT, Connection
-from proxy.store.embedded import EmbeddedPostgres
+from proxy.store.embedded import SUPERUSER, EmbeddedPostgres
 from proxy.store.errors import DatabaseUnavailable, StoreError
 from proxy.store.migrate import Migration, apply_migrations
 
@@ -235,6 +235,15 @@ async def _ensure_embedded_database(server: EmbeddedPostgres, settings: Database
         finally:
             with trio.CancelScope(shield=True):
                 await aio(pool.close, loop=loop)()
+
+
+def describe_database(settings: DatabaseSettings) -> str:
+    """Which database these settings open, for logs: the DSN without its password, or where the
+    embedded server lives."""
+    if settings.dsn:
+        return redact_dsn(settings.dsn)
+    pgdata = Path(settings.data_dir).absolute() / "postgres"
+    return f"embedded PostgreSQL in {pgdata} (database {EMBEDDED_DATABASE}, user {SUPERUSER})"
 
 
 def redact_dsn(dsn: str) -> str:

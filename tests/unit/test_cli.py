@@ -10,6 +10,8 @@ import pytest
 
 from proxy.cli.main import main
 from proxy.routing.auth import verify_password
+from proxy.runtime.config import DatabaseSettings
+from proxy.store.db import describe_database
 
 
 def test_hash_password_reads_one_line_of_stdin_and_prints_a_verifiable_hash(capsys, monkeypatch):
@@ -57,3 +59,8 @@ def test_a_proxy_process_does_not_load_the_accounting_modules(tmp_path):
     ).stdout
     assert loaded.strip() == "[]"
     assert main(["quarter", "status", "--config", str(path)]) == 2  # known to the full parser
+
+
+def test_the_start_up_log_names_a_configured_database_without_its_password():
+    settings = DatabaseSettings(dsn="postgresql://ere:s3cret@db.example.com:5432/ere")
+    assert describe_database(settings) == "postgresql://ere:***@db.example.com:5432/ere"

@@ -37,7 +37,7 @@ from proxy.ere.jobs.closing import close_shard, start_close
 from proxy.ere.jobs.payouts import run_payout, send_statements
 from proxy.ere.jobs.queue import Handler, Job, run_one
 from proxy.runtime.config import Config
-from proxy.runtime.http_admin import AdminServer
+from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -157,9 +157,11 @@ async def run_worker_role(
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 if settings.admin_port:
-                    await nursery.start(
+                    listeners = await nursery.start(
                         admin.serve, settings.admin_host, settings.admin_port + index
                     )
+                    metrics_at = metrics_url(settings.admin_host, listeners)
+                    log.info("worker serving metrics", extra={"metrics": metrics_at})
                 nursery.start_soon(_stop_on_signal, signals, stopping, nursery.cancel_scope)
                 task_status.started()
                 await _work(db, jobs, metrics, stopping, config)
