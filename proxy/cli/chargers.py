@@ -1,6 +1,9 @@
 """`ere-proxy chargers add|list|remove|rotate-password|reseal|generate-key`: the charger registry.
 
-The one-time credential output here is the only place a secret is ever printed.
+The one-time credential output here is the only place a secret is ever printed. `list` shows the
+routes of the configuration file's `[chargers]` too, each with its source (a registry entry wins
+over a file route of the same identity, and `add` warns of one); a charger's OCPP URL is shown
+only when `[registry] public_url` is set or the proxy listens on an address chargers can reach.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, TextIO, cast
 
 import msgspec
 
+from proxy.cli.tables import print_table
 from proxy.routing.auth import hash_password
 from proxy.routing.registry.errors import RegistryError, SecretKeyError
 from proxy.routing.registry.records import (
@@ -111,6 +115,12 @@ def _read_upstream_password(args: argparse.Namespace, stdin: TextIO) -> str | No
     return None
 
 
+NO_PUBLIC_URL = (
+    "[registry] public_url is not set and [proxy] host is local: set public_url to the address "
+    "chargers reach the proxy at (e.g. wss://proxy.example.com/ocpp) to be shown their URL"
+)
+
+
 def _credentials(config: Config, identity: str, auth: str, password: str | None) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "identity": identity,
@@ -125,36 +135,90 @@ def _credentials(config: Config, identity: str, auth: str, password: str | None)
 def _print_credentials(
     shown: dict[str, Any], as_json: bool, stdout: TextIO, stderr: TextIO
 ) -> None:
+    if shown["ocpp_url"] is None:
+        print(f"ere-proxy: {NO_PUBLIC_URL}", file=stderr)
     if as_json:
         print(json.dumps(shown), file=stdout)
     else:
         for key in ("identity", "ocpp_url", "auth", "username", "password"):
             if key in shown:
-                print(f"{key + ':':<10}{shown[key]}", file=stdout)
+                value = (
+                    shown[key] if shown[key] is not None else "(unknown: see [registry] public_url)"
+                )
+                print(f"{key + ':':<10}{value}", file=stdout)
     if "password" in shown:
         print("The password is shown only this once; configure it on the charger now.", file=stderr)
 
 
-def _print_table(chargers: list[Charger], stdout: TextIO) -> None:
-    header = ("IDENTITY", "AUTH", "ENABLED", "UPSTREAM", "UPSTREAM USER", "SECRET", "UPDATED")
-    rows = [
-        (
-            c.identity,
-            c.auth,
-            "yes" if c.enabled else "no",
-            c.upstream,
-            c.upstream_username or "-",
-            "sealed" if c.has_upstream_secret else "-",
-            c.updated_at.strftime("%Y-%m-%d %H:%M:%S%z"),
-        )
-        for c in chargers
+def _listing(config: Config, registered: list[Charger]) -> list[dict[str, Any]]:
+    """Registry entries and file routes, by identity; `in_effect` is false for a route the
+    proxy does not use (a file route a registry entry overrides, or every registry entry when
+    the registry is off)."""
+    names = {c.identity for c in registered}
+    entries = [
+        c.summary()
+        | {"source": "registry", "in_effect": config.registry.enabled}
+        | {"ocpp_url": ocpp_url(config, c.identity)}
+        for c in registered
     ]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip(),
-            file=stdout,
+    for identity, route in config.chargers.items():
+        entries.append(
+            {
+                "identity": identity,
+                "upstream": route.upstream,
+                "auth": route.auth,
+                "upstream_username": route.upstream_username,
+                "upstream_secret": route.upstream_password is not None,
+                "ca_bundle": route.ca_bundle,
+                "enabled": True,
+                "source": "config",
+                "in_effect": not (config.registry.enabled and identity in names),
+                "ocpp_url": ocpp_url(config, identity),
+            }
         )
+    return sorted(entries, key=lambda e: (e["identity"], e["source"] != "registry"))
+
+
+def _print_listing(config: Config, entries: list[dict[str, Any]], stdout: TextIO) -> None:
+    header = (
+        "IDENTITY",
+        "SOURCE",
+        "AUTH",
+        "ENABLED",
+        "UPSTREAM",
+        "UPSTREAM USER",
+        "SECRET",
+        "UPDATED (UTC)",
+    )
+    rows = []
+    for e in entries:
+        source, secret = e["source"], None
+        if not e["in_effect"]:
+            source += " (registry wins)" if source == "config" else " (off in config)"
+        if e["upstream_secret"]:
+            secret = "sealed" if e["source"] == "registry" else "in config"
+        enabled = "yes" if e["enabled"] else "no"
+        rows.append(
+            (
+                e["identity"],
+                source,
+                e["auth"],
+                enabled,
+                e["upstream"],
+                e["upstream_username"],
+                secret,
+                _time(e),
+            )
+        )
+    print_table(header, rows, stdout)
+    default = config.default_route
+    other = f"go to {default.upstream} ([default_route])" if default else "are refused (404)"
+    print(f"other identities {other}", file=stdout)
+
+
+def _time(entry: dict[str, Any]) -> str | None:
+    updated = entry.get("updated_at")  # ISO 8601 in UTC; file routes have none
+    return updated[:19].replace("T", " ") if updated else None
 
 
 async def chargers_command(
@@ -211,15 +275,18 @@ async def chargers_command(
                 )
                 shown = _credentials(config, charger.identity, charger.auth, password)
                 _print_credentials(shown, args.json, stdout, stderr)
+                if charger.identity in config.chargers:
+                    print(
+                        f'ere-proxy: warning: the configuration file routes [chargers."{charger.identity}"] '
+                        "too; the registry entry wins (remove the file's to avoid confusion)",
+                        file=stderr,
+                    )
             elif args.action == "list":
-                chargers = await list_chargers(db)
+                entries = _listing(config, await list_chargers(db))
                 if args.json:
-                    entries = [
-                        c.summary() | {"ocpp_url": ocpp_url(config, c.identity)} for c in chargers
-                    ]
                     print(json.dumps(entries, indent=2), file=stdout)
                 else:
-                    _print_table(chargers, stdout)
+                    _print_listing(config, entries, stdout)
             elif args.action == "remove":
                 await remove_charger(db, args.identity)
                 print(f"removed charger {args.identity}", file=stdout)

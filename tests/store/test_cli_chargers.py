@@ -234,3 +234,81 @@ async def test_generate_key_and_reseal(
     async with open_database(settings) as db:
         charger = await get_charger(db, "CP-1")
     assert charger is not None and charger.route(KeyRing.parse(new_key)).upstream_password == SECRET
+
+
+FILE_ROUTES = (
+    '\n[chargers."CP-FILE"]\nupstream = "ws://file.example.com/ocpp"\n'
+    '\n[chargers."CP-BOTH"]\nupstream = "ws://file.example.com/ocpp"\n'
+    'auth = "managed"\npassword_hash = "$scrypt$n=2,r=8,p=1$c2FsdA$aGFzaA"\n'
+    'upstream_password = "from-the-file"\n'
+)
+
+
+async def test_list_shows_the_file_routes_too_with_their_source(run: Cli) -> None:
+    with run.config.open("a") as config:
+        config.write(FILE_ROUTES)
+    await run("add", "CP-BOTH", "--upstream", "ws://registry.example.com/ocpp")
+    await run("add", "CP-REG", "--upstream", "ws://registry.example.com/ocpp")
+
+    code, out, _ = await run("list", "--json")
+    listed = json.loads(out)
+    assert code == 0
+    assert [(c["identity"], c["source"], c["in_effect"]) for c in listed] == [
+        ("CP-BOTH", "registry", True),
+        ("CP-BOTH", "config", False),  # the registry entry wins
+        ("CP-FILE", "config", True),
+        ("CP-REG", "registry", True),
+    ]
+    assert listed[2]["ocpp_url"] == "wss://proxy.example.com/ocpp/CP-FILE"
+    assert "from-the-file" not in out and "scrypt" not in out
+
+    code, out, _ = await run("list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["IDENTITY", "SOURCE", "AUTH"]
+    assert [line.split()[0] for line in lines[1:5]] == ["CP-BOTH", "CP-BOTH", "CP-FILE", "CP-REG"]
+    sources = [line[lines[0].index("SOURCE") :].split("  ")[0] for line in lines[1:5]]
+    assert sources == ["registry", "config (registry wins)", "config", "registry"]
+    assert "in config" in lines[2]  # the file's route carries an upstream secret
+    assert lines[-1] == "other identities are refused (404)"
+
+    with run.config.open("a") as config:
+        config.write('\n[default_route]\nupstream = "ws://any.example.com/ocpp"\n')
+    _code, out, _ = await run("list")
+    assert (
+        out.splitlines()[-1] == "other identities go to ws://any.example.com/ocpp ([default_route])"
+    )
+
+
+async def test_adding_a_charger_the_file_also_routes_warns_that_the_registry_wins(
+    run: Cli,
+) -> None:
+    with run.config.open("a") as config:
+        config.write(FILE_ROUTES)
+    code, _out, err = await run("add", "CP-FILE", "--upstream", "ws://registry.example.com/ocpp")
+    assert code == 0
+    assert '[chargers."CP-FILE"] too; the registry entry wins' in err
+    code, _out, err = await run("add", "CP-NEW", "--upstream", "ws://registry.example.com/ocpp")
+    assert code == 0 and err == ""
+
+
+async def test_without_public_url_no_localhost_url_is_given_to_a_charger(
+    run: Cli, database_dsn: str
+) -> None:
+    run.config.write_text(f'[database]\ndsn = "{database_dsn}"\n')  # [proxy] host: 127.0.0.1
+    code, out, err = await run("add", "CP-1", "--upstream", "ws://a.example.com", "--managed")
+    assert code == 0
+    assert fields(out)["ocpp_url"] == "(unknown: see [registry] public_url)"
+    assert "ere-proxy: [registry] public_url is not set" in err
+    assert "127.0.0.1" not in out + err and "localhost" not in out
+    code, out, err = await run("add", "CP-2", "--upstream", "ws://a.example.com", "--json")
+    assert code == 0 and json.loads(out)["ocpp_url"] is None and "public_url is not set" in err
+    _code, out, _ = await run("list", "--json")
+    assert [c["ocpp_url"] for c in json.loads(out)] == [None, None]
+
+    # a proxy that listens on an address chargers can reach: its URL is derived from it
+    run.config.write_text(
+        f'[database]\ndsn = "{database_dsn}"\n[proxy]\nhost = "192.0.2.7"\nport = 8080\n'
+    )
+    code, out, err = await run("rotate-password", "CP-1")
+    assert code == 0 and fields(out)["ocpp_url"] == "ws://192.0.2.7:8080/ocpp/CP-1"
+    assert "public_url" not in err

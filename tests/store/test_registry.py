@@ -31,7 +31,7 @@ from proxy.routing.registry.records import (
 )
 from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, generate_key
-from proxy.runtime.config import Config, DatabaseSettings, RegistrySettings, Route
+from proxy.runtime.config import Config, DatabaseSettings, ProxySettings, RegistrySettings, Route
 from proxy.store.db import open_database
 from proxy.store.embedded import install_dir
 
@@ -67,7 +67,9 @@ def test_invalid_identities_are_refused(identity: str) -> None:
 def test_valid_identities_and_their_ocpp_url() -> None:
     assert validate_identity("x" * 48) == "x" * 48
     assert ocpp_url(config(), "CP 1/ü") == "wss://proxy.example.com/ocpp/CP%201%2F%C3%BC"
-    assert ocpp_url(Config(), "CP-1") == "ws://127.0.0.1:9000/ocpp/CP-1"
+    assert ocpp_url(Config(), "CP-1") is None  # 127.0.0.1: no URL a charger could use
+    reachable = Config(proxy=ProxySettings(host="192.0.2.7", port=9000))
+    assert ocpp_url(reachable, "CP-1") == "ws://192.0.2.7:9000/ocpp/CP-1"
 
 
 def test_generated_passwords_are_long_and_distinct() -> None:

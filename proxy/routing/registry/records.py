@@ -7,6 +7,7 @@ the server uses. `ocpp_url` is the URL a charger is given.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -206,19 +207,32 @@ async def reseal_secrets(conn: Connection, keys: KeyRing) -> int:
     return changed
 
 
-def public_base_url(config: Config) -> str:
-    """The base URL chargers are given: `[registry] public_url`, else derived from `[proxy]`."""
+def public_base_url(config: Config) -> str | None:
+    """The base URL chargers are given: `[registry] public_url`, else derived from `[proxy]`.
+
+    None when `public_url` is unset and the proxy listens on a loopback or wildcard address:
+    the derived URL would name localhost, which no charger can reach.
+    """
     if config.registry.public_url:
         return config.registry.public_url.rstrip("/")
-    scheme = "wss" if config.proxy.tls_cert else "ws"
     host = config.proxy.host
-    if host in ("", "0.0.0.0", "::"):
-        host = "localhost"
+    if host in ("", "0.0.0.0", "::", "localhost") or _is_loopback(host):
+        return None
+    scheme = "wss" if config.proxy.tls_cert else "ws"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{config.proxy.port}{config.proxy.path_prefix.rstrip('/')}"
 
 
-def ocpp_url(config: Config, identity: str) -> str:
-    """The URL a charger is configured with: the base URL and its percent-encoded identity."""
-    return f"{public_base_url(config)}/{quote(identity, safe='')}"
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def ocpp_url(config: Config, identity: str) -> str | None:
+    """The URL a charger is configured with (the base URL and its percent-encoded identity), or
+    None when there is no usable base URL (see `public_base_url`)."""
+    base = public_base_url(config)
+    return None if base is None else f"{base}/{quote(identity, safe='')}"
