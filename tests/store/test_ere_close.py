@@ -6,6 +6,8 @@ Figures are computed by hand (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.33269
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+import trio
 import xmlschema
 
 from proxy.ere.core.ean import check_digit
@@ -399,3 +402,25 @@ async def test_quarter_status_shows_every_quarter_or_the_one_asked_for(settings,
     assert await status("2025Q1") == (0, "(none)\n", "")  # never closed
     code, out, err = await status("2026Q5")
     assert code == 2 and "2026Q5" in err and out == ""
+
+
+async def test_quarter_status_takes_a_quarter_on_the_command_line(database_dsn, tmp_path):
+    """As an operator types it, in a process of its own (the quarter was once refused as an
+    unrecognized argument)."""
+    path = tmp_path / "proxy.toml"
+    path.write_text(f'[database]\ndsn = "{database_dsn}"\n')
+
+    async def quarter_status(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "proxy", "quarter", "status", *argv, "--config", str(path)]
+        return await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False
+        )
+
+    result = await quarter_status("2026Q3")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"(none)\n", b"")
+    result = await quarter_status("2026Q3", "--json")
+    assert (result.returncode, result.stdout) == (0, b"[]\n")
+    result = await quarter_status("2026Q5")
+    assert (
+        result.returncode == 2 and b"2026Q5" in result.stderr and b"Traceback" not in result.stderr
+    )
