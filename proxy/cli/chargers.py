@@ -18,7 +18,7 @@ from typing import Any, TextIO, cast
 import msgspec
 
 from proxy.cli.tables import print_table
-from proxy.routing.auth import hash_password
+from proxy.routing.auth import hash_generated_password
 from proxy.routing.registry.errors import RegistryError, SecretKeyError
 from proxy.routing.registry.records import (
     Charger,
@@ -254,7 +254,7 @@ async def chargers_command(
             route = Route(
                 upstream=args.upstream,
                 auth="managed" if args.managed else "passthrough",
-                password_hash=hash_password(password) if password is not None else None,
+                password_hash=hash_generated_password(password) if password is not None else None,
                 upstream_username=args.upstream_username,
                 upstream_password=upstream_password,
                 ca_bundle=args.ca_bundle,
@@ -292,7 +292,7 @@ async def chargers_command(
                 print(f"removed charger {args.identity}", file=stdout)
             elif args.action == "rotate-password":
                 password = generate_password()
-                await set_password_hash(db, args.identity, hash_password(password))
+                await set_password_hash(db, args.identity, hash_generated_password(password))
                 _print_credentials(
                     _credentials(config, args.identity, "managed", password),
                     args.json,

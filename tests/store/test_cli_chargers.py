@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from proxy.cli import main as cli
-from proxy.routing.auth import verify_password
+from proxy.routing.auth import is_fast_hash, verify_password
 from proxy.routing.registry.records import get_charger
 from proxy.routing.registry.sealing import KeyRing, generate_key
 from proxy.runtime.config import DatabaseSettings
@@ -88,7 +88,9 @@ async def test_add_managed_prints_url_and_credentials_once(
     assert shown["username"] == "CP 1" and shown["auth"] == "managed"
     assert len(shown["password"]) == 32
     assert "shown only this once" in err and SECRET not in out + err
-    assert verify_password(shown["password"], await stored_hash(settings, "CP 1"))
+    stored = await stored_hash(settings, "CP 1")
+    assert verify_password(shown["password"], stored)
+    assert is_fast_hash(stored)  # a generated password: checked at once, never behind a flood
     async with open_database(settings) as db:
         charger = await get_charger(db, "CP 1")
     assert charger is not None and charger.route(KeyRing.parse(KEY)).upstream_password == SECRET
@@ -150,6 +152,7 @@ async def test_rotate_password_invalidates_the_old_one(
     assert new != old
     stored = await stored_hash(settings, "CP-1")
     assert verify_password(new, stored) and not verify_password(old, stored)
+    assert is_fast_hash(stored)
     code, out, _ = await run("rotate-password", "CP-1", "--json")
     assert code == 0 and verify_password(
         json.loads(out)["password"], await stored_hash(settings, "CP-1")
