@@ -217,21 +217,35 @@ async def _create_pool(
         delay = min(delay * 2, 1.0)
 
 
+# Session advisory lock taken on the embedded server while its application database is made:
+# processes starting together (a supervisor's workers) would otherwise both try, and the server
+# would log the loser's duplicate-key ERROR although nothing went wrong.
+_CREATE_DATABASE_LOCK = 0x6572655F70726F78  # "ere_prox"
+
+
 async def _ensure_embedded_database(server: EmbeddedPostgres, settings: DatabaseSettings) -> None:
-    """Create the application database on the embedded server on first start."""
+    """Create the application database on the embedded server on first start.
+
+    One process at a time looks and creates (under an advisory lock), so the first start logs no
+    error however many processes start together.
+    """
     async with trio_asyncio.open_loop() as loop:
         pool = await _create_pool(
             loop, server.dsn(), 1, settings.connect_timeout, settings.query_timeout
         )
         aio = trio_asyncio.aio_as_trio
         try:
-            query = "SELECT 1 FROM pg_database WHERE datname = $1"
-            exists = await aio(pool.fetchval, loop=loop)(query, EMBEDDED_DATABASE)
-            if not exists:
-                try:
-                    await aio(pool.execute, loop=loop)(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-                except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                    pass  # another process created it at the same moment
+            conn = await aio(pool.acquire, loop=loop)()  # the lock belongs to this session
+            try:
+                execute, fetchval = aio(conn.execute, loop=loop), aio(conn.fetchval, loop=loop)
+                await execute("SELECT pg_advisory_lock($1)", _CREATE_DATABASE_LOCK)
+                query = "SELECT 1 FROM pg_database WHERE datname = $1"
+                if not await fetchval(query, EMBEDDED_DATABASE):
+                    await execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+                await execute("SELECT pg_advisory_unlock($1)", _CREATE_DATABASE_LOCK)
+            finally:
+                with trio.CancelScope(shield=True):  # (a release also drops a lock still held)
+                    await aio(pool.release, loop=loop)(conn)
         finally:
             with trio.CancelScope(shield=True):
                 await aio(pool.close, loop=loop)()

@@ -67,3 +67,24 @@ async def test_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
     result = await migrate(config)
     assert result.returncode == 1
     assert "cannot connect to postgresql://u:***@127.0.0.1:1/x" in result.stderr.decode()
+
+
+async def test_processes_starting_a_fresh_embedded_server_together_log_no_error(
+    server_dir: Path, tmp_path: Path
+) -> None:
+    """The first start of `run` (its proxy and ERE workers at once) creates the database once,
+    with nothing alarming in the server's log."""
+    data_dir = server_dir / "data"
+    config = write_config(tmp_path / "proxy.toml", data_dir=str(data_dir))
+    results: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def run() -> None:
+        results.append(await migrate(config))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(run)
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr for r in results]
+    assert [r.stderr for r in results] == [b""] * 4
+    server_log = (data_dir / "postgres.log").read_text()
+    assert "ERROR" not in server_log and "already exists" not in server_log, server_log
