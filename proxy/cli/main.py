@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in _SERVING_COMMANDS:
         setup_logging(config.log.level, None)
         return trio.run(_tool_command, config, args, extra)
+    if args.worker_index is not None:
+        from proxy.runtime.supervisor import end_with_supervisor
+
+        end_with_supervisor()
     with ExitStack() as held:
         if args.command != "worker" and args.worker_index is None and uses_data_dir(config):
             try:  # before anything is logged: a second instance gets one line

@@ -9,20 +9,27 @@ status 1 when a child keeps failing to start.
 Each child runs in a session of its own, so a signal sent to the supervisor's process group (Ctrl-C
 in a terminal) reaches the children once, passed on by the supervisor: a second one would make an
 ERE worker abandon its job, and a proxy worker end with a traceback after its graceful stop.
+Each child also holds the reading end of a pipe whose writing end only the supervisor has: when
+the supervisor dies, however it dies (SIGKILL, the OOM killer), the pipe reads end-of-file and
+the child stops gracefully (`end_with_supervisor`), so no worker is left behind serving the port,
+with its old configuration, beside the next instance's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import trio
 
 log = logging.getLogger("proxy.supervisor")
 
+_LIFELINE = "ERE_PROXY_LIFELINE"  # set for the children: the pipe that ends with the supervisor
 _RESTART_DELAY = 1.0
 _QUICK_EXIT = 5.0  # a worker that exits sooner than this after starting failed to start
 _MAX_QUICK_FAILURES = 5
@@ -37,6 +44,8 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
     stopping = False
     failed = False
     processes: dict[tuple[str, int], trio.Process] = {}
+    # The children's lifeline: its writing end never leaves this process (pipes are not inherited).
+    lifeline, lifeline_end = os.pipe()
 
     def command(role: str, index: int) -> list[str]:
         argv = [sys.executable, "-m", "proxy", role, "--worker-index", str(index)]
@@ -57,7 +66,11 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
         while not stopping:
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
-                command(role, index), stdin=subprocess.DEVNULL, start_new_session=True
+                command(role, index),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, _LIFELINE: str(lifeline)},
+                pass_fds=(lifeline,),
             )
             processes[role, index] = process
             if stopping:  # the shutdown signal came while this worker was being started
@@ -81,15 +94,38 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
                 return
             await trio.sleep(_RESTART_DELAY)
 
-    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            with trio.CancelScope() as listening:
-                for role, count in (("proxy", proxy_workers), ("worker", ere_workers)):
-                    for index in range(count):
-                        nursery.start_soon(keep_running, role, index, listening)
-                async for signum in signals:
-                    signal_all(signum)
-                    if signum != signal.SIGHUP:
-                        stopping = True
-                        break
+    try:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as listening:
+                    for role, count in (("proxy", proxy_workers), ("worker", ere_workers)):
+                        for index in range(count):
+                            nursery.start_soon(keep_running, role, index, listening)
+                    async for signum in signals:
+                        signal_all(signum)
+                        if signum != signal.SIGHUP:
+                            stopping = True
+                            break
+    finally:
+        os.close(lifeline)
+        os.close(lifeline_end)
     return 1 if failed else 0
+
+
+def end_with_supervisor() -> None:
+    """In a child the supervisor started: SIGTERM to itself (a graceful stop) once the supervisor
+    is gone, told by end-of-file on the lifeline, watched by a daemon thread. Outside a
+    supervisor, nothing happens."""
+    lifeline = os.environ.pop(_LIFELINE, None)
+    if lifeline is None:
+        return
+
+    def watch(fd: int) -> None:
+        try:
+            while os.read(fd, 1):  # nothing is ever written: only end-of-file comes
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, args=(int(lifeline),), name="lifeline", daemon=True).start()

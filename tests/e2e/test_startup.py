@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,60 @@ def test_ctrl_c_stops_every_worker_without_a_traceback(tmp_path: Path) -> None:
     assert status == 0, output
     assert log_problems(output) == [], output
     assert len(records(output, "proxy stopped")) == 2
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is alive (a zombie waiting for its new parent to reap it is not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) ends the supervisor without a word to its workers; they see
+    their lifeline end and stop gracefully, rather than serve the port on with an old config."""
+    admin_port, port, upstream_port = free_port(consecutive=2), free_port(), free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(CONFIG.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    stderr_path = tmp_path / "proxy.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--workers", "2", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    workers: list[int] = []
+    try:
+        for worker in range(2):
+            wait_ready(ProxyProcess(port, admin_port + worker, upstream_port, process, stderr_path))
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if running(pid)]
+    finally:
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert len(records(stderr_path.read_text(), "proxy stopped")) == 2
