@@ -7,8 +7,11 @@ must exit 0 and log no error and no traceback.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,6 +137,49 @@ def log_problems(stderr: str) -> list[str]:
         ):
             problems.append(line)
     return problems
+
+
+def metric(proxy: ProxyProcess, name: str) -> float:
+    """The value of the unlabelled series `name` on the admin /metrics."""
+    status, body = proxy.admin_get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def upgrade_status(proxy: ProxyProcess, identity: str, extra_headers: str = "") -> bytes:
+    """The status line the proxy answers a WebSocket upgrade for `identity` with."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /ocpp/{identity} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n".encode()
+        )
+        return sock.recv(4096).split(b"\r\n")[0]
+
+
+def start_capture_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
+    """A proxy with session capture on into `dsn` (its spill log under `data_dir / "proxy"`), ready;
+    the caller stops it. Its stderr goes to a new file in `directory` each time."""
+    port, admin_port, upstream_port = free_port(), free_port(), free_port()
+    config = directory / "proxy.toml"
+    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
+    config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
+    wait_ready(proxy)
+    return proxy
 
 
 @contextmanager

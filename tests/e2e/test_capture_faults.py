@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import pytest
-import trio
 from ocpp.v16 import call as call16
 
 from testkit.ocpp_peers import TIMEOUT, Charger16, CsmsServer, open_charger, timestamp
-from testkit.ports import free_port
-from testkit.postgres import ServerThread, admin_execute, make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
+from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.proxy_process import ProxyProcess, log_problems, metric, start_capture_proxy
+from testkit.waiting import wait_until
 
 CHARGERS = 12
 READINGS = 6  # per session: half before the outage, half during it
@@ -35,47 +31,6 @@ def data_dir() -> Iterator[Path]:
     path = make_data_dir("ere-faults-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def start_database(data_dir: Path) -> ServerThread:
-    return ServerThread(data_dir / "db").open()  # durable: fsync on
-
-
-def start_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
-    port, admin_port, upstream_port = free_port(), free_port(), free_port()
-    config = directory / "proxy.toml"
-    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
-    text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
-    config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
-    stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    wait_ready(proxy)
-    return proxy
-
-
-def metric(proxy: ProxyProcess, name: str) -> float:
-    status, body = proxy.admin_get("/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
-
-
-def wait_for(check, what: str) -> None:
-    """Poll a condition another process brings about (bounded)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 async def run_session(
@@ -153,22 +108,19 @@ def all_stored(dsn: str) -> bool:
     return sessions == expected_sessions() and samples == CHARGERS * READINGS
 
 
-def create_database(server: ServerThread) -> str:
-    trio.run(admin_execute, server.server, "CREATE DATABASE ere_proxy")
-    return server.server.dsn("ere_proxy")
-
-
 def test_database_killed_mid_run_loses_and_doubles_nothing(tmp_path: Path, data_dir: Path) -> None:
     database = start_database(data_dir)
     dsn = create_database(database)
-    proxy = start_proxy(tmp_path, data_dir, dsn)
+    proxy = start_capture_proxy(tmp_path, data_dir, dsn)
     try:
         asyncio.run(traffic(proxy, database.crash))
-        wait_for(
-            lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0, "events to be spilled"
+        wait_until(
+            lambda: metric(proxy, "ere_proxy_journal_spilled_total") > 0,
+            "events to be spilled",
+            TIMEOUT,
         )
         database = start_database(data_dir)  # the same cluster comes back
-        wait_for(lambda: all_stored(dsn), "every session and sample in the database")
+        wait_until(lambda: all_stored(dsn), "every session and sample in the database", TIMEOUT)
         _sessions, samples, duplicates = asyncio.run(stored(dsn))
         assert (samples, duplicates) == (CHARGERS * READINGS, 0)
         assert metric(proxy, "ere_proxy_journal_lost_total") == 0
@@ -189,21 +141,22 @@ def test_proxy_killed_with_events_in_the_spill_log_replays_them_after_restart(
 ) -> None:
     database = start_database(data_dir)
     dsn = create_database(database)
-    proxy = start_proxy(tmp_path, data_dir, dsn)
+    proxy = start_capture_proxy(tmp_path, data_dir, dsn)
     try:
         asyncio.run(traffic(proxy, database.crash))
-        wait_for(
+        wait_until(
             lambda: (
                 metric(proxy, "ere_proxy_journal_spill_bytes") > 0
                 and metric(proxy, "ere_proxy_journal_spill_unflushed") == 0
             ),
             "the spill log to be synced",
+            TIMEOUT,
         )
         proxy.process.kill()  # SIGKILL while the events sit in the spill log
         proxy.process.wait()
         database = start_database(data_dir)
-        proxy = start_proxy(tmp_path, data_dir, dsn)
-        wait_for(lambda: all_stored(dsn), "the spilled events replayed after the restart")
+        proxy = start_capture_proxy(tmp_path, data_dir, dsn)
+        wait_until(lambda: all_stored(dsn), "the spilled events replayed", TIMEOUT)
         assert asyncio.run(stored(dsn))[2] == 0
     finally:
         if proxy.process.poll() is None:

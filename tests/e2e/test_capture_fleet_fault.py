@@ -17,16 +17,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from testkit.postgres import make_data_dir
-from testkit.proxy_process import REPO, ProxyProcess, log_problems
-from tests.e2e.test_capture_faults import create_database, metric, start_database, start_proxy
+from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.proxy_process import REPO, ProxyProcess, log_problems, metric, start_capture_proxy
+from testkit.waiting import wait_until
 
 CHARGERS = 200
 SESSIONS = 3  # per charger
@@ -43,14 +43,6 @@ def data_dir() -> Iterator[Path]:
     path = make_data_dir("ere-fleet-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def wait_until(check: Callable[[], bool], what: str, limit: float) -> None:
-    """Poll a condition another process brings about, for at most `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def start_csms(port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -149,7 +141,7 @@ async def stored_rows(dsn: str) -> tuple[dict[tuple[str, str], tuple], int]:
 def test_fleet_capture_survives_a_database_crash(tmp_path: Path, data_dir: Path) -> None:
     database = start_database(data_dir)
     dsn = create_database(database)
-    proxy = start_proxy(tmp_path, data_dir, dsn)
+    proxy = start_capture_proxy(tmp_path, data_dir, dsn)
     csms = start_csms(proxy.upstream_port, tmp_path / "csms.log")
     simulator = None
     try:

@@ -42,10 +42,9 @@ from proxy.wire.codec import CLOSE, PONG, TEXT
 from testkit.fake_csms import FakeCsms
 from testkit.ocpp_peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
 from testkit.ports import free_port
-from testkit.postgres import make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
+from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
 from testkit.raw_charger import RawCharger, frame
-from tests.e2e.test_capture_faults import create_database, metric, start_database
 
 pytestmark = pytest.mark.slow
 

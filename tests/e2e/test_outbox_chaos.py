@@ -41,9 +41,8 @@ from testkit.fake_csms import FakeCsms
 from testkit.ledger import counts, exactly_once
 from testkit.ocpp_peers import Charger16, Charger201, open_charger, timestamp, wait_future
 from testkit.ports import free_port
-from testkit.postgres import make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
-from tests.e2e.test_capture_faults import create_database, metric, start_database
+from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import signal
 import socket
 import subprocess
@@ -11,21 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from testkit.proxy_process import CONFIG, ProxyProcess, running_proxy
+from testkit.proxy_process import CONFIG, ProxyProcess, running_proxy, upgrade_status
 
 # Only CP-16 is routed at first; the reload adds CP-new.
 ONLY_CP16 = CONFIG[: CONFIG.index("[default_route]")]
-
-
-def upgrade_status(proxy: ProxyProcess, identity: str, extra_headers: str = "") -> bytes:
-    """The status line the proxy answers a WebSocket upgrade for `identity` with."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(
-            f"GET /ocpp/{identity} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n".encode()
-        )
-        return sock.recv(4096).split(b"\r\n")[0]
 
 
 def test_sighup_reloads_routes_and_a_bad_file_keeps_the_old_ones(tmp_path: Path):

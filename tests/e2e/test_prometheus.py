@@ -57,11 +57,7 @@ from proxy.ere.core.ean import check_digit
 from proxy.routing.auth import hash_password
 from testkit import websocket
 from testkit.fake_csms import FakeCsms
-from testkit.ports import free_port
-from testkit.postgres import make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, wait_ready
-from tests.e2e.test_capture_faults import create_database, metric, start_database
-from tests.unit.test_grafana import (
+from testkit.grafana import (
     ALERTS,
     GRAFANA,
     alert_rules,
@@ -70,6 +66,9 @@ from tests.unit.test_grafana import (
     panel_queries,
     provisioned_datasource_uid,
 )
+from testkit.ports import free_port
+from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from testkit.postgres import make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, running_proxy
-from tests.e2e.test_process_control import upgrade_status
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, running_proxy, upgrade_status
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Property test: whatever JSON chargers send, every event is stored or kept as a dead letter.
 
-The payload strategies of tests/unit/test_tracker_fuzz.py (arbitrary JSON and mutated OCPP 1.6
+The payload strategies of `testkit.tracker_exchanges` (arbitrary JSON and mutated OCPP 1.6
 and 2.0.1 payloads of every tracked action) go through the real codec and the tracker, then
 through `Journal.submit` and `Journal.run` into PostgreSQL (`DatabaseStore` in this process: the
 code the store process runs). Nothing may raise; every event id must end in `charger_events` or
@@ -28,7 +28,7 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.embedded import EmbeddedPostgres
 from testkit.postgres import admin_execute
-from tests.unit.test_tracker_fuzz import VERSIONS, exchanges, track
+from testkit.tracker_exchanges import VERSIONS, exchanges, track
 
 
 @pytest.fixture

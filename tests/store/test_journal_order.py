@@ -8,18 +8,16 @@ its transaction, or in the channel behind it) when the channel overflows with th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 import msgspec
 import pytest
 import trio
 
-from proxy.capture.events import ChargerBooted, Event, TransactionIdAssigned, TransactionStarted
+from proxy.capture.events import ChargerBooted
 from proxy.capture.journal import DatabaseStore, Journal, StoreOutcome
 from proxy.capture.spill import SpillLog
 from proxy.store.db import Database, open_database
-
-PROVISIONAL, REAL = "2000000001", "17"
+from testkit.session_events import REAL, boot, rename, session_ids, start
 
 
 class HeldStore(DatabaseStore):
@@ -39,39 +37,6 @@ class HeldStore(DatabaseStore):
             if self.fail:
                 raise ConnectionResetError("the database went away")
         return await super().store(records)
-
-
-def event_id(n: int) -> str:
-    return f"00000000-0000-0000-0000-{n:012d}"
-
-
-def boot() -> Event:
-    return ChargerBooted(
-        event_id(1), "CP-1", 1.0, "Vendor", "Model", None, None, None, None, None, None, "Accepted"
-    )
-
-
-def start() -> Event:
-    return TransactionStarted(
-        event_id(2),
-        "CP-1",
-        2.0,
-        1,
-        "TAG",
-        Decimal(100),
-        "2026-01-01T10:00:00Z",
-        None,
-        PROVISIONAL,
-        "Accepted",
-    )
-
-
-def rename() -> Event:
-    return TransactionIdAssigned(event_id(3), "CP-1", 3.0, PROVISIONAL, REAL)
-
-
-async def session_ids(db: Database) -> list[str]:
-    return [row["transaction_id"] for row in await db.fetch("SELECT transaction_id FROM sessions")]
 
 
 async def run_until_stored(journal: Journal, db: Database) -> list[str]:

@@ -29,7 +29,7 @@ from proxy.capture.store_process import (
 )
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
-from tests.store.test_journal_order import REAL, rename, session_ids, start
+from testkit.session_events import REAL, rename, session_ids, start
 
 
 def records(*events: Event) -> list[bytes]:

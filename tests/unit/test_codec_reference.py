@@ -27,6 +27,7 @@ from proxy.wire.codec import (
     TEXT,
     ProtocolError,
 )
+from testkit.frame_streams import as_tuple
 from testkit.reference_codec import peek_envelope
 
 CONTINUATION = 0
@@ -96,21 +97,6 @@ def frame(
 def cframe(opcode: int, payload: bytes = b"", **kwargs: Any) -> bytes:
     """A frame as a client sends it (masked)."""
     return frame(opcode, payload, masked=True, **kwargs)
-
-
-def as_tuple(message: Any) -> tuple[Any, ...]:
-    return (
-        message.opcode,
-        bytes(message.data),
-        message.message_type,
-        message.unique_id,
-        message.action,
-        message.error_code,
-        message.payload_start,
-        message.payload_end,
-        message.close_code,
-        message.close_reason,
-    )
 
 
 def plain(opcode: int, data: bytes) -> tuple[Any, ...]:

@@ -40,14 +40,9 @@ from proxy.wire.codec import (
     ProtocolError,
     encode_frame,
 )
+from testkit.frame_streams import corrupt, split, valid_streams
+from testkit.ocpp_texts import encode_text, ocpp_texts
 from testkit.reference_codec import is_valid_close_code
-from tests.unit.test_codec_differential import (
-    corrupt,
-    encode_text,
-    ocpp_texts,
-    split,
-    valid_streams,
-)
 
 # Modest budgets keep this file at a few seconds; raise max_examples locally to explore.
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

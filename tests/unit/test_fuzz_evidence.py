@@ -44,7 +44,7 @@ from proxy.capture.evidence.ocmf import (
     MAX_OCMF_CHARS,
     MAX_WH,
 )
-from tests.unit.test_evidence import (
+from testkit.ocmf_records import (
     DZG_EBEE,
     DZG_EBEE_KEY,
     EBZ_KEY,
