@@ -36,7 +36,13 @@ from proxy.cli.db import add_db_parsers, db_shell, run_migrate, takes_extra_argu
 from proxy.cli.outbox import add_outbox_parser, outbox_command
 from proxy.cli.sessions import add_sessions_parser, sessions_command
 from proxy.routing.auth import hash_password
-from proxy.runtime.config import Config, ConfigError, load_config
+from proxy.runtime.config import (
+    EXIT_CANNOT_START,
+    CannotStart,
+    Config,
+    ConfigError,
+    load_config,
+)
 from proxy.runtime.logs import setup_logging
 from proxy.store.db import describe_database
 
@@ -187,6 +193,19 @@ def _until_interrupted(role: Callable[..., Awaitable[int | None]], *role_args: A
         return trio.run(role, *role_args) or 0
     except KeyboardInterrupt:
         return 130
+    except (CannotStart, BaseExceptionGroup) as failure:
+        reason = _cannot_start(failure)
+        if reason is None:
+            raise
+        log.error("cannot start", extra={"reason": str(reason)})
+        return EXIT_CANNOT_START
+
+
+def _cannot_start(failure: BaseException) -> CannotStart | None:
+    """The `CannotStart` that ended a role (alone, or nested in exception groups), else None."""
+    while isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+        failure = failure.exceptions[0]
+    return failure if isinstance(failure, CannotStart) else None
 
 
 async def _tool_command(config: Config, args: argparse.Namespace, extra: list[str]) -> int:

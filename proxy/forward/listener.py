@@ -14,7 +14,7 @@ import ssl
 
 import trio
 
-from proxy.runtime.config import ProxySettings
+from proxy.runtime.config import CannotStart, ProxySettings
 
 log = logging.getLogger("proxy.server")
 
@@ -69,6 +69,11 @@ def open_listener(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((settings.host, settings.port))
         sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        raise CannotStart(
+            f"cannot listen for chargers on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
     except BaseException:
         sock.close()
         raise

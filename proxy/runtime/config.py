@@ -24,6 +24,17 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
+class CannotStart(Exception):
+    """The configuration is valid but this machine refuses it: a port in use, or not permitted.
+
+    The message says what and where in one line; the process exits with `EXIT_CANNOT_START`
+    and a supervisor does not restart it (it would fail again).
+    """
+
+
+EXIT_CANNOT_START = 3
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 <= port <= 65535:  # 0: any free port
         raise ValueError(f"{name} must be between 0 and 65535")

@@ -16,6 +16,8 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from proxy.runtime.config import CannotStart
+
 _MAX_REQUEST = 8192
 log = logging.getLogger("proxy.admin")
 
@@ -89,8 +91,17 @@ class AdminServer:
         await stream.send_all(out)
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `task_status.started` gets the bound listeners."""
-        await trio.serve_tcp(self.handle, port, host=host, task_status=task_status)
+        """Serve until cancelled; `task_status.started` gets the bound listeners.
+
+        A port that cannot be bound raises `CannotStart`.
+        """
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise CannotStart(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        await trio.serve_listeners(self.handle, listeners, task_status=task_status)
 
 
 def metrics_url(host: str, listeners: list[trio.SocketListener]) -> str:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import trio
 
+from proxy.runtime.config import EXIT_CANNOT_START
+
 log = logging.getLogger("proxy.supervisor")
 
 _LIFELINE = "ERE_PROXY_LIFELINE"  # set for the children: the pipe that ends with the supervisor
@@ -77,6 +79,12 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
                 process.send_signal(signal.SIGTERM)
             status = await process.wait()
             if stopping:
+                return
+            if status == EXIT_CANNOT_START:  # it said why; it would only fail again
+                log.error("worker cannot start; stopping", extra={"role": role, "worker": index})
+                stopping = failed = True
+                signal_all(signal.SIGTERM)
+                cancel_scope.cancel()
                 return
             quick_failures = (
                 quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0

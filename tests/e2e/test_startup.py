@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -186,3 +187,30 @@ def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path) -
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
     assert len(records(stderr_path.read_text(), "proxy stopped")) == 2
+
+
+@pytest.mark.parametrize(
+    ("taken", "workers", "status"),
+    [("charger", 1, 3), ("metrics", 1, 3), ("charger", 2, 1)],
+)
+def test_a_port_in_use_ends_the_start_with_one_line_and_no_restarts(
+    tmp_path: Path, taken: str, workers: int, status: int
+) -> None:
+    """Exit 3 from a worker that cannot bind; a supervisor (2 workers) stops at once, exit 1."""
+    admin_port, port, upstream_port = free_port(consecutive=2), free_port(), free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(CONFIG.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
+    holder = socket.socket()  # no SO_REUSEPORT: nobody else may bind the port
+    holder.bind(("127.0.0.1", port if taken == "charger" else admin_port))
+    holder.listen()
+    try:
+        result = ere_proxy("proxy", "--workers", str(workers), "--config", str(config))
+    finally:
+        holder.close()
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    failures = records(result.stderr, "cannot start")
+    what = f"for chargers on 127.0.0.1:{port}" if taken == "charger" else "metrics on 127.0.0.1"
+    assert 1 <= len(failures) <= workers
+    assert all(what in f["reason"] and "in use" in f["reason"] for f in failures)
+    assert not records(result.stderr, "worker exited; restarting")
