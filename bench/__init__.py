@@ -1,4 +1,6 @@
-"""Benchmarks of the OCPP-J proxy: load generator, fake CSMS, peer proxies and scenarios.
+"""Benchmarks of the OCPP-J proxy: scenarios (bench/scenarios/), what they measure with
+(bench/harness/) and the load they offer (bench/load/).
 
-Run `python -m bench --help`; bench/README.md explains the scenarios and how to read the tables.
+Run `python -m bench` for the list; bench/README.md explains the scenarios and how to read the
+tables.
 """

@@ -1,4 +1,4 @@
 """What the tests and the benchmarks share: peers, processes, databases, and reference implementations.
 
-Never imported by the proxy itself.
+It imports neither `tests` nor `bench`, and the proxy itself never imports it.
 """

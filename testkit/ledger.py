@@ -1,6 +1,6 @@
 """Exactly-once check of transaction messages: what chargers sent against what the back-office got.
 
-`sent` is the fleet simulator's sent log (`bench.simulator --sent-log`): per identity, the
+`sent` is the fleet simulator's sent log (`bench.load.simulator --sent-log`): per identity, the
 transaction CALLs the charger sent and got answered, in order, as dicts with "action", "payload"
 and, for 1.6 StartTransaction, "transaction_id" (the id in the answer the charger got).
 `received` is `testkit.fake_csms.FakeCsms.received`: per identity, the CALLs the back-office

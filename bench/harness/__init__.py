@@ -1,1 +1,3 @@
-"""What every scenario measures with: process stats, targets, peers, reports and tables."""
+"""What every scenario measures with: process stats, targets and peers, the proxy's admin
+endpoint, databases, percentiles, tables and reports. It imports neither bench/load/ nor
+bench/scenarios/."""

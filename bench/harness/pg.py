@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import procstat
+from bench.harness import procstat
 from proxy.store.embedded import EmbeddedPostgres
 from testkit.postgres import postmaster_pid
 

@@ -1,11 +1,12 @@
 """Capture through a database crash under a fleet: 200 chargers, the server killed mid-run.
 
-The fleet simulator (`bench.simulator`, 100 OCPP 1.6 and 100 OCPP 2.0.1 chargers) runs sessions
-through the proxy process to the fake CSMS (`testkit.fake_csms`). While sessions are under way the
-PostgreSQL server behind the journal is crashed (SIGQUIT: immediate shutdown) and restarted a few
-seconds later. Afterwards the database must hold every session the simulator ran, with exactly
-the meter start and stop it reported and exactly as many meter samples as it sent: nothing lost,
-nothing stored twice. Latency is measured by `bench/outage.py`, not asserted here.
+The bench's fleet simulator (`bench.load.simulator`, 100 OCPP 1.6 and 100 OCPP 2.0.1 chargers)
+runs sessions through the proxy process to the fake CSMS (`testkit.fake_csms`). While sessions
+are under way the PostgreSQL server behind the journal is crashed (SIGQUIT: immediate shutdown)
+and restarted a few seconds later. Afterwards the database must hold every session the simulator
+ran, with exactly the meter start and stop it reported and exactly as many meter samples as it
+sent: nothing lost, nothing stored twice. Latency is measured by `python -m bench outage`, not
+asserted here.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[by
     argv = [
         sys.executable,
         "-m",
-        "bench.simulator",
+        "bench.load.simulator",
         "--url",
         f"ws://127.0.0.1:{proxy.port}/ocpp",
         "--chargers",

@@ -1,7 +1,7 @@
 """Chaos: the upstream goes down under a fleet; every transaction message arrives exactly once.
 
 The proxy process (capture and outbox on, a real PostgreSQL) serves 1,000 simulated chargers
-(`bench.simulator`, half OCPP 1.6, half 2.0.1, sessions back to back) and a handful of
+(`bench.load.simulator`, half OCPP 1.6, half 2.0.1, sessions back to back) and a handful of
 mobilityhouse `ocpp` ChargePoints (1.6 and 2.0.1) that start their transactions during the
 outage. The upstream (`testkit.fake_csms.FakeCsms`, recording) is stopped like a back-office going
 down, for 30 s (and 5 minutes in the long variant), then started again. Afterwards:
@@ -234,7 +234,7 @@ def start_simulator(
             [
                 sys.executable,
                 "-m",
-                "bench.simulator",
+                "bench.load.simulator",
                 "--url",
                 f"ws://127.0.0.1:{port}/ocpp",
                 "--chargers",

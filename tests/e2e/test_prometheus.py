@@ -2,8 +2,8 @@
 
 The set-up is a small production: the fake back-office (`testkit.fake_csms.FakeCsms`, in this
 process), a proxy process with capture and the outbox on, its PostgreSQL (owned by the test, so
-it can take it away), an `ere-proxy worker`, simulated chargers (`bench.simulator`) as load, and
-Prometheus (the Debian package) with a 1 s scrape and evaluation interval, the scrape jobs of
+it can take it away), an `ere-proxy worker`, simulated chargers (`bench.load.simulator`) as load,
+and Prometheus (the Debian package) with a 1 s scrape and evaluation interval, the scrape jobs of
 `grafana/prometheus.yml` pointed at the test's ports and the rules of `grafana/alerts.yml` with
 their `for:` durations shortened to 1 s.
 
@@ -340,7 +340,7 @@ def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[by
             [
                 sys.executable,
                 "-m",
-                "bench.simulator",
+                "bench.load.simulator",
                 "--url",
                 f"ws://127.0.0.1:{proxy.port}/ocpp",
                 "--chargers",

@@ -1,9 +1,9 @@
 """Fault figures for the trust boundary and fault containment: four faults against the real proxy.
 
 Every part starts its own proxy process (`python -m proxy proxy --config ...`, one worker, session
-capture and the outbox on) with its own PostgreSQL (`bench.pg.ServerThread`: the embedded server,
+capture and the outbox on) with its own PostgreSQL (`testkit.postgres.ServerThread`: the embedded server,
 default settings, fsync on), the fake CSMS (`testkit.fake_csms.FakeCsms`, in this process, recording
-every CALL it answers) as the back-office, and a healthy fleet (`bench.simulator`: half OCPP 1.6,
+every CALL it answers) as the back-office, and a healthy fleet (`bench.load.simulator`: half OCPP 1.6,
 half 2.0.1, sessions back to back, an energy reading every `--interval` s, HTTP Basic credentials,
 now and then a dropped network and a reconnect). Once the fleet has booted, `--before` seconds of
 normal operation, then the fault for `--fault` seconds, then `--after` seconds; the fleet's CALL
@@ -15,7 +15,7 @@ chargers reported (every session with its exact meter start, stop and sample cou
 Parts (`--part`, default all, in this order):
 
 1. `outage`: the fake CSMS stops (close 1001, new connections refused). While it is down,
-   `--attackers` clients (`bench.fault_clients --mode spoof`, from `--attack-sources`) upgrade
+   `--attackers` clients (`bench.load.fault_clients --mode spoof`, from `--attack-sources`) upgrade
    with real chargers' identities, with no credentials, a wrong password or another identity's
    name, again and again; an admitted one would send a marked BootNotification, StartTransaction
    and StopTransaction. The CSMS comes back once the attackers have stopped. Reported: attempts,
@@ -35,7 +35,7 @@ Parts (`--part`, default all, in this order):
    `--spill-buffer-bytes`, events are lost and counted), the database check.
 4. `password-flood`: a `managed` default route (scrypt hash from `proxy.routing.auth.hash_password`), the
    fleet with the right password. During the fault `--flood-clients` clients
-   (`bench.fault_clients --mode flood`, one source address each by default) send wrong passwords
+   (`bench.load.fault_clients --mode flood`, one source address each by default) send wrong passwords
    again and again; meanwhile `--managed` chargers with the right password connect, cold (first
    connection to this proxy) and then warm (they were connected a moment ago), each fleet starting
    all at once; reported as the time from their first handshake try to all connected, and their
@@ -53,7 +53,6 @@ appended to bench/RESULTS.md. Exit status 1 if a check failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import csv
 import errno
@@ -61,7 +60,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -75,24 +73,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import trio
 
-from bench import procstat
-from bench.fault_clients import MARKER, MARKER_METER
-from bench.harness import pg
-from bench.loadgen import spawn
-from bench.outage import _get, free_port, read_latencies
-from bench.results import loadavg, machine_line, publish, raise_fd_limit
-from bench.scenarios import RESULTS
-from bench.simulator import percentiles
+from bench.harness import pg, procstat
+from bench.harness.admin import get
+from bench.harness.database import execute, fetch
+from bench.harness.percentiles import percentiles
+from bench.harness.processes import REPO, raise_fd_limit, spawn
+from bench.harness.report import Report, UsageError, command, loadavg, machine_line
+from bench.load.fault_clients import MARKER, MARKER_METER
+from bench.load.simulator import read_latencies
 from testkit import websocket
 from testkit.fake_csms import FakeCsms
 from testkit.ledger import TRANSACTION_ACTIONS, counts, exactly_once
+from testkit.ports import free_port
 from testkit.postgres import ServerThread, make_data_dir
+from testkit.waiting import until
 
-REPO = Path(__file__).resolve().parent.parent
 PARTS = ("outage", "db-stall", "disk-full", "password-flood")
 PASSWORD = "charger-password-1"  # the fleet's HTTP Basic password (managed route: the right one)
 SAMPLE_EVERY = 1.0
@@ -193,10 +191,10 @@ class Proxy:
             raise RuntimeError(
                 f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
             )
-        return _get(self.admin, "/readyz") is not None
+        return get(self.admin, "/readyz") is not None
 
     def scrape(self) -> Scrape:
-        return Scrape(_get(self.admin, "/metrics"), time.time())
+        return Scrape(get(self.admin, "/metrics"), time.time())
 
     def cpu(self) -> float:
         """The worker and its children, those it reaped included (a store process killed after the
@@ -301,7 +299,7 @@ def start_fleet(
     argv = [
         sys.executable,
         "-m",
-        "bench.simulator",
+        "bench.load.simulator",
         "--url",
         url,
         "--chargers",
@@ -370,7 +368,7 @@ def start_clients(
     argv = [
         sys.executable,
         "-m",
-        "bench.fault_clients",
+        "bench.load.fault_clients",
         "--url",
         url,
         "--mode",
@@ -406,16 +404,6 @@ async def finish_clients(
             f"{out_path.with_suffix('.stderr').read_text()[-3000:]}"
         )
     return json.loads(out_path.read_text())
-
-
-async def until(check, what: str, limit: float, every: float = 0.5) -> float:
-    """Poll a blocking check in a thread until true; returns the seconds it took."""
-    started = time.monotonic()
-    while not await trio.to_thread.run_sync(check):
-        if time.monotonic() - started > limit:
-            raise TimeoutError(f"{what}: not within {limit:g} s")
-        await trio.sleep(every)
-    return time.monotonic() - started
 
 
 class Sampler:
@@ -470,30 +458,19 @@ class Sampler:
 # -- the database --------------------------------------------------------------------------------
 
 
-def _query(dsn: str, query: str, *args: Any) -> list:
-    async def run() -> list:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            return list(await conn.fetch(query, *args, timeout=60))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 async def create_database(admin_dsn: str) -> None:
-    await trio.to_thread.run_sync(_query, admin_dsn, "CREATE DATABASE ere_proxy")
+    await trio.to_thread.run_sync(execute, admin_dsn, "CREATE DATABASE ere_proxy")
 
 
 def stored_check(
     dsn: str, summary: dict, rename: dict[tuple[str, str], str] | None = None
 ) -> dict[str, int]:
-    """Sessions the fleet reported against the `sessions` table (as bench/outage.py checks them).
+    """Sessions the fleet reported against the `sessions` table (as `outage` checks them).
 
     `rename` maps (identity, transaction id the charger was told) to the id the back-office gave,
     for 1.6 transactions started while the proxy answered offline (provisional ids).
     """
-    rows = _query(
+    rows = fetch(
         dsn,
         """
         SELECT s.identity, s.transaction_id, s.meter_start_wh, s.meter_stop_wh,
@@ -517,7 +494,7 @@ def stored_check(
     exact = sum(stored.get(key) == [value] for key, value in expected.items())
     missing = sum(key not in stored for key in expected)
     doubled = sum(len(v) > 1 for v in stored.values())
-    duplicates = _query(
+    duplicates = fetch(
         dsn,
         """
         SELECT count(*) FROM (SELECT 1 FROM meter_samples
@@ -906,9 +883,9 @@ async def _outage(args: argparse.Namespace, part: Part, stage: Stage) -> None:
     end = time.time()
 
     def drained() -> bool:
-        rows = _query(stage.dsn, "SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL")[
+        rows = fetch(stage.dsn, "SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL")[0][
             0
-        ][0]
+        ]
         return rows == 0 and proxy.scrape().get("ere_proxy_links_offline") == 0
 
     await until(drained, "outbox drained", args.drain_limit, every=1.0)
@@ -924,7 +901,7 @@ async def _outage(args: argparse.Namespace, part: Part, stage: Stage) -> None:
         1 for calls in received.values() for c in calls if MARKER in orjson.dumps(c[1]).decode()
     )
     marked_db = await trio.to_thread.run_sync(
-        lambda: _query(
+        lambda: fetch(
             stage.dsn,
             f"""
         SELECT (SELECT count(*) FROM sessions WHERE id_tag = '{MARKER}' OR transaction_id = '{MARKER}'
@@ -935,7 +912,7 @@ async def _outage(args: argparse.Namespace, part: Part, stage: Stage) -> None:
         )[0]
     )
     dead = await trio.to_thread.run_sync(
-        lambda: _query(stage.dsn, "SELECT count(*) FROM outbox_entries")[0][0]
+        lambda: fetch(stage.dsn, "SELECT count(*) FROM outbox_entries")[0][0]
     )
 
     windows = Windows((fault - args.before, fault), (fault, back), (back, end))
@@ -1450,16 +1427,14 @@ RUNNERS = {
 }
 
 
-def report(args: argparse.Namespace, argv: list[str], started: datetime, parts: list[Part]) -> str:
+def report(args: argparse.Namespace, started: datetime, parts: list[Part]) -> str:
     lines = [
         f"## faults, {started:%Y-%m-%d %H:%M} UTC",
         "",
         machine_line(args.loadavg_at_start),
         "- load average per part (start → end): "
         + "; ".join(f"{p.name} {p.load_start} → {p.load_end}" for p in parts),
-        f"- command (from the repository root): `.venv/bin/python -m bench faults {shlex.join(argv)}`".replace(
-            "faults `", "faults`"
-        ),
+        f"- command (from the repository root): `{command(args)}`",
         f"- tree: {args.revision}",
         (
             f"- proxy: one worker, capture and outbox on, its own PostgreSQL (embedded server, fsync on); fake CSMS "
@@ -1529,11 +1504,7 @@ QUICK = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m bench faults", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--part",
         default=",".join(PARTS),
@@ -1632,11 +1603,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch directory (configs, logs, CSVs)"
     )
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="markdown file the report is appended to"
-    )
-    parser.add_argument("--no-results", action="store_true", help="only print the report")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """The parts in turn; the report fails when a check did not hold."""
     defaults = {
         "chargers": 1000,
         "interval": 5.0,
@@ -1659,24 +1629,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.wave_addresses is None:
         args.wave_addresses = min(254, args.managed)
     if not 1 <= args.wave_addresses <= 254:
-        parser.error("need 1 <= --wave-addresses <= 254")
+        raise UsageError("need 1 <= --wave-addresses <= 254")
     args.part = [p.strip() for p in args.part.split(",") if p.strip()]
     args.flood_targets = [t.strip() for t in args.flood_targets.split(",") if t.strip()]
     if not args.part or any(p not in PARTS for p in args.part):
-        parser.error(f"--part takes {', '.join(PARTS)}")
+        raise UsageError(f"--part takes {', '.join(PARTS)}")
     if not args.flood_targets or any(t not in ("others", "own") for t in args.flood_targets):
-        parser.error("--flood-targets takes others, own")
+        raise UsageError("--flood-targets takes others, own")
     if (
         args.chargers < 1
         or args.fault <= 0
         or args.interval <= 0
         or not 1 <= args.flood_addresses <= 60000
     ):
-        parser.error(
+        raise UsageError(
             "need --chargers >= 1, --fault > 0, --interval > 0, 1 <= --flood-addresses <= 60000"
         )
     if "disk-full" in args.part and os.geteuid() != 0:
-        parser.error("the disk-full part mounts a tmpfs: run as root (or leave it out with --part)")
+        raise UsageError(
+            "the disk-full part mounts a tmpfs: run as root (or leave it out with --part)"
+        )
     # The fleet's hard bound: every phase, the flood's waves, drains, with room to spare.
     args.fleet_limit = (
         args.before
@@ -1699,9 +1671,4 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch kept in {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    publish(report(args, argv, started, parts), args)
-    return 1 if any(p.failed for p in parts) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Report(report(args, started, parts), ok=not any(p.failed for p in parts))

@@ -31,9 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-REPO = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:  # this file also runs as a script in another tree (`child`): imports wait
+    from bench.harness.report import Report
+
+REPO = Path(__file__).resolve().parents[2]
 BASELINE = "73f72a0"  # capture before it bisected refused batches and kept them as dead letters
 PATHS = ("direct", "replay")
 POISONS = ("none", "refused", "nul")
@@ -59,7 +62,7 @@ def poisoned_events(count: int, poison: str) -> list[Any]:
     """`count` realistic events (tracker output of simulated 1.6 chargers), every 100th poisoned."""
     import msgspec
 
-    from bench.store_bench import fleet_events
+    from bench.load.tracker_events import fleet_events
     from proxy.capture.events import Sample
     from proxy.capture.tracker import event_id
 
@@ -138,7 +141,15 @@ async def measure(dsn: str, path: str, poison: str, count: int, scratch: Path) -
         }
 
 
-def child(args: argparse.Namespace) -> int:
+def child(argv: list[str]) -> int:
+    """One measurement, in a process of its own that imports `--tree`'s packages; JSON on stdout."""
+    parser = argparse.ArgumentParser(prog="poison_drain.py")
+    parser.add_argument("--tree", type=Path, required=True)
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--path", choices=PATHS, required=True)
+    parser.add_argument("--poison", choices=POISONS, required=True)
+    parser.add_argument("--events", type=int, required=True)
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(args.tree))  # that tree's proxy and bench packages
     import logging
 
@@ -170,7 +181,6 @@ def run_one(tree: Path, dsn: str, path: str, poison: str, events: int) -> dict[s
         [
             sys.executable,
             str(Path(__file__).resolve()),
-            "--child",
             "--tree",
             str(tree),
             "--dsn",
@@ -208,8 +218,8 @@ def create_database(dsn: str, name: str) -> None:
     asyncio.run(create())
 
 
-def scenario(args: argparse.Namespace) -> int:
-    from bench.results import loadavg, machine_line, publish
+def run(args: argparse.Namespace) -> Report:
+    from bench.harness.report import Report, command, loadavg, machine_line
     from testkit.postgres import ServerThread, make_data_dir, remove_data_dir
 
     load = loadavg()
@@ -254,10 +264,7 @@ def scenario(args: argparse.Namespace) -> int:
         "",
         machine_line(load),
         f"- trees: this tree ({commit}) and the baseline {args.baseline} (capture before bisection and dead letters)",
-        (
-            f"- command (from the repository root): `.venv/bin/python -m bench poison-drain "
-            f"--events {args.events} --rounds {args.rounds}`"
-        ),
+        f"- command (from the repository root): `{command(args)}`",
         (
             f"- {args.events} events of simulated OCPP 1.6 chargers, every 100th poisoned (none: the reference); "
             "journal + store process (nice 10) into an embedded PostgreSQL, fsync on; medians over rounds"
@@ -284,31 +291,14 @@ def scenario(args: argparse.Namespace) -> int:
                 f"- {path}, {poison}: {medians['baseline']:.2f} s → {medians['this tree']:.2f} s "
                 f"({medians['baseline'] / medians['this tree']:.1f}× faster)"
             )
-    publish("\n".join(lines + ["", "Drain time, baseline → this tree:", *ratios]), args)
-    return 0
+    return Report("\n".join(lines + ["", "Drain time, baseline → this tree:", *ratios]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench poison-drain", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
-    parser.add_argument(
-        "--no-results", action="store_true", help="print only, do not append to RESULTS.md"
-    )
-    parser.add_argument(
-        "--results", type=Path, default=REPO / "bench" / "RESULTS.md", help=argparse.SUPPRESS
-    )
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--dsn", help=argparse.SUPPRESS)
-    parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
-    parser.add_argument("--poison", choices=POISONS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    return child(args) if args.child else scenario(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a measurement process started by `run_one`
+    sys.exit(child(sys.argv[1:]))

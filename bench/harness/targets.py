@@ -21,12 +21,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.loadgen import spawn
-from bench.peers import nginx
+from bench.harness.peers import nginx
+from bench.harness.processes import REPO, spawn
+from testkit.ports import free_port
 from testkit.postgres import make_data_dir, remove_data_dir, stop_server
 
 TARGETS = ("direct", "ere-proxy", "ere-proxy-capture", "nginx", "naive-trio-ws", "naive-websockets")
-REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
 # ere-proxy-capture runs initdb for a fresh cluster before it serves (several seconds here).
 CAPTURE_READY_TIMEOUT = 90.0
@@ -50,13 +50,6 @@ class Running:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(name: str, argv: list[str], scratch: Path, url: str) -> Running:
@@ -190,7 +183,7 @@ def start_target(
             f"port {port}",
         )
     if name in ("naive-trio-ws", "naive-websockets"):
-        module = "bench.peers." + name.replace("-", "_")
+        module = "bench.harness.peers." + name.replace("-", "_")
         argv = [
             sys.executable,
             "-m",

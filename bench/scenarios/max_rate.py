@@ -13,61 +13,54 @@ the load generator (or the fake CSMS), not the proxy, is the limit on this machi
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bench.results import loadavg, machine_line, publish
-from bench.scenarios import RESULTS, add_fixed_load_parser, finish_args, run_once
+from bench.harness.report import Report, command, loadavg, machine_line
+from bench.load.loadgen import LoadConfig
+from bench.load.target_run import run_once
 
 ACHIEVED, P99_MS = 0.95, 50.0
 
 
-def fixed_load_args(args: argparse.Namespace, target: str, rate: float) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_fixed_load_parser(parser.add_subparsers())
-    argv = [
-        "fixed-load",
-        "--targets",
-        target,
-        "--chargers",
-        str(args.chargers),
-        "--rate",
-        str(rate),
-        "--warmup",
-        "3",
-        "--duration",
-        str(args.duration),
-        "--gen-procs",
-        str(args.gen_procs),
-    ]
-    step = parser.parse_args(argv)
-    finish_args(step, argv)
-    return step
+def step_args(args: argparse.Namespace, rate: float) -> argparse.Namespace:
+    """What `run_once` takes for one step: `fixed-load`'s defaults but for the rate and window."""
+    defaults = LoadConfig(url="")
+    return argparse.Namespace(
+        chargers=args.chargers,
+        rate=rate,
+        warmup=3.0,
+        duration=args.duration,
+        drain=defaults.drain,
+        procs=args.gen_procs,
+        connect_concurrency=defaults.connect_concurrency,
+        ere_workers=1,
+        ere_extra_toml="",
+        keep_tmp=False,
+    )
 
 
 def measure(args: argparse.Namespace, target: str, rate: float) -> dict:
-    run = run_once(target, 1, fixed_load_args(args, target, rate))
-    if run.load is None:
-        raise RuntimeError(f"{target} at {rate:g}/s: {run.skipped}")
-    load = run.load
+    measured = run_once(target, 1, step_args(args, rate))
+    if measured.load is None:
+        raise RuntimeError(f"{target} at {rate:g}/s: {measured.skipped}")
+    load = measured.load
     return {
         "achieved": load.achieved_rate,
         "p99": load.percentile_ms(99),
         "p50": load.percentile_ms(50),
         "errors": load.error_count,
         "gen_cpu": max(load.gen_cpu),
-        "csms_cpu": run.csms_cpu_s / run.window_s,
-        "proxy_cpu": run.proxy_cpu_s / run.window_s if run.proxy_cpu_s == run.proxy_cpu_s else None,
+        "csms_cpu": measured.csms_cpu_s / measured.window_s,
+        "proxy_cpu": (
+            measured.proxy_cpu_s / measured.window_s
+            if measured.proxy_cpu_s == measured.proxy_cpu_s
+            else None
+        ),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m bench max-rate", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chargers", type=int, default=200)
     parser.add_argument("--start", type=float, default=2000)
     parser.add_argument("--step", type=float, default=2000)
@@ -77,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--capture", action="store_true", help="ere-proxy-capture instead of ere-proxy"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--no-results", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Report:
     target = "ere-proxy-capture" if args.capture else "ere-proxy"
     started = datetime.now(UTC)
     load_at_start = loadavg()
@@ -109,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             f"## max rate, {started:%Y-%m-%d %H:%M} UTC",
             "",
             machine_line(load_at_start),
-            f"- command (from the repository root): `.venv/bin/python -m bench max-rate {shlex.join(argv)}`",
+            f"- command (from the repository root): `{command(args)}`",
             f"- {args.chargers} chargers, MeterValues CALLs (~260 B) at a rising offered rate, {args.duration:g} s per "
             f"step, {args.gen_procs} generator processes; {target} with one worker; a step passes with ≥ 95 % "
             f"achieved and p99 ≤ {P99_MS:g} ms",
@@ -124,9 +117,4 @@ def main(argv: list[str] | None = None) -> int:
             else "- no step passed",
         ]
     )
-    publish(text, args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Report(text)

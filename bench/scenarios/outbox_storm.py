@@ -5,7 +5,7 @@ One run, everything on this machine:
 1. a PostgreSQL of the bench's own (embedded server, default settings: fsync on), the fake CSMS in
    this process (recording every CALL it answers), and the proxy with `--workers` processes
    (SO_REUSEPORT), session capture and the outbox on;
-2. the fleet (`bench.simulator`, spread over `--sim-procs` processes; half OCPP 1.6, half 2.0.1;
+2. the fleet (`bench.load.simulator`, spread over `--sim-procs` processes; half OCPP 1.6, half 2.0.1;
    sessions back to back with an energy reading every `--interval` s) connects through the proxy;
 3. after `--before` s the fake CSMS stops (close 1001 on every connection, new ones refused):
    every link goes offline, the proxy answers the chargers itself and queues what they send;
@@ -22,17 +22,15 @@ The proxy holds two sockets per charger once the upstream is back, and this mach
 files at 20,000 per process: keep chargers per worker under ~9,900 (the default 10,000 chargers
 over 2 workers gives 5,000 each).
 
-    .venv/bin/python -m bench.storm [--chargers 10000] [--workers 2] [--sim-procs 2] \
+    .venv/bin/python -m bench outbox-storm [--chargers 10000] [--workers 2] [--sim-procs 2] \
         [--outage 60] [--redial-max 60] [--interval 10] [--samples 3] [--no-results]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import shlex
 import shutil
 import signal
 import subprocess
@@ -43,21 +41,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import trio
 
-from bench import procstat
-from bench.harness import pg
-from bench.loadgen import spawn
-from bench.outage import _get, free_port
-from bench.results import loadavg, machine_line, publish, raise_fd_limit
-from bench.scenarios import RESULTS
+from bench.harness import admin, pg, procstat
+from bench.harness.database import execute, fetch
+from bench.harness.processes import REPO, raise_fd_limit, spawn, stop
+from bench.harness.report import Report, UsageError, command, loadavg, machine_line
 from testkit import websocket
 from testkit.fake_csms import FakeCsms
 from testkit.ledger import counts, exactly_once
+from testkit.ports import free_port
 from testkit.postgres import ServerThread, make_data_dir
+from testkit.waiting import until
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE_EVERY = 0.5
 
 
@@ -85,7 +81,7 @@ class Proxy:
     def __init__(self, scratch: Path, csms_port: int, dsn: str, args: argparse.Namespace) -> None:
         self.workers = args.workers
         self.port = free_port()
-        self.admin = _consecutive_ports(args.workers)
+        self.admin = free_port(consecutive=args.workers)
         config = scratch / "proxy.toml"
         config.write_text(
             f'[proxy]\nhost = "127.0.0.1"\nport = {self.port}\npath_prefix = "/ocpp"\nworkers = {args.workers}\n'
@@ -114,69 +110,19 @@ class Proxy:
             raise RuntimeError(
                 f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
             )
-        return all(_get(self.admin + i, "/readyz") is not None for i in range(self.workers))
+        return all(admin.get(self.admin + i, "/readyz") is not None for i in range(self.workers))
 
     def metric(self, name: str) -> float:
         """`name` summed over the workers (NaN if a worker does not answer)."""
-        total = 0.0
-        for i in range(self.workers):
-            found = math.nan
-            for line in (_get(self.admin + i, "/metrics") or "").splitlines():
-                if line.startswith(name + " "):
-                    found = float(line.split()[1])
-                    break
-            total += found
-        return total
+        return sum(admin.metric(self.admin + i, name) for i in range(self.workers))
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
-
-
-def _consecutive_ports(count: int) -> int:
-    """A base port whose next `count` ports are free now."""
-    while True:
-        base = free_port()
-        if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
-            return base
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-async def _until(check, what: str, limit: float) -> None:
-    """Poll a blocking check in a thread (so the in-process CSMS keeps serving) for `limit` s."""
-    deadline = time.monotonic() + limit
-    while not await trio.to_thread.run_sync(check):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {limit:g} s")
-        await trio.sleep(SAMPLE_EVERY)
+        return stop(self.proc, grace=60)
 
 
 def outbox_rows(dsn: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(
-                await conn.fetchval("SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL")
-            )
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
+    rows = fetch(dsn, "SELECT count(*) FROM outbox_entries WHERE dead_reason IS NULL")
+    return int(rows[0][0])
 
 
 def start_fleet(
@@ -193,7 +139,7 @@ def start_fleet(
         argv = [
             sys.executable,
             "-m",
-            "bench.simulator",
+            "bench.load.simulator",
             "--url",
             url,
             "--chargers",
@@ -234,16 +180,16 @@ async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, l
     proxy: Proxy | None = None
     fleet: list[tuple[subprocess.Popen, Path, Path]] = []
     try:
-        await trio.to_thread.run_sync(asyncio.run, _create_database(database.server.dsn()))
+        await trio.to_thread.run_sync(execute, database.server.dsn(), "CREATE DATABASE ere_proxy")
         dsn = database.server.dsn("ere_proxy")
         csms = FakeCsms(record=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(csms.serve)
             proxy = Proxy(scratch, csms.port, dsn, args)
-            await _until(proxy.ready, "proxy /readyz", 90)
+            await until(proxy.ready, "proxy /readyz", 90)
             fleet = start_fleet(args, proxy.url, scratch)
             _say(f"{args.chargers} chargers connecting")
-            await _until(
+            await until(
                 lambda: proxy.metric("ere_proxy_connected_chargers") == args.chargers,
                 "the fleet",
                 600,
@@ -253,7 +199,7 @@ async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, l
             _say(f"upstream down for {args.outage:g} s")
             await csms.stop()
             outage_started, cpu = time.monotonic(), procstat.cpu_seconds(proxy.proc.pid)
-            await _until(
+            await until(
                 lambda: proxy.metric("ere_proxy_links_offline") == args.chargers,
                 "every link offline",
                 120,
@@ -293,14 +239,6 @@ async def storm(args: argparse.Namespace, scratch: Path) -> tuple[Drain, dict, l
         if proxy is not None:
             proxy.stop()
         await trio.to_thread.run_sync(database.close)
-
-
-async def _create_database(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE DATABASE ere_proxy")
-    finally:
-        await conn.close()
 
 
 async def _measure_drain(
@@ -349,7 +287,6 @@ def _say(text: str) -> None:
 
 def report(
     args: argparse.Namespace,
-    argv: list[str],
     started: datetime,
     drain: Drain,
     totals: dict,
@@ -362,7 +299,7 @@ def report(
         f"## outbox storm, {started:%Y-%m-%d %H:%M} UTC",
         "",
         machine_line(args.loadavg_at_start),
-        f"- command (from the repository root): `.venv/bin/python -m bench.storm {shlex.join(argv)}`",
+        f"- command (from the repository root): `{command(args)}`",
         f"- {args.chargers} chargers ({args.sim_procs} simulator processes, half OCPP 1.6, half 2.0.1, a reading "
         f"every {args.interval:g} s, sessions of {args.samples} readings), proxy with {args.workers} workers, "
         f"capture and outbox on, PostgreSQL fsync on; upstream down {args.outage:g} s; `redial_max = "
@@ -400,11 +337,7 @@ def report(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.storm", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2, help="proxy worker processes")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes")
@@ -423,13 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch directory (logs, sent logs)"
     )
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="markdown file the report is appended to"
-    )
-    parser.add_argument("--no-results", action="store_true", help="only print the report")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """The storm; the report fails if the ledger found a transaction CALL lost or doubled."""
     if args.chargers / args.workers > 9_900:
-        parser.error(
+        raise UsageError(
             "at most ~9,900 chargers per proxy worker (20,000 open files per process, two per charger)"
         )
     args.limit = 600 + args.before + args.outage + args.drain_limit  # the fleet's hard bound
@@ -444,10 +376,5 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch kept in {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    text = report(args, argv, started, drain, totals, problems, outage_cpu)
-    publish(text, args)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    text = report(args, started, drain, totals, problems, outage_cpu)
+    return Report(text, ok=not problems)

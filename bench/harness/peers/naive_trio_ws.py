@@ -5,7 +5,7 @@ the same path and subprotocol offer (`open_websocket_url`), accept the charger w
 choice, then relay whole messages both ways (`get_message`/`send_message`) in two tasks until
 either side closes. Every frame is parsed, unmasked, re-framed and re-masked by wsproto.
 
-    python -m bench.peers.naive_trio_ws --port 9002 --upstream ws://127.0.0.1:9001 [--max-seconds 600]
+    python -m bench.harness.peers.naive_trio_ws --port 9002 --upstream ws://127.0.0.1:9001 [--max-seconds 600]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def make_handler(upstream: str):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.peers.naive_trio_ws", description=__doc__.split("\n")[0]
+        prog="python -m bench.harness.peers.naive_trio_ws", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -5,7 +5,7 @@ file descriptors and worker_connections for two sockets per charger, `proxy_pass
 Upgrade/Connection headers, no buffering, foreground (`daemon off`), logs and temp paths in the
 scratch directory, listening on 127.0.0.1 only.
 
-    python -m bench.peers.nginx --port 9004 --upstream-port 9001 --dir /tmp/nginx-bench  # prints the command
+    python -m bench.harness.peers.nginx --port 9004 --upstream-port 9001 --dir /tmp/nginx-bench  # prints the command
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def command(binary: str, conf: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.peers.nginx", description=__doc__.split("\n")[0]
+        prog="python -m bench.harness.peers.nginx", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-port", type=int, required=True)

@@ -2,7 +2,7 @@
 
 A target may be several processes (nginx: master + worker; a proxy may have workers), so
 everything is summed over the live process tree under the root pid. An embedded PostgreSQL is
-detached by pg_ctl and measured apart (bench/pg.py).
+detached by pg_ctl and measured apart (bench/harness/pg.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Only frames of the steady window (after the warm-up) are counted. Sockets are ra
 and frames go through the project codec, so a generator process stays light; `--procs` spreads
 the chargers over several processes, and each reports its own CPU so saturation is visible.
 
-    python -m bench.loadgen --url ws://127.0.0.1:9000/ocpp --chargers 1000 --rate 2000 \
+    python -m bench.load.loadgen --url ws://127.0.0.1:9000/ocpp --chargers 1000 --rate 2000 \
         --warmup 5 --duration 30 [--procs 2]
 
 Internally the parent starts `--procs` worker processes that talk JSON lines over stdin/stdout:
@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from bench.harness.processes import spawn
 from testkit import websocket
 
 SUBPROTOCOL = "ocpp1.6"
@@ -357,18 +358,6 @@ class LoadResult:
         )
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child when the parent dies (no orphaned load)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
-
-
-def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
-    """Start a helper process that dies with this one."""
-    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
-
-
 class LoadGen:
     """Parent side: starts the workers, releases them at one start time, merges their results."""
 
@@ -381,7 +370,7 @@ class LoadGen:
             argv = [
                 sys.executable,
                 "-m",
-                "bench.loadgen",
+                "bench.load.loadgen",
                 "--worker",
                 json.dumps(asdict(config)),
                 str(index),
@@ -530,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         trio.run(_worker_main, LoadConfig(**json.loads(argv[1])), int(argv[2]))
         return
     parser = argparse.ArgumentParser(
-        prog="python -m bench.loadgen", description=__doc__.split("\n")[0]
+        prog="python -m bench.load.loadgen", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--url", required=True, help="endpoint; chargers connect to <url>/<identity>"

@@ -14,7 +14,7 @@ proxy CPU (cores), CALLs per second, CALL latency p50/p99/max as the chargers se
 (connect failures, timeouts, reconnects: all must be zero).
 
 `--offline-every S` gives each charger offline periods (on average one every S seconds, about
-`--offline-for` seconds long; see `bench.simulator`), as a real fleet has: then "connected at
+`--offline-for` seconds long; see `bench.load.simulator`), as a real fleet has: then "connected at
 end" counts the chargers online at that moment, and the periods are reported apart from errors.
 
     .venv/bin/python -m bench fleet [--chargers 50000] [--hold 600] [--workers 6] [--no-results]
@@ -23,44 +23,39 @@ end" counts the chargers online at that moment, and the periods are reported apa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
-import shlex
 import shutil
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import procstat
-from bench.harness import pg
-from bench.outage import _execute
-from bench.reconnect import (
+from bench.harness import admin, pg, procstat
+from bench.harness.database import execute
+from bench.harness.fleet_processes import (
     FD_PER_PROCESS,
     fleet_results,
     merged_errors,
-    metrics,
     start_csms,
     start_fleet,
     start_proxy,
     stop_all,
-    wait_until,
 )
-from bench.results import loadavg, machine_line, publish, raise_fd_limit
-from bench.scenarios import RESULTS
-from bench.simulator import percentiles
+from bench.harness.percentiles import percentiles
+from bench.harness.processes import raise_fd_limit
+from bench.harness.report import Report, UsageError, command, loadavg, machine_line
 from testkit.postgres import ServerThread, make_data_dir
+from testkit.waiting import wait_until
 
 
-def run(args: argparse.Namespace, scratch: Path) -> dict:
+def measure(args: argparse.Namespace, scratch: Path) -> dict:
     procs = []
     database = ServerThread(scratch / "db").open()
     try:
-        asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
+        execute(database.server.dsn(), "CREATE DATABASE ere_proxy")
         csms_port, csms = start_csms(scratch, args.csms_procs)
         procs += csms
-        proxy, port, admin = start_proxy(
+        proxy, port, admin_port = start_proxy(
             scratch, csms_port, database.server.dsn("ere_proxy"), args.workers
         )
         procs.append(proxy)
@@ -101,17 +96,17 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         procs += sims
         online = expected_online(args)
         connected = lambda: (
-            metrics(admin, args.workers).get("ere_proxy_connected_chargers", 0) >= online
+            admin.summed(admin_port, args.workers).get("ere_proxy_connected_chargers", 0) >= online
         )
         wait_until(connected, "the whole fleet connected", args.ramp + 600)
         window_start, cpu = time.time(), procstat.cpu_seconds(proxy.pid)
-        before = metrics(admin, args.workers)
+        before = admin.summed(admin_port, args.workers)
         peak = 0
         while time.time() < window_start + args.hold:
             peak = max(peak, procstat.rss_bytes(proxy.pid))
             time.sleep(5)
         window_end, cpu = time.time(), procstat.cpu_seconds(proxy.pid) - cpu
-        after = metrics(admin, args.workers)
+        after = admin.summed(admin_port, args.workers)
         still = after.get("ere_proxy_connected_chargers", 0)
         for sim in sims:
             sim.send_signal(signal.SIGUSR1)  # finish the sessions under way, start no new ones
@@ -166,7 +161,7 @@ def _grown(before: dict[str, float], after: dict[str, float], name: str) -> dict
     return grown
 
 
-def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict) -> str:
+def report(args: argparse.Namespace, started: datetime, r: dict) -> str:
     mb, n = 1024 * 1024, args.chargers
     latency = r["latency"]
     return "\n".join(
@@ -174,7 +169,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict
             f"## fleet, {started:%Y-%m-%d %H:%M} UTC",
             "",
             machine_line(args.loadavg_at_start),
-            f"- command (from the repository root): `.venv/bin/python -m bench fleet {shlex.join(argv)}`",
+            f"- command (from the repository root): `{command(args)}`",
             f"- {n} chargers (half OCPP 1.6, half 2.0.1; {args.sim_procs} simulator processes, {args.source_addresses} "
             f"source addresses) started over {args.ramp:g} s, then held {args.hold:g} s: a meter value every "
             f"{args.interval:g} s in sessions back to back, a Heartbeat every {args.heartbeat:g} s; proxy with "
@@ -201,11 +196,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, r: dict
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m bench fleet", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chargers", type=int, default=50_000)
     parser.add_argument(
         "--hold", type=float, default=600.0, help="seconds the whole fleet is held connected"
@@ -230,16 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--offline-for", type=float, default=30.0, help="mean length of an offline period"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--no-results", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """The fleet held; the report fails on any error or on chargers missing at the end."""
     for what, count, sockets in (
         ("--workers", args.workers, 2),
         ("--sim-procs", args.sim_procs, 1),
         ("--csms-procs", args.csms_procs, 1),
     ):
         if args.chargers / count * sockets > FD_PER_PROCESS - 200:
-            parser.error(
+            raise UsageError(
                 f"{what} {count}: too many sockets per process for the open-file cap ({FD_PER_PROCESS})"
             )
     raise_fd_limit()
@@ -247,13 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     scratch = make_data_dir("ocpp-fleet-")
     try:
-        result = run(args, scratch)
+        result = measure(args, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text = report(args, argv, started, result)
-    publish(text, args)
-    return 1 if result["errors"] or result["connected_at_end"] < expected_online(args) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    ok = not result["errors"] and result["connected_at_end"] >= expected_online(args)
+    return Report(report(args, started, result), ok=ok)

@@ -21,7 +21,7 @@ At the end a JSON summary goes to stdout: attempts, answers by HTTP status (and 
 kind for spoof), attempts per second of the run, admitted clients with what they were answered,
 and connection errors; also when stopped early by SIGTERM or SIGINT. Only loopback targets and sources are accepted.
 
-    python -m bench.fault_clients --url ws://127.0.0.1:9000/ocpp --mode spoof --identities ids.txt \\
+    python -m bench.load.fault_clients --url ws://127.0.0.1:9000/ocpp --mode spoof --identities ids.txt \\
         --clients 100 --sources 127.0.0.9 --seconds 60
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 import trio
 
-from bench.loadgen import loopback_target
+from bench.load.loadgen import loopback_target
 from testkit import websocket
 
 MARKER = "ATTACKER"
@@ -302,7 +302,7 @@ def _sources(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fault_clients", description=__doc__.split("\n")[0]
+        prog="python -m bench.load.fault_clients", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--url", required=True, help="endpoint; clients upgrade <url>/<identity>")
     parser.add_argument("--mode", choices=("spoof", "flood"), required=True)

@@ -8,7 +8,7 @@ the moment the close is queued until the quarter is `closed`: wall time, peak RS
 (sampled every 0.2 s from /proc), worker and database CPU. The statement lines of the runs are
 compared: they must be identical whatever the number of workers.
 
-    .venv/bin/python -m bench.close_bench [--chargers 10000] [--days 90] [--workers 1,2] [--shards 8] [--no-results]
+    .venv/bin/python -m bench quarter-close [--chargers 10000] [--days 90] [--workers 1,2] [--shards 8] [--no-results]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -26,15 +25,11 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import procstat
-from bench.harness import pg
-from bench.loadgen import spawn
-from bench.outage import _execute, _fetch
-from bench.results import loadavg, machine_line, publish
-from bench.scenarios import RESULTS
+from bench.harness import pg, procstat
+from bench.harness.database import execute, fetch
+from bench.harness.processes import REPO, spawn
+from bench.harness.report import Report, UsageError, command, loadavg, machine_line
 from testkit.postgres import ServerThread, make_data_dir
-
-REPO = Path(__file__).resolve().parent.parent
 
 _SEED = [
     """INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P1', 'Installer', 'installer', 'direct')""",
@@ -76,7 +71,7 @@ def run_close(
     server: ServerThread, db_dir: Path, scratch: Path, args: argparse.Namespace, workers: int
 ) -> dict:
     name = f"close_{workers}"
-    asyncio.run(_execute(server.server.dsn(), f'CREATE DATABASE "{name}"'))
+    execute(server.server.dsn(), f'CREATE DATABASE "{name}"')
     dsn = server.server.dsn(name)
     config = scratch / f"{name}.toml"
     config.write_text(
@@ -131,10 +126,10 @@ def run_close(
                 raise RuntimeError(
                     f"worker {index} exited: {(scratch / f'{name}-{index}.log').read_text()[-2000:]}"
                 )
-        state = asyncio.run(_fetch(dsn, "SELECT state FROM quarter_closes"))
+        state = fetch(dsn, "SELECT state FROM quarter_closes")
         if state and state[0][0] == "closed":
             break
-        failed = asyncio.run(_fetch(dsn, "SELECT last_error FROM ere_jobs WHERE state = 'failed'"))
+        failed = fetch(dsn, "SELECT last_error FROM ere_jobs WHERE state = 'failed'")
         if failed:
             raise RuntimeError(f"close failed: {failed[0][0]}")
         time.sleep(0.2)
@@ -144,26 +139,20 @@ def run_close(
     for proc in procs:
         proc.terminate()
         proc.wait(60)
-    lines = asyncio.run(
-        _fetch(
-            dsn,
-            "SELECT customer_id, kwh, ere, gross, fee, fee_vat, net, sessions"
-            " FROM statement_lines ORDER BY customer_id",
-        )
+    lines = fetch(
+        dsn,
+        "SELECT customer_id, kwh, ere, gross, fee, fee_vat, net, sessions"
+        " FROM statement_lines ORDER BY customer_id",
     )
-    eligible = asyncio.run(
-        _fetch(
-            dsn,
-            "SELECT count(*) FILTER (WHERE eligibility = 'eligible'), count(*)"
-            " FROM session_assessments",
-        )
+    eligible = fetch(
+        dsn,
+        "SELECT count(*) FILTER (WHERE eligibility = 'eligible'), count(*)"
+        " FROM session_assessments",
     )[0]
-    retried = asyncio.run(
-        _fetch(dsn, "SELECT kind, job_key, last_error FROM ere_jobs WHERE attempts > 0")
-    )
+    retried = fetch(dsn, "SELECT kind, job_key, last_error FROM ere_jobs WHERE attempts > 0")
     for kind, key, error in retried:
         print(f"[close] {kind} {key} was retried: {error}", file=sys.stderr, flush=True)
-    asyncio.run(_execute(server.server.dsn(), f'DROP DATABASE "{name}"'))
+    execute(server.server.dsn(), f'DROP DATABASE "{name}"')
     return {
         "workers": workers,
         "sessions": sessions,
@@ -177,7 +166,7 @@ def run_close(
     }
 
 
-def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: list[dict]) -> str:
+def report(args: argparse.Namespace, started: datetime, runs: list[dict]) -> str:
     mb = 1024 * 1024
     same = all(run["lines"] == runs[0]["lines"] for run in runs)
     base = runs[0]["seconds"]
@@ -193,7 +182,7 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: l
             f"## quarter close, {started:%Y-%m-%d %H:%M} UTC",
             "",
             machine_line(args.loadavg_at_start),
-            f"- command (from the repository root): `.venv/bin/python -m bench.close_bench {shlex.join(argv)}`",
+            f"- command (from the repository root): `{command(args)}`",
             f"- {args.chargers} chargers × {args.days} days, about 1.5 sessions a day; {args.shards} shards; "
             "PostgreSQL embedded, fsync on, on the same 2 CPUs",
             "",
@@ -207,20 +196,17 @@ def report(args: argparse.Namespace, argv: list[str], started: datetime, runs: l
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.close_bench", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
     parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--no-results", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """The close per worker count; the report fails unless their statement lines are identical."""
     if not 1 <= args.days <= 92:
-        parser.error("--days must fit in one quarter (1..92)")
+        raise UsageError("--days must fit in one quarter (1..92)")
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
     scratch = make_data_dir("ocpp-close-")
@@ -233,10 +219,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    text = report(args, argv, started, runs)
-    publish(text, args)
-    return 0 if all(run["lines"] == runs[0]["lines"] for run in runs) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    same = all(run["lines"] == runs[0]["lines"] for run in runs)
+    return Report(report(args, started, runs), ok=same)

@@ -48,7 +48,7 @@ left without a stop (OCPP 1.6 has no way for the charger to refer to it); this h
 real chargers too. Such resends are counted per charger (`unconfirmed_starts`), so a checker
 knows how many extra sessions the back-office (and a capturing proxy) may have seen.
 
-    python -m bench.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
+    python -m bench.load.simulator --url ws://127.0.0.1:9000/ocpp --chargers 200 --protocol mixed \
         --sessions 3 --samples 4 --interval 1 [--heartbeat 30] [--latency-file rtt.csv] [--sent-log sent.json]
 
 Offline periods (`--offline-every S`, 0: none): like a charger whose network drops now and then,
@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import itertools
 import json
 import math
@@ -80,12 +81,14 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import trio
 
-from bench.loadgen import loopback_target
+from bench.harness.percentiles import percentiles
+from bench.load.loadgen import loopback_target
 from testkit import websocket
 
 PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
@@ -196,18 +199,12 @@ class Latencies:
                 out.write(f"{sent:.6f},{rtt * 1000:.3f},{action}\n")
 
 
-def percentiles(values: list[float]) -> dict[str, float | int]:
-    """Count and nearest-rank p50/p99/max of round trips given in seconds, in ms."""
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        if not ordered:
-            return math.nan
-        return round(
-            ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 3
-        )
-
-    return {"n": len(ordered), "p50_ms": rank(50), "p99_ms": rank(99), "max_ms": rank(100)}
+def read_latencies(path: Path) -> list[tuple[float, float]]:
+    """(send epoch, round trip in seconds) of every CALL in a `--latency-file`."""
+    with path.open() as f:
+        return [
+            (float(row["send_epoch"]), float(row["rtt_ms"]) / 1000) for row in csv.DictReader(f)
+        ]
 
 
 class Charger:
@@ -679,7 +676,7 @@ async def simulate(config: SimConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     d = SimConfig(url="")
     parser = argparse.ArgumentParser(
-        prog="python -m bench.simulator", description=__doc__.split("\n")[0]
+        prog="python -m bench.load.simulator", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--url", required=True, help="endpoint; chargers connect to <url>/<identity>"

@@ -2,7 +2,7 @@
 
 One run, side by side on this machine:
 
-1. `direct`: the fleet simulator (`bench.simulator`) talks straight to the fake CSMS;
+1. `direct`: the fleet simulator (`bench.load.simulator`) talks straight to the fake CSMS;
 2. the same fleet through the proxy with capture off (forwarding alone);
 3. the same fleet through the proxy with capture on (`[database] dsn` pointing at a PostgreSQL
    server this script owns, fsync on). After `--warmup` + `--before` seconds the server is crashed
@@ -15,70 +15,36 @@ simulator's per-CALL log and cut by send time into the windows before the outage
 the same boundaries. At the end the database is checked against what the fleet reported: every
 session with its exact meter start and stop, every sample once.
 
-    python -m bench.outage [--chargers 200] [--interval 1] [--samples 4] \
+    python -m bench outage [--chargers 200] [--interval 1] [--samples 4] \
         [--warmup 5] [--before 15] [--outage 10] [--after 15]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
 import json
 import math
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from bench import procstat
-from bench.loadgen import spawn
-from bench.simulator import percentiles
-from bench.targets import accepts
+from bench.harness import procstat
+from bench.harness.admin import get, metric
+from bench.harness.database import execute, fetch
+from bench.harness.percentiles import percentiles
+from bench.harness.processes import REPO, spawn, stop
+from bench.harness.report import Report, command, loadavg, machine_line
+from bench.harness.targets import accepts
+from bench.load.simulator import read_latencies
+from testkit.ports import free_port
 from testkit.postgres import ServerThread, make_data_dir
-
-REPO = Path(__file__).resolve().parent.parent
-_local = urllib.request.build_opener(
-    urllib.request.ProxyHandler({})
-)  # loopback only, no HTTP proxy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, what: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {limit:g} s")
-        time.sleep(0.1)
-
-
-def _get(port: int, path: str) -> str | None:
-    try:
-        with _local.open(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.read().decode() if response.status == 200 else None
-    except OSError:
-        return None
-
-
-def metric(admin_port: int, name: str) -> float:
-    for line in (_get(admin_port, "/metrics") or "").splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return math.nan
+from testkit.waiting import wait_until
 
 
 @dataclass
@@ -97,7 +63,7 @@ def simulate(
     argv = [
         sys.executable,
         "-m",
-        "bench.simulator",
+        "bench.load.simulator",
         "--url",
         url,
         "--chargers",
@@ -130,13 +96,6 @@ def finish(proc: subprocess.Popen, summary: Path, scratch: Path, name: str, limi
     return json.loads(summary.read_text())
 
 
-def read_latencies(path: Path) -> list[tuple[float, float]]:
-    with path.open() as f:
-        return [
-            (float(row["send_epoch"]), float(row["rtt_ms"]) / 1000) for row in csv.DictReader(f)
-        ]
-
-
 def window_stats(rows: list[tuple[float, float]], window: Window) -> dict[str, Any]:
     stats: dict[str, Any] = percentiles(
         [rtt for sent, rtt in rows if window.start <= sent < window.end]
@@ -150,32 +109,14 @@ def window_stats(rows: list[tuple[float, float]], window: Window) -> dict[str, A
     return stats
 
 
-async def _fetch(dsn: str, query: str) -> list:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(query))
-    finally:
-        await conn.close()
-
-
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def check_stored(dsn: str, summary: dict) -> tuple[int, int, int]:
     """(sessions expected, sessions stored exactly as reported, duplicated samples)."""
-    rows = asyncio.run(
-        _fetch(
-            dsn,
-            """
+    rows = fetch(
+        dsn,
+        """
         SELECT s.identity, s.transaction_id, s.meter_start_wh, s.meter_stop_wh,
                (SELECT count(*) FROM meter_samples m WHERE m.session_id = s.session_id)
         FROM sessions s""",
-        )
     )
     stored = {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
     expected = {
@@ -188,13 +129,11 @@ def check_stored(dsn: str, summary: dict) -> tuple[int, int, int]:
         for t in c["transactions"]
     }
     exact = sum(stored.get(key) == value for key, value in expected.items())
-    duplicates = asyncio.run(
-        _fetch(
-            dsn,
-            """
+    duplicates = fetch(
+        dsn,
+        """
         SELECT count(*) FROM (SELECT 1 FROM meter_samples
         GROUP BY session_id, sampled_at, measurand, value HAVING count(*) > 1) d""",
-        )
     )[0][0]
     return len(expected), exact, duplicates
 
@@ -237,21 +176,11 @@ def start_proxy(scratch: Path, name: str, csms_port: int, dsn: str | None) -> Pr
             stderr=log,
         )
     try:
-        wait_until(lambda: _get(admin, "/readyz") is not None, f"proxy {name} /readyz", 60)
+        wait_until(lambda: get(admin, "/readyz") is not None, f"proxy {name} /readyz", 60)
     except BaseException:
         stop(proxy)
         raise
     return Proxy(proxy, port, admin)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def timeline(
@@ -276,14 +205,14 @@ def timeline(
     return lines
 
 
-def run(args: argparse.Namespace) -> str:
+def measure(args: argparse.Namespace) -> str:
     scratch = make_data_dir("ocpp-outage-")
     procs: list[subprocess.Popen] = []
     database: ServerThread | None = None
     steady = args.before + args.outage + args.after
     try:
         database = ServerThread(scratch / "db").open()
-        asyncio.run(_execute(database.server.dsn(), "CREATE DATABASE ere_proxy"))
+        execute(database.server.dsn(), "CREATE DATABASE ere_proxy")
         dsn = database.server.dsn("ere_proxy")
 
         csms_port = free_port()
@@ -427,10 +356,7 @@ def run(args: argparse.Namespace) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.outage", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chargers", type=int, default=200)
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between a charger's readings"
@@ -452,9 +378,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch directory (logs, per-CALL CSVs)"
     )
-    args = parser.parse_args(argv)
-    print(run(args))
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> Report:
+    started, load = datetime.now(UTC), loadavg()
+    body = measure(args)
+    heading = [
+        f"## outage, {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        machine_line(load),
+        f"- command (from the repository root): `{command(args)}`",
+        "",
+    ]
+    return Report("\n".join([*heading, body]))

@@ -6,7 +6,7 @@ subprotocol the charger got (the charger's first offer), then relay whole messag
 otherwise (keepalive pings every 20 s); compression is off on both sides, as a transparent proxy
 cannot compress.
 
-    python -m bench.peers.naive_websockets --port 9003 --upstream ws://127.0.0.1:9001 [--max-seconds 600]
+    python -m bench.harness.peers.naive_websockets --port 9003 --upstream ws://127.0.0.1:9001 [--max-seconds 600]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ async def run(host: str, port: int, upstream: str, max_seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.peers.naive_websockets", description=__doc__.split("\n")[0]
+        prog="python -m bench.harness.peers.naive_websockets", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
