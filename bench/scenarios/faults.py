@@ -33,8 +33,10 @@ Parts (`--part`, default all, in this order):
    filler is deleted and the database resumed. Reported: `capture_failures{stage="spill_write"}`,
    `journal_spill_failing`, events lost (`journal_lost`; beyond `[capture] spill_buffer_bytes`,
    `--spill-buffer-bytes`, events are lost and counted), the database check.
-4. `password-flood`: a `managed` default route (scrypt hash from `proxy.routing.auth.hash_password`), the
-   fleet with the right password. During the fault `--flood-clients` clients
+4. `password-flood`: a `managed` default route (`--password-hash scrypt`: the hash of a password
+   a person chose, from `proxy.routing.auth.hash_password`; `generated`: the fast hash the
+   registry stores for the passwords it generates, `hash_generated_password`), the fleet with the
+   right password. During the fault `--flood-clients` clients
    (`bench.load.fault_clients --mode flood`, one source address each by default) send wrong passwords
    again and again; meanwhile `--managed` chargers with the right password connect, cold (first
    connection to this proxy) and then warm (they were connected a moment ago), each fleet starting
@@ -92,7 +94,9 @@ from testkit.postgres import ServerThread, make_data_dir
 from testkit.waiting import until
 
 PARTS = ("outage", "db-stall", "disk-full", "password-flood")
-PASSWORD = "charger-password-1"  # the fleet's HTTP Basic password (managed route: the right one)
+# The fleet's HTTP Basic password (managed route: the right one); 32 characters of 62, like the
+# passwords the registry generates, so that `--password-hash generated` may hash it as one.
+PASSWORD = "Bench0Charger0Password0Of32Chars"
 SAMPLE_EVERY = 1.0
 
 
@@ -1158,14 +1162,15 @@ async def _stalled(
 
 
 async def part_password_flood(args: argparse.Namespace, scratch: Path) -> Part:
-    from proxy.routing.auth import hash_password
+    from proxy.routing.auth import hash_generated_password, hash_password
 
+    make_hash = hash_generated_password if args.password_hash == "generated" else hash_password
     return await staged(
         args,
         scratch,
         Part("password-flood", "Password flood"),
         _flood,
-        managed_hash=hash_password(PASSWORD),
+        managed_hash=make_hash(PASSWORD),
         fleet_ramp=args.managed_ramp,
         fleet_addresses=args.wave_addresses,
     )
@@ -1297,8 +1302,8 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
     windows = Windows((fault - args.before, fault), (fault, back), (back, end))
     part.lines += [
         (
-            f"{args.chargers} managed chargers (half OCPP 1.6, half 2.0.1; `managed` default route, scrypt hash from "
-            f"`proxy.routing.auth.hash_password`; started over {args.managed_ramp:g} s before the flood), a reading every "
+            f"{args.chargers} managed chargers (half OCPP 1.6, half 2.0.1; `managed` default route, "
+            f"{HASH_SCHEMES[args.password_hash]}; started over {args.managed_ramp:g} s before the flood), a reading every "
             f"{args.interval:g} s, sessions of {args.samples} readings back to back, an offline period every "
             f"~{args.offline_every:g} s per charger, from {args.wave_addresses} addresses (127.0.k.1). During the flood ({back - fault:.1f} s): {args.flood_clients} clients "
             f"sending wrong passwords without pause from {args.flood_addresses} loopback addresses (127.2.0.1 on); "
@@ -1376,6 +1381,12 @@ async def _flood(args: argparse.Namespace, part: Part, stage: Stage) -> None:
         *ledger_lines(part, sent, received),
         *database_lines(part, result),
     ]
+
+
+HASH_SCHEMES = {
+    "scrypt": "scrypt hash from `proxy.routing.auth.hash_password` (a password a person chose)",
+    "generated": "fast hash from `proxy.routing.auth.hash_generated_password` (a generated password)",
+}
 
 
 def hash_cpu_seconds() -> float:
@@ -1566,6 +1577,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="others,own",
         help="password-flood: floods to run, comma-separated: others (made-up identities), own "
         "(the connecting chargers' identities)",
+    )
+    parser.add_argument(
+        "--password-hash",
+        choices=sorted(HASH_SCHEMES),
+        default="scrypt",
+        help="password-flood: the managed route's hash: scrypt (a password a person chose) or "
+        "generated (the fast hash of a password the registry generated); default scrypt",
     )
     parser.add_argument(
         "--managed", type=int, help="password-flood: chargers per connecting wave (default 100)"
