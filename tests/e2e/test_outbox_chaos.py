@@ -43,6 +43,7 @@ from testkit.ocpp_peers import Charger16, Charger201, open_charger, timestamp, w
 from testkit.ports import free_port
 from testkit.postgres import create_database, make_data_dir, start_database
 from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
+from testkit.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -265,13 +266,6 @@ def start_simulator(
             stdout=out,
             stderr=err,
         )
-
-
-async def until(check, what: str, limit: float) -> None:
-    """Poll a condition other processes bring about, for at most `limit` seconds."""
-    with trio.fail_after(limit):
-        while not await trio.to_thread.run_sync(check):
-            await trio.sleep(0.2)
 
 
 async def provisional_sessions(dsn: str) -> int:

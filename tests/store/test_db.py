@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import socket
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.store import DatabaseUnavailable, open_database
 from proxy.store.db import EMBEDDED_DATABASE, redact_dsn
 from proxy.store.migrate import load_migrations
+from testkit.ports import free_port
 from testkit.postgres import FAST_SETTINGS
 
 ROWS = [
@@ -126,12 +126,6 @@ async def test_queries_run_concurrently_from_many_trio_tasks(settings: DatabaseS
             for i in range(20):
                 nursery.start_soon(one, i)
         assert sorted(results) == list(range(20))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_an_unreachable_dsn_fails_clearly_within_the_timeout() -> None:
