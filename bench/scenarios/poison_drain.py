@@ -62,7 +62,7 @@ def poisoned_events(count: int, poison: str) -> list[Any]:
     """`count` realistic events (tracker output of simulated 1.6 chargers), every 100th poisoned."""
     import msgspec
 
-    from bench.load.tracker_events import fleet_events
+    fleet_events = _this_trees("bench/load/tracker_events.py").fleet_events
     from proxy.capture.events import Sample
     from proxy.capture.tracker import event_id
 
@@ -150,7 +150,8 @@ def child(argv: list[str]) -> int:
     parser.add_argument("--poison", choices=POISONS, required=True)
     parser.add_argument("--events", type=int, required=True)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(args.tree))  # that tree's proxy and bench packages
+    sys.path.insert(0, str(args.tree))  # that tree's proxy package
+    _alias_flat_layout()
     import logging
 
     import trio
@@ -160,6 +161,41 @@ def child(argv: list[str]) -> int:
         result = trio.run(measure, args.dsn, args.path, args.poison, args.events, Path(scratch))
     print(json.dumps(result))
     return 0
+
+
+# Trees before the package layout (4b084b4) kept these modules flat in proxy/.
+_FLAT_LAYOUT = {
+    "proxy.capture.events": "proxy.events",
+    "proxy.capture.tracker": "proxy.tracker",
+    "proxy.capture.journal": "proxy.journal",
+    "proxy.capture.spill": "proxy.spill",
+    "proxy.capture.store_process": "proxy.store_process",
+    "proxy.runtime.config": "proxy.config",
+    "proxy.wire.codec": "proxy.codec",
+}
+
+
+def _alias_flat_layout() -> None:
+    """In a tree of the flat layout, the names this file imports point at its flat modules, so
+    that any revision can be the baseline."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("proxy.capture") is not None:
+        return
+    for name, flat in _FLAT_LAYOUT.items():
+        sys.modules[name] = importlib.import_module(flat)
+
+
+def _this_trees(path: str) -> Any:
+    """A module of this file's tree by its path (the measured tree's bench may differ)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------- the scenario (parent process)

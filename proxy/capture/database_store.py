@@ -10,7 +10,7 @@ Bisection: a batch whose transaction fails is judged by the error. The database 
 records (an error about the data, a constraint, a trigger, a limit, or an exception from the code
 storing them): the batch is split in two halves, each stored (and split again if it fails) in
 order, so a batch of n records with k refused ones costs about 2·k·log2(n/k) transactions
-instead of n, and every good record is stored (bench/poison.py: 3,000 events with 1 % refused
+instead of n, and every good record is stored (bench poison-drain: 3,000 events with 1 % refused
 drain in about a fifth of the time that storing them one by one took; only past about a quarter
 refused would one by one be cheaper, by at most half). A deadlock or serialization failure, or a
 lost connection while the database still answers a trivial query, is tried once more first. A
