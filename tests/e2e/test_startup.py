@@ -102,8 +102,9 @@ def test_serving_without_a_configuration_file_exits_with_one_line(command: str) 
     )
 
 
-def test_ctrl_c_stops_every_worker_without_a_traceback(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C goes to the whole process group: the supervisor and its workers."""
+def two_workers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`proxy --workers 2` (a supervisor and two workers) in a process group of its own, as a
+    terminal's job, once both workers are ready; the process and the file of its stderr."""
     admin_port, port, upstream_port = free_port(consecutive=2), free_port(), free_port()
     config = tmp_path / "proxy.toml"
     config.write_text(CONFIG.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
@@ -115,11 +116,22 @@ def test_ctrl_c_stops_every_worker_without_a_traceback(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            start_new_session=True,  # a process group of its own, as a terminal's job
+            start_new_session=True,
         )
     try:
         for worker in range(2):
             wait_ready(ProxyProcess(port, admin_port + worker, upstream_port, process, stderr_path))
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process, stderr_path
+
+
+def test_ctrl_c_stops_every_worker_without_a_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: the supervisor and its workers."""
+    process, stderr_path = two_workers(tmp_path)
+    try:
         os.killpg(process.pid, signal.SIGINT)
         status = process.wait(timeout=30)
     finally:
@@ -157,23 +169,9 @@ def running(pid: int) -> bool:
 def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path) -> None:
     """SIGKILL (or the OOM killer) ends the supervisor without a word to its workers; they see
     their lifeline end and stop gracefully, rather than serve the port on with an old config."""
-    admin_port, port, upstream_port = free_port(consecutive=2), free_port(), free_port()
-    config = tmp_path / "proxy.toml"
-    config.write_text(CONFIG.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
-    stderr_path = tmp_path / "proxy.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--workers", "2", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    process, stderr_path = two_workers(tmp_path)
     workers: list[int] = []
     try:
-        for worker in range(2):
-            wait_ready(ProxyProcess(port, admin_port + worker, upstream_port, process, stderr_path))
         workers = children_of(process.pid)
         assert len(workers) == 2
         process.kill()
@@ -183,6 +181,9 @@ def test_workers_stop_when_their_supervisor_is_killed_outright(tmp_path: Path) -
             time.sleep(0.05)
         assert not [pid for pid in workers if running(pid)]
     finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         for pid in workers:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
