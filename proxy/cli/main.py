@@ -10,7 +10,8 @@ accounting (see `ere/admin/accounting_cli.py`), `partners`, `customers`, `mandat
 add|list|…` manage who is paid for which charger (see `ere/admin/records_cli.py`), `chargers
 add|list|remove|rotate-password|reseal|generate-key` manages the charger registry in the
 database (see `chargers.py`), `outbox status|dead-letters|requeue` shows what the outboxes hold,
-`hash-password` prints a password hash for a `managed` route. The configuration file comes from
+`hash-password` prints a password hash for a `managed` route (`--generate`: a new random
+password, shown once on stderr, and its fast hash; see `routing/auth.py`). The configuration file comes from
 `--config` or the ERE_PROXY_CONFIG environment variable; for the other commands, without either
 the defaults apply.
 """
@@ -35,7 +36,8 @@ from proxy.cli.data_dir_lock import DataDirInUse, hold_data_dir
 from proxy.cli.db import add_db_parsers, db_shell, run_migrate, takes_extra_arguments
 from proxy.cli.outbox import add_outbox_parser, outbox_command
 from proxy.cli.sessions import add_sessions_parser, sessions_command
-from proxy.routing.auth import hash_password
+from proxy.routing.auth import hash_generated_password, hash_password
+from proxy.routing.registry.records import generate_password
 from proxy.runtime.config import (
     EXIT_CANNOT_START,
     CannotStart,
@@ -86,8 +88,14 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
         add_ere_admin_parsers(sub, common)
     # The password is read from a prompt or stdin only: on the command line it would show in
     # `ps` and the shell's history.
-    sub.add_parser(
+    hashing = sub.add_parser(
         "hash-password", help="print a hash for a charger password (prompted, or one line of stdin)"
+    )
+    hashing.add_argument(
+        "--generate",
+        action="store_true",
+        help="make a random password instead (shown once, on stderr) and print its fast hash: "
+        "checked at once, never behind a flood of wrong passwords",
     )
     return parser
 
@@ -98,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not takes_extra_arguments(args):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "hash-password" and args.generate:
+        password = generate_password()
+        print(f"password (shown only this once): {password}", file=sys.stderr)
+        print(hash_generated_password(password))
+        return 0
     if args.command == "hash-password":
         password = (
             getpass.getpass("password: ")

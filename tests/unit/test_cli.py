@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from proxy.cli.main import main
-from proxy.routing.auth import verify_password
+from proxy.routing.auth import is_fast_hash, verify_password
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import describe_database
 
@@ -18,6 +18,14 @@ def test_hash_password_reads_one_line_of_stdin_and_prints_a_verifiable_hash(caps
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
     assert main(["hash-password"]) == 0
     assert verify_password("from-stdin", capsys.readouterr().out.strip())
+
+
+def test_hash_password_generate_shows_a_new_password_once_and_prints_its_fast_hash(capsys):
+    assert main(["hash-password", "--generate"]) == 0
+    out, err = capsys.readouterr()
+    password = err.removeprefix("password (shown only this once): ").strip()
+    assert len(password) == 32 and password not in out
+    assert is_fast_hash(out.strip()) and verify_password(password, out.strip())
 
 
 def test_hash_password_never_takes_the_password_on_the_command_line(capsys, monkeypatch):
