@@ -62,8 +62,15 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
             if process.returncode is None:
                 process.send_signal(signum)
 
-    async def keep_running(role: str, index: int, cancel_scope: trio.CancelScope) -> None:
+    def give_up(message: str, role: str, index: int, cancel_scope: trio.CancelScope) -> None:
+        """Stop every worker and the supervisor, which then exits with status 1."""
         nonlocal stopping, failed
+        log.error(message, extra={"role": role, "worker": index})
+        stopping = failed = True
+        signal_all(signal.SIGTERM)
+        cancel_scope.cancel()
+
+    async def keep_running(role: str, index: int, cancel_scope: trio.CancelScope) -> None:
         quick_failures = 0
         while not stopping:
             started = trio.current_time()
@@ -81,25 +88,17 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
             if stopping:
                 return
             if status == EXIT_CANNOT_START:  # it said why; it would only fail again
-                log.error("worker cannot start; stopping", extra={"role": role, "worker": index})
-                stopping = failed = True
-                signal_all(signal.SIGTERM)
-                cancel_scope.cancel()
+                give_up("worker cannot start; stopping", role, index, cancel_scope)
                 return
             quick_failures = (
                 quick_failures + 1 if trio.current_time() - started < _QUICK_EXIT else 0
             )
+            if quick_failures >= _MAX_QUICK_FAILURES:
+                give_up("worker keeps failing at start; stopping", role, index, cancel_scope)
+                return
             log.error(
                 "worker exited; restarting", extra={"role": role, "worker": index, "status": status}
             )
-            if quick_failures >= _MAX_QUICK_FAILURES:
-                log.error(
-                    "worker keeps failing at start; stopping", extra={"role": role, "worker": index}
-                )
-                stopping = failed = True
-                signal_all(signal.SIGTERM)
-                cancel_scope.cancel()
-                return
             await trio.sleep(_RESTART_DELAY)
 
     try:

@@ -261,6 +261,8 @@ def test_a_generated_password_hash_matches_only_its_password():
     assert not verify_password(password, encoded.replace("sha256$", "sha256$$"))
     assert not verify_password(password, encoded[:-8])  # a digest cut short
     assert not verify_password(password, "sha256$!!$??")
+    for hostile in ("", "\x00", password + "\x00", "é" * 16_000, password * 500):
+        assert not verify_password(hostile, encoded)
     with pytest.raises(ValueError):
         hash_generated_password("short-and-chosen")
 
