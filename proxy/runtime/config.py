@@ -283,8 +283,41 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     smtp_starttls: bool = True
     smtp_username: str = ""
     smtp_password_env: str = "ERE_PROXY_SMTP_PASSWORD"
+    # A quarter can be closed once it has ended and this many days of late data have passed.
+    close_grace_days: int = 7
+    # Referrals: each active referral lowers the fee rate by this much, down to the 10 % floor.
+    referral_step: str = "0.02"
+    # Clock sanity: charger timestamps more than clock_ahead_seconds after the moment a frame
+    # arrived, or more than max_clock_lag_days before it (longer than an offline queue is
+    # kept), mark the session `charger_clock` instead of counting it.
+    clock_ahead_seconds: float = 300.0
+    max_clock_lag_days: int = 35
+    # The booking provider (us): on every statement's invoice part and in the REV export.
+    provider_name: str = ""
+    provider_address: str = ""
+    provider_kvk: str = ""
+    provider_vat_number: str = ""
+    provider_nea_account: str = ""
+    # Invoice numbers are this prefix, the year and a sequence number per year (ERE-2026-000001).
+    invoice_prefix: str = "ERE"
+    # Events, sessions, assessments, statements and payouts are kept at least this long.
+    retention_years: int = 5
 
     def __post_init__(self) -> None:
+        if self.close_grace_days < 0 or self.max_clock_lag_days < 1:
+            raise ValueError("ere.close_grace_days must be >= 0 and ere.max_clock_lag_days >= 1")
+        if not self.clock_ahead_seconds > 0:
+            raise ValueError("ere.clock_ahead_seconds must be a positive number of seconds")
+        if self.retention_years < 5:
+            raise ValueError("ere.retention_years must be at least 5 (records are kept 5 years)")
+        try:
+            step = Decimal(self.referral_step)
+        except ArithmeticError:
+            step = Decimal(-1)
+        if not step.is_finite() or not 0 <= step <= 1:
+            raise ValueError(
+                f"ere.referral_step must be a fraction like '0.02', got {self.referral_step!r}"
+            )
         if self.workers < 0 or self.close_shards < 1 or self.max_attempts < 1:
             raise ValueError("ere.workers must be >= 0, ere.close_shards and ere.max_attempts >= 1")
         for name in ("poll_interval", "retry_base", "pipeline_refresh", "query_timeout"):
