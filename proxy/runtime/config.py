@@ -292,6 +292,9 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # kept), mark the session `charger_clock` instead of counting it.
     clock_ahead_seconds: float = 300.0
     max_clock_lag_days: int = 35
+    # The maximum-power check allows this much energy (Wh) above max power × duration: meter
+    # registers count in whole Wh and timestamps in whole seconds (0: none).
+    max_power_margin_wh: int = 100
     # The booking provider (us): on every statement's invoice part and in the REV export.
     provider_name: str = ""
     provider_address: str = ""
@@ -304,8 +307,11 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     retention_years: int = 5
 
     def __post_init__(self) -> None:
-        if self.close_grace_days < 0 or self.max_clock_lag_days < 1:
-            raise ValueError("ere.close_grace_days must be >= 0 and ere.max_clock_lag_days >= 1")
+        if self.close_grace_days < 0 or self.max_clock_lag_days < 1 or self.max_power_margin_wh < 0:
+            raise ValueError(
+                "ere.close_grace_days and ere.max_power_margin_wh must be >= 0,"
+                " ere.max_clock_lag_days >= 1"
+            )
         if not self.clock_ahead_seconds > 0:
             raise ValueError("ere.clock_ahead_seconds must be a positive number of seconds")
         if self.retention_years < 5:

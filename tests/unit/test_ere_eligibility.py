@@ -390,3 +390,40 @@ def test_property_eligible_kwh_is_import_minus_export_within_the_power_limit(
     assert result.eligible == within
     assert result.kwh == ((energy - exported) / 1000 if within else 0)
     assert verdict(session) == result
+
+
+def test_the_max_power_margin_is_the_closes_rule_and_named_in_the_detail() -> None:
+    one_hour = {"stopped_at": T0 + timedelta(hours=1), "last_reading_at": T0}
+    session = record(
+        **one_hour, energy_wh=D(11050), meter_stop_wh=D(12050), last_reading_wh=D(1000)
+    )
+    assert verdict(session).eligible  # 11 kWh allowed, 50 Wh above it: inside the default 100 Wh
+    strict = verdict(session, context(margin_wh=D(0)))
+    assert strict.reason is Reason.EXCEEDS_MAX_POWER
+    assert strict.detail == "11.05 kWh imported in 1:00:00; 11000 W allows 11 kWh (+0 Wh margin)"
+    with pytest.raises(EligibilityInputError, match="margin_wh"):
+        context(margin_wh=D(-1))
+
+
+def test_a_charger_clock_ahead_of_the_arrival_of_its_frames_is_flagged() -> None:
+    arrived = T0 - timedelta(minutes=10)  # the start frame arrived 10 minutes before its stamp
+    result = verdict(record(start_received_at=arrived, stop_received_at=T0 + timedelta(hours=2)))
+    assert result.reason is Reason.CHARGER_CLOCK and not result.eligible and result.kwh == 0
+    assert result.detail.startswith("start stamped 2026-08-20T16:00:00+00:00, 0:10:00 after")
+    assert result.customer_id == "cust-1"  # still attributed, so the exclusion shows per customer
+    within = verdict(record(start_received_at=T0 - timedelta(minutes=4)))
+    assert within.eligible  # 4 minutes ahead is inside the default 5
+
+
+def test_a_stamp_older_than_an_offline_queue_is_kept_is_flagged_and_a_queue_is_not() -> None:
+    queued = record(
+        start_received_at=T0 + timedelta(days=3), stop_received_at=T0 + timedelta(days=3)
+    )
+    assert verdict(queued).eligible  # sent three days later from the charger's offline queue
+    replayed = record(stop_received_at=T0 + timedelta(days=40))
+    result = verdict(replayed)
+    assert result.reason is Reason.CHARGER_CLOCK
+    assert result.detail.startswith("stop stamped 2026-08-20T18:00:00+00:00 arrived 39 days")
+    tolerant = verdict(replayed, context(max_clock_lag=timedelta(days=60)))
+    assert tolerant.eligible
+    assert verdict(record()).eligible  # no receive times (captured before they were kept)

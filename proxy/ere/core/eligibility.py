@@ -12,19 +12,25 @@ Checks run in this order; the first that fails is the reason given:
 2. the record is complete: a start time, an end (stop time, or an orphan's last reading time)
    and an energy figure;
 3. the end is not before the start;
-4. the meter never went backwards: start <= last reading <= stop (readings that exist);
-5. neither imported nor exported energy is negative;
-6. MID evidence: only meter classes `signed-verified` (signed OCMF readings that verify with the
+4. the charger's clock agrees with the proxy's: a start or stop timestamp may not lie more than
+   `clock_ahead` after the moment its frame arrived (a clock running ahead), nor more than
+   `max_clock_lag` before it (longer than a charger keeps an offline queue: a clock running
+   behind, or a replay); sessions without receive times (captured before they were recorded)
+   are not checked;
+5. the meter never went backwards: start <= last reading <= stop (readings that exist);
+6. neither imported nor exported energy is negative;
+7. MID evidence: only meter classes `signed-verified` (signed OCMF readings that verify with the
    meter's pinned key) and `declared` (a meter model on the MID list, with a serial number)
    count. `signed-unverified` does not: a signature that fails or a changed key is a warning
    sign, not evidence. `unknown` is no evidence at all;
-7. the charger is linked to a customer, and the link names the EAN;
-8. one valid mandate for that EAN and that customer covers the session's date (the Dutch
+8. the charger is linked to a customer, and the link names the EAN;
+9. one valid mandate for that EAN and that customer covers the session's date (the Dutch
    calendar date of its end);
-9. neither the imported nor the exported energy exceeds the charger's maximum power over the
-   session's duration, plus a margin of 100 Wh for register resolution and timestamps that
-   are whole seconds;
-10. no other session on the same connector overlaps it in time (half-open intervals; other
+10. neither the imported nor the exported energy exceeds the charger's maximum power over the
+   session's duration, plus a margin (`[ere] max_power_margin_wh`, default 100 Wh) for meter
+   registers that count whole Wh and timestamps in whole seconds; the detail names the
+   margin used;
+11. no other session on the same connector overlaps it in time (half-open intervals; other
    sessions that were rejected or have no start time are ignored; one without an end is an
    instant at its start). Both sessions of an overlap fail: there is no telling which is real.
 
@@ -51,6 +57,8 @@ from proxy.ere.core.quarters import local_date
 from proxy.ere.core.rounding import exact, require_decimal, wide
 
 __all__ = [
+    "DEFAULT_CLOCK_AHEAD",
+    "DEFAULT_MAX_CLOCK_LAG",
     "MID_EVIDENCE",
     "READING_MARGIN_WH",
     "Assessment",
@@ -67,7 +75,9 @@ __all__ = [
 ]
 
 MID_EVIDENCE = frozenset({MeterClass.SIGNED_VERIFIED, MeterClass.DECLARED})
-READING_MARGIN_WH = Decimal(100)
+READING_MARGIN_WH = Decimal(100)  # the default of `SessionContext.margin_wh`
+DEFAULT_CLOCK_AHEAD = timedelta(minutes=5)
+DEFAULT_MAX_CLOCK_LAG = timedelta(days=35)
 _SECONDS_PER_HOUR = Decimal(3600)
 
 
@@ -98,6 +108,7 @@ class Reason(enum.StrEnum):
     ORPHANED_WITHOUT_FINAL_READING = "orphaned-without-final-reading"
     INCOMPLETE_RECORD = "incomplete-record"
     ENDS_BEFORE_START = "ends-before-start"
+    CHARGER_CLOCK = "charger-clock"
     METER_WENT_BACKWARDS = "meter-went-backwards"
     NEGATIVE_ENERGY = "negative-energy"
     NO_MID_EVIDENCE = "no-mid-evidence"
@@ -120,6 +131,7 @@ _REASON_TEXTS = {
     Reason.ORPHANED_WITHOUT_FINAL_READING: "the session never ended and has no final meter reading",
     Reason.INCOMPLETE_RECORD: "the session lacks a start time, an end time or an energy reading",
     Reason.ENDS_BEFORE_START: "the session ends before it starts",
+    Reason.CHARGER_CLOCK: "the charger's clock disagrees with the time its frames arrived",
     Reason.METER_WENT_BACKWARDS: "the energy register went backwards",
     Reason.NEGATIVE_ENERGY: "the session reports negative energy",
     Reason.NO_MID_EVIDENCE: "no evidence of a MID-certified meter in the charger",
@@ -172,6 +184,8 @@ class SessionRecord:
     status: SessionStatus
     exported_wh: Decimal = Decimal(0)
     evse_id: int | None = None
+    start_received_at: datetime | None = None
+    stop_received_at: datetime | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -242,16 +256,22 @@ class SessionContext:
     the linked EAN and the other sessions on the same connector.
 
     `max_power_w` is the charger's rated maximum in W (EligibilityInputError unless positive).
+    `margin_wh`, `clock_ahead` and `max_clock_lag` are the close's rules (module docstring).
     """
 
     link: ChargerLink | None
     max_power_w: Decimal
     mandates: tuple[Mandate, ...] = ()
     same_connector: tuple[SessionRecord, ...] = field(default=())
+    margin_wh: Decimal = READING_MARGIN_WH
+    clock_ahead: timedelta = DEFAULT_CLOCK_AHEAD
+    max_clock_lag: timedelta = DEFAULT_MAX_CLOCK_LAG
 
     def __post_init__(self) -> None:
         if require_decimal(self.max_power_w, "max_power_w") <= 0:
             raise EligibilityInputError(f"max_power_w must be positive, got {self.max_power_w}")
+        if require_decimal(self.margin_wh, "margin_wh") < 0:
+            raise EligibilityInputError(f"margin_wh cannot be negative, got {self.margin_wh}")
         object.__setattr__(self, "mandates", tuple(self.mandates))
         object.__setattr__(self, "same_connector", tuple(self.same_connector))
 
@@ -325,7 +345,14 @@ def assess(session: SessionRecord, context: SessionContext) -> Assessment:
 
 
 def _first_failure(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
-    for check in (_finished, _complete, _in_order, _meter_forwards, _not_negative, _mid_evidence):
+    for check in (_finished, _complete, _in_order):
+        failure = check(session)
+        if failure is not None:
+            return failure
+    failure = _clock_agrees(session, context)
+    if failure is not None:
+        return failure
+    for check in (_meter_forwards, _not_negative, _mid_evidence):
         failure = check(session)
         if failure is not None:
             return failure
@@ -369,6 +396,28 @@ def _in_order(session: SessionRecord) -> tuple[Reason, str] | None:
             Reason.ENDS_BEFORE_START,
             f"ends {session.ended_at.isoformat()}, starts {session.started_at.isoformat()}",
         )
+    return None
+
+
+def _clock_agrees(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
+    for what, stamped, received in (
+        ("start", session.started_at, session.start_received_at),
+        ("stop", session.stopped_at, session.stop_received_at),
+    ):
+        if stamped is None or received is None:
+            continue
+        if stamped - received > context.clock_ahead:
+            return (
+                Reason.CHARGER_CLOCK,
+                f"{what} stamped {stamped.isoformat()}, {stamped - received} after its frame"
+                f" arrived ({received.isoformat()}); more than {context.clock_ahead} ahead",
+            )
+        if received - stamped > context.max_clock_lag:
+            return (
+                Reason.CHARGER_CLOCK,
+                f"{what} stamped {stamped.isoformat()} arrived {received - stamped} later"
+                f" ({received.isoformat()}); longer than {context.max_clock_lag} of offline queue",
+            )
     return None
 
 
@@ -461,13 +510,13 @@ def _within_max_power(session: SessionRecord, context: SessionContext) -> tuple[
     possible_wh = wide().divide(
         calc.multiply(context.max_power_w, _seconds(duration)), _SECONDS_PER_HOUR
     )
-    limit_wh = wide().add(possible_wh, READING_MARGIN_WH)
+    limit_wh = wide().add(possible_wh, context.margin_wh)
     for what, energy in (("imported", session.energy_wh), ("fed back", session.exported_wh)):
         if energy > limit_wh:
             return (
                 Reason.EXCEEDS_MAX_POWER,
                 f"{_kwh(energy)} {what} in {duration}; {context.max_power_w.normalize():f} W allows"
-                f" {_kwh(possible_wh)} (+{READING_MARGIN_WH} Wh margin)",
+                f" {_kwh(possible_wh)} (+{context.margin_wh.normalize():f} Wh margin)",
             )
     return None
 
