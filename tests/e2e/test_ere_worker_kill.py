@@ -25,7 +25,7 @@ import trio
 
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
-from proxy.ere.jobs.closing import request_close
+from proxy.ere.jobs.close_requests import request_close
 from proxy.ere.jobs.payouts import request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
@@ -197,7 +197,7 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
     async with open_database(reference.database) as db:
         await seed(db)
         async with db.transaction() as conn:
-            await request_close(conn, Q3, reference.ere.close_shards)
+            await request_close(conn, Q3, reference.ere)
         await run_all(db, reference)
         async with db.transaction() as conn:
             await request_payout(conn, Q3, reference.ere, PAID_AT)
@@ -223,7 +223,7 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
                 async with holder.transaction():  # the shards' last write waits for this lock
                     await holder.execute("LOCK TABLE session_assessments IN EXCLUSIVE MODE")
                     async with db.transaction() as conn:
-                        await request_close(conn, Q3, killed.ere.close_shards)
+                        await request_close(conn, Q3, killed.ere)
                     workers.start(2)
                     await until(
                         lambda: equals(blocked_on_locks(db), 2), "both workers blocked in a shard"

@@ -1,7 +1,8 @@
 """Quarterly close, adjustments and payout through the job queue, on a real PostgreSQL.
 
 Figures are computed by hand (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; price
-€0.30 per ERE; fee 20 % incl. VAT, VAT = fee × 21/121; rounding half up to 0.01).
+€0.30 per ERE; fee 20 % incl. VAT, VAT = fee × 21/121; rounding half up to 0.01). The closes
+happen as if on 1 February 2027 (`LATER`), when every quarter of 2026 may be closed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import xmlschema
 
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
-from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
@@ -29,6 +30,7 @@ from proxy.store import open_database
 
 UTC = UTC
 Q3, Q4 = Quarter.parse("2026Q3"), Quarter.parse("2026Q4")
+LATER = datetime(2027, 2, 1, tzinfo=UTC)  # when these tests close quarters: 2026 has ended
 
 
 def ean(n: int) -> str:
@@ -62,18 +64,19 @@ async def seed(db) -> None:
             ('P2', 'Supplier Two', 'energy-supplier', 'partner-account', 'NL20INGB0001234567', 'Supplier Two BV')""")
     await db.execute(f"""
         INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban,
-                               email, referral_discount) VALUES
+                               email) VALUES
             ('A', 'P1', 'Anna de Vries', 'Kerkstraat 1', '1234 AB', 'Utrecht', '{EAN_A}', 'Stedin',
-             'NL91ABNA0417164300', 'anna@example.nl', 0),
+             'NL91ABNA0417164300', 'anna@example.nl'),
             ('B', 'P2', 'Bram Jansen', 'Dorpsweg 2', '5678 CD', 'Zwolle', '{EAN_B}', 'Enexis', NULL,
-             'bram@example.nl', 0.05)""")
+             'bram@example.nl')""")
     consent = '{"by": "customer", "method": "online-checkbox"}'
     await db.execute(f"""
         INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) VALUES
             ('{EAN_A}', 2026, 'A', '2026-01-01', '2026-01-01', '2026-12-31', '{consent}'),
             ('{EAN_B}', 2026, 'B', '2026-08-10', '2026-08-15', '2026-12-31', '{consent}')""")
     await db.execute("""
-        INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ('CP-A', 'A', 11000), ('CP-B', 'B', 11000)""")
+        INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from) VALUES
+            ('CP-A', 'A', 11000, '2026-01-01T00:00+01:00'), ('CP-B', 'B', 11000, '2026-01-01T00:00+01:00')""")
 
 
 async def add_session(
@@ -149,7 +152,7 @@ async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_a
         )  # a charger of nobody
 
         async with db.transaction() as conn:
-            assert await request_close(conn, Q3, cfg.ere.close_shards)
+            assert await request_close(conn, Q3, cfg.ere, LATER)
         assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
         assert (
             await db.fetchval("SELECT state FROM quarter_closes WHERE quarter = '2026Q3'")
@@ -165,19 +168,19 @@ async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_a
                 *money("14.10", "4.23", "0.85", "0.15", "3.38"),
                 1,
             ),
-            # 30 kWh → 9.98082 → 9.98 ERE; × 0.30 = 2.994 → 2.99; fee 15 % = 0.4485 → 0.45; VAT 0.0781 → 0.08
+            # 30 kWh → 9.98082 → 9.98 ERE; × 0.30 = 2.994 → 2.99; fee 20 % = 0.598 → 0.60; VAT 0.1041 → 0.10
             (
                 "B",
                 "2026Q3",
                 "regular",
                 Decimal("30"),
-                *money("9.98", "2.99", "0.45", "0.08", "2.54"),
+                *money("9.98", "2.99", "0.60", "0.10", "2.39"),
                 2,
             ),
         ]
         reasons = dict(
             await db.fetch(
-                "SELECT s.transaction_id, a.reason FROM session_assessments a JOIN sessions s USING (session_id)"
+                "SELECT s.transaction_id, a.reason FROM current_session_assessments a JOIN sessions s USING (session_id)"
             )
         )
         assert reasons == {
@@ -192,15 +195,15 @@ async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_a
         # Closed is closed: a second close is refused, and so is a close of an earlier quarter.
         async with db.transaction() as conn:
             with pytest.raises(CloseRefused, match="already closed"):
-                await request_close(conn, Q3, 3)
+                await request_close(conn, Q3, cfg.ere, LATER)
             with pytest.raises(CloseRefused, match="can no longer be closed"):
-                await request_close(conn, Quarter.parse("2026Q2"), 3)
+                await request_close(conn, Quarter.parse("2026Q2"), cfg.ere, LATER)
 
         # A session of July arrives late, and one of October: Q4 adjusts Q3 and never edits it.
         await add_session(db, "CP-A", "a3", datetime(2026, 9, 20, 8, tzinfo=UTC), "10")
         await add_session(db, "CP-A", "a4", datetime(2026, 10, 5, 8, tzinfo=UTC), "5")
         async with db.transaction() as conn:
-            await request_close(conn, Q4, cfg.ere.close_shards)
+            await request_close(conn, Q4, cfg.ere, LATER)
         assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
         assert await lines(db, "2026Q3") == [
             (
@@ -216,7 +219,7 @@ async def test_a_quarter_closes_into_exact_statements_and_later_changes_become_a
                 "2026Q3",
                 "regular",
                 Decimal("30"),
-                *money("9.98", "2.99", "0.45", "0.08", "2.54"),
+                *money("9.98", "2.99", "0.60", "0.10", "2.39"),
                 2,
             ),
         ]
@@ -248,14 +251,17 @@ async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path)
         await seed(db)
         await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
         async with db.transaction() as conn:
-            await request_close(conn, Q3, 2)
+            await request_close(conn, Q3, cfg.ere, LATER)
         await run_jobs(db, cfg)
         await add_session(db, "CP-A", "a2", datetime(2026, 7, 4, 8, tzinfo=UTC), "10")
         async with db.transaction() as conn:
             with pytest.raises(CloseRefused, match="needs a reason"):
-                await reopen(conn, Q3, "ops", " ", 2)
+                await reopen(conn, Q3, "ops", " ")
         async with db.transaction() as conn:
-            assert await reopen(conn, Q3, "ops", "meter evidence arrived late", 2) == 2
+            assert await reopen(conn, Q3, "ops", "meter evidence arrived late") == 1
+        assert await run_jobs(db, cfg) == []  # a reopen only reopens
+        async with db.transaction() as conn:
+            assert await request_close(conn, Q3, cfg.ere, LATER)
         await run_jobs(db, cfg)
         rows = await db.fetch("SELECT revision, state FROM quarter_closes ORDER BY revision")
         assert [tuple(r) for r in rows] == [(1, "reopened"), (2, "closed")]
@@ -276,7 +282,7 @@ async def test_a_reopen_is_audited_and_refused_once_paid_out(settings, tmp_path)
         await run_jobs(db, cfg)
         async with db.transaction() as conn:
             with pytest.raises(CloseRefused, match="was paid out"):
-                await reopen(conn, Q3, "ops", "again", 2)
+                await reopen(conn, Q3, "ops", "again")
 
 
 async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_statements(
@@ -291,7 +297,7 @@ async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_stat
         async with db.transaction() as conn:
             with pytest.raises(PayoutRefused, match="not closed"):
                 await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
-            await request_close(conn, Q3, 2)
+            await request_close(conn, Q3, cfg.ere, LATER)
         await run_jobs(db, cfg)
         async with db.transaction() as conn:
             assert await request_payout(conn, Q3, cfg.ere, datetime(2026, 10, 2, 9, tzinfo=UTC))
@@ -306,12 +312,12 @@ async def test_a_payout_run_pays_each_payee_once_with_a_valid_sepa_file_and_stat
                 "SELECT payee_kind, payee_id, amount FROM payout_transfers ORDER BY payee_kind, payee_id"
             )
         ]
-        assert transfers == [("customer", "A", Decimal("3.38")), ("partner", "P2", Decimal("2.54"))]
+        assert transfers == [("customer", "A", Decimal("3.38")), ("partner", "P2", Decimal("2.39"))]
         xml = (tmp_path / "payouts" / "payout-2026Q3.xml").read_bytes()
         schema = Path(__import__("sepaxml").__file__).parent / "schemas" / "pain.001.001.03.xsd"
         document = xmlschema.XMLSchema(str(schema)).to_dict(xml)
         header = document["CstmrCdtTrfInitn"]["GrpHdr"]
-        assert (header["NbOfTxs"], Decimal(str(header["CtrlSum"]))) == ("2", Decimal("5.92"))
+        assert (header["NbOfTxs"], Decimal(str(header["CtrlSum"]))) == ("2", Decimal("5.77"))
         mails = sorted(p.name for p in (tmp_path / "statements").iterdir())
         assert len(mails) == 2 and await db.fetchval("SELECT count(*) FROM payout_statements") == 2
         text = (tmp_path / "statements" / mails[0]).read_text()
@@ -335,7 +341,7 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
         await add_session(db, "CP-B", "b2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
         await add_session(db, "CP-B", "b3", datetime(2026, 9, 2, 8, tzinfo=UTC), "20")
         async with db.transaction() as conn:
-            await request_close(conn, Q3, 2)
+            await request_close(conn, Q3, cfg.ere, LATER)
         await run_jobs(db, cfg)
 
     out, err = io.StringIO(), io.StringIO()
@@ -375,7 +381,7 @@ async def test_quarter_status_shows_every_quarter_or_the_one_asked_for(settings,
         await add_session(db, "CP-A", "a4", datetime(2026, 10, 5, 8, tzinfo=UTC), "5")
         for quarter in (Q3, Q4):
             async with db.transaction() as conn:
-                await request_close(conn, quarter, 2)
+                await request_close(conn, quarter, cfg.ere, LATER)
             await run_jobs(db, cfg)
 
     async def status(*argv: str) -> tuple[int, str, str]:

@@ -26,7 +26,7 @@ import trio
 
 from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.ere.core.rev_booking import RevExportError, RevProvider
-from proxy.ere.jobs.closing import CloseRefused, reopen, request_close
+from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.rev_export import export_rev
 from proxy.runtime.config import Config
@@ -45,11 +45,12 @@ def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     close.add_argument("quarter")
     close.add_argument("--wait", action="store_true", help="wait until the workers have closed it")
     again = quarter.add_parser(
-        "reopen", parents=[common], help="reopen a closed quarter (audited) and close it again"
+        "reopen",
+        parents=[common],
+        help="reopen a closed quarter (audited); `quarter close` closes it again",
     )
     again.add_argument("quarter")
     again.add_argument("--reason", required=True, help="why (kept in the audit log)")
-    again.add_argument("--wait", action="store_true")
     status = quarter.add_parser(
         "status", parents=[common], help="closes and their totals, of every quarter or one"
     )
@@ -106,7 +107,7 @@ async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO)
     quarter = Quarter.parse(args.quarter)
     async with db.transaction() as conn:
         await conn.execute("LOCK TABLE quarter_closes IN SHARE ROW EXCLUSIVE MODE")
-        queued = await request_close(conn, quarter, config.ere.close_shards)
+        queued = await request_close(conn, quarter, config.ere)
     print(
         f"close of {quarter} queued" if queued else f"close of {quarter} was already queued",
         file=out,
@@ -118,9 +119,12 @@ async def _reopen(db: Any, config: Config, args: argparse.Namespace, out: TextIO
     quarter = Quarter.parse(args.quarter)
     actor = await trio.to_thread.run_sync(_actor)  # may ask the user database (NSS) for our name
     async with db.transaction() as conn:
-        revision = await reopen(conn, quarter, actor, args.reason, config.ere.close_shards)
-    print(f"{quarter} reopened; revision {revision} is queued to close", file=out)
-    return await _wait_closed(db, quarter, out) if args.wait else 0
+        revision = await reopen(conn, quarter, actor, args.reason)
+    print(
+        f"{quarter} reopened (revision {revision}); close it again with `ere-proxy quarter close {quarter}`",
+        file=out,
+    )
+    return 0
 
 
 async def _wait_closed(db: Any, quarter: Quarter, out: TextIO) -> int:

@@ -1,25 +1,35 @@
 """Closing a quarter in the database: the jobs that turn sessions into frozen statement lines.
 
-`ere-proxy quarter close 2026Q3` queues a `close` job. Its handler opens a new revision of the
-quarter (`quarter_closes`, state `closing`) and queues one `close-shard` job per shard; customers
-are spread over shards by a hash of their id, so shards share nothing and run on any worker in
-parallel. A shard loads its customers, their chargers' sessions, mandates and everything already
-stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for
-them (`core.statements.close_quarter`, a pure function) and inserts the lines, the sessions each
-line counted, and each session's assessment, all in the job's transaction. The shard that finds
-every other shard done marks the quarter `closed` (the quarter's row lock serialises that check).
+`ere-proxy quarter close 2026Q3` queues a `close` job (`proxy.ere.jobs.close_requests`, which
+also holds the rules for which quarter may close and the `CloseRules` a close applies). Its
+handler checks those rules again, opens a new revision of the quarter (`quarter_closes`, state
+`closing`, with the rules it applies), freezes which referred customers were active in the
+quarter (`close_referrals`: an eligible session delivered in the quarter lowers the referrer's
+fee by one step), and queues one `close-shard` job per shard; customers are spread over shards
+by a hash of their id, so shards share nothing and run on any worker in parallel. A shard loads
+its customers, their chargers' link periods and sessions, mandates and everything already
+stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for them
+(`core.statements.close_quarter`, a pure function) and inserts the lines, the sessions each line
+counted and the assessments, all in the job's transaction. The shard that finds every other
+shard done marks the quarter `closed` (the quarter's row lock serialises that check).
 
-Rules:
-- quarters close in order: a quarter closes only once the one before it is closed (unless no
-  quarter was ever closed), and never after a later one;
-- a closed quarter is never rewritten: its lines are only ever inserted (the primary key refuses
-  a second line for the same customer, EAN, delivery quarter and kind), and later changes to its
-  sessions become adjustment lines of the next close;
-- reopening (`quarter reopen`, audited) marks the revision `reopened` and queues a new revision's
-  close; it is refused once the quarter was paid out, or when a later quarter is closed.
+Attribution: a session belongs to the customer whose link period (`charger_links`, half-open
+`[valid_from, valid_until)`) contains the session's end (its start while it has no end), so a
+charger moved to another customer keeps its past with the first; a mandate covers days up to
+its revocation (`least(valid_until, revoked_effective)`). Sessions no period covers are
+assessed `not-linked` by the shard of the charger's first link (shard 0 for chargers never
+linked); they earn nothing.
 
-Sessions of chargers not linked to a customer are assessed by shard 0 (they earn nothing).
-Errors: `CloseRefused` for a close or reopen the rules forbid (the CLI reports it; a job fails).
+Assessments are frozen: a close stores the assessment (verdict, reason, detail, inputs) of every
+session delivered in its quarter, and of every other session whose verdict differs from the one
+stored last (or that has none yet); nothing is overwritten (`session_assessments`, one row per
+session, quarter and revision; `current_session_assessments` shows the latest).
+
+A closed quarter is never rewritten: its lines are only ever inserted (the primary key refuses a
+second line for the same customer, EAN, delivery quarter and kind), and later changes to its
+sessions become adjustment lines of the next close.
+
+Errors: `CloseRefused` for a close the rules forbid (the job fails with its message).
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ import bisect
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,7 +53,7 @@ from proxy.ere.core.eligibility import (
     assess,
 )
 from proxy.ere.core.factors import FactorTable
-from proxy.ere.core.fees import FeePlan
+from proxy.ere.core.fees import referral_plan
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.core.statements import (
     LineKind,
@@ -51,107 +62,77 @@ from proxy.ere.core.statements import (
     StatementLine,
     close_quarter,
 )
+from proxy.ere.jobs.close_requests import CloseRules, check_can_close
 from proxy.ere.jobs.queue import Job, enqueue
+from proxy.runtime.config import EreSettings
 from proxy.store.connection import Connection
 
 
-class CloseRefused(ValueError):
-    """A close or reopen that the rules in the module docstring forbid."""
-
-
-async def check_can_close(conn: Connection, quarter: Quarter) -> None:
-    """Raise CloseRefused unless `quarter` may be closed now (see the module docstring)."""
-    rows = await conn.fetch("SELECT quarter, state FROM quarter_closes WHERE state <> 'reopened'")
-    current = {Quarter.parse(row[0]): row[1] for row in rows}
-    if quarter in current:
-        raise CloseRefused(f"{quarter} is already {current[quarter]}")
-    later = sorted(q for q in current if q > quarter)
-    if later:
-        raise CloseRefused(f"{later[0]} is already closed, so {quarter} can no longer be closed")
-    if current and quarter.previous() not in current:
-        raise CloseRefused(f"{quarter.previous()} must be closed first (quarters close in order)")
-    unfinished = [str(q) for q, state in current.items() if state != "closed"]
-    if unfinished:
-        raise CloseRefused(f"{', '.join(unfinished)} is still closing")
-
-
-async def request_close(conn: Connection, quarter: Quarter, shards: int) -> bool:
-    """Queue the close of `quarter` (in the caller's transaction); False if already queued."""
-    await check_can_close(conn, quarter)
-    revision = await _next_revision(conn, quarter)
-    return await enqueue(
-        conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards}
-    )
-
-
-async def reopen(conn: Connection, quarter: Quarter, actor: str, reason: str, shards: int) -> int:
-    """Mark the closed revision reopened (audited) and queue the new revision's close."""
-    row = await conn.fetchrow(
-        "SELECT revision, state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened' FOR UPDATE",
-        str(quarter),
-    )
-    if row is None or row[1] != "closed":
-        raise CloseRefused(f"{quarter} is not closed" + (f" (it is {row[1]})" if row else ""))
-    later = await conn.fetchval(
-        "SELECT min(quarter) FROM quarter_closes WHERE quarter > $1 AND state <> 'reopened'",
-        str(quarter),
-    )
-    if later is not None:
-        raise CloseRefused(
-            f"{later} is closed after {quarter}: correct {quarter} through adjustments instead"
-        )
-    if await conn.fetchval("SELECT count(*) FROM payout_runs WHERE quarter = $1", str(quarter)):
-        raise CloseRefused(
-            f"{quarter} was paid out: its corrections go into the next quarter as adjustments"
-        )
-    if not reason.strip():
-        raise CloseRefused("a reopen needs a reason (it is kept in the audit log)")
-    await conn.execute(
-        "UPDATE quarter_closes SET state = 'reopened' WHERE quarter = $1 AND revision = $2",
-        str(quarter),
-        row[0],
-    )
-    await conn.execute(
-        "INSERT INTO ere_audit_log (actor, action, subject, reason, details) VALUES ($1, 'reopen', $2, $3, $4::jsonb)",
-        actor,
-        str(quarter),
-        reason,
-        json.dumps({"revision": row[0]}),
-    )
-    revision = row[0] + 1
-    await enqueue(
-        conn, "close", f"{quarter}/r{revision}", {"quarter": str(quarter), "shards": shards}
-    )
-    return revision
-
-
-async def _next_revision(conn: Connection, quarter: Quarter) -> int:
-    latest = await conn.fetchval(
-        "SELECT max(revision) FROM quarter_closes WHERE quarter = $1", str(quarter)
-    )
-    return (latest or 0) + 1
-
-
 # -- job handlers ---------------------------------------------------------------------------------
+def _rules(job: Job) -> CloseRules:
+    """The rules the close was requested with (the defaults for a job queued without them)."""
+    if "rules" in job.args:
+        return CloseRules.from_json(job.args["rules"])
+    return CloseRules.from_settings(EreSettings(close_shards=int(job.args["shards"])))
+
+
 async def start_close(conn: Connection, job: Job) -> None:
-    """`close` job: open the revision and queue its shards."""
+    """`close` job: open the revision, freeze the quarter's active referrals, queue the shards."""
     quarter = Quarter.parse(job.args["quarter"])
-    shards = int(job.args["shards"])
+    rules = _rules(job)
+    requested = job.args.get("requested_at")
+    requested_at = datetime.fromisoformat(requested) if requested else datetime.now(UTC)
     revision = int(job.key.rpartition("/r")[2])
-    await check_can_close(conn, quarter)
+    await check_can_close(conn, quarter, requested_at, rules.grace)
     await conn.execute(
-        "INSERT INTO quarter_closes (quarter, revision, state, shards) VALUES ($1, $2, 'closing', $3)",
+        "INSERT INTO quarter_closes (quarter, revision, state, shards, rules) VALUES ($1, $2, 'closing', $3, $4::jsonb)",
         str(quarter),
         revision,
-        shards,
+        rules.shards,
+        json.dumps(rules.as_json() | {"requested_at": requested_at.isoformat()}),
     )
-    for shard in range(shards):
+    active = await _active_referrals(conn, quarter, rules)
+    await conn.executemany(
+        "INSERT INTO close_referrals (quarter, revision, referrer_id, referred_id) VALUES ($1, $2, $3, $4)",
+        [(str(quarter), revision, referrer, referred) for referrer, referred in active],
+    )
+    for shard in range(rules.shards):
         await enqueue(
             conn,
             "close-shard",
             f"{quarter}/r{revision}/{shard}",
-            {"quarter": str(quarter), "revision": revision, "shard": shard, "shards": shards},
+            {
+                "quarter": str(quarter),
+                "revision": revision,
+                "shard": shard,
+                "shards": rules.shards,
+                "rules": rules.as_json(),
+            },
         )
+
+
+_REFERRALS = """
+SELECT c.customer_id, c.ean, r.customer_id FROM customers c JOIN referral_codes r ON r.code = c.referred_by
+WHERE r.customer_id IS NOT NULL
+"""
+
+
+async def _active_referrals(
+    conn: Connection, quarter: Quarter, rules: CloseRules
+) -> list[tuple[str, str]]:
+    """(referrer, referred) for each referred customer with an eligible session delivered in
+    `quarter`, assessed exactly as the shards will assess it."""
+    rows = await conn.fetch(_REFERRALS)
+    if not rows:
+        return []
+    referrer_of = {referred: referrer for referred, _, referrer in rows}
+    data = await _load(conn, quarter, {referred: Ean(ean) for referred, ean, _ in rows}, None)
+    active = {
+        a.customer_id
+        for a, _ in assess_all(data, rules)
+        if a.eligible and a.ended_at is not None and quarter.contains(a.ended_at)
+    }
+    return sorted((referrer_of[c], c) for c in active if c is not None)
 
 
 async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
@@ -162,17 +143,30 @@ async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
         int(job.args["shard"]),
         int(job.args["shards"]),
     )
-    data = await _load_shard(conn, quarter, shard, shards)
-    assessments = assess_all(data)
+    rules = _rules(job)
+    customers = await conn.fetch(_SHARD_CUSTOMERS, shards, shard)
+    data = await _load(conn, quarter, {c: Ean(ean) for c, ean in customers}, shard, shards)
+    referrals = dict(
+        await conn.fetch(
+            "SELECT referrer_id, count(*)::int FROM close_referrals WHERE quarter = $1 AND revision = $2"
+            " GROUP BY 1",
+            str(quarter),
+            revision,
+        )
+    )
+    plans = {c: referral_plan(referrals.get(c, 0), rules.referral_step) for c in data.eans}
+    assessed = assess_all(data, rules)
+    assessments = [a for a, _ in assessed]
     closed = _closed_statements(data.closed_lines, data.closed_sessions)
     statement = close_quarter(
         quarter,
-        [a for a in assessments if a.customer_id in data.plans],
+        [a for a in assessments if a.customer_id in data.eans],
         factors,
         closed,
-        data.plans,
+        plans,
     )
-    await _store(conn, statement, revision, assessments, quarter)
+    await _store_lines(conn, statement, revision, referrals)
+    await _store_assessments(conn, quarter, revision, assessed)
     # NO KEY UPDATE: shards serialise here, yet the key-share locks that every shard's lines
     # hold on this row (their foreign key) do not block it, so two finishing shards cannot deadlock.
     await conn.fetchrow(
@@ -195,12 +189,31 @@ async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
 
 
 # -- loading --------------------------------------------------------------------------------------
-class ShardData:
-    """What one shard reads: its customers' links, mandates, sessions and earlier statements."""
+@dataclass(frozen=True, slots=True)
+class LinkPeriod:
+    """One row of `charger_links`: a charger on a customer's connection for a while."""
 
-    def __init__(self) -> None:
-        self.plans: dict[str, FeePlan] = {}
-        self.links: dict[str, tuple[ChargerLink, Decimal]] = {}  # identity -> (link, max power W)
+    customer_id: str
+    max_power_w: Decimal
+    valid_from: datetime
+    valid_until: datetime | None
+    shard: int  # the shard of its customer
+
+    def covers(self, instant: datetime) -> bool:
+        return self.valid_from <= instant and (
+            self.valid_until is None or instant < self.valid_until
+        )
+
+
+class CloseData:
+    """What a shard (or the referral count) reads: its customers, the link periods of their
+    chargers, mandates, sessions and earlier statements. `shard` None: only sessions a period
+    gives to one of `eans`' customers are assessed."""
+
+    def __init__(self, eans: dict[str, Ean], shard: int | None) -> None:
+        self.eans = eans
+        self.shard = shard
+        self.periods: dict[str, list[LinkPeriod]] = defaultdict(list)  # by identity, by start
         self.mandates: dict[str, list[Mandate]] = defaultdict(list)  # customer -> mandates
         self.sessions: list[SessionRecord] = []
         self.closed_lines: list[Any] = []
@@ -208,12 +221,21 @@ class ShardData:
 
 
 _SHARD_CUSTOMERS = """
-SELECT customer_id, ean, referral_discount FROM customers WHERE mod(abs(hashtext(customer_id)), $1) = $2
+SELECT customer_id, ean FROM customers WHERE mod(abs(hashtext(customer_id)), $1) = $2
+"""
+_PERIODS = """
+SELECT identity, customer_id, max_power_w, valid_from, valid_until, mod(abs(hashtext(customer_id)), $2)
+FROM charger_links WHERE identity IN (SELECT identity FROM charger_links WHERE customer_id = ANY($1::text[]))
+ORDER BY identity, valid_from
+"""
+_MANDATES = """
+SELECT customer_id, ean, valid_from, least(valid_until, revoked_effective) FROM mandates
+WHERE customer_id = ANY($1::text[]) AND coalesce(revoked_effective >= valid_from, true)
 """
 _SESSIONS = """
 SELECT s.session_id, s.identity, s.transaction_id, s.connector_id, s.evse_id, s.started_at, s.stopped_at,
        s.meter_start_wh, s.meter_stop_wh, s.last_reading_at, s.last_reading_wh, s.energy_wh, s.meter_class,
-       s.status, coalesce(x.exported, 0)
+       s.status, coalesce(x.exported, 0), s.start_received_at, s.stop_received_at
 FROM sessions s
 LEFT JOIN LATERAL (
     SELECT max(m.value) - min(m.value) AS exported FROM meter_samples m JOIN measurands d ON d.code = m.measurand
@@ -234,25 +256,20 @@ WHERE c.state = 'closed' AND s.customer_id = ANY($1::text[])
 """
 
 
-async def _load_shard(conn: Connection, quarter: Quarter, shard: int, shards: int) -> ShardData:
-    data = ShardData()
-    customers = await conn.fetch(_SHARD_CUSTOMERS, shards, shard)
-    eans = {}
-    for customer_id, ean, discount in customers:
-        data.plans[customer_id] = FeePlan(referral_discounts=(discount,) if discount else ())
-        eans[customer_id] = Ean(ean)
-    ids = list(data.plans)
-    for identity, customer_id, max_power in await conn.fetch(
-        "SELECT identity, customer_id, max_power_w FROM charger_links WHERE customer_id = ANY($1::text[])",
-        ids,
+async def _load(
+    conn: Connection, quarter: Quarter, eans: dict[str, Ean], shard: int | None, shards: int = 1
+) -> CloseData:
+    data = CloseData(eans, shard)
+    ids = list(eans)
+    for identity, customer_id, max_power, valid_from, valid_until, owner in await conn.fetch(
+        _PERIODS, ids, shards
     ):
-        data.links[identity] = (ChargerLink(customer_id, eans[customer_id]), max_power)
-    for customer_id, ean, valid_from, valid_until in await conn.fetch(
-        "SELECT customer_id, ean, valid_from, valid_until FROM mandates WHERE customer_id = ANY($1::text[])",
-        ids,
-    ):
+        data.periods[identity].append(
+            LinkPeriod(customer_id, max_power, valid_from, valid_until, owner)
+        )
+    for customer_id, ean, valid_from, valid_until in await conn.fetch(_MANDATES, ids):
         data.mandates[customer_id].append(Mandate(customer_id, Ean(ean), valid_from, valid_until))
-    rows = await conn.fetch(_SESSIONS, list(data.links), quarter.end, shard == 0)
+    rows = await conn.fetch(_SESSIONS, list(data.periods), quarter.end, shard == 0)
     data.sessions = [_record(row) for row in rows]
     data.closed_lines = await conn.fetch(_CLOSED_LINES, ids)
     data.closed_sessions = await conn.fetch(_CLOSED_SESSIONS, ids)
@@ -276,6 +293,8 @@ def _record(row: Sequence[Any]) -> SessionRecord:
         meter_class,
         status,
         exported,
+        start_received_at,
+        stop_received_at,
     ) = row
     return SessionRecord(
         session_id,
@@ -293,26 +312,89 @@ def _record(row: Sequence[Any]) -> SessionRecord:
         status,
         exported_wh=Decimal(exported),
         evse_id=evse_id,
+        start_received_at=start_received_at,
+        stop_received_at=stop_received_at,
     )
 
 
-def assess_all(data: ShardData) -> list[Assessment]:
-    """Assess every loaded session against its link, mandates and neighbours on its connector."""
+def _period_of(data: CloseData, session: SessionRecord) -> tuple[bool, LinkPeriod | None]:
+    """Whether this close assesses `session`, and the link period it belongs to (if any)."""
+    periods = data.periods.get(session.identity, [])
+    instant = session.ended_at or session.started_at
+    period = next((p for p in periods if instant is not None and p.covers(instant)), None)
+    if period is not None:
+        return period.customer_id in data.eans, period
+    if data.shard is None:
+        return False, None
+    owner = periods[0].shard if periods else 0
+    return owner == data.shard, None
+
+
+def assess_all(data: CloseData, rules: CloseRules) -> list[tuple[Assessment, dict[str, Any]]]:
+    """Assess every session this close is responsible for, each with the inputs it used."""
     by_connector: dict[tuple[str, int | None, int | None], list[SessionRecord]] = defaultdict(list)
     for session in data.sessions:
         by_connector[session.identity, session.evse_id, session.connector_id].append(session)
-    assessments = []
+    assessed = []
     for sessions in by_connector.values():
         for session, neighbours in _with_overlap_candidates(sessions):
-            link, max_power = data.links.get(session.identity, (None, Decimal(1)))
+            ours, period = _period_of(data, session)
+            if not ours:
+                continue
+            link = (
+                ChargerLink(period.customer_id, data.eans[period.customer_id]) if period else None
+            )
             mandates = (
                 tuple(m for m in data.mandates.get(link.customer_id, ()) if m.ean == link.ean)
                 if link
                 else ()
             )
-            context = SessionContext(link, max_power, mandates, neighbours)
-            assessments.append(assess(session, context))
-    return assessments
+            context = SessionContext(
+                link,
+                period.max_power_w if period else Decimal(1),
+                mandates,
+                neighbours,
+                margin_wh=rules.margin_wh,
+                clock_ahead=rules.clock_ahead,
+                max_clock_lag=rules.max_clock_lag,
+            )
+            assessed.append((assess(session, context), _inputs(session, period, mandates)))
+    return assessed
+
+
+def _inputs(
+    session: SessionRecord, period: LinkPeriod | None, mandates: tuple[Mandate, ...]
+) -> dict[str, Any]:
+    """What an assessment was based on, as kept with it."""
+
+    def text(value: Any) -> str | None:
+        return (
+            None
+            if value is None
+            else value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+        )
+
+    return {
+        "status": str(session.status),
+        "meter_class": str(session.meter_class),
+        "started_at": text(session.started_at),
+        "ended_at": text(session.ended_at),
+        "start_received_at": text(session.start_received_at),
+        "stop_received_at": text(session.stop_received_at),
+        "energy_wh": text(session.energy_wh),
+        "exported_wh": text(session.exported_wh),
+        "link": None
+        if period is None
+        else {
+            "customer_id": period.customer_id,
+            "valid_from": text(period.valid_from),
+            "valid_until": text(period.valid_until),
+            "max_power_w": text(period.max_power_w),
+        },
+        "mandates": [[text(m.valid_from), text(m.valid_until)] for m in mandates],
+    }
 
 
 def _with_overlap_candidates(
@@ -387,12 +469,38 @@ def _closed_statements(lines: list[Any], sessions: list[Any]) -> list[QuarterSta
 
 
 # -- storing --------------------------------------------------------------------------------------
-async def _store(
-    conn: Connection,
-    statement: QuarterStatement,
-    revision: int,
-    assessments: list[Assessment],
-    quarter: Quarter,
+_LINE_COLUMNS = (
+    "quarter",
+    "revision",
+    "customer_id",
+    "ean",
+    "delivery_quarter",
+    "kind",
+    "kwh",
+    "ere",
+    "eur_per_ere",
+    "gross",
+    "fee_rate",
+    "fee",
+    "fee_vat",
+    "net",
+    "sessions",
+    "active_referrals",
+)
+_SHARE_COLUMNS = (
+    "quarter",
+    "revision",
+    "customer_id",
+    "ean",
+    "delivery_quarter",
+    "kind",
+    "session_id",
+    "kwh",
+)
+
+
+async def _store_lines(
+    conn: Connection, statement: QuarterStatement, revision: int, referrals: dict[str, int]
 ) -> None:
     q = str(statement.quarter)
     await conn.copy_records_to_table(
@@ -414,26 +522,11 @@ async def _store(
                 line.fee_vat,
                 line.net,
                 len(line.sessions),
+                referrals.get(line.customer_id, 0),
             )
             for line in statement.lines
         ],
-        columns=[
-            "quarter",
-            "revision",
-            "customer_id",
-            "ean",
-            "delivery_quarter",
-            "kind",
-            "kwh",
-            "ere",
-            "eur_per_ere",
-            "gross",
-            "fee_rate",
-            "fee",
-            "fee_vat",
-            "net",
-            "sessions",
-        ],
+        columns=list(_LINE_COLUMNS),
     )
     await conn.copy_records_to_table(
         "statement_sessions",
@@ -451,42 +544,42 @@ async def _store(
             for line in statement.lines
             for share in line.sessions
         ],
-        columns=[
-            "quarter",
-            "revision",
-            "customer_id",
-            "ean",
-            "delivery_quarter",
-            "kind",
-            "session_id",
-            "kwh",
-        ],
+        columns=list(_SHARE_COLUMNS),
     )
+
+
+async def _store_assessments(
+    conn: Connection,
+    quarter: Quarter,
+    revision: int,
+    assessed: list[tuple[Assessment, dict[str, Any]]],
+) -> None:
+    """Add the assessments this close must keep (see the module docstring); never overwrite."""
+    previous = {
+        row[0]: tuple(row[1:])
+        for row in await conn.fetch(
+            "SELECT session_id, eligibility, reason, detail, kwh, customer_id, ean"
+            " FROM current_session_assessments WHERE session_id = ANY($1::bigint[])",
+            [a.session_id for a, _ in assessed],
+        )
+    }
+    rows = []
+    for a, inputs in assessed:
+        ean = str(a.ean) if a.ean is not None else None
+        verdict = (a.eligibility.value, a.reason.value, a.detail, a.kwh, a.customer_id, ean)
+        delivered_now = a.ended_at is not None and quarter.contains(a.ended_at)
+        if delivered_now or previous.get(a.session_id) != verdict:
+            rows.append((a.session_id, str(quarter), revision, *verdict, json.dumps(inputs)))
     await conn.execute(
         """
-        INSERT INTO session_assessments (session_id, quarter, eligibility, reason, detail, kwh, customer_id, ean)
-        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
-                             $7::text[], $8::text[])
-        ON CONFLICT (session_id) DO UPDATE SET quarter = EXCLUDED.quarter, eligibility = EXCLUDED.eligibility,
-            reason = EXCLUDED.reason, detail = EXCLUDED.detail, kwh = EXCLUDED.kwh,
-            customer_id = EXCLUDED.customer_id, ean = EXCLUDED.ean, assessed_at = now()
+        INSERT INTO session_assessments (session_id, quarter, revision, eligibility, reason, detail, kwh,
+                                         customer_id, ean, inputs)
+        SELECT session_id, quarter, revision, eligibility, reason, detail, kwh, customer_id, ean, inputs::jsonb
+        FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::numeric[],
+                    $8::text[], $9::text[], $10::text[])
+            AS t(session_id, quarter, revision, eligibility, reason, detail, kwh, customer_id, ean, inputs)
     """,
-        *_columns(
-            [
-                (
-                    a.session_id,
-                    str(quarter),
-                    a.eligibility.value,
-                    a.reason.value,
-                    a.detail,
-                    a.kwh,
-                    a.customer_id,
-                    str(a.ean) if a.ean is not None else None,
-                )
-                for a in assessments
-            ],
-            8,
-        ),
+        *_columns(rows, 10),
     )
 
 
