@@ -1,0 +1,261 @@
+"""What a quarter's close may do, on a real PostgreSQL: which quarters may close, reopening that
+only reopens, link periods and mandates that keep the past where it was, referrals that lower a
+fee, assessments frozen per close, and charger clocks that disagree with the proxy's.
+
+Figures by hand as in test_ere_close (2026: 1 kWh = 0.332694 ERE, €0.30 per ERE, VAT = fee ×
+21/121, each figure rounded half up to the cent once).
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from proxy.cli.main import _parser
+from proxy.ere.admin.accounting_cli import accounting_command
+from proxy.ere.core.quarters import Quarter
+from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
+from proxy.store import open_database
+from tests.store.test_ere_close import (
+    LATER,
+    Q3,
+    Q4,
+    add_session,
+    config,
+    ean,
+    lines,
+    money,
+    run_jobs,
+    seed,
+)
+
+UTC = UTC
+DEC_6 = datetime(2026, 12, 6, 12, tzinfo=UTC)
+
+
+async def test_only_a_quarter_that_has_ended_and_had_its_grace_period_can_close(settings, tmp_path):
+    cfg = config(settings, tmp_path)  # close_grace_days: 7 (the default)
+    async with open_database(settings) as db, db.transaction() as conn:
+        with pytest.raises(CloseRefused, match="2062Q3 has not ended yet"):
+            await request_close(conn, Quarter.parse("2062Q3"), cfg.ere, DEC_6)
+        with pytest.raises(CloseRefused, match="2026Q4 has not ended yet"):
+            await request_close(conn, Q4, cfg.ere, DEC_6)
+        # Q3 ended on 1 October 00:00 Dutch time; late data is awaited until 8 October.
+        with pytest.raises(CloseRefused, match="grace period.*2026-10-08T00:00:00\\+02:00"):
+            await request_close(conn, Q3, cfg.ere, datetime(2026, 10, 7, 21, 59, tzinfo=UTC))
+        assert await request_close(conn, Q3, cfg.ere, datetime(2026, 10, 7, 22, tzinfo=UTC))
+    async with open_database(settings) as db:
+        assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
+        rules = await db.fetchval("SELECT rules::text FROM quarter_closes WHERE quarter = '2026Q3'")
+        assert '"referral_step": "0.02"' in rules and '"max_power_margin_wh": "100"' in rules
+
+
+async def test_the_command_refuses_the_future_and_the_current_quarter(settings, tmp_path):
+    cfg = config(settings, tmp_path)
+    current = Quarter.containing(datetime.now(UTC))
+    for quarter in ("2062Q3", str(current)):
+        err = io.StringIO()
+        args = _parser().parse_args(["quarter", "close", quarter])
+        assert await accounting_command(cfg, args, io.StringIO(), err) == 2
+        assert f"{quarter} has not ended yet" in err.getvalue()
+    async with open_database(settings) as db:
+        assert await db.fetchval("SELECT count(*) FROM ere_jobs") == 0
+
+
+async def test_a_store_stuck_on_a_future_close_is_freed_by_a_reopen_that_closes_nothing(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        # What an earlier version let through: 2062Q3 closed, so no real quarter could close.
+        await db.execute(
+            "INSERT INTO quarter_closes (quarter, revision, state, shards, closed_at)"
+            " VALUES ('2062Q3', 1, 'closed', 1, now())"
+        )
+        async with db.transaction() as conn:
+            with pytest.raises(CloseRefused, match="2062Q3 is already closed"):
+                await request_close(conn, Q3, cfg.ere, DEC_6)
+            with pytest.raises(CloseRefused, match="2026Q3 is not closed"):
+                await reopen(conn, Q3, "ops", "nothing to reopen")
+            assert await reopen(conn, Quarter.parse("2062Q3"), "ops", "closed by mistake") == 1
+        assert await db.fetchval("SELECT count(*) FROM ere_jobs") == 0  # nothing queued
+        assert await run_jobs(db, cfg) == []
+        state = await db.fetchval("SELECT state FROM quarter_closes WHERE quarter = '2062Q3'")
+        assert state == "reopened"
+        async with db.transaction() as conn:
+            assert await request_close(conn, Q3, cfg.ere, DEC_6)
+        assert await run_jobs(db, cfg) == ["close:done"] + ["close-shard:done"] * 3
+
+
+async def test_a_charger_moved_mid_quarter_keeps_its_past_with_the_first_customer(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        moved = datetime.fromisoformat("2026-08-15T00:00+02:00")
+        await db.execute(
+            "UPDATE charger_links SET valid_until = $1, ended_at = now(), ended_by = 'ops',"
+            " end_reason = 'sold the house' WHERE identity = 'CP-A'",
+            moved,
+        )
+        await db.execute(
+            "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+            " VALUES ('CP-A', 'B', 11000, $1)",
+            moved,
+        )
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-A", "a2", datetime(2026, 8, 20, 8, tzinfo=UTC), "10")
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        expected_q3 = [
+            ("A", "2026Q3", "regular", Decimal("42.37"), *money("14.10", "4.23", "0.85", "0.15", "3.38"), 1),
+            # 10 kWh → 3.32694 → 3.33 ERE; 0.999 → 1.00; fee 0.20; VAT 0.0347 → 0.03
+            ("B", "2026Q3", "regular", Decimal("10"), *money("3.33", "1.00", "0.20", "0.03", "0.80"), 1),
+        ]  # fmt: skip
+        assert await lines(db, "2026Q3") == expected_q3
+
+        # Moved back in October: the next close re-attributes nothing of the closed quarter.
+        back = datetime.fromisoformat("2026-10-10T00:00+02:00")
+        await db.execute(
+            "UPDATE charger_links SET valid_until = $1, ended_at = now(), ended_by = 'ops',"
+            " end_reason = 'moved back' WHERE identity = 'CP-A' AND valid_until IS NULL",
+            back,
+        )
+        await db.execute(
+            "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+            " VALUES ('CP-A', 'A', 11000, $1)",
+            back,
+        )
+        await add_session(db, "CP-A", "a3", datetime(2026, 10, 12, 8, tzinfo=UTC), "5")
+        async with db.transaction() as conn:
+            await request_close(conn, Q4, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        assert await lines(db, "2026Q3") == expected_q3
+        assert await lines(db, "2026Q4") == [
+            ("A", "2026Q4", "regular", Decimal("5"), *money("1.66", "0.50", "0.10", "0.02", "0.40"), 1),
+        ]  # fmt: skip
+
+
+async def test_active_referrals_lower_the_referrers_fee_and_are_frozen_with_the_close(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await db.execute("INSERT INTO referral_codes (code, customer_id) VALUES ('AAAA2222', 'A')")
+        for n, name in ((3, "R"), (4, "S")):
+            await db.execute(
+                "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean,"
+                " grid_operator, iban, referred_by) VALUES ($1, 'P1', $1, 'Laan 1', '1234 AB',"
+                " 'Utrecht', $2, 'Stedin', 'NL91ABNA0417164300', 'AAAA2222')",
+                name,
+                ean(n),
+            )
+            await db.execute(
+                "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until,"
+                " consent) VALUES ($1, 2026, $2, '2026-01-01', '2026-01-01', '2026-12-31', '{}')",
+                ean(n),
+                name,
+            )
+            await db.execute(
+                "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+                " VALUES ($1, $2, 11000, '2026-01-01T00:00+01:00')",
+                f"CP-{name}",
+                name,
+            )
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-R", "r1", datetime(2026, 7, 5, 8, tzinfo=UTC), "10")
+        # S charges too, but without MID evidence: not an active referral.
+        await add_session(db, "CP-S", "s1", datetime(2026, 7, 6, 8, tzinfo=UTC), "10", "unknown")
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        referrals = await db.fetch("SELECT referrer_id, referred_id FROM close_referrals")
+        assert [tuple(r) for r in referrals] == [("A", "R")]
+        row = await db.fetchrow(
+            "SELECT fee_rate, fee, fee_vat, net, active_referrals FROM statement_lines"
+            " WHERE customer_id = 'A'"
+        )
+        # 4.23 gross at 20 % less one referral × 2 % = 18 %: 0.7614 → 0.76; VAT 0.1319 → 0.13
+        assert tuple(row) == (*money("0.18", "0.76", "0.13", "3.47"), 1)
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await db.execute("DELETE FROM close_referrals")
+
+
+async def test_each_close_keeps_the_assessments_it_decided_and_never_overwrites_them(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(
+            db, "CP-A", "a2", datetime(2026, 7, 9, 8, tzinfo=UTC), "7.5", "signed-unverified"
+        )
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        # The meter's key is confirmed later: a2 now counts, as an adjustment of Q3 in Q4.
+        await db.execute(
+            "UPDATE sessions SET meter_class = 'signed-verified' WHERE transaction_id = 'a2'"
+        )
+        async with db.transaction() as conn:
+            await request_close(conn, Q4, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        history = await db.fetch(
+            "SELECT s.transaction_id, a.quarter, a.revision, a.reason, a.kwh,"
+            " a.inputs->>'meter_class' FROM session_assessments a JOIN sessions s USING (session_id)"
+            " ORDER BY 1, 2"
+        )
+        assert [tuple(r) for r in history] == [
+            ("a1", "2026Q3", 1, "eligible", Decimal("42.37"), "signed-verified"),
+            ("a2", "2026Q3", 1, "no-mid-evidence", Decimal(0), "signed-unverified"),
+            ("a2", "2026Q4", 1, "eligible", Decimal("7.5"), "signed-verified"),
+        ]  # a1 did not change, so Q4 added nothing for it
+        adjustment = await db.fetchrow(
+            "SELECT kind, delivery_quarter, kwh FROM statement_lines WHERE quarter = '2026Q4'"
+        )
+        assert tuple(adjustment) == ("adjustment", "2026Q3", Decimal("7.5"))
+        for statement in (
+            "UPDATE session_assessments SET reason = 'eligible'",
+            "DELETE FROM session_assessments",
+        ):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="never changed"):
+                await db.execute(statement)
+
+
+async def test_a_charger_clock_far_from_the_arrival_of_its_frames_excludes_the_session(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        start = datetime(2026, 7, 3, 8, tzinfo=UTC)
+        await add_session(db, "CP-A", "a1", start, "42.37")
+        await add_session(db, "CP-A", "a2", start + timedelta(days=1), "10")
+        # a1's frames arrived when stamped; a2's start arrived 40 days after its stamp.
+        await db.execute(
+            "UPDATE sessions SET start_received_at = started_at, stop_received_at = stopped_at"
+            " WHERE transaction_id = 'a1'"
+        )
+        await db.execute(
+            "UPDATE sessions SET start_received_at = started_at + interval '40 days'"
+            " WHERE transaction_id = 'a2'"
+        )
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        verdicts = dict(
+            await db.fetch(
+                "SELECT s.transaction_id, a.reason FROM session_assessments a"
+                " JOIN sessions s USING (session_id)"
+            )
+        )
+        assert verdicts == {"a1": "eligible", "a2": "charger-clock"}
+        assert await db.fetchval("SELECT sum(kwh) FROM statement_lines") == Decimal("42.37")
