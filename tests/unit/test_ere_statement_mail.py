@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html  # type: ignore[import-untyped]
 
+from proxy.ere.core.fee_invoice import FeeInvoice, Provider, invoice_number
+from proxy.ere.core.settlement import Settlement, SettlementRow, settlement_csv, settlement_html
 from proxy.ere.core.statement_mail import (
+    FigureLine,
     PartnerBranding,
     PayoutStatement,
     PricingBasis,
     StatementLine,
     build_statement_message,
+    fee_rate_text,
     render_html,
     render_text,
 )
@@ -393,3 +397,174 @@ def test_credentials_without_starttls_are_refused() -> None:
     with pytest.raises(ValueError, match="STARTTLS"):
         SmtpSettings("smtp.example", username="u", password="p", starttls=False)
     assert "secret" not in repr(SmtpSettings("smtp.example", username="u", password="secret"))
+
+
+# --- lines, carry-overs, invoices, settlements ---------------------------------------------------
+
+PROVIDER = Provider("ERE Provider BV", "Stationsplein 1, Utrecht", "12345678", "NL123456789B01")
+# A correction of 2026Q2 alone: 40 kWh → 13.30 ERE at €0.30 = €3.99; fee 20 % = 0.798 → 0.80,
+# VAT 0.80 × 21/121 = 0.1388 → 0.14; net 3.19.
+CORRECTION = FigureLine(
+    "2026Q2",
+    True,
+    Decimal("40"),
+    Decimal("13.30"),
+    Decimal("0.30"),
+    Decimal("3.99"),
+    Decimal("0.20"),
+    Decimal("0.80"),
+    Decimal("3.19"),
+    corrected=((17, Decimal("40")), (18, Decimal("-2.5"))),
+)
+CORRECTED = replace(
+    STATEMENT,
+    sessions=(),
+    ere=Decimal("13.30"),
+    unit_price=None,
+    gross=Decimal("3.99"),
+    fee=Decimal("0.80"),
+    fee_vat=Decimal("0.14"),
+    net=Decimal("3.19"),
+    carried_in=Decimal(0),
+    lines=(CORRECTION,),
+    invoice=FeeInvoice(
+        invoice_number("ERE", 2026, 7),
+        date(2026, 10, 20),
+        PROVIDER,
+        Decimal("0.80"),
+        Decimal("0.14"),
+    ),
+)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_a_correction_shows_its_own_price_what_it_corrects_and_no_zero_price() -> None:
+    text = flat(render_text(CORRECTED, BRAND))
+    assert "€0.00" not in text and "Price:" not in text
+    assert (
+        "correction of 2026Q2: 40.000 kWh 13.30 ERE €0.30 per ERE €3.99 fee 20 % -€0.80 net €3.19"
+        in text
+    )
+    assert "session 17: +40.000 kWh session 18: -2.500 kWh" in text
+    page = render_html(CORRECTED, BRAND)
+    assert "correction of 2026Q2" in page and "session 18: -2.500 kWh" in page
+
+
+@pytest.mark.parametrize(
+    "rate, referrals, shown",
+    [
+        (Decimal("0.20"), 0, "20 %"),
+        (Decimal("0.20"), None, "20 %"),
+        (Decimal("0.16"), 2, "16 % (20 % less 2 active referrals × 2 %, floor 10 %)"),
+        (Decimal("0.18"), 1, "18 % (20 % less 1 active referral × 2 %, floor 10 %)"),
+        (Decimal("0.10"), 7, "10 % (20 % less 7 active referrals × 2 %, floor 10 %)"),
+        (Decimal("0.15"), None, "15 % (20 % less referral discounts, floor 10 %)"),
+    ],
+)
+def test_the_fee_rate_says_why(rate: Decimal, referrals: int | None, shown: str) -> None:
+    assert fee_rate_text(rate, referrals, Decimal("0.02")) == shown
+
+
+def test_an_invoice_names_the_provider_number_and_amounts() -> None:
+    text = flat(render_text(CORRECTED, BRAND))
+    assert "Invoice ERE-2026-000007 for our fee" in text
+    assert "From: ERE Provider BV, Stationsplein 1, Utrecht KvK: 12345678" in text
+    assert "VAT number: NL123456789B01 Invoice date: 2026-10-20" in text
+    # 0.80 with VAT, 0.14 of it VAT: 0.66 without.
+    assert "Fee without VAT: €0.66 VAT 21 %: €0.14 Fee with VAT: €0.80" in text
+    assert "Invoice ERE-2026-000007" in render_html(CORRECTED, BRAND)
+
+
+def test_a_negative_fee_is_a_credit_note() -> None:
+    note = FeeInvoice(
+        "ERE-2026-000008", date(2026, 10, 20), PROVIDER, Decimal("-0.60"), Decimal("-0.10")
+    )
+    assert note.credit_note and note.title == "Credit note ERE-2026-000008"
+    assert note.fee_excl_vat == Decimal("-0.50")
+
+
+@pytest.mark.parametrize(
+    "fee, vat",
+    [("0", "0"), ("0.80", "0.90"), ("0.80", "-0.10"), ("0.801", "0.14"), ("-0.60", "0.10")],
+)
+def test_invoices_that_do_not_add_up_are_refused(fee: str, vat: str) -> None:
+    with pytest.raises(ValueError):
+        FeeInvoice("ERE-2026-000009", date(2026, 10, 20), PROVIDER, Decimal(fee), Decimal(vat))
+
+
+@pytest.mark.parametrize("seq", [0, -1, 1_000_000])
+def test_invoice_numbers_are_six_digits(seq: int) -> None:
+    assert invoice_number("ERE", 2026, 1) == "ERE-2026-000001"
+    with pytest.raises(ValueError, match="outside"):
+        invoice_number("ERE", 2026, seq)
+
+
+def test_an_amount_still_owed_says_so_and_why() -> None:
+    owed = replace(
+        STATEMENT,
+        sessions=(),
+        ere=Decimal(0),
+        unit_price=None,
+        gross=Decimal(0),
+        fee=Decimal(0),
+        fee_vat=Decimal(0),
+        net=Decimal(0),
+        carried_in=Decimal("0.16"),
+        carried_over=Decimal("0.16"),
+        carry_over_note="below the minimum payout; it is paid with a later quarter",
+    )
+    text = flat(render_text(owed, BRAND))
+    assert "€0.16 is still owed to you: below the minimum payout" in text
+    assert "Paid out: €0.00" in text and "Price" not in text
+
+
+def test_hostile_invoice_and_line_texts_are_escaped() -> None:
+    hostile = Provider(HOSTILE_NAME, HOSTILE_NAME, "1", "2")
+    statement = replace(
+        CORRECTED,
+        lines=(replace(CORRECTION, delivery_quarter=HOSTILE_NAME),),
+        invoice=replace(CORRECTED.invoice, provider=hostile),
+    )
+    page = render_html(statement, BRAND)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "\nBcc:" not in render_text(statement, BRAND)
+
+
+SETTLED = (
+    SettlementRow(
+        "B",
+        "Bram",
+        "871687120000000028",
+        Decimal("30"),
+        Decimal("9.98"),
+        Decimal("2.99"),
+        Decimal("0.60"),
+        Decimal("2.39"),
+        Decimal(0),
+        Decimal(0),
+    ),
+    SettlementRow(
+        "=D",
+        "<b>Dina</b>",
+        "871687120000000042",
+        Decimal("10.5"),
+        Decimal("3.49"),
+        Decimal("1.05"),
+        Decimal("0.21"),
+        Decimal("0.84"),
+        Decimal("0.16"),
+        Decimal(0),
+    ),
+)
+
+
+def test_a_settlement_adds_up_to_its_transfer_or_is_refused() -> None:
+    settlement = Settlement("2026Q3", "Supplier Two", "E2E-1", Decimal("3.39"), SETTLED)
+    rows = settlement_csv(settlement).splitlines()
+    assert rows[0].split(",")[-1] == "paid" and rows[2].split(",")[2] == "'=D"  # no formula
+    assert "&lt;b&gt;Dina" in settlement_html(settlement) and "€3.39" in settlement_html(settlement)
+    with pytest.raises(ValueError, match="add up to 3.39, the transfer is 3.40"):
+        Settlement("2026Q3", "Supplier Two", "E2E-1", Decimal("3.40"), SETTLED)

@@ -1,8 +1,12 @@
 """Payout statement e-mails: one partner-branded message per customer per quarter.
 
 `render_text` and `render_html` are pure and show the same content: the customer's sessions
-(date, kWh), the totals (kWh, ERE, the price per ERE or per kWh, gross, our fee with the VAT
-inside it, net) and what was carried in from, or over to, another quarter. The figures are
+(date, kWh); each statement line with its own kWh, ERE, price per ERE, gross, fee rate (and why:
+`fee_rate_text`), fee and net, a correction naming the quarter it corrects and the sessions
+whose kWh changed; the totals (gross, our fee with the VAT inside it, net); what was carried in
+from, or over to, another quarter (an amount still owed says so, and why); and the fee as an
+invoice or credit note (`proxy.ere.core.fee_invoice`). A price is shown per line (or once, as
+`unit_price`, for a statement without lines), so no statement shows a price it did not apply. The figures are
 rendered as given; the statement only checks that they agree (net = gross - fee). Display
 rounding (kWh to 0.001, ERE and euros to 0.01, a unit price to at most 4 decimals) is half up
 and never feeds back into any amount.
@@ -34,12 +38,17 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
+from proxy.ere.core.fee_invoice import FeeInvoice
+from proxy.ere.core.fees import DEFAULT_FEE_RATE, FEE_FLOOR_RATE
+
 __all__ = [
+    "FigureLine",
     "PartnerBranding",
     "PayoutStatement",
     "PricingBasis",
     "StatementLine",
     "build_statement_message",
+    "fee_rate_text",
     "message_token",
     "render_html",
     "render_text",
@@ -97,6 +106,59 @@ class StatementLine:
 
 
 @dataclass(frozen=True, slots=True)
+class FigureLine:
+    """One statement line: a delivery quarter's energy, or a correction of one closed earlier.
+
+    `fee_rate_shown` is the rate with its reason (`fee_rate_text`); empty: the bare rate.
+    `corrected` lists, for a correction, each session whose kWh changed and by how much.
+    """
+
+    delivery_quarter: str
+    correction: bool
+    kwh: Decimal
+    ere: Decimal
+    eur_per_ere: Decimal
+    gross: Decimal
+    fee_rate: Decimal
+    fee: Decimal
+    net: Decimal
+    fee_rate_shown: str = ""
+    corrected: tuple[tuple[int, Decimal], ...] = ()
+
+    @property
+    def label(self) -> str:
+        kind = "correction of" if self.correction else "delivered in"
+        return f"{kind} {_header_text(self.delivery_quarter)}"
+
+    def figures(self) -> str:
+        rate = _header_text(self.fee_rate_shown) or _percent(self.fee_rate)
+        return (
+            f"{_kwh(self.kwh)} kWh  {_fixed(self.ere, _CENT)} ERE  "
+            f"{_unit_price(self.eur_per_ere)} per ERE  {_euro(self.gross)}  "
+            f"fee {rate}  {_euro(-self.fee)}  net {_euro(self.net)}"
+        )
+
+
+def fee_rate_text(rate: Decimal, active_referrals: int | None, referral_step: Decimal) -> str:
+    """The fee rate and why, e.g. "16 % (20 % less 2 active referrals × 2 %, floor 10 %)".
+
+    `active_referrals` None: not known for this line (a lower rate then names referral
+    discounts in general).
+    """
+    if active_referrals:
+        plural = "" if active_referrals == 1 else "s"
+        why = (
+            f"{_percent(DEFAULT_FEE_RATE)} less {active_referrals} active referral{plural}"
+            f" × {_percent(referral_step)}"
+        )
+    elif rate != DEFAULT_FEE_RATE:
+        why = f"{_percent(DEFAULT_FEE_RATE)} less referral discounts"
+    else:
+        return _percent(rate)
+    return f"{_percent(rate)} ({why}, floor {_percent(FEE_FLOOR_RATE)})"
+
+
+@dataclass(frozen=True, slots=True)
 class PayoutStatement:
     """A customer's payout statement for one quarter, as figures already computed and rounded.
 
@@ -104,8 +166,9 @@ class PayoutStatement:
     it; `net` must equal `gross - fee`. `carried_in` came from earlier quarters and
     `carried_over` moves to the next one; `paid_out` is what is left. `paid_to` says where the
     payout goes (a masked IBAN, or the partner that receives it), `carry_over_note` why an
-    amount was carried over. Raises `TypeError` for a non-Decimal figure and `ValueError` for
-    figures that do not add up or are finer than a cent.
+    amount was carried over. `lines` are the statement lines (each with its own price; then
+    `unit_price` is None), `invoice` the fee as an invoice. Raises `TypeError` for a
+    non-Decimal figure and `ValueError` for figures that do not add up or are finer than a cent.
     """
 
     statement_id: str
@@ -114,7 +177,7 @@ class PayoutStatement:
     period_label: str
     sessions: tuple[StatementLine, ...]
     ere: Decimal
-    unit_price: Decimal
+    unit_price: Decimal | None
     pricing_basis: PricingBasis
     gross: Decimal
     fee: Decimal
@@ -124,12 +187,18 @@ class PayoutStatement:
     carried_over: Decimal = _ZERO
     paid_to: str | None = None
     carry_over_note: str | None = None
+    lines: tuple[FigureLine, ...] = ()
+    invoice: FeeInvoice | None = None
 
     def __post_init__(self) -> None:
         for line in self.sessions:
             _require_decimal(line.kwh, "session kWh")
         _require_decimal(self.ere, "ERE")
-        _require_decimal(self.unit_price, "unit price")
+        if self.unit_price is not None:
+            _require_decimal(self.unit_price, "unit price")
+        for figures in self.lines:
+            for name in ("kwh", "ere", "eur_per_ere", "gross", "fee_rate", "fee", "net"):
+                _require_decimal(getattr(figures, name), f"line {name}")
         for name in ("gross", "fee", "fee_vat", "net", "carried_in", "carried_over"):
             amount = _require_decimal(getattr(self, name), name)
             if amount != amount.quantize(_CENT):
@@ -142,6 +211,13 @@ class PayoutStatement:
     @property
     def total_kwh(self) -> Decimal:
         return sum((line.kwh for line in self.sessions), _ZERO)
+
+    @property
+    def stated_kwh(self) -> Decimal:
+        """The kWh of the statement lines (of the sessions when there are no lines)."""
+        if self.lines:
+            return sum((line.kwh for line in self.lines), _ZERO)
+        return self.total_kwh
 
     @property
     def paid_out(self) -> Decimal:
@@ -168,9 +244,19 @@ def render_text(statement: PayoutStatement, branding: PartnerBranding) -> str:
     if not statement.sessions:
         lines.append("  (no sessions this quarter)")
     lines += [f"  {'Total':<12}{_kwh(statement.total_kwh):>14}", ""]
+    if statement.lines:
+        lines += ["Statement lines:", ""]
+        for figures in statement.lines:
+            lines += [f"  {figures.label}: {figures.figures()}"]
+            lines += [f"    {change}" for change in _changes(figures)]
+        lines.append("")
     lines += [f"{label + ':':<{width + 2}} {value}" for label, value in rows]
-    if statement.carry_over_note:
-        lines += ["", _header_text(statement.carry_over_note)]
+    lines += ["", note] if (note := _carry_note(statement)) else []
+    if statement.invoice is not None:
+        rows = statement.invoice.rows()
+        width = max(len(label) for label, _ in rows)
+        lines += ["", f"{_header_text(statement.invoice.title)} for our fee"]
+        lines += [f"{label + ':':<{width + 2}} {_header_text(value)}" for label, value in rows]
     if branding.footer_text:
         lines += ["", "--", *(_header_text(line) for line in branding.footer_text.splitlines())]
     return "\n".join(lines) + "\n"
@@ -200,7 +286,30 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
         f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
         for label, value in _summary_rows(statement)
     )
-    note = f"<p>{escaped(statement.carry_over_note)}</p>" if statement.carry_over_note else ""
+    line_rows = "".join(
+        f"<tr><td {cell}>{escaped(figures.label)}</td><td {number_cell}>{escaped(figures.figures())}"
+        + "".join(f"<br>{escaped(change)}" for change in _changes(figures))
+        + "</td></tr>"
+        for figures in statement.lines
+    )
+    lines_table = (
+        f'<table style="border-collapse:collapse;margin-top:16px">{line_rows}</table>\n'
+        if line_rows
+        else ""
+    )
+    note = f"<p>{escaped(text)}</p>" if (text := _carry_note(statement)) else ""
+    invoice = statement.invoice
+    invoice_table = (
+        f'<h2 style="font-size:16px">{escaped(invoice.title)} for our fee</h2>'
+        '<table style="border-collapse:collapse">'
+        + "".join(
+            f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
+            for label, value in invoice.rows()
+        )
+        + "</table>\n"
+        if invoice is not None
+        else ""
+    )
     footer = (
         f'<p style="color:#666;font-size:12px">{_multiline_html(branding.footer_text)}</p>'
         if branding.footer_text
@@ -220,8 +329,9 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
         '<table style="border-collapse:collapse">'
         f"<tr><th {cell}>Date</th><th {number_cell}>kWh</th></tr>{session_rows}"
         f"<tr><th {cell}>Total</th><th {number_cell}>{_kwh(statement.total_kwh)}</th></tr></table>\n"
+        f"{lines_table}"
         f'<table style="border-collapse:collapse;margin-top:16px">{summary_rows}</table>\n'
-        f"{note}{footer}</div>\n</body></html>\n"
+        f"{note}{invoice_table}{footer}</div>\n</body></html>\n"
     )
 
 
@@ -263,9 +373,13 @@ def message_token(statement_id: str) -> str:
 
 def _summary_rows(statement: PayoutStatement) -> list[tuple[str, str]]:
     rows = [
-        ("Energy", f"{_kwh(statement.total_kwh)} kWh"),
+        ("Energy", f"{_kwh(statement.stated_kwh)} kWh"),
         ("ERE earned", f"{_fixed(statement.ere, _CENT)} ERE"),
-        ("Price", f"{_unit_price(statement.unit_price)} per {statement.pricing_basis.value}"),
+    ]
+    if statement.unit_price is not None:
+        price = _unit_price(statement.unit_price)
+        rows.append(("Price", f"{price} per {statement.pricing_basis.value}"))
+    rows += [
         ("Gross", _euro(statement.gross)),
         (f"Fee (incl. {_euro(statement.fee_vat)} VAT)", _euro(-statement.fee)),
         ("Net", _euro(statement.net)),
@@ -278,6 +392,31 @@ def _summary_rows(statement: PayoutStatement) -> list[tuple[str, str]]:
     if statement.paid_to:
         rows.append(("Paid to", statement.paid_to))
     return rows
+
+
+def _changes(figures: FigureLine) -> list[str]:
+    return [
+        f"session {session_id}: {_signed_kwh(kwh)} kWh" for session_id, kwh in figures.corrected
+    ]
+
+
+def _carry_note(statement: PayoutStatement) -> str:
+    """Why an amount was carried over, and, for one still owed, that it is owed."""
+    note = _header_text(statement.carry_over_note or "")
+    if statement.carried_over > 0:
+        return f"{_euro(statement.carried_over)} is still owed to you: {note or 'carried over'}."
+    if statement.carried_over < 0:
+        amount = _euro(-statement.carried_over)
+        return f"{amount} is set off against later quarters: {note or 'carried over'}."
+    return note
+
+
+def _percent(rate: Decimal) -> str:
+    return f"{(rate * 100).normalize():f} %"
+
+
+def _signed_kwh(value: Decimal) -> str:
+    return _kwh(value) if value < 0 else f"+{_kwh(value)}"
 
 
 def _require_decimal(value: object, name: str) -> Decimal:

@@ -7,14 +7,24 @@ adjustment), adds what the customer carried in from earlier runs, plans the tran
 amounts below `payout_minimum`, not positive, or without an account carry over), builds and
 validates the pain.001 document (`core.sepa`), writes it whole to
 `<payout_dir>/payout-<quarter>.xml` (`write_sepa`), and records the run, its transfers and
-carry-overs in the job's transaction. The run id is the quarter: the primary keys allow one run
+carry-overs in the job's transaction. The pain.001 requests the execution date given to
+`request_payout` (default: the day the run is requested; never in the past, at most a year
+ahead), stored on the run. Beside it, each pooled transfer to a partner-account partner gets
+its settlement, `settlement-<quarter>-<partner>.csv` and `.html` (`core.settlement`: per
+customer EAN, kWh, ERE, gross, fee, net and carry-overs, adding up to the transfer).
+
+Invoices: every touched customer whose fee this quarter is not zero gets an invoice number
+(`<prefix>-<year>-<6-digit seq>`, a gapless series per year, credit notes included) in the
+job's transaction, under a table lock, before the file is written: a run that fails takes no
+numbers, and its rerun takes the same ones. The run id is the quarter: the primary keys allow one run
 per quarter and one transfer per payee in it. A worker killed half-way leaves no rows, and the
 rerun writes the same bytes again (identifiers and dates are deterministic), so there is only
 ever one file and one transfer per payee.
 
-A `statements` job then renders each paid or carried customer's statement (partner-branded text
-and HTML) and sends it over SMTP, or writes .eml files to `statement_dir`
-(`proxy.ere.jobs.statement_delivery`); deliveries are recorded in `payout_statements`. A
+A `statements` job then renders the statement of every customer the run touched
+(`proxy.ere.jobs.payout_statements`) and sends it over SMTP, or writes .eml files to
+`statement_dir` (`proxy.ere.jobs.statement_delivery`); deliveries are recorded in
+`payout_statements`. A
 statement is delivered at least once: a worker killed while sending may send some again when
 the job reruns (mail has no transactions).
 
@@ -30,9 +40,6 @@ sends again.
 
 from __future__ import annotations
 
-import json
-import os
-from collections import defaultdict
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -40,27 +47,31 @@ from typing import Any
 
 import trio
 
-from proxy.ere.core.payout_plan import CustomerBalance, PartnerPayout, PayoutModel, plan_payouts
+from proxy.ere.core.fee_invoice import invoice_number
+from proxy.ere.core.payout_plan import (
+    CustomerBalance,
+    PartnerPayout,
+    PayoutModel,
+    PayoutPlan,
+    plan_payouts,
+)
 from proxy.ere.core.quarters import Quarter, local_date
 from proxy.ere.core.sepa import (
     BankAccount,
     Debtor,
+    PayeeKind,
     SepaDocument,
     build_credit_transfer,
     validate_pain001,
 )
-from proxy.ere.core.statement_mail import (
-    PartnerBranding,
-    PayoutStatement,
-    PricingBasis,
-    build_statement_message,
-)
-from proxy.ere.core.statement_mail import StatementLine as SessionLine
+from proxy.ere.core.settlement import Settlement, SettlementRow, settlement_csv, settlement_html
 from proxy.ere.jobs.files import write_atomically
+from proxy.ere.jobs.payout_statements import send_statements
 from proxy.ere.jobs.queue import Job, enqueue
-from proxy.ere.jobs.statement_delivery import SmtpSettings, deliver_statements
 from proxy.runtime.config import EreSettings
 from proxy.store.connection import Connection
+
+__all__ = ["PayoutRefused", "request_payout", "run_payout", "send_statements", "write_sepa"]
 
 
 class PayoutRefused(ValueError):
@@ -68,9 +79,25 @@ class PayoutRefused(ValueError):
 
 
 async def request_payout(
-    conn: Connection, quarter: Quarter, settings: EreSettings, now: datetime
+    conn: Connection,
+    quarter: Quarter,
+    settings: EreSettings,
+    now: datetime,
+    execution_date: date | None = None,
 ) -> bool:
-    """Queue the payout run of a closed quarter; False if it was queued before."""
+    """Queue the payout run of a closed quarter; False if it was queued before.
+
+    `execution_date` (default: `now`'s date) is refused before `now`'s date or more than a
+    year after it.
+    """
+    today = now.date()
+    execution_date = today if execution_date is None else execution_date
+    if execution_date < today:
+        raise PayoutRefused(f"execution-date: {execution_date} is in the past (today is {today})")
+    if execution_date > _a_year_after(today):
+        raise PayoutRefused(
+            f"execution-date: {execution_date} is more than a year ahead (today is {today})"
+        )
     state = await conn.fetchval(
         "SELECT state FROM quarter_closes WHERE quarter = $1 AND state <> 'reopened'", str(quarter)
     )
@@ -81,28 +108,39 @@ async def request_payout(
     args = {
         "quarter": str(quarter),
         "created_at": now.isoformat(),
-        "execution_date": now.date().isoformat(),
+        "execution_date": execution_date.isoformat(),
     }
     return await enqueue(conn, "payout", str(quarter), args)
 
 
+def _a_year_after(day: date) -> date:
+    """The same day a year later (29 February: 28 February)."""
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:
+        return day.replace(year=day.year + 1, day=28)
+
+
 _BALANCES = """
-SELECT c.customer_id, c.partner_id, c.name, c.iban, coalesce(l.net, 0), coalesce(k.carried, 0)
+SELECT c.customer_id, c.partner_id, c.name, c.iban, c.ean, coalesce(l.net, 0), coalesce(k.carried, 0),
+       coalesce(l.kwh, 0), coalesce(l.ere, 0), coalesce(l.gross, 0), coalesce(l.fee, 0), coalesce(l.fee_vat, 0)
 FROM customers c
 LEFT JOIN (
-    SELECT customer_id, sum(net) AS net FROM statement_lines sl
-    JOIN quarter_closes q ON (q.quarter, q.revision) = (sl.quarter, sl.revision)
+    SELECT customer_id, sum(net) AS net, sum(kwh) AS kwh, sum(ere) AS ere, sum(gross) AS gross,
+           sum(fee) AS fee, sum(fee_vat) AS fee_vat
+    FROM statement_lines sl JOIN quarter_closes q ON (q.quarter, q.revision) = (sl.quarter, sl.revision)
     WHERE sl.quarter = $1 AND q.state = 'closed' GROUP BY customer_id
 ) l USING (customer_id)
 LEFT JOIN (
     SELECT customer_id, sum(amount) AS carried FROM payout_carry_overs WHERE settled_by IS NULL GROUP BY customer_id
 ) k USING (customer_id)
 WHERE l.net IS NOT NULL OR k.carried IS NOT NULL
+ORDER BY c.customer_id
 """
 
 
 async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
-    """`payout` job: plan, write the file, record the run (see the module docstring)."""
+    """`payout` job: plan, invoice the fees, write the files, record the run (module docstring)."""
     quarter = job.args["quarter"]
     revision = await conn.fetchval(
         "SELECT revision FROM quarter_closes WHERE quarter = $1 AND state = 'closed'", quarter
@@ -112,9 +150,9 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
     rows = await conn.fetch(_BALANCES, quarter)
     balances = [
         CustomerBalance(
-            customer_id, partner_id, net, carried, BankAccount(name, iban) if iban else None
+            row[0], row[1], row[5], row[6], BankAccount(row[2], row[3]) if row[3] else None
         )
-        for customer_id, partner_id, name, iban, net, carried in rows
+        for row in rows
     ]
     partners = {
         partner_id: PartnerPayout(
@@ -126,34 +164,44 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
             "SELECT partner_id, name, payout_model, iban, account_name FROM partners"
         )
     }
-    remittance = settings.remittance.format(quarter=quarter)
     plan = plan_payouts(
         balances,
         partners,
         minimum=Decimal(settings.payout_minimum),
         payout_run_id=quarter,
-        remittance=remittance,
+        remittance=settings.remittance.format(quarter=quarter),
     )
-    file_name = message_id = control_sum = None
+    created_at = datetime.fromisoformat(job.args["created_at"])
+    execution_date = date.fromisoformat(job.args["execution_date"])
+    await conn.execute(
+        "INSERT INTO payout_runs (run_id, quarter, revision, state, execution_date)"
+        " VALUES ($1, $1, $2, 'planned', $3)",
+        quarter,
+        revision,
+        execution_date,
+    )
+    await _issue_invoices(conn, quarter, local_date(created_at), rows, settings.invoice_prefix)
+    files: dict[str, bytes] = {}
+    message_id = control_sum = None
     if plan.transfers:
         document = build_credit_transfer(
             Debtor(settings.debtor_name, settings.debtor_iban, settings.debtor_bic),
             [planned.transfer for planned in plan.transfers],
-            execution_date=date.fromisoformat(job.args["execution_date"]),
-            created_at=datetime.fromisoformat(job.args["created_at"]),
+            execution_date=execution_date,
+            created_at=created_at,
             payout_run_id=quarter,
         )
-        file_name = f"payout-{quarter}.xml"
-        await trio.to_thread.run_sync(
-            _write_payout_file, Path(settings.payout_dir), file_name, document
-        )
+        validate_pain001(document)
+        files[f"payout-{quarter}.xml"] = document.xml
+        files.update(_settlement_files(quarter, plan, rows, await _names(conn)))
         message_id, control_sum = document.message_id, document.control_sum
+    if files:
+        await trio.to_thread.run_sync(_write_payout_files, Path(settings.payout_dir), files)
     await conn.execute(
-        "INSERT INTO payout_runs (run_id, quarter, revision, state, file_name, message_id, control_sum)"
-        " VALUES ($1, $1, $2, 'written', $3, $4, $5)",
+        "UPDATE payout_runs SET state = 'written', file_name = $2, message_id = $3, control_sum = $4"
+        " WHERE run_id = $1",
         quarter,
-        revision,
-        file_name,
+        f"payout-{quarter}.xml" if plan.transfers else None,
         message_id,
         control_sum,
     )
@@ -184,6 +232,77 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
     )
 
 
+async def _issue_invoices(
+    conn: Connection, run_id: str, invoice_date: date, rows: list[Any], prefix: str
+) -> None:
+    """Number the fee of every balance with one, next in the year's gapless series."""
+    await conn.execute("LOCK TABLE invoices IN EXCLUSIVE MODE")
+    year = invoice_date.year
+    seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM invoices WHERE year = $1", year)
+    for row in rows:
+        customer_id, fee, vat = row[0], row[10], row[11]
+        if not fee:
+            continue
+        seq += 1
+        await conn.execute(
+            "INSERT INTO invoices (invoice_number, year, seq, run_id, customer_id, invoice_date, credit_note,"
+            " fee_excl_vat, vat, fee) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            invoice_number(prefix, year, seq),
+            year,
+            seq,
+            run_id,
+            customer_id,
+            invoice_date,
+            fee < 0,
+            fee - vat,
+            vat,
+            fee,
+        )
+
+
+async def _names(conn: Connection) -> dict[str, str]:
+    return dict(await conn.fetch("SELECT partner_id, name FROM partners"))
+
+
+def _settlement_files(
+    run_id: str, plan: PayoutPlan, rows: list[Any], partner_names: dict[str, str]
+) -> dict[str, bytes]:
+    """The settlement (CSV and HTML) of every pooled transfer of `plan`."""
+    by_customer = {row[0]: row for row in rows}
+    files = {}
+    for planned in plan.transfers:
+        if planned.payee_kind is not PayeeKind.PARTNER:
+            continue
+        members = []
+        for customer_id, _share in planned.shares:
+            row = by_customer[customer_id]
+            members.append(
+                SettlementRow(
+                    customer_id,
+                    row[2],
+                    row[4],
+                    row[7],
+                    row[8],
+                    row[9],
+                    row[10],
+                    row[5],
+                    row[6],
+                    Decimal(0),
+                )
+            )
+        settlement = Settlement(
+            run_id,
+            partner_names[planned.payee_id],
+            planned.transfer.end_to_end_id,
+            planned.transfer.amount,
+            tuple(members),
+        )
+        stem = f"settlement-{run_id}-{planned.payee_id}"
+        files[f"{stem}.csv"] = settlement_csv(settlement).encode()
+        files[f"{stem}.html"] = settlement_html(settlement).encode()
+    return files
+
+
 def write_sepa(path: Path, document: SepaDocument) -> None:
     """Validate `document` and write it to `path` atomically, replacing any file there.
 
@@ -196,138 +315,8 @@ def write_sepa(path: Path, document: SepaDocument) -> None:
     write_atomically(Path(path), document.xml)
 
 
-def _write_payout_file(directory: Path, file_name: str, document: SepaDocument) -> None:
+def _write_payout_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write each file whole (the pain.001 was validated when it was built)."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_sepa(directory / file_name, document)
-
-
-_STATEMENT_FIGURES = """
-SELECT c.customer_id, c.name, c.email, c.iban, p.name, p.payout_model, p.branding,
-       sum(l.ere), sum(l.gross), sum(l.fee), sum(l.fee_vat), sum(l.net),
-       max(l.eur_per_ere) FILTER (WHERE l.kind = 'regular')
-FROM statement_lines l
-JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
-JOIN customers c USING (customer_id) JOIN partners p USING (partner_id)
-WHERE l.quarter = $1 AND q.state = 'closed'
-GROUP BY c.customer_id, c.name, c.email, c.iban, p.name, p.payout_model, p.branding
-"""
-_STATEMENT_SESSIONS = """
-SELECT s.customer_id, coalesce(x.stopped_at, x.last_reading_at), s.kwh
-FROM statement_sessions s JOIN quarter_closes q ON (q.quarter, q.revision) = (s.quarter, s.revision)
-JOIN sessions x USING (session_id)
-WHERE s.quarter = $1 AND q.state = 'closed' ORDER BY 1, 2
-"""
-
-
-async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> None:
-    """`statements` job: one statement per customer of the quarter not delivered yet."""
-    quarter = job.args["quarter"]
-    dated = datetime.fromisoformat(job.args["created_at"])
-    done = {
-        row[0]
-        for row in await conn.fetch(
-            "SELECT customer_id FROM payout_statements WHERE run_id = $1", quarter
-        )
-    }
-    sessions: dict[str, list[SessionLine]] = defaultdict(list)
-    for customer_id, ended_at, kwh in await conn.fetch(_STATEMENT_SESSIONS, quarter):
-        sessions[customer_id].append(SessionLine(local_date(ended_at), kwh))
-    carried = {
-        row[0]: (row[1], row[2])
-        for row in await conn.fetch(
-            "SELECT customer_id, amount, reason FROM payout_carry_overs WHERE run_id = $1", quarter
-        )
-    }
-    carried_in = {
-        row[0]: row[1]
-        for row in await conn.fetch(
-            "SELECT customer_id, sum(amount) FROM payout_carry_overs WHERE settled_by = $1 GROUP BY 1",
-            quarter,
-        )
-    }
-    messages, recipients = [], []
-    for row in await conn.fetch(_STATEMENT_FIGURES, quarter):
-        (
-            customer_id,
-            name,
-            email,
-            iban,
-            partner_name,
-            model,
-            branding,
-            ere,
-            gross,
-            fee,
-            vat,
-            net,
-            price,
-        ) = row
-        if customer_id in done or not email:
-            continue
-        carried_over, reason = carried.get(customer_id, (Decimal(0), None))
-        paid_to = (
-            partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
-        )
-        statement = PayoutStatement(
-            f"{quarter}-{customer_id}",
-            name,
-            email,
-            _period_label(Quarter.parse(quarter)),
-            tuple(sessions.get(customer_id, ())),
-            ere,
-            price or Decimal(0),
-            PricingBasis.PER_ERE,
-            gross,
-            fee,
-            vat,
-            net,
-            carried_in=carried_in.get(customer_id, Decimal(0)),
-            carried_over=carried_over,
-            paid_to=paid_to,
-            carry_over_note=_CARRY_NOTES.get(reason) if reason else None,
-        )
-        messages.append(
-            build_statement_message(
-                statement, _branding(partner_name, branding), sender=settings.sender, dated=dated
-            )
-        )
-        recipients.append(customer_id)
-    if not messages:
-        return
-    deliveries = await deliver_statements(messages, _smtp(settings), Path(settings.statement_dir))
-    for customer_id, delivery in zip(recipients, deliveries, strict=True):
-        await conn.execute(
-            "INSERT INTO payout_statements (run_id, customer_id, message_id, path) VALUES ($1, $2, $3, $4)",
-            quarter,
-            customer_id,
-            delivery.message_id,
-            str(delivery.path) if delivery.path else None,
-        )
-
-
-_CARRY_NOTES = {
-    "below-minimum": "below the minimum payout; it is paid with a later quarter",
-    "not-positive": "a correction downwards; it is settled against later quarters",
-    "no-account": "no bank account on file yet; it is paid once one is known",
-}
-
-
-def _period_label(quarter: Quarter) -> str:
-    return f"{quarter} ({quarter.first_day:%d %B %Y} – {quarter.last_day:%d %B %Y})"
-
-
-def _branding(partner_name: str, stored: Any) -> PartnerBranding:
-    fields = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
-    return PartnerBranding(fields.pop("display_name", partner_name), **fields)
-
-
-def _smtp(settings: EreSettings) -> SmtpSettings | None:
-    if not settings.smtp_host:
-        return None
-    return SmtpSettings(
-        settings.smtp_host,
-        settings.smtp_port,
-        starttls=settings.smtp_starttls,
-        username=settings.smtp_username or None,
-        password=os.environ.get(settings.smtp_password_env) or None,
-    )
+    for name, content in files.items():
+        write_atomically(directory / name, content)
