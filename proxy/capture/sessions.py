@@ -14,6 +14,10 @@ Session rules:
   or the reading in TransactionEvent Ended completes the session;
 - `energy_wh` comes from the best source (the table computes it): the signed begin and end
   readings (OCMF), else stop − start, else last reading − start for a session still running;
+- receive times: `start_received_at` and `stop_received_at` are when the events that carried the
+  charger's start and stop timestamps reached the proxy (the event's received_at), kept with the
+  timestamp they belong to (the earliest start, the stop); a replayed event changes neither, so
+  they show a charger clock that is off;
 - meter class: a session starts with its charger's class (`declared` or `unknown` from the boot
   facts and the MID meter list); signed readings make it `signed-verified` when they verify with
   the charger's pinned key (the first public key it sent: trust on first sight) and
@@ -148,14 +152,20 @@ WHERE identity = $1
 # Opens (or finds) a session; start facts fill in what is still unknown.
 _OPEN_SESSION = """
 INSERT INTO sessions (identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
-                      first_reading_at, status, meter_class)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                      first_reading_at, status, start_received_at, meter_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
         COALESCE((SELECT meter_class FROM charger_boots WHERE identity = $1), 'unknown'))
 ON CONFLICT (identity, transaction_id) DO UPDATE SET
     connector_id = COALESCE(sessions.connector_id, EXCLUDED.connector_id),
     evse_id = COALESCE(sessions.evse_id, EXCLUDED.evse_id),
     id_tag = COALESCE(sessions.id_tag, EXCLUDED.id_tag),
     started_at = LEAST(sessions.started_at, EXCLUDED.started_at),
+    start_received_at = CASE
+        WHEN EXCLUDED.started_at < sessions.started_at OR sessions.started_at IS NULL
+            THEN EXCLUDED.start_received_at
+        WHEN EXCLUDED.started_at = sessions.started_at
+            THEN COALESCE(sessions.start_received_at, EXCLUDED.start_received_at)
+        ELSE sessions.start_received_at END,
     meter_start_wh = CASE
         WHEN EXCLUDED.meter_start_wh IS NULL THEN sessions.meter_start_wh
         WHEN sessions.meter_start_wh IS NULL OR EXCLUDED.first_reading_at < sessions.first_reading_at
@@ -176,7 +186,7 @@ WHERE identity = $1 AND transaction_id = $2
 
 _STOP = """
 UPDATE sessions SET
-    stopped_at = $3, meter_stop_wh = $4, stop_reason = $5,
+    stopped_at = $3, meter_stop_wh = $4, stop_reason = $5, stop_received_at = $6,
     status = CASE WHEN status = 'rejected' THEN 'rejected' ELSE 'completed' END,
     updated_at = now()
 WHERE identity = $1 AND transaction_id = $2
@@ -278,6 +288,8 @@ UPDATE sessions s SET
     evse_id = COALESCE(s.evse_id, p.evse_id),
     id_tag = COALESCE(s.id_tag, p.id_tag),
     started_at = LEAST(s.started_at, p.started_at),
+    start_received_at = CASE WHEN p.started_at < s.started_at OR s.started_at IS NULL
+                             THEN p.start_received_at ELSE s.start_received_at END,
     meter_start_wh = CASE WHEN s.meter_start_wh IS NULL OR p.first_reading_at < s.first_reading_at
                           THEN COALESCE(p.meter_start_wh, s.meter_start_wh) ELSE s.meter_start_wh END,
     first_reading_at = LEAST(s.first_reading_at, p.first_reading_at),
@@ -285,6 +297,7 @@ UPDATE sessions s SET
                            THEN p.last_reading_wh ELSE s.last_reading_wh END,
     last_reading_at = GREATEST(s.last_reading_at, p.last_reading_at),
     stopped_at = COALESCE(s.stopped_at, p.stopped_at),
+    stop_received_at = CASE WHEN s.stopped_at IS NULL THEN p.stop_received_at ELSE s.stop_received_at END,
     meter_stop_wh = COALESCE(s.meter_stop_wh, p.meter_stop_wh),
     stop_reason = COALESCE(s.stop_reason, p.stop_reason),
     status = CASE WHEN 'rejected' IN (s.status, p.status) THEN 'rejected'
@@ -358,6 +371,7 @@ class _Plan:
                     event.meter_start,
                     started,
                     status,
+                    datetime.fromtimestamp(at, UTC),
                 )
             )
         elif isinstance(event, MeterValuesReported):
@@ -374,6 +388,7 @@ class _Plan:
                     parse_timestamp(event.timestamp, at),
                     event.meter_stop,
                     event.reason or "Local",
+                    datetime.fromtimestamp(at, UTC),
                 )
             )
         elif isinstance(event, TransactionEvent):
@@ -395,6 +410,7 @@ class _Plan:
                         parse_timestamp(event.timestamp, at),
                         reading[1] if reading else None,
                         event.stopped_reason,
+                        datetime.fromtimestamp(at, UTC),
                     )
                 )
 
@@ -421,6 +437,7 @@ class _Plan:
                 first[1] if first else None,
                 first[0] if first else None,
                 "active",
+                None if started is None else datetime.fromtimestamp(at, UTC),
             )
         )
         last = energy_reading(event.samples, at)

@@ -407,3 +407,26 @@ def test_a_failing_audit_write_leaves_the_old_pack_and_no_temporary(
 
     assert (tmp_path / f"{EAN_A}.json").read_bytes() == before
     assert os.listdir(tmp_path) == [f"{EAN_A}.json"]
+
+
+def test_a_draft_says_so_in_every_document_and_a_final_export_never_does(tmp_path: Path) -> None:
+    draft_xml = to_xml([ROW_A], 2026, PROVIDER, draft=True)
+    validate_rev_xml(draft_xml)
+    assert etree.fromstring(draft_xml).get("status") == "DRAFT"
+    assert etree.fromstring(to_xml([ROW_A], 2026, PROVIDER)).get("status") is None
+    draft_rows = list(csv.reader(io.StringIO(to_csv([ROW_A], draft=True))))
+    assert draft_rows[0][0] == "DRAFT" and tuple(draft_rows[1]) == CSV_COLUMNS
+    assert "DRAFT" not in to_csv([ROW_A])
+    draft_pack = json.loads(
+        write_audit_pack(tmp_path / "d", EAN_A, [SESSION], draft=True).read_text()
+    )
+    assert draft_pack["draft"] is True
+    assert "draft" not in json.loads(write_audit_pack(tmp_path, EAN_A, [SESSION]).read_text())
+
+
+def test_the_schema_allows_no_status_but_draft() -> None:
+    document = to_xml([ROW_A], 2026, PROVIDER, draft=True).replace(
+        b'status="DRAFT"', b'status="FINAL"'
+    )
+    with pytest.raises(RevExportError, match="status"):
+        validate_rev_xml(document)

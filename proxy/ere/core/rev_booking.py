@@ -15,6 +15,10 @@ Once a delivery year is closed its energy is booked in the NEa's register (REV) 
 * the audit pack (`audit_pack`): one JSON document per EAN with the sessions behind a booking
   and their meter evidence (signed meter data and raw OCPP frames exactly as given).
 
+A draft (`draft=True`, while quarters of the year are still open) says so in every document:
+the XML root has `status="DRAFT"`, the CSV starts with a `DRAFT` line before its header, and
+the audit pack has `"draft": true`, so a draft is never mistaken for the final export.
+
 All three are pure and return the document; the only file read is the schema, which ships in
 this package. Reading the bookings from the database and writing the files is
 `proxy.ere.jobs.rev_export`.
@@ -49,6 +53,7 @@ from proxy.ere.core.ean import Ean, EanError
 __all__ = [
     "AUDIT_PACK_FORMAT",
     "CSV_COLUMNS",
+    "DRAFT",
     "NAMESPACE",
     "SCHEMA_RESOURCE",
     "AuditSession",
@@ -65,6 +70,8 @@ NAMESPACE = "urn:ere-proxy:rev-booking:1"
 SCHEMA_RESOURCE = "schemas/rev-booking-1.xsd"  # inside the `proxy.ere.core` package
 AUDIT_PACK_FORMAT = "ere-proxy-audit-pack"
 AUDIT_PACK_VERSION = 1
+DRAFT = "DRAFT"
+DRAFT_NOTE = "not the final REV export: do not submit it to the NEa"
 
 CSV_COLUMNS = (
     "ean",
@@ -153,14 +160,16 @@ class AuditSession:
     raw_frames: tuple[str, ...]
 
 
-def to_csv(rows: Sequence[RevBookingRow]) -> str:
-    """The bookings as CSV text (see the module docstring for the format).
+def to_csv(rows: Sequence[RevBookingRow], *, draft: bool = False) -> str:
+    """The bookings as CSV text (see the module docstring for the format; a draft says so first).
 
     Raises `RevExportError` for a bad row and `TypeError` for a non-Decimal kWh.
     """
     _check_rows(rows, year=None)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
+    if draft:
+        writer.writerow([DRAFT, DRAFT_NOTE])
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         writer.writerow(
@@ -182,7 +191,9 @@ def to_csv(rows: Sequence[RevBookingRow]) -> str:
     return buffer.getvalue()
 
 
-def to_xml(rows: Sequence[RevBookingRow], year: int, provider: RevProvider) -> bytes:
+def to_xml(
+    rows: Sequence[RevBookingRow], year: int, provider: RevProvider, *, draft: bool = False
+) -> bytes:
     """The bookings of delivery year `year` as a `rev-booking-1` XML document (UTF-8).
 
     The document is validated against the schema before it is returned. Raises
@@ -202,7 +213,8 @@ def to_xml(rows: Sequence[RevBookingRow], year: int, provider: RevProvider) -> b
     if provider.kvk_number is not None and not _KVK.fullmatch(provider.kvk_number):
         raise RevExportError(f"provider KvK number {provider.kvk_number!r} must be 8 digits")
 
-    root = _element("RevBookingExport", schemaVersion="1", deliveryYear=str(year))
+    marks = {"status": DRAFT} if draft else {}
+    root = _element("RevBookingExport", schemaVersion="1", deliveryYear=str(year), **marks)
     provider_element = _child(root, "Provider")
     _child(provider_element, "Name", provider.name)
     if provider.kvk_number is not None:
@@ -246,11 +258,11 @@ def validate_rev_xml(document: bytes) -> None:
         )
 
 
-def audit_pack(ean: str, sessions: Sequence[AuditSession]) -> bytes:
+def audit_pack(ean: str, sessions: Sequence[AuditSession], *, draft: bool = False) -> bytes:
     """The audit pack of one EAN: its sessions and their meter evidence, as UTF-8 JSON.
 
     The JSON holds `format`, `version`, `ean`, `session_count`, `total_kwh` and `sessions` in
-    the order given; Decimals are strings (exact), times ISO 8601 with their offset, evidence
+    the order given (and `"draft": true` on a draft); Decimals are strings (exact), times ISO 8601 with their offset, evidence
     strings unchanged. Raises `RevExportError` for a bad EAN, a repeated session id, a naive
     time or text that is not valid Unicode, and `TypeError` for a non-Decimal energy.
     """
@@ -270,6 +282,8 @@ def audit_pack(ean: str, sessions: Sequence[AuditSession]) -> bytes:
         "total_kwh": _plain_decimal(sum((session.kwh for session in sessions), _ZERO)),
         "sessions": entries,
     }
+    if draft:
+        pack = {"draft": True, "note": DRAFT_NOTE, **pack}
     try:
         return (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     except UnicodeEncodeError as error:

@@ -6,7 +6,10 @@ the transaction that does it (see `proxy.ere.jobs.queue`). An idle worker looks 
 every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on
 `ere.admin_port + i`: job runs by kind and outcome and their duration; worker 0 also exports the
 pipeline from the database (jobs by state, sessions by status and meter class, eligible kWh, ERE
-and net payout per quarter), refreshed every `pipeline_refresh` seconds. The factor table is
+and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
+a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds. A
+refresh that fails keeps the last figures but says so: `ere_pipeline_refresh_ok` drops to 0 and
+`ere_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. The factor table is
 read once, at start, in a worker thread; jobs run their file and network I/O in worker threads
 too, so the event loop (metrics, signals) runs on while they wait.
 
@@ -36,12 +39,22 @@ from proxy.ere.core.factors import load_factor_table
 from proxy.ere.jobs.closing import close_shard, start_close
 from proxy.ere.jobs.payouts import run_payout, send_statements
 from proxy.ere.jobs.queue import Handler, Job, run_one
+from proxy.ere.jobs.rev_export import rev_deadline
 from proxy.runtime.config import Config
 from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
 log = logging.getLogger("proxy.ere.worker")
+
+# Delivery years with stated energy whose final REV export is not written yet.
+_REV_EXPORTS_DUE = """
+SELECT left(l.delivery_quarter, 4)::integer FROM statement_lines l
+JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
+WHERE c.state = 'closed' GROUP BY 1 HAVING sum(l.kwh) > 0
+EXCEPT SELECT year FROM rev_exports WHERE final
+ORDER BY 1
+"""
 
 
 def handlers(config: Config) -> dict[str, Handler]:
@@ -89,12 +102,33 @@ class WorkerMetrics:
         )
         self.pipeline: list[Metric] = []
         self.refreshed_at = 0.0
+        self.refresh_ok = False
+        self.refreshed_wall = 0.0
         self.exports_pipeline = pipeline
         if pipeline:
             registry.register(self)
 
     def collect(self) -> list[Metric]:
-        return self.pipeline
+        ok = GaugeMetricFamily(
+            "ere_pipeline_refresh_ok",
+            "1 if the last read of the pipeline figures worked, 0 if it failed (they are stale).",
+            value=1 if self.refresh_ok else 0,
+        )
+        at = GaugeMetricFamily(
+            "ere_pipeline_refreshed_timestamp_seconds",
+            "Unix time of the last read of the pipeline figures that worked (0: none yet).",
+            value=self.refreshed_wall,
+        )
+        return [*self.pipeline, ok, at]
+
+    async def refresh_or_mark_stale(self, db: Any) -> None:
+        """`refresh`; a database error is logged and marks the figures stale until the next one."""
+        try:
+            await self.refresh(db)
+        except DATABASE_ERRORS as exc:
+            log.warning("could not read the pipeline figures", extra={"error": str(exc)})
+            self.refresh_ok = False
+            self.refreshed_at = time.monotonic()
 
     async def refresh(self, db: Any) -> None:
         """Read the pipeline figures from the database (a few aggregate queries)."""
@@ -139,8 +173,18 @@ class WorkerMetrics:
             kwh.add_metric([quarter], float(q_kwh))
             credits.add_metric([quarter], float(q_ere))
             net.add_metric([quarter], float(q_net))
-        self.pipeline = [jobs, sessions, assessed, kwh, credits, net]
+        due = GaugeMetricFamily(
+            "ere_rev_export_deadline_timestamp_seconds",
+            "When the REV export of a delivery year with stated energy and no final export is due"
+            " at the NEa (1 March of the next year, Dutch time), as a Unix time.",
+            labels=["year"],
+        )
+        for (year,) in await db.fetch(_REV_EXPORTS_DUE):
+            due.add_metric([str(year)], rev_deadline(year).timestamp())
+        self.pipeline = [jobs, sessions, assessed, kwh, credits, net, due]
         self.refreshed_at = time.monotonic()
+        self.refreshed_wall = time.time()
+        self.refresh_ok = True
 
 
 async def run_worker_role(
@@ -189,11 +233,7 @@ async def _work(
             metrics.exports_pipeline
             and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh
         ):
-            try:
-                await metrics.refresh(db)
-            except DATABASE_ERRORS as exc:
-                log.warning("could not read the pipeline figures", extra={"error": str(exc)})
-                metrics.refreshed_at = time.monotonic()
+            await metrics.refresh_or_mark_stale(db)
         started = time.monotonic()
         try:
             outcome = await run_one(

@@ -1,0 +1,62 @@
+"""When the start and stop frames of a session reached the proxy, kept by capture for clock checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from proxy.capture.events import TransactionEvent, TransactionStarted, TransactionStopped
+from proxy.capture.sessions import store_events
+from proxy.store.db import open_database
+from tests.store.test_sessions import offline_session, session_16, session_201
+
+
+def received(event) -> datetime:
+    return datetime.fromtimestamp(event.at, UTC)
+
+
+def one(events, kind, **fields):
+    [found] = [
+        e
+        for e in events
+        if isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())
+    ]
+    return found
+
+
+async def receive_times(db) -> list[tuple]:
+    rows = await db.fetch(
+        "SELECT transaction_id, start_received_at, stop_received_at FROM sessions ORDER BY 1"
+    )
+    return [tuple(row) for row in rows]
+
+
+async def test_start_and_stop_frames_keep_their_receive_times_and_a_replay_moves_neither(
+    settings,
+):
+    ocpp16, ocpp201 = session_16().events, session_201().events
+    start, stop = one(ocpp16, TransactionStarted), one(ocpp16, TransactionStopped)
+    began = one(ocpp201, TransactionEvent, event_type="Started")
+    ended = one(ocpp201, TransactionEvent, event_type="Ended")
+    expected = [
+        ("42", received(start), received(stop)),
+        ("tx-9", received(began), received(ended)),
+    ]
+    async with open_database(settings) as db:
+        await store_events(db, ocpp16 + ocpp201)
+        assert await receive_times(db) == expected
+        # The same frames again, a day later (a replayed spill log, a charger resending its queue).
+        later = [msgspec.structs.replace(e, at=e.at + 86400) for e in ocpp16 + ocpp201]
+        await store_events(db, later)
+        await store_events(db, list(reversed(later)))
+        assert await receive_times(db) == expected
+
+
+async def test_a_session_started_offline_keeps_the_receive_times_through_its_merge(settings):
+    events = offline_session(2_000_000_003, 79).events
+    start, stop = one(events, TransactionStarted), one(events, TransactionStopped)
+    async with open_database(settings) as db:
+        await store_events(db, [events[-1]])  # the real id's session exists first (its stop)
+        await store_events(db, events[:-1])  # then the provisional one, merged into it
+        assert await receive_times(db) == [("79", received(start), received(stop))]
