@@ -34,24 +34,13 @@ Errors: `CloseRefused` for a close the rules forbid (the job fails with its mess
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
 from proxy.ere.core.ean import Ean
-from proxy.ere.core.eligibility import (
-    Assessment,
-    ChargerLink,
-    Mandate,
-    SessionContext,
-    SessionRecord,
-    assess,
-)
+from proxy.ere.core.eligibility import Assessment
 from proxy.ere.core.factors import FactorTable
 from proxy.ere.core.fees import referral_plan
 from proxy.ere.core.quarters import Quarter
@@ -62,6 +51,7 @@ from proxy.ere.core.statements import (
     StatementLine,
     close_quarter,
 )
+from proxy.ere.jobs.close_inputs import assess_all, load_close_data
 from proxy.ere.jobs.close_requests import CloseRules, check_can_close
 from proxy.ere.jobs.queue import Job, enqueue
 from proxy.runtime.config import EreSettings
@@ -126,7 +116,9 @@ async def _active_referrals(
     if not rows:
         return []
     referrer_of = {referred: referrer for referred, _, referrer in rows}
-    data = await _load(conn, quarter, {referred: Ean(ean) for referred, ean, _ in rows}, None)
+    data = await load_close_data(
+        conn, quarter, {referred: Ean(ean) for referred, ean, _ in rows}, None
+    )
     active = {
         a.customer_id
         for a, _ in assess_all(data, rules)
@@ -145,7 +137,9 @@ async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
     )
     rules = _rules(job)
     customers = await conn.fetch(_SHARD_CUSTOMERS, shards, shard)
-    data = await _load(conn, quarter, {c: Ean(ean) for c, ean in customers}, shard, shards)
+    data = await load_close_data(
+        conn, quarter, {c: Ean(ean) for c, ean in customers}, shard, shards
+    )
     referrals = dict(
         await conn.fetch(
             "SELECT referrer_id, count(*)::int FROM close_referrals WHERE quarter = $1 AND revision = $2"
@@ -188,237 +182,9 @@ async def close_shard(conn: Connection, job: Job, factors: FactorTable) -> None:
         )
 
 
-# -- loading --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class LinkPeriod:
-    """One row of `charger_links`: a charger on a customer's connection for a while."""
-
-    customer_id: str
-    max_power_w: Decimal
-    valid_from: datetime
-    valid_until: datetime | None
-    shard: int  # the shard of its customer
-
-    def covers(self, instant: datetime) -> bool:
-        return self.valid_from <= instant and (
-            self.valid_until is None or instant < self.valid_until
-        )
-
-
-class CloseData:
-    """What a shard (or the referral count) reads: its customers, the link periods of their
-    chargers, mandates, sessions and earlier statements. `shard` None: only sessions a period
-    gives to one of `eans`' customers are assessed."""
-
-    def __init__(self, eans: dict[str, Ean], shard: int | None) -> None:
-        self.eans = eans
-        self.shard = shard
-        self.periods: dict[str, list[LinkPeriod]] = defaultdict(list)  # by identity, by start
-        self.mandates: dict[str, list[Mandate]] = defaultdict(list)  # customer -> mandates
-        self.sessions: list[SessionRecord] = []
-        self.closed_lines: list[Any] = []
-        self.closed_sessions: list[Any] = []
-
-
 _SHARD_CUSTOMERS = """
 SELECT customer_id, ean FROM customers WHERE mod(abs(hashtext(customer_id)), $1) = $2
 """
-_PERIODS = """
-SELECT identity, customer_id, max_power_w, valid_from, valid_until, mod(abs(hashtext(customer_id)), $2)
-FROM charger_links WHERE identity IN (SELECT identity FROM charger_links WHERE customer_id = ANY($1::text[]))
-ORDER BY identity, valid_from
-"""
-_MANDATES = """
-SELECT customer_id, ean, valid_from, least(valid_until, revoked_effective) FROM mandates
-WHERE customer_id = ANY($1::text[]) AND coalesce(revoked_effective >= valid_from, true)
-"""
-_SESSIONS = """
-SELECT s.session_id, s.identity, s.transaction_id, s.connector_id, s.evse_id, s.started_at, s.stopped_at,
-       s.meter_start_wh, s.meter_stop_wh, s.last_reading_at, s.last_reading_wh, s.energy_wh, s.meter_class,
-       s.status, coalesce(x.exported, 0), s.start_received_at, s.stop_received_at
-FROM sessions s
-LEFT JOIN LATERAL (
-    SELECT max(m.value) - min(m.value) AS exported FROM meter_samples m JOIN measurands d ON d.code = m.measurand
-    WHERE m.session_id = s.session_id AND d.name = 'Energy.Active.Export.Register'
-) x ON true
-WHERE s.started_at < $2 AND (s.identity = ANY($1::text[]) OR ($3 AND s.identity NOT IN (SELECT identity FROM charger_links)))
-"""
-_CLOSED_LINES = """
-SELECT l.quarter, l.customer_id, l.ean, l.delivery_quarter, l.kind, l.kwh, l.ere, l.eur_per_ere, l.gross,
-       l.fee_rate, l.fee, l.fee_vat, l.net
-FROM statement_lines l JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
-WHERE c.state = 'closed' AND l.customer_id = ANY($1::text[])
-"""
-_CLOSED_SESSIONS = """
-SELECT s.quarter, s.customer_id, s.ean, s.delivery_quarter, s.kind, s.session_id, s.kwh
-FROM statement_sessions s JOIN quarter_closes c ON (c.quarter, c.revision) = (s.quarter, s.revision)
-WHERE c.state = 'closed' AND s.customer_id = ANY($1::text[])
-"""
-
-
-async def _load(
-    conn: Connection, quarter: Quarter, eans: dict[str, Ean], shard: int | None, shards: int = 1
-) -> CloseData:
-    data = CloseData(eans, shard)
-    ids = list(eans)
-    for identity, customer_id, max_power, valid_from, valid_until, owner in await conn.fetch(
-        _PERIODS, ids, shards
-    ):
-        data.periods[identity].append(
-            LinkPeriod(customer_id, max_power, valid_from, valid_until, owner)
-        )
-    for customer_id, ean, valid_from, valid_until in await conn.fetch(_MANDATES, ids):
-        data.mandates[customer_id].append(Mandate(customer_id, Ean(ean), valid_from, valid_until))
-    rows = await conn.fetch(_SESSIONS, list(data.periods), quarter.end, shard == 0)
-    data.sessions = [_record(row) for row in rows]
-    data.closed_lines = await conn.fetch(_CLOSED_LINES, ids)
-    data.closed_sessions = await conn.fetch(_CLOSED_SESSIONS, ids)
-    return data
-
-
-def _record(row: Sequence[Any]) -> SessionRecord:
-    (
-        session_id,
-        identity,
-        transaction_id,
-        connector_id,
-        evse_id,
-        started_at,
-        stopped_at,
-        meter_start,
-        meter_stop,
-        last_at,
-        last_wh,
-        energy,
-        meter_class,
-        status,
-        exported,
-        start_received_at,
-        stop_received_at,
-    ) = row
-    return SessionRecord(
-        session_id,
-        identity,
-        transaction_id,
-        connector_id,
-        started_at,
-        stopped_at,
-        meter_start,
-        meter_stop,
-        last_at,
-        last_wh,
-        energy,
-        meter_class,
-        status,
-        exported_wh=Decimal(exported),
-        evse_id=evse_id,
-        start_received_at=start_received_at,
-        stop_received_at=stop_received_at,
-    )
-
-
-def _period_of(data: CloseData, session: SessionRecord) -> tuple[bool, LinkPeriod | None]:
-    """Whether this close assesses `session`, and the link period it belongs to (if any)."""
-    periods = data.periods.get(session.identity, [])
-    instant = session.ended_at or session.started_at
-    period = next((p for p in periods if instant is not None and p.covers(instant)), None)
-    if period is not None:
-        return period.customer_id in data.eans, period
-    if data.shard is None:
-        return False, None
-    owner = periods[0].shard if periods else 0
-    return owner == data.shard, None
-
-
-def assess_all(data: CloseData, rules: CloseRules) -> list[tuple[Assessment, dict[str, Any]]]:
-    """Assess every session this close is responsible for, each with the inputs it used."""
-    by_connector: dict[tuple[str, int | None, int | None], list[SessionRecord]] = defaultdict(list)
-    for session in data.sessions:
-        by_connector[session.identity, session.evse_id, session.connector_id].append(session)
-    assessed = []
-    for sessions in by_connector.values():
-        for session, neighbours in _with_overlap_candidates(sessions):
-            ours, period = _period_of(data, session)
-            if not ours:
-                continue
-            link = (
-                ChargerLink(period.customer_id, data.eans[period.customer_id]) if period else None
-            )
-            mandates = (
-                tuple(m for m in data.mandates.get(link.customer_id, ()) if m.ean == link.ean)
-                if link
-                else ()
-            )
-            context = SessionContext(
-                link,
-                period.max_power_w if period else Decimal(1),
-                mandates,
-                neighbours,
-                margin_wh=rules.margin_wh,
-                clock_ahead=rules.clock_ahead,
-                max_clock_lag=rules.max_clock_lag,
-            )
-            assessed.append((assess(session, context), _inputs(session, period, mandates)))
-    return assessed
-
-
-def _inputs(
-    session: SessionRecord, period: LinkPeriod | None, mandates: tuple[Mandate, ...]
-) -> dict[str, Any]:
-    """What an assessment was based on, as kept with it."""
-
-    def text(value: Any) -> str | None:
-        return (
-            None
-            if value is None
-            else value.isoformat()
-            if hasattr(value, "isoformat")
-            else str(value)
-        )
-
-    return {
-        "status": str(session.status),
-        "meter_class": str(session.meter_class),
-        "started_at": text(session.started_at),
-        "ended_at": text(session.ended_at),
-        "start_received_at": text(session.start_received_at),
-        "stop_received_at": text(session.stop_received_at),
-        "energy_wh": text(session.energy_wh),
-        "exported_wh": text(session.exported_wh),
-        "link": None
-        if period is None
-        else {
-            "customer_id": period.customer_id,
-            "valid_from": text(period.valid_from),
-            "valid_until": text(period.valid_until),
-            "max_power_w": text(period.max_power_w),
-        },
-        "mandates": [[text(m.valid_from), text(m.valid_until)] for m in mandates],
-    }
-
-
-def _with_overlap_candidates(
-    sessions: list[SessionRecord],
-) -> Iterable[tuple[SessionRecord, tuple[SessionRecord, ...]]]:
-    """Each session with the sessions of its connector that could overlap it (by start and end).
-
-    Sorting by start keeps this near-linear: only sessions starting before this one ends, and
-    not ending before it starts, can overlap (the longest session bounds how far back to look).
-    """
-    dated = sorted(
-        ((s.started_at, s) for s in sessions if s.started_at is not None), key=lambda pair: pair[0]
-    )
-    starts = [start for start, _ in dated]
-    longest = max(((s.ended_at or start) - start for start, s in dated), default=timedelta(0))
-    for session in sessions:
-        start = session.started_at
-        if start is None:
-            yield session, ()
-            continue
-        end = max(session.ended_at or start, start)
-        low = bisect.bisect_left(starts, start - longest)
-        high = bisect.bisect_right(starts, end)
-        yield session, tuple(other for _, other in dated[low:high] if other is not session)
 
 
 def _closed_statements(lines: list[Any], sessions: list[Any]) -> list[QuarterStatement]:
