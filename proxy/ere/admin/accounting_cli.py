@@ -3,9 +3,11 @@
 Closes and payout runs are jobs (`proxy.ere.jobs.closing`, `proxy.ere.jobs.payouts`) that the
 worker processes run; these commands check what they can at once (a quarter string like
 `2026Q5`, a quarter that may not close yet, a payout without a debtor account), queue the job,
-and with `--wait` wait until the workers are done. `rev export` runs in the command's process
-(`proxy.ere.jobs.rev_export`): it reads what closed quarters stated. `quarter status` lists the
-closes of every quarter (each revision: closing, closed or reopened) with their totals, and
+and with `--wait` wait until the workers are done. `rev export YEAR` runs in the command's
+process (`proxy.ere.jobs.rev_export`): it reads what closed quarters stated, and refuses the final
+export until all four quarters of YEAR are closed and `[ere] provider_kvk` and
+`provider_nea_account` are set; `--draft` writes a draft (marked DRAFT in its file names and
+contents) meanwhile. `quarter status` lists the closes of every quarter (each revision: closing, closed or reopened) with their totals, and
 `quarter status 2026Q3` those of that quarter alone.
 
 Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
@@ -28,7 +30,7 @@ from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.ere.core.rev_booking import RevExportError, RevProvider
 from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
-from proxy.ere.jobs.rev_export import export_rev
+from proxy.ere.jobs.rev_export import export_rev, parse_year
 from proxy.runtime.config import Config
 from proxy.store import open_database
 from proxy.store.db import DATABASE_ERRORS
@@ -74,8 +76,13 @@ def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export = rev.add_parser(
         "export", parents=[common], help="CSV, XML and audit packs for a delivery year"
     )
-    export.add_argument("year", type=int)
+    export.add_argument("year", help="the delivery year, e.g. 2026")
     export.add_argument("--out", type=Path, default=Path("rev"), help="directory to write into")
+    export.add_argument(
+        "--draft",
+        action="store_true",
+        help="write a draft (marked DRAFT) while quarters of the year are still open",
+    )
     jobs = sub.add_parser("jobs", help="the ERE job queue").add_subparsers(
         dest="action", required=True
     )
@@ -223,13 +230,21 @@ async def _payout_status(db: Any, config: Config, args: argparse.Namespace, out:
 
 
 async def _rev_export(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    year = args.year
-    if not 2000 <= year <= 2100:
-        raise ValueError(f"year {year} is out of range")
-    provider = RevProvider(config.ere.debtor_name or "ERE provider")
-    rows = await export_rev(db, year, provider, args.out)
-    total = sum((row.kwh for row in rows), Decimal(0))
-    print(f"REV {year}: {len(rows)} EANs, {total.normalize():f} kWh -> {args.out}", file=out)
+    year = parse_year(args.year)
+    settings = config.ere
+    provider = RevProvider(
+        settings.provider_name or settings.debtor_name,
+        settings.provider_kvk or None,
+        settings.provider_nea_account or None,
+    )
+    export = await export_rev(db, year, provider, args.out, draft=args.draft)
+    total = sum((row.kwh for row in export.rows), Decimal(0))
+    kind = "DRAFT (not for the NEa)" if export.draft else "final"
+    print(
+        f"REV {year} {kind}: {len(export.rows)} EANs, {total.normalize():f} kWh,"
+        f" {len(export.files)} files -> {args.out}",
+        file=out,
+    )
     return 0
 
 
