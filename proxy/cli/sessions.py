@@ -4,8 +4,10 @@
 last), filtered by charger, status and a period; the period (`--from`, `--to`) is on the
 session's start: `--from` includes, `--to` excludes, and a session without a start time matches
 no period. `show` gives one session (by its number, or by charger and transaction id) with a
-summary of its meter readings per measurand and its meter class (the evidence the ERE
-eligibility rests on), and the charger's declared meter. Tables by default, `--json` for scripts
+summary of its meter readings per measurand, its meter evidence (meter class, how many signed
+values), the charger's declared meter, every assessment a quarterly close made of it (quarter,
+revision, eligibility, reason, detail, kWh) and the statement lines that counted it (quarter,
+revision and whether that close still stands, kind, delivery quarter, kWh counted). Tables by default, `--json` for scripts
 (energy as exact decimal numbers, times in ISO 8601 UTC).
 
 Both only read. Every query is bounded: `list` by `--limit` (at most 1,000 rows) and every
@@ -63,6 +65,19 @@ _BY_TRANSACTION = (
 _CHARGER_METER = (
     "SELECT vendor, model, meter_type, meter_serial FROM charger_boots WHERE identity = $1"
 )
+
+# Every close that looked at the session (a history once closes keep one row per revision).
+_ASSESSMENTS = """
+SELECT quarter, (to_jsonb(a) ->> 'revision')::integer AS revision, eligibility, reason, detail, kwh,
+       assessed_at
+FROM session_assessments a WHERE session_id = $1 ORDER BY quarter, revision NULLS FIRST, assessed_at
+"""
+_STATED = """
+SELECT s.quarter, s.revision, q.state, s.kind, s.delivery_quarter, s.kwh
+FROM statement_sessions s JOIN quarter_closes q USING (quarter, revision)
+WHERE s.session_id = $1 ORDER BY s.quarter, s.revision, s.kind DESC, s.delivery_quarter
+"""
+_SIGNED_VALUES = "SELECT count(signed_data) FROM meter_samples WHERE session_id = $1"
 
 # Per measurand (and phase and location): how many samples, how many carry a value or signed
 # data, the first and last value by time, and the range. A session has at most a few thousand.
@@ -239,6 +254,12 @@ async def _show(db: Any, args: argparse.Namespace, stdout: TextIO) -> None:
     session["readings"] = [
         dict(reading) for reading in await db.fetch(_READINGS, session["session_id"])
     ]
+    session["evidence"] = {
+        "meter_class": session["meter_class"],
+        "signed_values": await db.fetchval(_SIGNED_VALUES, session["session_id"]),
+    }
+    session["assessments"] = [dict(r) for r in await db.fetch(_ASSESSMENTS, session["session_id"])]
+    session["statement_lines"] = [dict(r) for r in await db.fetch(_STATED, session["session_id"])]
     if args.json:
         stdout.write(_JSON.encode(session).decode() + "\n")
     else:
@@ -306,6 +327,7 @@ def _print_session(s: dict[str, Any], stdout: TextIO) -> None:
         ("stopped", _time(s["stopped_at"], utc=True)),
         ("energy", energy),
         ("meter class", s["meter_class"]),
+        ("signed values", s["evidence"]["signed_values"]),
         ("charger meter", declared),
         ("meter start", _wh(s["meter_start_wh"])),
         ("meter stop", _wh(s["meter_stop_wh"])),
@@ -355,6 +377,47 @@ def _print_session(s: dict[str, Any], stdout: TextIO) -> None:
         print_table(header, rows, stdout)
         if len(readings) == MAX_MEASURAND_ROWS:
             print(f"(the first {MAX_MEASURAND_ROWS} groups; --json gives the same)", file=stdout)
+    _print_accounting(s, stdout)
+
+
+def _print_accounting(s: dict[str, Any], stdout: TextIO) -> None:
+    """The closes' assessments of the session and the statement lines that counted it."""
+    assessed = s["assessments"]
+    if not assessed:
+        print("\nassessments: none (no close has looked at it)", file=stdout)
+    else:
+        print(f"\nassessments ({len(assessed)}):", file=stdout)
+        header = ("QUARTER", "REVISION", "ELIGIBILITY", "REASON", "KWH", "ASSESSED (UTC)", "DETAIL")
+        rows = [
+            (
+                a["quarter"],
+                a["revision"],
+                a["eligibility"],
+                a["reason"],
+                _plain(a["kwh"]),
+                _time(a["assessed_at"]),
+                a["detail"] or None,
+            )
+            for a in assessed
+        ]
+        print_table(header, rows, stdout)
+    stated = s["statement_lines"]
+    if not stated:
+        print("\nstatement lines: none", file=stdout)
+        return
+    print(f"\nstatement lines ({len(stated)}):", file=stdout)
+    lines_header = ("QUARTER", "REVISION", "KIND", "DELIVERY QUARTER", "KWH")
+    lines = [
+        (
+            line["quarter"],
+            f"{line['revision']}" + ("" if line["state"] == "closed" else f" ({line['state']})"),
+            line["kind"],
+            line["delivery_quarter"],
+            _plain(line["kwh"]),
+        )
+        for line in stated
+    ]
+    print_table(lines_header, lines, stdout)
 
 
 def _readings(s: dict[str, Any]) -> str | None:

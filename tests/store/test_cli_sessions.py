@@ -230,3 +230,102 @@ async def test_a_data_dir_without_a_database_is_reported_not_created(
         assert err.startswith(f"ere-proxy: no embedded database in {data_dir}")
         assert err.count("\n") == 1
     assert not data_dir.exists()
+
+
+async def _assessed_and_stated(settings: DatabaseSettings, session_id: int) -> None:
+    """Two closes that looked at the session: 2026Q3 r1 counted it, r2 (after a reopen) did not."""
+    async with open_database(settings) as db:
+        await db.execute("""
+            INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P1', 'One', 'cpo', 'direct');
+            INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)
+                VALUES ('A', 'P1', 'Anna', 'Straat 1', '1234 AB', 'Utrecht', '871687120000000011', 'Stedin');
+            INSERT INTO quarter_closes (quarter, revision, state, shards) VALUES
+                ('2026Q3', 1, 'reopened', 1), ('2026Q3', 2, 'closed', 1);
+            INSERT INTO statement_lines (quarter, revision, customer_id, ean, delivery_quarter, kind, kwh, ere,
+                                         eur_per_ere, gross, fee_rate, fee, fee_vat, net, sessions)
+                VALUES ('2026Q3', 1, 'A', '871687120000000011', '2026Q3', 'regular', 42.37, 14.10, 0.30, 4.23,
+                        0.20, 0.85, 0.15, 3.38, 1)""")
+        await db.execute(
+            "INSERT INTO statement_sessions (quarter, revision, customer_id, ean, delivery_quarter, kind,"
+            " session_id, kwh) VALUES ('2026Q3', 1, 'A', '871687120000000011', '2026Q3', 'regular', $1, 42.37)",
+            session_id,
+        )
+        history = await db.fetchval(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'session_assessments' AND column_name = 'revision'"
+        )
+        verdicts = [
+            (1, "eligible", "eligible", "", Decimal("42.37")),
+            (2, "ineligible", "no-mid-evidence", "meter class declared", Decimal(0)),
+        ]
+        for revision, eligibility, reason, detail, kwh in verdicts if history else verdicts[1:]:
+            await db.execute(
+                "INSERT INTO session_assessments (session_id, quarter, eligibility, reason, detail, kwh"
+                + (
+                    ", revision) VALUES ($1, '2026Q3', $2, $3, $4, $5, $6)"
+                    if history
+                    else ") VALUES ($1, '2026Q3', $2, $3, $4, $5)"
+                ),
+                session_id,
+                eligibility,
+                reason,
+                detail,
+                kwh,
+                *([revision] if history else []),
+            )
+
+
+async def test_show_gives_the_assessments_evidence_and_statement_lines_of_a_session(
+    sessions, captured, settings
+) -> None:
+    code, out, _ = await sessions("list", "--json", "--charger", "CP-A", "--status", "completed")
+    number = json.loads(out)[0]["session_id"]
+    await _assessed_and_stated(settings, number)
+
+    code, out, err = await sessions("show", str(number), "--json")
+    shown = json.loads(out, parse_float=Decimal)
+    assert (code, err) == (0, "")
+    assert shown["evidence"] == {"meter_class": "declared", "signed_values": 0}
+    assert [
+        (a["quarter"], a["eligibility"], a["reason"], a["detail"], a["kwh"])
+        for a in shown["assessments"]
+    ][-1] == ("2026Q3", "ineligible", "no-mid-evidence", "meter class declared", Decimal(0))
+    assert [
+        (s["quarter"], s["revision"], s["state"], s["kind"], s["delivery_quarter"], s["kwh"])
+        for s in shown["statement_lines"]
+    ] == [("2026Q3", 1, "reopened", "regular", "2026Q3", Decimal("42.37"))]
+
+    code, text, err = await sessions("show", str(number))
+    assert (code, err) == (0, "")
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines())
+    assert fields["signed values"].strip() == "0"
+    [assessed, stated] = [
+        part for part in text.split("\n\n") if part.startswith(("assessments", "statement"))
+    ]
+    assert assessed.splitlines()[0] == f"assessments ({len(shown['assessments'])}):"
+    rows = list(table("\n".join(assessed.splitlines()[1:])))
+    assert (rows[-1]["QUARTER"], rows[-1]["ELIGIBILITY"], rows[-1]["REASON"]) == (
+        "2026Q3",
+        "ineligible",
+        "no-mid-evidence",
+    )
+    assert rows[-1]["DETAIL"] == "meter class declared"
+    [line] = table("\n".join(stated.splitlines()[1:]))
+    assert (line["QUARTER"], line["REVISION"], line["KIND"], line["KWH"]) == (
+        "2026Q3",
+        "1 (reopened)",
+        "regular",
+        "42.37",
+    )
+
+
+async def test_show_says_when_no_close_looked_at_a_session(sessions, captured) -> None:
+    code, out, _ = await sessions("list", "--json", "--charger", "CP-B")
+    number = json.loads(out)[0]["session_id"]
+    code, text, err = await sessions("show", str(number))
+    assert (code, err) == (0, "")
+    assert "assessments: none (no close has looked at it)" in text
+    assert "statement lines: none" in text
+    code, out, _ = await sessions("show", str(number), "--json")
+    shown = json.loads(out)
+    assert shown["assessments"] == [] and shown["statement_lines"] == []
