@@ -19,7 +19,7 @@ import argparse
 import getpass
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,6 +65,11 @@ def add_accounting_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "run", parents=[common], help="queue the payout run of a closed quarter"
     )
     run.add_argument("quarter")
+    run.add_argument(
+        "--execution-date",
+        metavar="YYYY-MM-DD",
+        help="the day the bank is to execute the transfers (default: today; at most a year ahead)",
+    )
     run.add_argument("--wait", action="store_true")
     shown = payout.add_parser(
         "status", parents=[common], help="payout runs, transfers and carry-overs"
@@ -185,8 +190,11 @@ async def _quarter_status(db: Any, config: Config, args: argparse.Namespace, out
 
 async def _payout(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     quarter = Quarter.parse(args.quarter)
+    execution_date = _execution_date(args.execution_date)
     async with db.transaction() as conn:
-        queued = await request_payout(conn, quarter, config.ere, datetime.now(UTC))
+        queued = await request_payout(
+            conn, quarter, config.ere, datetime.now(UTC), execution_date=execution_date
+        )
     print(
         f"payout run of {quarter} queued"
         if queued
@@ -217,6 +225,20 @@ async def _payout(db: Any, config: Config, args: argparse.Namespace, out: TextIO
             )
             return 0
         await trio.sleep(0.5)
+
+
+def _execution_date(text: str | None) -> date | None:
+    """`--execution-date` as a date; ValueError naming the option for anything else."""
+    if text is None:
+        return None
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    wrong = ValueError(f"execution-date: {shown!r} is not a date (YYYY-MM-DD)")
+    if len(text) != len("YYYY-MM-DD"):
+        raise wrong
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise wrong from None
 
 
 async def _payout_status(db: Any, config: Config, args: argparse.Namespace, out: TextIO) -> int:
