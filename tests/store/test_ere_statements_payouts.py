@@ -254,6 +254,30 @@ async def test_the_execution_date_can_be_set_and_is_checked(settings, tmp_path):
     assert info["ReqdExctnDt"] == "2026-10-23"
 
 
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("2026-13-01", "not a date"),
+        ("tomorrow", "not a date"),
+        ("9" * 10_000, "not a date"),
+        ("2000-01-01", "in the past"),
+        ("2100-01-01", "more than a year ahead"),
+    ],
+)
+async def test_payout_run_refuses_a_bad_execution_date_in_one_line(
+    settings, tmp_path, value, problem
+):
+    from proxy.cli.main import _parser
+    from proxy.ere.admin.accounting_cli import accounting_command
+
+    cfg = config(settings, tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["payout", "run", "2026Q3", "--execution-date", value]
+    assert await accounting_command(cfg, _parser().parse_args(argv), out, err) == 2
+    assert err.getvalue().startswith("ere-proxy: execution-date: ") and problem in err.getvalue()
+    assert err.getvalue().count("\n") == 1 and len(err.getvalue()) < 300
+
+
 async def test_every_fee_is_invoiced_once_from_a_gapless_series_even_when_the_run_is_retried(
     settings, tmp_path
 ):
