@@ -1,168 +1,45 @@
 """`ere-proxy partners|customers|mandates|links` against a real (embedded) PostgreSQL database.
 
 Every bad-input case checks three things: exit code 2, one clear line on stderr naming the field,
-and the four tables exactly as they were before the command.
+and the tables exactly as they were before the command.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from proxy.ere.admin import records, records_cli
-from proxy.ere.admin.records_cli import add_ere_admin_parsers, ere_admin_command
 from proxy.ere.admin.validation import NewPartner
-from proxy.ere.core.ean import check_digit
+from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.ere.core.statement_mail import PartnerBranding
-from proxy.runtime.config import Config, DatabaseSettings
+from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
-
-
-def ean(first_17: str) -> str:
-    return first_17 + str(check_digit(first_17))
-
-
-EAN_1 = ean("87168712000000000")  # 871687120000000004
-EAN_2 = ean("87169412345678901")
-EAN_3 = ean("87168900000000012")
-IBAN_PARTNER = "NL91ABNA0417164300"
-IBAN_1 = "NL20INGB0001234567"
-IBAN_2 = "NL44RABO0123456789"
-TABLES = ("partners", "customers", "mandates", "charger_links")
-CONSENT = (
-    "--consent-by",
-    "J. Jansen",
-    "--consent-at",
-    "2025-12-01T10:15:00+01:00",
-    "--consent-method",
-    "signed-pdf",
+from testkit.ere_admin import (
+    CONSENT,
+    EAN_1,
+    EAN_2,
+    EAN_3,
+    IBAN_1,
+    IBAN_2,
+    IBAN_PARTNER,
+    THIS_YEAR,
+    Admin,
+    N,
+    P,
+    Y,
+    customer_args,
+    mandate_args,
+    partner_args,
+    refused,
 )
-
-
-def parser() -> argparse.ArgumentParser:
-    """The groups as `ere-proxy` mounts them: a `command` subparser and a `--config` parent."""
-    top = argparse.ArgumentParser(prog="ere-proxy")
-    sub = top.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config")
-    add_ere_admin_parsers(sub, common)
-    return top
-
-
-class Admin:
-    """Runs one command as the CLI would and returns (exit code, stdout, stderr)."""
-
-    def __init__(self, settings: DatabaseSettings) -> None:
-        self.config = Config(database=settings)
-        self.parser = parser()
-
-    async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        args = self.parser.parse_args(list(argv))
-        out, err = io.StringIO(), io.StringIO()
-        code = await ere_admin_command(self.config, args, stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
-
-    async def ok(self, *argv: str) -> str:
-        code, out, err = await self(*argv)
-        assert (code, err) == (0, ""), (argv, err)
-        return out
-
-    async def json(self, *argv: str) -> Any:
-        return json.loads(await self.ok(*argv, "--json"))
 
 
 @pytest.fixture
 def run(settings: DatabaseSettings) -> Admin:
     return Admin(settings)
-
-
-async def snapshot(settings: DatabaseSettings) -> dict[str, list[tuple[Any, ...]]]:
-    async with open_database(settings) as db:
-        return {
-            table: [tuple(row) for row in await db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
-            for table in TABLES
-        }
-
-
-async def refused(
-    run: Admin, settings: DatabaseSettings, argv: tuple[str, ...], *expected: str
-) -> str:
-    """Run `argv`, expect exit 2 with every `expected` text in one stderr line, tables unchanged."""
-    before = await snapshot(settings)
-    code, out, err = await run(*argv)
-    assert (code, out) == (2, ""), (argv, err)
-    assert err.startswith("ere-proxy: ") and err.count("\n") == 1, err
-    for text in expected:
-        assert text in err, (argv, err)
-    assert len(err) < 400, err
-    assert await snapshot(settings) == before, argv
-    return err
-
-
-def partner_args(partner_id: str = "acme", *extra: str) -> tuple[str, ...]:
-    return (
-        "partners",
-        "add",
-        partner_id,
-        "--name",
-        "Acme Laadpalen B.V.",
-        "--kind",
-        "cpo",
-        "--payout-model",
-        "direct",
-        *extra,
-    )
-
-
-def customer_args(
-    customer_id: str = "c-1",
-    *extra: str,
-    ean_code: str = EAN_1,
-    iban: str = IBAN_1,
-    partner: str = "acme",
-) -> tuple[str, ...]:
-    return (
-        "customers",
-        "add",
-        customer_id,
-        "--partner",
-        partner,
-        "--name",
-        "Jan Jansen",
-        "--address",
-        "Dorpsstraat 1",
-        "--postcode",
-        "1234 AB",
-        "--city",
-        "Utrecht",
-        "--ean",
-        ean_code,
-        "--grid-operator",
-        "Stedin",
-        "--iban",
-        iban,
-        *extra,
-    )
-
-
-def mandate_args(*extra: str, ean_code: str = EAN_1, year: str = "2026") -> tuple[str, ...]:
-    return (
-        "mandates",
-        "add",
-        "--ean",
-        ean_code,
-        "--year",
-        year,
-        "--issued-on",
-        "2025-12-01",
-        *CONSENT,
-        *extra,
-    )
 
 
 @pytest.fixture
@@ -249,27 +126,31 @@ async def test_customers_add_list_show(enrolled: Admin) -> None:
             iban="nl44rabo0123456789",
         ),
     )
-    assert out == f"added customer c-2 (EAN {EAN_2}) of partner acme\n"
+    assert re.fullmatch(
+        f"added customer c-2 \\(EAN {EAN_2}\\) of partner acme, referral code [0-9A-Z]{{8}}\n", out
+    )
     await run.ok(*mandate_args(ean_code=EAN_2))
     listed = await run.json("customers", "list")
     assert [(c["customer_id"], c["ean"], c["iban"], c["mandate_years"]) for c in listed] == [
         ("c-1", EAN_1, IBAN_1, []),
-        ("c-2", EAN_2, IBAN_2, [2026]),
+        ("c-2", EAN_2, IBAN_2, [THIS_YEAR]),
     ]
     assert listed[1]["email"] == "Piet@example.nl" and listed[1]["postcode"] == "1234 AB"
     assert await run.json("customers", "list", "--partner", "nobody") == []
     table = await run.ok("customers", "list")
-    assert "GRID OPERATOR" in table and EAN_2 in table and "2026" in table
+    assert "GRID OPERATOR" in table and EAN_2 in table and Y in table
 
     await run.ok("links", "add", "CP-7", "--customer", "c-2", "--max-power-w", "11000")
     shown = await run.json("customers", "show", "c-2")
     assert (
         shown["name"] == "Jan Jansen"
         and shown["grid_operator"] == "Stedin"
-        and shown["referral_discount"] == 0
+        and "referral_discount" not in shown
+        and len(shown["referral_code"]) == 8
+        and shown["referred_by"] is None
     )
     assert [(m["year"], m["valid_from"], m["valid_until"]) for m in shown["mandates"]] == [
-        (2026, "2026-01-01", "2026-12-31")
+        (THIS_YEAR, f"{Y}-01-01", f"{Y}-12-31")
     ]
     assert [link["identity"] for link in shown["links"]] == ["CP-7"]
     human = await run.ok("customers", "show", "c-2")
@@ -319,44 +200,48 @@ async def test_partner_account_customer_may_have_no_iban(run: Admin) -> None:
 
 async def test_mandates_add_and_list(enrolled: Admin) -> None:
     run = enrolled
-    out = await run.ok(*mandate_args("--consent-reference", "doc-2025-118"))
+    out = await run.ok(*mandate_args("--consent-reference", f"doc-{P}-118"))
     assert (
-        out
-        == f"added mandate for EAN {EAN_1} 2026 (customer c-1), valid 2026-01-01 to 2026-12-31\n"
+        out == f"added mandate for EAN {EAN_1} {Y} (customer c-1), valid {Y}-01-01 to {Y}-12-31\n"
     )
-    # Issued mid-year: validity starts on the issue date by default.
+    # Next year's mandate, issued today: validity starts on 1 January of that year by default.
+    today = datetime.now(DUTCH_TIME).date().isoformat()
     out = await run.ok(
         "mandates",
         "add",
         "--ean",
         EAN_1,
         "--year",
-        "2025",
+        N,
         "--issued-on",
-        "2025-03-10",
+        today,
         "--valid-until",
-        "2025-11-30",
+        f"{N}-11-30",
         "--consent-by",
         "j.jansen@example.nl",
         "--consent-at",
-        "2025-03-10T08:00:00Z",
+        f"{P}-03-10T08:00:00Z",
         "--consent-method",
         "online-checkbox",
+        "--consent-text-version",
+        "2025-03",
     )
-    assert "valid 2025-03-10 to 2025-11-30" in out
+    assert f"valid {N}-01-01 to {N}-11-30" in out
     listed = await run.json("mandates", "list")
     assert [(m["year"], m["customer_id"], m["partner_id"], m["issued_on"]) for m in listed] == [
-        (2025, "c-1", "acme", "2025-03-10"),
-        (2026, "c-1", "acme", "2025-12-01"),
+        (THIS_YEAR, "c-1", "acme", f"{P}-12-01"),
+        (THIS_YEAR + 1, "c-1", "acme", today),
     ]
-    assert listed[1]["consent"] == {
+    assert listed[0]["consent"] == {
         "by": "J. Jansen",
-        "at": "2025-12-01T10:15:00+01:00",
+        "at": f"{P}-12-01T10:15:00+01:00",
         "method": "signed-pdf",
-        "reference": "doc-2025-118",
+        "reference": f"doc-{P}-118",
     }
-    assert listed[0]["consent"]["at"] == "2025-03-10T08:00:00+00:00"
-    assert [m["year"] for m in await run.json("mandates", "list", "--year", "2026")] == [2026]
+    assert listed[1]["consent"]["at"] == f"{P}-03-10T08:00:00+00:00"
+    assert (listed[0]["channel"], listed[0]["consent_text_version"]) == ("cli", "v1")
+    assert listed[1]["consent_text_version"] == "2025-03" and listed[1]["backdated"] is False
+    assert [m["year"] for m in await run.json("mandates", "list", "--year", Y)] == [THIS_YEAR]
     assert len(await run.json("mandates", "list", "--customer", "c-1", "--ean", EAN_1)) == 2
     assert await run.json("mandates", "list", "--customer", "c-2") == []
     table = await run.ok("mandates", "list")
@@ -403,7 +288,8 @@ async def test_links_add_list_remove_with_meter_evidence(
     )
     assert await run.json("links", "list", "--customer", "other") == []
 
-    assert await run.ok("links", "remove", "CP 2") == "unlinked charger CP 2 from customer c-1\n"
+    out = await run.ok("links", "remove", "CP 2", "--reason", "charger replaced")
+    assert out.startswith("ended link of charger CP 2 to customer c-1 at ")
     assert [x["identity"] for x in await run.json("links", "list")] == ["CP-1"]
 
 
@@ -489,11 +375,11 @@ async def test_duplicate_mandate_names_its_holder(
             run,
             settings,
             argv,
-            f"EAN {EAN_1} already has a mandate for 2026",
+            f"EAN {EAN_1} already has a mandate for {Y}",
             "held by customer 'c-1'",
             "only one provider per EAN per year",
         )
-    await run.ok(*mandate_args(year="2025"))  # another year is another mandate
+    await run.ok(*mandate_args(year=N))  # another year is another mandate
 
 
 async def test_duplicate_mandate_from_a_concurrent_writer(
@@ -510,7 +396,7 @@ async def test_duplicate_mandate_from_a_concurrent_writer(
         enrolled,
         settings,
         mandate_args(),
-        "already has a mandate for 2026",
+        f"already has a mandate for {Y}",
         "held by customer 'c-1'",
     )
 
@@ -533,13 +419,13 @@ async def test_a_constraint_that_slips_past_validation_is_a_clear_error(
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (("--valid-from", "2025-12-31"), "--valid-from: 2025-12-31 is outside 2026"),
-        (("--valid-until", "2027-01-01"), "--valid-until: 2027-01-01 is outside 2026"),
+        (("--valid-from", f"{P}-12-31"), f"--valid-from: {P}-12-31 is outside {Y}"),
+        (("--valid-until", f"{N}-01-01"), f"--valid-until: {N}-01-01 is outside {Y}"),
         (
-            ("--valid-from", "2026-06-01", "--valid-until", "2026-05-31"),
-            "is after --valid-until 2026-05-31",
+            ("--valid-from", f"{Y}-06-01", "--valid-until", f"{Y}-05-31"),
+            f"is after --valid-until {Y}-05-31",
         ),
-        (("--valid-from", "2026-13-01"), "--valid-from: '2026-13-01' is not a date"),
+        (("--valid-from", f"{Y}-13-01"), f"--valid-from: '{Y}-13-01' is not a date"),
         (("--valid-from", "1 januari 2026"), "write it as YYYY-MM-DD"),
     ],
 )
@@ -553,11 +439,11 @@ async def test_mandate_issue_date_and_consent_rules(
     enrolled: Admin, settings: DatabaseSettings
 ) -> None:
     run = enrolled
-    base = ("mandates", "add", "--ean", EAN_1, "--year", "2026")
+    base = ("mandates", "add", "--ean", EAN_1, "--year", Y, "--consent-text-version", "v1")
     future = (date.today() + timedelta(days=3)).isoformat()
     for argv, expected in (
         (
-            (*base, "--issued-on", "2026-02-01", "--valid-from", "2026-01-01", *CONSENT),
+            (*base, "--issued-on", f"{Y}-02-01", "--valid-from", f"{Y}-01-01", *CONSENT),
             "is not backdated",
         ),
         ((*base, "--issued-on", future, *CONSENT), f"--issued-on: {future} is in the future"),
@@ -565,21 +451,21 @@ async def test_mandate_issue_date_and_consent_rules(
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
-                "2025-12-01T10:15:00",
+                f"{P}-12-01T10:15:00",
                 "--consent-method",
                 "signed-pdf",
             ),
-            "--consent-at: '2025-12-01T10:15:00' has no UTC offset",
+            f"--consent-at: '{P}-12-01T10:15:00' has no UTC offset",
         ),
         (
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
@@ -593,29 +479,29 @@ async def test_mandate_issue_date_and_consent_rules(
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
-                "2026-01-01T00:30:00+01:00",
+                f"{Y}-01-01T00:30:00+01:00",
                 "--consent-method",
                 "signed-pdf",
                 "--valid-from",
-                "2025-12-31",
+                f"{P}-12-31",
             ),
-            "outside 2026",
+            f"outside {Y}",
         ),
         (
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--valid-from",
-                "2026-01-01",
+                f"{Y}-01-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
-                "2026-01-02T09:00:00+01:00",
+                f"{Y}-01-02T09:00:00+01:00",
                 "--consent-method",
                 "signed-pdf",
             ),
@@ -625,7 +511,7 @@ async def test_mandate_issue_date_and_consent_rules(
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
@@ -639,11 +525,11 @@ async def test_mandate_issue_date_and_consent_rules(
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "J",
                 "--consent-at",
-                "2025-12-01T10:15:00Z",
+                f"{P}-12-01T10:15:00Z",
                 "--consent-method",
                 "fax",
             ),
@@ -653,11 +539,11 @@ async def test_mandate_issue_date_and_consent_rules(
             (
                 *base,
                 "--issued-on",
-                "2025-12-01",
+                f"{P}-12-01",
                 "--consent-by",
                 "  ",
                 "--consent-at",
-                "2025-12-01T10:15:00Z",
+                f"{P}-12-01T10:15:00Z",
                 "--consent-method",
                 "signed-pdf",
             ),
@@ -696,7 +582,8 @@ async def test_unknown_records(enrolled: Admin, settings: DatabaseSettings) -> N
             ("links", "add", "CP-1", "--customer", "nobody", "--max-power-w", "7400"),
             "--customer: no customer 'nobody'",
         ),
-        (("links", "remove", "CP-9"), "charger 'CP-9' is not linked"),
+        (("links", "remove", "CP-9", "--reason", "x"), "charger 'CP-9' has no open link period"),
+        (("links", "end", "CP-9", "--reason", "x"), "charger 'CP-9' has no open link period"),
         (("partners", "show", "nobody"), "partner id: no partner 'nobody'"),
         (("customers", "show", "nobody"), "customer id: no customer 'nobody'"),
     ):
@@ -706,16 +593,17 @@ async def test_unknown_records(enrolled: Admin, settings: DatabaseSettings) -> N
 async def test_duplicates(enrolled: Admin, settings: DatabaseSettings) -> None:
     run = enrolled
     await run.ok("links", "add", "CP-1", "--customer", "c-1", "--max-power-w", "7400")
-    for argv, expected in (
+    for argv, *expected in (
         (partner_args(), "partner id: partner 'acme' already exists"),
         (customer_args("c-1", ean_code=EAN_2), "customer id: customer 'c-1' already exists"),
         (customer_args("c-2"), f"--ean: EAN {EAN_1} already belongs to customer 'c-1'"),
         (
             ("links", "add", "CP-1", "--customer", "c-1", "--max-power-w", "7400"),
-            "charger 'CP-1' is already linked to customer 'c-1'; remove that link first",
+            "charger 'CP-1' is linked to customer 'c-1' from ",
+            "(open); use `links move` or `links end`",
         ),
     ):
-        await refused(run, settings, argv, expected)
+        await refused(run, settings, argv, *expected)
 
 
 async def test_partner_rules(run: Admin, settings: DatabaseSettings) -> None:

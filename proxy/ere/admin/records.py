@@ -1,13 +1,15 @@
-"""The ERE domain records in the database: partners, customers, mandates and charger links.
+"""The ERE domain records in the database: partners, customers and mandates.
 
-`add_partner`, `add_customer`, `add_mandate` and `add_link` insert one row that
-`proxy.ere.admin.validation` has checked (a `New*` value), each in one transaction, after the
-checks that need the database: the partner of a customer and the customer of a mandate or link
-exist, ids and EANs are free, a `direct` partner's customer has an IBAN, an EAN has one mandate
-per year and a charger one link. `list_*` and `get_*` read the records back as plain dicts (a
-customer with its mandates and links; a link with the meter class capture gave the charger and
-the meter its last boot reported), `remove_link` deletes a link. Values reach SQL only as query
-parameters.
+`add_partner`, `add_customer` and `add_mandate` insert one row that `proxy.ere.admin.validation`
+has checked (a `New*` value), each in one transaction, after the checks that need the database:
+the partner of a customer and the customer of a mandate exist, ids and EANs are free, a `direct`
+partner's customer has an IBAN, an EAN has one mandate per year, a referral code given at
+enrolment exists. A new partner or customer gets its referral code (`proxy.ere.admin.referrals`)
+in the same transaction. A mandate is recorded with its evidence (`channel`, `actor`, consent
+text version, document hash; the database stamps `recorded_at` and `backdated`) and changes only
+by `revoke_mandate`, once, never inside a closed quarter. `list_*` and `get_*` read the records
+back as plain dicts (a customer with its referral code, mandates and every link period, see
+`proxy.ere.admin.link_periods`). Values reach SQL only as query parameters.
 
 Errors: a refused write raises `AdminInputError` naming the field (a duplicate says who holds
 the id, EAN or mandate), and the tables are left as they were. A constraint the database
@@ -19,34 +21,37 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, fields
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
+from proxy.ere.admin.changes import MandateRevocation, validate_channel
+from proxy.ere.admin.closed_quarters import refuse_inside_closed_quarter, start_of_day_after
+from proxy.ere.admin.link_periods import list_links
+from proxy.ere.admin.referrals import check_referral_code, create_code
 from proxy.ere.admin.validation import (
     AdminInputError,
     NewCustomer,
-    NewLink,
     NewMandate,
     NewPartner,
     one_line,
 )
+from proxy.ere.core.quarters import local_date
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.connection import Connection
 
 __all__ = [
     "REFUSED_BY_DATABASE",
     "add_customer",
-    "add_link",
     "add_mandate",
     "add_partner",
     "get_customer",
     "get_partner",
     "list_customers",
-    "list_links",
     "list_mandates",
     "list_partners",
-    "remove_link",
+    "revoke_mandate",
     "violation_message",
 ]
 
@@ -61,8 +66,10 @@ _CONSTRAINT_MESSAGES = {
     "customers_partner_id_fkey": "--partner: no such partner",
     "mandates_pkey": "--ean: that EAN already has a mandate for this year; only one provider per EAN per year",
     "mandates_customer_id_fkey": "--ean: the customer holding this EAN no longer exists",
-    "charger_links_pkey": "identity: that charger is already linked to a customer; remove the link first",
+    "charger_links_no_overlap": "identity: that charger has a link period overlapping this one; "
+    "use `links move` or `links end`",
     "charger_links_customer_id_fkey": "--customer: no such customer",
+    "customers_referred_by_fkey": "--referral-code: no such referral code",
     "partners_check": "--iban: is required for the partner-account payout model",
     "mandates_check": "--valid-from: is after --valid-until",
     "mandates_check1": "--valid-from/--valid-until: must lie inside the mandate's year",
@@ -105,6 +112,7 @@ async def add_partner(conn: Connection, partner: NewPartner) -> None:
             partner.account_name,
             json.dumps(asdict(partner.branding)),
         )
+        await create_code(tx, partner_id=partner.partner_id)
 
 
 _PARTNER_COLUMNS = """
@@ -140,9 +148,10 @@ async def get_partner(conn: Connection, partner_id: str) -> dict[str, Any]:
     return _partner(rows[0])
 
 
-async def add_customer(conn: Connection, customer: NewCustomer) -> None:
-    """Insert `customer`; its partner must exist, its id and EAN be free, and a `direct` partner's
-    customer needs an IBAN (AdminInputError otherwise)."""
+async def add_customer(conn: Connection, customer: NewCustomer) -> str:
+    """Insert `customer` with a new referral code, which it returns; its partner must exist, its
+    id and EAN be free, a `direct` partner's customer needs an IBAN, and a referral code it was
+    enrolled with must exist (AdminInputError otherwise)."""
     async with conn.transaction() as tx:
         model = await tx.fetchval(
             "SELECT payout_model FROM partners WHERE partner_id = $1", customer.partner_id
@@ -165,9 +174,13 @@ async def add_customer(conn: Connection, customer: NewCustomer) -> None:
             raise AdminInputError(
                 f"--ean: EAN {customer.ean} already belongs to customer {holder!r}"
             )
+        if customer.referral_code is not None:
+            await check_referral_code(
+                tx, customer.referral_code, customer.customer_id, "--referral-code"
+            )
         await tx.execute(
             "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, "
-            "iban, email) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "iban, email, referred_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             customer.customer_id,
             customer.partner_id,
             customer.name,
@@ -178,12 +191,15 @@ async def add_customer(conn: Connection, customer: NewCustomer) -> None:
             customer.grid_operator,
             customer.iban,
             customer.email,
+            customer.referral_code,
         )
+        return await create_code(tx, customer_id=customer.customer_id)
 
 
 _CUSTOMER_COLUMNS = """
 c.customer_id, c.partner_id, c.name, c.address, c.postcode, c.city, c.ean, c.grid_operator, c.iban, c.email,
-c.referral_discount, c.created_at,
+c.created_at,
+(SELECT r.code FROM referral_codes r WHERE r.customer_id = c.customer_id) AS referral_code, c.referred_by,
 ARRAY(SELECT m.year FROM mandates m WHERE m.ean = c.ean AND m.customer_id = c.customer_id ORDER BY m.year)
     AS mandate_years
 """
@@ -199,7 +215,8 @@ async def list_customers(conn: Connection, partner_id: str | None = None) -> lis
 
 
 async def get_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
-    """One customer with its mandates and charger links (AdminInputError if unknown)."""
+    """One customer with its referral code, mandates and every link period (AdminInputError if
+    unknown)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True) as tx:
         query = f"SELECT {_CUSTOMER_COLUMNS} FROM customers c WHERE c.customer_id = $1"
         rows = await _fetch_json(tx, query, customer_id)
@@ -210,11 +227,8 @@ async def get_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
         mandates = await _fetch_json(
             tx, _MANDATES + " WHERE m.customer_id = $1 ORDER BY m.year", customer_id
         )
-        links = await _fetch_json(
-            tx, _LINKS + " WHERE l.customer_id = $1 ORDER BY l.identity", customer_id
-        )
-    customer["mandates"] = [_mandate(row) for row in mandates]
-    customer["links"] = [_link(row) for row in links]
+        customer["mandates"] = [_mandate(row) for row in mandates]
+        customer["links"] = await list_links(tx, customer_id, include_ended=True)
     return customer
 
 
@@ -232,12 +246,14 @@ async def _mandate_holder(conn: Connection, ean: str, year: int) -> str | None:
     return holder
 
 
-async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
-    """Insert `mandate` for the customer holding its EAN; returns that customer's id.
+async def add_mandate(conn: Connection, mandate: NewMandate, *, channel: str, actor: str) -> str:
+    """Insert `mandate` for the customer holding its EAN, recorded by `actor` over `channel`
+    (`cli`, `api`, `import`); returns that customer's id.
 
     AdminInputError if no customer holds the EAN or the EAN already has a mandate that year
     (naming who holds it, also when a concurrent writer got there first).
     """
+    channel = validate_channel(channel)
     try:
         async with conn.transaction() as tx:
             customer_id: str | None = await tx.fetchval(
@@ -251,8 +267,9 @@ async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
             if holder is not None:
                 raise _duplicate_mandate(mandate.ean, mandate.year, holder)
             await tx.execute(
-                "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+                "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent, "
+                "channel, actor, consent_text_version, document_sha256) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11)",
                 mandate.ean,
                 mandate.year,
                 customer_id,
@@ -260,6 +277,10 @@ async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
                 mandate.valid_from,
                 mandate.valid_until,
                 json.dumps(mandate.consent.as_json()),
+                channel,
+                actor,
+                mandate.consent_text_version,
+                mandate.document_sha256,
             )
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name != "mandates_pkey":
@@ -273,15 +294,76 @@ async def add_mandate(conn: Connection, mandate: NewMandate) -> str:
     return customer_id
 
 
+async def revoke_mandate(
+    conn: Connection, revocation: MandateRevocation, *, channel: str, actor: str
+) -> dict[str, Any]:
+    """Revoke a mandate: it covers up to `revocation.effective` (None: today, Dutch date, kept
+    within the mandate's validity); returns the revoked mandate.
+
+    AdminInputError for an unknown or already revoked mandate, an effective date outside
+    valid_from - 1 .. valid_until, or one inside a closed quarter.
+    """
+    channel = validate_channel(channel)
+    async with conn.transaction() as tx:
+        row = await tx.fetchrow(
+            "SELECT valid_from, valid_until, revoked_at, revoked_effective FROM mandates "
+            "WHERE ean = $1 AND year = $2 FOR UPDATE",
+            revocation.ean,
+            revocation.year,
+        )
+        if row is None:
+            raise AdminInputError(
+                f"--ean: EAN {revocation.ean} has no mandate for {revocation.year}"
+            )
+        if row["revoked_at"] is not None:
+            raise AdminInputError(
+                f"--ean: the mandate of EAN {revocation.ean} for {revocation.year} was revoked already "
+                f"(effective {row['revoked_effective']}); a mandate is revoked once"
+            )
+        first, last = row["valid_from"] - timedelta(days=1), row["valid_until"]
+        effective = revocation.effective
+        if effective is None:
+            effective = min(max(local_date(await tx.fetchval("SELECT now()")), first), last)
+        elif not first <= effective <= last:
+            raise AdminInputError(
+                f"--effective: {effective} is outside {first} .. {last}; the last day still covered "
+                "lies in the mandate's validity (or is the day before it starts)"
+            )
+        await refuse_inside_closed_quarter(
+            tx, "--effective", start_of_day_after(effective), f"{effective} (last day covered)"
+        )
+        evidence = {
+            "channel": channel,
+            "actor": actor,
+            "reason": revocation.reason,
+            "reference": revocation.reference,
+            "document_sha256": revocation.document_sha256,
+        }
+        await tx.execute(
+            "UPDATE mandates SET revoked_at = now(), revoked_effective = $3, revocation = $4::jsonb "
+            "WHERE ean = $1 AND year = $2",
+            revocation.ean,
+            revocation.year,
+            effective,
+            json.dumps(evidence),
+        )
+        (revoked,) = await _fetch_json(
+            tx, _MANDATES + " WHERE m.ean = $1 AND m.year = $2", revocation.ean, revocation.year
+        )
+    return _mandate(revoked)
+
+
 _MANDATES = """
 SELECT m.ean, m.year, m.customer_id, c.partner_id, m.issued_on, m.valid_from, m.valid_until, m.consent::text AS consent,
-       m.created_at
+       m.channel, m.actor, m.consent_text_version, m.document_sha256, m.recorded_at, m.backdated,
+       m.revoked_at, m.revoked_effective, m.revocation::text AS revocation
 FROM mandates m JOIN customers c USING (customer_id)
 """
 
 
 def _mandate(row: dict[str, Any]) -> dict[str, Any]:
-    return row | {"consent": json.loads(row["consent"])}
+    revocation = None if row["revocation"] is None else json.loads(row["revocation"])
+    return row | {"consent": json.loads(row["consent"]), "revocation": revocation}
 
 
 async def list_mandates(
@@ -301,71 +383,3 @@ async def list_mandates(
         ean,
     )
     return [_mandate(row) for row in rows]
-
-
-async def add_link(conn: Connection, link: NewLink) -> str:
-    """Link a charger to a customer; returns the customer's EAN.
-
-    AdminInputError for an unknown customer or a charger that is already linked.
-    """
-    async with conn.transaction() as tx:
-        ean: str | None = await tx.fetchval(
-            "SELECT ean FROM customers WHERE customer_id = $1", link.customer_id
-        )
-        if ean is None:
-            raise AdminInputError(
-                f"--customer: no customer {link.customer_id!r}; add it with `customers add` first"
-            )
-        linked = await tx.fetchval(
-            "SELECT customer_id FROM charger_links WHERE identity = $1", link.identity
-        )
-        if linked is not None:
-            raise AdminInputError(
-                f"identity: charger {link.identity!r} is already linked to customer {linked!r}; remove that link first"
-            )
-        await tx.execute(
-            "INSERT INTO charger_links (identity, customer_id, max_power_w) VALUES ($1, $2, $3)",
-            link.identity,
-            link.customer_id,
-            link.max_power_w,
-        )
-    return ean
-
-
-_LINKS = """
-SELECT l.identity, l.customer_id, c.ean, l.max_power_w, l.linked_at, b.meter_class, b.meter_type, b.meter_serial,
-       b.vendor, b.model, b.booted_at
-FROM charger_links l JOIN customers c USING (customer_id) LEFT JOIN charger_boots b USING (identity)
-"""
-
-
-def _link(row: dict[str, Any]) -> dict[str, Any]:
-    boot = None
-    if row["booted_at"] is not None:
-        boot = {
-            key: row[key] for key in ("booted_at", "vendor", "model", "meter_type", "meter_serial")
-        }
-    shown = {
-        key: row[key]
-        for key in ("identity", "customer_id", "ean", "max_power_w", "linked_at", "meter_class")
-    }
-    return shown | {"last_boot": boot}
-
-
-async def list_links(conn: Connection, customer_id: str | None = None) -> list[dict[str, Any]]:
-    rows = await _fetch_json(
-        conn,
-        _LINKS + " WHERE ($1::text IS NULL OR l.customer_id = $1) ORDER BY l.identity",
-        customer_id,
-    )
-    return [_link(row) for row in rows]
-
-
-async def remove_link(conn: Connection, identity: str) -> str:
-    """Remove a charger's link; returns the customer it was linked to (AdminInputError if none)."""
-    customer_id: str | None = await conn.fetchval(
-        "DELETE FROM charger_links WHERE identity = $1 RETURNING customer_id", identity
-    )
-    if customer_id is None:
-        raise AdminInputError(f"identity: charger {identity!r} is not linked to any customer")
-    return customer_id

@@ -1,19 +1,26 @@
-"""`ere-proxy partners|customers|mandates|links`: the ERE domain records, managed from the shell.
+"""`ere-proxy partners|customers|mandates|links|referrals`: the ERE domain records, from the shell.
 
 Until partners enrol customers over the API, operators keep these tables with the commands below:
 
 * `partners add|list|show`: CPOs, installers and energy suppliers, their payout model (`direct`:
   each customer is paid to their own IBAN; `partner-account`: one transfer to the partner's
   IBAN) and the branding of their white-label statements.
-* `customers add|list|show`: the holder of one grid connection (EAN) and where they are paid.
-* `mandates add|list`: the machtiging per EAN per calendar year, with its consent record.
-* `links add|list|remove`: which customer's connection a charger charges on; `list` shows the
-  meter class session capture gave the charger and the meter its last boot reported.
+* `customers add|list|show`: the holder of one grid connection (EAN), where they are paid, their
+  referral code and the code they were referred with (`--referral-code`).
+* `mandates add|list|show|revoke`: the machtiging per EAN per calendar year, with its consent
+  record and evidence (`--consent-text-version`, `--document FILE` hashed, `--actor`), revoked
+  once with a reason; never deleted.
+* `links add|end|move|list`: which customer's connection a charger charges on, as periods:
+  `move` ends the open period and opens the next at one instant, `end` closes it with a reason;
+  `list` shows current periods (`--all`: every period) with the charger's meter evidence.
+  `remove` is `end` by another name and needs `--reason` too.
+* `referrals record|show`: refer a customer once with a customer's or partner's code; show an
+  owner's code and whom it referred.
 
-Every input is checked before anything is written (`proxy.ere.admin.validation`), and every
-command writes in one transaction (`proxy.ere.admin.records`), so bad input leaves the tables as
-they were. `list` and `show` print a table or fields, or JSON with `--json`; tables print stored
-control characters as `?` (and line breaks as `\\n`), whoever wrote them.
+Every input is checked before anything is written (`proxy.ere.admin.validation`,
+`proxy.ere.admin.changes`), and every command writes in one transaction, so bad input leaves the
+tables as they were. `list` and `show` print a table or fields, or JSON with `--json`
+(`proxy.ere.admin.records_output`).
 
 Errors: bad input, duplicates and unknown records print one line `ere-proxy: <field>: <what is
 wrong>` and exit 2; a constraint violation that slips past these checks (a concurrent writer)
@@ -24,29 +31,40 @@ otherwise exits 1. Exit 0 means done.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, TextIO
 
+from proxy.ere.admin.changes import (
+    LinkEnd,
+    LinkMove,
+    MandateRevocation,
+    ReferralRecord,
+    hash_document,
+    validate_actor,
+)
+from proxy.ere.admin.link_periods import add_link, end_link, list_links, move_link
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
     add_customer,
-    add_link,
     add_mandate,
     add_partner,
     get_customer,
     get_partner,
     list_customers,
-    list_links,
     list_mandates,
     list_partners,
-    remove_link,
+    revoke_mandate,
     violation_message,
 )
+from proxy.ere.admin.records_output import (
+    LINK_HEADER,
+    MANDATE_HEADER,
+    Output,
+    link_row,
+    mandate_row,
+)
+from proxy.ere.admin.referrals import record_referral, referral_summary
 from proxy.ere.admin.validation import (
     CONSENT_METHODS,
     PARTNER_KINDS,
@@ -59,7 +77,6 @@ from proxy.ere.admin.validation import (
     normalise_ean,
     one_line,
     parse_year,
-    validate_charger_identity,
     validate_id,
 )
 from proxy.runtime.config import Config
@@ -69,26 +86,27 @@ from proxy.store.db import DATABASE_ERRORS, open_database
 __all__ = ["add_ere_admin_parsers", "ere_admin_command"]
 
 EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
+CLI = "cli"  # the channel of everything recorded with these commands
+_ACTOR_HELP = "who records this (default: the OS user name)"
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+def _choices(allowed: Sequence[str]) -> str:
+    return "{" + ",".join(allowed) + "}"
 
 
-def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The `partners`, `customers`, `mandates` and `links` groups; `common` carries `--config`."""
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    parser = sub.add_parser(name, help=help_text)
+    parser.set_defaults(ere_group=name)
+    return parser.add_subparsers(dest="action", required=True)
 
-    def choices(allowed: Sequence[str]) -> str:
-        return "{" + ",".join(allowed) + "}"
 
-    partners = sub.add_parser(
-        "partners", help="manage ERE partners (CPOs, installers, energy suppliers)"
-    )
-    partners.set_defaults(ere_group="partners")
-    actions = partners.add_subparsers(dest="action", required=True)
+def _add_partner_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    actions = _group(sub, "partners", "manage ERE partners (CPOs, installers, energy suppliers)")
     add = actions.add_parser("add", parents=[common], help="add a partner")
     add.add_argument("partner_id")
     add.add_argument("--name", required=True)
-    add.add_argument("--kind", required=True, metavar=choices(PARTNER_KINDS))
-    add.add_argument("--payout-model", required=True, metavar=choices(PAYOUT_MODELS))
+    add.add_argument("--kind", required=True, metavar=_choices(PARTNER_KINDS))
+    add.add_argument("--payout-model", required=True, metavar=_choices(PAYOUT_MODELS))
     add.add_argument("--iban", help="the partner's account (required for partner-account)")
     add.add_argument("--account-name", help="holder of that account (default: the partner's name)")
     add.add_argument("--display-name", help="name on statements (default: the partner's name)")
@@ -102,9 +120,9 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     show.add_argument("partner_id")
     show.add_argument("--json", action="store_true")
 
-    customers = sub.add_parser("customers", help="manage ERE customers (connection holders)")
-    customers.set_defaults(ere_group="customers")
-    actions = customers.add_subparsers(dest="action", required=True)
+
+def _add_customer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    actions = _group(sub, "customers", "manage ERE customers (connection holders)")
     add = actions.add_parser("add", parents=[common], help="add a customer")
     add.add_argument("customer_id")
     add.add_argument(
@@ -120,20 +138,19 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--iban", help="account to pay (required when the partner's payout model is direct)"
     )
     add.add_argument("--email", help="address statements are sent to")
+    add.add_argument("--referral-code", help="the code the customer was referred with")
     listing = actions.add_parser("list", parents=[common], help="list customers")
     listing.add_argument("--partner", help="only this partner's customers")
     listing.add_argument("--json", action="store_true")
     show = actions.add_parser(
-        "show", parents=[common], help="show one customer with mandates and chargers"
+        "show", parents=[common], help="show one customer with mandates and link periods"
     )
     show.add_argument("customer_id")
     show.add_argument("--json", action="store_true")
 
-    mandates = sub.add_parser(
-        "mandates", help="manage ERE mandates (one per EAN per calendar year)"
-    )
-    mandates.set_defaults(ere_group="mandates")
-    actions = mandates.add_subparsers(dest="action", required=True)
+
+def _add_mandate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    actions = _group(sub, "mandates", "manage ERE mandates (one per EAN per calendar year)")
     add = actions.add_parser("add", parents=[common], help="record a mandate")
     add.add_argument("--ean", required=True, help="EAN of a known customer")
     add.add_argument("--year", required=True, help="calendar year the mandate covers")
@@ -144,139 +161,92 @@ def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--valid-until", help="last day covered (default: 31 December)")
     add.add_argument("--consent-by", required=True, help="who gave consent")
     add.add_argument("--consent-at", required=True, help="when, ISO 8601 with UTC offset")
-    add.add_argument("--consent-method", required=True, metavar=choices(CONSENT_METHODS))
+    add.add_argument("--consent-method", required=True, metavar=_choices(CONSENT_METHODS))
     add.add_argument("--consent-reference", help="document or record id of the consent")
+    add.add_argument(
+        "--consent-text-version", required=True, help="version of the text the customer agreed to"
+    )
+    add.add_argument("--document", help="the signed mandate (its SHA-256 is stored; max 20 MB)")
+    add.add_argument("--actor", help=_ACTOR_HELP)
     listing = actions.add_parser("list", parents=[common], help="list mandates")
     listing.add_argument("--year")
     listing.add_argument("--customer")
     listing.add_argument("--ean")
     listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", parents=[common], help="show one mandate with its evidence")
+    show.add_argument("--ean", required=True)
+    show.add_argument("--year", required=True)
+    show.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a mandate (once)")
+    revoke.add_argument("--ean", required=True)
+    revoke.add_argument("--year", required=True)
+    revoke.add_argument("--reason", required=True)
+    revoke.add_argument("--effective", help="last day still covered (default: today)")
+    revoke.add_argument("--document", help="the revocation (its SHA-256 is stored; max 20 MB)")
+    revoke.add_argument("--reference", help="document or record id of the revocation")
+    revoke.add_argument("--actor", help=_ACTOR_HELP)
 
-    links = sub.add_parser("links", help="link chargers to customers' connections")
-    links.set_defaults(ere_group="links")
-    actions = links.add_subparsers(dest="action", required=True)
+
+def _add_link_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    actions = _group(sub, "links", "link chargers to customers' connections, as periods")
     add = actions.add_parser("add", parents=[common], help="link a charger to a customer")
     add.add_argument("identity", help="the charger's OCPP identity")
     add.add_argument("--customer", required=True)
     add.add_argument("--max-power-w", required=True, help="the charger's maximum power in watts")
+    add.add_argument("--from", dest="valid_from", help="start, ISO 8601 with offset (default now)")
+    add.add_argument("--actor", help=_ACTOR_HELP)
+    for name, help_text in (("end", "end a charger's link period"), ("remove", "same as end")):
+        end = actions.add_parser(name, parents=[common], help=help_text)
+        end.add_argument("identity")
+        end.add_argument("--reason", required=True)
+        end.add_argument("--at", help="end, ISO 8601 with offset (default now)")
+        end.add_argument("--actor", help=_ACTOR_HELP)
+    move = actions.add_parser("move", parents=[common], help="move a charger to another customer")
+    move.add_argument("identity")
+    move.add_argument("--to-customer", required=True)
+    move.add_argument("--reason", required=True)
+    move.add_argument("--at", help="instant of the move, ISO 8601 with offset (default now)")
+    move.add_argument("--max-power-w", help="maximum power from then on (default: unchanged)")
+    move.add_argument("--actor", help=_ACTOR_HELP)
     listing = actions.add_parser(
-        "list", parents=[common], help="list links with each charger's meter evidence"
+        "list", parents=[common], help="list link periods with each charger's meter evidence"
     )
     listing.add_argument("--customer", help="only this customer's chargers")
+    listing.add_argument("--all", action="store_true", help="ended periods too")
     listing.add_argument("--json", action="store_true")
-    remove = actions.add_parser("remove", parents=[common], help="unlink a charger")
-    remove.add_argument("identity")
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _json_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(item) for item in value]
-    return value
+def _add_referral_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    actions = _group(sub, "referrals", "referral codes of customers and partners")
+    record = actions.add_parser("record", parents=[common], help="record who referred a customer")
+    record.add_argument("customer_id")
+    record.add_argument("--code", required=True)
+    show = actions.add_parser("show", parents=[common], help="a code and whom it referred")
+    show.add_argument("owner", metavar="CUSTOMER|PARTNER")
+    show.add_argument("--json", action="store_true")
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S%z")
-    if isinstance(value, Decimal):
-        return f"{value.normalize():f}"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value) or "-"
-    return _UNPRINTABLE.sub("?", str(value).replace("\n", "\\n"))
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], stdout: TextIO) -> None:
-    cells = [list(header), *([_cell(value) for value in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stdout
-        )
-
-
-def _print_fields(record: dict[str, Any], stdout: TextIO, indent: str = "") -> None:
-    width = max(len(key) for key in record) + 1
-    for key, value in record.items():
-        if isinstance(value, dict):
-            print(f"{indent}{key}:", file=stdout)
-            _print_fields(value, stdout, indent + "  ")
-        else:
-            print(f"{indent}{key + ':':<{width}} {_cell(value)}", file=stdout)
-
-
-def _consent_cell(consent: dict[str, Any]) -> str:
-    return f"{consent.get('method')} by {consent.get('by')} at {consent.get('at')}"
-
-
-def _link_row(link: dict[str, Any]) -> list[Any]:
-    boot = link["last_boot"]
-    if boot is None:
-        return [
-            link["identity"],
-            link["customer_id"],
-            link["ean"],
-            link["max_power_w"],
-            "never booted",
-            "-",
-            "-",
-            "-",
-        ]
-    return [
-        link["identity"],
-        link["customer_id"],
-        link["ean"],
-        link["max_power_w"],
-        link["meter_class"],
-        boot["meter_type"],
-        boot["meter_serial"],
-        boot["booted_at"],
-    ]
-
-
-_LINK_HEADER = (
-    "IDENTITY",
-    "CUSTOMER",
-    "EAN",
-    "MAX W",
-    "METER CLASS",
-    "METER TYPE",
-    "METER SERIAL",
-    "LAST BOOT",
-)
-_MANDATE_HEADER = (
-    "EAN",
-    "YEAR",
-    "CUSTOMER",
-    "PARTNER",
-    "ISSUED",
-    "VALID FROM",
-    "VALID UNTIL",
-    "CONSENT",
-)
-
-
-def _mandate_row(mandate: dict[str, Any]) -> list[Any]:
-    return [
-        mandate["ean"],
-        mandate["year"],
-        mandate["customer_id"],
-        mandate["partner_id"],
-        mandate["issued_on"],
-        mandate["valid_from"],
-        mandate["valid_until"],
-        _consent_cell(mandate["consent"]),
-    ]
+def add_ere_admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The record groups; `common` carries `--config`."""
+    _add_partner_parsers(sub, common)
+    _add_customer_parsers(sub, common)
+    _add_mandate_parsers(sub, common)
+    _add_link_parsers(sub, common)
+    _add_referral_parsers(sub, common)
 
 
 def _optional(value: str | None, check: Callable[[str, str], Any], field: str) -> Any:
     return None if value is None else check(value, field)
+
+
+def _new_mandate(args: argparse.Namespace) -> tuple[NewMandate, str]:
+    actor = validate_actor(args.actor)
+    document = _optional(args.document, hash_document, "--document")
+    return NewMandate.from_args(args, document_sha256=document), actor
+
+
+def _with_actor(parse: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
+    return lambda args: (parse(args), validate_actor(args.actor))
 
 
 # What each action makes of its arguments: all checks that need no database, run before a
@@ -288,43 +258,36 @@ _PARSERS: dict[tuple[str, str], Callable[[argparse.Namespace], Any]] = {
     ("customers", "add"): NewCustomer.from_args,
     ("customers", "list"): lambda args: _optional(args.partner, validate_id, "--partner"),
     ("customers", "show"): lambda args: validate_id(args.customer_id, "customer id"),
-    ("mandates", "add"): NewMandate.from_args,
+    ("mandates", "add"): _new_mandate,
     ("mandates", "list"): lambda args: {
         "year": _optional(args.year, parse_year, "--year"),
         "customer_id": _optional(args.customer, validate_id, "--customer"),
         "ean": _optional(args.ean, normalise_ean, "--ean"),
     },
-    ("links", "add"): NewLink.from_args,
-    ("links", "list"): lambda args: _optional(args.customer, validate_id, "--customer"),
-    ("links", "remove"): lambda args: validate_charger_identity(args.identity),
+    ("mandates", "show"): lambda args: {
+        "year": parse_year(args.year),
+        "ean": normalise_ean(args.ean),
+    },
+    ("mandates", "revoke"): _with_actor(MandateRevocation.from_args),
+    ("links", "add"): _with_actor(NewLink.from_args),
+    ("links", "end"): _with_actor(LinkEnd.from_args),
+    ("links", "remove"): _with_actor(LinkEnd.from_args),
+    ("links", "move"): _with_actor(LinkMove.from_args),
+    ("links", "list"): lambda args: {
+        "customer_id": _optional(args.customer, validate_id, "--customer"),
+        "include_ended": args.all,
+    },
+    ("referrals", "record"): ReferralRecord.from_args,
+    ("referrals", "show"): lambda args: validate_id(args.owner, "id"),
 }
 
 
-class _Output:
-    """Where an action prints: a table or fields for people, or JSON with `--json`."""
-
-    def __init__(self, stdout: TextIO, as_json: bool) -> None:
-        self.stdout, self.as_json = stdout, as_json
-
-    def line(self, text: str) -> None:
-        print(text, file=self.stdout)
-
-    def json_or(self, value: Any, human: Callable[[], None]) -> None:
-        if self.as_json:
-            self.line(json.dumps(_json_value(value), indent=2, ensure_ascii=False))
-        else:
-            human()
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        _print_table(header, rows, self.stdout)
-
-
-async def _partners_add(db: Connection, partner: NewPartner, out: _Output) -> None:
+async def _partners_add(db: Connection, partner: NewPartner, out: Output) -> None:
     await add_partner(db, partner)
     out.line(f"added partner {partner.partner_id} ({partner.kind}, payout {partner.payout_model})")
 
 
-async def _partners_list(db: Connection, _: None, out: _Output) -> None:
+async def _partners_list(db: Connection, _: None, out: Output) -> None:
     partners = await list_partners(db)
     header = ("PARTNER", "KIND", "PAYOUT", "NAME", "IBAN", "CUSTOMERS")
     rows = [
@@ -334,19 +297,21 @@ async def _partners_list(db: Connection, _: None, out: _Output) -> None:
     out.json_or(partners, lambda: out.table(header, rows))
 
 
-async def _partners_show(db: Connection, partner_id: str, out: _Output) -> None:
+async def _partners_show(db: Connection, partner_id: str, out: Output) -> None:
     partner = await get_partner(db, partner_id)
-    out.json_or(partner, lambda: _print_fields(partner, out.stdout))
+    out.json_or(partner, lambda: out.fields(partner))
 
 
-async def _customers_add(db: Connection, customer: NewCustomer, out: _Output) -> None:
-    await add_customer(db, customer)
+async def _customers_add(db: Connection, customer: NewCustomer, out: Output) -> None:
+    code = await add_customer(db, customer)
+    referred = "" if customer.referral_code is None else f", referred with {customer.referral_code}"
     out.line(
-        f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}"
+        f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}, "
+        f"referral code {code}{referred}"
     )
 
 
-async def _customers_list(db: Connection, partner_id: str | None, out: _Output) -> None:
+async def _customers_list(db: Connection, partner_id: str | None, out: Output) -> None:
     customers = await list_customers(db, partner_id)
     header = ("CUSTOMER", "PARTNER", "NAME", "EAN", "POSTCODE", "GRID OPERATOR", "IBAN", "MANDATES")
     rows = [
@@ -365,54 +330,109 @@ async def _customers_list(db: Connection, partner_id: str | None, out: _Output) 
     out.json_or(customers, lambda: out.table(header, rows))
 
 
-async def _customers_show(db: Connection, customer_id: str, out: _Output) -> None:
+async def _customers_show(db: Connection, customer_id: str, out: Output) -> None:
     customer = await get_customer(db, customer_id)
 
     def human() -> None:
-        _print_fields(
-            {key: value for key, value in customer.items() if key not in ("mandates", "links")},
-            out.stdout,
+        out.fields(
+            {key: value for key, value in customer.items() if key not in ("mandates", "links")}
         )
         out.line("\nmandates:")
-        out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in customer["mandates"]])
+        out.table(MANDATE_HEADER, [mandate_row(mandate) for mandate in customer["mandates"]])
+        for mandate in customer["mandates"]:
+            if mandate["revocation"] is not None:
+                out.line(f"\nrevocation of the {mandate['year']} mandate:")
+                out.fields(mandate["revocation"] | {"revoked_at": mandate["revoked_at"]}, "  ")
         out.line("\nchargers:")
-        out.table(_LINK_HEADER, [_link_row(link) for link in customer["links"]])
+        out.table(LINK_HEADER, [link_row(link) for link in customer["links"]])
 
     out.json_or(customer, human)
 
 
-async def _mandates_add(db: Connection, mandate: NewMandate, out: _Output) -> None:
-    customer_id = await add_mandate(db, mandate)
+async def _mandates_add(db: Connection, parsed: tuple[NewMandate, str], out: Output) -> None:
+    mandate, actor = parsed
+    customer_id = await add_mandate(db, mandate, channel=CLI, actor=actor)
     out.line(
         f"added mandate for EAN {mandate.ean} {mandate.year} (customer {customer_id}), "
         f"valid {mandate.valid_from} to {mandate.valid_until}"
     )
 
 
-async def _mandates_list(db: Connection, filters: dict[str, Any], out: _Output) -> None:
+async def _mandates_list(db: Connection, filters: dict[str, Any], out: Output) -> None:
     mandates = await list_mandates(db, **filters)
     out.json_or(
-        mandates,
-        lambda: out.table(_MANDATE_HEADER, [_mandate_row(mandate) for mandate in mandates]),
+        mandates, lambda: out.table(MANDATE_HEADER, [mandate_row(mandate) for mandate in mandates])
     )
 
 
-async def _links_add(db: Connection, link: NewLink, out: _Output) -> None:
-    ean = await add_link(db, link)
-    out.line(f"linked charger {link.identity} to customer {link.customer_id} (EAN {ean})")
+async def _mandates_show(db: Connection, key: dict[str, Any], out: Output) -> None:
+    found = await list_mandates(db, **key)
+    if not found:
+        raise AdminInputError(f"--ean: EAN {key['ean']} has no mandate for {key['year']}")
+    out.json_or(found[0], lambda: out.fields(found[0]))
 
 
-async def _links_list(db: Connection, customer_id: str | None, out: _Output) -> None:
-    links = await list_links(db, customer_id)
-    out.json_or(links, lambda: out.table(_LINK_HEADER, [_link_row(link) for link in links]))
+async def _mandates_revoke(
+    db: Connection, parsed: tuple[MandateRevocation, str], out: Output
+) -> None:
+    revocation, actor = parsed
+    mandate = await revoke_mandate(db, revocation, channel=CLI, actor=actor)
+    out.line(
+        f"revoked mandate for EAN {mandate['ean']} {mandate['year']} (customer {mandate['customer_id']}): "
+        f"covers up to {mandate['revoked_effective']}"
+    )
 
 
-async def _links_remove(db: Connection, identity: str, out: _Output) -> None:
-    customer_id = await remove_link(db, identity)
-    out.line(f"unlinked charger {identity} from customer {customer_id}")
+async def _links_add(db: Connection, parsed: tuple[NewLink, str], out: Output) -> None:
+    link, actor = parsed
+    ean = await add_link(db, link, actor=actor)
+    since = "" if link.valid_from is None else f" from {link.valid_from.isoformat()}"
+    out.line(f"linked charger {link.identity} to customer {link.customer_id} (EAN {ean}){since}")
 
 
-_ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, _Output], Awaitable[None]]] = {
+async def _links_end(db: Connection, parsed: tuple[LinkEnd, str], out: Output) -> None:
+    change, actor = parsed
+    customer_id, at = await end_link(db, change, actor=actor)
+    out.line(
+        f"ended link of charger {change.identity} to customer {customer_id} at {at.isoformat()}"
+    )
+
+
+async def _links_move(db: Connection, parsed: tuple[LinkMove, str], out: Output) -> None:
+    move, actor = parsed
+    previous, at = await move_link(db, move, actor=actor)
+    out.line(
+        f"moved charger {move.identity} from customer {previous} to customer {move.customer_id} "
+        f"at {at.isoformat()}"
+    )
+
+
+async def _links_list(db: Connection, filters: dict[str, Any], out: Output) -> None:
+    links = await list_links(db, **filters)
+    out.json_or(links, lambda: out.table(LINK_HEADER, [link_row(link) for link in links]))
+
+
+async def _referrals_record(db: Connection, referral: ReferralRecord, out: Output) -> None:
+    referrer = await record_referral(db, referral.customer_id, referral.code)
+    by = f"customer {referrer}" if referrer is not None else "a partner's code (no fee effect)"
+    out.line(f"customer {referral.customer_id} was referred with {referral.code} by {by}")
+
+
+async def _referrals_show(db: Connection, owner: str, out: Output) -> None:
+    summary = await referral_summary(db, owner)
+
+    def human() -> None:
+        out.fields({key: value for key, value in summary.items() if key != "referred"})
+        out.line("\nreferred customers:")
+        out.table(
+            ("CUSTOMER", "PARTNER", "SINCE"),
+            [[r["customer_id"], r["partner_id"], r["created_at"]] for r in summary["referred"]],
+        )
+
+    out.json_or(summary, human)
+
+
+_ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, Output], Awaitable[None]]] = {
     ("partners", "add"): _partners_add,
     ("partners", "list"): _partners_list,
     ("partners", "show"): _partners_show,
@@ -421,9 +441,15 @@ _ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, _Output], Awaitable[N
     ("customers", "show"): _customers_show,
     ("mandates", "add"): _mandates_add,
     ("mandates", "list"): _mandates_list,
+    ("mandates", "show"): _mandates_show,
+    ("mandates", "revoke"): _mandates_revoke,
     ("links", "add"): _links_add,
+    ("links", "end"): _links_end,
+    ("links", "remove"): _links_end,
+    ("links", "move"): _links_move,
     ("links", "list"): _links_list,
-    ("links", "remove"): _links_remove,
+    ("referrals", "record"): _referrals_record,
+    ("referrals", "show"): _referrals_show,
 }
 
 
@@ -434,7 +460,8 @@ async def ere_admin_command(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Run one `ere-proxy partners|customers|mandates|links` action; returns the exit code.
+    """Run one `ere-proxy partners|customers|mandates|links|referrals` action; returns the exit
+    code.
 
     0 done; 2 bad input, a duplicate, an unknown record, or a constraint the database enforced;
     1 the database could not be reached or failed otherwise. Errors are one line on `stderr`.
@@ -444,7 +471,7 @@ async def ere_admin_command(
         key = (args.ere_group, args.action)
         parsed = _PARSERS[key](args)
         async with open_database(config.database) as db:
-            await _ACTIONS[key](db, parsed, _Output(stdout, getattr(args, "json", False)))
+            await _ACTIONS[key](db, parsed, Output(stdout, getattr(args, "json", False)))
     except AdminInputError as error:
         return _fail(str(error), EXIT_INPUT, stderr)
     except REFUSED_BY_DATABASE as error:

@@ -75,21 +75,28 @@ __all__ = [
     "MIN_YEAR",
     "PARTNER_KINDS",
     "PAYOUT_MODELS",
+    "REFERRAL_ALPHABET",
     "AdminInputError",
     "Consent",
     "NewCustomer",
     "NewLink",
     "NewMandate",
     "NewPartner",
+    "choice",
+    "clean_text",
     "normalise_ean",
     "normalise_email",
     "normalise_iban",
     "normalise_postcode",
+    "normalise_referral_code",
     "one_line",
     "parse_date",
+    "parse_instant",
     "parse_timestamp",
     "parse_watts",
     "parse_year",
+    "required",
+    "shown",
     "validate_charger_identity",
     "validate_id",
 ]
@@ -113,6 +120,9 @@ _YEAR = re.compile(r"[0-9]{4}")
 _WATTS = re.compile(r"[0-9]{1,7}(?:\.[0-9]{1,3})?")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _SHOWN_CHARS = 40
+REFERRAL_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32
+_REFERRAL_CODE = re.compile(f"[{REFERRAL_ALPHABET}]{{8}}")
+_CROCKFORD_ALIASES = str.maketrans("ILO", "110")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -120,14 +130,14 @@ class AdminInputError(ValueError):
     """Input that cannot be stored; the message names the field and what is wrong (exit code 2)."""
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """`value` quoted on one line for a message; long input is cut and its length given."""
     if len(value) <= _SHOWN_CHARS:
         return repr(value)
     return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
-def _text(
+def clean_text(
     value: str | None, field: str, *, max_chars: int, required: bool = True, multiline: bool = False
 ) -> str | None:
     """Free text: NFC, stripped, within `max_chars`, without control or invisible characters."""
@@ -141,14 +151,14 @@ def _text(
     text = text.strip()
     if len(text) > max_chars:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is too long; at most {max_chars} characters"
+            f"{field}: {shown(value)} is too long; at most {max_chars} characters"
         )
     for character in text:
         if multiline and character == "\n":
             continue
         if unicodedata.category(character) in _REFUSED_CATEGORIES:
             raise AdminInputError(
-                f"{field}: {_shown(value)} contains the control or invisible character U+{ord(character):04X}"
+                f"{field}: {shown(value)} contains the control or invisible character U+{ord(character):04X}"
             )
     if not text:
         if required:
@@ -161,16 +171,17 @@ def validate_id(value: str, field: str) -> str:
     """A partner or customer id, as the tables' CHECK constraints allow it."""
     if not _ID.fullmatch(value):
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a valid id; use 1-64 characters A-Z a-z 0-9 . _ -, "
+            f"{field}: {shown(value)} is not a valid id; use 1-64 characters A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit"
         )
     return value
 
 
-def _choice(value: str, field: str, allowed: Sequence[str], what: str) -> str:
+def choice(value: str, field: str, allowed: Sequence[str], what: str) -> str:
+    """`value` if it is one of `allowed` (`what` names the kind of value in the message)."""
     if value not in allowed:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not {what}; use one of {', '.join(allowed)}"
+            f"{field}: {shown(value)} is not {what}; use one of {', '.join(allowed)}"
         )
     return value
 
@@ -179,17 +190,17 @@ def normalise_iban(value: str, field: str = "--iban") -> str:
     """A valid IBAN in the SEPA zone, compact and upper case (schwifty checks it)."""
     if len(value) > 64:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not an IBAN; an IBAN has at most 34 characters"
+            f"{field}: {shown(value)} is not an IBAN; an IBAN has at most 34 characters"
         )
     try:
         iban = IBAN(value)
     except InvalidStructure:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not an IBAN; it has characters or a layout no IBAN has"
+            f"{field}: {shown(value)} is not an IBAN; it has characters or a layout no IBAN has"
         ) from None
     except SchwiftyException as error:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a valid IBAN ({str(error).lower()})"
+            f"{field}: {shown(value)} is not a valid IBAN ({str(error).lower()})"
         ) from None
     if not iban.in_sepa_zone:
         raise AdminInputError(
@@ -201,7 +212,7 @@ def normalise_iban(value: str, field: str = "--iban") -> str:
 def normalise_ean(value: str, field: str = "--ean") -> str:
     """The 18 digits of a valid EAN (`Ean.parse`: spaces between groups are ignored)."""
     if len(value) > 64:
-        raise AdminInputError(f"{field}: {_shown(value)} is not an EAN; an EAN has 18 digits")
+        raise AdminInputError(f"{field}: {shown(value)} is not an EAN; an EAN has 18 digits")
     try:
         return str(Ean.parse(value))
     except EanError as error:
@@ -213,12 +224,12 @@ def normalise_postcode(value: str, field: str = "--postcode") -> str:
     match = _POSTCODE.fullmatch(value.strip())
     if match is None:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a Dutch postcode; write it like 1234 AB"
+            f"{field}: {shown(value)} is not a Dutch postcode; write it like 1234 AB"
         )
     letters = match[2].upper()
     if letters in _UNISSUED_POSTCODE_LETTERS:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a Dutch postcode; the letters {letters} are never issued"
+            f"{field}: {shown(value)} is not a Dutch postcode; the letters {letters} are never issued"
         )
     return f"{match[1]} {letters}"
 
@@ -238,7 +249,7 @@ def normalise_email(value: str, field: str = "--email") -> str:
         or labels[-1].isdigit()
     ):
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not an e-mail address like name@example.nl"
+            f"{field}: {shown(value)} is not an e-mail address like name@example.nl"
         )
     return f"{local}@{domain.lower()}"
 
@@ -257,9 +268,7 @@ def parse_year(value: str, field: str = "--year", *, today: date | None = None) 
             raise AdminInputError(
                 f"{field}: {quarter} is a quarter; a mandate covers a whole calendar year: give {quarter.year}"
             )
-        raise AdminInputError(
-            f"{field}: {_shown(value)} is not a year; give four digits, like 2026"
-        )
+        raise AdminInputError(f"{field}: {shown(value)} is not a year; give four digits, like 2026")
     year = int(text)
     latest = (today or date.today()).year + 1
     if not MIN_YEAR <= year <= latest:
@@ -278,7 +287,7 @@ def parse_date(value: str, field: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a date; write it as YYYY-MM-DD"
+            f"{field}: {shown(value)} is not a date; write it as YYYY-MM-DD"
         ) from None
 
 
@@ -291,12 +300,20 @@ def parse_timestamp(value: str, field: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not an ISO 8601 timestamp like 2026-01-05T10:15:00+01:00"
+            f"{field}: {shown(value)} is not an ISO 8601 timestamp like 2026-01-05T10:15:00+01:00"
         ) from None
     if moment.utcoffset() is None:
         raise AdminInputError(
-            f"{field}: {_shown(value)} has no UTC offset; add one, like +01:00 or Z"
+            f"{field}: {shown(value)} has no UTC offset; add one, like +01:00 or Z"
         )
+    return moment
+
+
+def parse_instant(value: str, field: str) -> datetime:
+    """When a change takes effect: an ISO 8601 timestamp with a UTC offset, in 2000-2100."""
+    moment = parse_timestamp(value, field)
+    if not MIN_YEAR <= moment.year <= 2100:
+        raise AdminInputError(f"{field}: {shown(value)} is out of range; give a time in 2000-2100")
     return moment
 
 
@@ -309,7 +326,7 @@ def parse_watts(value: str, field: str = "--max-power-w") -> Decimal:
         watts = Decimal(text)
     except InvalidOperation:
         raise AdminInputError(
-            f"{field}: {_shown(value)} is not a number of watts, like 11000"
+            f"{field}: {shown(value)} is not a number of watts, like 11000"
         ) from None
     if not 0 < watts <= MAX_POWER_W:
         raise AdminInputError(
@@ -323,7 +340,21 @@ def validate_charger_identity(value: str, field: str = "identity") -> str:
     try:
         return validate_identity(value)
     except InvalidIdentity as error:
-        raise AdminInputError(f"{field}: {_shown(value)}: {error}") from None
+        raise AdminInputError(f"{field}: {shown(value)}: {error}") from None
+
+
+def normalise_referral_code(value: str, field: str = "--code") -> str:
+    """A referral code: 8 characters of Crockford's base32, stored in upper case.
+
+    Read the way Crockford's alphabet intends: case, spaces and hyphens do not matter, and I, L
+    and O are read as 1, 1 and 0."""
+    text = value.strip().upper().replace("-", "").replace(" ", "")
+    text = text.translate(_CROCKFORD_ALIASES)
+    if len(value) > 64 or not _REFERRAL_CODE.fullmatch(text):
+        raise AdminInputError(
+            f"{field}: {shown(value)} is not a referral code; a code has 8 characters like 7K3M-Q9XD"
+        )
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,11 +373,13 @@ class NewPartner:
     def from_args(cls, args: argparse.Namespace) -> NewPartner:
         """Validate `partners add` arguments; AdminInputError names the first bad field."""
         partner_id = validate_id(args.partner_id, "partner id")
-        name = _req(_text(args.name, "--name", max_chars=200))
-        kind = _choice(args.kind, "--kind", PARTNER_KINDS, "a partner kind")
-        model = _choice(args.payout_model, "--payout-model", PAYOUT_MODELS, "a payout model")
+        name = required(clean_text(args.name, "--name", max_chars=200))
+        kind = choice(args.kind, "--kind", PARTNER_KINDS, "a partner kind")
+        model = choice(args.payout_model, "--payout-model", PAYOUT_MODELS, "a payout model")
         iban = None if args.iban is None else normalise_iban(args.iban)
-        account_name = _text(args.account_name, "--account-name", max_chars=200, required=False)
+        account_name = clean_text(
+            args.account_name, "--account-name", max_chars=200, required=False
+        )
         if model == "partner-account" and iban is None:
             raise AdminInputError(
                 "--iban: is required for the partner-account payout model (its customers are paid to it)"
@@ -363,16 +396,18 @@ class NewPartner:
                 latin = ""
             if not re.search("[A-Za-z]", latin):
                 raise AdminInputError(
-                    f"--account-name: {_shown(account_name)} has no characters a SEPA transfer can carry; "
+                    f"--account-name: {shown(account_name)} has no characters a SEPA transfer can carry; "
                     "give the account holder's name in Latin letters"
                 )
         display_name = (
-            _text(args.display_name, "--display-name", max_chars=100, required=False) or name[:100]
+            clean_text(args.display_name, "--display-name", max_chars=100, required=False)
+            or name[:100]
         )
         footer = (
-            _text(args.footer, "--footer", max_chars=2000, required=False, multiline=True) or ""
+            clean_text(args.footer, "--footer", max_chars=2000, required=False, multiline=True)
+            or ""
         )
-        logo_url = _text(args.logo_url, "--logo-url", max_chars=2000, required=False)
+        logo_url = clean_text(args.logo_url, "--logo-url", max_chars=2000, required=False)
         colour = {} if args.colour is None else {"colour": args.colour.strip()}
         try:
             PartnerBranding(display_name=display_name, **colour)
@@ -401,6 +436,7 @@ class NewCustomer:
     grid_operator: str
     iban: str | None
     email: str | None
+    referral_code: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NewCustomer:
@@ -408,14 +444,19 @@ class NewCustomer:
         return cls(
             customer_id=validate_id(args.customer_id, "customer id"),
             partner_id=validate_id(args.partner, "--partner"),
-            name=_req(_text(args.name, "--name", max_chars=200)),
-            address=_req(_text(args.address, "--address", max_chars=200)),
+            name=required(clean_text(args.name, "--name", max_chars=200)),
+            address=required(clean_text(args.address, "--address", max_chars=200)),
             postcode=normalise_postcode(args.postcode),
-            city=_req(_text(args.city, "--city", max_chars=100)),
+            city=required(clean_text(args.city, "--city", max_chars=100)),
             ean=normalise_ean(args.ean),
-            grid_operator=_req(_text(args.grid_operator, "--grid-operator", max_chars=100)),
+            grid_operator=required(
+                clean_text(args.grid_operator, "--grid-operator", max_chars=100)
+            ),
             iban=None if args.iban is None else normalise_iban(args.iban),
             email=None if args.email is None else normalise_email(args.email),
+            referral_code=None
+            if args.referral_code is None
+            else normalise_referral_code(args.referral_code, "--referral-code"),
         )
 
 
@@ -429,10 +470,10 @@ class Consent:
     reference: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {"by": self.by, "at": self.at.isoformat(), "method": self.method}
+        record: dict[str, Any] = {"by": self.by, "at": self.at.isoformat(), "method": self.method}
         if self.reference is not None:
-            shown["reference"] = self.reference
-        return shown
+            record["reference"] = self.reference
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,14 +486,28 @@ class NewMandate:
     valid_from: date
     valid_until: date
     consent: Consent
+    consent_text_version: str
+    document_sha256: str | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, *, now: datetime | None = None) -> NewMandate:
-        """Validate `mandates add` arguments against the rules in the module docstring."""
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        *,
+        now: datetime | None = None,
+        document_sha256: str | None = None,
+    ) -> NewMandate:
+        """Validate `mandates add` arguments against the rules in the module docstring;
+        `document_sha256` is the hash of the `--document` the caller read."""
         now = now or datetime.now(DUTCH_TIME)
         today = now.astimezone(DUTCH_TIME).date()
         ean = normalise_ean(args.ean)
         year = parse_year(args.year, today=today)
+        if year < today.year:
+            raise AdminInputError(
+                f"--year: {year} is a past year; a mandate is recorded in or before its own year "
+                "(backdating is allowed only within that year)"
+            )
         issued_on = parse_date(args.issued_on, "--issued-on")
         first, last = date(year, 1, 1), date(year, 12, 31)
         valid_from = (
@@ -480,12 +535,12 @@ class NewMandate:
                 "(let --valid-from start on or after the issue date)"
             )
         consent = Consent(
-            by=_req(_text(args.consent_by, "--consent-by", max_chars=200)),
+            by=required(clean_text(args.consent_by, "--consent-by", max_chars=200)),
             at=parse_timestamp(args.consent_at, "--consent-at"),
-            method=_choice(
+            method=choice(
                 args.consent_method, "--consent-method", CONSENT_METHODS, "a consent method"
             ),
-            reference=_text(
+            reference=clean_text(
                 args.consent_reference, "--consent-reference", max_chars=500, required=False
             ),
         )
@@ -496,7 +551,17 @@ class NewMandate:
                 f"--consent-at: {consent.at.isoformat()} is after the start of validity {valid_from}; "
                 "consent must come first"
             )
-        return cls(ean, year, issued_on, valid_from, valid_until, consent)
+        version = clean_text(args.consent_text_version, "--consent-text-version", max_chars=100)
+        return cls(
+            ean,
+            year,
+            issued_on,
+            valid_from,
+            valid_until,
+            consent,
+            required(version),
+            document_sha256,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +571,7 @@ class NewLink:
     identity: str
     customer_id: str
     max_power_w: Decimal
+    valid_from: datetime | None = None  # None: now
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NewLink:
@@ -513,11 +579,15 @@ class NewLink:
             identity=validate_charger_identity(args.identity),
             customer_id=validate_id(args.customer, "--customer"),
             max_power_w=parse_watts(args.max_power_w),
+            valid_from=None
+            if args.valid_from is None
+            else parse_instant(args.valid_from, "--from"),
         )
 
 
-def _req(value: str | None) -> str:
-    assert value is not None  # _text(required=True) never returns None
+def required(value: str | None) -> str:
+    """The value of `clean_text(..., required=True)`, which is never None."""
+    assert value is not None
     return value
 
 
