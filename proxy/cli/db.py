@@ -1,4 +1,4 @@
-"""`ere-proxy db shell|migrate` (and `ere-proxy migrate`): the proxy's database, by hand.
+"""`ere-proxy db shell|migrate|purge` (and `ere-proxy migrate`): the proxy's database, by hand.
 
 `db shell` runs psql on the database the proxy uses: `[database] dsn` when one is configured,
 else the embedded server of `[database] data_dir` (a Unix-socket server inside
@@ -9,6 +9,11 @@ command does not know go to psql (`ere-proxy db shell -c "SELECT 1"`; after `--`
 psql is given the DSN without its password, which goes in PGPASSWORD (never on a command line).
 
 `migrate` applies pending migrations and prints each (the proxy also does at start).
+
+`purge --before YYYY-MM-DD [--dry-run]` deletes capture evidence from before that day, which
+must be at least `[ere] retention_years` before today (`proxy.store.purge`), prints the rows per
+table and logs the purge in `ere_audit_log`; `--dry-run` only counts. A malformed or too recent
+date is one line on stderr and exit 2.
 
 Neither `db shell` nor the read-only commands (`sessions`) create an embedded server where there
 is none: `missing_embedded_database` says why (a mistyped data_dir, or no --config) instead of
@@ -24,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -40,8 +48,9 @@ from proxy.runtime.config import Config, DatabaseSettings
 from proxy.store.db import DATABASE_ERRORS, open_database
 from proxy.store.embedded import install_dir
 from proxy.store.errors import EmbeddedPostgresError, StoreError
+from proxy.store.purge import DUTCH_TIME, PurgeRefused, purge
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
 
 def add_db_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -59,6 +68,15 @@ def add_db_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     actions.add_parser(
         "migrate", parents=[common], help="apply pending database migrations and list them"
     )
+    purge = actions.add_parser(
+        "purge",
+        parents=[common],
+        help="delete capture data older than the retention period ([ere] retention_years)",
+    )
+    purge.add_argument(
+        "--before", required=True, metavar="YYYY-MM-DD", help="delete what lies before this day"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     sub.add_parser(
         "migrate", parents=[common], help="apply pending database migrations (same as `db migrate`)"
     )
@@ -185,3 +203,59 @@ async def run_migrate(
         file=stdout,
     )
     return EXIT_OK
+
+
+async def run_purge(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    today: date | None = None,
+) -> int:
+    """`ere-proxy db purge`: 0 done, 1 database error, 2 a refused or malformed date."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    if reason := missing_embedded_database(config.database):
+        print(f"ere-proxy: {reason}", file=stderr)
+        return EXIT_FAILED
+    try:
+        before = _day(args.before)
+        today = today or datetime.now(DUTCH_TIME).date()
+        actor = await trio.to_thread.run_sync(_actor)
+        async with open_database(config.database) as db:
+            counts = await purge(
+                db,
+                before,
+                retention_years=config.ere.retention_years,
+                today=today,
+                actor=actor,
+                dry_run=args.dry_run,
+            )
+    except PurgeRefused as exc:
+        print(f"ere-proxy: {exc}", file=stderr)
+        return EXIT_REFUSED
+    except DATABASE_ERRORS as exc:
+        print(f"ere-proxy: database: {exc}", file=stderr)
+        return EXIT_FAILED
+    verb = "would delete" if args.dry_run else "deleted"
+    for table, count in counts.items():
+        print(f"{table}: {verb} {count}", file=stdout)
+    return EXIT_OK
+
+
+def _day(text: str) -> date:
+    """`--before` as a date; `PurgeRefused` naming the option for anything but YYYY-MM-DD."""
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    raise PurgeRefused(f"before: {shown!r} is not a date (YYYY-MM-DD)")
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -33,7 +33,7 @@ import trio
 
 from proxy.cli.chargers import add_chargers_parser, chargers_command
 from proxy.cli.data_dir_lock import DataDirInUse, hold_data_dir
-from proxy.cli.db import add_db_parsers, db_shell, run_migrate, takes_extra_arguments
+from proxy.cli.db import add_db_parsers, db_shell, run_migrate, run_purge, takes_extra_arguments
 from proxy.cli.outbox import add_outbox_parser, outbox_command
 from proxy.cli.sessions import add_sessions_parser, sessions_command
 from proxy.routing.auth import hash_generated_password, hash_password
@@ -225,6 +225,8 @@ async def _tool_command(config: Config, args: argparse.Namespace, extra: list[st
     """The commands that do one thing and exit; returns the exit status."""
     if args.command == "migrate" or (args.command == "db" and args.action == "migrate"):
         return await run_migrate(config)
+    if args.command == "db" and args.action == "purge":
+        return await run_purge(config, args)
     if args.command == "db":
         return await db_shell(config, extra)
     if args.command == "sessions":

@@ -1,0 +1,119 @@
+"""The purge: deleting capture evidence older than the retention period, the only way it goes.
+
+The database keeps `charger_events`, `sessions`, `meter_samples` and the assessments of closes
+(migrations 011 and 012 refuse their DELETE); `purge` deletes in one transaction that has set
+`ere.purge` (SET LOCAL), which those triggers allow, and only what lies wholly before `before`
+(00:00 Dutch time), a day at least `[ere] retention_years` before today:
+
+* sessions that ended (their stop, else last reading, else start) and were last updated before
+  it, and that no statement of a quarter ending after it counted, with their meter samples and
+  assessments;
+* charger events received before it, except those naming the transaction of a session kept.
+
+Statement lines and sessions, quarter closes, payout runs, invoices, REV export records and the
+audit log are bookkeeping and are not purged. Each purge writes one `ere_audit_log` row (action
+`purge`, its counts per table); a dry run counts the same rows, rolls back and logs nothing.
+
+Errors: `PurgeRefused` for a `before` inside the retention period; database errors propagate
+(nothing is deleted then).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from proxy.store.connection import Connection
+
+__all__ = ["PURGED_TABLES", "PurgeRefused", "latest_purge_date", "purge"]
+
+DUTCH_TIME = ZoneInfo("Europe/Amsterdam")
+PURGED_TABLES = ("session_assessments", "meter_samples", "sessions", "charger_events")
+
+
+class PurgeRefused(ValueError):
+    """A purge that would delete data still inside the retention period."""
+
+
+_SELECT_SESSIONS = """
+CREATE TEMPORARY TABLE purged_sessions ON COMMIT DROP AS
+SELECT x.session_id FROM sessions x
+WHERE coalesce(x.stopped_at, x.last_reading_at, x.started_at, x.updated_at) < $1
+  AND x.updated_at < $1
+  AND NOT EXISTS (
+      SELECT 1 FROM statement_sessions s WHERE s.session_id = x.session_id
+        AND make_date(left(s.quarter, 4)::integer, right(s.quarter, 1)::integer * 3, 1)
+            + interval '1 month' > $1)
+"""
+_DELETES = {
+    "session_assessments": "DELETE FROM session_assessments WHERE session_id IN (SELECT session_id FROM purged_sessions)",
+    "meter_samples": "DELETE FROM meter_samples WHERE session_id IN (SELECT session_id FROM purged_sessions)",
+    "sessions": "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM purged_sessions)",
+    "charger_events": """
+        DELETE FROM charger_events e WHERE e.received_at < $1
+          AND NOT EXISTS (SELECT 1 FROM sessions x
+                          WHERE x.identity = e.identity AND x.transaction_id = e.body->>'transaction_id')""",
+}
+_AUDIT = """
+INSERT INTO ere_audit_log (actor, action, subject, reason, details)
+VALUES ($1, 'purge', $2, $3, $4::jsonb)
+"""
+
+
+class _DryRun(Exception):
+    """Rolls the dry run's transaction back."""
+
+
+def latest_purge_date(today: date, retention_years: int) -> date:
+    """The latest `before` a purge may use: `today`, `retention_years` years earlier."""
+    year = today.year - retention_years
+    return (
+        today.replace(year=year, day=28)
+        if (today.month, today.day) == (2, 29)
+        else today.replace(year=year)
+    )
+
+
+async def purge(
+    db: Connection,
+    before: date,
+    *,
+    retention_years: int,
+    today: date,
+    actor: str,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Delete (or with `dry_run` only count) what lies before `before`; rows per table.
+
+    Raises `PurgeRefused` when `before` is after `latest_purge_date(today, retention_years)`.
+    """
+    latest = latest_purge_date(today, retention_years)
+    if before > latest:
+        raise PurgeRefused(
+            f"before: {before} is inside the retention period of {retention_years} years;"
+            f" the latest allowed today is {latest}"
+        )
+    cutoff = datetime(before.year, before.month, before.day, tzinfo=DUTCH_TIME)
+    counts: dict[str, int] = {}
+    try:
+        async with db.transaction() as conn:
+            await conn.execute("SET LOCAL ere.purge = 'on'")
+            await conn.execute(_SELECT_SESSIONS, cutoff)
+            for table in PURGED_TABLES:
+                query = _DELETES[table]
+                status = await conn.execute(query, *((cutoff,) if "$1" in query else ()))
+                counts[table] = int(status.rsplit(" ", 1)[1])
+            if dry_run:
+                raise _DryRun
+            details = {"before": before.isoformat(), "deleted": counts}
+            await conn.execute(
+                _AUDIT,
+                actor,
+                f"data before {before}",
+                f"past the retention period of {retention_years} years",
+                json.dumps(details),
+            )
+    except _DryRun:
+        pass
+    return counts
