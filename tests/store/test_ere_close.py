@@ -345,16 +345,19 @@ async def test_the_rev_export_books_each_ean_once_with_its_mandate_and_an_audit_
         await run_jobs(db, cfg)
 
     out, err = io.StringIO(), io.StringIO()
-    export = _parser().parse_args(["rev", "export", "2026", "--out", str(tmp_path / "rev")])
+    # Q4 is still open: a draft (the final export is tested in test_ere_year_end.py)
+    export = _parser().parse_args(
+        ["rev", "export", "2026", "--draft", "--out", str(tmp_path / "rev")]
+    )
     assert await accounting_command(cfg, export, out, err) == 0, err.getvalue()
     assert "2 EANs, 72.37 kWh" in out.getvalue()
-    validate_rev_xml((tmp_path / "rev" / "rev-2026.xml").read_bytes())
-    csv_lines = (tmp_path / "rev" / "rev-2026.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[1].startswith(
+    validate_rev_xml((tmp_path / "rev" / "rev-2026-DRAFT.xml").read_bytes())
+    csv_lines = (tmp_path / "rev" / "rev-2026-DRAFT.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[2].startswith(
         f"{EAN_A},42.37,2026-07-03,2026-07-03,Anna de Vries"
     )
-    assert f"{EAN_B},30,2026-08-20,2026-09-02" in csv_lines[2]
-    pack = json.loads((tmp_path / "rev" / "audit-2026" / f"{EAN_B}.json").read_text())
+    assert f"{EAN_B},30,2026-08-20,2026-09-02" in csv_lines[3]
+    pack = json.loads((tmp_path / "rev" / "audit-2026-DRAFT" / f"{EAN_B}.json").read_text())
     assert pack["session_count"] == 2
 
     for argv, message in (
