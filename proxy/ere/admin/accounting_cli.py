@@ -7,8 +7,8 @@ and with `--wait` wait until the workers are done. `rev export YEAR` runs in the
 process (`proxy.ere.jobs.rev_export`): it reads what closed quarters stated, and refuses the final
 export until all four quarters of YEAR are closed and `[ere] provider_kvk` and
 `provider_nea_account` are set; `--draft` writes a draft (marked DRAFT in its file names and
-contents) meanwhile. `quarter status` lists the closes of every quarter (each revision: closing, closed or reopened) with their totals, and
-`quarter status 2026Q3` those of that quarter alone.
+contents) meanwhile. `quarter status` lists the closes of every quarter (each revision: closing,
+closed or reopened) with their totals, and `quarter status 2026Q3` those of that quarter alone.
 
 Exit status: 0 done, 1 store error or a failed job, 2 bad input or a refused operation.
 """
