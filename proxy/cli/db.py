@@ -215,11 +215,11 @@ async def run_purge(
 ) -> int:
     """`ere-proxy db purge`: 0 done, 1 database error, 2 a refused or malformed date."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    if reason := missing_embedded_database(config.database):
-        print(f"ere-proxy: {reason}", file=stderr)
-        return EXIT_FAILED
     try:
         before = _day(args.before)
+        if reason := missing_embedded_database(config.database):
+            print(f"ere-proxy: {reason}", file=stderr)
+            return EXIT_FAILED
         today = today or datetime.now(DUTCH_TIME).date()
         actor = await trio.to_thread.run_sync(_actor)
         async with open_database(config.database) as db:
