@@ -1,0 +1,338 @@
+"""The ERE chain as an auditor drives it: chargers charging through the proxy (the `ocpp` package
+as charger and back-office), the operator's commands (`ere-proxy ...` processes), a worker that
+closes and pays out, and every figure checked against values computed by hand below.
+
+The operator's commands run on the dates of 2026's calendar (libfaketime moves their clock:
+enrolment on 1 April, the Q2 close on 10 July, ...), so the rules that depend on the date (which
+quarter may close, backdating, changes never inside a closed quarter) are exercised as they
+would be that year, whatever day the test runs. The chargers replay their sessions of 2026 from
+their offline queues, so this configuration keeps queued frames for a long time
+(`max_clock_lag_days`); everything else is the default.
+
+Hand computation (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; €0.30 per ERE; every
+figure rounded half up to the cent or to 0.01 ERE once; fee VAT = fee × 21/121; fee 20 %, less
+5 points per active referral, never below 10 %; payout minimum €1.00):
+
+Q2 (closed 10 July). Anna referred Bram and Carla, both charged in Q2: 2 active → 10 % (the floor).
+  Anna  42.37 kWh → 14.10 ERE → €4.23; fee 10 % 0.42 (VAT 0.07); net 3.81
+  Bram  10 kWh    →  3.33 ERE → €1.00; fee 20 % 0.20 (VAT 0.03); net 0.80 (< €1.00: carried over)
+  Carla 20 kWh    →  6.65 ERE → €2.00 (1.995); fee 0.40 (VAT 0.07); net 1.60
+  Payout Q2: Anna 3.81, Carla 1.60; Bram's 0.80 carried over.
+Q3 (closed 10 October). Bram, Carla and Dirk active: 3 → 5 %, floored at 10 %.
+  The meter box CP-MOVE moves from Bram to Carla on 15 August; Carla's mandate is revoked with
+  effect from 10 September; a session Anna charged on 20 June reaches us after Q2 was paid.
+  Anna  regular 30 kWh → 9.98 ERE → €2.99 (2.994); fee 10 % 0.30 (VAT 0.05); net 2.69
+  Anna  adjustment of Q2: 47.37 kWh → 15.76 ERE → €4.73, less stated 14.10 / 4.23:
+        5 kWh, 1.66 ERE, €0.50; fee 10 % 0.05 (VAT 0.01); net 0.45
+  Bram  8 kWh on CP-MOVE (1 August) → 2.66 ERE → €0.80 (0.798); fee 0.16 (VAT 0.03); net 0.64
+  Carla 12 kWh on CP-MOVE (20 August) → 3.99 ERE → €1.20 (1.197); fee 0.24 (VAT 0.04); net 0.96
+        her 7 kWh of 15 September: no valid mandate (revoked), not counted
+  Dirk  6 kWh → 2.00 ERE (1.996) → €0.60; fee 0.12 (VAT 0.02); net 0.48
+  Payout Q3: Anna 2.69 + 0.45 = 3.14; Bram 0.64 + 0.80 carried = 1.44; Carla 0.96 and Dirk
+  0.48 carried over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+from ocpp.v16 import call as call16
+
+from proxy.ere.core.ean import check_digit
+from proxy.store.embedded import EmbeddedPostgres
+from testkit.ocpp_peers import TIMEOUT, Charger16, CsmsServer, open_charger
+from testkit.ports import free_port
+from testkit.postgres import make_data_dir
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, running_proxy
+
+pytestmark = pytest.mark.slow
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+D = Decimal
+
+
+def ean(n: int) -> str:
+    body = f"8716871200000{n:04d}"
+    return body + str(check_digit(body))
+
+
+EANS = {"ANNA": ean(11), "BRAM": ean(12), "CARLA": ean(13), "DIRK": ean(14)}
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = make_data_dir("ere-audit-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Operator:
+    """`ere-proxy` commands as an operator types them, on a given day of the calendar."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+
+    def run(self, on: str, *args: str, expect: int = 0) -> str:
+        environment = os.environ | {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"@{on}", "TZ": "UTC"}
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", *args, "--config", str(self.config)],
+            cwd=REPO,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == expect, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.stdout if expect == 0 else result.stderr
+
+
+async def charge(proxy: ProxyProcess, sessions: list[tuple[str, str, str]]) -> None:
+    """Each (charger, start, kWh) as a 1.6 charger sends it: boot, start, stop six hours later."""
+    async with asyncio.timeout(TIMEOUT * len(sessions)), CsmsServer(proxy.upstream_port):
+        for identity, start, kwh in sessions:
+            began = datetime.fromisoformat(start)
+            async with open_charger(
+                proxy.url(identity), ["ocpp1.6"], Charger16, identity
+            ) as charger:
+                cp = charger.cp
+                await cp.call(
+                    call16.BootNotification(
+                        charge_point_model="HomeBox",
+                        charge_point_vendor="Example",
+                        meter_type="Iskra WM3M4",  # on the MID list: "declared" evidence
+                        meter_serial_number=f"SN-{identity}",
+                    )
+                )
+                started = await cp.call(
+                    call16.StartTransaction(
+                        connector_id=1, id_tag="TAG", meter_start=1000, timestamp=stamp(began)
+                    )
+                )
+                await cp.call(
+                    call16.StopTransaction(
+                        meter_stop=1000 + int(D(kwh) * 1000),
+                        timestamp=stamp(began + timedelta(hours=6)),
+                        transaction_id=started.transaction_id,
+                    )
+                )
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def query(data_dir: Path, sql: str, *args: object) -> list[tuple]:
+    conn = await asyncpg.connect(EmbeddedPostgres(data_dir).dsn("ere_proxy"))
+    try:
+        return [tuple(row) for row in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+def wait_for_sessions(data_dir: Path, count: int) -> None:
+    """Until capture has stored `count` completed sessions (bounded)."""
+    deadline = time.monotonic() + TIMEOUT
+    sql = "SELECT count(*) FROM sessions WHERE status = 'completed'"
+    while (stored := asyncio.run(query(data_dir, sql))[0][0]) < count:
+        assert time.monotonic() < deadline, f"{stored} of {count} sessions stored"
+        time.sleep(0.1)
+
+
+def lines(data_dir: Path, quarter: str) -> list[tuple]:
+    return asyncio.run(
+        query(
+            data_dir,
+            "SELECT customer_id, delivery_quarter, kind, kwh, ere, eur_per_ere, gross, fee_rate, fee,"
+            " fee_vat, net, active_referrals FROM statement_lines l JOIN quarter_closes c"
+            " USING (quarter, revision) WHERE l.quarter = $1 AND c.state = 'closed'"
+            " ORDER BY customer_id, delivery_quarter",
+            quarter,
+        )
+    )
+
+
+def money(*values: str) -> tuple[Decimal, ...]:
+    return tuple(D(v) for v in values)
+
+
+def test_two_quarters_of_the_ere_chain_add_up_to_the_hand_computed_figures(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    worker_admin = free_port()
+    template = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    template += (
+        f'\n[database]\ndata_dir = "{data_dir}"\n'
+        f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n"
+        'referral_step = "0.05"\npayout_minimum = "1.00"\nmax_clock_lag_days = 36500\n'
+        f'payout_dir = "{tmp_path / "payouts"}"\nstatement_dir = "{tmp_path / "statements"}"\n'
+        'debtor_name = "ERE Provider BV"\ndebtor_iban = "NL91ABNA0417164300"\n'
+        'debtor_bic = "ABNANL2A"\nprovider_name = "ERE Provider BV"\n'
+        'provider_address = "Stationsplein 1, 3511 ED Utrecht"\nprovider_kvk = "12345678"\n'
+        'provider_vat_number = "NL123456789B01"\nprovider_nea_account = "NEA-000123"\n'
+    )
+    with running_proxy(tmp_path, template) as proxy:
+        pass  # the configuration is written and the proxy role alone starts and stops cleanly
+    config = tmp_path / "proxy.toml"
+    with (tmp_path / "run.stderr").open("wb") as stderr:
+        roles = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        wait_ready(proxy, worker_admin, roles, tmp_path / "run.stderr")
+        run_the_chain(Operator(config), proxy, data_dir, tmp_path)
+    finally:
+        roles.terminate()
+        status = roles.wait(60)
+    assert status == 0
+    assert log_problems((tmp_path / "run.stderr").read_text()) == []
+
+
+def wait_ready(proxy: ProxyProcess, worker_admin: int, roles: subprocess.Popen, log: Path) -> None:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def ready(port: int) -> bool:
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 120
+    while not (ready(proxy.admin_port) and ready(worker_admin)):
+        assert roles.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the roles did not get ready"
+        time.sleep(0.1)
+
+
+def run_the_chain(op: Operator, proxy: ProxyProcess, data_dir: Path, tmp_path: Path) -> None:
+    # -- 1 April: a partner enrols four customers; Anna refers the other three.
+    april = "2026-04-01 08:00:00"
+    op.run(april, "partners", "add", "P1", "--name", "Installer One", "--kind", "installer",
+           "--payout-model", "direct")  # fmt: skip
+    signed = tmp_path / "mandate.pdf"
+    signed.write_bytes(b"%PDF-1.4 signed mandate\n")
+    code = None
+    for customer in ("ANNA", "BRAM", "CARLA", "DIRK"):
+        referral = ["--referral-code", code] if code else []
+        op.run(april, "customers", "add", customer, "--partner", "P1", "--name", customer.title(),
+               "--address", "Kerkstraat 1", "--postcode", "1234 AB", "--city", "Utrecht",
+               "--ean", EANS[customer], "--grid-operator", "Stedin", "--iban", "NL91ABNA0417164300",
+               "--email", f"{customer.lower()}@example.nl", *referral)  # fmt: skip
+        op.run(april, "mandates", "add", "--ean", EANS[customer], "--year", "2026",
+               "--issued-on", "2026-04-01", "--consent-by", customer.title(),
+               "--consent-at", "2026-04-01T07:30:00+00:00", "--consent-method", "online-checkbox",
+               "--consent-text-version", "v3", "--document", str(signed))  # fmt: skip
+        op.run(april, "links", "add", f"CP-{customer}", "--customer", customer,
+               "--max-power-w", "11000", "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
+        if code is None:
+            code = json.loads(op.run(april, "referrals", "show", "ANNA", "--json"))["code"]
+    op.run(april, "links", "add", "CP-MOVE", "--customer", "BRAM", "--max-power-w", "11000",
+           "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
+    mandate = json.loads(op.run(april, "mandates", "show", "--ean", EANS["ANNA"], "--year",
+                                "2026", "--json"))  # fmt: skip
+    assert mandate["channel"] == "cli" and mandate["consent_text_version"] == "v3"
+    assert len(mandate["document_sha256"]) == 64
+
+    # -- Q2's sessions, then its close on 10 July and its payout on 11 July.
+    asyncio.run(charge(proxy, [
+        ("CP-ANNA", "2026-05-10T08:00:00+00:00", "42.37"),
+        ("CP-BRAM", "2026-05-11T08:00:00+00:00", "10"),
+        ("CP-CARLA", "2026-05-12T08:00:00+00:00", "20"),
+    ]))  # fmt: skip
+    wait_for_sessions(data_dir, 3)
+    assert "not ended yet" in op.run("2026-06-30 12:00:00", "quarter", "close", "2026Q2", expect=2)
+    op.run("2026-07-10 09:00:00", "quarter", "close", "2026Q2", "--wait")
+    assert lines(data_dir, "2026Q2") == [
+        ("ANNA", "2026Q2", "regular", D("42.37"), *money("14.10", "0.30", "4.23", "0.10", "0.42", "0.07", "3.81"), 2),
+        ("BRAM", "2026Q2", "regular", D("10"), *money("3.33", "0.30", "1.00", "0.20", "0.20", "0.03", "0.80"), 0),
+        ("CARLA", "2026Q2", "regular", D("20"), *money("6.65", "0.30", "2.00", "0.20", "0.40", "0.07", "1.60"), 0),
+    ]  # fmt: skip
+    op.run("2026-07-11 09:00:00", "payout", "run", "2026Q2", "--wait")
+    assert transfers(data_dir, "2026Q2") == [("ANNA", D("3.81")), ("CARLA", D("1.60"))]
+    assert carried(data_dir, "2026Q2") == [("BRAM", D("0.80"))]
+
+    # -- Q3: a move, a revocation, a late Q2 session after the payout, a close on 10 October.
+    august = "2026-08-15 09:00:00"
+    op.run(august, "links", "move", "CP-MOVE", "--to-customer", "CARLA", "--at",
+           "2026-08-15T00:00:00+02:00", "--reason", "sold with the house")  # fmt: skip
+    refused = op.run(august, "links", "end", "CP-ANNA", "--at", "2026-06-01T00:00:00+02:00",
+                     "--reason", "backdated", expect=2)  # fmt: skip
+    assert "2026Q2" in refused  # never inside a closed quarter
+    op.run("2026-09-10 10:00:00", "mandates", "revoke", "--ean", EANS["CARLA"], "--year", "2026",
+           "--reason", "moved out", "--effective", "2026-09-10")  # fmt: skip
+    asyncio.run(charge(proxy, [
+        ("CP-ANNA", "2026-07-15T08:00:00+00:00", "30"),
+        ("CP-ANNA", "2026-06-20T08:00:00+00:00", "5"),  # Q2, arriving after Q2's payout
+        ("CP-MOVE", "2026-08-01T08:00:00+00:00", "8"),  # Bram's
+        ("CP-MOVE", "2026-08-20T08:00:00+00:00", "12"),  # Carla's since 15 August
+        ("CP-CARLA", "2026-09-15T08:00:00+00:00", "7"),  # after her mandate ended
+        ("CP-DIRK", "2026-07-20T08:00:00+00:00", "6"),
+    ]))  # fmt: skip
+    wait_for_sessions(data_dir, 9)
+    october = "2026-10-10 09:00:00"
+    for future in ("2026Q4", "2062Q3"):
+        assert "not ended yet" in op.run(october, "quarter", "close", future, expect=2)
+    op.run(october, "quarter", "close", "2026Q3", "--wait")
+    assert lines(data_dir, "2026Q2")[0][3] == D("42.37")  # the closed quarter is as it was
+    assert lines(data_dir, "2026Q3") == [
+        ("ANNA", "2026Q2", "adjustment", D("5"), *money("1.66", "0.30", "0.50", "0.10", "0.05", "0.01", "0.45"), 3),
+        ("ANNA", "2026Q3", "regular", D("30"), *money("9.98", "0.30", "2.99", "0.10", "0.30", "0.05", "2.69"), 3),
+        ("BRAM", "2026Q3", "regular", D("8"), *money("2.66", "0.30", "0.80", "0.20", "0.16", "0.03", "0.64"), 0),
+        ("CARLA", "2026Q3", "regular", D("12"), *money("3.99", "0.30", "1.20", "0.20", "0.24", "0.04", "0.96"), 0),
+        ("DIRK", "2026Q3", "regular", D("6"), *money("2.00", "0.30", "0.60", "0.20", "0.12", "0.02", "0.48"), 0),
+    ]  # fmt: skip
+    excluded = asyncio.run(query(data_dir, """
+        SELECT s.identity, a.quarter, a.reason FROM session_assessments a JOIN sessions s USING (session_id)
+        WHERE a.eligibility = 'ineligible' ORDER BY 1, 2"""))  # fmt: skip
+    assert excluded == [("CP-CARLA", "2026Q3", "no-valid-mandate")]
+    op.run("2026-10-11 09:00:00", "payout", "run", "2026Q3", "--wait")
+    assert transfers(data_dir, "2026Q3") == [("ANNA", D("3.14")), ("BRAM", D("1.44"))]
+    assert carried(data_dir, "2026Q3") == [("CARLA", D("0.96")), ("DIRK", D("0.48"))]
+
+    # -- Year end: 2026's Q4 is open, so only a draft REV export.
+    assert "2026Q4" in op.run(october, "rev", "export", "2026", "--out", str(tmp_path / "rev"),
+                              expect=2)  # fmt: skip
+    op.run(october, "rev", "export", "2026", "--draft", "--out", str(tmp_path / "rev"))
+    assert any("DRAFT" in path.name.upper() for path in (tmp_path / "rev").iterdir())
+
+
+def transfers(data_dir: Path, quarter: str) -> list[tuple]:
+    return asyncio.run(
+        query(
+            data_dir,
+            "SELECT t.payee_id, t.amount FROM payout_transfers t JOIN payout_runs r USING (run_id)"
+            " WHERE r.quarter = $1 ORDER BY 1",
+            quarter,
+        )
+    )
+
+
+def carried(data_dir: Path, quarter: str) -> list[tuple]:
+    return asyncio.run(
+        query(
+            data_dir,
+            "SELECT o.customer_id, o.amount FROM payout_carry_overs o JOIN payout_runs r USING (run_id)"
+            " WHERE r.quarter = $1 ORDER BY 1",
+            quarter,
+        )
+    )
