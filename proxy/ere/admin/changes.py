@@ -98,6 +98,8 @@ def hash_document(path: str, field: str = "--document") -> str:
                         f"{field}: {shown(path)} is larger than {MAX_DOCUMENT_BYTES // 2**20} MB"
                     )
                 digest.update(chunk)
+    except AdminInputError:
+        raise
     except FileNotFoundError:
         raise AdminInputError(f"{field}: {shown(path)} does not exist") from None
     except IsADirectoryError:
