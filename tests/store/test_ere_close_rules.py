@@ -14,11 +14,15 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from proxy.capture.events import TransactionIdAssigned
+from proxy.capture.sessions import store_events
 from proxy.cli.main import _parser
 from proxy.ere.admin.accounting_cli import accounting_command
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
+from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.store import open_database
 from tests.store.test_ere_close import (
     LATER,
@@ -32,6 +36,7 @@ from tests.store.test_ere_close import (
     run_jobs,
     seed,
 )
+from tests.store.test_sessions import offline_session
 
 UTC = UTC
 DEC_6 = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -259,3 +264,58 @@ async def test_a_charger_clock_far_from_the_arrival_of_its_frames_excludes_the_s
         )
         assert verdicts == {"a1": "eligible", "a2": "charger-clock"}
         assert await db.fetchval("SELECT sum(kwh) FROM statement_lines") == Decimal("42.37")
+
+
+async def test_a_provisional_session_a_close_assessed_still_merges_into_its_real_one(settings):
+    events = offline_session(2_000_000_005, 80).events
+    renames = [e for e in events if isinstance(e, TransactionIdAssigned)]
+    async with open_database(settings) as db:
+        await store_events(db, [e for e in events if not isinstance(e, TransactionIdAssigned)])
+        provisional = await db.fetchval(
+            "SELECT session_id FROM sessions WHERE transaction_id = '2000000005'"
+        )
+        await db.execute(
+            "INSERT INTO quarter_closes (quarter, revision, state, shards) VALUES ('2026Q3', 1, 'closed', 1)"
+        )
+        await db.execute(
+            "INSERT INTO session_assessments (session_id, quarter, revision, eligibility, reason, detail, kwh)"
+            " VALUES ($1, '2026Q3', 1, 'ineligible', 'not-linked', 'charger CP-OFF has no customer', 0)",
+            provisional,
+        )
+        await store_events(db, renames)  # the real id arrives: the provisional row merges away
+        assert await db.fetchval("SELECT array_agg(transaction_id) FROM sessions") == ["80"]
+        kept = await db.fetchval(
+            "SELECT reason FROM session_assessments WHERE session_id = $1", provisional
+        )
+        assert kept == "not-linked"
+
+
+async def test_the_assessment_gauge_counts_each_session_once_by_its_latest_verdict(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    metrics = WorkerMetrics(CollectorRegistry(), pipeline=True)
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(
+            db, "CP-A", "a1", datetime(2026, 7, 9, 8, tzinfo=UTC), "7.5", "signed-unverified"
+        )
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        await db.execute("UPDATE sessions SET meter_class = 'signed-verified'")
+        async with db.transaction() as conn:
+            await request_close(conn, Q4, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        await metrics.refresh(db)
+    gauge = "ere_session_assessments"
+    assert (
+        metrics.registry.get_sample_value(gauge, {"eligibility": "eligible", "reason": "eligible"})
+        == 1
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            gauge, {"eligibility": "ineligible", "reason": "no-mid-evidence"}
+        )
+        is None
+    )  # Q3's verdict is history, not the session's state

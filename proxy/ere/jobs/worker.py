@@ -154,7 +154,7 @@ class WorkerMetrics:
             labels=["eligibility", "reason"],
         )
         for eligibility, reason, count in await db.fetch(
-            "SELECT eligibility, reason, count(*) FROM session_assessments GROUP BY 1, 2"
+            "SELECT eligibility, reason, count(*) FROM current_session_assessments GROUP BY 1, 2"
         ):
             assessed.add_metric([eligibility, reason], count)
         kwh = GaugeMetricFamily(
