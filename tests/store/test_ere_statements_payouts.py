@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import email
-import inspect
 import io
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +24,7 @@ import xmlschema
 
 from proxy.ere.core.ean import check_digit
 from proxy.ere.core.quarters import Quarter
+from proxy.ere.jobs.close_requests import request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
@@ -83,11 +83,6 @@ async def seed(db) -> None:
             ('D', 'P2', 'Dina Smit', 'Plein 4', '2222 BB', 'Gouda', '{EAN_D}', 'Stedin', NULL,
              'dina@example.nl')""")
     consent = '{"by": "customer", "method": "online-checkbox"}'
-    linked_since = await db.fetchval(
-        "SELECT count(*) FROM information_schema.columns"
-        " WHERE table_name = 'charger_links' AND column_name = 'valid_from'"
-    )
-    periods = ", valid_from" if linked_since else ""  # link periods (migration 010)
     for customer, code in (("A", EAN_A), ("B", EAN_B), ("C", EAN_C), ("D", EAN_D)):
         await db.execute(
             "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until, consent)"
@@ -97,11 +92,11 @@ async def seed(db) -> None:
             consent,
         )
         await db.execute(
-            f"INSERT INTO charger_links (identity, customer_id, max_power_w{periods})"
-            f" VALUES ($1, $2, 11000{', $3' if periods else ''})",
+            "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+            " VALUES ($1, $2, 11000, $3)",
             f"CP-{customer}",
             customer,
-            *([datetime(2026, 1, 1, tzinfo=UTC)] if periods else []),
+            datetime(2026, 1, 1, tzinfo=UTC),
         )
 
 
@@ -129,16 +124,9 @@ async def run_jobs(db, cfg: Config) -> list[str]:
 
 
 async def close(db, cfg: Config, quarter: Quarter) -> None:
-    """Close `quarter` as of TODAY (whichever form the close request has)."""
-    try:
-        from proxy.ere.jobs.close_requests import request_close
-    except ImportError:
-        from proxy.ere.jobs.closing import request_close
-    parameters = inspect.signature(request_close).parameters
-    extra = {"now": TODAY} if "now" in parameters else {}
-    rules = cfg.ere if "settings" in parameters else cfg.ere.close_shards
+    """Close `quarter` as of TODAY."""
     async with db.transaction() as conn:
-        await request_close(conn, quarter, rules, **extra)
+        await request_close(conn, quarter, cfg.ere, TODAY)
     assert set(await run_jobs(db, cfg)) == {"close:done", "close-shard:done"}
 
 

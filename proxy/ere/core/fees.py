@@ -3,8 +3,7 @@
 The default plan takes 20 % of gross. Referrals lower it: each referral discount is subtracted
 from the base rate, and the result stops at the 10 % floor, however many referrals stack up.
 `referral_plan` is the plan of a customer with n active referrals in a quarter (each worth
-`[ere] referral_step`, 2 points by default, so 5 active referrals reach the floor), and
-`explain_rate` the sentence a statement prints for it.
+`[ere] referral_step`, 2 points by default, so 5 active referrals reach the floor).
 A plan whose own base rate is below the floor (or above 100 %) is an error, `FeePlanError`.
 
 The fee includes 21 % Dutch VAT; statements show the VAT inside it: VAT = fee × 21/121.
@@ -27,7 +26,6 @@ __all__ = [
     "FeePlan",
     "FeePlanError",
     "FeeSplit",
-    "explain_rate",
     "referral_plan",
     "split_gross",
     "vat_included_in",
@@ -123,23 +121,6 @@ def referral_plan(active_referrals: int, step: Decimal) -> FeePlan:
     if active_referrals < 0:
         raise FeePlanError(f"active referrals cannot be negative, got {active_referrals}")
     return FeePlan(referral_discounts=(require_decimal(step, "step"),) * active_referrals)
-
-
-def explain_rate(plan: FeePlan) -> str:
-    """Why the plan charges its rate: "20 % less 2 referrals × 2 % = 16 %", floor named."""
-    if not plan.referral_discounts:
-        return f"{_percent(plan.rate)}"
-    steps = sorted(set(plan.referral_discounts))
-    each = f" × {_percent(steps[0])}" if len(steps) == 1 else ""
-    count = len(plan.referral_discounts)
-    less = (
-        f"{_percent(plan.base_rate)} less {count} active referral{'s' if count != 1 else ''}{each}"
-    )
-    with localcontext(exact()):
-        unfloored = plan.base_rate - sum(plan.referral_discounts, Decimal(0))
-    if unfloored < FEE_FLOOR_RATE:
-        return f"{less}, at the {_percent(FEE_FLOOR_RATE)} floor"
-    return f"{less} = {_percent(plan.rate)}"
 
 
 def _percent(rate: Decimal) -> str:
