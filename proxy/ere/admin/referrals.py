@@ -54,7 +54,9 @@ async def check_referral_code(
     if owner is None:
         raise AdminInputError(f"{field}: no referral code {code}")
     if owner["customer_id"] == customer_id:
-        raise AdminInputError(f"{field}: {code} is customer {customer_id!r}'s own code")
+        raise AdminInputError(
+            f"{field}: {code} is the code of customer {customer_id!r} itself; nobody refers themselves"
+        )
 
 
 async def record_referral(conn: Connection, customer_id: str, code: str) -> str | None:
