@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from proxy.ere.admin import records, records_cli
-from proxy.ere.admin.validation import NewPartner
+from proxy.ere.admin.new_records import NewPartner
 from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.runtime.config import DatabaseSettings

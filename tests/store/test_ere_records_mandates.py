@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from proxy.ere.admin import records
-from proxy.ere.admin.validation import AdminInputError, NewMandate
+from proxy.ere.admin.new_records import NewMandate
+from proxy.ere.admin.validation import AdminInputError
 from proxy.ere.core.quarters import DUTCH_TIME, Quarter
 from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database

@@ -20,7 +20,8 @@ from typing import Any
 
 from proxy.ere.admin.changes import LinkEnd, LinkMove
 from proxy.ere.admin.closed_quarters import refuse_inside_closed_quarter
-from proxy.ere.admin.validation import AdminInputError, NewLink
+from proxy.ere.admin.new_records import NewLink
+from proxy.ere.admin.validation import AdminInputError
 from proxy.store.connection import Connection
 
 __all__ = ["add_link", "end_link", "list_links", "move_link"]

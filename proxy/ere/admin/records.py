@@ -29,14 +29,9 @@ import asyncpg
 from proxy.ere.admin.changes import MandateRevocation, validate_channel
 from proxy.ere.admin.closed_quarters import refuse_inside_closed_quarter, start_of_day_after
 from proxy.ere.admin.link_periods import list_links
+from proxy.ere.admin.new_records import NewCustomer, NewMandate, NewPartner
 from proxy.ere.admin.referrals import check_referral_code, create_code
-from proxy.ere.admin.validation import (
-    AdminInputError,
-    NewCustomer,
-    NewMandate,
-    NewPartner,
-    one_line,
-)
+from proxy.ere.admin.validation import AdminInputError, one_line
 from proxy.ere.core.quarters import local_date
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.store.connection import Connection

@@ -44,6 +44,7 @@ from proxy.ere.admin.changes import (
     validate_actor,
 )
 from proxy.ere.admin.link_periods import add_link, end_link, list_links, move_link
+from proxy.ere.admin.new_records import NewCustomer, NewLink, NewMandate, NewPartner
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
     add_customer,
@@ -70,10 +71,6 @@ from proxy.ere.admin.validation import (
     PARTNER_KINDS,
     PAYOUT_MODELS,
     AdminInputError,
-    NewCustomer,
-    NewLink,
-    NewMandate,
-    NewPartner,
     normalise_ean,
     one_line,
     parse_year,

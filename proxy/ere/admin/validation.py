@@ -1,12 +1,13 @@
 """Checking what an operator types for the ERE domain records, before anything is stored.
 
-`NewPartner`, `NewCustomer`, `NewMandate` and `NewLink` are rows checked field by field from the
-arguments of `ere-proxy partners|customers|mandates|links add`; the `validate_*`, `normalise_*`
-and `parse_*` functions check one field each and return it in its stored form. They read no
+The `validate_*`, `normalise_*` and `parse_*` functions check one field each and return it in its
+stored form; `proxy.ere.admin.new_records` builds the rows of `ere-proxy
+partners|customers|mandates|links add` from them, by the rules below. They read no
 database, file or network; the clock only for what may not lie in the future (a mandate's issue
 date and consent, a mandate's year), unless `now` or `today` is given. What needs the database
-(a known partner or customer, a free id or EAN, one mandate per EAN per year, a charger linked
-once) is checked by `proxy.ere.admin.records` in the transaction that writes.
+(a known partner or customer, a free id or EAN, one mandate per EAN per year, a charger's open
+period, a known referral code) is checked in the transaction that writes. `clean_text`,
+`required`, `choice` and `shown` are the building blocks `proxy.ere.admin.changes` shares.
 
 The rules, field by field:
 
@@ -29,16 +30,21 @@ The rules, field by field:
 * e-mail: one `@`, a plain local part, a dotted domain of letters, digits and hyphens; the domain
   is stored in lower case.
 * mandate: `--year` a plain four-digit year from 2000 to next year (a quarter such as `2026Q3`
-  is refused with a hint). `--valid-until` defaults to 31 December, `--valid-from` to 1 January
-  or the issue date if that is later. Both lie inside the year, `valid_from <= valid_until`, and
-  the issue date is neither after `valid_from` nor in the future: a mandate is given before the
-  period it covers, never backdated. The consent record (`--consent-by`, `--consent-at`, an ISO
-  8601 timestamp with a UTC offset, `--consent-method`, optional `--consent-reference`) is
-  stored as JSON; the consent may not lie in the future or after `valid_from` (Dutch local date).
-  The EAN must be a known customer's, and one mandate per EAN per year: a second one is refused
-  naming the customer who holds it.
-* link: the customer must exist, a charger is linked to one customer at a time (remove the link
-  first to move it), and `--max-power-w` is a number of watts above 0 and at most 1 MW.
+  is refused with a hint), and not before this year: a mandate is never recorded for a past
+  year. `--valid-until` defaults to 31 December, `--valid-from` to 1 January or the issue date if
+  that is later. Both lie inside the year, `valid_from <= valid_until`, and the issue date is
+  neither after `valid_from` nor in the future: a mandate is given before the period it covers.
+  It may be recorded later, within its year (the database marks it `backdated`). The consent
+  record (`--consent-by`, `--consent-at`, an ISO 8601 timestamp with a UTC offset,
+  `--consent-method`, optional `--consent-reference`) is stored as JSON; the consent may not lie
+  in the future or after `valid_from` (Dutch local date). `--consent-text-version` (1-100
+  characters of plain text) names the text agreed to. The EAN must be a known customer's, and
+  one mandate per EAN per year: a second one is refused naming the customer who holds it.
+* link: the customer must exist, `--max-power-w` is a number of watts above 0 and at most 1 MW,
+  `--from` an ISO 8601 timestamp with a UTC offset in 2000-2100 (`parse_instant`). Periods and
+  their overlap are checked by `proxy.ere.admin.link_periods`.
+* referral code: 8 characters of Crockford's base32 (`REFERRAL_ALPHABET`); case, hyphens and
+  spaces are ignored and I, L, O read as 1, 1, 0.
 * branding: `--display-name` (default: the partner's name), `--colour #rrggbb`, `--logo-url
   https://...`, `--footer`, checked by `PartnerBranding` and stored in `partners.branding` as its
   fields (`display_name`, `colour`, `logo_url`, `footer_text`), so `PartnerBranding(**branding)`
@@ -50,22 +56,17 @@ naming the first bad field; the commands print it and exit 2.
 
 from __future__ import annotations
 
-import argparse
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from schwifty import IBAN
 from schwifty.exceptions import InvalidStructure, SchwiftyException
 
 from proxy.ere.core.ean import Ean, EanError
-from proxy.ere.core.quarters import DUTCH_TIME, Quarter, QuarterFormatError
-from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
-from proxy.ere.core.statement_mail import PartnerBranding
+from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.routing.registry.errors import InvalidIdentity
 from proxy.routing.registry.records import validate_identity
 
@@ -77,11 +78,6 @@ __all__ = [
     "PAYOUT_MODELS",
     "REFERRAL_ALPHABET",
     "AdminInputError",
-    "Consent",
-    "NewCustomer",
-    "NewLink",
-    "NewMandate",
-    "NewPartner",
     "choice",
     "clean_text",
     "normalise_ean",
@@ -107,8 +103,6 @@ CONSENT_METHODS = ("signed-pdf", "online-checkbox", "e-signature", "paper-form")
 
 MIN_YEAR = 2000
 MAX_POWER_W = Decimal(1_000_000)
-# a consent timestamp this far ahead of our clock still counts as now
-_CLOCK_SKEW = timedelta(minutes=5)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"([1-9][0-9]{3}) ?([A-Za-z]{2})")
@@ -355,234 +349,6 @@ def normalise_referral_code(value: str, field: str = "--code") -> str:
             f"{field}: {shown(value)} is not a referral code; a code has 8 characters like 7K3M-Q9XD"
         )
     return text
-
-
-@dataclass(frozen=True, slots=True)
-class NewPartner:
-    """A partner row, validated."""
-
-    partner_id: str
-    name: str
-    kind: str
-    payout_model: str
-    iban: str | None
-    account_name: str | None
-    branding: PartnerBranding
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NewPartner:
-        """Validate `partners add` arguments; AdminInputError names the first bad field."""
-        partner_id = validate_id(args.partner_id, "partner id")
-        name = required(clean_text(args.name, "--name", max_chars=200))
-        kind = choice(args.kind, "--kind", PARTNER_KINDS, "a partner kind")
-        model = choice(args.payout_model, "--payout-model", PAYOUT_MODELS, "a payout model")
-        iban = None if args.iban is None else normalise_iban(args.iban)
-        account_name = clean_text(
-            args.account_name, "--account-name", max_chars=200, required=False
-        )
-        if model == "partner-account" and iban is None:
-            raise AdminInputError(
-                "--iban: is required for the partner-account payout model (its customers are paid to it)"
-            )
-        if account_name is not None and iban is None:
-            raise AdminInputError(
-                "--account-name: needs --iban (it names the holder of that account)"
-            )
-        if iban is not None:
-            account_name = account_name or name
-            try:
-                latin = sepa_text(account_name, MAX_NAME_CHARS, "account name")
-            except SepaError:
-                latin = ""
-            if not re.search("[A-Za-z]", latin):
-                raise AdminInputError(
-                    f"--account-name: {shown(account_name)} has no characters a SEPA transfer can carry; "
-                    "give the account holder's name in Latin letters"
-                )
-        display_name = (
-            clean_text(args.display_name, "--display-name", max_chars=100, required=False)
-            or name[:100]
-        )
-        footer = (
-            clean_text(args.footer, "--footer", max_chars=2000, required=False, multiline=True)
-            or ""
-        )
-        logo_url = clean_text(args.logo_url, "--logo-url", max_chars=2000, required=False)
-        colour = {} if args.colour is None else {"colour": args.colour.strip()}
-        try:
-            PartnerBranding(display_name=display_name, **colour)
-        except ValueError as error:
-            raise AdminInputError(f"--colour: {one_line(str(error))}") from None
-        try:
-            branding = PartnerBranding(
-                display_name=display_name, logo_url=logo_url, footer_text=footer, **colour
-            )
-        except ValueError as error:
-            raise AdminInputError(f"--logo-url: {one_line(str(error))}") from None
-        return cls(partner_id, name, kind, model, iban, account_name, branding)
-
-
-@dataclass(frozen=True, slots=True)
-class NewCustomer:
-    """A customer row, validated (except what needs the database: the partner, a free EAN)."""
-
-    customer_id: str
-    partner_id: str
-    name: str
-    address: str
-    postcode: str
-    city: str
-    ean: str
-    grid_operator: str
-    iban: str | None
-    email: str | None
-    referral_code: str | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NewCustomer:
-        """Validate `customers add` arguments; AdminInputError names the first bad field."""
-        return cls(
-            customer_id=validate_id(args.customer_id, "customer id"),
-            partner_id=validate_id(args.partner, "--partner"),
-            name=required(clean_text(args.name, "--name", max_chars=200)),
-            address=required(clean_text(args.address, "--address", max_chars=200)),
-            postcode=normalise_postcode(args.postcode),
-            city=required(clean_text(args.city, "--city", max_chars=100)),
-            ean=normalise_ean(args.ean),
-            grid_operator=required(
-                clean_text(args.grid_operator, "--grid-operator", max_chars=100)
-            ),
-            iban=None if args.iban is None else normalise_iban(args.iban),
-            email=None if args.email is None else normalise_email(args.email),
-            referral_code=None
-            if args.referral_code is None
-            else normalise_referral_code(args.referral_code, "--referral-code"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Consent:
-    """Who agreed to a mandate, when and how (stored as JSON)."""
-
-    by: str
-    at: datetime
-    method: str
-    reference: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"by": self.by, "at": self.at.isoformat(), "method": self.method}
-        if self.reference is not None:
-            record["reference"] = self.reference
-        return record
-
-
-@dataclass(frozen=True, slots=True)
-class NewMandate:
-    """A mandate row, validated (except what needs the database: the customer, a free year)."""
-
-    ean: str
-    year: int
-    issued_on: date
-    valid_from: date
-    valid_until: date
-    consent: Consent
-    consent_text_version: str
-    document_sha256: str | None = None
-
-    @classmethod
-    def from_args(
-        cls,
-        args: argparse.Namespace,
-        *,
-        now: datetime | None = None,
-        document_sha256: str | None = None,
-    ) -> NewMandate:
-        """Validate `mandates add` arguments against the rules in the module docstring;
-        `document_sha256` is the hash of the `--document` the caller read."""
-        now = now or datetime.now(DUTCH_TIME)
-        today = now.astimezone(DUTCH_TIME).date()
-        ean = normalise_ean(args.ean)
-        year = parse_year(args.year, today=today)
-        if year < today.year:
-            raise AdminInputError(
-                f"--year: {year} is a past year; a mandate is recorded in or before its own year "
-                "(backdating is allowed only within that year)"
-            )
-        issued_on = parse_date(args.issued_on, "--issued-on")
-        first, last = date(year, 1, 1), date(year, 12, 31)
-        valid_from = (
-            parse_date(args.valid_from, "--valid-from")
-            if args.valid_from
-            else max(first, issued_on)
-        )
-        valid_until = parse_date(args.valid_until, "--valid-until") if args.valid_until else last
-        for field, day in (("--valid-from", valid_from), ("--valid-until", valid_until)):
-            if not first <= day <= last:
-                raise AdminInputError(
-                    f"{field}: {day} is outside {year}; a mandate covers one calendar year"
-                )
-        if valid_from > valid_until:
-            raise AdminInputError(
-                f"--valid-from: {valid_from} is after --valid-until {valid_until}"
-            )
-        if issued_on > today:
-            raise AdminInputError(
-                f"--issued-on: {issued_on} is in the future; give the day the mandate was issued"
-            )
-        if issued_on > valid_from:
-            raise AdminInputError(
-                f"--issued-on: {issued_on} is after the start of validity {valid_from}; a mandate is not backdated "
-                "(let --valid-from start on or after the issue date)"
-            )
-        consent = Consent(
-            by=required(clean_text(args.consent_by, "--consent-by", max_chars=200)),
-            at=parse_timestamp(args.consent_at, "--consent-at"),
-            method=choice(
-                args.consent_method, "--consent-method", CONSENT_METHODS, "a consent method"
-            ),
-            reference=clean_text(
-                args.consent_reference, "--consent-reference", max_chars=500, required=False
-            ),
-        )
-        if consent.at > now + _CLOCK_SKEW:
-            raise AdminInputError(f"--consent-at: {consent.at.isoformat()} is in the future")
-        if consent.at.astimezone(DUTCH_TIME).date() > valid_from:
-            raise AdminInputError(
-                f"--consent-at: {consent.at.isoformat()} is after the start of validity {valid_from}; "
-                "consent must come first"
-            )
-        version = clean_text(args.consent_text_version, "--consent-text-version", max_chars=100)
-        return cls(
-            ean,
-            year,
-            issued_on,
-            valid_from,
-            valid_until,
-            consent,
-            required(version),
-            document_sha256,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class NewLink:
-    """A charger link row, validated (except the customer's existence)."""
-
-    identity: str
-    customer_id: str
-    max_power_w: Decimal
-    valid_from: datetime | None = None  # None: now
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NewLink:
-        return cls(
-            identity=validate_charger_identity(args.identity),
-            customer_id=validate_id(args.customer, "--customer"),
-            max_power_w=parse_watts(args.max_power_w),
-            valid_from=None
-            if args.valid_from is None
-            else parse_instant(args.valid_from, "--from"),
-        )
 
 
 def required(value: str | None) -> str:
