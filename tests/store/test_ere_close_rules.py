@@ -24,7 +24,8 @@ from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
 from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.store import open_database
-from tests.store.test_ere_close import (
+from testkit.capture_feeds import offline_session
+from testkit.ere_books import (
     LATER,
     Q3,
     Q4,
@@ -36,7 +37,6 @@ from tests.store.test_ere_close import (
     run_jobs,
     seed,
 )
-from tests.store.test_sessions import offline_session
 
 UTC = UTC
 DEC_6 = datetime(2026, 12, 6, 12, tzinfo=UTC)

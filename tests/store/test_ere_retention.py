@@ -17,9 +17,8 @@ from proxy.cli.db import run_purge
 from proxy.cli.main import _parser
 from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store.db import open_database
-from tests.store.test_ere_statements_payouts import Q2, Q3, add_session, close, config, pay, seed
-from tests.store.test_ere_year_end import charge
-from tests.store.test_sessions import offline_session, session_16
+from testkit.capture_feeds import captured_16, offline_session, session_16
+from testkit.ere_books import Q2, Q3, add_session, close, config, pay, seed
 
 TODAY = date(2026, 12, 6)
 KEPT = "kept for the retention period"
@@ -112,9 +111,9 @@ async def test_a_purge_inside_the_retention_period_or_of_no_date_is_refused_in_o
 
 
 async def test_the_purge_deletes_only_what_is_past_retention_and_logs_it(settings):
-    old = charge("CP-OLD", 7, "2020-03-01", datetime(2020, 3, 1, 10, tzinfo=UTC))
-    late = charge("CP-OLD", 8, "2020-12-30", datetime(2020, 12, 30, 10, tzinfo=UTC))
-    new = charge("CP-NEW", 9, "2026-03-01", datetime(2026, 3, 1, 10, tzinfo=UTC))
+    old = captured_16("CP-OLD", 7, "2020-03-01", datetime(2020, 3, 1, 10, tzinfo=UTC))
+    late = captured_16("CP-OLD", 8, "2020-12-30", datetime(2020, 12, 30, 10, tzinfo=UTC))
+    new = captured_16("CP-NEW", 9, "2026-03-01", datetime(2026, 3, 1, 10, tzinfo=UTC))
     async with open_database(settings) as db:
         await store_events(db, old + late + new)
         # The late session was stated in 2021Q1, which ends after the cut-off: it stays.

@@ -27,7 +27,7 @@ from proxy.ere.jobs.rev_export import raw_frames
 from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store import open_database
-from tests.store.test_sessions import Feed, offline_session
+from testkit.capture_feeds import captured_16, offline_session
 
 YEAR = 2025
 EAN_A = "87168712000000010" + str(check_digit("87168712000000010"))
@@ -36,24 +36,6 @@ PROVIDER = {"provider_name": "ERE Provider BV", "provider_kvk": "12345678"}
 
 def config(settings: DatabaseSettings, **ere: str) -> Config:
     return Config(database=settings, ere=msgspec.convert(ere, EreSettings))
-
-
-def charge(identity: str, transaction: int, charger_day: str, received: datetime) -> list:
-    """A 1.6 session as captured: start (and answer), meter values, stop, 10 minutes apart by
-    the charger's clock; the proxy receives the frames from `received` on, a second apart."""
-    feed = Feed("ocpp1.6", identity)
-    feed.at = received.timestamp()
-    start = {"connectorId": 1, "idTag": "TAG", "meterStart": 1000}
-    feed.charger([2, "s", "StartTransaction", {**start, "timestamp": f"{charger_day}T10:00:00Z"}])
-    feed.upstream([3, "s", {"transactionId": transaction, "idTagInfo": {"status": "Accepted"}}])
-    reading = {"timestamp": f"{charger_day}T10:10:00Z", "sampledValue": [{"value": "3000"}]}
-    meter = {"connectorId": 1, "transactionId": transaction, "meterValue": [reading]}
-    feed.charger([2, "m", "MeterValues", meter])
-    feed.upstream([3, "m", {}])
-    stop = {"transactionId": transaction, "meterStop": 11000}
-    feed.charger([2, "e", "StopTransaction", {**stop, "timestamp": f"{charger_day}T10:20:00Z"}])
-    feed.upstream([3, "e", {}])
-    return feed.events
 
 
 async def seed(db, *, closed: int = 4) -> None:
@@ -73,9 +55,15 @@ async def seed(db, *, closed: int = 4) -> None:
         EAN_A,
         YEAR,
     )
-    await store_events(db, charge("CP-A", 42, "2025-06-01", datetime(2025, 6, 1, 10, tzinfo=UTC)))
-    await store_events(db, charge("CP-A", 43, "2025-09-20", datetime(2026, 9, 20, 10, tzinfo=UTC)))
-    await store_events(db, charge("CP-A", 44, "2025-09-21", datetime(2025, 9, 21, 10, tzinfo=UTC)))
+    await store_events(
+        db, captured_16("CP-A", 42, "2025-06-01", datetime(2025, 6, 1, 10, tzinfo=UTC))
+    )
+    await store_events(
+        db, captured_16("CP-A", 43, "2025-09-20", datetime(2026, 9, 20, 10, tzinfo=UTC))
+    )
+    await store_events(
+        db, captured_16("CP-A", 44, "2025-09-21", datetime(2025, 9, 21, 10, tzinfo=UTC))
+    )
     for q in range(1, 5):
         state = "closed" if q <= closed else "closing"
         await db.execute(

@@ -9,7 +9,7 @@ import msgspec
 from proxy.capture.events import TransactionEvent, TransactionStarted, TransactionStopped
 from proxy.capture.sessions import store_events
 from proxy.store.db import open_database
-from tests.store.test_sessions import offline_session, session_16, session_201
+from testkit.capture_feeds import offline_session, session_16, session_201
 
 
 def received(event) -> datetime:

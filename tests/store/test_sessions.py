@@ -6,144 +6,13 @@ import base64
 import json
 from decimal import Decimal
 
-import msgspec
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proxy.capture.events import TransactionIdAssigned
 from proxy.capture.orphans import close_orphans
 from proxy.capture.sessions import store_events
-from proxy.capture.tracker import Tracker, event_id
 from proxy.store.db import open_database
-from proxy.wire.codec import FrameReader, encode_frame
-
-T0 = 1_790_000_000.0
-
-
-class Feed:
-    """Frames of one link through a real tracker; collects the events."""
-
-    def __init__(self, version: str, identity: str = "CP-1") -> None:
-        self.tracker = Tracker(identity, version)
-        self.events: list = []
-        self.at = T0
-
-    def charger(self, frame: list) -> None:
-        self.at += 1
-        [message] = FrameReader(from_client=True).feed(
-            encode_frame(1, json.dumps(frame).encode(), mask=True)
-        )
-        self.events += self.tracker.from_charger(message, self.at)
-
-    def upstream(self, frame: list) -> None:
-        self.at += 1
-        [message] = FrameReader(from_client=False).feed(
-            encode_frame(1, json.dumps(frame).encode(), mask=False)
-        )
-        self.events += self.tracker.from_upstream(message, self.at)
-
-
-def session_16(identity: str = "CP-16") -> Feed:
-    feed = Feed("ocpp1.6", identity)
-    feed.charger(
-        [
-            2,
-            "b",
-            "BootNotification",
-            {
-                "chargePointVendor": "Alfen",
-                "chargePointModel": "Eve",
-                "meterType": "Carlo Gavazzi EM340-PF",
-                "meterSerialNumber": "M-1",
-            },
-        ]
-    )
-    feed.upstream(
-        [3, "b", {"status": "Accepted", "currentTime": "2026-01-01T10:00:00Z", "interval": 300}]
-    )
-    feed.charger(
-        [
-            2,
-            "s",
-            "StartTransaction",
-            {
-                "connectorId": 1,
-                "idTag": "TAG",
-                "meterStart": 1000,
-                "timestamp": "2026-01-01T10:00:00Z",
-            },
-        ]
-    )
-    feed.upstream([3, "s", {"transactionId": 42, "idTagInfo": {"status": "Accepted"}}])
-    feed.charger(
-        [
-            2,
-            "m",
-            "MeterValues",
-            {
-                "connectorId": 1,
-                "transactionId": 42,
-                "meterValue": [
-                    {
-                        "timestamp": "2026-01-01T10:30:00Z",
-                        "sampledValue": [{"value": "20.5", "unit": "kWh"}],
-                    }
-                ],
-            },
-        ]
-    )
-    feed.upstream([3, "m", {}])
-    feed.charger(
-        [
-            2,
-            "e",
-            "StopTransaction",
-            {
-                "transactionId": 42,
-                "meterStop": 43370,
-                "timestamp": "2026-01-01T11:00:00Z",
-                "reason": "EVDisconnected",
-            },
-        ]
-    )
-    feed.upstream([3, "e", {}])
-    return feed
-
-
-def session_201(identity: str = "CP-201") -> Feed:
-    feed = Feed("ocpp2.0.1", identity)
-
-    def event(kind: str, seq: int, kwh: str) -> list:
-        return [
-            2,
-            f"t{seq}",
-            "TransactionEvent",
-            {
-                "eventType": kind,
-                "timestamp": f"2026-01-01T10:{seq:02d}:00Z",
-                "seqNo": seq,
-                "triggerReason": "MeterValuePeriodic",
-                "transactionInfo": {"transactionId": "tx-9"},
-                "evse": {"id": 1, "connectorId": 1},
-                "meterValue": [
-                    {
-                        "timestamp": f"2026-01-01T10:{seq:02d}:00Z",
-                        "sampledValue": [
-                            {
-                                "value": float(kwh),
-                                "measurand": "Energy.Active.Import.Register",
-                                "unitOfMeasure": {"unit": "kWh"},
-                            }
-                        ],
-                    }
-                ],
-            },
-        ]
-
-    for kind, seq, kwh in (("Started", 0, "0.5"), ("Updated", 10, "6.25"), ("Ended", 20, "12.5")):
-        feed.charger(event(kind, seq, kwh))
-        feed.upstream([3, f"t{seq}", {}])
-    return feed
+from testkit.capture_feeds import Feed, offline_session, session_16, session_201
 
 
 async def test_sessions_get_exactly_the_reported_energy_and_storing_twice_changes_nothing(settings):
@@ -337,51 +206,6 @@ async def test_known_measurands_use_up_no_identity_values(settings):
         used = await db.fetchval(f"SELECT last_value FROM {sequence}")
         measurands = await db.fetchval("SELECT count(*) FROM measurands")
     assert (used, measurands) == (1, 1)
-
-
-def offline_session(provisional: int, real: int) -> Feed:
-    """A 1.6 session started offline (provisional id), renamed mid-way, finished under the real id."""
-    feed = Feed("ocpp1.6", "CP-OFF")
-    feed.charger(
-        [
-            2,
-            "s",
-            "StartTransaction",
-            {
-                "connectorId": 1,
-                "idTag": "TAG",
-                "meterStart": 1000,
-                "timestamp": "2026-01-01T10:00:00Z",
-            },
-        ]
-    )
-    feed.upstream([3, "s", {"transactionId": provisional, "idTagInfo": {"status": "Accepted"}}])
-    feed.charger(
-        [
-            2,
-            "m",
-            "MeterValues",
-            {
-                "connectorId": 1,
-                "transactionId": provisional,
-                "meterValue": [
-                    {"timestamp": "2026-01-01T10:30:00Z", "sampledValue": [{"value": "2000"}]}
-                ],
-            },
-        ]
-    )
-    feed.upstream([3, "m", {}])
-    assigned = TransactionIdAssigned("", "CP-OFF", feed.at, str(provisional), str(real))
-    feed.events.append(msgspec.structs.replace(assigned, event_id=event_id(assigned)))
-    feed.charger(
-        [
-            2,
-            "e",
-            "StopTransaction",
-            {"transactionId": real, "meterStop": 5000, "timestamp": "2026-01-01T11:00:00Z"},
-        ]
-    )
-    return feed
 
 
 async def test_a_provisional_transaction_id_becomes_the_real_one_in_one_batch_or_many(settings):
