@@ -35,6 +35,8 @@ Q3 (closed 10 October). Bram, Carla and Dirk active: 3 → 5 %, floored at 10 %.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import os
 import shutil
@@ -44,6 +46,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.message import EmailMessage
 from pathlib import Path
 
 import asyncpg
@@ -308,12 +311,36 @@ def run_the_chain(op: Operator, proxy: ProxyProcess, data_dir: Path, tmp_path: P
     op.run("2026-10-11 09:00:00", "payout", "run", "2026Q3", "--wait")
     assert transfers(data_dir, "2026Q3") == [("ANNA", D("3.14")), ("BRAM", D("1.44"))]
     assert carried(data_dir, "2026Q3") == [("CARLA", D("0.96")), ("DIRK", D("0.48"))]
+    anna = statement(tmp_path, "2026Q3", "ANNA")
+    assert (
+        "correction of 2026Q2: 5.000 kWh 1.66 ERE €0.30 per ERE €0.50 fee 10 % (20 % less 3 active"
+        " referrals × 5 %, floor 10 %) -€0.05 net €0.45 session" in anna
+    )
+    assert "Net: €3.14 Paid out: €3.14" in anna
+    # Q2's run invoiced Anna, Bram and Carla: the series goes on without a gap.
+    assert "Invoice ERE-2026-000004 for our fee" in anna and "KvK: 12345678" in anna
+    assert "Fee without VAT: €0.29 VAT 21 %: €0.06 Fee with VAT: €0.35" in anna
+    assert "0.96" in statement(tmp_path, "2026Q3", "CARLA")  # carried over, and told so
+    session_id = asyncio.run(query(data_dir, "SELECT session_id FROM sessions WHERE identity = 'CP-CARLA'"
+                                   " AND started_at > '2026-09-01'"))[0][0]  # fmt: skip
+    shown = op.run(october, "sessions", "show", str(session_id))
+    assert "no-valid-mandate" in shown and "2026Q3" in shown
 
     # -- Year end: 2026's Q4 is open, so only a draft REV export.
     assert "2026Q4" in op.run(october, "rev", "export", "2026", "--out", str(tmp_path / "rev"),
                               expect=2)  # fmt: skip
     op.run(october, "rev", "export", "2026", "--draft", "--out", str(tmp_path / "rev"))
     assert any("DRAFT" in path.name.upper() for path in (tmp_path / "rev").iterdir())
+
+
+def statement(tmp_path: Path, quarter: str, customer: str) -> str:
+    """The plain text of a customer's statement, on one line."""
+    raw = (tmp_path / "statements" / f"{quarter}-{customer}.eml").read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("plain",))
+    assert body is not None
+    return " ".join(body.get_content().split())
 
 
 def transfers(data_dir: Path, quarter: str) -> list[tuple]:
