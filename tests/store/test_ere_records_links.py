@@ -234,3 +234,30 @@ async def test_hostile_link_start(
 ) -> None:
     argv = ("links", "add", "CP-2", "--customer", "c-2", "--max-power-w", "7400", "--from", value)
     await refused(run, settings, argv, expected)
+
+
+async def test_no_change_while_a_quarter_is_closing(run: Admin, settings: DatabaseSettings) -> None:
+    """A close reads links shard by shard: a move between two shards' reads would count a
+    session for both customers (or neither), so link changes wait until the close is done."""
+    async with open_database(settings) as db:
+        await db.execute(
+            "INSERT INTO quarter_closes (quarter, state, shards) VALUES ($1, 'closing', 2)",
+            str(CLOSED),
+        )
+    later = (AFTER_CLOSED + timedelta(hours=1)).isoformat()
+    closing = f"{CLOSED} is closing"
+    await refused(
+        run,
+        settings,
+        ("links", "move", "CP-1", "--to-customer", "c-2", "--reason", "x", "--at", later),
+        closing,
+    )
+    await refused(
+        run,
+        settings,
+        ("links", "add", "CP-2", "--customer", "c-2", "--max-power-w", "7400", "--from", later),
+        closing,
+    )
+    async with open_database(settings) as db:
+        await db.execute("UPDATE quarter_closes SET state = 'closed', closed_at = now()")
+    await run.ok("links", "end", "CP-1", "--reason", "x", "--at", later)
