@@ -73,6 +73,9 @@ async def start_close(conn: Connection, job: Job) -> None:
     requested = job.args.get("requested_at")
     requested_at = datetime.fromisoformat(requested) if requested else datetime.now(UTC)
     revision = int(job.key.rpartition("/r")[2])
+    # Closes start one at a time: two first closes (of Q2 and Q3) would both pass the order
+    # check before either inserts its revision. Held until this job's transaction ends.
+    await conn.execute("LOCK TABLE quarter_closes IN SHARE ROW EXCLUSIVE MODE")
     await check_can_close(conn, quarter, requested_at, rules.grace)
     await conn.execute(
         "INSERT INTO quarter_closes (quarter, revision, state, shards, rules) VALUES ($1, $2, 'closing', $3, $4::jsonb)",
