@@ -16,8 +16,9 @@ Session rules:
   readings (OCMF), else stop − start, else last reading − start for a session still running;
 - receive times: `start_received_at` and `stop_received_at` are when the events that carried the
   charger's start and stop timestamps reached the proxy (the event's received_at), kept with the
-  timestamp they belong to (the earliest start, the stop); a replayed event changes neither, so
-  they show a charger clock that is off;
+  timestamp they belong to (the earliest start, the stop); a replayed event changes neither, nor
+  does the same start or stop resent as a new frame (same charger timestamp, later receipt: the
+  first receive time stays), so they show a charger clock that is off;
 - meter class: a session starts with its charger's class (`declared` or `unknown` from the boot
   facts and the MID meter list); signed readings make it `signed-verified` when they verify with
   the charger's pinned key (the first public key it sent: trust on first sight) and
@@ -184,9 +185,12 @@ UPDATE sessions SET
 WHERE identity = $1 AND transaction_id = $2
 """
 
+# The same stop again (a resent frame, a new event) keeps the receive time of the first one.
 _STOP = """
 UPDATE sessions SET
-    stopped_at = $3, meter_stop_wh = $4, stop_reason = $5, stop_received_at = $6,
+    stopped_at = $3, meter_stop_wh = $4, stop_reason = $5,
+    stop_received_at = CASE WHEN stopped_at IS NOT DISTINCT FROM $3
+                            THEN COALESCE(stop_received_at, $6) ELSE $6 END,
     status = CASE WHEN status = 'rejected' THEN 'rejected' ELSE 'completed' END,
     updated_at = now()
 WHERE identity = $1 AND transaction_id = $2

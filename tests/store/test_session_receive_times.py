@@ -8,6 +8,7 @@ import msgspec
 
 from proxy.capture.events import TransactionEvent, TransactionStarted, TransactionStopped
 from proxy.capture.sessions import store_events
+from proxy.capture.tracker import event_id
 from proxy.store.db import open_database
 from testkit.capture_feeds import offline_session, session_16, session_201
 
@@ -60,3 +61,39 @@ async def test_a_session_started_offline_keeps_the_receive_times_through_its_mer
         await store_events(db, [events[-1]])  # the real id's session exists first (its stop)
         await store_events(db, events[:-1])  # then the provisional one, merged into it
         assert await receive_times(db) == [("79", received(start), received(stop))]
+
+
+async def test_a_stop_resent_as_a_new_frame_keeps_the_first_receive_time(settings):
+    events = session_16().events
+    stop = one(events, TransactionStopped)
+    start = one(events, TransactionStarted)
+    # The charger sends its StopTransaction again an hour later, as a frame of its own (its
+    # event differs, so it is stored as new), with the same stop time.
+    resent = msgspec.structs.replace(stop, at=stop.at + 3600, reason="Other")
+    resent = msgspec.structs.replace(resent, event_id=event_id(resent))
+    assert resent.event_id != stop.event_id
+    # A charger that corrects its stop time: the receive time is that of the corrected stop.
+    corrected = msgspec.structs.replace(stop, at=stop.at + 7200, timestamp="2026-01-01T11:05:00Z")
+    corrected = msgspec.structs.replace(corrected, event_id=event_id(corrected))
+    async with open_database(settings) as db:
+        await store_events(db, events)
+        await store_events(db, [resent])
+        assert await receive_times(db) == [("42", received(start), received(stop))]
+        await store_events(db, [corrected])
+        assert await receive_times(db) == [("42", received(start), received(corrected))]
+        assert await db.fetchval("SELECT stopped_at FROM sessions") == datetime(
+            2026, 1, 1, 11, 5, tzinfo=UTC
+        )
+
+
+async def test_a_start_resent_as_a_new_frame_keeps_the_first_receive_time(settings):
+    events = session_201().events
+    began = one(events, TransactionEvent, event_type="Started")
+    ended = one(events, TransactionEvent, event_type="Ended")
+    resent = msgspec.structs.replace(began, at=ended.at + 3600, trigger_reason="Authorized")
+    resent = msgspec.structs.replace(resent, event_id=event_id(resent))
+    assert resent.event_id != began.event_id
+    async with open_database(settings) as db:
+        await store_events(db, events)
+        await store_events(db, [resent])
+        assert await receive_times(db) == [("tx-9", received(began), received(ended))]
