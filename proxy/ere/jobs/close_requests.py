@@ -102,7 +102,9 @@ async def check_can_close(
         raise CloseRefused(f"{quarter} is already {current[quarter]}")
     later = sorted(q for q in current if q > quarter)
     if later:
-        raise CloseRefused(f"{later[0]} is already closed, so {quarter} can no longer be closed")
+        raise CloseRefused(
+            f"{later[0]} is already {current[later[0]]}, so {quarter} can no longer be closed"
+        )
     if current and quarter.previous() not in current:
         raise CloseRefused(f"{quarter.previous()} must be closed first (quarters close in order)")
     unfinished = [str(q) for q, state in current.items() if state != "closed"]

@@ -48,6 +48,7 @@ from typing import Any
 import trio
 
 from proxy.ere.core.fee_invoice import invoice_number
+from proxy.ere.core.fees import vat_included_in
 from proxy.ere.core.payout_plan import (
     CustomerBalance,
     PartnerPayout,
@@ -87,10 +88,10 @@ async def request_payout(
 ) -> bool:
     """Queue the payout run of a closed quarter; False if it was queued before.
 
-    `execution_date` (default: `now`'s date) is refused before `now`'s date or more than a
+    `execution_date` (default: `now`'s Dutch date) is refused before that date or more than a
     year after it.
     """
-    today = now.date()
+    today = local_date(now)
     execution_date = today if execution_date is None else execution_date
     if execution_date < today:
         raise PayoutRefused(f"execution-date: {execution_date} is in the past (today is {today})")
@@ -142,8 +143,13 @@ ORDER BY c.customer_id
 async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
     """`payout` job: plan, invoice the fees, write the files, record the run (module docstring)."""
     quarter = job.args["quarter"]
+    # One run at a time: two runs reading the same unsettled carry-overs would both pay them.
+    # FOR SHARE keeps the close as it is until this run is recorded (a reopen waits, then sees
+    # the run and is refused).
+    await conn.execute("LOCK TABLE payout_carry_overs IN EXCLUSIVE MODE")
     revision = await conn.fetchval(
-        "SELECT revision FROM quarter_closes WHERE quarter = $1 AND state = 'closed'", quarter
+        "SELECT revision FROM quarter_closes WHERE quarter = $1 AND state = 'closed' FOR SHARE",
+        quarter,
     )
     if revision is None:
         raise PayoutRefused(f"{quarter} is not closed")
@@ -235,14 +241,20 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
 async def _issue_invoices(
     conn: Connection, run_id: str, invoice_date: date, rows: list[Any], prefix: str
 ) -> None:
-    """Number the fee of every balance with one, next in the year's gapless series."""
+    """Number the fee of every balance with one, next in the year's gapless series.
+
+    The VAT of an invoice is that of its total fee (fee × 21/121, to the cent), not the sum of
+    the lines' VAT: lines of both signs (a correction) could otherwise add up to more VAT than
+    the fee, or VAT of the other sign.
+    """
     await conn.execute("LOCK TABLE invoices IN EXCLUSIVE MODE")
     year = invoice_date.year
     seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM invoices WHERE year = $1", year)
     for row in rows:
-        customer_id, fee, vat = row[0], row[10], row[11]
+        customer_id, fee = row[0], row[10]
         if not fee:
             continue
+        vat = vat_included_in(fee)
         seq += 1
         await conn.execute(
             "INSERT INTO invoices (invoice_number, year, seq, run_id, customer_id, invoice_date, credit_note,"
