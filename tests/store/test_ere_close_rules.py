@@ -319,3 +319,23 @@ async def test_the_assessment_gauge_counts_each_session_once_by_its_latest_verdi
         )
         is None
     )  # Q3's verdict is history, not the session's state
+
+
+async def test_asking_again_for_a_close_whose_job_failed_says_so_and_how_to_retry(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        async with db.transaction() as conn:
+            assert await request_close(conn, Q3, cfg.ere)
+        await db.execute(
+            "UPDATE ere_jobs SET state = 'failed', last_error = 'MissingFactorError: no price for 2026Q3'"
+        )
+        job_id = await db.fetchval("SELECT job_id FROM ere_jobs")
+    out = io.StringIO()
+    args = _parser().parse_args(["quarter", "close", "2026Q3"])
+    assert await accounting_command(cfg, args, out, io.StringIO()) == 1
+    assert out.getvalue() == (
+        "the close of 2026Q3 failed: MissingFactorError: no price for 2026Q3; once the cause is"
+        f" fixed, `ere-proxy jobs requeue {job_id}`\n"
+    )

@@ -120,6 +120,19 @@ async def _close(db: Any, config: Config, args: argparse.Namespace, out: TextIO)
     async with db.transaction() as conn:
         await conn.execute("LOCK TABLE quarter_closes IN SHARE ROW EXCLUSIVE MODE")
         queued = await request_close(conn, quarter, config.ere)
+    if not queued:
+        failed = await db.fetchrow(
+            "SELECT job_id, last_error FROM ere_jobs WHERE kind = 'close' AND job_key LIKE $1"
+            " AND state = 'failed' ORDER BY job_id DESC LIMIT 1",
+            f"{quarter}/r%",
+        )
+        if failed is not None:
+            print(
+                f"the close of {quarter} failed: {failed[1]}; once the cause is fixed,"
+                f" `ere-proxy jobs requeue {failed[0]}`",
+                file=out,
+            )
+            return 1
     print(
         f"close of {quarter} queued" if queued else f"close of {quarter} was already queued",
         file=out,
