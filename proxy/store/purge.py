@@ -8,7 +8,10 @@ The database keeps `charger_events`, `sessions`, `meter_samples` and the assessm
 * sessions that ended (their stop, else last reading, else start) and were last updated before
   it, and that no statement of a quarter ending after it counted, with their meter samples and
   assessments;
-* charger events received before it, except those naming the transaction of a session kept.
+* charger events received before it, except those naming the transaction of a session kept:
+  its own id, and for a 1.6 transaction started offline also its provisional id and the
+  assignment of the real one (`transaction_id_assigned`), the frames its audit pack holds
+  (`proxy.ere.jobs.rev_export.raw_frames`).
 
 Statement lines and sessions, quarter closes, payout runs, invoices, REV export records and the
 audit log are bookkeeping and are not purged. Each purge writes one `ere_audit_log` row (action
@@ -51,9 +54,19 @@ _DELETES = {
     "meter_samples": "DELETE FROM meter_samples WHERE session_id IN (SELECT session_id FROM purged_sessions)",
     "sessions": "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM purged_sessions)",
     "charger_events": """
+        WITH kept AS (
+            SELECT identity, transaction_id FROM sessions
+            UNION
+            SELECT a.identity, a.body->>'provisional_id' FROM charger_events a
+            JOIN sessions x ON x.identity = a.identity AND x.transaction_id = a.body->>'real_id'
+            WHERE a.kind = 'transaction_id_assigned'
+        )
         DELETE FROM charger_events e WHERE e.received_at < $1
-          AND NOT EXISTS (SELECT 1 FROM sessions x
-                          WHERE x.identity = e.identity AND x.transaction_id = e.body->>'transaction_id')""",
+          AND NOT EXISTS (SELECT 1 FROM kept k
+                          WHERE k.identity = e.identity AND k.transaction_id = e.body->>'transaction_id')
+          AND NOT (e.kind = 'transaction_id_assigned'
+                   AND EXISTS (SELECT 1 FROM sessions x
+                               WHERE x.identity = e.identity AND x.transaction_id = e.body->>'real_id'))""",
 }
 _AUDIT = """
 INSERT INTO ere_audit_log (actor, action, subject, reason, details)

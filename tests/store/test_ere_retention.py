@@ -15,6 +15,7 @@ from proxy.capture.orphans import close_orphans
 from proxy.capture.sessions import store_events
 from proxy.cli.db import run_purge
 from proxy.cli.main import _parser
+from proxy.ere.jobs.rev_export import raw_frames
 from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store.db import open_database
 from testkit.capture_feeds import captured_16, offline_session, session_16
@@ -162,3 +163,64 @@ async def test_the_purge_deletes_only_what_is_past_retention_and_logs_it(setting
         assert action == "purge" and actor
         assert json.loads(details) == {"before": "2021-01-01", "deleted": expected}
         await refused(db, "DELETE FROM charger_events")  # the purge's setting did not outlive it
+
+
+async def test_the_purge_keeps_the_frames_of_a_kept_session_started_offline(settings):
+    """A 1.6 transaction started offline: its start and readings are under the provisional id,
+    then the assignment of the real id; the audit pack of the session holds all of them."""
+    received = datetime(2020, 12, 30, 10, tzinfo=UTC).timestamp()
+
+    def in_2020(feed) -> list:
+        """The session's frames as received from 30 December 2020 on (ids depend on content)."""
+        shift = received - feed.events[0].at
+        return [msgspec.structs.replace(e, at=e.at + shift) for e in feed.events]
+
+    kept = in_2020(offline_session(2_000_000_011, 81))
+    purged = in_2020(offline_session(2_000_000_012, 82))  # same charger, nothing keeps it
+    async with open_database(settings) as db:
+        await store_events(db, kept + purged)
+        # Stored today, as if captured then, by the charger's clock too.
+        await db.execute(
+            "UPDATE sessions SET started_at = started_at - interval '5 years 1 day',"
+            " first_reading_at = first_reading_at - interval '5 years 1 day',"
+            " last_reading_at = last_reading_at - interval '5 years 1 day',"
+            " stopped_at = stopped_at - interval '5 years 1 day', updated_at = stop_received_at"
+        )
+        # Session 81 was stated in 2021Q1, which ends after the cut-off: it stays.
+        await db.execute(
+            "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P', 'P', 'cpo', 'direct')"
+        )
+        await db.execute(
+            "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)"
+            " VALUES ('C', 'P', 'C', 'A 1', '1234 AB', 'X', '871687120000000010', 'Stedin')"
+        )
+        await db.execute(
+            "INSERT INTO quarter_closes (quarter, shards, state) VALUES ('2021Q1', 1, 'closed')"
+        )
+        await db.execute(
+            "INSERT INTO statement_lines VALUES ('2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
+            " 'adjustment', 10, 3, 0.3, 1, 0.2, 0.2, 0.03, 0.8, 1)"
+        )
+        await db.execute(
+            "INSERT INTO statement_sessions SELECT '2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
+            " 'adjustment', session_id, 10 FROM sessions WHERE transaction_id = '81'"
+        )
+        frames = await raw_frames(db, "CP-OFF", "81")
+        assert [json.loads(f)["kind"] for f in frames] == [
+            "transaction_started",
+            "meter_values",
+            "transaction_id_assigned",
+            "transaction_stopped",
+        ]
+
+    code, out, err = await run(settings, "--before", "2021-01-01")
+    assert code == 0, err
+    assert "sessions: deleted 1" in out and "charger_events: deleted 4" in out, out
+    async with open_database(settings) as db:
+        rows = await db.fetch("SELECT identity, transaction_id FROM sessions")
+        assert [tuple(r) for r in rows] == [("CP-OFF", "81")]
+        assert await raw_frames(db, "CP-OFF", "81") == frames
+        left = await db.fetchval(
+            "SELECT array_agg(event_id::text ORDER BY received_at) FROM charger_events"
+        )
+        assert left == [e.event_id for e in kept]
