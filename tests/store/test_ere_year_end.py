@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from lxml import etree
 from prometheus_client import CollectorRegistry
 
 from proxy.capture.sessions import store_events
 from proxy.cli.main import _parser
 from proxy.ere.admin.accounting_cli import accounting_command
 from proxy.ere.core.ean import check_digit
+from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.ere.core.rev_booking import validate_rev_xml
 from proxy.ere.jobs.rev_export import raw_frames
 from proxy.ere.jobs.worker import WorkerMetrics
@@ -245,3 +247,52 @@ async def test_worker_0_exports_the_deadline_of_each_year_not_exported_yet(setti
         await db.execute("ALTER TABLE rev_exports_away RENAME TO rev_exports")
         await metrics.refresh_or_mark_stale(db)
         assert metrics.registry.get_sample_value("ere_pipeline_refresh_ok") == 1
+
+
+async def test_a_revoked_mandate_is_exported_with_its_effective_end_and_when_it_was_revoked(
+    settings, tmp_path
+):
+    ns = {"r": "urn:ere-proxy:rev-booking:1"}
+
+    def mandate(xml: bytes) -> dict[str, str | None]:
+        [element] = etree.fromstring(xml).findall("r:Booking/r:Mandate", ns)
+        return {child.tag.split("}")[1]: child.text for child in element}
+
+    def csv_row(text: str) -> dict[str, str]:
+        [row] = list(csv.DictReader(io.StringIO(text)))
+        return row
+
+    cfg = config(settings, **PROVIDER, provider_nea_account="NEA-0042")
+    async with open_database(settings) as db:
+        await seed(db)
+        code, _, err = await rev(cfg, "2025", "--out", str(tmp_path / "before"))
+        assert code == 0, err
+        xml = (tmp_path / "before" / "rev-2025.xml").read_bytes()
+        assert mandate(xml) == {
+            "IssuedOn": "2025-01-01",
+            "ValidFrom": "2025-01-01",
+            "ValidUntil": "2025-12-31",
+        }
+        row = csv_row((tmp_path / "before" / "rev-2025.csv").read_text())
+        assert row["mandate_valid_until"] == "2025-12-31" and row["mandate_revoked_at"] == ""
+
+        # Revoked as `mandates revoke --effective 2025-10-31` writes it (the close of 2025Q4
+        # counted no session after that day).
+        revoked_at = await db.fetchval(
+            "UPDATE mandates SET revoked_at = now(), revoked_effective = '2025-10-31',"
+            ' revocation = \'{"reason": "moved out", "channel": "cli"}\' RETURNING revoked_at'
+        )
+    when = revoked_at.astimezone(DUTCH_TIME).isoformat(timespec="seconds")
+    code, _, err = await rev(cfg, "2025", "--out", str(tmp_path / "after"))
+    assert code == 0, err
+    xml = (tmp_path / "after" / "rev-2025.xml").read_bytes()
+    validate_rev_xml(xml)
+    assert mandate(xml) == {
+        "IssuedOn": "2025-01-01",
+        "ValidFrom": "2025-01-01",
+        "ValidUntil": "2025-10-31",
+        "RevokedAt": when,
+    }
+    row = csv_row((tmp_path / "after" / "rev-2025.csv").read_text())
+    assert row["mandate_valid_from"] == "2025-01-01"
+    assert row["mandate_valid_until"] == "2025-10-31" and row["mandate_revoked_at"] == when

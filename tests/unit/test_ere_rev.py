@@ -76,12 +76,35 @@ def schema_path() -> Path:
 def test_csv_has_the_documented_columns_plain_decimals_and_iso_dates() -> None:
     assert to_csv([ROW_A, ROW_B]) == (
         "ean,kwh,delivery_start,delivery_end,customer_name,address,postcode,city,grid_operator,"
-        "mandate_issued_on,mandate_valid_from,mandate_valid_until\r\n"
+        "mandate_issued_on,mandate_valid_from,mandate_valid_until,mandate_revoked_at\r\n"
         "871687140000000002,1234.567,2026-01-01,2026-12-31,Jan de Vries,Dorpsstraat 1,1234 AB,Utrecht,"
-        "Stedin,2025-12-15,2026-01-01,2026-12-31\r\n"
+        "Stedin,2025-12-15,2026-01-01,2026-12-31,\r\n"
         '871234567890123451,1000,2026-03-15,2026-09-30,"Zoë ""Z"" O\'Neil & <Zonen>, Ltd",Kerkweg 12-b,'
-        "9711AB,Groningen,Enexis,2026-03-01,2026-03-01,2026-12-31\r\n"
+        "9711AB,Groningen,Enexis,2026-03-01,2026-03-01,2026-12-31,\r\n"
     )
+
+
+def test_a_revoked_mandate_says_when_it_was_revoked_in_the_csv_and_the_xml() -> None:
+    revoked = replace(
+        ROW_B,
+        mandate_valid_until=date(2026, 10, 15),
+        mandate_revoked_at=datetime(2026, 10, 2, 12, 3, 11, 250000, tzinfo=UTC),
+    )
+    (row,) = csv.DictReader(io.StringIO(to_csv([revoked]), newline=""))
+    assert row["mandate_valid_until"] == "2026-10-15"
+    assert row["mandate_revoked_at"] == "2026-10-02T14:03:11+02:00"  # Dutch time
+    ns = {"r": NAMESPACE}
+    mandate = etree.fromstring(to_xml([ROW_A, revoked], 2026, PROVIDER)).findall(
+        "r:Booking/r:Mandate", ns
+    )
+    assert [m.findtext("r:RevokedAt", namespaces=ns) for m in mandate] == [
+        None,
+        "2026-10-02T14:03:11+02:00",
+    ]
+    with pytest.raises(RevExportError, match="does not cover"):
+        to_csv([replace(revoked, mandate_valid_until=date(2026, 9, 29))])
+    with pytest.raises(TypeError, match="mandate_revoked_at"):
+        to_csv([replace(revoked, mandate_revoked_at=datetime(2026, 10, 2, 12))])
 
 
 def test_csv_reads_back_to_the_same_values() -> None:

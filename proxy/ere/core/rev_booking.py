@@ -5,15 +5,21 @@ Once a delivery year is closed its energy is booked in the NEa's register (REV) 
 
 * CSV (`to_csv`): one header row, then one row per EAN in the order given, columns as in
   `CSV_COLUMNS`; kWh as plain decimals (never an exponent, as precise as given), dates as ISO
-  `YYYY-MM-DD`, UTF-8 text, RFC 4180 quoting and CRLF line ends. A text cell starting with
-  `=`, `+`, `-`, `@`, tab or CR gets a leading apostrophe so a spreadsheet shows it as text
-  instead of running it as a formula; the XML carries the text unchanged.
+  `YYYY-MM-DD`, the time a mandate was revoked as ISO 8601 in Dutch time with its offset
+  (`mandate_revoked_at`, empty for a mandate not revoked), UTF-8 text, RFC 4180 quoting and CRLF
+  line ends. A text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading apostrophe
+  so a spreadsheet shows it as text instead of running it as a formula; the XML carries the text
+  unchanged.
 * XML (`to_xml`) in our own layout, `schemas/rev-booking-1.xsd` (namespace
   `urn:ere-proxy:rev-booking:1`; the NEa does not publish one), validated before it is returned.
   The schema documents every element; it allows kWh to at most 6 decimals (mWh).
 
 * the audit pack (`audit_pack`): one JSON document per EAN with the sessions behind a booking
   and their meter evidence (signed meter data and raw OCPP frames exactly as given).
+
+A revoked mandate is given with its effective end, the last day it still covers, as its end of
+validity (`mandate_valid_until`, XML `ValidUntil`) and says when it was revoked (CSV
+`mandate_revoked_at`, XML `RevokedAt`).
 
 A draft (`draft=True`, while quarters of the year are still open) says so in every document:
 the XML root has `status="DRAFT"`, the CSV starts with a `DRAFT` line before its header, and
@@ -49,6 +55,7 @@ import xmlschema
 from lxml import etree
 
 from proxy.ere.core.ean import Ean, EanError
+from proxy.ere.core.quarters import DUTCH_TIME
 
 __all__ = [
     "AUDIT_PACK_FORMAT",
@@ -86,6 +93,7 @@ CSV_COLUMNS = (
     "mandate_issued_on",
     "mandate_valid_from",
     "mandate_valid_until",
+    "mandate_revoked_at",
 )
 
 _DATE_FIELDS = (
@@ -112,7 +120,9 @@ class RevExportError(ValueError):
 class RevBookingRow:
     """The booking of one EAN for one delivery year, with the mandate behind it.
 
-    `kwh` is a Decimal; the delivery period and the mandate's validity are inclusive dates.
+    `kwh` is a Decimal; the delivery period and the mandate's validity are inclusive dates. For a
+    revoked mandate `mandate_valid_until` is the last day it still covers (its effective end) and
+    `mandate_revoked_at` when it was revoked (timezone-aware); None for a mandate not revoked.
     """
 
     ean: str
@@ -127,6 +137,7 @@ class RevBookingRow:
     mandate_issued_on: date
     mandate_valid_from: date
     mandate_valid_until: date
+    mandate_revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +197,7 @@ def to_csv(rows: Sequence[RevBookingRow], *, draft: bool = False) -> str:
                 row.mandate_issued_on.isoformat(),
                 row.mandate_valid_from.isoformat(),
                 row.mandate_valid_until.isoformat(),
+                _revoked_at(row) or "",
             ]
         )
     return buffer.getvalue()
@@ -241,6 +253,8 @@ def to_xml(
         _child(mandate, "IssuedOn", row.mandate_issued_on.isoformat())
         _child(mandate, "ValidFrom", row.mandate_valid_from.isoformat())
         _child(mandate, "ValidUntil", row.mandate_valid_until.isoformat())
+        if row.mandate_revoked_at is not None:
+            _child(mandate, "RevokedAt", _revoked_at(row))
     document = _XML_DECLARATION + etree.tostring(root, encoding="UTF-8", pretty_print=True)
     validate_rev_xml(document)
     return bytes(document)
@@ -338,6 +352,13 @@ def _check_rows(rows: Sequence[RevBookingRow], *, year: int | None) -> None:
             raise RevExportError(
                 f"{where}: delivery period {row.delivery_start}..{row.delivery_end} is not inside {year}"
             )
+        revoked = row.mandate_revoked_at
+        if revoked is not None and (
+            not isinstance(revoked, datetime) or revoked.utcoffset() is None
+        ):
+            raise TypeError(
+                f"{where} mandate_revoked_at must be a timezone-aware datetime, got {revoked!r}"
+            )
         if (
             not row.mandate_valid_from
             <= row.delivery_start
@@ -391,6 +412,12 @@ def _plain_decimal(value: Decimal) -> str:
     """Positional notation, never an exponent: Decimal('1E+3') -> '1000', '-0' -> '0'."""
     text = format(value, "f")
     return text[1:] if text.startswith("-") and not value else text
+
+
+def _revoked_at(row: RevBookingRow) -> str | None:
+    """When the row's mandate was revoked, in Dutch time to the second with its offset."""
+    revoked = row.mandate_revoked_at
+    return None if revoked is None else revoked.astimezone(DUTCH_TIME).isoformat(timespec="seconds")
 
 
 def _spreadsheet_safe(text: str) -> str:

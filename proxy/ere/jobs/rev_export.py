@@ -7,7 +7,9 @@ closed (the current revision of each) and the provider's KvK number and NEa acco
 
 It reads, per EAN, the kWh that closed quarters stated for the delivery year (the lines of
 `closed` revisions, adjustments included; an EAN whose total is not above zero is left out)
-with the customer's address and the year's mandate, and the sessions behind them with their
+with the customer's address and the year's mandate (valid to its effective end: for a revoked
+mandate the last day it still covers, `least(valid_until, revoked_effective)` as the close uses,
+with when it was revoked), and the sessions behind them with their
 meter evidence: the signed meter values and every raw frame of the session. Frames are the
 charger's events of the session's transaction (`charger_events`, found by charger identity and
 transaction id through an index, never by the charger's clock): the start (1.6 StartTransaction
@@ -86,13 +88,13 @@ SELECT quarter FROM quarter_closes WHERE state = 'closed' AND quarter LIKE $1 ||
 """
 _REV_ROWS = """
 SELECT l.ean, trim_scale(sum(l.kwh)), c.name, c.address, c.postcode, c.city, c.grid_operator,
-       m.issued_on, m.valid_from, m.valid_until
+       m.issued_on, m.valid_from, least(m.valid_until, m.revoked_effective), m.revoked_at
 FROM statement_lines l
 JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
 JOIN customers c USING (customer_id)
 JOIN mandates m ON m.ean = l.ean AND m.year = $1
 WHERE q.state = 'closed' AND left(l.delivery_quarter, 4) = $2
-GROUP BY 1, 3, 4, 5, 6, 7, 8, 9, 10 HAVING sum(l.kwh) > 0 ORDER BY 1
+GROUP BY 1, 3, 4, 5, 6, 7, 8, 9, 10, 11 HAVING sum(l.kwh) > 0 ORDER BY 1
 """
 _REV_SESSIONS = """
 SELECT l.ean, x.session_id, x.identity, x.transaction_id, x.started_at, coalesce(x.stopped_at, x.last_reading_at),
@@ -166,10 +168,21 @@ async def export_rev(
             issued,
             valid_from,
             valid_until,
+            revoked_at,
         )
-        for ean, kwh, name, address, postcode, city, grid, issued, valid_from, valid_until in await db.fetch(
-            _REV_ROWS, year, str(year)
-        )
+        for (
+            ean,
+            kwh,
+            name,
+            address,
+            postcode,
+            city,
+            grid,
+            issued,
+            valid_from,
+            valid_until,
+            revoked_at,
+        ) in await db.fetch(_REV_ROWS, year, str(year))
     ]
     # every document is built, and so validated, before anything is written
     stem = f"{year}-{DRAFT}" if draft else str(year)
