@@ -174,6 +174,8 @@ async def test_active_referrals_lower_the_referrers_fee_and_are_frozen_with_the_
                 f"CP-{name}",
                 name,
             )
+        for name in ("R", "S"):  # both referred in June, before Q3
+            await recorded_on(db, name, datetime(2026, 6, 1, 10, tzinfo=UTC))
         await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
         await add_session(db, "CP-R", "r1", datetime(2026, 7, 5, 8, tzinfo=UTC), "10")
         # S charges too, but without MID evidence: not an active referral.
@@ -191,6 +193,63 @@ async def test_active_referrals_lower_the_referrers_fee_and_are_frozen_with_the_
         assert tuple(row) == (*money("0.18", "0.76", "0.13", "3.47"), 1)
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await db.execute("DELETE FROM close_referrals")
+
+
+async def recorded_on(db, customer_id: str, at: datetime) -> None:
+    """Date `customer_id`'s referral as if recorded at `at`: the database stamps its own clock,
+    which a test cannot set back, so the stamp is rewritten with the triggers off."""
+    async with db.transaction() as conn:
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE customers SET referred_at = $2 WHERE customer_id = $1", customer_id, at
+        )
+
+
+async def test_a_referral_recorded_after_the_quarter_ended_counts_from_the_next_quarter(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        await db.execute("INSERT INTO referral_codes (code, customer_id) VALUES ('AAAA2222', 'A')")
+        await db.execute(
+            "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean,"
+            " grid_operator, iban) VALUES ('R', 'P1', 'R', 'Laan 1', '1234 AB', 'Utrecht', $1,"
+            " 'Stedin', 'NL91ABNA0417164300')",
+            ean(3),
+        )
+        await db.execute(
+            "INSERT INTO mandates (ean, year, customer_id, issued_on, valid_from, valid_until,"
+            " consent) VALUES ($1, 2026, 'R', '2026-01-01', '2026-01-01', '2026-12-31', '{}')",
+            ean(3),
+        )
+        await db.execute(
+            "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+            " VALUES ('CP-R', 'R', 11000, '2026-01-01T00:00+01:00')"
+        )
+        for identity, month in (("CP-A", 7), ("CP-R", 7), ("CP-A", 11), ("CP-R", 11)):
+            await add_session(
+                db, identity, f"{identity}-{month}", datetime(2026, month, 3, 8, tzinfo=UTC), "10"
+            )
+        # R was referred by A in Q3's grace period, after Q3 had ended and before it closed.
+        await db.execute("UPDATE customers SET referred_by = 'AAAA2222' WHERE customer_id = 'R'")
+        await recorded_on(db, "R", datetime(2026, 10, 3, 9, tzinfo=UTC))
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, datetime(2026, 10, 10, 9, tzinfo=UTC))
+        await run_jobs(db, cfg)
+        async with db.transaction() as conn:
+            await request_close(conn, Q4, cfg.ere, LATER)
+        await run_jobs(db, cfg)
+        referrals = await db.fetch("SELECT quarter, referrer_id, referred_id FROM close_referrals")
+        assert [tuple(r) for r in referrals] == [("2026Q4", "A", "R")]
+        rates = await db.fetch(
+            "SELECT quarter, fee_rate, active_referrals FROM statement_lines"
+            " WHERE customer_id = 'A' ORDER BY quarter"
+        )
+        assert [tuple(r) for r in rates] == [
+            ("2026Q3", Decimal("0.20"), 0),
+            ("2026Q4", Decimal("0.18"), 1),
+        ]
 
 
 async def test_each_close_keeps_the_assessments_it_decided_and_never_overwrites_them(

@@ -1,14 +1,20 @@
 """`ere-proxy referrals` and `customers add --referral-code`: codes for every customer and partner,
-a customer referred once, never by their own code."""
+a customer referred once, never by their own code nor in a cycle, each referral stamped with
+when (the database's clock) and by whom it was recorded."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
+from proxy.ere.admin.changes import default_actor
 from proxy.ere.admin.referrals import new_code
 from proxy.runtime.config import DatabaseSettings
+from proxy.store.db import open_database
+from proxy.store.migrate import load_migrations
 from testkit.ere_admin import (
     EAN_2,
     EAN_3,
@@ -16,11 +22,13 @@ from testkit.ere_admin import (
     IBAN_PARTNER,
     Admin,
     customer_args,
+    ean,
     partner_args,
     refused,
 )
 
 CODE = re.compile(r"[0-9A-HJKMNP-TV-Z]{8}")
+EAN_4 = ean("87168900000000029")
 
 
 @pytest.fixture
@@ -145,3 +153,107 @@ async def test_hostile_codes(
 @pytest.mark.parametrize("owner", ["", "c 1", "x" * 65, "c-1\x1b[2J", "acme'; --"])
 async def test_hostile_owner_to_show(run: Admin, settings: DatabaseSettings, owner: str) -> None:
     await refused(run, settings, ("referrals", "show", owner), "id:", "is not a valid id")
+
+
+async def test_a_referral_records_when_and_by_whom(run: Admin, settings: DatabaseSettings) -> None:
+    c1 = await code_of(run, "c-1")
+    before = datetime.now(UTC)
+    await run.ok(*customer_args("c-2", "--referral-code", c1, ean_code=EAN_2, iban=IBAN_2))
+    await run.ok(*customer_args("c-3", ean_code=EAN_3, iban=IBAN_PARTNER))
+    await run.ok("referrals", "record", "c-3", "--code", c1, "--actor", "ops: Els")
+    after = datetime.now(UTC)
+    shown = await run.json("referrals", "show", "c-1")
+    stamps = {
+        r["customer_id"]: (datetime.fromisoformat(r["referred_at"]), r["referred_recorded_by"])
+        for r in shown["referred"]
+    }
+    assert set(stamps) == {"c-2", "c-3"}
+    assert all(
+        before - timedelta(seconds=5) <= at <= after + timedelta(seconds=5)
+        for at, _ in stamps.values()
+    )
+    assert stamps["c-3"][1] == "ops: Els"
+    assert stamps["c-2"][1] == default_actor()  # enrolled by whoever ran `customers add`
+    referred = await run.json("referrals", "show", "c-3")
+    assert referred["referred_by_owner"] == "c-1"
+    assert referred["referred_recorded_by"] == "ops: Els" and referred["referred_at"]
+    table = await run.ok("referrals", "show", "c-1")
+    assert "RECORDED BY" in table and "ops: Els" in table
+    assert stamps["c-3"][0].strftime("%Y-%m-%d %H:%M:%S") in table
+
+    async with open_database(settings) as db:
+        # The database's clock and nobody's word says when a referral was recorded ...
+        await db.execute("INSERT INTO customers (customer_id, partner_id, name, address, postcode, city,"
+                         " ean, grid_operator) VALUES ('c-4', 'volt', 'Els', 'Kade 2', '9999 ZZ',"
+                         " 'Groningen', $1, 'Enexis')", EAN_4)  # fmt: skip
+        await db.execute(
+            "UPDATE customers SET referred_by = $1, referred_at = '2026-01-01Z' WHERE customer_id = 'c-4'",
+            c1,
+        )
+        at, by = await db.fetchrow(
+            "SELECT referred_at, referred_recorded_by FROM customers WHERE customer_id = 'c-4'"
+        )
+        assert at > before - timedelta(seconds=5) and by  # the database role when nobody is named
+        # ... and it is never rewritten.
+        for change in (
+            "UPDATE customers SET referred_at = '2026-01-01Z' WHERE customer_id = 'c-3'",
+            "UPDATE customers SET referred_recorded_by = 'someone else' WHERE customer_id = 'c-3'",
+            "UPDATE customers SET referred_at = now() WHERE customer_id = 'c-1'",
+        ):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+                await db.execute(change)
+
+
+async def test_a_referral_never_closes_a_cycle(run: Admin, settings: DatabaseSettings) -> None:
+    await run.ok(*customer_args("c-2", ean_code=EAN_2, iban=IBAN_2))
+    await run.ok(*customer_args("c-3", ean_code=EAN_3, iban=IBAN_PARTNER))
+    c1, c2, c3 = [await code_of(run, c) for c in ("c-1", "c-2", "c-3")]
+    await run.ok("referrals", "record", "c-2", "--code", c1)  # c-1 refers c-2
+    await refused(
+        run,
+        settings,
+        ("referrals", "record", "c-1", "--code", c2),
+        f"--code: {c2} would close a referral cycle: c-1 referred by c-2 referred by c-1",
+    )
+    await run.ok("referrals", "record", "c-3", "--code", c2)  # c-2 refers c-3
+    await refused(
+        run,
+        settings,
+        ("referrals", "record", "c-1", "--code", c3),
+        f"--code: {c3} would close a referral cycle: c-1 referred by c-3 referred by c-2 referred by c-1",
+    )
+    async with open_database(settings) as db:  # the database refuses it as well
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="c-1 referred by c-3"):
+            await db.execute("UPDATE customers SET referred_by = $1 WHERE customer_id = 'c-1'", c3)
+    # A partner's code closes no cycle: c-1 may still be referred, once.
+    await run.ok("referrals", "record", "c-1", "--code", await code_of(run, "volt"))
+
+
+async def test_referrals_recorded_before_migration_015_are_dated_by_their_customer(
+    settings: DatabaseSettings,
+) -> None:
+    before_015 = [migration for migration in load_migrations() if migration.version < 15]
+    enrolled = datetime(2026, 4, 1, 8, tzinfo=UTC)
+    async with open_database(settings, migrations=before_015) as db:
+        await db.execute(
+            "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P1', 'One', 'cpo', 'direct')"
+        )
+        for customer, ean_code, referred_by in (("A", EAN_2, None), ("B", EAN_3, "AAAA2222")):
+            await db.execute(
+                "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean,"
+                " grid_operator, referred_by, created_at) VALUES ($1, 'P1', $1, 'Laan 1', '1234 AB',"
+                " 'Utrecht', $2, 'Stedin', $3, $4)",
+                customer,
+                ean_code,
+                referred_by,
+                enrolled,
+            )
+            if referred_by is None:
+                await db.execute(
+                    "INSERT INTO referral_codes (code, customer_id) VALUES ('AAAA2222', 'A')"
+                )
+    async with open_database(settings) as db:
+        rows = await db.fetch(
+            "SELECT customer_id, referred_at, referred_recorded_by FROM customers ORDER BY 1"
+        )
+    assert [tuple(r) for r in rows] == [("A", None, None), ("B", enrolled, "migration 015")]

@@ -143,10 +143,11 @@ async def get_partner(conn: Connection, partner_id: str) -> dict[str, Any]:
     return _partner(rows[0])
 
 
-async def add_customer(conn: Connection, customer: NewCustomer) -> str:
+async def add_customer(conn: Connection, customer: NewCustomer, *, actor: str | None = None) -> str:
     """Insert `customer` with a new referral code, which it returns; its partner must exist, its
     id and EAN be free, a `direct` partner's customer needs an IBAN, and a referral code it was
-    enrolled with must exist (AdminInputError otherwise)."""
+    enrolled with must exist (AdminInputError otherwise). `actor` records the referral (None:
+    the database role); the database stamps when."""
     async with conn.transaction() as tx:
         model = await tx.fetchval(
             "SELECT payout_model FROM partners WHERE partner_id = $1", customer.partner_id
@@ -175,7 +176,8 @@ async def add_customer(conn: Connection, customer: NewCustomer) -> str:
             )
         await tx.execute(
             "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, "
-            "iban, email, referred_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "iban, email, referred_by, referred_recorded_by) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             customer.customer_id,
             customer.partner_id,
             customer.name,
@@ -187,6 +189,7 @@ async def add_customer(conn: Connection, customer: NewCustomer) -> str:
             customer.iban,
             customer.email,
             customer.referral_code,
+            actor if customer.referral_code is not None else None,
         )
         return await create_code(tx, customer_id=customer.customer_id)
 

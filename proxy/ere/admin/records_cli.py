@@ -14,8 +14,9 @@ Until partners enrol customers over the API, operators keep these tables with th
   `move` ends the open period and opens the next at one instant, `end` closes it with a reason;
   `list` shows current periods (`--all`: every period) with the charger's meter evidence.
   `remove` is `end` by another name and needs `--reason` too.
-* `referrals record|show`: refer a customer once with a customer's or partner's code; show an
-  owner's code and whom it referred.
+* `referrals record|show`: refer a customer once with a customer's or partner's code (`--actor`;
+  never closing a cycle of referrals); show an owner's code and whom it referred, with when
+  (the database's clock) and by whom each referral was recorded.
 
 Every input is checked before anything is written (`proxy.ere.admin.validation`,
 `proxy.ere.admin.changes`), and every command writes in one transaction, so bad input leaves the
@@ -218,6 +219,7 @@ def _add_referral_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     record = actions.add_parser("record", parents=[common], help="record who referred a customer")
     record.add_argument("customer_id")
     record.add_argument("--code", required=True)
+    record.add_argument("--actor", help=_ACTOR_HELP)
     show = actions.add_parser("show", parents=[common], help="a code and whom it referred")
     show.add_argument("owner", metavar="CUSTOMER|PARTNER")
     show.add_argument("--json", action="store_true")
@@ -274,7 +276,7 @@ _PARSERS: dict[tuple[str, str], Callable[[argparse.Namespace], Any]] = {
         "customer_id": _optional(args.customer, validate_id, "--customer"),
         "include_ended": args.all,
     },
-    ("referrals", "record"): ReferralRecord.from_args,
+    ("referrals", "record"): _with_actor(ReferralRecord.from_args),
     ("referrals", "show"): lambda args: validate_id(args.owner, "id"),
 }
 
@@ -300,7 +302,7 @@ async def _partners_show(db: Connection, partner_id: str, out: Output) -> None:
 
 
 async def _customers_add(db: Connection, customer: NewCustomer, out: Output) -> None:
-    code = await add_customer(db, customer)
+    code = await add_customer(db, customer, actor=validate_actor(None))
     referred = "" if customer.referral_code is None else f", referred with {customer.referral_code}"
     out.line(
         f"added customer {customer.customer_id} (EAN {customer.ean}) of partner {customer.partner_id}, "
@@ -409,8 +411,11 @@ async def _links_list(db: Connection, filters: dict[str, Any], out: Output) -> N
     out.json_or(links, lambda: out.table(LINK_HEADER, [link_row(link) for link in links]))
 
 
-async def _referrals_record(db: Connection, referral: ReferralRecord, out: Output) -> None:
-    referrer = await record_referral(db, referral.customer_id, referral.code)
+async def _referrals_record(
+    db: Connection, parsed: tuple[ReferralRecord, str], out: Output
+) -> None:
+    referral, actor = parsed
+    referrer = await record_referral(db, referral.customer_id, referral.code, actor)
     by = f"customer {referrer}" if referrer is not None else "a partner's code (no fee effect)"
     out.line(f"customer {referral.customer_id} was referred with {referral.code} by {by}")
 
@@ -422,8 +427,17 @@ async def _referrals_show(db: Connection, owner: str, out: Output) -> None:
         out.fields({key: value for key, value in summary.items() if key != "referred"})
         out.line("\nreferred customers:")
         out.table(
-            ("CUSTOMER", "PARTNER", "SINCE"),
-            [[r["customer_id"], r["partner_id"], r["created_at"]] for r in summary["referred"]],
+            ("CUSTOMER", "PARTNER", "SINCE", "REFERRAL RECORDED", "RECORDED BY"),
+            [
+                [
+                    r["customer_id"],
+                    r["partner_id"],
+                    r["created_at"],
+                    r["referred_at"],
+                    r["referred_recorded_by"],
+                ]
+                for r in summary["referred"]
+            ],
         )
 
     out.json_or(summary, human)

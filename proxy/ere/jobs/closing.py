@@ -104,9 +104,11 @@ async def start_close(conn: Connection, job: Job) -> None:
         )
 
 
+# Referred customers and their referrers, for referrals recorded before the quarter's end ($1):
+# one recorded later (in the grace period, or before a re-close) counts from the next quarter.
 _REFERRALS = """
 SELECT c.customer_id, c.ean, r.customer_id FROM customers c JOIN referral_codes r ON r.code = c.referred_by
-WHERE r.customer_id IS NOT NULL
+WHERE r.customer_id IS NOT NULL AND c.referred_at < $1
 """
 
 
@@ -115,7 +117,7 @@ async def _active_referrals(
 ) -> list[tuple[str, str]]:
     """(referrer, referred) for each referred customer with an eligible session delivered in
     `quarter`, assessed exactly as the shards will assess it."""
-    rows = await conn.fetch(_REFERRALS)
+    rows = await conn.fetch(_REFERRALS, quarter.end)
     if not rows:
         return []
     referrer_of = {referred: referrer for referred, _, referrer in rows}
