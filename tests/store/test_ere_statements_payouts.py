@@ -165,6 +165,41 @@ async def test_an_adjustment_line_shows_its_own_price_and_the_sessions_it_correc
     assert f"session {late}: +40.000 kWh" in text
 
 
+@pytest.mark.parametrize(
+    ("kept_rules", "shown", "not_shown"),
+    [(True, "× 2 %", "× 3 %"), (False, "× 3 %", "× 2 %")],
+    ids=["the-close-s-step", "a-close-that-kept-no-rules"],
+)
+async def test_the_fee_rate_is_explained_with_the_referral_step_its_close_applied(
+    settings, tmp_path, kept_rules, shown, not_shown
+):
+    cfg = config(settings, tmp_path)  # referral_step 0.02 (the default)
+    async with open_database(settings) as db:
+        await seed(db)
+        await db.execute("INSERT INTO referral_codes (code, customer_id) VALUES ('AAAA2222', 'A')")
+        await db.execute("UPDATE customers SET referred_by = 'AAAA2222' WHERE customer_id = 'B'")
+        # Referred in June: the database stamped today's date, which a test cannot set back.
+        async with db.transaction() as conn:
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "UPDATE customers SET referred_at = '2026-06-01T10:00Z' WHERE customer_id = 'B'"
+            )
+        await add_session(db, "CP-A", "a1", datetime(2026, 7, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-B", "b1", datetime(2026, 7, 5, 8, tzinfo=UTC), "10")
+        await close(db, cfg, Q3)
+        if not kept_rules:  # as closes before migration 011 were kept: the configured step it is
+            await db.execute("UPDATE quarter_closes SET rules = '{}'")
+        # The step is changed after the close; the close's rate and its reason stay as they were.
+        changed = msgspec.structs.replace(
+            cfg, ere=msgspec.structs.replace(cfg.ere, referral_step="0.03")
+        )
+        assert await pay(db, changed, Q3) == ["payout:done", "statements:done"]
+    text = statement_of(tmp_path, "A", Q3)
+    # 4.23 gross at 20 % less 1 referral × 2 % = 18 %: 0.7614 → 0.76, net 3.47
+    assert f"fee 18 % (20 % less 1 active referral {shown}, floor 10 %) -€0.76 net €3.47" in text
+    assert not_shown not in text
+
+
 async def test_customers_with_only_a_carry_over_get_a_statement(settings, tmp_path):
     cfg = config(settings, tmp_path)
     async with open_database(settings) as db:

@@ -5,7 +5,8 @@ carried an amount of theirs over (still owed, or set off later), or when the run
 amount carried over from an earlier run. Each of them (with an e-mail address) gets a
 statement: every line with its own figures (a correction names the quarter it corrects and the
 sessions whose kWh changed, from `statement_sessions`), the fee rate and why (the line's
-`active_referrals` once the closes record it, and `[ere] referral_step`), the carry-overs, and
+`active_referrals` once the closes record it, and the `referral_step` its close applied, kept in
+`quarter_closes.rules`; `[ere] referral_step` for a close that kept none), the carry-overs, and
 the fee as the invoice the payout job issued (`invoices`). Statements already recorded in
 `payout_statements` are not sent again when the job reruns; delivery itself is at least once
 (see `proxy.ere.jobs.statement_delivery`).
@@ -58,7 +59,8 @@ ORDER BY c.customer_id
 """
 _LINES = """
 SELECT l.customer_id, l.ean, l.delivery_quarter, l.kind, l.kwh, l.ere, l.eur_per_ere, l.gross,
-       l.fee_rate, l.fee, l.fee_vat, l.net, (to_jsonb(l) ->> 'active_referrals')::integer
+       l.fee_rate, l.fee, l.fee_vat, l.net, (to_jsonb(l) ->> 'active_referrals')::integer,
+       q.rules ->> 'referral_step'
 FROM statement_lines l JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
 WHERE l.quarter = $1 AND q.state = 'closed'
 ORDER BY l.customer_id, l.ean, l.delivery_quarter, l.kind DESC
@@ -149,7 +151,8 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
 async def _lines_and_sessions(
     conn: Connection, quarter: str, referral_step: Decimal
 ) -> tuple[dict[str, list[tuple[FigureLine, Decimal]]], dict[str, list[StatementLine]]]:
-    """Each customer's lines (with the VAT in each fee) and the sessions of their regular lines."""
+    """Each customer's lines (with the VAT in each fee) and the sessions of their regular lines;
+    `referral_step` explains the rate of lines whose close kept no step of its own."""
     sessions: dict[str, list[StatementLine]] = defaultdict(list)
     corrected: dict[tuple[str, str, str], list[tuple[int, Decimal]]] = defaultdict(list)
     for customer_id, ean, delivered, kind, session_id, ended_at, kwh in await conn.fetch(
@@ -161,7 +164,22 @@ async def _lines_and_sessions(
             sessions[customer_id].append(StatementLine(local_date(ended_at), kwh))
     lines: dict[str, list[tuple[FigureLine, Decimal]]] = defaultdict(list)
     for row in await conn.fetch(_LINES, quarter):
-        customer_id, ean, delivered, kind, kwh, ere, price, gross, rate, fee, vat, net, refs = row
+        (
+            customer_id,
+            ean,
+            delivered,
+            kind,
+            kwh,
+            ere,
+            price,
+            gross,
+            rate,
+            fee,
+            vat,
+            net,
+            refs,
+            step,
+        ) = row
         correction = kind == "adjustment"
         figures = FigureLine(
             delivered,
@@ -173,7 +191,9 @@ async def _lines_and_sessions(
             rate,
             fee,
             net,
-            fee_rate_shown=fee_rate_text(rate, refs, referral_step),
+            fee_rate_shown=fee_rate_text(
+                rate, refs, referral_step if step is None else Decimal(step)
+            ),
             corrected=tuple(sorted(corrected[customer_id, ean, delivered])) if correction else (),
         )
         lines[customer_id].append((figures, vat))
