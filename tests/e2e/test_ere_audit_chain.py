@@ -2,12 +2,13 @@
 as charger and back-office), the operator's commands (`ere-proxy ...` processes), a worker that
 closes and pays out, and every figure checked against values computed by hand below.
 
-The operator's commands run on the dates of 2026's calendar (libfaketime moves their clock:
-enrolment on 1 April, the Q2 close on 10 July, ...), so the rules that depend on the date (which
-quarter may close, backdating, changes never inside a closed quarter) are exercised as they
-would be that year, whatever day the test runs. The chargers replay their sessions of 2026 from
-their offline queues, so this configuration keeps queued frames for a long time
-(`max_clock_lag_days`); everything else is the default.
+The whole system lives through 2026: each chapter of the story starts every role (proxy,
+capture, ERE worker, the embedded PostgreSQL) and runs the operator's commands with the clock of
+that day (libfaketime), so the rules that depend on the date (which quarter may close, when a
+referral was recorded, backdating, changes never inside a closed quarter, receive times against
+the chargers' clocks) are exercised as that year would. Chargers send their sessions some days
+after they charged, from their offline queue (within `max_clock_lag_days`); every setting not
+about money is the default.
 
 Hand computation (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; €0.30 per ERE; every
 figure rounded half up to the cent or to 0.01 ERE once; fee VAT = fee × 21/121; fee 20 %, less
@@ -43,7 +44,10 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
@@ -58,7 +62,7 @@ from proxy.store.embedded import EmbeddedPostgres
 from testkit.ocpp_peers import TIMEOUT, Charger16, CsmsServer, open_charger
 from testkit.ports import free_port
 from testkit.postgres import make_data_dir
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, running_proxy
+from testkit.proxy_process import CONFIG, REPO, log_problems
 
 pytestmark = pytest.mark.slow
 
@@ -82,17 +86,17 @@ def data_dir() -> Iterator[Path]:
 
 
 class Operator:
-    """`ere-proxy` commands as an operator types them, on a given day of the calendar."""
+    """`ere-proxy` commands as an operator types them, on the day of a chapter."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, day: str) -> None:
         self.config = config
+        self.day = day
 
-    def run(self, on: str, *args: str, expect: int = 0) -> str:
-        environment = os.environ | {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"@{on}", "TZ": "UTC"}
+    def run(self, *args: str, expect: int = 0) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "proxy", *args, "--config", str(self.config)],
             cwd=REPO,
-            env=environment,
+            env=on_day(self.day),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -103,13 +107,13 @@ class Operator:
         return result.stdout if expect == 0 else result.stderr
 
 
-async def charge(proxy: ProxyProcess, sessions: list[tuple[str, str, str]]) -> None:
+async def charge(roles: Roles, sessions: list[tuple[str, str, str]]) -> None:
     """Each (charger, start, kWh) as a 1.6 charger sends it: boot, start, stop six hours later."""
-    async with asyncio.timeout(TIMEOUT * len(sessions)), CsmsServer(proxy.upstream_port):
+    async with asyncio.timeout(TIMEOUT * len(sessions)), CsmsServer(roles.upstream_port):
         for identity, start, kwh in sessions:
             began = datetime.fromisoformat(start)
             async with open_charger(
-                proxy.url(identity), ["ocpp1.6"], Charger16, identity
+                roles.url(identity), ["ocpp1.6"], Charger16, identity
             ) as charger:
                 cp = charger.cp
                 await cp.call(
@@ -172,165 +176,215 @@ def money(*values: str) -> tuple[Decimal, ...]:
     return tuple(D(v) for v in values)
 
 
+@dataclass(frozen=True)
+class Roles:
+    """Where the roles of `ere-proxy run` listen, and how to start them on a given day."""
+
+    config: Path
+    port: int
+    admin_port: int
+    worker_admin: int
+    upstream_port: int
+    log: Path
+
+    def url(self, identity: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp/{identity}"
+
+    @contextmanager
+    def on(self, day: str) -> Iterator[Operator]:
+        """Every role running with the clock of `day`; the operator's commands on that day."""
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "run", "--config", str(self.config)],
+                cwd=REPO,
+                env=on_day(day),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while not (ready(self.admin_port) and ready(self.worker_admin)):
+                assert process.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, "the roles did not get ready"
+                time.sleep(0.1)
+            yield Operator(self.config, day)
+        finally:
+            process.terminate()
+            status = process.wait(60)
+        assert status == 0, self.log.read_text()
+
+
+def on_day(day: str) -> dict[str, str]:
+    """The environment of a process whose clock starts at `day` (UTC) and runs on from there."""
+    return os.environ | {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"@{day}", "TZ": "UTC"}
+
+
+def ready(port: int) -> bool:
+    try:
+        with _local.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+_local = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def test_two_quarters_of_the_ere_chain_add_up_to_the_hand_computed_figures(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    worker_admin = free_port()
+    admin_port = free_port()
+    roles = Roles(
+        tmp_path / "proxy.toml",
+        free_port(),
+        admin_port,
+        free_port(),
+        free_port(),
+        tmp_path / "run.stderr",
+    )
     template = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
     template += (
         f'\n[database]\ndata_dir = "{data_dir}"\n'
-        f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n"
-        'referral_step = "0.05"\npayout_minimum = "1.00"\nmax_clock_lag_days = 36500\n'
+        f"\n[ere]\nworkers = 1\nadmin_port = {roles.worker_admin}\npoll_interval = 0.2\n"
+        'referral_step = "0.05"\npayout_minimum = "1.00"\n'
         f'payout_dir = "{tmp_path / "payouts"}"\nstatement_dir = "{tmp_path / "statements"}"\n'
         'debtor_name = "ERE Provider BV"\ndebtor_iban = "NL91ABNA0417164300"\n'
         'debtor_bic = "ABNANL2A"\nprovider_name = "ERE Provider BV"\n'
         'provider_address = "Stationsplein 1, 3511 ED Utrecht"\nprovider_kvk = "12345678"\n'
         'provider_vat_number = "NL123456789B01"\nprovider_nea_account = "NEA-000123"\n'
     )
-    with running_proxy(tmp_path, template) as proxy:
-        pass  # the configuration is written and the proxy role alone starts and stops cleanly
-    config = tmp_path / "proxy.toml"
-    with (tmp_path / "run.stderr").open("wb") as stderr:
-        roles = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+    roles.config.write_text(
+        template.format(
+            port=roles.port, admin_port=roles.admin_port, upstream_port=roles.upstream_port
         )
-    try:
-        wait_ready(proxy, worker_admin, roles, tmp_path / "run.stderr")
-        run_the_chain(Operator(config), proxy, data_dir, tmp_path)
-    finally:
-        roles.terminate()
-        status = roles.wait(60)
-    assert status == 0
-    assert log_problems((tmp_path / "run.stderr").read_text()) == []
-
-
-def wait_ready(proxy: ProxyProcess, worker_admin: int, roles: subprocess.Popen, log: Path) -> None:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def ready(port: int) -> bool:
-        try:
-            with opener.open(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    deadline = time.monotonic() + 120
-    while not (ready(proxy.admin_port) and ready(worker_admin)):
-        assert roles.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the roles did not get ready"
-        time.sleep(0.1)
-
-
-def run_the_chain(op: Operator, proxy: ProxyProcess, data_dir: Path, tmp_path: Path) -> None:
-    # -- 1 April: a partner enrols four customers; Anna refers the other three.
-    april = "2026-04-01 08:00:00"
-    op.run(april, "partners", "add", "P1", "--name", "Installer One", "--kind", "installer",
-           "--payout-model", "direct")  # fmt: skip
-    signed = tmp_path / "mandate.pdf"
-    signed.write_bytes(b"%PDF-1.4 signed mandate\n")
-    code = None
-    for customer in ("ANNA", "BRAM", "CARLA", "DIRK"):
-        referral = ["--referral-code", code] if code else []
-        op.run(april, "customers", "add", customer, "--partner", "P1", "--name", customer.title(),
-               "--address", "Kerkstraat 1", "--postcode", "1234 AB", "--city", "Utrecht",
-               "--ean", EANS[customer], "--grid-operator", "Stedin", "--iban", "NL91ABNA0417164300",
-               "--email", f"{customer.lower()}@example.nl", *referral)  # fmt: skip
-        op.run(april, "mandates", "add", "--ean", EANS[customer], "--year", "2026",
-               "--issued-on", "2026-04-01", "--consent-by", customer.title(),
-               "--consent-at", "2026-04-01T07:30:00+00:00", "--consent-method", "online-checkbox",
-               "--consent-text-version", "v3", "--document", str(signed))  # fmt: skip
-        op.run(april, "links", "add", f"CP-{customer}", "--customer", customer,
-               "--max-power-w", "11000", "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
-        if code is None:
-            code = json.loads(op.run(april, "referrals", "show", "ANNA", "--json"))["code"]
-    op.run(april, "links", "add", "CP-MOVE", "--customer", "BRAM", "--max-power-w", "11000",
-           "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
-    mandate = json.loads(op.run(april, "mandates", "show", "--ean", EANS["ANNA"], "--year",
-                                "2026", "--json"))  # fmt: skip
-    assert mandate["channel"] == "cli" and mandate["consent_text_version"] == "v3"
-    assert len(mandate["document_sha256"]) == 64
-
-    # -- Q2's sessions, then its close on 10 July and its payout on 11 July.
-    asyncio.run(charge(proxy, [
-        ("CP-ANNA", "2026-05-10T08:00:00+00:00", "42.37"),
-        ("CP-BRAM", "2026-05-11T08:00:00+00:00", "10"),
-        ("CP-CARLA", "2026-05-12T08:00:00+00:00", "20"),
-    ]))  # fmt: skip
-    wait_for_sessions(data_dir, 3)
-    assert "not ended yet" in op.run("2026-06-30 12:00:00", "quarter", "close", "2026Q2", expect=2)
-    op.run("2026-07-10 09:00:00", "quarter", "close", "2026Q2", "--wait")
-    assert lines(data_dir, "2026Q2") == [
-        ("ANNA", "2026Q2", "regular", D("42.37"), *money("14.10", "0.30", "4.23", "0.10", "0.42", "0.07", "3.81"), 2),
-        ("BRAM", "2026Q2", "regular", D("10"), *money("3.33", "0.30", "1.00", "0.20", "0.20", "0.03", "0.80"), 0),
-        ("CARLA", "2026Q2", "regular", D("20"), *money("6.65", "0.30", "2.00", "0.20", "0.40", "0.07", "1.60"), 0),
-    ]  # fmt: skip
-    op.run("2026-07-11 09:00:00", "payout", "run", "2026Q2", "--wait")
-    assert transfers(data_dir, "2026Q2") == [("ANNA", D("3.81")), ("CARLA", D("1.60"))]
-    assert carried(data_dir, "2026Q2") == [("BRAM", D("0.80"))]
-
-    # -- Q3: a move, a revocation, a late Q2 session after the payout, a close on 10 October.
-    august = "2026-08-15 09:00:00"
-    op.run(august, "links", "move", "CP-MOVE", "--to-customer", "CARLA", "--at",
-           "2026-08-15T00:00:00+02:00", "--reason", "sold with the house")  # fmt: skip
-    refused = op.run(august, "links", "end", "CP-ANNA", "--at", "2026-06-01T00:00:00+02:00",
-                     "--reason", "backdated", expect=2)  # fmt: skip
-    assert "2026Q2" in refused  # never inside a closed quarter
-    op.run("2026-09-10 10:00:00", "mandates", "revoke", "--ean", EANS["CARLA"], "--year", "2026",
-           "--reason", "moved out", "--effective", "2026-09-10")  # fmt: skip
-    asyncio.run(charge(proxy, [
-        ("CP-ANNA", "2026-07-15T08:00:00+00:00", "30"),
-        ("CP-ANNA", "2026-06-20T08:00:00+00:00", "5"),  # Q2, arriving after Q2's payout
-        ("CP-MOVE", "2026-08-01T08:00:00+00:00", "8"),  # Bram's
-        ("CP-MOVE", "2026-08-20T08:00:00+00:00", "12"),  # Carla's since 15 August
-        ("CP-CARLA", "2026-09-15T08:00:00+00:00", "7"),  # after her mandate ended
-        ("CP-DIRK", "2026-07-20T08:00:00+00:00", "6"),
-    ]))  # fmt: skip
-    wait_for_sessions(data_dir, 9)
-    october = "2026-10-10 09:00:00"
-    for future in ("2026Q4", "2062Q3"):
-        assert "not ended yet" in op.run(october, "quarter", "close", future, expect=2)
-    op.run(october, "quarter", "close", "2026Q3", "--wait")
-    assert lines(data_dir, "2026Q2")[0][3] == D("42.37")  # the closed quarter is as it was
-    assert lines(data_dir, "2026Q3") == [
-        ("ANNA", "2026Q2", "adjustment", D("5"), *money("1.66", "0.30", "0.50", "0.10", "0.05", "0.01", "0.45"), 3),
-        ("ANNA", "2026Q3", "regular", D("30"), *money("9.98", "0.30", "2.99", "0.10", "0.30", "0.05", "2.69"), 3),
-        ("BRAM", "2026Q3", "regular", D("8"), *money("2.66", "0.30", "0.80", "0.20", "0.16", "0.03", "0.64"), 0),
-        ("CARLA", "2026Q3", "regular", D("12"), *money("3.99", "0.30", "1.20", "0.20", "0.24", "0.04", "0.96"), 0),
-        ("DIRK", "2026Q3", "regular", D("6"), *money("2.00", "0.30", "0.60", "0.20", "0.12", "0.02", "0.48"), 0),
-    ]  # fmt: skip
-    excluded = asyncio.run(query(data_dir, """
-        SELECT s.identity, a.quarter, a.reason FROM session_assessments a JOIN sessions s USING (session_id)
-        WHERE a.eligibility = 'ineligible' ORDER BY 1, 2"""))  # fmt: skip
-    assert excluded == [("CP-CARLA", "2026Q3", "no-valid-mandate")]
-    op.run("2026-10-11 09:00:00", "payout", "run", "2026Q3", "--wait")
-    assert transfers(data_dir, "2026Q3") == [("ANNA", D("3.14")), ("BRAM", D("1.44"))]
-    assert carried(data_dir, "2026Q3") == [("CARLA", D("0.96")), ("DIRK", D("0.48"))]
-    anna = statement(tmp_path, "2026Q3", "ANNA")
-    assert (
-        "correction of 2026Q2: 5.000 kWh 1.66 ERE €0.30 per ERE €0.50 fee 10 % (20 % less 3 active"
-        " referrals × 5 %, floor 10 %) -€0.05 net €0.45 session" in anna
     )
-    assert "Net: €3.14 Paid out: €3.14" in anna
-    # Q2's run invoiced Anna, Bram and Carla: the series goes on without a gap.
-    assert "Invoice ERE-2026-000004 for our fee" in anna and "KvK: 12345678" in anna
-    assert "Fee without VAT: €0.29 VAT 21 %: €0.06 Fee with VAT: €0.35" in anna
-    assert "0.96" in statement(tmp_path, "2026Q3", "CARLA")  # carried over, and told so
-    session_id = asyncio.run(query(data_dir, "SELECT session_id FROM sessions WHERE identity = 'CP-CARLA'"
-                                   " AND started_at > '2026-09-01'"))[0][0]  # fmt: skip
-    shown = op.run(october, "sessions", "show", str(session_id))
-    assert "no-valid-mandate" in shown and "2026Q3" in shown
+    run_the_chain(roles, data_dir, tmp_path)
+    assert log_problems(roles.log.read_text()) == []
 
-    # -- Year end: 2026's Q4 is open, so only a draft REV export.
-    assert "2026Q4" in op.run(october, "rev", "export", "2026", "--out", str(tmp_path / "rev"),
-                              expect=2)  # fmt: skip
-    op.run(october, "rev", "export", "2026", "--draft", "--out", str(tmp_path / "rev"))
-    assert any("DRAFT" in path.name.upper() for path in (tmp_path / "rev").iterdir())
+
+def run_the_chain(roles: Roles, data_dir: Path, tmp_path: Path) -> None:
+    # -- 1 April: a partner enrols four customers; Anna refers the other three.
+    with roles.on("2026-04-01 08:00:00") as op:
+        op.run("partners", "add", "P1", "--name", "Installer One", "--kind", "installer",
+               "--payout-model", "direct")  # fmt: skip
+        signed = tmp_path / "mandate.pdf"
+        signed.write_bytes(b"%PDF-1.4 signed mandate\n")
+        code = None
+        for customer in ("ANNA", "BRAM", "CARLA", "DIRK"):
+            referral = ["--referral-code", code] if code else []
+            op.run("customers", "add", customer, "--partner", "P1", "--name", customer.title(),
+                   "--address", "Kerkstraat 1", "--postcode", "1234 AB", "--city", "Utrecht",
+                   "--ean", EANS[customer], "--grid-operator", "Stedin",
+                   "--iban", "NL91ABNA0417164300", "--email", f"{customer.lower()}@example.nl",
+                   *referral)  # fmt: skip
+            op.run("mandates", "add", "--ean", EANS[customer], "--year", "2026",
+                   "--issued-on", "2026-04-01", "--consent-by", customer.title(),
+                   "--consent-at", "2026-04-01T07:30:00+00:00", "--consent-method",
+                   "online-checkbox", "--consent-text-version", "v3", "--document", str(signed))  # fmt: skip
+            op.run("links", "add", f"CP-{customer}", "--customer", customer,
+                   "--max-power-w", "11000", "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
+            if code is None:
+                code = json.loads(op.run("referrals", "show", "ANNA", "--json"))["code"]
+        op.run("links", "add", "CP-MOVE", "--customer", "BRAM", "--max-power-w", "11000",
+               "--from", "2026-04-01T00:00:00+02:00")  # fmt: skip
+        mandate = json.loads(op.run("mandates", "show", "--ean", EANS["ANNA"], "--year", "2026",
+                                    "--json"))  # fmt: skip
+        assert mandate["channel"] == "cli" and mandate["consent_text_version"] == "v3"
+        assert len(mandate["document_sha256"]) == 64 and mandate["backdated"] is False
+
+    # -- Q2's sessions reach us in June, from the chargers' queues; Q2 cannot close before it ends.
+    with roles.on("2026-06-15 20:00:00") as op:
+        asyncio.run(charge(roles, [
+            ("CP-ANNA", "2026-05-20T08:00:00+00:00", "42.37"),
+            ("CP-BRAM", "2026-05-21T08:00:00+00:00", "10"),
+            ("CP-CARLA", "2026-05-22T08:00:00+00:00", "20"),
+        ]))  # fmt: skip
+        wait_for_sessions(data_dir, 3)
+        received = asyncio.run(query(data_dir, "SELECT DISTINCT (stop_received_at AT TIME ZONE 'UTC')::date::text FROM sessions"))  # fmt: skip
+        assert received == [("2026-06-15",)]  # the proxy's clock: the day the frames arrived
+        assert "not ended yet" in op.run("quarter", "close", "2026Q2", expect=2)
+
+    # -- 10 July: Q2 closes and is paid out; then a June session arrives late, and one of July.
+    with roles.on("2026-07-10 09:00:00") as op:
+        op.run("quarter", "close", "2026Q2", "--wait")
+        assert lines(data_dir, "2026Q2") == [
+            ("ANNA", "2026Q2", "regular", D("42.37"), *money("14.10", "0.30", "4.23", "0.10", "0.42", "0.07", "3.81"), 2),
+            ("BRAM", "2026Q2", "regular", D("10"), *money("3.33", "0.30", "1.00", "0.20", "0.20", "0.03", "0.80"), 0),
+            ("CARLA", "2026Q2", "regular", D("20"), *money("6.65", "0.30", "2.00", "0.20", "0.40", "0.07", "1.60"), 0),
+        ]  # fmt: skip
+        op.run("payout", "run", "2026Q2", "--wait")
+        assert transfers(data_dir, "2026Q2") == [("ANNA", D("3.81")), ("CARLA", D("1.60"))]
+        assert carried(data_dir, "2026Q2") == [("BRAM", D("0.80"))]
+        asyncio.run(charge(roles, [
+            ("CP-ANNA", "2026-06-20T08:00:00+00:00", "5"),  # Q2, after Q2's payout
+            ("CP-ANNA", "2026-07-08T08:00:00+00:00", "30"),
+        ]))  # fmt: skip
+        wait_for_sessions(data_dir, 5)
+
+    # -- 15 August: the meter box CP-MOVE goes from Bram to Carla; Bram's and Dirk's sessions.
+    with roles.on("2026-08-15 09:00:00") as op:
+        op.run("links", "move", "CP-MOVE", "--to-customer", "CARLA", "--at",
+               "2026-08-15T00:00:00+02:00", "--reason", "sold with the house")  # fmt: skip
+        refused = op.run("links", "end", "CP-ANNA", "--at", "2026-06-01T00:00:00+02:00",
+                         "--reason", "backdated", expect=2)  # fmt: skip
+        assert "closed quarter 2026Q2" in refused
+        asyncio.run(charge(roles, [
+            ("CP-MOVE", "2026-08-01T08:00:00+00:00", "8"),  # Bram's
+            ("CP-DIRK", "2026-07-20T08:00:00+00:00", "6"),
+        ]))  # fmt: skip
+        wait_for_sessions(data_dir, 7)
+
+    # -- 10 September: Carla's mandate ends; her session on CP-MOVE of 20 August arrives.
+    with roles.on("2026-09-10 10:00:00") as op:
+        op.run("mandates", "revoke", "--ean", EANS["CARLA"], "--year", "2026", "--reason",
+               "moved out", "--effective", "2026-09-10")  # fmt: skip
+        asyncio.run(charge(roles, [("CP-MOVE", "2026-08-20T08:00:00+00:00", "12")]))
+        wait_for_sessions(data_dir, 8)
+
+    # -- 20 September: Carla charges at home after her mandate ended.
+    with roles.on("2026-09-20 12:00:00"):
+        asyncio.run(charge(roles, [("CP-CARLA", "2026-09-15T08:00:00+00:00", "7")]))
+        wait_for_sessions(data_dir, 9)
+
+    # -- 10 October: Q3 closes and is paid out; the future cannot close; the year is open.
+    with roles.on("2026-10-10 09:00:00") as op:
+        for future in ("2026Q4", "2062Q3"):
+            assert "not ended yet" in op.run("quarter", "close", future, expect=2)
+        op.run("quarter", "close", "2026Q3", "--wait")
+        assert lines(data_dir, "2026Q2")[0][3] == D("42.37")  # the closed quarter is as it was
+        assert lines(data_dir, "2026Q3") == [
+            ("ANNA", "2026Q2", "adjustment", D("5"), *money("1.66", "0.30", "0.50", "0.10", "0.05", "0.01", "0.45"), 3),
+            ("ANNA", "2026Q3", "regular", D("30"), *money("9.98", "0.30", "2.99", "0.10", "0.30", "0.05", "2.69"), 3),
+            ("BRAM", "2026Q3", "regular", D("8"), *money("2.66", "0.30", "0.80", "0.20", "0.16", "0.03", "0.64"), 0),
+            ("CARLA", "2026Q3", "regular", D("12"), *money("3.99", "0.30", "1.20", "0.20", "0.24", "0.04", "0.96"), 0),
+            ("DIRK", "2026Q3", "regular", D("6"), *money("2.00", "0.30", "0.60", "0.20", "0.12", "0.02", "0.48"), 0),
+        ]  # fmt: skip
+        excluded = asyncio.run(query(data_dir, """
+            SELECT s.identity, a.quarter, a.reason FROM session_assessments a
+            JOIN sessions s USING (session_id) WHERE a.eligibility = 'ineligible' ORDER BY 1, 2"""))  # fmt: skip
+        assert excluded == [("CP-CARLA", "2026Q3", "no-valid-mandate")]
+        op.run("payout", "run", "2026Q3", "--wait")
+        assert transfers(data_dir, "2026Q3") == [("ANNA", D("3.14")), ("BRAM", D("1.44"))]
+        assert carried(data_dir, "2026Q3") == [("CARLA", D("0.96")), ("DIRK", D("0.48"))]
+        anna = statement(tmp_path, "2026Q3", "ANNA")
+        assert (
+            "correction of 2026Q2: 5.000 kWh 1.66 ERE €0.30 per ERE €0.50 fee 10 % (20 % less 3"
+            " active referrals × 5 %, floor 10 %) -€0.05 net €0.45 session" in anna
+        )
+        assert "Net: €3.14 Paid out: €3.14" in anna
+        # Q2's run invoiced Anna, Bram and Carla: the series goes on without a gap.
+        assert "Invoice ERE-2026-000004 for our fee" in anna and "KvK: 12345678" in anna
+        assert "Fee without VAT: €0.29 VAT 21 %: €0.06 Fee with VAT: €0.35" in anna
+        assert "0.96" in statement(tmp_path, "2026Q3", "CARLA")  # carried over, and told so
+        excluded_id = asyncio.run(query(data_dir, "SELECT session_id FROM sessions WHERE"
+                                        " identity = 'CP-CARLA' AND started_at > '2026-09-01'"))  # fmt: skip
+        shown = op.run("sessions", "show", str(excluded_id[0][0]))
+        assert "no-valid-mandate" in shown and "2026Q3" in shown
+        rev = str(tmp_path / "rev")
+        assert "2026Q4" in op.run("rev", "export", "2026", "--out", rev, expect=2)
+        op.run("rev", "export", "2026", "--draft", "--out", rev)
+        assert any("DRAFT" in path.name.upper() for path in (tmp_path / "rev").iterdir())
 
 
 def statement(tmp_path: Path, quarter: str, customer: str) -> str:
