@@ -77,10 +77,9 @@ async def seed(conn) -> None:
     await conn.execute(
         """
         INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, iban,
-                               email, referral_discount)
+                               email)
         SELECT 'C' || n, CASE WHEN n % 3 = 0 THEN 'P2' ELSE 'P1' END, 'Customer ' || n, 'Straat ' || n,
-               '1234 AB', 'Utrecht', e, 'Stedin', 'NL91ABNA0417164300', 'c' || n || '@example.nl',
-               CASE WHEN n % 5 = 0 THEN 0.05 ELSE 0 END
+               '1234 AB', 'Utrecht', e, 'Stedin', 'NL91ABNA0417164300', 'c' || n || '@example.nl'
         FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)""",
         eans,
     )
@@ -89,7 +88,8 @@ async def seed(conn) -> None:
         SELECT ean, 2026, customer_id, '2026-01-01', '2026-01-01', '2026-12-31', '{"by": "customer"}'
         FROM customers""")
     await conn.execute(
-        "INSERT INTO charger_links SELECT 'CP-' || customer_id, customer_id, 11000 FROM customers"
+        "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+        " SELECT 'CP-' || customer_id, customer_id, 11000, '2026-01-01T00:00+01:00' FROM customers"
     )
     await conn.execute(
         """
@@ -272,7 +272,17 @@ async def test_workers_killed_mid_close_and_mid_payout_leave_nothing_doubled(ser
         == written
         == (tmp_path / "reference" / "payouts" / payout_file.name).read_bytes()
     )
-    assert sorted(p.name for p in payout_file.parent.iterdir()) == [payout_file.name]
+    # Nothing half-written is left, and the settlement of the pooled transfer is the reference's.
+    reference = tmp_path / "reference" / "payouts"
+    written_files = sorted(p.name for p in payout_file.parent.iterdir())
+    assert written_files == sorted(p.name for p in reference.iterdir())
+    assert written_files == [
+        payout_file.name,
+        "settlement-2026Q3-P2.csv",
+        "settlement-2026Q3-P2.html",
+    ]
+    for name in written_files:
+        assert (payout_file.parent / name).read_bytes() == (reference / name).read_bytes(), name
     for log in tmp_path.glob("worker-*.stderr"):
         assert log_problems(log.read_text()) == [], log.name
 

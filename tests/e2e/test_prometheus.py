@@ -414,7 +414,8 @@ async def seed_quarter(dsn: str) -> None:
         SELECT ean, 2026, customer_id, '2026-01-01', '2026-01-01', '2026-12-31', '{"by": "customer"}' FROM customers""",
         ),
         (
-            "INSERT INTO charger_links SELECT 'ERE-' || customer_id, customer_id, 11000 FROM customers",
+            "INSERT INTO charger_links (identity, customer_id, max_power_w, valid_from)"
+            " SELECT 'ERE-' || customer_id, customer_id, 11000, '2026-01-01T00:00+01:00' FROM customers",
         ),
         (
             """
