@@ -45,6 +45,10 @@ def config(settings: DatabaseSettings, tmp_path: Path) -> Config:
             "debtor_name": "ERE Provider BV",
             "debtor_iban": "NL91ABNA0417164300",
             "debtor_bic": "ABNANL2A",
+            "provider_name": "ERE Provider BV",
+            "provider_address": "Stationsplein 1, 3511 ED Utrecht",
+            "provider_kvk": "12345678",
+            "provider_vat_number": "NL123456789B01",
         },
         EreSettings,
     )

@@ -9,13 +9,18 @@ go. Figures by hand as in `testkit.ere_books` (1 kWh = 0.332694 ERE, €0.30 per
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from email.message import EmailMessage
 
+import msgspec
+import pytest
 import trio
 
 from proxy.ere.jobs.close_requests import request_close
-from proxy.ere.jobs.payouts import request_payout
+from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
 from proxy.store import open_database
@@ -166,4 +171,27 @@ async def test_an_invoice_over_lines_of_both_signs_carries_the_vat_of_its_total(
         invoice = await db.fetchrow("SELECT fee, vat, fee_excl_vat FROM invoices")
         # 0.01 × 21/121 = 0.0017 → 0.00
         assert tuple(invoice) == (Decimal("0.01"), Decimal("0.00"), Decimal("0.01"))
-        assert (tmp_path / "statements" / "2026Q4-A.eml").exists()
+        raw = (tmp_path / "statements" / "2026Q4-A.eml").read_bytes()
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        body = message.get_body(("plain",))
+        assert body is not None
+        text = " ".join(body.get_content().split())
+        assert "Fee (incl. €0.00 VAT): -€0.01" in text  # as the invoice says
+        assert "From: ERE Provider BV, Stationsplein 1, 3511 ED Utrecht KvK: 12345678" in text
+
+
+async def test_no_payout_without_the_provider_its_invoices_are_made_out_in(settings, tmp_path):
+    cfg = config(settings, tmp_path)
+    anonymous = msgspec.structs.replace(cfg.ere, provider_kvk="", provider_vat_number="")
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "a1", datetime(2026, 11, 4, 8, tzinfo=UTC), "20")
+        await close(db, cfg, Q4)
+        async with db.transaction() as conn:
+            with pytest.raises(PayoutRefused) as refused:
+                await request_payout(conn, Q4, anonymous, LATER)
+        assert str(refused.value) == (
+            "set ere.provider_kvk, ere.provider_vat_number to pay out: every statement invoices"
+            " our fee in that name"
+        )

@@ -109,6 +109,7 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
         paid_to = (
             partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
         )
+        invoice = invoices.get(customer_id)
         statement = PayoutStatement(
             f"{quarter}-{customer_id}",
             name,
@@ -120,14 +121,16 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
             PricingBasis.PER_ERE,
             sum((f.gross for f, _ in figures), _ZERO),
             sum((f.fee for f, _ in figures), _ZERO),
-            sum((vat for _, vat in figures), _ZERO),
+            # The VAT of the invoice when there is one (that of the total fee), so the summary
+            # and the invoice never disagree by a rounding cent.
+            invoice.vat if invoice else sum((vat for _, vat in figures), _ZERO),
             sum((f.net for f, _ in figures), _ZERO),
             carried_in=carried_in.get(customer_id, _ZERO),
             carried_over=carried_over,
             paid_to=paid_to,
             carry_over_note=CARRY_NOTES.get(reason) if reason else None,
             lines=tuple(f for f, _ in figures),
-            invoice=invoices.get(customer_id),
+            invoice=invoice,
         )
         messages.append(
             build_statement_message(

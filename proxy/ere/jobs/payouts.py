@@ -104,14 +104,29 @@ async def request_payout(
     )
     if state != "closed":
         raise PayoutRefused(f"{quarter} is not closed" + (f" (it is {state})" if state else ""))
-    if not (settings.debtor_name and settings.debtor_iban and settings.debtor_bic):
-        raise PayoutRefused("set ere.debtor_name, ere.debtor_iban and ere.debtor_bic to pay out")
+    _require_accounts(settings)
     args = {
         "quarter": str(quarter),
         "created_at": now.isoformat(),
         "execution_date": execution_date.isoformat(),
     }
     return await enqueue(conn, "payout", str(quarter), args)
+
+
+def _require_accounts(settings: EreSettings) -> None:
+    """PayoutRefused unless the settings name the account paid from and the provider who
+    invoices the fee (every statement carries its fee as an invoice, which must say who we are)."""
+    if not (settings.debtor_name and settings.debtor_iban and settings.debtor_bic):
+        raise PayoutRefused("set ere.debtor_name, ere.debtor_iban and ere.debtor_bic to pay out")
+    missing = [
+        f"ere.{name}"
+        for name in ("provider_name", "provider_address", "provider_kvk", "provider_vat_number")
+        if not getattr(settings, name)
+    ]
+    if missing:
+        raise PayoutRefused(
+            f"set {', '.join(missing)} to pay out: every statement invoices our fee in that name"
+        )
 
 
 def _a_year_after(day: date) -> date:
@@ -143,6 +158,7 @@ ORDER BY c.customer_id
 async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
     """`payout` job: plan, invoice the fees, write the files, record the run (module docstring)."""
     quarter = job.args["quarter"]
+    _require_accounts(settings)
     # One run at a time: two runs reading the same unsettled carry-overs would both pay them.
     # FOR SHARE keeps the close as it is until this run is recorded (a reopen waits, then sees
     # the run and is refused).
