@@ -28,8 +28,9 @@ from proxy.ere.jobs.close_requests import request_close
 from proxy.ere.jobs.payouts import PayoutRefused, request_payout
 from proxy.ere.jobs.queue import run_one
 from proxy.ere.jobs.worker import handlers
-from proxy.runtime.config import Config, DatabaseSettings, EreSettings
+from proxy.runtime.config import Config
 from proxy.store import open_database
+from testkit.ere_books import config
 
 Q2, Q3 = Quarter.parse("2026Q2"), Quarter.parse("2026Q3")
 TODAY = datetime(2026, 12, 6, 9, tzinfo=UTC)
@@ -42,27 +43,6 @@ def ean(n: int) -> str:
 
 
 EAN_A, EAN_B, EAN_C, EAN_D = ean(1), ean(2), ean(3), ean(4)
-
-
-def config(settings: DatabaseSettings, tmp_path: Path) -> Config:
-    ere = msgspec.convert(
-        {
-            "close_shards": 2,
-            "payout_minimum": "1.00",
-            "payout_dir": str(tmp_path / "payouts"),
-            "statement_dir": str(tmp_path / "statements"),
-            "debtor_name": "ERE Provider BV",
-            "debtor_iban": "NL91ABNA0417164300",
-            "debtor_bic": "ABNANL2A",
-            "provider_name": "ERE Provider BV",
-            "provider_address": "Stationsplein 1, 3511 ED Utrecht",
-            "provider_kvk": "12345678",
-            "provider_vat_number": "NL123456789B01",
-            "invoice_prefix": "ERE",
-        },
-        EreSettings,
-    )
-    return Config(database=settings, ere=ere)
 
 
 async def seed(db) -> None:
