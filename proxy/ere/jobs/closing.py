@@ -4,8 +4,8 @@
 also holds the rules for which quarter may close and the `CloseRules` a close applies). Its
 handler checks those rules again, opens a new revision of the quarter (`quarter_closes`, state
 `closing`, with the rules it applies), freezes which referred customers were active in the
-quarter (`close_referrals`: an eligible session delivered in the quarter lowers the referrer's
-fee by one step), and queues one `close-shard` job per shard; customers are spread over shards
+quarter (`close_referrals`: a customer referred before the quarter's end with an eligible session
+delivered in it lowers the referrer's fee by one step), and queues one `close-shard` job per shard; customers are spread over shards
 by a hash of their id, so shards share nothing and run on any worker in parallel. A shard loads
 its customers, their chargers' link periods and sessions, mandates and everything already
 stated for them, assesses every session (`core.eligibility.assess`), closes the quarter for them
