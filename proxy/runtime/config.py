@@ -341,6 +341,22 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             )
 
 
+class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The partner API role (`ere-proxy api`; `run` starts it when enabled)."""
+
+    enabled: bool = False
+    # Where partners reach it (behind a TLS-terminating load balancer in production).
+    host: str = "127.0.0.1"
+    port: int = 8300
+    # Request bodies above this many bytes are refused (413) before they are read.
+    max_body_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        _check_port("api.port", self.port)
+        if not 1024 <= self.max_body_bytes <= 16 << 20:
+            raise ValueError("api.max_body_bytes must be between 1024 and 16777216")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -379,6 +395,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     registry: RegistrySettings = RegistrySettings()
     outbox: OutboxSettings = OutboxSettings()
     ere: EreSettings = EreSettings()
+    api: ApiSettings = ApiSettings()
     # Route for identities not listed under [chargers]; absent means they are refused (404).
     default_route: Route | None = None
     chargers: dict[str, Route] = {}

@@ -1,0 +1,45 @@
+"""The partner API application: routes, problem details, the body cap, OpenAPI.
+
+`create_app(database, settings)` builds the FastAPI application over an open database (see
+`proxy.store.db.open_database`). OpenAPI 3.1 is served at `/v1/openapi.json` and an interactive
+page at `/v1/docs`; every error is problem+json (`proxy.api.problems`).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from proxy.api import customers
+from proxy.api.body_limit import BodyLimit
+from proxy.api.problems import install_problem_handlers
+from proxy.runtime.config import ApiSettings
+from proxy.store.connection import Connection
+
+__all__ = ["OPENAPI_URL", "create_app"]
+
+OPENAPI_URL = "/v1/openapi.json"
+
+_DESCRIPTION = """\
+Partners (CPOs, installers, energy suppliers) enrol their customers for ERE bookings.
+
+Authenticate with `Authorization: Bearer <key>` (a key from your account manager; each key has
+scopes). Every POST needs an `Idempotency-Key` header: a repeat with the same body gets the
+same answer, a different body under the same key is a 409. Errors are RFC 9457 problem details
+(`application/problem+json`).
+"""
+
+
+def create_app(database: Connection, settings: ApiSettings) -> FastAPI:
+    app = FastAPI(
+        title="ERE partner API",
+        version="1",
+        description=_DESCRIPTION,
+        openapi_url=OPENAPI_URL,
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+    app.state.database = database
+    install_problem_handlers(app)
+    app.include_router(customers.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

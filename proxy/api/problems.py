@@ -1,0 +1,155 @@
+"""RFC 9457 problem details: every error the partner API answers is `application/problem+json`.
+
+`Problem` is raised by handlers and dependencies; `install_problem_handlers` makes FastAPI's
+own errors (request validation, unknown routes, wrong methods) and anything unexpected answer
+the same way, never with a traceback. Validation problems carry `errors`: one entry per bad
+field (`field`, `detail`). A database that cannot be reached is 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.ere.admin.validation import AdminInputError
+from proxy.store.errors import StoreError
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "field_error",
+    "install_problem_handlers",
+    "problem_response",
+]
+
+PROBLEM_JSON = "application/problem+json"
+# What says the database is out of reach (503, try again), not that a request failed in it.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    StoreError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.QueryCanceledError,
+)
+log = logging.getLogger("proxy.api")
+
+
+class Problem(Exception):
+    """An error answer: HTTP `status`, a short `title`, a `detail` for this occurrence."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        type_: str = "about:blank",
+        errors: list[dict[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.type = status, detail, type_
+        self.title = title or HTTPStatus(status).phrase
+        self.errors, self.headers = errors, dict(headers or {})
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def field_error(error: AdminInputError, fields: Mapping[str, str], status: int = 422) -> Problem:
+    """A validation problem from a domain message `<field>: <what>`; `fields` renames the
+    domain's field names (the commands' flags) to the API's."""
+    field, _, what = str(error).partition(": ")
+    name = fields.get(field, field.removeprefix("--").replace("-", "_"))
+    return Problem(
+        status,
+        f"{name}: {what}",
+        title="Invalid request" if status == 422 else None,
+        type_="urn:ere-proxy:problem:invalid-field",
+        errors=[{"field": name, "detail": what}],
+    )
+
+
+def _location(loc: Iterable[Any]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "header", "query", "path"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_problem(exc: RequestValidationError) -> Problem:
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return Problem(
+            400,
+            "the request body is not valid JSON",
+            title="Malformed JSON",
+            type_="urn:ere-proxy:problem:malformed-json",
+        )
+    fields = [
+        {"field": _location(e.get("loc", ())), "detail": str(e.get("msg", ""))} for e in errors
+    ]
+    return Problem(
+        422,
+        "; ".join(f"{f['field']}: {f['detail']}" for f in fields[:5]),
+        title="Invalid request",
+        type_="urn:ere-proxy:problem:invalid-field",
+        errors=fields,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error of `app` with problem details (see the module docstring)."""
+
+    async def on_problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(_validation_problem(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404:
+            detail = "no such resource"
+        return problem_response(Problem(exc.status_code, detail, headers=exc.headers))
+
+    async def on_database(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", exc_info=exc)
+        return problem_response(
+            Problem(503, "the service cannot reach its database; try again later")
+        )
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return problem_response(Problem(500, "the request could not be handled"))
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    for error_type in _UNAVAILABLE:
+        app.add_exception_handler(error_type, on_database)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,76 @@
+"""The partner API role: `ere-proxy api` serves the application on hypercorn's Trio worker.
+
+The database is opened first (migrations applied) and closed last. SIGTERM or SIGINT stops
+taking connections and lets requests under way finish (hypercorn's graceful timeout). A port
+that cannot be bound is `CannotStart`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from proxy.api.app import create_app
+from proxy.runtime.config import ApiSettings, CannotStart, Config
+from proxy.store.connection import Connection
+from proxy.store.db import open_database
+
+log = logging.getLogger("proxy.api")
+
+__all__ = ["run_api_role", "serve_api"]
+
+_GRACEFUL_SECONDS = 10.0
+
+
+def hypercorn_config(settings: ApiSettings, port: int | None = None) -> HypercornConfig:
+    config = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port if port is None else port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("proxy.api.server")
+    config.graceful_timeout = _GRACEFUL_SECONDS
+    config.include_server_header = False
+    config.h11_max_incomplete_size = 16 * 1024  # request line and headers
+    config.keep_alive_timeout = 30
+    return config
+
+
+async def serve_api(
+    database: Connection,
+    settings: ApiSettings,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `stop` is set; `task_status.started` gets the bound addresses."""
+    app = create_app(database, settings)
+    try:
+        await serve(
+            app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
+            hypercorn_config(settings),
+            shutdown_trigger=stop.wait,
+            task_status=task_status,
+        )
+    except OSError as exc:
+        raise CannotStart(
+            f"cannot serve the partner API on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
+
+
+async def run_api_role(config: Config) -> None:
+    """Serve the partner API until SIGTERM/SIGINT."""
+    stop = trio.Event()
+    async with open_database(config.database) as db:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(serve_api, db, config.api, stop)
+                log.info("partner API listening", extra={"bind": binds})
+                async for signum in signals:
+                    log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+                    stop.set()
+                    break
+    log.info("partner API stopped")
