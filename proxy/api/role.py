@@ -1,6 +1,7 @@
 """The partner API role: `ere-proxy api` serves the application on hypercorn's Trio worker.
 
-The database is opened first (migrations applied) and closed last. SIGTERM or SIGINT stops
+The database is opened first (migrations applied) and closed last. SIGHUP is ignored (the role
+has nothing to reload yet); SIGTERM or SIGINT stops
 taking connections and lets requests under way finish (hypercorn's graceful timeout). A port
 that cannot be bound is `CannotStart`.
 """
@@ -65,11 +66,14 @@ async def run_api_role(config: Config) -> None:
     """Serve the partner API until SIGTERM/SIGINT."""
     stop = trio.Event()
     async with open_database(config.database) as db:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(serve_api, db, config.api, stop)
                 log.info("partner API listening", extra={"bind": binds})
                 async for signum in signals:
+                    if signum == signal.SIGHUP:  # `run` passes it to every role
+                        log.info("SIGHUP: the partner API has nothing to reload")
+                        continue
                     log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                     stop.set()
                     break

@@ -1,7 +1,8 @@
 """The `ere-proxy` command (also `python -m proxy`).
 
-Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `run` every role on this
-machine (the proxy workers and `ere.workers` job workers); these three need a configuration file
+Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `api` the partner API,
+`run` every role on this machine (the proxy workers, `ere.workers` job workers and, with `[api]
+enabled`, the partner API); these four need a configuration file
 and exit with one line on stderr without one, or when another `run` or `proxy` holds the data
 directory (see `data_dir_lock.py`). `db shell|migrate` (and `migrate`) reach the database (see
 `db.py`), `sessions list|show` shows the captured sessions (see `sessions.py`), `quarter
@@ -69,6 +70,9 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
             "--workers", type=int, help="proxy processes sharing the port (default: from config)"
         )
         cmd.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    api = sub.add_parser("api", help="run the partner API role")
+    api.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
+    api.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     worker = sub.add_parser("worker", help="run one ERE job worker")
     worker.add_argument("--config", type=Path, default=os.environ.get("ERE_PROXY_CONFIG"))
     worker.add_argument(
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
         end_with_supervisor()
     with ExitStack() as held:
-        if args.command != "worker" and args.worker_index is None and uses_data_dir(config):
+        lock = args.command not in ("worker", "api") and args.worker_index is None
+        if lock and uses_data_dir(config):
             try:  # before anything is logged: a second instance gets one line
                 held.enter_context(hold_data_dir(config.database.data_dir))
             except (DataDirInUse, OSError) as exc:
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands that serve until stopped; each needs a configuration file.
-_SERVING_COMMANDS = ("proxy", "run", "worker")
+_SERVING_COMMANDS = ("proxy", "run", "worker", "api")
 
 
 def uses_data_dir(config: Config) -> bool:
@@ -179,16 +184,21 @@ def _run_roles(args: argparse.Namespace, config: Config) -> int:
         from proxy.ere.jobs.worker import run_worker_role
 
         return _until_interrupted(run_worker_role, config, args.worker_index)
+    if args.command == "api":
+        from proxy.api.role import run_api_role
+
+        return _until_interrupted(run_api_role, config)
     workers = args.workers or config.proxy.workers
     if workers != config.proxy.workers:
         config = msgspec.structs.replace(
             config, proxy=msgspec.structs.replace(config.proxy, workers=workers)
         )
     ere_workers = config.ere.workers if args.command == "run" else 0
-    if (workers > 1 or ere_workers) and args.worker_index is None:
+    api = args.command == "run" and config.api.enabled
+    if (workers > 1 or ere_workers or api) and args.worker_index is None:
         from proxy.runtime.supervisor import supervise
 
-        return _until_interrupted(supervise, args.config, workers, ere_workers)
+        return _until_interrupted(supervise, args.config, workers, ere_workers, api)
     from proxy.runtime.role import run_proxy_role
 
     return _until_interrupted(run_proxy_role, args.config, config, args.worker_index or 0)

@@ -1,9 +1,10 @@
 """Running the roles of one machine as child processes: proxy workers and ERE workers.
 
 The supervisor starts `proxy_workers` proxy children on one port (`ere-proxy proxy
---worker-index i`, SO_REUSEPORT) and `ere_workers` ERE job workers (`ere-proxy worker
---worker-index i`), passes SIGHUP and SIGTERM/SIGINT on to them, and restarts a child that dies
-on its own (after a second). It returns once every child has exited after a shutdown, or with
+--worker-index i`, SO_REUSEPORT), `ere_workers` ERE job workers (`ere-proxy worker
+--worker-index i`) and, with `api`, the partner API (`ere-proxy api --worker-index 0`), passes
+SIGHUP and SIGTERM/SIGINT on to them, and restarts a child that dies on its own (after a
+second). It returns once every child has exited after a shutdown, or with
 status 1 when a child keeps failing to start.
 
 Each child runs in a session of its own, so a signal sent to the supervisor's process group (Ctrl-C
@@ -37,7 +38,9 @@ _QUICK_EXIT = 5.0  # a worker that exits sooner than this after starting failed 
 _MAX_QUICK_FAILURES = 5
 
 
-async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: int = 0) -> int:
+async def supervise(
+    config_path: Path | None, proxy_workers: int, ere_workers: int = 0, api: bool = False
+) -> int:
     """Run the workers until a shutdown signal; returns the exit status for the supervisor.
 
     A worker that keeps dying right after it starts (say, its port is taken) makes the
@@ -105,7 +108,8 @@ async def supervise(config_path: Path | None, proxy_workers: int, ere_workers: i
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 with trio.CancelScope() as listening:
-                    for role, count in (("proxy", proxy_workers), ("worker", ere_workers)):
+                    roles = (("proxy", proxy_workers), ("worker", ere_workers), ("api", int(api)))
+                    for role, count in roles:
                         for index in range(count):
                             nursery.start_soon(keep_running, role, index, listening)
                     async for signum in signals:

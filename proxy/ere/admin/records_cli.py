@@ -4,7 +4,8 @@ Until partners enrol customers over the API, operators keep these tables with th
 
 * `partners add|list|show`: CPOs, installers and energy suppliers, their payout model (`direct`:
   each customer is paid to their own IBAN; `partner-account`: one transfer to the partner's
-  IBAN) and the branding of their white-label statements.
+  IBAN) and the branding of their white-label statements; `partners keys create|list|revoke`:
+  their partner API keys (`proxy.ere.admin.api_keys_cli`).
 * `customers add|list|show`: the holder of one grid connection (EAN), where they are paid, their
   referral code and the code they were referred with (`--referral-code`).
 * `mandates add|list|show|revoke`: the machtiging per EAN per calendar year, with its consent
@@ -36,6 +37,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from proxy.ere.admin.api_keys_cli import add_api_key_parsers, api_keys_command
 from proxy.ere.admin.changes import (
     LinkEnd,
     LinkMove,
@@ -117,6 +119,7 @@ def _add_partner_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", parents=[common], help="show one partner")
     show.add_argument("partner_id")
     show.add_argument("--json", action="store_true")
+    add_api_key_parsers(actions, common)
 
 
 def _add_customer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -478,6 +481,8 @@ async def ere_admin_command(
     1 the database could not be reached or failed otherwise. Errors are one line on `stderr`.
     """
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    if (args.ere_group, args.action) == ("partners", "keys"):
+        return await api_keys_command(config, args, stdout, stderr)
     try:
         key = (args.ere_group, args.action)
         parsed = _PARSERS[key](args)

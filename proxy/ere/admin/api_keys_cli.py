@@ -1,0 +1,83 @@
+"""`ere-proxy partners keys create|list|revoke`: the keys partners call the partner API with.
+
+`create PARTNER --scopes a,b` makes a key and prints it once (only its hash is kept: a lost key
+is revoked and replaced, never shown again); `list PARTNER` shows a partner's keys (id, scopes,
+created, last used, revoked; never a secret), `--json` as JSON; `revoke KEY_ID` revokes one
+from now on. See `proxy.api.keys` for the key's form and the scopes.
+
+Errors: an unknown partner, key or scope, or a key revoked already, prints one line and exits 2;
+a database that cannot be reached exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+from proxy.api.key_store import create_key, list_keys, revoke_key
+from proxy.api.keys import SCOPES, parse_scopes
+from proxy.ere.admin.records_output import Output
+from proxy.ere.admin.validation import AdminInputError, one_line, validate_id
+from proxy.runtime.config import Config
+from proxy.store.db import DATABASE_ERRORS, open_database
+
+__all__ = ["add_api_key_parsers", "api_keys_command"]
+
+EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
+
+
+def add_api_key_parsers(partner_actions: Any, common: argparse.ArgumentParser) -> None:
+    """`keys create|list|revoke` under the `partners` command."""
+    keys = partner_actions.add_parser("keys", help="API keys of a partner")
+    actions = keys.add_subparsers(dest="key_action", required=True)
+    create = actions.add_parser("create", parents=[common], help="make a key (printed once)")
+    create.add_argument("partner_id")
+    create.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(SCOPES)}")
+    listing = actions.add_parser("list", parents=[common], help="list a partner's keys")
+    listing.add_argument("partner_id")
+    listing.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("key_id")
+
+
+async def api_keys_command(
+    config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO
+) -> int:
+    """Run one `partners keys` action; returns the exit code (see the module docstring)."""
+    out = Output(stdout, getattr(args, "json", False))
+    try:
+        if args.key_action == "create":
+            partner_id = validate_id(args.partner_id, "partner id")
+            try:
+                scopes = parse_scopes(args.scopes)
+            except ValueError as error:
+                raise AdminInputError(f"--scopes: {error}") from None
+            async with open_database(config.database) as db:
+                key = await create_key(db, partner_id, scopes)
+            print(f"key {key.key_id} for partner {partner_id} ({','.join(scopes)})", file=stderr)
+            print("the key is shown only this once; keep it secret:", file=stderr)
+            out.line(key.key)
+        elif args.key_action == "list":
+            partner_id = validate_id(args.partner_id, "partner id")
+            async with open_database(config.database) as db:
+                keys = await list_keys(db, partner_id)
+            header = ("KEY ID", "SCOPES", "CREATED", "LAST USED", "REVOKED")
+            rows = [
+                [k["key_id"], k["scopes"], k["created_at"], k["last_used_at"], k["revoked_at"]]
+                for k in keys
+            ]
+            out.json_or(keys, lambda: out.table(header, rows))
+        else:
+            async with open_database(config.database) as db:
+                revoked = await revoke_key(db, args.key_id)
+            out.line(f"revoked key {revoked['key_id']} of partner {revoked['partner_id']}")
+    except AdminInputError as error:
+        print(f"ere-proxy: {one_line(str(error))}", file=stderr)
+        return EXIT_INPUT
+    except DATABASE_ERRORS as error:
+        print(
+            f"ere-proxy: database error: {type(error).__name__}: {one_line(str(error))}",
+            file=stderr,
+        )
+        return EXIT_STORE
+    return EXIT_OK
