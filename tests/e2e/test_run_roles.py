@@ -1,4 +1,5 @@
-"""`ere-proxy run` on one machine: the proxy and an ERE worker on the embedded PostgreSQL.
+"""`ere-proxy run` on one machine: the proxy, an ERE worker and the partner API, on the embedded
+PostgreSQL.
 
 The accounting commands work against the running roles (a quarter closes through the worker),
 bad input gets a clear error and exit status 2, and SIGTERM stops every role cleanly.
@@ -51,12 +52,24 @@ def ready(port: int) -> bool:
         return False
 
 
+def serves_api(port: int) -> bool:
+    """The partner API answers with its OpenAPI document."""
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://127.0.0.1:{port}/v1/openapi.json", timeout=2
+        ) as response:
+            return response.status == 200 and b'"openapi"' in response.read()
+    except OSError:
+        return False
+
+
 def test_run_serves_the_proxy_and_a_worker_that_closes_quarters(tmp_path, data_dir):
-    worker_admin = free_port()
+    worker_admin, api_port = free_port(), free_port()
     template = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
     template += (
         f'\n[database]\ndata_dir = "{data_dir}"\n'
         f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n"
+        f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\n'
     )
     with running_proxy(tmp_path, template, args=()) as proxy:
         pass  # the proxy role alone starts and stops cleanly on this configuration
@@ -71,7 +84,7 @@ def test_run_serves_the_proxy_and_a_worker_that_closes_quarters(tmp_path, data_d
         )
     try:
         deadline = time.monotonic() + 120
-        while not (ready(proxy.admin_port) and ready(worker_admin)):
+        while not (ready(proxy.admin_port) and ready(worker_admin) and serves_api(api_port)):
             assert process.poll() is None, (tmp_path / "run.stderr").read_text()
             assert time.monotonic() < deadline, "the roles did not get ready"
             time.sleep(0.1)
