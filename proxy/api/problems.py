@@ -2,8 +2,10 @@
 
 `Problem` is raised by handlers and dependencies; `install_problem_handlers` makes FastAPI's
 own errors (request validation, unknown routes, wrong methods) and anything unexpected answer
-the same way, never with a traceback. Validation problems carry `errors`: one entry per bad
-field (`field`, `detail`). A database that cannot be reached is 503.
+the same way, never with a traceback, and declares those answers for every operation of the
+OpenAPI document (`document_problems`). Validation problems carry `errors`: one entry per bad
+field (`field`, `detail`). A database that cannot be reached is 503; a value the database
+refuses as data (asyncpg's DataError: a NUL in text, a time out of range) is 400.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from proxy.store.errors import StoreError
 
 __all__ = [
     "PROBLEM_JSON",
+    "PROBLEM_SCHEMA",
     "Problem",
+    "document_problems",
     "field_error",
     "install_problem_handlers",
     "problem_response",
@@ -147,9 +151,94 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.error("request failed", exc_info=exc)
         return problem_response(Problem(500, "the request could not be handled"))
 
+    async def on_unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # A value the request carried that the database cannot take (a NUL or a lone surrogate
+        # in text, a time out of its range): the request's fault, never a server error.
+        log.warning("request value refused by the database", exc_info=exc)
+        return problem_response(
+            Problem(
+                400,
+                "a value in the request cannot be processed (out of range or unusable characters)",
+            )
+        )
+
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     for error_type in _UNAVAILABLE:
         app.add_exception_handler(error_type, on_database)
+    app.add_exception_handler(asyncpg.DataError, on_unstorable)
     app.add_exception_handler(Exception, on_unexpected)
+    _declare_problems(app)
+
+
+def _declare_problems(app: FastAPI) -> None:
+    """Serve the OpenAPI document with every operation's problem answers declared
+    (`document_problems`), whatever each route declares; built when first asked for, so it
+    includes the routes added after this call."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# What every operation may answer with problem details, besides what its route declares: a bad
+# request or header (400), no valid key (401), a key without the scope (403), an id that is not
+# the caller's (404), a conflict (409), a body over the cap (413), invalid fields (422), and the
+# database out of reach (503).
+_DOCUMENTED_ERRORS = {
+    400: "malformed request (JSON, cursor, Idempotency-Key)",
+    401: "no valid partner API key",
+    403: "the key lacks the operation's scope",
+    404: "no such object for this partner",
+    409: "conflict (an EAN enrolled already, an Idempotency-Key reused)",
+    413: "request body over the size cap",
+    422: "invalid fields, named in `errors`",
+    503: "the database is out of reach; try again later",
+}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "detail"],
+                "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare the error answers of every operation of an OpenAPI `document` (in place): each
+    status of `_DOCUMENTED_ERRORS` is problem+json with the `Problem` schema, replacing what a
+    route or FastAPI declared for it (FastAPI's default 422 is plain JSON of another shape)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, description in _DOCUMENTED_ERRORS.items():
+                declared = responses.get(str(status), {}).get("description")
+                if declared and declared != "Validation Error":  # FastAPI's own 422
+                    description = declared
+                responses[str(status)] = {"description": description, "content": content}
+    return document
