@@ -1,12 +1,13 @@
 """The partner API on a real hypercorn server over a test database, and a plain HTTP client.
 
-`serving_api` opens the database, starts the API on a free port of 127.0.0.1 and yields
-(database, port); `call` sends one HTTP/1.1 request (h11, a fresh connection) and returns the
-reply; `partner_with_key` adds a partner and a key; `enrolment` is a valid enrolment body.
+`serving_api` opens the database, starts the API (with `context`, default a bare one) on a
+free port of 127.0.0.1 and yields (database, port); `call` sends one HTTP/1.1 request (h11, a
+fresh connection) and returns the reply; `partner_with_key` adds a partner and a key; `enrolment` is a valid enrolment body.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from typing import Any
 import h11
 import trio
 
+from proxy.api.context import ApiContext
 from proxy.api.key_store import create_key
 from proxy.api.role import serve_api
 from proxy.ere.admin.new_records import NewPartner
@@ -42,12 +44,13 @@ class Reply:
 
 @asynccontextmanager
 async def serving_api(
-    settings: DatabaseSettings, **api: Any
+    settings: DatabaseSettings, *, context: ApiContext | None = None, **api: Any
 ) -> AsyncIterator[tuple[Database, int]]:
     port = free_port()
     async with open_database(settings) as db, trio.open_nursery() as nursery:
         stop = trio.Event()
-        await nursery.start(serve_api, db, ApiSettings(port=port, enabled=True, **api), stop)
+        serve = functools.partial(serve_api, context=context)
+        await nursery.start(serve, db, ApiSettings(port=port, enabled=True, **api), stop)
         try:
             yield db, port
         finally:

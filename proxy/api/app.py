@@ -1,16 +1,18 @@
 """The partner API application: routes, problem details, the body cap, OpenAPI.
 
-`create_app(database, settings)` builds the FastAPI application over an open database (see
-`proxy.store.db.open_database`). OpenAPI 3.1 is served at `/v1/openapi.json` and an interactive
-page at `/v1/docs`; every error is problem+json (`proxy.api.problems`).
+`create_app(database, settings, context)` builds the FastAPI application over an open database
+(see `proxy.store.db.open_database`) and what it needs of the configuration
+(`proxy.api.context`; default `ApiContext.bare()`). OpenAPI 3.1 is served at `/v1/openapi.json`
+and an interactive page at `/v1/docs`; every error is problem+json (`proxy.api.problems`).
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from proxy.api import customers
+from proxy.api import chargers, customers, energy, sessions
 from proxy.api.body_limit import BodyLimit
+from proxy.api.context import ApiContext
 from proxy.api.problems import install_problem_handlers
 from proxy.runtime.config import ApiSettings
 from proxy.store.connection import Connection
@@ -29,7 +31,9 @@ same answer, a different body under the same key is a 409. Errors are RFC 9457 p
 """
 
 
-def create_app(database: Connection, settings: ApiSettings) -> FastAPI:
+def create_app(
+    database: Connection, settings: ApiSettings, context: ApiContext | None = None
+) -> FastAPI:
     app = FastAPI(
         title="ERE partner API",
         version="1",
@@ -39,7 +43,11 @@ def create_app(database: Connection, settings: ApiSettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.database = database
+    app.state.context = context or ApiContext.bare()
     install_problem_handlers(app)
     app.include_router(customers.router)
+    app.include_router(energy.router)
+    app.include_router(chargers.router)
+    app.include_router(sessions.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

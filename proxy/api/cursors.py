@@ -1,8 +1,9 @@
 """Opaque page cursors, sans-IO: where the next page of a list starts.
 
-A cursor is the (created_at, id) of the last item of a page, as base64url JSON with a version
-tag; partners treat it as opaque. Errors: `decode_cursor` raises ValueError for anything it did
-not make (malformed, another version, a bad time).
+A cursor is the (created_at, id) of the last item of a page, or for lists ordered by a key
+alone that key (`encode_key_cursor`), as base64url JSON with a version tag; partners treat it
+as opaque. Errors: the decoders raise ValueError for anything they did not make (malformed,
+another version or kind, a bad time).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import binascii
 import json
 from datetime import datetime
 
-__all__ = ["decode_cursor", "encode_cursor"]
+__all__ = ["decode_cursor", "decode_key_cursor", "encode_cursor", "encode_key_cursor"]
 
 _VERSION = 1
+_KEY_VERSION = 2
 _MAX_CHARS = 512
 
 
@@ -38,3 +40,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if created_at.utcoffset() is None:
         raise ValueError("not a cursor of this API")
     return created_at, object_id
+
+
+def encode_key_cursor(key: str) -> str:
+    raw = json.dumps([_KEY_VERSION, key], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def decode_key_cursor(cursor: str) -> str:
+    """The key after which the page starts; ValueError if `cursor` is not ours."""
+    if len(cursor) > _MAX_CHARS:
+        raise ValueError("cursor too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        version, key = json.loads(raw)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+        raise ValueError("not a cursor of this API") from None
+    if version != _KEY_VERSION or not isinstance(key, str):
+        raise ValueError("not a cursor of this API")
+    return key

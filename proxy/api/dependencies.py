@@ -55,6 +55,6 @@ def partner_data(scope: str) -> Callable[..., Awaitable[PartnerData]]:
     ) -> PartnerData:
         if scope not in caller.scopes:
             raise Problem(403, f"this key lacks the scope {scope}")
-        return PartnerData(_database(request), caller)
+        return PartnerData(_database(request), caller, request.app.state.context)
 
     return dependency

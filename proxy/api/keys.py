@@ -33,6 +33,7 @@ SCOPES = (
     "customers:write",
     "customers:read",
     "chargers:write",
+    "chargers:read",
     "sessions:read",
     "statements:read",
     "payouts:read",

@@ -2,7 +2,9 @@
 
 `PartnerData` is the only way handlers reach the database (`proxy.api.dependencies` builds it
 for an authenticated caller), so a partner can name another partner's object but never reach
-it: such an object does not exist for them (404, never 403). Enrolment writes the customer, the
+it: such an object does not exist for them (404, never 403). Chargers, sessions and energy
+figures live in sibling modules (`charger_data`, `session_data`, `energy_data`) that
+`PartnerData` hands out built for the same caller. Enrolment writes the customer, the
 mandate (channel `api`, actor the key id), the audit entry and the idempotent answer in one
 transaction.
 
@@ -16,12 +18,16 @@ from datetime import datetime
 from typing import Any
 
 from proxy.api.audit import record_write
+from proxy.api.charger_data import ChargerData
+from proxy.api.context import ApiContext
 from proxy.api.cursors import encode_cursor
+from proxy.api.energy_data import EnergyData
 from proxy.api.enrolment import FIELDS, build_enrolment, new_customer_id
 from proxy.api.idempotency import StoredAnswer, claim, remember
 from proxy.api.key_store import Caller
 from proxy.api.models import CustomerIn, CustomerOut
 from proxy.api.problems import Problem, field_error
+from proxy.api.session_data import SessionData
 from proxy.ere.admin.records import REFUSED_BY_DATABASE, add_customer, add_mandate
 from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.ere.core.quarters import DUTCH_TIME
@@ -57,12 +63,24 @@ def _ean_taken() -> Problem:
 class PartnerData:
     """Queries and writes of one partner (see the module docstring)."""
 
-    def __init__(self, db: Connection, caller: Caller) -> None:
-        self._db, self.caller = db, caller
+    def __init__(self, db: Connection, caller: Caller, context: ApiContext) -> None:
+        self._db, self.caller, self._context = db, caller, context
 
     @property
     def partner_id(self) -> str:
         return self.caller.partner_id
+
+    @property
+    def chargers(self) -> ChargerData:
+        return ChargerData(self._db, self.caller, self._context)
+
+    @property
+    def sessions(self) -> SessionData:
+        return SessionData(self._db, self.caller)
+
+    @property
+    def energy(self) -> EnergyData:
+        return EnergyData(self._db, self.caller, self._context.factors)
 
     async def _customers(
         self, conn: Connection, where: str, *args: object, limit: int | None = None

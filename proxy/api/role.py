@@ -8,6 +8,7 @@ that cannot be bound is `CannotStart`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 
@@ -16,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from proxy.api.app import create_app
+from proxy.api.context import ApiContext
 from proxy.runtime.config import ApiSettings, CannotStart, Config
 from proxy.store.connection import Connection
 from proxy.store.db import open_database
@@ -45,10 +47,11 @@ async def serve_api(
     settings: ApiSettings,
     stop: trio.Event,
     *,
+    context: ApiContext | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop` is set; `task_status.started` gets the bound addresses."""
-    app = create_app(database, settings)
+    app = create_app(database, settings, context)
     try:
         await serve(
             app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
@@ -65,10 +68,13 @@ async def serve_api(
 async def run_api_role(config: Config) -> None:
     """Serve the partner API until SIGTERM/SIGINT."""
     stop = trio.Event()
+    context = ApiContext.from_config(config)
     async with open_database(config.database) as db:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(serve_api, db, config.api, stop)
+                binds = await nursery.start(
+                    functools.partial(serve_api, context=context), db, config.api, stop
+                )
                 log.info("partner API listening", extra={"bind": binds})
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # `run` passes it to every role

@@ -198,7 +198,16 @@ async def test_openapi_names_every_route_and_the_docs_page_loads(settings):
         assert reply.status == 200
         document = reply.json()
         assert document["openapi"].startswith("3.1")
-        assert set(document["paths"]) == {"/v1/customers", "/v1/customers/{customer_id}"}
+        assert set(document["paths"]) == {
+            "/v1/customers",
+            "/v1/customers/{customer_id}",
+            "/v1/customers/{customer_id}/energy",
+            "/v1/chargers",
+            "/v1/chargers/{identity}",
+            "/v1/chargers/{identity}/links",
+            "/v1/sessions",
+            "/v1/sessions/{session_id}",
+        }
         assert set(document["paths"]["/v1/customers"]) == {"get", "post"}
         assert "bearer" in str(document["components"]["securitySchemes"]).lower()
         docs = await call(port, "GET", "/v1/docs")
