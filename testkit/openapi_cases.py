@@ -4,8 +4,12 @@ for each request schema.
 `operations(document)` lists (method, path, operation) for every operation of the document;
 `body_schema(operation)` names the schema of its JSON request body (None if it takes none);
 `valid_body(schema, n)` is the n-th valid body for a request schema, different for each `n`
-where the API wants unique values (an EAN). A schema without an entry in `BODIES` is a KeyError
-naming it: a new request schema needs a fixture here before the matrix and schema tests pass.
+where the API wants unique values (an EAN, a charger identity). A schema without an entry in
+`BODIES` is a KeyError naming it: a new request schema needs a fixture here before the matrix
+and schema tests pass. Ids of other objects in a body (a link's `customer_id`) are placeholders:
+a caller puts in the ids of objects it made. `required_query(operation)` gives a valid value
+for each required query parameter (from its example, enum or minimum);
+`item_parameter(document, collection)` names the path parameter of a collection's objects.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Any
 from testkit.ere_admin import ean
 from testkit.partner_api import enrolment
 
-__all__ = ["BODIES", "body_schema", "fresh_ean", "operations", "valid_body"]
+__all__ = [
+    "BODIES",
+    "body_schema",
+    "fresh_ean",
+    "item_parameter",
+    "operations",
+    "required_query",
+    "valid_body",
+]
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
@@ -26,8 +38,18 @@ def fresh_ean(n: int) -> str:
     return ean(f"8716999{n:010d}")
 
 
+def fresh_identity(n: int) -> str:
+    """The n-th OCPP identity of a range no other test uses."""
+    return f"CP-CASE-{n:06d}"
+
+
 BODIES: dict[str, Callable[[int], dict[str, Any]]] = {
     "CustomerIn": lambda n: enrolment(fresh_ean(n)),
+    "ChargerIn": lambda n: {
+        "identity": fresh_identity(n),
+        "upstream": "wss://csms.example.com/ocpp",
+    },
+    "LinkIn": lambda n: {"customer_id": "cus_case", "max_power_w": 11000},
 }
 
 
@@ -46,6 +68,37 @@ def body_schema(operation: dict[str, Any]) -> str | None:
     reference = schema.get("$ref", "")
     assert reference.startswith("#/components/schemas/"), f"an unnamed request body: {schema}"
     return str(reference.rpartition("/")[2])
+
+
+def item_parameter(document: dict[str, Any], collection: str) -> str | None:
+    """`/v1/customers` → `customer_id`: the parameter of `{collection}/{...}`, if the document
+    has such a path."""
+    for path in document["paths"]:
+        head, _, tail = path.rpartition("/")
+        if head == collection.rstrip("/") and tail.startswith("{") and tail.endswith("}"):
+            return tail[1:-1]
+    return None
+
+
+def required_query(operation: dict[str, Any]) -> dict[str, str]:
+    """A valid value for each required query parameter of `operation`."""
+    query = {}
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") != "query" or not parameter.get("required"):
+            continue
+        schema = parameter.get("schema", {})
+        if "example" in parameter:
+            value = parameter["example"]
+        elif schema.get("examples"):
+            value = schema["examples"][0]
+        elif "enum" in schema:
+            value = schema["enum"][0]
+        elif "minimum" in schema:
+            value = schema["minimum"]
+        else:
+            raise KeyError(f"no valid value for the query parameter {parameter['name']}")
+        query[parameter["name"]] = str(value)
+    return query
 
 
 def valid_body(schema: str, n: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 `serving_api` opens the database, starts the API (with `context`, default a bare one) on a
 free port of 127.0.0.1 and yields (database, port); `call` sends one HTTP/1.1 request (h11, a
 fresh connection) and returns the reply; `partner_with_key` adds a partner and a key; `enrolment` is a valid enrolment body.
+`seed_session` records a charger's session as its OCPP traffic would (the API makes none).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import h11
@@ -120,6 +122,40 @@ async def partner_with_key(
     )
     await add_partner(db, partner)
     return (await create_key(db, partner_id, scopes)).key
+
+
+async def seed_session(
+    db: Database,
+    identity: str,
+    transaction: str,
+    *,
+    started_at: datetime,
+    stopped_at: datetime | None = None,
+    kwh: str = "0",
+    session_id: int | None = None,
+) -> int:
+    """A session of `identity` (active without `stopped_at`, else completed with `kwh`), with
+    `session_id` if given; returns its id."""
+    start_wh = 1_000_000
+    stop_wh = None if stopped_at is None else start_wh + int(Decimal(kwh) * 1000)
+    status = "active" if stopped_at is None else "completed"
+    return int(
+        await db.fetchval(
+            "INSERT INTO sessions (session_id, identity, transaction_id, connector_id, started_at, "
+            "stopped_at, meter_start_wh, meter_stop_wh, status, meter_class) "
+            "OVERRIDING SYSTEM VALUE VALUES (coalesce($1, nextval(pg_get_serial_sequence("
+            "'sessions', 'session_id'))), $2, $3, 1, $4, $5, $6, $7, $8, 'declared') "
+            "RETURNING session_id",
+            session_id,
+            identity,
+            transaction,
+            started_at,
+            stopped_at,
+            start_wh,
+            stop_wh,
+            status,
+        )
+    )
 
 
 def enrolment(ean: str, **fields: Any) -> dict[str, Any]:

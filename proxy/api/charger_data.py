@@ -252,7 +252,7 @@ class ChargerData:
             await record_write(
                 tx, self.caller, "charger.register", "charger", identity, after=shown
             )
-            headers = {"location": f"/v1/chargers/{identity}"}
+            headers = {"location": _location(identity)}
             await remember(tx, self.partner_id, idem_key, digest, StoredAnswer(201, headers, shown))
         return StoredAnswer(201, headers, shown | {"password": password})
 
@@ -317,7 +317,7 @@ class ChargerData:
                 "valid_until": None,
             }
             await record_write(tx, self.caller, "charger.link", "charger", identity, after=shown)
-            answer = StoredAnswer(201, {"location": f"/v1/chargers/{identity}"}, shown)
+            answer = StoredAnswer(201, {"location": _location(identity)}, shown)
             await remember(tx, self.partner_id, idem_key, digest, answer)
         return answer
 
@@ -375,6 +375,12 @@ def _link_refusal(error: AdminInputError) -> Problem:
             type_="urn:ere-proxy:problem:linked-already",
         )
     return field_error(error, LINK_FIELDS)
+
+
+def _location(identity: str) -> str:
+    """The charger's URL: its identity percent-encoded (it may hold spaces, `?`, `#` or any
+    Unicode, which a header cannot carry as such)."""
+    return f"/v1/chargers/{quote(identity, safe='')}"
 
 
 def identity_is_invalid(identity: str) -> bool:

@@ -1,11 +1,16 @@
 """Tenant isolation and scopes, for every operation of the partner API's OpenAPI document.
 
-Two partners: bravo makes one object through every creating operation (a POST to a collection);
-alpha's key then calls every operation with bravo's ids in the path and a valid body (bravo's
-values in the fields bravo's objects have). Alpha gets 404 for bravo's objects, lists without
-them and conflicts that name no one: no answer carries bravo's ids, and bravo's rows (every
-row of every table that mentions bravo or one of its objects) are the same afterwards. A key
-without an operation's scope is 403 on it, a revoked key or none 401.
+Two partners: bravo makes one object through every creating operation (a POST to a collection,
+then each POST under one of its objects, a link, with bravo's ids), and what the API cannot
+make (a session, from a charger's OCPP traffic) is seeded as the proxy records it: `SEEDED`
+names it by its path parameter. Alpha, with objects of its own made alike, then calls every
+operation with bravo's ids in the path and a valid body: once with bravo's values in the
+fields bravo's objects have, once with alpha's own ids in them. Alpha gets 404 for bravo's
+objects, lists without them and conflicts that name no one (409: a POST that would touch
+bravo's object, by design; 422 for one of bravo's ids in a body): no answer carries bravo's
+ids, and bravo's rows (every row of every table that mentions bravo or one of its objects)
+are the same afterwards. A key without an operation's scope is 403 on it, a revoked key or
+none 401.
 
 Driven by the document, so a new operation is covered as it is added; it fails until its
 scope and its tenant scoping hold (and until `testkit.openapi_cases.BODIES` has a valid body
@@ -24,8 +29,14 @@ import pytest
 from proxy.api.app import OPENAPI_URL
 from proxy.api.key_store import create_key, revoke_key
 from proxy.api.keys import SCOPES, parse_key
-from testkit.openapi_cases import body_schema, operations, valid_body
-from testkit.partner_api import call, partner_with_key, serving_api
+from testkit.openapi_cases import (
+    body_schema,
+    item_parameter,
+    operations,
+    required_query,
+    valid_body,
+)
+from testkit.partner_api import call, partner_with_key, seed_session, serving_api
 
 PARAMETER = re.compile(r"\{([^}]+)\}")
 
@@ -44,37 +55,92 @@ async def b_rows(db, tokens: set[str]) -> list[str]:
     return sorted(rows)
 
 
-def object_param(path: str) -> str:
-    """`/v1/customers` → `customer_id`: the path parameter naming an object of a collection."""
-    return path.rstrip("/").rpartition("/")[2].removesuffix("s") + "_id"
+# A seeded session's id: distinct enough that finding it in a text means it is shown.
+SESSION_ID = 7_340_017_001
+
+
+async def seeded_session(db, ids: dict[str, str], partner: str) -> dict[str, str]:
+    """An active session on `partner`'s charger, started after its link (as OCPP traffic would
+    record it): {"session_id": its id}."""
+    session_id = SESSION_ID + (0 if partner == "bravo" else 1)
+    started = await db.fetchval("SELECT now() + interval '1 second'")
+    transaction = f"tx-{partner}-{session_id}"
+    await seed_session(db, ids["identity"], transaction, started_at=started, session_id=session_id)
+    return {"session_id": str(session_id)}
+
+
+# Objects the API cannot make, by their path parameter: how the test seeds one of a partner's.
+SEEDED = {"session_id": seeded_session}
+
+
+async def make_objects(port, db, document, partner: str, first: int):
+    """(ids by path parameter, spare ids, string values of the answers, the key): one object of
+    `partner`'s through every creating operation (a POST under an object on the first ones),
+    then the seeded ones; the spare ones are a second round of the collections' objects, with
+    nothing under them (a charger registered and never linked)."""
+    key = await partner_with_key(db, partner, SCOPES)
+    ids: dict[str, str] = {}
+    spare: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    posts = [
+        (path, operation) for method, path, operation in operations(document) if method == "POST"
+    ]
+    # Collections first, then POSTs under their objects (which take the objects' ids), then
+    # the collections again.
+    collections = [(path, operation) for path, operation in posts if "{" not in path]
+    under = [(path, operation) for path, operation in posts if "{" in path]
+    rounds = [(ids, item) for item in collections + under] + [(spare, c) for c in collections]
+    for n, (made_ids, (path, operation)) in enumerate(rounds, start=first):
+        body = valid_body(body_schema(operation) or "", n)
+        itself = item_parameter(document, path) if "{" not in path else None
+        body |= {name: ids[name] for name in body if name in ids and name != itself}
+        target = PARAMETER.sub(lambda match: ids[match[1]], path)
+        headers = {"idempotency-key": str(uuid.uuid4())}
+        reply = await call(port, "POST", target, key=key, json_body=body, headers=headers)
+        assert reply.status == 201, (partner, path, reply.body)
+        made = reply.json()
+        values |= {k: v for k, v in made.items() if isinstance(v, str)}
+        if "{" not in path:
+            assert itself is not None, f"POST {path}: no path to read what it made"
+            made_ids[itself] = made[itself] if itself in made else made["id"]
+    for seed in SEEDED.values():
+        ids |= await seed(db, ids, partner)
+    return ids, spare, values, key
 
 
 @pytest.fixture
 async def world(settings):
     async with serving_api(settings) as (db, port):
         document = (await call(port, "GET", OPENAPI_URL)).json()
-        key_b = await partner_with_key(db, "bravo", SCOPES)
-        ids: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        n = 0
+        ids, spare, values, key_b = await make_objects(port, db, document, "bravo", 1)
+        # Every object is bravo's to read: what alpha is refused is there.
         for method, path, operation in operations(document):
-            if method != "POST" or "{" in path:
-                continue
-            n += 1
-            body = valid_body(body_schema(operation) or "", n)
-            body |= {name: ids[name] for name in body if name in ids}
-            headers = {"idempotency-key": str(uuid.uuid4())}
-            reply = await call(port, "POST", path, key=key_b, json_body=body, headers=headers)
-            assert reply.status == 201, (path, reply.body)
-            made = reply.json()
-            ids[object_param(path)] = made["id"]
-            values |= {k: v for k, v in made.items() if isinstance(v, str)}
-        tokens = {'"bravo"', parse_key(key_b)[0], *ids.values()}
-        yield db, port, document, ids, values, tokens
+            if method == "GET" and "{" in path:
+                for some in (ids, ids | spare):
+                    target, _, _ = request_for(method, path, operation, some, {}, 0)
+                    reply = await call(port, method, target, key=key_b)
+                    assert reply.status == 200, (target, reply.body)
+        tokens = {'"bravo"', parse_key(key_b)[0], *ids.values(), *spare.values()}
+        yield db, port, document, ids, spare, values, tokens
+
+
+# An operation on `/v1/<resource>...` needs `<resource>:read` (GET) or `<resource>:write`;
+# the operations that show another resource's data, by the scope of that data:
+SCOPE_OF = {("GET", "/v1/customers/{customer_id}/energy"): "sessions:read"}
+
+
+def scope_of(method: str, path: str) -> str:
+    """The scope the README gives the operation."""
+    if (method, path) in SCOPE_OF:
+        return SCOPE_OF[method, path]
+    scope = f"{path.split('/')[2]}:{'read' if method == 'GET' else 'write'}"
+    assert scope in SCOPES, f"{method} {path}: no scope {scope}; name its scope in SCOPE_OF"
+    return scope
 
 
 def request_for(method: str, path: str, operation: dict[str, Any], ids, values, n: int):
-    """(path with bravo's ids, body or None, headers) for one operation."""
+    """(path with bravo's ids and the required query, body or None, headers) for one operation;
+    `values` fill the body's fields they name."""
 
     def fill(match: re.Match[str]) -> str:
         name = match[1]
@@ -82,37 +148,57 @@ def request_for(method: str, path: str, operation: dict[str, Any], ids, values, 
         return ids[name]
 
     target = PARAMETER.sub(fill, path)
+    query = required_query(operation)
+    if query:
+        target += "?" + "&".join(f"{k}={v}" for k, v in query.items())
     schema = body_schema(operation)
     body = None
     if schema is not None:
         body = valid_body(schema, 1000 + n)
-        body |= {k: (ids | values)[k] for k in body if k in ids or k in values}
+        known = ids | values  # strings: they replace the body's strings only
+        body |= {k: known[k] for k in body if k in known and isinstance(body[k], str)}
     headers = {} if method == "GET" else {"idempotency-key": str(uuid.uuid4())}
     return target, body, headers
 
 
 async def test_a_partner_never_reaches_another_partners_objects(world):
-    db, port, document, ids, values, tokens = world
-    key_a = await partner_with_key(db, "alpha", SCOPES)
+    db, port, document, ids, spare, values, tokens = world
+    own, _, _, key_a = await make_objects(port, db, document, "alpha", 500)
     before = await b_rows(db, tokens)
     assert before, "bravo has no rows"
-    for n, (method, path, operation) in enumerate(operations(document)):
-        target, body, headers = request_for(method, path, operation, ids, values, n)
-        reply = await call(port, method, target, key=key_a, json_body=body, headers=headers)
-        label = f"{method} {path}"
-        sent = json.dumps(body) if body is not None else ""
-        text = reply.body.decode("utf-8", "replace")
-        leaked = [t for t in tokens | set(ids.values()) if t.strip('"') in text and t not in sent]
-        assert not leaked, (label, leaked, text)
-        if "{" in path:
-            assert reply.status == 404, (label, reply.status, text)
-        else:
-            assert reply.status in (200, 201, 404, 409), (label, reply.status, text)
-        assert await b_rows(db, tokens) == before, f"{label} changed bravo's rows"
+    cases = [
+        (n, item, some) for n, item in enumerate(operations(document)) for some in (ids, spare)
+    ]
+    for n, (method, path, operation), some in cases:
+        target, body, headers = request_for(method, path, operation, ids | some, values, n)
+        tries = [(body, "bravo's values")]
+        if body is not None and any(k in own for k in body):
+            mine = body | {k: own[k] for k in body if k in own}
+            tries.append((mine, "alpha's own ids"))
+        for sent_body, variant in tries:
+            headers = {} if method == "GET" else {"idempotency-key": str(uuid.uuid4())}
+            reply = await call(
+                port, method, target, key=key_a, json_body=sent_body, headers=headers
+            )
+            label = f"{method} {path} ({variant})" if sent_body is not None else f"{method} {path}"
+            sent = json.dumps(sent_body) if sent_body is not None else ""
+            text = reply.body.decode("utf-8", "replace")
+            leaked = [t for t in tokens if t.strip('"') in text and t not in sent]
+            assert not leaked, (label, leaked, text)
+            if method == "GET" and "{" in path:
+                assert reply.status == 404, (label, reply.status, text)
+            elif "{" in path:
+                # A POST under bravo's object: it does not exist for alpha, or it is a conflict
+                # naming no one; one of bravo's ids in the body is not alpha's to name (422).
+                allowed = (404, 409) if sent_body is not body else (404, 409, 422)
+                assert reply.status in allowed, (label, reply.status, text)
+            else:
+                assert reply.status in (200, 201, 404, 409), (label, reply.status, text)
+            assert await b_rows(db, tokens) == before, f"{label} changed bravo's rows"
 
 
 async def test_every_operation_needs_its_scope_and_a_valid_key(world):
-    db, port, document, ids, values, _ = world
+    db, port, document, ids, _, values, _ = world
     keys = {}
     for scope in SCOPES:
         keys[scope] = (await create_key(db, "bravo", (scope,))).key
@@ -125,6 +211,7 @@ async def test_every_operation_needs_its_scope_and_a_valid_key(world):
             statuses[scope] = reply.status
         granting = [scope for scope, status in statuses.items() if status != 403]
         assert len(granting) == 1, f"{label}: one scope should grant it, got {statuses}"
+        assert granting == [scope_of(method, path)], f"{label}: granted by {granting}"
         others = tuple(scope for scope in SCOPES if scope not in granting)
         without = (await create_key(db, "bravo", others)).key
         target, body, headers = request_for(method, path, operation, ids, values, n)
