@@ -326,6 +326,8 @@ async def test_router_start_fails_when_the_registry_cannot_be_read(
     settings: DatabaseSettings,
 ) -> None:
     async with open_database(settings) as db:
-        await db.execute("DROP TABLE chargers")
+        await db.execute(
+            "DROP TABLE chargers CASCADE"
+        )  # with what refers to it (partner registrations)
         with pytest.raises(asyncpg.UndefinedTableError):
             await DatabaseRouter(config(), None).run(db)
