@@ -77,6 +77,30 @@ async def test_a_full_payout_still_runs_and_what_it_wrote_is_kept(settings, tmp_
         await refused(db, "DELETE FROM payout_carry_overs", "only ever settled")
 
 
+async def state_in_2021q1(db, transaction: str) -> None:
+    """A closed 2021Q1 whose adjustment line counted the session of `transaction` (a quarter
+    that ends after the purge's cut-off, so the session must stay)."""
+    await db.execute(
+        "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P', 'P', 'cpo', 'direct')"
+    )
+    await db.execute(
+        "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)"
+        " VALUES ('C', 'P', 'C', 'A 1', '1234 AB', 'X', '871687120000000010', 'Stedin')"
+    )
+    await db.execute(
+        "INSERT INTO quarter_closes (quarter, shards, state) VALUES ('2021Q1', 1, 'closed')"
+    )
+    await db.execute(
+        "INSERT INTO statement_lines VALUES ('2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
+        " 'adjustment', 10, 3, 0.3, 1, 0.2, 0.2, 0.03, 0.8, 1)"
+    )
+    await db.execute(
+        "INSERT INTO statement_sessions SELECT '2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
+        " 'adjustment', session_id, 10 FROM sessions WHERE transaction_id = $1",
+        transaction,
+    )
+
+
 def purge_args(*argv: str):
     return _parser().parse_args(["db", "purge", *argv])
 
@@ -118,24 +142,7 @@ async def test_the_purge_deletes_only_what_is_past_retention_and_logs_it(setting
     async with open_database(settings) as db:
         await store_events(db, old + late + new)
         # The late session was stated in 2021Q1, which ends after the cut-off: it stays.
-        await db.execute(
-            "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P', 'P', 'cpo', 'direct')"
-        )
-        await db.execute(
-            "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)"
-            " VALUES ('C', 'P', 'C', 'A 1', '1234 AB', 'X', '871687120000000010', 'Stedin')"
-        )
-        await db.execute(
-            "INSERT INTO quarter_closes (quarter, shards, state) VALUES ('2021Q1', 1, 'closed')"
-        )
-        await db.execute(
-            "INSERT INTO statement_lines VALUES ('2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-            " 'adjustment', 10, 3, 0.3, 1, 0.2, 0.2, 0.03, 0.8, 1)"
-        )
-        await db.execute(
-            "INSERT INTO statement_sessions SELECT '2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-            " 'adjustment', session_id, 10 FROM sessions WHERE transaction_id = '8'"
-        )
+        await state_in_2021q1(db, "8")
         # Stored today, as if captured then: last updated when their frames arrived.
         await db.execute("UPDATE sessions SET updated_at = stop_received_at")
         before = await db.fetchval("SELECT count(*) FROM charger_events")
@@ -187,24 +194,7 @@ async def test_the_purge_keeps_the_frames_of_a_kept_session_started_offline(sett
             " stopped_at = stopped_at - interval '5 years 1 day', updated_at = stop_received_at"
         )
         # Session 81 was stated in 2021Q1, which ends after the cut-off: it stays.
-        await db.execute(
-            "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P', 'P', 'cpo', 'direct')"
-        )
-        await db.execute(
-            "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)"
-            " VALUES ('C', 'P', 'C', 'A 1', '1234 AB', 'X', '871687120000000010', 'Stedin')"
-        )
-        await db.execute(
-            "INSERT INTO quarter_closes (quarter, shards, state) VALUES ('2021Q1', 1, 'closed')"
-        )
-        await db.execute(
-            "INSERT INTO statement_lines VALUES ('2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-            " 'adjustment', 10, 3, 0.3, 1, 0.2, 0.2, 0.03, 0.8, 1)"
-        )
-        await db.execute(
-            "INSERT INTO statement_sessions SELECT '2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-            " 'adjustment', session_id, 10 FROM sessions WHERE transaction_id = '81'"
-        )
+        await state_in_2021q1(db, "81")
         frames = await raw_frames(db, "CP-OFF", "81")
         assert [json.loads(f)["kind"] for f in frames] == [
             "transaction_started",
