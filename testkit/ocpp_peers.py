@@ -404,11 +404,22 @@ class Charger201(ChargePoint201):
 
 @asynccontextmanager
 async def open_charger(
-    url: str, subprotocols: list[str], cls: type[ChargePoint], identity: str
+    url: str,
+    subprotocols: list[str],
+    cls: type[ChargePoint],
+    identity: str,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Peer]:
-    """Connect a charger of class `cls` to `url` and run its receive loop while the block runs."""
+    """Connect a charger of class `cls` to `url` (with `headers` in its upgrade request, e.g.
+    Basic credentials) and run its receive loop while the block runs."""
     offer = [Subprotocol(p) for p in subprotocols]
-    async with connect(url, subprotocols=offer, create_connection=TappedClientConnection) as ws:
+    async with connect(
+        url,
+        subprotocols=offer,
+        additional_headers=headers,
+        create_connection=TappedClientConnection,
+    ) as ws:
         assert isinstance(ws, TappedClientConnection)
         log = RecordingConnection(ws)
         cp = cls(identity, log, response_timeout=TIMEOUT)
