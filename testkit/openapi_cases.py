@@ -2,7 +2,8 @@
 for each request schema.
 
 `operations(document)` lists (method, path, operation) for every operation of the document;
-`body_schema(operation)` names the schema of its JSON request body (None if it takes none);
+`body_schema(operation)` names the schema of its JSON request body (None if it takes none, or
+a body other than JSON: the OAuth2 token request's form);
 `valid_body(schema, n)` is the n-th valid body for a request schema, different for each `n`
 where the API wants unique values (an EAN, a charger identity). A schema without an entry in
 `BODIES` is a KeyError naming it: a new request schema needs a fixture here before the matrix
@@ -15,8 +16,10 @@ for each required query parameter (from its example, enum or minimum);
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from typing import Any
 
+from proxy.ere.core.quarters import DUTCH_TIME
 from testkit.ere_admin import ean
 from testkit.partner_api import enrolment
 
@@ -38,6 +41,11 @@ def fresh_ean(n: int) -> str:
     return ean(f"8716999{n:010d}")
 
 
+def today() -> date:
+    """Today's Dutch date (mandates and their ends are Dutch days)."""
+    return datetime.now(DUTCH_TIME).date()
+
+
 def fresh_identity(n: int) -> str:
     """The n-th OCPP identity of a range no other test uses."""
     return f"CP-CASE-{n:06d}"
@@ -50,6 +58,24 @@ BODIES: dict[str, Callable[[int], dict[str, Any]]] = {
         "upstream": "wss://csms.example.com/ocpp",
     },
     "LinkIn": lambda n: {"customer_id": "cus_case", "max_power_w": 11000},
+    # `.example` never resolves (RFC 2606): the guard takes it, and nothing is ever sent there.
+    "WebhookIn": lambda n: {
+        "url": f"https://hooks.partner.example/ere/{n}",
+        "events": ["session.completed", "payout.sent"],
+    },
+    "ScanIn": lambda n: {
+        "chargers": [
+            {"identity": fresh_identity(n)},
+            {"meter_type": "Iskra WM3M4", "meter_serial": f"S-{n}", "declared_kwh_per_year": 2500},
+        ]
+    },
+    "KeyRotationIn": lambda n: {"grace_hours": 1},  # the rotated key works an hour more
+    "CustomerPatch": lambda n: {"name": f"Klant {n}", "city": "Amersfoort"},
+    "CustomerEndIn": lambda n: {"effective": today().isoformat(), "reason": "moved house"},
+    "MandateIn": lambda n: {
+        "year": today().year + 1,
+        "consent": enrolment(fresh_ean(n))["consent"],
+    },
 }
 
 
@@ -62,7 +88,7 @@ def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
 
 def body_schema(operation: dict[str, Any]) -> str | None:
     content = operation.get("requestBody", {}).get("content", {})
-    if not content:
+    if "application/json" not in content:
         return None
     schema = content.get("application/json", {}).get("schema", {})
     reference = schema.get("$ref", "")

@@ -3,17 +3,30 @@
 `create_app(database, settings, context)` builds the FastAPI application over an open database
 (see `proxy.store.db.open_database`) and what it needs of the configuration
 (`proxy.api.context`; default `ApiContext.bare()`). OpenAPI 3.1 is served at `/v1/openapi.json`
-and an interactive page at `/v1/docs`; every error is problem+json (`proxy.api.problems`).
+and an interactive page at `/v1/docs`; every error is problem+json (`proxy.api.problems`) but
+the OAuth2 token endpoint's own (`proxy.api.oauth`). Rate limits: `proxy.api.throttle`.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from proxy.api import chargers, customers, energy, sessions
+from proxy.api import (
+    chargers,
+    current_key,
+    customers,
+    energy,
+    oauth,
+    payouts,
+    scans,
+    sessions,
+    statements,
+    webhooks,
+)
 from proxy.api.body_limit import BodyLimit
 from proxy.api.context import ApiContext
 from proxy.api.problems import install_problem_handlers
+from proxy.api.throttle import RateLimitHeaders, Throttle
 from proxy.runtime.config import ApiSettings
 from proxy.store.connection import Connection
 
@@ -25,9 +38,14 @@ _DESCRIPTION = """\
 Partners (CPOs, installers, energy suppliers) enrol their customers for ERE bookings.
 
 Authenticate with `Authorization: Bearer <key>` (a key from your account manager; each key has
-scopes). Every POST needs an `Idempotency-Key` header: a repeat with the same body gets the
-same answer, a different body under the same key is a 409. Errors are RFC 9457 problem details
-(`application/problem+json`).
+scopes), or with an access token from `POST /v1/oauth/token` (OAuth2 client credentials: the key
+id and secret as client id and secret). Requests are rate limited per key (429 with
+`Retry-After`). Every other POST needs an `Idempotency-Key` header: a repeat with the same body
+gets the same answer, a different body under the same key is a 409. One object is answered
+with its `ETag`: `If-None-Match` makes a read 304 while it is current, and a `PATCH` needs
+`If-Match` (428 without, 412 when the object changed since), so no change is overwritten
+unseen. Errors are RFC 9457 problem details (`application/problem+json`), but for the token
+endpoint's own (RFC 6749 §5.2).
 """
 
 
@@ -44,10 +62,20 @@ def create_app(
     )
     app.state.database = database
     app.state.context = context or ApiContext.bare()
+    app.state.settings = settings
+    app.state.throttle = Throttle(settings)
+    app.state.access_token_seconds = settings.access_token_seconds
     install_problem_handlers(app)
     app.include_router(customers.router)
     app.include_router(energy.router)
     app.include_router(chargers.router)
     app.include_router(sessions.router)
+    app.include_router(statements.router)
+    app.include_router(payouts.router)
+    app.include_router(scans.router)
+    app.include_router(current_key.router)
+    app.include_router(oauth.router)
+    app.include_router(webhooks.router)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

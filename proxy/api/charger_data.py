@@ -53,7 +53,7 @@ from proxy.routing.registry.records import add_charger, generate_password, valid
 from proxy.runtime.config import Route
 from proxy.store.connection import Connection
 
-__all__ = ["ChargerData"]
+__all__ = ["PARTNER_CHARGERS", "ChargerData"]
 
 LINK_FIELDS = {
     "--at": "valid_from",
@@ -64,7 +64,7 @@ LINK_FIELDS = {
 }
 
 # The partner's chargers ($1: partner id), see the module docstring.
-_MINE = """
+PARTNER_CHARGERS = """
 WITH named AS (
     SELECT identity FROM api_chargers WHERE partner_id = $1
     UNION
@@ -85,7 +85,7 @@ SELECT m.identity,
        s.session_id, s.transaction_id, s.connector_id, s.started_at, s.energy_wh,
        l.customer_id, l.max_power_w, l.valid_from, l.valid_until,
        r.upstream, r.upstream_username, r.enabled, a.registered_at
-FROM ({_MINE}) m
+FROM ({PARTNER_CHARGERS}) m
 LEFT JOIN charger_boots b ON b.identity = m.identity
 LEFT JOIN LATERAL (
     SELECT session_id, transaction_id, connector_id, started_at, energy_wh FROM sessions

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from proxy.api.charger_models import (
     ChargerIn,
@@ -21,6 +21,7 @@ from proxy.api.charger_models import (
 )
 from proxy.api.cursors import decode_key_cursor, encode_key_cursor
 from proxy.api.dependencies import partner_data
+from proxy.api.etags import NOT_MODIFIED, conditional_get
 from proxy.api.idempotency import check_key, request_digest
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import PROBLEM_JSON, Problem
@@ -99,10 +100,15 @@ async def list_chargers(
     return {"data": rows, "next_cursor": None if last is None else encode_key_cursor(last)}
 
 
-@router.get("/{identity}", response_model=ChargerOut)
+@router.get("/{identity}", response_model=ChargerOut, responses=NOT_MODIFIED)
 async def get_charger(
     identity: Annotated[str, Path(max_length=200)],
     data: Annotated[PartnerData, Depends(partner_data("chargers:read"))],
-) -> dict[str, Any]:
-    """One of your chargers (404 for any identity that is not yours)."""
-    return await data.chargers.get_charger(identity)
+    if_none_match: Annotated[
+        str | None, Header(alias="If-None-Match", description="an ETag you have: 304 if current")
+    ] = None,
+) -> Response:
+    """One of your chargers (404 for any identity that is not yours), with its `ETag`: a
+    request with `If-None-Match` naming it is 304 while nothing shown has changed."""
+    row = await data.chargers.get_charger(identity)
+    return conditional_get(ChargerOut.model_validate(row).model_dump(mode="json"), if_none_match)

@@ -1,11 +1,14 @@
 """Who is calling, and what they may reach: the FastAPI dependencies of every route.
 
-`partner_data(scope)` authenticates the `Authorization: Bearer <key>` header against the stored
-keys and gives the handler a `PartnerData` scoped to the key's partner, if the key holds
-`scope`. Handlers get nothing else from the database, so tenant isolation is structural.
+`partner_data(scope)` authenticates the `Authorization: Bearer <credential>` header (a partner
+key, or an OAuth2 access token issued for one, told apart by their prefix) and gives the
+handler a `PartnerData` scoped to the key's partner, if the credential holds `scope`. Handlers
+get nothing else from the database, so tenant isolation is structural. The rate limits
+(`proxy.api.throttle`) are applied here: a failure counts against the client's address, and
+every authenticated request against its key.
 
-Errors: `Problem` 401 (with `WWW-Authenticate: Bearer`) for a missing, malformed, unknown or
-revoked key; 403 for a key without the scope.
+Errors: `Problem` 401 (with `WWW-Authenticate: Bearer`) for a missing, malformed, unknown,
+revoked or expired credential; 403 for one without the scope; 429 over a rate limit.
 """
 
 from __future__ import annotations
@@ -16,14 +19,22 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from proxy.api.access_tokens import PREFIX as ACCESS_TOKEN_PREFIX
 from proxy.api.key_store import Caller, authenticate
+from proxy.api.keys import parse_key
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import Problem
+from proxy.api.throttle import Throttle
+from proxy.api.token_store import authenticate_token
 from proxy.store.connection import Connection
 
 __all__ = ["partner_data"]
 
-_bearer = HTTPBearer(auto_error=False, description="a partner API key: `ere_<key id>_<secret>`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="a partner API key (`ere_<key id>_<secret>`) or an access token from "
+    "`POST /v1/oauth/token` (`ert_...`)",
+)
 
 
 def _database(request: Request) -> Connection:
@@ -31,19 +42,31 @@ def _database(request: Request) -> Connection:
     return database
 
 
+async def _authenticate(database: Connection, credential: str) -> Caller | None:
+    if credential.startswith(ACCESS_TOKEN_PREFIX):
+        return await authenticate_token(database, credential)
+    return await authenticate(database, credential)
+
+
 async def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
+    throttle: Throttle = request.app.state.throttle
+    address = throttle.address(request)
+    throttle.check_address(address)
     caller = None
     if credentials is not None and len(credentials.credentials) <= 256:
-        caller = await authenticate(_database(request), credentials.credentials)
+        caller = await _authenticate(_database(request), credentials.credentials)
     if caller is None:
+        named = parse_key(credentials.credentials) if credentials is not None else None
+        throttle.failed(address, named[0] if named is not None else None)
         raise Problem(
             401,
             "a valid partner API key is required: Authorization: Bearer <key>",
             headers={"WWW-Authenticate": 'Bearer realm="ere-proxy"'},
         )
+    throttle.admit(request, caller.key_id)
     return caller
 
 

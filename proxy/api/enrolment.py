@@ -1,9 +1,10 @@
 """Enrolment over the API, sans-IO: a `CustomerIn` body becomes the customer and mandate rows.
 
 The customer's fields follow `proxy.ere.admin.validation` under the API's field names; the
-mandate is this year's (Dutch time), issued on the day the consent was given, valid from then
-(or 1 January) to 31 December, with the consent of the checkbox: given by the customer, at
-`consent.accepted_at`, method `online-checkbox`, the partner's user reference and text version.
+mandate is this year's (Dutch time; `build_mandate`: a given year's, for a renewal), issued on
+the day the consent was given, valid from then (or 1 January) to 31 December, with the consent
+of the checkbox: given by the customer, at `consent.accepted_at`, method `online-checkbox`, the
+partner's user reference and text version.
 The mandate rules of `NewMandate` apply (consent not in the future, not after validity starts).
 
 Errors: `AdminInputError` whose message starts with the API's field name (`FIELDS` renames the
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 
-from proxy.api.models import CustomerIn
+from proxy.api.models import ConsentIn, CustomerIn
 from proxy.ere.admin.new_records import NewCustomer, NewMandate
 from proxy.ere.admin.validation import (
     AdminInputError,
@@ -31,7 +33,7 @@ from proxy.ere.admin.validation import (
 )
 from proxy.ere.core.quarters import DUTCH_TIME
 
-__all__ = ["FIELDS", "build_enrolment", "new_customer_id"]
+__all__ = ["FIELDS", "build_enrolment", "build_mandate", "new_customer_id"]
 
 # The domain's field names (command-line flags) as the API names them.
 FIELDS = {
@@ -75,24 +77,40 @@ def build_enrolment(
         if body.referral_code is None
         else normalise_referral_code(body.referral_code, "referral_code"),
     )
-    consent_at = parse_instant(body.consent.accepted_at, "consent.accepted_at")
+    year = str(now.astimezone(DUTCH_TIME).year)
+    return customer, build_mandate(
+        body.consent, ean=customer.ean, name=customer.name, year=year, now=now
+    )
+
+
+def build_mandate(
+    consent: ConsentIn,
+    *,
+    ean: str,
+    name: str,
+    year: str,
+    now: datetime,
+    fields: Mapping[str, str] = FIELDS,
+) -> NewMandate:
+    """The mandate of `year` for `ean`, given by `name` with `consent` (the module docstring's
+    rules; AdminInputError names the field as `fields` renames it)."""
+    consent_at = parse_instant(consent.accepted_at, "consent.accepted_at")
     args = argparse.Namespace(
-        ean=customer.ean,
-        year=str(now.astimezone(DUTCH_TIME).year),
+        ean=ean,
+        year=year,
         issued_on=consent_at.astimezone(DUTCH_TIME).date().isoformat(),
         valid_from=None,
         valid_until=None,
-        consent_by=customer.name,
-        consent_at=body.consent.accepted_at,
+        consent_by=name,
+        consent_at=consent.accepted_at,
         consent_method="online-checkbox",
         consent_reference=required(
-            clean_text(body.consent.user_reference, "consent.user_reference", max_chars=500)
+            clean_text(consent.user_reference, "consent.user_reference", max_chars=500)
         ),
-        consent_text_version=body.consent.text_version,
+        consent_text_version=consent.text_version,
     )
     try:
-        mandate = NewMandate.from_args(args, now=now)
+        return NewMandate.from_args(args, now=now)
     except AdminInputError as error:
         field, _, what = str(error).partition(": ")
-        raise AdminInputError(f"{FIELDS.get(field, field)}: {what}") from None
-    return customer, mandate
+        raise AdminInputError(f"{fields.get(field, field)}: {what}") from None

@@ -39,6 +39,8 @@ SCOPES = (
     "payouts:read",
     "webhooks:write",
     "scan:write",
+    "scan:read",
+    "keys:write",  # rotate the key the call is made with
 )
 
 _PREFIX = "ere_"
@@ -57,9 +59,10 @@ class NewKey:
     secret_hash: str
 
 
-def new_key() -> NewKey:
-    """A fresh random key."""
-    key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(_KEY_ID_CHARS))
+def new_key(key_id: str | None = None) -> NewKey:
+    """A fresh random key (a fresh secret for `key_id`, if given)."""
+    if key_id is None:
+        key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(_KEY_ID_CHARS))
     secret = base64.urlsafe_b64encode(secrets.token_bytes(_SECRET_BYTES)).rstrip(b"=").decode()
     return NewKey(key_id, f"{_PREFIX}{key_id}_{secret}", hash_generated_password(secret))
 

@@ -2,11 +2,12 @@
 
 `PartnerData` is the only way handlers reach the database (`proxy.api.dependencies` builds it
 for an authenticated caller), so a partner can name another partner's object but never reach
-it: such an object does not exist for them (404, never 403). Chargers, sessions and energy
-figures live in sibling modules (`charger_data`, `session_data`, `energy_data`) that
-`PartnerData` hands out built for the same caller. Enrolment writes the customer, the
-mandate (channel `api`, actor the key id), the audit entry and the idempotent answer in one
-transaction.
+it: such an object does not exist for them (404, never 403). Chargers, sessions, energy
+figures, statements and payouts live in sibling modules (`charger_data`, `session_data`,
+`energy_data`, `statement_data`) that `PartnerData` hands out built for the same caller;
+so are changes to its customers (`customer_changes`: details, end, next year's mandate). Enrolment writes the customer, the
+mandate (channel `api`, actor the key id), the audit entry, the `customer.enrolled` webhook
+event (`webhook_events`) and the idempotent answer in one transaction.
 
 Errors: `Problem` (404 unknown to this partner, 409 an EAN already enrolled or a key reused,
 422 a domain rule); database errors pass through (503 by the problem handlers).
@@ -21,13 +22,19 @@ from proxy.api.audit import record_write
 from proxy.api.charger_data import ChargerData
 from proxy.api.context import ApiContext
 from proxy.api.cursors import encode_cursor
+from proxy.api.customer_changes import CustomerChanges
 from proxy.api.energy_data import EnergyData
 from proxy.api.enrolment import FIELDS, build_enrolment, new_customer_id
 from proxy.api.idempotency import StoredAnswer, claim, remember
+from proxy.api.key_data import KeyData
 from proxy.api.key_store import Caller
 from proxy.api.models import CustomerIn, CustomerOut
 from proxy.api.problems import Problem, field_error
+from proxy.api.scan_data import ScanData
 from proxy.api.session_data import SessionData
+from proxy.api.statement_data import StatementData
+from proxy.api.webhook_data import WebhookData
+from proxy.api.webhook_events import customer_enrolled, emit
 from proxy.ere.admin.records import REFUSED_BY_DATABASE, add_customer, add_mandate
 from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.ere.core.quarters import DUTCH_TIME
@@ -79,8 +86,28 @@ class PartnerData:
         return SessionData(self._db, self.caller)
 
     @property
+    def scans(self) -> ScanData:
+        return ScanData(self._db, self.caller, self._context)
+
+    @property
+    def statements(self) -> StatementData:
+        return StatementData(self._db, self.caller, self._context.ere)
+
+    @property
     def energy(self) -> EnergyData:
         return EnergyData(self._db, self.caller, self._context.factors)
+
+    @property
+    def keys(self) -> KeyData:
+        return KeyData(self._db, self.caller)
+
+    @property
+    def webhooks(self) -> WebhookData:
+        return WebhookData(self._db, self.caller, self._context.keys)
+
+    @property
+    def customer_changes(self) -> CustomerChanges:
+        return CustomerChanges(self._db, self.caller, self._customers)
 
     async def _customers(
         self, conn: Connection, where: str, *args: object, limit: int | None = None
@@ -158,6 +185,7 @@ class PartnerData:
             await record_write(
                 tx, self.caller, "customer.enrol", "customer", customer_id, after=after
             )
+            await emit(tx, [customer_enrolled(self.partner_id, after)])
             answer = StoredAnswer(201, {"location": f"/v1/customers/{customer_id}"}, after)
             await remember(tx, self.partner_id, idem_key, digest, answer)
         return answer

@@ -25,6 +25,7 @@ from proxy.ere.admin.validation import AdminInputError
 from proxy.store.errors import StoreError
 
 __all__ = [
+    "OWN_ERRORS",
     "PROBLEM_JSON",
     "PROBLEM_SCHEMA",
     "Problem",
@@ -188,8 +189,8 @@ def _declare_problems(app: FastAPI) -> None:
 
 # What every operation may answer with problem details, besides what its route declares: a bad
 # request or header (400), no valid key (401), a key without the scope (403), an id that is not
-# the caller's (404), a conflict (409), a body over the cap (413), invalid fields (422), and the
-# database out of reach (503).
+# the caller's (404), a conflict (409), a body over the cap (413), invalid fields (422), a rate
+# limit (429), and the database out of reach (503).
 _DOCUMENTED_ERRORS = {
     400: "malformed request (JSON, cursor, Idempotency-Key)",
     401: "no valid partner API key",
@@ -198,8 +199,12 @@ _DOCUMENTED_ERRORS = {
     409: "conflict (an EAN enrolled already, an Idempotency-Key reused)",
     413: "request body over the size cap",
     422: "invalid fields, named in `errors`",
+    429: "over a rate limit (the key's requests, or failed authentications); see Retry-After",
     503: "the database is out of reach; try again later",
 }
+# An operation that answers some errors in a form of its own (the OAuth2 token endpoint: RFC
+# 6749 §5.2) lists their statuses under this extension; they stay as the route declares them.
+OWN_ERRORS = "x-errors-not-problem-details"
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Problem",
@@ -225,7 +230,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 def document_problems(document: dict[str, Any]) -> dict[str, Any]:
     """Declare the error answers of every operation of an OpenAPI `document` (in place): each
     status of `_DOCUMENTED_ERRORS` is problem+json with the `Problem` schema, replacing what a
-    route or FastAPI declared for it (FastAPI's default 422 is plain JSON of another shape)."""
+    route or FastAPI declared for it (FastAPI's default 422 is plain JSON of another shape),
+    except the statuses an operation lists under `OWN_ERRORS`."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
@@ -236,7 +242,10 @@ def document_problems(document: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
+            own = {str(status) for status in operation.get(OWN_ERRORS, ())}
             for status, description in _DOCUMENTED_ERRORS.items():
+                if str(status) in own:
+                    continue
                 declared = responses.get(str(status), {}).get("description")
                 if declared and declared != "Validation Error":  # FastAPI's own 422
                     description = declared

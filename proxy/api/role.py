@@ -1,9 +1,10 @@
 """The partner API role: `ere-proxy api` serves the application on hypercorn's Trio worker.
 
-The database is opened first (migrations applied) and closed last. SIGHUP is ignored (the role
-has nothing to reload yet); SIGTERM or SIGINT stops
-taking connections and lets requests under way finish (hypercorn's graceful timeout). A port
-that cannot be bound is `CannotStart`.
+The database is opened first (migrations applied) and closed last. Beside the server run the
+webhook tasks: the scans that find events (`proxy.api.webhook_scans`) and the deliveries
+(`proxy.api.webhook_delivery`). SIGHUP is ignored (the role has nothing to reload yet); SIGTERM
+or SIGINT stops taking connections and lets requests under way finish (hypercorn's graceful
+timeout), and deliveries under way a short grace. A port that cannot be bound is `CannotStart`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from hypercorn.trio import serve
 
 from proxy.api.app import create_app
 from proxy.api.context import ApiContext
+from proxy.api.webhook_delivery import run_deliveries
+from proxy.api.webhook_scans import run_scans
 from proxy.runtime.config import ApiSettings, CannotStart, Config
 from proxy.store.connection import Connection
 from proxy.store.db import open_database
@@ -76,6 +79,8 @@ async def run_api_role(config: Config) -> None:
                     functools.partial(serve_api, context=context), db, config.api, stop
                 )
                 log.info("partner API listening", extra={"bind": binds})
+                nursery.start_soon(run_scans, db, stop)
+                nursery.start_soon(run_deliveries, db, config.api, context.keys, stop)
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # `run` passes it to every role
                         log.info("SIGHUP: the partner API has nothing to reload")

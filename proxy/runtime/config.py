@@ -350,11 +350,52 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     port: int = 8300
     # Request bodies above this many bytes are refused (413) before they are read.
     max_body_bytes: int = 64 * 1024
+    # Requests per partner key (its OAuth2 access tokens count against it): a burst, then
+    # this many a second; over it, 429 with Retry-After. Counted per API process.
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 100
+    # Failed authentications per client address (key guessing): over it, every request from
+    # the address is 429 until its allowance refills. Counted per API process.
+    failed_auth_per_second: float = 1.0
+    failed_auth_burst: int = 30
+    # The client's address is the connection's, or, behind this many proxies that append it
+    # to X-Forwarded-For (one TLS-terminating load balancer: 1), the one they name; trust no
+    # more hops than there are proxies, or a client could name any address.
+    forwarded_for_hops: int = 0
+    # How long an OAuth2 access token is valid (never beyond its key's expiry).
+    access_token_seconds: int = 3600
+    # MID scans (`POST /v1/scans`): the euros per kWh a yearly estimate uses (the market value
+    # to the owner), and the MID meter list declared meters are matched against ("": the
+    # shipped proxy/capture/evidence/data/mid_meters.toml; a copy you extended).
+    scan_price_per_kwh: str = "0.10"
+    scan_mid_meters_file: str = ""
+    # Webhooks go to https URLs on public addresses only; true lets them reach private,
+    # loopback and link-local addresses over http or https (development and tests only).
+    webhooks_allow_private: bool = False
 
     def __post_init__(self) -> None:
         _check_port("api.port", self.port)
         if not 1024 <= self.max_body_bytes <= 16 << 20:
             raise ValueError("api.max_body_bytes must be between 1024 and 16777216")
+        for name in ("rate_limit", "failed_auth"):
+            rate, burst = getattr(self, f"{name}_per_second"), getattr(self, f"{name}_burst")
+            if not 0.001 <= rate <= 1_000_000:
+                raise ValueError(f"api.{name}_per_second must be between 0.001 and 1000000")
+            if not 1 <= burst <= 1_000_000:
+                raise ValueError(f"api.{name}_burst must be between 1 and 1000000")
+        if not 60 <= self.access_token_seconds <= 86_400:
+            raise ValueError("api.access_token_seconds must be between 60 and 86400")
+        if not 0 <= self.forwarded_for_hops <= 5:
+            raise ValueError("api.forwarded_for_hops must be between 0 and 5")
+        try:
+            price = Decimal(self.scan_price_per_kwh)
+        except ArithmeticError:
+            price = Decimal(-1)
+        if not price.is_finite() or not 0 <= price <= 10 or price.as_tuple().exponent < -4:  # type: ignore[operator]
+            raise ValueError(
+                "api.scan_price_per_kwh must be euros per kWh like '0.10' (0-10, at most 4"
+                f" decimals), got {self.scan_price_per_kwh!r}"
+            )
 
 
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -228,14 +228,14 @@ def run_the_chain(roles: Roles, data_dir: Path, tmp_path: Path) -> None:
         assert carried(data_dir, "2026Q3") == [("CARLA", D("0.96")), ("DIRK", D("0.48"))]
         anna = statement(tmp_path, "2026Q3", "ANNA")
         assert (
-            "correction of 2026Q2: 5.000 kWh 1.66 ERE €0.30 per ERE €0.50 fee 10 % (20 % less 3"
-            " active referrals × 5 %, floor 10 %) -€0.05 net €0.45 session" in anna
+            "correctie van 2026Q2: 5,000 kWh 1,66 ERE € 0,30 per ERE € 0,50 vergoeding 10% (20% min"
+            " 3 actieve doorverwijzingen × 5%, minimaal 10%) € -0,05 netto € 0,45 sessie" in anna
         )
-        assert "Net: €3.14 Paid out: €3.14" in anna
+        assert "Netto: € 3,14 Uitbetaald: € 3,14" in anna
         # Q2's run invoiced Anna, Bram and Carla: the series goes on without a gap.
-        assert "Invoice ERE-2026-000004 for our fee" in anna and "KvK: 12345678" in anna
-        assert "Fee without VAT: €0.29 VAT 21 %: €0.06 Fee with VAT: €0.35" in anna
-        assert "0.96" in statement(tmp_path, "2026Q3", "CARLA")  # carried over, and told so
+        assert "Factuur ERE-2026-000004 voor onze vergoeding" in anna and "KvK: 12345678" in anna
+        assert "Vergoeding excl. btw: € 0,29 Btw 21%: € 0,06 Vergoeding incl. btw: € 0,35" in anna
+        assert "0,96" in statement(tmp_path, "2026Q3", "CARLA")  # carried over, and told so
         excluded_id = asyncio.run(query(data_dir, "SELECT session_id FROM sessions WHERE"
                                         " identity = 'CP-CARLA' AND started_at > '2026-09-01'"))  # fmt: skip
         shown = op.run("sessions", "show", str(excluded_id[0][0]))

@@ -28,10 +28,13 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CheckContext
 
 from proxy.api.app import OPENAPI_URL
+from proxy.api.key_store import create_key
 from proxy.api.keys import SCOPES
 from proxy.ere.core.quarters import DUTCH_TIME
+from proxy.store.db import open_database
 from testkit.ere_admin import EAN_1, EAN_2
 from testkit.openapi_cases import body_schema, required_query, valid_body
+from testkit.paid_quarters import state_and_pay
 from testkit.partner_api import call, enrolment, partner_with_key, seed_session, serving_api
 
 CHECKS = [
@@ -63,7 +66,7 @@ async def post(port: int, key: str, path: str, body: dict[str, Any]) -> dict[str
 async def customer_with_charger(db, port: int, key: str, ean: str, name: str, identity: str):
     """(the customer, the transactions): a customer of `key`'s partner, a charger it registered
     linked to it since yesterday, a finished session on it today and an active one (seeded: the
-    API makes no sessions)."""
+    API makes no sessions), a MID scan of the charger and a webhook."""
     customer = await post(port, key, "/v1/customers", enrolment(ean, name=name))
     await post(port, key, "/v1/chargers", {"identity": identity, "upstream": UPSTREAM})
     now = datetime.now(DUTCH_TIME)
@@ -79,20 +82,24 @@ async def customer_with_charger(db, port: int, key: str, ean: str, name: str, id
         db, identity, done, started_at=start, stopped_at=start + timedelta(hours=2), kwh="7.5"
     )
     await seed_session(db, identity, active, started_at=now - timedelta(minutes=5))
+    await post(port, key, "/v1/scans", {"chargers": [{"identity": identity}]})
+    await post(port, key, "/v1/webhooks", valid_body("WebhookIn", 0))
     return customer, (done, active)
 
 
 @pytest.fixture
 async def api(settings):
     """(base URL, alpha's key, what of bravo's must never show, alpha's customer id): two
-    partners with every scope; each has a customer, a charger linked to it and sessions on it."""
-    async with serving_api(settings) as (db, port):
+    partners with every scope; each has a customer, a charger linked to it and sessions on it,
+    and a statement of a past quarter, paid in that quarter's payout run."""
+    async with serving_api(settings, **UNLIMITED) as (db, port):
         key_a = await partner_with_key(db, "alpha", SCOPES)
         key_b = await partner_with_key(db, "bravo", SCOPES)
         mine, _ = await customer_with_charger(db, port, key_a, EAN_2, "Alpha Klant", ALPHA_CHARGER)
         customer, transactions = await customer_with_charger(
             db, port, key_b, EAN_1, BRAVO_NAME, BRAVO_CHARGER
         )
+        await state_and_pay(db, ALPHA_CHARGER, BRAVO_CHARGER)
         bravo = (
             customer["id"],
             customer["referral_code"],
@@ -102,6 +109,25 @@ async def api(settings):
             key_b.split("_")[1],
         )
         yield f"http://127.0.0.1:{port}", key_a, bravo, mine["id"]
+
+
+# Rotation replaces the key it is called with (at once, with a grace of 0): it is called with a
+# key of alpha's own for it, so the key every other operation uses keeps working.
+ROTATE = "/v1/keys/current/rotate"
+# Hundreds of calls with one key, and failing token requests from one address: no rate limit
+# here (tests/store/test_api_auth.py tests them).
+UNLIMITED = {"rate_limit_burst": 1_000_000, "failed_auth_burst": 1_000_000}
+
+
+@pytest.fixture
+async def rotation_key(api, settings) -> str:
+    """A second key of alpha's, with every scope, for the rotation operation."""
+    async with open_database(settings) as db:
+        return (await create_key(db, "alpha", SCOPES)).key
+
+
+def bearer(path: str, key: str, rotation_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {rotation_key if path == ROTATE else key}"}
 
 
 def never_shows(secrets: tuple[str, ...]):
@@ -118,7 +144,9 @@ def load(base: str) -> Any:
     return schemathesis.openapi.from_url(base + OPENAPI_URL)
 
 
-def run_every_operation(base: str, key: str, bravo: tuple[str, ...]) -> list[str]:
+def run_every_operation(
+    base: str, key: str, bravo: tuple[str, ...], rotation_key: str
+) -> list[str]:
     schema = load(base)
     checked = []
     for result in schema.get_all_operations():
@@ -131,7 +159,7 @@ def run_every_operation(base: str, key: str, bravo: tuple[str, ...]) -> list[str
         @BOUNDED
         @given(case=strategy)
         def answers_as_declared(case: Any) -> None:
-            response = case.call(base_url=base, headers={"Authorization": f"Bearer {key}"})
+            response = case.call(base_url=base, headers=bearer(case.path, key, rotation_key))
             case.validate_response(response, checks=CHECKS, additional_checks=[never_shows(bravo)])
 
         answers_as_declared()
@@ -139,7 +167,9 @@ def run_every_operation(base: str, key: str, bravo: tuple[str, ...]) -> list[str
     return checked
 
 
-def run_workflows(base: str, key: str, bravo: tuple[str, ...]) -> set[tuple[str, str, int]]:
+def run_workflows(
+    base: str, key: str, bravo: tuple[str, ...], rotation_key: str
+) -> set[tuple[str, str, int]]:
     schema = load(base)
     document = schema.raw_schema
     numbers = itertools.count(1)
@@ -156,7 +186,7 @@ def run_workflows(base: str, key: str, bravo: tuple[str, ...]) -> set[tuple[str,
                 case.headers["Idempotency-Key"] = str(uuid.uuid4())
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": base, "headers": {"Authorization": f"Bearer {key}"}}
+            return {"base_url": base, "headers": bearer(case.path, key, rotation_key)}
 
         def after_call(self, response: Any, case: Any) -> None:
             seen.add((case.method, case.path, response.status_code))
@@ -175,17 +205,17 @@ def run_workflows(base: str, key: str, bravo: tuple[str, ...]) -> set[tuple[str,
     return seen
 
 
-async def test_every_operation_answers_as_its_schema_declares(api):
+async def test_every_operation_answers_as_its_schema_declares(api, rotation_key):
     base, key, bravo, _ = api
-    checked = await trio.to_thread.run_sync(run_every_operation, base, key, bravo)
+    checked = await trio.to_thread.run_sync(run_every_operation, base, key, bravo, rotation_key)
     document = (await call(int(base.rpartition(":")[2]), "GET", OPENAPI_URL)).json()
     count = sum(1 for item in document["paths"].values() for _ in item)
     assert len(checked) == count >= 3
 
 
-async def test_workflows_along_the_links_answer_as_the_schema_declares(api):
+async def test_workflows_along_the_links_answer_as_the_schema_declares(api, rotation_key):
     base, key, bravo, _ = api
-    seen = await trio.to_thread.run_sync(run_workflows, base, key, bravo)
+    seen = await trio.to_thread.run_sync(run_workflows, base, key, bravo, rotation_key)
     # Sequences reached a successful enrolment (half the generated bodies are made valid).
     # Whether a sequence then reads that customer back by its id varies with what ran before
     # in the process, so reading one's own objects is checked by the test below.
@@ -199,7 +229,14 @@ def run_own_objects(base: str, key: str, bravo: tuple[str, ...], customer: str) 
     auth = {"Authorization": f"Bearer {key}"}
     listed = schema["/v1/sessions"]["GET"].Case().call(base_url=base, headers=auth)
     session = listed.json()["data"][0]["id"]
+    scans = schema["/v1/scans"]["GET"].Case().call(base_url=base, headers=auth)
     ids = {"identity": ALPHA_CHARGER, "customer_id": customer, "session_id": session}
+    ids["scan_id"] = scans.json()["data"][0]["id"]
+    statements = schema["/v1/statements"]["GET"].Case().call(base_url=base, headers=auth)
+    ids["statement_id"] = statements.json()["data"][0]["id"]
+    ids["quarter"] = statements.json()["data"][0]["quarter"]
+    webhooks = schema["/v1/webhooks"]["GET"].Case().call(base_url=base, headers=auth)
+    ids["webhook_id"] = webhooks.json()["data"][0]["id"]
     checked = []
     for result in schema.get_all_operations():
         operation = result.ok()

@@ -177,8 +177,8 @@ async def test_an_invoice_over_lines_of_both_signs_carries_the_vat_of_its_total(
         body = message.get_body(("plain",))
         assert body is not None
         text = " ".join(body.get_content().split())
-        assert "Fee (incl. €0.00 VAT): -€0.01" in text  # as the invoice says
-        assert "From: ERE Provider BV, Stationsplein 1, 3511 ED Utrecht KvK: 12345678" in text
+        assert "Vergoeding (incl. € 0,00 btw): € -0,01" in text  # as the invoice says
+        assert "Van: ERE Provider BV, Stationsplein 1, 3511 ED Utrecht KvK: 12345678" in text
 
 
 async def test_no_payout_without_the_provider_its_invoices_are_made_out_in(settings, tmp_path):

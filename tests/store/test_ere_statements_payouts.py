@@ -1,5 +1,6 @@
-"""Statements, invoices, partner settlements and the execution date of payout runs, on a real
-PostgreSQL through the job queue.
+"""Statements (in the customer's language, with the partner's branding), invoices, partner
+settlements, remittance texts and the execution date of payout runs, on a real PostgreSQL
+through the job queue.
 
 Figures are computed by hand (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; price
 €0.30 per ERE; fee 20 % incl. VAT, less referral discounts; VAT = fee × 21/121; each figure
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import email
 import io
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
@@ -116,11 +118,15 @@ async def pay(db, cfg: Config, quarter: Quarter, **kwargs) -> list[str]:
     return await run_jobs(db, cfg)
 
 
-def statement_of(tmp_path: Path, customer: str, quarter: Quarter) -> str:
+def message_of(tmp_path: Path, customer: str, quarter: Quarter) -> EmailMessage:
     path = tmp_path / "statements" / f"{quarter}-{customer}.eml"
     message = email.message_from_bytes(path.read_bytes(), policy=default_policy)
     assert isinstance(message, EmailMessage)
-    body = message.get_body(("plain",))
+    return message
+
+
+def statement_of(tmp_path: Path, customer: str, quarter: Quarter) -> str:
+    body = message_of(tmp_path, customer, quarter).get_body(("plain",))
     assert body is not None
     return " ".join(body.get_content().split())  # one line: figures are checked, not layout
 
@@ -139,15 +145,15 @@ async def test_an_adjustment_line_shows_its_own_price_and_the_sessions_it_correc
     text = statement_of(tmp_path, "A", Q3)
     # Q2 now 82.37 kWh → 27.4040… → 27.40 ERE, × 0.30 = 8.22; stated 14.10 ERE, 4.23:
     # the correction is 13.30 ERE, 3.99; fee 20 % = 0.798 → 0.80; VAT 0.80 × 21/121 = 0.1388 → 0.14.
-    assert "€0.00 per ERE" not in text
-    assert "correction of 2026Q2" in text
-    assert "40.000 kWh 13.30 ERE €0.30 per ERE €3.99 fee 20 % -€0.80 net €3.19" in text
-    assert f"session {late}: +40.000 kWh" in text
+    assert "€ 0,00 per ERE" not in text
+    assert "correctie van 2026Q2" in text
+    assert "40,000 kWh 13,30 ERE € 0,30 per ERE € 3,99 vergoeding 20% € -0,80 netto € 3,19" in text
+    assert f"sessie {late}: +40,000 kWh" in text
 
 
 @pytest.mark.parametrize(
     ("kept_rules", "shown", "not_shown"),
-    [(True, "× 2 %", "× 3 %"), (False, "× 3 %", "× 2 %")],
+    [(True, "× 2%", "× 3%"), (False, "× 3%", "× 2%")],
     ids=["the-close-s-step", "a-close-that-kept-no-rules"],
 )
 async def test_the_fee_rate_is_explained_with_the_referral_step_its_close_applied(
@@ -176,7 +182,10 @@ async def test_the_fee_rate_is_explained_with_the_referral_step_its_close_applie
         assert await pay(db, changed, Q3) == ["payout:done", "statements:done"]
     text = statement_of(tmp_path, "A", Q3)
     # 4.23 gross at 20 % less 1 referral × 2 % = 18 %: 0.7614 → 0.76, net 3.47
-    assert f"fee 18 % (20 % less 1 active referral {shown}, floor 10 %) -€0.76 net €3.47" in text
+    assert (
+        f"vergoeding 18% (20% min 1 actieve doorverwijzing {shown}, minimaal 10%) € -0,76 netto € 3,47"
+        in text
+    )
     assert not_shown not in text
 
 
@@ -198,10 +207,11 @@ async def test_customers_with_only_a_carry_over_get_a_statement(settings, tmp_pa
         )
         assert [tuple(r) for r in owed] == [("A", Decimal("0.16"), "below-minimum")]
     a = statement_of(tmp_path, "A", Q3)
-    assert "€0.16 is still owed to you" in a and "below the minimum payout" in a
-    assert "Paid out: €0.00" in a
+    assert "U hebt nog € 0,16 van ons tegoed" in a
+    assert "minder dan het minimumbedrag voor uitbetaling" in a
+    assert "Uitbetaald: € 0,00" in a
     c = statement_of(tmp_path, "C", Q3)
-    assert "Carried in from earlier quarters: €2.39" in c and "Paid out: €2.39" in c
+    assert "Overgebracht uit eerdere kwartalen: € 2,39" in c and "Uitbetaald: € 2,39" in c
 
 
 async def test_a_pooled_transfer_comes_with_a_settlement_that_adds_up_to_it(settings, tmp_path):
@@ -359,11 +369,95 @@ async def test_every_fee_is_invoiced_once_from_a_gapless_series_even_when_the_ru
         ),
     ]
     a = statement_of(tmp_path, "A", Q3)
-    assert "Credit note ERE-2026-000002" in a and "ERE Provider BV" in a
-    assert "KvK: 12345678" in a and "VAT number: NL123456789B01" in a
-    assert (
-        "Fee without VAT: -€0.50" in a and "VAT 21 %: -€0.10" in a and "Fee with VAT: -€0.60" in a
-    )
+    assert "Creditnota ERE-2026-000002" in a and "ERE Provider BV" in a
+    assert "KvK: 12345678" in a and "Btw-nummer: NL123456789B01" in a
+    assert "Vergoeding excl. btw: € -0,50" in a and "Btw 21%: € -0,10" in a
+    assert "Vergoeding incl. btw: € -0,60" in a
     b = statement_of(tmp_path, "B", Q3)
-    assert "Invoice ERE-2026-000003" in b and "Invoice date: 2026-10-20" in b
+    assert "Factuur ERE-2026-000003" in b and "Factuurdatum: 20-10-2026" in b
     assert "Stationsplein 1, 3511 ED Utrecht" in b
+
+
+async def test_statements_are_dutch_unless_the_customer_or_their_partner_chose_english(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    async with open_database(settings) as db:
+        await seed(db)
+        # P1 is Dutch (the default), but A chose English; P2 chose English, but B chose Dutch.
+        await db.execute("UPDATE customers SET language = 'en' WHERE customer_id = 'A'")
+        await db.execute("UPDATE partners SET language = 'en' WHERE partner_id = 'P2'")
+        await db.execute("UPDATE customers SET language = 'nl' WHERE customer_id = 'B'")
+        await db.execute("UPDATE customers SET iban = 'NL44RABO0123456789' WHERE customer_id = 'C'")
+        for identity, kwh in (("CP-A", "42.37"), ("CP-B", "30"), ("CP-C", "30"), ("CP-D", "10.5")):
+            await add_session(db, identity, identity, datetime(2026, 8, 3, 8, tzinfo=UTC), kwh)
+        await close(db, cfg, Q2)
+        await close(db, cfg, Q3)
+        assert await pay(db, cfg, Q3) == ["payout:done", "statements:done"]
+    # A: 42.37 kWh → 14.10 ERE, 4.23; fee 20 % = 0.846 → 0.85 (VAT 0.15); net 3.38.
+    a = statement_of(tmp_path, "A", Q3)
+    assert "ERE payout statement, 2026Q3 (01 July 2026 – 30 September 2026)" in a
+    assert "Dear Anna de Vries," in a and "2026-08-03 42.370" in a
+    assert "Gross: €4.23 Fee (incl. €0.15 VAT): -€0.85 Net: €3.38" in a
+    assert "Invoice ERE-2026-000001 for our fee" in a
+    # the stdlib may fold an encoded subject with an extra space; compare words
+    subject = " ".join(str(message_of(tmp_path, "A", Q3)["Subject"]).split())
+    assert (
+        subject == "Installer One: ERE payout statement 2026Q3 (01 July 2026 – 30 September 2026)"
+    )
+    # C, of the same Dutch partner, chose nothing: Dutch. 30 kWh → 9.98 ERE, 2.99; fee 0.60.
+    c = statement_of(tmp_path, "C", Q3)
+    assert "ERE-uitbetalingsoverzicht, 2026Q3 (01-07-2026 t/m 30-09-2026)" in c
+    assert "Beste Cor Bakker," in c and "03-08-2026 30,000" in c
+    assert "Bruto: € 2,99 Vergoeding (incl. € 0,10 btw): € -0,60 Netto: € 2,39" in c
+    # B chose Dutch under an English partner; D follows the partner. D: 10.5 kWh → 1.05; 0.21.
+    assert "Beste Bram Jansen," in statement_of(tmp_path, "B", Q3)
+    d = statement_of(tmp_path, "D", Q3)
+    assert "Dear Dina Smit," in d and "Gross: €1.05 Fee (incl. €0.04 VAT): -€0.21" in d
+    html = message_of(tmp_path, "D", Q3).get_body(("html",))
+    assert html is not None and '<html lang="en">' in html.get_content()
+
+
+async def test_the_partner_s_branding_sends_its_statements_and_names_it_in_payouts(
+    settings, tmp_path
+):
+    cfg = config(settings, tmp_path)
+    branding = {
+        "display_name": "Installer One",
+        "sender_name": "Installer One Statements",
+        "sender_address": "statements@installer-one.example",
+        "intro_nl": "Hier is uw <overzicht>.",
+        "closing_nl": "Met vriendelijke groet,\nInstaller One",
+        "remittance_name": True,
+    }
+    async with open_database(settings) as db:
+        await seed(db)
+        await db.execute(
+            "UPDATE partners SET branding = $1::jsonb WHERE partner_id = 'P1'",
+            json.dumps(branding),
+        )
+        await add_session(db, "CP-A", "a1", datetime(2026, 8, 3, 8, tzinfo=UTC), "42.37")
+        await add_session(db, "CP-B", "b1", datetime(2026, 8, 3, 8, tzinfo=UTC), "30")
+        await close(db, cfg, Q2)
+        await close(db, cfg, Q3)
+        assert await pay(db, cfg, Q3) == ["payout:done", "statements:done"]
+    message = message_of(tmp_path, "A", Q3)
+    assert str(message["From"]) == "Installer One Statements <statements@installer-one.example>"
+    assert message["Message-ID"] == "<2026Q3-A@installer-one.example>"
+    a = statement_of(tmp_path, "A", Q3)
+    assert "Beste Anna de Vries, Hier is uw <overzicht>. Uw laadsessies:" in a
+    assert "Met vriendelijke groet, Installer One" in a
+    html = message.get_body(("html",))
+    assert html is not None and "Hier is uw &lt;overzicht&gt;." in html.get_content()
+    # B's partner chose nothing: the provider's sender under the partner's name.
+    assert str(message_of(tmp_path, "B", Q3)["From"]) == "Supplier Two <statements@localhost>"
+    schema = Path(__import__("sepaxml").__file__).parent / "schemas" / "pain.001.001.03.xsd"
+    xml = (tmp_path / "payouts" / "payout-2026Q3.xml").read_bytes()
+    info = xmlschema.XMLSchema(str(schema)).to_dict(xml)["CstmrCdtTrfInitn"]["PmtInf"]
+    info = info[0] if isinstance(info, list) else info
+    remittances = {t["Cdtr"]["Nm"]: t["RmtInf"]["Ustrd"] for t in info["CdtTrfTxInf"]}
+    # A is paid directly and P1 chose to be named; P2's pooled transfer is not to a customer.
+    assert remittances == {
+        "Anna de Vries": ["ERE payout 2026Q3 via Installer One"],
+        "Supplier Two BV": ["ERE payout 2026Q3"],
+    }

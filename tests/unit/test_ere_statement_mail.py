@@ -62,16 +62,50 @@ HOSTILE_NAME = '<script>alert("x")</script> & Zoë\r\nBcc: evil@attacker.example
 
 
 def message(
-    statement: PayoutStatement = STATEMENT, branding: PartnerBranding = BRAND
+    statement: PayoutStatement = STATEMENT, branding: PartnerBranding = BRAND, language: str = "nl"
 ) -> EmailMessage:
-    return build_statement_message(statement, branding, sender=SENDER, dated=DATED)
+    return build_statement_message(
+        statement, branding, sender=SENDER, dated=DATED, language=language
+    )
 
 
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def test_plain_text_statement_shows_sessions_totals_fee_vat_and_carry_in() -> None:
+def test_plain_text_statement_is_dutch_by_default_with_sessions_totals_fee_vat_and_carry_in() -> (
+    None
+):
     assert render_text(STATEMENT, BRAND) == (
+        "Acme Energie\n"
+        "ERE-uitbetalingsoverzicht, 2026 Q1\n"
+        "\n"
+        "Beste Jan de Vries,\n"
+        "\n"
+        "Uw laadsessies:\n"
+        "\n"
+        "  Datum                  kWh\n"
+        "  03-01-2026          42,370\n"
+        "  14-02-2026       1.000,001\n"
+        "  Totaal           1.042,371\n"
+        "\n"
+        "Energie:                             1.042,371 kWh\n"
+        "Verdiende ERE:                       14,10 ERE\n"
+        "Prijs:                               € 0,25 per ERE\n"
+        "Bruto:                               € 3,53\n"
+        "Vergoeding (incl. € 0,12 btw):       € -0,71\n"
+        "Netto:                               € 2,82\n"
+        "Overgebracht uit eerdere kwartalen:  € 1,00\n"
+        "Uitbetaald:                          € 3,82\n"
+        "Uitbetaald aan:                      NL** **** **** **45 67\n"
+        "\n"
+        "--\n"
+        "Acme Energie B.V.\n"
+        "KvK 12345678\n"
+    )
+
+
+def test_plain_text_statement_in_english_on_request() -> None:
+    assert render_text(STATEMENT, BRAND, language="en") == (
         "Acme Energie\n"
         "ERE payout statement, 2026 Q1\n"
         "\n"
@@ -114,32 +148,39 @@ def test_carry_over_per_kwh_pricing_and_large_numbers() -> None:
         carried_in=Decimal("0"),
         carried_over=Decimal("987.66"),
         paid_to=None,
-        carry_over_note="Amounts under €5.00 are paid out with the next quarter.",
+        carry_over_note="Bedragen onder € 5,00 worden met het volgende kwartaal uitbetaald.",
     )
     text = render_text(statement, BRAND)
 
-    assert "12,345.679" in text  # display rounding half up, to the Wh
-    assert "€0.10 per kWh" in text
-    assert re.search(r"^Gross: +€1,234.57$", text, re.MULTILINE)
-    assert re.search(r"^Carried over to next quarter: +-€987.66$", text, re.MULTILINE)
-    assert re.search(r"^Paid out: +€0.00$", text, re.MULTILINE)
-    assert "Carried in" not in text and "Paid to" not in text
-    assert "Amounts under €5.00 are paid out with the next quarter." in text
+    assert "12.345,679" in text  # display rounding half up, to the Wh
+    assert "€ 0,10 per kWh" in text
+    assert re.search(r"^Bruto: +€ 1\.234,57$", text, re.MULTILINE)
+    assert re.search(r"^Doorgeschoven naar volgend kwartaal: +€ -987,66$", text, re.MULTILINE)
+    assert re.search(r"^Uitbetaald: +€ 0,00$", text, re.MULTILINE)
+    assert "Overgebracht" not in text and "Uitbetaald aan" not in text
+    assert "Bedragen onder € 5,00 worden met het volgende kwartaal uitbetaald." in text
+
+    english = render_text(statement, BRAND, language="en")
+    assert "12,345.679" in english and "€0.10 per kWh" in english
+    assert re.search(r"^Gross: +€1,234.57$", english, re.MULTILINE)
+    assert re.search(r"^Carried over to next quarter: +-€987.66$", english, re.MULTILINE)
 
 
 @pytest.mark.parametrize(
-    ("price", "shown"),
+    ("price", "language", "shown"),
     [
-        (Decimal("0.2833"), "€0.2833"),
-        (Decimal("0.28334"), "€0.2833"),
-        (Decimal("1"), "€1.00"),
-        (Decimal("0.125"), "€0.125"),
+        (Decimal("0.2833"), "nl", "Prijs: € 0,2833 per ERE"),
+        (Decimal("0.28334"), "nl", "Prijs: € 0,2833 per ERE"),
+        (Decimal("1"), "nl", "Prijs: € 1,00 per ERE"),
+        (Decimal("0.125"), "nl", "Prijs: € 0,125 per ERE"),
+        (Decimal("0.2833"), "en", "Price: €0.2833 per ERE"),
+        (Decimal("1"), "en", "Price: €1.00 per ERE"),
+        (Decimal("0.125"), "en", "Price: €0.125 per ERE"),
     ],
 )
-def test_unit_prices_show_two_to_four_decimals(price: Decimal, shown: str) -> None:
-    assert f"Price:                             {shown} per ERE" in render_text(
-        replace(STATEMENT, unit_price=price), BRAND
-    )
+def test_unit_prices_show_two_to_four_decimals(price: Decimal, language: str, shown: str) -> None:
+    text = render_text(replace(STATEMENT, unit_price=price), BRAND, language=language)
+    assert shown in flat(text)
 
 
 def test_a_statement_without_sessions_says_so() -> None:
@@ -152,13 +193,16 @@ def test_a_statement_without_sessions_says_so() -> None:
         fee_vat=Decimal("0"),
         net=Decimal("0"),
     )
-    assert "(no sessions this quarter)" in render_text(empty, BRAND)
-    assert "(no sessions this quarter)" in render_html(empty, BRAND)
+    assert "(geen laadsessies dit kwartaal)" in render_text(empty, BRAND)
+    assert "(geen laadsessies dit kwartaal)" in render_html(empty, BRAND)
+    assert "(no sessions this quarter)" in render_text(empty, BRAND, language="en")
+    assert "(no sessions this quarter)" in render_html(empty, BRAND, language="en")
 
 
 def test_html_shows_the_same_figures_with_the_partner_branding() -> None:
     page = lxml_html.fromstring(render_html(STATEMENT, BRAND))
 
+    assert page.get("lang") == "nl"
     banner = page.xpath("//body/div[1]")[0]
     assert "background:#FFCC00" in banner.get("style")
     assert "color:#000000" in banner.get("style")  # dark text on a light brand colour
@@ -166,24 +210,36 @@ def test_html_shows_the_same_figures_with_the_partner_branding() -> None:
     assert page.xpath("//img/@alt") == ["Acme Energie"]
     rows = [[cell.text_content() for cell in row] for row in page.xpath("//table[2]//tr")]
     assert rows == [
-        ["Energy", "1,042.371 kWh"],
-        ["ERE earned", "14.10 ERE"],
-        ["Price", "€0.25 per ERE"],
-        ["Gross", "€3.53"],
-        ["Fee (incl. €0.12 VAT)", "-€0.71"],
-        ["Net", "€2.82"],
-        ["Carried in from earlier quarters", "€1.00"],
-        ["Paid out", "€3.82"],
-        ["Paid to", "NL** **** **** **45 67"],
+        ["Energie", "1.042,371 kWh"],
+        ["Verdiende ERE", "14,10 ERE"],
+        ["Prijs", "€ 0,25 per ERE"],
+        ["Bruto", "€ 3,53"],
+        ["Vergoeding (incl. € 0,12 btw)", "€ -0,71"],
+        ["Netto", "€ 2,82"],
+        ["Overgebracht uit eerdere kwartalen", "€ 1,00"],
+        ["Uitbetaald", "€ 3,82"],
+        ["Uitbetaald aan", "NL** **** **** **45 67"],
     ]
     sessions = [[cell.text_content() for cell in row] for row in page.xpath("//table[1]//tr")]
     assert sessions == [
-        ["Date", "kWh"],
-        ["2026-01-03", "42.370"],
-        ["2026-02-14", "1,000.001"],
-        ["Total", "1,042.371"],
+        ["Datum", "kWh"],
+        ["03-01-2026", "42,370"],
+        ["14-02-2026", "1.000,001"],
+        ["Totaal", "1.042,371"],
     ]
     assert "Acme Energie B.V.\nKvK 12345678" in "\n".join(page.xpath("//p[last()]/text()"))
+
+
+def test_html_in_english_shows_the_english_figures() -> None:
+    page = lxml_html.fromstring(render_html(STATEMENT, BRAND, language="en"))
+
+    assert page.get("lang") == "en"
+    rows = [[cell.text_content() for cell in row] for row in page.xpath("//table[2]//tr")]
+    assert rows[0] == ["Energy", "1,042.371 kWh"]
+    assert rows[4] == ["Fee (incl. €0.12 VAT)", "-€0.71"]
+    assert rows[7] == ["Paid out", "€3.82"]
+    sessions = [[cell.text_content() for cell in row] for row in page.xpath("//table[1]//tr")]
+    assert sessions[1] == ["2026-01-03", "42.370"]
 
 
 def test_a_dark_brand_colour_gets_white_text() -> None:
@@ -212,17 +268,17 @@ def test_html_escapes_everything_supplied() -> None:
     assert len(page.xpath("//img")) == 1 and page.xpath("//img/@onerror") == []
     assert page.xpath("//img/@src") == [branding.logo_url]
     assert (
-        'Dear <script>alert("x")</script> & Zoë Bcc: evil@attacker.example,' in page.text_content()
+        'Beste <script>alert("x")</script> & Zoë Bcc: evil@attacker.example,' in page.text_content()
     )
     assert "</p><script>alert(3)</script>" in page.text_content()
     assert 'Evil "Partner" <img src=x onerror=alert(1)>' in page.xpath("//body/div[1]/span")[0].text
 
 
 def test_one_line_fields_cannot_fake_lines_in_the_text_body() -> None:
-    text = render_text(replace(STATEMENT, customer_name="Jan\nPaid out: €1,000,000.00"), BRAND)
-    assert "Dear Jan Paid out: €1,000,000.00," in text
-    assert [line for line in text.splitlines() if line.startswith("Paid out:")] == [
-        "Paid out:                          €3.82"
+    text = render_text(replace(STATEMENT, customer_name="Jan\nUitbetaald: € 1.000.000,00"), BRAND)
+    assert "Beste Jan Uitbetaald: € 1.000.000,00," in text
+    assert [line for line in text.splitlines() if line.startswith("Uitbetaald:")] == [
+        "Uitbetaald:                          € 3,82"
     ]
 
 
@@ -273,12 +329,21 @@ def test_message_is_multipart_alternative_from_the_partner_to_the_customer() -> 
     assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert str(parsed["From"]) == "Acme Energie <statements@acme.example>"
     assert str(parsed["To"]) == "Jan de Vries <jan@example.nl>"
-    assert str(parsed["Subject"]) == "Acme Energie: ERE payout statement 2026 Q1"
+    assert str(parsed["Subject"]) == "Acme Energie: ERE-uitbetalingsoverzicht 2026 Q1"
     assert parsed["Message-ID"] == "<2026Q1-cust-42@acme.example>"
     assert parsed["Date"].datetime == DATED
     text_part, html_part = parsed.iter_parts()
     assert text_part.get_content() == render_text(STATEMENT, BRAND)
     assert html_part.get_content() == render_html(STATEMENT, BRAND)
+
+
+def test_an_english_message_has_an_english_subject_and_bodies() -> None:
+    parsed = email.message_from_bytes(message(language="en").as_bytes(), policy=policy.default)
+
+    assert str(parsed["Subject"]) == "Acme Energie: ERE payout statement 2026 Q1"
+    text_part, html_part = parsed.iter_parts()
+    assert text_part.get_content() == render_text(STATEMENT, BRAND, language="en")
+    assert html_part.get_content() == render_html(STATEMENT, BRAND, language="en")
 
 
 def test_hostile_names_cannot_inject_headers() -> None:
@@ -443,47 +508,97 @@ def flat(text: str) -> str:
 
 def test_a_correction_shows_its_own_price_what_it_corrects_and_no_zero_price() -> None:
     text = flat(render_text(CORRECTED, BRAND))
-    assert "€0.00" not in text and "Price:" not in text
+    assert "€ 0,00" not in text and "Prijs:" not in text
+    assert (
+        "correctie van 2026Q2: 40,000 kWh 13,30 ERE € 0,30 per ERE € 3,99 vergoeding 20% "
+        "€ -0,80 netto € 3,19" in text
+    )
+    assert "sessie 17: +40,000 kWh sessie 18: -2,500 kWh" in text
+    page = render_html(CORRECTED, BRAND)
+    assert "correctie van 2026Q2" in page and "sessie 18: -2,500 kWh" in page
+
+    english = flat(render_text(CORRECTED, BRAND, language="en"))
+    assert "€0.00" not in english and "Price:" not in english
     assert (
         "correction of 2026Q2: 40.000 kWh 13.30 ERE €0.30 per ERE €3.99 fee 20 % -€0.80 net €3.19"
-        in text
+        in english
     )
-    assert "session 17: +40.000 kWh session 18: -2.500 kWh" in text
-    page = render_html(CORRECTED, BRAND)
-    assert "correction of 2026Q2" in page and "session 18: -2.500 kWh" in page
+    assert "session 17: +40.000 kWh session 18: -2.500 kWh" in english
+
+
+def test_a_line_explains_its_fee_rate_in_the_statement_s_language() -> None:
+    referred = replace(
+        CORRECTION, fee_rate=Decimal("0.16"), active_referrals=2, referral_step=Decimal("0.02")
+    )
+    statement = replace(CORRECTED, lines=(referred,))
+    assert "vergoeding 16% (20% min 2 actieve doorverwijzingen × 2%, minimaal 10%)" in flat(
+        render_text(statement, BRAND)
+    )
+    assert "fee 16 % (20 % less 2 active referrals × 2 %, floor 10 %)" in flat(
+        render_text(statement, BRAND, language="en")
+    )
 
 
 @pytest.mark.parametrize(
-    "rate, referrals, shown",
+    "rate, referrals, language, shown",
     [
-        (Decimal("0.20"), 0, "20 %"),
-        (Decimal("0.20"), None, "20 %"),
-        (Decimal("0.16"), 2, "16 % (20 % less 2 active referrals × 2 %, floor 10 %)"),
-        (Decimal("0.18"), 1, "18 % (20 % less 1 active referral × 2 %, floor 10 %)"),
-        (Decimal("0.10"), 7, "10 % (20 % less 7 active referrals × 2 %, floor 10 %)"),
-        (Decimal("0.15"), None, "15 % (20 % less referral discounts, floor 10 %)"),
+        (Decimal("0.20"), 0, "en", "20 %"),
+        (Decimal("0.20"), None, "en", "20 %"),
+        (Decimal("0.16"), 2, "en", "16 % (20 % less 2 active referrals × 2 %, floor 10 %)"),
+        (Decimal("0.18"), 1, "en", "18 % (20 % less 1 active referral × 2 %, floor 10 %)"),
+        (Decimal("0.10"), 7, "en", "10 % (20 % less 7 active referrals × 2 %, floor 10 %)"),
+        (Decimal("0.15"), None, "en", "15 % (20 % less referral discounts, floor 10 %)"),
+        (Decimal("0.20"), 0, "nl", "20%"),
+        (Decimal("0.18"), 1, "nl", "18% (20% min 1 actieve doorverwijzing × 2%, minimaal 10%)"),
+        (Decimal("0.16"), 2, "nl", "16% (20% min 2 actieve doorverwijzingen × 2%, minimaal 10%)"),
+        (
+            Decimal("0.15"),
+            None,
+            "nl",
+            "15% (20% min kortingen voor doorverwijzingen, minimaal 10%)",
+        ),
     ],
 )
-def test_the_fee_rate_says_why(rate: Decimal, referrals: int | None, shown: str) -> None:
-    assert fee_rate_text(rate, referrals, Decimal("0.02")) == shown
+def test_the_fee_rate_says_why(
+    rate: Decimal, referrals: int | None, language: str, shown: str
+) -> None:
+    assert fee_rate_text(rate, referrals, Decimal("0.02"), language) == shown
+
+
+def test_the_fee_rate_is_dutch_by_default() -> None:
+    assert fee_rate_text(Decimal("0.175"), None, Decimal("0.025")) == (
+        "17,5% (20% min kortingen voor doorverwijzingen, minimaal 10%)"
+    )
 
 
 def test_an_invoice_names_the_provider_number_and_amounts() -> None:
     text = flat(render_text(CORRECTED, BRAND))
+    assert "Factuur ERE-2026-000007 voor onze vergoeding" in text
+    assert "Van: ERE Provider BV, Stationsplein 1, Utrecht KvK: 12345678" in text
+    assert "Btw-nummer: NL123456789B01 Factuurdatum: 20-10-2026" in text
+    # 0.80 with VAT, 0.14 of it VAT: 0.66 without.
+    assert "Vergoeding excl. btw: € 0,66 Btw 21%: € 0,14 Vergoeding incl. btw: € 0,80" in text
+    assert "Factuur ERE-2026-000007" in render_html(CORRECTED, BRAND)
+
+
+def test_an_english_invoice_names_the_provider_number_and_amounts() -> None:
+    text = flat(render_text(CORRECTED, BRAND, language="en"))
     assert "Invoice ERE-2026-000007 for our fee" in text
     assert "From: ERE Provider BV, Stationsplein 1, Utrecht KvK: 12345678" in text
     assert "VAT number: NL123456789B01 Invoice date: 2026-10-20" in text
-    # 0.80 with VAT, 0.14 of it VAT: 0.66 without.
     assert "Fee without VAT: €0.66 VAT 21 %: €0.14 Fee with VAT: €0.80" in text
-    assert "Invoice ERE-2026-000007" in render_html(CORRECTED, BRAND)
+    assert "Invoice ERE-2026-000007" in render_html(CORRECTED, BRAND, language="en")
 
 
 def test_a_negative_fee_is_a_credit_note() -> None:
     note = FeeInvoice(
         "ERE-2026-000008", date(2026, 10, 20), PROVIDER, Decimal("-0.60"), Decimal("-0.10")
     )
-    assert note.credit_note and note.title == "Credit note ERE-2026-000008"
+    assert note.credit_note and note.title() == "Creditnota ERE-2026-000008"
+    assert note.title("en") == "Credit note ERE-2026-000008"
     assert note.fee_excl_vat == Decimal("-0.50")
+    assert dict(note.rows())["Vergoeding incl. btw"] == "€ -0,60"
+    assert dict(note.rows("en"))["Fee with VAT"] == "-€0.60"
 
 
 @pytest.mark.parametrize(
@@ -514,11 +629,19 @@ def test_an_amount_still_owed_says_so_and_why() -> None:
         net=Decimal(0),
         carried_in=Decimal("0.16"),
         carried_over=Decimal("0.16"),
-        carry_over_note="below the minimum payout; it is paid with a later quarter",
+        carry_over_note="minder dan het minimumbedrag voor uitbetaling",
     )
     text = flat(render_text(owed, BRAND))
-    assert "€0.16 is still owed to you: below the minimum payout" in text
-    assert "Paid out: €0.00" in text and "Price" not in text
+    assert (
+        "U hebt nog € 0,16 van ons tegoed: minder dan het minimumbedrag voor uitbetaling." in text
+    )
+    assert "Uitbetaald: € 0,00" in text and "Prijs" not in text
+    english = flat(render_text(replace(owed, carry_over_note=None), BRAND, language="en"))
+    assert "€0.16 is still owed to you: carried over." in english
+    set_off = replace(owed, carried_over=Decimal("-0.16"), carried_in=Decimal("-0.16"))
+    assert "€ 0,16 wordt verrekend met latere kwartalen: minder dan" in flat(
+        render_text(set_off, BRAND)
+    )
 
 
 def test_hostile_invoice_and_line_texts_are_escaped() -> None:

@@ -6,7 +6,8 @@
   referral) and their evidence (actor, reason, document hash);
 * `records`: partners, customers and mandates in the database (add, list, get, revoke);
   `link_periods`: charger links as periods; `referrals`: referral codes; `closed_quarters`: no
-  change takes effect inside a closed quarter;
+  change takes effect inside a closed quarter; `customer_details`: a customer's details changed
+  with their history; `customer_end`: ending a customer by revoking their mandates;
 * `records_cli`: `ere-proxy partners|customers|mandates|links|referrals`, the parsers and the
   commands; `records_output`: how they print;
 * `accounting_cli`: `ere-proxy quarter|payout|rev|jobs`, the parsers and the commands that queue

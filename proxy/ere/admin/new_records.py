@@ -5,7 +5,9 @@
 rules that tie fields together: a partner-account partner's IBAN and account name, a mandate's
 dates inside its year and after its consent, the branding of statements. They read no database
 or file; the clock only for what may not lie in the future, unless `now` is given. What needs
-the database is checked where the row is written.
+the database is checked where the row is written. `--language` (`nl` or `en`,
+`statement_language`) sets the language of a partner's or customer's statements; without it a
+partner's is Dutch and a customer's their partner's.
 
 Errors: `AdminInputError` naming the first bad field.
 """
@@ -45,8 +47,9 @@ from proxy.ere.admin.validation import (
 from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.ere.core.sepa import MAX_NAME_CHARS, SepaError, sepa_text
 from proxy.ere.core.statement_mail import PartnerBranding
+from proxy.ere.core.statement_texts import LANGUAGES
 
-__all__ = ["Consent", "NewCustomer", "NewLink", "NewMandate", "NewPartner"]
+__all__ = ["Consent", "NewCustomer", "NewLink", "NewMandate", "NewPartner", "statement_language"]
 
 # a consent timestamp this far ahead of our clock still counts as now
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -63,6 +66,7 @@ class NewPartner:
     iban: str | None
     account_name: str | None
     branding: PartnerBranding
+    language: str = "nl"  # of its customers' statements, unless a customer chose their own
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NewPartner:
@@ -114,7 +118,17 @@ class NewPartner:
             )
         except ValueError as error:
             raise AdminInputError(f"--logo-url: {one_line(str(error))}") from None
-        return cls(partner_id, name, kind, model, iban, account_name, branding)
+        language = getattr(args, "language", None)
+        return cls(
+            partner_id,
+            name,
+            kind,
+            model,
+            iban,
+            account_name,
+            branding,
+            "nl" if language is None else statement_language(language),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +146,12 @@ class NewCustomer:
     iban: str | None
     email: str | None
     referral_code: str | None = None
+    language: str | None = None  # of their statements; None: their partner's
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NewCustomer:
         """Validate `customers add` arguments; AdminInputError names the first bad field."""
+        language = getattr(args, "language", None)
         return cls(
             customer_id=validate_id(args.customer_id, "customer id"),
             partner_id=validate_id(args.partner, "--partner"),
@@ -152,7 +168,13 @@ class NewCustomer:
             referral_code=None
             if args.referral_code is None
             else normalise_referral_code(args.referral_code, "--referral-code"),
+            language=None if language is None else statement_language(language),
         )
+
+
+def statement_language(value: str, field: str = "--language") -> str:
+    """`nl` or `en`: the language of statements, their e-mails and invoices."""
+    return choice(value.strip().lower(), field, LANGUAGES, "a statement language")
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,8 @@ _CONSTRAINT_MESSAGES = {
     "charger_links_customer_id_fkey": "--customer: no such customer",
     "customers_referred_by_fkey": "--referral-code: no such referral code",
     "partners_check": "--iban: is required for the partner-account payout model",
+    "partners_language": "--language: use nl or en",
+    "customers_language": "--language: use nl or en",
     "mandates_check": "--valid-from: is after --valid-until",
     "mandates_check1": "--valid-from/--valid-until: must lie inside the mandate's year",
 }
@@ -97,8 +99,8 @@ async def add_partner(conn: Connection, partner: NewPartner) -> None:
         if await tx.fetchval("SELECT 1 FROM partners WHERE partner_id = $1", partner.partner_id):
             raise AdminInputError(f"partner id: partner {partner.partner_id!r} already exists")
         await tx.execute(
-            "INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name, branding) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+            "INSERT INTO partners (partner_id, name, kind, payout_model, iban, account_name, branding, "
+            "language) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
             partner.partner_id,
             partner.name,
             partner.kind,
@@ -106,12 +108,14 @@ async def add_partner(conn: Connection, partner: NewPartner) -> None:
             partner.iban,
             partner.account_name,
             json.dumps(asdict(partner.branding)),
+            partner.language,
         )
         await create_code(tx, partner_id=partner.partner_id)
 
 
 _PARTNER_COLUMNS = """
-p.partner_id, p.name, p.kind, p.payout_model, p.iban, p.account_name, p.branding::text AS branding, p.created_at,
+p.partner_id, p.name, p.kind, p.payout_model, p.iban, p.account_name, p.language,
+p.branding::text AS branding, p.created_at,
 (SELECT count(*) FROM customers c WHERE c.partner_id = p.partner_id) AS customers
 """
 
@@ -176,8 +180,8 @@ async def add_customer(conn: Connection, customer: NewCustomer, *, actor: str | 
             )
         await tx.execute(
             "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator, "
-            "iban, email, referred_by, referred_recorded_by) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "iban, email, referred_by, referred_recorded_by, language) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             customer.customer_id,
             customer.partner_id,
             customer.name,
@@ -190,13 +194,14 @@ async def add_customer(conn: Connection, customer: NewCustomer, *, actor: str | 
             customer.email,
             customer.referral_code,
             actor if customer.referral_code is not None else None,
+            customer.language,
         )
         return await create_code(tx, customer_id=customer.customer_id)
 
 
 _CUSTOMER_COLUMNS = """
 c.customer_id, c.partner_id, c.name, c.address, c.postcode, c.city, c.ean, c.grid_operator, c.iban, c.email,
-c.created_at,
+c.language, c.created_at,
 (SELECT r.code FROM referral_codes r WHERE r.customer_id = c.customer_id) AS referral_code, c.referred_by,
 ARRAY(SELECT m.year FROM mandates m WHERE m.ean = c.ean AND m.customer_id = c.customer_id ORDER BY m.year)
     AS mandate_years

@@ -4,10 +4,13 @@ Until partners enrol customers over the API, operators keep these tables with th
 
 * `partners add|list|show`: CPOs, installers and energy suppliers, their payout model (`direct`:
   each customer is paid to their own IBAN; `partner-account`: one transfer to the partner's
-  IBAN) and the branding of their white-label statements; `partners keys create|list|revoke`:
-  their partner API keys (`proxy.ere.admin.api_keys_cli`).
+  IBAN), the branding of their white-label statements and their language (`--language nl|en`,
+  Dutch by default); `partners brand`: change that branding and language
+  (`proxy.ere.admin.branding_cli`); `partners keys create|list|rotate|revoke`: their partner API
+  keys (`proxy.ere.admin.api_keys_cli`).
 * `customers add|list|show`: the holder of one grid connection (EAN), where they are paid, their
-  referral code and the code they were referred with (`--referral-code`).
+  referral code and the code they were referred with (`--referral-code`), and the language of
+  their statements (`--language nl|en`; default: their partner's).
 * `mandates add|list|show|revoke`: the machtiging per EAN per calendar year, with its consent
   record and evidence (`--consent-text-version`, `--document FILE` hashed, `--actor`), revoked
   once with a reason; never deleted.
@@ -38,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from proxy.ere.admin.api_keys_cli import add_api_key_parsers, api_keys_command
+from proxy.ere.admin.branding_cli import add_branding_parser, brand_partner
 from proxy.ere.admin.changes import (
     LinkEnd,
     LinkMove,
@@ -48,6 +52,7 @@ from proxy.ere.admin.changes import (
 )
 from proxy.ere.admin.link_periods import add_link, end_link, list_links, move_link
 from proxy.ere.admin.new_records import NewCustomer, NewLink, NewMandate, NewPartner
+from proxy.ere.admin.partner_branding import BrandingChange
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
     add_customer,
@@ -113,12 +118,14 @@ def _add_partner_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--colour", help="brand colour, #rrggbb")
     add.add_argument("--logo-url", help="https:// URL of the logo on statements")
     add.add_argument("--footer", help="footer text of statements (may span lines)")
+    add.add_argument("--language", metavar="{nl,en}", help="language of statements (default nl)")
     actions.add_parser("list", parents=[common], help="list partners").add_argument(
         "--json", action="store_true"
     )
     show = actions.add_parser("show", parents=[common], help="show one partner")
     show.add_argument("partner_id")
     show.add_argument("--json", action="store_true")
+    add_branding_parser(actions, common)
     add_api_key_parsers(actions, common)
 
 
@@ -140,6 +147,9 @@ def _add_customer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--email", help="address statements are sent to")
     add.add_argument("--referral-code", help="the code the customer was referred with")
+    add.add_argument(
+        "--language", metavar="{nl,en}", help="language of statements (default: the partner's)"
+    )
     listing = actions.add_parser("list", parents=[common], help="list customers")
     listing.add_argument("--partner", help="only this partner's customers")
     listing.add_argument("--json", action="store_true")
@@ -257,6 +267,7 @@ _PARSERS: dict[tuple[str, str], Callable[[argparse.Namespace], Any]] = {
     ("partners", "add"): NewPartner.from_args,
     ("partners", "list"): lambda args: None,
     ("partners", "show"): lambda args: validate_id(args.partner_id, "partner id"),
+    ("partners", "brand"): BrandingChange.from_args,
     ("customers", "add"): NewCustomer.from_args,
     ("customers", "list"): lambda args: _optional(args.partner, validate_id, "--partner"),
     ("customers", "show"): lambda args: validate_id(args.customer_id, "customer id"),
@@ -450,6 +461,7 @@ _ACTIONS: dict[tuple[str, str], Callable[[Connection, Any, Output], Awaitable[No
     ("partners", "add"): _partners_add,
     ("partners", "list"): _partners_list,
     ("partners", "show"): _partners_show,
+    ("partners", "brand"): brand_partner,
     ("customers", "add"): _customers_add,
     ("customers", "list"): _customers_list,
     ("customers", "show"): _customers_show,

@@ -47,8 +47,9 @@ The rules, field by field:
   spaces are ignored and I, L, O read as 1, 1, 0.
 * branding: `--display-name` (default: the partner's name), `--colour #rrggbb`, `--logo-url
   https://...`, `--footer`, checked by `PartnerBranding` and stored in `partners.branding` as its
-  fields (`display_name`, `colour`, `logo_url`, `footer_text`), so `PartnerBranding(**branding)`
-  rebuilds it.
+  fields (`display_name`, `colour`, `logo_url`, `footer_text`, and the sender, statement texts
+  and remittance choice `partners brand` sets: `proxy.ere.admin.partner_branding`), so
+  `PartnerBranding(**branding)` rebuilds it. `--language` is `nl` or `en`.
 
 Errors: `AdminInputError`, a `ValueError` whose message is one line `<field>: <what is wrong>`
 naming the first bad field; the commands print it and exit 2.

@@ -13,6 +13,8 @@ Each module holds one idea and takes its inputs as typed, immutable values:
 * `payout_plan`: who is paid this quarter (minimum, carry-overs, payout models);
 * `sepa`: the pain.001 credit transfer document that pays them;
 * `statement_mail`: the partner-branded payout statement (text, HTML, the e-mail message);
+* `statement_texts`: its words and number formats, Dutch by default and English;
+* `branding`: a partner's white label (look, sender, statement texts, remittance name);
 * `rev_booking`: the annual REV booking export (CSV, XML in our own schema in `schemas/`) and
   the audit pack per EAN.
 

@@ -5,7 +5,9 @@ note): the provider's name, address, KvK and VAT numbers, an invoice number from
 series per year (`invoice_number`: `<prefix>-<year>-<6-digit seq>`; the payout job assigns the
 numbers), the invoice date, the fee without VAT, the VAT and the fee with VAT. The VAT is what
 the statement lines computed (each line's fee × 21/121, to the cent), so the invoice and the
-lines agree to the cent. Pure: `FeeInvoice.rows` gives the labelled rows a statement renders.
+lines agree to the cent. Pure: `FeeInvoice.title` and `FeeInvoice.rows` give the heading and
+the labelled rows a statement renders, in Dutch unless English is asked for
+(`proxy.ere.core.statement_texts`).
 
 Errors: `ValueError` for a zero fee, a VAT larger than the fee, amounts finer than a cent, or a
 sequence number outside 1-999999.
@@ -18,6 +20,7 @@ from datetime import date
 from decimal import Decimal
 
 from proxy.ere.core.fees import VAT_RATE
+from proxy.ere.core.statement_texts import DEFAULT_LANGUAGE, texts_for
 
 __all__ = ["FeeInvoice", "Provider", "invoice_number"]
 
@@ -62,22 +65,23 @@ class FeeInvoice:
     def fee_excl_vat(self) -> Decimal:
         return self.fee - self.vat
 
-    @property
-    def title(self) -> str:
-        return f"{'Credit note' if self.credit_note else 'Invoice'} {self.number}"
+    def title(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """The heading: "Factuur ERE-2026-000001" or "Creditnota …" (English: "Invoice …")."""
+        texts = texts_for(language)
+        return (texts.credit_note if self.credit_note else texts.invoice).format(number=self.number)
 
-    def rows(self) -> list[tuple[str, str]]:
+    def rows(self, language: str = DEFAULT_LANGUAGE) -> list[tuple[str, str]]:
         """Labelled rows: who invoices, the number and date, and the three amounts."""
+        texts = texts_for(language)
         p = self.provider
-        rate = f"{(VAT_RATE * 100).normalize():f} %"
         return [
-            ("From", f"{p.name}, {p.address}"),
-            ("KvK", p.kvk),
-            ("VAT number", p.vat_number),
-            ("Invoice date", self.invoice_date.isoformat()),
-            ("Fee without VAT", _euro(self.fee_excl_vat)),
-            (f"VAT {rate}", _euro(self.vat)),
-            ("Fee with VAT", _euro(self.fee)),
+            (texts.invoice_from, f"{p.name}, {p.address}"),
+            (texts.kvk, p.kvk),
+            (texts.vat_number, p.vat_number),
+            (texts.invoice_date, texts.day(self.invoice_date)),
+            (texts.fee_excl_vat, texts.euro(self.fee_excl_vat)),
+            (texts.vat.format(rate=texts.percent(VAT_RATE)), texts.euro(self.vat)),
+            (texts.fee_incl_vat, texts.euro(self.fee)),
         ]
 
 
@@ -86,8 +90,3 @@ def invoice_number(prefix: str, year: int, seq: int) -> str:
     if not 1 <= seq <= 999_999:
         raise ValueError(f"invoice sequence number {seq} is outside 1-999999")
     return f"{prefix}-{year:04d}-{seq:06d}"
-
-
-def _euro(amount: Decimal) -> str:
-    text = f"{abs(amount).quantize(_CENT):,f}"
-    return f"-€{text}" if amount < 0 else f"€{text}"

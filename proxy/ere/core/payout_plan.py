@@ -76,11 +76,16 @@ class CustomerBalance:
 
 @dataclass(frozen=True, slots=True)
 class PartnerPayout:
-    """A partner's payout model and, for `partner-account`, the account the pool goes to."""
+    """A partner's payout model and, for `partner-account`, the account the pool goes to.
+
+    `remittance`: the remittance information of transfers to the partner's `direct` customers
+    (e.g. naming the partner, `PartnerBranding.remittance`); None: the run's.
+    """
 
     partner_id: str
     model: PayoutModel
     account: BankAccount | None = None
+    remittance: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +137,10 @@ def plan_payouts(
     paid when its balance is positive and at least `minimum`; otherwise every customer's own
     balance carries over, with the payee's reason. `partners` is keyed by partner id. A pool
     nets negative customer balances against positive ones. Zero balances produce neither a
-    transfer nor a carry-over. The plan is deterministic: transfers to customers come first,
-    then those to partners, each sorted by id, and carry-overs are sorted by customer id.
+    transfer nor a carry-over. A transfer carries `remittance`, or, to a customer of a partner
+    with a `remittance` of its own, that one. The plan is deterministic: transfers to customers
+    come first, then those to partners, each sorted by id, and carry-overs are sorted by
+    customer id.
 
     Raises `TypeError` for a non-Decimal amount and `PayoutPlanError` for sub-cent amounts, a
     negative minimum, a duplicate customer, or a partner id missing from `partners`.
@@ -178,6 +185,7 @@ def plan_payouts(
             continue
         assert balance.account is not None
         own_share: tuple[tuple[str, Decimal], ...] = ((balance.customer_id, total),)
+        partner = None if balance.partner_id is None else partners[balance.partner_id]
         transfers.append(
             _planned(
                 PayeeKind.CUSTOMER,
@@ -186,7 +194,7 @@ def plan_payouts(
                 total,
                 own_share,
                 payout_run_id,
-                remittance,
+                (partner.remittance if partner else None) or remittance,
             )
         )
     for partner_id in sorted(pools):

@@ -1,26 +1,29 @@
 """Payout statement e-mails: one partner-branded message per customer per quarter.
 
-`render_text` and `render_html` are pure and show the same content: the customer's sessions
+`render_text` and `render_html` are pure and show the same content, in Dutch unless `language`
+is `en` (words and number formats: `proxy.ere.core.statement_texts`): the partner's intro, the
+customer's sessions
 (date, kWh); each statement line with its own kWh, ERE, price per ERE, gross, fee rate (and why:
 `fee_rate_text`), fee and net, a correction naming the quarter it corrects and the sessions
 whose kWh changed; the totals (gross, our fee with the VAT inside it, net); what was carried in
 from, or over to, another quarter (an amount still owed says so, and why); and the fee as an
-invoice or credit note (`proxy.ere.core.fee_invoice`). A price is shown per line (or once, as
-`unit_price`, for a statement without lines), so no statement shows a price it did not apply. The figures are
-rendered as given; the statement only checks that they agree (net = gross - fee). Display
-rounding (kWh to 0.001, ERE and euros to 0.01, a unit price to at most 4 decimals) is half up
-and never feeds back into any amount.
+invoice or credit note (`proxy.ere.core.fee_invoice`); the partner's closing paragraph and
+footer. A price is shown per line (or once, as `unit_price`, for a statement without lines), so
+no statement shows a price it did not apply. The figures are rendered as given; the statement
+only checks that they agree (net = gross - fee). Display rounding (kWh to 0.001, ERE and euros
+to 0.01, a unit price to at most 4 decimals) is half up and never feeds back into any amount.
 
-`build_statement_message` wraps both renderings in a multipart/alternative `EmailMessage` with a
-Message-ID derived from the statement id. Everything here is pure; sending the messages (SMTP,
-or `.eml` files) is `proxy.ere.jobs.statement_delivery`.
+`build_statement_message` wraps both renderings in a multipart/alternative `EmailMessage` from
+the partner's sender (`PartnerBranding.sender_*`, else the display name at the provider's
+address) with a Message-ID derived from the statement id. Everything here is pure; sending the
+messages (SMTP, or `.eml` files) is `proxy.ere.jobs.statement_delivery`.
 
 Hostile input: everything a customer or partner supplies is HTML-escaped in the HTML body.
-The brand colour must be `#rrggbb` and the logo URL `https://`, or the branding is refused,
-because neither can be made safe by escaping alone (CSS and URL contexts). Names, subject and
+The brand colour, logo URL and sender are checked by `PartnerBranding`
+(`proxy.ere.core.branding`), because escaping alone cannot make them safe. Names, subject and
 other one-line fields never carry line breaks or other control characters, in headers or
 bodies: these become spaces, so a name cannot inject a header or fake a line of the
-statement. Only the partner's footer keeps its line breaks.
+statement. Only the partner's intro, closing and footer keep their line breaks.
 """
 
 from __future__ import annotations
@@ -31,15 +34,20 @@ import html
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from urllib.parse import urlsplit
 
+from proxy.ere.core.branding import PartnerBranding
 from proxy.ere.core.fee_invoice import FeeInvoice
-from proxy.ere.core.fees import DEFAULT_FEE_RATE, FEE_FLOOR_RATE
+from proxy.ere.core.statement_texts import (
+    DEFAULT_LANGUAGE,
+    StatementTexts,
+    fee_rate_text,
+    texts_for,
+)
 
 __all__ = [
     "FigureLine",
@@ -55,10 +63,7 @@ __all__ = [
 ]
 
 _CENT = Decimal("0.01")
-_WH = Decimal("0.001")
-_PRICE_STEP = Decimal("0.0001")
 _ZERO = Decimal(0)
-_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MESSAGE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -68,33 +73,6 @@ class PricingBasis(enum.Enum):
 
     PER_ERE = "ERE"
     PER_KWH = "kWh"
-
-
-@dataclass(frozen=True, slots=True)
-class PartnerBranding:
-    """How a partner's statements look: name, `#rrggbb` colour, optional https logo, footer.
-
-    Raises `ValueError` for a colour or logo URL that could not be used safely.
-    """
-
-    display_name: str
-    colour: str = "#1F6F5C"
-    logo_url: str | None = None
-    footer_text: str = ""
-
-    def __post_init__(self) -> None:
-        if not _COLOUR.fullmatch(self.colour):
-            raise ValueError(f"brand colour must look like #1a2b3c, got {self.colour!r}")
-        if self.logo_url is not None:
-            parts = urlsplit(self.logo_url)
-            if (
-                parts.scheme != "https"
-                or not parts.netloc
-                or re.search(r"[\s\x00-\x1f\x7f]", self.logo_url)
-            ):
-                raise ValueError(
-                    f"logo URL must be an https:// URL without spaces, got {self.logo_url!r}"
-                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +87,10 @@ class StatementLine:
 class FigureLine:
     """One statement line: a delivery quarter's energy, or a correction of one closed earlier.
 
-    `fee_rate_shown` is the rate with its reason (`fee_rate_text`); empty: the bare rate.
-    `corrected` lists, for a correction, each session whose kWh changed and by how much.
+    The fee rate is explained in the statement's language from `active_referrals` and
+    `referral_step` (`fee_rate_text`) when the step is given; else `fee_rate_shown` is shown as
+    given; empty: the bare rate. `corrected` lists, for a correction, each session whose kWh
+    changed and by how much.
     """
 
     delivery_quarter: str
@@ -124,38 +104,33 @@ class FigureLine:
     net: Decimal
     fee_rate_shown: str = ""
     corrected: tuple[tuple[int, Decimal], ...] = ()
+    active_referrals: int | None = None
+    referral_step: Decimal | None = None
 
-    @property
-    def label(self) -> str:
-        kind = "correction of" if self.correction else "delivered in"
-        return f"{kind} {_header_text(self.delivery_quarter)}"
+    def label(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """What the line is: `geleverd in 2026Q2` or `correctie van 2026Q2` (Dutch)."""
+        texts = texts_for(language)
+        kind = texts.correction_of if self.correction else texts.delivered_in
+        return kind.format(quarter=_header_text(self.delivery_quarter))
 
-    def figures(self) -> str:
-        rate = _header_text(self.fee_rate_shown) or _percent(self.fee_rate)
-        return (
-            f"{_kwh(self.kwh)} kWh  {_fixed(self.ere, _CENT)} ERE  "
-            f"{_unit_price(self.eur_per_ere)} per ERE  {_euro(self.gross)}  "
-            f"fee {rate}  {_euro(-self.fee)}  net {_euro(self.net)}"
+    def rate_text(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """The fee rate, with its reason when known."""
+        if self.referral_step is not None:
+            return fee_rate_text(self.fee_rate, self.active_referrals, self.referral_step, language)
+        return _header_text(self.fee_rate_shown) or texts_for(language).percent(self.fee_rate)
+
+    def figures(self, language: str = DEFAULT_LANGUAGE) -> str:
+        """The line's kWh, ERE, price, gross, fee rate, fee and net on one line."""
+        texts = texts_for(language)
+        return texts.line_figures.format(
+            kwh=texts.kwh(self.kwh),
+            ere=texts.ere(self.ere),
+            price=texts.unit_price(self.eur_per_ere),
+            gross=texts.euro(self.gross),
+            rate=self.rate_text(language),
+            fee=texts.euro(-self.fee),
+            net=texts.euro(self.net),
         )
-
-
-def fee_rate_text(rate: Decimal, active_referrals: int | None, referral_step: Decimal) -> str:
-    """The fee rate and why, e.g. "16 % (20 % less 2 active referrals × 2 %, floor 10 %)".
-
-    `active_referrals` None: not known for this line (a lower rate then names referral
-    discounts in general).
-    """
-    if active_referrals:
-        plural = "" if active_referrals == 1 else "s"
-        why = (
-            f"{_percent(DEFAULT_FEE_RATE)} less {active_referrals} active referral{plural}"
-            f" × {_percent(referral_step)}"
-        )
-    elif rate != DEFAULT_FEE_RATE:
-        why = f"{_percent(DEFAULT_FEE_RATE)} less referral discounts"
-    else:
-        return _percent(rate)
-    return f"{_percent(rate)} ({why}, floor {_percent(FEE_FLOOR_RATE)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +174,8 @@ class PayoutStatement:
         for figures in self.lines:
             for name in ("kwh", "ere", "eur_per_ere", "gross", "fee_rate", "fee", "net"):
                 _require_decimal(getattr(figures, name), f"line {name}")
+            if figures.referral_step is not None:
+                _require_decimal(figures.referral_step, "line referral_step")
         for name in ("gross", "fee", "fee_vat", "net", "carried_in", "carried_over"):
             amount = _require_decimal(getattr(self, name), name)
             if amount != amount.quantize(_CENT):
@@ -224,46 +201,53 @@ class PayoutStatement:
         return self.net + self.carried_in - self.carried_over
 
 
-def render_text(statement: PayoutStatement, branding: PartnerBranding) -> str:
-    """The plain-text body of a statement."""
-    rows = _summary_rows(statement)
+def render_text(
+    statement: PayoutStatement, branding: PartnerBranding, *, language: str = DEFAULT_LANGUAGE
+) -> str:
+    """The plain-text body of a statement, in `language` (`nl` or `en`; `ValueError` else)."""
+    t = texts_for(language)
+    rows = _summary_rows(statement, t)
     width = max(len(label) for label, _ in rows)
     lines = [
         _header_text(branding.display_name),
-        f"ERE payout statement, {_header_text(statement.period_label)}",
+        f"{t.title}, {_header_text(statement.period_label)}",
         "",
-        f"Dear {_header_text(statement.customer_name)},",
+        t.greeting.format(name=_header_text(statement.customer_name)),
         "",
-        "Your charging sessions:",
-        "",
-        f"  {'Date':<12}{'kWh':>14}",
     ]
-    lines += [
-        f"  {line.charged_on.isoformat():<12}{_kwh(line.kwh):>14}" for line in statement.sessions
-    ]
+    if intro := _paragraph_lines(branding.intro(language)):
+        lines += [*intro, ""]
+    lines += [t.sessions_heading, "", f"  {t.date_heading:<12}{'kWh':>14}"]
+    lines += [f"  {t.day(line.charged_on):<12}{t.kwh(line.kwh):>14}" for line in statement.sessions]
     if not statement.sessions:
-        lines.append("  (no sessions this quarter)")
-    lines += [f"  {'Total':<12}{_kwh(statement.total_kwh):>14}", ""]
+        lines.append(f"  {t.no_sessions}")
+    lines += [f"  {t.total:<12}{t.kwh(statement.total_kwh):>14}", ""]
     if statement.lines:
-        lines += ["Statement lines:", ""]
+        lines += [t.lines_heading, ""]
         for figures in statement.lines:
-            lines += [f"  {figures.label}: {figures.figures()}"]
-            lines += [f"    {change}" for change in _changes(figures)]
+            lines += [f"  {figures.label(language)}: {figures.figures(language)}"]
+            lines += [f"    {change}" for change in _changes(figures, t)]
         lines.append("")
     lines += [f"{label + ':':<{width + 2}} {value}" for label, value in rows]
-    lines += ["", note] if (note := _carry_note(statement)) else []
+    lines += ["", note] if (note := _carry_note(statement, t)) else []
     if statement.invoice is not None:
-        rows = statement.invoice.rows()
+        rows = statement.invoice.rows(language)
         width = max(len(label) for label, _ in rows)
-        lines += ["", f"{_header_text(statement.invoice.title)} for our fee"]
+        heading = t.invoice_heading.format(title=_header_text(statement.invoice.title(language)))
+        lines += ["", heading]
         lines += [f"{label + ':':<{width + 2}} {_header_text(value)}" for label, value in rows]
+    if closing := _paragraph_lines(branding.closing(language)):
+        lines += ["", *closing]
     if branding.footer_text:
-        lines += ["", "--", *(_header_text(line) for line in branding.footer_text.splitlines())]
+        lines += ["", "--", *_paragraph_lines(branding.footer_text)]
     return "\n".join(lines) + "\n"
 
 
-def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
-    """The HTML body of a statement; every supplied text is escaped."""
+def render_html(
+    statement: PayoutStatement, branding: PartnerBranding, *, language: str = DEFAULT_LANGUAGE
+) -> str:
+    """The HTML body of a statement, in `language`; every supplied text is escaped."""
+    t = texts_for(language)
     escaped = _escaped_line
     colour = branding.colour
     ink = _readable_ink(colour)
@@ -277,18 +261,19 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
     number_cell = 'style="padding:4px 8px;border-bottom:1px solid #e5e5e5;text-align:right"'
     session_rows = (
         "".join(
-            f"<tr><td {cell}>{line.charged_on.isoformat()}</td><td {number_cell}>{_kwh(line.kwh)}</td></tr>"
+            f"<tr><td {cell}>{t.day(line.charged_on)}</td><td {number_cell}>{t.kwh(line.kwh)}</td></tr>"
             for line in statement.sessions
         )
-        or f'<tr><td {cell} colspan="2">(no sessions this quarter)</td></tr>'
+        or f'<tr><td {cell} colspan="2">{escaped(t.no_sessions)}</td></tr>'
     )
     summary_rows = "".join(
         f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
-        for label, value in _summary_rows(statement)
+        for label, value in _summary_rows(statement, t)
     )
     line_rows = "".join(
-        f"<tr><td {cell}>{escaped(figures.label)}</td><td {number_cell}>{escaped(figures.figures())}"
-        + "".join(f"<br>{escaped(change)}" for change in _changes(figures))
+        f"<tr><td {cell}>{escaped(figures.label(language))}</td>"
+        f"<td {number_cell}>{escaped(figures.figures(language))}"
+        + "".join(f"<br>{escaped(change)}" for change in _changes(figures, t))
         + "</td></tr>"
         for figures in statement.lines
     )
@@ -297,66 +282,82 @@ def render_html(statement: PayoutStatement, branding: PartnerBranding) -> str:
         if line_rows
         else ""
     )
-    note = f"<p>{escaped(text)}</p>" if (text := _carry_note(statement)) else ""
+    note = f"<p>{escaped(text)}</p>" if (text := _carry_note(statement, t)) else ""
     invoice = statement.invoice
     invoice_table = (
-        f'<h2 style="font-size:16px">{escaped(invoice.title)} for our fee</h2>'
+        '<h2 style="font-size:16px">'
+        f"{escaped(t.invoice_heading.format(title=invoice.title(language)))}</h2>"
         '<table style="border-collapse:collapse">'
         + "".join(
             f"<tr><td {cell}>{escaped(label)}</td><td {number_cell}>{escaped(value)}</td></tr>"
-            for label, value in invoice.rows()
+            for label, value in invoice.rows(language)
         )
         + "</table>\n"
         if invoice is not None
         else ""
     )
+    intro = f"<p>{_multiline_html(text)}</p>\n" if (text := branding.intro(language)) else ""
+    closing = f"<p>{_multiline_html(text)}</p>\n" if (text := branding.closing(language)) else ""
     footer = (
         f'<p style="color:#666;font-size:12px">{_multiline_html(branding.footer_text)}</p>'
         if branding.footer_text
         else ""
     )
+    heading = f"{t.title}, {escaped(statement.period_label)}"
     return (
         "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f"<title>ERE payout statement {escaped(statement.period_label)}</title></head>\n"
+        f'<html lang="{t.language}"><head><meta charset="utf-8">'
+        f"<title>{t.title} {escaped(statement.period_label)}</title></head>\n"
         '<body style="margin:0;padding:0;font-family:Arial,Helvetica,sans-serif;color:#222">\n'
         f'<div style="background:{colour};color:{ink};padding:16px 24px;font-size:20px">'
         f"{logo}<span>{escaped(branding.display_name)}</span></div>\n"
         '<div style="padding:16px 24px">\n'
-        f'<h1 style="font-size:18px">ERE payout statement, {escaped(statement.period_label)}</h1>\n'
-        f"<p>Dear {escaped(statement.customer_name)},</p>\n"
-        "<p>Your charging sessions:</p>\n"
+        f'<h1 style="font-size:18px">{heading}</h1>\n'
+        f"<p>{escaped(t.greeting.format(name=_header_text(statement.customer_name)))}</p>\n"
+        f"{intro}"
+        f"<p>{escaped(t.sessions_heading)}</p>\n"
         '<table style="border-collapse:collapse">'
-        f"<tr><th {cell}>Date</th><th {number_cell}>kWh</th></tr>{session_rows}"
-        f"<tr><th {cell}>Total</th><th {number_cell}>{_kwh(statement.total_kwh)}</th></tr></table>\n"
+        f"<tr><th {cell}>{t.date_heading}</th><th {number_cell}>kWh</th></tr>{session_rows}"
+        f"<tr><th {cell}>{t.total}</th><th {number_cell}>{t.kwh(statement.total_kwh)}</th></tr></table>\n"
         f"{lines_table}"
         f'<table style="border-collapse:collapse;margin-top:16px">{summary_rows}</table>\n'
-        f"{note}{invoice_table}{footer}</div>\n</body></html>\n"
+        f"{note}{invoice_table}{closing}{footer}</div>\n</body></html>\n"
     )
 
 
 def build_statement_message(
-    statement: PayoutStatement, branding: PartnerBranding, *, sender: str, dated: datetime
+    statement: PayoutStatement,
+    branding: PartnerBranding,
+    *,
+    sender: str,
+    dated: datetime,
+    language: str = DEFAULT_LANGUAGE,
 ) -> EmailMessage:
-    """A multipart/alternative e-mail (text, then HTML) from the partner to the customer.
+    """A multipart/alternative e-mail (text, then HTML) from the partner to the customer, in
+    `language`.
 
-    `sender` is the From address and `dated` (timezone-aware) the Date header. The Message-ID
-    is derived from the statement id, so a statement built twice has the same one. Raises
-    `ValueError` for an unusable e-mail address or a naive `dated`.
+    From is the partner's `sender_name` (default: its display name) at its `sender_address`
+    (default: `sender`, the provider's address); `dated` (timezone-aware) is the Date header.
+    The Message-ID is derived from the statement id, so a statement built twice has the same
+    one. Raises `ValueError` for an unusable e-mail address, a naive `dated` or an unknown
+    language.
     """
     if dated.utcoffset() is None:
         raise ValueError("dated must be timezone-aware")
-    from_address = _address(branding.display_name, sender, "sender")
+    t = texts_for(language)
+    from_address = _address(
+        branding.sender_name or branding.display_name, branding.sender_address or sender, "sender"
+    )
     message = EmailMessage()
     message["From"] = from_address
     message["To"] = _address(statement.customer_name, statement.customer_email, "customer e-mail")
     message["Subject"] = _header_text(
-        f"{branding.display_name}: ERE payout statement {statement.period_label}"
+        t.subject.format(brand=branding.display_name, title=t.title, period=statement.period_label)
     )
     message["Date"] = format_datetime(dated)
     message["Message-ID"] = f"<{message_token(statement.statement_id)}@{from_address.domain}>"
-    message.set_content(render_text(statement, branding), cte="quoted-printable")
-    message.add_alternative(render_html(statement, branding), subtype="html")
+    message.set_content(render_text(statement, branding, language=language), cte="quoted-printable")
+    message.add_alternative(render_html(statement, branding, language=language), subtype="html")
     return message
 
 
@@ -371,52 +372,49 @@ def message_token(statement_id: str) -> str:
     return "statement-" + hashlib.sha256(statement_id.encode("utf-8")).hexdigest()[:32]
 
 
-def _summary_rows(statement: PayoutStatement) -> list[tuple[str, str]]:
+def _summary_rows(statement: PayoutStatement, t: StatementTexts) -> list[tuple[str, str]]:
     rows = [
-        ("Energy", f"{_kwh(statement.stated_kwh)} kWh"),
-        ("ERE earned", f"{_fixed(statement.ere, _CENT)} ERE"),
+        (t.energy, f"{t.kwh(statement.stated_kwh)} kWh"),
+        (t.ere_earned, f"{t.ere(statement.ere)} ERE"),
     ]
     if statement.unit_price is not None:
-        price = _unit_price(statement.unit_price)
-        rows.append(("Price", f"{price} per {statement.pricing_basis.value}"))
+        price = t.unit_price(statement.unit_price)
+        rows.append((t.price, t.price_per.format(price=price, basis=statement.pricing_basis.value)))
     rows += [
-        ("Gross", _euro(statement.gross)),
-        (f"Fee (incl. {_euro(statement.fee_vat)} VAT)", _euro(-statement.fee)),
-        ("Net", _euro(statement.net)),
+        (t.gross, t.euro(statement.gross)),
+        (t.fee_with_vat.format(vat=t.euro(statement.fee_vat)), t.euro(-statement.fee)),
+        (t.net, t.euro(statement.net)),
     ]
     if statement.carried_in:
-        rows.append(("Carried in from earlier quarters", _euro(statement.carried_in)))
+        rows.append((t.carried_in, t.euro(statement.carried_in)))
     if statement.carried_over:
-        rows.append(("Carried over to next quarter", _euro(-statement.carried_over)))
-    rows.append(("Paid out", _euro(statement.paid_out)))
+        rows.append((t.carried_over, t.euro(-statement.carried_over)))
+    rows.append((t.paid_out, t.euro(statement.paid_out)))
     if statement.paid_to:
-        rows.append(("Paid to", statement.paid_to))
+        rows.append((t.paid_to, statement.paid_to))
     return rows
 
 
-def _changes(figures: FigureLine) -> list[str]:
+def _changes(figures: FigureLine, t: StatementTexts) -> list[str]:
     return [
-        f"session {session_id}: {_signed_kwh(kwh)} kWh" for session_id, kwh in figures.corrected
+        t.session_change.format(session=session_id, kwh=t.signed_kwh(kwh))
+        for session_id, kwh in figures.corrected
     ]
 
 
-def _carry_note(statement: PayoutStatement) -> str:
+def _carry_note(statement: PayoutStatement, t: StatementTexts) -> str:
     """Why an amount was carried over, and, for one still owed, that it is owed."""
     note = _header_text(statement.carry_over_note or "")
     if statement.carried_over > 0:
-        return f"{_euro(statement.carried_over)} is still owed to you: {note or 'carried over'}."
+        return t.still_owed.format(amount=t.euro(statement.carried_over), why=note or t.carried)
     if statement.carried_over < 0:
-        amount = _euro(-statement.carried_over)
-        return f"{amount} is set off against later quarters: {note or 'carried over'}."
+        return t.set_off.format(amount=t.euro(-statement.carried_over), why=note or t.carried)
     return note
 
 
-def _percent(rate: Decimal) -> str:
-    return f"{(rate * 100).normalize():f} %"
-
-
-def _signed_kwh(value: Decimal) -> str:
-    return _kwh(value) if value < 0 else f"+{_kwh(value)}"
+def _paragraph_lines(text: str) -> list[str]:
+    """A partner's multi-line text as lines, each on one line of its own (no control chars)."""
+    return [_header_text(line) for line in text.splitlines()]
 
 
 def _require_decimal(value: object, name: str) -> Decimal:
@@ -425,27 +423,6 @@ def _require_decimal(value: object, name: str) -> Decimal:
     if not value.is_finite():
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
-
-
-def _fixed(value: Decimal, step: Decimal) -> str:
-    rounded = value.quantize(step, rounding=ROUND_HALF_UP)
-    return f"{rounded if rounded else rounded.copy_abs():,f}"
-
-
-def _kwh(value: Decimal) -> str:
-    return _fixed(value, _WH)
-
-
-def _euro(amount: Decimal) -> str:
-    text = _fixed(abs(amount), _CENT)
-    return f"-€{text}" if amount < 0 else f"€{text}"
-
-
-def _unit_price(price: Decimal) -> str:
-    text = _fixed(abs(price), _PRICE_STEP).rstrip("0")
-    whole, _, fraction = text.partition(".")
-    text = f"{whole}.{fraction:0<2}"
-    return f"-€{text}" if price < 0 else f"€{text}"
 
 
 def _readable_ink(background: str) -> str:

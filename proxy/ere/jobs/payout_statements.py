@@ -7,20 +7,24 @@ statement: every line with its own figures (a correction names the quarter it co
 sessions whose kWh changed, from `statement_sessions`), the fee rate and why (the line's
 `active_referrals` once the closes record it, and the `referral_step` its close applied, kept in
 `quarter_closes.rules`; `[ere] referral_step` for a close that kept none), the carry-overs, and
-the fee as the invoice the payout job issued (`invoices`). Statements already recorded in
+the fee as the invoice the payout job issued (`invoices`); in the customer's language, else
+their partner's (`proxy.ere.core.statement_texts`). Statements already recorded in
 `payout_statements` are not sent again when the job reruns; delivery itself is at least once
 (see `proxy.ere.jobs.statement_delivery`).
+
+`build_statement` reads one customer's statement of one quarter from the books; the job and the
+partner API (`proxy.api.statement_data`) both use it. Before the quarter's payout run it gives
+the statement as the close left it: nothing carried in or over, no invoice yet.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from proxy.ere.core.fee_invoice import FeeInvoice, Provider
 from proxy.ere.core.quarters import Quarter, local_date
@@ -31,25 +35,21 @@ from proxy.ere.core.statement_mail import (
     PricingBasis,
     StatementLine,
     build_statement_message,
-    fee_rate_text,
 )
+from proxy.ere.core.statement_texts import DEFAULT_LANGUAGE, ENGLISH, texts_for
 from proxy.ere.jobs.queue import Job
 from proxy.ere.jobs.statement_delivery import SmtpSettings, deliver_statements
 from proxy.runtime.config import EreSettings
 from proxy.store.connection import Connection
 
-__all__ = ["CARRY_NOTES", "send_statements"]
+__all__ = ["CARRY_NOTES", "CustomerStatement", "build_statement", "send_statements", "statement_id"]
 
 _ZERO = Decimal(0)
-CARRY_NOTES = {
-    "below-minimum": "below the minimum payout; it is paid with a later quarter",
-    "not-positive": "a correction downwards; it is settled against later quarters",
-    "no-account": "no bank account on file yet; it is paid once one is known",
-}
+# The English notes by reason code; a statement says them in its own language.
+CARRY_NOTES = ENGLISH.carry_notes
 
 _TOUCHED = """
-SELECT c.customer_id, c.name, c.email, c.iban, p.name, p.payout_model, p.branding
-FROM customers c JOIN partners p USING (partner_id)
+SELECT c.customer_id, c.email FROM customers c
 WHERE c.customer_id IN (
     SELECT l.customer_id FROM statement_lines l
     JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
@@ -57,21 +57,49 @@ WHERE c.customer_id IN (
     UNION SELECT customer_id FROM payout_carry_overs WHERE run_id = $1 OR settled_by = $1)
 ORDER BY c.customer_id
 """
+_CUSTOMER = """
+SELECT c.name, c.email, c.iban, c.partner_id, p.name, p.payout_model, p.branding,
+       coalesce(c.language, p.language)
+FROM customers c JOIN partners p USING (partner_id) WHERE c.customer_id = $1
+"""
 _LINES = """
-SELECT l.customer_id, l.ean, l.delivery_quarter, l.kind, l.kwh, l.ere, l.eur_per_ere, l.gross,
+SELECT l.ean, l.delivery_quarter, l.kind, l.kwh, l.ere, l.eur_per_ere, l.gross,
        l.fee_rate, l.fee, l.fee_vat, l.net, (to_jsonb(l) ->> 'active_referrals')::integer,
        q.rules ->> 'referral_step'
 FROM statement_lines l JOIN quarter_closes q ON (q.quarter, q.revision) = (l.quarter, l.revision)
-WHERE l.quarter = $1 AND q.state = 'closed'
-ORDER BY l.customer_id, l.ean, l.delivery_quarter, l.kind DESC
+WHERE l.quarter = $1 AND l.customer_id = $2 AND q.state = 'closed'
+ORDER BY l.ean, l.delivery_quarter, l.kind DESC
 """
 _SESSIONS = """
-SELECT s.customer_id, s.ean, s.delivery_quarter, s.kind, s.session_id,
-       coalesce(x.stopped_at, x.last_reading_at), s.kwh
+SELECT s.ean, s.delivery_quarter, s.kind, s.session_id, coalesce(x.stopped_at, x.last_reading_at), s.kwh
 FROM statement_sessions s JOIN quarter_closes q ON (q.quarter, q.revision) = (s.quarter, s.revision)
 LEFT JOIN sessions x USING (session_id)
-WHERE s.quarter = $1 AND q.state = 'closed' ORDER BY 1, 6, 5
+WHERE s.quarter = $1 AND s.customer_id = $2 AND q.state = 'closed' ORDER BY 5, 4
 """
+_RUN = """
+SELECT (SELECT row(amount, reason) FROM payout_carry_overs WHERE run_id = $1 AND customer_id = $2),
+       (SELECT sum(amount) FROM payout_carry_overs WHERE settled_by = $1 AND customer_id = $2),
+       (SELECT row(invoice_number, invoice_date, fee, vat) FROM invoices
+        WHERE run_id = $1 AND customer_id = $2)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerStatement:
+    """One customer's statement of one quarter, the branding and `language` it is rendered
+    with, and whose it is (`partner_id`); `carry_over_reason` is the run's reason code for an
+    amount carried over."""
+
+    statement: PayoutStatement
+    branding: PartnerBranding
+    partner_id: str
+    carry_over_reason: str | None
+    language: str = DEFAULT_LANGUAGE
+
+
+def statement_id(quarter: str, customer_id: str) -> str:
+    """The id of a customer's statement of a quarter: `2026Q3-<customer id>`."""
+    return f"{quarter}-{customer_id}"
 
 
 async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> None:
@@ -84,57 +112,20 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
             "SELECT customer_id FROM payout_statements WHERE run_id = $1", quarter
         )
     }
-    lines, sessions = await _lines_and_sessions(conn, quarter, Decimal(settings.referral_step))
-    carried = {
-        row[0]: (row[1], row[2])
-        for row in await conn.fetch(
-            "SELECT customer_id, amount, reason FROM payout_carry_overs WHERE run_id = $1", quarter
-        )
-    }
-    carried_in = dict(
-        await conn.fetch(
-            "SELECT customer_id, sum(amount) FROM payout_carry_overs WHERE settled_by = $1 GROUP BY 1",
-            quarter,
-        )
-    )
-    invoices = await _invoices(conn, quarter, settings)
     messages, recipients = [], []
-    for customer_id, name, email, iban, partner_name, model, branding in await conn.fetch(
-        _TOUCHED, quarter
-    ):
+    for customer_id, email in await conn.fetch(_TOUCHED, quarter):
         if customer_id in done or not email:
             continue
-        figures = lines.get(customer_id, [])
-        carried_over, reason = carried.get(customer_id, (_ZERO, None))
-        paid_to = (
-            partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
-        )
-        invoice = invoices.get(customer_id)
-        statement = PayoutStatement(
-            f"{quarter}-{customer_id}",
-            name,
-            email,
-            _period_label(Quarter.parse(quarter)),
-            tuple(sessions.get(customer_id, ())),
-            sum((f.ere for f, _ in figures), _ZERO),
-            None,
-            PricingBasis.PER_ERE,
-            sum((f.gross for f, _ in figures), _ZERO),
-            sum((f.fee for f, _ in figures), _ZERO),
-            # The VAT of the invoice when there is one (that of the total fee), so the summary
-            # and the invoice never disagree by a rounding cent.
-            invoice.vat if invoice else sum((vat for _, vat in figures), _ZERO),
-            sum((f.net for f, _ in figures), _ZERO),
-            carried_in=carried_in.get(customer_id, _ZERO),
-            carried_over=carried_over,
-            paid_to=paid_to,
-            carry_over_note=CARRY_NOTES.get(reason) if reason else None,
-            lines=tuple(f for f, _ in figures),
-            invoice=invoice,
-        )
+        made = await build_statement(conn, quarter, customer_id, settings)
+        if made is None:
+            continue
         messages.append(
             build_statement_message(
-                statement, _branding(partner_name, branding), sender=settings.sender, dated=dated
+                made.statement,
+                made.branding,
+                sender=settings.sender,
+                dated=dated,
+                language=made.language,
             )
         )
         recipients.append(customer_id)
@@ -151,38 +142,76 @@ async def send_statements(conn: Connection, job: Job, settings: EreSettings) -> 
         )
 
 
+async def build_statement(
+    conn: Connection, quarter: str, customer_id: str, settings: EreSettings
+) -> CustomerStatement | None:
+    """The statement of `customer_id` for `quarter` (see the module docstring), or None when
+    the quarter is not closed or neither stated lines for the customer nor carried an amount of
+    theirs (in or over) in its payout run. `settings` name the provider on the invoice and the
+    referral step of closes that kept none."""
+    customer = await conn.fetchrow(_CUSTOMER, customer_id)
+    if customer is None:
+        return None
+    name, email, iban, partner_id, partner_name, model, branding, language = customer
+    texts = texts_for(language)
+    figures, sessions = await _lines_and_sessions(
+        conn, quarter, customer_id, Decimal(settings.referral_step)
+    )
+    carried, carried_in, invoiced = await conn.fetchrow(_RUN, quarter, customer_id)
+    if not figures and carried is None and carried_in is None:
+        return None
+    carried_over, reason = carried if carried is not None else (_ZERO, None)
+    invoice = None
+    if invoiced is not None:
+        number, invoice_date, fee, vat = invoiced
+        invoice = FeeInvoice(number, invoice_date, _provider(settings), fee, vat)
+    paid_to = (
+        partner_name if model == "partner-account" else (f"IBAN …{iban[-4:]}" if iban else None)
+    )
+    statement = PayoutStatement(
+        statement_id(quarter, customer_id),
+        name,
+        email or "",
+        texts.period_of(Quarter.parse(quarter)),
+        tuple(sessions),
+        sum((f.ere for f, _ in figures), _ZERO),
+        None,
+        PricingBasis.PER_ERE,
+        sum((f.gross for f, _ in figures), _ZERO),
+        sum((f.fee for f, _ in figures), _ZERO),
+        # The VAT of the invoice when there is one (that of the total fee), so the summary
+        # and the invoice never disagree by a rounding cent.
+        invoice.vat if invoice else sum((vat for _, vat in figures), _ZERO),
+        sum((f.net for f, _ in figures), _ZERO),
+        carried_in=carried_in or _ZERO,
+        carried_over=carried_over,
+        paid_to=paid_to,
+        carry_over_note=texts.carry_note(reason) if reason else None,
+        lines=tuple(f for f, _ in figures),
+        invoice=invoice,
+    )
+    return CustomerStatement(
+        statement, PartnerBranding.from_stored(partner_name, branding), partner_id, reason, language
+    )
+
+
 async def _lines_and_sessions(
-    conn: Connection, quarter: str, referral_step: Decimal
-) -> tuple[dict[str, list[tuple[FigureLine, Decimal]]], dict[str, list[StatementLine]]]:
-    """Each customer's lines (with the VAT in each fee) and the sessions of their regular lines;
+    conn: Connection, quarter: str, customer_id: str, referral_step: Decimal
+) -> tuple[list[tuple[FigureLine, Decimal]], list[StatementLine]]:
+    """The customer's lines (with the VAT in each fee) and the sessions of their regular lines;
     `referral_step` explains the rate of lines whose close kept no step of its own."""
-    sessions: dict[str, list[StatementLine]] = defaultdict(list)
-    corrected: dict[tuple[str, str, str], list[tuple[int, Decimal]]] = defaultdict(list)
-    for customer_id, ean, delivered, kind, session_id, ended_at, kwh in await conn.fetch(
-        _SESSIONS, quarter
+    sessions: list[StatementLine] = []
+    corrected: dict[tuple[str, str], list[tuple[int, Decimal]]] = defaultdict(list)
+    for ean, delivered, kind, session_id, ended_at, kwh in await conn.fetch(
+        _SESSIONS, quarter, customer_id
     ):
         if kind == "adjustment":
-            corrected[customer_id, ean, delivered].append((session_id, kwh))
+            corrected[ean, delivered].append((session_id, kwh))
         elif ended_at is not None:
-            sessions[customer_id].append(StatementLine(local_date(ended_at), kwh))
-    lines: dict[str, list[tuple[FigureLine, Decimal]]] = defaultdict(list)
-    for row in await conn.fetch(_LINES, quarter):
-        (
-            customer_id,
-            ean,
-            delivered,
-            kind,
-            kwh,
-            ere,
-            price,
-            gross,
-            rate,
-            fee,
-            vat,
-            net,
-            refs,
-            step,
-        ) = row
+            sessions.append(StatementLine(local_date(ended_at), kwh))
+    lines: list[tuple[FigureLine, Decimal]] = []
+    for row in await conn.fetch(_LINES, quarter, customer_id):
+        ean, delivered, kind, kwh, ere, price, gross, rate, fee, vat, net, refs, step = row
         correction = kind == "adjustment"
         figures = FigureLine(
             delivered,
@@ -194,38 +223,21 @@ async def _lines_and_sessions(
             rate,
             fee,
             net,
-            fee_rate_shown=fee_rate_text(
-                rate, refs, referral_step if step is None else Decimal(step)
-            ),
-            corrected=tuple(sorted(corrected[customer_id, ean, delivered])) if correction else (),
+            active_referrals=refs,
+            referral_step=referral_step if step is None else Decimal(step),
+            corrected=tuple(sorted(corrected[ean, delivered])) if correction else (),
         )
-        lines[customer_id].append((figures, vat))
+        lines.append((figures, vat))
     return lines, sessions
 
 
-async def _invoices(conn: Connection, quarter: str, settings: EreSettings) -> dict[str, FeeInvoice]:
-    provider = Provider(
+def _provider(settings: EreSettings) -> Provider:
+    return Provider(
         settings.provider_name,
         settings.provider_address,
         settings.provider_kvk,
         settings.provider_vat_number,
     )
-    return {
-        customer_id: FeeInvoice(number, invoice_date, provider, fee, vat)
-        for customer_id, number, invoice_date, fee, vat in await conn.fetch(
-            "SELECT customer_id, invoice_number, invoice_date, fee, vat FROM invoices WHERE run_id = $1",
-            quarter,
-        )
-    }
-
-
-def _period_label(quarter: Quarter) -> str:
-    return f"{quarter} ({quarter.first_day:%d %B %Y} – {quarter.last_day:%d %B %Y})"
-
-
-def _branding(partner_name: str, stored: Any) -> PartnerBranding:
-    fields = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
-    return PartnerBranding(fields.pop("display_name", partner_name), **fields)
 
 
 def _smtp(settings: EreSettings) -> SmtpSettings | None:

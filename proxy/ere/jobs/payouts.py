@@ -4,7 +4,9 @@
 Its handler sums each customer's net over the quarter's statement lines (regular and
 adjustment), adds what the customer carried in from earlier runs, plans the transfers
 (`core.payout_plan.plan_payouts`: one per direct customer, one per partner-account partner;
-amounts below `payout_minimum`, not positive, or without an account carry over), builds and
+amounts below `payout_minimum`, not positive, or without an account carry over; a transfer to
+a customer of a partner whose branding asks for it names the partner in its remittance
+information, `<remittance> via <partner>`), builds and
 validates the pain.001 document (`core.sepa`), writes it whole to
 `<payout_dir>/payout-<quarter>.xml` (`write_sepa`), and records the run, its transfers and
 carry-overs in the job's transaction. The pain.001 requests the execution date given to
@@ -47,6 +49,7 @@ from typing import Any
 
 import trio
 
+from proxy.ere.core.branding import PartnerBranding
 from proxy.ere.core.fee_invoice import invoice_number
 from proxy.ere.core.fees import vat_included_in
 from proxy.ere.core.payout_plan import (
@@ -176,14 +179,16 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
         )
         for row in rows
     ]
+    remittance = settings.remittance.format(quarter=quarter)
     partners = {
         partner_id: PartnerPayout(
             partner_id,
             PayoutModel(model),
             BankAccount(account_name or name, iban) if iban else None,
+            PartnerBranding.from_stored(name, branding).remittance(remittance),
         )
-        for partner_id, name, model, iban, account_name in await conn.fetch(
-            "SELECT partner_id, name, payout_model, iban, account_name FROM partners"
+        for partner_id, name, model, iban, account_name, branding in await conn.fetch(
+            "SELECT partner_id, name, payout_model, iban, account_name, branding FROM partners"
         )
     }
     plan = plan_payouts(
@@ -191,7 +196,7 @@ async def run_payout(conn: Connection, job: Job, settings: EreSettings) -> None:
         partners,
         minimum=Decimal(settings.payout_minimum),
         payout_run_id=quarter,
-        remittance=settings.remittance.format(quarter=quarter),
+        remittance=remittance,
     )
     created_at = datetime.fromisoformat(job.args["created_at"])
     execution_date = date.fromisoformat(job.args["execution_date"])
