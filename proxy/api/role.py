@@ -79,7 +79,11 @@ async def run_api_role(config: Config) -> None:
                     functools.partial(serve_api, context=context), db, config.api, stop
                 )
                 log.info("partner API listening", extra={"bind": binds})
-                nursery.start_soon(run_scans, db, stop)
+                nursery.start_soon(
+                    functools.partial(run_scans, interval=config.api.webhook_scan_interval),
+                    db,
+                    stop,
+                )
                 nursery.start_soon(run_deliveries, db, config.api, context.keys, stop)
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # `run` passes it to every role

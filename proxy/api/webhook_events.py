@@ -6,7 +6,8 @@ An event is one JSON body, the same for every endpoint it goes to and for every 
 - `customer.enrolled`: `customer_id`, `ean`, `year` (of the mandate recorded with it);
 - `session.completed`: `session_id`, `charger`, `transaction_id`, `customer_id`, `started_at`,
   `ended_at`, `energy_kwh`;
-- `statement.issued`: `run_id`, `quarter`, `customer_id`, `issued_at`;
+- `statement.issued`: `statement_id` (of `/v1/statements/{id}`), `run_id`, `quarter`,
+  `customer_id`, `issued_at`;
 - `payout.sent`: `run_id`, `quarter`, `execution_date`, `amount_eur`, `transfers` (the run's
   transfers to the partner or its customers);
 - `mandate.expiring`: `customer_id`, `ean`, `year`, `valid_until` (within 30 days, no mandate

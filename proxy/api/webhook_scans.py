@@ -37,6 +37,7 @@ from proxy.api.numbers import kwh, plain
 from proxy.api.session_data import END
 from proxy.api.webhook_events import NewEvent, emit
 from proxy.ere.core.quarters import local_date
+from proxy.ere.jobs.payout_statements import statement_id
 from proxy.store.connection import Connection
 
 __all__ = ["EXPIRING_DAYS", "run_scans", "scan_once"]
@@ -137,6 +138,7 @@ def _session(row: Any) -> NewEvent:
 
 def _statement(row: Any) -> NewEvent:
     data = {
+        "statement_id": statement_id(row["quarter"], row["customer_id"]),
         "run_id": row["run_id"],
         "quarter": row["quarter"],
         "customer_id": row["customer_id"],

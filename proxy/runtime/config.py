@@ -372,6 +372,9 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Webhooks go to https URLs on public addresses only; true lets them reach private,
     # loopback and link-local addresses over http or https (development and tests only).
     webhooks_allow_private: bool = False
+    # Seconds between the scans that find webhook events written by other roles (sessions
+    # completed, statements issued, payouts sent, mandates expiring).
+    webhook_scan_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _check_port("api.port", self.port)
@@ -387,6 +390,8 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             raise ValueError("api.access_token_seconds must be between 60 and 86400")
         if not 0 <= self.forwarded_for_hops <= 5:
             raise ValueError("api.forwarded_for_hops must be between 0 and 5")
+        if not 0.1 <= self.webhook_scan_interval <= 3600:
+            raise ValueError("api.webhook_scan_interval must be between 0.1 and 3600 seconds")
         try:
             price = Decimal(self.scan_price_per_kwh)
         except ArithmeticError:

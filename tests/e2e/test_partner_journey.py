@@ -7,7 +7,7 @@ OCPP URL and password once) and links it. The charger (the `ocpp` package over `
 charges through the proxy with those credentials to an independent back-office. The partner
 sees the session and its eligibility; after the quarter has ended the operator closes and pays
 it; the partner fetches the statement (JSON and PDF) and the payout. Every webhook arrives at a
-local receiver with a valid signature.
+local receiver (a plain HTTP server in the test) with a valid signature.
 
 Hand computation (2026: 1 kWh = 0.505 × 183 × 3.6 / 1000 = 0.332694 ERE; €0.30 per ERE; fee
 20 %, VAT inside it 21/121; direct payout, minimum €1.00):
@@ -19,20 +19,25 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from base64 import b64encode
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.api.keys import SCOPES
+from proxy.api.webhook_signing import verify
 from proxy.ere.core.ean import check_digit
+from testkit.pdf_text import pdf_text
 from testkit.ports import free_port
 from testkit.postgres import make_data_dir
 from testkit.proxy_process import CONFIG, log_problems
@@ -49,6 +54,69 @@ def data_dir() -> Iterator[Path]:
     path = make_data_dir("ere-journey-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+class Receiver(ThreadingHTTPServer):
+    """The partner's webhook endpoint: records (headers, body) of every POST, answers 204."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Hook)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/ere-hook"
+
+    def events(self) -> dict[str, tuple[dict[str, str], bytes]]:
+        """The deliveries so far by event type (the last of each)."""
+        with self.lock:
+            return {headers["ere-event-type"]: (headers, body) for headers, body in self.received}
+
+
+class _Hook(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with self.server.lock:
+            self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def signed_events(
+    receiver: Receiver, secret: str, day: str, *types: str
+) -> dict[str, dict[str, Any]]:
+    """The events of `types` once each has arrived, every one signed with `secret` at a time
+    within 10 minutes of `day` (the clock the roles ran with)."""
+    events = wait_until(
+        lambda: (found := receiver.events()).keys() >= set(types) and found,
+        f"webhooks {types} did not all arrive: {sorted(receiver.events())}",
+    )
+    now = datetime.fromisoformat(day + "+00:00").timestamp()
+    documents = {}
+    for kind in types:
+        headers, body = events[kind]
+        assert verify(headers["ere-signature"], body, secret, now, tolerance=600), kind
+        assert not verify(headers["ere-signature"], body + b" ", secret, now, tolerance=600)
+        document = json.loads(body)
+        assert document["type"] == kind and headers["ere-event-id"] == document["id"]
+        documents[kind] = document["data"]
+    return documents
 
 
 class Partner:
@@ -98,7 +166,7 @@ def wait_until(predicate, what: str, seconds: float = 60) -> Any:
 
 
 def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, receiver: Receiver
 ) -> None:
     api_port = free_port()
     roles = Roles(
@@ -124,6 +192,7 @@ def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
         'provider_address = "Stationsplein 1, 3511 ED Utrecht"\nprovider_kvk = "12345678"\n'
         'provider_vat_number = "NL123456789B01"\nprovider_nea_account = "NEA-000123"\n'
         f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\n'
+        "webhooks_allow_private = true\nwebhook_scan_interval = 0.5\n"
     )
     roles.config.write_text(
         template.format(
@@ -134,12 +203,17 @@ def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
     ean += str(check_digit(ean))
 
     # -- 4 May: the operator makes the partner and its key; the partner enrols and registers.
-    with roles.on("2026-05-04 09:00:00") as op:
+    may, july = "2026-05-04 09:00:00", "2026-07-10 09:00:00"
+    with roles.on(may) as op:
         op.run("partners", "add", "P1", "--name", "Installer One", "--kind", "installer",
                "--payout-model", "direct")  # fmt: skip
         key = op.run("partners", "keys", "create", "P1", "--scopes", ",".join(SCOPES)).split()[-1]
         wait_until(lambda: serves_api(api_port), "the partner API did not start")
         partner = Partner(api_port, key)
+        secret = partner.json("POST", "/v1/webhooks", {
+            "url": receiver.url(), "events": ["customer.enrolled", "session.completed",
+                                              "statement.issued", "payout.sent"],
+        }, expect=201)["secret"]  # fmt: skip
         customer = partner.json("POST", "/v1/customers", {
             "name": "Anna de Vries", "email": "anna@example.nl", "address": "Kerkstraat 1",
             "postcode": "1234 AB", "city": "Utrecht", "ean": ean, "grid_operator": "Stedin",
@@ -170,9 +244,12 @@ def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
         assert session["quarter"] == "2026Q2" and session["eligibility"] is None  # not closed yet
         charger = partner.json("GET", "/v1/chargers/CP-ANNA")
         assert charger["last_boot"]["meter_type"] == "Iskra WM3M4"
+        events = signed_events(receiver, secret, may, "customer.enrolled", "session.completed")
+        assert customer["id"] in json.dumps(events["customer.enrolled"])
+        assert str(session["id"]) in json.dumps(events["session.completed"])
 
     # -- 10 July: Q2 has ended and had its grace period; the operator closes it and pays out.
-    with roles.on("2026-07-10 09:00:00") as op:
+    with roles.on(july) as op:
         op.run("quarter", "close", "2026Q2", "--wait")
         op.run("payout", "run", "2026Q2", "--wait")
         wait_until(lambda: serves_api(api_port), "the partner API did not start")
@@ -182,5 +259,31 @@ def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
         assert [(line["quarter"], D(line["kwh"])) for line in session["statement_lines"]] == [
             ("2026Q2", D("30"))
         ]
+        (summary,) = partner.json("GET", "/v1/statements?quarter=2026Q2")["data"]
+        statement = partner.json("GET", f"/v1/statements/{summary['id']}")
+        (line,) = statement["lines"]
+        assert (D(line["kwh"]), D(line["ere"]), D(line["gross"])) == (D("30"), D("9.98"), D("2.99"))
+        totals = statement["totals"]
+        assert [D(totals[k]) for k in ("fee", "fee_vat", "net")] == [
+            D("0.60"),
+            D("0.10"),
+            D("2.39"),
+        ]
+        assert statement["payout"]["status"] == "paid" and D(statement["payout"]["amount"]) == D(
+            "2.39"
+        )
+        assert statement["invoice"]["number"].startswith("ERE-2026-")
+        status, headers, pdf = partner.request(
+            "GET", f"/v1/statements/{summary['id']}?format=pdf", accept="application/pdf"
+        )
+        assert status == 200 and headers["content-type"] == "application/pdf"
+        text = " ".join(pdf_text(pdf).split())
+        assert "Anna de Vries" in text and "€ 2,39" in text  # Dutch by default
+        run = partner.json("GET", "/v1/payouts/2026Q2")
+        (transfer,) = run["transfers"]
+        assert (transfer["customer_id"], D(transfer["amount"])) == (customer["id"], D("2.39"))
+        events = signed_events(receiver, secret, july, "statement.issued", "payout.sent")
+        assert events["statement.issued"]["statement_id"] == summary["id"]
+        assert "2026Q2" in json.dumps(events["payout.sent"])
 
     assert log_problems(roles.log.read_text()) == []

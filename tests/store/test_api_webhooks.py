@@ -616,6 +616,7 @@ async def test_scans_turn_what_other_roles_write_into_events_once(settings, tmp_
         assert session["energy_kwh"] == "30.000" and session["ended_at"].endswith("Z")
         assert events["/p2", "session.completed"]["transaction_id"] == "b-may"
         assert events["/p1", "statement.issued"] | {"issued_at": None} == {
+            "statement_id": "2026Q2-A",
             "run_id": "2026Q2",
             "quarter": "2026Q2",
             "customer_id": "A",
