@@ -8,7 +8,7 @@ Strict and bounded like `proxy.api.models`; the domain's rules (`proxy.ere.admin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,8 +28,8 @@ class _Request(BaseModel):
 
 
 class CustomerPatch(_Request):
-    """The details to change; a field left out stays as it is. Only `iban` can be removed
-    (null), and only for a customer your partner account is paid for."""
+    """The details to change; a field left out stays as it is. Only `iban` (and only for a
+    customer your partner account is paid for) and `language` can be removed (null)."""
 
     name: str | None = Field(default=None, max_length=_MAX)
     email: str | None = Field(default=None, max_length=_MAX)
@@ -40,6 +40,10 @@ class CustomerPatch(_Request):
         default=None,
         max_length=_MAX,
         description="the account payouts go to from the next payout run on",
+    )
+    language: Literal["nl", "en"] | None = Field(
+        default=None,
+        description="of the customer's statements and e-mails; null: your partner account's",
     )
     ean: str | None = Field(
         default=None, max_length=_MAX, description=f"never accepted: it {_NEW_ENROLMENT}"

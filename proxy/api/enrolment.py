@@ -76,6 +76,7 @@ def build_enrolment(
         referral_code=None
         if body.referral_code is None
         else normalise_referral_code(body.referral_code, "referral_code"),
+        language=body.language,
     )
     year = str(now.astimezone(DUTCH_TIME).year)
     return customer, build_mandate(

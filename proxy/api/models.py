@@ -8,6 +8,7 @@ digit, IBAN, postcode, control characters...) are applied after, by `proxy.api.e
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,10 @@ class CustomerIn(_Request):
         description="required when the partner pays customers directly",
     )
     referral_code: str | None = Field(default=None, max_length=_MAX)
+    language: Literal["nl", "en"] | None = Field(
+        default=None,
+        description="of the customer's statements and e-mails; null: your partner account's",
+    )
     consent: ConsentIn
 
 
@@ -77,6 +82,9 @@ class CustomerOut(BaseModel):
     iban: str | None
     referral_code: str | None = Field(description="the customer's own code, to refer others")
     referred_by: str | None = Field(description="the code the customer was referred with")
+    language: Literal["nl", "en"] | None = Field(
+        description="of the customer's statements and e-mails; null: your partner account's"
+    )
     created_at: datetime
     mandates: list[MandateOut]
 

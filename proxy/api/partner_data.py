@@ -45,7 +45,7 @@ __all__ = ["PartnerData"]
 _CUSTOMERS = """
 SELECT c.customer_id AS id, c.name, c.email, c.address, c.postcode, c.city, c.ean, c.grid_operator,
        c.iban, (SELECT r.code FROM referral_codes r WHERE r.customer_id = c.customer_id) AS referral_code,
-       c.referred_by, c.created_at
+       c.referred_by, c.language, c.created_at
 FROM customers c
 """
 _MANDATES = """

@@ -456,3 +456,42 @@ async def test_a_charger_is_answered_with_an_etag(settings):
         key_b = await partner_with_key(db, "bravo", SCOPES)
         for condition in ({}, {"if-none-match": tag}, {"if-none-match": "*"}):
             problem_of(await read(port, key_b, "/v1/chargers/CP-TAG", **condition), 404)
+
+
+async def test_a_customers_language_is_enrolled_shown_changed_and_given_back_to_the_partner(
+    settings,
+):
+    async with serving_api(settings) as (db, port):
+        key = await partner_with_key(db, "acme", SCOPES, payout_model="direct")
+        plain = await enrol(port, key, EAN_1, iban=IBAN)
+        assert plain["language"] is None  # the partner's language (nl unless it chose en)
+        english = await enrol(port, key, EAN_2, iban=IBAN, language="en")
+        path = f"/v1/customers/{english['id']}"
+        assert english["language"] == "en"
+        stored = "SELECT language FROM customers WHERE customer_id = $1"
+        assert await db.fetchval(stored, english["id"]) == "en"
+
+        tag = (await read(port, key, path)).headers["etag"]
+        back = await patch(port, key, path, {"language": None}, **{"if-match": tag})
+        assert back.status == 200 and back.json()["language"] is None
+        assert await db.fetchval(stored, english["id"]) is None
+        tag = back.headers["etag"]
+        dutch = await patch(port, key, path, {"language": "nl"}, **{"if-match": tag})
+        assert dutch.json()["language"] == "nl"
+        change = await db.fetchrow(
+            "SELECT before, after FROM customer_changes WHERE customer_id = $1 "
+            "ORDER BY change_id DESC LIMIT 1",
+            english["id"],
+        )
+        assert (json.loads(change["before"]), json.loads(change["after"])) == (
+            {"language": None},
+            {"language": "nl"},
+        )
+
+        tag = dutch.headers["etag"]
+        for bad in ("de", "NL", "", 1, ["nl"]):
+            refused = await patch(port, key, path, {"language": bad}, **{"if-match": tag})
+            assert problem_of(refused, 422)["errors"][0]["field"] == "language", bad
+        body = enrolment(EAN_3, language="fr")
+        refused = await call(port, "POST", "/v1/customers", key=key, json_body=body, headers=idem())
+        assert problem_of(refused, 422)["errors"][0]["field"] == "language"

@@ -1,4 +1,5 @@
-"""Changing a customer's details: name, e-mail, address, postcode, city and IBAN, with history.
+"""Changing a customer's details: name, e-mail, address, postcode, city, IBAN and the language
+of their statements, with history.
 
 Details change in place (statements and payouts use the current ones) and every change is kept
 in `customer_changes`: the fields changed, before and after, who (`actor`), how (`channel`),
@@ -7,8 +8,10 @@ a new enrolment, and the database refuses to change either (migration 021).
 
 `checked_details` validates the fields to change, sans-IO, by the rules enrolment applies
 (`proxy.ere.admin.validation`): names and address as plain text, a Dutch postcode, an e-mail
-address, an IBAN in the SEPA zone. Only the IBAN may be removed (None), and only for a customer
-of a `partner-account` partner: a `direct` partner's customers are paid to their own account.
+address, an IBAN in the SEPA zone, `nl` or `en`. Only the IBAN and the language may be removed
+(None): the IBAN only for a customer of a `partner-account` partner (a `direct` partner's
+customers are paid to their own account); without a language of their own, a customer's
+statements are in their partner's.
 `update_customer` writes the fields that differ from what is stored, in one transaction with the
 customer's row locked, and returns them before and after (empty when nothing differs: then
 nothing is written). An IBAN changed after a quarter was closed is paid from the next payout run
@@ -25,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxy.ere.admin.changes import validate_channel
+from proxy.ere.admin.new_records import statement_language
 from proxy.ere.admin.validation import (
     AdminInputError,
     clean_text,
@@ -56,6 +60,10 @@ def _iban(value: str | None) -> str | None:
     return None if value is None else normalise_iban(value, "--iban")
 
 
+def _language(value: str | None) -> str | None:
+    return None if value is None else statement_language(value)
+
+
 # The details a change may name (each a `customers` column), and how each is checked.
 DETAILS: dict[str, Callable[[str | None], str | None]] = {
     "name": _text("--name", 200),
@@ -64,6 +72,7 @@ DETAILS: dict[str, Callable[[str | None], str | None]] = {
     "postcode": _needs(normalise_postcode, "--postcode"),
     "city": _text("--city", 100),
     "iban": _iban,
+    "language": _language,  # None: the partner's language
 }
 
 
@@ -97,7 +106,8 @@ async def update_customer(
         raise AdminInputError(f"--{unknown[0]}: is not a detail that can change")
     async with conn.transaction() as tx:
         row = await tx.fetchrow(
-            "SELECT c.name, c.email, c.address, c.postcode, c.city, c.iban, p.payout_model "
+            "SELECT c.name, c.email, c.address, c.postcode, c.city, c.iban, c.language, "
+            "p.payout_model "
             "FROM customers c JOIN partners p USING (partner_id) WHERE c.customer_id = $1 "
             "FOR UPDATE OF c",
             customer_id,
