@@ -19,6 +19,7 @@ from hypercorn.trio import serve
 
 from proxy.api.app import create_app
 from proxy.api.context import ApiContext
+from proxy.api.housekeeping import run_housekeeping
 from proxy.api.webhook_delivery import run_deliveries
 from proxy.api.webhook_scans import run_scans
 from proxy.runtime.config import ApiSettings, CannotStart, Config
@@ -85,6 +86,7 @@ async def run_api_role(config: Config) -> None:
                     stop,
                 )
                 nursery.start_soon(run_deliveries, db, config.api, context.keys, stop)
+                nursery.start_soon(run_housekeeping, db, config.api.idempotency_hours, stop)
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # `run` passes it to every role
                         log.info("SIGHUP: the partner API has nothing to reload")

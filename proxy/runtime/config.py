@@ -375,6 +375,8 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Seconds between the scans that find webhook events written by other roles (sessions
     # completed, statements issued, payouts sent, mandates expiring).
     webhook_scan_interval: float = 60.0
+    # Hours the answer to an Idempotency-Key is kept; a POST repeated later is a new request.
+    idempotency_hours: int = 168
 
     def __post_init__(self) -> None:
         _check_port("api.port", self.port)
@@ -390,6 +392,8 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             raise ValueError("api.access_token_seconds must be between 60 and 86400")
         if not 0 <= self.forwarded_for_hops <= 5:
             raise ValueError("api.forwarded_for_hops must be between 0 and 5")
+        if not 1 <= self.idempotency_hours <= 24 * 366:
+            raise ValueError("api.idempotency_hours must be between 1 and 8784")
         if not 0.1 <= self.webhook_scan_interval <= 3600:
             raise ValueError("api.webhook_scan_interval must be between 0.1 and 3600 seconds")
         try:
