@@ -67,6 +67,7 @@ from schwifty import IBAN
 from schwifty.exceptions import InvalidStructure, SchwiftyException
 
 from proxy.ere.core.ean import Ean, EanError
+from proxy.ere.core.email_address import is_plain_address
 from proxy.ere.core.quarters import Quarter, QuarterFormatError
 from proxy.routing.registry.errors import InvalidIdentity
 from proxy.routing.registry.records import validate_identity
@@ -108,8 +109,6 @@ MAX_POWER_W = Decimal(1_000_000)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"([1-9][0-9]{3}) ?([A-Za-z]{2})")
 _UNISSUED_POSTCODE_LETTERS = frozenset({"SA", "SD", "SS"})
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _YEAR = re.compile(r"[0-9]{4}")
 _WATTS = re.compile(r"[0-9]{1,7}(?:\.[0-9]{1,3})?")
@@ -232,20 +231,11 @@ def normalise_postcode(value: str, field: str = "--postcode") -> str:
 def normalise_email(value: str, field: str = "--email") -> str:
     """A plain `local@domain.tld` address with the domain in lower case."""
     text = value.strip()
-    local, at, domain = text.rpartition("@")
-    labels = domain.split(".")
-    if (
-        not at
-        or len(text) > 254
-        or len(local) > 64
-        or not _EMAIL_LOCAL.fullmatch(local)
-        or len(labels) < 2
-        or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
-        or labels[-1].isdigit()
-    ):
+    if not is_plain_address(text):
         raise AdminInputError(
             f"{field}: {shown(value)} is not an e-mail address like name@example.nl"
         )
+    local, _, domain = text.rpartition("@")
     return f"{local}@{domain.lower()}"
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from proxy.ere.core.email_address import is_plain_address
 from proxy.ere.core.sepa import MAX_REMITTANCE_CHARS, SepaError, sepa_text
 
 __all__ = [
@@ -45,10 +46,6 @@ MAX_FOOTER_CHARS: Final = 2000
 MAX_URL_CHARS: Final = 2000
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LOCAL_PART = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*", re.ASCII
-)
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
 _SENDER = re.compile(r'(?:"?(?P<name>[^<>"]*?)"?\s*<(?P<address>[^<>]*)>|(?P<bare>[^<>\s]+))')
 _VIA = " via "
 
@@ -187,18 +184,7 @@ def _check_logo(url: object) -> None:
 
 def _check_address(address: object) -> None:
     """A plain `local@domain.tld`: nothing a header could be injected through."""
-    text = address if isinstance(address, str) else ""
-    local, at, domain = text.rpartition("@")
-    labels = domain.split(".")
-    if (
-        not at
-        or len(text) > 254
-        or len(local) > 64
-        or not _LOCAL_PART.fullmatch(local)
-        or len(labels) < 2
-        or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
-        or labels[-1].isdigit()
-    ):
+    if not isinstance(address, str) or not is_plain_address(address):
         raise BrandingError(
             "sender_address",
             f"sender address must be a plain address like statements@example.nl, got {address!r}",
