@@ -22,7 +22,10 @@ from proxy.store.connection import Connection
 __all__ = ["END", "SessionData", "SessionFilter"]
 
 END = "coalesce(s.stopped_at, CASE WHEN s.status = 'orphaned' THEN s.last_reading_at END)"
-# Sessions with their link period's customer, of this partner only ($1: partner id).
+# Sessions with their link period's customer, of this partner only ($1: partner id). The
+# assessment's LIMIT 1 (the view has one row per session anyway) keeps the planner from
+# flattening the lateral subquery into a join with the whole view, which would compute every
+# session's current assessment for each page; this way it is one index probe per row.
 SCOPED = f"""
 FROM sessions s
 JOIN charger_links l ON l.identity = s.identity
@@ -31,7 +34,7 @@ JOIN charger_links l ON l.identity = s.identity
 JOIN customers c ON c.customer_id = l.customer_id AND c.partner_id = $1
 LEFT JOIN LATERAL (
     SELECT v.eligibility, v.reason, v.detail, v.kwh, v.quarter, v.assessed_at
-    FROM current_session_assessments v WHERE v.session_id = s.session_id
+    FROM current_session_assessments v WHERE v.session_id = s.session_id LIMIT 1
 ) a ON true
 """
 _COLUMNS = f"""
@@ -131,6 +134,10 @@ class SessionData:
             "ORDER BY s.session_id DESC LIMIT $8"
         )
         async with self._db.transaction(isolation="repeatable_read", readonly=True) as tx:
+            # One statement serves every combination of filters: a plan cached for the
+            # connection (generic, chosen after five runs) fits some and scans the whole table
+            # for others (a charger's sessions found by walking every session, newest first).
+            await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             rows = await tx.fetch(
                 query,
                 self.partner_id,
