@@ -10,13 +10,14 @@ where the API wants unique values (an EAN, a charger identity). A schema without
 and schema tests pass. Ids of other objects in a body (a link's `customer_id`) are placeholders:
 a caller puts in the ids of objects it made. `required_query(operation)` gives a valid value
 for each required query parameter (from its example, enum or minimum);
-`item_parameter(document, collection)` names the path parameter of a collection's objects.
+`item_parameter(document, collection)` names the path parameter of a collection's objects;
+`with_charger(body, identity)` puts a pushed batch's sessions on a charger of the caller's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from proxy.ere.core.quarters import DUTCH_TIME
@@ -30,7 +31,9 @@ __all__ = [
     "item_parameter",
     "operations",
     "required_query",
+    "supplied_session",
     "valid_body",
+    "with_charger",
 ]
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -70,6 +73,8 @@ BODIES: dict[str, Callable[[int], dict[str, Any]]] = {
         ]
     },
     "KeyRotationIn": lambda n: {"grace_hours": 1},  # the rotated key works an hour more
+    # A session on a placeholder charger: a caller puts in one of its own (`with_charger`).
+    "SessionBatchIn": lambda n: {"sessions": [supplied_session(n, fresh_identity(n))]},
     "CustomerPatch": lambda n: {"name": f"Klant {n}", "city": "Amersfoort"},
     "CustomerEndIn": lambda n: {"effective": today().isoformat(), "reason": "moved house"},
     "MandateIn": lambda n: {
@@ -77,6 +82,25 @@ BODIES: dict[str, Callable[[int], dict[str, Any]]] = {
         "consent": enrolment(fresh_ean(n))["consent"],
     },
 }
+
+
+def supplied_session(n: int, charger: str) -> dict[str, Any]:
+    """The n-th session a partner pushes for `charger`: an hour on the n-th day of 2026."""
+    start = datetime(2026, 1, 1, 8, tzinfo=DUTCH_TIME) + timedelta(days=n % 300)
+    return {
+        "id": f"case-{n}",
+        "charger": charger,
+        "started_at": start.isoformat(),
+        "stopped_at": (start + timedelta(hours=1)).isoformat(),
+        "energy_kwh": "3.5",
+    }
+
+
+def with_charger(body: dict[str, Any], charger: str) -> dict[str, Any]:
+    """A `SessionBatchIn` body with every session on `charger` (other bodies as they are)."""
+    if not isinstance(body.get("sessions"), list):
+        return body
+    return body | {"sessions": [item | {"charger": charger} for item in body["sessions"]]}
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

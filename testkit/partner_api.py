@@ -1,15 +1,18 @@
 """The partner API on a real hypercorn server over a test database, and a plain HTTP client.
 
-`serving_api` opens the database, starts the API (with `context`, default a bare one) on a
+`serving_api` opens the database as the api role does (`open_api_database`), starts the API (with `context`, default a bare one) on a
 free port of 127.0.0.1 and yields (database, port); `call` sends one HTTP/1.1 request (h11, a
-fresh connection) and returns the reply; `partner_with_key` adds a partner and a key; `enrolment` is a valid enrolment body.
-`seed_session` records a charger's session as its OCPP traffic would (the API makes none).
+fresh connection) and returns the reply; `idem` is a fresh Idempotency-Key header and
+`problem_of` checks a problem+json answer; `partner_with_key` adds a partner and a key;
+`enrolment` is a valid enrolment body. `seed_session` records a charger's session as its OCPP
+traffic would (the API makes none).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,13 +25,13 @@ import trio
 
 from proxy.api.context import ApiContext
 from proxy.api.key_store import create_key
-from proxy.api.role import serve_api
+from proxy.api.role import open_api_database, serve_api
 from proxy.ere.admin.new_records import NewPartner
 from proxy.ere.admin.records import add_partner
 from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.ere.core.statement_mail import PartnerBranding
 from proxy.runtime.config import ApiSettings, DatabaseSettings
-from proxy.store.db import Database, open_database
+from proxy.store.db import Database
 from testkit.ports import free_port
 
 IBAN_PARTNER = "NL91ABNA0417164300"
@@ -49,7 +52,7 @@ async def serving_api(
     settings: DatabaseSettings, *, context: ApiContext | None = None, **api: Any
 ) -> AsyncIterator[tuple[Database, int]]:
     port = free_port()
-    async with open_database(settings) as db, trio.open_nursery() as nursery:
+    async with open_api_database(settings) as db, trio.open_nursery() as nursery:
         stop = trio.Event()
         serve = functools.partial(serve_api, context=context)
         await nursery.start(serve, db, ApiSettings(port=port, enabled=True, **api), stop)
@@ -103,6 +106,23 @@ async def call(
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
     return Reply(status, reply_headers, b"".join(chunks))
+
+
+PROBLEM = "application/problem+json"
+
+
+def idem() -> dict[str, str]:
+    """A fresh `Idempotency-Key` header."""
+    return {"idempotency-key": str(uuid.uuid4())}
+
+
+def problem_of(reply: Reply, *statuses: int) -> dict[str, Any]:
+    """The problem details of `reply`, which must have one of `statuses` (RFC 9457 fields)."""
+    assert reply.status in statuses, (reply.status, reply.body)
+    assert reply.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = reply.json()
+    assert {"type", "title", "status", "detail"} <= problem.keys()
+    return problem
 
 
 async def partner_with_key(

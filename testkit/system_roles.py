@@ -66,12 +66,13 @@ class Operator:
         self.config = config
         self.day = day
 
-    def run(self, *args: str, expect: int = 0) -> str:
+    def run(self, *args: str, expect: int = 0, stdin: str = "") -> str:
+        """The command's stdout (its stderr when `expect` is not 0); `stdin` is its input."""
         result = subprocess.run(
             [sys.executable, "-m", "proxy", *args, "--config", str(self.config)],
             cwd=REPO,
             env=on_day(self.day),
-            stdin=subprocess.DEVNULL,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=120,

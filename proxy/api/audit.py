@@ -1,5 +1,6 @@
-"""The audit log of API writes: who (the key, and so the partner), when (the database's
-clock), what (action, object) and the object before and after, in the writing transaction."""
+"""The audit log of API writes: who (the key, or the dashboard user, and so the partner), when
+(the database's clock), what (action, object) and the object before and after, in the writing
+transaction."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ async def record_write(
     after: Any = None,
 ) -> None:
     await tx.execute(
-        "INSERT INTO api_audit_log (partner_id, key_id, action, object_type, object_id, before, after) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+        "INSERT INTO api_audit_log (partner_id, key_id, user_id, action, object_type, object_id, "
+        "before, after) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)",
         caller.partner_id,
-        caller.key_id,
+        caller.api_key_id,
+        caller.user_id,
         action,
         object_type,
         object_id,

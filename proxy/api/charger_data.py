@@ -1,20 +1,29 @@
 """One partner's chargers: registering one for forwarding, linking one, reading them.
 
-A partner's chargers are those it registered, and those linked to one of its customers, unless
-the charger's latest link period belongs to another partner's customer (then it is theirs
-now; the sessions it charged for this partner stay visible under `/v1/sessions`). Any other
-charger does not exist for the partner (404).
+A partner's chargers are those it registered, those the operator granted it (chargers that
+connect already, through the configuration file or the default route:
+`proxy.ere.admin.charger_grants`), and those linked to one of its customers, unless the
+charger's latest link period belongs to another partner's customer (then it is theirs now; the
+sessions it charged for this partner stay visible under `/v1/sessions`). Any other charger does
+not exist for the partner (404).
 
-`register` adds a managed charger to the registry (`proxy.routing.registry.records`) with a
-generated password, shown in the first answer only: the answer kept for a repeated request
-has the password blanked, so no credential is stored in the clear. It refuses (409, naming no
-one) an identity the registry or the configuration file routes already, one linked to another
-partner's customer, and one whose events were recorded while it was linked to none of this
-partner's customers (registering it would take over another's charger).
+`register` adds a managed charger to the registry (`proxy.routing.registry.records`), its
+upstream checked against server-side request forgery (`proxy.api.upstream_urls`: no private
+address, the operator's allow-list; 422 naming `upstream`), with a generated password, shown
+in the first answer only: the answer kept for a repeated request has the password blanked,
+so no credential is stored in the clear. It refuses (409, naming no one) an identity the
+registry or the configuration file routes already, one linked to or granted to another
+partner, and one whose events were recorded while it was linked to none of this partner's
+customers (registering it would take over another's charger).
 
 `link` opens a link period through `proxy.ere.admin.link_periods` (`add_link`, or `move_link`
 when the charger's open period is this partner's), so the domain's rules hold: no change inside
-a closed quarter, none while a quarter is closing (409).
+a closed quarter, none while a quarter is closing (409). It refuses (409, naming no one) a
+charger another partner registered, was granted or has linked now, and a charger the proxy has
+seen charging that was never linked to this partner's customers, unless this partner registered
+it or was granted it: a charger that connects already becomes a partner's only by the
+operator's grant. A charger the proxy has never seen may be linked ahead of its first
+connection.
 
 Errors: `Problem` (404, 409, 422, 503 when an upstream secret cannot be sealed); database
 errors pass through.
@@ -37,6 +46,7 @@ from proxy.api.idempotency import StoredAnswer, claim, remember
 from proxy.api.key_store import Caller
 from proxy.api.numbers import kwh, plain
 from proxy.api.problems import Problem, field_error
+from proxy.api.upstream_urls import UpstreamPolicy, check_upstream
 from proxy.ere.admin.changes import LinkMove
 from proxy.ere.admin.link_periods import add_link, move_link
 from proxy.ere.admin.new_records import NewLink
@@ -67,6 +77,8 @@ LINK_FIELDS = {
 PARTNER_CHARGERS = """
 WITH named AS (
     SELECT identity FROM api_chargers WHERE partner_id = $1
+    UNION
+    SELECT identity FROM partner_charger_grants WHERE partner_id = $1 AND revoked_at IS NULL
     UNION
     SELECT l.identity FROM charger_links l JOIN customers c USING (customer_id) WHERE c.partner_id = $1
 ), latest AS (
@@ -105,6 +117,9 @@ _KNOWN_ELSEWHERE = """
 SELECT EXISTS (
     SELECT 1 FROM charger_links l JOIN customers c USING (customer_id)
     WHERE l.identity = $1 AND c.partner_id <> $2
+) OR EXISTS (
+    SELECT 1 FROM partner_charger_grants
+    WHERE identity = $1 AND partner_id <> $2 AND revoked_at IS NULL
 ) OR (
     EXISTS (SELECT 1 FROM charger_events WHERE identity = $1)
     AND NOT EXISTS (
@@ -113,7 +128,31 @@ SELECT EXISTS (
     )
 )
 """
+# Who holds a charger: the partner that registered it, or the one the operator granted it to.
+_HOLDER = """
+SELECT coalesce(
+    (SELECT partner_id FROM api_chargers WHERE identity = $1),
+    (SELECT partner_id FROM partner_charger_grants WHERE identity = $1 AND revoked_at IS NULL)
+) AS holder
+"""
+# A charger the proxy has seen that was never linked to one of this partner's customers.
+_SEEN_WITHOUT_ME = """
+SELECT EXISTS (SELECT 1 FROM charger_events WHERE identity = $1)
+   AND NOT EXISTS (
+       SELECT 1 FROM charger_links l JOIN customers c USING (customer_id)
+       WHERE l.identity = $1 AND c.partner_id = $2)
+"""
 _BOOT = ("booted_at", "vendor", "model", "serial", "firmware", "meter_type", "meter_serial")
+
+
+def _bad_upstream(detail: str) -> Problem:
+    return Problem(
+        422,
+        f"upstream: {detail}",
+        title="Invalid request",
+        type_="urn:ere-proxy:problem:invalid-field",
+        errors=[{"field": "upstream", "detail": detail}],
+    )
 
 
 def _taken() -> Problem:
@@ -196,8 +235,11 @@ class ChargerData:
             raise Problem(404, "no such charger")
         return self._charger(row)
 
-    async def register(self, body: ChargerIn, idem_key: str, digest: str) -> StoredAnswer:
-        """Register a managed charger; the answer (the password blanked in the stored copy)."""
+    async def register(
+        self, body: ChargerIn, idem_key: str, digest: str, *, upstreams: UpstreamPolicy
+    ) -> StoredAnswer:
+        """Register a managed charger whose upstream `upstreams` lets partners reach; the
+        answer (the password blanked in the stored copy)."""
         try:
             identity = validate_charger_identity(body.identity, "identity")
         except AdminInputError as error:
@@ -211,14 +253,9 @@ class ChargerData:
                 upstream_username=body.upstream_username,
                 upstream_password=body.upstream_password,
             )
+            await check_upstream(route.upstream, upstreams)
         except (ValueError, msgspec.ValidationError) as error:
-            raise Problem(
-                422,
-                f"upstream: {error}",
-                title="Invalid request",
-                type_="urn:ere-proxy:problem:invalid-field",
-                errors=[{"field": "upstream", "detail": str(error)}],
-            ) from None
+            raise _bad_upstream(str(error)) from None
         if body.upstream_password is not None and self._context.keys is None:
             raise Problem(503, "upstream passwords cannot be stored now; try again later")
         async with self._db.transaction() as tx:
@@ -287,11 +324,13 @@ class ChargerData:
             await tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('charger-link:' || $1, 0))", identity
             )
-            registrant = await tx.fetchval(
-                "SELECT partner_id FROM api_chargers WHERE identity = $1", identity
-            )
-            if registrant is not None and registrant != self.partner_id:
+            holder = await tx.fetchrow(_HOLDER, identity)
+            if holder["holder"] is not None and holder["holder"] != self.partner_id:
                 raise _taken()
+            if holder["holder"] is None and await tx.fetchval(
+                _SEEN_WITHOUT_ME, identity, self.partner_id
+            ):
+                raise _taken()  # charging for someone else: the operator grants it, or no one
             at: datetime = start or await tx.fetchval("SELECT now()")
             periods = await tx.fetch(
                 "SELECT l.customer_id, c.partner_id, l.valid_from, l.valid_until "

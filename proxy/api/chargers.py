@@ -25,6 +25,7 @@ from proxy.api.etags import NOT_MODIFIED, conditional_get
 from proxy.api.idempotency import check_key, request_digest
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import PROBLEM_JSON, Problem
+from proxy.api.upstream_urls import UpstreamPolicy
 
 __all__ = ["bad_cursor", "router"]
 
@@ -54,12 +55,15 @@ async def register_charger(
     data: Annotated[PartnerData, Depends(partner_data("chargers:write"))],
     idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
 ) -> JSONResponse:
-    """Register a charger for forwarding to its back-office. The answer gives the OCPP URL,
-    username and a generated password to configure on the charger: the password is shown
-    in this answer only."""
+    """Register a charger for forwarding to its back-office. The `upstream` must be on a
+    public address (not a private, loopback or link-local one, nor a name resolving there) and
+    on a host the operator allows (422 otherwise). The answer gives the OCPP URL, username and
+    a generated password to configure on the charger: the password is shown in this answer
+    only."""
     key = check_key(idempotency_key)
     digest = request_digest("POST", request.url.path, body.model_dump(mode="json"))
-    answer = await data.chargers.register(body, key, digest)
+    policy = UpstreamPolicy.from_settings(request.app.state.settings)
+    answer = await data.chargers.register(body, key, digest, upstreams=policy)
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
 

@@ -5,7 +5,9 @@ key, or an OAuth2 access token issued for one, told apart by their prefix) and g
 handler a `PartnerData` scoped to the key's partner, if the credential holds `scope`. Handlers
 get nothing else from the database, so tenant isolation is structural. The rate limits
 (`proxy.api.throttle`) are applied here: a failure counts against the client's address, and
-every authenticated request against its key.
+every authenticated request against its key. A credential verified less than `[api]
+auth_cache_seconds` ago is not looked up again (`proxy.api.auth_cache`), so a revocation or an
+expiry takes effect within that time; the key's `last_used_at` is stamped at most once a minute.
 
 Errors: `Problem` 401 (with `WWW-Authenticate: Bearer`) for a missing, malformed, unknown,
 revoked or expired credential; 403 for one without the scope; 429 over a rate limit.
@@ -20,7 +22,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from proxy.api.access_tokens import PREFIX as ACCESS_TOKEN_PREFIX
-from proxy.api.key_store import Caller, authenticate
+from proxy.api.auth_cache import AuthCache
+from proxy.api.key_store import Caller, authenticate, stamp_last_used
 from proxy.api.keys import parse_key
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import Problem
@@ -42,10 +45,22 @@ def _database(request: Request) -> Connection:
     return database
 
 
-async def _authenticate(database: Connection, credential: str) -> Caller | None:
+async def _authenticate(request: Request, credential: str) -> Caller | None:
+    cache: AuthCache = request.app.state.auth_cache
+    caller = cache.get(credential)
+    if caller is not None:
+        return caller
+    database = _database(request)
     if credential.startswith(ACCESS_TOKEN_PREFIX):
-        return await authenticate_token(database, credential)
-    return await authenticate(database, credential)
+        caller = await authenticate_token(database, credential)
+    else:
+        caller = await authenticate(database, credential)
+    if caller is None:
+        return None
+    if cache.stamp_due(caller.key_id):
+        await stamp_last_used(database, caller.key_id)
+    cache.put(credential, caller)
+    return caller
 
 
 async def _caller(
@@ -57,7 +72,7 @@ async def _caller(
     throttle.check_address(address)
     caller = None
     if credentials is not None and len(credentials.credentials) <= 256:
-        caller = await _authenticate(_database(request), credentials.credentials)
+        caller = await _authenticate(request, credentials.credentials)
     if caller is None:
         named = parse_key(credentials.credentials) if credentials is not None else None
         throttle.failed(address, named[0] if named is not None else None)

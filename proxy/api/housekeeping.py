@@ -10,6 +10,7 @@ long and the API keeps answering. Several api processes may run it at once: a tr
 advisory lock lets one round run and the others skip it.
 
 Errors: a round that fails (a database outage) is logged and tried again at the next one.
+What a round deleted is counted in `metrics` (`proxy.api.metrics`), if given.
 Cancellation: a batch cut short rolls back; nothing is half deleted.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
+from proxy.api.metrics import ApiMetrics
 from proxy.store.connection import Connection
 
 __all__ = ["Purged", "purge_once", "run_housekeeping"]
@@ -63,7 +65,12 @@ async def purge_once(db: Connection, idempotency_hours: int, *, batch: int = 100
 
 
 async def run_housekeeping(
-    db: Connection, idempotency_hours: int, stop: trio.Event, *, interval: float = 3600.0
+    db: Connection,
+    idempotency_hours: int,
+    stop: trio.Event,
+    *,
+    interval: float = 3600.0,
+    metrics: ApiMetrics | None = None,
 ) -> None:
     """A round at once and then every `interval` seconds, until `stop` is set."""
     while not stop.is_set():
@@ -72,6 +79,8 @@ async def run_housekeeping(
         except Exception as error:  # a database outage: the next round tries again
             log.warning("API housekeeping failed", exc_info=error)
         else:
+            if purged is not None and metrics is not None:
+                metrics.housekeeping_round(purged.idempotency_keys, purged.access_tokens)
             if purged is not None and (purged.idempotency_keys or purged.access_tokens):
                 log.info(
                     "API housekeeping",

@@ -7,8 +7,10 @@ work for a grace period more; `reissue_secret` gives a successor nobody has used
 (the answer that showed it was lost); `revoke_key` revokes one, once; `authenticate` finds the
 caller a key belongs to, or None, and `check_key` what a key id and secret name, live or not.
 A key works while it is neither revoked nor past its `expires_at` (by the database's clock). A
-key's `last_used_at` is stamped at most once a minute, so a busy key does not write on every
-request.
+key's `last_used_at` is stamped (`stamp_last_used`) at most once a minute, so a busy key does
+not write on every request; the API stamps it after `authenticate`, and remembers a verified
+key for a moment (`proxy.api.auth_cache`): a revocation, a rotation's end or an expiry is seen
+by each API process within `[api] auth_cache_seconds`.
 
 Errors: `AdminInputError` naming the field (unknown partner or key, a key revoked, expired or
 replaced already, a grace period out of range).
@@ -46,12 +48,20 @@ MAX_GRACE = timedelta(days=7)
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling: the partner a working key belongs to, and what it may do; `by_token`
-    when the call came with an access token of the key (its scopes may be fewer)."""
+    when the call came with an access token of the key (its scopes may be fewer). A partner
+    user of the dashboard (`proxy.api.dashboard`) calls with `user_id` set and no key:
+    `key_id` then names the user (`user:<id>`) where an actor is written as text."""
 
     partner_id: str
     key_id: str
     scopes: frozenset[str]
     by_token: bool = False
+    user_id: int | None = None
+
+    @property
+    def api_key_id(self) -> str | None:
+        """The key of the call (what a `key_id` column references); None for a user."""
+        return None if self.user_id is not None else self.key_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +209,11 @@ async def stamp_last_used(conn: Connection, key_id: str) -> None:
 
 async def authenticate(conn: Connection, token: str) -> Caller | None:
     """The caller the key `token` identifies, or None (malformed, unknown, wrong secret,
-    revoked, expired)."""
+    revoked, expired); its use is not stamped here."""
     parsed = parse_key(token)
     if parsed is None:
         return None
     checked = await check_key(conn, *parsed)
     if checked is None or not checked.works:
         return None
-    await stamp_last_used(conn, checked.caller.key_id)
     return checked.caller

@@ -35,6 +35,7 @@ SCOPES = (
     "chargers:write",
     "chargers:read",
     "sessions:read",
+    "sessions:write",  # supply sessions of the partner's chargers (a batch, a CSV import)
     "statements:read",
     "payouts:read",
     "webhooks:write",

@@ -4,7 +4,8 @@
 for an authenticated caller), so a partner can name another partner's object but never reach
 it: such an object does not exist for them (404, never 403). Chargers, sessions, energy
 figures, statements and payouts live in sibling modules (`charger_data`, `session_data`,
-`energy_data`, `statement_data`) that `PartnerData` hands out built for the same caller;
+`energy_data`, `statement_data`, and `session_push_data` for the sessions a partner supplies)
+that `PartnerData` hands out built for the same caller;
 so are changes to its customers (`customer_changes`: details, end, next year's mandate). Enrolment writes the customer, the
 mandate (channel `api`, actor the key id), the audit entry, the `customer.enrolled` webhook
 event (`webhook_events`) and the idempotent answer in one transaction.
@@ -32,11 +33,13 @@ from proxy.api.models import CustomerIn, CustomerOut
 from proxy.api.problems import Problem, field_error
 from proxy.api.scan_data import ScanData
 from proxy.api.session_data import SessionData
+from proxy.api.session_push_data import SessionPush
 from proxy.api.statement_data import StatementData
 from proxy.api.webhook_data import WebhookData
 from proxy.api.webhook_events import customer_enrolled, emit
 from proxy.ere.admin.records import REFUSED_BY_DATABASE, add_customer, add_mandate
 from proxy.ere.admin.validation import AdminInputError, validate_id
+from proxy.ere.core.branding import PartnerBranding
 from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.store.connection import Connection
 
@@ -86,6 +89,10 @@ class PartnerData:
         return SessionData(self._db, self.caller)
 
     @property
+    def session_push(self) -> SessionPush:
+        return SessionPush(self._db, self.caller)
+
+    @property
     def scans(self) -> ScanData:
         return ScanData(self._db, self.caller, self._context)
 
@@ -108,6 +115,16 @@ class PartnerData:
     @property
     def customer_changes(self) -> CustomerChanges:
         return CustomerChanges(self._db, self.caller, self._customers)
+
+    async def branding(self) -> PartnerBranding:
+        """The partner's white label (`partners.branding`; the display name defaults to the
+        partner's name)."""
+        row = await self._db.fetchrow(
+            "SELECT name, branding FROM partners WHERE partner_id = $1", self.partner_id
+        )
+        if row is None:
+            raise Problem(404, "no such partner")
+        return PartnerBranding.from_stored(row["name"], row["branding"])
 
     async def _customers(
         self, conn: Connection, where: str, *args: object, limit: int | None = None

@@ -1,8 +1,9 @@
 """RFC 9457 problem details: every error the partner API answers is `application/problem+json`.
 
 `Problem` is raised by handlers and dependencies; `install_problem_handlers` makes FastAPI's
-own errors (request validation, unknown routes, wrong methods) and anything unexpected answer
-the same way, never with a traceback, and declares those answers for every operation of the
+own errors (request validation, unknown routes, wrong methods: 405 with `Allow` naming every
+method of the path, `proxy.api.methods`) and anything unexpected answer the same way, never
+with a traceback, and declares those answers for every operation of the
 OpenAPI document (`document_problems`). Validation problems carry `errors`: one entry per bad
 field (`field`, `detail`). A database that cannot be reached is 503; a value the database
 refuses as data (asyncpg's DataError: a NUL in text, a time out of range) is 400.
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from proxy.api.methods import allowed_methods
 from proxy.ere.admin.validation import AdminInputError
 from proxy.store.errors import StoreError
 
@@ -135,12 +137,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem_response(_validation_problem(exc))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             detail = "no such resource"
-        return problem_response(Problem(exc.status_code, detail, headers=exc.headers))
+        if exc.status_code == 405:  # every method the path takes, not one route's
+            headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+        return problem_response(Problem(exc.status_code, detail, headers=headers))
 
     async def on_database(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", exc_info=exc)

@@ -1,8 +1,9 @@
 """Token buckets by name, sans-IO: how many requests a key (or an address) may make, and when.
 
 Each name has a bucket of `Limit.burst` tokens, refilled at `Limit.per_second`; a request
-takes one token, and is refused while fewer than one is left. Time comes from the `clock`
-given (monotonic seconds), so tests drive it; a clock that goes back counts as no time passing.
+takes one token (one that costs more, as many as it costs: `take(name, count)`), and is
+refused while fewer are left. Time comes from the `clock` given (monotonic seconds), so tests
+drive it; a clock that goes back counts as no time passing.
 
 Memory is bounded: a bucket that has filled up again is the same as none and is dropped, and
 at most `max_names` buckets are kept; past that the least recently used one is forgotten (that
@@ -63,27 +64,30 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, name: str) -> Verdict:
-        """Take a token for a request of `name`'s, if one is left."""
-        return self._visit(name, take=True)
+    def take(self, name: str, count: int = 1) -> Verdict:
+        """Take `count` tokens (1 to the burst) for a request of `name`'s, if that many are
+        left; a refusal takes none."""
+        if not 1 <= count <= self.limit.burst:
+            raise ValueError(f"a request takes 1 to {self.limit.burst} tokens, not {count}")
+        return self._visit(name, take=True, count=count)
 
     def peek(self, name: str) -> Verdict:
         """Whether `name` has a token left, taking none."""
         return self._visit(name, take=False)
 
-    def _visit(self, name: str, *, take: bool) -> Verdict:
+    def _visit(self, name: str, *, take: bool, count: int = 1) -> Verdict:
         now = self._clock()
         tokens = self._tokens(name, now)
-        allowed = tokens >= 1
+        allowed = tokens >= count
         if allowed and take:
-            tokens -= 1
+            tokens -= count
         if tokens >= self.limit.burst:
             self._buckets.pop(name, None)  # full again: the same as no bucket
         elif take or name in self._buckets:
             self._buckets[name] = (tokens, now)
             self._buckets.move_to_end(name)
         self._evict(now)
-        retry_after = 0 if allowed else max(1, math.ceil((1 - tokens) / self.limit.per_second))
+        retry_after = 0 if allowed else max(1, math.ceil((count - tokens) / self.limit.per_second))
         return Verdict(allowed, self.limit.burst, int(tokens), retry_after)
 
     def _tokens(self, name: str, now: float) -> float:

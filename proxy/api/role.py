@@ -2,9 +2,13 @@
 
 The database is opened first (migrations applied) and closed last. Beside the server run the
 webhook tasks: the scans that find events (`proxy.api.webhook_scans`) and the deliveries
-(`proxy.api.webhook_delivery`). SIGHUP is ignored (the role has nothing to reload yet); SIGTERM
-or SIGINT stops taking connections and lets requests under way finish (hypercorn's graceful
-timeout), and deliveries under way a short grace. A port that cannot be bound is `CannotStart`.
+(`proxy.api.webhook_delivery`), and housekeeping (`proxy.api.housekeeping`). With `[api]
+admin_port` set, /metrics (`proxy.api.metrics`), /healthz and /readyz are served there, never on
+the partner port; ready means serving and the database answering (the webhook backlog is read
+from it every `_BACKLOG_SECONDS`). SIGHUP is ignored (the role has nothing to reload yet);
+SIGTERM or SIGINT stops taking connections and lets requests under way finish (hypercorn's
+graceful timeout), and deliveries under way a short grace; the admin endpoint answers (not
+ready) until they are done. A port that cannot be bound is `CannotStart`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -20,17 +26,20 @@ from hypercorn.trio import serve
 from proxy.api.app import create_app
 from proxy.api.context import ApiContext
 from proxy.api.housekeeping import run_housekeeping
+from proxy.api.metrics import ApiMetrics, WebhookBacklog
 from proxy.api.webhook_delivery import run_deliveries
 from proxy.api.webhook_scans import run_scans
-from proxy.runtime.config import ApiSettings, CannotStart, Config
+from proxy.runtime.config import ApiSettings, CannotStart, Config, DatabaseSettings
+from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.store.connection import Connection
-from proxy.store.db import open_database
+from proxy.store.db import Database, open_database
 
 log = logging.getLogger("proxy.api")
 
-__all__ = ["run_api_role", "serve_api"]
+__all__ = ["Serving", "open_api_database", "run_api_role", "serve_api", "serve_role"]
 
 _GRACEFUL_SECONDS = 10.0
+_BACKLOG_SECONDS = 10.0
 
 
 def hypercorn_config(settings: ApiSettings, port: int | None = None) -> HypercornConfig:
@@ -52,10 +61,11 @@ async def serve_api(
     stop: trio.Event,
     *,
     context: ApiContext | None = None,
+    metrics: ApiMetrics | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop` is set; `task_status.started` gets the bound addresses."""
-    app = create_app(database, settings, context)
+    app = create_app(database, settings, context, metrics)
     try:
         await serve(
             app,  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
@@ -69,24 +79,82 @@ async def serve_api(
         ) from None
 
 
+@dataclass(frozen=True)
+class Serving:
+    """Where a running api role is reached: the partner API's addresses, and its /metrics URL
+    (None without `[api] admin_port`)."""
+
+    binds: list[str]
+    metrics: str | None
+
+
+async def serve_role(
+    db: Connection,
+    settings: ApiSettings,
+    stop: trio.Event,
+    *,
+    context: ApiContext | None = None,
+    task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The partner API, its admin endpoint and its background tasks, until `stop` is set and
+    they are done; `task_status.started` gets where it serves."""
+    context = context or ApiContext.bare()
+    metrics = ApiMetrics()
+    async with trio.open_nursery() as admin_nursery:
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(serve_api, context=context, metrics=metrics)
+            binds = await nursery.start(serve, db, settings, stop)
+            await metrics.backlog.refresh(db)
+            metrics_at = None
+            if settings.admin_port:
+                admin = AdminServer(
+                    metrics.registry, lambda: not stop.is_set() and metrics.backlog.database_ok
+                )
+                listeners = await admin_nursery.start(
+                    admin.serve, settings.admin_host, settings.admin_port
+                )
+                metrics_at = metrics_url(settings.admin_host, listeners)
+            scans = functools.partial(
+                run_scans, interval=settings.webhook_scan_interval, metrics=metrics
+            )
+            nursery.start_soon(scans, db, stop)
+            nursery.start_soon(run_deliveries, db, settings, context.keys, stop, metrics)
+            housekeeping = functools.partial(run_housekeeping, metrics=metrics)
+            nursery.start_soon(housekeeping, db, settings.idempotency_hours, stop)
+            nursery.start_soon(_watch_backlog, metrics.backlog, db, stop)
+            task_status.started(Serving(binds, metrics_at))
+        admin_nursery.cancel_scope.cancel()
+
+
+async def _watch_backlog(backlog: WebhookBacklog, db: Connection, stop: trio.Event) -> None:
+    while True:
+        with trio.move_on_after(_BACKLOG_SECONDS):
+            await stop.wait()
+            return
+        await backlog.refresh(db)
+
+
+def open_api_database(settings: DatabaseSettings) -> AbstractAsyncContextManager[Database]:
+    """The database as the api role opens it: connections go back to the pool without a reset
+    round trip (`lean_release`: the role's calls and transactions leave nothing in a session
+    but what the end of a transaction ends: SET LOCAL, transaction-level advisory locks)."""
+    return open_database(settings, lean_release=True)
+
+
 async def run_api_role(config: Config) -> None:
     """Serve the partner API until SIGTERM/SIGINT."""
     stop = trio.Event()
     context = ApiContext.from_config(config)
-    async with open_database(config.database) as db:
+    async with open_api_database(config.database) as db:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    functools.partial(serve_api, context=context), db, config.api, stop
+                serving = await nursery.start(
+                    functools.partial(serve_role, context=context), db, config.api, stop
                 )
-                log.info("partner API listening", extra={"bind": binds})
-                nursery.start_soon(
-                    functools.partial(run_scans, interval=config.api.webhook_scan_interval),
-                    db,
-                    stop,
+                log.info(
+                    "partner API listening",
+                    extra={"bind": serving.binds, "metrics": serving.metrics},
                 )
-                nursery.start_soon(run_deliveries, db, config.api, context.keys, stop)
-                nursery.start_soon(run_housekeeping, db, config.api.idempotency_hours, stop)
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # `run` passes it to every role
                         log.info("SIGHUP: the partner API has nothing to reload")

@@ -8,7 +8,8 @@ another partner's charger included, gets what an identity nobody has seen gets: 
 another partner is read, so nothing of it can show. Of the partner's chargers the scan reads
 the last boot's meter facts and the sessions of the window (`mid_scan.WINDOW_DAYS`, from when
 the charger became the partner's or was first seen, if later), leaving out sessions that ended
-while another partner's customer was linked.
+while another partner's customer was linked. `assess` gives the verdicts a scan would give a
+list of identities, storing nothing.
 
 The report (scan, items, totals), the audit entry and the idempotent answer are written in one
 transaction, so a request that fails or is cancelled leaves none of them; reports are never
@@ -40,7 +41,15 @@ from proxy.api.scan_models import ScanChargerIn, ScanIn, ScanOut
 from proxy.api.session_data import END
 from proxy.capture.evidence.ocmf import MAX_METER_TYPE_CHARS
 from proxy.ere.admin.validation import AdminInputError, clean_text, validate_charger_identity
-from proxy.ere.core.mid_scan import WINDOW_DAYS, Declared, Observed, Verdict, scan, total
+from proxy.ere.core.mid_scan import (
+    WINDOW_DAYS,
+    ChargerVerdict,
+    Declared,
+    Observed,
+    Verdict,
+    scan,
+    total,
+)
 from proxy.store.connection import Connection
 
 __all__ = ["ScanData", "new_scan_id"]
@@ -79,7 +88,7 @@ CROSS JOIN LATERAL (
            sum(s.energy_wh) FILTER (WHERE s.status IN ('completed', 'orphaned') AND {END} IS NOT NULL)
                AS energy_wh
     FROM sessions s
-    WHERE s.identity = w.identity AND s.status <> 'rejected'
+    WHERE s.identity = w.identity AND s.status <> 'rejected' AND s.duplicate_of IS NULL
       AND coalesce({END}, s.started_at) >= w.since AND coalesce({END}, s.started_at) <= $3
       AND NOT EXISTS (
           SELECT 1 FROM charger_links l JOIN customers c USING (customer_id)
@@ -90,10 +99,10 @@ CROSS JOIN LATERAL (
 ) x
 """
 _INSERT_SCAN = """
-INSERT INTO mid_scans (scan_id, partner_id, key_id, created_at, price_per_kwh, chargers,
+INSERT INTO mid_scans (scan_id, partner_id, key_id, user_id, created_at, price_per_kwh, chargers,
     qualifies, needs_check, does_not_qualify, qualifies_kwh, needs_check_kwh,
     does_not_qualify_kwh, qualifies_eur, needs_check_eur, does_not_qualify_eur)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 _INSERT_ITEMS = """
 INSERT INTO mid_scan_items (scan_id, position, input, seen, verdict, reason_code, reason,
@@ -205,7 +214,8 @@ class ScanData:
                 _INSERT_SCAN,
                 scan_id,
                 self.partner_id,
-                self.caller.key_id,
+                self.caller.api_key_id,
+                self.caller.user_id,
                 now,
                 price,
                 totals.chargers,
@@ -237,6 +247,24 @@ class ScanData:
             answer = StoredAnswer(201, {"location": f"/v1/scans/{scan_id}"}, shown)
             await remember(tx, self.partner_id, idem_key, digest, answer)
         return answer
+
+    async def assess(self, identities: list[str]) -> dict[str, ChargerVerdict]:
+        """What a scan would answer for each of these identities, with nothing declared and
+        nothing stored (the dashboard's portfolio overview)."""
+        async with self._db.transaction(isolation="repeatable_read", readonly=True) as tx:
+            now: datetime = await tx.fetchval("SELECT now()")
+            observed = await self._observed(tx, sorted(set(identities)), now)
+        price, mid_meters = self._context.scan_price_per_kwh, self._context.mid_meters
+        return {
+            identity: scan(
+                Declared(identity),
+                observed.get(identity),
+                as_of=now,
+                price_per_kwh=price,
+                mid_meters=mid_meters,
+            )
+            for identity in identities
+        }
 
     async def _observed(
         self, tx: Connection, identities: list[str], now: datetime

@@ -2,7 +2,9 @@
 
 `POST` needs `scan:write` and an `Idempotency-Key`; `GET` needs `scan:read` (a read scope of
 its own, as for every other resource, so a reporting key reads reports without running scans,
-which store rows). Lists are pages of report summaries, newest first, with an opaque `cursor`
+which store rows). A scan costs the key's rate limit one request per `CHARGERS_PER_REQUEST`
+chargers (at most half a burst; `proxy.api.throttle`): its work and its report grow with the
+portfolio. Lists are pages of report summaries, newest first, with an opaque `cursor`
 and `limit` (1-100, default 50).
 """
 
@@ -20,8 +22,11 @@ from proxy.api.idempotency import check_key, request_digest
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import PROBLEM_JSON
 from proxy.api.scan_models import ScanIn, ScanOut, ScanPage
+from proxy.api.throttle import Throttle
 
-__all__ = ["router"]
+__all__ = ["CHARGERS_PER_REQUEST", "router"]
+
+CHARGERS_PER_REQUEST = 100
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,8 +51,11 @@ async def run_scan(
     yet verified; or signed readings that fail) or does not qualify (and what would change
     that), with a yearly estimate at the operator's price per kWh from the kWh the proxy
     observed or you declared. Give each charger by `identity` (one you registered or linked)
-    and/or by what you know of it. The report is kept: read it again at its `Location`."""
+    and/or by what you know of it. The report is kept: read it again at its `Location`.
+    Every 100 chargers count as one request more against your key's rate limit."""
     key = check_key(idempotency_key)
+    throttle: Throttle = request.app.state.throttle
+    throttle.charge(request, data.caller.key_id, len(body.chargers) // CHARGERS_PER_REQUEST)
     digest = request_digest("POST", request.url.path, body.model_dump(mode="json"))
     answer = await data.scans.run(body, key, digest)
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)

@@ -39,7 +39,10 @@ class StatedOut(BaseModel):
 class SessionOut(BaseModel):
     id: int
     charger: str = Field(description="the charger's identity")
-    transaction_id: str
+    transaction_id: str | None = Field(
+        description="the charger's OCPP transaction id; null for a session another source "
+        "supplied (OCPI, a push, a CSV import)"
+    )
     connector_id: int | None
     evse_id: int | None
     status: Literal["active", "completed", "orphaned", "rejected"]

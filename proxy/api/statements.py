@@ -11,10 +11,8 @@ run made the statement: before, they are a 409 (see `proxy.api.statement_data`).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -24,12 +22,12 @@ from proxy.api.dependencies import partner_data
 from proxy.api.partner_data import PartnerData
 from proxy.api.problems import PROBLEM_JSON, Problem, field_error
 from proxy.api.statement_data import StatementView, parse_quarter, parse_statement_id
+from proxy.api.statement_documents import StatementPdfs
 from proxy.api.statement_models import StatementOut, StatementPage
 from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.ere.core.statement_mail import render_html
-from proxy.ere.core.statement_pdf import render_pdf
 
-__all__ = ["ListFilter", "list_filter", "router"]
+__all__ = ["ListFilter", "list_filter", "router", "statement_document"]
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -55,6 +53,17 @@ _MEDIA: dict[str, Format] = {
     "application/pdf": "pdf",
 }
 ListFilter = tuple[str | None, str | None, tuple[str, str] | None]
+# The documents are served from the API's own origin: the HTML runs no script, loads nothing
+# but images (the partner's logo) and its inline styles, and is framed by no one; neither
+# document is ever sniffed as another type.
+_DOCUMENT_HEADERS = {
+    "Vary": "Accept",
+    "X-Content-Type-Options": "nosniff",
+}
+_HTML_POLICY = (
+    "default-src 'none'; img-src https:; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 router = APIRouter(prefix="/v1/statements", tags=["statements"], responses=_ERRORS)
 
@@ -141,13 +150,15 @@ async def get_statement(
     if kind == "json":
         response.headers["Vary"] = "Accept"
         return view.body
-    return await _document(view, kind)
+    return await statement_document(view, kind, request.app.state.statement_pdfs)
 
 
-async def _document(view: StatementView, kind: Format) -> Response:
+async def statement_document(
+    view: StatementView, kind: Literal["html", "pdf"], pdfs: StatementPdfs
+) -> Response:
     """The statement as HTML or PDF; 409 before the payout run made it. A PDF is rendered in a
-    worker thread (one of many sessions takes a while): a request cancelled meanwhile lets the
-    rendering finish and drops it."""
+    worker thread, a few at a time, and kept while unchanged (`proxy.api.statement_documents`:
+    one of many sessions takes a while)."""
     if view.run_at is None:
         raise Problem(
             409,
@@ -157,14 +168,12 @@ async def _document(view: StatementView, kind: Format) -> Response:
         )
     made = view.made
     name = f"statement-{made.statement.statement_id}"
-    headers = {"Vary": "Accept"}
+    headers = dict(_DOCUMENT_HEADERS)
     if kind == "html":
         html = render_html(made.statement, made.branding, language=made.language)
         headers["Content-Disposition"] = f'inline; filename="{name}.html"'
+        headers["Content-Security-Policy"] = _HTML_POLICY
         return HTMLResponse(html, headers=headers)
-    render = partial(
-        render_pdf, made.statement, made.branding, dated=view.run_at, language=made.language
-    )
-    pdf = await anyio.to_thread.run_sync(render)
+    pdf = await pdfs.pdf(made, view.run_at)
     headers["Content-Disposition"] = f'attachment; filename="{name}.pdf"'
     return Response(pdf, media_type="application/pdf", headers=headers)

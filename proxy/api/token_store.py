@@ -4,7 +4,8 @@
 token's digest with its expiry: `lifetime` from now, never beyond its key's own expiry (a
 rotated key's tokens end with it). `authenticate_token` finds the caller of a bearer token: a
 token that is known, unexpired, and whose key still works (revoking or expiring a key ends its
-tokens); the key's `last_used_at` is stamped as for the key itself. Times are the database's.
+tokens); the caller stamps the key's `last_used_at` as for the key itself. Times are the
+database's.
 
 Errors: `issue_token` raises `OAuthError` (`invalid_client` for an unknown key or a wrong
 secret, `invalid_grant` for a key that was revoked or has expired, `invalid_scope`).
@@ -76,5 +77,4 @@ async def authenticate_token(conn: Connection, token: str) -> Caller | None:
     )
     if row is None:
         return None
-    await stamp_last_used(conn, row["key_id"])
     return Caller(row["partner_id"], row["key_id"], frozenset(row["scopes"]), by_token=True)

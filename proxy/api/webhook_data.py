@@ -12,7 +12,12 @@ its endpoint again as a new delivery (any state; the event keeps its id, so rece
 deduplicate by `Ere-Event-Id` see a repeat); `ping` sends a `webhook.ping` event. Both need an
 active endpoint (409 otherwise). Every write is audited and every POST idempotent.
 
-Errors: `Problem` (404, 409, 422); database errors pass through.
+`webhooks:write` is no way around the read scopes: an endpoint is made only for event types
+whose data the calling key may read (`webhook_events.EVENT_SCOPES`; 403 otherwise), and the
+delivery log shows, and replays, only such events (and pings); another event is not there for
+that key (404), as if it had never been sent.
+
+Errors: `Problem` (403, 404, 409, 422); database errors pass through.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from proxy.api.cursors import encode_cursor
 from proxy.api.idempotency import StoredAnswer, claim, remember
 from proxy.api.key_store import Caller
 from proxy.api.problems import Problem, field_error
-from proxy.api.webhook_events import EVENT_TYPES, new_id, queue_ping
+from proxy.api.webhook_events import (
+    EVENT_SCOPES,
+    EVENT_TYPES,
+    new_id,
+    queue_ping,
+    readable_types,
+)
 from proxy.api.webhook_models import WebhookIn
 from proxy.api.webhook_signing import new_secret
 from proxy.api.webhook_urls import RefusedUrl, Unresolved, check_url, resolve
@@ -64,7 +75,8 @@ LEFT JOIN LATERAL (
 ) bad ON true
 WHERE w.partner_id = $1
 """
-# Deliveries of one endpoint, newest first ($1 partner, $2 endpoint, $3 state, $4/$5 before).
+# Deliveries of one endpoint, newest first ($1 partner, $2 endpoint, $3 state, $4/$5 before,
+# $6 the event types the caller may read).
 _DELIVERIES = """
 SELECT d.delivery_id AS id, d.event_id, e.type AS event_type, d.state, d.attempts,
        d.next_attempt_at, d.delivered_at, d.replay_of, d.created_at, e.body
@@ -72,6 +84,7 @@ FROM webhook_deliveries d
 JOIN webhook_events e ON e.event_id = d.event_id AND e.partner_id = d.partner_id
 WHERE d.partner_id = $1 AND d.webhook_id = $2 AND ($3::text IS NULL OR d.state = $3)
   AND ($4::timestamptz IS NULL OR (d.created_at, d.delivery_id) < ($4, $5))
+  AND e.type = ANY($6::text[])
 """
 _ATTEMPTS = """
 SELECT delivery_id, attempt, attempted_at, ok, status, error, response, duration_ms
@@ -138,6 +151,10 @@ class WebhookData:
     def partner_id(self) -> str:
         return self.caller.partner_id
 
+    @property
+    def _readable(self) -> list[str]:
+        return readable_types(self.caller.scopes)
+
     async def _one(self, conn: Connection, webhook_id: str) -> dict[str, Any]:
         if not _WEBHOOK_ID.fullmatch(webhook_id):
             raise _no_webhook()
@@ -164,6 +181,12 @@ class WebhookData:
         self, body: WebhookIn, idem_key: str, digest: str, *, allow_private: bool
     ) -> StoredAnswer:
         """Make an endpoint; the answer (with the secret; blanked in the stored copy)."""
+        for kind in EVENT_TYPES:
+            if kind in body.events and kind not in self._readable:
+                raise Problem(
+                    403,
+                    f"events: {kind} needs the scope {EVENT_SCOPES[kind]}, which this key lacks",
+                )
         try:
             description = clean_text(body.description, "description", max_chars=200, required=False)
         except AdminInputError as error:
@@ -295,11 +318,19 @@ class WebhookData:
         """A page of the endpoint's deliveries, newest first, each with its attempts; and the
         next page's cursor."""
         start, last = before if before is not None else (None, None)
-        query = f"{_DELIVERIES} ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $6"
+        query = f"{_DELIVERIES} ORDER BY d.created_at DESC, d.delivery_id DESC LIMIT $7"
         async with self._db.transaction(isolation="repeatable_read", readonly=True) as tx:
             await self._one(tx, webhook_id)
             rows = await self._deliveries(
-                tx, query, self.partner_id, webhook_id, state, start, last, limit + 1
+                tx,
+                query,
+                self.partner_id,
+                webhook_id,
+                state,
+                start,
+                last,
+                self._readable,
+                limit + 1,
             )
         page = rows[:limit]
         more = len(rows) > limit
@@ -316,8 +347,8 @@ class WebhookData:
         digest: str,
     ) -> StoredAnswer:
         """Audit a delivery just queued and keep the answer for `idem_key`."""
-        query = f"{_DELIVERIES} AND d.delivery_id = $6"
-        args = (self.partner_id, webhook_id, None, None, None, delivery_id)
+        query = f"{_DELIVERIES} AND d.delivery_id = $7"
+        args = (self.partner_id, webhook_id, None, None, None, self._readable, delivery_id)
         (row,) = await self._deliveries(tx, query, *args)
         shown = _json(row)
         await record_write(tx, self.caller, action, "webhook_delivery", delivery_id, after=shown)
@@ -337,11 +368,14 @@ class WebhookData:
             event_id = None
             if _DELIVERY_ID.fullmatch(delivery_id):
                 event_id = await tx.fetchval(
-                    "SELECT event_id FROM webhook_deliveries "
-                    "WHERE delivery_id = $1 AND webhook_id = $2 AND partner_id = $3",
+                    "SELECT d.event_id FROM webhook_deliveries d JOIN webhook_events e "
+                    "ON e.event_id = d.event_id AND e.partner_id = d.partner_id "
+                    "WHERE d.delivery_id = $1 AND d.webhook_id = $2 AND d.partner_id = $3 "
+                    "AND e.type = ANY($4::text[])",
                     delivery_id,
                     webhook_id,
                     self.partner_id,
+                    self._readable,
                 )
             if event_id is None:
                 raise Problem(404, "no such delivery")

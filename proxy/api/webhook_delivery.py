@@ -9,7 +9,8 @@ outcome: a 2xx is 'delivered'; anything else (another status, a redirect, which 
 followed, a timeout, a refused connection or TLS error) is a failed attempt, tried again on the
 back-off schedule (`proxy.api.webhook_schedule`) until it gives up ('failed'). Every attempt is
 logged (`webhook_attempts`) with its status, error and the first bytes of the answer (at most
-4 KiB is read). At most `concurrency` deliveries are under way per process.
+4 KiB is read). At most `concurrency` deliveries are under way per process. Each attempt
+recorded is counted in `metrics` (`proxy.api.metrics`) by its outcome, if given.
 
 Each attempt checks the stored URL again (`proxy.api.webhook_urls`) and connects to an address
 it just resolved and checked, never resolving twice: the request goes to that IP with the URL's
@@ -38,6 +39,7 @@ from typing import Any
 import httpx
 import trio
 
+from proxy.api.metrics import ApiMetrics
 from proxy.api.webhook_schedule import Backoff
 from proxy.api.webhook_signing import (
     DELIVERY_ID_HEADER,
@@ -148,8 +150,10 @@ class Deliverer:
         lease: float = 120.0,
         verify: ssl.SSLContext | bool = True,
         draw: Callable[[], float] = random.random,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self._db, self._keys, self._allow_private = db, keys, allow_private
+        self._metrics = metrics
         self._backoff = backoff or Backoff()
         self._timeout, self._concurrency = timeout, concurrency
         self._lease = timedelta(seconds=max(lease, 4 * timeout))
@@ -287,6 +291,8 @@ class Deliverer:
                 outcome.response,
                 outcome.duration_ms,
             )
+        if recorded is not None and self._metrics is not None:
+            self._metrics.delivery_recorded(state)
         if recorded is None:
             log.warning("delivery moved on while attempted", extra={"delivery": item.delivery_id})
         elif not outcome.ok:
@@ -385,8 +391,14 @@ async def _read_capped(response: httpx.Response) -> str:
 
 
 async def run_deliveries(
-    db: Connection, settings: ApiSettings, keys: KeyRing | None, stop: trio.Event
+    db: Connection,
+    settings: ApiSettings,
+    keys: KeyRing | None,
+    stop: trio.Event,
+    metrics: ApiMetrics | None = None,
 ) -> None:
     """The api role's delivery task: deliver until `stop` is set."""
-    async with Deliverer(db, keys=keys, allow_private=settings.webhooks_allow_private) as sender:
+    async with Deliverer(
+        db, keys=keys, allow_private=settings.webhooks_allow_private, metrics=metrics
+    ) as sender:
         await sender.run(stop)

@@ -36,6 +36,7 @@ from typing import Any
 from proxy.store.connection import Connection
 
 __all__ = [
+    "EVENT_SCOPES",
     "EVENT_TYPES",
     "PING",
     "NewEvent",
@@ -44,6 +45,7 @@ __all__ = [
     "envelope",
     "new_id",
     "queue_ping",
+    "readable_types",
 ]
 
 EVENT_TYPES = (
@@ -54,6 +56,15 @@ EVENT_TYPES = (
     "mandate.expiring",
 )
 PING = "webhook.ping"
+# The read scope an event type's data needs: an endpoint gets, and its delivery log shows, only
+# events a key holding these scopes could read through the API anyway (a ping needs none).
+EVENT_SCOPES = {
+    "customer.enrolled": "customers:read",
+    "session.completed": "sessions:read",
+    "statement.issued": "statements:read",
+    "payout.sent": "payouts:read",
+    "mandate.expiring": "customers:read",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,11 @@ class NewEvent:
     type: str
     object_id: str
     data: dict[str, Any]
+
+
+def readable_types(scopes: frozenset[str]) -> list[str]:
+    """The event types (a ping included) whose data a key with `scopes` may read."""
+    return [PING, *(kind for kind in EVENT_TYPES if EVENT_SCOPES[kind] in scopes)]
 
 
 def new_id(prefix: str) -> str:

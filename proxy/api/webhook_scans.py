@@ -21,6 +21,8 @@ before it, for writers whose transactions committed late; at most `batch` events
 round.
 
 Errors: `run_scans` logs a round that fails (a database outage) and tries again next round.
+A round that worked is counted in `metrics` (`proxy.api.metrics`), if given: its events by type
+and its time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Literal
 
 import trio
 
+from proxy.api.metrics import ApiMetrics
 from proxy.api.numbers import kwh, plain
 from proxy.api.session_data import END
 from proxy.api.webhook_events import NewEvent, emit
@@ -233,6 +236,7 @@ async def run_scans(
     *,
     interval: float = 60.0,
     clock: Callable[[], datetime] = _wall_clock,
+    metrics: ApiMetrics | None = None,
 ) -> None:
     """Scan every `interval` seconds until `stop` is set."""
     while not stop.is_set():
@@ -241,6 +245,8 @@ async def run_scans(
         except Exception as error:  # a database outage: the next round tries again
             log.warning("webhook scan failed", exc_info=error)
         else:
+            if metrics is not None:
+                metrics.scan_round(found)
             if any(found.values()):
                 log.info("webhook events found", extra={"events": found})
         with trio.move_on_after(interval):

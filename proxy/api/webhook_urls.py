@@ -5,8 +5,9 @@ called. It must be https, name a host (a DNS name or an IP literal) and carry no
 no fragment and nothing the parser had to guess at. Its host must not be, or resolve to, an
 address that is loopback, private, link-local, shared (CGNAT), reserved, multicast or
 unspecified, or an IPv6 form that embeds one (IPv4-mapped, 6to4, NAT64): only globally
-routable addresses. `allow_private` (`[api] webhooks_allow_private`, for development and tests)
-lets private, loopback and link-local addresses and plain http through.
+routable addresses (the classification is `proxy.routing.addresses`, shared with partners'
+upstreams). `allow_private` (`[api] webhooks_allow_private`, for development and tests) lets
+private, loopback and link-local addresses and plain http through.
 
 `check_url` is pure; `resolve` asks the system resolver, checks every address it gives, and
 returns them so the caller connects to an address it checked (no second lookup that could
@@ -20,75 +21,17 @@ lookup in a thread and abandons it when cancelled.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import socket
-
 import httpx
-import trio
+
+from proxy.routing.addresses import Unresolved, address_allowed, host_refusal, resolve_host
 
 __all__ = ["MAX_URL", "RefusedUrl", "Unresolved", "address_allowed", "check_url", "resolve"]
 
 MAX_URL = 2048
-_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 
 class RefusedUrl(ValueError):
     """A URL or address webhooks are not sent to; the message says why."""
-
-
-class Unresolved(OSError):
-    """The URL's host name does not resolve (now)."""
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if any(address in network for network in _NAT64):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _routable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    flags = (
-        address.is_private,
-        address.is_loopback,
-        address.is_link_local,
-        address.is_multicast,
-        address.is_reserved,
-        address.is_unspecified,
-        isinstance(address, ipaddress.IPv6Address) and address.is_site_local,
-    )
-    return address.is_global and not any(flags)
-
-
-def address_allowed(address: str, *, allow_private: bool) -> bool:
-    """Whether a delivery may connect to `address` (an IP literal, maybe with an IPv6 zone)."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return False
-    if ip.is_multicast or ip.is_unspecified:
-        return False
-    if allow_private:
-        return True
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None and not _routable(embedded):
-            return False
-    return _routable(ip)
-
-
-def _ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def check_url(url: str, *, allow_private: bool) -> httpx.URL:
@@ -116,18 +59,9 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
         raise RefusedUrl("port out of range")
     if not host:
         raise RefusedUrl("must name a host")
-    if _ip_literal(host):
-        if not address_allowed(host, allow_private=allow_private):
-            raise RefusedUrl("must not point at a private, loopback or link-local address")
-        return parsed
-    name = host.lower().rstrip(".")
-    labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise RefusedUrl("host is not a valid DNS name")
-    if labels[-1].isdigit() or labels[-1].startswith("0x"):  # an IPv4 address in another form
-        raise RefusedUrl("host is not a valid DNS name")
-    if not allow_private and (name in _LOCAL_NAMES or name.endswith(".localhost")):
-        raise RefusedUrl("must not point at this machine")
+    refusal = host_refusal(host, allow_private=allow_private)
+    if refusal is not None:
+        raise RefusedUrl(refusal)
     return parsed
 
 
@@ -135,17 +69,7 @@ async def resolve(url: httpx.URL, *, allow_private: bool) -> list[str]:
     """The addresses of `url`'s host, every one allowed (RefusedUrl if any is not; Unresolved
     if there are none), in the resolver's order."""
     host = url.raw_host.decode("ascii")
-    if _ip_literal(host):
-        addresses = [host]
-    else:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError) as error:
-            raise Unresolved(f"{host} does not resolve: {error}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not addresses:
-            raise Unresolved(f"{host} does not resolve")
+    addresses = await resolve_host(host, url.port or (443 if url.scheme == "https" else 80))
     refused = [a for a in addresses if not address_allowed(a, allow_private=allow_private)]
     if refused:
         raise RefusedUrl(f"{host} resolves to an address webhooks are not sent to")

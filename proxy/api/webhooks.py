@@ -1,7 +1,10 @@
 """`/v1/webhooks`: endpoints that receive signed events, their health and their delivery log.
 
 Every operation needs `webhooks:write` (reading an endpoint shows its URL and log, which only
-who manages webhooks should see); every POST an `Idempotency-Key`. Lists are pages with an
+who manages webhooks should see), and an event type needs the read scope of its data too
+(`customers:read` for customer.enrolled and mandate.expiring, `sessions:read`,
+`statements:read`, `payouts:read`): a key is sent, and its delivery log shows, only events it
+could read through the API; every POST needs an `Idempotency-Key`. Lists are pages with an
 opaque `cursor` and `limit` (1-100, default 50): endpoints oldest first, deliveries newest
 first. The events, the signature and the retries are described in the README ("Webhooks").
 """
@@ -68,6 +71,7 @@ async def create_webhook(
     idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
 ) -> JSONResponse:
     """Send the given event types to an https URL on a public address (no credentials in it).
+    Each event type needs the read scope of its data besides `webhooks:write` (403 without).
     The answer holds the endpoint's signing secret: it is shown in this answer only."""
     key = check_key(idempotency_key)
     digest = request_digest("POST", request.url.path, body.model_dump(mode="json"))
@@ -109,7 +113,8 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
     """The endpoint's delivery log, newest first: each event sent, the exact body, and every
-    attempt (time, HTTP status, error, the first bytes of the answer)."""
+    attempt (time, HTTP status, error, the first bytes of the answer). Only the events your
+    key may read (and pings) are listed."""
     rows, next_cursor = await data.webhooks.deliveries(webhook_id, state, _cursor(cursor), limit)
     return {"data": rows, "next_cursor": next_cursor}
 

@@ -5,7 +5,8 @@ Subcommands: `proxy` runs the proxy role, `worker` one ERE job worker, `api` the
 enabled`, the partner API); these four need a configuration file
 and exit with one line on stderr without one, or when another `run` or `proxy` holds the data
 directory (see `data_dir_lock.py`). `db shell|migrate` (and `migrate`) reach the database (see
-`db.py`), `sessions list|show` shows the captured sessions (see `sessions.py`), `quarter
+`db.py`), `sessions list|show` shows the captured sessions (see `sessions.py`), `import sessions`
+stores a partner's sessions from a CSV file (see `imports.py`), `quarter
 close|reopen|status`, `payout run|status`, `rev export` and `jobs list|requeue` drive the ERE
 accounting (see `ere/admin/accounting_cli.py`), `partners`, `customers`, `mandates` and `links
 add|list|…` manage who is paid for which charger (see `ere/admin/records_cli.py`), `chargers
@@ -85,9 +86,11 @@ def _parser(full: bool = True) -> argparse.ArgumentParser:
     add_outbox_parser(sub, common)
     add_sessions_parser(sub, common)
     if full:
+        from proxy.cli.imports import add_import_parser
         from proxy.ere.admin.accounting_cli import add_accounting_parsers
         from proxy.ere.admin.records_cli import add_ere_admin_parsers
 
+        add_import_parser(sub, common)
         add_accounting_parsers(sub, common)
         add_ere_admin_parsers(sub, common)
     # The password is read from a prompt or stdin only: on the command line it would show in
@@ -241,6 +244,10 @@ async def _tool_command(config: Config, args: argparse.Namespace, extra: list[st
         return await db_shell(config, extra)
     if args.command == "sessions":
         return await sessions_command(config, args)
+    if args.command == "import":
+        from proxy.cli.imports import import_command
+
+        return await import_command(config, args)
     if args.command == "chargers":
         return await chargers_command(config, args)
     if args.command == "outbox":

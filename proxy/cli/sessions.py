@@ -3,7 +3,9 @@
 `list` shows the newest sessions first (by start time; sessions whose start was never seen come
 last), filtered by charger, status and a period; the period (`--from`, `--to`) is on the
 session's start: `--from` includes, `--to` excludes, and a session without a start time matches
-no period. `show` gives one session (by its number, or by charger and transaction id) with a
+no period. `show` gives one session (by its number, or by charger and transaction id) with its
+source (captured over OCPP, or the partner and id it was supplied with; the session it is a
+duplicate of, if any), a
 summary of its meter readings per measurand, its meter evidence (meter class, how many signed
 values), the charger's declared meter, every assessment a quarterly close made of it (quarter,
 revision, eligibility, reason, detail, kWh) and the statement lines that counted it (quarter,
@@ -44,7 +46,8 @@ MAX_MEASURAND_ROWS = 100  # (measurand, phase, location) groups shown by `show`
 _SESSION_COLUMNS = """
 s.session_id, s.identity, s.transaction_id, s.connector_id, s.evse_id, s.id_tag, s.status, s.stop_reason,
 s.started_at, s.stopped_at, s.meter_start_wh, s.meter_stop_wh, s.first_reading_at, s.last_reading_at,
-s.last_reading_wh, s.signed_start_wh, s.signed_stop_wh, s.energy_wh, s.energy_source, s.meter_class, s.updated_at
+s.last_reading_wh, s.signed_start_wh, s.signed_stop_wh, s.energy_wh, s.energy_source, s.meter_class, s.updated_at,
+s.source, s.source_partner_id, s.source_ref, s.duplicate_of
 """
 
 _LIST = f"""
@@ -316,8 +319,13 @@ def _print_session(s: dict[str, Any], stdout: TextIO) -> None:
             f"{meter['vendor']} {meter['model']}, meter {cell(meter['meter_type'])} serial {cell(meter['meter_serial'])}"
         )
     )
+    source = s["source"]
+    if s["source_partner_id"] is not None:
+        source += f" from partner {s['source_partner_id']}, their id {s['source_ref']!r}"
     fields = (
         ("session", s["session_id"]),
+        ("source", source),
+        ("duplicate of", s["duplicate_of"]),
         ("charger", s["identity"]),
         ("transaction", s["transaction_id"]),
         ("connector", _connector(s)),

@@ -12,6 +12,12 @@ trying identities, then costs no dial (nor `dial_timeout`) each. Relays' redials
 go on probing it, paced per host (`backoff.DialPacer`), and the first dial that gets through
 clears the mark. Connections are made from `upstream_source_addresses` in turn.
 
+A route with `upstream_public_only` (a charger a partner registered) has its host resolved at
+every dial and is refused (502, `upstream_forbidden`, not an outage) when any address is not
+public (`proxy.routing.addresses`): so a name changed since registration (DNS rebinding) never
+leads inside. When all are public, they are tried in turn (no second lookup that could answer
+differently). Other routes connect as `trio.open_tcp_stream` does (happy eyeballs).
+
 Resource handling: a stream that is not returned is closed. Cancellation: as any dial.
 """
 
@@ -28,6 +34,7 @@ import trio
 
 from proxy.forward.backoff import DialPacer
 from proxy.forward.refusal import refused, verdict
+from proxy.routing.addresses import address_allowed, resolve_host
 from proxy.routing.router import upstream_url
 from proxy.runtime.config import OutboxSettings, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
@@ -76,6 +83,21 @@ class Dialer:
         self._dials += 1
         return addresses[self._dials % len(addresses)]
 
+    async def _connect(self, route: Route, host: str, port: int) -> trio.SocketStream:
+        """A TCP connection to the upstream (see the module docstring for public-only routes)."""
+        source = self._source_address()
+        if not route.upstream_public_only:
+            return await trio.open_tcp_stream(host, port, local_address=source)
+        addresses = await resolve_host(host, port)  # Unresolved is an OSError: unreachable
+        if not all(address_allowed(a, allow_private=False) for a in addresses):
+            raise refused(502, "upstream not allowed", "upstream_forbidden")
+        for address in addresses[:-1]:
+            try:
+                return await trio.open_tcp_stream(address, port, local_address=source)
+            except OSError:
+                continue
+        return await trio.open_tcp_stream(addresses[-1], port, local_address=source)
+
     async def dial(
         self,
         route: Route,
@@ -97,9 +119,7 @@ class Dialer:
         reached = down = False
         try:
             with trio.move_on_after(self.settings.dial_timeout):
-                stream = await trio.open_tcp_stream(
-                    host, port, local_address=self._source_address()
-                )
+                stream = await self._connect(route, host, port)
                 if scheme == "wss":
                     stream = trio.SSLStream(
                         stream, _client_ssl_context(route.ca_bundle), server_hostname=host

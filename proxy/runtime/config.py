@@ -341,6 +341,33 @@ class EreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             )
 
 
+class OcpiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """OCPI 2.2.1 (`[api.ocpi]`): who we are to a CPO's platform that pushes us CDRs."""
+
+    # The role, country code and party id our credentials name. OTHER: OCPI treats it as an
+    # eMSP-like receiver (a CPO's pushes go to it), and we are no eMobility Service Provider;
+    # EMSP for a platform that pushes CDRs to eMSPs only.
+    role: Literal["OTHER", "EMSP"] = "OTHER"
+    country_code: str = "NL"
+    party_id: str = "ERE"
+    business_name: str = "ERE proxy"
+    # The registration fetches the platform's versions URL: public addresses only, unless true
+    # (private, loopback and link-local addresses and http://; development and tests only).
+    allow_private: bool = False
+
+    def __post_init__(self) -> None:
+        if not (
+            len(self.country_code) == 2
+            and self.country_code.isascii()
+            and self.country_code.isalpha()
+        ):
+            raise ValueError("api.ocpi.country_code must be two letters (ISO 3166-1 alpha-2)")
+        if not (len(self.party_id) == 3 and self.party_id.isascii() and self.party_id.isalnum()):
+            raise ValueError("api.ocpi.party_id must be three letters or digits (ISO 15118)")
+        if not 0 < len(self.business_name) <= 100 or not self.business_name.isprintable():
+            raise ValueError("api.ocpi.business_name must be 1 to 100 printable characters")
+
+
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The partner API role (`ere-proxy api`; `run` starts it when enabled)."""
 
@@ -348,6 +375,10 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Where partners reach it (behind a TLS-terminating load balancer in production).
     host: str = "127.0.0.1"
     port: int = 8300
+    # /metrics, /healthz and /readyz for Prometheus and probes, never on the partner port
+    # (0: no endpoint).
+    admin_port: int = 0
+    admin_host: str = "127.0.0.1"
     # Request bodies above this many bytes are refused (413) before they are read.
     max_body_bytes: int = 64 * 1024
     # Requests per partner key (its OAuth2 access tokens count against it): a burst, then
@@ -364,6 +395,10 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     forwarded_for_hops: int = 0
     # How long an OAuth2 access token is valid (never beyond its key's expiry).
     access_token_seconds: int = 3600
+    # Seconds an API process trusts a key or access token it verified without asking the
+    # database again (a busy key is looked up once per period, not per request): revoking,
+    # rotating out or expiring a credential takes effect within this (0: every request).
+    auth_cache_seconds: float = 2.0
     # MID scans (`POST /v1/scans`): the euros per kWh a yearly estimate uses (the market value
     # to the owner), and the MID meter list declared meters are matched against ("": the
     # shipped proxy/capture/evidence/data/mid_meters.toml; a copy you extended).
@@ -372,14 +407,34 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Webhooks go to https URLs on public addresses only; true lets them reach private,
     # loopback and link-local addresses over http or https (development and tests only).
     webhooks_allow_private: bool = False
+    # Upstreams partners register (`POST /v1/chargers`) must be on public addresses, and their
+    # names are resolved and checked again at every dial (the proxy role reads this too); true
+    # lets them reach private, loopback and link-local addresses (development and tests only).
+    upstreams_allow_private: bool = False
+    # Host names partners may register upstreams on: glob patterns, case-insensitive, e.g.
+    # ["*.e-flux.nl", "csms.example.com"] (`*` also matches dots); empty: any public host.
+    partner_upstream_hosts: tuple[str, ...] = ()
     # Seconds between the scans that find webhook events written by other roles (sessions
     # completed, statements issued, payouts sent, mandates expiring).
     webhook_scan_interval: float = 60.0
     # Hours the answer to an Idempotency-Key is kept; a POST repeated later is a new request.
     idempotency_hours: int = 168
+    # The partner dashboard (`/dashboard`, on this port): its log-in cookie is `Secure` (sent
+    # over https only; the TLS-terminating load balancer serves the dashboard as https) unless
+    # this is false, for browsers reaching the API over plain http (development, tests only).
+    dashboard_secure_cookie: bool = True
+    # Minutes a dashboard log-in lasts from the moment it is made.
+    dashboard_session_minutes: int = 480
+    # The base URL partners reach this role at, e.g. https://api.example.nl (OCPI's versions and
+    # endpoint URLs are built on it); empty: http://host:port of the lines above.
+    public_url: str = ""
+    ocpi: OcpiSettings = OcpiSettings()
 
     def __post_init__(self) -> None:
         _check_port("api.port", self.port)
+        _check_port("api.admin_port", self.admin_port)
+        if self.admin_port and self.admin_port == self.port:
+            raise ValueError("api.admin_port must differ from api.port")
         if not 1024 <= self.max_body_bytes <= 16 << 20:
             raise ValueError("api.max_body_bytes must be between 1024 and 16777216")
         for name in ("rate_limit", "failed_auth"):
@@ -390,12 +445,23 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
                 raise ValueError(f"api.{name}_burst must be between 1 and 1000000")
         if not 60 <= self.access_token_seconds <= 86_400:
             raise ValueError("api.access_token_seconds must be between 60 and 86400")
+        if not 0 <= self.auth_cache_seconds <= 60:
+            raise ValueError("api.auth_cache_seconds must be between 0 and 60")
         if not 0 <= self.forwarded_for_hops <= 5:
             raise ValueError("api.forwarded_for_hops must be between 0 and 5")
         if not 1 <= self.idempotency_hours <= 24 * 366:
             raise ValueError("api.idempotency_hours must be between 1 and 8784")
+        if not 5 <= self.dashboard_session_minutes <= 7 * 24 * 60:
+            raise ValueError("api.dashboard_session_minutes must be between 5 and 10080")
         if not 0.1 <= self.webhook_scan_interval <= 3600:
             raise ValueError("api.webhook_scan_interval must be between 0.1 and 3600 seconds")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError("api.public_url must be an http:// or https:// URL")
+        for pattern in self.partner_upstream_hosts:
+            if not 0 < len(pattern) <= 253 or not pattern.isprintable() or set(" /@") & {*pattern}:
+                raise ValueError(f"api.partner_upstream_hosts: {pattern!r} is not a host pattern")
         try:
             price = Decimal(self.scan_price_per_kwh)
         except ArithmeticError:
@@ -421,6 +487,10 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     upstream_username: str | None = None
     upstream_password: str | None = None
     ca_bundle: str | None = None
+    # Connect only to globally routable addresses of the upstream (its name is resolved and
+    # checked at every dial): the registry sets it for chargers partners registered, unless
+    # [api] upstreams_allow_private.
+    upstream_public_only: bool = False
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)

@@ -5,6 +5,10 @@ if no DSN is configured (see `embedded.py`), opens a trio-asyncio loop and an as
 and applies pending migrations; on exit it undoes these in reverse (the pool closes before the
 server stops). The `Database` it yields has the query methods of `Connection` (each call borrows a
 pooled connection), `connection()` for one session and `transaction()` for an atomic block.
+A connection goes back to the pool reset (asyncpg's reset query: RESET ALL, UNLISTEN *, CLOSE
+ALL, advisory locks released), one more round trip per call; with `lean_release` only the
+connections `connection()` lent are, for a role whose calls and transaction blocks leave nothing
+in a session (SET LOCAL and transaction-level advisory locks only; no LISTEN).
 
 Nothing here belongs on the forwarding path: every call may wait for the network, a lock or a
 full pool. Code that forwards frames hands records to a bounded channel that a separate task
@@ -64,19 +68,35 @@ class Database(Connection):
         dsn: str,
         applied: list[Migration],
         acquire_timeout: float = 60.0,
+        *,
+        lean_release: bool = False,
     ) -> None:
         super().__init__(pool, loop)
         self.dsn = dsn  # may contain a password: never log it, use `redact_dsn`
         self.applied_migrations = applied  # what opening this database applied
         self.acquire_timeout = acquire_timeout
+        self._lean_release = lean_release
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """One pooled connection for the block (one session: locks, temp tables, SET).
+        """One pooled connection for the block (one session: locks, temp tables, SET), reset
+        when it goes back.
 
         Waiting for a free connection is bounded too (`DatabaseUnavailable` after the client's
         statement deadline: every connection of the pool is stuck on a stalled server).
         """
+        # A lean pool does not reset what it takes back: the session is reset here.
+        async with self._borrow(reset=self._lean_release) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[Connection]:
+        """A pooled connection for one transaction block (`Connection.transaction`)."""
+        async with self._borrow(reset=False) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _borrow(self, *, reset: bool) -> AsyncIterator[Connection]:
         try:
             raw = await self._aio(self._target.acquire)(timeout=self.acquire_timeout)
         except TimeoutError as exc:
@@ -85,10 +105,14 @@ class Database(Connection):
             yield Connection(raw, self._loop)
         finally:
             with trio.CancelScope(shield=True):
-                # asyncpg resets the session (and closes it if that takes longer than the timeout)
+                if reset:
+                    try:
+                        await self._aio(raw.reset)(timeout=CLEANUP_TIMEOUT)
+                    except Exception:
+                        raw.terminate()  # a session that cannot be reset is not used again
+                # asyncpg resets the session unless lean (and closes it if that takes longer
+                # than the timeout)
                 await self._aio(self._target.release)(raw, timeout=CLEANUP_TIMEOUT)
-
-    _session = connection
 
 
 @asynccontextmanager
@@ -99,26 +123,29 @@ async def open_database(
     migrations: list[Migration] | None = None,
     server_settings: Mapping[str, str] | None = None,
     query_timeout: float | None = None,
+    lean_release: bool = False,
 ) -> AsyncIterator[Database]:
     """Open the configured database (see the module docstring).
 
     `migrate=False` skips migrations (`ere-proxy migrate` applies them itself and reports them);
     `migrations` replaces the packaged set; `server_settings` are extra postgresql.conf settings
     for an embedded server (e.g. fsync=off in tests); `query_timeout` replaces the settings'
-    deadline of every statement (the ERE workers' is longer).
+    deadline of every statement (the ERE workers' is longer); `lean_release` skips asyncpg's reset
+    query on release but for `connection()` blocks (see the module docstring).
     """
     if query_timeout is not None:
         settings = msgspec.structs.replace(settings, query_timeout=query_timeout)
     with _unwrap_single_errors():
         if settings.dsn:
-            async with _open(settings, settings.dsn, migrate, migrations) as db:
+            async with _open(settings, settings.dsn, migrate, migrations, lean_release) as db:
                 yield db
             return
         server = EmbeddedPostgres(Path(settings.data_dir), settings=server_settings)
         await server.start()
         try:
             await _ensure_embedded_database(server, settings)
-            async with _open(settings, server.dsn(EMBEDDED_DATABASE), migrate, migrations) as db:
+            dsn = server.dsn(EMBEDDED_DATABASE)
+            async with _open(settings, dsn, migrate, migrations, lean_release) as db:
                 yield db
         finally:
             await server.stop()
@@ -126,14 +153,30 @@ async def open_database(
 
 @asynccontextmanager
 async def _open(
-    settings: DatabaseSettings, dsn: str, migrate: bool, migrations: list[Migration] | None
+    settings: DatabaseSettings,
+    dsn: str,
+    migrate: bool,
+    migrations: list[Migration] | None,
+    lean_release: bool,
 ) -> AsyncIterator[Database]:
     async with trio_asyncio.open_loop() as loop:
         pool = await _create_pool(
-            loop, dsn, settings.pool_size, settings.connect_timeout, settings.query_timeout
+            loop,
+            dsn,
+            settings.pool_size,
+            settings.connect_timeout,
+            settings.query_timeout,
+            lean_release=lean_release,
         )
         try:
-            db = Database(pool, loop, dsn, [], settings.query_timeout + _CLIENT_GRACE)
+            db = Database(
+                pool,
+                loop,
+                dsn,
+                [],
+                settings.query_timeout + _CLIENT_GRACE,
+                lean_release=lean_release,
+            )
             if migrate:
                 async with db.connection() as conn:
                     db.applied_migrations = await apply_migrations(conn, migrations)
@@ -179,8 +222,19 @@ async def _keep_alive(conn: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
+async def _keep_session(conn: Any) -> None:
+    """A lean pool's reset on release: nothing more than asyncpg's own rollback of a
+    transaction left open (see the module docstring)."""
+
+
 async def _create_pool(
-    loop: Any, dsn: str, size: int, connect_timeout: float, query_timeout: float
+    loop: Any,
+    dsn: str,
+    size: int,
+    connect_timeout: float,
+    query_timeout: float,
+    *,
+    lean_release: bool = False,
 ) -> Any:
     """An asyncpg pool with one connection open, retrying transient failures until the deadline.
 
@@ -202,6 +256,7 @@ async def _create_pool(
                     command_timeout=query_timeout + _CLIENT_GRACE,
                     server_settings=_session_settings(query_timeout),
                     init=_keep_alive,
+                    reset=_keep_session if lean_release else None,
                 )
         except (*_TRANSIENT, trio.TooSlowError) as exc:
             error: BaseException = exc

@@ -192,7 +192,8 @@ def test_a_partner_enrols_registers_charges_and_is_paid_through_the_api(
         'provider_address = "Stationsplein 1, 3511 ED Utrecht"\nprovider_kvk = "12345678"\n'
         'provider_vat_number = "NL123456789B01"\nprovider_nea_account = "NEA-000123"\n'
         f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\n'
-        "webhooks_allow_private = true\nwebhook_scan_interval = 0.5\n"
+        "webhooks_allow_private = true\nupstreams_allow_private = true\n"
+        "webhook_scan_interval = 0.5\n"
     )
     roles.config.write_text(
         template.format(

@@ -1,14 +1,18 @@
-"""A real Prometheus scrapes the proxy and an ERE worker: every panel has data, every alert fires.
+"""A real Prometheus scrapes the proxy, an ERE worker and the partner API: every panel has data,
+every alert fires.
 
 The set-up is a small production: the fake back-office (`testkit.fake_csms.FakeCsms`, in this
 process), a proxy process with capture and the outbox on, its PostgreSQL (owned by the test, so
-it can take it away), an `ere-proxy worker`, simulated chargers (`bench.load.simulator`) as load,
+it can take it away), an `ere-proxy worker`, an `ere-proxy api` with its admin port, simulated
+chargers (`bench.load.simulator`) and a partner calling the API a few times a second as load,
 and Prometheus (the Debian package) with a 1 s scrape and evaluation interval, the scrape jobs of
 `grafana/prometheus.yml` pointed at the test's ports and the rules of `grafana/alerts.yml` with
 their `for:` durations shortened to 1 s.
 
 Checked: the configuration and the rules pass `promtool`, and the promtool unit tests of the rules
-on calendar deadlines (`grafana/tests/alerts_test.yml`, RevExportDeadline) pass; the dashboards are valid Grafana JSON on
+on calendar deadlines (`grafana/tests/alerts_test.yml`, RevExportDeadline) and of the partner
+API's (`grafana/tests/api_alerts_test.yml`: PartnerApiErrors, and WebhookDeliveriesStuck, which
+takes a quarter of an hour) pass; the dashboards are valid Grafana JSON on
 the provisioned data source; every panel query and every alert expression parses; Prometheus
 loaded exactly the rules of the file, each with its summary, description and runbook; under normal
 load no alert is pending or firing; every panel query returns data at some point of the run
@@ -22,8 +26,10 @@ its alerts fire:
 - a charger whose events the database refuses (a trigger the test adds): CaptureDeadLetters;
 - the database crashed (SIGQUIT to the postmaster) while the spill directory is gone (replaced by
   a file, as when its volume is lost), with a small spill log: JournalSpilling,
-  JournalDatabaseErrors, JournalLosingEvents, CaptureFailing;
-- the worker and then the proxy stopped: EreWorkerDown, ProxyDown.
+  JournalDatabaseErrors, JournalLosingEvents, CaptureFailing; and the partner's requests fail
+  (503): PartnerApiErrors;
+- the worker, the api process and then the proxy stopped: EreWorkerDown, PartnerApiDown,
+  ProxyDown.
 
 Prometheus must be installed (`scripts/setup-debian`); without it the test fails, it never skips.
 """
@@ -43,7 +49,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -67,6 +73,7 @@ from testkit.grafana import (
     panel_queries,
     provisioned_datasource_uid,
 )
+from testkit.partner_api import call
 from testkit.ports import free_port
 from testkit.postgres import create_database, make_data_dir, start_database
 from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
@@ -85,9 +92,13 @@ CHARGER_MAX_BYTES = 48 * 1024  # outbox bound per charger: the flood reaches it,
 FLOOD_CALL_BYTES = 8 * 1024
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__interval": "1s", "$__range": "5m"}
 WAIT = 90.0  # bound on any one thing another process brings about
-# Alerts on calendar deadlines, tested by promtool on a clock of its own (ALERT_UNIT_TESTS).
-UNIT_TESTED_ALERTS = {"RevExportDeadline"}
-ALERT_UNIT_TESTS = GRAFANA / "tests" / "alerts_test.yml"
+# Alerts on calendar deadlines or a quarter of an hour's wait, tested by promtool on a clock of
+# its own (ALERT_UNIT_TESTS).
+UNIT_TESTED_ALERTS = {"RevExportDeadline", "WebhookDeliveriesStuck"}
+ALERT_UNIT_TESTS = (
+    GRAFANA / "tests" / "alerts_test.yml",
+    GRAFANA / "tests" / "api_alerts_test.yml",
+)
 ALERT_WAIT = 60.0  # bound on an alert reaching `firing` once its fault is there
 EXPECTED_ERRORS = (
     "spill log full",
@@ -196,11 +207,11 @@ class Prometheus:
         return self.stderr_path.read_text(errors="replace")
 
 
-def prometheus_config(directory: Path, proxy_admin: int, worker_admin: int) -> Path:
+def prometheus_config(directory: Path, proxy_admin: int, worker_admin: int, api_admin: int) -> Path:
     """The repo's scrape jobs on the test's ports, 1 s intervals, the repo's alerts with `for: 1s`."""
     jobs = re.findall(r"job_name:\s*(\S+)", (GRAFANA / "prometheus.yml").read_text())
-    assert sorted(jobs) == ["ere-proxy", "ere-worker"], jobs
-    targets = {"ere-proxy": proxy_admin, "ere-worker": worker_admin}
+    assert sorted(jobs) == ["ere-api", "ere-proxy", "ere-worker"], jobs
+    targets = {"ere-proxy": proxy_admin, "ere-worker": worker_admin, "ere-api": api_admin}
     rules = directory / "alerts.yml"
     rules.write_text(
         re.sub(r"^(\s+)for:\s*\S+\s*$", r"\g<1>for: 1s", ALERTS.read_text(), flags=re.M)
@@ -307,6 +318,37 @@ def start_worker(config: Path, directory: Path) -> subprocess.Popen[bytes]:
     with (directory / "worker.stderr").open("wb") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "proxy", "worker", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def api_config(directory: Path, dsn: str, port: int, admin_port: int) -> Path:
+    config = directory / "api.toml"
+    config.write_text(f"""\
+[log]
+level = "info"
+
+[database]
+dsn = "{dsn}"
+connect_timeout = 2.0
+query_timeout = 5.0
+
+[api]
+enabled = true
+port = {port}
+admin_port = {admin_port}
+webhook_scan_interval = 1.0
+""")
+    return config
+
+
+def start_api(config: Path, directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "api.stderr").open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy", "api", "--config", str(config)],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -621,6 +663,24 @@ async def until(check: Callable[[], bool], what: str, limit: float = WAIT) -> No
         await trio.sleep(0.25)
 
 
+async def partner_traffic(port: int, key: str, answered: Counter[int]) -> None:
+    """A partner's integration, until cancelled: five requests a second, mostly reads with its key,
+    some of a customer it does not have and a few without the key (fewer than the failed
+    authentications an address may make); `answered` counts the statuses (0: no answer)."""
+    unknown = "/v1/customers/cus_00000000000000000000"
+    for turn in itertools.count():
+        path, credential = (unknown, key) if turn % 4 == 1 else ("/v1/customers", key)
+        if turn % 8 == 3:
+            credential = None
+        try:
+            with trio.fail_after(WAIT):
+                reply = await call(port, "GET", path, key=credential)
+            answered[reply.status] += 1
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError):  # the api process stopped
+            answered[0] += 1
+        await trio.sleep(0.2)
+
+
 async def firing(prometheus: Prometheus, fired: set[str], *names: str) -> None:
     """Wait until each alert is firing; `fired` collects the names."""
     for name in names:
@@ -667,9 +727,10 @@ def test_dashboards_are_valid_and_the_configuration_passes_promtool(tmp_path):
         assert dashboard_problems(board, uid) == [], name
     assert "SUCCESS" in promtool("check", "config", str(GRAFANA / "prometheus.yml"))
     assert f"SUCCESS: {len(alert_rules())} rules found" in promtool("check", "rules", str(ALERTS))
-    assert "SUCCESS" in promtool("test", "rules", str(ALERT_UNIT_TESTS))
+    tested = promtool("test", "rules", *map(str, ALERT_UNIT_TESTS))
+    assert tested.count("SUCCESS") == len(ALERT_UNIT_TESTS), tested
     assert "SUCCESS" in promtool(
-        "check", "config", str(prometheus_config(tmp_path, free_port(), free_port()))
+        "check", "config", str(prometheus_config(tmp_path, free_port(), free_port(), free_port()))
     )
 
 
@@ -682,7 +743,9 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
     dsn = await trio.to_thread.run_sync(create_database, database)
     csms = FakeCsms(port=free_port(), record=False)
     refusing_port, worker_admin = free_port(), free_port()
-    proxy = worker = simulator = prometheus = None
+    api_port, api_admin = free_port(), free_port()
+    proxy = worker = api = simulator = prometheus = None
+    answered: Counter[int] = Counter()
     seen: set[Any] = set()
     fired: set[str] = set()
     try:
@@ -694,16 +757,28 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             await seed_quarter(dsn)  # the proxy has migrated the database
             config = worker_config(tmp_path, dsn, worker_admin)
             worker = start_worker(config, tmp_path)
+            partner_config = api_config(tmp_path, dsn, api_port, api_admin)
+            api = start_api(partner_config, tmp_path)
             prometheus = Prometheus(
-                binary, prometheus_config(tmp_path, proxy.admin_port, worker_admin), tmp_path
+                binary,
+                prometheus_config(tmp_path, proxy.admin_port, worker_admin, api_admin),
+                tmp_path,
             )
             await until(prometheus.ready, "Prometheus to be ready")
             await until(
                 lambda: prometheus.has_data(
-                    'min(up{job="ere-worker"}) * min(up{job="ere-proxy"}) == 1'
+                    'min(up{job="ere-worker"}) * min(up{job="ere-proxy"})'
+                    ' * min(up{job="ere-api"}) == 1'
                 ),
-                "both targets scraped",
+                "every target scraped",
             )
+            created = await trio.to_thread.run_sync(
+                lambda: cli(
+                    partner_config, "partners", "keys", "create", "P1", "--scopes", "customers:read"
+                )
+            )
+            assert created.returncode == 0, created.stderr
+            nursery.start_soon(partner_traffic, api_port, created.stdout.strip(), answered)
 
             # Every query parses; Prometheus loaded exactly the rules of the file, and each explains itself.
             for expr in [*queries.values(), *(rule.expr for rule in rules)]:
@@ -802,7 +877,9 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
                 "JournalDatabaseErrors",
                 "JournalLosingEvents",
                 "CaptureFailing",
+                "PartnerApiErrors",
             )
+            assert answered[503] > 0, answered
             spill_dir.unlink()
             aside.rename(spill_dir)
             await until(
@@ -826,6 +903,8 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             await trio.to_thread.run_sync(simulator.wait)
             assert await trio.to_thread.run_sync(stop, worker) == 0
             await firing(prometheus, fired, "EreWorkerDown")
+            assert await trio.to_thread.run_sync(stop, api) == 0
+            await firing(prometheus, fired, "PartnerApiDown")
             assert await trio.to_thread.run_sync(proxy.terminate) == 0
             await firing(prometheus, fired, "ProxyDown")
             nursery.cancel_scope.cancel()
@@ -834,6 +913,7 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             simulator.kill()
             simulator.wait()
         await trio.to_thread.run_sync(stop, worker)
+        await trio.to_thread.run_sync(stop, api)
         if proxy is not None:
             await trio.to_thread.run_sync(proxy.terminate)
         if prometheus is not None:
@@ -841,9 +921,10 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
         if database is not None:
             await trio.to_thread.run_sync(database.close)
 
-    # every rule of the file has its fault here, or in the promtool unit tests (deadlines)
+    # every rule of the file has its fault here, or in the promtool unit tests (deadlines, the
+    # webhook backlog's age)
     assert fired == {rule.name for rule in rules} - UNIT_TESTED_ALERTS
-    for log in ("proxy.stderr", "worker.stderr"):
+    for log in ("proxy.stderr", "worker.stderr", "api.stderr"):
         problems = [
             line
             for line in log_problems((tmp_path / log).read_text())

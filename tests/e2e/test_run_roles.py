@@ -64,12 +64,12 @@ def serves_api(port: int) -> bool:
 
 
 def test_run_serves_the_proxy_and_a_worker_that_closes_quarters(tmp_path, data_dir):
-    worker_admin, api_port = free_port(), free_port()
+    worker_admin, api_port, api_admin = free_port(), free_port(), free_port()
     template = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
     template += (
         f'\n[database]\ndata_dir = "{data_dir}"\n'
         f"\n[ere]\nworkers = 1\nadmin_port = {worker_admin}\npoll_interval = 0.2\n"
-        f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\n'
+        f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = {api_port}\nadmin_port = {api_admin}\n'
     )
     with running_proxy(tmp_path, template, args=()) as proxy:
         pass  # the proxy role alone starts and stops cleanly on this configuration
@@ -84,7 +84,12 @@ def test_run_serves_the_proxy_and_a_worker_that_closes_quarters(tmp_path, data_d
         )
     try:
         deadline = time.monotonic() + 120
-        while not (ready(proxy.admin_port) and ready(worker_admin) and serves_api(api_port)):
+        while not (
+            ready(proxy.admin_port)
+            and ready(worker_admin)
+            and serves_api(api_port)
+            and ready(api_admin)
+        ):
             assert process.poll() is None, (tmp_path / "run.stderr").read_text()
             assert time.monotonic() < deadline, "the roles did not get ready"
             time.sleep(0.1)

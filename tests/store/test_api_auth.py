@@ -4,7 +4,9 @@ and failed authentications per address), and hostile token requests.
 
 Expiry is driven by the database's clock: where an hour would pass, the test moves the stored
 expiry into the past instead. The rate limits refill slowly enough that no refill happens during
-a test, so nothing here waits.
+a test, so nothing here waits. Tests that look at a credential's end right after it ends serve
+with `auth_cache_seconds = 0` (`NO_CACHE`): nothing verified is remembered; one test shows the
+end arriving within the cache's time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import base64
 import json
 import uuid
 from urllib.parse import urlencode
+
+import trio
 
 from proxy.api.key_store import create_key, revoke_key
 from proxy.api.keys import SCOPES, parse_key
@@ -25,6 +29,8 @@ TOKEN = "/v1/oauth/token"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 # No refill within a test: every refusal below is the burst spent, not a race with the clock.
 SLOW = 0.001
+# Every request looks its credential up: a revocation or expiry shows at the next request.
+NO_CACHE = {"auth_cache_seconds": 0}
 
 
 def idem() -> dict[str, str]:
@@ -79,7 +85,7 @@ async def expire(db, table: str, column: str, value: str) -> None:
 
 
 async def test_rotation_keeps_the_old_key_for_its_grace_then_stops_it(settings):
-    async with serving_api(settings) as (db, port):
+    async with serving_api(settings, **NO_CACHE) as (db, port):
         old = await partner_with_key(db, "acme", ("customers:read", "keys:write"))
         old_id = parse_key(old)[0]
         first = await rotate(port, old, grace_hours=2)
@@ -139,7 +145,7 @@ async def test_a_lost_rotation_answer_is_shown_again_while_the_new_key_is_unused
 
 
 async def test_rotation_grace_is_bounded_and_zero_stops_the_old_key_at_once(settings):
-    async with serving_api(settings) as (db, port):
+    async with serving_api(settings, **NO_CACHE) as (db, port):
         old = await partner_with_key(db, "acme", ("customers:read", "keys:write"))
         for grace in (-1, 169, "24", 1.5, None):
             body = {"grace_hours": grace}
@@ -267,7 +273,7 @@ async def test_client_credentials_give_a_token_used_like_the_key(settings):
 
 
 async def test_a_tokens_life_ends_with_its_own_expiry_or_its_keys(settings):
-    async with serving_api(settings, access_token_seconds=7200) as (db, port):
+    async with serving_api(settings, access_token_seconds=7200, **NO_CACHE) as (db, port):
         key = await partner_with_key(db, "acme", ("customers:read", "keys:write"))
         key_id = parse_key(key)[0]
         first = (await token_for(port, key)).json()
@@ -292,6 +298,21 @@ async def test_a_tokens_life_ends_with_its_own_expiry_or_its_keys(settings):
         assert not await works(port, later)
         assert_oauth_error(await token_for(port, successor), 400, "invalid_grant")
         assert not await works(port, "ert_" + "A" * 43)
+
+
+async def test_a_verified_key_is_trusted_for_the_cache_time_then_looked_up_again(settings):
+    async with serving_api(settings, auth_cache_seconds=0.5) as (db, port):
+        key = await partner_with_key(db, "acme", ("customers:read",))
+        token = (await token_for(port, key)).json()["access_token"]
+        assert await works(port, key) and await works(port, token)
+        stamped = await db.fetchval(
+            "SELECT last_used_at FROM partner_api_keys WHERE key_id = $1", parse_key(key)[0]
+        )
+        assert stamped is not None
+        await revoke_key(db, parse_key(key)[0])
+        await trio.sleep(0.6)  # the cache's time: past it both are looked up again
+        assert not await works(port, key)
+        assert not await works(port, token)
 
 
 async def test_requests_over_a_keys_limit_are_429_and_other_keys_go_on(settings):

@@ -3,32 +3,17 @@ through the link-period rules, status, tenant isolation, scopes, idempotency, ho
 
 from __future__ import annotations
 
-import uuid
-
 from proxy.api.context import ApiContext
 from proxy.api.keys import SCOPES
 from proxy.ere.core.factors import load_factor_table
 from proxy.routing.auth import verify_password
 from testkit.ere_admin import EAN_1, EAN_2
-from testkit.partner_api import call, enrolment, partner_with_key, serving_api
+from testkit.partner_api import call, enrolment, idem, partner_with_key, problem_of, serving_api
 
-PROBLEM = "application/problem+json"
 CONTEXT = ApiContext(
     "wss://proxy.example.com/ocpp", None, frozenset({"CP-FILE"}), load_factor_table()
 )
 UPSTREAM = "wss://csms.example.com/ocpp"
-
-
-def idem() -> dict[str, str]:
-    return {"idempotency-key": str(uuid.uuid4())}
-
-
-def problem_of(reply, *statuses) -> dict:
-    assert reply.status in statuses, (reply.status, reply.body)
-    assert reply.headers["content-type"] == PROBLEM
-    problem = reply.json()
-    assert {"type", "title", "status", "detail"} <= problem.keys()
-    return problem
 
 
 async def customer(port, key, ean) -> str:

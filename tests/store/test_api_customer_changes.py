@@ -5,7 +5,6 @@ customers and chargers, another partner's customer untouchable, hostile bodies a
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -18,22 +17,9 @@ from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.store import open_database
 from testkit.ere_admin import EAN_1, EAN_2, EAN_3
 from testkit.ere_books import Q2, Q3, add_session, close, config, seed
-from testkit.partner_api import call, enrolment, partner_with_key, serving_api
+from testkit.partner_api import call, enrolment, idem, partner_with_key, problem_of, serving_api
 
-PROBLEM = "application/problem+json"
 IBAN = "NL20INGB0001234567"
-
-
-def idem() -> dict[str, str]:
-    return {"idempotency-key": str(uuid.uuid4())}
-
-
-def problem_of(reply, *statuses) -> dict:
-    assert reply.status in statuses, (reply.status, reply.body)
-    assert reply.headers["content-type"] == PROBLEM
-    problem = reply.json()
-    assert {"type", "title", "status", "detail"} <= problem.keys()
-    return problem
 
 
 async def enrol(port, key, ean, **fields) -> dict:

@@ -118,7 +118,8 @@ async def test_pages_follow_the_cursor_in_enrolment_order(settings):
 
 
 async def test_keys_are_checked_and_scoped(settings):
-    async with serving_api(settings) as (db, port):
+    # Nothing verified is remembered (see test_api_auth): the revocation shows at once.
+    async with serving_api(settings, auth_cache_seconds=0) as (db, port):
         reader = await partner_with_key(db, "acme", ("customers:read",))
         for authorization in (
             None,
@@ -209,6 +210,8 @@ async def test_openapi_names_every_route_and_the_docs_page_loads(settings):
             "/v1/chargers/{identity}/links",
             "/v1/sessions",
             "/v1/sessions/{session_id}",
+            "/v1/sessions/batch",
+            "/v1/sessions/imports",
             "/v1/keys/current/rotate",
             "/v1/oauth/token",
             "/v1/webhooks",

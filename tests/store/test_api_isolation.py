@@ -36,6 +36,7 @@ from testkit.openapi_cases import (
     item_parameter,
     required_query,
     valid_body,
+    with_charger,
 )
 from testkit.openapi_cases import operations as all_operations
 from testkit.paid_quarters import state_and_pay
@@ -50,6 +51,12 @@ NOT_BEARER = {("POST", "/v1/oauth/token")}
 # Called in the matrix, they rotate the caller's key with an hour's grace (BODIES), so the key
 # keeps working for the calls after.
 CALLING_KEY = {("POST", "/v1/keys/current/rotate")}
+# Operations that supply sessions of the caller's own chargers: they make nothing readable at a
+# path of their own (a partner's sessions are read at /v1/sessions). A batch's sessions are put
+# on a charger (`with_charger`): bravo's own when bravo supplies, bravo's or alpha's when alpha
+# calls; a charger not the caller's is a 422 naming the item, never a 404 (that would say the
+# charger exists). A CSV import called with a JSON body is a 415.
+SUPPLIES = {("POST", "/v1/sessions/batch"), ("POST", "/v1/sessions/imports")}
 # The matrix makes hundreds of calls with one key, and dozens that fail from one address: no
 # rate limit here (tests/store/test_api_auth.py tests them).
 UNLIMITED = {"rate_limit_burst": 1_000_000, "failed_auth_burst": 1_000_000}
@@ -125,7 +132,7 @@ async def make_objects(port, db, document, partner: str, first: int):
     posts = [
         (path, operation)
         for method, path, operation in operations(document)
-        if method == "POST" and (method, path) not in CALLING_KEY
+        if method == "POST" and (method, path) not in CALLING_KEY | SUPPLIES
     ]
     # Collections first, then POSTs under their objects (which take the objects' ids), then
     # the collections again.
@@ -153,6 +160,12 @@ async def make_objects(port, db, document, partner: str, first: int):
     for name, seed in SEEDED.items():
         if name not in ids:
             ids |= await seed(db, ids, partner)
+    for method, path, operation in operations(document):
+        if (method, path) in SUPPLIES and (schema := body_schema(operation)) is not None:
+            body = with_charger(valid_body(schema, first), ids["identity"])
+            headers = {"idempotency-key": str(uuid.uuid4())}
+            reply = await call(port, method, path, key=key, json_body=body, headers=headers)
+            assert reply.status == 201, (partner, path, reply.body)
     return ids, spare, values, key
 
 
@@ -191,6 +204,11 @@ SCOPE_OF = {
 }
 
 
+# Operations that also need the read scopes of what their body asks for: an endpoint is made only
+# for events whose data its key may read (those of the webhook in `testkit.openapi_cases.BODIES`).
+ALSO_NEEDS = {("POST", "/v1/webhooks"): ("sessions:read", "payouts:read")}
+
+
 def scope_of(method: str, path: str) -> str:
     """The scope the README gives the operation."""
     if (method, path) in SCOPE_OF:
@@ -216,7 +234,7 @@ def request_for(method: str, path: str, operation: dict[str, Any], ids, values, 
     schema = body_schema(operation)
     body = None
     if schema is not None:
-        body = valid_body(schema, 1000 + n)
+        body = with_charger(valid_body(schema, 1000 + n), ids["identity"])
         known = ids | values  # strings: they replace the body's strings only
         body |= {k: known[k] for k in body if k in known and isinstance(body[k], str)}
     headers = {} if method == "GET" else {"idempotency-key": str(uuid.uuid4())}
@@ -243,7 +261,9 @@ async def test_a_partner_never_reaches_another_partners_objects(world):
     for n, (method, path, operation), some in cases:
         target, body, headers = request_for(method, path, operation, ids | some, values, n)
         tries = [(body, "bravo's values")]
-        if body is not None and any(k in own for k in body):
+        if (method, path) in SUPPLIES and body is not None:
+            tries.append((with_charger(body, own["identity"]), "alpha's own ids"))
+        elif body is not None and any(k in own for k in body):
             mine = body | {k: own[k] for k in body if k in own}
             tries.append((mine, "alpha's own ids"))
         tries = [
@@ -269,6 +289,8 @@ async def test_a_partner_never_reaches_another_partners_objects(world):
                 # body is not alpha's to name (422).
                 allowed = (404, 409) if sent_body is not body else (404, 409, 422)
                 assert reply.status in allowed, (label, reply.status, text)
+            elif (method, path) in SUPPLIES:
+                assert reply.status in (200, 201, 415, 422), (label, reply.status, text)
             else:
                 assert reply.status in (200, 201, 404, 409), (label, reply.status, text)
             assert await b_rows(db, tokens) == before, f"{label} changed bravo's rows"
@@ -282,7 +304,11 @@ async def test_every_operation_needs_its_scope_and_a_valid_key(world):
     for n, (method, path, operation) in enumerate(operations(document)):
         label = f"{method} {path}"
         statuses = {}
+        also = ALSO_NEEDS.get((method, path), ())
         for scope, key in keys.items():
+            if also:
+                with_also = tuple(dict.fromkeys((scope, *also)))
+                key = (await create_key(db, "bravo", with_also)).key
             target, body, headers = request_for(method, path, operation, ids, values, n)
             reply = await call(port, method, target, key=key, json_body=body, headers=headers)
             statuses[scope] = reply.status

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -21,7 +20,7 @@ from proxy.capture.sessions import store_events
 from proxy.ere.core.quarters import DUTCH_TIME
 from proxy.runtime.config import ApiSettings, CannotStart, Config
 from testkit.ere_admin import EAN_1, EAN_2, EAN_3
-from testkit.partner_api import call, enrolment, partner_with_key, serving_api
+from testkit.partner_api import call, enrolment, idem, partner_with_key, problem_of, serving_api
 from testkit.signed_sessions import (
     boot_16,
     boot_201,
@@ -30,7 +29,6 @@ from testkit.signed_sessions import (
     signed_session_201,
 )
 
-PROBLEM = "application/problem+json"
 CONTEXT = dataclasses.replace(ApiContext.bare(), scan_price_per_kwh=Decimal("0.12"))
 UPSTREAM = "wss://csms.example.com/ocpp"
 HOUR = timedelta(hours=1)
@@ -42,18 +40,6 @@ DECLARED_ONLY = {
     "firmware": "6.2",
     "declared_kwh_per_year": 2500,
 }
-
-
-def idem() -> dict[str, str]:
-    return {"idempotency-key": str(uuid.uuid4())}
-
-
-def problem_of(reply, *statuses) -> dict:
-    assert reply.status in statuses, (reply.status, reply.body)
-    assert reply.headers["content-type"] == PROBLEM
-    problem = reply.json()
-    assert {"type", "title", "status", "detail"} <= problem.keys()
-    return problem
 
 
 def anonymous(item: dict, identity: str) -> dict:

@@ -126,6 +126,41 @@ async def test_sessions_with_eligibility_quarter_and_statement_lines(settings, t
             )
 
 
+async def test_a_periods_list_is_newest_end_first_and_its_cursor_is_its_own(settings, tmp_path):
+    await books(settings, tmp_path)
+    async with open_database(settings) as db:
+        # Captured last, ended first: by id the newest, by end the oldest of the period.
+        await add_session(db, "CP-A", "a-apr", datetime(2026, 4, 20, 8, tzinfo=UTC), "1.5")
+    async with serving_api(settings) as (db, port):
+        p1, _, _ = await keys(db)
+        by_id = (await call(port, "GET", "/v1/sessions", key=p1)).json()["data"]
+        assert by_id[0]["transaction_id"] == "a-apr"
+        period = "from=2026-04-01T00:00:00%2B02:00&to=2026-10-01T00:00:00%2B02:00"
+        expected = ["a-sep", "a-aug2", "a-aug", "a-jun", "a-may", "a-apr"]
+        whole = (await call(port, "GET", f"/v1/sessions?{period}", key=p1)).json()
+        assert [s["transaction_id"] for s in whole["data"]] == expected
+        assert whole["next_cursor"] is None
+        seen, cursor = [], None
+        while True:
+            more = f"&cursor={cursor}" if cursor else ""
+            reply = await call(port, "GET", f"/v1/sessions?{period}&limit=4{more}", key=p1)
+            assert reply.status == 200, reply.body
+            seen += [s["transaction_id"] for s in reply.json()["data"]]
+            cursor = reply.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == expected
+        # A cursor is good for the kind of list it came from only.
+        first = (await call(port, "GET", f"/v1/sessions?{period}&limit=2", key=p1)).json()
+        problem_of(
+            await call(port, "GET", f"/v1/sessions?limit=2&cursor={first['next_cursor']}", key=p1),
+            400,
+        )
+        plain = (await call(port, "GET", "/v1/sessions?limit=2", key=p1)).json()
+        wrong = f"/v1/sessions?{period}&cursor={plain['next_cursor']}"
+        problem_of(await call(port, "GET", wrong, key=p1), 400)
+
+
 async def test_energy_is_stated_for_closed_quarters_and_estimated_for_open_ones(settings, tmp_path):
     await books(settings, tmp_path)
     async with serving_api(settings) as (db, port):

@@ -19,21 +19,12 @@ from proxy.api.key_store import create_key
 from proxy.ere.core.quarters import Quarter
 from proxy.store import open_database
 from testkit.ere_books import Q2, Q3, add_session, close, config, ean, pay, seed
-from testkit.partner_api import call, serving_api
+from testkit.partner_api import call, problem_of, serving_api
 from testkit.pdf_text import pdf_text
 
-PROBLEM = "application/problem+json"
 Q4 = Quarter.parse("2026Q4")
 EAN_C, EAN_D = ean(3), ean(4)
 READ = ("statements:read", "payouts:read")
-
-
-def problem_of(reply, *statuses) -> dict:
-    assert reply.status in statuses, (reply.status, reply.body)
-    assert reply.headers["content-type"] == PROBLEM
-    problem = reply.json()
-    assert {"type", "title", "status", "detail"} <= problem.keys()
-    return problem
 
 
 def figures(body: dict, *names: str) -> tuple[Decimal, ...]:

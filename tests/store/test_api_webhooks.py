@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import ssl
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -29,22 +28,19 @@ from proxy.routing.registry.sealing import KeyRing, generate_key
 from proxy.store import open_database
 from testkit.ere_admin import EAN_1, EAN_2, EAN_3
 from testkit.ere_books import Q2, add_session, close, config, pay, seed
-from testkit.partner_api import call, enrolment, partner_with_key, seed_session, serving_api
+from testkit.partner_api import (
+    call,
+    enrolment,
+    idem,
+    partner_with_key,
+    problem_of,
+    seed_session,
+    serving_api,
+)
 from testkit.webhook_receiver import HANG, receiving
 
-PROBLEM = "application/problem+json"
 ALL = SCOPES
 SCANNED = ["session.completed", "statement.issued", "payout.sent", "mandate.expiring"]
-
-
-def idem() -> dict[str, str]:
-    return {"idempotency-key": str(uuid.uuid4())}
-
-
-def problem_of(reply, *statuses) -> dict:
-    assert reply.status in statuses, (reply.status, reply.body)
-    assert reply.headers["content-type"] == PROBLEM
-    return reply.json()
 
 
 async def make_webhook(port, key, url, events=("customer.enrolled",), **fields) -> dict:

@@ -1,6 +1,7 @@
 """What a quarter's close may do, on a real PostgreSQL: which quarters may close, reopening that
 only reopens, link periods and mandates that keep the past where it was, referrals that lower a
-fee, assessments frozen per close, and charger clocks that disagree with the proxy's.
+fee, assessments frozen per close, charger clocks that disagree with the proxy's, and charging
+events recorded from two sources counted once.
 
 Figures by hand as in test_ere_close (2026: 1 kWh = 0.332694 ERE, €0.30 per ERE, VAT = fee ×
 21/121, each figure rounded half up to the cent once).
@@ -23,6 +24,7 @@ from proxy.ere.admin.accounting_cli import accounting_command
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.close_requests import CloseRefused, reopen, request_close
 from proxy.ere.jobs.worker import WorkerMetrics
+from proxy.ingest.store import record_sessions
 from proxy.store import open_database
 from testkit.capture_feeds import offline_session
 from testkit.ere_books import (
@@ -37,6 +39,7 @@ from testkit.ere_books import (
     run_jobs,
     seed,
 )
+from testkit.session_files import external
 
 UTC = UTC
 DEC_6 = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -398,3 +401,62 @@ async def test_asking_again_for_a_close_whose_job_failed_says_so_and_how_to_retr
         "the close of 2026Q3 failed: MissingFactorError: no price for 2026Q3; once the cause is"
         f" fixed, `ere-proxy jobs requeue {job_id}`\n"
     )
+
+
+async def test_a_charging_event_from_two_sources_counts_once(settings, tmp_path):
+    """A partner's record of a session the proxy captured is stored as its duplicate and
+    assessed `duplicate`; one supplied before its OCPP session arrived is found by the close."""
+    cfg = config(settings, tmp_path)
+    first, second = datetime(2026, 8, 3, 8, tzinfo=UTC), datetime(2026, 8, 10, 8, tzinfo=UTC)
+    reported = {"meter_start_wh": None, "meter_stop_wh": None, "source": "csv"}
+    async with open_database(settings) as db:
+        await seed(db)
+        await add_session(db, "CP-A", "tx-1", first, "10")  # OCPP, 6 hours
+        async with db.transaction() as tx:
+            marked = await record_sessions(
+                tx,
+                [
+                    external(
+                        source_ref="r1",
+                        started_at=first,
+                        stopped_at=first + timedelta(hours=6),
+                        energy_wh=Decimal(10_000),
+                        **reported,
+                    ),
+                    # Supplied before the charger's own record of the event reaches the proxy.
+                    external(
+                        source_ref="r2",
+                        started_at=second + timedelta(minutes=1),
+                        stopped_at=second + timedelta(hours=6),
+                        energy_wh=Decimal(5_010),
+                        **reported,
+                    ),
+                ],
+            )
+        assert [i.outcome for i in marked.outcomes] == ["duplicate", "inserted"]
+        await add_session(db, "CP-A", "tx-2", second, "5")
+        assert await run_jobs(db, cfg) == []
+        async with db.transaction() as conn:
+            await request_close(conn, Q3, cfg.ere, LATER)
+        assert "close:done" in await run_jobs(db, cfg)
+        rows = await db.fetch(
+            "SELECT coalesce(s.transaction_id, s.source_ref), a.eligibility, a.reason, a.detail,"
+            " a.kwh, a.inputs->>'source', a.inputs->>'duplicate_of'"
+            " FROM current_session_assessments a JOIN sessions s USING (session_id) ORDER BY 1"
+        )
+        ids = dict(
+            await db.fetch("SELECT transaction_id, session_id FROM sessions WHERE source = 'ocpp'")
+        )
+        found = {row[0]: tuple(row[1:]) for row in rows}
+        assert found["tx-1"][:2] == ("eligible", "eligible")
+        assert found["tx-2"][:2] == ("eligible", "eligible")
+        for ref, kept in (("r1", ids["tx-1"]), ("r2", ids["tx-2"])):
+            eligibility, reason, detail, kwh, source, duplicate_of = found[ref]
+            assert (eligibility, reason, kwh, source) == ("ineligible", "duplicate", 0, "csv")
+            assert f"the same charging event as session {kept}" in detail
+            assert duplicate_of == str(kept)
+        # The statement line counts each event once: 10 + 5 kWh.
+        (line,) = await lines(db, "2026Q3")
+        assert line[0] == "A" and line[3] == Decimal(15) and line[-1] == 2
+        counted = await db.fetch("SELECT session_id FROM statement_sessions ORDER BY 1")
+        assert [r[0] for r in counted] == sorted(ids.values())

@@ -216,7 +216,10 @@ async def test_a_provisional_transaction_id_becomes_the_real_one_in_one_batch_or
         samples = await db.fetchval("SELECT count(*) FROM meter_samples")
         assert [(r[0], r[1], int(r[2])) for r in rows] == [("77", "completed", 4000)]
         assert samples == 1
-        await db.execute("TRUNCATE sessions, charger_events, meter_samples, session_assessments")
+        # CASCADE: the tables that reference sessions (what other sources supplied) go too.
+        await db.execute(
+            "TRUNCATE sessions, charger_events, meter_samples, session_assessments CASCADE"
+        )
         for event in events:  # one event a batch
             await store_events(db, [event])
         rows = await db.fetch("SELECT transaction_id, status, energy_wh FROM sessions")

@@ -144,6 +144,8 @@ def test_load_config_reads_toml(tmp_path):
         "[ere]\nclose_shards = 0\n",
         "[ere]\npoll_interval = 0\n",
         "[ere]\npipeline_refresh = nan\n",
+        "[api]\nadmin_port = 70000\n",
+        "[api]\nport = 8300\nadmin_port = 8300\n",
         "not toml [",
     ],
 )

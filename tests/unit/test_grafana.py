@@ -10,10 +10,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from proxy.api.metrics import ApiMetrics
+from proxy.api.throttle import Throttle
 from proxy.capture.journal import Journal
 from proxy.capture.spill import SpillLog
 from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.outbox.entries import Budget
+from proxy.runtime.config import ApiSettings
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
 from testkit.grafana import (
     GRAFANA,
@@ -37,7 +40,7 @@ class _NoRows:
 
 
 async def exported_series(tmp_path: Path) -> set[str]:
-    """Names of every series the proxy and ERE worker processes can export."""
+    """Names of every series the proxy, ERE worker and partner API processes can export."""
     registry = ProxyMetrics().registry
     spill = SpillLog(tmp_path / "spill")
     try:
@@ -45,7 +48,9 @@ async def exported_series(tmp_path: Path) -> set[str]:
         registry.register(OutboxCollector(Budget(10, 10), list))
         worker = WorkerMetrics(CollectorRegistry(), pipeline=True)
         await worker.refresh(_NoRows())
-        families = [*registry.collect(), *worker.registry.collect()]
+        api = ApiMetrics()
+        api.watch_throttle(Throttle(ApiSettings()))
+        families = [*registry.collect(), *worker.registry.collect(), *api.registry.collect()]
     finally:
         spill.close()
     names: set[str] = set()
@@ -107,6 +112,7 @@ async def test_every_alert_names_an_exported_series_and_explains_itself(tmp_path
     keyed = [(rule.name, found[1] if found else "") for rule, found in zip(rules, severities)]
     assert all(severities) and len(keyed) == len(set(keyed)), keyed
     assert {"UpstreamDown", "OutboxGrowing", "JournalSpilling", "WorkerJobsFailing"} <= set(names)
+    assert {"PartnerApiDown", "PartnerApiErrors", "WebhookDeliveriesStuck"} <= set(names)
     for rule in rules:
         used = set(SERIES.findall(rule.expr))
         others = set(re.findall(r"\b([a-z_]+)\{", rule.expr)) - used
@@ -144,9 +150,9 @@ def test_the_alert_reader_reads_inline_and_block_expressions():
     ]
 
 
-def test_prometheus_scrapes_the_proxy_and_the_worker_and_loads_the_alerts():
+def test_prometheus_scrapes_the_proxy_the_worker_and_the_api_and_loads_the_alerts():
     text = (GRAFANA / "prometheus.yml").read_text()
-    assert set(re.findall(r"job_name:\s*(\S+)", text)) == {"ere-proxy", "ere-worker"}
+    assert set(re.findall(r"job_name:\s*(\S+)", text)) == {"ere-proxy", "ere-worker", "ere-api"}
     assert re.search(r"rule_files:\s*\n\s*- alerts\.yml", text)
     provider = (GRAFANA / "provisioning" / "dashboards" / "ere-proxy.yaml").read_text()
     assert "type: file" in provider and "path:" in provider

@@ -65,6 +65,19 @@ def test_names_are_counted_apart_and_refusals_take_nothing():
     assert limiter.take("a").allowed  # the refusals did not push the refill back
 
 
+def test_a_request_may_take_several_tokens_and_a_refusal_takes_none():
+    limiter, clock = buckets(per_second=2.0, burst=5)
+    assert limiter.take("k", 3).remaining == 2
+    refused = limiter.take("k", 3)
+    assert (refused.allowed, refused.remaining, refused.retry_after) == (False, 2, 1)
+    assert limiter.take("k", 2).allowed  # the refusal left both tokens
+    clock.now += 2.5  # five tokens at 2 a second: a full bucket again
+    assert limiter.take("k", 5).allowed
+    for count in (0, 6):
+        with pytest.raises(ValueError):
+            limiter.take("k", count)
+
+
 def test_peek_takes_nothing():
     limiter, _ = buckets(burst=1)
     assert limiter.peek("k").allowed and limiter.peek("k").allowed

@@ -7,7 +7,12 @@ Until partners enrol customers over the API, operators keep these tables with th
   IBAN), the branding of their white-label statements and their language (`--language nl|en`,
   Dutch by default); `partners brand`: change that branding and language
   (`proxy.ere.admin.branding_cli`); `partners keys create|list|rotate|revoke`: their partner API
-  keys (`proxy.ere.admin.api_keys_cli`).
+  keys (`proxy.ere.admin.api_keys_cli`); `partners chargers grant|revoke|list`: chargers that
+  connect already, given to a partner for its API (`proxy.ere.admin.charger_grants_cli`);
+  `partners users add|list|remove`: the people who log in to its dashboard
+  (`proxy.api.dashboard.users_cli`);
+  `partners ocpi create|list|revoke`: a partner's OCPI platform and its token A
+  (`proxy.ere.admin.ocpi_cli`).
 * `customers add|list|show`: the holder of one grid connection (EAN), where they are paid, their
   referral code and the code they were referred with (`--referral-code`), and the language of
   their statements (`--language nl|en`; default: their partner's).
@@ -40,6 +45,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from proxy.api.dashboard.users_cli import add_user_parsers, users_command
 from proxy.ere.admin.api_keys_cli import add_api_key_parsers, api_keys_command
 from proxy.ere.admin.branding_cli import add_branding_parser, brand_partner
 from proxy.ere.admin.changes import (
@@ -50,8 +56,10 @@ from proxy.ere.admin.changes import (
     hash_document,
     validate_actor,
 )
+from proxy.ere.admin.charger_grants_cli import add_charger_grant_parsers, charger_grants_command
 from proxy.ere.admin.link_periods import add_link, end_link, list_links, move_link
 from proxy.ere.admin.new_records import NewCustomer, NewLink, NewMandate, NewPartner
+from proxy.ere.admin.ocpi_cli import add_ocpi_parsers, ocpi_command
 from proxy.ere.admin.partner_branding import BrandingChange
 from proxy.ere.admin.records import (
     REFUSED_BY_DATABASE,
@@ -127,6 +135,9 @@ def _add_partner_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true")
     add_branding_parser(actions, common)
     add_api_key_parsers(actions, common)
+    add_charger_grant_parsers(actions, common)
+    add_user_parsers(actions, common)
+    add_ocpi_parsers(actions, common)
 
 
 def _add_customer_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -495,6 +506,12 @@ async def ere_admin_command(
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     if (args.ere_group, args.action) == ("partners", "keys"):
         return await api_keys_command(config, args, stdout, stderr)
+    if (args.ere_group, args.action) == ("partners", "chargers"):
+        return await charger_grants_command(config, args, stdout, stderr)
+    if (args.ere_group, args.action) == ("partners", "users"):
+        return await users_command(config, args, stdout, stderr)
+    if (args.ere_group, args.action) == ("partners", "ocpi"):
+        return await ocpi_command(config, args, stdout, stderr)
     try:
         key = (args.ere_group, args.action)
         parsed = _PARSERS[key](args)

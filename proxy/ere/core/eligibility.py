@@ -7,6 +7,8 @@ not, one `Reason` with a human text and a detail with the numbers, and the eligi
 
 Checks run in this order; the first that fails is the reason given:
 
+0. the session is not a duplicate: the same charging event recorded from another source
+   (`duplicate_of`, see `proxy.ingest.dedup`) counts there, never twice; the detail names it;
 1. the session is finished: `active` is not yet, `rejected` never counts, and an `orphaned`
    session counts only with a final reading (its last energy register reading and its time);
 2. the record is complete: a start time, an end (stop time, or an orphan's last reading time)
@@ -31,8 +33,9 @@ Checks run in this order; the first that fails is the reason given:
    registers that count whole Wh and timestamps in whole seconds; the detail names the
    margin used;
 11. no other session on the same connector overlaps it in time (half-open intervals; other
-   sessions that were rejected or have no start time are ignored; one without an end is an
-   instant at its start). Both sessions of an overlap fail: there is no telling which is real.
+   sessions that were rejected, are duplicates or have no start time are ignored; one without
+   an end is an instant at its start). Both sessions of an overlap fail: there is no telling
+   which is real.
 
 Energy fed back to the grid (V2G, `Energy.Active.Export.Register` over the session) is
 deducted: eligible kWh = (imported Wh − exported Wh) / 1000, exact. A session that fed back
@@ -103,6 +106,7 @@ class Reason(enum.StrEnum):
     """Why a session is (in)eligible; `text` is the sentence for statements and dashboards."""
 
     ELIGIBLE = "eligible"
+    DUPLICATE = "duplicate"
     NOT_FINISHED = "not-finished"
     REJECTED = "rejected"
     ORPHANED_WITHOUT_FINAL_READING = "orphaned-without-final-reading"
@@ -126,6 +130,7 @@ class Reason(enum.StrEnum):
 
 _REASON_TEXTS = {
     Reason.ELIGIBLE: "MID-metered session with a valid mandate",
+    Reason.DUPLICATE: "the same charging event was recorded from another source and counts there",
     Reason.NOT_FINISHED: "the session is still running",
     Reason.REJECTED: "the back-office rejected the transaction",
     Reason.ORPHANED_WITHOUT_FINAL_READING: "the session never ended and has no final meter reading",
@@ -165,13 +170,15 @@ class SessionRecord:
     Energy is in Wh as stored; `energy_wh` is the table's best figure (signed readings, else
     stop − start, else last reading − start). `exported_wh` is the rise of the export register
     over the session, 0 for chargers that cannot feed back. `meter_class` and `status` accept
-    the column strings. TypeError for floats, EligibilityInputError for naive datetimes or
+    the column strings. `source` is where the session came from (`ocpp`, or a partner's
+    `ocpi`, `api`, `csv`: those have no transaction id), `duplicate_of` the session of the same
+    charging event that counts instead of this one. TypeError for floats, EligibilityInputError for naive datetimes or
     unknown enum strings.
     """
 
     session_id: int
     identity: str
-    transaction_id: str
+    transaction_id: str | None
     connector_id: int | None
     started_at: datetime | None
     stopped_at: datetime | None
@@ -186,6 +193,8 @@ class SessionRecord:
     evse_id: int | None = None
     start_received_at: datetime | None = None
     stop_received_at: datetime | None = None
+    source: str = "ocpp"
+    duplicate_of: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -345,7 +354,7 @@ def assess(session: SessionRecord, context: SessionContext) -> Assessment:
 
 
 def _first_failure(session: SessionRecord, context: SessionContext) -> tuple[Reason, str] | None:
-    for check in (_finished, _complete, _in_order):
+    for check in (_not_duplicate, _finished, _complete, _in_order):
         failure = check(session)
         if failure is not None:
             return failure
@@ -360,6 +369,16 @@ def _first_failure(session: SessionRecord, context: SessionContext) -> tuple[Rea
         failure = contextual(session, context)
         if failure is not None:
             return failure
+    return None
+
+
+def _not_duplicate(session: SessionRecord) -> tuple[Reason, str] | None:
+    if session.duplicate_of is not None:
+        return (
+            Reason.DUPLICATE,
+            f"the same charging event as session {session.duplicate_of}, which is kept"
+            f" (this one's source: {session.source})",
+        )
     return None
 
 
@@ -527,7 +546,11 @@ def _alone_on_connector(
     assert session.started_at is not None and session.ended_at is not None
     start, end = session.started_at, session.ended_at
     for other in context.same_connector:
-        if other.session_id == session.session_id or other.status is SessionStatus.REJECTED:
+        if (
+            other.session_id == session.session_id
+            or other.status is SessionStatus.REJECTED
+            or other.duplicate_of is not None
+        ):
             continue
         other_start = other.started_at
         if other_start is None:
@@ -540,10 +563,14 @@ def _alone_on_connector(
         else:
             overlaps = other_start < end and start < other_end
         if overlaps:
+            named = (
+                f"transaction {other.transaction_id} (session {other.session_id})"
+                if other.transaction_id is not None
+                else f"session {other.session_id} ({other.source})"
+            )
             return (
                 Reason.OVERLAPS_OTHER_SESSION,
-                f"transaction {other.transaction_id} (session {other.session_id}) runs from"
-                f" {other_start.isoformat()} to {other_end.isoformat()}",
+                f"{named} runs from {other_start.isoformat()} to {other_end.isoformat()}",
             )
     return None
 

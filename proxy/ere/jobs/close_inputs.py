@@ -8,6 +8,11 @@ also those of chargers never linked) and everything already stated for the custo
 on attribution) with `core.eligibility.assess`, and returns each assessment with the inputs it
 was based on, the record kept with it.
 
+Duplicates: a session stored as the duplicate of another (`duplicate_of`) is one; so is a
+session the rule of `proxy.ingest.dedup` finds among the sessions read (a partner's record of a
+charging event whose OCPP session arrived after it), so an event counts once whichever source
+reached the books first.
+
 Errors: database errors propagate (the close job's transaction rolls back).
 """
 
@@ -16,7 +21,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,13 +33,15 @@ from proxy.ere.core.eligibility import (
     Mandate,
     SessionContext,
     SessionRecord,
+    SessionStatus,
     assess,
 )
 from proxy.ere.core.quarters import Quarter
 from proxy.ere.jobs.close_requests import CloseRules
+from proxy.ingest.dedup import Charge, find_duplicates
 from proxy.store.connection import Connection
 
-__all__ = ["CloseData", "LinkPeriod", "assess_all", "load_close_data"]
+__all__ = ["CloseData", "LinkPeriod", "assess_all", "load_close_data", "with_duplicates"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,8 @@ WHERE customer_id = ANY($1::text[]) AND coalesce(revoked_effective >= valid_from
 _SESSIONS = """
 SELECT s.session_id, s.identity, s.transaction_id, s.connector_id, s.evse_id, s.started_at, s.stopped_at,
        s.meter_start_wh, s.meter_stop_wh, s.last_reading_at, s.last_reading_wh, s.energy_wh, s.meter_class,
-       s.status, coalesce(x.exported, 0), s.start_received_at, s.stop_received_at
+       s.status, coalesce(x.exported, 0), s.start_received_at, s.stop_received_at, s.source,
+       s.duplicate_of
 FROM sessions s
 LEFT JOIN LATERAL (
     SELECT max(m.value) - min(m.value) AS exported FROM meter_samples m JOIN measurands d ON d.code = m.measurand
@@ -115,7 +123,7 @@ async def load_close_data(
     for customer_id, ean, valid_from, valid_until in await conn.fetch(_MANDATES, ids):
         data.mandates[customer_id].append(Mandate(customer_id, Ean(ean), valid_from, valid_until))
     rows = await conn.fetch(_SESSIONS, list(data.periods), quarter.end, shard == 0)
-    data.sessions = [_record(row) for row in rows]
+    data.sessions = with_duplicates([_record(row) for row in rows])
     data.closed_lines = await conn.fetch(_CLOSED_LINES, ids)
     data.closed_sessions = await conn.fetch(_CLOSED_SESSIONS, ids)
     return data
@@ -140,6 +148,8 @@ def _record(row: Sequence[Any]) -> SessionRecord:
         exported,
         start_received_at,
         stop_received_at,
+        source,
+        duplicate_of,
     ) = row
     return SessionRecord(
         session_id,
@@ -159,7 +169,40 @@ def _record(row: Sequence[Any]) -> SessionRecord:
         evse_id=evse_id,
         start_received_at=start_received_at,
         stop_received_at=stop_received_at,
+        source=source,
+        duplicate_of=duplicate_of,
     )
+
+
+def with_duplicates(sessions: list[SessionRecord]) -> list[SessionRecord]:
+    """`sessions`, each that `proxy.ingest.dedup` finds to be the same charging event as a
+    better-ranked one marked as its duplicate (a stored mark stays); sessions marked already,
+    and those without a start, an end or an energy figure, are not compared."""
+    charges = [
+        Charge(
+            s.session_id,
+            s.identity,
+            s.source,
+            s.started_at,
+            s.ended_at,
+            s.energy_wh,
+            str(s.meter_class),
+        )
+        for s in sessions
+        if s.duplicate_of is None
+        and s.status is not SessionStatus.REJECTED
+        and s.started_at is not None
+        and s.ended_at is not None
+        and s.ended_at >= s.started_at
+        and s.energy_wh is not None
+    ]
+    found = find_duplicates(charges)
+    if not found:
+        return sessions
+    return [
+        replace(s, duplicate_of=found[s.session_id]) if s.session_id in found else s
+        for s in sessions
+    ]
 
 
 def _period_of(data: CloseData, session: SessionRecord) -> tuple[bool, LinkPeriod | None]:
@@ -221,7 +264,12 @@ def _inputs(
             else str(value)
         )
 
-    return {
+    marks = {
+        name: value
+        for name, value in (("source", session.source), ("duplicate_of", session.duplicate_of))
+        if value is not None and value != "ocpp"
+    }
+    return marks | {
         "status": str(session.status),
         "meter_class": str(session.meter_class),
         "started_at": text(session.started_at),

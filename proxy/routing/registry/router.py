@@ -10,6 +10,9 @@ moved, plus a cheap count to notice removals) and rereads everything every
 2. the TOML `[chargers."<identity>"]` table;
 3. the TOML `[default_route]`;
 4. refused (404).
+
+A row a partner registered (`api_chargers`) gets `upstream_public_only`, unless `[api]
+upstreams_allow_private`: the dialer then connects only to public addresses of its upstream.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+import msgspec
 import trio
 
 from proxy.routing.registry.errors import RegistryError
@@ -31,6 +35,11 @@ log = logging.getLogger("proxy.registry")
 # Rows changed this long before the last look are fetched again, for transactions that were
 # still open (their updated_at lies before they became visible).
 _OVERLAP = timedelta(seconds=30)
+# The registry's columns, and whether a partner registered the charger (see the docstring).
+_ROWS = (
+    f"SELECT {COLUMNS}, EXISTS (SELECT 1 FROM api_chargers a WHERE a.identity = chargers.identity)"
+    " AS partner FROM chargers"
+)
 
 
 class DatabaseRouter:
@@ -40,6 +49,7 @@ class DatabaseRouter:
         self._fallback = StaticRouter(config)
         self._settings = config.registry
         self._keys = keys
+        self._partners_public_only = not config.api.upstreams_allow_private
         # identity -> route, or None for a row that refuses its charger
         self._routes: dict[str, Route | None] = {}
         self._problems: dict[str, str] = {}  # identity -> the problem last logged
@@ -53,8 +63,12 @@ class DatabaseRouter:
             return self._fallback.lookup(identity)
 
     def replace(self, config: Config) -> None:
-        """Take the TOML routes of a reloaded configuration (the database rows are unaffected)."""
+        """Take the TOML routes of a reloaded configuration; a change of `[api]
+        upstreams_allow_private` makes the next refresh reread every row."""
         self._fallback.replace(config)
+        public_only = not config.api.upstreams_allow_private
+        if public_only != self._partners_public_only:
+            self._partners_public_only, self._since = public_only, None
 
     def refresh_soon(self) -> None:
         """Make `run` look at the database now rather than at the next interval."""
@@ -91,8 +105,8 @@ class DatabaseRouter:
         """Replace the snapshot with every row of the table."""
         async with db.transaction(isolation="repeatable_read", readonly=True) as conn:
             now = await conn.fetchval("SELECT now()")
-            rows = await conn.fetch(f"SELECT {COLUMNS} FROM chargers")
-        routes = {row["identity"]: self._entry(charger_of(row)) for row in rows}
+            rows = await conn.fetch(_ROWS)
+        routes = {row["identity"]: self._entry(charger_of(row), row["partner"]) for row in rows}
         self._routes, self._since = routes, now
         for identity in set(self._problems) - set(routes):
             del self._problems[identity]
@@ -104,10 +118,10 @@ class DatabaseRouter:
             return
         async with db.transaction(isolation="repeatable_read", readonly=True) as conn:
             now = await conn.fetchval("SELECT now()")
-            rows = await conn.fetch(
-                f"SELECT {COLUMNS} FROM chargers WHERE updated_at > $1", self._since - _OVERLAP
-            )
-            changed = {row["identity"]: self._entry(charger_of(row)) for row in rows}
+            rows = await conn.fetch(f"{_ROWS} WHERE updated_at > $1", self._since - _OVERLAP)
+            changed = {
+                row["identity"]: self._entry(charger_of(row), row["partner"]) for row in rows
+            }
             known = set(self._routes) | set(changed)
             gone: set[str] = set()
             if await conn.fetchval("SELECT count(*) FROM chargers") != len(known):
@@ -121,7 +135,7 @@ class DatabaseRouter:
             self._problems.pop(identity, None)
         self._since = now
 
-    def _entry(self, charger: Charger) -> Route | None:
+    def _entry(self, charger: Charger, partner: bool) -> Route | None:
         if not charger.enabled:
             return None
         try:
@@ -136,4 +150,6 @@ class DatabaseRouter:
                 self._problems[charger.identity] = problem
             return None
         self._problems.pop(charger.identity, None)
+        if partner and self._partners_public_only:
+            return msgspec.structs.replace(route, upstream_public_only=True)
         return route
