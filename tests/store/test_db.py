@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 import trio
 
@@ -104,6 +105,35 @@ async def test_a_transaction_cancelled_at_its_begin_or_commit_leaves_nothing_and
             )
             == 0
         )
+
+
+async def test_a_lean_pool_still_resets_what_a_session_left_and_ends_open_transactions(
+    settings: DatabaseSettings,
+) -> None:
+    """With `lean_release` (one connection, so every borrower gets the same session) a single
+    call and a transaction block go back without the reset query; a `connection()` block's
+    session state (a setting, a session-level advisory lock) is still reset, and a transaction
+    left open is rolled back."""
+    async with open_database(
+        msgspec.structs.replace(settings, pool_size=1), lean_release=True
+    ) as db:
+        backend = await db.fetchval("SELECT pg_backend_pid()")
+        await db.execute("SET application_name = 'not reset'")  # what lean callers never do
+        assert await db.fetchval("SHOW application_name") == "not reset"
+        async with db.transaction() as tx:
+            await tx.execute("SET LOCAL application_name = 'in a transaction'")
+        assert await db.fetchval("SHOW application_name") == "not reset"
+        async with db.connection() as conn:
+            await conn.execute("SET application_name = 'left by a session'")
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+        assert await db.fetchval("SELECT pg_backend_pid()") == backend  # the same session
+        assert await db.fetchval("SHOW application_name") != "left by a session"
+        held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+        assert await db.fetchval(held) == 0
+        with pytest.raises(asyncpg.PostgresError):
+            async with db.transaction() as tx:
+                await tx.execute("SELECT 1/0")
+        assert await db.fetchval("SELECT 1") == 1  # no transaction left open or aborted
 
 
 async def test_a_second_database_on_the_same_dsn_sees_the_data(settings: DatabaseSettings) -> None:
