@@ -8,12 +8,14 @@ the partner port; ready means serving and the database answering (the webhook ba
 from it every `_BACKLOG_SECONDS`). SIGHUP is ignored (the role has nothing to reload yet);
 SIGTERM or SIGINT stops taking connections and lets requests under way finish (hypercorn's
 graceful timeout), and deliveries under way a short grace; the admin endpoint answers (not
-ready) until they are done. A port that cannot be bound is `CannotStart`.
+ready) until they are done. A port that cannot be bound is `CannotStart`. Once serving, what
+is alive is frozen out of the garbage collector's full passes (`gc.freeze`): shorter pauses.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 from contextlib import AbstractAsyncContextManager
@@ -151,6 +153,10 @@ async def run_api_role(config: Config) -> None:
                 serving = await nursery.start(
                     functools.partial(serve_role, context=context), db, config.api, stop
                 )
+                # What is alive once serving (modules, the application, its schemas) lives as
+                # long as the process: kept out of the collector's full passes, which otherwise
+                # walk it all and pause every request for tens of milliseconds.
+                gc.freeze()
                 log.info(
                     "partner API listening",
                     extra={"bind": serving.binds, "metrics": serving.metrics},

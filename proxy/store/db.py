@@ -257,6 +257,11 @@ async def _create_pool(
                     server_settings=_session_settings(query_timeout),
                     init=_keep_alive,
                     reset=_keep_session if lean_release else None,
+                    # Prepared statements stay cached (up to asyncpg's 100 per connection, least
+                    # recently used out): a lifetime re-arms a 300 s timer at every use, and the
+                    # trio-asyncio loop keeps each cancelled timer until it is due, so a busy
+                    # pool piles up ~100,000 dead timers, every one walked by the collector.
+                    max_cached_statement_lifetime=0,
                 )
         except (*_TRANSIENT, trio.TooSlowError) as exc:
             error: BaseException = exc
