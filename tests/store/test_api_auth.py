@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
 import trio
@@ -30,7 +31,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 # No refill within a test: every refusal below is the burst spent, not a race with the clock.
 SLOW = 0.001
 # Every request looks its credential up: a revocation or expiry shows at the next request.
-NO_CACHE = {"auth_cache_seconds": 0}
+NO_CACHE: dict[str, Any] = {"auth_cache_seconds": 0}
 
 
 def idem() -> dict[str, str]:
