@@ -26,14 +26,13 @@ from proxy.api.dashboard.users import (
     validate_email,
     validate_role,
 )
+from proxy.ere.admin.cli_exit import exit_code
 from proxy.ere.admin.records_output import Output
-from proxy.ere.admin.validation import AdminInputError, one_line, validate_id
+from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.runtime.config import Config
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import open_database
 
 __all__ = ["add_user_parsers", "users_command"]
-
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 
 
 def add_user_parsers(partner_actions: Any, common: argparse.ArgumentParser) -> None:
@@ -72,7 +71,8 @@ async def users_command(
 ) -> int:
     """Run one `partners users` action; returns the exit code (see the module docstring)."""
     out = Output(stdout, getattr(args, "json", False))
-    try:
+
+    async def act() -> None:
         partner_id = validate_id(args.partner_id, "partner id")
         if args.user_action == "add":
             email, role = validate_email(args.email), validate_role(args.role)
@@ -94,13 +94,5 @@ async def users_command(
             async with open_database(config.database) as db:
                 await remove_user(db, partner_id, email)
             out.line(f"removed {email} from partner {partner_id}")
-    except AdminInputError as error:
-        print(f"ere-proxy: {one_line(str(error))}", file=stderr)
-        return EXIT_INPUT
-    except DATABASE_ERRORS as error:
-        print(
-            f"ere-proxy: database error: {type(error).__name__}: {one_line(str(error))}",
-            file=stderr,
-        )
-        return EXIT_STORE
-    return EXIT_OK
+
+    return await exit_code(act(), stderr)

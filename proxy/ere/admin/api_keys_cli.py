@@ -20,14 +20,13 @@ from typing import Any, TextIO
 
 from proxy.api.key_store import MAX_GRACE, create_key, list_keys, revoke_key, rotate_key
 from proxy.api.keys import SCOPES, parse_scopes
+from proxy.ere.admin.cli_exit import exit_code
 from proxy.ere.admin.records_output import Output
-from proxy.ere.admin.validation import AdminInputError, one_line, validate_id
+from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.runtime.config import Config
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import open_database
 
 __all__ = ["add_api_key_parsers", "api_keys_command"]
-
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 
 
 def add_api_key_parsers(partner_actions: Any, common: argparse.ArgumentParser) -> None:
@@ -59,7 +58,8 @@ async def api_keys_command(
 ) -> int:
     """Run one `partners keys` action; returns the exit code (see the module docstring)."""
     out = Output(stdout, getattr(args, "json", False))
-    try:
+
+    async def act() -> None:
         if args.key_action == "create":
             partner_id = validate_id(args.partner_id, "partner id")
             try:
@@ -114,16 +114,8 @@ async def api_keys_command(
             async with open_database(config.database) as db:
                 revoked = await revoke_key(db, args.key_id)
             out.line(f"revoked key {revoked['key_id']} of partner {revoked['partner_id']}")
-    except AdminInputError as error:
-        print(f"ere-proxy: {one_line(str(error))}", file=stderr)
-        return EXIT_INPUT
-    except DATABASE_ERRORS as error:
-        print(
-            f"ere-proxy: database error: {type(error).__name__}: {one_line(str(error))}",
-            file=stderr,
-        )
-        return EXIT_STORE
-    return EXIT_OK
+
+    return await exit_code(act(), stderr)
 
 
 def _grace(text: str) -> timedelta:

@@ -23,14 +23,14 @@ from proxy.ere.admin.charger_grants import (
     list_charger_grants,
     revoke_charger_grants,
 )
+from proxy.ere.admin.cli_exit import exit_code
 from proxy.ere.admin.records_output import Output
-from proxy.ere.admin.validation import AdminInputError, one_line, validate_id
+from proxy.ere.admin.validation import AdminInputError, validate_id
 from proxy.runtime.config import Config
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import open_database
 
 __all__ = ["add_charger_grant_parsers", "charger_grants_command"]
 
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 _MAX_FILE_BYTES = 8 << 20
 
 
@@ -76,7 +76,8 @@ async def charger_grants_command(
 ) -> int:
     """Run one `partners chargers` action; returns the exit code (see the module docstring)."""
     out = Output(stdout, getattr(args, "json", False))
-    try:
+
+    async def act() -> None:
         partner_id = validate_id(args.partner_id, "partner id")
         if args.grant_action == "list":
             async with open_database(config.database) as db:
@@ -94,13 +95,5 @@ async def charger_grants_command(
             async with open_database(config.database) as db:
                 revoked = await revoke_charger_grants(db, partner_id, args.identities)
             out.line(f"revoked {len(revoked)} grant(s) of partner {partner_id}")
-    except AdminInputError as error:
-        print(f"ere-proxy: {one_line(str(error))}", file=stderr)
-        return EXIT_INPUT
-    except DATABASE_ERRORS as error:
-        print(
-            f"ere-proxy: database error: {type(error).__name__}: {one_line(str(error))}",
-            file=stderr,
-        )
-        return EXIT_STORE
-    return EXIT_OK
+
+    return await exit_code(act(), stderr)

@@ -19,14 +19,13 @@ from typing import Any, TextIO
 
 from proxy.api.ocpi.app import base_url
 from proxy.api.ocpi.platforms import create_platform, list_platforms, revoke_platform
+from proxy.ere.admin.cli_exit import exit_code
 from proxy.ere.admin.records_output import Output
-from proxy.ere.admin.validation import AdminInputError, one_line, validate_id
+from proxy.ere.admin.validation import validate_id
 from proxy.runtime.config import Config
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import open_database
 
 __all__ = ["add_ocpi_parsers", "ocpi_command"]
-
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 
 
 def add_ocpi_parsers(partner_actions: Any, common: argparse.ArgumentParser) -> None:
@@ -53,7 +52,8 @@ async def ocpi_command(
 ) -> int:
     """Run one `partners ocpi` action; returns the exit code (see the module docstring)."""
     out = Output(stdout, getattr(args, "json", False))
-    try:
+
+    async def act() -> None:
         partner_id = validate_id(args.partner_id, "partner id")
         if args.ocpi_action == "create":
             async with open_database(config.database) as db:
@@ -87,13 +87,5 @@ async def ocpi_command(
             async with open_database(config.database) as db:
                 revoked = await revoke_platform(db, partner_id)
             out.line(f"revoked OCPI platform {revoked['platform_id']} of partner {partner_id}")
-    except AdminInputError as error:
-        print(f"ere-proxy: {one_line(str(error))}", file=stderr)
-        return EXIT_INPUT
-    except DATABASE_ERRORS as error:
-        print(
-            f"ere-proxy: database error: {type(error).__name__}: {one_line(str(error))}",
-            file=stderr,
-        )
-        return EXIT_STORE
-    return EXIT_OK
+
+    return await exit_code(act(), stderr)

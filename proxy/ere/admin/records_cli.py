@@ -57,12 +57,12 @@ from proxy.ere.admin.changes import (
     validate_actor,
 )
 from proxy.ere.admin.charger_grants_cli import add_charger_grant_parsers, charger_grants_command
+from proxy.ere.admin.cli_exit import exit_code
 from proxy.ere.admin.link_periods import add_link, end_link, list_links, move_link
 from proxy.ere.admin.new_records import NewCustomer, NewLink, NewMandate, NewPartner
 from proxy.ere.admin.ocpi_cli import add_ocpi_parsers, ocpi_command
 from proxy.ere.admin.partner_branding import BrandingChange
 from proxy.ere.admin.records import (
-    REFUSED_BY_DATABASE,
     add_customer,
     add_mandate,
     add_partner,
@@ -72,7 +72,6 @@ from proxy.ere.admin.records import (
     list_mandates,
     list_partners,
     revoke_mandate,
-    violation_message,
 )
 from proxy.ere.admin.records_output import (
     LINK_HEADER,
@@ -88,17 +87,15 @@ from proxy.ere.admin.validation import (
     PAYOUT_MODELS,
     AdminInputError,
     normalise_ean,
-    one_line,
     parse_year,
     validate_id,
 )
 from proxy.runtime.config import Config
 from proxy.store.connection import Connection
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import open_database
 
 __all__ = ["add_ere_admin_parsers", "ere_admin_command"]
 
-EXIT_OK, EXIT_STORE, EXIT_INPUT = 0, 1, 2
 CLI = "cli"  # the channel of everything recorded with these commands
 _ACTOR_HELP = "who records this (default: the OS user name)"
 
@@ -512,22 +509,11 @@ async def ere_admin_command(
         return await users_command(config, args, stdout, stderr)
     if (args.ere_group, args.action) == ("partners", "ocpi"):
         return await ocpi_command(config, args, stdout, stderr)
-    try:
+
+    async def act() -> None:
         key = (args.ere_group, args.action)
         parsed = _PARSERS[key](args)
         async with open_database(config.database) as db:
             await _ACTIONS[key](db, parsed, Output(stdout, getattr(args, "json", False)))
-    except AdminInputError as error:
-        return _fail(str(error), EXIT_INPUT, stderr)
-    except REFUSED_BY_DATABASE as error:
-        return _fail(violation_message(error), EXIT_INPUT, stderr)
-    except DATABASE_ERRORS as error:  # includes StoreError (e.g. the database is unreachable)
-        return _fail(
-            f"database error: {type(error).__name__}: {one_line(str(error))}", EXIT_STORE, stderr
-        )
-    return EXIT_OK
 
-
-def _fail(message: str, code: int, stderr: TextIO) -> int:
-    print(f"ere-proxy: {one_line(message)}", file=stderr)
-    return code
+    return await exit_code(act(), stderr)
