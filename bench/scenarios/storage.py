@@ -3,8 +3,9 @@
 N chargers × one day at one MeterValues a minute (1,440 per charger, one
 Energy.Active.Import.Register sample each, `bench.load.tracker_events`), in sessions of
 `--session-minutes`, stored with `store_events` into a fresh database (`bench.harness.capture_db`);
-then `pg_total_relation_size` (heap + TOAST + indexes) per table, per charger-day, as written and
-after VACUUM FULL (the sessions table is updated for every reading and bloats).
+then `pg_total_relation_size` (heap + TOAST + indexes) per table (summed over its monthly
+partitions), per charger-day, as written and after VACUUM FULL (the sessions table is updated
+once per session per batch, so it bloats much less than at one update per reading).
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from bench.harness.table import table
 from bench.load.tracker_events import count_samples, fleet_events
 from testkit.postgres import make_data_dir, remove_data_dir
 
+# Per table, summed over its partitions (a table that is not partitioned is its own only leaf).
 _SIZES = """
-SELECT c.relname, pg_relation_size(c.oid), pg_table_size(c.oid) - pg_relation_size(c.oid),
-       pg_indexes_size(c.oid), pg_total_relation_size(c.oid)
-FROM pg_class c WHERE c.relname = ANY($1::text[]) AND c.relkind = 'r'
+SELECT t.name, sum(pg_relation_size(p.relid))::bigint,
+       sum(pg_table_size(p.relid) - pg_relation_size(p.relid))::bigint,
+       sum(pg_indexes_size(p.relid))::bigint, sum(pg_total_relation_size(p.relid))::bigint
+FROM unnest($1::text[]) AS t(name)
+CROSS JOIN LATERAL (
+    SELECT relid FROM pg_partition_tree(to_regclass(t.name)) WHERE isleaf
+    UNION
+    SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(t.name) AND c.relkind = 'r'
+) AS p(relid)
+GROUP BY t.name
 """
 
 

@@ -1,10 +1,20 @@
 """Writing tracker events into PostgreSQL: the event log, charger boots, sessions, meter samples.
 
-`store_events(conn, events)` runs inside the caller's transaction. It inserts every event into
-`charger_events` (ON CONFLICT DO NOTHING) and applies to the other tables only the events that
-were new, so storing the same events twice (a replay from the spill log, a charger resending its
-queue) changes nothing. Within a batch, events are applied in the order given, which is the
-order the proxy received them per link.
+`store_events(conn, events)` runs inside the caller's transaction. It makes the monthly partitions
+the batch needs (`proxy.store.partitions`), inserts every event into `charger_events` unless it is
+kept already, and applies to the other tables only the events that were new, so storing the same
+events twice (a replay from the spill log, a charger resending its queue) changes nothing. An
+event is kept already when a row has its id and the same receive time (a replay), or its id and a
+receive time at most `DUPLICATE_WINDOW` before the batch's earliest (a charger resending after a
+reconnect): event ids are unique per month partition only, and looking in every month ever kept
+would cost an index probe per partition per event. Within a batch, events are applied in the order
+given, which is the order the proxy received them per link.
+
+Storage shape (`proxy.capture.stored_shape`): an event row keeps a compact body; the samples of an
+event with a session are rows of `meter_samples` only, written with COPY (binary) in one go per
+batch. Each session is upserted once per batch (its start facts, earliest and latest readings
+folded in Python with the rules of the SQL below, so the result is that of applying the events one
+by one), besides one update per stop and per signed reading.
 
 Session rules:
 - a session is one (identity, transaction_id); 1.6 starts that the back-office did not accept
@@ -42,7 +52,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -61,18 +72,25 @@ from proxy.capture.events import (
     TransactionStopped,
 )
 from proxy.capture.evidence import EvidenceError, classify, parse_signed_meter_value
+from proxy.capture.stored_shape import compact_body, sample_detail, samples_by_reference
+from proxy.store.partitions import ensure_months
 
 log = logging.getLogger("proxy.sessions")
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
+DUPLICATE_WINDOW = timedelta(days=92)  # how far back a resent event is looked for (see above)
 
 
 class Connection(Protocol):
     """The part of an asyncpg connection this module uses."""
 
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
     async def execute(self, query: str, *args: Any) -> str: ...
     async def executemany(self, query: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def copy_records_to_table(
+        self, table: str, *, records: Iterable[Sequence[Any]], columns: Sequence[str]
+    ) -> str: ...
 
 
 def parse_timestamp(text: str | None, fallback: float) -> datetime:
@@ -110,8 +128,10 @@ def energy_reading(
 
 _INSERT_EVENTS = """
 INSERT INTO charger_events (event_id, identity, kind, received_at, body, original)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::bytea[])
-ON CONFLICT (event_id) DO NOTHING
+SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::bytea[])
+    AS n(event_id, identity, kind, received_at, body, original)
+WHERE NOT EXISTS (SELECT 1 FROM charger_events e WHERE e.event_id = n.event_id AND e.received_at >= $7)
+ON CONFLICT DO NOTHING
 RETURNING event_id::text
 """
 
@@ -150,11 +170,11 @@ UPDATE charger_boots SET meter_class = CASE WHEN meter_class = 'signed-unverifie
 WHERE identity = $1
 """
 
-# Opens (or finds) a session; start facts fill in what is still unknown.
+# Opens (or finds) a session; start facts fill in what is still unknown, a later reading is the last.
 _OPEN_SESSION = """
 INSERT INTO sessions (identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
-                      first_reading_at, status, start_received_at, meter_class)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                      first_reading_at, status, start_received_at, last_reading_at, last_reading_wh, meter_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
         COALESCE((SELECT meter_class FROM charger_boots WHERE identity = $1), 'unknown'))
 ON CONFLICT (identity, transaction_id) DO UPDATE SET
     connector_id = COALESCE(sessions.connector_id, EXCLUDED.connector_id),
@@ -174,15 +194,13 @@ ON CONFLICT (identity, transaction_id) DO UPDATE SET
         ELSE sessions.meter_start_wh END,
     first_reading_at = LEAST(sessions.first_reading_at, EXCLUDED.first_reading_at),
     status = CASE WHEN EXCLUDED.status = 'rejected' THEN 'rejected' ELSE sessions.status END,
+    last_reading_wh = CASE
+        WHEN EXCLUDED.last_reading_at IS NOT NULL
+             AND (sessions.last_reading_at IS NULL OR EXCLUDED.last_reading_at >= sessions.last_reading_at)
+            THEN EXCLUDED.last_reading_wh
+        ELSE sessions.last_reading_wh END,
+    last_reading_at = GREATEST(sessions.last_reading_at, EXCLUDED.last_reading_at),
     updated_at = now()
-"""
-
-_READING = """
-UPDATE sessions SET
-    last_reading_wh = CASE WHEN last_reading_at IS NULL OR $3 >= last_reading_at THEN $4 ELSE last_reading_wh END,
-    last_reading_at = GREATEST(last_reading_at, $3),
-    updated_at = now()
-WHERE identity = $1 AND transaction_id = $2
 """
 
 # The same stop again (a resent frame, a new event) keeps the receive time of the first one.
@@ -210,11 +228,20 @@ SELECT s.session_id, s.identity, s.transaction_id
 FROM sessions s JOIN unnest($1::text[], $2::text[]) AS k(identity, transaction_id) USING (identity, transaction_id)
 """
 
-_INSERT_SAMPLES = """
-INSERT INTO meter_samples (session_id, sampled_at, measurand, phase, location, context, value, signed_data, event_id)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[], $4::text[], $5::text[], $6::text[],
-                     $7::numeric[], $8::text[], $9::uuid[])
-"""
+_SAMPLE_COLUMNS = (
+    "session_id",
+    "received_at",
+    "sampled_at",
+    "event_id",
+    "measurand",
+    "ordinal",
+    "value",
+    "phase",
+    "location",
+    "context",
+    "signed_data",
+    "detail",
+)
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
@@ -242,12 +269,15 @@ def _storable(events: Sequence[Event]) -> tuple[list[Event], list[bytes], list[b
 async def store_events(conn: Connection, events: Sequence[Event]) -> int:
     """Store `events` (idempotently); returns how many were new.
 
-    Set-based: a batch costs a handful of round trips (one statement, or one pipelined
-    executemany, per table), not several per event; signed readings are handled one by one.
+    Set-based: a batch costs a handful of round trips (one statement, one pipelined executemany
+    or one COPY per table), not several per event; signed readings are handled one by one.
     """
     if not events:
         return 0
-    events, bodies, originals = _storable(events)
+    events = _first_of_each(events)
+    events, _, originals = _storable(events)
+    received = [datetime.fromtimestamp(e.at, UTC) for e in events]
+    await ensure_months(conn, received)
     new_ids = {
         row[0]
         for row in await conn.fetch(
@@ -255,9 +285,10 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
             [e.event_id for e in events],
             [e.identity for e in events],
             [type(e).__struct_config__.tag for e in events],
-            [datetime.fromtimestamp(e.at, UTC) for e in events],
-            [body.decode() for body in bodies],
+            received,
+            [compact_body(e).decode() for e in events],
             originals,
+            min(received) - DUPLICATE_WINDOW,
         )
     }
     plan = _Plan()
@@ -265,7 +296,6 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
     for event in events:
         if event.event_id not in new_ids:
             continue
-        new_ids.discard(event.event_id)  # a batch may hold the same event twice
         if isinstance(event, TransactionIdAssigned):
             # Statements are grouped per kind, so a rename is a barrier: what came before it is
             # applied first, what comes after it finds the session under its real id.
@@ -277,6 +307,17 @@ async def store_events(conn: Connection, events: Sequence[Event]) -> int:
             plan.add(event)
     await plan.apply(conn)
     return stored + plan.events
+
+
+def _first_of_each(events: Sequence[Event]) -> list[Event]:
+    """`events` without repeats of an event id (a batch may hold the same event twice)."""
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            unique.append(event)
+    return unique
 
 
 # A session known by a provisional id takes the real one; if a session already has the real id,
@@ -326,6 +367,77 @@ async def _assign_transaction_id(conn: Connection, event: TransactionIdAssigned)
         await conn.execute(_DROP_SESSION, *args[:2])
 
 
+@dataclass
+class _SessionFacts:
+    """What a batch says about one session, folded in the order given (one `_OPEN_SESSION` row).
+
+    Each fold applies the rule its column has in `_OPEN_SESSION` (first non-null; earliest start
+    with its receive time, ties keeping the first known; earliest reading as the meter start,
+    ties keeping the first; latest reading, ties going to the later; rejected once rejected), so
+    one upsert of the folded facts leaves the row as upserting each event's facts in turn would.
+    """
+
+    connector_id: int | None = None
+    evse_id: int | None = None
+    id_tag: str | None = None
+    started_at: datetime | None = None
+    start_received_at: datetime | None = None
+    meter_start_wh: Decimal | None = None
+    first_reading_at: datetime | None = None
+    status: str = "active"
+    last_reading_at: datetime | None = None
+    last_reading_wh: Decimal | None = None
+    opened: bool = False
+
+    def fold(
+        self,
+        connector_id: int | None,
+        evse_id: int | None,
+        id_tag: str | None,
+        started: datetime | None,
+        start_received: datetime | None,
+        first: tuple[datetime, Decimal] | None,
+        status: str,
+        last: tuple[datetime, Decimal] | None,
+    ) -> None:
+        if not self.opened:  # the first facts are the row as it would be inserted
+            self.opened = True
+            self.connector_id, self.evse_id, self.id_tag = connector_id, evse_id, id_tag
+            self.started_at, self.start_received_at = started, start_received
+            if first is not None:
+                self.first_reading_at, self.meter_start_wh = first
+            self.status = status
+            if last is not None:
+                self.last_reading_at, self.last_reading_wh = last
+            return
+        self.connector_id = _first(self.connector_id, connector_id)
+        self.evse_id = _first(self.evse_id, evse_id)
+        self.id_tag = _first(self.id_tag, id_tag)
+        if started is not None and (self.started_at is None or started < self.started_at):
+            self.started_at, self.start_received_at = started, start_received
+        elif started is not None and started == self.started_at:
+            self.start_received_at = _first(self.start_received_at, start_received)
+        elif started is None and self.started_at is None:
+            self.start_received_at = start_received
+        if first is not None:
+            at, wh = first
+            if self.meter_start_wh is None or (
+                self.first_reading_at is not None and at < self.first_reading_at
+            ):
+                self.meter_start_wh = wh
+            self.first_reading_at = (
+                at if self.first_reading_at is None else min(self.first_reading_at, at)
+            )
+        if status == "rejected":
+            self.status = status
+        if last is not None and (self.last_reading_at is None or last[0] >= self.last_reading_at):
+            self.last_reading_at, self.last_reading_wh = last
+
+
+def _first(known: Any, new: Any) -> Any:
+    return new if known is None else known
+
+
 class _Plan:
     """What a batch of new events does to the tables, gathered per statement.
 
@@ -336,11 +448,10 @@ class _Plan:
     def __init__(self) -> None:
         self.events = 0
         self.boots: list[tuple[Any, ...]] = []
-        self.opens: list[tuple[Any, ...]] = []
-        self.readings: list[tuple[Any, ...]] = []
+        self.sessions: dict[tuple[str, str], _SessionFacts] = {}
         self.stops: list[tuple[Any, ...]] = []
         self.signed: list[tuple[str, str, SignedValue]] = []
-        self.samples: list[tuple[str, str, Sample, str, float]] = []
+        self.samples: list[tuple[str, str, Event]] = []
 
     def add(self, event: Event) -> None:
         self.events += 1
@@ -364,19 +475,15 @@ class _Plan:
                 return  # no id to hang a session on; the event itself is kept in charger_events
             started = parse_timestamp(event.timestamp, at)
             status = "active" if event.status == "Accepted" else "rejected"
-            self.opens.append(
-                (
-                    event.identity,
-                    event.transaction_id,
-                    event.connector_id,
-                    None,
-                    event.id_tag,
-                    started,
-                    event.meter_start,
-                    started,
-                    status,
-                    datetime.fromtimestamp(at, UTC),
-                )
+            self._facts(event.identity, event.transaction_id).fold(
+                event.connector_id,
+                None,
+                event.id_tag,
+                started,
+                datetime.fromtimestamp(at, UTC),
+                (started, event.meter_start),
+                status,
+                None,
             )
         elif isinstance(event, MeterValuesReported):
             if event.transaction_id is not None:
@@ -418,6 +525,13 @@ class _Plan:
                     )
                 )
 
+    def _facts(self, identity: str, transaction_id: str) -> _SessionFacts:
+        key = (identity, transaction_id)
+        facts = self.sessions.get(key)
+        if facts is None:
+            facts = self.sessions[key] = _SessionFacts()
+        return facts
+
     def _session(
         self,
         event: MeterValuesReported | TransactionStopped | TransactionEvent,
@@ -429,67 +543,91 @@ class _Plan:
     ) -> None:
         """Open (or find) the session; its earliest energy reading may set the meter start."""
         at, identity = event.at, event.identity
-        first = energy_reading(event.samples, at, earliest=True)
-        self.opens.append(
-            (
-                identity,
-                transaction_id,
-                connector_id,
-                evse_id,
-                id_tag,
-                started,
-                first[1] if first else None,
-                first[0] if first else None,
-                "active",
-                None if started is None else datetime.fromtimestamp(at, UTC),
-            )
+        self._facts(identity, transaction_id).fold(
+            connector_id,
+            evse_id,
+            id_tag,
+            started,
+            None if started is None else datetime.fromtimestamp(at, UTC),
+            energy_reading(event.samples, at, earliest=True),
+            "active",
+            energy_reading(event.samples, at),
         )
-        last = energy_reading(event.samples, at)
-        if last is not None:
-            self.readings.append((identity, transaction_id, last[0], last[1]))
+        if event.samples:
+            self.samples.append((identity, transaction_id, event))
         for sample in event.samples:
-            self.samples.append((identity, transaction_id, sample, event.event_id, at))
             if sample.signed is not None:
                 self.signed.append((identity, transaction_id, sample.signed))
 
     async def apply(self, conn: Connection) -> None:
         if self.boots:
             await conn.executemany(_UPSERT_BOOT, self.boots)
-        if self.opens:
-            await conn.executemany(_OPEN_SESSION, self.opens)
-        if self.readings:
-            await conn.executemany(_READING, self.readings)
+        if self.sessions:
+            await conn.executemany(
+                _OPEN_SESSION,
+                [
+                    (
+                        identity,
+                        transaction_id,
+                        f.connector_id,
+                        f.evse_id,
+                        f.id_tag,
+                        f.started_at,
+                        f.meter_start_wh,
+                        f.first_reading_at,
+                        f.status,
+                        f.start_received_at,
+                        f.last_reading_at,
+                        f.last_reading_wh,
+                    )
+                    for (identity, transaction_id), f in self.sessions.items()
+                ],
+            )
         if self.stops:
             await conn.executemany(_STOP, self.stops)
         for identity, transaction_id, signed in self.signed:
             await _signed(conn, identity, transaction_id, signed)
         if self.samples:
-            await self._insert_samples(conn)
+            await self._copy_samples(conn)
 
-    async def _insert_samples(self, conn: Connection) -> None:
-        keys = sorted({(identity, transaction_id) for identity, transaction_id, *_ in self.samples})
+    async def _copy_samples(self, conn: Connection) -> None:
+        """All the batch's samples in one COPY, each with its event's id and its place in it."""
+        keys = sorted({(identity, transaction_id) for identity, transaction_id, _ in self.samples})
         sessions = {
             (row[1], row[2]): row[0]
             for row in await conn.fetch(_SESSION_IDS, [k[0] for k in keys], [k[1] for k in keys])
         }
-        codes = await _measurand_codes(
-            conn, sorted({sample.measurand for _, _, sample, _, _ in self.samples})
-        )
-        rows = [
-            (
-                sessions[identity, txid],
-                parse_timestamp(sample.timestamp, at),
-                codes[sample.measurand],
-                sample.phase,
-                sample.location,
-                sample.context,
-                sample.value,
-                sample.signed.signed_meter_data if sample.signed else None,
-                event_id,
-            )
-            for identity, txid, sample, event_id, at in self.samples
-        ]
-        await conn.execute(_INSERT_SAMPLES, *(list(column) for column in zip(*rows)))
+        names = sorted({s.measurand for *_, event in self.samples for s in _samples(event)})
+        codes = await _measurand_codes(conn, names)
+        rows = []
+        for identity, transaction_id, event in self.samples:
+            session_id = sessions[identity, transaction_id]
+            received = datetime.fromtimestamp(event.at, UTC)
+            for ordinal, sample in enumerate(_samples(event)):
+                sampled_at = parse_timestamp(sample.timestamp, event.at)
+                rows.append(
+                    (
+                        session_id,
+                        received,
+                        sampled_at,
+                        event.event_id,
+                        codes[sample.measurand],
+                        ordinal,
+                        sample.value,
+                        sample.phase,
+                        sample.location,
+                        sample.context,
+                        sample.signed.signed_meter_data if sample.signed else None,
+                        sample_detail(sample, sampled_at),
+                    )
+                )
+        await conn.copy_records_to_table("meter_samples", records=rows, columns=_SAMPLE_COLUMNS)
+
+
+def _samples(event: Event) -> tuple[Sample, ...]:
+    assert isinstance(event, (MeterValuesReported, TransactionStopped, TransactionEvent))
+    assert samples_by_reference(event)
+    return event.samples
 
 
 async def _measurand_codes(conn: Connection, names: list[str]) -> dict[str, int]:

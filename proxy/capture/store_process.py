@@ -24,6 +24,8 @@ raises `StoreUnavailable` (or the cancellation) and the child is killed: it may 
 that batch, which is harmless since storing is idempotent and the journal keeps the batch. The
 next call starts a new child. The child connects to the database at start (requests wait for
 that first attempt) and, if that fails, retries in the background, answering FAILED meanwhile.
+Once connected it makes the capture tables' monthly partitions of this month and the next, and
+again every hour (`proxy.store.partitions`).
 It ends when the worker closes its end (or dies), after the request it is on, and ignores SIGINT
 and SIGTERM: it stops through its worker, which spills what it did not store.
 """
@@ -46,7 +48,8 @@ from proxy.capture.database_store import DatabaseStore, StoreOutcome
 from proxy.capture.journal import EventStore
 from proxy.runtime.config import DatabaseSettings
 from proxy.runtime.logs import setup_logging
-from proxy.store.db import DATABASE_ERRORS, open_database
+from proxy.store.db import DATABASE_ERRORS, Database, open_database
+from proxy.store.partitions import ensure_ahead
 
 log = logging.getLogger("proxy.store_process")
 
@@ -57,6 +60,9 @@ _STOP_TIMEOUT = 5.0  # for the child to finish the request it is on after the wo
 _RECONNECT_DELAY = 1.0
 _NICENESS = 10
 _DSN_ENV = "ERE_PROXY_STORE_DSN"  # the DSN may hold a password: not on the command line
+_PARTITIONS_EVERY = 3600.0  # seconds between making the capture tables' partitions ahead
+_PARTITIONS_TIMEOUT = 60.0
+_PARTITION_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
 
 _encoder = msgspec.msgpack.Encoder()
 _records = msgspec.msgpack.Decoder(list[msgspec.Raw])
@@ -236,7 +242,7 @@ async def _connect(settings: DatabaseSettings, connected: _Connected) -> None:
             async with open_database(settings, migrate=False) as db:
                 connected.store = DatabaseStore(db)
                 connected.tried.set()
-                await trio.sleep_forever()
+                await _partitions_ahead(db)
         except DATABASE_ERRORS as exc:
             connected.store, connected.error = None, f"database unavailable: {exc}"
             log.warning(
@@ -244,6 +250,22 @@ async def _connect(settings: DatabaseSettings, connected: _Connected) -> None:
             )
         connected.tried.set()
         await trio.sleep(_RECONNECT_DELAY)
+
+
+async def _partitions_ahead(db: Database) -> None:
+    """Make the capture tables' partitions of this month and the next, now and every hour.
+
+    A failure is logged and tried again at the next turn: the store makes a missing month's
+    partition itself before the batch that needs it.
+    """
+    while True:
+        try:
+            with trio.fail_after(_PARTITIONS_TIMEOUT):
+                async with db.transaction() as conn:
+                    await ensure_ahead(conn)
+        except _PARTITION_ERRORS as exc:
+            log.warning("cannot make capture partitions ahead", extra={"error": str(exc)})
+        await trio.sleep(_PARTITIONS_EVERY)
 
 
 async def serve(stream: trio.SocketStream, connected: _Connected) -> None:

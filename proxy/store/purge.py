@@ -17,6 +17,11 @@ Statement lines and sessions, quarter closes, payout runs, invoices, REV export 
 audit log are bookkeeping and are not purged. Each purge writes one `ere_audit_log` row (action
 `purge`, its counts per table); a dry run counts the same rows, rolls back and logs nothing.
 
+How: `charger_events` and `meter_samples` are partitioned by month (`proxy.store.partitions`);
+a month wholly before `before` whose every row goes is dropped as a whole (its rows counted as
+deleted), other rows are deleted one by one. Dropping a partition locks its table against
+writers until the purge's transaction ends (a dry run too, which rolls the drops back).
+
 Errors: `PurgeRefused` for a `before` inside the retention period; database errors propagate
 (nothing is deleted then).
 """
@@ -28,6 +33,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from proxy.store.connection import Connection
+from proxy.store.partitions import CAPTURE_TABLES, months_before
 
 __all__ = ["PURGED_TABLES", "PurgeRefused", "latest_purge_date", "purge"]
 
@@ -49,10 +55,20 @@ WHERE coalesce(x.stopped_at, x.last_reading_at, x.started_at, x.updated_at) < $1
         AND make_date(left(s.quarter, 4)::integer, right(s.quarter, 1)::integer * 3, 1)
             + interval '1 month' > $1)
 """
-_DELETES = {
-    "session_assessments": "DELETE FROM session_assessments WHERE session_id IN (SELECT session_id FROM purged_sessions)",
-    "meter_samples": "DELETE FROM meter_samples WHERE session_id IN (SELECT session_id FROM purged_sessions)",
-    "sessions": "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM purged_sessions)",
+# The rows of each table that go: the samples and sessions selected, events received before the
+# cut-off that name no session kept. `{t}` is the table or one of its partitions.
+_GOES = {
+    "session_assessments": "session_id IN (SELECT session_id FROM purged_sessions)",
+    "meter_samples": "session_id IN (SELECT session_id FROM purged_sessions)",
+    "sessions": "session_id IN (SELECT session_id FROM purged_sessions)",
+    "charger_events": """e.received_at < $1
+          AND NOT EXISTS (SELECT 1 FROM kept k
+                          WHERE k.identity = e.identity AND k.transaction_id = e.body->>'transaction_id')
+          AND NOT (e.kind = 'transaction_id_assigned'
+                   AND EXISTS (SELECT 1 FROM sessions x
+                               WHERE x.identity = e.identity AND x.transaction_id = e.body->>'real_id'))""",
+}
+_KEPT = {
     "charger_events": """
         WITH kept AS (
             SELECT identity, transaction_id FROM sessions
@@ -60,14 +76,11 @@ _DELETES = {
             SELECT a.identity, a.body->>'provisional_id' FROM charger_events a
             JOIN sessions x ON x.identity = a.identity AND x.transaction_id = a.body->>'real_id'
             WHERE a.kind = 'transaction_id_assigned'
-        )
-        DELETE FROM charger_events e WHERE e.received_at < $1
-          AND NOT EXISTS (SELECT 1 FROM kept k
-                          WHERE k.identity = e.identity AND k.transaction_id = e.body->>'transaction_id')
-          AND NOT (e.kind = 'transaction_id_assigned'
-                   AND EXISTS (SELECT 1 FROM sessions x
-                               WHERE x.identity = e.identity AND x.transaction_id = e.body->>'real_id'))""",
+        )"""
 }
+# How many rows of a partition stay and how many go (a partition whose rows all go is dropped).
+_COUNT = "{kept} SELECT count(*) FILTER (WHERE NOT ({goes})), count(*) FROM {table} e"
+_DELETE = "{kept} DELETE FROM {table} e WHERE {goes}"
 _AUDIT = """
 INSERT INTO ere_audit_log (actor, action, subject, reason, details)
 VALUES ($1, 'purge', $2, $3, $4::jsonb)
@@ -114,9 +127,7 @@ async def purge(
             await conn.execute("SET LOCAL ere.purge = 'on'")
             await conn.execute(_SELECT_SESSIONS, cutoff)
             for table in PURGED_TABLES:
-                query = _DELETES[table]
-                status = await conn.execute(query, *((cutoff,) if "$1" in query else ()))
-                counts[table] = int(status.rsplit(" ", 1)[1])
+                counts[table] = await _purge_table(conn, table, cutoff)
             if dry_run:
                 raise _DryRun
             details = {"before": before.isoformat(), "deleted": counts}
@@ -130,3 +141,27 @@ async def purge(
     except _DryRun:
         pass
     return counts
+
+
+async def _purge_table(conn: Connection, table: str, cutoff: datetime) -> int:
+    """Delete what goes of `table`: partitions wholly before `cutoff` whose every row goes are
+    dropped, the rest is deleted row by row; how many rows went."""
+    kept, goes = _KEPT.get(table, ""), _GOES[table]
+    args = (cutoff,) if "$1" in goes else ()
+    gone = 0
+    if table in CAPTURE_TABLES:
+        for partition in await months_before(conn, table, cutoff):
+            name = quote_ident(partition)
+            staying, rows = await conn.fetchrow(
+                _COUNT.format(kept=kept, goes=goes, table=name), *args
+            )
+            if staying == 0:
+                await conn.execute(f"DROP TABLE {name}")
+                gone += rows
+    status = await conn.execute(_DELETE.format(kept=kept, goes=goes, table=table), *args)
+    return gone + int(status.rsplit(" ", 1)[1])
+
+
+def quote_ident(name: str) -> str:
+    """`name` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

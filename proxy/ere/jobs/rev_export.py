@@ -15,7 +15,8 @@ charger's events of the session's transaction (`charger_events`, found by charge
 transaction id through an index, never by the charger's clock): the start (1.6 StartTransaction
 carries the transaction id of its answer), meter values and stop, and for a 1.6 transaction
 started offline also the events under its provisional id and the assignment of the real one.
-A frame is the event's exact JSON (`original`) when the database had to alter it, else `body`.
+A frame is the event's exact JSON (`original`) when the database had to alter it, else its body
+made whole again (`capture_event_body`: the envelope and the samples its row keeps apart).
 The delivery period of an EAN runs from the Dutch date of its first session's start to that of
 its last session's end.
 
@@ -114,13 +115,27 @@ _PROVISIONAL_IDS = """
 SELECT body->>'provisional_id' FROM charger_events
 WHERE identity = $1 AND kind = 'transaction_id_assigned' AND body->>'real_id' = $2
 """
-# The transaction's events (index charger_events_transaction) and the assignments of its id.
+# The transaction's events (index charger_events_transaction) and the assignments of its id,
+# each with its whole body: the samples its row keeps by reference are those of its session.
 RAW_FRAMES = """
-SELECT body::text, original, received_at, event_id FROM charger_events
-WHERE identity = $1 AND body->>'transaction_id' IS NOT NULL AND body->>'transaction_id' = ANY($2::text[])
-UNION ALL
-SELECT body::text, original, received_at, event_id FROM charger_events
-WHERE identity = $1 AND kind = 'transaction_id_assigned' AND body->>'real_id' = $3
+WITH frames AS (
+    SELECT event_id, identity, kind, received_at, body, original FROM charger_events
+    WHERE identity = $1 AND body->>'transaction_id' IS NOT NULL AND body->>'transaction_id' = ANY($2::text[])
+    UNION ALL
+    SELECT event_id, identity, kind, received_at, body, original FROM charger_events
+    WHERE identity = $1 AND kind = 'transaction_id_assigned' AND body->>'real_id' = $3
+), samples AS (
+    SELECT m.event_id,
+           jsonb_agg(capture_sample_body(m.sampled_at, d.name, m.value, m.phase, m.location, m.context,
+                                         m.signed_data, m.detail) ORDER BY m.ordinal) AS samples
+    FROM meter_samples m JOIN measurands d ON d.code = m.measurand
+    WHERE m.session_id IN (SELECT session_id FROM sessions WHERE identity = $1 AND transaction_id = ANY($2::text[]))
+      AND m.ordinal IS NOT NULL
+    GROUP BY m.event_id
+)
+SELECT capture_event_body(f.body, f.event_id, f.identity, f.kind, s.samples)::text, f.original,
+       f.received_at, f.event_id
+FROM frames f LEFT JOIN samples s USING (event_id)
 ORDER BY 3, 4
 """
 _RECORD = "INSERT INTO rev_exports (year, final, files) VALUES ($1, $2, $3::jsonb)"
