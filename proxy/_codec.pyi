@@ -79,3 +79,76 @@ def encode_close(code: int | None = None, reason: str = "", *, mask: bool) -> by
 def text_message(text: bytes) -> Message:
     """A TEXT `Message` of `text` as a reader would report it: its OCPP-J envelope peeked (text
     that is not UTF-8 or not OCPP-J gives NOT_OCPP). For frames the proxy writes itself."""
+
+@final
+class Handback:
+    """A link the engine gave back; its readers hold their state again.
+
+    Side indices: 0 the charger, 1 the upstream.
+    """
+
+    @property
+    def link(self) -> int: ...
+    @property
+    def why(self) -> str:
+        """ "released", "message" (a close frame or protocol error, in `trailing[side]`), "eof",
+        "read_failed", "write_failed" (with `errno`) or "panicked"."""
+    @property
+    def side(self) -> int | None: ...
+    @property
+    def errno(self) -> int: ...
+    @property
+    def trailing(self) -> tuple[bytes, bytes]:
+        """Bytes read from each side, neither fed nor forwarded."""
+    @property
+    def unsent(self) -> tuple[bytes, bytes]:
+        """Bytes fed from the other side, not yet written to this side."""
+    @property
+    def pending(self) -> tuple[list[str], list[str]]:
+        """Ids of each side's CALLs not answered yet."""
+    @property
+    def last_call(self) -> bytes | None:
+        """The charger's last CALL while unanswered (when kept)."""
+
+@final
+class Engine:
+    """A thread that forwards adopted links' bytes with an epoll loop, without the GIL.
+
+    `bounds`: upper bounds (seconds) of the forwarding-time buckets, the last one infinite.
+    """
+
+    def __init__(self, bounds: list[float]) -> None: ...
+    def fileno(self) -> int:
+        """Readable when `take` has something."""
+    def adopt(
+        self,
+        link: int,
+        fds: tuple[int, int],
+        readers: tuple[FrameReader, FrameReader],
+        trailing: tuple[bytes, bytes],
+        pending: tuple[list[str], list[str]],
+        tracked: frozenset[str],
+        keep_last_call: bool,
+    ) -> None:
+        """Forward a link: its non-blocking sockets (kept open by the caller until handed back),
+        readers (emptied until then), bytes already read, unanswered CALL ids, the charger CALL
+        actions to report with their answers, and whether to keep the charger's last CALL."""
+    def release(self, link: int) -> None:
+        """Ask for a link back; its `Handback` comes with a later `take`."""
+    def idle_seconds(self, link: int) -> float | None:
+        """Seconds since bytes last passed through an adopted link (None: not adopted)."""
+    def take(
+        self,
+    ) -> tuple[
+        list[tuple[int, int, float, list[Message]] | Handback],
+        tuple[
+            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
+            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
+        ],
+    ]:
+        """The reports waiting, in order: `(link, side, at, messages)` for tracked messages a
+        side sent that were forwarded, a `Handback` for a link given back; and both directions'
+        counts since the last call: `(bytes, [(opcode, message_type, n)], [(action, n)],
+        per-bucket counts, seconds)`."""
+    def close(self) -> list[Handback]:
+        """Stop the thread; every link still adopted is handed back."""

@@ -18,6 +18,7 @@ from proxy.forward.server import ProxyServer
 from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
+from testkit.engines import engine_under_test
 
 
 @dataclass
@@ -53,6 +54,7 @@ def proxy_config(
         "handshake_timeout": 2.0,
         "dial_timeout": 2.0,
         "close_timeout": 1.0,
+        "engine": engine_under_test(),
     }
     base.update(settings)
     route = Route(upstream=f"ws://127.0.0.1:{upstream_port}/ocpp")

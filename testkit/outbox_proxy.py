@@ -24,6 +24,7 @@ from proxy.routing.router import StaticRouter
 from proxy.runtime.config import Config, OutboxSettings, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
 from proxy.store.db import open_database
+from testkit.engines import engine_under_test
 from testkit.upstream import Csms
 
 START = {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000, "timestamp": "2026-11-21T10:00:00Z"}
@@ -57,7 +58,14 @@ async def running_proxy(settings, csms: Csms, tmp_path, route: Route | None = No
     back-office is down) and the back-office gets no credentials; `route` replaces it.
     """
     proxy = msgspec.convert(
-        {"host": "127.0.0.1", "port": 0, "close_timeout": 1.0, "dial_timeout": 1.0}, ProxySettings
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "close_timeout": 1.0,
+            "dial_timeout": 1.0,
+            "engine": engine_under_test(),
+        },
+        ProxySettings,
     )
     outbox_settings = msgspec.convert(
         {"redial_min": 0.05, "redial_max": 0.2, "retry_interval": 0.05, **outbox}, OutboxSettings

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from testkit.engines import with_engine
 from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +166,9 @@ def start_capture_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProce
     the caller stops it. Its stderr goes to a new file in `directory` each time."""
     port, admin_port, upstream_port = free_port(), free_port(), free_port()
     config = directory / "proxy.toml"
-    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    text = with_engine(CONFIG).replace(
+        "[capture]\nenabled = false\n", "[capture]\nenabled = true\n"
+    )
     text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
@@ -202,7 +205,7 @@ def running_proxy(
         port, upstream_port = free_port(), free_port()
     config = directory / "proxy.toml"
     config.write_text(
-        template.format(port=port, admin_port=admin_port, upstream_port=upstream_port)
+        with_engine(template).format(port=port, admin_port=admin_port, upstream_port=upstream_port)
     )
     stderr_path = directory / "proxy.stderr"
     with stderr_path.open("wb") as stderr:

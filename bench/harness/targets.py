@@ -26,7 +26,10 @@ from bench.harness.processes import REPO, spawn
 from testkit.ports import free_port
 from testkit.postgres import make_data_dir, remove_data_dir, stop_server
 
-TARGETS = ("direct", "ere-proxy", "ere-proxy-capture", "nginx", "naive-trio-ws", "naive-websockets")
+# ere-proxy and ere-proxy-capture forward with the native engine, the -python ones with the Trio
+# pumps (`[proxy] engine = "python"`, the reference path).
+PROXY_TARGETS = ("ere-proxy", "ere-proxy-capture", "ere-proxy-python", "ere-proxy-capture-python")
+TARGETS = ("direct", *PROXY_TARGETS, "nginx", "naive-trio-ws", "naive-websockets")
 READY_TIMEOUT = 15.0
 # ere-proxy-capture runs initdb for a fresh cluster before it serves (several seconds here).
 CAPTURE_READY_TIMEOUT = 90.0
@@ -138,9 +141,10 @@ def start_target(
         return Running(name, f"{upstream}/ocpp")
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ocpp"
-    if name in ("ere-proxy", "ere-proxy-capture"):
+    if name in PROXY_TARGETS:
         admin = free_port()
-        capture = name == "ere-proxy-capture"
+        capture = name.startswith("ere-proxy-capture")
+        engine = "python" if name.endswith("-python") else "native"
         if capture:
             # A fresh cluster per run, in a 0711 dir the server's unprivileged user can enter;
             # default server settings (fsync on), as in production.
@@ -152,6 +156,7 @@ def start_target(
         config = scratch / f"{name}.toml"
         config.write_text(
             f'[proxy]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\nworkers = {ere_workers}\n'
+            f'engine = "{engine}"\n'
             f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
             f'[log]\nlevel = "warning"\n'
             + storage

@@ -123,22 +123,36 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     by_name = {row.target: row for row in measured}
     per_frame = {t: row.m(lambda r: r.us_per_frame) for t, row in by_name.items()}
     lines = []
-    if "ere-proxy" in per_frame:
-        ours = per_frame["ere-proxy"]
+    for ours_name in (
+        "ere-proxy",
+        "ere-proxy-python",
+        "ere-proxy-capture",
+        "ere-proxy-capture-python",
+    ):
+        if ours_name not in per_frame:
+            continue
+        ours = per_frame[ours_name]
+        db = by_name[ours_name].m(lambda r: r.db_us_per_frame) if "capture" in ours_name else 0.0
+        total = ours + (0.0 if math.isnan(db) else db)
         for peer in ("naive-trio-ws", "naive-websockets", "nginx"):
             if peer in per_frame:
                 lines.append(
-                    f"- ere-proxy CPU per frame vs {peer}: {ratio(ours, per_frame[peer])} "
-                    f"({fmt(ours, '.1f')} vs {fmt(per_frame[peer], '.1f')} µs)"
+                    f"- {ours_name} CPU per frame{' (+ PostgreSQL)' if db else ''} vs {peer}: "
+                    f"{ratio(total, per_frame[peer])} ({fmt(total, '.1f')} vs "
+                    f"{fmt(per_frame[peer], '.1f')} µs)"
                 )
-    if "ere-proxy" in per_frame and "ere-proxy-capture" in per_frame:
-        off, on = per_frame["ere-proxy"], per_frame["ere-proxy-capture"]
-        db = by_name["ere-proxy-capture"].m(lambda r: r.db_us_per_frame)
-        lines.append(
-            f"- capture on/off, proxy CPU per frame: {ratio(on, off)} ({fmt(on, '.1f')} vs "
-            f"{fmt(off, '.1f')} µs); proxy + PostgreSQL: {ratio(on + db, off)} "
-            f"({fmt(on + db, '.1f')} vs {fmt(off, '.1f')} µs)"
-        )
+    for off_name, on_name in (
+        ("ere-proxy", "ere-proxy-capture"),
+        ("ere-proxy-python", "ere-proxy-capture-python"),
+    ):
+        if off_name in per_frame and on_name in per_frame:
+            off, on = per_frame[off_name], per_frame[on_name]
+            db = by_name[on_name].m(lambda r: r.db_us_per_frame)
+            lines.append(
+                f"- {on_name} on/off, proxy CPU per frame: {ratio(on, off)} ({fmt(on, '.1f')} vs "
+                f"{fmt(off, '.1f')} µs); proxy + PostgreSQL: {ratio(on + db, off)} "
+                f"({fmt(on + db, '.1f')} vs {fmt(off, '.1f')} µs)"
+            )
     added = [
         f"{t} {fmt(row.added_p99(), '+.2f')} ms" for t, row in by_name.items() if t != "direct"
     ]
@@ -240,6 +254,8 @@ def header(args: argparse.Namespace, started: datetime) -> str:
             "- ere-proxy runs with `[capture] enabled = false` (pure forwarding); ere-proxy-capture with capture on "
             "and a fresh embedded PostgreSQL (default settings: fsync on) in a scratch data_dir; its µs/frame "
             "counts the worker and its store process",
+            '- ere-proxy and ere-proxy-capture forward with the native engine (`[proxy] engine = "native"`), '
+            "the -python targets with the Trio pumps (the reference path)",
         ]
     )
 

@@ -3,6 +3,7 @@
 //! `ws` and `ocppj` are plain Rust; with the `python` feature this crate is also the Python
 //! extension module `proxy._codec` (see `proxy/_codec.pyi` for its contract).
 
+pub mod engine;
 pub mod ocppj;
 pub mod ws;
 
@@ -15,6 +16,8 @@ mod python {
 
     use crate::ocppj::{self, JsonStr};
     use crate::ws;
+
+    mod engine;
 
     /// `ProtocolError` is an ordinary Python exception class (picklable, with `args`), defined
     /// when the module initialises.
@@ -125,13 +128,6 @@ class ProtocolError(Exception):
         error: Option<PyErr>,
     }
 
-    impl<'py> PySink<'py> {
-        fn string(&self, s: &Option<JsonStr>, text: &str) -> Option<Py<PyString>> {
-            s.as_ref()
-                .map(|s| PyString::new(self.py, s.as_str(text)).unbind())
-        }
-    }
-
     impl<'py> ws::Sink for PySink<'py> {
         type Buf = Bound<'py, PyBytes>;
 
@@ -158,30 +154,40 @@ class ProtocolError(Exception):
             if self.error.is_some() {
                 return;
             }
-            let bytes = m.data.as_bytes();
-            // TEXT messages were validated as UTF-8 before they reached the sink.
-            let text = std::str::from_utf8(bytes).unwrap_or("");
-            let env = &m.envelope;
-            let close_reason = m
-                .close_reason(bytes)
-                .map(|r| PyString::new(self.py, r).unbind());
-            let message = Message {
-                opcode: m.opcode,
-                message_type: env.message_type,
-                unique_id: self.string(&env.unique_id, text),
-                action: self.string(&env.action, text),
-                error_code: self.string(&env.error_code, text),
-                payload_start: env.payload_start,
-                payload_end: env.payload_end,
-                close_code: m.close_code,
-                close_reason,
-                data: m.data.unbind(),
-            };
-            match Bound::new(self.py, message) {
+            match message_of(self.py, m) {
                 Ok(obj) => self.messages.push(obj),
                 Err(e) => self.error = Some(e),
             }
         }
+    }
+
+    /// The Python `Message` of a message read into a `bytes` object.
+    fn message_of<'py>(
+        py: Python<'py>,
+        m: ws::Message<Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, Message>> {
+        let bytes = m.data.as_bytes();
+        // TEXT messages were validated as UTF-8 before they were reported.
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let env = &m.envelope;
+        let string = |s: &Option<JsonStr>| {
+            s.as_ref()
+                .map(|s| PyString::new(py, s.as_str(text)).unbind())
+        };
+        let close_reason = m.close_reason(bytes).map(|r| PyString::new(py, r).unbind());
+        let message = Message {
+            opcode: m.opcode,
+            message_type: env.message_type,
+            unique_id: string(&env.unique_id),
+            action: string(&env.action),
+            error_code: string(&env.error_code),
+            payload_start: env.payload_start,
+            payload_end: env.payload_end,
+            close_code: m.close_code,
+            close_reason,
+            data: m.data.unbind(),
+        };
+        Bound::new(py, message)
     }
 
     /// Incremental reader for one direction of one connection.
@@ -254,25 +260,23 @@ class ProtocolError(Exception):
     /// A TEXT `Message` of `text` as a reader would report it: its OCPP-J envelope peeked (text
     /// that is not UTF-8 or not OCPP-J gives NOT_OCPP). For frames the proxy writes itself.
     #[pyfunction]
-    fn text_message<'py>(py: Python<'py>, text: Bound<'py, PyBytes>) -> PyResult<Bound<'py, Message>> {
-        let (envelope, source) = match std::str::from_utf8(text.as_bytes()) {
-            Ok(source) => (ocppj::peek(source), source),
-            Err(_) => (ocppj::Envelope::default(), ""),
+    fn text_message<'py>(
+        py: Python<'py>,
+        text: Bound<'py, PyBytes>,
+    ) -> PyResult<Bound<'py, Message>> {
+        let envelope = match std::str::from_utf8(text.as_bytes()) {
+            Ok(source) => ocppj::peek(source),
+            Err(_) => ocppj::Envelope::default(),
         };
-        let string = |s: &Option<JsonStr>| s.as_ref().map(|s| PyString::new(py, s.as_str(source)).unbind());
-        let message = Message {
-            opcode: ws::TEXT,
-            message_type: envelope.message_type,
-            unique_id: string(&envelope.unique_id),
-            action: string(&envelope.action),
-            error_code: string(&envelope.error_code),
-            payload_start: envelope.payload_start,
-            payload_end: envelope.payload_end,
-            close_code: None,
-            close_reason: None,
-            data: text.unbind(),
-        };
-        Bound::new(py, message)
+        message_of(
+            py,
+            ws::Message {
+                opcode: ws::TEXT,
+                data: text,
+                envelope,
+                close_code: None,
+            },
+        )
     }
 
     fn key_for(mask: bool) -> PyResult<Option<[u8; 4]>> {
@@ -361,6 +365,8 @@ class ProtocolError(Exception):
 
         m.add_class::<Message>()?;
         m.add_class::<FrameReader>()?;
+        m.add_class::<engine::Engine>()?;
+        m.add_class::<engine::Handback>()?;
         m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
         m.add_function(wrap_pyfunction!(encode_close, m)?)?;
         m.add_function(wrap_pyfunction!(text_message, m)?)?;

@@ -197,7 +197,7 @@ struct Frame {
 }
 
 /// Incremental frame reader for one direction of one connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FrameReader {
     max_message_size: u64,
     from_client: bool,

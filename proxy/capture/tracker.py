@@ -351,6 +351,11 @@ class Tracker:
             return self._internal_error(message, at, "upstream", exc)
 
     @property
+    def actions(self) -> frozenset[str]:
+        """The charger CALLs this tracker reads (with their answers); it needs no other message."""
+        return frozenset(self._actions)
+
+    @property
     def outstanding(self) -> int:
         """CALLs remembered in both directions, waiting for their answers."""
         return len(self._charger_calls) + len(self._upstream_calls)

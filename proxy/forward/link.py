@@ -5,6 +5,12 @@ through a `FrameReader` on the side, which reports the messages that passed (for
 later session capture) and the protocol errors that end the link. The proxy never re-frames:
 pings, pongs, fragments and close frames pass end to end.
 
+With the native engine (`engine`) and plain TCP on both sides, the steady state runs in the
+engine instead of the pumps (see `proxy.forward.engine`): the link's task waits for the engine to
+hand the link back, then goes on with the pumps exactly where the engine stopped: a close frame,
+a protocol error, end of file or a failed read or write is handled here as if the pumps had met
+it, and a stop or drain asks the engine for the link first.
+
 Ending: the first pump to stop decides how the link ends (`LinkEnd`); then each side that still
 needs one gets a close frame of our own (only at a frame boundary, so nothing is corrupted), we
 wait up to `close_timeout` for its close reply, and both sockets are closed. Cancellation from
@@ -22,10 +28,13 @@ from typing import Any
 
 import trio
 
+from proxy._codec import Handback
 from proxy.capture.capture import Capture
+from proxy.forward.engine import ForwardingEngine, Turn
 from proxy.forward.policy import STOP_REASONS, LinkEnd, charger_can_stay, is_outage
 from proxy.forward.side import STREAM_ERRORS, Side, close_side
-from proxy.outbox.learned import LiveObserver
+from proxy.forward.transport import FailedReceive, SocketTransport
+from proxy.outbox.learned import OBSERVED_ACTIONS, LiveObserver
 from proxy.wire.codec import (
     CALL,
     CALLERROR,
@@ -34,6 +43,7 @@ from proxy.wire.codec import (
     ProtocolError,
     encode_close,
     encode_frame,
+    text_message,
 )
 from proxy.wire.ocpp import CloseCode
 
@@ -63,7 +73,8 @@ class Link:
 
     `close_timeout` bounds how long a started close handshake may take, and our own closing.
     Each side's `trailing` bytes (read behind its handshake) go first. `capture`: session
-    capture of what passes (None: none); `outbox`: with an outbox (see `OutboxWatch`).
+    capture of what passes (None: none); `outbox`: with an outbox (see `OutboxWatch`);
+    `engine`: the worker's native forwarding engine (None: the pumps forward everything).
     """
 
     def __init__(
@@ -75,8 +86,11 @@ class Link:
         *,
         capture: Capture | None = None,
         outbox: OutboxWatch | None = None,
+        engine: ForwardingEngine | None = None,
     ) -> None:
         self.identity = identity
+        self._engine = engine
+        self._turn: Turn | None = None  # the link's stay in the engine, while there
         self._capture = capture
         self.outbox = outbox
         # With an outbox, `carried` holds what the charger sent that may not have reached the upstream.
@@ -93,7 +107,7 @@ class Link:
         self._end: LinkEnd | None = None
         self._codes: dict[Side, tuple[int, str]] = {}
         self._draining = False
-        self.last_active = perf_counter()  # when bytes last passed, either way
+        self._last_active = perf_counter()  # when bytes last passed, either way
         self.finished = trio.Event()
 
     # -- control from outside ------------------------------------------------------------
@@ -105,18 +119,30 @@ class Link:
         """End the link with SHUTDOWN once no CALL is in flight, or at `deadline` at the latest."""
         self._draining = True
         self._scope.deadline = min(self._scope.deadline, deadline)
-        self._end_if_drained()
+        if self._turn is not None and self._engine is not None:
+            self._engine.release(self._turn)  # what is in flight is known once it is back
+        else:
+            self._end_if_drained()
+
+    @property
+    def last_active(self) -> float:
+        """When bytes last passed, either way (`perf_counter` time)."""
+        if self._turn is not None and self._engine is not None:
+            idle = self._engine.idle_seconds(self._turn)
+            if idle is not None:
+                return perf_counter() - idle
+        return self._last_active
 
     # -- running --------------------------------------------------------------------------
     async def run(self) -> LinkEnd:
         try:
             with self._scope:
-                async with trio.open_nursery() as nursery:
-                    # One pump in a task of its own, the other in this one: a task per link less.
-                    nursery.start_soon(
-                        self._pump, self.upstream, self.charger, name="upstream pump"
-                    )
-                    await self._pump(self.charger, self.upstream)
+                if self._engine_can_take():
+                    await self._native_turn()
+                    if self._draining:
+                        self._end_if_drained()
+                if self._end is None:
+                    await self._pumps()
             if self._end is LinkEnd.UPSTREAM_LOST:
                 self._hand_over()
             # the scope's deadline: a close handshake or drain took too long
@@ -133,6 +159,92 @@ class Link:
             self.finished.set()
         assert self._end is not None
         return self._end
+
+    async def _pumps(self) -> None:
+        async with trio.open_nursery() as nursery:
+            # One pump in a task of its own, the other in this one: a task per link less.
+            nursery.start_soon(self._pump, self.upstream, self.charger, name="upstream pump")
+            await self._pump(self.charger, self.upstream)
+
+    # -- in the native engine ----------------------------------------------------------------
+    def _engine_can_take(self) -> bool:
+        engine = self._engine
+        return (
+            engine is not None
+            and not engine.broken
+            and isinstance(self.charger.transport, SocketTransport)
+            and isinstance(self.upstream.transport, SocketTransport)
+        )
+
+    async def _native_turn(self) -> None:
+        """Let the engine forward until it hands the link back; then go on from there.
+
+        Cancelled (a stop), the link is asked back and awaited, shielded: the engine lets go of a
+        link at once, and hands every link back if it stops.
+        """
+        engine = self._engine
+        assert engine is not None
+        charger, upstream = self.charger, self.upstream
+        turn = self._turn = engine.adopt(
+            self,
+            (charger.transport.fileno, upstream.transport.fileno),  # type: ignore[attr-defined]
+            (charger.reader, upstream.reader),
+            (charger.trailing, upstream.trailing),
+            (list(charger.pending), list(upstream.pending)),
+            self._tracked(),
+            self._keep_charger,
+        )
+        charger.trailing = upstream.trailing = b""
+        try:
+            await turn.back.wait()
+        finally:
+            if not turn.back.is_set():
+                engine.release(turn)
+                with trio.CancelScope(shield=True):
+                    await turn.back.wait()
+            self._last_active = self.last_active
+            self._turn = None
+            assert turn.handback is not None
+            self._resume(turn.handback)
+
+    def _tracked(self) -> frozenset[str]:
+        """Actions of the charger's CALLs that capture and the outbox need (with their answers)."""
+        actions = self._capture.tracker.actions if self._capture is not None else frozenset()
+        return actions | OBSERVED_ACTIONS if self.outbox is not None else actions
+
+    def passed_natively(self, side: int, messages: list[Message], at: float) -> None:
+        """Tracked messages the engine forwarded: to capture and the outbox, as `_passed` does."""
+        capture, outbox = self._capture, self.outbox
+        from_upstream = side == 1
+        for message in messages:
+            if capture is not None:
+                if from_upstream:
+                    capture.from_upstream(message, at)
+                else:
+                    capture.from_charger(message, at)
+            if outbox is not None:
+                if not from_upstream:
+                    outbox.observer.on_call(message)
+                elif learned := outbox.observer.on_answer(message):
+                    outbox.remember(learned)
+
+    def _resume(self, back: Handback) -> None:
+        """Take the link back from the engine in the state it left it."""
+        sides = (self.charger, self.upstream)
+        for side, trailing, unsent, pending in zip(
+            sides, back.trailing, back.unsent, back.pending, strict=True
+        ):
+            side.trailing, side.unsent, side.pending = trailing, unsent, set(pending)
+        for side, source in zip(sides, reversed(sides), strict=True):
+            side.dirty = bool(side.unsent) or not source.reader.at_frame_boundary
+        if self._keep_charger:
+            self._last_call = text_message(back.last_call) if back.last_call is not None else None
+        if back.why == "read_failed" and back.side is not None:
+            side = sides[back.side]
+            error = trio.BrokenResourceError(f"socket connection broken: errno {back.errno}")
+            side.transport = FailedReceive(side.transport, error)
+        elif back.why == "panicked":
+            self._finish(LinkEnd.INTERNAL_ERROR, self._both(INTERNAL, "internal error"))
 
     def _both(self, code: int, reason: str) -> dict[Side, tuple[int, str]]:
         return {self.charger: (code, reason), self.upstream: (code, reason)}
@@ -163,7 +275,6 @@ class Link:
         """Forward what `src` sends to `dst` until either fails or `src` hangs up."""
         feed = src.reader.feed
         receive = src.transport.receive
-        send = dst.transport.send
         meters = src.meters
         observe = meters.forward_seconds.observe
         count_bytes = meters.bytes.inc
@@ -173,6 +284,10 @@ class Link:
         from_upstream = src is self.upstream
         data, src.trailing = src.trailing, b""
         started = perf_counter()
+        if dst.unsent:  # fed by the engine but not yet written: goes first
+            unsent, dst.unsent = dst.unsent, b""
+            if not await self._send(src, dst, unsent):
+                return
         while True:
             if data:
                 whole = keep and from_upstream and src.reader.at_message_boundary
@@ -199,20 +314,11 @@ class Link:
                 if whole and src.reader.closed and messages and is_outage(messages[-1].close_code):
                     await self._upstream_went_away(messages)
                     return
-                dst.dirty = True
                 if keep and not from_upstream:
                     self._sending = messages  # if the link ends during the send, these may be lost
-                try:
-                    await send(data)
-                except _STREAM_ERRORS:
-                    dst.gone = True
-                    if keep and dst is self.upstream:
-                        self._upstream_lost(self._failed(dst), None)
-                    else:
-                        self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
+                if not await self._send(src, dst, data):
                     return
-                dst.dirty = not src.reader.at_frame_boundary
-                self.last_active = done = perf_counter()
+                self._last_active = done = perf_counter()
                 observe(done - started)
                 count_bytes(len(data))
                 self._passed(src, dst, messages, time() if tracking else 0.0)
@@ -251,6 +357,21 @@ class Link:
                     end = LinkEnd.CHARGER_EOF if src is self.charger else LinkEnd.UPSTREAM_EOF
                     self._finish(end, {dst: (GOING_AWAY, "peer went away")})
                 return
+
+    async def _send(self, src: Side, dst: Side, data: bytes) -> bool:
+        """Write what `src` sent to `dst`; on failure end the link (or hand it over) and say so."""
+        dst.dirty = True
+        try:
+            await dst.transport.send(data)
+        except _STREAM_ERRORS:
+            dst.gone = True
+            if self._keep_charger and dst is self.upstream:
+                self._upstream_lost(self._failed(dst), None)
+            else:
+                self._finish(self._failed(dst), {src: (INTERNAL, "peer connection failed")})
+            return False
+        dst.dirty = not src.reader.at_frame_boundary
+        return True
 
     def _passed(self, src: Side, dst: Side, messages: list[Message], received_at: float) -> None:
         """Account for messages `src` sent that went through: metrics, capture, pending CALLs."""

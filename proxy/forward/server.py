@@ -31,6 +31,7 @@ from proxy.capture.tracker import Tracker
 from proxy.forward.admission import Admission, Admitted
 from proxy.forward.backoff import RedialBackoff
 from proxy.forward.dial import Dialer
+from proxy.forward.engine import ForwardingEngine
 from proxy.forward.link import Link, OutboxWatch
 from proxy.forward.listener import peer_address, send_quietly
 from proxy.forward.policy import LinkEnd
@@ -88,6 +89,11 @@ class ProxyServer:
         self._redial_settings = config.outbox
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
+        self.engine = (
+            ForwardingEngine((self._up_meters, self._down_meters))
+            if config.proxy.engine == "native"
+            else None
+        )
 
     def reconfigure(self, config: Config) -> None:
         """Take new settings for new connections; running links keep theirs."""
@@ -102,23 +108,32 @@ class ProxyServer:
     ) -> None:
         """Accept until `shutdown`; then drain and return when every link is closed."""
         try:
-            async with trio.open_nursery() as handlers:
-                with self._accept_scope:
-                    async with trio.open_nursery() as front:
-                        front.start_soon(self._close_idle_links)
-                        serve = partial(
-                            trio.serve_listeners, self.handle, listeners, handler_nursery=handlers
-                        )
-                        task_status.started(await front.start(serve))
-                        self.accepting = True
-                self.accepting = False
-                deadline = trio.current_time() + self.settings.drain_timeout
-                for link in list(self.links.values()):
-                    link.drain(deadline)
-                handlers.cancel_scope.deadline = deadline + self.settings.close_timeout
+            async with trio.open_nursery() as engine_nursery:
+                if self.engine is not None:  # outlives every link: they come back through it
+                    await engine_nursery.start(self.engine.run)
+                await self._serve_listeners(listeners, task_status)
+                engine_nursery.cancel_scope.cancel()
         finally:
             self.accepting = False
             self.stopped.set()
+
+    async def _serve_listeners(
+        self, listeners: list[trio.abc.Listener[trio.abc.Stream]], task_status: trio.TaskStatus
+    ) -> None:
+        async with trio.open_nursery() as handlers:
+            with self._accept_scope:
+                async with trio.open_nursery() as front:
+                    front.start_soon(self._close_idle_links)
+                    serve = partial(
+                        trio.serve_listeners, self.handle, listeners, handler_nursery=handlers
+                    )
+                    task_status.started(await front.start(serve))
+                    self.accepting = True
+            self.accepting = False
+            deadline = trio.current_time() + self.settings.drain_timeout
+            for link in list(self.links.values()):
+                link.drain(deadline)
+            handlers.cancel_scope.deadline = deadline + self.settings.close_timeout
 
     async def _close_idle_links(self) -> None:
         """Close links through which nothing passed for `idle_timeout` (checked 20 times per period)."""
@@ -375,7 +390,13 @@ class ProxyServer:
             observer = LiveObserver(admitted.version, AuthorizationCache(), {})
             watch = OutboxWatch(observer, partial(store.remember, identity))
         return Link(
-            identity, charger, upstream, self.settings.close_timeout, capture=capture, outbox=watch
+            identity,
+            charger,
+            upstream,
+            self.settings.close_timeout,
+            capture=capture,
+            outbox=watch,
+            engine=self.engine,
         )
 
     async def _relay(

@@ -32,6 +32,8 @@ class Side:
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)
     # read from this peer but not handled yet (behind its handshake): goes first
     trailing: bytes = b""
+    # fed from the other peer but not yet written to this one (by the native engine): goes first
+    unsent: bytes = b""
     transport: Transport = field(init=False)
 
     def __post_init__(self) -> None:

@@ -41,6 +41,10 @@ class SocketTransport:
         self._fd = stream.socket.fileno()
         self._more = True  # the last read filled the buffer: try reading before waiting
 
+    @property
+    def fileno(self) -> int:
+        return self._fd
+
     async def receive(self) -> bytes:
         fd = self._fd
         if self._more:
@@ -99,6 +103,24 @@ class StreamTransport:
 
     async def send(self, data: bytes) -> None:
         await self._stream.send_all(data)
+
+
+class FailedReceive:
+    """A transport whose reading failed elsewhere (in the native engine): `receive` raises that
+    error; `send` still goes to the transport it wraps."""
+
+    __slots__ = ("_error", "_inner")
+
+    def __init__(self, inner: Transport, error: Exception) -> None:
+        self._inner = inner
+        self._error = error
+
+    async def receive(self) -> bytes:
+        await checkpoint()
+        raise self._error
+
+    async def send(self, data: bytes) -> None:
+        await self._inner.send(data)
 
 
 def transport_for(stream: trio.abc.Stream) -> Transport:

@@ -68,6 +68,12 @@ def _later_than(timestamp: Any, now: float) -> bool:
     return moment.timestamp() > now
 
 
+# The charger CALLs a `LiveObserver` learns from (with the back-office's answers).
+OBSERVED_ACTIONS = frozenset(
+    {"Authorize", "StartTransaction", "TransactionEvent", "StopTransaction"}
+)
+
+
 class LiveObserver:
     """What the outbox learns from a link that forwards: authorisations and started transactions.
 
@@ -84,7 +90,7 @@ class LiveObserver:
 
     def on_call(self, message: Message) -> None:
         action = message.action
-        if action in ("Authorize", "StartTransaction", "TransactionEvent", "StopTransaction"):
+        if action in OBSERVED_ACTIONS:
             if len(self._calls) >= 32:
                 del self._calls[next(iter(self._calls))]
             self._calls[message.unique_id or ""] = (action, loads_or_none(payload_of(message)))

@@ -64,9 +64,14 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # Every this many seconds what survived the young collections is frozen, out of the garbage
     # collector's full passes (which walk every link's objects); 0: only once, after start-up.
     gc_freeze_interval: float = 10.0
+    # "native": after the handshake, links between plain TCP sockets are forwarded by the Rust
+    # engine (a thread per worker); "python": by the Trio pumps (the reference path).
+    engine: str = "native"
 
     def __post_init__(self) -> None:
         _check_port("proxy.port", self.port)
+        if self.engine not in ("native", "python"):
+            raise ValueError('proxy.engine must be "native" or "python"')
         if not self.gc_freeze_interval >= 0:
             raise ValueError("proxy.gc_freeze_interval must be 0 or a positive number of seconds")
         for address in self.upstream_source_addresses:

@@ -22,6 +22,9 @@ from testkit.postgres import create_database, make_data_dir, start_database
 from testkit.proxy_process import ProxyProcess, log_problems, metric, start_capture_proxy
 from testkit.waiting import wait_until
 
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
+
 CHARGERS = 12
 READINGS = 6  # per session: half before the outage, half during it
 

@@ -36,7 +36,7 @@ OUTAGE = 4.0  # seconds the database stays down
 RUN_LIMIT = 60.0  # bound on the simulator's whole run
 SETTLE_LIMIT = 30.0  # bound on the journal catching up once the database is back
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("each_engine")]  # both engines
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from ocpp.v201 import call as call201
 
 from proxy.routing.auth import basic_header, hash_password
 from proxy.wire.codec import CLOSE, PONG, TEXT
+from testkit.engines import with_engine
 from testkit.fake_csms import FakeCsms
 from testkit.ocpp_peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
 from testkit.ports import free_port
@@ -98,7 +99,9 @@ def proxy_config(
     victim: int,
     verdict: int,
 ) -> str:
-    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    text = with_engine(
+        CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    )
     text = text.replace(
         "[outbox]\nenabled = false\n",
         "[outbox]\nenabled = true\nredial_min = 0.2\nredial_max = 1.0\n",
@@ -120,7 +123,7 @@ def proxy_config(
 
 
 @pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
+def arena(tmp_path_factory: pytest.TempPathFactory, each_engine_per_module: str) -> Iterator[Arena]:
     directory = tmp_path_factory.mktemp("hostile")
     data_dir = make_data_dir("ere-hostile-")
     database = start_database(data_dir)

@@ -37,6 +37,7 @@ from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import call as call201
 
+from testkit.engines import with_engine
 from testkit.fake_csms import FakeCsms
 from testkit.ledger import counts, exactly_once
 from testkit.ocpp_peers import Charger16, Charger201, open_charger, timestamp, wait_future
@@ -45,7 +46,7 @@ from testkit.postgres import create_database, make_data_dir, start_database
 from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
 from testkit.waiting import until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("each_engine")]  # both engines
 
 CHARGERS = 1000
 OCPP_CHARGERS = 4  # two 1.6, two 2.0.1
@@ -197,7 +198,9 @@ def start_proxy(
 ) -> ProxyProcess:
     """Start the proxy with capture and the outbox on; `port`/`admin_port` 0: free ones."""
     port, admin_port = port or free_port(), admin_port or free_port()
-    text = CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    text = with_engine(
+        CONFIG.replace("[capture]\nenabled = false\n", "[capture]\nenabled = true\n")
+    )
     text = text.replace(
         "[outbox]\nenabled = false\n",
         "[outbox]\nenabled = true\nredial_min = 0.5\nredial_max = 2.0\n",

@@ -14,6 +14,12 @@ from testkit.raw_charger import RawCharger
 from testkit.upstream import serve_upstream
 
 
+@pytest.fixture(autouse=True)
+def _on_each_engine(each_engine: str) -> str:
+    """Every test here runs on both forwarding engines."""
+    return each_engine
+
+
 @pytest.fixture
 async def upstream(nursery):
     return await serve_upstream(nursery)

@@ -18,7 +18,7 @@ from proxy.store.db import open_database
 from proxy.store.partitions import ensure_ahead, ensure_months
 from proxy.store.purge import purge
 from testkit.capture_feeds import Feed, captured_16, offline_session, session_16, session_201
-from tests.store.test_ere_retention import refused, state_in_2021q1
+from testkit.retained import refused, state_in_2021q1
 
 # Whole bodies of stored events, as the REV export's raw frames read them.
 WHOLE = """

@@ -21,6 +21,9 @@ import trio
 import proxy.capture.spill
 from testkit.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
 
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
+
 BURST = 40  # MeterValues sent in one write: the journal's channel (capacity 1) overflows at once
 
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 
 from proxy.capture.events import AnyEvent, ChargerBooted, Event
@@ -20,6 +21,9 @@ from proxy.capture.spill import SpillLog
 from proxy.capture.store_process import StoreProcess
 from proxy.store.db import Database, open_database
 from testkit.capture_proxy import WAIT, capture_proxy, healthy_charger, hostile_charger
+
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 T = '"timestamp":"2026-01-01T10:00:00Z"'
 HOSTILE_201 = [  # OCPP 2.0.1: a multiplier beyond 64 bits, NUL in strings, values beyond their bounds

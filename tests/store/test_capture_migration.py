@@ -16,7 +16,7 @@ from proxy.runtime.config import DatabaseSettings
 from proxy.store.db import open_database
 from proxy.store.migrate import load_migrations
 from testkit.capture_feeds import offline_session, session_16, session_201
-from tests.store.test_ere_retention import refused
+from testkit.retained import refused
 
 BEFORE_030 = [migration for migration in load_migrations() if migration.version < 30]
 

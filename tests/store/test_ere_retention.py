@@ -7,7 +7,6 @@ import io
 import json
 from datetime import UTC, date, datetime
 
-import asyncpg
 import msgspec
 import pytest
 
@@ -20,14 +19,9 @@ from proxy.runtime.config import Config, DatabaseSettings, EreSettings
 from proxy.store.db import open_database
 from testkit.capture_feeds import captured_16, offline_session, session_16
 from testkit.ere_books import Q2, Q3, add_session, close, config, pay, seed
+from testkit.retained import refused, state_in_2021q1
 
 TODAY = date(2026, 12, 6)
-KEPT = "kept for the retention period"
-
-
-async def refused(db, statement: str, match: str = KEPT) -> None:
-    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match=match):
-        await db.execute(statement)
 
 
 async def test_events_samples_and_sessions_are_kept_while_capture_goes_on(settings):
@@ -75,30 +69,6 @@ async def test_a_full_payout_still_runs_and_what_it_wrote_is_kept(settings, tmp_
         await refused(db, "UPDATE payout_carry_overs SET amount = 0", "only ever settled")
         await refused(db, "UPDATE payout_carry_overs SET settled_by = NULL", "only ever settled")
         await refused(db, "DELETE FROM payout_carry_overs", "only ever settled")
-
-
-async def state_in_2021q1(db, transaction: str) -> None:
-    """A closed 2021Q1 whose adjustment line counted the session of `transaction` (a quarter
-    that ends after the purge's cut-off, so the session must stay)."""
-    await db.execute(
-        "INSERT INTO partners (partner_id, name, kind, payout_model) VALUES ('P', 'P', 'cpo', 'direct')"
-    )
-    await db.execute(
-        "INSERT INTO customers (customer_id, partner_id, name, address, postcode, city, ean, grid_operator)"
-        " VALUES ('C', 'P', 'C', 'A 1', '1234 AB', 'X', '871687120000000010', 'Stedin')"
-    )
-    await db.execute(
-        "INSERT INTO quarter_closes (quarter, shards, state) VALUES ('2021Q1', 1, 'closed')"
-    )
-    await db.execute(
-        "INSERT INTO statement_lines VALUES ('2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-        " 'adjustment', 10, 3, 0.3, 1, 0.2, 0.2, 0.03, 0.8, 1)"
-    )
-    await db.execute(
-        "INSERT INTO statement_sessions SELECT '2021Q1', 1, 'C', '871687120000000010', '2020Q4',"
-        " 'adjustment', session_id, 10 FROM sessions WHERE transaction_id = $1",
-        transaction,
-    )
 
 
 def purge_args(*argv: str):

@@ -11,6 +11,7 @@ import io
 import json
 import struct
 
+import pytest
 import trio
 
 from proxy.cli.outbox import outbox_command
@@ -20,6 +21,9 @@ from testkit.outbox_proxy import START, call, connect, raw_credentials, running_
 from testkit.raw_charger import RawCharger, frame
 from testkit.upstream import Csms
 from testkit.waiting import eventually
+
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 
 async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id(

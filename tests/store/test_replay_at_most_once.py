@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import io
 
+import pytest
+
 from proxy.cli.outbox import outbox_command
 from proxy.outbox.policy import IN_DOUBT, WAITS_FOR_START
 from proxy.runtime.config import Config
 from testkit.outbox_proxy import START, call, connect, running_proxy
 from testkit.upstream import Csms
 from testkit.waiting import eventually
+
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 
 async def test_a_start_whose_answer_was_never_stored_is_parked_in_doubt_with_its_transaction_never_resent(

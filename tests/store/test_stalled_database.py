@@ -15,6 +15,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import pytest
 import trio
 
 from proxy.runtime.config import DatabaseSettings
@@ -24,6 +25,9 @@ from testkit.outbox_proxy import raw_credentials, running_proxy
 from testkit.postgres import admin_fetch
 from testkit.raw_charger import RawCharger, frame
 from testkit.upstream import Csms
+
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 STATUS = {"connectorId": 1, "status": "Available", "errorCode": "NoError"}
 

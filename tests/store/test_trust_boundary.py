@@ -28,6 +28,9 @@ from testkit.raw_charger import RawCharger
 from testkit.upstream import Csms
 from testkit.waiting import eventually
 
+# Forwarded by both engines (see testkit.engines).
+pytestmark = pytest.mark.usefixtures("each_engine")
+
 HEADER = basic_header("CP-1", "the-back-office-password").decode()
 
 

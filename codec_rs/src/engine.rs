@@ -1,0 +1,778 @@
+//! The forwarding engine: a thread with an epoll (mio) loop that forwards the bytes of many links
+//! without waking Python per frame.
+//!
+//! A link is *adopted* after its handshake: the engine gets both sockets' descriptors (which stay
+//! owned by the caller), the frame readers of both directions (their state moves in and back out)
+//! and any bytes already read behind the handshakes. From then on it moves bytes as received and
+//! feeds each chunk to the reader of its direction, which enforces the limits (message size,
+//! control frames, masking) and peeks each message's OCPP-J envelope.
+//!
+//! The engine keeps the steady state only. Anything that ends a link — a close frame or a
+//! protocol error in a chunk, end of file, a failed read or write, a release asked for by the
+//! caller — *hands the link back*: the engine stops polling its descriptors and reports what the
+//! caller needs to go on exactly where the engine stopped (`Handback`: the readers, a chunk read but
+//! not forwarded, bytes fed but not yet written, the unanswered CALL ids, the charger's last
+//! unanswered CALL). A chunk that holds a close frame or a protocol error is handed back unfed
+//! and unforwarded, so the caller handles it as if it had read it itself.
+//!
+//! The caller hears from the engine in batches (`take`): the messages it asked for (CALLs of the
+//! tracked actions and the answers to them), hand-backs, and counters for metrics; a byte on the
+//! notification socket (`notify_fd`) says a batch is waiting, once per batch.
+//!
+//! Back-pressure: a chunk that cannot be written whole is kept (one chunk per direction at most)
+//! and its source is not read until it is written, so a slow reader pauses its writer.
+//! A panic while serving a link hands that link back as `Why::Panicked`; it never unwinds out of
+//! the thread, and if the loop itself fails every link is handed back the same way.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, ErrorKind, Read, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::ocppj::{CALL, CALLERROR, CALLRESULT};
+use crate::ws::{self, FrameReader, Message, VecSink};
+
+/// Side indices: the charger (a client of the proxy) and the upstream (its server).
+pub const CHARGER: usize = 0;
+pub const UPSTREAM: usize = 1;
+
+/// Largest read; the same as the Python transports'.
+const READ_SIZE: usize = 65536;
+/// Reads of one side per readiness before other links get their turn.
+const READS_PER_TURN: usize = 16;
+/// Unanswered CALL ids remembered per direction (a peer may never answer).
+const MAX_PENDING: usize = 32;
+/// Tracked charger CALLs whose answers are still wanted.
+const MAX_TRACKED: usize = 64;
+/// Distinct actions counted by name per direction; others are counted as "".
+const MAX_ACTIONS: usize = 256;
+const WAKER: Token = Token(usize::MAX);
+
+fn other(side: usize) -> usize {
+    1 - side
+}
+
+/// What the engine needs to forward a link.
+pub struct Adopt {
+    pub id: u64,
+    /// Descriptors of the charger's and the upstream's sockets, non-blocking; the caller keeps
+    /// them open until the link is handed back.
+    pub fds: [RawFd; 2],
+    /// Readers of what each side sends.
+    pub readers: [FrameReader; 2],
+    /// Bytes read from each side but not yet fed or forwarded (go first).
+    pub trailing: [Vec<u8>; 2],
+    /// Ids of each side's CALLs not answered yet.
+    pub pending: [Vec<String>; 2],
+    /// Actions of the charger's CALLs reported (with their answers) to the caller.
+    pub tracked: Arc<HashSet<String>>,
+    /// Keep the charger's last unanswered CALL for the hand-back.
+    pub keep_last_call: bool,
+    /// Monotonic nanoseconds (see `Engine::now_ns`) when bytes last passed, either way.
+    pub activity: Arc<AtomicU64>,
+}
+
+/// Why a link was handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The caller asked (`Engine::release`), or the engine stopped.
+    Released,
+    /// A chunk from this side holds a close frame or a protocol error (in `trailing`).
+    Message(usize),
+    /// This side hung up.
+    Eof(usize),
+    /// Reading this side failed (errno).
+    ReadFailed(usize, i32),
+    /// Writing this side failed (errno).
+    WriteFailed(usize, i32),
+    /// The engine failed while serving the link.
+    Panicked,
+}
+
+/// A link given back, with everything needed to go on where the engine stopped.
+pub struct Handback {
+    pub id: u64,
+    pub why: Why,
+    pub readers: [FrameReader; 2],
+    /// Bytes read from each side and neither fed nor forwarded.
+    pub trailing: [Vec<u8>; 2],
+    /// Bytes fed from the other side and not yet written to this side.
+    pub unsent: [Vec<u8>; 2],
+    pub pending: [Vec<String>; 2],
+    /// The charger's last CALL (the whole message) while unanswered, when kept.
+    pub last_call: Option<Vec<u8>>,
+}
+
+/// What the engine reports, in order.
+pub enum Report {
+    /// Tracked messages `side` sent that were forwarded (at: seconds since the epoch).
+    Passed {
+        id: u64,
+        side: usize,
+        at: f64,
+        messages: Vec<Message<Vec<u8>>>,
+    },
+    Ended(Box<Handback>),
+}
+
+/// Counts for the metrics of one direction (named by the side that sent), since the last `take`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub bytes: u64,
+    /// Messages by (opcode, OCPP message type).
+    pub frames: HashMap<(u8, u8), u64>,
+    /// CALLs by action ("" for actions beyond `MAX_ACTIONS` distinct ones).
+    pub calls: HashMap<String, u64>,
+    /// Chunk forwarding time: counts per bucket (upper bounds as given, cumulative not), sum.
+    pub buckets: Vec<u64>,
+    pub seconds: f64,
+}
+
+impl Counters {
+    fn new(buckets: usize) -> Counters {
+        Counters {
+            buckets: vec![0; buckets],
+            ..Counters::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes == 0 && self.frames.is_empty() && self.buckets.iter().all(|&n| n == 0)
+    }
+}
+
+enum Command {
+    Adopt(Box<Adopt>),
+    Release(u64),
+    Stop,
+}
+
+struct Outgoing {
+    reports: Vec<Report>,
+    counters: [Counters; 2],
+    signalled: bool,
+}
+
+struct Shared {
+    commands: Mutex<Vec<Command>>,
+    outgoing: Mutex<Outgoing>,
+    notify: UnixStream,
+    epoch: Instant,
+    bounds: Vec<f64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic never happens while these are held; recover the data anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The handle of an engine thread; dropping it stops the thread (links are handed back).
+pub struct Engine {
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    notified: UnixStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the thread. `bounds`: upper bounds (seconds) of the forwarding-time buckets.
+    pub fn start(bounds: Vec<f64>) -> io::Result<Engine> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (notified, notify) = UnixStream::pair()?;
+        notified.set_nonblocking(true)?;
+        notify.set_nonblocking(true)?;
+        let empty = Counters::new(bounds.len());
+        let shared = Arc::new(Shared {
+            commands: Mutex::new(Vec::new()),
+            outgoing: Mutex::new(Outgoing {
+                reports: Vec::new(),
+                counters: [empty.clone(), empty],
+                signalled: false,
+            }),
+            notify,
+            epoch: Instant::now(),
+            bounds,
+        });
+        let loop_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("forwarding".into())
+            .spawn(move || run(poll, loop_shared))?;
+        Ok(Engine {
+            shared,
+            waker,
+            notified,
+            thread: Some(thread),
+        })
+    }
+
+    fn command(&self, command: Command) {
+        lock(&self.shared.commands).push(command);
+        // A failed wake can only mean the loop is gone; its links were handed back.
+        let _ = self.waker.wake();
+    }
+
+    /// Starts forwarding a link; see `Adopt`.
+    pub fn adopt(&self, adopt: Adopt) {
+        self.command(Command::Adopt(Box::new(adopt)));
+    }
+
+    /// Asks for a link back (`Why::Released`); nothing happens if it was handed back already.
+    pub fn release(&self, id: u64) {
+        self.command(Command::Release(id));
+    }
+
+    /// Readable when a batch is waiting.
+    pub fn notify_fd(&self) -> RawFd {
+        self.notified.as_raw_fd()
+    }
+
+    /// The engine's monotonic clock (for `Adopt::activity`).
+    pub fn now_ns(&self) -> u64 {
+        now_ns(self.shared.epoch)
+    }
+
+    /// The waiting reports, in order, and the counters since the last call.
+    pub fn take(&self) -> (Vec<Report>, [Counters; 2]) {
+        let mut out = lock(&self.shared.outgoing);
+        let mut byte = [0u8; 64];
+        while matches!((&self.notified).read(&mut byte), Ok(n) if n > 0) {}
+        out.signalled = false;
+        let fresh = Counters::new(self.shared.bounds.len());
+        let counters = std::mem::replace(&mut out.counters, [fresh.clone(), fresh]);
+        (std::mem::take(&mut out.reports), counters)
+    }
+}
+
+impl Engine {
+    /// Stops the thread and returns what it reported last (every link handed back).
+    pub fn stop(mut self) -> (Vec<Report>, [Counters; 2]) {
+        self.join();
+        self.take()
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.command(Command::Stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn wall_clock() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A descriptor used as a file without owning it.
+fn borrowed(fd: RawFd) -> ManuallyDrop<File> {
+    // SAFETY: the caller keeps `fd` open while the link is adopted (the `Adopt` contract), and
+    // `ManuallyDrop` never closes it; reads and writes on a socket descriptor are sound.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A chunk fed and bound for a side, not yet written whole.
+struct Unsent {
+    data: Vec<u8>,
+    written: usize,
+    since: Instant,
+}
+
+struct Link {
+    id: u64,
+    fds: [RawFd; 2],
+    readers: [FrameReader; 2],
+    trailing: [Vec<u8>; 2],
+    unsent: [Option<Unsent>; 2],
+    pending: [VecDeque<String>; 2],
+    tracked: Arc<HashSet<String>>,
+    tracked_calls: VecDeque<String>,
+    keep_last_call: bool,
+    last_call: Option<(String, Vec<u8>)>,
+    activity: Arc<AtomicU64>,
+}
+
+impl Link {
+    fn new(a: Adopt) -> Link {
+        let Adopt {
+            id,
+            fds,
+            readers,
+            trailing,
+            pending,
+            tracked,
+            keep_last_call,
+            activity,
+        } = a;
+        let [p0, p1] = pending;
+        Link {
+            id,
+            fds,
+            readers,
+            trailing,
+            unsent: [None, None],
+            pending: [p0.into(), p1.into()],
+            tracked,
+            tracked_calls: VecDeque::new(),
+            keep_last_call,
+            last_call: None,
+            activity,
+        }
+    }
+
+    fn handback(self, why: Why) -> Handback {
+        let [u0, u1] = self.unsent;
+        let rest = |u: Option<Unsent>| u.map_or_else(Vec::new, |u| u.data[u.written..].to_vec());
+        let [p0, p1] = self.pending;
+        Handback {
+            id: self.id,
+            why,
+            readers: self.readers,
+            trailing: self.trailing,
+            unsent: [rest(u0), rest(u1)],
+            pending: [p0.into(), p1.into()],
+            last_call: self.last_call.map(|(_, data)| data),
+        }
+    }
+}
+
+/// The loop's state: links by slot (token = slot * 2 + side).
+struct State {
+    poll: Poll,
+    shared: Arc<Shared>,
+    links: Vec<Option<Link>>,
+    free: Vec<usize>,
+    by_id: HashMap<u64, usize>,
+    /// Sides that used up their reads for a turn and may have more.
+    ready: Vec<(usize, usize)>,
+    reports: Vec<Report>,
+    counters: [Counters; 2],
+    buf: Vec<u8>,
+    stopping: bool,
+}
+
+fn run(poll: Poll, shared: Arc<Shared>) {
+    let counters = Counters::new(shared.bounds.len());
+    let mut state = State {
+        poll,
+        shared,
+        links: Vec::new(),
+        free: Vec::new(),
+        by_id: HashMap::new(),
+        ready: Vec::new(),
+        reports: Vec::new(),
+        counters: [counters.clone(), counters],
+        buf: vec![0; READ_SIZE],
+        stopping: false,
+    };
+    let mut events = Events::with_capacity(1024);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        while !state.stopping {
+            state.turn(&mut events);
+        }
+    }));
+    let why = if outcome.is_ok() {
+        Why::Released
+    } else {
+        Why::Panicked
+    };
+    // Whatever ended the loop, every link goes back to its owner.
+    for slot in 0..state.links.len() {
+        state.end(slot, why);
+    }
+    // Links adopted after the stop are given back unserved.
+    for command in std::mem::take(&mut *lock(&state.shared.commands)) {
+        if let Command::Adopt(a) = command {
+            state
+                .reports
+                .push(Report::Ended(Box::new(Link::new(*a).handback(why))));
+        }
+    }
+    state.publish();
+}
+
+impl State {
+    fn turn(&mut self, events: &mut Events) {
+        let timeout = if self.ready.is_empty() {
+            None
+        } else {
+            Some(Duration::ZERO)
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                panic!("poll failed: {e}");
+            }
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == WAKER {
+                self.commands();
+                continue;
+            }
+            let (slot, side) = (token.0 / 2, token.0 % 2);
+            if event.is_writable() || event.is_error() || event.is_write_closed() {
+                self.guarded(slot, |s| s.flush(slot, side));
+            }
+            if event.is_readable() || event.is_error() || event.is_read_closed() {
+                self.guarded(slot, |s| s.pump(slot, side));
+            }
+        }
+        for (slot, side) in std::mem::take(&mut self.ready) {
+            self.guarded(slot, |s| s.pump(slot, side));
+        }
+        self.publish();
+    }
+
+    /// Runs `work` for a link; a panic hands the link back as `Why::Panicked`.
+    fn guarded(&mut self, slot: usize, work: impl FnOnce(&mut State) -> Result<(), Why>) {
+        if self.links.get(slot).is_none_or(|l| l.is_none()) {
+            return; // handed back earlier in this turn
+        }
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => self.end(slot, why),
+            Err(_) => self.end(slot, Why::Panicked),
+        }
+    }
+
+    fn commands(&mut self) {
+        let commands = std::mem::take(&mut *lock(&self.shared.commands));
+        for command in commands {
+            match command {
+                Command::Adopt(a) => self.adopt(*a),
+                Command::Release(id) => {
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        self.end(slot, Why::Released);
+                    }
+                }
+                Command::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    fn adopt(&mut self, a: Adopt) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.links.push(None);
+            self.links.len() - 1
+        });
+        let link = Link::new(a);
+        let registry = self.poll.registry();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let mut registered = 0;
+        for side in [CHARGER, UPSTREAM] {
+            let token = Token(slot * 2 + side);
+            if registry
+                .register(&mut SourceFd(&link.fds[side]), token, interest)
+                .is_err()
+            {
+                break;
+            }
+            registered += 1;
+        }
+        self.by_id.insert(link.id, slot);
+        self.links[slot] = Some(link);
+        if registered < 2 {
+            self.end(slot, Why::Released);
+            return;
+        }
+        // Bytes read behind the handshakes go first; then whatever is already waiting.
+        for side in [CHARGER, UPSTREAM] {
+            self.guarded(slot, |s| {
+                let link = s.links[slot].as_mut().expect("adopted");
+                let chunk = std::mem::take(&mut link.trailing[side]);
+                if chunk.is_empty() {
+                    Ok(())
+                } else {
+                    s.forward(slot, side, &chunk, Instant::now())
+                }
+            });
+        }
+        for side in [CHARGER, UPSTREAM] {
+            self.guarded(slot, |s| s.pump(slot, side));
+        }
+    }
+
+    /// Stops serving a link and reports its hand-back.
+    fn end(&mut self, slot: usize, why: Why) {
+        let Some(link) = self.links.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let registry = self.poll.registry();
+        for fd in link.fds {
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        }
+        self.by_id.remove(&link.id);
+        self.free.push(slot);
+        self.reports
+            .push(Report::Ended(Box::new(link.handback(why))));
+    }
+
+    /// Reads `side` and forwards until it would block, its output is held up, or its turn ends.
+    fn pump(&mut self, slot: usize, side: usize) -> Result<(), Why> {
+        let fd = self.links[slot].as_ref().expect("adopted").fds[side];
+        let mut file = borrowed(fd);
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.is_empty() {
+            buf = vec![0; READ_SIZE]; // lost to a panic while it was lent out
+        }
+        let result = (|| {
+            for _ in 0..READS_PER_TURN {
+                if self.links[slot].as_ref().expect("adopted").unsent[other(side)].is_some() {
+                    return Ok(()); // resumed when that chunk is written (`flush`)
+                }
+                match file.read(&mut buf) {
+                    Ok(0) => return Err(Why::Eof(side)),
+                    Ok(n) => self.forward(slot, side, &buf[..n], Instant::now())?,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Why::ReadFailed(side, e.raw_os_error().unwrap_or(0))),
+                }
+            }
+            self.ready.push((slot, side));
+            Ok(())
+        })();
+        self.buf = buf;
+        result
+    }
+
+    /// Feeds a chunk `side` sent to its reader and writes it to the other side.
+    fn forward(
+        &mut self,
+        slot: usize,
+        side: usize,
+        chunk: &[u8],
+        started: Instant,
+    ) -> Result<(), Why> {
+        #[cfg(test)]
+        if chunk == tests::PANIC {
+            panic!("a failure while serving a link (tests only)");
+        }
+        let dst = other(side);
+        let link = self.links[slot].as_mut().expect("adopted");
+        let before = link.readers[side].clone();
+        let mut sink = VecSink::default();
+        let fed = link.readers[side].feed(chunk, &mut sink);
+        if fed.is_err() || sink.messages.iter().any(|m| m.opcode == ws::CLOSE) {
+            // The caller handles the end of the conversation itself, from this chunk on.
+            link.readers[side] = before;
+            link.trailing[side] = chunk.to_vec();
+            return Err(Why::Message(side));
+        }
+        let mut out = borrowed(link.fds[dst]);
+        let written = match write_some(&mut out, chunk) {
+            Ok(n) => n,
+            Err(e) => {
+                link.readers[side] = before;
+                link.trailing[side] = chunk.to_vec();
+                return Err(Why::WriteFailed(dst, e.raw_os_error().unwrap_or(0)));
+            }
+        };
+        let len = chunk.len();
+        if written < len {
+            link.unsent[dst] = Some(Unsent {
+                data: chunk[written..].to_vec(),
+                written: 0,
+                since: started,
+            });
+        } else {
+            observe(&mut self.counters[side], &self.shared.bounds, started);
+        }
+        link.activity
+            .store(now_ns(self.shared.epoch), Ordering::Relaxed);
+        self.passed(slot, side, len, sink.messages);
+        Ok(())
+    }
+
+    /// Writes what is held for `side`; then reads on from the other side.
+    fn flush(&mut self, slot: usize, side: usize) -> Result<(), Why> {
+        let link = self.links[slot].as_mut().expect("adopted");
+        let Some(unsent) = link.unsent[side].as_mut() else {
+            return Ok(());
+        };
+        let mut out = borrowed(link.fds[side]);
+        match write_some(&mut out, &unsent.data[unsent.written..]) {
+            Ok(n) => unsent.written += n,
+            Err(e) => return Err(Why::WriteFailed(side, e.raw_os_error().unwrap_or(0))),
+        }
+        if unsent.written < unsent.data.len() {
+            return Ok(());
+        }
+        let since = unsent.since;
+        link.unsent[side] = None;
+        link.activity
+            .store(now_ns(self.shared.epoch), Ordering::Relaxed);
+        observe(&mut self.counters[other(side)], &self.shared.bounds, since);
+        self.pump(slot, other(side))
+    }
+
+    /// Accounts for the messages of a forwarded chunk: counters, pending CALLs, tracked messages.
+    fn passed(&mut self, slot: usize, side: usize, len: usize, messages: Vec<Message<Vec<u8>>>) {
+        let counters = &mut self.counters[side];
+        counters.bytes += len as u64;
+        let link = self.links[slot].as_mut().expect("adopted");
+        let mut tracked = Vec::new();
+        for message in messages {
+            let env = &message.envelope;
+            *counters
+                .frames
+                .entry((message.opcode, env.message_type))
+                .or_insert(0) += 1;
+            let text = std::str::from_utf8(&message.data).unwrap_or("");
+            let uid = env.unique_id.as_ref().map_or("", |s| s.as_str(text));
+            let report = match env.message_type {
+                CALL => {
+                    let action = env.action.as_ref().map_or("", |s| s.as_str(text));
+                    count_call(&mut counters.calls, action);
+                    remember(&mut link.pending[side], uid, MAX_PENDING);
+                    if side == CHARGER {
+                        link.tracked_calls.retain(|id| id != uid);
+                        if link.keep_last_call {
+                            link.last_call = Some((uid.to_owned(), message.data.clone()));
+                        }
+                        let wanted = link.tracked.contains(action);
+                        if wanted {
+                            remember(&mut link.tracked_calls, uid, MAX_TRACKED);
+                        }
+                        wanted
+                    } else {
+                        false
+                    }
+                }
+                CALLRESULT | CALLERROR => {
+                    link.pending[other(side)].retain(|id| id != uid);
+                    if side == UPSTREAM {
+                        if link.last_call.as_ref().is_some_and(|(id, _)| id == uid) {
+                            link.last_call = None;
+                        }
+                        let before = link.tracked_calls.len();
+                        link.tracked_calls.retain(|id| id != uid);
+                        link.tracked_calls.len() != before
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if report {
+                tracked.push(message);
+            }
+        }
+        if !tracked.is_empty() {
+            self.reports.push(Report::Passed {
+                id: link.id,
+                side,
+                at: wall_clock(),
+                messages: tracked,
+            });
+        }
+    }
+
+    /// Hands the reports and counters of this turn over and signals the caller once per batch.
+    fn publish(&mut self) {
+        let counters_waiting = self.counters.iter().any(|c| !c.is_empty());
+        if self.reports.is_empty() && !counters_waiting {
+            return;
+        }
+        let mut out = lock(&self.shared.outgoing);
+        out.reports.append(&mut self.reports);
+        for (total, these) in out.counters.iter_mut().zip(self.counters.iter_mut()) {
+            merge(total, these);
+        }
+        if !out.signalled && !out.reports.is_empty() {
+            out.signalled = true;
+            // Full means a signal is already waiting; anything else means nobody listens.
+            let _ = (&self.shared.notify).write(&[1]);
+        }
+    }
+}
+
+fn write_some(out: &mut File, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match out.write(&data[written..]) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+fn remember(ids: &mut VecDeque<String>, id: &str, bound: usize) {
+    ids.retain(|known| known != id);
+    if ids.len() >= bound {
+        ids.pop_front();
+    }
+    ids.push_back(id.to_owned());
+}
+
+fn count_call(calls: &mut HashMap<String, u64>, action: &str) {
+    if let Some(n) = calls.get_mut(action) {
+        *n += 1;
+    } else if calls.len() < MAX_ACTIONS {
+        calls.insert(action.to_owned(), 1);
+    } else {
+        *calls.entry(String::new()).or_insert(0) += 1;
+    }
+}
+
+fn observe(counters: &mut Counters, bounds: &[f64], since: Instant) {
+    let seconds = since.elapsed().as_secs_f64();
+    counters.seconds += seconds;
+    let bucket = bounds
+        .iter()
+        .position(|&b| seconds <= b)
+        .unwrap_or(bounds.len().saturating_sub(1));
+    if let Some(n) = counters.buckets.get_mut(bucket) {
+        *n += 1;
+    }
+}
+
+fn merge(total: &mut Counters, these: &mut Counters) {
+    total.bytes += std::mem::take(&mut these.bytes);
+    for (key, n) in these.frames.drain() {
+        *total.frames.entry(key).or_insert(0) += n;
+    }
+    for (action, n) in these.calls.drain() {
+        count_call_n(&mut total.calls, action, n);
+    }
+    for (t, n) in total.buckets.iter_mut().zip(these.buckets.iter_mut()) {
+        *t += std::mem::take(n);
+    }
+    total.seconds += std::mem::take(&mut these.seconds);
+}
+
+fn count_call_n(calls: &mut HashMap<String, u64>, action: String, n: u64) {
+    let key = if calls.contains_key(&action) || calls.len() < MAX_ACTIONS {
+        action
+    } else {
+        String::new()
+    };
+    *calls.entry(key).or_insert(0) += n;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! The engine over socket pairs: each link's charger and upstream sockets are one end of a pair,
+//! the test holds the other end (as the charger and as the back-office).
+
+use super::*;
+use crate::ws::encode_frame;
+use proptest::prelude::*;
+use std::os::unix::net::UnixStream;
+
+const BOUNDS: [f64; 3] = [0.001, 0.1, f64::INFINITY];
+/// A chunk that makes the engine panic (compiled into test builds only).
+pub(super) const PANIC: &[u8] = b"\xffpanic";
+
+struct Peers {
+    charger: UnixStream,
+    upstream: UnixStream,
+    // the engine's ends, kept open while adopted
+    _ends: [UnixStream; 2],
+}
+
+fn adopt(engine: &Engine, id: u64, tracked: &[&str], trailing: [Vec<u8>; 2]) -> Peers {
+    let (charger, charger_end) = UnixStream::pair().unwrap();
+    let (upstream, upstream_end) = UnixStream::pair().unwrap();
+    charger_end.set_nonblocking(true).unwrap();
+    upstream_end.set_nonblocking(true).unwrap();
+    engine.adopt(Adopt {
+        id,
+        fds: [charger_end.as_raw_fd(), upstream_end.as_raw_fd()],
+        readers: [
+            FrameReader::new(true, ws::DEFAULT_MAX_MESSAGE_SIZE),
+            FrameReader::new(false, ws::DEFAULT_MAX_MESSAGE_SIZE),
+        ],
+        trailing,
+        pending: [Vec::new(), Vec::new()],
+        tracked: Arc::new(tracked.iter().map(|s| s.to_string()).collect()),
+        keep_last_call: true,
+        activity: Arc::new(AtomicU64::new(0)),
+    });
+    for s in [&charger, &upstream] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    Peers {
+        charger,
+        upstream,
+        _ends: [charger_end, upstream_end],
+    }
+}
+
+fn masked(text: &str) -> Vec<u8> {
+    encode_frame(ws::TEXT, text.as_bytes(), true, true).unwrap()
+}
+
+fn plain(text: &str) -> Vec<u8> {
+    encode_frame(ws::TEXT, text.as_bytes(), false, true).unwrap()
+}
+
+fn read_exact(s: &mut UnixStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// Waits for the engine's next batch (the notification socket) and returns its reports.
+fn next_reports(engine: &Engine, all: &mut Vec<Report>, counters: &mut [Counters; 2]) {
+    let mut waited = 0;
+    loop {
+        let (reports, c) = engine.take();
+        for (total, mut these) in counters.iter_mut().zip(c) {
+            merge(total, &mut these);
+        }
+        if !reports.is_empty() {
+            all.extend(reports);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        waited += 1;
+        assert!(waited < 2000, "no report from the engine");
+    }
+}
+
+fn handback(engine: &Engine) -> Handback {
+    let mut reports = Vec::new();
+    let mut counters = [Counters::default(), Counters::default()];
+    loop {
+        next_reports(engine, &mut reports, &mut counters);
+        if let Some(i) = reports.iter().position(|r| matches!(r, Report::Ended(_))) {
+            match reports.remove(i) {
+                Report::Ended(h) => return *h,
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+#[test]
+fn bytes_pass_unchanged_both_ways_and_tracked_messages_are_reported() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 7, &["StartTransaction"], [Vec::new(), Vec::new()]);
+    let call = masked(r#"[2,"a1","StartTransaction",{"meterStart":0}]"#);
+    let beat = masked(r#"[2,"h1","Heartbeat",{}]"#);
+    p.charger
+        .write_all(&[call.clone(), beat.clone()].concat())
+        .unwrap();
+    assert_eq!(
+        read_exact(&mut p.upstream, call.len() + beat.len()),
+        [call, beat].concat()
+    );
+    let answer = plain(r#"[3,"a1",{"transactionId":5}]"#);
+    let beat_answer = plain(r#"[3,"h1",{}]"#);
+    p.upstream.write_all(&beat_answer).unwrap();
+    p.upstream.write_all(&answer).unwrap();
+    assert_eq!(read_exact(&mut p.charger, beat_answer.len()), beat_answer);
+    assert_eq!(read_exact(&mut p.charger, answer.len()), answer);
+
+    let mut reports = Vec::new();
+    let mut counters = [Counters::default(), Counters::default()];
+    while reports.len() < 2 {
+        next_reports(&engine, &mut reports, &mut counters);
+    }
+    let passed: Vec<(usize, Vec<u8>)> = reports
+        .iter()
+        .flat_map(|r| match r {
+            Report::Passed {
+                id, side, messages, ..
+            } => {
+                assert_eq!(*id, 7);
+                messages
+                    .iter()
+                    .map(|m| (*side, m.data.clone()))
+                    .collect::<Vec<_>>()
+            }
+            Report::Ended(_) => panic!("the link ended"),
+        })
+        .collect();
+    assert_eq!(
+        passed,
+        vec![
+            (
+                CHARGER,
+                br#"[2,"a1","StartTransaction",{"meterStart":0}]"#.to_vec()
+            ),
+            (UPSTREAM, br#"[3,"a1",{"transactionId":5}]"#.to_vec()),
+        ]
+    );
+    assert_eq!(counters[CHARGER].calls.get("Heartbeat"), Some(&1));
+    assert_eq!(counters[CHARGER].frames.get(&(ws::TEXT, CALL)), Some(&2));
+    assert_eq!(
+        counters[UPSTREAM].frames.get(&(ws::TEXT, CALLRESULT)),
+        Some(&2)
+    );
+
+    engine.release(7);
+    let back = handback(&engine);
+    assert_eq!(back.why, Why::Released);
+    assert!(back.pending.iter().all(Vec::is_empty));
+    assert_eq!(back.last_call, None);
+    assert!(back.readers.iter().all(FrameReader::at_message_boundary));
+}
+
+#[test]
+fn a_close_frame_is_handed_back_unforwarded_with_the_reader_before_it() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 1, &[], [Vec::new(), Vec::new()]);
+    let call = masked(r#"[2,"b1","Heartbeat",{}]"#);
+    p.charger.write_all(&call).unwrap();
+    assert_eq!(read_exact(&mut p.upstream, call.len()), call);
+    let close = crate::ws::encode_close(Some(1000), "bye", false).unwrap();
+    let last = plain(r#"[3,"b1",{}]"#);
+    p.upstream
+        .write_all(&[last.clone(), close.clone()].concat())
+        .unwrap();
+    let back = handback(&engine);
+    assert_eq!(back.why, Why::Message(UPSTREAM));
+    assert_eq!(back.trailing[UPSTREAM], [last, close].concat());
+    assert!(!back.readers[UPSTREAM].closed());
+    assert_eq!(back.pending[CHARGER], vec!["b1".to_owned()]);
+    assert_eq!(
+        back.last_call.as_deref(),
+        Some(&br#"[2,"b1","Heartbeat",{}]"#[..])
+    );
+}
+
+#[test]
+fn a_protocol_error_and_an_unmasked_client_frame_are_handed_back() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 2, &[], [Vec::new(), Vec::new()]);
+    let bad = plain(r#"[2,"x","Heartbeat",{}]"#); // a charger must mask
+    p.charger.write_all(&bad).unwrap();
+    let back = handback(&engine);
+    assert_eq!(back.why, Why::Message(CHARGER));
+    assert_eq!(back.trailing[CHARGER], bad);
+    assert!(back.readers[CHARGER].error().is_none());
+}
+
+#[test]
+fn end_of_file_is_handed_back_after_what_came_before_it() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 3, &[], [Vec::new(), Vec::new()]);
+    let call = masked(r#"[2,"c1","Heartbeat",{}]"#);
+    p.charger.write_all(&call).unwrap();
+    p.charger.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_exact(&mut p.upstream, call.len()), call);
+    let back = handback(&engine);
+    assert_eq!(back.why, Why::Eof(CHARGER));
+}
+
+#[test]
+fn bytes_read_behind_the_handshakes_go_first() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let early = masked(r#"[2,"d1","BootNotification",{}]"#);
+    let mut p = adopt(&engine, 4, &[], [early.clone(), Vec::new()]);
+    let next = masked(r#"[2,"d2","Heartbeat",{}]"#);
+    p.charger.write_all(&next).unwrap();
+    assert_eq!(
+        read_exact(&mut p.upstream, early.len() + next.len()),
+        [early, next].concat()
+    );
+}
+
+#[test]
+fn a_slow_reader_pauses_its_writer_and_a_release_returns_what_was_not_written() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 5, &[], [Vec::new(), Vec::new()]);
+    // The upstream never reads: once its socket is full the engine holds one chunk and stops
+    // reading the charger, whose own writes then block.
+    p.charger.set_nonblocking(true).unwrap();
+    let frame = masked(&format!(
+        r#"[2,"e","DataTransfer",{{"data":"{}"}}]"#,
+        "x".repeat(60_000)
+    ));
+    let mut sent = 0usize;
+    let mut stalled = 0;
+    while stalled < 50 {
+        match p.charger.write(&frame[sent % frame.len()..]) {
+            Ok(n) => {
+                sent += n;
+                stalled = 0;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                stalled += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sent > 0);
+    engine.release(5);
+    let back = handback(&engine);
+    assert_eq!(back.why, Why::Released);
+    assert!(!back.unsent[UPSTREAM].is_empty());
+    // Everything is accounted for: delivered + held + still unread in the charger's socket.
+    let mut delivered = 0;
+    p.upstream.set_nonblocking(true).unwrap();
+    let mut buf = vec![0; 1 << 16];
+    while let Ok(n) = p.upstream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        delivered += n;
+    }
+    let mut unread = back.trailing[CHARGER].len();
+    let mut end = &p._ends[CHARGER];
+    while let Ok(n) = end.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        unread += n;
+    }
+    assert_eq!(delivered + back.unsent[UPSTREAM].len() + unread, sent);
+}
+
+#[test]
+fn a_dropped_engine_hands_every_link_back() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let _p = adopt(&engine, 6, &[], [Vec::new(), Vec::new()]);
+    let shared = Arc::clone(&engine.shared);
+    drop(engine);
+    let reports = std::mem::take(&mut lock(&shared.outgoing).reports);
+    assert!(matches!(&reports[..], [Report::Ended(h)] if h.id == 6 && h.why == Why::Released));
+}
+
+#[test]
+fn a_panic_serving_one_link_hands_it_back_and_the_others_go_on() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut victim = adopt(&engine, 10, &[], [Vec::new(), Vec::new()]);
+    let mut other = adopt(&engine, 11, &[], [Vec::new(), Vec::new()]);
+    victim.charger.write_all(PANIC).unwrap();
+    let back = handback(&engine);
+    assert_eq!((back.id, back.why), (10, Why::Panicked));
+    let call = masked(r#"[2,"p","Heartbeat",{}]"#);
+    other.charger.write_all(&call).unwrap();
+    assert_eq!(read_exact(&mut other.upstream, call.len()), call);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Whatever the chunking, both directions arrive byte for byte, in order.
+    #[test]
+    fn any_chunking_arrives_unchanged(
+        texts in prop::collection::vec("[a-z]{0,300}", 1..20),
+        cuts in prop::collection::vec(1usize..700, 1..20),
+    ) {
+        let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+        let mut p = adopt(&engine, 9, &[], [Vec::new(), Vec::new()]);
+        let up: Vec<u8> = texts.iter().flat_map(|t| masked(&format!(r#"[2,"{t}","A",{{}}]"#))).collect();
+        let down: Vec<u8> = texts.iter().flat_map(|t| plain(&format!(r#"[3,"{t}",{{}}]"#))).collect();
+        let (mut at_up, mut at_down, mut i) = (0, 0, 0);
+        while at_up < up.len() || at_down < down.len() {
+            let n = cuts[i % cuts.len()];
+            i += 1;
+            let end = (at_up + n).min(up.len());
+            p.charger.write_all(&up[at_up..end]).unwrap();
+            at_up = end;
+            let end = (at_down + n).min(down.len());
+            p.upstream.write_all(&down[at_down..end]).unwrap();
+            at_down = end;
+        }
+        prop_assert_eq!(read_exact(&mut p.upstream, up.len()), up);
+        prop_assert_eq!(read_exact(&mut p.charger, down.len()), down);
+    }
+}
