@@ -18,27 +18,44 @@ public (`proxy.routing.addresses`): so a name changed since registration (DNS re
 leads inside. When all are public, they are tried in turn (no second lookup that could answer
 differently). Other routes connect as `trio.open_tcp_stream` does (happy eyeballs).
 
-Resource handling: a stream that is not returned is closed. Cancellation: as any dial.
+Every dial is counted per back-office (`ere_proxy_upstream_dials_total{upstream, outcome}`, the
+upstream label being host:port, never credentials) and its time observed whatever the outcome
+(`ere_proxy_upstream_dial_seconds{upstream, result}`): `ok`, `refused` (connection refused), `timeout`,
+`tls_error`, `dns_error`, `unreachable` (other network errors, a peer gone mid-handshake),
+`protocol_error` (no HTTP answer), `http_<status>`, `forbidden`, `at_capacity` (our own file
+descriptors). Dials skipped because the upstream is known to be down are not dials. The not-after
+time of every certificate a back-office presents is kept per upstream
+(`ere_proxy_upstream_certificate_expiry_timestamp_seconds`); one that cannot be read is logged.
+
+Resource handling: a stream that is not returned is closed. Cancellation: as any dial (a
+cancelled dial is neither counted nor observed).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
+from collections.abc import Iterator
 from functools import lru_cache
-from time import perf_counter
 from urllib.parse import urlsplit
 
 import trio
 
 from proxy.forward.backoff import DialPacer
-from proxy.forward.refusal import refused, verdict
+from proxy.forward.refusal import Refusal, refused, verdict
 from proxy.routing.addresses import address_allowed, resolve_host
 from proxy.routing.router import upstream_url
+from proxy.runtime.certificates import der_not_after
 from proxy.runtime.config import OutboxSettings, ProxySettings, Route
 from proxy.runtime.metrics import ProxyMetrics
-from proxy.wire.handshake import UpstreamAccepted, UpstreamHandshake, UpstreamProtocolError
+from proxy.wire.handshake import (
+    UpstreamAccepted,
+    UpstreamHandshake,
+    UpstreamProtocolError,
+    UpstreamRefused,
+)
 
 log = logging.getLogger("proxy.server")
 
@@ -46,6 +63,49 @@ _READ = 4096
 KNOWN_DOWN = 1.0  # seconds an unreachable upstream is taken as down by new handshakes
 
 Dialled = tuple[trio.abc.Stream, UpstreamAccepted, bytes]
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, what caused it, and the members of exception groups among them (depth-first)."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(getattr(current, "exceptions", ()))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+
+
+def dial_outcome(exc: BaseException, tls_done: bool = False) -> str:
+    """The `outcome` label of a dial that failed with `exc` (see the module docstring).
+
+    `tls_done`: the TLS handshake had completed, so an SSL error is a connection cut short (an
+    unclean close), not a TLS failure.
+    """
+    causes = list(_causes(exc))
+    if not tls_done and any(isinstance(c, ssl.SSLError) for c in causes):
+        return "tls_error"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "dns_error"
+    if any(isinstance(c, OSError) and c.errno in _OUT_OF_DESCRIPTORS for c in causes):
+        return "at_capacity"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "refused"
+    if isinstance(exc, UpstreamProtocolError):
+        return "protocol_error"
+    return "unreachable"
+
+
+def http_outcome(answer: UpstreamRefused) -> str:
+    """`http_<status>` for an HTTP answer other than 101 (a bounded label: `http_other` outside
+    100..599)."""
+    return f"http_{answer.status}" if 100 <= answer.status <= 599 else "http_other"
 
 
 @lru_cache(maxsize=64)
@@ -114,9 +174,10 @@ class Dialer:
         endpoint = f"{host}:{port}"
         if not redial and trio.current_time() < self.down_until.get(endpoint, float("-inf")):
             raise refused(502, "upstream unreachable", "upstream_unreachable")
-        started = perf_counter()
+        started = trio.current_time()  # Trio's clock: monotonic, and a test's clock in tests
         stream: trio.abc.Stream | None = None
-        reached = down = False
+        reached = down = tls_done = False
+        outcome: str | None = None
         try:
             with trio.move_on_after(self.settings.dial_timeout):
                 stream = await self._connect(route, host, port)
@@ -125,34 +186,61 @@ class Dialer:
                         stream, _client_ssl_context(route.ca_bundle), server_hostname=host
                     )
                     await stream.do_handshake()
+                    tls_done = True
+                    self._peer_certificate(stream, endpoint)
                 handshake = UpstreamHandshake(host, port, target, offer, authorization)
                 await stream.send_all(handshake.request())
                 answer = None
                 while answer is None:
                     answer = handshake.receive_data(bytes(await stream.receive_some(_READ)))
-                self._metrics.dial_seconds.observe(perf_counter() - started)
                 reached = True
                 if isinstance(answer, UpstreamAccepted):
+                    outcome = "ok"
                     dialled, stream = (stream, answer, handshake.trailing_data), None
                     return dialled
+                outcome = http_outcome(answer)
                 raise verdict(answer)
-            down = True
+            down, outcome = True, "timeout"
             raise refused(504, "upstream timed out", "upstream_timeout")
+        except Refusal as refusal:
+            if outcome is None:  # refused before any connection: a forbidden address
+                outcome = "forbidden" if refusal.outcome == "upstream_forbidden" else "unreachable"
+            raise
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):  # our own limit, not the upstream's fault
+            outcome = dial_outcome(exc, tls_done)
+            if outcome == "at_capacity":  # our own limit, not the upstream's fault
                 log.error("out of file descriptors", extra={"identity": identity})
                 raise refused(503, "proxy at capacity", "at_capacity") from None
             log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
             down = True
             raise refused(502, "upstream unreachable", "upstream_unreachable") from None
         except (trio.BrokenResourceError, ssl.SSLError, UpstreamProtocolError) as exc:
-            log_failure("upstream unreachable", extra={"identity": identity, "error": str(exc)})
+            outcome = dial_outcome(exc, tls_done)
+            log_failure(
+                "upstream unreachable",
+                extra={"identity": identity, "error": str(exc), "outcome": outcome},
+            )
             down = True
             raise refused(502, "upstream unreachable", "upstream_unreachable") from None
         finally:
+            if outcome is not None:
+                self._metrics.upstream_dial(endpoint, outcome, trio.current_time() - started)
             if reached:
                 self.down_until.pop(endpoint, None)
             elif down:
                 self.down_until[endpoint] = trio.current_time() + KNOWN_DOWN
             if stream is not None:
                 await trio.aclose_forcefully(stream)
+
+    def _peer_certificate(self, stream: trio.SSLStream[trio.SocketStream], endpoint: str) -> None:
+        """Keep the not-after time of the certificate the upstream presented (if readable)."""
+        try:
+            der = stream.getpeercert(binary_form=True)
+        except (ValueError, ssl.SSLError):
+            der = None
+        not_after = der_not_after(der)
+        if not_after is None:
+            self._metrics.certificate_unreadable("upstream")
+            log.warning("upstream certificate unreadable", extra={"upstream": endpoint})
+        else:
+            self._metrics.upstream_certificate_expiry.labels(endpoint).set(not_after)

@@ -4,10 +4,16 @@
 TLS when a certificate is configured; `reload_certificates` loads a renewed certificate into the
 running listener (SIGHUP). `send_quietly` writes a last answer and closes so that the peer reads
 it (a refusal, a close frame).
+
+Out of descriptors (or kernel memory) on accept, `AcceptGuard` counts the error
+(`ere_proxy_accept_errors_total{error}`), logs it (rate-limited) and retries after
+`ACCEPT_RETRY` seconds: the connections wait in the kernel's backlog meanwhile, nothing is lost
+silently and the server never stops accepting.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -15,11 +21,50 @@ import ssl
 import trio
 
 from proxy.runtime.config import CannotStart, ProxySettings
+from proxy.runtime.logs import LogBudget
+from proxy.runtime.metrics import ProxyMetrics
 
 log = logging.getLogger("proxy.server")
 
 _READ = 4096
 _LINGER_BYTES = 1 << 20
+ACCEPT_RETRY = 0.1  # seconds between accepts while out of descriptors
+_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class AcceptGuard(trio.abc.Listener[trio.SocketStream]):
+    """A socket listener whose accept outlasts running out of descriptors (module docstring).
+
+    Other errors are raised as they come; closing closes the socket listener.
+    """
+
+    def __init__(self, inner: trio.SocketListener, metrics: ProxyMetrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+        self._log = LogBudget(per_second=0.1, burst=3)  # a line every 10 s while it lasts
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self.inner.socket
+
+    async def accept(self) -> trio.SocketStream:
+        while True:
+            try:
+                return await self.inner.accept()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRORS:
+                    raise
+                name = errno.errorcode[exc.errno]
+                self._metrics.accept_errors.labels(name).inc()
+                if self._log.allow(trio.current_time()):
+                    log.error(
+                        "cannot accept chargers: out of file descriptors or memory",
+                        extra={"error": name, "suppressed": self._log.suppressed()},
+                    )
+                await trio.sleep(ACCEPT_RETRY)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def server_tls_context(settings: ProxySettings) -> ssl.SSLContext | None:
@@ -54,12 +99,16 @@ def reload_certificates(context: ssl.SSLContext | None, settings: ProxySettings)
 
 
 def open_listener(
-    settings: ProxySettings, reuse_port: bool, tls: ssl.SSLContext | None = None
+    settings: ProxySettings,
+    reuse_port: bool,
+    tls: ssl.SSLContext | None = None,
+    metrics: ProxyMetrics | None = None,
 ) -> trio.abc.Listener[trio.abc.Stream]:
     """The charger listener: TCP, wrapped in TLS when a certificate is configured.
 
     Several processes can share the port with `reuse_port`. `tls`: the context to serve with
     (default: a new one from the settings; pass one to keep it for `reload_certificates`).
+    `metrics`: where accept errors are counted (then accepting outlasts them: `AcceptGuard`).
     """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -77,7 +126,12 @@ def open_listener(
     except BaseException:
         sock.close()
         raise
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    listener: trio.abc.Listener[trio.SocketStream] = trio.SocketListener(
+        trio.socket.from_stdlib_socket(sock)
+    )
+    if metrics is not None:
+        assert isinstance(listener, trio.SocketListener)
+        listener = AcceptGuard(listener, metrics)
     context = tls or server_tls_context(settings)
     if context is None:
         return listener
@@ -86,7 +140,7 @@ def open_listener(
 
 def listening_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
     inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
-    assert isinstance(inner, trio.SocketListener)
+    assert isinstance(inner, (trio.SocketListener, AcceptGuard))
     return inner.socket.getsockname()[1]
 
 

@@ -2,12 +2,17 @@
 
 Label values are bounded: the action label only takes OCPP action names (anything else a
 charger sends counts as "other"), so a hostile charger cannot blow up the series count.
-Children are resolved once per direction, so the forwarding path only does increments.
+Children are resolved once per direction, so the forwarding path only does increments. The
+`upstream` label is a back-office's host:port (bounded by the routes, never credentials).
+Limits are exported next to what they bound (`*_max_*`, `ere_proxy_charger_capacity`), so alerts
+can warn at a share of them before anything is refused or lost.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -149,9 +154,21 @@ _OCPP_TYPE_NAMES = {
 }
 _CONTROL_NAMES = {BINARY: "binary", CLOSE: "close", PING: "ping", PONG: "pong"}
 
-# Forwarding takes microseconds; dialing an upstream takes milliseconds to seconds.
-_FORWARD_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
+# Forwarding takes microseconds (the SLO's bound is 0.5 ms: a bucket of its own), a stall
+# milliseconds to a second; dialing an upstream takes milliseconds to seconds.
+_FORWARD_BUCKETS = (
+    *(2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3),
+    *(1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0),
+)
 _DIAL_BUCKETS = (1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def version() -> str:
+    """The installed package's version ("unknown" when it is run from a tree not installed)."""
+    try:
+        return importlib.metadata.version("ere-proxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class ProxyMetrics:
@@ -182,12 +199,58 @@ class ProxyMetrics:
             ["direction", "action"],
             registry=r,
         )
+        self.dials = Counter(
+            "ere_proxy_upstream_dials",
+            "Dials of a back-office by upstream (host:port) and outcome (ok, refused, timeout, "
+            "tls_error, dns_error, unreachable, protocol_error, http_<status>, forbidden, "
+            "at_capacity).",
+            ["upstream", "outcome"],
+            registry=r,
+        )
         self.dial_seconds = Histogram(
             "ere_proxy_upstream_dial_seconds",
-            "Time to connect and complete the upstream handshake.",
+            "Time to connect and complete the upstream handshake, or to fail, by upstream and "
+            "result (ok, failed).",
+            ["upstream", "result"],
             buckets=_DIAL_BUCKETS,
             registry=r,
         )
+        self.upstream_certificate_expiry = Gauge(
+            "ere_proxy_upstream_certificate_expiry_timestamp_seconds",
+            "Not-after time of the certificate a back-office presented at its last TLS dial.",
+            ["upstream"],
+            registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            "ere_proxy_certificate_expiry_timestamp_seconds",
+            "Not-after time of the listener's certificate (as loaded at start or on SIGHUP).",
+            ["certificate"],
+            registry=r,
+        )
+        self.certificate_errors = Counter(
+            "ere_proxy_certificate_read_errors",
+            "Certificates whose expiry could not be read, by source (listener, upstream).",
+            ["source"],
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "ere_proxy_accept_errors",
+            "Charger connections the listener could not accept, by error (EMFILE, ENFILE, "
+            "ENOBUFS, ENOMEM): out of descriptors or memory; accepting resumes shortly.",
+            ["error"],
+            registry=r,
+        )
+        self.charger_capacity = Gauge(
+            "ere_proxy_charger_capacity",
+            "Chargers this worker can hold with its open-file limit (two sockets each).",
+            registry=r,
+        )
+        Gauge(
+            "ere_proxy_build_info",
+            "Always 1; the labels tell the running version.",
+            ["version", "python"],
+            registry=r,
+        ).labels(version(), platform.python_version()).set(1)
         self.forward_seconds = Histogram(
             "ere_proxy_forward_seconds",
             "Time from receiving bytes from one side to having sent them to the other.",
@@ -217,6 +280,22 @@ class ProxyMetrics:
 
     def direction(self, direction: str) -> DirectionMeters:
         return DirectionMeters(self, direction)
+
+    def upstream_dial(self, upstream: str, outcome: str, seconds: float) -> None:
+        """Count one dial of `upstream` and observe its time, whatever its outcome."""
+        self.dials.labels(upstream, outcome).inc()
+        result = "ok" if outcome == "ok" else "failed"
+        self.dial_seconds.labels(upstream, result).observe(seconds)
+
+    def certificate_unreadable(self, source: str) -> None:
+        self.certificate_errors.labels(source).inc()
+
+    def listener_certificate(self, not_after: float | None) -> None:
+        """Export the listener certificate's not-after time (None: unreadable, counted)."""
+        if not_after is None:
+            self.certificate_unreadable("listener")
+        else:
+            self.certificate_expiry.labels("listener").set(not_after)
 
 
 class OutboxMeters:
@@ -294,15 +373,23 @@ class DirectionMeters:
         """Count one forwarded message."""
         self._frames[opcode, message_type].inc()
         if message_type == CALL:
-            counter = self._calls.get(action)
-            if counter is None:
-                if action not in OCPP_ACTIONS:
-                    counter = self._other_calls
-                else:
-                    counter = self._calls[action] = self._metrics.calls.labels(
-                        self.direction, action
-                    )
-            counter.inc()
+            self.add_calls(action, 1)
+
+    def add_frames(self, opcode: int, message_type: int, n: int) -> None:
+        """Count `n` forwarded messages of one kind (the native engine's batches)."""
+        counter = self._frames.get((opcode, message_type))
+        if counter is not None:
+            counter.inc(n)
+
+    def add_calls(self, action: str | None, n: int) -> None:
+        """Count `n` forwarded CALLs of `action` (the native engine's batches)."""
+        counter = self._calls.get(action)
+        if counter is None:
+            if action not in OCPP_ACTIONS:
+                counter = self._other_calls
+            else:
+                counter = self._calls[action] = self._metrics.calls.labels(self.direction, action)
+        counter.inc(n)
 
     def codec_error(self, close_code: int) -> None:
         self._metrics.codec_errors.labels(self.direction, str(close_code)).inc()
@@ -328,18 +415,27 @@ class OutboxCollector:
             "Age of the oldest queued entry of connected chargers, by upstream.",
             labels=["upstream"],
         )
+        served = GaugeMetricFamily(
+            "ere_proxy_upstream_offline_links",
+            "Chargers served from the outbox (upstream unreachable, or replaying), by upstream.",
+            labels=["upstream"],
+        )
         entries: dict[str, int] = {}
+        links: dict[str, int] = {}
         first: dict[str, float] = {}
         for upstream, outbox in self._relays():
             entries[upstream] = entries.get(upstream, 0) + len(outbox.entries)
+            links[upstream] = links.get(upstream, 0) + 1
             if outbox.entries:
                 first[upstream] = min(first.get(upstream, math.inf), outbox.entries[0].received_at)
         now = time.time()
         for upstream, count in entries.items():
             depth.add_metric([upstream], count)
             oldest.add_metric([upstream], now - first[upstream] if upstream in first else 0.0)
+            served.add_metric([upstream], links[upstream])
         yield depth
         yield oldest
+        yield served
         yield GaugeMetricFamily(
             "ere_proxy_outbox_entries",
             "Entries queued in all outboxes (database, refreshed periodically).",
@@ -350,13 +446,24 @@ class OutboxCollector:
             "Payload bytes queued in all outboxes (database, refreshed periodically).",
             value=self._budget.bytes,
         )
+        yield GaugeMetricFamily(
+            "ere_proxy_outbox_max_entries",
+            "Bound on the entries of all outboxes ([outbox] max_entries_total).",
+            value=self._budget.max_entries,
+        )
+        yield GaugeMetricFamily(
+            "ere_proxy_outbox_max_bytes",
+            "Bound on the payload bytes of all outboxes ([outbox] max_bytes_total).",
+            value=self._budget.max_bytes,
+        )
 
 
 class JournalCollector:
     """Journal and spill-log figures, read at scrape time (nothing to do on the forwarding path)."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, spill_max_bytes: int | None = None) -> None:
         self._journal = journal
+        self._spill_max_bytes = spill_max_bytes
 
     def collect(self) -> Iterator[Metric]:
         journal = self._journal
@@ -414,6 +521,12 @@ class JournalCollector:
             "Spilled events not yet synced to disk (a crash now would lose them).",
             value=journal.spill_unflushed,
         )
+        if self._spill_max_bytes is not None:
+            yield GaugeMetricFamily(
+                "ere_proxy_journal_spill_max_bytes",
+                "Bound on the spill log ([capture] spill_max_bytes): past it events are lost.",
+                value=self._spill_max_bytes,
+            )
         yield GaugeMetricFamily(
             "ere_proxy_journal_spill_failing",
             "1 while the spill log cannot be written (disk full, I/O errors): spilled events wait in memory.",

@@ -3,7 +3,8 @@
 SIGHUP reloads the configuration (routes and settings for new connections, and the listener's
 TLS certificate for new handshakes; a bad file is logged and the old configuration kept); SIGTERM and SIGINT shut down gracefully (see
 `ProxyServer.shutdown`). The process raises its open-file limit to the hard limit at start and
-logs how many chargers that allows (each link holds two sockets).
+logs and exports how many chargers that allows (`ere_proxy_charger_capacity`: each link holds two
+sockets), and exports the listener certificate's expiry (at start and after each reload).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from proxy.routing.registry.errors import SecretKeyError
 from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, key_id
 from proxy.routing.router import StaticRouter
+from proxy.runtime.certificates import pem_file_not_after
 from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
@@ -83,6 +85,7 @@ async def run_proxy_role(
         extra={"fd_limit": fd_limit, "max_chargers": charger_capacity(fd_limit), "worker": worker},
     )
     metrics = ProxyMetrics()
+    metrics.charger_capacity.set(charger_capacity(fd_limit))
     async with AsyncExitStack() as stack:
         db = journal = outbox = None
         if config.capture.enabled or config.registry.enabled or config.outbox.enabled:
@@ -122,7 +125,7 @@ async def open_journal(
     )
     try:
         journal = Journal(spill, capacity=config.capture.queue_events)
-        metrics.registry.register(JournalCollector(journal))
+        metrics.registry.register(JournalCollector(journal, config.capture.spill_max_bytes))
         store = StoreProcess(config.database, db.dsn, log_level=config.log.level, worker=worker)
         async with store, trio.open_nursery() as nursery:
             await nursery.start(journal.run, store)
@@ -161,7 +164,11 @@ async def _serve(
     if outbox is not None:
         metrics.registry.register(OutboxCollector(outbox.budget, server.relays))
     tls = server_tls_context(config.proxy)
-    listener = open_listener(config.proxy, reuse_port=config.proxy.workers > 1, tls=tls)
+    if config.proxy.tls_cert is not None:
+        metrics.listener_certificate(pem_file_not_after(config.proxy.tls_cert))
+    listener = open_listener(
+        config.proxy, reuse_port=config.proxy.workers > 1, tls=tls, metrics=metrics
+    )
     admin = AdminServer(metrics.registry, lambda: server.accepting)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -277,5 +284,6 @@ def reload_config(
         return
     router.replace(config)
     server.reconfigure(config)
-    reload_certificates(tls, config.proxy)
+    if reload_certificates(tls, config.proxy) and config.proxy.tls_cert is not None:
+        server.metrics.listener_certificate(pem_file_not_after(config.proxy.tls_cert))
     log.info("configuration reloaded", extra={"chargers": len(config.chargers)})

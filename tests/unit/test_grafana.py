@@ -30,6 +30,19 @@ from testkit.grafana import (
 DASHBOARD_UIDS = {"ere-proxy-overview", "ere-proxy-reliability", "ere-pipeline"}
 SERIES = re.compile(r"\b(ere_[a-z0-9_]+)")
 PROMETHEUS_SERIES = {"up"}  # Prometheus's own, per scrape target
+RECORDED = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")  # level:metric:operation
+
+
+def recorded_series() -> dict[str, str]:
+    """Name -> expression of every recording rule of grafana/recording.yml (read as the alert
+    rules are: one `- record:` item per rule)."""
+    text = (GRAFANA / "recording.yml").read_text().replace("- record:", "- alert:")
+    return {rule.name: rule.expr for rule in alert_rules(text)}
+
+
+def raw_series(expr: str) -> set[str]:
+    """The exported series an expression names (recorded ones taken out first)."""
+    return set(SERIES.findall(RECORDED.sub("", expr)))
 
 
 class _NoRows:
@@ -44,7 +57,7 @@ async def exported_series(tmp_path: Path) -> set[str]:
     registry = ProxyMetrics().registry
     spill = SpillLog(tmp_path / "spill")
     try:
-        registry.register(JournalCollector(Journal(spill)))
+        registry.register(JournalCollector(Journal(spill), spill_max_bytes=10))
         registry.register(OutboxCollector(Budget(10, 10), list))
         worker = WorkerMetrics(CollectorRegistry(), pipeline=True)
         await worker.refresh(_NoRows())
@@ -99,8 +112,19 @@ def test_the_structure_check_finds_what_breaks_a_dashboard():
 async def test_every_dashboard_query_names_an_exported_series(tmp_path):
     exported = await exported_series(tmp_path)
     for name, dashboard in dashboards().items():
-        used = {series for _, expr in panel_queries(dashboard) for series in SERIES.findall(expr)}
+        queries = [expr for _, expr in panel_queries(dashboard)]
+        used = {series for expr in queries for series in raw_series(expr)}
         assert used and used <= exported, (name, used - exported)
+        recorded = {found for expr in queries for found in RECORDED.findall(expr)}
+        assert recorded <= set(recorded_series()), (name, recorded - set(recorded_series()))
+
+
+async def test_every_recording_rule_names_exported_or_recorded_series(tmp_path):
+    exported = await exported_series(tmp_path)
+    rules = recorded_series()
+    for name, expr in rules.items():
+        assert raw_series(expr) <= exported, (name, raw_series(expr) - exported)
+        assert set(RECORDED.findall(expr)) <= set(rules), name
 
 
 async def test_every_alert_names_an_exported_series_and_explains_itself(tmp_path):
@@ -113,13 +137,13 @@ async def test_every_alert_names_an_exported_series_and_explains_itself(tmp_path
     assert all(severities) and len(keyed) == len(set(keyed)), keyed
     assert {"UpstreamDown", "OutboxGrowing", "JournalSpilling", "WorkerJobsFailing"} <= set(names)
     assert {"PartnerApiDown", "PartnerApiErrors", "WebhookDeliveriesStuck"} <= set(names)
+    recorded = set(recorded_series())
     for rule in rules:
-        used = set(SERIES.findall(rule.expr))
+        used = raw_series(rule.expr)
         others = set(re.findall(r"\b([a-z_]+)\{", rule.expr)) - used
-        assert (used or others) and used <= exported and others <= PROMETHEUS_SERIES, (
-            rule.name,
-            rule.expr,
-        )
+        named = set(RECORDED.findall(rule.expr))
+        assert (used or others or named) and used <= exported, (rule.name, rule.expr)
+        assert others <= PROMETHEUS_SERIES | exported and named <= recorded, (rule.name, rule.expr)
         assert {"summary", "description", "runbook"} <= rule.annotations, rule.name
         assert f"RUNBOOK.md#{rule.name.lower()}" in rule.text, rule.name
     runbook = (GRAFANA / "RUNBOOK.md").read_text()
@@ -153,6 +177,6 @@ def test_the_alert_reader_reads_inline_and_block_expressions():
 def test_prometheus_scrapes_the_proxy_the_worker_and_the_api_and_loads_the_alerts():
     text = (GRAFANA / "prometheus.yml").read_text()
     assert set(re.findall(r"job_name:\s*(\S+)", text)) == {"ere-proxy", "ere-worker", "ere-api"}
-    assert re.search(r"rule_files:\s*\n\s*- alerts\.yml", text)
+    assert re.search(r"rule_files:\s*\n\s*- recording\.yml\s*\n\s*- alerts\.yml", text)
     provider = (GRAFANA / "provisioning" / "dashboards" / "ere-proxy.yaml").read_text()
     assert "type: file" in provider and "path:" in provider

@@ -9,7 +9,12 @@ pipeline from the database (jobs by state, sessions by status and meter class, e
 and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
 a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds. A
 refresh that fails keeps the last figures but says so: `ere_pipeline_refresh_ok` drops to 0 and
-`ere_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. The factor table is
+`ere_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. With the
+figures come the age of the oldest due job still queued, by kind (`ere_jobs_oldest_queued_seconds`),
+and the outbox entries parked as dead letters (`ere_outbox_dead_letters`).
+Every worker exports how long the job it runs has been running (`ere_worker_job_running_seconds`,
+0 when idle: a hung job shows before it ends), its database errors by operation
+(`ere_worker_database_errors_total`) and `ere_worker_build_info`. The factor table is
 read once, at start, in a worker thread; jobs run their file and network I/O in worker threads
 too, so the event loop (metrics, signals) runs on while they wait.
 
@@ -24,6 +29,7 @@ job is recorded by the queue and never stops the worker.
 from __future__ import annotations
 
 import logging
+import platform
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy.ere.core.factors import load_factor_table
@@ -42,6 +48,7 @@ from proxy.ere.jobs.queue import Handler, Job, run_one
 from proxy.ere.jobs.rev_export import rev_deadline
 from proxy.runtime.config import Config
 from proxy.runtime.http_admin import AdminServer, metrics_url
+from proxy.runtime.metrics import version
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -54,6 +61,13 @@ JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
 WHERE c.state = 'closed' GROUP BY 1 HAVING sum(l.kwh) > 0
 EXCEPT SELECT year FROM rev_exports WHERE final
 ORDER BY 1
+"""
+# Outbox entries parked as dead letters (replayed CALLs the back-office refused), until requeued.
+_PARKED_DEAD_LETTERS = "SELECT count(*) FROM outbox_entries WHERE dead_reason IS NOT NULL"
+# Age of the oldest job per kind that is due and still waits for a worker.
+_OLDEST_QUEUED = """
+SELECT kind, extract(epoch FROM now() - min(run_after)) FROM ere_jobs
+WHERE state = 'queued' AND run_after <= now() GROUP BY 1
 """
 
 
@@ -100,6 +114,28 @@ class WorkerMetrics:
             buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
             registry=registry,
         )
+        self.database_errors = Counter(
+            "ere_worker_database_errors",
+            "Database calls of this worker that failed, by operation (jobs: claiming and running a "
+            "job's transaction; pipeline: reading the pipeline figures).",
+            ["operation"],
+            registry=registry,
+        )
+        for operation in ("jobs", "pipeline"):  # exported from the start: increase() sees the first
+            self.database_errors.labels(operation)
+        running = Gauge(
+            "ere_worker_job_running_seconds",
+            "How long the job this worker runs has been running (0 when idle).",
+            registry=registry,
+        )
+        running.set_function(self._running_seconds)
+        Gauge(
+            "ere_worker_build_info",
+            "Always 1; the labels tell the running version.",
+            ["version", "python"],
+            registry=registry,
+        ).labels(version(), platform.python_version()).set(1)
+        self.job_started: float | None = None  # monotonic time the running job started
         self.pipeline: list[Metric] = []
         self.refreshed_at = 0.0
         self.refresh_ok = False
@@ -107,6 +143,10 @@ class WorkerMetrics:
         self.exports_pipeline = pipeline
         if pipeline:
             registry.register(self)
+
+    def _running_seconds(self) -> float:
+        started = self.job_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def collect(self) -> list[Metric]:
         ok = GaugeMetricFamily(
@@ -127,6 +167,7 @@ class WorkerMetrics:
             await self.refresh(db)
         except DATABASE_ERRORS as exc:
             log.warning("could not read the pipeline figures", extra={"error": str(exc)})
+            self.database_errors.labels("pipeline").inc()
             self.refresh_ok = False
             self.refreshed_at = time.monotonic()
 
@@ -181,7 +222,20 @@ class WorkerMetrics:
         )
         for (year,) in await db.fetch(_REV_EXPORTS_DUE):
             due.add_metric([str(year)], rev_deadline(year).timestamp())
-        self.pipeline = [jobs, sessions, assessed, kwh, credits, net, due]
+        oldest = GaugeMetricFamily(
+            "ere_jobs_oldest_queued_seconds",
+            "Age of the oldest due ERE job still queued, by kind (since it became due).",
+            labels=["kind"],
+        )
+        for kind, age in await db.fetch(_OLDEST_QUEUED):
+            oldest.add_metric([kind], float(age))
+        parked = GaugeMetricFamily(
+            "ere_outbox_dead_letters",
+            "Outbox entries parked as dead letters in the database, until requeued or deleted.",
+        )
+        for (count,) in await db.fetch(_PARKED_DEAD_LETTERS):
+            parked.add_metric([], count)
+        self.pipeline = [jobs, sessions, assessed, kwh, credits, net, due, oldest, parked]
         self.refreshed_at = time.monotonic()
         self.refreshed_wall = time.time()
         self.refresh_ok = True
@@ -234,14 +288,17 @@ async def _work(
             and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh
         ):
             await metrics.refresh_or_mark_stale(db)
-        started = time.monotonic()
+        started = metrics.job_started = time.monotonic()
         try:
             outcome = await run_one(
                 db, jobs, retry_base=settings.retry_base, max_attempts=settings.max_attempts
             )
         except DATABASE_ERRORS as exc:
             log.warning("database unavailable", extra={"error": str(exc)})
+            metrics.database_errors.labels("jobs").inc()
             outcome = None
+        finally:
+            metrics.job_started = None
         if outcome is not None and outcome.job is not None:
             kind = outcome.job.kind
             metrics.runs.labels(kind, outcome.state).inc()
