@@ -132,7 +132,9 @@ class Engine:
     ) -> None:
         """Forward a link: its non-blocking sockets (kept open by the caller until handed back),
         readers (emptied until then), bytes already read, unanswered CALL ids, the charger CALL
-        actions to report with their answers, and whether to keep the charger's last CALL."""
+        actions to report with their answers, and whether to keep the charger's last CALL.
+
+        Raises RuntimeError when the engine has stopped (the readers are left as they were)."""
     def release(self, link: int) -> None:
         """Ask for a link back; its `Handback` comes with a later `take`."""
     def idle_seconds(self, link: int) -> float | None:
@@ -150,5 +152,16 @@ class Engine:
         side sent that were forwarded, a `Handback` for a link given back; and both directions'
         counts since the last call: `(bytes, [(opcode, message_type, n)], [(action, n)],
         per-bucket counts, seconds)`."""
-    def close(self) -> list[Handback]:
-        """Stop the thread; every link still adopted is handed back."""
+    def running(self) -> bool:
+        """False once the engine's loop has ended (its links are, or are being, handed back)."""
+    def close(
+        self,
+    ) -> tuple[
+        list[tuple[int, int, float, list[Message]] | Handback],
+        tuple[
+            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
+            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
+        ],
+    ]:
+        """Stop the thread; what it reported last comes back as from `take`, with every link
+        still adopted handed back. Later calls return nothing."""

@@ -56,6 +56,14 @@ const MAX_PENDING: usize = 32;
 const MAX_TRACKED: usize = 64;
 /// Distinct actions counted by name per direction; others are counted as "".
 const MAX_ACTIONS: usize = 256;
+/// A chunk is fed to a copy of its reader's state first (to give it back unfed when it ends the
+/// conversation); a message in progress larger than this is not copied per chunk: its link goes
+/// back to the caller instead (`Why::Large`), so a message dribbled in tiny chunks costs no more
+/// here than anywhere else.
+const MAX_COPIED: usize = 16 * 1024;
+/// Bytes of tracked messages waiting for the caller beyond which no link is read until it takes
+/// them (a caller that falls behind slows the chargers down instead of growing this queue).
+const MAX_WAITING: usize = 32 << 20;
 const WAKER: Token = Token(usize::MAX);
 
 fn other(side: usize) -> usize {
@@ -95,6 +103,9 @@ pub enum Why {
     ReadFailed(usize, i32),
     /// Writing this side failed (errno).
     WriteFailed(usize, i32),
+    /// A message in progress from this side is larger than `MAX_COPIED` (the chunk is in
+    /// `trailing`, unfed): the caller forwards the rest of the link.
+    Large(usize),
     /// The engine failed while serving the link.
     Panicked,
 }
@@ -139,7 +150,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn new(buckets: usize) -> Counters {
+    pub fn new(buckets: usize) -> Counters {
         Counters {
             buckets: vec![0; buckets],
             ..Counters::default()
@@ -147,7 +158,7 @@ impl Counters {
     }
 
     fn is_empty(&self) -> bool {
-        self.bytes == 0 && self.frames.is_empty() && self.buckets.iter().all(|&n| n == 0)
+        self.bytes == 0 && self.frames.values().all(|&n| n == 0)
     }
 }
 
@@ -161,10 +172,18 @@ struct Outgoing {
     reports: Vec<Report>,
     counters: [Counters; 2],
     signalled: bool,
+    /// Bytes of the tracked messages in `reports`.
+    waiting: usize,
+}
+
+struct Commands {
+    queue: Vec<Command>,
+    /// The loop has ended: nothing is adopted any more.
+    ended: bool,
 }
 
 struct Shared {
-    commands: Mutex<Vec<Command>>,
+    commands: Mutex<Commands>,
     outgoing: Mutex<Outgoing>,
     notify: UnixStream,
     epoch: Instant,
@@ -194,11 +213,15 @@ impl Engine {
         notify.set_nonblocking(true)?;
         let empty = Counters::new(bounds.len());
         let shared = Arc::new(Shared {
-            commands: Mutex::new(Vec::new()),
+            commands: Mutex::new(Commands {
+                queue: Vec::new(),
+                ended: false,
+            }),
             outgoing: Mutex::new(Outgoing {
                 reports: Vec::new(),
                 counters: [empty.clone(), empty],
                 signalled: false,
+                waiting: 0,
             }),
             notify,
             epoch: Instant::now(),
@@ -216,20 +239,37 @@ impl Engine {
         })
     }
 
-    fn command(&self, command: Command) {
-        lock(&self.shared.commands).push(command);
-        // A failed wake can only mean the loop is gone; its links were handed back.
+    /// Queues a command for the loop; gives it back when the loop has ended.
+    fn command(&self, command: Command) -> Result<(), Command> {
+        let mut commands = lock(&self.shared.commands);
+        if commands.ended {
+            return Err(command);
+        }
+        commands.queue.push(command);
+        drop(commands);
+        // A failed wake can only mean the loop is ending; it drains the queue as it ends.
         let _ = self.waker.wake();
+        Ok(())
     }
 
-    /// Starts forwarding a link; see `Adopt`.
-    pub fn adopt(&self, adopt: Adopt) {
-        self.command(Command::Adopt(Box::new(adopt)));
+    /// Starts forwarding a link; see `Adopt`. Gives it back when the loop has ended (it would
+    /// never be served).
+    pub fn adopt(&self, adopt: Adopt) -> Result<(), Box<Adopt>> {
+        match self.command(Command::Adopt(Box::new(adopt))) {
+            Err(Command::Adopt(a)) => Err(a),
+            _ => Ok(()),
+        }
+    }
+
+    /// False once the loop has ended (its links are, or are being, handed back).
+    pub fn running(&self) -> bool {
+        !lock(&self.shared.commands).ended
     }
 
     /// Asks for a link back (`Why::Released`); nothing happens if it was handed back already.
     pub fn release(&self, id: u64) {
-        self.command(Command::Release(id));
+        // Once the loop has ended every link is handed back anyway.
+        let _ = self.command(Command::Release(id));
     }
 
     /// Readable when a batch is waiting.
@@ -248,6 +288,9 @@ impl Engine {
         let mut byte = [0u8; 64];
         while matches!((&self.notified).read(&mut byte), Ok(n) if n > 0) {}
         out.signalled = false;
+        if std::mem::take(&mut out.waiting) >= MAX_WAITING {
+            let _ = self.waker.wake(); // links were left unread meanwhile: read them again
+        }
         let fresh = Counters::new(self.shared.bounds.len());
         let counters = std::mem::replace(&mut out.counters, [fresh.clone(), fresh]);
         (std::mem::take(&mut out.reports), counters)
@@ -263,7 +306,7 @@ impl Engine {
 
     fn join(&mut self) {
         if let Some(thread) = self.thread.take() {
-            self.command(Command::Stop);
+            let _ = self.command(Command::Stop);
             let _ = thread.join();
         }
     }
@@ -311,6 +354,8 @@ struct Link {
     keep_last_call: bool,
     last_call: Option<(String, Vec<u8>)>,
     activity: Arc<AtomicU64>,
+    /// The peer hung up or failed (epoll said so): each read of it goes on to the end.
+    hung_up: [bool; 2],
 }
 
 impl Link {
@@ -338,6 +383,7 @@ impl Link {
             keep_last_call,
             last_call: None,
             activity,
+            hung_up: [false, false],
         }
     }
 
@@ -366,6 +412,11 @@ struct State {
     by_id: HashMap<u64, usize>,
     /// Sides that used up their reads for a turn and may have more.
     ready: Vec<(usize, usize)>,
+    /// Sides not read while the caller has `MAX_WAITING` bytes to take (read after its `take`).
+    unread: Vec<(usize, usize)>,
+    /// Bytes of tracked messages handed over and not yet taken (as last seen), and this turn's.
+    waiting: usize,
+    turn_bytes: usize,
     reports: Vec<Report>,
     counters: [Counters; 2],
     buf: Vec<u8>,
@@ -381,6 +432,9 @@ fn run(poll: Poll, shared: Arc<Shared>) {
         free: Vec::new(),
         by_id: HashMap::new(),
         ready: Vec::new(),
+        unread: Vec::new(),
+        waiting: 0,
+        turn_bytes: 0,
         reports: Vec::new(),
         counters: [counters.clone(), counters],
         buf: vec![0; READ_SIZE],
@@ -401,8 +455,13 @@ fn run(poll: Poll, shared: Arc<Shared>) {
     for slot in 0..state.links.len() {
         state.end(slot, why);
     }
-    // Links adopted after the stop are given back unserved.
-    for command in std::mem::take(&mut *lock(&state.shared.commands)) {
+    // Links adopted meanwhile are given back unserved, and no more are taken.
+    let queued = {
+        let mut commands = lock(&state.shared.commands);
+        commands.ended = true;
+        std::mem::take(&mut commands.queue)
+    };
+    for command in queued {
         if let Command::Adopt(a) = command {
             state
                 .reports
@@ -431,6 +490,11 @@ impl State {
                 continue;
             }
             let (slot, side) = (token.0 / 2, token.0 % 2);
+            if event.is_read_closed() || event.is_error() {
+                if let Some(Some(link)) = self.links.get_mut(slot) {
+                    link.hung_up[side] = true; // read on to the end, whenever it is read next
+                }
+            }
             if event.is_writable() || event.is_error() || event.is_write_closed() {
                 self.guarded(slot, |s| s.flush(slot, side));
             }
@@ -457,7 +521,10 @@ impl State {
     }
 
     fn commands(&mut self) {
-        let commands = std::mem::take(&mut *lock(&self.shared.commands));
+        // A wake-up may also mean the caller took a backlog: read what was left unread.
+        self.waiting = lock(&self.shared.outgoing).waiting;
+        self.ready.append(&mut self.unread);
+        let commands = std::mem::take(&mut lock(&self.shared.commands).queue);
         for command in commands {
             match command {
                 Command::Adopt(a) => self.adopt(*a),
@@ -536,6 +603,11 @@ impl State {
         if buf.is_empty() {
             buf = vec![0; READ_SIZE]; // lost to a panic while it was lent out
         }
+        if self.waiting + self.turn_bytes >= MAX_WAITING {
+            self.unread.push((slot, side));
+            self.buf = buf;
+            return Ok(());
+        }
         let result = (|| {
             for _ in 0..READS_PER_TURN {
                 if self.links[slot].as_ref().expect("adopted").unsent[other(side)].is_some() {
@@ -543,7 +615,15 @@ impl State {
                 }
                 match file.read(&mut buf) {
                     Ok(0) => return Err(Why::Eof(side)),
-                    Ok(n) => self.forward(slot, side, &buf[..n], Instant::now())?,
+                    Ok(n) => {
+                        self.forward(slot, side, &buf[..n], Instant::now())?;
+                        let link = self.links[slot].as_ref().expect("adopted");
+                        if n < buf.len() && !link.hung_up[side] {
+                            // A short read emptied the socket: its next bytes raise a new edge.
+                            // (Not after a hang-up was signalled: its end of file raises none.)
+                            return Ok(());
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => return Err(Why::ReadFailed(side, e.raw_os_error().unwrap_or(0))),
@@ -570,6 +650,10 @@ impl State {
         }
         let dst = other(side);
         let link = self.links[slot].as_mut().expect("adopted");
+        if link.readers[side].buffered() > MAX_COPIED {
+            link.trailing[side] = chunk.to_vec();
+            return Err(Why::Large(side));
+        }
         let before = link.readers[side].clone();
         let mut sink = VecSink::default();
         let fed = link.readers[side].feed(chunk, &mut sink);
@@ -679,6 +763,7 @@ impl State {
             }
         }
         if !tracked.is_empty() {
+            self.turn_bytes += tracked.iter().map(|m| m.data.len()).sum::<usize>();
             self.reports.push(Report::Passed {
                 id: link.id,
                 side,
@@ -696,6 +781,8 @@ impl State {
         }
         let mut out = lock(&self.shared.outgoing);
         out.reports.append(&mut self.reports);
+        out.waiting += std::mem::take(&mut self.turn_bytes);
+        self.waiting = out.waiting;
         for (total, these) in out.counters.iter_mut().zip(self.counters.iter_mut()) {
             merge(total, these);
         }
@@ -715,6 +802,8 @@ fn write_some(out: &mut File, data: &[u8]) -> io::Result<usize> {
             Ok(n) => written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // What went out stays out; the error comes back at the next write.
+            Err(_) if written > 0 => break,
             Err(e) => return Err(e),
         }
     }
@@ -751,27 +840,26 @@ fn observe(counters: &mut Counters, bounds: &[f64], since: Instant) {
     }
 }
 
+/// Adds `these` to `total` and zeroes them, keeping their keys (no allocation per turn).
 fn merge(total: &mut Counters, these: &mut Counters) {
     total.bytes += std::mem::take(&mut these.bytes);
-    for (key, n) in these.frames.drain() {
-        *total.frames.entry(key).or_insert(0) += n;
+    for (key, n) in these.frames.iter_mut().filter(|(_, n)| **n > 0) {
+        *total.frames.entry(*key).or_insert(0) += std::mem::take(n);
     }
-    for (action, n) in these.calls.drain() {
-        count_call_n(&mut total.calls, action, n);
+    for (action, n) in these.calls.iter_mut().filter(|(_, n)| **n > 0) {
+        let n = std::mem::take(n);
+        match total.calls.get_mut(action.as_str()) {
+            Some(t) => *t += n,
+            // `these` holds at most MAX_ACTIONS names, so `total` does too
+            None => {
+                total.calls.insert(action.clone(), n);
+            }
+        }
     }
     for (t, n) in total.buckets.iter_mut().zip(these.buckets.iter_mut()) {
         *t += std::mem::take(n);
     }
     total.seconds += std::mem::take(&mut these.seconds);
-}
-
-fn count_call_n(calls: &mut HashMap<String, u64>, action: String, n: u64) {
-    let key = if calls.contains_key(&action) || calls.len() < MAX_ACTIONS {
-        action
-    } else {
-        String::new()
-    };
-    *calls.entry(key).or_insert(0) += n;
 }
 
 #[cfg(test)]

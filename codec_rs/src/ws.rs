@@ -251,6 +251,11 @@ impl FrameReader {
         self.at_frame_boundary() && self.msg_opcode == 0
     }
 
+    /// Bytes of a message in progress held (its payload so far, a split control frame's).
+    pub fn buffered(&self) -> usize {
+        self.msg.len() + self.ctrl.len()
+    }
+
     /// True once a CLOSE frame has been read.
     pub fn closed(&self) -> bool {
         self.closed

@@ -3,13 +3,14 @@
 A `Link` between two plain TCP sockets hands its steady state to the engine (`proxy._codec.Engine`,
 a thread of its own with an epoll loop): bytes move without waking Python per frame. Python hears
 from it in batches, one wake-up per batch (`run`): the OCPP messages session capture and the
-outbox need (the tracked actions' CALLs and their answers), links handed back, and counters for
-the metrics. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
+outbox need (the tracked actions' CALLs and their answers) and links handed back wake it; the
+counters for the metrics ride along, or are fetched every `COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
 shutdown and replacement keep their structured-concurrency semantics: the link asks for its
 sockets back (`release`) and waits, shielded, until it has them.
 
 If the engine's thread ever fails, every link is handed back as "panicked" and the worker goes
-on with the Python path for new links (`broken`).
+on with the Python path for new links (`broken`). When this task ends, the engine stops: what it
+forwarded last still reaches capture and the metrics, and every link comes back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from proxy.wire.codec import FrameReader, Message
 log = logging.getLogger("proxy.engine")
 
 CHARGER, UPSTREAM = 0, 1
+COUNTS_INTERVAL = 1.0  # seconds: how stale the forwarding metrics may be
 
 # tracked messages one side sent that were forwarded: (link, side, at, messages)
 Passed = tuple[int, int, float, list[Message]]
@@ -74,10 +76,15 @@ class ForwardingEngine:
         pending: tuple[list[str], list[str]],
         tracked: frozenset[str],
         keep_last_call: bool,
-    ) -> Turn:
-        """Hand a link over; await `Turn.back` for it to come back (see `release`)."""
+    ) -> Turn | None:
+        """Hand a link over; await `Turn.back` for it to come back (see `release`). None: the
+        engine has stopped, the link stays with the caller (its readers untouched)."""
         turn = Turn(next(self._ids), owner)
-        self._engine.adopt(turn.link, fds, readers, trailing, pending, tracked, keep_last_call)
+        try:
+            self._engine.adopt(turn.link, fds, readers, trailing, pending, tracked, keep_last_call)
+        except RuntimeError:
+            self.broken = True
+            return None
         self._turns[turn.link] = turn
         self.adopted += 1
         return turn
@@ -95,11 +102,15 @@ class ForwardingEngine:
         task_status.started()
         try:
             while True:
-                await trio.lowlevel.wait_readable(self._engine.fileno())
+                # Reports wake it at once; the counters alone are taken every COUNTS_INTERVAL.
+                with trio.move_on_after(COUNTS_INTERVAL):
+                    await trio.lowlevel.wait_readable(self._engine.fileno())
                 self._dispatch(*self._engine.take())
+                if not self._engine.running():
+                    self.broken = True  # its links come back; new ones stay in Python
         finally:
             self.broken = True
-            self._settle(list(self._engine.close()))
+            self._dispatch(*self._engine.close())
 
     def _dispatch(
         self,

@@ -172,6 +172,7 @@ class Link:
         return (
             engine is not None
             and not engine.broken
+            and not self._draining
             and isinstance(self.charger.transport, SocketTransport)
             and isinstance(self.upstream.transport, SocketTransport)
         )
@@ -194,6 +195,8 @@ class Link:
             self._tracked(),
             self._keep_charger,
         )
+        if turn is None:
+            return  # the engine has stopped: the pumps forward
         charger.trailing = upstream.trailing = b""
         try:
             await turn.back.wait()
@@ -265,6 +268,7 @@ class Link:
             and not upstream.pending
             and charger.reader.at_frame_boundary
             and upstream.reader.at_frame_boundary
+            and not (charger.unsent or upstream.unsent or charger.trailing or upstream.trailing)
         ):
             self.stop(LinkEnd.SHUTDOWN)
 
@@ -492,11 +496,20 @@ class Link:
             return
         try:
             await charger.transport.send(encode_close(code[0], code[1], mask=False))
+            if upstream.unsent and not upstream.gone:  # the engine's held chunk goes first
+                unsent, upstream.unsent = upstream.unsent, b""
+                try:
+                    await upstream.transport.send(unsent)
+                    upstream.dirty = not charger.reader.at_frame_boundary
+                except _STREAM_ERRORS:
+                    upstream.gone = True
+            data, charger.trailing = charger.trailing, b""  # read by the engine, not yet fed
             while not charger.reader.closed:
-                data = await charger.transport.receive()
                 if not data:
-                    charger.gone = True
-                    return
+                    data = await charger.transport.receive()
+                    if not data:
+                        charger.gone = True
+                        return
                 messages = charger.reader.feed(data)
                 if self._capture is not None:
                     at = time()
@@ -509,6 +522,7 @@ class Link:
                     except _STREAM_ERRORS:
                         upstream.gone = True
                     upstream.dirty = not charger.reader.at_frame_boundary
+                data = b""
         except ProtocolError:
             charger.broke_protocol = True
         except (*_STREAM_ERRORS, trio.BusyResourceError):

@@ -64,12 +64,15 @@ async def close_side(
             if side.broke_protocol and isinstance(side.stream, trio.SocketStream):
                 # its close reply would be unreadable: ask it to hang up
                 await side.stream.send_eof()
+            data, side.trailing = side.trailing, b""  # read (by the engine) but not yet fed
             while not side.gone and not (side.name == "charger" and side.reader.closed):
-                data = await side.transport.receive()
                 if not data:
-                    break
+                    data = await side.transport.receive()
+                    if not data:
+                        break
                 if not side.broke_protocol:
                     side.reader.feed(data)
+                data = b""
         except (*STREAM_ERRORS, ProtocolError, trio.BusyResourceError):
             pass
     if close_socket:

@@ -104,3 +104,28 @@ async def test_ten_thousand_frames_in_one_write_arrive_in_order(proxy, upstream,
     await upstream.wait_until(lambda: len(upstream.peers[-1].received) >= 10_000, timeout=30)
     assert upstream.peers[-1].received == [f'"m{i}"' for i in range(10_000)]
     await healthy.check()
+
+
+async def test_metrics_count_what_passes_while_the_link_is_open(proxy, upstream):
+    """Counted without waiting for the link to end (the native engine reports its counts in
+    batches, at least every second even when nothing else wakes the worker)."""
+    async with open_websocket_url(proxy.url("CP-COUNTED"), subprotocols=["ocpp1.6"]) as ws:
+        for n in range(3):
+            await roundtrip(ws, f"c{n}")
+        with trio.fail_after(10):
+            while (
+                metric(
+                    proxy,
+                    "ere_proxy_calls_total",
+                    direction="charger_to_upstream",
+                    action="Heartbeat",
+                )
+                < 3
+            ):
+                await trio.sleep(0.05)
+        assert (
+            metric(
+                proxy, "ere_proxy_frames_total", direction="upstream_to_charger", type="callresult"
+            )
+            == 3
+        )

@@ -22,7 +22,7 @@ fn adopt(engine: &Engine, id: u64, tracked: &[&str], trailing: [Vec<u8>; 2]) -> 
     let (upstream, upstream_end) = UnixStream::pair().unwrap();
     charger_end.set_nonblocking(true).unwrap();
     upstream_end.set_nonblocking(true).unwrap();
-    engine.adopt(Adopt {
+    let adopted = engine.adopt(Adopt {
         id,
         fds: [charger_end.as_raw_fd(), upstream_end.as_raw_fd()],
         readers: [
@@ -35,6 +35,7 @@ fn adopt(engine: &Engine, id: u64, tracked: &[&str], trailing: [Vec<u8>; 2]) -> 
         keep_last_call: true,
         activity: Arc::new(AtomicU64::new(0)),
     });
+    assert!(adopted.is_ok(), "the engine has stopped");
     for s in [&charger, &upstream] {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
@@ -225,7 +226,7 @@ fn a_slow_reader_pauses_its_writer_and_a_release_returns_what_was_not_written() 
     p.charger.set_nonblocking(true).unwrap();
     let frame = masked(&format!(
         r#"[2,"e","DataTransfer",{{"data":"{}"}}]"#,
-        "x".repeat(60_000)
+        "x".repeat(8_000)
     ));
     let mut sent = 0usize;
     let mut stalled = 0;
@@ -289,6 +290,53 @@ fn a_panic_serving_one_link_hands_it_back_and_the_others_go_on() {
     let call = masked(r#"[2,"p","Heartbeat",{}]"#);
     other.charger.write_all(&call).unwrap();
     assert_eq!(read_exact(&mut other.upstream, call.len()), call);
+}
+
+#[test]
+fn a_large_message_dribbled_in_goes_back_before_it_is_copied_per_chunk() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 12, &[], [Vec::new(), Vec::new()]);
+    let big = masked(&format!(
+        r#"[2,"g","DataTransfer",{{"data":"{}"}}]"#,
+        "y".repeat(40_000)
+    ));
+    let mut sent = 0;
+    let back = loop {
+        let piece = &big[sent..sent + 1000];
+        p.charger.write_all(piece).unwrap();
+        sent += piece.len();
+        // each piece is read (and forwarded) before the next is written
+        assert_eq!(read_exact(&mut p.upstream, piece.len()), piece);
+        if sent > MAX_COPIED {
+            p.charger.write_all(&big[sent..sent + 1000]).unwrap();
+            break handback(&engine);
+        }
+    };
+    assert_eq!(back.why, Why::Large(CHARGER));
+    assert_eq!(back.trailing[CHARGER], &big[sent..sent + 1000]);
+    assert!(back.readers[CHARGER].buffered() > MAX_COPIED);
+}
+
+#[test]
+fn a_link_offered_to_a_stopped_engine_comes_back_unserved() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    lock(&engine.shared.commands).queue.push(Command::Stop);
+    let _ = engine.waker.wake();
+    while engine.running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (a, _b) = UnixStream::pair().unwrap();
+    let refused = engine.adopt(Adopt {
+        id: 13,
+        fds: [a.as_raw_fd(), a.as_raw_fd()],
+        readers: [FrameReader::new(true, 10), FrameReader::new(false, 10)],
+        trailing: [Vec::new(), Vec::new()],
+        pending: [Vec::new(), Vec::new()],
+        tracked: Arc::new(HashSet::new()),
+        keep_last_call: false,
+        activity: Arc::new(AtomicU64::new(0)),
+    });
+    assert!(matches!(refused, Err(a) if a.id == 13));
 }
 
 proptest! {

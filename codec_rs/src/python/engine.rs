@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyTuple};
 
@@ -52,7 +52,45 @@ fn bytes_pair(py: Python<'_>, [a, b]: [Vec<u8>; 2]) -> (Py<PyBytes>, Py<PyBytes>
 }
 
 impl Engine {
-    fn running(&self) -> PyResult<&engine::Engine> {
+    fn reports<'py>(
+        &mut self,
+        py: Python<'py>,
+        (reports, [charger, upstream]): (Vec<Report>, [Counters; 2]),
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyTuple>)> {
+        let out = PyList::empty(py);
+        for report in reports {
+            match report {
+                Report::Passed {
+                    id,
+                    side,
+                    at,
+                    messages,
+                } => {
+                    let messages = messages
+                        .into_iter()
+                        .map(|m| {
+                            let data = PyBytes::new(py, &m.data);
+                            message_of(
+                                py,
+                                ws::Message {
+                                    opcode: m.opcode,
+                                    data,
+                                    envelope: m.envelope,
+                                    close_code: m.close_code,
+                                },
+                            )
+                        })
+                        .collect::<PyResult<Vec<_>>>()?;
+                    out.append((id, side, at, messages))?;
+                }
+                Report::Ended(h) => out.append(self.handback(py, *h)?)?,
+            }
+        }
+        let counters = (counters_of(py, charger)?, counters_of(py, upstream)?).into_pyobject(py)?;
+        Ok((out, counters))
+    }
+
+    fn open(&self) -> PyResult<&engine::Engine> {
         self.engine
             .as_ref()
             .ok_or_else(|| PyValueError::new_err("the engine is closed"))
@@ -80,6 +118,7 @@ impl Engine {
             Why::Eof(s) => ("eof", Some(s), 0),
             Why::ReadFailed(s, e) => ("read_failed", Some(s), e),
             Why::WriteFailed(s, e) => ("write_failed", Some(s), e),
+            Why::Large(s) => ("large", Some(s), 0),
             Why::Panicked => ("panicked", None, 0),
         };
         let [p0, p1] = pending;
@@ -126,7 +165,7 @@ impl Engine {
 
     /// The descriptor that turns readable when `take` has something.
     fn fileno(&self) -> PyResult<i32> {
-        Ok(self.running()?.notify_fd())
+        Ok(self.open()?.notify_fd())
     }
 
     /// Hands a link to the engine (see the stub for the arguments).
@@ -157,8 +196,8 @@ impl Engine {
             let fresh = ws::FrameReader::new(r.inner.from_client(), r.inner.max_message_size());
             std::mem::replace(&mut r.inner, fresh)
         });
-        let activity = Arc::new(AtomicU64::new(self.running()?.now_ns()));
-        self.running()?.adopt(Adopt {
+        let activity = Arc::new(AtomicU64::new(self.open()?.now_ns()));
+        let adopted = self.open()?.adopt(Adopt {
             id: link,
             fds: [fds.0, fds.1],
             readers: taken,
@@ -168,6 +207,12 @@ impl Engine {
             keep_last_call,
             activity: Arc::clone(&activity),
         });
+        if let Err(refused) = adopted {
+            for (owner, state) in [&readers.0, &readers.1].into_iter().zip(refused.readers) {
+                owner.borrow_mut(py).inner = state;
+            }
+            return Err(PyRuntimeError::new_err("the forwarding engine has stopped"));
+        }
         self.readers.insert(link, [readers.0, readers.1]);
         self.activity.insert(link, activity);
         Ok(())
@@ -175,7 +220,7 @@ impl Engine {
 
     /// Asks for a link back; its `Handback` comes with a later `take`.
     fn release(&self, link: u64) -> PyResult<()> {
-        self.running()?.release(link);
+        self.open()?.release(link);
         Ok(())
     }
 
@@ -186,6 +231,11 @@ impl Engine {
         Some(engine.now_ns().saturating_sub(last) as f64 / 1e9)
     }
 
+    /// False once the engine's loop has ended (every link is, or is being, handed back).
+    fn running(&self) -> bool {
+        self.engine.as_ref().is_some_and(engine::Engine::running)
+    }
+
     /// The reports waiting, in order (`(link, side, at, messages)` for tracked messages that
     /// passed, `Handback` for links given back), and the counters of both directions since the
     /// last call: `(bytes, [(opcode, message_type, n)], [(action, n)], buckets, seconds)`.
@@ -193,52 +243,20 @@ impl Engine {
         &mut self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyTuple>)> {
-        let (reports, [charger, upstream]) = self.running()?.take();
-        let out = PyList::empty(py);
-        for report in reports {
-            match report {
-                Report::Passed {
-                    id,
-                    side,
-                    at,
-                    messages,
-                } => {
-                    let messages = messages
-                        .into_iter()
-                        .map(|m| {
-                            let data = PyBytes::new(py, &m.data);
-                            message_of(
-                                py,
-                                ws::Message {
-                                    opcode: m.opcode,
-                                    data,
-                                    envelope: m.envelope,
-                                    close_code: m.close_code,
-                                },
-                            )
-                        })
-                        .collect::<PyResult<Vec<_>>>()?;
-                    out.append((id, side, at, messages))?;
-                }
-                Report::Ended(h) => out.append(self.handback(py, *h)?)?,
-            }
-        }
-        let counters = (counters_of(py, charger)?, counters_of(py, upstream)?).into_pyobject(py)?;
-        Ok((out, counters))
+        let taken = self.open()?.take();
+        self.reports(py, taken)
     }
 
-    /// Stops the thread; every adopted link is handed back (collect them with `take`).
-    fn close<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let Some(engine) = self.engine.take() else {
-            return Ok(PyList::empty(py));
+    /// Stops the thread; what it reported last comes back as from `take`, with every link
+    /// still adopted handed back. Later calls return nothing.
+    fn close<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyTuple>)> {
+        let taken = match self.engine.take() {
+            Some(engine) => py.detach(|| engine.stop()),
+            None => (Vec::new(), [Counters::new(0), Counters::new(0)]),
         };
-        let (mut reports, _) = py.detach(|| engine.stop());
-        let out = PyList::empty(py);
-        for report in reports.drain(..) {
-            if let Report::Ended(h) = report {
-                out.append(self.handback(py, *h)?)?;
-            }
-        }
-        Ok(out)
+        self.reports(py, taken)
     }
 }
