@@ -3,8 +3,9 @@
 A `Link` between two plain TCP sockets hands its steady state to the engine (`proxy._codec.Engine`,
 a thread of its own with an epoll loop): bytes move without waking Python per frame. Python hears
 from it in batches, one wake-up per batch (`run`): the OCPP messages session capture and the
-outbox need (the tracked actions' CALLs and their answers) and links handed back wake it; the
-counters for the metrics ride along, or are fetched every `COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
+outbox need (the tracked actions' CALLs and their answers) and links handed back wake it (then,
+while they keep coming, it takes them every `BATCH_WINDOW`); the counters for the metrics ride
+along, or are fetched every `COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
 shutdown and replacement keep their structured-concurrency semantics: the link asks for its
 sockets back (`release`) and waits, shielded, until it has them.
 
@@ -30,6 +31,7 @@ log = logging.getLogger("proxy.engine")
 
 CHARGER, UPSTREAM = 0, 1
 COUNTS_INTERVAL = 1.0  # seconds: how stale the forwarding metrics may be
+BATCH_WINDOW = 0.002  # seconds a batch may gather while reports keep coming
 
 # tracked messages one side sent that were forwarded: (link, side, at, messages)
 Passed = tuple[int, int, float, list[Message]]
@@ -105,9 +107,12 @@ class ForwardingEngine:
                 # Reports wake it at once; the counters alone are taken every COUNTS_INTERVAL.
                 with trio.move_on_after(COUNTS_INTERVAL):
                     await trio.lowlevel.wait_readable(self._engine.fileno())
-                self._dispatch(*self._engine.take())
-                if not self._engine.running():
-                    self.broken = True  # its links come back; new ones stay in Python
+                # While reports keep coming, take them every BATCH_WINDOW: one wake-up then
+                # carries many (each costs a pass of the scheduler).
+                while self._dispatch(*self._engine.take()):
+                    if not self._engine.running():
+                        self.broken = True  # its links come back; new ones stay in Python
+                    await trio.sleep(BATCH_WINDOW)
         finally:
             self.broken = True
             self._dispatch(*self._engine.close())
@@ -116,7 +121,8 @@ class ForwardingEngine:
         self,
         reports: list[Passed | Handback],
         counters: tuple[DirectionCounts, DirectionCounts],
-    ) -> None:
+    ) -> bool:
+        """Hand each report to its link, counts to the metrics; True if there was a report."""
         for report in reports:
             if isinstance(report, Handback):
                 self._settle([report])
@@ -127,6 +133,7 @@ class ForwardingEngine:
                     _call_safely(turn.owner, side, messages, at)
         for meters, figures in zip(self._meters, counters, strict=True):
             _add_counts(meters, figures)
+        return bool(reports)
 
     def _settle(self, handbacks: list[Handback]) -> None:
         for handback in handbacks:
