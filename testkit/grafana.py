@@ -14,6 +14,9 @@ from typing import Any
 GRAFANA = Path(__file__).resolve().parents[1] / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 ALERTS = GRAFANA / "alerts.yml"
+RUNBOOK_URL = (
+    "grafana/RUNBOOK.md"  # alerts' runbook_url: this, relative to the repository, #<alert>
+)
 PANEL_TYPES = {
     "stat",
     "timeseries",
@@ -26,6 +29,29 @@ PANEL_TYPES = {
     "row",
 }
 AGGREGATION = re.compile(r"\b(sum|max|min|avg|count|topk)\s*(by\s*\([^)]*\)\s*)?\(")
+# Every panel and target queries the data source the dashboard's `$datasource` variable picks.
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+STAT_TYPES = {"stat", "gauge"}
+VARIABLE_USE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
+LABEL_VALUES = re.compile(r"^label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*(\w+)\s*\)$")
+# Series carrying an `upstream` label (a back-office's host:port): `$upstream` filters them.
+UPSTREAM_SERIES = frozenset(
+    {
+        "ere_proxy_upstream_dials_total",
+        "ere_proxy_upstream_dial_seconds_bucket",
+        "ere_proxy_upstream_dial_seconds_sum",
+        "ere_proxy_upstream_dial_seconds_count",
+        "ere_proxy_upstream_offline_links",
+        "ere_proxy_outbox_depth",
+        "ere_proxy_outbox_oldest_seconds",
+        "ere_proxy_upstream_certificate_expiry_timestamp_seconds",
+        "upstream:ere_proxy_upstream_dial_failures:ratio_rate5m",
+    }
+)
+# What Grafana puts in place of its own variables and of "All" of a multi-value variable, as the
+# end-to-end test sends the queries to Prometheus.
+ALL = ".*"
+BUILTIN_VALUES = {"__rate_interval": "10s", "__interval": "1s", "__range": "5m"}
 
 
 def provisioned_datasource_uid() -> str:
@@ -38,6 +64,12 @@ def provisioned_datasource_uid() -> str:
 def dashboards() -> dict[str, dict[str, Any]]:
     """File name -> parsed dashboard."""
     return {path.name: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def rows(dashboard: dict[str, Any]) -> list[str]:
+    """Titles of the dashboard's rows, top to bottom."""
+    panels = sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    return [panel["title"] for panel in panels if panel["type"] == "row"]
 
 
 def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -63,8 +95,11 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
             problems.append(f"{key} missing or not a {kind.__name__}")
     if problems:
         return problems
+    problems.extend(variable_problems(dashboard, datasource_uid))
     if not dashboard["panels"]:
         problems.append("no panels")
+    elif dashboard["panels"][0].get("type") != "row":
+        problems.append("the first panel is not a row (rows go from overview to drill-down)")
     ids = [panel.get("id") for panel in dashboard["panels"]]
     if len(ids) != len(set(ids)) or not all(isinstance(i, int) for i in ids):
         problems.append(f"panel ids not unique integers: {ids}")
@@ -73,10 +108,12 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
         name = f"panel {panel.get('id')} {panel.get('title')!r}"
         if panel.get("type") not in PANEL_TYPES or not panel.get("title"):
             problems.append(f"{name}: bad type or no title")
-        if panel.get("datasource") != {"type": "prometheus", "uid": datasource_uid}:
-            problems.append(
-                f"{name}: datasource is not the provisioned Prometheus ({datasource_uid})"
-            )
+        if panel.get("datasource") != DATASOURCE:
+            problems.append(f"{name}: datasource is not the $datasource variable")
+        if panel.get("type") in STAT_TYPES:
+            steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {})
+            if len(steps.get("steps", [])) < 2:
+                problems.append(f"{name}: a stat without thresholds")
         grid = panel.get("gridPos", {})
         if not all(isinstance(grid.get(k), int) for k in "xywh"):
             problems.append(f"{name}: gridPos needs integer x, y, w, h")
@@ -114,8 +151,8 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
                 continue
             if "legendFormat" not in target:
                 problems.append(f"{name}: target {target.get('refId')} without legendFormat")
-            if target.get("datasource", panel["datasource"]) != panel["datasource"]:
-                problems.append(f"{name}: target {target.get('refId')} on another datasource")
+            if target.get("datasource", DATASOURCE) != DATASOURCE:
+                problems.append(f"{name}: target {target.get('refId')} not on $datasource")
             if not AGGREGATION.search(expr):
                 problems.append(f"{name}: {expr!r} does not aggregate over workers")
         if panel["type"] == "heatmap":
@@ -129,6 +166,126 @@ def dashboard_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[s
                     problems.append(
                         f"{name}: a heatmap needs histogram buckets summed by le, format heatmap"
                     )
+    return problems
+
+
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name -> template variable."""
+    return {v.get("name", ""): v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def variable_query(variable: dict[str, Any]) -> tuple[str, str]:
+    """(series, label) of a query variable's `label_values(series, label)`."""
+    query = variable.get("query")
+    text = query.get("query", "") if isinstance(query, dict) else str(query)
+    match = LABEL_VALUES.match(text.strip())
+    if match is None:
+        raise ValueError(f"not label_values(series, label): {text!r}")
+    return match[1], match[2]
+
+
+def variable_promql(variable: dict[str, Any]) -> str:
+    """An instant query that returns a sample per value the variable offers on Prometheus."""
+    series, label = variable_query(variable)
+    return f"count by ({label}) ({series})"
+
+
+def resolve(expr: str) -> str:
+    """The query as Prometheus gets it from Grafana with every variable on "All"."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match[1] or match[2]
+        return BUILTIN_VALUES.get(name, match[0] if name.startswith("__") else ALL)
+
+    return VARIABLE_USE.sub(value, expr)
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(series name, matchers) of every series selector of an expression."""
+    return [
+        (m[1], m[2] or "")
+        for m in re.finditer(
+            r"(?<![\w:$])([a-z_][a-z0-9_]*(?::[a-z0-9_]+)*)(\{[^}]*\})?(?!\s*\()", expr
+        )
+        if "_" in m[1] and m[1] not in {"by", "without", "on", "ignoring", "offset", "bool"}
+    ]
+
+
+def variable_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[str]:
+    """What is wrong with the template variables: `$datasource` (a Prometheus data source,
+    the provisioned one by default), query variables on `$datasource` that Prometheus can answer
+    (`label_values`), `$instance` and `$upstream` multi-value with "All" as `.*`, every variable
+    used and defined, and the series they apply to filtered by them."""
+    problems = []
+    defined = variables(dashboard)
+    source = defined.get("datasource")
+    if source is None or source.get("type") != "datasource" or source.get("query") != "prometheus":
+        problems.append("no $datasource variable of type datasource on prometheus")
+    elif source.get("current", {}).get("value") != datasource_uid:
+        problems.append(f"$datasource does not default to the provisioned {datasource_uid}")
+    exprs = [t.get("expr", "") for p in dashboard.get("panels", []) for t in p.get("targets", [])]
+    used = {m[1] or m[2] for expr in exprs for m in VARIABLE_USE.finditer(expr)}
+    for name in used - set(defined) - set(BUILTIN_VALUES):
+        problems.append(f"${name} used but not defined")
+    for name, variable in defined.items():
+        if name == "datasource":
+            continue
+        if variable.get("type") != "query" or variable.get("datasource") != DATASOURCE:
+            problems.append(f"${name}: not a query variable on $datasource")
+            continue
+        try:
+            series, label = variable_query(variable)
+        except ValueError as error:
+            problems.append(f"${name}: {error}")
+            continue
+        if name not in used:
+            problems.append(f"${name} defined but no query uses it")
+        if name in {"instance", "upstream"}:
+            if label != name or not (variable.get("multi") and variable.get("includeAll")):
+                problems.append(f"${name}: needs label_values(..., {name}), multi and include all")
+            if variable.get("allValue") != ALL:
+                problems.append(f"${name}: All must be {ALL!r} (the queries match with =~)")
+        if name == "instance":
+            # The series of the role the variable lists workers of (ere_proxy_, ere_worker_).
+            role = "_".join(series.split("_")[:2]) + "_"
+            for expr in exprs:
+                for found, matchers in selectors(expr):
+                    if found.startswith(role) and 'instance=~"$instance"' not in matchers:
+                        problems.append(f"{found} not filtered by $instance in {expr!r}")
+    if "upstream" in defined:
+        for expr in exprs:
+            for found, matchers in selectors(expr):
+                if found in UPSTREAM_SERIES and 'upstream=~"$upstream"' not in matchers:
+                    problems.append(f"{found} not filtered by $upstream in {expr!r}")
+    return problems
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors a Markdown renderer (GitHub's rule) gives the headings of a document: lower
+    case, punctuation dropped, spaces as hyphens, a repeated one suffixed -1, -2, ..."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def runbook_url_problems(rules: list[AlertRule], runbook: str) -> list[str]:
+    """Rules whose runbook_url does not point at their own section of RUNBOOK.md."""
+    anchors = heading_anchors(runbook)
+    problems = []
+    for rule in rules:
+        found = re.search(r"^\s*runbook_url:\s*(\S+)\s*$", rule.text, re.M)
+        if found is None:
+            problems.append(f"{rule.name}: no runbook_url")
+        elif found[1] != f"{RUNBOOK_URL}#{rule.name.lower()}":
+            problems.append(f"{rule.name}: runbook_url {found[1]} is not its own section")
+        elif rule.name.lower() not in anchors:
+            problems.append(f"{rule.name}: RUNBOOK.md has no section #{rule.name.lower()}")
     return problems
 
 

@@ -322,10 +322,11 @@ class Link:
                     self._sending = messages  # if the link ends during the send, these may be lost
                 if not await self._send(src, dst, data):
                     return
-                self._last_active = done = perf_counter()
-                observe(done - started)
                 count_bytes(len(data))
                 self._passed(src, dst, messages, time() if tracking else 0.0)
+                # From the read to the write, capture's hand-off included.
+                self._last_active = done = perf_counter()
+                observe(done - started)
                 if keep and not from_upstream:
                     self._sending = []
                 if src.reader.closed:

@@ -2,8 +2,9 @@
 
 `open_listener` binds the port (shared by several processes with SO_REUSEPORT) and wraps it in
 TLS when a certificate is configured; `reload_certificates` loads a renewed certificate into the
-running listener (SIGHUP). `send_quietly` writes a last answer and closes so that the peer reads
-it (a refusal, a close frame).
+running listener (SIGHUP). `tls_handshake` completes a charger's TLS handshake and tells a failed
+one from a client that hung up without a word. `send_quietly` writes a last answer and closes so
+that the peer reads it (a refusal, a close frame).
 
 Out of descriptors (or kernel memory) on accept, `AcceptGuard` counts the error
 (`ere_proxy_accept_errors_total{error}`), logs it (rate-limited) and retries after
@@ -136,6 +137,35 @@ def open_listener(
     if context is None:
         return listener
     return trio.SSLListener(listener, context, https_compatible=False)
+
+
+class TlsFailed(Exception):
+    """A charger's TLS handshake failed; the message says why (OpenSSL's reason, or the error)."""
+
+
+async def tls_handshake(stream: trio.abc.Stream) -> bool:
+    """Complete the TLS handshake of a charger's connection (plain TCP: nothing to do).
+
+    False: the client hung up before sending a byte (a port check: no TLS failure). A client
+    that sends something else than TLS, aborts the handshake or rejects our certificate raises
+    `TlsFailed`.
+    """
+    if not isinstance(stream, trio.SSLStream):
+        return True
+    transport = stream.transport_stream
+    if isinstance(transport, trio.SocketStream):
+        try:
+            if not await transport.socket.recv(1, socket.MSG_PEEK):
+                return False
+        except OSError:
+            return False
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        raise TlsFailed(str(reason)) from None
+    return True
 
 
 def listening_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:

@@ -7,7 +7,7 @@ accept the charger with the subprotocol the upstream chose. The connection is se
 forwarding `Link`, and with an outbox by a `Relay` while the upstream is unreachable or the
 charger's outbox is replayed; they take turns on the same sockets (UPSTREAM_LOST starts a relay,
 HANDBACK a link). Refusals are answered over HTTP (`refusal.Refusal`), counted by outcome and
-logged on one line each, rate-limited.
+logged on one line each, rate-limited; a failed TLS handshake is counted as `tls_error`.
 
 Resource handling: every connection's sockets are closed in `finally`. Error handling: a failing
 connection is logged and counted; no exception reaches the listener and other links go on.
@@ -33,7 +33,7 @@ from proxy.forward.backoff import RedialBackoff
 from proxy.forward.dial import Dialer
 from proxy.forward.engine import ForwardingEngine
 from proxy.forward.link import Link, OutboxWatch
-from proxy.forward.listener import peer_address, send_quietly
+from proxy.forward.listener import TlsFailed, peer_address, send_quietly, tls_handshake
 from proxy.forward.policy import LinkEnd
 from proxy.forward.refusal import REQUEST_OUTCOMES, Refusal, refused
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
@@ -212,6 +212,11 @@ class ProxyServer:
     async def _read_request(
         self, stream: trio.abc.Stream, handshake: ChargerHandshake
     ) -> ChargerRequest:
+        try:
+            if not await tls_handshake(stream):
+                raise refused(400, "connection closed", "charger_gone")
+        except TlsFailed as failed:
+            raise refused(400, f"TLS handshake failed: {failed}", "tls_error") from None
         while True:
             try:
                 data = await stream.receive_some(_HANDSHAKE_READ)
@@ -253,61 +258,65 @@ class ProxyServer:
             if self.journal
             else None
         )
-        turn: Link | Relay
-        if admitted.upstream is not None and not admitted.needs_outbox:
-            upstream = self._upstream_side(admitted.upstream, admitted.trailing)
-            turn, admitted.upstream = (
-                self._link(identity, admitted, charger, upstream, capture),
-                None,
-            )
-        else:
-            first = (
-                self._upstream_side(admitted.upstream, admitted.trailing)
-                if admitted.upstream
-                else None
-            )
-            relay = await self._relay(identity, admitted, charger, capture, upstream=first)
-            refusal = None
-            if relay is None:
-                refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
-            elif admitted.upstream is None and relay.outbox.at_bound:
-                refusal = HandshakeRefused(503, "proxy queue full"), "outbox_full"
-            if refusal is not None:
-                self.metrics.handshakes.labels(refusal[1]).inc()
-                await send_quietly(charger_stream, handshake.refuse(refusal[0]))
-                return
-            assert relay is not None
-            turn, admitted.upstream = relay, None  # the relay owns the upstream now
-        # Only now, with the upstream's consent (or the outbox's), may a new connection replace a
-        # running link: a refused or failed attempt must not disconnect the charger really there.
-        old = self.links.get(identity)
-        if old is not None:
-            old.stop(LinkEnd.REPLACED)
-        self.links[identity] = turn
-        served = [turn]  # the turn serving the connection now (updated by _serve_turns)
-        try:
+        tracker = capture.tracker if capture is not None else None
+        with self.metrics.trackers.counting(tracker):  # read at scrape time
+            turn: Link | Relay
+            if admitted.upstream is not None and not admitted.needs_outbox:
+                upstream = self._upstream_side(admitted.upstream, admitted.trailing)
+                turn, admitted.upstream = (
+                    self._link(identity, admitted, charger, upstream, capture),
+                    None,
+                )
+            else:
+                first = (
+                    self._upstream_side(admitted.upstream, admitted.trailing)
+                    if admitted.upstream
+                    else None
+                )
+                relay = await self._relay(identity, admitted, charger, capture, upstream=first)
+                refusal = None
+                if relay is None:
+                    refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
+                elif admitted.upstream is None and relay.outbox.at_bound:
+                    refusal = HandshakeRefused(503, "proxy queue full"), "outbox_full"
+                if refusal is not None:
+                    self.metrics.handshakes.labels(refusal[1]).inc()
+                    await send_quietly(charger_stream, handshake.refuse(refusal[0]))
+                    return
+                assert relay is not None
+                turn, admitted.upstream = relay, None  # the relay owns the upstream now
+            # Only now, with the upstream's consent (or the outbox's), may a new connection replace a
+            # running link: a refused or failed attempt must not disconnect the charger really there.
+            old = self.links.get(identity)
+            if old is not None:
+                old.stop(LinkEnd.REPLACED)
+            self.links[identity] = turn
+            served = [turn]  # the turn serving the connection now (updated by _serve_turns)
             try:
-                await charger_stream.send_all(handshake.accept(subprotocol))
-            except _STREAM_ERRORS:
-                self.metrics.handshakes.labels("charger_gone").inc()
-                turn.finished.set()
-                if turn.upstream is not None:
-                    await trio.aclose_forcefully(turn.upstream.stream)
-                return
-            self.metrics.handshakes.labels(
-                "accepted" if isinstance(turn, Link) else "accepted_offline"
-            ).inc()
-            self.metrics.connected.inc()
-            log.info("link up", extra={"identity": identity, "offline": isinstance(turn, Relay)})
-            try:
-                end = await self._serve_turns(identity, admitted, charger, capture, served)
+                try:
+                    await charger_stream.send_all(handshake.accept(subprotocol))
+                except _STREAM_ERRORS:
+                    self.metrics.handshakes.labels("charger_gone").inc()
+                    turn.finished.set()
+                    if turn.upstream is not None:
+                        await trio.aclose_forcefully(turn.upstream.stream)
+                    return
+                self.metrics.handshakes.labels(
+                    "accepted" if isinstance(turn, Link) else "accepted_offline"
+                ).inc()
+                self.metrics.connected.inc()
+                log.info(
+                    "link up", extra={"identity": identity, "offline": isinstance(turn, Relay)}
+                )
+                try:
+                    end = await self._serve_turns(identity, admitted, charger, capture, served)
+                finally:
+                    self.metrics.connected.dec()
             finally:
-                self.metrics.connected.dec()
-        finally:
-            if self.links.get(identity) is served[0]:
-                del self.links[identity]
-        self.metrics.link_ends.labels(end.value).inc()
-        log.info("link down", extra={"identity": identity, "reason": end.value})
+                if self.links.get(identity) is served[0]:
+                    del self.links[identity]
+            self.metrics.link_ends.labels(end.value).inc()
+            log.info("link down", extra={"identity": identity, "reason": end.value})
 
     async def _serve_turns(
         self,

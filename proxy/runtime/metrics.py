@@ -15,6 +15,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -31,6 +32,7 @@ from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCP
 
 if TYPE_CHECKING:
     from proxy.capture.journal import Journal
+    from proxy.capture.tracker import Tracker
     from proxy.outbox.entries import Budget
     from proxy.outbox.policy import ChargerOutbox
 
@@ -253,7 +255,8 @@ class ProxyMetrics:
         ).labels(version(), platform.python_version()).set(1)
         self.forward_seconds = Histogram(
             "ere_proxy_forward_seconds",
-            "Time from receiving bytes from one side to having sent them to the other.",
+            "Time per forwarded chunk, from reading bytes from one side to having written them "
+            "to the other (with the Python engine, the capture hand-off included).",
             ["direction"],
             buckets=_FORWARD_BUCKETS,
             registry=r,
@@ -277,6 +280,8 @@ class ProxyMetrics:
         )
 
         self.outbox = OutboxMeters(r)
+        self.trackers = TrackerCounts()
+        r.register(self.trackers)
 
     def direction(self, direction: str) -> DirectionMeters:
         return DirectionMeters(self, direction)
@@ -393,6 +398,59 @@ class DirectionMeters:
 
     def codec_error(self, close_code: int) -> None:
         self._metrics.codec_errors.labels(self.direction, str(close_code)).inc()
+
+
+# The counters every session tracker keeps (`proxy.capture.tracker.Tracker`), exported by kind.
+TRACKER_COUNTS = ("unparseable", "unmatched_answers", "duplicate_ids", "evicted_calls")
+
+
+class TrackerCounts:
+    """The session trackers' counters of one worker, added up at scrape time (a collector).
+
+    A connection's tracker is counted while the connection lasts (`counting`); when it ends, its
+    counts join those of the ended connections. The forwarding path does nothing for this: the
+    trackers count as they always do, and a scrape reads the live ones.
+    """
+
+    def __init__(self) -> None:
+        self._ended = dict.fromkeys(TRACKER_COUNTS, 0)
+        self._live: set[Tracker] = set()
+
+    @contextmanager
+    def counting(self, tracker: Tracker | None) -> Iterator[None]:
+        """Count `tracker` (None: no capture) while the block runs, and for good after it."""
+        if tracker is None:
+            yield
+            return
+        self._live.add(tracker)
+        try:
+            yield
+        finally:
+            self._live.discard(tracker)
+            for kind in TRACKER_COUNTS:
+                self._ended[kind] += getattr(tracker, kind)
+
+    def totals(self) -> dict[str, int]:
+        """Each counter over the ended connections and the live ones."""
+        totals = dict(self._ended)
+        for tracker in self._live:
+            for kind in TRACKER_COUNTS:
+                totals[kind] += getattr(tracker, kind)
+        return totals
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            "ere_proxy_capture_tracker_events",
+            "What the session trackers met, by kind: unparseable (a tracked payload without what "
+            "its action needs, kept as an unparseable event), unmatched_answers (an answer to no "
+            "outstanding CALL), duplicate_ids (a CALL reusing an outstanding id), evicted_calls "
+            "(an unanswered CALL forgotten beyond the bound). With the native engine the trackers "
+            "see only the CALLs capture reads and their answers.",
+            labels=["kind"],
+        )
+        for kind, count in self.totals().items():
+            counter.add_metric([kind], count)
+        yield counter
 
 
 class OutboxCollector:

@@ -6,6 +6,7 @@ import json
 import ssl
 
 import msgspec
+import pytest
 import trio
 import trustme
 from trio_websocket import open_websocket_url, serve_websocket
@@ -120,3 +121,81 @@ async def test_a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_t
     cert_file.write_text("not a certificate")
     assert not reload_certificates(tls, settings)  # logged; the running certificate stays
     assert await handshake_trusting(new_ca)
+
+
+async def test_failed_tls_handshakes_count_as_tls_error_and_other_chargers_are_served(
+    nursery, tmp_path, upstream
+):
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    key_file, cert_file = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    settings = msgspec.convert(
+        {"host": "127.0.0.1", "port": 0, "tls_cert": str(cert_file), "tls_key": str(key_file)},
+        ProxySettings,
+    )
+    route = Route(upstream=f"ws://127.0.0.1:{upstream.port}/ocpp")
+    handle = await start_proxy(nursery, Config(proxy=settings, default_route=route))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    async def counted(outcome: str, expected: int) -> None:
+        with trio.fail_after(5):
+            while metric(handle, "ere_proxy_handshakes_total", outcome=outcome) != expected:
+                await trio.sleep(0.01)
+
+    async def hung_up(stream: trio.SocketStream) -> None:
+        """Read until the proxy closes the connection (a reset counts)."""
+        with trio.fail_after(5):
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        await stream.aclose()
+
+    url = f"wss://localhost:{handle.port}/ocpp/CP-good"
+    async with open_websocket_url(url, ssl_context=trusting, subprotocols=["ocpp1.6"]) as ws:
+        # Plain HTTP on the TLS port.
+        plain = await trio.open_tcp_stream("127.0.0.1", handle.port)
+        await plain.send_all(
+            b"GET /ocpp/CP-plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await hung_up(plain)
+        await counted("tls_error", 1)
+
+        # A ClientHello, then the client aborts the handshake.
+        hello = ssl.MemoryBIO()
+        client = trusting.wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        aborting = await trio.open_tcp_stream("127.0.0.1", handle.port)
+        await aborting.send_all(hello.read())
+        await aborting.aclose()
+        await counted("tls_error", 2)
+
+        # A charger that does not trust our certificate.
+        untrusting = trio.SSLStream(
+            await trio.open_tcp_stream("127.0.0.1", handle.port),
+            ssl.create_default_context(),
+            server_hostname="localhost",
+        )
+        with pytest.raises(trio.BrokenResourceError):
+            await untrusting.do_handshake()
+        await trio.aclose_forcefully(untrusting)
+        await counted("tls_error", 3)
+
+        # A port check: connected, and gone without a byte. No TLS failure.
+        await (await trio.open_tcp_stream("127.0.0.1", handle.port)).aclose()
+        await counted("charger_gone", 1)
+        assert metric(handle, "ere_proxy_handshakes_total", outcome="tls_error") == 3
+
+        # The charger connected all along is served, and so is a new one.
+        assert json.loads(await roundtrip(ws, "t1")) == [3, "t1", {"echo": "Heartbeat"}]
+    url = f"wss://localhost:{handle.port}/ocpp/CP-next"
+    async with open_websocket_url(url, ssl_context=trusting, subprotocols=["ocpp1.6"]) as ws:
+        assert json.loads(await roundtrip(ws, "t2")) == [3, "t2", {"echo": "Heartbeat"}]
+    assert metric(handle, "ere_proxy_handshakes_total", outcome="accepted") == 2

@@ -352,7 +352,7 @@ async def test_a_provisional_session_a_close_assessed_still_merges_into_its_real
         assert kept == "not-linked"
 
 
-async def test_the_assessment_gauge_counts_each_session_once_by_its_latest_verdict(
+async def test_the_pipeline_gauges_count_each_sessions_latest_verdict_and_energy_in_joules(
     settings, tmp_path
 ):
     cfg = config(settings, tmp_path)
@@ -370,6 +370,15 @@ async def test_the_assessment_gauge_counts_each_session_once_by_its_latest_verdi
             await request_close(conn, Q4, cfg.ere, LATER)
         await run_jobs(db, cfg)
         await metrics.refresh(db)
+        stated = await db.fetch(
+            "SELECT quarter, sum(kwh) FROM statement_lines GROUP BY 1 HAVING sum(kwh) > 0"
+        )
+    assert stated  # eligible energy is exported in joules
+    for quarter, kwh in stated:
+        energy = metrics.registry.get_sample_value(
+            "ere_eligible_energy_joules", {"quarter": quarter}
+        )
+        assert energy == float(kwh * 3_600_000)
     gauge = "ere_session_assessments"
     assert (
         metrics.registry.get_sample_value(gauge, {"eligibility": "eligible", "reason": "eligible"})

@@ -17,14 +17,21 @@ from proxy.capture.spill import SpillLog
 from proxy.ere.jobs.worker import WorkerMetrics
 from proxy.outbox.entries import Budget
 from proxy.runtime.config import ApiSettings
-from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
+from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics, TrackerCounts
 from testkit.grafana import (
+    ALERTS,
     GRAFANA,
+    UPSTREAM_SERIES,
     alert_rules,
     dashboard_problems,
     dashboards,
     panel_queries,
     provisioned_datasource_uid,
+    resolve,
+    rows,
+    runbook_url_problems,
+    variable_query,
+    variables,
 )
 
 DASHBOARD_UIDS = {"ere-proxy-overview", "ere-proxy-reliability", "ere-pipeline"}
@@ -59,6 +66,7 @@ async def exported_series(tmp_path: Path) -> set[str]:
     try:
         registry.register(JournalCollector(Journal(spill), spill_max_bytes=10))
         registry.register(OutboxCollector(Budget(10, 10), list))
+        registry.register(TrackerCounts())
         worker = WorkerMetrics(CollectorRegistry(), pipeline=True)
         await worker.refresh(_NoRows())
         api = ApiMetrics()
@@ -89,24 +97,153 @@ def test_dashboards_are_valid_and_use_the_provisioned_datasource():
 
 
 def test_the_structure_check_finds_what_breaks_a_dashboard():
-    good = next(iter(dashboards().values()))
+    good = dashboards()["proxy-overview.json"]
     uid = provisioned_datasource_uid()
     broken = json.loads(json.dumps(good))
-    broken["panels"][1]["id"] = broken["panels"][0]["id"]
-    broken["panels"][0]["gridPos"]["w"] = 30
-    broken["panels"][0]["targets"][0].pop("refId")
-    broken["panels"][2]["datasource"] = {"type": "prometheus", "uid": "another"}
-    broken["panels"][3]["targets"][0]["expr"] = "rate(ere_proxy_frames_total[1m])"
+    panels = [panel for panel in broken["panels"] if panel["type"] != "row"]
+    panels[1]["id"] = panels[0]["id"]
+    panels[0]["gridPos"]["w"] = 30
+    panels[0]["targets"][0].pop("refId")
+    panels[2]["datasource"] = {"type": "prometheus", "uid": uid}  # the data source hard-wired
+    panels[3]["targets"][0]["expr"] = "rate(ere_proxy_frames_total[1m])"
+    panels[4]["targets"][0]["datasource"] = {"type": "prometheus", "uid": uid}
     problems = "\n".join(dashboard_problems(broken, uid))
     for expected in (
         "ids not unique",
         "outside the 24 columns",
         "refIds",
-        "datasource",
+        f"panel {panels[2]['id']} {panels[2]['title']!r}: datasource is not the $datasource",
+        "not on $datasource",
         "aggregate",
         "overlaps",
+        "ere_proxy_frames_total not filtered by $instance",
     ):
-        assert expected in problems
+        assert expected in problems, expected
+
+
+def test_a_panel_or_dashboard_without_the_datasource_variable_fails():
+    uid = provisioned_datasource_uid()
+    for name, good in dashboards().items():
+        no_datasource = json.loads(json.dumps(good))
+        panel = next(p for p in no_datasource["panels"] if p["type"] != "row")
+        del panel["datasource"]
+        assert [p for p in dashboard_problems(no_datasource, uid) if "$datasource" in p] == [
+            f"panel {panel['id']} {panel['title']!r}: datasource is not the $datasource variable"
+        ], name
+        no_variable = json.loads(json.dumps(good))
+        no_variable["templating"]["list"] = [
+            v for v in no_variable["templating"]["list"] if v["name"] != "datasource"
+        ]
+        assert "no $datasource variable of type datasource on prometheus" in dashboard_problems(
+            no_variable, uid
+        ), name
+        elsewhere = json.loads(json.dumps(good))
+        variables(elsewhere)["datasource"]["current"]["value"] = "another"
+        assert any("does not default to" in p for p in dashboard_problems(elsewhere, uid)), name
+
+
+def test_the_variable_check_finds_what_breaks_a_variable():
+    uid = provisioned_datasource_uid()
+    good = dashboards()["reliability.json"]
+    broken = json.loads(json.dumps(good))
+    defined = variables(broken)
+    defined["instance"]["includeAll"] = False
+    defined["upstream"]["allValue"] = None
+    target = next(
+        t
+        for p in broken["panels"]
+        for t in p.get("targets", [])
+        if "ere_proxy_outbox_depth" in t["expr"]
+    )
+    target["expr"] = target["expr"].replace(', upstream=~"$upstream"', "") + " > $threshold"
+    stat = next(p for p in broken["panels"] if p["type"] == "stat")
+    del stat["fieldConfig"]["defaults"]["thresholds"]
+    problems = "\n".join(dashboard_problems(broken, uid))
+    for expected in (
+        "$instance: needs label_values(..., instance), multi and include all",
+        "$upstream: All must be '.*'",
+        "ere_proxy_outbox_depth not filtered by $upstream",
+        "$threshold used but not defined",
+        f"panel {stat['id']} {stat['title']!r}: a stat without thresholds",
+    ):
+        assert expected in problems, expected
+    unused = json.loads(json.dumps(good))
+    for panel in unused["panels"]:
+        for t in panel.get("targets", []):
+            t["expr"] = (
+                t["expr"]
+                .replace(', upstream=~"$upstream"', "")
+                .replace('{upstream=~"$upstream"}', "")
+            )
+    assert "$upstream defined but no query uses it" in dashboard_problems(unused, uid)
+
+
+def test_dashboards_have_their_variables_and_resolve_on_all():
+    expected = {
+        "proxy-overview.json": {"datasource", "instance", "upstream"},
+        "reliability.json": {"datasource", "instance", "upstream"},
+        "ere-pipeline.json": {"datasource", "instance"},
+    }
+    for name, dashboard in dashboards().items():
+        defined = variables(dashboard)
+        assert set(defined) == expected[name], name
+        assert defined["datasource"]["type"] == "datasource"
+        assert variable_query(defined["instance"])[1] == "instance"
+        if "upstream" in defined:
+            assert variable_query(defined["upstream"]) == (
+                "ere_proxy_upstream_dials_total",
+                "upstream",
+            )
+        for title, expr in panel_queries(dashboard):
+            assert "$" not in resolve(expr), (name, title)
+        uses = {v for _, expr in panel_queries(dashboard) for v in defined if f"${v}" in expr}
+        assert uses == set(defined) - {"datasource"}, name
+
+
+def test_rows_go_from_overview_to_drill_down():
+    boards = dashboards()
+    assert rows(boards["proxy-overview.json"]) == [
+        "Service levels",
+        "Traffic",
+        "Back-offices ($upstream)",
+        "Capacity",
+        "Certificates",
+        "Partner API",
+    ]
+    assert rows(boards["reliability.json"]) == [
+        "Overview",
+        "Outbox",
+        "Capture pipeline",
+        "Processes",
+    ]
+    assert rows(boards["ere-pipeline.json"]) == [
+        "Freshness",
+        "Sessions and eligibility",
+        "Quarters",
+        "Jobs",
+    ]
+    overview = boards["proxy-overview.json"]
+    first = min(
+        (p for p in overview["panels"] if p["type"] == "row"), key=lambda p: p["gridPos"]["y"]
+    )
+    top = [
+        p
+        for p in overview["panels"]
+        if p["gridPos"]["y"] == first["gridPos"]["y"] + first["gridPos"]["h"]
+    ]
+    assert {p["title"] for p in top} == {
+        "Connected chargers",
+        "SLO status: good events over the last hour",
+        "Error budget remaining (30 days)",
+    }
+    budget = next(p for p in top if p["title"].startswith("Error budget"))
+    assert [t["legendFormat"] for t in budget["targets"]] == [
+        "handshakes",
+        "forwarding",
+        "latency",
+        "capture",
+        "ERE freshness",
+    ]
 
 
 async def test_every_dashboard_query_names_an_exported_series(tmp_path):
@@ -117,6 +254,10 @@ async def test_every_dashboard_query_names_an_exported_series(tmp_path):
         assert used and used <= exported, (name, used - exported)
         recorded = {found for expr in queries for found in RECORDED.findall(expr)}
         assert recorded <= set(recorded_series()), (name, recorded - set(recorded_series()))
+        for variable in variables(dashboard).values():
+            if variable["type"] == "query":
+                assert variable_query(variable)[0] in exported, (name, variable["name"])
+    assert UPSTREAM_SERIES - set(recorded_series()) <= exported
 
 
 async def test_every_recording_rule_names_exported_or_recorded_series(tmp_path):
@@ -149,6 +290,29 @@ async def test_every_alert_names_an_exported_series_and_explains_itself(tmp_path
     runbook = (GRAFANA / "RUNBOOK.md").read_text()
     for name in names:
         assert f"\n## {name}\n" in runbook, name
+
+
+def test_every_alert_links_its_runbook_section():
+    rules = alert_rules()
+    runbook = (GRAFANA / "RUNBOOK.md").read_text()
+    assert runbook_url_problems(rules, runbook) == []
+    assert all("runbook_url" in rule.annotations for rule in rules)
+
+
+def test_the_runbook_link_check_finds_missing_sections_and_wrong_links():
+    rules = alert_rules()
+    runbook = (GRAFANA / "RUNBOOK.md").read_text()
+    without = runbook.replace("\n## UpstreamDown\n", "\n## Upstream down\n")
+    assert runbook_url_problems(rules, without) == [
+        "UpstreamDown: RUNBOOK.md has no section #upstreamdown"
+    ]
+    text = ALERTS.read_text()
+    swapped = text.replace("RUNBOOK.md#outboxfull\n", "RUNBOOK.md#outboxgrowing\n", 1)
+    unlinked = text.replace("runbook_url: grafana/RUNBOOK.md#proxydown\n", "", 1)
+    assert runbook_url_problems(alert_rules(swapped), runbook) == [
+        "OutboxFull: runbook_url grafana/RUNBOOK.md#outboxgrowing is not its own section"
+    ]
+    assert runbook_url_problems(alert_rules(unlinked), runbook) == ["ProxyDown: no runbook_url"]
 
 
 def test_the_alert_reader_reads_inline_and_block_expressions():

@@ -5,8 +5,8 @@ other machines); any number may share one database, since a job is claimed with 
 the transaction that does it (see `proxy.ere.jobs.queue`). An idle worker looks for due jobs
 every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on
 `ere.admin_port + i`: job runs by kind and outcome and their duration; worker 0 also exports the
-pipeline from the database (jobs by state, sessions by status and meter class, eligible kWh, ERE
-and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
+pipeline from the database (jobs by state, sessions by status and meter class, eligible energy
+(in joules, Prometheus's base unit), ERE and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
 a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds. A
 refresh that fails keeps the last figures but says so: `ere_pipeline_refresh_ok` drops to 0 and
 `ere_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. With the
@@ -53,6 +53,8 @@ from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
 log = logging.getLogger("proxy.ere.worker")
+
+JOULES_PER_KWH = 3_600_000  # metrics carry energy in joules, the base unit
 
 # Delivery years with stated energy whose final REV export is not written yet.
 _REV_EXPORTS_DUE = """
@@ -198,8 +200,10 @@ class WorkerMetrics:
             "SELECT eligibility, reason, count(*) FROM current_session_assessments GROUP BY 1, 2"
         ):
             assessed.add_metric([eligibility, reason], count)
-        kwh = GaugeMetricFamily(
-            "ere_eligible_kwh", "Eligible kWh stated per closed quarter.", labels=["quarter"]
+        energy = GaugeMetricFamily(
+            "ere_eligible_energy_joules",
+            "Eligible energy stated per closed quarter, in joules (kWh × 3.6e6).",
+            labels=["quarter"],
         )
         credits = GaugeMetricFamily(
             "ere_credits", "ERE stated per closed quarter.", labels=["quarter"]
@@ -211,7 +215,7 @@ class WorkerMetrics:
                 SELECT l.quarter, sum(l.kwh), sum(l.ere), sum(l.net) FROM statement_lines l
                 JOIN quarter_closes c ON (c.quarter, c.revision) = (l.quarter, l.revision)
                 WHERE c.state = 'closed' GROUP BY 1"""):
-            kwh.add_metric([quarter], float(q_kwh))
+            energy.add_metric([quarter], float(q_kwh * JOULES_PER_KWH))
             credits.add_metric([quarter], float(q_ere))
             net.add_metric([quarter], float(q_net))
         due = GaugeMetricFamily(
@@ -235,7 +239,7 @@ class WorkerMetrics:
         )
         for (count,) in await db.fetch(_PARKED_DEAD_LETTERS):
             parked.add_metric([], count)
-        self.pipeline = [jobs, sessions, assessed, kwh, credits, net, due, oldest, parked]
+        self.pipeline = [jobs, sessions, assessed, energy, credits, net, due, oldest, parked]
         self.refreshed_at = time.monotonic()
         self.refreshed_wall = time.time()
         self.refresh_ok = True
