@@ -182,3 +182,29 @@ async def test_upstream_protocol_error_closes_it_with_the_code_and_the_charger_w
         == 1
     )
     assert metric(handle, "ere_proxy_link_ends_total", reason="upstream_protocol_error") == 1
+
+
+async def test_a_large_message_dribbled_in_with_pings_between_arrives_whole(
+    proxy, upstream, raw, healthy
+):
+    """40 kB in fragments of a few hundred bytes, each its own write, pings between them: the
+    back-office gets the message whole, the charger its pongs and the answer, and the link goes
+    on (the native engine gives such a link back to the Trio pumps instead of copying the
+    message so far for every chunk)."""
+    charger = await raw()
+    assert (await charger.upgrade("CP-dribble")).startswith(b"HTTP/1.1 101")
+    text = b'[2,"big","DataTransfer",{"vendorId":"V","data":"' + b"z" * 40_000 + b'"}]'
+    pieces = [text[i : i + 300] for i in range(0, len(text), 300)]
+    for n, piece in enumerate(pieces):
+        opcode = 1 if n == 0 else 0
+        await charger.send(frame(opcode, piece, fin=n == len(pieces) - 1))
+        if n % 20 == 0:
+            await charger.send(frame(9, b"still here"))
+        await trio.lowlevel.checkpoint()
+    await charger.send(frame(1, b'[2,"after","Heartbeat",{}]'))
+    await upstream.wait_until(
+        lambda: any(p.path == "/ocpp/CP-dribble" and len(p.received) >= 2 for p in upstream.peers)
+    )
+    received = next(p for p in upstream.peers if p.path == "/ocpp/CP-dribble").received
+    assert received == [text.decode(), '[2,"after","Heartbeat",{}]']
+    await healthy.check()
