@@ -26,6 +26,9 @@ class UpstreamPeer:
     received: list[str | bytes] = field(default_factory=list)
     close_code: int | None = None
     remote: str | None = None  # the address the proxy connected from
+    headers: list[tuple[bytes, bytes]] = field(
+        default_factory=list
+    )  # as received, lower-case names
 
 
 class Upstream:
@@ -61,6 +64,7 @@ class Upstream:
             offered[0] if offered else None,
             headers.get(b"authorization", b"").decode() or None,
             remote=str(request.remote.address) if hasattr(request.remote, "address") else None,
+            headers=[(bytes(n).lower(), bytes(v)) for n, v in request.headers],
         )
         self.peers.append(peer)
         ws = await request.accept(subprotocol=peer.subprotocol)

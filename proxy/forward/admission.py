@@ -3,8 +3,11 @@
 `Admission.admit` takes a charger's upgrade request and gives back what the connection is served
 with (`Admitted`), or raises a `Refusal`:
 
-1. its route (404 without one), its credentials (`passthrough`: whatever it sends goes upstream;
-   `managed`: its password, through the `PasswordGate`);
+1. its client certificate, when it presented one (already verified by TLS): one issued to another
+   identity is refused (403, `client_cert_mismatch`) before routing; then its route (404 without
+   one), its credentials (`passthrough`: whatever it sends goes upstream; `managed`: its password,
+   through the `PasswordGate`; security profile 3: the bound certificate, 403
+   `client_cert_required` without one, never a fallback to Basic);
 2. the dial of its back-office (`Dialer`), and with an outbox, at the same time, a look at what
    the store knows of the charger (an outbox to honour, the verifier of its credential);
 3. the back-office's 101 admits it (with its outbox, if it has one, to replay first); any other
@@ -28,6 +31,7 @@ from proxy.forward.policy import is_outage_outcome
 from proxy.forward.refusal import CHALLENGE, Refusal, refused, retry_after
 from proxy.outbox.store import Lookup, OutboxStore, StoreUnavailable
 from proxy.routing.auth import CredentialVerifier, decide_auth
+from proxy.routing.client_cert import Binding, ClientCertificate, bind, forwarded_identity
 from proxy.routing.password_gate import Check, PasswordGate, Verdict
 from proxy.routing.router import Router
 from proxy.runtime.config import ProxySettings, Route
@@ -55,6 +59,9 @@ class Admitted:
     trailing: bytes
     needs_outbox: bool = False
     proof: str = "upstream"
+    # The identity its client certificate was verified for, told to back-offices that ask for it
+    # (`Route.forward_client_identity`); None without a verified certificate.
+    client_identity: str | None = None
 
 
 class Admission:
@@ -79,15 +86,29 @@ class Admission:
         self.verifier = verifier or CredentialVerifier.random()
         self.draining = False
 
-    async def admit(self, request: ChargerRequest, address: str) -> Admitted:
-        """Admit the charger from client `address`, or raise its `Refusal` (module docstring)."""
+    async def admit(
+        self, request: ChargerRequest, address: str, certificate: ClientCertificate | None = None
+    ) -> Admitted:
+        """Admit the charger from client `address`, or raise its `Refusal` (module docstring).
+
+        `certificate`: the client certificate the TLS layer verified (None: none presented).
+        """
         if self.draining:
             raise refused(503, "shutting down", "shutting_down", retry_after(5))
         identity = request.identity
+        rule = self.settings.client_cert_identity
+        binding = bind(rule, identity, certificate)
+        if binding is Binding.MISMATCH:
+            raise refused(
+                403, "client certificate not issued to this identity", "client_cert_mismatch"
+            )
         route = self.router.lookup(identity)
         if route is None:
             raise refused(404, "unknown charger", "not_found")
-        auth = decide_auth(route, identity, request.authorization)
+        certified = binding is Binding.BOUND
+        auth = decide_auth(route, identity, request.authorization, certified)
+        if auth.status == 403:
+            raise refused(403, "client certificate required", "client_cert_required")
         if auth.status is None and auth.password_to_verify is not None:
             assert route.password_hash is not None
             await self._check_password(
@@ -95,26 +116,41 @@ class Admission:
             )
         if auth.status is not None:
             raise refused(401, "unauthorized", "unauthorized", CHALLENGE)
+        client_identity = forwarded_identity(rule, identity, certificate)
         offer = upstream_offer(request.offered, self.settings.default_subprotocol)
         authorization = auth.upstream_authorization
         store = self.outbox
         if store is None:
             stream, accepted, trailing = await self.dialer.dial(
-                route, identity, offer, authorization
+                route, identity, offer, authorization, client_identity=client_identity
             )
-            return Admitted(self._version(accepted.subprotocol), authorization, stream, trailing)
+            return Admitted(
+                self._version(accepted.subprotocol),
+                authorization,
+                stream,
+                trailing,
+                client_identity=client_identity,
+            )
         lookup, dialled, refusal = await self._dial_and_look_up(
-            store, route, identity, offer, authorization
+            store, route, identity, offer, authorization, client_identity
         )
         if refusal is not None:
             if not is_outage_outcome(refusal.outcome):
                 raise refusal
-            proof = self.offline_proof(route, request, lookup)
+            proof = self.offline_proof(route, request, lookup, certified)
             log.info(
                 "upstream unreachable: admitting offline",
                 extra={"identity": identity, "proof": proof},
             )
-            return Admitted(offer[0], authorization, None, b"", needs_outbox=True, proof=proof)
+            return Admitted(
+                offer[0],
+                authorization,
+                None,
+                b"",
+                needs_outbox=True,
+                proof=proof,
+                client_identity=client_identity,
+            )
         assert dialled is not None
         stream, accepted, trailing = dialled
         if route.auth == "passthrough" and request.authorization:
@@ -126,7 +162,12 @@ class Admission:
                 )
         needs_outbox = lookup is not None and lookup.needs_outbox
         return Admitted(
-            self._version(accepted.subprotocol), authorization, stream, trailing, needs_outbox
+            self._version(accepted.subprotocol),
+            authorization,
+            stream,
+            trailing,
+            needs_outbox,
+            client_identity=client_identity,
         )
 
     def _version(self, chosen: str | None) -> str:
@@ -139,6 +180,7 @@ class Admission:
         identity: str,
         offer: list[str],
         authorization: bytes | None,
+        client_identity: str | None,
     ) -> tuple[Lookup | None, Dialled | None, Refusal | None]:
         """Dial while the store is asked about the charger; (lookup, dialled, refusal).
 
@@ -162,7 +204,9 @@ class Admission:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(look_up)
                 try:
-                    dialled = await self.dialer.dial(route, identity, offer, authorization)
+                    dialled = await self.dialer.dial(
+                        route, identity, offer, authorization, client_identity=client_identity
+                    )
                 except Refusal as refused_by:
                     refusal = refused_by
                 else:
@@ -175,13 +219,22 @@ class Admission:
             raise
         return lookup, dialled, refusal
 
-    def offline_proof(self, route: Route, request: ChargerRequest, lookup: Lookup | None) -> str:
+    def offline_proof(
+        self,
+        route: Route,
+        request: ChargerRequest,
+        lookup: Lookup | None,
+        certified: bool = False,
+    ) -> str:
         """How a charger proves its identity while its upstream is unreachable, or its refusal.
 
+        Security profile 3: its bound client certificate (`certified`, checked already).
         `managed`: its password (checked already). `passthrough`: the Authorization header whose
         digest was stored when the back-office last accepted it. Without proof the charger is
         refused (503 with Retry-After): its own offline queue keeps its CALLs meanwhile.
         """
+        if route.security_profile == 3 and certified:
+            return "certificate"
         if route.auth == "managed":
             return "password"
         later = retry_after(OFFLINE_RETRY_AFTER)

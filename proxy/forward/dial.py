@@ -27,6 +27,12 @@ descriptors). Dials skipped because the upstream is known to be down are not dia
 time of every certificate a back-office presents is kept per upstream
 (`ere_proxy_upstream_certificate_expiry_timestamp_seconds`); one that cannot be read is logged.
 
+A route with `client_cert`/`client_key` presents that certificate to a back-office that requires
+mutual TLS (the back-office sees the proxy's certificate, never the charger's); one that cannot be
+loaded refuses the charger (502, `tls_error`, logged) without marking the upstream down. A route
+with `forward_client_identity` sends the charger identity its client certificate was verified for
+in that header (`client_identity`), and no such header otherwise.
+
 Resource handling: a stream that is not returned is closed. Cancellation: as any dial (a
 cancelled dial is neither counted nor observed).
 """
@@ -109,8 +115,17 @@ def http_outcome(answer: UpstreamRefused) -> str:
 
 
 @lru_cache(maxsize=64)
-def _client_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_bundle)
+def _client_ssl_context(
+    ca_bundle: str | None, client_cert: str | None = None, client_key: str | None = None
+) -> ssl.SSLContext:
+    """The context of TLS dials (cached per files until `Dialer.reconfigure`).
+
+    Raises OSError or ssl.SSLError when a file cannot be read or the key does not match.
+    """
+    context = ssl.create_default_context(cafile=ca_bundle)
+    if client_cert is not None:
+        context.load_cert_chain(client_cert, client_key)
+    return context
 
 
 class Dialer:
@@ -166,29 +181,47 @@ class Dialer:
         authorization: bytes | None,
         *,
         redial: bool = False,
+        client_identity: str | None = None,
     ) -> Dialled:
         """Connect and handshake (see the module docstring). Failures are logged as warnings,
-        except a relay's redials (debug: the outage is known)."""
+        except a relay's redials (debug: the outage is known). `client_identity`: the charger's
+        verified identity, for a route's `forward_client_identity` header."""
         log_failure = log.debug if redial else log.warning
         scheme, host, port, target = upstream_url(route, identity)
         endpoint = f"{host}:{port}"
         if not redial and trio.current_time() < self.down_until.get(endpoint, float("-inf")):
             raise refused(502, "upstream unreachable", "upstream_unreachable")
-        started = trio.current_time()  # Trio's clock: monotonic, and a test's clock in tests
+        started = trio.current_time()
+        context = None
+        if scheme == "wss":
+            try:
+                context = _client_ssl_context(route.ca_bundle, route.client_cert, route.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                self._metrics.upstream_dial(endpoint, "tls_error", 0.0)
+                log.error(
+                    "cannot load the route's TLS files",
+                    extra={"identity": identity, "upstream": endpoint, "error": str(exc)},
+                )
+                raise refused(502, "upstream unreachable", "upstream_unreachable") from None
+        extra: list[tuple[bytes, bytes]] = []
+        if route.forward_client_identity is not None and client_identity is not None:
+            extra.append(
+                (route.forward_client_identity.encode(), client_identity.encode())
+            )  # Trio's clock: monotonic, and a test's clock in tests
         stream: trio.abc.Stream | None = None
         reached = down = tls_done = False
         outcome: str | None = None
         try:
             with trio.move_on_after(self.settings.dial_timeout):
                 stream = await self._connect(route, host, port)
-                if scheme == "wss":
-                    stream = trio.SSLStream(
-                        stream, _client_ssl_context(route.ca_bundle), server_hostname=host
-                    )
+                if context is not None:
+                    stream = trio.SSLStream(stream, context, server_hostname=host)
                     await stream.do_handshake()
                     tls_done = True
                     self._peer_certificate(stream, endpoint)
-                handshake = UpstreamHandshake(host, port, target, offer, authorization)
+                handshake = UpstreamHandshake(
+                    host, port, target, offer, authorization, extra_headers=extra
+                )
                 await stream.send_all(handshake.request())
                 answer = None
                 while answer is None:

@@ -1,10 +1,15 @@
 """The charger listener: TCP (and TLS), certificates reloaded in place, final answers delivered.
 
 `open_listener` binds the port (shared by several processes with SO_REUSEPORT) and wraps it in
-TLS when a certificate is configured; `reload_certificates` loads a renewed certificate into the
-running listener (SIGHUP). `tls_handshake` completes a charger's TLS handshake and tells a failed
-one from a client that hung up without a word. `send_quietly` writes a last answer and closes so
-that the peer reads it (a refusal, a close frame).
+TLS when a certificate is configured; with `tls_client_ca` the listener asks chargers for a client
+certificate and verifies one that is presented (chain, validity, `tls_crl`), while chargers
+without one still get in (security profiles 1 and 2; what profile 3 demands is decided at
+admission). `reload_certificates` builds a new TLS context from the files (listener certificate,
+client CA, CRL) and the running listener uses it for every handshake from then on (SIGHUP).
+`tls_handshake` completes a charger's TLS handshake and tells a failed one from a client that hung
+up without a word; `client_certificate` is what the charger's verified certificate says.
+`send_quietly` writes a last answer and closes so that the peer reads it (a refusal, a close
+frame).
 
 Out of descriptors (or kernel memory) on accept, `AcceptGuard` counts the error
 (`ere_proxy_accept_errors_total{error}`), logs it (rate-limited) and retries after
@@ -21,6 +26,7 @@ import ssl
 
 import trio
 
+from proxy.routing.client_cert import ClientCertificate, from_peercert
 from proxy.runtime.config import CannotStart, ProxySettings
 from proxy.runtime.logs import LogBudget
 from proxy.runtime.metrics import ProxyMetrics
@@ -68,41 +74,90 @@ class AcceptGuard(trio.abc.Listener[trio.SocketStream]):
         await self.inner.aclose()
 
 
-def server_tls_context(settings: ProxySettings) -> ssl.SSLContext | None:
-    """The TLS context of the charger listener (None without a certificate)."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+def build_server_context(settings: ProxySettings) -> ssl.SSLContext:
+    """A TLS context from the listener's files: certificate and key, and the client CA and CRL.
+
+    Only the configured client CA bundle is trusted for client certificates (never the system's
+    CAs). Raises OSError or ssl.SSLError when a file cannot be read or the key does not match.
+    """
+    assert settings.tls_cert is not None and settings.tls_key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=settings.tls_client_ca)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_OPTIONAL  # profile 3 is required per charger, at admission
+        if settings.tls_crl is not None:
+            context.load_verify_locations(cafile=settings.tls_crl)
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return context
 
 
-def reload_certificates(context: ssl.SSLContext | None, settings: ProxySettings) -> bool:
-    """Load the configured certificate and key into the running listener's `context` (SIGHUP).
+class ServerTls:
+    """The listener's current TLS context; `reload_certificates` replaces it as a whole.
 
-    Handshakes from then on present the new certificate; connections already up keep theirs.
-    A file that cannot be read or does not match is logged and the running certificate kept
-    (False). Turning TLS on or off needs a restart: the listener's kind cannot change.
+    A new context rather than files loaded into the old one: a CA removed from the bundle is then
+    no longer trusted.
     """
-    if context is None or settings.tls_cert is None or settings.tls_key is None:
-        if (context is None) != (settings.tls_cert is None):
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+
+def server_tls_context(settings: ProxySettings) -> ServerTls | None:
+    """The TLS of the charger listener (None without a certificate)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return ServerTls(build_server_context(settings))
+
+
+def reload_certificates(tls: ServerTls | None, settings: ProxySettings) -> bool:
+    """Serve new handshakes with a context built from the configured files again (SIGHUP).
+
+    Handshakes from then on present the new certificate and trust the new client CA and CRL;
+    connections already up keep theirs. A file that cannot be read or does not match is logged
+    and the running context kept (False). Turning TLS on or off needs a restart: the listener's
+    kind cannot change.
+    """
+    if tls is None or settings.tls_cert is None or settings.tls_key is None:
+        if (tls is None) != (settings.tls_cert is None):
             log.warning("turning TLS on or off takes effect at the next start")
         return False
     try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        tls.context = build_server_context(settings)
     except (OSError, ssl.SSLError) as exc:
         log.error(
-            "certificate reload failed; keeping the running certificate", extra={"error": str(exc)}
+            "certificate reload failed; keeping the running certificates",
+            extra={"error": str(exc)},
         )
         return False
-    log.info("certificate reloaded", extra={"certificate": settings.tls_cert})
+    log.info(
+        "certificates reloaded",
+        extra={"certificate": settings.tls_cert, "client_ca": settings.tls_client_ca},
+    )
     return True
+
+
+class TlsListener(trio.abc.Listener[trio.abc.Stream]):
+    """Wraps every accepted connection in TLS with the context `tls` holds at that moment.
+
+    The handshake is left to the handler (`tls_handshake`). Closing closes the transport listener.
+    """
+
+    def __init__(self, transport_listener: trio.abc.Listener[trio.SocketStream], tls: ServerTls):
+        self.transport_listener = transport_listener
+        self.tls = tls
+
+    async def accept(self) -> trio.SSLStream[trio.SocketStream]:
+        stream = await self.transport_listener.accept()
+        return trio.SSLStream(stream, self.tls.context, server_side=True, https_compatible=False)
+
+    async def aclose(self) -> None:
+        await self.transport_listener.aclose()
 
 
 def open_listener(
     settings: ProxySettings,
     reuse_port: bool,
-    tls: ssl.SSLContext | None = None,
+    tls: ServerTls | None = None,
     metrics: ProxyMetrics | None = None,
 ) -> trio.abc.Listener[trio.abc.Stream]:
     """The charger listener: TCP, wrapped in TLS when a certificate is configured.
@@ -133,14 +188,22 @@ def open_listener(
     if metrics is not None:
         assert isinstance(listener, trio.SocketListener)
         listener = AcceptGuard(listener, metrics)
-    context = tls or server_tls_context(settings)
-    if context is None:
+    tls = tls or server_tls_context(settings)
+    if tls is None:
         return listener
-    return trio.SSLListener(listener, context, https_compatible=False)
+    return TlsListener(listener, tls)
 
 
 class TlsFailed(Exception):
-    """A charger's TLS handshake failed; the message says why (OpenSSL's reason, or the error)."""
+    """A charger's TLS handshake failed; the message says why (OpenSSL's reason, or the error).
+
+    `client_certificate`: the charger's certificate failed verification (expired, issued by
+    another CA, revoked); the message then says how.
+    """
+
+    def __init__(self, reason: str, client_certificate: bool = False) -> None:
+        super().__init__(reason)
+        self.client_certificate = client_certificate
 
 
 async def tls_handshake(stream: trio.abc.Stream) -> bool:
@@ -163,13 +226,25 @@ async def tls_handshake(stream: trio.abc.Stream) -> bool:
         await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):  # a server verifies only the client
+            raise TlsFailed(f"client certificate: {cause.verify_message}", True) from None
         reason = getattr(cause, "reason", None) or type(cause).__name__
         raise TlsFailed(str(reason)) from None
     return True
 
 
+def client_certificate(stream: trio.abc.Stream) -> ClientCertificate | None:
+    """The verified client certificate of a charger's TLS connection (None: none presented)."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    try:
+        return from_peercert(stream.getpeercert())
+    except (ValueError, ssl.SSLError, trio.BrokenResourceError):
+        return None
+
+
 def listening_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
-    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    inner = listener.transport_listener if isinstance(listener, TlsListener) else listener
     assert isinstance(inner, (trio.SocketListener, AcceptGuard))
     return inner.socket.getsockname()[1]
 

@@ -7,7 +7,9 @@ accept the charger with the subprotocol the upstream chose. The connection is se
 forwarding `Link`, and with an outbox by a `Relay` while the upstream is unreachable or the
 charger's outbox is replayed; they take turns on the same sockets (UPSTREAM_LOST starts a relay,
 HANDBACK a link). Refusals are answered over HTTP (`refusal.Refusal`), counted by outcome and
-logged on one line each, rate-limited; a failed TLS handshake is counted as `tls_error`.
+logged on one line each, rate-limited; a failed TLS handshake is counted as `tls_error`, or as
+`client_cert_invalid` when the charger's client certificate failed verification (expired, another
+CA, revoked; the connection is closed without an HTTP answer, before routing).
 
 Resource handling: every connection's sockets are closed in `finally`. Error handling: a failing
 connection is logged and counted; no exception reaches the listener and other links go on.
@@ -33,7 +35,13 @@ from proxy.forward.backoff import RedialBackoff
 from proxy.forward.dial import Dialer
 from proxy.forward.engine import ForwardingEngine
 from proxy.forward.link import Link, OutboxWatch
-from proxy.forward.listener import TlsFailed, peer_address, send_quietly, tls_handshake
+from proxy.forward.listener import (
+    TlsFailed,
+    client_certificate,
+    peer_address,
+    send_quietly,
+    tls_handshake,
+)
 from proxy.forward.policy import LinkEnd
 from proxy.forward.refusal import REQUEST_OUTCOMES, Refusal, refused
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
@@ -176,7 +184,7 @@ class ProxyServer:
                 )
                 await send_quietly(stream, handshake.accept(None) + close)
                 return
-            admitted = await self.admission.admit(request, address)
+            admitted = await self.admission.admit(request, address, client_certificate(stream))
         except Refusal as refusal:
             self._refused(refusal, request.identity if request is not None else None, address)
             await send_quietly(stream, handshake.refuse(refusal.refusal))
@@ -216,7 +224,8 @@ class ProxyServer:
             if not await tls_handshake(stream):
                 raise refused(400, "connection closed", "charger_gone")
         except TlsFailed as failed:
-            raise refused(400, f"TLS handshake failed: {failed}", "tls_error") from None
+            outcome = "client_cert_invalid" if failed.client_certificate else "tls_error"
+            raise refused(400, f"TLS handshake failed: {failed}", outcome) from None
         while True:
             try:
                 data = await stream.receive_some(_HANDSHAKE_READ)
@@ -462,7 +471,12 @@ class ProxyServer:
         await self.dialer.pace(route)
         try:
             stream, accepted, trailing = await self.dialer.dial(
-                route, identity, [admitted.version], admitted.authorization, redial=True
+                route,
+                identity,
+                [admitted.version],
+                admitted.authorization,
+                redial=True,
+                client_identity=admitted.client_identity,
             )
         except Refusal as refusal:
             if refusal.refusal.status in (401, 403, 404) and refusal.outcome == "upstream_refused":

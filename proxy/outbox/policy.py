@@ -122,9 +122,9 @@ _RESENT: Final = frozenset({"MeterValues", "StopTransaction", "TransactionEvent"
 _RESENT_WINDOW: Final = 8
 OFFLINE_ERROR: Final = "back-office unreachable"
 # How a link proved the charger's identity: the back-office accepted the connection, a managed
-# route's password, the header the back-office last accepted (a verifier), or an operator's
-# requeue. Only entries with one of these are ever replayed; anything else is parked.
-PROOFS: Final = frozenset({"upstream", "password", "verifier", "operator"})
+# route's password, the header the back-office last accepted (a verifier), a client certificate
+# bound to the identity (security profile 3), or an operator's requeue. Only entries with one of these are ever replayed; anything else is parked.
+PROOFS: Final = frozenset({"upstream", "password", "verifier", "certificate", "operator"})
 UNPROVEN: Final = "queued without proof of the charger's identity"
 IN_DOUBT: Final = "in doubt: sent upstream, but its answer was never recorded (the back-office may have started it)"
 WAITS_FOR_START: Final = "waits for its StartTransaction, which is in doubt"

@@ -146,19 +146,38 @@ class AuthOutcome:
     password_to_verify: str | None = None
 
 
-def decide_auth(route: Route, identity: str, authorization: bytes | None) -> AuthOutcome:
-    """The sans-IO part of authentication; a `password_to_verify` still needs `verify_password`."""
+def decide_auth(
+    route: Route, identity: str, authorization: bytes | None, certified: bool = False
+) -> AuthOutcome:
+    """The sans-IO part of authentication; a `password_to_verify` still needs `verify_password`.
+
+    `certified`: the charger presented a client certificate bound to `identity`
+    (`client_cert.bind`). A security-profile-3 route needs it (403 without, never a fallback to
+    Basic) and then checks no password: the back-office gets the charger's header (passthrough)
+    or the route's upstream credentials (managed).
+    """
+    if route.security_profile == 3:
+        if not certified:
+            return AuthOutcome(status=403)
+        if route.auth == "passthrough":
+            return AuthOutcome(status=None, upstream_authorization=authorization)
+        return AuthOutcome(status=None, upstream_authorization=_upstream_basic(route, identity))
     if route.auth == "passthrough":
         return AuthOutcome(status=None, upstream_authorization=authorization)
     credentials = parse_basic(authorization)
     if credentials is None or credentials[0] != identity:
         return AuthOutcome(status=401)
-    upstream = None
-    if route.upstream_password is not None:
-        upstream = basic_header(route.upstream_username or identity, route.upstream_password)
     return AuthOutcome(
-        status=None, upstream_authorization=upstream, password_to_verify=credentials[1]
+        status=None,
+        upstream_authorization=_upstream_basic(route, identity),
+        password_to_verify=credentials[1],
     )
+
+
+def _upstream_basic(route: Route, identity: str) -> bytes | None:
+    if route.upstream_password is None:
+        return None
+    return basic_header(route.upstream_username or identity, route.upstream_password)
 
 
 # -- under attack: failure budgets, recent successes (sans-IO; `now` is passed in) ----------------

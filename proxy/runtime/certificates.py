@@ -1,7 +1,7 @@
 """When a certificate expires: the not-after time of a PEM file or a peer's DER certificate.
 
-Read for the certificate-expiry gauges (the listener's certificate at start and on SIGHUP, each
-back-office's certificate at every TLS dial). Error handling: a file that cannot be read, or bytes
+Read for the certificate-expiry gauges (the listener's certificate and the client CA bundle at
+start and on SIGHUP, each back-office's certificate at every TLS dial). Error handling: a file that cannot be read, or bytes
 that are no certificate, give None (and a warning in the log); nothing a peer presents raises.
 """
 
@@ -38,3 +38,19 @@ def pem_file_not_after(path: str | Path) -> float | None:
     except (ValueError, TypeError) as exc:
         log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
         return None
+
+
+def pem_bundle_not_after(path: str | Path) -> float | None:
+    """Unix time after which the first certificate of a PEM bundle (e.g. a client CA bundle of
+    several CAs) expires: the earliest not-after among them (None: unreadable or no certificate)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
+        return None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except (ValueError, TypeError) as exc:
+        log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
+        return None
+    return min(c.not_valid_after_utc.timestamp() for c in certificates)

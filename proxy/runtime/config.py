@@ -57,6 +57,16 @@ class ProxySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     max_header_size: int = 16 * 1024
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Client certificates (security profile 3): chargers presenting one must present one this CA
+    # bundle verifies (PEM); tls_crl: a PEM file of CRLs checked for the charger's certificate
+    # (it must be kept current: an expired CRL fails every client certificate). Both are reread
+    # on SIGHUP with the listener's certificate.
+    tls_client_ca: str | None = None
+    tls_crl: str | None = None
+    # How a client certificate is bound to the identity in the URL: "cn" (the subject's common
+    # name is the identity, OCPP 2.0.1), "san_uri" (a subjectAltName URI ending in the identity)
+    # or "none" (any certificate the CA issued).
+    client_cert_identity: Literal["cn", "san_uri", "none"] = "cn"
     # Local addresses upstream connections are made from, in turn (empty: the system's choice).
     # One source address reaches one upstream address and port through at most as many
     # connections as there are ephemeral ports (~28,000 by default): list more for bigger fleets.
@@ -478,6 +488,12 @@ class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
             )
 
 
+# Headers of the upstream handshake the proxy writes itself (never a forwarded identity's name).
+_OWN_HEADERS = frozenset(
+    {"host", "upgrade", "connection", "authorization", "content-length", "transfer-encoding"}
+)
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -492,6 +508,18 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     upstream_username: str | None = None
     upstream_password: str | None = None
     ca_bundle: str | None = None
+    # The certificate and key (PEM) the proxy presents to a wss:// back-office that requires
+    # mutual TLS; reread on SIGHUP.
+    client_cert: str | None = None
+    client_key: str | None = None
+    # 1 or 2: HTTP Basic (or whatever `auth` says), as without the setting. 3: the charger must
+    # present a client certificate bound to its identity ([proxy] tls_client_ca,
+    # client_cert_identity); its Authorization header is never checked, there is no fallback.
+    security_profile: Literal[1, 2, 3] | None = None
+    # A request header (e.g. "X-Client-Cert-CN") that tells the back-office the charger identity
+    # its client certificate was verified for; sent only then. Chargers' own headers never reach
+    # the back-office, so a charger cannot forge it.
+    forward_client_identity: str | None = None
     # Connect only to globally routable addresses of the upstream (its name is resolved and
     # checked at every dial): the registry sets it for chargers partners registered, unless
     # [api] upstreams_allow_private.
@@ -507,8 +535,22 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"upstream must be a ws:// or wss:// URL, got {self.upstream!r}")
         _ = parts.port  # raises ValueError for a port out of range
-        if self.auth == "managed" and not self.password_hash:
-            raise ValueError("auth = 'managed' needs password_hash")
+        if self.auth == "managed" and not self.password_hash and self.security_profile != 3:
+            raise ValueError("auth = 'managed' needs password_hash (or security_profile = 3)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.client_cert is not None and parts.scheme != "wss":
+            raise ValueError("client_cert needs a wss:// upstream")
+        name = self.forward_client_identity
+        if name is not None:
+            if not name or not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+                raise ValueError(
+                    "forward_client_identity must be a header name like X-Client-Cert-CN"
+                )
+            if name.lower() in _OWN_HEADERS or name.lower().startswith("sec-websocket-"):
+                raise ValueError(
+                    f"forward_client_identity must not be {name!r}: the proxy sends it"
+                )
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -530,6 +572,20 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
             raise ValueError(f"proxy.default_subprotocol must be one of {SUPPORTED_SUBPROTOCOLS}")
         if (self.proxy.tls_cert is None) != (self.proxy.tls_key is None):
             raise ValueError("proxy.tls_cert and proxy.tls_key go together")
+        if self.proxy.tls_client_ca is not None and self.proxy.tls_cert is None:
+            raise ValueError(
+                "proxy.tls_client_ca needs proxy.tls_cert (client certificates need TLS)"
+            )
+        if self.proxy.tls_crl is not None and self.proxy.tls_client_ca is None:
+            raise ValueError("proxy.tls_crl needs proxy.tls_client_ca")
+        routes = dict(self.chargers)
+        if self.default_route is not None:
+            routes["default_route"] = self.default_route
+        for name, route in routes.items():
+            if route.security_profile == 3 and self.proxy.tls_client_ca is None:
+                raise ValueError(f"{name}: security_profile = 3 needs proxy.tls_client_ca")
+            if route.security_profile == 2 and self.proxy.tls_cert is None:
+                raise ValueError(f"{name}: security_profile = 2 needs proxy.tls_cert (TLS)")
         if self.proxy.path_prefix and not self.proxy.path_prefix.startswith("/"):
             raise ValueError("proxy.path_prefix must start with '/'")
 

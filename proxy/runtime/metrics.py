@@ -28,7 +28,19 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from proxy.wire.codec import BINARY, CALL, CALLERROR, CALLRESULT, CLOSE, NOT_OCPP, PING, PONG, TEXT
+from proxy.wire.codec import (
+    BINARY,
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CALLRESULTERROR,
+    CLOSE,
+    NOT_OCPP,
+    PING,
+    PONG,
+    SEND,
+    TEXT,
+)
 
 if TYPE_CHECKING:
     from proxy.capture.journal import Journal
@@ -152,6 +164,8 @@ _OCPP_TYPE_NAMES = {
     CALL: "call",
     CALLRESULT: "callresult",
     CALLERROR: "callerror",
+    CALLRESULTERROR: "callresulterror",  # OCPP 2.1
+    SEND: "send",  # OCPP 2.1
     NOT_OCPP: "not_ocpp",
 }
 _CONTROL_NAMES = {BINARY: "binary", CLOSE: "close", PING: "ping", PONG: "pong"}
@@ -225,13 +239,16 @@ class ProxyMetrics:
         )
         self.certificate_expiry = Gauge(
             "ere_proxy_certificate_expiry_timestamp_seconds",
-            "Not-after time of the listener's certificate (as loaded at start or on SIGHUP).",
+            "Not-after time of the listener's certificate (certificate=listener) and of the first "
+            "CA of the client CA bundle to expire (certificate=client_ca), as loaded at start or "
+            "on SIGHUP.",
             ["certificate"],
             registry=r,
         )
         self.certificate_errors = Counter(
             "ere_proxy_certificate_read_errors",
-            "Certificates whose expiry could not be read, by source (listener, upstream).",
+            "Certificates whose expiry could not be read, by source (listener, client_ca, "
+            "upstream).",
             ["source"],
             registry=r,
         )
@@ -295,12 +312,13 @@ class ProxyMetrics:
     def certificate_unreadable(self, source: str) -> None:
         self.certificate_errors.labels(source).inc()
 
-    def listener_certificate(self, not_after: float | None) -> None:
-        """Export the listener certificate's not-after time (None: unreadable, counted)."""
+    def listener_certificate(self, not_after: float | None, which: str = "listener") -> None:
+        """Export the not-after time of the listener's certificate, or of its client CA bundle
+        (`which`="client_ca"); None: unreadable, counted."""
         if not_after is None:
-            self.certificate_unreadable("listener")
+            self.certificate_unreadable(which)
         else:
-            self.certificate_expiry.labels("listener").set(not_after)
+            self.certificate_expiry.labels(which).set(not_after)
 
 
 class OutboxMeters:
@@ -346,6 +364,12 @@ class OutboxMeters:
         self.dropped_answers = Counter(
             "ere_proxy_outbox_dropped_answers",
             "Charger answers to CALLs of an upstream connection that was gone.",
+            registry=r,
+        )
+        self.dropped_unanswered = Counter(
+            "ere_proxy_outbox_dropped_unanswered",
+            "OCPP 2.1 messages that expect no answer (SEND, CALLRESULTERROR) a charger sent while"
+            " its upstream was unreachable: not queued, as nothing waits for them.",
             registry=r,
         )
 

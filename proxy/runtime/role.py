@@ -1,10 +1,12 @@
 """Running the proxy role in one process: listeners, admin endpoint, signals.
 
 SIGHUP reloads the configuration (routes and settings for new connections, and the listener's
-TLS certificate for new handshakes; a bad file is logged and the old configuration kept); SIGTERM and SIGINT shut down gracefully (see
+TLS certificate, client CA and CRL for new handshakes; a bad file is logged and the old
+configuration kept); SIGTERM and SIGINT shut down gracefully (see
 `ProxyServer.shutdown`). The process raises its open-file limit to the hard limit at start and
 logs and exports how many chargers that allows (`ere_proxy_charger_capacity`: each link holds two
-sockets), and exports the listener certificate's expiry (at start and after each reload).
+sockets), and exports the expiry of the listener's certificate and client CA bundle (at start and
+after each reload).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import os
 import resource
 import signal
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -30,6 +31,7 @@ from proxy.capture.orphans import close_orphans_periodically
 from proxy.capture.spill import SpillLog
 from proxy.capture.store_process import StoreProcess
 from proxy.forward.listener import (
+    ServerTls,
     listening_port,
     open_listener,
     reload_certificates,
@@ -42,7 +44,7 @@ from proxy.routing.registry.errors import SecretKeyError
 from proxy.routing.registry.router import DatabaseRouter
 from proxy.routing.registry.sealing import KeyRing, key_id
 from proxy.routing.router import StaticRouter
-from proxy.runtime.certificates import pem_file_not_after
+from proxy.runtime.certificates import pem_bundle_not_after, pem_file_not_after
 from proxy.runtime.config import Config, ConfigError, load_config
 from proxy.runtime.http_admin import AdminServer, metrics_url
 from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics
@@ -164,8 +166,7 @@ async def _serve(
     if outbox is not None:
         metrics.registry.register(OutboxCollector(outbox.budget, server.relays))
     tls = server_tls_context(config.proxy)
-    if config.proxy.tls_cert is not None:
-        metrics.listener_certificate(pem_file_not_after(config.proxy.tls_cert))
+    export_certificate_expiry(metrics, config)
     listener = open_listener(
         config.proxy, reuse_port=config.proxy.workers > 1, tls=tls, metrics=metrics
     )
@@ -270,13 +271,22 @@ async def freeze_long_lived(interval: float) -> None:
         gc.freeze()
 
 
+def export_certificate_expiry(metrics: ProxyMetrics, config: Config) -> None:
+    """The not-after times of the listener's certificate and client CA bundle, when configured."""
+    if config.proxy.tls_cert is not None:
+        metrics.listener_certificate(pem_file_not_after(config.proxy.tls_cert))
+    if config.proxy.tls_client_ca is not None:
+        metrics.listener_certificate(pem_bundle_not_after(config.proxy.tls_client_ca), "client_ca")
+
+
 def reload_config(
     config_path: Path | None,
     router: StaticRouter | DatabaseRouter,
     server: ProxyServer,
-    tls: ssl.SSLContext | None,
+    tls: ServerTls | None,
 ) -> None:
-    """SIGHUP: routes and settings for new connections, and the listener's certificate."""
+    """SIGHUP: routes and settings for new connections, and the listener's TLS files (certificate,
+    client CA, CRL; the dials' files are reread as well, `Dialer.reconfigure`)."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -284,6 +294,6 @@ def reload_config(
         return
     router.replace(config)
     server.reconfigure(config)
-    if reload_certificates(tls, config.proxy) and config.proxy.tls_cert is not None:
-        server.metrics.listener_certificate(pem_file_not_after(config.proxy.tls_cert))
+    if reload_certificates(tls, config.proxy):
+        export_certificate_expiry(server.metrics, config)
     log.info("configuration reloaded", extra={"chargers": len(config.chargers)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote
@@ -226,7 +227,10 @@ class UpstreamHandshake:
         subprotocols: list[str],
         authorization: bytes | None,
         max_header_size: int = 16 * 1024,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        """`extra_headers`: further request headers (names the request has already are not
+        allowed: the caller checks)."""
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
         self._key = base64.b64encode(os.urandom(16))
         self._offered = subprotocols
@@ -241,6 +245,7 @@ class UpstreamHandshake:
             headers.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode()))
         if authorization is not None:
             headers.append((b"authorization", authorization))
+        headers.extend(extra_headers)
         self._request = h11.Request(method=b"GET", target=target.encode(), headers=headers)
 
     def request(self) -> bytes:
