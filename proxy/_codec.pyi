@@ -19,6 +19,8 @@ NOT_OCPP: Final[int]  # 0
 CALL: Final[int]  # 2
 CALLRESULT: Final[int]  # 3
 CALLERROR: Final[int]  # 4
+CALLRESULTERROR: Final[int]  # 5 (OCPP 2.1: an error about a CALLRESULT)
+SEND: Final[int]  # 6 (OCPP 2.1: expects no answer)
 
 # False in a debug build of the extension (`maturin develop` without --release).
 OPTIMIZED: Final[bool]

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from proxy._codec import (
     BINARY,
     CALL,
-    CALLERROR,
     CALLRESULT,
     CLOSE,
     NOT_OCPP,
     PING,
     PONG,
+    SEND,
     TEXT,
     ProtocolError,
 )
@@ -269,7 +269,8 @@ def _decode_string(raw: bytes) -> str | None:
 
 
 def peek_envelope(text: bytes) -> Envelope:
-    """Classify a text message as an OCPP-J CALL, CALLRESULT or CALLERROR, or NOT_OCPP.
+    """Classify a text message as an OCPP-J CALL, CALLRESULT or CALLERROR (or OCPP 2.1's SEND and
+    CALLRESULTERROR, shaped like CALL and CALLERROR), or NOT_OCPP.
 
     Returns (message_type, unique_id, action, error_code, payload_start, payload_end); the span
     is a byte range of `text`. Never raises: anything that is not a well-formed OCPP-J frame
@@ -302,25 +303,25 @@ def _peek(text: bytes) -> Envelope:
             return None
         return _decode_string(text[start + 1 : end - 1])
 
-    arity = {b"2": 4, b"3": 3, b"4": 5}.get(token(0)) if elements else None
+    arity = {b"2": 4, b"3": 3, b"4": 5, b"5": 5, b"6": 4}.get(token(0)) if elements else None
     if arity is None or len(elements) != arity:
         return _NOT_OCPP_ENVELOPE
     message_type = int(token(0))
     unique_id = string_at(1)
     if unique_id is None:
         return _NOT_OCPP_ENVELOPE
-    if message_type == CALL:
+    if message_type in (CALL, SEND):
         action = string_at(2)
         if action is None:
             return _NOT_OCPP_ENVELOPE
-        return (CALL, unique_id, action, None, *elements[3])
+        return (message_type, unique_id, action, None, *elements[3])
     if message_type == CALLRESULT:
         return (CALLRESULT, unique_id, None, None, *elements[2])
-    # CALLERROR: the description must be a string; only its type matters, it is not decoded.
+    # CALLERROR, CALLRESULTERROR: the description must be a string; only its type matters.
     error_code = string_at(2)
     if error_code is None or text[elements[3][0]] != ord('"'):
         return _NOT_OCPP_ENVELOPE
-    return (CALLERROR, unique_id, None, error_code, *elements[4])
+    return (message_type, unique_id, None, error_code, *elements[4])
 
 
 # --------------------------------------------------------------------------------------------

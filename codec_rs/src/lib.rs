@@ -350,6 +350,8 @@ class ProtocolError(Exception):
         m.add("CALL", ocppj::CALL)?;
         m.add("CALLRESULT", ocppj::CALLRESULT)?;
         m.add("CALLERROR", ocppj::CALLERROR)?;
+        m.add("CALLRESULTERROR", ocppj::CALLRESULTERROR)?;
+        m.add("SEND", ocppj::SEND)?;
         // Benchmarks refuse a debug build (several times slower).
         m.add("OPTIMIZED", !cfg!(debug_assertions))?;
 

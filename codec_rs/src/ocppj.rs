@@ -7,6 +7,10 @@ pub const NOT_OCPP: u8 = 0;
 pub const CALL: u8 = 2;
 pub const CALLRESULT: u8 = 3;
 pub const CALLERROR: u8 = 4;
+/// OCPP 2.1: an error about a CALLRESULT (shaped like CALLERROR; answers nothing).
+pub const CALLRESULTERROR: u8 = 5;
+/// OCPP 2.1: a message that expects no answer (shaped like CALL).
+pub const SEND: u8 = 6;
 
 /// Deepest allowed nesting of arrays and objects (the envelope array counts as level 1).
 pub const MAX_DEPTH: usize = 64;
@@ -55,6 +59,8 @@ fn envelope(s: &[u8]) -> Option<Envelope> {
         b"2" => CALL,
         b"3" => CALLRESULT,
         b"4" => CALLERROR,
+        b"5" => CALLRESULTERROR,
+        b"6" => SEND,
         _ => return None,
     };
     p.comma()?;
@@ -62,11 +68,11 @@ fn envelope(s: &[u8]) -> Option<Envelope> {
     let mut action = None;
     let mut error_code = None;
     match message_type {
-        CALL => {
+        CALL | SEND => {
             p.comma()?;
             action = Some(p.string_value()?);
         }
-        CALLERROR => {
+        CALLERROR | CALLRESULTERROR => {
             p.comma()?;
             error_code = Some(p.string_value()?);
             p.comma()?;

@@ -6,7 +6,8 @@ or offline transactions whose ids need mapping. It works message by message, not
 
 - offline (no upstream): each charger CALL is answered by the outbox policy (`outbox.policy`),
   after its entry is stored (the claim's `OutboxWriter.write`); pings are answered here; answers the charger sends to
-  a lost upstream's CALLs are dropped and counted. Meanwhile the upstream is redialled with
+  a lost upstream's CALLs are dropped and counted, and so are OCPP 2.1 messages that expect no
+  answer (SEND, CALLRESULTERROR). Meanwhile the upstream is redialled with
   exponential back-off and jitter.
 - replay (upstream back, outbox not empty): the entries go upstream in order, one CALL at a
   time, each deleted from the store before the next is sent; new charger CALLs keep being
@@ -52,9 +53,11 @@ from proxy.wire.codec import (
     CALL,
     CALLERROR,
     CALLRESULT,
+    CALLRESULTERROR,
     CLOSE,
     PING,
     PONG,
+    SEND,
     TEXT,
     Message,
     ProtocolError,
@@ -319,6 +322,15 @@ class Relay:
                 await self._send_upstream(encode_frame(TEXT, message.data, mask=True))
             except _UpstreamLost:
                 self._meters.dropped_answers.inc()
+        elif kind in (SEND, CALLRESULTERROR):  # OCPP 2.1: nothing answers them
+            if not self._live():
+                self._meters.dropped_unanswered.inc()  # nothing waits for them: not queued
+                return
+            self._track_charger(message)
+            try:
+                await self._send_upstream(encode_frame(TEXT, message.data, mask=True))
+            except _UpstreamLost:
+                self._meters.dropped_unanswered.inc()
 
     def _live(self) -> bool:
         return self.upstream is not None and self.outbox.empty and self.outbox.in_flight is None

@@ -59,6 +59,40 @@ def test_the_promtool_unit_tests_pass(path):
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def runbook_sections() -> dict[str, str]:
+    """RUNBOOK.md's sections by their heading."""
+    text = (GRAFANA / "RUNBOOK.md").read_text()
+    return {part.split("\n", 1)[0]: part for part in re.split(r"^## ", text, flags=re.M)[1:]}
+
+
+def runbook_gaps(sections: dict[str, str], names: set[str]) -> dict[str, list[str]]:
+    """Alert -> the parts its runbook section lacks (all of them when there is no section)."""
+    parts = ("**Meaning.**", "**Check", "Act.**", "**Urgency.**", "**Verify.**", "**Escalate.**")
+    return {
+        name: missing
+        for name in sorted(names)
+        if (missing := [part for part in parts if part not in sections.get(name, "")])
+    }
+
+
+def test_every_alert_has_a_runbook_with_urgency_verification_and_escalation():
+    sections = runbook_sections()
+    assert runbook_gaps(sections, {rule.name for rule in alert_rules()}) == {}
+    # and the check sees a section that lacks one
+    cut = {**sections, "UpstreamDown": sections["UpstreamDown"].replace("**Escalate.**", "")}
+    assert runbook_gaps(cut, {"UpstreamDown", "Nameless"}) == {
+        "UpstreamDown": ["**Escalate.**"],
+        "Nameless": [
+            "**Meaning.**",
+            "**Check",
+            "Act.**",
+            "**Urgency.**",
+            "**Verify.**",
+            "**Escalate.**",
+        ],
+    }
+
+
 def test_a_broken_threshold_fails_its_unit_test(tmp_path):
     """The unit tests catch a rule that fires too early (a drop alert at 5 % instead of 25 %)."""
     rules = (GRAFANA / "alerts.yml").read_text()

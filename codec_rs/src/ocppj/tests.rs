@@ -388,3 +388,35 @@ fn plain_run_end_matches_a_byte_by_byte_scan() {
     let s = b"abc\\de\"fgh";
     assert_eq!(plain_run_end(s, 0), 3);
 }
+
+#[test]
+fn ocpp21_send_and_callresulterror() {
+    let text = r#"[6,"s1","NotifyPeriodicEventStream",{"id":1,"pending":0,"basetime":"2026-12-07T00:00:00Z","data":[]}]"#;
+    let env = peek(text);
+    assert_eq!(
+        seen(text, &env),
+        Seen {
+            message_type: SEND,
+            unique_id: Some("s1"),
+            action: Some("NotifyPeriodicEventStream"),
+            error_code: None,
+            payload: r#"{"id":1,"pending":0,"basetime":"2026-12-07T00:00:00Z","data":[]}"#,
+        }
+    );
+    let text = r#"[5,"r1","FormatViolation","bad result",{"detail":1}]"#;
+    let env = peek(text);
+    assert_eq!(
+        seen(text, &env),
+        Seen {
+            message_type: CALLRESULTERROR,
+            unique_id: Some("r1"),
+            action: None,
+            error_code: Some("FormatViolation"),
+            payload: r#"{"detail":1}"#,
+        }
+    );
+    // Shaped like CALL and CALLERROR, and as strict about it.
+    assert_not_ocpp(r#"[6,"s1",{}]"#);
+    assert_not_ocpp(r#"[5,"r1","FormatViolation",{}]"#);
+    assert_not_ocpp(r#"[7,"x","A",{}]"#);
+}
