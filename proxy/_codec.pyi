@@ -112,6 +112,11 @@ class Handback:
     def last_call(self) -> bytes | None:
         """The charger's last CALL while unanswered (when kept)."""
 
+# (bytes, [(opcode, message_type, n)], [(action, n)], per-bucket counts, seconds) of a direction
+_Counts = tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float]
+# reports in order ((link, side, at, messages) or a Handback), and both directions' counts
+_Taken = tuple[list[tuple[int, int, float, list[Message]] | Handback], tuple[_Counts, _Counts]]
+
 @final
 class Engine:
     """A thread that forwards adopted links' bytes with an epoll loop, without the GIL.
@@ -141,29 +146,13 @@ class Engine:
         """Ask for a link back; its `Handback` comes with a later `take`."""
     def idle_seconds(self, link: int) -> float | None:
         """Seconds since bytes last passed through an adopted link (None: not adopted)."""
-    def take(
-        self,
-    ) -> tuple[
-        list[tuple[int, int, float, list[Message]] | Handback],
-        tuple[
-            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
-            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
-        ],
-    ]:
+    def take(self) -> _Taken:
         """The reports waiting, in order: `(link, side, at, messages)` for tracked messages a
         side sent that were forwarded, a `Handback` for a link given back; and both directions'
         counts since the last call: `(bytes, [(opcode, message_type, n)], [(action, n)],
         per-bucket counts, seconds)`."""
     def running(self) -> bool:
         """False once the engine's loop has ended (its links are, or are being, handed back)."""
-    def close(
-        self,
-    ) -> tuple[
-        list[tuple[int, int, float, list[Message]] | Handback],
-        tuple[
-            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
-            tuple[int, list[tuple[int, int, int]], list[tuple[str, int]], list[int], float],
-        ],
-    ]:
+    def close(self) -> _Taken:
         """Stop the thread; what it reported last comes back as from `take`, with every link
         still adopted handed back. Later calls return nothing."""

@@ -28,29 +28,22 @@ def der_not_after(der: bytes | None) -> float | None:
 
 def pem_file_not_after(path: str | Path) -> float | None:
     """Unix time after which the first certificate of a PEM file (the leaf) is no longer valid."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
-        return None
-    try:
-        return x509.load_pem_x509_certificate(data).not_valid_after_utc.timestamp()
-    except (ValueError, TypeError) as exc:
-        log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
-        return None
+    times = _pem_not_afters(path)
+    return times[0] if times else None
 
 
 def pem_bundle_not_after(path: str | Path) -> float | None:
     """Unix time after which the first certificate of a PEM bundle (e.g. a client CA bundle of
     several CAs) expires: the earliest not-after among them (None: unreadable or no certificate)."""
+    times = _pem_not_afters(path)
+    return min(times) if times else None
+
+
+def _pem_not_afters(path: str | Path) -> list[float]:
+    """The not-after times of a PEM file's certificates, in order (empty: unreadable, logged)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
+        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
         log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
-        return None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except (ValueError, TypeError) as exc:
-        log.warning("certificate unreadable", extra={"certificate": str(path), "error": str(exc)})
-        return None
-    return min(c.not_valid_after_utc.timestamp() for c in certificates)
+        return []
+    return [c.not_valid_after_utc.timestamp() for c in certificates]
