@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.api.throttle import Throttle
+from proxy.runtime.metrics import register_build_info
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS
 
@@ -78,6 +79,7 @@ class ApiMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
+        register_build_info(r, "ere_api")
         self.requests = Counter(
             "ere_api_requests",
             "Requests answered, by route template, method and status class (2xx ... 5xx).",

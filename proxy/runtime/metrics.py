@@ -187,6 +187,16 @@ def version() -> str:
         return "unknown"
 
 
+def register_build_info(registry: CollectorRegistry, prefix: str) -> None:
+    """`<prefix>_build_info`: always 1, its labels the running version and Python."""
+    Gauge(
+        f"{prefix}_build_info",
+        "Always 1; the labels tell the running version.",
+        ["version", "python"],
+        registry=registry,
+    ).labels(version(), platform.python_version()).set(1)
+
+
 class ProxyMetrics:
     """All metrics of one proxy process, in their own registry."""
 
@@ -264,12 +274,7 @@ class ProxyMetrics:
             "Chargers this worker can hold with its open-file limit (two sockets each).",
             registry=r,
         )
-        Gauge(
-            "ere_proxy_build_info",
-            "Always 1; the labels tell the running version.",
-            ["version", "python"],
-            registry=r,
-        ).labels(version(), platform.python_version()).set(1)
+        register_build_info(r, "ere_proxy")
         self.forward_seconds = Histogram(
             "ere_proxy_forward_seconds",
             "Time per forwarded chunk, from reading bytes from one side to having written them "

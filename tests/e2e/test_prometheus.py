@@ -840,7 +840,7 @@ async def test_prometheus_scrapes_every_panel_and_every_fault_fires_its_alerts(t
             )
             assert closing.returncode == 0, closing.stdout + closing.stderr
             await until(
-                lambda: prometheus.has_data("sum(ere_eligible_energy_joules) > 0"),
+                lambda: prometheus.has_data("sum(ere_worker_pipeline_eligible_energy_joules) > 0"),
                 "the closed quarter's energy",
             )
             await until(

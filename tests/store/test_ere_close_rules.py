@@ -376,10 +376,10 @@ async def test_the_pipeline_gauges_count_each_sessions_latest_verdict_and_energy
     assert stated  # eligible energy is exported in joules
     for quarter, kwh in stated:
         energy = metrics.registry.get_sample_value(
-            "ere_eligible_energy_joules", {"quarter": quarter}
+            "ere_worker_pipeline_eligible_energy_joules", {"quarter": quarter}
         )
         assert energy == float(kwh * 3_600_000)
-    gauge = "ere_session_assessments"
+    gauge = "ere_worker_pipeline_session_assessments"
     assert (
         metrics.registry.get_sample_value(gauge, {"eligibility": "eligible", "reason": "eligible"})
         == 1

@@ -217,12 +217,12 @@ async def test_a_year_that_is_not_a_delivery_year_is_refused_in_one_line(setting
 async def test_worker_0_exports_the_deadline_of_each_year_not_exported_yet(settings, tmp_path):
     metrics = WorkerMetrics(CollectorRegistry(), pipeline=True)
     deadline = datetime.fromisoformat("2026-03-01T00:00:00+01:00").timestamp()
-    due = "ere_rev_export_deadline_timestamp_seconds"
+    due = "ere_worker_pipeline_rev_export_deadline_timestamp_seconds"
     async with open_database(settings) as db:
         await seed(db)
         await metrics.refresh(db)
         assert metrics.registry.get_sample_value(due, {"year": "2025"}) == deadline
-        assert metrics.registry.get_sample_value("ere_pipeline_refresh_ok") == 1
+        assert metrics.registry.get_sample_value("ere_worker_pipeline_refresh_ok") == 1
         named = config(settings, provider_name="ERE Provider BV")
         code, _, err = await rev(named, "2025", "--draft", "--out", str(tmp_path))
         assert code == 0, err
@@ -233,20 +233,22 @@ async def test_worker_0_exports_the_deadline_of_each_year_not_exported_yet(setti
         assert code == 0, err
         await metrics.refresh(db)
         assert metrics.registry.get_sample_value(due, {"year": "2025"}) is None
-        refreshed = metrics.registry.get_sample_value("ere_pipeline_refreshed_timestamp_seconds")
+        refreshed = metrics.registry.get_sample_value(
+            "ere_worker_pipeline_refreshed_timestamp_seconds"
+        )
         assert refreshed is not None and refreshed > 0
 
         # A read that fails leaves the last figures, marked stale, with the time they were read.
         await db.execute("ALTER TABLE rev_exports RENAME TO rev_exports_away")
         await metrics.refresh_or_mark_stale(db)
-        assert metrics.registry.get_sample_value("ere_pipeline_refresh_ok") == 0
+        assert metrics.registry.get_sample_value("ere_worker_pipeline_refresh_ok") == 0
         assert (
-            metrics.registry.get_sample_value("ere_pipeline_refreshed_timestamp_seconds")
+            metrics.registry.get_sample_value("ere_worker_pipeline_refreshed_timestamp_seconds")
             == refreshed
         )
         await db.execute("ALTER TABLE rev_exports_away RENAME TO rev_exports")
         await metrics.refresh_or_mark_stale(db)
-        assert metrics.registry.get_sample_value("ere_pipeline_refresh_ok") == 1
+        assert metrics.registry.get_sample_value("ere_worker_pipeline_refresh_ok") == 1
 
 
 async def test_a_revoked_mandate_is_exported_with_its_effective_end_and_when_it_was_revoked(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 
 from proxy.api.metrics import ApiMetrics
 from proxy.api.throttle import Throttle
@@ -59,8 +60,8 @@ class _NoRows:
         return []
 
 
-async def exported_series(tmp_path: Path) -> set[str]:
-    """Names of every series the proxy, ERE worker and partner API processes can export."""
+async def role_families(tmp_path: Path) -> dict[str, list[Metric]]:
+    """Every metric family the proxy, ERE worker and partner API processes can export, by role."""
     registry = ProxyMetrics().registry
     spill = SpillLog(tmp_path / "spill")
     try:
@@ -71,18 +72,35 @@ async def exported_series(tmp_path: Path) -> set[str]:
         await worker.refresh(_NoRows())
         api = ApiMetrics()
         api.watch_throttle(Throttle(ApiSettings()))
-        families = [*registry.collect(), *worker.registry.collect(), *api.registry.collect()]
+        return {
+            "proxy": list(registry.collect()),
+            "worker": list(worker.registry.collect()),
+            "api": list(api.registry.collect()),
+        }
     finally:
         spill.close()
+
+
+async def exported_series(tmp_path: Path) -> set[str]:
+    """Names of every series the proxy, ERE worker and partner API processes can export."""
     names: set[str] = set()
-    for family in families:
-        suffixes = {
-            "counter": ["_total"],
-            "gauge": [""],
-            "histogram": ["_bucket", "_sum", "_count"],
-        }[family.type]
-        names.update(family.name + suffix for suffix in suffixes)
+    for families in (await role_families(tmp_path)).values():
+        for family in families:
+            suffixes = {
+                "counter": ["_total"],
+                "gauge": [""],
+                "histogram": ["_bucket", "_sum", "_count"],
+            }[family.type]
+            names.update(family.name + suffix for suffix in suffixes)
     return names
+
+
+async def test_each_role_exports_under_one_prefix_of_its_own_with_its_build_info(tmp_path):
+    prefixes = {"proxy": "ere_proxy_", "worker": "ere_worker_", "api": "ere_api_"}
+    for role, families in (await role_families(tmp_path)).items():
+        own = [f.name for f in families if not f.name.startswith(("process_", "python_"))]
+        assert own and all(name.startswith(prefixes[role]) for name in own), (role, own)
+        assert f"{prefixes[role]}build_info" in own, role
 
 
 def test_the_three_dashboards_are_there_with_their_uids():

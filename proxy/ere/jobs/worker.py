@@ -8,10 +8,10 @@ every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on
 pipeline from the database (jobs by state, sessions by status and meter class, eligible energy
 (in joules, Prometheus's base unit), ERE and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
 a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds. A
-refresh that fails keeps the last figures but says so: `ere_pipeline_refresh_ok` drops to 0 and
-`ere_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. With the
-figures come the age of the oldest due job still queued, by kind (`ere_jobs_oldest_queued_seconds`),
-and the outbox entries parked as dead letters (`ere_outbox_dead_letters`).
+refresh that fails keeps the last figures but says so: `ere_worker_pipeline_refresh_ok` drops to 0 and
+`ere_worker_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. With the
+figures come the age of the oldest due job still queued, by kind (`ere_worker_pipeline_jobs_oldest_queued_seconds`),
+and the outbox entries parked as dead letters (`ere_worker_pipeline_outbox_dead_letters`).
 Every worker exports how long the job it runs has been running (`ere_worker_job_running_seconds`,
 0 when idle: a hung job shows before it ends), its database errors by operation
 (`ere_worker_database_errors_total`) and `ere_worker_build_info`. The factor table is
@@ -29,7 +29,6 @@ job is recorded by the queue and never stops the worker.
 from __future__ import annotations
 
 import logging
-import platform
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +47,7 @@ from proxy.ere.jobs.queue import Handler, Job, run_one
 from proxy.ere.jobs.rev_export import rev_deadline
 from proxy.runtime.config import Config
 from proxy.runtime.http_admin import AdminServer, metrics_url
-from proxy.runtime.metrics import version
+from proxy.runtime.metrics import register_build_info
 from proxy.store.connection import Connection
 from proxy.store.db import DATABASE_ERRORS, open_database
 
@@ -131,12 +130,7 @@ class WorkerMetrics:
             registry=registry,
         )
         running.set_function(self._running_seconds)
-        Gauge(
-            "ere_worker_build_info",
-            "Always 1; the labels tell the running version.",
-            ["version", "python"],
-            registry=registry,
-        ).labels(version(), platform.python_version()).set(1)
+        register_build_info(registry, "ere_worker")
         self.job_started: float | None = None  # monotonic time the running job started
         self.pipeline: list[Metric] = []
         self.refreshed_at = 0.0
@@ -152,12 +146,12 @@ class WorkerMetrics:
 
     def collect(self) -> list[Metric]:
         ok = GaugeMetricFamily(
-            "ere_pipeline_refresh_ok",
+            "ere_worker_pipeline_refresh_ok",
             "1 if the last read of the pipeline figures worked, 0 if it failed (they are stale).",
             value=1 if self.refresh_ok else 0,
         )
         at = GaugeMetricFamily(
-            "ere_pipeline_refreshed_timestamp_seconds",
+            "ere_worker_pipeline_refreshed_timestamp_seconds",
             "Unix time of the last read of the pipeline figures that worked (0: none yet).",
             value=self.refreshed_wall,
         )
@@ -176,14 +170,16 @@ class WorkerMetrics:
     async def refresh(self, db: Any) -> None:
         """Read the pipeline figures from the database (a few aggregate queries)."""
         jobs = GaugeMetricFamily(
-            "ere_jobs", "ERE jobs in the queue by kind and state.", labels=["kind", "state"]
+            "ere_worker_pipeline_jobs",
+            "ERE jobs in the queue by kind and state.",
+            labels=["kind", "state"],
         )
         for kind, state, count in await db.fetch(
             "SELECT kind, state, count(*) FROM ere_jobs GROUP BY 1, 2"
         ):
             jobs.add_metric([kind, state], count)
         sessions = GaugeMetricFamily(
-            "ere_sessions",
+            "ere_worker_pipeline_sessions",
             "Captured sessions by status and meter class.",
             labels=["status", "meter_class"],
         )
@@ -192,7 +188,7 @@ class WorkerMetrics:
         ):
             sessions.add_metric([status, meter_class], count)
         assessed = GaugeMetricFamily(
-            "ere_session_assessments",
+            "ere_worker_pipeline_session_assessments",
             "Sessions by the eligibility of their last close.",
             labels=["eligibility", "reason"],
         )
@@ -201,15 +197,17 @@ class WorkerMetrics:
         ):
             assessed.add_metric([eligibility, reason], count)
         energy = GaugeMetricFamily(
-            "ere_eligible_energy_joules",
+            "ere_worker_pipeline_eligible_energy_joules",
             "Eligible energy stated per closed quarter, in joules (kWh × 3.6e6).",
             labels=["quarter"],
         )
         credits = GaugeMetricFamily(
-            "ere_credits", "ERE stated per closed quarter.", labels=["quarter"]
+            "ere_worker_pipeline_credits", "ERE stated per closed quarter.", labels=["quarter"]
         )
         net = GaugeMetricFamily(
-            "ere_net_payout_eur", "Net payout stated per closed quarter (EUR).", labels=["quarter"]
+            "ere_worker_pipeline_net_payout_eur",
+            "Net payout stated per closed quarter (EUR).",
+            labels=["quarter"],
         )
         for quarter, q_kwh, q_ere, q_net in await db.fetch("""
                 SELECT l.quarter, sum(l.kwh), sum(l.ere), sum(l.net) FROM statement_lines l
@@ -219,7 +217,7 @@ class WorkerMetrics:
             credits.add_metric([quarter], float(q_ere))
             net.add_metric([quarter], float(q_net))
         due = GaugeMetricFamily(
-            "ere_rev_export_deadline_timestamp_seconds",
+            "ere_worker_pipeline_rev_export_deadline_timestamp_seconds",
             "When the REV export of a delivery year with stated energy and no final export is due"
             " at the NEa (1 March of the next year, Dutch time), as a Unix time.",
             labels=["year"],
@@ -227,14 +225,14 @@ class WorkerMetrics:
         for (year,) in await db.fetch(_REV_EXPORTS_DUE):
             due.add_metric([str(year)], rev_deadline(year).timestamp())
         oldest = GaugeMetricFamily(
-            "ere_jobs_oldest_queued_seconds",
+            "ere_worker_pipeline_jobs_oldest_queued_seconds",
             "Age of the oldest due ERE job still queued, by kind (since it became due).",
             labels=["kind"],
         )
         for kind, age in await db.fetch(_OLDEST_QUEUED):
             oldest.add_metric([kind], float(age))
         parked = GaugeMetricFamily(
-            "ere_outbox_dead_letters",
+            "ere_worker_pipeline_outbox_dead_letters",
             "Outbox entries parked as dead letters in the database, until requeued or deleted.",
         )
         for (count,) in await db.fetch(_PARKED_DEAD_LETTERS):
