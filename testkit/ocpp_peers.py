@@ -30,8 +30,9 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v21 import ChargePoint as ChargePoint21
+from ocpp.v21.enums import Action as Action21
 from ocpp.v201 import ChargePoint as ChargePoint201
-from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
@@ -42,8 +43,8 @@ from websockets.protocol import Event
 from websockets.typing import Subprotocol
 
 TIMEOUT = 15.0  # bound on one scenario; a hang fails the test instead of blocking the run
-# What the CSMS speaks, in its order of preference.
-SUBPROTOCOLS = [Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")]
+# What the CSMS speaks, in its order of preference (the newest first).
+SUBPROTOCOLS = [Subprotocol("ocpp2.1"), Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")]
 
 T = TypeVar("T")
 
@@ -243,8 +244,9 @@ class Csms16(ChargePoint16):
         return self._answer(result16.StopTransaction(id_tag_info={"status": "Accepted"}))
 
 
-class Csms201(ChargePoint201):
-    """An OCPP 2.0.1 CSMS; `answers` holds every CALLRESULT it produced, in order."""
+class _Csms2(ChargePoint):
+    """The CSMS of OCPP 2.0.1 and 2.1, whose messages used here are alike; `answers` holds every
+    CALLRESULT it produced, in order, built from its own version's `call_result` module."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -260,20 +262,22 @@ class Csms201(ChargePoint201):
     @on(Action201.boot_notification)
     def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
         return self._answer(
-            result201.BootNotification(current_time=timestamp(), interval=300, status="Accepted")
+            self._call_result.BootNotification(
+                current_time=timestamp(), interval=300, status="Accepted"
+            )
         )
 
     @on(Action201.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
-        return self._answer(result201.Heartbeat(current_time=timestamp()))
+        return self._answer(self._call_result.Heartbeat(current_time=timestamp()))
 
     @on(Action201.authorize)
     def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
-        return self._answer(result201.Authorize(id_token_info={"status": "Accepted"}))
+        return self._answer(self._call_result.Authorize(id_token_info={"status": "Accepted"}))
 
     @on(Action201.status_notification)
     def on_status_notification(self, **_: Any) -> Any:
-        return self._answer(result201.StatusNotification())
+        return self._answer(self._call_result.StatusNotification())
 
     @on(Action201.transaction_event)
     def on_transaction_event(
@@ -282,11 +286,34 @@ class Csms201(ChargePoint201):
         self.transaction_events.append((event_type, seq_no, transaction_info["transaction_id"]))
         total_cost = None if event_type == "Started" else round(0.35 * seq_no, 2)
         return self._answer(
-            result201.TransactionEvent(total_cost=total_cost, id_token_info={"status": "Accepted"})
+            self._call_result.TransactionEvent(
+                total_cost=total_cost, id_token_info={"status": "Accepted"}
+            )
         )
 
 
-CSMS_CLASSES: dict[str, type[ChargePoint]] = {"ocpp1.6": Csms16, "ocpp2.0.1": Csms201}
+class Csms201(_Csms2, ChargePoint201):
+    """An OCPP 2.0.1 CSMS."""
+
+
+class Csms21(_Csms2, ChargePoint21):
+    """An OCPP 2.1 CSMS; `settlements` holds the pspRef of every NotifySettlement (new in 2.1)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settlements: list[str] = []
+
+    @on(Action21.notify_settlement)
+    def on_notify_settlement(self, psp_ref: str, **_: Any) -> Any:
+        self.settlements.append(psp_ref)
+        return self._answer(self._call_result.NotifySettlement())
+
+
+CSMS_CLASSES: dict[str, type[ChargePoint]] = {
+    "ocpp1.6": Csms16,
+    "ocpp2.0.1": Csms201,
+    "ocpp2.1": Csms21,
+}
 
 
 class CsmsServer:
@@ -310,6 +337,11 @@ class CsmsServer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Go down like a back-office shutting down: stop listening, close every connection with
+        1001 (going away) and wait for the closes; stopping again does nothing more."""
         self._server.close()
         await self._server.wait_closed()
 
@@ -363,8 +395,8 @@ class Charger16(ChargePoint16):
         return self._answer(result16.Reset(status="Accepted"))
 
 
-class Charger201(ChargePoint201):
-    """An OCPP 2.0.1 charging station answering the CSMS; `answers` as for the CSMS."""
+class _Charger2(ChargePoint):
+    """A charging station of OCPP 2.0.1 or 2.1 answering the CSMS; `answers` as for the CSMS."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -379,7 +411,23 @@ class Charger201(ChargePoint201):
     def on_request_start_transaction(
         self, id_token: dict[str, Any], remote_start_id: int, **_: Any
     ) -> Any:
-        return self._answer(result201.RequestStartTransaction(status="Accepted"))
+        return self._answer(self._call_result.RequestStartTransaction(status="Accepted"))
+
+    @on(Action201.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        results = []
+        for item in get_variable_data:
+            key = (item["component"]["name"], item["variable"]["name"])
+            known = key in self.variables
+            result = {
+                "attribute_status": "Accepted" if known else "UnknownVariable",
+                "component": item["component"],
+                "variable": item["variable"],
+            }
+            if known:
+                result["attribute_value"] = self.variables[key]
+            results.append(result)
+        return self._answer(self._call_result.GetVariables(get_variable_result=results))
 
     @on(Action201.set_variables)
     def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
@@ -395,11 +443,19 @@ class Charger201(ChargePoint201):
                     "variable": item["variable"],
                 }
             )
-        return self._answer(result201.SetVariables(set_variable_result=results))
+        return self._answer(self._call_result.SetVariables(set_variable_result=results))
 
     @on(Action201.reset)
     def on_reset(self, type: str, **_: Any) -> Any:
-        return self._answer(result201.Reset(status="Accepted"))
+        return self._answer(self._call_result.Reset(status="Accepted"))
+
+
+class Charger201(_Charger2, ChargePoint201):
+    """An OCPP 2.0.1 charging station."""
+
+
+class Charger21(_Charger2, ChargePoint21):
+    """An OCPP 2.1 charging station."""
 
 
 @asynccontextmanager

@@ -20,12 +20,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from testkit.capture_feeds import Feed
 
-__all__ = ["boot_16", "boot_201", "meter_key", "plain_session_16", "signed_session_201"]
+__all__ = [
+    "boot_16",
+    "boot_201",
+    "meter_key",
+    "plain_session_16",
+    "public_key_text",
+    "signed_meter_value",
+    "signed_session_201",
+]
 
 
-def meter_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh P-256 meter key (the OCMF default curve)."""
-    return ec.generate_private_key(ec.SECP256R1())
+def meter_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    """A fresh meter key on `curve`, by default P-256 (the OCMF default curve)."""
+    return ec.generate_private_key(curve or ec.SECP256R1())
 
 
 def _utc(moment: datetime) -> str:
@@ -114,11 +122,35 @@ def signed_ocmf(key: ec.EllipticCurvePrivateKey, event: str, kwh: str, at: datet
     return f'OCMF|{payload}|{{"SD":"{signature}"}}'
 
 
-def _public_key(key: ec.EllipticCurvePrivateKey) -> str:
+def public_key_text(key: ec.EllipticCurvePrivateKey) -> str:
+    """`key`'s public half as OCPP 2.x sends it in `publicKey`: base64 of the DER encoding."""
     der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return base64.b64encode(der).decode()
+
+
+def signed_meter_value(
+    key: ec.EllipticCurvePrivateKey,
+    event: str,
+    kwh: str,
+    at: datetime,
+    *,
+    signing_method: str | None = "",
+    with_key: bool = True,
+) -> dict[str, str]:
+    """An OCPP 2.x `signedMeterValue` of one OCMF reading signed with `key` (see `signed_ocmf`).
+
+    2.0.1 requires every field (`signingMethod` empty when the OCMF record names it); 2.1 may
+    leave out `signingMethod` (None) and send `publicKey` with only some values (`with_key`).
+    """
+    value = {
+        "signedMeterData": base64.b64encode(signed_ocmf(key, event, kwh, at).encode()).decode(),
+        "signingMethod": signing_method,
+        "encodingMethod": "OCMF",
+        "publicKey": public_key_text(key) if with_key else None,
+    }
+    return {name: text for name, text in value.items() if text is not None}
 
 
 def signed_session_201(
@@ -135,17 +167,11 @@ def signed_session_201(
         (("Started", "B", readings[0]), ("Ended", "E", readings[1]))
     ):
         feed.at = at.timestamp()
-        signed = {
-            "signedMeterData": base64.b64encode(signed_ocmf(key, tx, kwh, at).encode()).decode(),
-            "signingMethod": "",
-            "encodingMethod": "OCMF",
-            "publicKey": _public_key(key),
-        }
         value = {
             "value": 0.0,
             "measurand": "Energy.Active.Import.Register",
             "unitOfMeasure": {"unit": "kWh"},
-            "signedMeterValue": signed,
+            "signedMeterValue": signed_meter_value(key, tx, kwh, at),
         }
         event = {
             "eventType": kind,

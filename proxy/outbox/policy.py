@@ -85,7 +85,8 @@ from proxy.outbox.learned import AuthorizationCache, is_ocpp16, start_key
 from proxy.runtime.config import OutboxSettings
 from proxy.wire.codec import CALL, CALLERROR, Message
 
-# Actions whose offline answer is an empty object (notifications; OCPP 1.6 and 2.x).
+# Actions whose offline answer is an empty object (notifications of OCPP 1.6 and 2.x; the last
+# seven are new in 2.1, whose answers to them have no required field either).
 _EMPTY_ANSWER: Final = frozenset(
     {
         "StatusNotification",
@@ -105,6 +106,13 @@ _EMPTY_ANSWER: Final = frozenset(
         "NotifyCustomerInformation",
         "NotifyDisplayMessages",
         "ReservationStatusUpdate",
+        "NotifySettlement",
+        "NotifyPriorityCharging",
+        "NotifyDERAlarm",
+        "NotifyDERStartStop",
+        "ReportDERControl",
+        "BatterySwap",
+        "ClosePeriodicEventStream",
     }
 )
 # Actions answered offline with something of ours (the rest get a CALLERROR and are not queued:

@@ -9,15 +9,21 @@ tests are plain functions around `asyncio.run`.
 from __future__ import annotations
 
 import asyncio
+from types import ModuleType
 
+import pytest
+from ocpp.charge_point import ChargePoint
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
+from ocpp.v21 import call as call21
+from ocpp.v21 import call_result as result21
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
 from testkit.ocpp_peers import (
     TIMEOUT,
     Charger16,
+    Charger21,
     Charger201,
     CsmsServer,
     assert_transparent,
@@ -134,15 +140,49 @@ async def _ocpp16_session(proxy: ProxyProcess) -> None:
     assert csms_closed.rcvd is not None and csms_closed.rcvd.code == 1000
 
 
-def test_ocpp201_charging_session_passes_byte_identical(proxy: ProxyProcess) -> None:
-    asyncio.run(_ocpp201_session(proxy))
+# The 2.x versions run the same session: what differs is the version's message classes, the
+# charger class, and the offer (each version's charger also offers the older ones, and the proxy
+# must pass the whole offer on for the CSMS to choose).
+VERSIONS_2 = [
+    pytest.param(
+        "ocpp2.0.1", call201, result201, Charger201, ["ocpp2.0.1", "ocpp1.6"], id="ocpp201"
+    ),
+    pytest.param(
+        "ocpp2.1", call21, result21, Charger21, ["ocpp2.1", "ocpp2.0.1", "ocpp1.6"], id="ocpp21"
+    ),
+]
 
 
-async def _ocpp201_session(proxy: ProxyProcess) -> None:
-    identity = "CP-201"
+@pytest.mark.parametrize(("version", "call", "result", "charger_class", "offer"), VERSIONS_2)
+def test_ocpp2_charging_session_passes_byte_identical(
+    proxy: ProxyProcess,
+    version: str,
+    call: ModuleType,
+    result: ModuleType,
+    charger_class: type[ChargePoint],
+    offer: list[str],
+) -> None:
+    asyncio.run(_ocpp2_session(proxy, version, call, result, charger_class, offer))
+
+
+async def _ocpp2_session(
+    proxy: ProxyProcess,
+    version: str,
+    call: ModuleType,
+    result: ModuleType,
+    charger_class: type[ChargePoint],
+    offer: list[str],
+) -> None:
+    """One 2.x session: boot, authorize, a metered transaction, then CALLs from the CSMS."""
+    identity = f"CP-{version}"
+    transaction_id = f"tx-{version}-0001"
     id_token = {"id_token": "RFID-0201", "type": "ISO14443"}
-    transaction = {"transaction_id": "tx-0201-0001"}
+    transaction = {"transaction_id": transaction_id}
     evse = {"id": 1, "connector_id": 1}
+    heartbeat_interval = {
+        "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "HeartbeatInterval"},
+    }
 
     def meter(wh: int) -> list[dict[str, object]]:
         return [
@@ -154,23 +194,20 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
 
     async with asyncio.timeout(TIMEOUT):
         async with CsmsServer(proxy.upstream_port) as server:
-            # The charger prefers 2.0.1 but also offers 1.6; the proxy must pass the whole offer on.
-            async with open_charger(
-                proxy.url(identity), ["ocpp2.0.1", "ocpp1.6"], Charger201, identity
-            ) as charger:
+            async with open_charger(proxy.url(identity), offer, charger_class, identity) as charger:
                 csms = await server.next_peer()
                 cp = charger.cp
                 got = [
                     await cp.call(
-                        call201.BootNotification(
-                            charging_station={"model": "E2E-201", "vendor_name": "ERE"},
+                        call.BootNotification(
+                            charging_station={"model": "E2E-2", "vendor_name": "ERE"},
                             reason="PowerUp",
                         )
                     ),
-                    await cp.call(call201.Heartbeat()),
-                    await cp.call(call201.Authorize(id_token=id_token)),
+                    await cp.call(call.Heartbeat()),
+                    await cp.call(call.Authorize(id_token=id_token)),
                     await cp.call(
-                        call201.StatusNotification(
+                        call.StatusNotification(
                             timestamp=timestamp(),
                             connector_status="Occupied",
                             evse_id=1,
@@ -178,7 +215,7 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
                         )
                     ),
                     await cp.call(
-                        call201.TransactionEvent(
+                        call.TransactionEvent(
                             event_type="Started",
                             timestamp=timestamp(),
                             trigger_reason="Authorized",
@@ -193,7 +230,7 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
                 for seq_no in (1, 2, 3):
                     got.append(
                         await cp.call(
-                            call201.TransactionEvent(
+                            call.TransactionEvent(
                                 event_type="Updated",
                                 timestamp=timestamp(),
                                 trigger_reason="MeterValuePeriodic",
@@ -205,7 +242,7 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
                     )
                 got.append(
                     await cp.call(
-                        call201.TransactionEvent(
+                        call.TransactionEvent(
                             event_type="Ended",
                             timestamp=timestamp(),
                             trigger_reason="StopAuthorized",
@@ -218,22 +255,17 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
 
                 sent_back = [
                     await csms.cp.call(
-                        call201.RequestStartTransaction(
+                        call.RequestStartTransaction(
                             id_token=id_token, remote_start_id=7001, evse_id=1
                         )
                     ),
                     await csms.cp.call(
-                        call201.SetVariables(
-                            set_variable_data=[
-                                {
-                                    "attribute_value": "120",
-                                    "component": {"name": "OCPPCommCtrlr"},
-                                    "variable": {"name": "HeartbeatInterval"},
-                                }
-                            ]
+                        call.SetVariables(
+                            set_variable_data=[{"attribute_value": "120", **heartbeat_interval}]
                         )
                     ),
-                    await csms.cp.call(call201.Reset(type="Immediate")),
+                    await csms.cp.call(call.GetVariables(get_variable_data=[heartbeat_interval])),
+                    await csms.cp.call(call.Reset(type="Immediate")),
                 ]
 
                 await charger.ws.close()
@@ -243,22 +275,25 @@ async def _ocpp201_session(proxy: ProxyProcess) -> None:
     assert got == csms.cp.answers
     assert sent_back == charger.cp.answers
     assert csms.cp.transaction_events == [
-        ("Started", 0, "tx-0201-0001"),
-        ("Updated", 1, "tx-0201-0001"),
-        ("Updated", 2, "tx-0201-0001"),
-        ("Updated", 3, "tx-0201-0001"),
-        ("Ended", 4, "tx-0201-0001"),
+        ("Started", 0, transaction_id),
+        ("Updated", 1, transaction_id),
+        ("Updated", 2, transaction_id),
+        ("Updated", 3, transaction_id),
+        ("Ended", 4, transaction_id),
     ]
     assert got[-1].total_cost == csms.cp.answers[-1].total_cost == 1.4
     assert charger.cp.variables == {("OCPPCommCtrlr", "HeartbeatInterval"): "120"}
+    assert sent_back[2].get_variable_result[0]["attribute_value"] == "120"
     assert [type(r) for r in sent_back] == [
-        result201.RequestStartTransaction,
-        result201.SetVariables,
-        result201.Reset,
+        result.RequestStartTransaction,
+        result.SetVariables,
+        result.GetVariables,
+        result.Reset,
     ]
 
-    assert charger.ws.subprotocol == "ocpp2.0.1"
+    assert charger.ws.subprotocol == version
     assert csms.ws.request is not None and csms.ws.request.path == f"/ocpp/{identity}"
+    assert csms.ws.request.headers["Sec-WebSocket-Protocol"] == ", ".join(offer)
     assert_transparent(charger, csms)
     assert charger_closed.rcvd is not None and charger_closed.rcvd.code == 1000
     assert csms_closed.rcvd is not None and csms_closed.rcvd.code == 1000

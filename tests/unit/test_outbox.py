@@ -35,7 +35,9 @@ from proxy.wire.codec import CALL, TEXT, FrameReader, Message, encode_frame
 SCHEMAS = Path(ocpp.__file__).parent
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 BASE = 1_000_000  # provisional_id_base in these tests
-V16, V201 = "ocpp1.6", "ocpp2.0.1"
+V16, V201, V21 = "ocpp1.6", "ocpp2.0.1", "ocpp2.1"
+# The schema folder of the `ocpp` package for each version.
+FOLDERS = {V16: "v16", V201: "v201", V21: "v21"}
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def _validator(version: str, name: str) -> Any:
 
 def valid(version: str, action: str, payload: Any, *, response: bool = False) -> Any:
     """`payload`, after checking it against the schema the `ocpp` package ships for it."""
-    folder = "v16" if version == V16 else "v201"
+    folder = FOLDERS[version]
     name = action + ("Response" if response else "" if folder == "v16" else "Request")
     _validator(folder, name).validate(payload)
     return payload
@@ -214,7 +216,7 @@ def learn(
 # -- offline answers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [V16, V201])
+@pytest.mark.parametrize("version", [V16, V201, V21])
 def test_boot_notification_is_accepted_with_the_configured_interval_and_the_current_time(version):
     box = make_outbox(version)
     request = (
@@ -234,7 +236,7 @@ def test_boot_notification_is_accepted_with_the_configured_interval_and_the_curr
     assert answer.entry is not None and answer.entry.action == "BootNotification"
 
 
-@pytest.mark.parametrize("version", [V16, V201])
+@pytest.mark.parametrize("version", [V16, V201, V21])
 def test_heartbeat_is_answered_with_the_current_time(version):
     box = make_outbox(version)
     payload = answered(
@@ -346,6 +348,17 @@ CHARGER_NOTIFICATIONS = {
         "ReservationStatusUpdate",
     ],
 }
+# A 2.1 station sends the notifications of 2.0.1 and those 2.1 added.
+CHARGER_NOTIFICATIONS[V21] = [
+    *CHARGER_NOTIFICATIONS[V201],
+    "NotifySettlement",
+    "NotifyPriorityCharging",
+    "NotifyDERAlarm",
+    "NotifyDERStartStop",
+    "ReportDERControl",
+    "BatterySwap",
+    "ClosePeriodicEventStream",
+]
 BACK_OFFICE_ONLY = {
     V16: ["DataTransfer", "SignCertificate"],
     V201: [
@@ -357,6 +370,13 @@ BACK_OFFICE_ONLY = {
         "NotifyEVChargingSchedule",
     ],
 }
+BACK_OFFICE_ONLY[V21] = [
+    *BACK_OFFICE_ONLY[V201],
+    "GetCertificateChainStatus",
+    "OpenPeriodicEventStream",
+    "PullDynamicScheduleUpdate",
+    "VatNumberValidation",
+]
 
 
 @pytest.mark.parametrize(
