@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,36 @@ INSTALL = (
     "(apt-get install --no-install-recommends prometheus)"
 )
 WAIT = 90.0  # bound on any one thing another process brings about
+# The alerts each end-to-end module provokes and sees firing on a real Prometheus; together with
+# tests/e2e/test_prometheus.py's own faults and the promtool-only ones, every rule of alerts.yml.
+PROXY_FAULT_ALERTS = frozenset(  # tests/e2e/test_prometheus_proxy_alerts.py
+    {
+        "HandshakeErrorBudgetBurn",
+        "CertificateExpiresSoon",
+        "UpstreamCertificateExpiresSoon",
+        "ProxyChargerCapacityHigh",
+        "ProxyFileDescriptorsHigh",
+        "ProxyAcceptErrors",
+        "ChargersDisconnected",
+        "OutboxNearlyFull",
+        "OutboxFillsSoon",
+        "ForwardingErrorBudgetBurn",
+    }
+)
+ERE_FAULT_ALERTS = frozenset(  # tests/e2e/test_prometheus_ere_alerts.py
+    {
+        "ForwardingLatencyBudgetBurn",
+        "CaptureUnparseablePayloads",
+        "ErePipelineStale",
+        "EreWorkerDatabaseErrors",
+        "ErePipelineFreshnessBudgetBurn",
+        "EreJobsWaiting",
+        "SpillLogNearlyFull",
+        "SpillLogFillsSoon",
+        "CaptureErrorBudgetBurn",
+        "EreJobRunningLong",
+    }
+)
 
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -187,11 +218,15 @@ statement_dir = "{directory / "statements"}"
     return config
 
 
-def start_worker(config: Path, directory: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    config: Path, directory: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ere-proxy worker` (worker 0); `env`: its environment, if not this process's."""
     with (directory / "worker.stderr").open("wb") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "proxy", "worker", "--config", str(config)],
             cwd=REPO,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

@@ -76,15 +76,16 @@ class ProxyProcess:
     upstream_port: int
     process: subprocess.Popen[bytes]
     stderr_path: Path
+    host: str = "127.0.0.1"  # its charger and admin address
 
     def url(self, identity: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp/{quote(identity, safe='')}"
+        return f"ws://{self.host}:{self.port}/ocpp/{quote(identity, safe='')}"
 
     def admin_get(self, path: str) -> tuple[int, bytes]:
         """Status and body of a GET on the admin port."""
         try:
             with _admin_client.open(
-                f"http://127.0.0.1:{self.admin_port}{path}", timeout=2
+                f"http://{self.host}:{self.admin_port}{path}", timeout=2
             ) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
@@ -161,15 +162,26 @@ def upgrade_status(proxy: ProxyProcess, identity: str, extra_headers: str = "") 
         return sock.recv(4096).split(b"\r\n")[0]
 
 
-def start_capture_proxy(directory: Path, data_dir: Path, dsn: str) -> ProxyProcess:
+def start_capture_proxy(
+    directory: Path,
+    data_dir: Path,
+    dsn: str,
+    *,
+    upstream_port: int | None = None,
+    capture: str = "",
+    routes: str = "",
+) -> ProxyProcess:
     """A proxy with session capture on into `dsn` (its spill log under `data_dir / "proxy"`), ready;
-    the caller stops it. Its stderr goes to a new file in `directory` each time."""
-    port, admin_port, upstream_port = free_port(), free_port(), free_port()
+    the caller stops it. Its stderr goes to a new file in `directory` each time. `upstream_port`:
+    the back-office of every route (default: a free port, nothing listening); `capture`: more
+    [capture] settings (TOML lines); `routes`: more tables (e.g. [chargers."ID"] routes)."""
+    port, admin_port = free_port(), free_port()
+    upstream_port = free_port() if upstream_port is None else upstream_port
     config = directory / "proxy.toml"
     text = with_engine(CONFIG).replace(
-        "[capture]\nenabled = false\n", "[capture]\nenabled = true\n"
+        "[capture]\nenabled = false\n", f"[capture]\nenabled = true\n{capture}"
     )
-    text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
+    text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n{routes}'
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
     with stderr_path.open("wb") as stderr:

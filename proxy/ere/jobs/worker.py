@@ -7,11 +7,13 @@ every `poll_interval` seconds. Worker i serves /metrics, /healthz and /readyz on
 `ere.admin_port + i`: job runs by kind and outcome and their duration; worker 0 also exports the
 pipeline from the database (jobs by state, sessions by status and meter class, eligible energy
 (in joules, Prometheus's base unit), ERE and net payout per quarter, and the deadline of each delivery year whose REV export is still due:
-a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds. A
-refresh that fails keeps the last figures but says so: `ere_worker_pipeline_refresh_ok` drops to 0 and
-`ere_worker_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked. With the
-figures come the age of the oldest due job still queued, by kind (`ere_worker_pipeline_jobs_oldest_queued_seconds`),
-and the outbox entries parked as dead letters (`ere_worker_pipeline_outbox_dead_letters`).
+a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds by a
+task of its own, beside the job under way (a close that runs for an hour leaves them fresh). A
+refresh that fails keeps the last figures but says so: `ere_worker_pipeline_refresh_ok` drops to 0
+and `ere_worker_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked.
+With the figures come the age of the oldest due job still waiting, by kind
+(`ere_worker_pipeline_jobs_oldest_queued_seconds`; jobs a worker runs are not waiting), and the
+outbox entries parked as dead letters (`ere_worker_pipeline_outbox_dead_letters`).
 Every worker exports how long the job it runs has been running (`ere_worker_job_running_seconds`,
 0 when idle: a hung job shows before it ends), its database errors by operation
 (`ere_worker_database_errors_total`) and `ere_worker_build_info`. The factor table is
@@ -66,9 +68,14 @@ ORDER BY 1
 # Outbox entries parked as dead letters (replayed CALLs the back-office refused), until requeued.
 _PARKED_DEAD_LETTERS = "SELECT count(*) FROM outbox_entries WHERE dead_reason IS NOT NULL"
 # Age of the oldest job per kind that is due and still waits for a worker.
+# A job a worker runs stays 'queued' (and row-locked) until its transaction commits: locked rows
+# are being run, not waiting, and are skipped (FOR KEY SHARE waits for no one; it needs the
+# UPDATE privilege a worker has anyway).
 _OLDEST_QUEUED = """
-SELECT kind, extract(epoch FROM now() - min(run_after)) FROM ere_jobs
-WHERE state = 'queued' AND run_after <= now() GROUP BY 1
+SELECT kind, extract(epoch FROM now() - min(run_after)) FROM (
+    SELECT kind, run_after FROM ere_jobs WHERE state = 'queued' AND run_after <= now()
+    FOR KEY SHARE SKIP LOCKED
+) AS due GROUP BY 1
 """
 
 
@@ -133,7 +140,6 @@ class WorkerMetrics:
         register_build_info(registry, "ere_worker")
         self.job_started: float | None = None  # monotonic time the running job started
         self.pipeline: list[Metric] = []
-        self.refreshed_at = 0.0
         self.refresh_ok = False
         self.refreshed_wall = 0.0
         self.exports_pipeline = pipeline
@@ -165,7 +171,6 @@ class WorkerMetrics:
             log.warning("could not read the pipeline figures", extra={"error": str(exc)})
             self.database_errors.labels("pipeline").inc()
             self.refresh_ok = False
-            self.refreshed_at = time.monotonic()
 
     async def refresh(self, db: Any) -> None:
         """Read the pipeline figures from the database (a few aggregate queries)."""
@@ -238,7 +243,6 @@ class WorkerMetrics:
         for (count,) in await db.fetch(_PARKED_DEAD_LETTERS):
             parked.add_metric([], count)
         self.pipeline = [jobs, sessions, assessed, energy, credits, net, due, oldest, parked]
-        self.refreshed_at = time.monotonic()
         self.refreshed_wall = time.time()
         self.refresh_ok = True
 
@@ -263,10 +267,20 @@ async def run_worker_role(
                     metrics_at = metrics_url(settings.admin_host, listeners)
                     log.info("worker serving metrics", extra={"metrics": metrics_at})
                 nursery.start_soon(_stop_on_signal, signals, stopping, nursery.cancel_scope)
+                if metrics.exports_pipeline:
+                    nursery.start_soon(_refresh_pipeline, db, metrics, settings.pipeline_refresh)
                 task_status.started()
                 await _work(db, jobs, metrics, stopping, config)
                 nursery.cancel_scope.cancel()
     log.info("worker stopped", extra={"worker": index})
+
+
+async def _refresh_pipeline(db: Any, metrics: WorkerMetrics, every: float) -> None:
+    """Worker 0: read the pipeline figures every `every` seconds, beside the jobs, so that a job
+    running for an hour leaves them fresh. A failed read marks them stale; runs until cancelled."""
+    while True:
+        await metrics.refresh_or_mark_stale(db)
+        await trio.sleep(every)
 
 
 async def _stop_on_signal(signals: Any, stopping: trio.Event, scope: trio.CancelScope) -> None:
@@ -285,11 +299,6 @@ async def _work(
 ) -> None:
     settings = config.ere
     while not stopping.is_set():
-        if (
-            metrics.exports_pipeline
-            and time.monotonic() - metrics.refreshed_at > settings.pipeline_refresh
-        ):
-            await metrics.refresh_or_mark_stale(db)
         started = metrics.job_started = time.monotonic()
         try:
             outcome = await run_one(
