@@ -134,7 +134,8 @@ class FakeCsms:
     `port=0` picks a free port once; later starts listen on that same port. `record=True` keeps,
     per identity, every CALL answered in order in `received` (a CALL counts once its answer has
     been handed to the socket). Transaction ids count up from `first_transaction_id` for the
-    object's whole life, across stops and starts.
+    object's whole life, across stops and starts. `current_time`: the time BootNotification and
+    Heartbeat answers give (default: the clock's, to the second).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class FakeCsms:
         record: bool = False,
         first_transaction_id: int = 1,
         reuse_port: bool = False,
+        current_time: str | None = None,
     ) -> None:
         if not 1 <= first_transaction_id < PROVISIONAL_IDS_FROM:
             raise ValueError(f"first_transaction_id must be in 1..{PROVISIONAL_IDS_FROM - 1}")
@@ -158,11 +160,12 @@ class FakeCsms:
         self._all_closed = trio.Event()
         self._connections: dict[str, _Connection] = {}  # identity -> its latest open connection
         self._arrivals: dict[str, trio.Event] = {}
+        now = _now if current_time is None else lambda: current_time.encode()
         common: dict[str, Callable[[], bytes]] = {
             "BootNotification": lambda: (
-                b'{"status":"Accepted","currentTime":"%s","interval":300}' % _now()
+                b'{"status":"Accepted","currentTime":"%s","interval":300}' % now()
             ),
-            "Heartbeat": lambda: b'{"currentTime":"%s"}' % _now(),
+            "Heartbeat": lambda: b'{"currentTime":"%s"}' % now(),
             "StartTransaction": self._start_transaction,
             "StopTransaction": lambda: _ACCEPTED_16,
         }

@@ -112,7 +112,7 @@ def script() -> list[list[bytes]]:
 
 async def run_traffic(engine: str, tmp_path: Path) -> dict[str, Any]:
     """The script through a proxy forwarding with `engine`; what each party saw."""
-    csms = FakeCsms(record=True)
+    csms = FakeCsms(record=True, current_time="2026-12-01T00:00:00Z")  # both runs alike
     journal = RecordingJournal(SpillLog(tmp_path / engine))
     async with trio.open_nursery() as nursery:
         upstream_port = await nursery.start(csms.serve)
