@@ -34,6 +34,11 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 STAT_TYPES = {"stat", "gauge"}
 VARIABLE_USE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 LABEL_VALUES = re.compile(r"^label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*(\w+)\s*\)$")
+# The dashboards' panels on certificates, which have data only where the proxy reads one (a TLS
+# listener, a wss back-office): tests/e2e/test_prometheus_proxy_alerts.py runs both.
+CERTIFICATE_PANELS = frozenset(
+    {"Listener certificate: days left", "Back-office certificates: days left"}
+)
 PIPELINE_SERIES = "ere_worker_pipeline_"  # figures of the database, exported by ERE worker 0
 # Series carrying an `upstream` label (a back-office's host:port): `$upstream` filters them.
 UPSTREAM_SERIES = frozenset(
@@ -47,6 +52,18 @@ UPSTREAM_SERIES = frozenset(
         "ere_proxy_outbox_oldest_seconds",
         "ere_proxy_upstream_certificate_expiry_timestamp_seconds",
         "upstream:ere_proxy_upstream_dial_failures:ratio_rate5m",
+    }
+)
+# Series carrying a `mirror` label (a mirror back-office's host:port): `$mirror` filters them.
+MIRROR_SERIES = frozenset(
+    {
+        "ere_proxy_mirror_connected",
+        "ere_proxy_mirror_queued",
+        "ere_proxy_mirror_sent_total",
+        "ere_proxy_mirror_dropped_total",
+        "ere_proxy_mirror_answers_dropped_total",
+        "ere_proxy_mirror_calls_total",
+        "ere_proxy_mirror_protocol_errors_total",
     }
 )
 # What Grafana puts in place of its own variables and of "All" of a multi-value variable, as the
@@ -215,7 +232,7 @@ def selectors(expr: str) -> list[tuple[str, str]]:
 def variable_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[str]:
     """What is wrong with the template variables: `$datasource` (a Prometheus data source,
     the provisioned one by default), query variables on `$datasource` that Prometheus can answer
-    (`label_values`), `$instance` and `$upstream` multi-value with "All" as `.*`, every variable
+    (`label_values`), `$instance`, `$upstream` and `$mirror` multi-value with "All" as `.*`, every variable
     used and defined, and the series they apply to filtered by them."""
     problems = []
     defined = variables(dashboard)
@@ -241,7 +258,7 @@ def variable_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[st
             continue
         if name not in used:
             problems.append(f"${name} defined but no query uses it")
-        if name in {"instance", "upstream"}:
+        if name in {"instance", "upstream", "mirror"}:
             if label != name or not (variable.get("multi") and variable.get("includeAll")):
                 problems.append(f"${name}: needs label_values(..., {name}), multi and include all")
             if variable.get("allValue") != ALL:
@@ -256,11 +273,13 @@ def variable_problems(dashboard: dict[str, Any], datasource_uid: str) -> list[st
                         continue
                     if found.startswith(role) and 'instance=~"$instance"' not in matchers:
                         problems.append(f"{found} not filtered by $instance in {expr!r}")
-    if "upstream" in defined:
+    for name, series in (("upstream", UPSTREAM_SERIES), ("mirror", MIRROR_SERIES)):
+        if name not in defined:
+            continue
         for expr in exprs:
             for found, matchers in selectors(expr):
-                if found in UPSTREAM_SERIES and 'upstream=~"$upstream"' not in matchers:
-                    problems.append(f"{found} not filtered by $upstream in {expr!r}")
+                if found in series and f'{name}=~"${name}"' not in matchers:
+                    problems.append(f"{found} not filtered by ${name} in {expr!r}")
     return problems
 
 

@@ -51,11 +51,21 @@ def raw_credentials(identity: str) -> str:
 
 
 @asynccontextmanager
-async def running_proxy(settings, csms: Csms, tmp_path, route: Route | None = None, **outbox: Any):
+async def running_proxy(
+    settings,
+    csms: Csms,
+    tmp_path,
+    route: Route | None = None,
+    *,
+    capture_stored: bool = True,
+    **outbox: Any,
+):
     """A proxy with outbox (and capture) on the test database; yields (port, server, db).
 
     By default chargers are on a managed route (their password is what admits them while the
     back-office is down) and the back-office gets no credentials; `route` replaces it.
+    `capture_stored=False`: its journal never stores a captured event (they go with the proxy,
+    as with a worker killed before its journal wrote them).
     """
     proxy = msgspec.convert(
         {
@@ -82,7 +92,8 @@ async def running_proxy(settings, csms: Csms, tmp_path, route: Route | None = No
         listener = open_listener(config.proxy, reuse_port=False)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(journal.run, DatabaseStore(db))
+                if capture_stored:
+                    await nursery.start(journal.run, DatabaseStore(db))
                 await nursery.start(store.run)
                 await nursery.start(server.run, [listener])
                 yield listening_port(listener), server, db

@@ -24,6 +24,7 @@ SCENARIOS = {
     "poison-drain": "3,000 events with 1 % the database refuses, this tree vs a baseline",
     "quarter-close": "the quarterly close of 1.4 M sessions, 1 and 2 workers",
     "api": "the partner API's session list over 1 M sessions, 200 clients at 500 requests/s",
+    "mirrors": "the primary's latency with a mirror back-office up, down and slow",
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from proxy.capture.events import Event
+import msgspec
+
+from proxy.capture.events import AnyEvent, Event
 from proxy.capture.tracker import Tracker
 from proxy.wire.codec import Message
 
@@ -31,6 +33,34 @@ class Capture:
         if events := self.tracker.from_upstream(message, at):
             self._submit(events)
 
+    def answered_offline(self, call: Message, answer: Message, at: float) -> list[Event]:
+        """The events of a CALL the proxy answers itself, and of that answer, not yet submitted:
+        the relay stores them with the CALL's outbox entry first (`encode_events`), then submits."""
+        return [*self.tracker.from_charger(call, at), *self.tracker.from_upstream(answer, at)]
+
     def submit(self, events: list[Event]) -> None:
         """Events the shell made itself (a transaction's real id, say)."""
         self._submit(events)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+
+
+def encode_events(events: list[Event]) -> bytes | None:
+    """`events` as kept with an outbox entry (None: none, or none that can be encoded)."""
+    if not events:
+        return None
+    try:
+        return _encoder.encode(events)
+    except Exception:  # an event the journal would dead-letter anyway: kept only there
+        return None
+
+
+def decode_events(data: bytes) -> list[Event]:
+    """Events `encode_events` kept; [] for bytes it did not write (nothing is lost by it: the
+    events were submitted when the entry was answered)."""
+    try:
+        return list(_decoder.decode(data))
+    except msgspec.DecodeError:
+        return []

@@ -41,8 +41,11 @@ its batch, if any, goes to the spill log first.
 
 What can still be lost, loudly (`ere_proxy_journal_events_lost_total` and an error log): events
 beyond the spill log's bounds (disk or memory), dead letters the database refuses as well (the
-log has their payload), and the events not yet flushed to disk when the process is killed (the
-last `flush_interval`) or when it stops on a disk that stays full.
+log has their payload), and the events neither stored nor on disk when the process is killed
+(those in memory on their way to the store process, seconds of them when it lags under load, or
+the spill log's last `flush_interval`) or when it stops on a disk that stays full. The events of
+CALLs answered offline are kept with their outbox entries too, and survive such a kill (see
+`proxy.forward.relay`).
 
 Cancellation: `run` ends by spilling what the writer had not stored yet (its batch, the channel,
 what waited for the hand-over, in that order) and flushing the spill log, so on a clean shutdown

@@ -29,14 +29,14 @@ import trio
 from proxy.routing.client_cert import ClientCertificate, from_peercert
 from proxy.runtime.config import CannotStart, ProxySettings
 from proxy.runtime.logs import LogBudget
-from proxy.runtime.metrics import ProxyMetrics
+from proxy.runtime.metrics import ACCEPT_ERRORS, ProxyMetrics
 
 log = logging.getLogger("proxy.server")
 
 _READ = 4096
 _LINGER_BYTES = 1 << 20
 ACCEPT_RETRY = 0.1  # seconds between accepts while out of descriptors
-_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_CAPACITY_ERRORS: frozenset[int] = frozenset(getattr(errno, name) for name in ACCEPT_ERRORS)
 
 
 class AcceptGuard(trio.abc.Listener[trio.SocketStream]):

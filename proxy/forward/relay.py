@@ -5,7 +5,10 @@ or when a forwarding `Link` loses its upstream) or when the charger still has an
 or offline transactions whose ids need mapping. It works message by message, not byte by byte:
 
 - offline (no upstream): each charger CALL is answered by the outbox policy (`outbox.policy`),
-  after its entry is stored (the claim's `OutboxWriter.write`); pings are answered here; answers the charger sends to
+  after its entry is stored (the claim's `OutboxWriter.write`) with the capture events the CALL
+  and its answer gave; a relay submits again the events of the entries it claimed, before it
+  replays anything, so those of a worker killed before its journal stored them are not lost
+  (the capture store keeps each event id once); pings are answered here; answers the charger sends to
   a lost upstream's CALLs are dropped and counted, and so are OCPP 2.1 messages that expect no
   answer (SEND, CALLRESULTERROR). Meanwhile the upstream is redialled with
   exponential back-off and jitter.
@@ -38,7 +41,7 @@ from time import perf_counter, time
 import msgspec
 import trio
 
-from proxy.capture.capture import Capture
+from proxy.capture.capture import Capture, decode_events, encode_events
 from proxy.capture.events import TransactionIdAssigned
 from proxy.capture.tracker import event_id
 from proxy.forward.backoff import RedialBackoff
@@ -144,6 +147,14 @@ class Relay:
             outbox.settings.redial_min, outbox.settings.redial_max
         )
         self._capture = capture
+        if capture is not None:
+            # The events of entries an earlier link queued, submitted again before anything is
+            # replayed (and renamed): the capture store keeps each event id once, and a worker
+            # killed before its journal stored them loses nothing.
+            for entry in outbox.entries:
+                if entry.captured is not None:
+                    capture.submit(decode_events(entry.captured))
+                    entry.captured = None
         self.observer = LiveObserver(outbox.version, outbox.auth, outbox.starts)
         self.upstream: Side | None = None
         self._offline_counted = False
@@ -165,6 +176,11 @@ class Relay:
         self._charger_left: _End | None = None  # the charger went away while the replay went on
         self.last_active = perf_counter()
         self.finished = trio.Event()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the claim this relay writes under."""
+        return self._epoch
 
     # -- control from outside ----------------------------------------------------------------
     def stop(self, end: LinkEnd) -> None:
@@ -367,7 +383,19 @@ class Relay:
                     "upstream": (GOING_AWAY, "going away"),
                 },
             )
+        # Captured before the entry is stored, and stored with it: a worker killed before its
+        # journal wrote the events loses none (the next claim submits them again).
+        events = (
+            self._capture.answered_offline(
+                self._charger_view(message, outbox.upstream_view(message)),
+                text_message(decision.frame),
+                self._clock(),
+            )
+            if self._capture is not None
+            else []
+        )
         if decision.entry is not None:
+            decision.entry.captured = encode_events(events)
             await self._store.write(
                 Write(
                     self.identity,
@@ -377,12 +405,13 @@ class Relay:
                     next_seq=outbox.next_seq,
                 )
             )
+            decision.entry.captured = None  # in the database; this relay submits them below
             self._meters.queued.inc()
             self._queued.set()
         self._meters.offline_answer(message.action)
-        self._track_charger(message, outbox.upstream_view(message))
+        if events and self._capture is not None:
+            self._capture.submit(events)
         await self._send_charger(encode_frame(TEXT, decision.frame, mask=False))
-        self._track_upstream(text_message(decision.frame))
 
     async def _relay_live_call(self, message: Message) -> None:
         rewritten, ended = self.outbox.from_charger(message)
@@ -663,14 +692,14 @@ class Relay:
     def _track_charger(self, message: Message, rewritten: bytes | None = None) -> None:
         """Capture a charger message as the back-office sees it (ids mapped)."""
         if self._capture is not None:
-            view = (
-                message
-                if rewritten is None
-                else text_message(
-                    call_frame(message.unique_id or "", message.action or "", rewritten)
-                )
-            )
-            self._capture.from_charger(view, self._clock())
+            self._capture.from_charger(self._charger_view(message, rewritten), self._clock())
+
+    @staticmethod
+    def _charger_view(message: Message, rewritten: bytes | None) -> Message:
+        """A charger CALL with its payload as the back-office sees it (`rewritten`, if any)."""
+        if rewritten is None:
+            return message
+        return text_message(call_frame(message.unique_id or "", message.action or "", rewritten))
 
     def _track_upstream(self, message: Message) -> None:
         if self._capture is not None:

@@ -6,7 +6,12 @@ back-office, or offline with proof), replace an older link of the same identity,
 accept the charger with the subprotocol the upstream chose. The connection is served by a
 forwarding `Link`, and with an outbox by a `Relay` while the upstream is unreachable or the
 charger's outbox is replayed; they take turns on the same sockets (UPSTREAM_LOST starts a relay,
-HANDBACK a link). Refusals are answered over HTTP (`refusal.Refusal`), counted by outcome and
+HANDBACK a link). With the outbox, a link takes its charger over in PostgreSQL once it is up
+(`OutboxStore.own`, or the relay's claim), and every `takeover_check_interval` the server asks
+which of its links have been taken over since by a newer link on another node or worker (the
+charger came back elsewhere while its old connection here still looked open) and closes them
+with 1001: while the database answers, a charger is not served by two nodes at once for longer
+than that. Refusals are answered over HTTP (`refusal.Refusal`), counted by outcome and
 logged on one line each, rate-limited; a failed TLS handshake is counted as `tls_error`, or as
 `client_cert_invalid` when the charger's client certificate failed verification (expired, another
 CA, revoked; the connection is closed without an HTTP answer, before routing).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter
 from urllib.parse import urlsplit
@@ -42,6 +48,7 @@ from proxy.forward.listener import (
     send_quietly,
     tls_handshake,
 )
+from proxy.forward.mirror import mirrored
 from proxy.forward.policy import LinkEnd
 from proxy.forward.refusal import REQUEST_OUTCOMES, Refusal, refused
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
@@ -89,6 +96,7 @@ class ProxyServer:
         self.dialer = Dialer(config.proxy, config.outbox, metrics)
         self.admission = Admission(config.proxy, router, self.dialer, metrics, outbox, verifier)
         self.links: dict[str, Link | Relay] = {}
+        self._owners: dict[str, _Ownership] = {}  # identity -> the claim of its connection here
         self.accepting = False
         self._draining = False
         self._accept_scope = trio.CancelScope()
@@ -132,6 +140,8 @@ class ProxyServer:
             with self._accept_scope:
                 async with trio.open_nursery() as front:
                     front.start_soon(self._close_idle_links)
+                    if self.outbox is not None:
+                        front.start_soon(self._close_taken_over_links, self.outbox)
                     serve = partial(
                         trio.serve_listeners, self.handle, listeners, handler_nursery=handlers
                     )
@@ -150,6 +160,49 @@ class ProxyServer:
             cutoff = perf_counter() - self.settings.idle_timeout
             for link in [link for link in self.links.values() if link.last_active < cutoff]:
                 link.stop(LinkEnd.IDLE)
+
+    async def _close_taken_over_links(self, store: OutboxStore) -> None:
+        """Close links whose charger a newer link elsewhere has taken over (see the module doc).
+
+        A link whose claim is under way, or changed while the database was asked, is left for
+        the next round: the newer epoch may be its own.
+        """
+        while True:
+            await trio.sleep(self._redial_settings.takeover_check_interval)
+            held = {
+                identity: (own, own.epoch, own.changes)
+                for identity, own in self._owners.items()
+                if own.epoch and not own.pending
+            }
+            if not held:
+                continue
+            try:
+                taken = await store.superseded({i: h[1] for i, h in held.items()})
+            except StoreUnavailable:
+                continue  # the claims stay; asked again next round
+            for identity in taken:
+                own, _, changes = held[identity]
+                turn = own.served[0]
+                if (
+                    self._owners.get(identity) is own
+                    and own.changes == changes
+                    and not own.pending
+                    and self.links.get(identity) is turn
+                ):
+                    log.info("taken over by a link on another node", extra={"identity": identity})
+                    turn.stop(LinkEnd.REPLACED)
+
+    async def _take_over(self, identity: str, own: _Ownership) -> None:
+        """Take the charger over for this connection's forwarding link (`OutboxStore.own`)."""
+        assert self.outbox is not None
+        own.pending += 1
+        try:
+            own.record(await self.outbox.own(identity))
+        except StoreUnavailable as exc:
+            log.warning("takeover not recorded", extra={"identity": identity, "error": str(exc)})
+        finally:
+            own.pending -= 1
+            own.settled.set()
 
     def shutdown(self) -> None:
         """Stop accepting and drain (see the module docstring)."""
@@ -301,6 +354,10 @@ class ProxyServer:
                 old.stop(LinkEnd.REPLACED)
             self.links[identity] = turn
             served = [turn]  # the turn serving the connection now (updated by _serve_turns)
+            own = self._owners[identity] = _Ownership(served)
+            if isinstance(turn, Relay) or self.outbox is None:  # a relay has claimed already
+                own.record(turn.epoch if isinstance(turn, Relay) else 0)
+                own.settled.set()
             try:
                 try:
                     await charger_stream.send_all(handshake.accept(subprotocol))
@@ -318,12 +375,24 @@ class ProxyServer:
                     "link up", extra={"identity": identity, "offline": isinstance(turn, Relay)}
                 )
                 try:
-                    end = await self._serve_turns(identity, admitted, charger, capture, served)
+                    route = self.router.lookup(identity)
+                    async with mirrored(
+                        identity,
+                        admitted.version,
+                        route.mirrors if route is not None else (),
+                        self.dialer,
+                        self._redial_settings,
+                        self.metrics.mirrors,
+                        charger,
+                    ):
+                        end = await self._serve_turns(identity, admitted, charger, capture, served)
                 finally:
                     self.metrics.connected.dec()
             finally:
                 if self.links.get(identity) is served[0]:
                     del self.links[identity]
+                if self._owners.get(identity) is own:
+                    del self._owners[identity]
             self.metrics.link_ends.labels(end.value).inc()
             log.info("link down", extra={"identity": identity, "reason": end.value})
 
@@ -347,6 +416,27 @@ class ProxyServer:
             if isinstance(first, Relay)
             else RedialBackoff(redial.redial_min, redial.redial_max)
         )
+        own = self._owners.get(identity)
+        own = own if own is not None and own.served is served else None
+        if own is None or own.settled.is_set():  # nothing to take over: no task, no checkpoint
+            return await self._turns(identity, admitted, charger, capture, served, backoff, own)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._take_over, identity, own)
+            end = await self._turns(identity, admitted, charger, capture, served, backoff, own)
+            nursery.cancel_scope.cancel()
+        return end
+
+    async def _turns(
+        self,
+        identity: str,
+        admitted: Admitted,
+        charger: Side,
+        capture: Capture | None,
+        served: list[Link | Relay],
+        backoff: RedialBackoff,
+        own: _Ownership | None,
+    ) -> LinkEnd:
+        """The turns of `_serve_turns`: links and relays until the connection ends."""
         going_away = CloseCode.GOING_AWAY
         while True:
             turn = served[0]
@@ -371,15 +461,22 @@ class ProxyServer:
                 now = trio.current_time()
                 backoff.connection_lost(now, now - started)
                 seen = turn.outbox.observer if turn.outbox is not None else None
-                relay = await self._relay(
-                    identity,
-                    admitted,
-                    charger,
-                    capture,
-                    carried=turn.carried,
-                    seen=seen,
-                    backoff=backoff,
-                )
+                if own is not None:  # the link's takeover first, so the relay's claim is newer
+                    await own.settled.wait()
+                    own.pending += 1
+                try:
+                    relay = await self._relay(
+                        identity,
+                        admitted,
+                        charger,
+                        capture,
+                        carried=turn.carried,
+                        seen=seen,
+                        backoff=backoff,
+                    )
+                finally:
+                    if own is not None:
+                        own.pending -= 1
                 if relay is None:
                     await close_side(
                         charger,
@@ -388,6 +485,8 @@ class ProxyServer:
                     )
                     return LinkEnd.STORE_UNAVAILABLE
                 served[0] = relay
+                if own is not None:
+                    own.record(relay.epoch)
             else:
                 assert turn.upstream is not None
                 log.info("outbox replayed: forwarding", extra={"identity": identity})
@@ -499,6 +598,24 @@ class ProxyServer:
                 route = self.router.lookup(identity)
                 result.append((_host_port(route.upstream) if route else "", turn.outbox))
         return result
+
+
+@dataclass(eq=False)
+class _Ownership:
+    """A connection's takeover of its charger in PostgreSQL: the epoch it holds (0: none yet),
+    its claims under way, and how often its epoch changed (a check that raced a claim of its
+    own is not acted on). `settled`: the forwarding link's takeover is done (or not needed)."""
+
+    served: list[Link | Relay]
+    epoch: int = 0
+    pending: int = 0
+    changes: int = 0
+    settled: trio.Event = field(default_factory=trio.Event)
+
+    def record(self, epoch: int) -> None:
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.changes += 1
 
 
 def _host_port(url: str) -> str:

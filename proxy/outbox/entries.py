@@ -17,6 +17,8 @@ class Entry:
     attempts: int = 0  # replays answered with a CALLERROR so far
     proof: str = "unknown"  # how the link that queued it proved the charger's identity (PROOFS)
     sent: bool = False  # a 1.6 StartTransaction sent upstream whose answer was never recorded
+    # The capture events its offline answer gave (msgpack), kept with it (see relay.py).
+    captured: bytes | None = None
 
 
 @dataclass

@@ -7,7 +7,11 @@ When the database is down as well, the proxy cannot keep its promise and closes 
 (1001), whose own offline queue then takes over.
 
 Ownership: `claim` bumps the charger's epoch and loads its outbox; every `write` names the epoch
-it claimed and is refused (`Fenced`) once another link has claimed the charger since. Claims and
+it claimed and is refused (`Fenced`) once another link has claimed the charger since. A link that
+forwards takes the charger over too (`own`: the epoch bumped, nothing loaded), so the newest link
+of a charger holds the highest epoch on any node; `superseded` tells a process which of the
+epochs its links hold have been overtaken since (another node took the charger over while the
+old link still looked open), and the server closes those links. Claims, `own`s and
 `look_up`s (at every handshake: is there an outbox to honour, and the verifier of the credential
 the back-office last accepted) are answered in batches (one statement for up to 512 chargers): an
 outage sends every link to its relay at once, and a reconnect storm looks every charger up. Writes from
@@ -108,6 +112,10 @@ def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def _bytes_or_none(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 # Claims and lookups come in bursts (an outage sends every link to its relay at once; a
 # reconnect storm looks up every charger): each runs for a batch of chargers in one statement.
 _CLAIM = """
@@ -115,8 +123,13 @@ INSERT INTO outbox_chargers (identity, epoch) SELECT unnest($1::text[]), 1
 ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_at = now()
 RETURNING identity, epoch, next_seq
 """
+_SUPERSEDED = """
+SELECT c.identity FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) AS k(identity, epoch)
+    ON c.identity = k.identity AND c.epoch > k.epoch
+"""
 _ENTRIES = """
-SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof, sent_at IS NOT NULL
+SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof, sent_at IS NOT NULL,
+       captured
 FROM outbox_entries
 WHERE identity = ANY($1::text[]) AND dead_reason IS NULL ORDER BY identity, seq
 """
@@ -145,8 +158,10 @@ SELECT c.identity FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) A
 ORDER BY c.identity FOR UPDATE OF c
 """
 _APPEND = """
-INSERT INTO outbox_entries (identity, seq, action, payload, received_at, proof)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[], $6::text[])
+INSERT INTO outbox_entries (identity, seq, action, payload, received_at, proof, captured)
+SELECT * FROM unnest(
+    $1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[], $6::text[], $7::bytea[]
+)
 """
 _UPSERT_TRANSACTIONS = """
 INSERT INTO outbox_transactions (identity, provisional, start_key, real_id, ended, in_doubt)
@@ -213,6 +228,7 @@ class OutboxStore:
         self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
         self._claims = _Batches(self._claim_batch, self._deadline)
         self._lookups = _Batches(self._lookup_batch, self._deadline)
+        self._owns = _Batches(self._own_batch, self._deadline)
         self._remembered: deque[tuple[str, str, str, Any]] = deque()
         self._wake = trio.Event()
         self.groups = 0  # transactions committed (for metrics)
@@ -233,7 +249,7 @@ class OutboxStore:
             self.settings,
             self.budget,
             entries=deque(
-                Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6], r[7])
+                Entry(r[1], r[2], bytes(r[3]), float(r[4]), r[5], r[6], r[7], _bytes_or_none(r[8]))
                 for r in claimed.entries
             ),
             transactions={
@@ -244,6 +260,23 @@ class OutboxStore:
             starts={r[1]: r[2] for r in claimed.starts},
         )
         return Claim(self, claimed.epoch, outbox)
+
+    async def own(self, identity: str) -> int:
+        """Take the charger over for a forwarding link (fencing off earlier links); its epoch."""
+        epoch: int = await self._owns.get(identity)
+        return epoch
+
+    async def _own_batch(self, identities: list[str]) -> dict[str, int]:
+        return {row[0]: row[1] for row in await self.db.fetch(_CLAIM, identities)}
+
+    async def superseded(self, held: dict[str, int]) -> set[str]:
+        """The chargers of `held` (identity: epoch a link of ours holds) taken over since."""
+        try:
+            with trio.fail_after(self._deadline):
+                rows = await self.db.fetch(_SUPERSEDED, list(held), list(held.values()))
+        except Exception as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {row[0] for row in rows}
 
     async def _claim_batch(self, identities: list[str]) -> dict[str, _Claimed]:
         claimed: dict[str, _Claimed] = {}
@@ -302,6 +335,7 @@ class OutboxStore:
             nursery.start_soon(self._store_remembered)
             nursery.start_soon(self._claims.run)
             nursery.start_soon(self._lookups.run)
+            nursery.start_soon(self._owns.run)
             task_status.started()
             while True:
                 try:
@@ -363,10 +397,10 @@ class OutboxStore:
                 _APPEND,
                 *_columns(
                     [
-                        (i, e.seq, e.action, e.payload, _ts(e.received_at), e.proof)
+                        (i, e.seq, e.action, e.payload, _ts(e.received_at), e.proof, e.captured)
                         for i, e in append
                     ],
-                    6,
+                    7,
                 ),
             )
         transactions = {(w.identity, t.provisional): t for w in writes for t in w.transactions}

@@ -235,6 +235,9 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     redial_min: float = 1.0
     redial_max: float = 60.0
     redial_rate_per_host: float = 50.0
+    # Seconds between a process's checks whether a charger one of its links holds was taken over
+    # by a newer link on another node or worker (that link is then closed with 1001).
+    takeover_check_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -253,6 +256,7 @@ class OutboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
             "redial_min",
             "redial_max",
             "redial_rate_per_host",
+            "takeover_check_interval",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"outbox.{name} must be a positive number of seconds")
@@ -494,6 +498,41 @@ _OWN_HEADERS = frozenset(
 )
 
 
+class Mirror(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A secondary back-office that gets a copy of every CALL (and 2.1 SEND) a charger sends.
+
+    It is dialled with the charger's identity and subprotocol (and `username`/`password` as
+    HTTP Basic, if given; never the charger's own credentials). Its CALLs to the charger are
+    answered by the proxy with a CALLERROR unless their action is in `allow`. `queue` bounds the
+    copies waiting for it; when full, `overflow` drops the oldest (`drop_oldest`) or copies no
+    more until there is room (`pause`). `call_timeout` bounds how long an allowed CALL may wait
+    for, and hold, the charger. See `proxy.forward.mirror`.
+    """
+
+    url: str
+    allow: tuple[str, ...] = ()
+    queue: int = 100
+    overflow: Literal["drop_oldest", "pause"] = "drop_oldest"
+    call_timeout: float = 30.0
+    username: str | None = None
+    password: str | None = None
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if "@" in parts.netloc:
+            raise ValueError("mirror url must not carry credentials; use username and password")
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"mirror url must be a ws:// or wss:// URL, got {self.url!r}")
+        _ = parts.port  # raises ValueError for a port out of range
+        if not 1 <= self.queue <= 1_000_000:
+            raise ValueError("mirror queue must be between 1 and 1000000")
+        if not 0 < self.call_timeout <= 600:
+            raise ValueError("mirror call_timeout must be above 0 and at most 600 seconds")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("mirror username and password go together")
+
+
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Where one charger's link goes and how it authenticates.
 
@@ -524,6 +563,8 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     # checked at every dial): the registry sets it for chargers partners registered, unless
     # [api] upstreams_allow_private.
     upstream_public_only: bool = False
+    # Secondary back-offices that get copies of the charger's CALLs (see `Mirror`).
+    mirrors: tuple[Mirror, ...] = ()
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)

@@ -28,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from proxy.forward.policy import LinkEnd
+from proxy.runtime.mirror_metrics import MirrorMetrics
 from proxy.wire.codec import (
     BINARY,
     CALL,
@@ -176,7 +178,19 @@ _FORWARD_BUCKETS = (
     *(2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3),
     *(1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0),
 )
+# The accept() errors that mean out of descriptors or kernel memory: the listener counts them
+# (`ere_proxy_accept_errors_total{error}`) and retries.
+ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
 _DIAL_BUCKETS = (1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# The handshake outcomes the handshake objective counts (grafana/recording.yml): admitted, or
+# refused for a cause of ours or of the back-office's outage.
+SLO_HANDSHAKE_OUTCOMES = (
+    *("accepted", "accepted_offline", "busy", "at_capacity", "internal_error"),
+    *("store_unavailable", "outbox_full", "upstream_unreachable", "upstream_timeout"),
+    *("upstream_error", "offline_unproven"),
+)
 
 
 def version() -> str:
@@ -269,6 +283,11 @@ class ProxyMetrics:
             ["error"],
             registry=r,
         )
+        # Each at 0 from the start: the first run out of descriptors stops the scrapes too, so a
+        # series that appeared only then would show up at its final value, which increase() (and
+        # ProxyAcceptErrors) cannot see.
+        for error in ACCEPT_ERRORS:
+            self.accept_errors.labels(error)
         self.charger_capacity = Gauge(
             "ere_proxy_charger_capacity",
             "Chargers this worker can hold with its open-file limit (two sockets each).",
@@ -300,8 +319,14 @@ class ProxyMetrics:
         self.link_ends = Counter(
             "ere_proxy_link_ends", "Links ended, by reason.", ["reason"], registry=r
         )
+        # At 0 from the start, so that rate() and increase() count the first ones too.
+        for outcome in SLO_HANDSHAKE_OUTCOMES:
+            self.handshakes.labels(outcome)
+        for end in LinkEnd:
+            self.link_ends.labels(end.value)
 
         self.outbox = OutboxMeters(r)
+        self.mirrors = MirrorMetrics(r)
         self.trackers = TrackerCounts()
         r.register(self.trackers)
 

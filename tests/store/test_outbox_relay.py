@@ -85,6 +85,51 @@ async def test_offline_session_is_replayed_in_order_with_the_real_transaction_id
             assert [c[1] for c in csms.calls][-2:] == ["Heartbeat", "Heartbeat"]
 
 
+async def test_a_session_answered_offline_is_captured_though_the_worker_died_before_storing_it(
+    settings, tmp_path, nursery
+):
+    csms = Csms()
+    await csms.start(nursery)
+    csms.stop()
+    # The first worker answers a whole session offline, and dies with its events unstored.
+    async with running_proxy(
+        settings, csms, tmp_path / "first", unknown_id_tag="Accepted", capture_stored=False
+    ) as (port, _server, db):
+        async with connect(port, "CP-1") as ws:
+            provisional = (await call(ws, "s", "StartTransaction", START))[2]["transactionId"]
+            meter = {
+                "connectorId": 1,
+                "transactionId": provisional,
+                "meterValue": [
+                    {"timestamp": "2026-11-21T10:30:00Z", "sampledValue": [{"value": "1500"}]}
+                ],
+            }
+            await call(ws, "m", "MeterValues", meter)
+            stop = {
+                "transactionId": provisional,
+                "meterStop": 2000,
+                "timestamp": "2026-11-21T11:00:00Z",
+            }
+            await call(ws, "e", "StopTransaction", stop)
+        assert (
+            await db.fetchval("SELECT count(*) FROM outbox_entries WHERE captured IS NOT NULL") == 3
+        )
+        assert await db.fetchval("SELECT count(*) FROM charger_events") == 0
+    # The charger comes back through another worker, and its back-office with it.
+    await csms.start(nursery)
+    async with running_proxy(settings, csms, tmp_path / "second") as (port, _server, db):
+        async with connect(port, "CP-1"):
+            await csms.wait_until(lambda: len(csms.calls) == 3)
+            await eventually(  # under the back-office's id once the replay assigned it
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM sessions WHERE status = 'completed'"
+                    " AND transaction_id = '7001'"
+                )
+            )
+        rows = await db.fetch("SELECT transaction_id, energy_wh FROM sessions")
+        assert [(r["transaction_id"], int(r["energy_wh"])) for r in rows] == [("7001", 1000)]
+
+
 async def test_upstream_lost_mid_link_keeps_the_charger_and_remote_stop_reaches_it(
     settings, tmp_path, nursery
 ):

@@ -12,7 +12,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from proxy.forward.listener import ACCEPT_RETRY, AcceptGuard
-from proxy.runtime.metrics import ProxyMetrics
+from proxy.runtime.metrics import ACCEPT_ERRORS, ProxyMetrics
 
 
 class FailingListener:
@@ -63,6 +63,22 @@ async def test_out_of_descriptors_is_counted_logged_and_outlasted(autojump_clock
 
     assert errors("EMFILE") == 2 and errors("ENFILE") == 1
     assert "cannot accept chargers" in caplog.text
+
+
+def test_every_accept_error_is_exported_at_zero_from_the_start():
+    """Running out of descriptors stops the scrapes as well: a series that appeared only then would
+    first be scraped at its final value, and increase() (ProxyAcceptErrors) would never see it."""
+    metrics = ProxyMetrics(CollectorRegistry())
+    for name in ACCEPT_ERRORS:
+        assert (
+            metrics.registry.get_sample_value("ere_proxy_accept_errors_total", {"error": name}) == 0
+        ), name
+    assert {getattr(errno, name) for name in ACCEPT_ERRORS} == {
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+    }
 
 
 async def test_other_accept_errors_are_raised():

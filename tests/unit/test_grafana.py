@@ -16,9 +16,16 @@ from proxy.api.throttle import Throttle
 from proxy.capture.journal import Journal
 from proxy.capture.spill import SpillLog
 from proxy.ere.jobs.worker import WorkerMetrics
+from proxy.forward.policy import LinkEnd
 from proxy.outbox.entries import Budget
 from proxy.runtime.config import ApiSettings
-from proxy.runtime.metrics import JournalCollector, OutboxCollector, ProxyMetrics, TrackerCounts
+from proxy.runtime.metrics import (
+    SLO_HANDSHAKE_OUTCOMES,
+    JournalCollector,
+    OutboxCollector,
+    ProxyMetrics,
+    TrackerCounts,
+)
 from testkit.grafana import (
     ALERTS,
     GRAFANA,
@@ -198,7 +205,7 @@ def test_the_variable_check_finds_what_breaks_a_variable():
 
 def test_dashboards_have_their_variables_and_resolve_on_all():
     expected = {
-        "proxy-overview.json": {"datasource", "instance", "upstream"},
+        "proxy-overview.json": {"datasource", "instance", "upstream", "mirror"},
         "reliability.json": {"datasource", "instance", "upstream"},
         "ere-pipeline.json": {"datasource", "instance"},
     }
@@ -224,6 +231,7 @@ def test_rows_go_from_overview_to_drill_down():
         "Service levels",
         "Traffic",
         "Back-offices ($upstream)",
+        "Mirror $mirror",
         "Capacity",
         "Certificates",
         "Partner API",
@@ -362,3 +370,15 @@ def test_prometheus_scrapes_the_proxy_the_worker_and_the_api_and_loads_the_alert
     assert re.search(r"rule_files:\s*\n\s*- recording\.yml\s*\n\s*- alerts\.yml", text)
     provider = (GRAFANA / "provisioning" / "dashboards" / "ere-proxy.yaml").read_text()
     assert "type: file" in provider and "path:" in provider
+
+
+def test_the_objectives_count_series_the_proxy_exports_at_zero_from_its_start():
+    """rate() and increase() miss the first failures of a series that appears with them."""
+    events = recorded_series()["slo:ere_proxy_handshake_events:increase1h"]
+    counted = re.search(r'outcome=~"([^"]+)"', events)
+    assert counted is not None and sorted(counted[1].split("|")) == sorted(SLO_HANDSHAKE_OUTCOMES)
+    registry = ProxyMetrics().registry
+    for outcome in SLO_HANDSHAKE_OUTCOMES:
+        assert registry.get_sample_value("ere_proxy_handshakes_total", {"outcome": outcome}) == 0
+    for end in LinkEnd:
+        assert registry.get_sample_value("ere_proxy_link_ends_total", {"reason": end.value}) == 0
