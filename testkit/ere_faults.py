@@ -1,7 +1,6 @@
 """Faults for end-to-end tests of the ERE worker, capture and forwarding alerts, and the peers
 that bring them about.
 
-- `sql`: statements on the test's database from Trio (asyncpg on its own loop in a thread);
 - `create_worker_role`: a login role for the ERE workers with the privileges they use, so a
   test can revoke one (a pipeline read or a job claim then fails the way it does in production);
 - `holding`: a transaction kept open with the locks its statements took, so a job that needs
@@ -16,7 +15,6 @@ that bring them about.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -30,6 +28,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from testkit.postgres import sql
 from testkit.prometheus import WAIT, Prometheus
 from testkit.system_roles import FAKETIME_LIB
 from testkit.waiting import until
@@ -38,22 +37,6 @@ from testkit.websocket import TEXT, client_handshake, encode_frame, server_hands
 WORKER_ROLE = "ere_worker"
 # Bound on an alert firing once its fault is there (the freshness SLI is sampled per minute).
 ALERT_WAIT = 150.0
-
-
-async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
-    """Run (statement, *args) tuples in order on one connection; the rows of the last one."""
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            rows: list[Any] = []
-            for statement, *args in statements:
-                rows = await conn.fetch(statement, *args)
-            return rows
-        finally:
-            await conn.close()
-
-    return await trio.to_thread.run_sync(asyncio.run, run())
 
 
 async def create_worker_role(dsn: str, role: str = WORKER_ROLE) -> str:

@@ -1,5 +1,6 @@
 """Embedded PostgreSQL for tests and benchmarks: scratch directories, a server kept running in a
-thread, and statements on its maintenance database.
+thread, statements on its maintenance database, and `sql` (statements on any database from
+Trio: asyncpg on an asyncio loop of its own, in a thread).
 
 Directories handed to embedded servers are made under the system temp directory with mode 0711:
 when run as root the server runs as an unprivileged user, which must be able to enter them
@@ -8,6 +9,7 @@ when run as root the server runs as an unprivileged user, which must be able to 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -16,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import trio
@@ -158,3 +161,19 @@ async def backends_of(server: EmbeddedPostgres, database: str) -> list[int]:
         database,
     )
     return [row["pid"] for row in rows]
+
+
+async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
+    """Run (statement, *args) tuples in order on one connection; the rows of the last one."""
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows: list[Any] = []
+            for statement, *args in statements:
+                rows = await conn.fetch(statement, *args)
+            return rows
+        finally:
+            await conn.close()
+
+    return await trio.to_thread.run_sync(asyncio.run, run())

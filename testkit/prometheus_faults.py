@@ -2,10 +2,10 @@
 
 Pieces the alert tests share beside `testkit.prometheus`: a Prometheus configuration that scrapes
 only proxies (`proxy_prometheus_config`), proxy processes with an open-file limit of their own
-(`spawn_proxy`), simulated fleets (`start_fleet`), descriptors held on a proxy by connections that
-never send a byte (`IdleConnections`), certificates that end soon (`write_certificate`),
-back-offices on wss (`tls_back_office`) and failing every upgrade (`failing_back_office`), and
-bounded waits on alert states (`firing`, `evaluated_since`).
+(`spawn_limited_proxy`), simulated fleets (`start_fleet`), descriptors held on a proxy by
+connections that never send a byte (`IdleConnections`), certificates that end soon
+(`write_certificate`), back-offices on wss (`tls_back_office`) and failing every upgrade
+(`failing_back_office`), and bounded waits on alert states (`firing`, `evaluated_since`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import trustme
 from testkit import websocket
 from testkit.ports import free_port
 from testkit.prometheus import Prometheus, prometheus_config
-from testkit.proxy_process import REPO, ProxyProcess, wait_ready
+from testkit.proxy_process import REPO, ProxyProcess, spawn_proxy
 from testkit.waiting import until
 
 ALERT_WAIT = 60.0  # bound on an alert reaching `firing` once its fault is there
@@ -105,7 +105,7 @@ async def evaluated_since(prometheus: Prometheus, name: str, since: float) -> li
 # -- processes ----------------------------------------------------------------------------------------
 
 
-def spawn_proxy(
+def spawn_limited_proxy(
     directory: Path,
     name: str,
     config_text: str,
@@ -124,19 +124,12 @@ def spawn_proxy(
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
-    stderr_path = directory / f"{name}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            preexec_fn=limit_open_files,
-        )
-    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    wait_ready(proxy)
-    return proxy
+    return spawn_proxy(
+        config,
+        directory / f"{name}.stderr",
+        (port, admin_port, upstream_port),
+        preexec_fn=limit_open_files,
+    )
 
 
 def start_fleet(

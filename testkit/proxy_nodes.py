@@ -9,13 +9,11 @@ on another. `start_node` starts one and waits for its /readyz; the caller stops 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from proxy.routing.registry.sealing import generate_key
 from testkit.engines import with_engine
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, wait_ready
+from testkit.proxy_process import CONFIG, ProxyProcess, spawn_proxy
 
 SECRET_KEY = generate_key()  # one key for every node this process starts
 
@@ -54,16 +52,11 @@ def start_node(
     config.write_text(
         template.format(port=port, admin_port=admin_port, upstream_port=upstream_port)
     )
-    stderr_path = directory / f"{name}.stderr"
-    with stderr_path.open("ab") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "ERE_PROXY_SECRET_KEY": SECRET_KEY},
-        )
-    node = ProxyProcess(port, admin_port, upstream_port, process, stderr_path, host)
-    wait_ready(node)
-    return node
+    return spawn_proxy(
+        config,
+        directory / f"{name}.stderr",
+        (port, admin_port, upstream_port),
+        host=host,
+        append=True,
+        env={**os.environ, "ERE_PROXY_SECRET_KEY": SECRET_KEY},
+    )

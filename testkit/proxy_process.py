@@ -17,8 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -151,6 +151,39 @@ def metric(proxy: ProxyProcess, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
+def spawn_proxy(
+    config: Path,
+    stderr_path: Path,
+    ports: tuple[int, int, int],
+    *,
+    host: str = "127.0.0.1",
+    append: bool = False,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> ProxyProcess:
+    """`ere-proxy proxy --config CONFIG`, its stderr into `stderr_path` (appended to with
+    `append`), once ready; `ports`: its (charger, admin, upstream) ports. A proxy that does not
+    become ready is stopped before the error is raised."""
+    with stderr_path.open("ab" if append else "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            preexec_fn=preexec_fn,
+        )
+    proxy = ProxyProcess(*ports, process, stderr_path, host)
+    try:
+        wait_ready(proxy)
+    except BaseException:
+        with suppress(subprocess.TimeoutExpired):
+            proxy.terminate()
+        raise
+    return proxy
+
+
 def upgrade_status(proxy: ProxyProcess, identity: str, extra_headers: str = "") -> bytes:
     """The status line the proxy answers a WebSocket upgrade for `identity` with."""
     key = base64.b64encode(os.urandom(16)).decode()
@@ -184,17 +217,7 @@ def start_capture_proxy(
     text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n{routes}'
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
     stderr_path = directory / f"proxy-{time.monotonic_ns()}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    wait_ready(proxy)
-    return proxy
+    return spawn_proxy(config, stderr_path, (port, admin_port, upstream_port))
 
 
 @contextmanager

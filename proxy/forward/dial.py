@@ -182,13 +182,17 @@ class Dialer:
         *,
         redial: bool = False,
         client_identity: str | None = None,
+        mirror: bool = False,
     ) -> Dialled:
         """Connect and handshake (see the module docstring). Failures are logged as warnings,
         except a relay's redials (debug: the outage is known). `client_identity`: the charger's
-        verified identity, for a route's `forward_client_identity` header."""
+        verified identity, for a route's `forward_client_identity` header. `mirror`: a mirror
+        back-office's dial, counted as the mirror's (`ere_proxy_mirror_dials_total`), never
+        marking its host down for the primaries'."""
         log_failure = log.debug if redial else log.warning
         scheme, host, port, target = upstream_url(route, identity)
         endpoint = f"{host}:{port}"
+        count = self._metrics.mirrors.dial if mirror else self._metrics.upstream_dial
         if not redial and trio.current_time() < self.down_until.get(endpoint, float("-inf")):
             raise refused(502, "upstream unreachable", "upstream_unreachable")
         started = trio.current_time()
@@ -197,7 +201,7 @@ class Dialer:
             try:
                 context = _client_ssl_context(route.ca_bundle, route.client_cert, route.client_key)
             except (OSError, ssl.SSLError) as exc:
-                self._metrics.upstream_dial(endpoint, "tls_error", 0.0)
+                count(endpoint, "tls_error", 0.0)
                 log.error(
                     "cannot load the route's TLS files",
                     extra={"identity": identity, "upstream": endpoint, "error": str(exc)},
@@ -257,11 +261,12 @@ class Dialer:
             raise refused(502, "upstream unreachable", "upstream_unreachable") from None
         finally:
             if outcome is not None:
-                self._metrics.upstream_dial(endpoint, outcome, trio.current_time() - started)
-            if reached:
-                self.down_until.pop(endpoint, None)
-            elif down:
-                self.down_until[endpoint] = trio.current_time() + KNOWN_DOWN
+                count(endpoint, outcome, trio.current_time() - started)
+            if not mirror:  # a mirror's outage says nothing of a primary on its host:port
+                if reached:
+                    self.down_until.pop(endpoint, None)
+                elif down:
+                    self.down_until[endpoint] = trio.current_time() + KNOWN_DOWN
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 

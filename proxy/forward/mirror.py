@@ -344,7 +344,7 @@ class MirrorSet:
             await self._dialer.pace(route)  # a mirror back-office's dials, paced per host
             try:
                 stream, accepted, trailing = await self._dialer.dial(
-                    route, self.identity, [self.version], authorization, redial=True
+                    route, self.identity, [self.version], authorization, redial=True, mirror=True
                 )
             except Refusal:
                 backoff.dial_failed(trio.current_time())

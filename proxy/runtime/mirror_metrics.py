@@ -49,6 +49,13 @@ class MirrorMetrics:
             ["mirror"],
             registry=r,
         )
+        self.dials = Counter(
+            "ere_proxy_mirror_dials",
+            "Dials of a mirror by outcome (as the upstreams': ok, refused, timeout, tls_error, "
+            "http_<status>, ...); kept apart, so that UpstreamDown is about primaries only.",
+            ["mirror", "outcome"],
+            registry=r,
+        )
         self.errors = Counter(
             "ere_proxy_mirror_protocol_errors",
             "Mirror connections dropped because the mirror broke the WebSocket protocol.",
@@ -70,3 +77,8 @@ class MirrorMetrics:
             family.labels(mirror)
         for outcome in CALL_OUTCOMES:
             self.calls.labels(mirror, outcome)
+        self.dials.labels(mirror, "ok")
+
+    def dial(self, mirror: str, outcome: str, seconds: float) -> None:
+        """Count one dial of `mirror` (its time is not kept: `connected` shows its state)."""
+        self.dials.labels(mirror, outcome).inc()

@@ -43,7 +43,7 @@ from testkit.ledger import counts, exactly_once
 from testkit.ocpp_peers import Charger16, Charger201, open_charger, timestamp, wait_future
 from testkit.ports import free_port
 from testkit.postgres import create_database, make_data_dir, start_database
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, spawn_proxy
 from testkit.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -208,18 +208,7 @@ def start_proxy(
     text += f'\n[database]\ndsn = "{dsn}"\ndata_dir = "{data_dir / "proxy"}"\n'
     config = directory / f"{name}.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
-    stderr_path = directory / f"{name}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    wait_ready(proxy)
-    return proxy
+    return spawn_proxy(config, directory / f"{name}.stderr", (port, admin_port, upstream_port))
 
 
 def start_simulator(
@@ -371,8 +360,12 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(
                 assert result["remote_stop_id"] == result["given"]  # the real id, mapped back
         assert metric(proxy, "ere_proxy_outbox_dead_letters_total") == 0
         assert metric(proxy, "ere_proxy_transaction_id_rewrites_total") > 0
+        # The renames follow every event of the outage through the journal and its store
+        # process: after five minutes of a fleet offline, that backlog takes a while.
         await until(
-            lambda: asyncio.run(provisional_sessions(dsn)) == 0, "real ids in the session store", 30
+            lambda: asyncio.run(provisional_sessions(dsn)) == 0,
+            "real ids in the session store",
+            120,
         )
     finally:
         if simulator is not None and simulator.poll() is None:

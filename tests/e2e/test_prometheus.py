@@ -38,7 +38,6 @@ Prometheus must be installed (`scripts/setup-debian`); without it the test fails
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
@@ -53,7 +52,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import trio
 
@@ -76,7 +74,7 @@ from testkit.grafana import (
 )
 from testkit.partner_api import call
 from testkit.ports import free_port
-from testkit.postgres import create_database, make_data_dir, start_database
+from testkit.postgres import create_database, make_data_dir, sql, start_database
 from testkit.prometheus import (
     ERE_FAULT_ALERTS,
     PROXY_FAULT_ALERTS,
@@ -92,7 +90,7 @@ from testkit.prometheus import (
     stop,
     worker_config,
 )
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
+from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, spawn_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -162,18 +160,7 @@ def start_proxy(
     )
     config = directory / "proxy.toml"
     config.write_text(text.format(port=port, admin_port=admin_port, upstream_port=upstream_port))
-    stderr_path = directory / "proxy.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    proxy = ProxyProcess(port, admin_port, upstream_port, process, stderr_path)
-    wait_ready(proxy)
-    return proxy
+    return spawn_proxy(config, directory / "proxy.stderr", (port, admin_port, upstream_port))
 
 
 def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[bytes]:
@@ -211,22 +198,6 @@ def start_simulator(proxy: ProxyProcess, directory: Path) -> subprocess.Popen[by
             stdout=out,
             stderr=err,
         )
-
-
-async def sql(dsn: str, *statements: tuple[Any, ...]) -> list[Any]:
-    """Run (statement, *args) tuples in order on one connection; the rows of the last one."""
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            rows: list[Any] = []
-            for statement, *args in statements:
-                rows = await conn.fetch(statement, *args)
-            return rows
-        finally:
-            await conn.close()
-
-    return await trio.to_thread.run_sync(asyncio.run, run())
 
 
 async def seed_quarter(dsn: str) -> None:

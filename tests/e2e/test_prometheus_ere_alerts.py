@@ -56,7 +56,6 @@ from testkit.ere_faults import (
     create_worker_role,
     holding,
     keep_sending,
-    sql,
     text_frame,
     unique_id,
     until_firing,
@@ -64,7 +63,7 @@ from testkit.ere_faults import (
 from testkit.fake_csms import FakeCsms
 from testkit.grafana import alert_rules
 from testkit.ports import free_port
-from testkit.postgres import ServerThread, create_database, make_data_dir, start_database
+from testkit.postgres import ServerThread, create_database, make_data_dir, sql, start_database
 from testkit.prometheus import (
     ERE_FAULT_ALERTS,
     WAIT,

@@ -234,7 +234,13 @@ async def test_the_primary_works_while_the_mirror_is_down(nursery, upstream):
     handle = await start_proxy(nursery, config)
     await _charger_roundtrips(handle, "CP-down", 10)
     label = f"127.0.0.1:{mirror_port}"
-    assert metric(handle, "ere_proxy_upstream_dials_total", upstream=label, outcome="refused") >= 1
+    assert (
+        mirror_metric(handle, "ere_proxy_mirror_dials_total", mirror_port, outcome="refused") >= 1
+    )
+    # Counted as the mirror's, not as an upstream's: UpstreamDown is about primaries only, and the
+    # mirror's host is never taken for a primary's known-down one.
+    assert metric(handle, "ere_proxy_upstream_dials_total", upstream=label, outcome="refused") == 0
+    assert label not in handle.server.dialer.down_until
     assert mirror_metric(handle, "ere_proxy_mirror_dropped_total", mirror_port) == 7
     assert mirror_metric(handle, "ere_proxy_mirror_connected", mirror_port) == 0
     await eventually(lambda: mirror_metric(handle, "ere_proxy_mirror_queued", mirror_port) == 0)
