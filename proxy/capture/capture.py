@@ -7,6 +7,7 @@ journal). Never raises: the tracker turns its own failures into `Unparseable` ev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import msgspec
@@ -43,6 +44,7 @@ class Capture:
         self._submit(events)
 
 
+log = logging.getLogger("proxy.capture")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[AnyEvent])
 
@@ -58,9 +60,13 @@ def encode_events(events: list[Event]) -> bytes | None:
 
 
 def decode_events(data: bytes) -> list[Event]:
-    """Events `encode_events` kept; [] for bytes it did not write (nothing is lost by it: the
-    events were submitted when the entry was answered)."""
+    """Events `encode_events` kept; [] for bytes it did not write, logged (the events were
+    submitted when the entry was answered; only a worker killed before storing them loses them)."""
     try:
         return list(_decoder.decode(data))
-    except msgspec.DecodeError:
+    except msgspec.DecodeError as exc:
+        log.warning(
+            "capture events kept with an outbox entry are unreadable",
+            extra={"error": str(exc), "bytes": len(data)},
+        )
         return []
