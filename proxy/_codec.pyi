@@ -136,10 +136,12 @@ class Engine:
         pending: tuple[list[str], list[str]],
         tracked: frozenset[str],
         keep_last_call: bool,
+        copy_charger: bool = False,
     ) -> None:
         """Forward a link: its non-blocking sockets (kept open by the caller until handed back),
         readers (emptied until then), bytes already read, unanswered CALL ids, the charger CALL
-        actions to report with their answers, and whether to keep the charger's last CALL.
+        actions to report with their answers, whether to keep the charger's last CALL, and
+        whether to report every CALL and SEND of the charger (without answers: mirror copies).
 
         Raises RuntimeError when the engine has stopped (the readers are left as they were)."""
     def release(self, link: int) -> None:

@@ -1,11 +1,12 @@
 """Mirrors: the primary link's latency with a mirror back-office up, down and slow, in one run.
 
-The same open-loop load (MeterValues CALLs, as `fixed-load`) goes through `ere-proxy-python`
-(links with mirrors are forwarded by the Trio pumps, so the baseline is the pumps too) four
-times, with fresh processes each: without a mirror, with a mirror that answers (a second fake
-CSMS), with one that is down (connections refused) and with one that accepts and never reads.
-The figures to quote are the ratios of each p50/p99 and CPU per frame to the run without a
-mirror; a mirror's trouble should not show in the primary's latency.
+The same open-loop load (MeterValues CALLs, as `fixed-load`) goes through `ere-proxy` (the
+native engine; a mirror without an allow-list, the default, leaves the link to it) four times,
+with fresh processes each: without a mirror, with a mirror that answers (a second fake CSMS),
+with one that is down (connections refused) and with one that accepts and never reads. The
+figures to quote are the ratios of each p50/p99 and CPU per frame to the run without a mirror;
+a mirror's trouble should not show in the primary's latency. `--target ere-proxy-python` runs
+the same on the Trio pumps (where links with an allow-list are forwarded).
 
     .venv/bin/python -m bench mirrors [--chargers 200] [--rate 1000] [--duration 15] [--rounds 1]
 """
@@ -33,7 +34,7 @@ from bench.load.target_run import Run, run_once
 from testkit.mirror_peers import RawMirror
 from testkit.ports import free_port
 
-TARGET = "ere-proxy-python"
+TARGETS = ("ere-proxy", "ere-proxy-python")
 MODES = ("none", "up", "down", "slow")
 
 
@@ -89,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(chargers=200, rate=1000.0, warmup=3.0, duration=15.0)
     parser.add_argument("--rounds", type=int, default=1, help="every mode again, order reversed")
     parser.add_argument("--keep-tmp", action="store_true", help="keep every run's logs")
+    parser.add_argument("--target", choices=TARGETS, default=TARGETS[0], help="the proxy")
 
 
 def _row(mode: str, run: Run, base: Run | None) -> str:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> Report:
         for mode in order:
             with mirror_for(mode, lifetime) as table:
                 args.ere_extra_toml = table
-                runs[mode] = run_once(TARGET, round_no, args)
+                runs[mode] = run_once(args.target, round_no, args)
             ok = ok and runs[mode].load is not None and runs[mode].load.error_count == 0
             print(f"round {round_no} {mode}: done", file=sys.stderr, flush=True)
         rows += [_row(f"{mode} (round {round_no})", runs[mode], runs.get("none")) for mode in MODES]
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> Report:
             machine_line(load_at_start),
             f"- command (from the repository root): `{command(args)}`",
             f"- {args.chargers} chargers, {args.rate:g} MeterValues CALLs/s for {args.duration:g} s "
-            f"after {args.warmup:g} s, through {TARGET} (one worker, capture off); the mirror: none, "
+            f"after {args.warmup:g} s, through {args.target} (one worker, capture off); the mirror: none, "
             "a fake CSMS (up), a refused port (down), a server that never reads (slow)",
             "",
             "| mirror | achieved/s | p50 ms | p99 ms | p50 vs none | p99 vs none | proxy µs/frame |"

@@ -16,7 +16,8 @@
 //! and unforwarded, so the caller handles it as if it had read it itself.
 //!
 //! The caller hears from the engine in batches (`take`): the messages it asked for (CALLs of the
-//! tracked actions and the answers to them), hand-backs, and counters for metrics; a byte on the
+//! tracked actions and the answers to them; with `copy_charger`, every CALL and SEND of the
+//! charger), hand-backs, and counters for metrics; a byte on the
 //! notification socket (`notify_fd`) says a batch is waiting, once per batch.
 //!
 //! Back-pressure: a chunk that cannot be written whole is kept (one chunk per direction at most)
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::ocppj::{CALL, CALLERROR, CALLRESULT};
+use crate::ocppj::{CALL, CALLERROR, CALLRESULT, SEND};
 use crate::ws::{self, FrameReader, Message, VecSink};
 
 /// Side indices: the charger (a client of the proxy) and the upstream (its server).
@@ -86,6 +87,9 @@ pub struct Adopt {
     pub tracked: Arc<HashSet<String>>,
     /// Keep the charger's last unanswered CALL for the hand-back.
     pub keep_last_call: bool,
+    /// Report every CALL and SEND the charger sends, whatever its action, without the answers
+    /// (the copies a charger's mirrors get).
+    pub copy_charger: bool,
     /// Monotonic nanoseconds (see `Engine::now_ns`) when bytes last passed, either way.
     pub activity: Arc<AtomicU64>,
 }
@@ -352,6 +356,7 @@ struct Link {
     tracked: Arc<HashSet<String>>,
     tracked_calls: VecDeque<String>,
     keep_last_call: bool,
+    copy_charger: bool,
     last_call: Option<(String, Vec<u8>)>,
     activity: Arc<AtomicU64>,
     /// The peer hung up or failed (epoll said so): each read of it goes on to the end.
@@ -368,6 +373,7 @@ impl Link {
             pending,
             tracked,
             keep_last_call,
+            copy_charger,
             activity,
         } = a;
         let [p0, p1] = pending;
@@ -381,6 +387,7 @@ impl Link {
             tracked,
             tracked_calls: VecDeque::new(),
             keep_last_call,
+            copy_charger,
             last_call: None,
             activity,
             hung_up: [false, false],
@@ -738,7 +745,7 @@ impl State {
                         if wanted {
                             remember(&mut link.tracked_calls, uid, MAX_TRACKED);
                         }
-                        wanted
+                        wanted || link.copy_charger
                     } else {
                         false
                     }
@@ -756,6 +763,7 @@ impl State {
                         false
                     }
                 }
+                SEND => side == CHARGER && link.copy_charger,
                 _ => false,
             };
             if report {

@@ -11,11 +11,17 @@ dialled in a tight loop by every charger it serves. Two rules, both applied to e
 - per upstream host (`DialPacer`): at most `burst` dials at once and `rate` per second after
   that, for all chargers of the process together, so an outage of a back-office with thousands
   of chargers is not followed by a storm of dials the moment it is back.
+
+A mirror back-office that cannot be reached is one outage for every charger mirrored to it, not
+one per charger: `SharedRedial` probes it with one dial at a time, after one back-off for them
+all, while the others wait for the outcome.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Literal
 
 
 class RedialBackoff:
@@ -60,3 +66,53 @@ class DialPacer:
             del self._free_at[next(iter(self._free_at))]
         self._free_at[host] = free_at
         return max(0.0, free_at - now - self.burst * interval)
+
+
+class SharedRedial:
+    """Dials to one host shared by all the connections to it in a process (sans-IO).
+
+    While the host is reachable every connection dials it when it likes (`turn` says "dial").
+    Once a dial fails for want of the host (refused, unreachable, timed out: `failed`), it is
+    down: one connection at a time probes it ("probe") when the back-off is over, the others
+    "wait" (until `next_probe_at`, or until an outcome). A failed probe doubles the back-off; a
+    dial that reaches the host, probe or not (`reached`), ends the outage for all. Failures of
+    dials that were under way before the outage was known change nothing. A probe given up
+    (its connection ended) lets the next one go (`abandoned`).
+    """
+
+    def __init__(self, minimum: float, maximum: float, jitter: float = 0.2) -> None:
+        self._backoff = RedialBackoff(minimum, maximum, jitter)
+        self.down = False
+        self.probing = False
+
+    @property
+    def next_probe_at(self) -> float:
+        """When a connection waiting for its turn should ask again (inf: at the next outcome)."""
+        return math.inf if self.probing or not self.down else self._backoff.next_dial_at
+
+    def turn(self, now: float) -> Literal["dial", "probe", "wait"]:
+        if not self.down:
+            return "dial"
+        if self.probing or now < self._backoff.next_dial_at:
+            return "wait"
+        self.probing = True
+        return "probe"
+
+    def failed(self, now: float, probe: bool) -> None:
+        """A dial did not reach the host."""
+        if probe:
+            self.probing = False
+        if probe or not self.down:
+            self.down = True
+            self._backoff.dial_failed(now)
+
+    def reached(self, probe: bool) -> None:
+        """A dial reached the host (whatever it answered)."""
+        if probe:
+            self.probing = False
+        self.down = False
+        self._backoff.delay = self._backoff.minimum
+
+    def abandoned(self) -> None:
+        """The probe under way was given up before its outcome."""
+        self.probing = False

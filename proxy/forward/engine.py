@@ -3,9 +3,10 @@
 A `Link` between two plain TCP sockets hands its steady state to the engine (`proxy._codec.Engine`,
 a thread of its own with an epoll loop): bytes move without waking Python per frame. Python hears
 from it in batches, one wake-up per batch (`run`): the OCPP messages session capture and the
-outbox need (the tracked actions' CALLs and their answers) and links handed back wake it (then,
-while they keep coming, it takes them every `BATCH_WINDOW`); the counters for the metrics ride
-along, or are fetched every `COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
+outbox need (the tracked actions' CALLs and their answers), the copies of a mirrored charger's
+CALLs and SENDs, and links handed back wake it (then, while they keep coming, it takes them every
+`BATCH_WINDOW`); the counters for the metrics ride along, or are fetched every
+`COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
 shutdown and replacement keep their structured-concurrency semantics: the link asks for its
 sockets back (`release`) and waits, shielded, until it has them.
 
@@ -78,12 +79,16 @@ class ForwardingEngine:
         pending: tuple[list[str], list[str]],
         tracked: frozenset[str],
         keep_last_call: bool,
+        copy_charger: bool = False,
     ) -> Turn | None:
         """Hand a link over; await `Turn.back` for it to come back (see `release`). None: the
-        engine has stopped, the link stays with the caller (its readers untouched)."""
+        engine has stopped, the link stays with the caller (its readers untouched).
+        `copy_charger`: report every CALL and SEND of the charger too (its mirrors' copies)."""
         turn = Turn(next(self._ids), owner)
         try:
-            self._engine.adopt(turn.link, fds, readers, trailing, pending, tracked, keep_last_call)
+            self._engine.adopt(
+                turn.link, fds, readers, trailing, pending, tracked, keep_last_call, copy_charger
+            )
         except RuntimeError:
             self.broken = True
             return None

@@ -194,6 +194,7 @@ class Link:
             (list(charger.pending), list(upstream.pending)),
             self._tracked(),
             self._keep_charger,
+            copy_charger=charger.copies is not None,
         )
         if turn is None:
             return  # the engine has stopped: the pumps forward
@@ -216,9 +217,12 @@ class Link:
         return actions | OBSERVED_ACTIONS if self.outbox is not None else actions
 
     def passed_natively(self, side: int, messages: list[Message], at: float) -> None:
-        """Tracked messages the engine forwarded: to capture and the outbox, as `_passed` does."""
+        """Tracked messages the engine forwarded: to capture and the outbox, as `_passed` does,
+        and the charger's CALLs and SENDs to its copies (see `Side.copies`)."""
         capture, outbox = self._capture, self.outbox
         from_upstream = side == 1
+        if not from_upstream and self.charger.copies is not None:
+            self.charger.copies(messages)
         for message in messages:
             if capture is not None:
                 if from_upstream:
@@ -315,6 +319,8 @@ class Link:
                         {src: (exc.close_code, exc.reason), dst: (INTERNAL, "peer protocol error")},
                     )
                     return
+                if src.copies is not None:  # as read, whether the other side gets them or not
+                    src.copies(messages)
                 if whole and src.reader.closed and messages and is_outage(messages[-1].close_code):
                     await self._upstream_went_away(messages)
                     return
@@ -512,6 +518,8 @@ class Link:
                         charger.gone = True
                         return
                 messages = charger.reader.feed(data)
+                if charger.copies is not None:
+                    charger.copies(messages)
                 if self._capture is not None:
                     at = time()
                     for message in messages:  # a queued StopTransaction must still be captured

@@ -1,8 +1,15 @@
 """Mirrors: copies of a charger's CALLs to secondary back-offices, without touching the primary.
 
 `mirrored` runs the mirrors of one charger connection (a route's `mirrors`) around the turns that
-serve it. It puts a `ChargerTap` in front of the charger's transport, so the link (on the Trio
-pumps: the native engine only takes plain sockets) and the relays forward through it unchanged:
+serve it. When no mirror may call the charger (every `allow` empty, the default), nothing needs
+filtering or serialising: the charger's side hands the mirrors every message as it is read
+(`Side.copies`), by the link's pumps, the relay, or the native engine in its batches, so a link
+on plain sockets is forwarded by the engine as without mirrors and the primary's frames never
+wait on Python, let alone on a mirror.
+
+When a mirror may call the charger, a `ChargerTap` is put in front of the charger's transport, so
+the link (on the Trio pumps: the native engine only takes plain sockets) and the relays forward
+through it unchanged:
 
 - what the charger sends is cut into whole frames (`mirror_core.FrameSplitter`); every CALL and
   SEND is copied into each mirror's queue, and the frames of an answer to a mirror CALL are left
@@ -12,7 +19,10 @@ pumps: the native engine only takes plain sockets) and the relays forward throug
   one at a time, under the lock every write to the charger takes.
 
 Each mirror has a task of its own that dials it (`dial.Dialer`, the charger's identity and
-subprotocol), redials with `backoff.RedialBackoff`, writes its queue and reads what it sends. A
+subprotocol), writes its queue and reads what it sends. It redials after a back-off of its own
+(`backoff.RedialBackoff`) when its connection ends or the mirror refuses the charger; a mirror
+that cannot be reached is probed by one connection at a time for all the worker's chargers
+(`MirrorRedials`), so an outage of a mirror costs a dial now and then, not a dial per charger. A
 mirror that is down, slow, or sends garbage or oversized frames only loses its own connection (it
 is redialled) and its own copies (counted): the primary's link never waits on a mirror. The
 decisions are `mirror_core.MirrorCore`'s.
@@ -34,9 +44,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from proxy.forward.backoff import RedialBackoff
+from proxy.forward.backoff import RedialBackoff, SharedRedial
 from proxy.forward.dial import Dialer
-from proxy.forward.mirror_core import FrameSplitter, MirrorCore, MirrorPolicy
+from proxy.forward.mirror_core import FrameSplitter, FromCharger, MirrorCore, MirrorPolicy
 from proxy.forward.refusal import Refusal
 from proxy.forward.side import STREAM_ERRORS, Side
 from proxy.forward.transport import Transport, transport_for
@@ -50,8 +60,10 @@ from proxy.wire.codec import (
     CLOSE,
     PING,
     PONG,
+    SEND,
     TEXT,
     FrameReader,
+    Message,
     ProtocolError,
     encode_close,
     encode_frame,
@@ -61,6 +73,9 @@ from proxy.wire.ocpp import CloseCode
 log = logging.getLogger("proxy.mirror")
 
 _DATA = (TEXT, BINARY)
+# a dial's refusal outcomes that say the mirror cannot be reached (not: it refused this charger)
+_UNREACHABLE = ("upstream_unreachable", "upstream_timeout")
+_COPIED = (CALL, SEND)
 _BATCH = 64  # texts sent to a mirror in one write, at most
 
 
@@ -80,6 +95,21 @@ class _Shared:
         # the children of the metrics counted per message, looked up once
         self._queued_gauges = [metrics.queued.labels(label) for label in labels]
         self.dropped = [metrics.dropped.labels(label) for label in labels]
+
+    def copy(self, message: Message) -> FromCharger:
+        """A charger's data message to the core: a copy queued for each mirror, or dropped."""
+        verdict = self.core.from_charger(message)
+        for index in verdict.dropped:
+            self.dropped[index].inc()
+        for index in (*verdict.queued, *verdict.dropped):
+            self.queue_changed(index)
+        return verdict
+
+    def copied(self, messages: list[Message]) -> None:
+        """What the charger sent, as read (`Side.copies`): its CALLs and SENDs to each mirror."""
+        for message in messages:
+            if message.opcode in _DATA and message.message_type in _COPIED:
+                self.copy(message)
 
     def kick(self) -> None:
         """The mirror CALLs' state changed: wake who waits on it."""
@@ -166,11 +196,7 @@ class ChargerTap:
             for message in messages:
                 if message.opcode not in _DATA:
                     continue
-                verdict = shared.core.from_charger(message)
-                for index in verdict.dropped:
-                    shared.dropped[index].inc()
-                for index in (*verdict.queued, *verdict.dropped):
-                    shared.queue_changed(index)
+                verdict = shared.copy(message)
                 # an answer to a mirror CALL is left out, control frames amid it are not
                 out_frames += (
                     self._held if verdict.forward else [f for f in self._held if f[0] & 0x08]
@@ -238,6 +264,63 @@ class ChargerTap:
                 await changed.wait()
 
 
+class MirrorRedials:
+    """The redials of a worker's mirrors: one `SharedRedial` per mirror (host:port) for all its
+    charger connections, and the back-off settings of each connection's own redials.
+
+    `turn` waits until a connection may dial; the dial's outcome goes back with `dialled` (or
+    `abandoned`, for a probe given up). `waiting` counts, per mirror, the connections waiting
+    for a probe's outcome. Mirrors are few (they come from the configuration): none is
+    forgotten.
+    """
+
+    def __init__(self, settings: OutboxSettings) -> None:
+        self.settings = settings
+        self._redials: dict[str, SharedRedial] = {}
+        self._changed: dict[str, trio.Event] = {}
+        self.waiting: dict[str, int] = {}
+
+    def _redial(self, label: str) -> SharedRedial:
+        redial = self._redials.get(label)
+        if redial is None:
+            redial = self._redials[label] = SharedRedial(
+                self.settings.redial_min, self.settings.redial_max
+            )
+            self._changed[label] = trio.Event()
+            self.waiting[label] = 0
+        return redial
+
+    async def turn(self, label: str) -> bool:
+        """Wait until a connection may dial mirror `label`; True: the dial is the probe."""
+        redial = self._redial(label)
+        while (turn := redial.turn(trio.current_time())) == "wait":
+            changed = self._changed[label]
+            self.waiting[label] += 1
+            try:
+                with trio.move_on_at(redial.next_probe_at):
+                    await changed.wait()
+            finally:
+                self.waiting[label] -= 1
+        return turn == "probe"
+
+    def dialled(self, label: str, probe: bool, reached: bool) -> None:
+        """The outcome of a dial `turn` allowed: whether it reached the mirror."""
+        redial = self._redial(label)
+        if reached:
+            redial.reached(probe)
+        else:
+            redial.failed(trio.current_time(), probe)
+        self._wake(label)
+
+    def abandoned(self, label: str) -> None:
+        self._redial(label).abandoned()
+        self._wake(label)
+
+    def _wake(self, label: str) -> None:
+        self._changed[label].set()
+        self._changed[label] = trio.Event()
+
+
 class _Connection:
     """One connection to a mirror: writes one at a time, and whether one was cut short."""
 
@@ -272,7 +355,7 @@ class MirrorSet:
         version: str,
         mirrors: tuple[Mirror, ...],
         dialer: Dialer,
-        redial: OutboxSettings,
+        redials: MirrorRedials,
         metrics: MirrorMetrics,
         charger: Side,
     ) -> None:
@@ -280,7 +363,7 @@ class MirrorSet:
         self.version = version
         self.mirrors = mirrors
         self._dialer = dialer
-        self._redial = redial
+        self._redials = redials
         policies = [
             MirrorPolicy(frozenset(m.allow), m.queue, m.overflow, m.call_timeout) for m in mirrors
         ]
@@ -295,15 +378,21 @@ class MirrorSet:
             metrics.serving(label)
         self.shared = _Shared(core, labels, metrics)
         self._limit = dialer.settings.max_message_size
-        self.tap = ChargerTap(charger.transport, self.shared, self._limit, charger.trailing)
-        charger.trailing = b""
-        charger.transport = self.tap
+        self._charger = charger
+        self.tap: ChargerTap | None = None
+        if any(m.allow for m in mirrors):
+            self.tap = ChargerTap(charger.transport, self.shared, self._limit, charger.trailing)
+            charger.trailing = b""
+            charger.transport = self.tap
+        else:  # copies only: the charger's side hands them over as it reads
+            charger.copies = self.shared.copied
 
     async def run(self) -> None:
         """Dial and serve every mirror, write mirror CALLs to the charger and time them out."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._guarded, self.tap.inject)
-            nursery.start_soon(self._guarded, self._expire)
+            if self.tap is not None:
+                nursery.start_soon(self._guarded, self.tap.inject)
+                nursery.start_soon(self._guarded, self._expire)
             for index, mirror in enumerate(self.mirrors):
                 nursery.start_soon(self._guarded, self._serve_mirror, index, mirror)
 
@@ -316,6 +405,7 @@ class MirrorSet:
 
     def forget(self) -> None:
         """The charger's connection ended: what still waits for the mirrors is dropped."""
+        self._charger.copies = None
         for index, queue in enumerate(self.shared.core.queues):
             queue.clear()
             self.shared.queue_changed(index)
@@ -338,17 +428,27 @@ class MirrorSet:
             if mirror.username is not None and mirror.password is not None
             else None
         )
-        backoff = RedialBackoff(self._redial.redial_min, self._redial.redial_max)
+        redials = self._redials
+        backoff = RedialBackoff(redials.settings.redial_min, redials.settings.redial_max)
         while True:
             await trio.sleep_until(backoff.next_dial_at)
-            await self._dialer.pace(route)  # a mirror back-office's dials, paced per host
+            probe = await redials.turn(label)
             try:
+                await self._dialer.pace(route)  # a mirror back-office's dials, paced per host
                 stream, accepted, trailing = await self._dialer.dial(
                     route, self.identity, [self.version], authorization, redial=True, mirror=True
                 )
-            except Refusal:
-                backoff.dial_failed(trio.current_time())
+            except Refusal as refusal:
+                reached = refusal.outcome not in _UNREACHABLE
+                redials.dialled(label, probe, reached)
+                if reached:  # the mirror refused this charger: its own back-off
+                    backoff.dial_failed(trio.current_time())
                 continue
+            except BaseException:  # cancelled: the next connection probes instead
+                if probe:
+                    redials.abandoned(label)
+                raise
+            redials.dialled(label, probe, reached=True)
             started = trio.current_time()
             connection = _Connection(transport_for(stream))
             try:
@@ -435,7 +535,7 @@ async def mirrored(
     version: str,
     mirrors: tuple[Mirror, ...],
     dialer: Dialer,
-    redial: OutboxSettings,
+    redials: MirrorRedials,
     metrics: MirrorMetrics,
     charger: Side,
 ) -> AsyncIterator[None]:
@@ -443,7 +543,7 @@ async def mirrored(
     if not mirrors:
         yield
         return
-    mirror_set = MirrorSet(identity, version, mirrors, dialer, redial, metrics, charger)
+    mirror_set = MirrorSet(identity, version, mirrors, dialer, redials, metrics, charger)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mirror_set.run)
         try:

@@ -268,6 +268,8 @@ class Relay:
                     },
                 ) from None
             data = b""
+            if charger.copies is not None:
+                charger.copies(messages)
             for message in messages:
                 charger.meters.count(message.opcode, message.message_type, message.action)
                 await self._from_charger(message)

@@ -48,7 +48,7 @@ from proxy.forward.listener import (
     send_quietly,
     tls_handshake,
 )
-from proxy.forward.mirror import mirrored
+from proxy.forward.mirror import MirrorRedials, mirrored
 from proxy.forward.policy import LinkEnd
 from proxy.forward.refusal import REQUEST_OUTCOMES, Refusal, refused
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
@@ -103,6 +103,7 @@ class ProxyServer:
         self.stopped = trio.Event()
         self._refusal_log = LogBudget()
         self._redial_settings = config.outbox
+        self.mirror_redials = MirrorRedials(config.outbox)
         self._up_meters = metrics.direction(CHARGER_TO_UPSTREAM)
         self._down_meters = metrics.direction(UPSTREAM_TO_CHARGER)
         self.engine = (
@@ -381,7 +382,7 @@ class ProxyServer:
                         admitted.version,
                         route.mirrors if route is not None else (),
                         self.dialer,
-                        self._redial_settings,
+                        self.mirror_redials,
                         self.metrics.mirrors,
                         charger,
                     ):

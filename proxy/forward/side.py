@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from proxy.forward.transport import Transport, transport_for
 from proxy.runtime.metrics import DirectionMeters
-from proxy.wire.codec import FrameReader, ProtocolError, encode_close
+from proxy.wire.codec import FrameReader, Message, ProtocolError, encode_close
 
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -34,6 +35,8 @@ class Side:
     trailing: bytes = b""
     # fed from the other peer but not yet written to this one (by the native engine): goes first
     unsent: bytes = b""
+    # given every message this peer sends as it is read, if set (a charger's mirrors' copies)
+    copies: Callable[[list[Message]], None] | None = None
     transport: Transport = field(init=False)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,10 @@ The mirror gets a copy of every charger CALL while the primary's frames stay byt
 blocked mirror CALL never reaches the charger, an allowed one does and its answer returns to the
 mirror (under the mirror's id, even one the primary uses at the same time). A mirror that is
 down, never reads, or sends garbage costs only its own copies (counted): the primary link goes on.
+
+Tests that need no mirror CALL to reach the charger run twice (`allow`): with an allow-list (the
+tap in front of the charger, the Trio pumps) and without (copies only: on the native engine the
+link is forwarded by it, and the copies come in its batches).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import struct
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import msgspec
@@ -39,6 +44,18 @@ from testkit.reference_codec import ReferenceFrameReader
 from testkit.waiting import eventually
 
 ALLOW = ("TriggerMessage", "GetConfiguration")
+
+
+@pytest.fixture(params=[ALLOW, ()], ids=["calls", "copies"])
+def allow(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """What the mirror may send the charger: the allow-list, or nothing (copies only)."""
+    return request.param
+
+
+def forwarded_by_engine(handle: ProxyHandle) -> int:
+    """Links the native engine has taken so far (0 without one)."""
+    engine = handle.server.engine
+    return engine.adopted if engine is not None else 0
 
 
 def mirrored_config(primary_port: int, mirror_port: int, **mirror: Any) -> Config:
@@ -114,9 +131,13 @@ async def _a_charging_session(handle: ProxyHandle, thread: CsmsThread, mirror_po
     return charger, csms, mirror, calls, start.transaction_id
 
 
-async def test_the_mirror_gets_every_charger_call_and_the_primary_stays_byte_identical(nursery):
-    handle, port, result = await with_ocpp_peers(nursery, _a_charging_session)
+async def test_the_mirror_gets_every_charger_call_and_the_primary_stays_byte_identical(
+    nursery, allow, each_engine
+):
+    handle, port, result = await with_ocpp_peers(nursery, _a_charging_session, allow=allow)
     charger, csms, mirror, calls, transaction_id = result
+    # Copies only: the native engine forwards the link; with an allow-list, the Trio pumps do.
+    assert forwarded_by_engine(handle) == (each_engine == "native" and not allow)
     assert_transparent(charger, csms)
     assert mirror.identity == "CP-M1"
     assert mirror.log.received == calls  # each copy as the charger sent it
@@ -228,9 +249,9 @@ async def _charger_roundtrips(handle: ProxyHandle, identity: str, n: int) -> Non
             assert answer == [3, f"{identity}-{i}", {"echo": "Heartbeat"}]
 
 
-async def test_the_primary_works_while_the_mirror_is_down(nursery, upstream):
+async def test_the_primary_works_while_the_mirror_is_down(nursery, upstream, allow):
     mirror_port = free_port()  # nothing listens: every dial is refused
-    config = mirrored_config(upstream.port, mirror_port, queue=3)
+    config = mirrored_config(upstream.port, mirror_port, queue=3, allow=allow)
     handle = await start_proxy(nursery, config)
     await _charger_roundtrips(handle, "CP-down", 10)
     label = f"127.0.0.1:{mirror_port}"
@@ -246,12 +267,47 @@ async def test_the_primary_works_while_the_mirror_is_down(nursery, upstream):
     await eventually(lambda: mirror_metric(handle, "ere_proxy_mirror_queued", mirror_port) == 0)
 
 
+async def test_chargers_wait_for_one_probe_of_a_down_mirror_instead_of_each_dialling_it(
+    nursery, upstream, allow
+):
+    mirror_port = free_port()  # nothing listens: every dial is refused
+    config = msgspec.structs.replace(
+        mirrored_config(upstream.port, mirror_port, allow=allow),
+        outbox=OutboxSettings(redial_min=30.0, redial_max=60.0),  # no probe during the test
+    )
+    handle = await start_proxy(nursery, config)
+    label = f"127.0.0.1:{mirror_port}"
+
+    def refused() -> float:
+        return mirror_metric(handle, "ere_proxy_mirror_dials_total", mirror_port, outcome="refused")
+
+    def waiting() -> int:
+        return handle.server.mirror_redials.waiting.get(label, 0)
+
+    async with AsyncExitStack() as chargers:
+        first = await chargers.enter_async_context(
+            open_websocket_url(handle.url("CP-w0"), subprotocols=["ocpp1.6"])
+        )
+        await eventually(lambda: refused() == 1 and waiting() == 1)  # its dial found it down
+        others = [
+            await chargers.enter_async_context(
+                open_websocket_url(handle.url(f"CP-w{i}"), subprotocols=["ocpp1.6"])
+            )
+            for i in range(1, 11)
+        ]
+        await eventually(lambda: waiting() == 11)
+        assert refused() == 1  # the later chargers never dialled the mirror
+        for i, ws in enumerate([first, *others]):
+            answer = json.loads(await roundtrip(ws, f"w{i}"))
+            assert answer == [3, f"w{i}", {"echo": "Heartbeat"}]
+
+
 @pytest.mark.parametrize("overflow", ["drop_oldest", "pause"])
-async def test_the_primary_works_while_the_mirror_never_reads(nursery, upstream, overflow):
+async def test_the_primary_works_while_the_mirror_never_reads(nursery, upstream, overflow, allow):
     silent = RawMirror()
     port = await silent.start(nursery)
     handle = await start_proxy(
-        nursery, mirrored_config(upstream.port, port, queue=4, overflow=overflow)
+        nursery, mirrored_config(upstream.port, port, queue=4, overflow=overflow, allow=allow)
     )
     big = json.dumps([2, "big", "DataTransfer", {"vendorId": "E", "data": "x" * 60000}])
     async with open_websocket_url(handle.url("CP-slow"), subprotocols=["ocpp1.6"]) as ws:
@@ -278,10 +334,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("garbage", list(HOSTILE), ids=list(HOSTILE))
-async def test_a_hostile_mirror_costs_only_its_own_connection(nursery, upstream, garbage):
+async def test_a_hostile_mirror_costs_only_its_own_connection(nursery, upstream, garbage, allow):
     hostile = RawMirror(HOSTILE[garbage])
     port = await hostile.start(nursery)
-    handle = await start_proxy(nursery, mirrored_config(upstream.port, port))
+    handle = await start_proxy(nursery, mirrored_config(upstream.port, port, allow=allow))
     async with open_websocket_url(handle.url("CP-h"), subprotocols=["ocpp1.6"]) as ws:
         for i in range(3):
             with trio.fail_after(TIMEOUT):
@@ -305,10 +361,10 @@ async def test_a_hostile_mirror_costs_only_its_own_connection(nursery, upstream,
 # -- what the charger sends, through the tap --------------------------------------------------
 
 
-async def test_fragments_and_pings_of_a_mirrored_charger_pass_as_sent(nursery, upstream):
+async def test_fragments_and_pings_of_a_mirrored_charger_pass_as_sent(nursery, upstream, allow):
     mirror = RawMirror(b"")
     port = await mirror.start(nursery)
-    handle = await start_proxy(nursery, mirrored_config(upstream.port, port))
+    handle = await start_proxy(nursery, mirrored_config(upstream.port, port, allow=allow))
     charger = await RawCharger.connect(handle.port)
     try:
         assert (await charger.upgrade("CP-frag")).startswith(b"HTTP/1.1 101")
@@ -344,12 +400,12 @@ BAD_FRAMES = {
 
 @pytest.mark.parametrize("name", list(BAD_FRAMES))
 async def test_a_mirrored_charger_breaking_the_protocol_is_closed_as_without_mirrors(
-    nursery, upstream, name
+    nursery, upstream, name, allow
 ):
     data, code = BAD_FRAMES[name]
     mirror = RawMirror(b"")
     port = await mirror.start(nursery)
-    handle = await start_proxy(nursery, mirrored_config(upstream.port, port))
+    handle = await start_proxy(nursery, mirrored_config(upstream.port, port, allow=allow))
     charger = await RawCharger.connect(handle.port)
     try:
         assert (await charger.upgrade("CP-bad")).startswith(b"HTTP/1.1 101")
@@ -364,3 +420,34 @@ async def test_a_mirrored_charger_breaking_the_protocol_is_closed_as_without_mir
     assert peer.received == []  # the chunk with the bad frame reached neither back-office
     assert mirror_metric(handle, "ere_proxy_mirror_sent_total", port) == 0
     assert mirror_metric(handle, "ere_proxy_mirror_queued", port) == 0
+
+
+async def test_copies_go_on_when_a_message_too_large_for_the_engine_comes(nursery, upstream):
+    """Copies only, on either engine: a message larger than the engine copies in passing sends
+    the link back to the Trio pumps mid-message (native engine); the copies go on from them."""
+    mirror = RawMirror(b"")
+    port = await mirror.start(nursery)
+    handle = await start_proxy(nursery, mirrored_config(upstream.port, port, allow=()))
+    texts = [
+        json.dumps([2, "small-1", "Heartbeat", {}]),
+        json.dumps([2, "large", "DataTransfer", {"vendorId": "E", "data": "x" * 60000}]),
+        json.dumps([6, "send", "NotifyPeriodicEventStream", {"id": 1}]),
+        json.dumps([2, "small-2", "Heartbeat", {}]),
+    ]
+    async with open_websocket_url(handle.url("CP-large"), subprotocols=["ocpp1.6"]) as ws:
+        for text in texts:
+            await ws.send_message(text)
+            if text.startswith("[2,"):
+                assert json.loads(await ws.get_message())[1] == json.loads(text)[1]
+        with trio.fail_after(TIMEOUT):
+            await mirror.wait_until(
+                lambda: (
+                    mirror.received
+                    and len(ReferenceFrameReader(from_client=True).feed(bytes(mirror.received[0])))
+                    >= len(texts)
+                )
+            )
+    copies = ReferenceFrameReader(from_client=True).feed(bytes(mirror.received[0]))
+    assert [m.data.decode() for m in copies] == texts
+    peer = next(p for p in upstream.peers if p.path == "/ocpp/CP-large")
+    assert peer.received == texts  # the primary got them all too, and nothing else

@@ -18,6 +18,16 @@ struct Peers {
 }
 
 fn adopt(engine: &Engine, id: u64, tracked: &[&str], trailing: [Vec<u8>; 2]) -> Peers {
+    adopt_copying(engine, id, tracked, trailing, false)
+}
+
+fn adopt_copying(
+    engine: &Engine,
+    id: u64,
+    tracked: &[&str],
+    trailing: [Vec<u8>; 2],
+    copy_charger: bool,
+) -> Peers {
     let (charger, charger_end) = UnixStream::pair().unwrap();
     let (upstream, upstream_end) = UnixStream::pair().unwrap();
     charger_end.set_nonblocking(true).unwrap();
@@ -33,6 +43,7 @@ fn adopt(engine: &Engine, id: u64, tracked: &[&str], trailing: [Vec<u8>; 2]) -> 
         pending: [Vec::new(), Vec::new()],
         tracked: Arc::new(tracked.iter().map(|s| s.to_string()).collect()),
         keep_last_call: true,
+        copy_charger,
         activity: Arc::new(AtomicU64::new(0)),
     });
     assert!(adopted.is_ok(), "the engine has stopped");
@@ -155,6 +166,74 @@ fn bytes_pass_unchanged_both_ways_and_tracked_messages_are_reported() {
     assert!(back.pending.iter().all(Vec::is_empty));
     assert_eq!(back.last_call, None);
     assert!(back.readers.iter().all(FrameReader::at_message_boundary));
+}
+
+/// The messages of `Passed` reports, with their side, until `n` have come.
+fn passed_messages(engine: &Engine, n: usize) -> Vec<(usize, Vec<u8>)> {
+    let mut reports = Vec::new();
+    let mut counters = [Counters::default(), Counters::default()];
+    let mut passed = Vec::new();
+    while passed.len() < n {
+        next_reports(engine, &mut reports, &mut counters);
+        for report in reports.drain(..) {
+            if let Report::Passed { side, messages, .. } = report {
+                passed.extend(messages.into_iter().map(|m| (side, m.data)));
+            }
+        }
+    }
+    passed
+}
+
+#[test]
+fn copying_reports_every_charger_call_and_send_but_no_answers() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt_copying(
+        &engine,
+        3,
+        &["StartTransaction"],
+        [Vec::new(), Vec::new()],
+        true,
+    );
+    let texts = [
+        r#"[2,"c1","Heartbeat",{}]"#,
+        r#"[6,"s1","NotifyPeriodicEventStream",{}]"#,
+        r#"[3,"u1",{}]"#, // the charger's answer to a back-office CALL: not a copy
+        r#"[2,"c2","StartTransaction",{}]"#,
+    ];
+    let sent: Vec<u8> = texts.iter().flat_map(|t| masked(t)).collect();
+    p.charger.write_all(&sent).unwrap();
+    assert_eq!(read_exact(&mut p.upstream, sent.len()), sent);
+    // answers: to an untracked CALL (not reported), to a tracked one (reported, as without copies)
+    let answers = [plain(r#"[3,"c1",{}]"#), plain(r#"[3,"c2",{}]"#)].concat();
+    p.upstream.write_all(&answers).unwrap();
+    assert_eq!(read_exact(&mut p.charger, answers.len()), answers);
+    let passed = passed_messages(&engine, 4);
+    let expected: Vec<(usize, Vec<u8>)> = [
+        (CHARGER, texts[0]),
+        (CHARGER, texts[1]),
+        (CHARGER, texts[3]),
+        (UPSTREAM, r#"[3,"c2",{}]"#),
+    ]
+    .into_iter()
+    .map(|(side, text)| (side, text.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(passed, expected);
+}
+
+#[test]
+fn without_copying_an_untracked_call_or_a_send_is_not_reported() {
+    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let mut p = adopt(&engine, 4, &["StartTransaction"], [Vec::new(), Vec::new()]);
+    let texts = [
+        r#"[2,"c1","Heartbeat",{}]"#,
+        r#"[6,"s1","NotifyPeriodicEventStream",{}]"#,
+        r#"[2,"c2","StartTransaction",{}]"#,
+    ];
+    let sent: Vec<u8> = texts.iter().flat_map(|t| masked(t)).collect();
+    p.charger.write_all(&sent).unwrap();
+    assert_eq!(read_exact(&mut p.upstream, sent.len()), sent);
+    let passed = passed_messages(&engine, 1);
+    assert_eq!(passed, vec![(CHARGER, texts[2].as_bytes().to_vec())]);
 }
 
 #[test]
@@ -334,6 +413,7 @@ fn a_link_offered_to_a_stopped_engine_comes_back_unserved() {
         pending: [Vec::new(), Vec::new()],
         tracked: Arc::new(HashSet::new()),
         keep_last_call: false,
+        copy_charger: false,
         activity: Arc::new(AtomicU64::new(0)),
     });
     assert!(matches!(refused, Err(a) if a.id == 13));

@@ -170,7 +170,7 @@ impl Engine {
 
     /// Hands a link to the engine (see the stub for the arguments).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (link, fds, readers, trailing, pending, tracked, keep_last_call))]
+    #[pyo3(signature = (link, fds, readers, trailing, pending, tracked, keep_last_call, copy_charger=false))]
     fn adopt(
         &mut self,
         py: Python<'_>,
@@ -181,6 +181,7 @@ impl Engine {
         pending: (Vec<String>, Vec<String>),
         tracked: &Bound<'_, PyFrozenSet>,
         keep_last_call: bool,
+        copy_charger: bool,
     ) -> PyResult<()> {
         if self.readers.contains_key(&link) {
             return Err(PyValueError::new_err(format!(
@@ -205,6 +206,7 @@ impl Engine {
             pending: [pending.0, pending.1],
             tracked: Arc::new(tracked),
             keep_last_call,
+            copy_charger,
             activity: Arc::clone(&activity),
         });
         if let Err(refused) = adopted {
