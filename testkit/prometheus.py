@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,10 @@ class Prometheus:
     def rules(self) -> list[dict[str, Any]]:
         groups = self.get("/api/v1/rules", type="alert")[1]["data"]["groups"]
         return [rule for group in groups for rule in group["rules"]]
+
+    def alerts_evaluated_since(self, wall_time: float) -> bool:
+        """Every alerting rule has been evaluated after `wall_time` (seconds since the epoch)."""
+        return all(_epoch_seconds(rule["lastEvaluation"]) > wall_time for rule in self.rules())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -286,3 +291,10 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=WAIT,
     )
+
+
+def _epoch_seconds(stamp: str) -> float:
+    """Prometheus's RFC 3339 time (nanoseconds, "Z") as seconds since the epoch."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return seconds + float(f"0.{fraction or 0}")
