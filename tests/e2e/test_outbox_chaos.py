@@ -338,7 +338,7 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(
                 tmp_path / "sim.stderr"
             ).read_text()
             await until(
-                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60
+                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 240
             )
             nursery.cancel_scope.cancel()
 
@@ -365,7 +365,7 @@ async def test_upstream_outage_under_a_fleet_delivers_everything_exactly_once(
         await until(
             lambda: asyncio.run(provisional_sessions(dsn)) == 0,
             "real ids in the session store",
-            120,
+            360,
         )
     finally:
         if simulator is not None and simulator.poll() is None:
@@ -446,7 +446,7 @@ async def test_a_proxy_killed_during_an_outage_replays_every_outbox_after_its_re
                 tmp_path / "sim.stderr"
             ).read_text()
             await until(
-                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 60
+                lambda: metric(proxy, "ere_proxy_outbox_entries") == 0, "the outboxes to drain", 240
             )
             nursery.cancel_scope.cancel()
 
