@@ -23,8 +23,6 @@ import os
 import shutil
 import socketserver
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from testkit.fake_csms import FakeCsms
 from testkit.ocpp_peers import Charger16, Charger201, CsmsThread, open_charger, timestamp
 from testkit.ports import free_port
 from testkit.postgres import create_database, make_data_dir, start_database
-from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, wait_ready
+from testkit.proxy_process import CONFIG, ProxyProcess, log_problems, metric, spawn_proxy
 from testkit.raw_charger import RawCharger, frame
 
 pytestmark = pytest.mark.slow
@@ -146,18 +144,8 @@ def arena(tmp_path_factory: pytest.TempPathFactory, each_engine_per_module: str)
                     verdict.server_address[1],
                 )
             )
-            stderr_path = directory / "proxy.stderr"
-            with stderr_path.open("wb") as stderr:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "proxy", "proxy", "--config", str(config)],
-                    cwd=REPO,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                )
-            proxy = ProxyProcess(port, admin_port, csms.port, process, stderr_path)
+            proxy = spawn_proxy(config, directory / "proxy.stderr", (port, admin_port, csms.port))
             try:
-                wait_ready(proxy)
                 with Healthy(proxy) as healthy:
                     yield Arena(proxy, dsn, victim_port, healthy)
             finally:
