@@ -4,7 +4,8 @@ It keeps what `proxy.outbox.store.OutboxStore` keeps (entries in order, offline 
 dead letters, the next sequence number, learned answers) and applies a `Write` the same way: all
 of it or none, under the epoch of the claim that made it. A claim bumps the charger's epoch, so
 an older claim's writes raise `Fenced`; `failing` makes every write raise `StoreUnavailable`,
-as a database that is down does. Writes take one checkpoint (a real store awaits a commit).
+as a database that is down does. Writes take one checkpoint (a real store awaits a commit);
+while `appends_wait` is set, a write that appends entries waits for it first (a slow commit).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class MemoryOutboxStore:
         self.chargers: dict[str, StoredOutbox] = {}
         self.writes: list[Write] = []
         self.failing = False
+        self.appends_wait: trio.Event | None = None
         self._written = trio.Event()
 
     def stored(self, identity: str) -> StoredOutbox:
@@ -72,6 +74,8 @@ class MemoryOutboxStore:
 
     async def write(self, write: Write) -> None:
         await trio.lowlevel.checkpoint()
+        if write.append and self.appends_wait is not None:
+            await self.appends_wait.wait()
         if self.failing:
             raise StoreUnavailable("the store is failing")
         stored = self.stored(write.identity)

@@ -386,33 +386,42 @@ class Relay:
                 },
             )
         # Captured before the entry is stored, and stored with it: a worker killed before its
-        # journal wrote the events loses none (the next claim submits them again).
-        events = (
-            self._capture.answered_offline(
-                self._charger_view(message, outbox.upstream_view(message)),
-                text_message(decision.frame),
-                self._clock(),
-            )
-            if self._capture is not None
-            else []
-        )
-        if decision.entry is not None:
-            decision.entry.captured = encode_events(events)
-            await self._store.write(
-                Write(
-                    self.identity,
-                    self._epoch,
-                    append=[decision.entry],
-                    transactions=[decision.transaction] if decision.transaction else [],
-                    next_seq=outbox.next_seq,
+        # journal wrote the events loses none (the next claim submits them again). They are
+        # submitted once the entry is stored, ahead of anything captured meanwhile (a replay's
+        # rename of the transaction they name, say).
+        capture = self._capture
+        held = (
+            capture.hold(
+                capture.answered_offline(
+                    self._charger_view(message, outbox.upstream_view(message)),
+                    text_message(decision.frame),
+                    self._clock(),
                 )
             )
-            decision.entry.captured = None  # in the database; this relay submits them below
-            self._meters.queued.inc()
-            self._queued.set()
+            if capture is not None
+            else None
+        )
+        stored = False
+        try:
+            if decision.entry is not None:
+                decision.entry.captured = encode_events(held.events) if held is not None else None
+                await self._store.write(
+                    Write(
+                        self.identity,
+                        self._epoch,
+                        append=[decision.entry],
+                        transactions=[decision.transaction] if decision.transaction else [],
+                        next_seq=outbox.next_seq,
+                    )
+                )
+                decision.entry.captured = None  # in the database; submitted below
+                self._meters.queued.inc()
+                self._queued.set()
+            stored = True
+        finally:
+            if capture is not None and held is not None:
+                capture.release(held, submit=stored)
         self._meters.offline_answer(message.action)
-        if events and self._capture is not None:
-            self._capture.submit(events)
         await self._send_charger(encode_frame(TEXT, decision.frame, mask=False))
 
     async def _relay_live_call(self, message: Message) -> None:

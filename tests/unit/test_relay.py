@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import trio
-from trio.testing import memory_stream_pair
+from trio.testing import memory_stream_pair, wait_all_tasks_blocked
 
+from proxy.capture.capture import Capture
+from proxy.capture.events import Event
+from proxy.capture.tracker import Tracker
 from proxy.forward.backoff import RedialBackoff
 from proxy.forward.policy import LinkEnd
 from proxy.forward.relay import ChargerRefused, Relay, UpstreamUnavailable
@@ -284,3 +287,45 @@ async def test_a_write_the_store_refuses_ends_the_relay(autojump_clock, fault, e
         assert await charger.answer_close() == CloseCode.GOING_AWAY
     assert ended == [end]
     assert [e.seq for e in store.stored("CP-1").entries.values()] == [1]  # s2 was never answered
+
+
+async def test_an_offline_answers_events_reach_the_journal_before_a_rename_learned_meanwhile(
+    autojump_clock,
+):
+    """A MeterValues answered offline while the replay learns its transaction's real id: its
+    events (under the provisional id) are submitted before the rename, though its outbox entry
+    is stored after the replay's answer (else the session store keeps a session under the
+    provisional id that nothing renames)."""
+    store, back_office = MemoryOutboxStore(SETTINGS), BackOffice("down", "up")
+    submitted: list[Event] = []
+    capture = Capture(Tracker("CP-1", "ocpp1.6"), submitted.extend)
+    relay, charger = await relay_for(store, back_office, capture=capture)
+    start = {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": "2026-12-06T10:00:00Z"}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay.run)
+        await charger.call("s1", "StartTransaction", start)
+        provisional = json.loads((await charger.receive()).data)[2]["transactionId"]
+        store.appends_wait = trio.Event()  # the next entry's commit is slow
+        await charger.call("m1", "MeterValues", {**METER, "transactionId": provisional})
+        upstream = await back_office.connections.receive()
+        replayed = await upstream.receive()
+        assert replayed.action == "StartTransaction"
+        await upstream.send(
+            [
+                CALLRESULT,
+                replayed.unique_id,
+                {"transactionId": 7, "idTagInfo": {"status": "Accepted"}},
+            ]
+        )
+        await wait_all_tasks_blocked()  # the rename is made; the MeterValues entry not yet stored
+        store.appends_wait.set()
+        assert (await charger.receive()).unique_id == "m1"
+        await wait_all_tasks_blocked()
+        relay.stop(LinkEnd.SHUTDOWN)
+
+    kinds = [(type(e).__name__, getattr(e, "transaction_id", None)) for e in submitted]
+    assert kinds == [
+        ("TransactionStarted", str(provisional)),
+        ("MeterValuesReported", str(provisional)),
+        ("TransactionIdAssigned", None),
+    ]
