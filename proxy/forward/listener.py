@@ -11,15 +11,13 @@ up without a word; `client_certificate` is what the charger's verified certifica
 `send_quietly` writes a last answer and closes so that the peer reads it (a refusal, a close
 frame).
 
-Out of descriptors (or kernel memory) on accept, `AcceptGuard` counts the error
-(`ere_proxy_accept_errors_total{error}`), logs it (rate-limited) and retries after
-`ACCEPT_RETRY` seconds: the connections wait in the kernel's backlog meanwhile, nothing is lost
-silently and the server never stops accepting.
+Out of descriptors (or kernel memory) on accept, the listener counts the error
+(`ere_proxy_accept_errors_total{error}`), logs it (rate-limited) and retries
+(`proxy.runtime.accept.AcceptGuard`): the server never stops accepting.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import ssl
@@ -27,51 +25,14 @@ import ssl
 import trio
 
 from proxy.routing.client_cert import ClientCertificate, from_peercert
+from proxy.runtime.accept import AcceptGuard
 from proxy.runtime.config import CannotStart, ProxySettings
-from proxy.runtime.logs import LogBudget
-from proxy.runtime.metrics import ACCEPT_ERRORS, ProxyMetrics
+from proxy.runtime.metrics import ProxyMetrics
 
 log = logging.getLogger("proxy.server")
 
 _READ = 4096
 _LINGER_BYTES = 1 << 20
-ACCEPT_RETRY = 0.1  # seconds between accepts while out of descriptors
-_CAPACITY_ERRORS: frozenset[int] = frozenset(getattr(errno, name) for name in ACCEPT_ERRORS)
-
-
-class AcceptGuard(trio.abc.Listener[trio.SocketStream]):
-    """A socket listener whose accept outlasts running out of descriptors (module docstring).
-
-    Other errors are raised as they come; closing closes the socket listener.
-    """
-
-    def __init__(self, inner: trio.SocketListener, metrics: ProxyMetrics) -> None:
-        self.inner = inner
-        self._metrics = metrics
-        self._log = LogBudget(per_second=0.1, burst=3)  # a line every 10 s while it lasts
-
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        return self.inner.socket
-
-    async def accept(self) -> trio.SocketStream:
-        while True:
-            try:
-                return await self.inner.accept()
-            except OSError as exc:
-                if exc.errno not in _CAPACITY_ERRORS:
-                    raise
-                name = errno.errorcode[exc.errno]
-                self._metrics.accept_errors.labels(name).inc()
-                if self._log.allow(trio.current_time()):
-                    log.error(
-                        "cannot accept chargers: out of file descriptors or memory",
-                        extra={"error": name, "suppressed": self._log.suppressed()},
-                    )
-                await trio.sleep(ACCEPT_RETRY)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def build_server_context(settings: ProxySettings) -> ssl.SSLContext:
@@ -187,7 +148,10 @@ def open_listener(
     )
     if metrics is not None:
         assert isinstance(listener, trio.SocketListener)
-        listener = AcceptGuard(listener, metrics)
+        errors = metrics.accept_errors
+        listener = AcceptGuard(
+            listener, what="chargers", logger=log, count=lambda name: errors.labels(name).inc()
+        )
     tls = tls or server_tls_context(settings)
     if tls is None:
         return listener

@@ -16,6 +16,7 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from proxy.runtime.accept import AcceptGuard
 from proxy.runtime.config import CannotStart
 
 _MAX_REQUEST = 8192
@@ -93,7 +94,8 @@ class AdminServer:
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started` gets the bound listeners.
 
-        A port that cannot be bound raises `CannotStart`.
+        A port that cannot be bound raises `CannotStart`. Out of descriptors, accepting waits
+        and retries, logged without a traceback (`proxy.runtime.accept`).
         """
         try:
             listeners = await trio.open_tcp_listeners(port, host=host)
@@ -101,10 +103,13 @@ class AdminServer:
             raise CannotStart(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
             ) from None
-        await trio.serve_listeners(self.handle, listeners, task_status=task_status)
+        guarded = [
+            AcceptGuard(listener, what="admin connections", logger=log) for listener in listeners
+        ]
+        await trio.serve_listeners(self.handle, guarded, task_status=task_status)
 
 
-def metrics_url(host: str, listeners: list[trio.SocketListener]) -> str:
+def metrics_url(host: str, listeners: list[AcceptGuard]) -> str:
     """The /metrics URL of an admin endpoint that `serve` started (port 0 picks a free port)."""
     port = listeners[0].socket.getsockname()[1]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"

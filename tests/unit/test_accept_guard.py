@@ -1,17 +1,26 @@
-"""Out of descriptors on accept: counted, logged, retried; the listener keeps accepting."""
+"""Out of descriptors on accept: counted, logged, retried; the listener keeps accepting.
+
+The charger listener and the admin port (scrapes, probes) both wait a shortage out; the admin
+port's test runs the process out of descriptors for real (a lowered RLIMIT_NOFILE).
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import resource
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from proxy.forward.listener import ACCEPT_RETRY, AcceptGuard
+from proxy.runtime.accept import ACCEPT_RETRY, AcceptGuard
+from proxy.runtime.http_admin import AdminServer
 from proxy.runtime.metrics import ACCEPT_ERRORS, ProxyMetrics
 
 
@@ -37,7 +46,13 @@ class FailingListener:
 
 
 def guarded(failures: list[int], metrics: ProxyMetrics) -> AcceptGuard:
-    return AcceptGuard(cast(trio.SocketListener, FailingListener(failures)), metrics)
+    errors = metrics.accept_errors
+    return AcceptGuard(
+        cast(trio.SocketListener, FailingListener(failures)),
+        what="chargers",
+        logger=logging.getLogger("proxy.server"),
+        count=lambda name: errors.labels(name).inc(),
+    )
 
 
 async def connect_and_close(port: int) -> None:
@@ -86,3 +101,48 @@ async def test_other_accept_errors_are_raised():
     with pytest.raises(OSError):
         await guard.accept()
     await guard.aclose()
+
+
+@contextmanager
+def out_of_descriptors() -> Iterator[None]:
+    """No descriptor left for this process: the soft limit just above the highest one open, and
+    the gaps below it filled. Everything is given back on leaving."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    fillers: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    try:
+        while True:
+            try:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_out_of_descriptors_the_admin_port_waits_logging_a_line_now_and_then(
+    autojump_clock, caplog, nursery
+):
+    """Not a traceback ten times a second (Trio's own retry) for as long as the shortage lasts;
+    the scrape that waited in the backlog is answered once descriptors are back."""
+    admin = AdminServer(CollectorRegistry(), lambda: True)
+    [listener] = await nursery.start(admin.serve, "127.0.0.1", 0)
+    client = trio.socket.socket()
+    with caplog.at_level(logging.ERROR):
+        with out_of_descriptors():
+            await client.connect(listener.socket.getsockname())  # waits in the backlog
+            await trio.sleep(60)
+        await client.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await client.recv(1024)
+    client.close()
+
+    assert answer.startswith(b"HTTP/1.1 200")
+    lines = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert {r.name for r in lines} == {"proxy.admin"}
+    assert all(r.exc_info is None and "cannot accept admin connections" in r.message for r in lines)
+    assert 3 <= len(lines) <= 3 + 60 * 0.1 + 1  # the first few, then one every 10 s
