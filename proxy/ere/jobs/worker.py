@@ -10,7 +10,8 @@ pipeline from the database (jobs by state, sessions by status and meter class, e
 a year with stated energy and no final export), refreshed every `pipeline_refresh` seconds by a
 task of its own, beside the job under way (a close that runs for an hour leaves them fresh). A
 refresh that fails keeps the last figures but says so: `ere_worker_pipeline_refresh_ok` drops to 0
-and `ere_worker_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked.
+and `ere_worker_pipeline_refreshed_timestamp_seconds` keeps the time of the last one that worked
+(the worker's start until one has: figures never read are as old as the worker, not 56 years).
 With the figures come the age of the oldest due job still waiting, by kind
 (`ere_worker_pipeline_jobs_oldest_queued_seconds`; jobs a worker runs are not waiting), and the
 outbox entries parked as dead letters (`ere_worker_pipeline_outbox_dead_letters`).
@@ -141,7 +142,7 @@ class WorkerMetrics:
         self.job_started: float | None = None  # monotonic time the running job started
         self.pipeline: list[Metric] = []
         self.refresh_ok = False
-        self.refreshed_wall = 0.0
+        self.refreshed_wall = time.time()  # none read yet: as old as this worker
         self.exports_pipeline = pipeline
         if pipeline:
             registry.register(self)
@@ -158,7 +159,8 @@ class WorkerMetrics:
         )
         at = GaugeMetricFamily(
             "ere_worker_pipeline_refreshed_timestamp_seconds",
-            "Unix time of the last read of the pipeline figures that worked (0: none yet).",
+            "Unix time of the last read of the pipeline figures that worked (the worker's start"
+            " until one has).",
             value=self.refreshed_wall,
         )
         return [*self.pipeline, ok, at]
