@@ -25,6 +25,7 @@ SCENARIOS = {
     "quarter-close": "the quarterly close of 1.4 M sessions, 1 and 2 workers",
     "api": "the partner API's session list over 1 M sessions, 200 clients at 500 requests/s",
     "mirrors": "the primary's latency with a mirror back-office up, down and slow",
+    "idle-memory": "memory per idle charger, and where this proxy's Python heap goes",
 }
 
 

@@ -25,7 +25,7 @@ deadline, close every link with 1001, and cancel what is left after the close ti
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter
@@ -321,8 +321,9 @@ class ProxyServer:
             if self.journal
             else None
         )
-        tracker = capture.tracker if capture is not None else None
-        with self.metrics.trackers.counting(tracker):  # read at scrape time
+        if capture is not None:
+            self.metrics.trackers.add(capture.tracker)  # read at scrape time
+        try:
             turn: Link | Relay
             if admitted.upstream is not None and not admitted.needs_outbox:
                 upstream = self._upstream_side(admitted.upstream, admitted.trailing)
@@ -377,16 +378,21 @@ class ProxyServer:
                 )
                 try:
                     route = self.router.lookup(identity)
-                    async with mirrored(
-                        identity,
-                        admitted.version,
-                        route.mirrors if route is not None else (),
-                        self.dialer,
-                        self.mirror_redials,
-                        self.metrics.mirrors,
-                        charger,
-                    ):
+                    if route is None or not route.mirrors:  # no context to keep: a lighter link
                         end = await self._serve_turns(identity, admitted, charger, capture, served)
+                    else:
+                        async with mirrored(
+                            identity,
+                            admitted.version,
+                            route.mirrors,
+                            self.dialer,
+                            self.mirror_redials,
+                            self.metrics.mirrors,
+                            charger,
+                        ):
+                            end = await self._serve_turns(
+                                identity, admitted, charger, capture, served
+                            )
                 finally:
                     self.metrics.connected.dec()
             finally:
@@ -396,19 +402,24 @@ class ProxyServer:
                     del self._owners[identity]
             self.metrics.link_ends.labels(end.value).inc()
             log.info("link down", extra={"identity": identity, "reason": end.value})
+        finally:
+            if capture is not None:
+                self.metrics.trackers.ended(capture.tracker)
 
-    async def _serve_turns(
+    def _serve_turns(
         self,
         identity: str,
         admitted: Admitted,
         charger: Side,
         capture: Capture | None,
         served: list[Link | Relay],
-    ) -> LinkEnd:
-        """Run links and relays in turn until the connection ends; returns how it ended.
+    ) -> Awaitable[LinkEnd]:
+        """Run links and relays in turn until the connection ends; awaited, says how it ended.
 
         One `RedialBackoff` paces the redials of every relay of the connection, so a back-office
         that accepts and drops at once is not redialled through the turns of links and relays.
+        What is awaited is `_turns` itself when there is nothing to take over, so a connection
+        keeps no frame of this function while it lasts (memory per idle charger).
         """
         first = served[0]
         redial = self._redial_settings
@@ -420,7 +431,20 @@ class ProxyServer:
         own = self._owners.get(identity)
         own = own if own is not None and own.served is served else None
         if own is None or own.settled.is_set():  # nothing to take over: no task, no checkpoint
-            return await self._turns(identity, admitted, charger, capture, served, backoff, own)
+            return self._turns(identity, admitted, charger, capture, served, backoff, own)
+        return self._turns_taking_over(identity, admitted, charger, capture, served, backoff, own)
+
+    async def _turns_taking_over(
+        self,
+        identity: str,
+        admitted: Admitted,
+        charger: Side,
+        capture: Capture | None,
+        served: list[Link | Relay],
+        backoff: RedialBackoff,
+        own: _Ownership,
+    ) -> LinkEnd:
+        """`_turns` beside the takeover of the charger in PostgreSQL (`_take_over`)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._take_over, identity, own)
             end = await self._turns(identity, admitted, charger, capture, served, backoff, own)

@@ -15,7 +15,6 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -461,7 +460,7 @@ TRACKER_COUNTS = ("unparseable", "unmatched_answers", "duplicate_ids", "evicted_
 class TrackerCounts:
     """The session trackers' counters of one worker, added up at scrape time (a collector).
 
-    A connection's tracker is counted while the connection lasts (`counting`); when it ends, its
+    A connection's tracker is counted while the connection lasts (`add`); when it ends (`ended`), its
     counts join those of the ended connections. The forwarding path does nothing for this: the
     trackers count as they always do, and a scrape reads the live ones.
     """
@@ -470,19 +469,15 @@ class TrackerCounts:
         self._ended = dict.fromkeys(TRACKER_COUNTS, 0)
         self._live: set[Tracker] = set()
 
-    @contextmanager
-    def counting(self, tracker: Tracker | None) -> Iterator[None]:
-        """Count `tracker` (None: no capture) while the block runs, and for good after it."""
-        if tracker is None:
-            yield
-            return
+    def add(self, tracker: Tracker) -> None:
+        """Count `tracker` while its connection lasts (`ended` when it ends)."""
         self._live.add(tracker)
-        try:
-            yield
-        finally:
-            self._live.discard(tracker)
-            for kind in TRACKER_COUNTS:
-                self._ended[kind] += getattr(tracker, kind)
+
+    def ended(self, tracker: Tracker) -> None:
+        """The connection of `tracker` ended: its counts join those of the ended ones."""
+        self._live.discard(tracker)
+        for kind in TRACKER_COUNTS:
+            self._ended[kind] += getattr(tracker, kind)
 
     def totals(self) -> dict[str, int]:
         """Each counter over the ended connections and the live ones."""
