@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -47,6 +49,33 @@ def setup_logging(level: str, worker: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet_accept_errors()
+
+
+class AcceptErrorBudget(logging.Filter):
+    """Trio's `serve_listeners` (the loop hypercorn serves the partner API with) logs every accept
+    that fails for want of descriptors with a traceback, ten a second for as long as it lasts:
+    lines anyone can cause by holding connections open. This lets a few through, then one every
+    10 s, without the traceback and with how many were left out (`suppressed`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._budget = LogBudget(per_second=0.1, burst=3)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._budget.allow(self._clock()):
+            return False
+        record.exc_info, record.exc_text = None, None
+        record.suppressed = self._budget.suppressed()
+        return True
+
+
+def quiet_accept_errors() -> None:
+    """Put `AcceptErrorBudget` on Trio's `serve_listeners` logger (once)."""
+    logger = logging.getLogger("trio.serve_listeners")
+    if not any(isinstance(f, AcceptErrorBudget) for f in logger.filters):
+        logger.addFilter(AcceptErrorBudget())
 
 
 class LogBudget:

@@ -1,27 +1,29 @@
 """Out of descriptors on accept: counted, logged, retried; the listener keeps accepting.
 
-The charger listener and the admin port (scrapes, probes) both wait a shortage out; the admin
-port's test runs the process out of descriptors for real (a lowered RLIMIT_NOFILE).
+The charger listener and the admin port (scrapes, probes) both wait a shortage out, and the
+partner API's loop (hypercorn's, Trio's `serve_listeners`) logs it a line now and then; those
+tests run the process out of descriptors for real (a lowered RLIMIT_NOFILE).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
-import resource
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 from typing import cast
 
 import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 from prometheus_client import CollectorRegistry
 
 from proxy.runtime.accept import ACCEPT_RETRY, AcceptGuard
 from proxy.runtime.http_admin import AdminServer
+from proxy.runtime.logs import quiet_accept_errors
 from proxy.runtime.metrics import ACCEPT_ERRORS, ProxyMetrics
+from testkit.descriptors import out_of_descriptors
 
 
 class FailingListener:
@@ -103,28 +105,6 @@ async def test_other_accept_errors_are_raised():
     await guard.aclose()
 
 
-@contextmanager
-def out_of_descriptors() -> Iterator[None]:
-    """No descriptor left for this process: the soft limit just above the highest one open, and
-    the gaps below it filled. Everything is given back on leaving."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    fillers: list[int] = []
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
-    try:
-        while True:
-            try:
-                fillers.append(os.open("/dev/null", os.O_RDONLY))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
-                break
-        yield
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
 async def test_out_of_descriptors_the_admin_port_waits_logging_a_line_now_and_then(
     autojump_clock, caplog, nursery
 ):
@@ -146,3 +126,39 @@ async def test_out_of_descriptors_the_admin_port_waits_logging_a_line_now_and_th
     assert {r.name for r in lines} == {"proxy.admin"}
     assert all(r.exc_info is None and "cannot accept admin connections" in r.message for r in lines)
     assert 3 <= len(lines) <= 3 + 60 * 0.1 + 1  # the first few, then one every 10 s
+
+
+async def test_out_of_descriptors_the_partner_apis_loop_logs_a_line_now_and_then(
+    autojump_clock, caplog, nursery
+):
+    """hypercorn accepts with Trio's `serve_listeners`, which logs a traceback per failed accept;
+    with the roles' logging set up, a few lines get through, without tracebacks."""
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    quiet_accept_errors()  # as setup_logging does in every role
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    [bound] = await nursery.start(partial(serve, app, config))
+    port = int(bound.rsplit(":", 1)[1])
+    client = trio.socket.socket()
+    with caplog.at_level(logging.ERROR):
+        with out_of_descriptors():
+            await client.connect(("127.0.0.1", port))  # waits in the backlog
+            await trio.sleep(60)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await client.recv(1024)
+    client.close()
+
+    assert answer.startswith(b"HTTP/1.1 204")
+    lines = [r for r in caplog.records if r.name == "trio.serve_listeners"]
+    assert 1 <= len(lines) <= 3 + 1  # the first few (the budget runs on the real clock)
+    assert all(r.exc_info is None for r in lines)
