@@ -90,3 +90,34 @@ async def test_worker_0_keeps_its_figures_fresh_while_a_job_hangs(settings):
                 assert figures[("ere_worker_job_running_seconds", ())] > 0  # still hanging
                 assert (OLDEST, (("kind", "close"),)) not in figures  # running, not waiting
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_claim_waiting_for_the_database_is_not_a_running_job(settings):
+    """Only a claimed job runs: a worker whose claim waits (the queue locked) shows 0 running
+    seconds, so EreJobRunningLong does not take a slow database for a hung job."""
+    port = free_port()
+    ere = {"admin_port": port, "poll_interval": 0.05, "pipeline_refresh": 60}
+    config = Config(database=settings, ere=msgspec.convert(ere, EreSettings))
+    async with open_database(settings) as db:
+        await db.execute(
+            f"INSERT INTO ere_jobs (kind, job_key, run_after) VALUES ('statements', 'k', {DUE_LONG_AGO})"
+        )
+        async with db.transaction() as lock:
+            await lock.execute("LOCK TABLE ere_jobs IN ACCESS EXCLUSIVE MODE")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_worker_role, config, 1)  # worker 1: no pipeline figures
+
+                async def claim_waiting() -> bool:
+                    return bool(
+                        await db.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND query LIKE '%ere_jobs%' AND pid <> pg_backend_pid()"
+                        )
+                    )
+
+                while not await claim_waiting():
+                    await trio.sleep(0.05)
+                await trio.sleep(0.2)  # it goes on waiting
+                figures = await trio.to_thread.run_sync(scrape, port + 1)
+                assert figures[("ere_worker_job_running_seconds", ())] == 0
+                nursery.cancel_scope.cancel()

@@ -93,9 +93,15 @@ class Outcome:
 
 
 async def run_one(
-    db: Any, handlers: Mapping[str, Handler], *, retry_base: float, max_attempts: int
+    db: Any,
+    handlers: Mapping[str, Handler],
+    *,
+    retry_base: float,
+    max_attempts: int,
+    claimed: Callable[[Job], None] | None = None,
 ) -> Outcome:
-    """Claim the oldest due job of a kind in `handlers` and run it (see the module docstring)."""
+    """Claim the oldest due job of a kind in `handlers` and run it (see the module docstring);
+    `claimed` hears of the job once it is claimed, before it runs."""
     job: Job | None = None
     try:
         async with db.transaction() as conn:
@@ -103,6 +109,8 @@ async def run_one(
             if row is None:
                 return Outcome(None)
             job = Job(row[0], row[1], row[2], json.loads(row[3]), row[4])
+            if claimed is not None:
+                claimed(job)
             await handlers[job.kind](conn, job)
             await conn.execute(_DONE, job.job_id)
         return Outcome(job, "done")

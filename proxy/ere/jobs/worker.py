@@ -300,20 +300,27 @@ async def _work(
     db: Any, jobs: dict[str, Handler], metrics: WorkerMetrics, stopping: trio.Event, config: Config
 ) -> None:
     settings = config.ere
+
+    def claimed(job: Job) -> None:
+        metrics.job_started = time.monotonic()  # a claim still waiting is not a running job
+
     while not stopping.is_set():
-        started = metrics.job_started = time.monotonic()
         try:
             outcome = await run_one(
-                db, jobs, retry_base=settings.retry_base, max_attempts=settings.max_attempts
+                db,
+                jobs,
+                retry_base=settings.retry_base,
+                max_attempts=settings.max_attempts,
+                claimed=claimed,
             )
         except DATABASE_ERRORS as exc:
             log.warning("database unavailable", extra={"error": str(exc)})
             metrics.database_errors.labels("jobs").inc()
             outcome = None
         finally:
-            metrics.job_started = None
-        if outcome is not None and outcome.job is not None:
-            kind = outcome.job.kind
+            started, metrics.job_started = metrics.job_started, None
+        if outcome is not None and outcome.job is not None and started is not None:
+            kind = outcome.job.kind  # claimed (`started`), then run
             metrics.runs.labels(kind, outcome.state).inc()
             metrics.seconds.labels(kind).observe(time.monotonic() - started)
             log.info(
