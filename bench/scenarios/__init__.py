@@ -26,6 +26,7 @@ SCENARIOS = {
     "api": "the partner API's session list over 1 M sessions, 200 clients at 500 requests/s",
     "mirrors": "the primary's latency with a mirror back-office up, down and slow",
     "idle-memory": "memory per idle charger, and where this proxy's Python heap goes",
+    "takeover-check": "a worker's look for chargers taken over elsewhere, full and since the last",
 }
 
 

@@ -166,8 +166,11 @@ class ProxyServer:
         """Close links whose charger a newer link elsewhere has taken over (see the module doc).
 
         A link whose claim is under way, or changed while the database was asked, is left for
-        the next round: the newer epoch may be its own.
+        the next round: the newer epoch may be its own. The first look compares every held
+        charger; later ones read only the takeovers since the one before (`superseded`), until a
+        round finds nothing held.
         """
+        since = None
         while True:
             await trio.sleep(self._redial_settings.takeover_check_interval)
             held = {
@@ -176,11 +179,12 @@ class ProxyServer:
                 if own.epoch and not own.pending
             }
             if not held:
+                since = None  # what is held next is compared in full again
                 continue
             try:
-                taken = await store.superseded({i: h[1] for i, h in held.items()})
+                taken, since = await store.superseded({i: h[1] for i, h in held.items()}, since)
             except StoreUnavailable:
-                continue  # the claims stay; asked again next round
+                continue  # the claims stay; asked again next round, from the same look
             for identity in taken:
                 own, _, changes = held[identity]
                 turn = own.served[0]

@@ -11,7 +11,9 @@ it claimed and is refused (`Fenced`) once another link has claimed the charger s
 forwards takes the charger over too (`own`: the epoch bumped, nothing loaded), so the newest link
 of a charger holds the highest epoch on any node; `superseded` tells a process which of the
 epochs its links hold have been overtaken since (another node took the charger over while the
-old link still looked open), and the server closes those links. Claims, `own`s and
+old link still looked open), and the server closes those links. After a first look that
+compares every held epoch, it reads only the takeovers stamped since the look before
+(`taken_at`, less `TAKEN_MARGIN` for claims that commit late). Claims, `own`s and
 `look_up`s (at every handshake: is there an outbox to honour, and the verifier of the credential
 the back-office last accepted) are answered in batches (one statement for up to 512 chargers): an
 outage sends every link to its relay at once, and a reconnect storm looks every charger up. Writes from
@@ -34,7 +36,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -119,14 +121,24 @@ def _bytes_or_none(value: bytes | None) -> bytes | None:
 # Claims and lookups come in bursts (an outage sends every link to its relay at once; a
 # reconnect storm looks up every charger): each runs for a batch of chargers in one statement.
 _CLAIM = """
-INSERT INTO outbox_chargers (identity, epoch) SELECT unnest($1::text[]), 1
-ON CONFLICT (identity) DO UPDATE SET epoch = outbox_chargers.epoch + 1, updated_at = now()
+INSERT INTO outbox_chargers (identity, epoch, taken_at) SELECT unnest($1::text[]), 1, clock_timestamp()
+ON CONFLICT (identity) DO UPDATE
+    SET epoch = outbox_chargers.epoch + 1, updated_at = now(), taken_at = clock_timestamp()
 RETURNING identity, epoch, next_seq
 """
+# The first look: the held chargers whose epoch is newer; later looks: every charger taken over
+# since the last one (few), compared with the held epochs here. Each gives the database's clock.
 _SUPERSEDED = """
-SELECT c.identity FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) AS k(identity, epoch)
+SELECT clock_timestamp(), array_agg(c.identity), array_agg(c.epoch)
+FROM outbox_chargers c JOIN unnest($1::text[], $2::bigint[]) AS k(identity, epoch)
     ON c.identity = k.identity AND c.epoch > k.epoch
 """
+_TAKEN_SINCE = """
+SELECT clock_timestamp(), array_agg(identity), array_agg(epoch) FROM outbox_chargers WHERE taken_at > $1
+"""
+# A takeover's `taken_at` is stamped before it commits: a later look goes back this far, so one
+# that committed after the last look with an earlier stamp is still seen (claims take seconds).
+TAKEN_MARGIN = timedelta(seconds=60)
 _ENTRIES = """
 SELECT identity, seq, action, payload, extract(epoch FROM received_at), attempts, proof, sent_at IS NOT NULL,
        captured
@@ -269,14 +281,28 @@ class OutboxStore:
     async def _own_batch(self, identities: list[str]) -> dict[str, int]:
         return {row[0]: row[1] for row in await self.db.fetch(_CLAIM, identities)}
 
-    async def superseded(self, held: dict[str, int]) -> set[str]:
-        """The chargers of `held` (identity: epoch a link of ours holds) taken over since."""
+    async def superseded(
+        self, held: dict[str, int], since: datetime | None = None
+    ) -> tuple[set[str], datetime]:
+        """The chargers of `held` (identity: epoch a link of ours holds) taken over by a newer
+        link, and the `since` for the next look. With `since` None, every held charger is
+        compared; with the `since` an earlier look gave, only the takeovers after it are read
+        (the cost follows the takeovers, not the chargers held). Raises StoreUnavailable."""
         try:
             with trio.fail_after(self._deadline):
-                rows = await self.db.fetch(_SUPERSEDED, list(held), list(held.values()))
+                if since is None:
+                    row = await self.db.fetchrow(_SUPERSEDED, list(held), list(held.values()))
+                else:
+                    row = await self.db.fetchrow(_TAKEN_SINCE, since)
         except Exception as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return {row[0] for row in rows}
+        at, identities, epochs = row
+        taken = {
+            identity
+            for identity, epoch in zip(identities or (), epochs or (), strict=True)
+            if epoch > held.get(identity, epoch)
+        }
+        return taken, at - TAKEN_MARGIN
 
     async def _claim_batch(self, identities: list[str]) -> dict[str, _Claimed]:
         claimed: dict[str, _Claimed] = {}
