@@ -436,22 +436,16 @@ class ProxyServer:
         own = own if own is not None and own.served is served else None
         if own is None or own.settled.is_set():  # nothing to take over: no task, no checkpoint
             return self._turns(identity, admitted, charger, capture, served, backoff, own)
-        return self._turns_taking_over(identity, admitted, charger, capture, served, backoff, own)
+        turns = self._turns(identity, admitted, charger, capture, served, backoff, own)
+        return self._taking_over(identity, own, turns)
 
-    async def _turns_taking_over(
-        self,
-        identity: str,
-        admitted: Admitted,
-        charger: Side,
-        capture: Capture | None,
-        served: list[Link | Relay],
-        backoff: RedialBackoff,
-        own: _Ownership,
+    async def _taking_over(
+        self, identity: str, own: _Ownership, turns: Awaitable[LinkEnd]
     ) -> LinkEnd:
-        """`_turns` beside the takeover of the charger in PostgreSQL (`_take_over`)."""
+        """`turns` awaited beside the takeover of the charger in PostgreSQL (`_take_over`)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._take_over, identity, own)
-            end = await self._turns(identity, admitted, charger, capture, served, backoff, own)
+            end = await turns
             nursery.cancel_scope.cancel()
         return end
 
