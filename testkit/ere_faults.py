@@ -71,11 +71,12 @@ async def holding(dsn: str, *statements: str) -> AsyncIterator[None]:
 
 class ShiftableClock:
     """Clocks of a process run under libfaketime at an offset read from `path` at every reading
-    (wall and monotonic alike): `env` starts it at the real time, `shift` moves it forward."""
+    (wall and monotonic alike): `env` starts it `offset` seconds from the real time (0: at it;
+    negative: in the past), `shift` moves it to another offset."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self.path = path
-        self.path.write_text("+0\n")
+        self.shift(offset)
 
     def env(self) -> dict[str, str]:
         return os.environ | {
@@ -85,7 +86,7 @@ class ShiftableClock:
         }
 
     def shift(self, seconds: int) -> None:
-        self.path.write_text(f"+{seconds}\n")
+        self.path.write_text(f"{seconds:+d}\n")
 
 
 class SlowBackOffice:
