@@ -539,10 +539,8 @@ async def mirrored(
     metrics: MirrorMetrics,
     charger: Side,
 ) -> AsyncIterator[None]:
-    """Run the charger's mirrors (if any) while the block serves its connection."""
-    if not mirrors:
-        yield
-        return
+    """Run the charger's mirrors while the block serves its connection (a connection whose route
+    has none keeps no context: the server skips this)."""
     mirror_set = MirrorSet(identity, version, mirrors, dialer, redials, metrics, charger)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mirror_set.run)
