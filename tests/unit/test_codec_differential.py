@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import testkit.reference_codec as ref
@@ -120,10 +120,19 @@ def test_text_messages_peek_the_same(text: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=60), grammar_texts, near_ocpp_texts(), ocpp_texts()))
+@example('[5,"","","",""]')  # OCPP 2.1's CALLRESULTERROR
+@example('[6,"1","NotifyPeriodicEventStream",{}]')  # and SEND
 def test_peek_never_raises_and_agrees_with_native(text: str) -> None:
     payload = text.encode("utf-8")
     envelope = peek_envelope(payload)
-    assert envelope[0] in (codec.NOT_OCPP, codec.CALL, codec.CALLRESULT, codec.CALLERROR)
+    assert envelope[0] in (
+        codec.NOT_OCPP,
+        codec.CALL,
+        codec.CALLRESULT,
+        codec.CALLERROR,
+        codec.CALLRESULTERROR,
+        codec.SEND,
+    )
     reader = FrameReader(from_client=False)
     [message] = reader.feed(ref.reference_encode_frame(TEXT, payload, mask=False))
     assert as_tuple(message)[2:8] == envelope
