@@ -12,9 +12,9 @@ given, which is the order the proxy received them per link.
 
 Storage shape (`proxy.capture.stored_shape`): an event row keeps a compact body; the samples of an
 event with a session are rows of `meter_samples` only, written with COPY (binary) in one go per
-batch. Each session is upserted once per batch (its start facts, earliest and latest readings
-folded in Python with the rules of the SQL below, so the result is that of applying the events one
-by one), besides one update per stop and per signed reading.
+batch. Each session is upserted once per batch, all of them in one statement (its start facts,
+earliest and latest readings folded in Python with the rules of the SQL below, so the result is
+that of applying the events one by one), besides one update per stop and per signed reading.
 
 Session rules:
 - a session is one (identity, transaction_id); 1.6 starts that the back-office did not accept
@@ -171,11 +171,17 @@ WHERE identity = $1
 """
 
 # Opens (or finds) a session; start facts fill in what is still unknown, a later reading is the last.
-_OPEN_SESSION = """
+# One statement for every session of a batch (one executor start-up, not one per session: with a
+# reading per session per batch, that was one per event). The keys are unique within a batch.
+_OPEN_SESSIONS = """
 INSERT INTO sessions (identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
                       first_reading_at, status, start_received_at, last_reading_at, last_reading_wh, meter_class)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-        COALESCE((SELECT meter_class FROM charger_boots WHERE identity = $1), 'unknown'))
+SELECT n.*, COALESCE((SELECT meter_class FROM charger_boots b WHERE b.identity = n.identity), 'unknown')
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::timestamptz[],
+            $7::numeric[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+            $12::numeric[])
+    AS n(identity, transaction_id, connector_id, evse_id, id_tag, started_at, meter_start_wh,
+         first_reading_at, status, start_received_at, last_reading_at, last_reading_wh)
 ON CONFLICT (identity, transaction_id) DO UPDATE SET
     connector_id = COALESCE(sessions.connector_id, EXCLUDED.connector_id),
     evse_id = COALESCE(sessions.evse_id, EXCLUDED.evse_id),
@@ -369,9 +375,9 @@ async def _assign_transaction_id(conn: Connection, event: TransactionIdAssigned)
 
 @dataclass
 class _SessionFacts:
-    """What a batch says about one session, folded in the order given (one `_OPEN_SESSION` row).
+    """What a batch says about one session, folded in the order given (one `_OPEN_SESSIONS` row).
 
-    Each fold applies the rule its column has in `_OPEN_SESSION` (first non-null; earliest start
+    Each fold applies the rule its column has in `_OPEN_SESSIONS` (first non-null; earliest start
     with its receive time, ties keeping the first known; earliest reading as the meter start,
     ties keeping the first; latest reading, ties going to the later; rejected once rejected), so
     one upsert of the folded facts leaves the row as upserting each event's facts in turn would.
@@ -563,25 +569,21 @@ class _Plan:
         if self.boots:
             await conn.executemany(_UPSERT_BOOT, self.boots)
         if self.sessions:
-            await conn.executemany(
-                _OPEN_SESSION,
-                [
-                    (
-                        identity,
-                        transaction_id,
-                        f.connector_id,
-                        f.evse_id,
-                        f.id_tag,
-                        f.started_at,
-                        f.meter_start_wh,
-                        f.first_reading_at,
-                        f.status,
-                        f.start_received_at,
-                        f.last_reading_at,
-                        f.last_reading_wh,
-                    )
-                    for (identity, transaction_id), f in self.sessions.items()
-                ],
+            keys, facts = self.sessions.keys(), self.sessions.values()
+            await conn.execute(
+                _OPEN_SESSIONS,
+                [identity for identity, _ in keys],
+                [transaction_id for _, transaction_id in keys],
+                [f.connector_id for f in facts],
+                [f.evse_id for f in facts],
+                [f.id_tag for f in facts],
+                [f.started_at for f in facts],
+                [f.meter_start_wh for f in facts],
+                [f.first_reading_at for f in facts],
+                [f.status for f in facts],
+                [f.start_received_at for f in facts],
+                [f.last_reading_at for f in facts],
+                [f.last_reading_wh for f in facts],
             )
         if self.stops:
             await conn.executemany(_STOP, self.stops)
