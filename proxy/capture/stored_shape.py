@@ -21,7 +21,7 @@ Pure functions; nothing here raises for a value the tracker can produce.
 
 from __future__ import annotations
 
-import uuid
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -59,11 +59,13 @@ def compact_body(event: Event) -> bytes:
     return _json.encode(fields)
 
 
+# What `str(uuid.UUID(text))` prints: lowercase, hyphenated (a regex costs a fifth of parsing it).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _canonical_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
+    """Whether the uuid column prints `text` back as it is."""
+    return _CANONICAL_UUID.fullmatch(text) is not None
 
 
 def default_unit(measurand: str) -> str | None:
@@ -91,7 +93,7 @@ def canonical_time(at: datetime) -> str | None:
     """The default timestamp text of a sample taken at `at` (UTC), or None if it has none."""
     if at.microsecond or not 1000 <= at.year <= 9999:
         return None
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{at.replace(tzinfo=None).isoformat()}Z"  # strftime costs 3-4 times as much
 
 
 def sample_detail(sample: Sample, sampled_at: datetime) -> str | None:
