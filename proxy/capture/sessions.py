@@ -207,6 +207,7 @@ ON CONFLICT (identity, transaction_id) DO UPDATE SET
         ELSE sessions.last_reading_wh END,
     last_reading_at = GREATEST(sessions.last_reading_at, EXCLUDED.last_reading_at),
     updated_at = now()
+RETURNING session_id, identity, transaction_id
 """
 
 # The same stop again (a resent frame, a new event) keeps the receive time of the first one.
@@ -568,9 +569,10 @@ class _Plan:
     async def apply(self, conn: Connection) -> None:
         if self.boots:
             await conn.executemany(_UPSERT_BOOT, self.boots)
+        session_ids: dict[tuple[str, str], int] = {}
         if self.sessions:
             keys, facts = self.sessions.keys(), self.sessions.values()
-            await conn.execute(
+            rows = await conn.fetch(
                 _OPEN_SESSIONS,
                 [identity for identity, _ in keys],
                 [transaction_id for _, transaction_id in keys],
@@ -585,20 +587,22 @@ class _Plan:
                 [f.last_reading_at for f in facts],
                 [f.last_reading_wh for f in facts],
             )
+            session_ids = {(row[1], row[2]): row[0] for row in rows}
         if self.stops:
             await conn.executemany(_STOP, self.stops)
         for identity, transaction_id, signed in self.signed:
             await _signed(conn, identity, transaction_id, signed)
         if self.samples:
-            await self._copy_samples(conn)
+            await self._copy_samples(conn, session_ids)
 
-    async def _copy_samples(self, conn: Connection) -> None:
-        """All the batch's samples in one COPY, each with its event's id and its place in it."""
-        keys = sorted({(identity, transaction_id) for identity, transaction_id, _ in self.samples})
-        sessions = {
-            (row[1], row[2]): row[0]
-            for row in await conn.fetch(_SESSION_IDS, [k[0] for k in keys], [k[1] for k in keys])
-        }
+    async def _copy_samples(self, conn: Connection, sessions: dict[tuple[str, str], int]) -> None:
+        """All the batch's samples in one COPY, each with its event's id and its place in it.
+
+        `sessions` holds the ids the upsert returned; those of sessions only stopped are read."""
+        keys = sorted({(i, t) for i, t, _ in self.samples if (i, t) not in sessions})
+        if keys:
+            rows = await conn.fetch(_SESSION_IDS, [k[0] for k in keys], [k[1] for k in keys])
+            sessions.update(((row[1], row[2]), row[0]) for row in rows)
         names = sorted({s.measurand for *_, event in self.samples for s in _samples(event)})
         codes = await _measurand_codes(conn, names)
         rows = []
