@@ -12,8 +12,8 @@ with the rules of `grafana/recording.yml` and `grafana/alerts.yml`, every `for:`
 Under normal load (FLEET chargers connect and charge, over 100 handshakes in the window, so the
 burn-rate alerts' minimum-volume guard is met) every alert of PROVOKED is evaluated and inactive,
 and, once the fleet has forwarded a few thousand chunks, no alert at all is pending or firing but
-the latency objective's ticket (`alerts_on_normal_load`). Then, in sequence, each fault makes its alerts fire
-(warning and critical where the rule has both):
+the latency objective's ticket (`alerts_on_normal_load`). Then, in sequence, each fault makes its
+alerts fire (warning and critical where the rule has both):
 
 - FAILING chargers whose back-office fails them (503: outcome upstream_error) keep trying:
   HandshakeErrorBudgetBurn, the page and the ticket (over [3d] with minutes of data the rate is
