@@ -122,11 +122,13 @@ class Engine:
     """A thread that forwards adopted links' bytes with an epoll loop, without the GIL.
 
     `bounds`: upper bounds (seconds) of the forwarding-time buckets, the last one infinite.
+    `batch_window`, `counts_every`: the least seconds from one `take` to the signal of the next
+    reports, and of counters alone (ValueError if negative or not finite).
     """
 
-    def __init__(self, bounds: list[float]) -> None: ...
+    def __init__(self, bounds: list[float], batch_window: float, counts_every: float) -> None: ...
     def fileno(self) -> int:
-        """Readable when `take` has something."""
+        """Readable when `take` has something, at most once per pacing (see `__init__`)."""
     def adopt(
         self,
         link: int,

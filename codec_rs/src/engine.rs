@@ -18,7 +18,10 @@
 //! The caller hears from the engine in batches (`take`): the messages it asked for (CALLs of the
 //! tracked actions and the answers to them; with `copy_charger`, every CALL and SEND of the
 //! charger), hand-backs, and counters for metrics; a byte on the
-//! notification socket (`notify_fd`) says a batch is waiting, once per batch.
+//! notification socket (`notify_fd`) says a batch is waiting, once per batch. The engine paces
+//! those signals (`Pacing`): reports wait until `window` has passed since the last `take`, and
+//! counters alone until `counts_every` has, so a caller that only waits for the socket wakes at
+//! most once per window however many links report, and never when nothing passes.
 //!
 //! Back-pressure: a chunk that cannot be written whole is kept (one chunk per direction at most)
 //! and its source is not read until it is written, so a slow reader pauses its writer.
@@ -166,6 +169,15 @@ impl Counters {
     }
 }
 
+/// How often the caller is signalled at most (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Least time from one `take` to the signal of the next batch of reports.
+    pub window: Duration,
+    /// Least time from one `take` to a signal for counters alone.
+    pub counts_every: Duration,
+}
+
 enum Command {
     Adopt(Box<Adopt>),
     Release(u64),
@@ -178,6 +190,26 @@ struct Outgoing {
     signalled: bool,
     /// Bytes of the tracked messages in `reports`.
     waiting: usize,
+    /// When the caller last took (None: never).
+    taken_at: Option<Instant>,
+}
+
+impl Outgoing {
+    /// When the caller should be signalled about what waits here; None: not (again).
+    fn signal_due(&self, pacing: Pacing) -> Option<Instant> {
+        let after = |pause: Duration| self.taken_at.map_or_else(Instant::now, |t| t + pause);
+        if self.signalled {
+            None
+        } else if self.waiting >= MAX_WAITING {
+            Some(Instant::now()) // links stay unread until it takes: no pause
+        } else if !self.reports.is_empty() {
+            Some(after(pacing.window))
+        } else if self.counters.iter().any(|c| !c.is_empty()) {
+            Some(after(pacing.counts_every))
+        } else {
+            None
+        }
+    }
 }
 
 struct Commands {
@@ -192,6 +224,7 @@ struct Shared {
     notify: UnixStream,
     epoch: Instant,
     bounds: Vec<f64>,
+    pacing: Pacing,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,7 +242,7 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the thread. `bounds`: upper bounds (seconds) of the forwarding-time buckets.
-    pub fn start(bounds: Vec<f64>) -> io::Result<Engine> {
+    pub fn start(bounds: Vec<f64>, pacing: Pacing) -> io::Result<Engine> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (notified, notify) = UnixStream::pair()?;
@@ -226,10 +259,12 @@ impl Engine {
                 counters: [empty.clone(), empty],
                 signalled: false,
                 waiting: 0,
+                taken_at: None,
             }),
             notify,
             epoch: Instant::now(),
             bounds,
+            pacing,
         });
         let loop_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -292,6 +327,7 @@ impl Engine {
         let mut byte = [0u8; 64];
         while matches!((&self.notified).read(&mut byte), Ok(n) if n > 0) {}
         out.signalled = false;
+        out.taken_at = Some(Instant::now());
         if std::mem::take(&mut out.waiting) >= MAX_WAITING {
             let _ = self.waker.wake(); // links were left unread meanwhile: read them again
         }
@@ -428,6 +464,8 @@ struct State {
     counters: [Counters; 2],
     buf: Vec<u8>,
     stopping: bool,
+    /// A signal held back by the pacing is due then (the poll wakes for it).
+    signal_at: Option<Instant>,
 }
 
 fn run(poll: Poll, shared: Arc<Shared>) {
@@ -446,6 +484,7 @@ fn run(poll: Poll, shared: Arc<Shared>) {
         counters: [counters.clone(), counters],
         buf: vec![0; READ_SIZE],
         stopping: false,
+        signal_at: None,
     };
     let mut events = Events::with_capacity(1024);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -475,15 +514,17 @@ fn run(poll: Poll, shared: Arc<Shared>) {
                 .push(Report::Ended(Box::new(Link::new(*a).handback(why))));
         }
     }
+    state.signal_at = Some(Instant::now()); // the caller hears of the hand-backs at once
     state.publish();
 }
 
 impl State {
     fn turn(&mut self, events: &mut Events) {
-        let timeout = if self.ready.is_empty() {
-            None
-        } else {
+        let timeout = if !self.ready.is_empty() {
             Some(Duration::ZERO)
+        } else {
+            self.signal_at
+                .map(|at| at.saturating_duration_since(Instant::now()))
         };
         if let Err(e) = self.poll.poll(events, timeout) {
             if e.kind() != ErrorKind::Interrupted {
@@ -781,12 +822,15 @@ impl State {
         }
     }
 
-    /// Hands the reports and counters of this turn over and signals the caller once per batch.
+    /// Hands the reports and counters of this turn over and signals the caller once per batch,
+    /// when the pacing lets it (`signal_at` holds a signal back until then; a `signal_at` already
+    /// due signals whatever waits).
     fn publish(&mut self) {
         let counters_waiting = self.counters.iter().any(|c| !c.is_empty());
-        if self.reports.is_empty() && !counters_waiting {
+        if self.reports.is_empty() && !counters_waiting && self.signal_at.is_none() {
             return;
         }
+        let forced = self.signal_at.is_some_and(|at| at <= Instant::now());
         let mut out = lock(&self.shared.outgoing);
         out.reports.append(&mut self.reports);
         out.waiting += std::mem::take(&mut self.turn_bytes);
@@ -794,7 +838,9 @@ impl State {
         for (total, these) in out.counters.iter_mut().zip(self.counters.iter_mut()) {
             merge(total, these);
         }
-        if !out.signalled && !out.reports.is_empty() {
+        let due = out.signal_due(self.shared.pacing);
+        self.signal_at = due.filter(|&at| !forced && at > Instant::now());
+        if due.is_some() && self.signal_at.is_none() {
             out.signalled = true;
             // Full means a signal is already waiting; anything else means nobody listens.
             let _ = (&self.shared.notify).write(&[1]);

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -99,12 +98,21 @@ def event_id(event: Event) -> str:
     fields = msgspec.structs.astuple(event)  # event_id, identity, at, then the kind's own fields
     kind: str = type(event).__struct_config__.tag  # type: ignore[assignment]
     when = round(event.at * 1000) if kind in _TIMELESS else None
-    digest = bytearray(
-        hashlib.sha256(_ID_ENCODER.encode([kind, event.identity, when, fields[3:]])).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom (here: SHA-256 of the content)
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
-    return str(uuid.UUID(bytes=bytes(digest)))
+    return uuid8(hashlib.sha256(_ID_ENCODER.encode([kind, event.identity, when, fields[3:]])))
+
+
+# The RFC 9562 variant (0b10) in the high bits of a nibble, by its hex digit.
+_VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
+
+
+def uuid8(digest: hashlib._Hash) -> str:
+    """The version 8 (custom) UUID made of the first 16 bytes of `digest`, as text.
+
+    Written out from the hex digest: the same text as `str(uuid.UUID(bytes=...))` with the
+    version and variant bits set, at a fifth of its cost (a capturing worker makes one per event).
+    """
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _stamped(event: Event) -> Event:

@@ -4,9 +4,10 @@ A `Link` between two plain TCP sockets hands its steady state to the engine (`pr
 a thread of its own with an epoll loop): bytes move without waking Python per frame. Python hears
 from it in batches, one wake-up per batch (`run`): the OCPP messages session capture and the
 outbox need (the tracked actions' CALLs and their answers), the copies of a mirrored charger's
-CALLs and SENDs, and links handed back wake it (then, while they keep coming, it takes them every
-`BATCH_WINDOW`); the counters for the metrics ride along, or are fetched every
-`COUNTS_INTERVAL`. Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
+CALLs and SENDs, and links handed back; the counters for the metrics ride along. The engine paces
+its signals, so this task only waits for its socket: a batch of reports comes at once after a
+quiet spell and then at most every `BATCH_WINDOW` while they keep coming, counters alone every
+`COUNTS_INTERVAL` (a Trio timer per wake-up cost a fifth of a capturing worker's Python). Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
 shutdown and replacement keep their structured-concurrency semantics: the link asks for its
 sockets back (`release`) and waits, shielded, until it has them.
 
@@ -32,7 +33,7 @@ log = logging.getLogger("proxy.engine")
 
 CHARGER, UPSTREAM = 0, 1
 COUNTS_INTERVAL = 1.0  # seconds: how stale the forwarding metrics may be
-BATCH_WINDOW = 0.002  # seconds a batch may gather while reports keep coming
+BATCH_WINDOW = 0.002  # seconds from one take to the next batch of reports, at least
 
 # tracked messages one side sent that were forwarded: (link, side, at, messages)
 Passed = tuple[int, int, float, list[Message]]
@@ -64,7 +65,7 @@ class ForwardingEngine:
 
     def __init__(self, meters: tuple[DirectionMeters, DirectionMeters]) -> None:
         self._meters = meters
-        self._engine = Engine(list(_bounds(meters[0])))
+        self._engine = Engine(list(_bounds(meters[0])), BATCH_WINDOW, COUNTS_INTERVAL)
         self._turns: dict[int, Turn] = {}
         self._ids = count(1)
         self.adopted = 0  # links handed to the engine so far
@@ -109,15 +110,9 @@ class ForwardingEngine:
         task_status.started()
         try:
             while True:
-                # Reports wake it at once; the counters alone are taken every COUNTS_INTERVAL.
-                with trio.move_on_after(COUNTS_INTERVAL):
-                    await trio.lowlevel.wait_readable(self._engine.fileno())
-                # While reports keep coming, take them every BATCH_WINDOW: one wake-up then
-                # carries many (each costs a pass of the scheduler).
-                while self._dispatch(*self._engine.take()):
-                    if not self._engine.running():
-                        self.broken = True  # its links come back; new ones stay in Python
-                    await trio.sleep(BATCH_WINDOW)
+                await trio.lowlevel.wait_readable(self._engine.fileno())
+                if self._dispatch(*self._engine.take()) and not self._engine.running():
+                    self.broken = True  # its links come back; new ones stay in Python
         finally:
             self.broken = True
             self._dispatch(*self._engine.close())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -30,7 +31,7 @@ from proxy.capture.events import (
     TransactionStopped,
     Unparseable,
 )
-from proxy.capture.tracker import MAX_OUTSTANDING, Tracker, event_id
+from proxy.capture.tracker import MAX_OUTSTANDING, Tracker, event_id, uuid8
 from proxy.wire.codec import BINARY, NOT_OCPP, PING, FrameReader, Message, encode_frame
 
 SCHEMAS = Path(ocpp.__file__).parent
@@ -1070,6 +1071,27 @@ def test_replaying_the_same_frames_gives_the_same_events_and_ids():
     assert all(
         uuid.UUID(i).version == 8 and event_id(e) == i for i, e in zip(ids, first, strict=True)
     )
+
+
+def test_ids_are_the_same_in_every_version():
+    # Stored events keep their ids; a charger re-sending after an upgrade must meet them.
+    assert [e.event_id for e in replay(SESSION)] == [
+        "2ba62986-70ac-86ec-841a-b864824952ad",
+        "8130451b-34fa-87f0-9fb8-241ee5524448",
+        "32def9a5-5c02-8fa5-8c5c-d2e29ba80b82",
+        "65721486-5ecd-84ac-b18a-eeb536fba8b0",
+        "8c40e504-dddf-813b-bc74-deae5f4ac38a",
+        "7a6e911f-61c9-890c-8f11-70855a1ce6bd",
+    ]
+
+
+@given(st.binary())
+def test_uuid8_is_the_uuid_of_the_digest_with_version_8_and_the_rfc_variant(content: bytes):
+    digest = hashlib.sha256(content)
+    reference = bytearray(digest.digest()[:16])
+    reference[6] = (reference[6] & 0x0F) | 0x80
+    reference[8] = (reference[8] & 0x3F) | 0x80
+    assert uuid8(digest) == str(uuid.UUID(bytes=bytes(reference)))
 
 
 def test_ids_tell_different_events_apart():

@@ -7,6 +7,12 @@ use proptest::prelude::*;
 use std::os::unix::net::UnixStream;
 
 const BOUNDS: [f64; 3] = [0.001, 0.1, f64::INFINITY];
+const PACING: Pacing = Pacing {
+    window: Duration::from_millis(2),
+    counts_every: Duration::from_secs(1),
+};
+/// Longer than any test takes: what it paces is never signalled within a test.
+const NEVER: Duration = Duration::from_secs(3600);
 /// A chunk that makes the engine panic (compiled into test builds only).
 pub(super) const PANIC: &[u8] = b"\xffpanic";
 
@@ -89,6 +95,23 @@ fn next_reports(engine: &Engine, all: &mut Vec<Report>, counters: &mut [Counters
     }
 }
 
+/// Whether the notification socket holds a signal now (taking it, as `take` would).
+fn signalled(engine: &Engine) -> bool {
+    let mut byte = [0u8; 64];
+    matches!(borrowed(engine.notify_fd()).read(&mut byte), Ok(n) if n > 0)
+}
+
+/// Waits (up to 10 s) for a signal on the notification socket.
+fn wait_signalled(engine: &Engine) -> bool {
+    (0..2000).any(|_| {
+        let got = signalled(engine);
+        if !got {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    })
+}
+
 fn handback(engine: &Engine) -> Handback {
     let mut reports = Vec::new();
     let mut counters = [Counters::default(), Counters::default()];
@@ -105,7 +128,7 @@ fn handback(engine: &Engine) -> Handback {
 
 #[test]
 fn bytes_pass_unchanged_both_ways_and_tracked_messages_are_reported() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 7, &["StartTransaction"], [Vec::new(), Vec::new()]);
     let call = masked(r#"[2,"a1","StartTransaction",{"meterStart":0}]"#);
     let beat = masked(r#"[2,"h1","Heartbeat",{}]"#);
@@ -186,7 +209,7 @@ fn passed_messages(engine: &Engine, n: usize) -> Vec<(usize, Vec<u8>)> {
 
 #[test]
 fn copying_reports_every_charger_call_and_send_but_no_answers() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt_copying(
         &engine,
         3,
@@ -222,7 +245,7 @@ fn copying_reports_every_charger_call_and_send_but_no_answers() {
 
 #[test]
 fn without_copying_an_untracked_call_or_a_send_is_not_reported() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 4, &["StartTransaction"], [Vec::new(), Vec::new()]);
     let texts = [
         r#"[2,"c1","Heartbeat",{}]"#,
@@ -238,7 +261,7 @@ fn without_copying_an_untracked_call_or_a_send_is_not_reported() {
 
 #[test]
 fn a_close_frame_is_handed_back_unforwarded_with_the_reader_before_it() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 1, &[], [Vec::new(), Vec::new()]);
     let call = masked(r#"[2,"b1","Heartbeat",{}]"#);
     p.charger.write_all(&call).unwrap();
@@ -261,7 +284,7 @@ fn a_close_frame_is_handed_back_unforwarded_with_the_reader_before_it() {
 
 #[test]
 fn a_protocol_error_and_an_unmasked_client_frame_are_handed_back() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 2, &[], [Vec::new(), Vec::new()]);
     let bad = plain(r#"[2,"x","Heartbeat",{}]"#); // a charger must mask
     p.charger.write_all(&bad).unwrap();
@@ -273,7 +296,7 @@ fn a_protocol_error_and_an_unmasked_client_frame_are_handed_back() {
 
 #[test]
 fn end_of_file_is_handed_back_after_what_came_before_it() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 3, &[], [Vec::new(), Vec::new()]);
     let call = masked(r#"[2,"c1","Heartbeat",{}]"#);
     p.charger.write_all(&call).unwrap();
@@ -285,7 +308,7 @@ fn end_of_file_is_handed_back_after_what_came_before_it() {
 
 #[test]
 fn bytes_read_behind_the_handshakes_go_first() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let early = masked(r#"[2,"d1","BootNotification",{}]"#);
     let mut p = adopt(&engine, 4, &[], [early.clone(), Vec::new()]);
     let next = masked(r#"[2,"d2","Heartbeat",{}]"#);
@@ -298,7 +321,7 @@ fn bytes_read_behind_the_handshakes_go_first() {
 
 #[test]
 fn a_slow_reader_pauses_its_writer_and_a_release_returns_what_was_not_written() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 5, &[], [Vec::new(), Vec::new()]);
     // The upstream never reads: once its socket is full the engine holds one chunk and stops
     // reading the charger, whose own writes then block.
@@ -350,7 +373,7 @@ fn a_slow_reader_pauses_its_writer_and_a_release_returns_what_was_not_written() 
 
 #[test]
 fn a_dropped_engine_hands_every_link_back() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let _p = adopt(&engine, 6, &[], [Vec::new(), Vec::new()]);
     let shared = Arc::clone(&engine.shared);
     drop(engine);
@@ -360,7 +383,7 @@ fn a_dropped_engine_hands_every_link_back() {
 
 #[test]
 fn a_panic_serving_one_link_hands_it_back_and_the_others_go_on() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut victim = adopt(&engine, 10, &[], [Vec::new(), Vec::new()]);
     let mut other = adopt(&engine, 11, &[], [Vec::new(), Vec::new()]);
     victim.charger.write_all(PANIC).unwrap();
@@ -373,7 +396,7 @@ fn a_panic_serving_one_link_hands_it_back_and_the_others_go_on() {
 
 #[test]
 fn a_large_message_dribbled_in_goes_back_before_it_is_copied_per_chunk() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     let mut p = adopt(&engine, 12, &[], [Vec::new(), Vec::new()]);
     let big = masked(&format!(
         r#"[2,"g","DataTransfer",{{"data":"{}"}}]"#,
@@ -398,7 +421,7 @@ fn a_large_message_dribbled_in_goes_back_before_it_is_copied_per_chunk() {
 
 #[test]
 fn a_link_offered_to_a_stopped_engine_comes_back_unserved() {
-    let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+    let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
     lock(&engine.shared.commands).queue.push(Command::Stop);
     let _ = engine.waker.wake();
     while engine.running() {
@@ -428,7 +451,7 @@ proptest! {
         texts in prop::collection::vec("[a-z]{0,300}", 1..20),
         cuts in prop::collection::vec(1usize..700, 1..20),
     ) {
-        let engine = Engine::start(BOUNDS.to_vec()).unwrap();
+        let engine = Engine::start(BOUNDS.to_vec(), PACING).unwrap();
         let mut p = adopt(&engine, 9, &[], [Vec::new(), Vec::new()]);
         let up: Vec<u8> = texts.iter().flat_map(|t| masked(&format!(r#"[2,"{t}","A",{{}}]"#))).collect();
         let down: Vec<u8> = texts.iter().flat_map(|t| plain(&format!(r#"[3,"{t}",{{}}]"#))).collect();
@@ -446,4 +469,84 @@ proptest! {
         prop_assert_eq!(read_exact(&mut p.upstream, up.len()), up);
         prop_assert_eq!(read_exact(&mut p.charger, down.len()), down);
     }
+}
+
+#[test]
+fn reports_taken_are_signalled_again_only_after_the_window() {
+    let paced = |window| Pacing {
+        window,
+        counts_every: NEVER,
+    };
+    for (window, signalled_again) in [(NEVER, false), (Duration::from_millis(20), true)] {
+        let engine = Engine::start(BOUNDS.to_vec(), paced(window)).unwrap();
+        let mut p = adopt(&engine, 1, &["StartTransaction"], [Vec::new(), Vec::new()]);
+        let call = masked(r#"[2,"a1","StartTransaction",{"meterStart":0}]"#);
+        p.charger.write_all(&call).unwrap();
+        read_exact(&mut p.upstream, call.len());
+        assert!(
+            wait_signalled(&engine),
+            "the first batch is signalled at once"
+        );
+        assert_eq!(engine.take().0.len(), 1);
+
+        p.charger.write_all(&call).unwrap();
+        read_exact(&mut p.upstream, call.len());
+        if signalled_again {
+            assert!(
+                wait_signalled(&engine),
+                "signalled once the window has passed"
+            );
+        } else {
+            // Within the window: the report waits for the caller, unsignalled.
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!signalled(&engine));
+        }
+        assert_eq!(engine.take().0.len(), 1);
+    }
+}
+
+#[test]
+fn counters_alone_are_signalled_after_counts_every_and_never_within_it() {
+    for (counts_every, expected) in [(NEVER, false), (Duration::from_millis(20), true)] {
+        let engine = Engine::start(
+            BOUNDS.to_vec(),
+            Pacing {
+                window: Duration::ZERO,
+                counts_every,
+            },
+        )
+        .unwrap();
+        assert_eq!(engine.take().0.len(), 0); // the pause runs from a take
+        let mut p = adopt(&engine, 1, &[], [Vec::new(), Vec::new()]);
+        let beat = masked(r#"[2,"h1","Heartbeat",{}]"#);
+        p.charger.write_all(&beat).unwrap();
+        read_exact(&mut p.upstream, beat.len());
+        if expected {
+            assert!(wait_signalled(&engine));
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!signalled(&engine));
+        }
+        let (reports, [charger, _]) = engine.take();
+        assert!(reports.is_empty());
+        assert_eq!(charger.bytes, beat.len() as u64);
+    }
+}
+
+#[test]
+fn links_handed_back_as_the_engine_stops_are_signalled_within_any_window() {
+    let mut engine = Engine::start(
+        BOUNDS.to_vec(),
+        Pacing {
+            window: NEVER,
+            counts_every: NEVER,
+        },
+    )
+    .unwrap();
+    let _p = adopt(&engine, 1, &[], [Vec::new(), Vec::new()]);
+    assert_eq!(engine.take().0.len(), 0);
+    engine.join(); // the loop ends, as it would if it failed
+    assert!(signalled(&engine), "the hand-back is signalled");
+    let (reports, _) = engine.take();
+    assert!(matches!(reports.as_slice(), [Report::Ended(h)] if h.why == Why::Released));
 }

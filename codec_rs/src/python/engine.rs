@@ -7,13 +7,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyTuple};
 
 use super::{message_of, FrameReader};
-use crate::engine::{self, Adopt, Counters, Report, Why};
+use crate::engine::{self, Adopt, Counters, Pacing, Report, Why};
 use crate::ws;
 
 /// A link the engine gave back (see `crate::engine::Handback`); its readers are already restored.
@@ -144,14 +145,23 @@ fn counters_of<'py>(py: Python<'py>, c: Counters) -> PyResult<Bound<'py, PyTuple
 #[pymethods]
 impl Engine {
     /// Starts the engine's thread; `bounds`: upper bounds (seconds) of the forwarding-time
-    /// histogram's buckets, the last one infinite.
+    /// histogram's buckets, the last one infinite; `batch_window` and `counts_every`: the
+    /// pacing of its signals, in seconds (`crate::engine::Pacing`).
     #[new]
-    fn new(bounds: Vec<f64>) -> PyResult<Self> {
+    fn new(bounds: Vec<f64>, batch_window: f64, counts_every: f64) -> PyResult<Self> {
         if bounds.is_empty() || bounds.last().is_some_and(|b| b.is_finite()) {
             return Err(PyValueError::new_err("the last bound must be infinite"));
         }
+        let seconds = |s: f64| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| PyValueError::new_err("pacing must be a finite, non-negative time"))
+        };
+        let pacing = Pacing {
+            window: seconds(batch_window)?,
+            counts_every: seconds(counts_every)?,
+        };
         Ok(Engine {
-            engine: Some(engine::Engine::start(bounds)?),
+            engine: Some(engine::Engine::start(bounds, pacing)?),
             readers: HashMap::new(),
             activity: HashMap::new(),
         })
@@ -159,8 +169,8 @@ impl Engine {
 
     /// Arguments are taken by `__new__`; this only gives the class a Python-visible `__init__`
     /// with the same signature.
-    fn __init__(&self, bounds: Vec<f64>) {
-        let _ = bounds;
+    fn __init__(&self, bounds: Vec<f64>, batch_window: f64, counts_every: f64) {
+        let _ = (bounds, batch_window, counts_every);
     }
 
     /// The descriptor that turns readable when `take` has something.
