@@ -79,25 +79,32 @@ def _default_unit(measurand: str) -> str | None:
 def _normalise(
     measurand: str, number: Decimal, unit: str | None, multiplier: int
 ) -> tuple[Decimal | None, str | None, str | None]:
-    """(value, unit, error): `number` × 10^multiplier in the measurand's base unit, exactly."""
-    base, power = _UNITS[unit] if unit in _UNITS else (unit, 0)
+    """(value, unit, error): `number` × 10^multiplier in the measurand's base unit, exactly.
+
+    Every MeterValues sample passes here, so the number is taken apart once: scaling by 10^n
+    within the context's precision only moves the exponent (`tests/unit/test_readings.py` holds
+    this to the plain definition).
+    """
+    base, power = _UNITS.get(unit, (unit, 0))  # type: ignore[arg-type]
     if not number.is_finite():
         return None, base, "not a finite number"
-    if len(number.as_tuple().digits) > _MAX_DIGITS or abs(number.adjusted()) > _MAX_ADJUSTED:
+    _, digits, exponent = number.as_tuple()
+    if len(digits) > _MAX_DIGITS or abs(number.adjusted()) > _MAX_ADJUSTED:
         return None, base, "number out of range"
     if abs(multiplier) > _MAX_MULTIPLIER:
         return None, base, "multiplier out of range"
-    if _is_energy(measurand) and base not in _ENERGY_UNITS:
+    energy = _is_energy(measurand)
+    if energy and base not in _ENERGY_UNITS:
         return None, base, f"unit {unit!r} is not an energy unit"
     if _is_power(measurand) and base not in _POWER_UNITS:
         return None, base, f"unit {unit!r} is not a power unit"
-    value = number.scaleb(power + multiplier, _EXACT)
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:  # write 1.2E+4 as 12000
+    shift = power + multiplier
+    value = number.scaleb(shift, _EXACT) if shift else number
+    if int(exponent) + shift > 0:  # write 1.2E+4 as 12000
         value = value.quantize(_ONE, context=_EXACT)
     if abs(value) > MAX_MAGNITUDE:
         return None, base, "value out of range"
-    if value < 0 and _is_energy(measurand) and not measurand.endswith(".Net"):
+    if energy and value < 0 and not measurand.endswith(".Net"):
         return None, base, "negative energy reading"
     return value, base, None
 
