@@ -49,6 +49,7 @@ database refuses fails the transaction: the caller bisects the batch (`proxy.cap
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -99,13 +100,20 @@ def parse_timestamp(text: str | None, fallback: float) -> datetime:
     Year 1 with a positive offset (or 9999 with a negative one) is no UTC time Python can hold:
     it falls back too, rather than failing the batch in the database driver.
     """
-    if text:
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except (ValueError, OverflowError):
-            pass
+    if text and (parsed := _utc(text)) is not None:
+        return parsed
     return datetime.fromtimestamp(fallback, UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc(text: str) -> datetime | None:
+    """`text` as a UTC time, or None. Remembered: a batch reads each sample's time three times,
+    and chargers reporting in the same second share it."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def energy_reading(
