@@ -13,7 +13,7 @@ request's due time (p50/p90/p99/p99.9/max, overall and per kind), the CPU of the
 of PostgreSQL and of the clients. `--rounds` repeats the load against a fresh API process on
 the same books. The target is p99 < 50 ms at 500 requests/s.
 
-    .venv/bin/python -m bench api [--sessions 1000000] [--clients 200] [--rate 500] [--duration 30] [--rounds 2]
+    .venv/bin/python -m bench api [--sessions 1000000] [--clients 200] [--rate 500] [--duration 30] [--rounds 2] [--pg-setting NAME=VALUE ...]
 
 Everything stays on 127.0.0.1. The clients stop by themselves, the API is stopped after each
 round, and both die with the bench; the scratch directory, database included, is removed at the
@@ -259,7 +259,8 @@ def report(
             "",
             machine_line(args.loadavg_at_start) + f" (1/5/15 min), at the end {loadavg()}",
             f"- command (from the repository root): `{command(args)}`",
-            f"- database: embedded PostgreSQL {version}, default server settings, on the same CPUs; "
+            f"- database: embedded PostgreSQL {version}, {_settings_line(args.pg_settings)}, "
+            "on the same CPUs; "
             f"seeded in {seed_seconds:.0f} s: {rows_line}",
             f"- API: `python -m proxy api`, one process, `[database] pool_size` "
             f"{args.pool_size or DatabaseSettings().pool_size}; clients: {args.clients} keep-alive "
@@ -299,12 +300,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gen-procs", type=int, default=1, help="client processes")
     parser.add_argument("--pool-size", type=int, default=0, help="the API's pool (0: its default)")
     parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a postgresql.conf setting of the bench's server (repeatable), as "
+        "[database.embedded_settings] would give it",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the scratch directory (configs, API logs)"
     )
     parser.add_argument(
         "--mix",
         default=",".join(f"{k}={w:g}" for k, w in DEFAULT_MIX.items()),
         help="request kinds and their weights",
+    )
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise ValueError(f"--pg-setting {text!r}: expected NAME=VALUE")
+    return name, value
+
+
+def _settings_line(settings: dict[str, str]) -> str:
+    if not settings:
+        return "default server settings"
+    return (
+        "server settings " + ", ".join(f"{k}={v}" for k, v in settings.items()) + " (else default)"
     )
 
 
@@ -316,13 +340,14 @@ def run(args: argparse.Namespace) -> Report:
         raise UsageError("need 1 <= --gen-procs <= --clients and --rounds >= 1")
     try:
         args.mix = parse_mix(args.mix)
+        args.pg_settings = dict(_setting(text) for text in args.pg_setting)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     args.loadavg_at_start = loadavg()
     started = datetime.now(UTC)
     scratch = make_data_dir("ocpp-api-")
     try:
-        server = ServerThread(scratch / "db").open()
+        server = ServerThread(scratch / "db", args.pg_settings or None).open()
         try:
             execute(server.server.dsn(), 'CREATE DATABASE "ere_proxy"')
             dsn = server.server.dsn("ere_proxy")

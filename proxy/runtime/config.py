@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -120,6 +121,11 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+# What the proxy sets on its embedded server itself (`proxy.store.embedded`).
+EMBEDDED_OWN_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories", "port"})
+
+
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # PostgreSQL URL (postgresql://user:password@host:port/dbname); empty: an embedded server.
     dsn: str = ""
@@ -137,10 +143,28 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     # gives up a little later (a connection to a stalled server is then closed). The ERE worker
     # processes use [ere] query_timeout instead (a quarter's close runs long statements).
     query_timeout: float = 30.0
+    # postgresql.conf settings of the embedded server (ignored with a dsn), applied when a process
+    # of this data_dir starts it: e.g. shared_buffers = "1GB" for books of millions of sessions.
+    embedded_settings: dict[str, str | int | float | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.query_timeout > 0:
             raise ValueError("database.query_timeout must be a positive number of seconds")
+        for name in self.embedded_settings:
+            if not _SETTING_NAME.fullmatch(name):
+                raise ValueError(f"database.embedded_settings: {name!r} is not a setting name")
+            if name in EMBEDDED_OWN_SETTINGS:
+                raise ValueError(
+                    f"database.embedded_settings: {name} is the proxy's own (the embedded server "
+                    "listens only on its socket in data_dir)"
+                )
+
+    def embedded_server_settings(self) -> dict[str, str]:
+        """`embedded_settings` as postgresql.conf text (true/false as on/off)."""
+        return {
+            name: ("on" if value else "off") if isinstance(value, bool) else str(value)
+            for name, value in self.embedded_settings.items()
+        }
         if self.dsn and urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
             raise ValueError(
                 "database.dsn must be a postgresql:// URL (or empty for the embedded server)"

@@ -129,9 +129,10 @@ async def open_database(
 
     `migrate=False` skips migrations (`ere-proxy migrate` applies them itself and reports them);
     `migrations` replaces the packaged set; `server_settings` are extra postgresql.conf settings
-    for an embedded server (e.g. fsync=off in tests); `query_timeout` replaces the settings'
-    deadline of every statement (the ERE workers' is longer); `lean_release` skips asyncpg's reset
-    query on release but for `connection()` blocks (see the module docstring).
+    for an embedded server (e.g. fsync=off in tests), over `[database] embedded_settings`;
+    `query_timeout` replaces the settings' deadline of every statement (the ERE workers' is
+    longer); `lean_release` skips asyncpg's reset query on release but for `connection()` blocks
+    (see the module docstring).
     """
     if query_timeout is not None:
         settings = msgspec.structs.replace(settings, query_timeout=query_timeout)
@@ -140,7 +141,10 @@ async def open_database(
             async with _open(settings, settings.dsn, migrate, migrations, lean_release) as db:
                 yield db
             return
-        server = EmbeddedPostgres(Path(settings.data_dir), settings=server_settings)
+        server = EmbeddedPostgres(
+            Path(settings.data_dir),
+            settings={**settings.embedded_server_settings(), **(server_settings or {})},
+        )
         await server.start()
         try:
             await _ensure_embedded_database(server, settings)

@@ -14,6 +14,7 @@ import trio
 from proxy.runtime.config import DatabaseSettings
 from proxy.store import DatabaseUnavailable, open_database
 from proxy.store.db import EMBEDDED_DATABASE, redact_dsn
+from proxy.store.errors import EmbeddedPostgresError
 from proxy.store.migrate import load_migrations
 from testkit.ports import free_port
 from testkit.postgres import FAST_SETTINGS
@@ -187,6 +188,29 @@ async def test_without_a_dsn_an_embedded_server_runs_in_the_data_dir(server_dir:
     async with open_database(settings, server_settings=FAST_SETTINGS) as db:
         assert db.applied_migrations == []
         assert await db.fetchval("SELECT v FROM survives") == 7
+
+
+async def test_embedded_settings_reach_the_server_and_tests_settings_win(server_dir: Path) -> None:
+    settings = DatabaseSettings(
+        data_dir=str(server_dir / "data"),
+        embedded_settings={"work_mem": "7MB", "max_connections": 42, "fsync": True},
+    )
+    async with open_database(settings, server_settings=FAST_SETTINGS) as db:
+        assert await db.fetchval("SHOW work_mem") == "7MB"
+        assert await db.fetchval("SHOW max_connections") == "42"
+        assert await db.fetchval("SHOW fsync") == FAST_SETTINGS["fsync"]
+
+
+async def test_an_embedded_setting_the_server_refuses_fails_the_start_with_its_words(
+    server_dir: Path,
+) -> None:
+    settings = DatabaseSettings(
+        data_dir=str(server_dir / "data"), embedded_settings={"shared_buffers": "lots"}
+    )
+    with pytest.raises(EmbeddedPostgresError, match='invalid value for parameter "shared_buffers"'):
+        async with open_database(settings, server_settings=FAST_SETTINGS):
+            pass
+    assert not (server_dir / "data" / "postgres" / "postmaster.pid").exists()
 
 
 def test_redact_dsn() -> None:

@@ -146,6 +146,12 @@ def test_load_config_reads_toml(tmp_path):
         "[ere]\npipeline_refresh = nan\n",
         "[api]\nadmin_port = 70000\n",
         "[api]\nport = 8300\nadmin_port = 8300\n",
+        "[database.embedded_settings]\nport = 5433\n",
+        "[database.embedded_settings]\nlisten_addresses = '*'\n",
+        "[database.embedded_settings]\nunix_socket_directories = '/tmp'\n",
+        "[database.embedded_settings]\n'shared_buffers = 1GB' = 'x'\n",
+        "[database.embedded_settings]\n'work_mem -c port' = '1'\n",
+        "[database.embedded_settings]\nwork_mem = ['1MB']\n",
         "not toml [",
     ],
 )
@@ -171,6 +177,22 @@ def test_credentials_in_an_upstream_url_are_refused_without_being_echoed(tmp_pat
     with pytest.raises(ConfigError, match="credentials") as refused:
         load_config(path)
     assert "s3cret" not in str(refused.value)
+
+
+def test_embedded_settings_are_read_as_postgresql_conf_text(tmp_path):
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        "[database.embedded_settings]\nshared_buffers = '1GB'\nmax_connections = 200\n"
+        "random_page_cost = 1.1\nfsync = false\njit = true\n'auto_explain.log_min_duration' = 5\n"
+    )
+    assert load_config(path).database.embedded_server_settings() == {
+        "shared_buffers": "1GB",
+        "max_connections": "200",
+        "random_page_cost": "1.1",
+        "fsync": "off",
+        "jit": "on",
+        "auto_explain.log_min_duration": "5",
+    }
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):
