@@ -158,13 +158,6 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
                     f"database.embedded_settings: {name} is the proxy's own (the embedded server "
                     "listens only on its socket in data_dir)"
                 )
-
-    def embedded_server_settings(self) -> dict[str, str]:
-        """`embedded_settings` as postgresql.conf text (true/false as on/off)."""
-        return {
-            name: ("on" if value else "off") if isinstance(value, bool) else str(value)
-            for name, value in self.embedded_settings.items()
-        }
         if self.dsn and urlsplit(self.dsn).scheme not in ("postgres", "postgresql"):
             raise ValueError(
                 "database.dsn must be a postgresql:// URL (or empty for the embedded server)"
@@ -175,6 +168,13 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
             raise ValueError("database.pool_size must be at least 1")
         if not self.connect_timeout > 0:
             raise ValueError("database.connect_timeout must be a positive number of seconds")
+
+    def embedded_server_settings(self) -> dict[str, str]:
+        """`embedded_settings` as postgresql.conf text (true/false as on/off)."""
+        return {
+            name: ("on" if value else "off") if isinstance(value, bool) else str(value)
+            for name, value in self.embedded_settings.items()
+        }
 
 
 class CaptureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -46,7 +46,7 @@ async def supervise(
     A worker that keeps dying right after it starts (say, its port is taken) makes the
     supervisor stop the others and exit with status 1 rather than restart it forever.
     """
-    stopping = False
+    stopping = trio.Event()
     failed = False
     processes: dict[tuple[str, int], trio.Process] = {}
     # The children's lifeline: its writing end never leaves this process (pipes are not inherited).
@@ -67,15 +67,16 @@ async def supervise(
 
     def give_up(message: str, role: str, index: int, cancel_scope: trio.CancelScope) -> None:
         """Stop every worker and the supervisor, which then exits with status 1."""
-        nonlocal stopping, failed
+        nonlocal failed
         log.error(message, extra={"role": role, "worker": index})
-        stopping = failed = True
+        stopping.set()
+        failed = True
         signal_all(signal.SIGTERM)
         cancel_scope.cancel()
 
     async def keep_running(role: str, index: int, cancel_scope: trio.CancelScope) -> None:
         quick_failures = 0
-        while not stopping:
+        while not stopping.is_set():
             started = trio.current_time()
             process = await trio.lowlevel.open_process(
                 command(role, index),
@@ -85,10 +86,10 @@ async def supervise(
                 pass_fds=(lifeline,),
             )
             processes[role, index] = process
-            if stopping:  # the shutdown signal came while this worker was being started
+            if stopping.is_set():  # the shutdown signal came while this worker was being started
                 process.send_signal(signal.SIGTERM)
             status = await process.wait()
-            if stopping:
+            if stopping.is_set():
                 return
             if status == EXIT_CANNOT_START:  # it said why; it would only fail again
                 give_up("worker cannot start; stopping", role, index, cancel_scope)
@@ -115,7 +116,7 @@ async def supervise(
                     async for signum in signals:
                         signal_all(signum)
                         if signum != signal.SIGHUP:
-                            stopping = True
+                            stopping.set()
                             break
     finally:
         os.close(lifeline)
