@@ -7,9 +7,10 @@ outbox need (the tracked actions' CALLs and their answers), the copies of a mirr
 CALLs and SENDs, and links handed back; the counters for the metrics ride along. The engine paces
 its signals, so this task only waits for its socket: a batch of reports comes at once after a
 quiet spell and then at most every `BATCH_WINDOW` while they keep coming, counters alone every
-`COUNTS_INTERVAL` (a Trio timer per wake-up cost a fifth of a capturing worker's Python). Each link's own task waits for its hand-back (`Turn.back`), so cancellation,
-shutdown and replacement keep their structured-concurrency semantics: the link asks for its
-sockets back (`release`) and waits, shielded, until it has them.
+`COUNTS_INTERVAL` (a Trio timer per wake-up cost a seventh of a capturing worker's Python). Each
+link's own task waits for its hand-back (`Turn.back`), so cancellation, shutdown and replacement
+keep their structured-concurrency semantics: the link asks for its sockets back (`release`) and
+waits, shielded, until it has them.
 
 If the engine's thread ever fails, every link is handed back as "panicked" and the worker goes
 on with the Python path for new links (`broken`). When this task ends, the engine stops: what it

@@ -201,6 +201,20 @@ async def test_embedded_settings_reach_the_server_and_tests_settings_win(server_
         assert await db.fetchval("SHOW fsync") == FAST_SETTINGS["fsync"]
 
 
+async def test_an_embedded_setting_value_is_one_value_however_it_is_quoted(
+    server_dir: Path,
+) -> None:
+    # pg_ctl hands the options to a shell: a value must not smuggle in options of its own.
+    value = "x' -c port=1 -c listen_addresses='*' \"$(touch pwned)\""
+    settings = DatabaseSettings(
+        data_dir=str(server_dir / "data"), embedded_settings={"cluster_name": value}
+    )
+    async with open_database(settings, server_settings=FAST_SETTINGS) as db:
+        assert await db.fetchval("SHOW cluster_name") == value
+        assert await db.fetchval("SHOW listen_addresses") == ""
+    assert not any(server_dir.rglob("pwned")) and not Path("pwned").exists()
+
+
 async def test_an_embedded_setting_the_server_refuses_fails_the_start_with_its_words(
     server_dir: Path,
 ) -> None:
