@@ -9,8 +9,8 @@ its signals, so this task only waits for its socket: a batch of reports comes at
 quiet spell and then at most every `BATCH_WINDOW` while they keep coming, counters alone every
 `COUNTS_INTERVAL` (a Trio timer per wake-up cost a seventh of a capturing worker's Python). Each
 link's own task waits for its hand-back (`Turn.back`), so cancellation, shutdown and replacement
-keep their structured-concurrency semantics: the link asks for its sockets back (`release`) and
-waits, shielded, until it has them.
+keep their structured-concurrency semantics: a cancelled link asks for its sockets back
+(`release`) and goes on waiting until it has them.
 
 If the engine's thread ever fails, every link is handed back as "panicked" and the worker goes
 on with the Python path for new links (`broken`). When this task ends, the engine stops: what it
@@ -20,7 +20,7 @@ forwarded last still reaches capture and the metrics, and every link comes back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from typing import Protocol
 
@@ -48,14 +48,38 @@ class Forwarded(Protocol):
     def passed_natively(self, side: int, messages: list[Message], at: float) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Turn:
-    """One stay of a link in the engine; `back` is set when `handback` is known."""
+    """One stay of a link in the engine; `handback` is known once the engine lets go of it.
+
+    The link's task parks itself on the turn (`back`) rather than on an Event: an idle link in
+    the engine is held by thousands, and every object it keeps counts.
+    """
 
     link: int
     owner: Forwarded
-    back: trio.Event = field(default_factory=trio.Event)
+    engine: ForwardingEngine
     handback: Handback | None = None
+    waiter: trio.lowlevel.Task | None = None
+
+    async def back(self) -> Handback:
+        """Wait until the engine hands the link back, and say in what state.
+
+        Cancelled meanwhile, the link is asked back (`ForwardingEngine.release`) and still
+        awaited: the engine lets go of a link at once, and hands every link back as it stops.
+        The cancellation is then the caller's to meet at its next checkpoint, with the link in
+        its hands.
+        """
+        if self.handback is None:
+            self.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._ask_back)
+        assert self.handback is not None
+        return self.handback
+
+    def _ask_back(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        """Cancelled while parked: ask for the link back; the task wakes when it is back."""
+        self.engine.release(self)
+        return trio.lowlevel.Abort.FAILED
 
 
 class ForwardingEngine:
@@ -86,7 +110,7 @@ class ForwardingEngine:
         """Hand a link over; await `Turn.back` for it to come back (see `release`). None: the
         engine has stopped, the link stays with the caller (its readers untouched).
         `copy_charger`: report every CALL and SEND of the charger too (its mirrors' copies)."""
-        turn = Turn(next(self._ids), owner)
+        turn = Turn(next(self._ids), owner, self)
         try:
             self._engine.adopt(
                 turn.link, fds, readers, trailing, pending, tracked, keep_last_call, copy_charger
@@ -99,9 +123,12 @@ class ForwardingEngine:
         return turn
 
     def release(self, turn: Turn) -> None:
-        """Ask for a link back now; `turn.back` is set when it is."""
-        if not turn.back.is_set():
-            self._engine.release(turn.link)
+        """Ask for a link back now; `Turn.back` returns when it is."""
+        if turn.handback is None:
+            try:
+                self._engine.release(turn.link)
+            except ValueError:
+                pass  # closed: the engine handed every link back as it closed
 
     def idle_seconds(self, turn: Turn) -> float | None:
         return self._engine.idle_seconds(turn.link)
@@ -143,7 +170,9 @@ class ForwardingEngine:
                 if handback.why == "panicked":
                     log.error("forwarding engine failed serving a link")
                 turn.handback = handback
-                turn.back.set()
+                if turn.waiter is not None:
+                    trio.lowlevel.reschedule(turn.waiter)
+                    turn.waiter = None
 
 
 def _call_safely(owner: Forwarded, side: int, messages: list[Message], at: float) -> None:

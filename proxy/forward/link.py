@@ -51,6 +51,17 @@ log = logging.getLogger("proxy.link")
 
 # Bound on remembered unanswered CALL ids per direction (a charger may never answer).
 _MAX_PENDING = 32
+
+
+def _remember_call(pending: dict[str, None], unique_id: str) -> None:
+    """Remember a CALL as unanswered, as its newest; past `_MAX_PENDING` the oldest is
+    forgotten (as the native engine does, so a link's state is the same on either path)."""
+    pending.pop(unique_id, None)
+    if len(pending) >= _MAX_PENDING:
+        del pending[next(iter(pending))]
+    pending[unique_id] = None
+
+
 _STREAM_ERRORS = STREAM_ERRORS
 
 
@@ -108,7 +119,6 @@ class Link:
         self._codes: dict[Side, tuple[int, str]] = {}
         self._draining = False
         self._last_active = perf_counter()  # when bytes last passed, either way
-        self.finished = trio.Event()
 
     # -- control from outside ------------------------------------------------------------
     def stop(self, end: LinkEnd) -> None:
@@ -136,11 +146,14 @@ class Link:
     # -- running --------------------------------------------------------------------------
     async def run(self) -> LinkEnd:
         try:
-            with self._scope:
-                if self._engine_can_take():
-                    await self._native_turn()
-                    if self._draining:
-                        self._end_if_drained()
+            if self._end is None and (turn := self._to_engine()) is not None:
+                # Stops and drains ask the engine for the link meanwhile (`_finish`, `drain`);
+                # cancelled from outside, it is asked back too and still awaited (`Turn.back`).
+                self._resume(await turn.back())
+                await trio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: now
+                if self._draining:
+                    self._end_if_drained()
+            with self._scope:  # entered only now: a link in the engine keeps no cancel status
                 if self._end is None:
                     await self._pumps()
             if self._end is LinkEnd.UPSTREAM_LOST:
@@ -156,7 +169,6 @@ class Link:
             self._finish(LinkEnd.INTERNAL_ERROR, self._both(INTERNAL, "internal error"))
         finally:
             await self._close_sides()
-            self.finished.set()
         assert self._end is not None
         return self._end
 
@@ -167,28 +179,24 @@ class Link:
             await self._pump(self.charger, self.upstream)
 
     # -- in the native engine ----------------------------------------------------------------
-    def _engine_can_take(self) -> bool:
-        engine = self._engine
-        return (
-            engine is not None
-            and not engine.broken
-            and not self._draining
-            and isinstance(self.charger.transport, SocketTransport)
-            and isinstance(self.upstream.transport, SocketTransport)
-        )
+    def _to_engine(self) -> Turn | None:
+        """Hand the link to the engine if it can take it: plain TCP both ways, no drain begun.
 
-    async def _native_turn(self) -> None:
-        """Let the engine forward until it hands the link back; then go on from there.
-
-        Cancelled (a stop), the link is asked back and awaited, shielded: the engine lets go of a
-        link at once, and hands every link back if it stops.
+        None: it cannot (or has stopped), and the pumps forward everything.
         """
         engine = self._engine
-        assert engine is not None
         charger, upstream = self.charger, self.upstream
+        if (
+            engine is None
+            or engine.broken
+            or self._draining
+            or not isinstance(charger.transport, SocketTransport)
+            or not isinstance(upstream.transport, SocketTransport)
+        ):
+            return None
         turn = self._turn = engine.adopt(
             self,
-            (charger.transport.fileno, upstream.transport.fileno),  # type: ignore[attr-defined]
+            (charger.transport.fileno, upstream.transport.fileno),
             (charger.reader, upstream.reader),
             (charger.trailing, upstream.trailing),
             (list(charger.pending), list(upstream.pending)),
@@ -196,20 +204,9 @@ class Link:
             self._keep_charger,
             copy_charger=charger.copies is not None,
         )
-        if turn is None:
-            return  # the engine has stopped: the pumps forward
-        charger.trailing = upstream.trailing = b""
-        try:
-            await turn.back.wait()
-        finally:
-            if not turn.back.is_set():
-                engine.release(turn)
-                with trio.CancelScope(shield=True):
-                    await turn.back.wait()
-            self._last_active = self.last_active
-            self._turn = None
-            assert turn.handback is not None
-            self._resume(turn.handback)
+        if turn is not None:
+            charger.trailing = upstream.trailing = b""
+        return turn
 
     def _tracked(self) -> frozenset[str]:
         """Actions of the charger's CALLs that capture and the outbox need (with their answers)."""
@@ -237,11 +234,13 @@ class Link:
 
     def _resume(self, back: Handback) -> None:
         """Take the link back from the engine in the state it left it."""
+        self._last_active = self.last_active
+        self._turn = None
         sides = (self.charger, self.upstream)
         for side, trailing, unsent, pending in zip(
             sides, back.trailing, back.unsent, back.pending, strict=True
         ):
-            side.trailing, side.unsent, side.pending = trailing, unsent, set(pending)
+            side.trailing, side.unsent, side.pending = trailing, unsent, dict.fromkeys(pending)
         for side, source in zip(sides, reversed(sides), strict=True):
             side.dirty = bool(side.unsent) or not source.reader.at_frame_boundary
         if self._keep_charger:
@@ -263,6 +262,8 @@ class Link:
         self._end = end
         self._codes = codes
         self._scope.cancel()
+        if self._turn is not None and self._engine is not None:
+            self._engine.release(self._turn)  # in the engine: no scope is entered to cancel
 
     def _end_if_drained(self) -> None:
         charger, upstream = self.charger, self.upstream
@@ -397,13 +398,11 @@ class Link:
                 else:
                     capture.from_charger(message, received_at)
             if message.message_type == CALL:
-                if len(src.pending) >= _MAX_PENDING:
-                    src.pending.pop()
-                src.pending.add(message.unique_id or "")
+                _remember_call(src.pending, message.unique_id or "")
                 if keep and not from_upstream:
                     self._charger_call(message)
             elif message.message_type in (CALLRESULT, CALLERROR):
-                dst.pending.discard(message.unique_id or "")
+                dst.pending.pop(message.unique_id or "", None)
                 if keep and from_upstream:
                     self._upstream_answer(message)
 

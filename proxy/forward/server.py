@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
 from urllib.parse import urlsplit
@@ -135,7 +135,9 @@ class ProxyServer:
             self.stopped.set()
 
     async def _serve_listeners(
-        self, listeners: list[trio.abc.Listener[trio.abc.Stream]], task_status: trio.TaskStatus
+        self,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]],
+        task_status: trio.TaskStatus[list[trio.abc.Listener[trio.abc.Stream]]],
     ) -> None:
         async with trio.open_nursery() as handlers:
             with self._accept_scope:
@@ -143,16 +145,29 @@ class ProxyServer:
                     front.start_soon(self._close_idle_links)
                     if self.outbox is not None:
                         front.start_soon(self._close_taken_over_links, self.outbox)
-                    serve = partial(
-                        trio.serve_listeners, self.handle, listeners, handler_nursery=handlers
-                    )
-                    task_status.started(await front.start(serve))
+                    for listener in listeners:
+                        front.start_soon(self._accept, listener, handlers)
+                    task_status.started(listeners)
                     self.accepting = True
             self.accepting = False
             deadline = trio.current_time() + self.settings.drain_timeout
             for link in list(self.links.values()):
                 link.drain(deadline)
             handlers.cancel_scope.deadline = deadline + self.settings.close_timeout
+
+    async def _accept(
+        self, listener: trio.abc.Listener[trio.abc.Stream], handlers: trio.Nursery
+    ) -> None:
+        """Accept on `listener` until cancelled (then close it); `handle` serves each connection.
+
+        Trio's `serve_listeners` without its task around each handler (`handle` closes its
+        stream itself): a frame and a task name less per connected charger. A shortage of
+        descriptors is the listener's to wait out (`AcceptGuard`).
+        """
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                handlers.start_soon(self.handle, stream, name=_CONNECTION_TASK)
 
     async def _close_idle_links(self) -> None:
         """Close links through which nothing passed for `idle_timeout` (checked 20 times per period)."""
@@ -207,7 +222,9 @@ class ProxyServer:
             log.warning("takeover not recorded", extra={"identity": identity, "error": str(exc)})
         finally:
             own.pending -= 1
-            own.settled.set()
+            if own.taking_over is not None:
+                own.taking_over.set()  # for whoever waits on it already
+                own.taking_over = None
 
     def shutdown(self) -> None:
         """Stop accepting and drain (see the module docstring)."""
@@ -215,16 +232,31 @@ class ProxyServer:
         self._accept_scope.cancel()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        """Serve one charger connection from handshake to close; never raises (but Cancelled)."""
+        """Serve one charger connection from handshake to close; never raises (but Cancelled).
+
+        The handshake's function has returned by the time the link runs: a frame less for every
+        connected charger.
+        """
         try:
-            await self._serve(stream)
+            accepted = await self._handshake(stream)
+            if accepted is not None:
+                request, admitted, handshake, chosen = accepted
+                try:
+                    await self._run_link(request, admitted, stream, handshake, chosen)
+                finally:
+                    if admitted.upstream is not None:  # no link or relay took it over
+                        await trio.aclose_forcefully(admitted.upstream)
         except Exception:
             self.metrics.handshakes.labels("internal_error").inc()
             log.exception("connection failed")
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.abc.Stream) -> None:
+    async def _handshake(
+        self, stream: trio.abc.Stream
+    ) -> tuple[ChargerRequest, Admitted, ChargerHandshake, str | None] | None:
+        """Read the charger's request and admit it: the request, how it was admitted, the
+        handshake (to answer it) and the subprotocol to accept; None: refused and answered."""
         settings = self.settings
         handshake = ChargerHandshake(settings.path_prefix, settings.max_header_size)
         address = peer_address(stream)
@@ -241,19 +273,15 @@ class ProxyServer:
                     CloseCode.PROTOCOL_ERROR, "unsupported subprotocol", mask=False
                 )
                 await send_quietly(stream, handshake.accept(None) + close)
-                return
+                return None
             admitted = await self.admission.admit(request, address, client_certificate(stream))
         except Refusal as refusal:
             self._refused(refusal, request.identity if request is not None else None, address)
             await send_quietly(stream, handshake.refuse(refusal.refusal))
-            return
+            return None
         # A charger that offered no subprotocol must not be sent one (we offered the default for it).
         chosen = admitted.version if admitted.version in request.offered else None
-        try:
-            await self._run_link(request, admitted, stream, handshake, chosen)
-        finally:
-            if admitted.upstream is not None:
-                await trio.aclose_forcefully(admitted.upstream)
+        return request, admitted, handshake, chosen
 
     def _refused(self, refusal: Refusal, identity: str | None, address: str) -> None:
         """Count a refusal and log it on one line (identity, client address, reason; no secrets).
@@ -361,15 +389,15 @@ class ProxyServer:
             self.links[identity] = turn
             served = [turn]  # the turn serving the connection now (updated by _serve_turns)
             own = self._owners[identity] = _Ownership(served)
-            if isinstance(turn, Relay) or self.outbox is None:  # a relay has claimed already
-                own.record(turn.epoch if isinstance(turn, Relay) else 0)
-                own.settled.set()
+            if isinstance(turn, Relay):  # a relay has claimed already
+                own.record(turn.epoch)
+            elif self.outbox is not None:
+                own.taking_over = trio.Event()
             try:
                 try:
                     await charger_stream.send_all(handshake.accept(subprotocol))
                 except _STREAM_ERRORS:
                     self.metrics.handshakes.labels("charger_gone").inc()
-                    turn.finished.set()
                     if turn.upstream is not None:
                         await trio.aclose_forcefully(turn.upstream.stream)
                     return
@@ -426,15 +454,10 @@ class ProxyServer:
         keeps no frame of this function while it lasts (memory per idle charger).
         """
         first = served[0]
-        redial = self._redial_settings
-        backoff = (
-            first.backoff
-            if isinstance(first, Relay)
-            else RedialBackoff(redial.redial_min, redial.redial_max)
-        )
+        backoff = first.backoff if isinstance(first, Relay) else None  # else made when needed
         own = self._owners.get(identity)
         own = own if own is not None and own.served is served else None
-        if own is None or own.settled.is_set():  # nothing to take over: no task, no checkpoint
+        if own is None or own.taking_over is None:  # nothing to take over: no task, no checkpoint
             return self._turns(identity, admitted, charger, capture, served, backoff, own)
         turns = self._turns(identity, admitted, charger, capture, served, backoff, own)
         return self._taking_over(identity, own, turns)
@@ -456,7 +479,7 @@ class ProxyServer:
         charger: Side,
         capture: Capture | None,
         served: list[Link | Relay],
-        backoff: RedialBackoff,
+        backoff: RedialBackoff | None,
         own: _Ownership | None,
     ) -> LinkEnd:
         """The turns of `_serve_turns`: links and relays until the connection ends."""
@@ -482,10 +505,14 @@ class ProxyServer:
             if isinstance(turn, Link):
                 log.info("upstream lost: serving offline", extra={"identity": identity})
                 now = trio.current_time()
+                if backoff is None:  # made at the first loss: an idle charger keeps none
+                    redial = self._redial_settings
+                    backoff = RedialBackoff(redial.redial_min, redial.redial_max)
                 backoff.connection_lost(now, now - started)
                 seen = turn.outbox.observer if turn.outbox is not None else None
                 if own is not None:  # the link's takeover first, so the relay's claim is newer
-                    await own.settled.wait()
+                    if own.taking_over is not None:
+                        await own.taking_over.wait()
                     own.pending += 1
                 try:
                     relay = await self._relay(
@@ -623,17 +650,21 @@ class ProxyServer:
         return result
 
 
-@dataclass(eq=False)
+_CONNECTION_TASK = "charger connection"  # one name for every connection's task, not one each
+
+
+@dataclass(eq=False, slots=True)
 class _Ownership:
     """A connection's takeover of its charger in PostgreSQL: the epoch it holds (0: none yet),
     its claims under way, and how often its epoch changed (a check that raced a claim of its
-    own is not acted on). `settled`: the forwarding link's takeover is done (or not needed)."""
+    own is not acted on). `taking_over`: set when the forwarding link's takeover is done; None
+    once it is, or when none is needed (an idle charger keeps no Event)."""
 
     served: list[Link | Relay]
     epoch: int = 0
     pending: int = 0
     changes: int = 0
-    settled: trio.Event = field(default_factory=trio.Event)
+    taking_over: trio.Event | None = None
 
     def record(self, epoch: int) -> None:
         if epoch > self.epoch:

@@ -18,7 +18,7 @@ from proxy.wire.codec import FrameReader, Message, ProtocolError, encode_close
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Side:
     """One leg of a connection through the proxy, named by the peer on it."""
 
@@ -27,7 +27,8 @@ class Side:
     reader: FrameReader  # reads what this peer sends
     meters: DirectionMeters  # counts what this peer sends
     mask: bool  # frames we write to this peer must be masked (we are its client)
-    pending: set[str] = field(default_factory=set)  # ids of this peer's CALLs not answered yet
+    # ids of this peer's CALLs not answered yet, oldest first (an empty dict is a third of a set)
+    pending: dict[str, None] = field(default_factory=dict)
     gone: bool = False  # the peer hung up or its socket failed: nothing more can be written
     broke_protocol: bool = False  # its reader failed: nothing it sends can be understood
     dirty: bool = False  # what we sent this peer ends mid-frame (or a write was interrupted)

@@ -15,6 +15,7 @@ from proxy.runtime.role import reload_config
 from proxy.wire.codec import CLOSE
 from testkit.in_process_proxy import metric, proxy_config, roundtrip, start_proxy
 from testkit.raw_charger import frame
+from testkit.waiting import eventually
 
 
 async def test_second_connection_of_an_identity_replaces_the_first(proxy, upstream, raw):
@@ -38,10 +39,9 @@ async def test_idle_link_is_closed_with_1001(nursery, upstream, raw):
     handle = await start_proxy(nursery, proxy_config(upstream.port, idle_timeout=0.2))
     charger = await raw(handle.port)
     assert (await charger.upgrade("CP-idle")).startswith(b"HTTP/1.1 101")
-    link = handle.server.links["CP-idle"]
     with trio.fail_after(10):
         messages = await charger.messages_until_close(reply_to_close=True)
-        await link.finished.wait()
+        await eventually(lambda: "CP-idle" not in handle.server.links)  # the link has ended
     assert [(m.opcode, m.close_code, m.close_reason) for m in messages] == [
         (CLOSE, 1001, "idle timeout")
     ]
@@ -69,6 +69,28 @@ async def test_shutdown_lets_the_call_in_flight_finish_then_closes_with_1001(
         (1, b'[3,"s1",{}]'),
         (CLOSE, 1001),
     ]
+    with trio.fail_after(10):
+        await handle.server.stopped.wait()
+    assert metric(handle, "ere_proxy_link_ends_total", reason="shutdown") == 1
+
+
+async def test_drain_forgets_the_oldest_unanswered_call_past_the_bound(nursery, upstream, raw):
+    """Unanswered CALLs are remembered up to a bound, the oldest forgotten first on either path:
+    33 CALLs in flight, all but the first answered, and a drain has nothing left to wait for."""
+    handle = await start_proxy(nursery, proxy_config(upstream.port, drain_timeout=30))
+    upstream.answer_calls = False
+    charger = await raw(handle.port)
+    assert (await charger.upgrade("CP-many")).startswith(b"HTTP/1.1 101")
+    ids = [f"c{n}" for n in range(33)]
+    await charger.send(b"".join(frame(1, f'[2,"{i}","Heartbeat",{{}}]'.encode()) for i in ids))
+    await upstream.wait_until(lambda: upstream.peers and len(upstream.peers[0].received) == 33)
+    handle.server.shutdown()
+    for i in ids[1:]:
+        await upstream.connections["/ocpp/CP-many"].send_message(f'[3,"{i}",{{}}]')
+    with trio.fail_after(10):  # not drain_timeout: "c0" was forgotten
+        messages = await charger.messages_until_close(reply_to_close=True)
+    assert [m.opcode for m in messages] == [1] * 32 + [CLOSE]
+    assert messages[-1].close_code == 1001
     with trio.fail_after(10):
         await handle.server.stopped.wait()
     assert metric(handle, "ere_proxy_link_ends_total", reason="shutdown") == 1
