@@ -73,7 +73,8 @@ def bar_chart(
     bars = []
     for index, (label, value) in enumerate(series):
         shown = max(value, Decimal(0))
-        bar_height = float(shown / top) * plot_height
+        # rounded once, and the top from it: the bar stands on the baseline
+        bar_height = round(float(shown / top) * plot_height, 2)
         bar_width = min(slot * 0.7, _MAX_BAR)
         bars.append(
             Bar(
@@ -82,7 +83,7 @@ def bar_chart(
                 round(_LEFT + index * slot + (slot - bar_width) / 2, 2),
                 round(bottom - bar_height, 2),
                 round(bar_width, 2),
-                round(bar_height, 2),
+                bar_height,
             )
         )
     steps = _steps(top)
