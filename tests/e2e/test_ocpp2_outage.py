@@ -154,6 +154,15 @@ async def ride_out_an_outage(
             queued = calls_in(charger.log.sent[online:])
             async with CsmsServer(proxy.upstream_port) as back:
                 after = await back.next_peer()
+                # The proxy has its upstream once the link is no longer offline (the back-office
+                # accepting the connection comes before that: a station leaving in between
+                # leaves its outbox for its next connection).
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: metric(proxy, "ere_proxy_links_offline") == 0,
+                    "the link online",
+                    TIMEOUT,
+                )
                 # The station leaves; the proxy sends the rest of its outbox first, then closes.
                 await charger.ws.close()
                 await after.closed
