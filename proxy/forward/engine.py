@@ -8,7 +8,7 @@ CALLs and SENDs, and links handed back; the counters for the metrics ride along.
 its signals, so this task only waits for its socket: a batch of reports comes at once after a
 quiet spell and then at most every `BATCH_WINDOW` while they keep coming, counters alone every
 `COUNTS_INTERVAL` (a Trio timer per wake-up cost a seventh of a capturing worker's Python). Each
-link's own task waits for its hand-back (`Turn.back`), so cancellation, shutdown and replacement
+link's own task waits for its hand-back (parked on its `Turn`), so cancellation, shutdown and replacement
 keep their structured-concurrency semantics: a cancelled link asks for its sockets back
 (`release`) and goes on waiting until it has them.
 
@@ -52,8 +52,13 @@ class Forwarded(Protocol):
 class Turn:
     """One stay of a link in the engine; `handback` is known once the engine lets go of it.
 
-    The link's task parks itself on the turn (`back`) rather than on an Event: an idle link in
-    the engine is held by thousands, and every object it keeps counts.
+    The link's task parks itself on the turn (`if turn.parks(): await
+    trio.lowlevel.wait_task_rescheduled(turn)`, the turn its abort function) rather than on an
+    Event, and not in a function of its own: an idle link in the engine is held by thousands, and every object and frame it keeps
+    counts. Cancelled meanwhile, the link is asked back (`__call__`) and still awaited: the engine
+    lets go of a link at once, and hands every link back as it stops, rescheduling the waiter.
+    The cancellation is then the waiter's to meet at its next checkpoint, with the link in its
+    hands.
     """
 
     link: int
@@ -62,21 +67,15 @@ class Turn:
     handback: Handback | None = None
     waiter: trio.lowlevel.Task | None = None
 
-    async def back(self) -> Handback:
-        """Wait until the engine hands the link back, and say in what state.
+    def parks(self) -> bool:
+        """Whether the calling task must park to wait for the link (it is not back yet); if
+        so, the task is the one to reschedule when it is."""
+        if self.handback is not None:
+            return False
+        self.waiter = trio.lowlevel.current_task()
+        return True
 
-        Cancelled meanwhile, the link is asked back (`ForwardingEngine.release`) and still
-        awaited: the engine lets go of a link at once, and hands every link back as it stops.
-        The cancellation is then the caller's to meet at its next checkpoint, with the link in
-        its hands.
-        """
-        if self.handback is None:
-            self.waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._ask_back)
-        assert self.handback is not None
-        return self.handback
-
-    def _ask_back(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+    def __call__(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         """Cancelled while parked: ask for the link back; the task wakes when it is back."""
         self.engine.release(self)
         return trio.lowlevel.Abort.FAILED
@@ -107,7 +106,7 @@ class ForwardingEngine:
         keep_last_call: bool,
         copy_charger: bool = False,
     ) -> Turn | None:
-        """Hand a link over; await `Turn.back` for it to come back (see `release`). None: the
+        """Hand a link over; park on the `Turn` until it comes back (see `release`). None: the
         engine has stopped, the link stays with the caller (its readers untouched).
         `copy_charger`: report every CALL and SEND of the charger too (its mirrors' copies)."""
         turn = Turn(next(self._ids), owner, self)
@@ -123,7 +122,7 @@ class ForwardingEngine:
         return turn
 
     def release(self, turn: Turn) -> None:
-        """Ask for a link back now; `Turn.back` returns when it is."""
+        """Ask for a link back now; its task is rescheduled when it is."""
         if turn.handback is None:
             try:
                 self._engine.release(turn.link)

@@ -21,6 +21,7 @@ link escapes `run` other than cancellation of the caller.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter, time
@@ -88,6 +89,29 @@ class Link:
     `engine`: the worker's native forwarding engine (None: the pumps forward everything).
     """
 
+    # slots: a worker holds a link per connected charger
+    __slots__ = (
+        "_capture",
+        "_close_timeout",
+        "_codes",
+        "_deadline",
+        "_draining",
+        "_end",
+        "_engine",
+        "_keep_charger",
+        "_last_active",
+        "_last_call",
+        "_lost_as",
+        "_scope",
+        "_sending",
+        "_turn",
+        "carried",
+        "charger",
+        "identity",
+        "outbox",
+        "upstream",
+    )
+
     def __init__(
         self,
         identity: str,
@@ -114,7 +138,8 @@ class Link:
         self.charger = charger
         self.upstream = upstream
         self._close_timeout = close_timeout
-        self._scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None  # the pumps' scope, while they run
+        self._deadline = math.inf  # by when the pumps must have stopped
         self._end: LinkEnd | None = None
         self._codes: dict[Side, tuple[int, str]] = {}
         self._draining = False
@@ -128,7 +153,7 @@ class Link:
     def drain(self, deadline: float) -> None:
         """End the link with SHUTDOWN once no CALL is in flight, or at `deadline` at the latest."""
         self._draining = True
-        self._scope.deadline = min(self._scope.deadline, deadline)
+        self._limit(deadline)
         if self._turn is not None and self._engine is not None:
             self._engine.release(self._turn)  # what is in flight is known once it is back
         else:
@@ -148,13 +173,17 @@ class Link:
         try:
             if self._end is None and (turn := self._to_engine()) is not None:
                 # Stops and drains ask the engine for the link meanwhile (`_finish`, `drain`);
-                # cancelled from outside, it is asked back too and still awaited (`Turn.back`).
-                self._resume(await turn.back())
+                # cancelled from outside, it is asked back too and still awaited. The task
+                # parks itself here, not in a function of its own: a frame less per idle link.
+                if turn.parks():
+                    await trio.lowlevel.wait_task_rescheduled(turn)
+                assert turn.handback is not None
+                self._resume(turn.handback)
                 await trio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: now
                 if self._draining:
                     self._end_if_drained()
-            with self._scope:  # entered only now: a link in the engine keeps no cancel status
-                if self._end is None:
+            if self._end is None:  # a link in the engine keeps no cancel scope
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
                     await self._pumps()
             if self._end is LinkEnd.UPSTREAM_LOST:
                 self._hand_over()
@@ -261,9 +290,16 @@ class Link:
             return
         self._end = end
         self._codes = codes
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
         if self._turn is not None and self._engine is not None:
             self._engine.release(self._turn)  # in the engine: no scope is entered to cancel
+
+    def _limit(self, deadline: float) -> None:
+        """The pumps stop by `deadline` at the latest (kept until they start)."""
+        self._deadline = min(self._deadline, deadline)
+        if self._scope is not None:
+            self._scope.deadline = self._deadline
 
     def _end_if_drained(self) -> None:
         charger, upstream = self.charger, self.upstream
@@ -338,9 +374,7 @@ class Link:
                     self._sending = []
                 if src.reader.closed:
                     # A close frame passed: the other side has close_timeout to answer it.
-                    self._scope.deadline = min(
-                        self._scope.deadline, trio.current_time() + self._close_timeout
-                    )
+                    self._limit(trio.current_time() + self._close_timeout)
                 if self._draining:
                     self._end_if_drained()
                 # hold nothing of this chunk while waiting for the next

@@ -234,22 +234,98 @@ class ProxyServer:
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one charger connection from handshake to close; never raises (but Cancelled).
 
-        The handshake's function has returned by the time the link runs: a frame less for every
-        connected charger.
+        Admit the charger (`_handshake`), make its first turn (`_first_turn`), register it
+        (replacing an older connection of the same identity), send the charger its 101 and serve
+        it. The link is served in this function's own frame, the functions before it have
+        returned, and the handshake's objects are let go: memory per connected charger.
         """
+        admitted: Admitted | None = None
+        capture: Capture | None = None
         try:
             accepted = await self._handshake(stream)
-            if accepted is not None:
-                request, admitted, handshake, chosen = accepted
+            if accepted is None:
+                return
+            request, admitted, handshake, chosen = accepted
+            identity = request.identity
+            charger = Side(
+                "charger",
+                stream,
+                FrameReader(from_client=True, max_message_size=self.settings.max_message_size),
+                self._up_meters,
+                mask=False,
+                trailing=handshake.trailing_data,
+            )
+            if self.journal:
+                capture = Capture(Tracker(identity, admitted.version), self.journal.submit)
+                self.metrics.trackers.add(capture.tracker)  # read at scrape time
+            turn = await self._first_turn(identity, admitted, charger, capture, handshake)
+            if turn is None:
+                return
+            answer = handshake.accept(chosen)
+            del accepted, request, handshake  # not kept while the connection lasts
+            # Only now, with the upstream's consent (or the outbox's), may a new connection
+            # replace a running link: a refused or failed attempt must not disconnect the
+            # charger really there.
+            old = self.links.get(identity)
+            if old is not None:
+                old.stop(LinkEnd.REPLACED)
+            self.links[identity] = turn
+            served = [turn]  # the turn serving the connection now (updated by _serve_turns)
+            own = self._owners[identity] = _Ownership(served)
+            if isinstance(turn, Relay):  # a relay has claimed already
+                own.record(turn.epoch)
+            elif self.outbox is not None:
+                own.taking_over = trio.Event()
+            try:
                 try:
-                    await self._run_link(request, admitted, stream, handshake, chosen)
+                    await stream.send_all(answer)
+                except _STREAM_ERRORS:
+                    self.metrics.handshakes.labels("charger_gone").inc()
+                    if turn.upstream is not None:
+                        await trio.aclose_forcefully(turn.upstream.stream)
+                    return
+                del answer
+                self.metrics.handshakes.labels(
+                    "accepted" if isinstance(turn, Link) else "accepted_offline"
+                ).inc()
+                self.metrics.connected.inc()
+                log.info(
+                    "link up", extra={"identity": identity, "offline": isinstance(turn, Relay)}
+                )
+                try:
+                    route = self.router.lookup(identity)
+                    if route is None or not route.mirrors:  # no context to keep: a lighter link
+                        end = await self._serve_turns(identity, admitted, charger, capture, served)
+                    else:
+                        async with mirrored(
+                            identity,
+                            admitted.version,
+                            route.mirrors,
+                            self.dialer,
+                            self.mirror_redials,
+                            self.metrics.mirrors,
+                            charger,
+                        ):
+                            end = await self._serve_turns(
+                                identity, admitted, charger, capture, served
+                            )
                 finally:
-                    if admitted.upstream is not None:  # no link or relay took it over
-                        await trio.aclose_forcefully(admitted.upstream)
+                    self.metrics.connected.dec()
+            finally:
+                if self.links.get(identity) is served[0]:
+                    del self.links[identity]
+                if self._owners.get(identity) is own:
+                    del self._owners[identity]
+            self.metrics.link_ends.labels(end.value).inc()
+            log.info("link down", extra={"identity": identity, "reason": end.value})
         except Exception:
             self.metrics.handshakes.labels("internal_error").inc()
             log.exception("connection failed")
         finally:
+            if capture is not None:
+                self.metrics.trackers.ended(capture.tracker)
+            if admitted is not None and admitted.upstream is not None:  # no turn took it over
+                await trio.aclose_forcefully(admitted.upstream)
             await trio.aclose_forcefully(stream)
 
     async def _handshake(
@@ -329,114 +405,36 @@ class ProxyServer:
             if request is not None:
                 return request
 
-    async def _run_link(
+    async def _first_turn(
         self,
-        request: ChargerRequest,
+        identity: str,
         admitted: Admitted,
-        charger_stream: trio.abc.Stream,
+        charger: Side,
+        capture: Capture | None,
         handshake: ChargerHandshake,
-        subprotocol: str | None,
-    ) -> None:
-        """Register the connection (replacing an older one), send the charger its 101, serve it."""
-        max_size = self.settings.max_message_size
-        charger = Side(
-            "charger",
-            charger_stream,
-            FrameReader(from_client=True, max_message_size=max_size),
-            self._up_meters,
-            mask=False,
-            trailing=handshake.trailing_data,
+    ) -> Link | Relay | None:
+        """The link (or, with the upstream unreachable or an outbox to replay first, the relay)
+        that serves the connection first; None: refused for want of the outbox (answered)."""
+        if admitted.upstream is not None and not admitted.needs_outbox:
+            upstream = self._upstream_side(admitted.upstream, admitted.trailing)
+            link = self._link(identity, admitted, charger, upstream, capture)
+            admitted.upstream = None  # the link owns it now
+            return link
+        first = (
+            self._upstream_side(admitted.upstream, admitted.trailing) if admitted.upstream else None
         )
-        identity = request.identity
-        capture = (
-            Capture(Tracker(identity, admitted.version), self.journal.submit)
-            if self.journal
-            else None
-        )
-        if capture is not None:
-            self.metrics.trackers.add(capture.tracker)  # read at scrape time
-        try:
-            turn: Link | Relay
-            if admitted.upstream is not None and not admitted.needs_outbox:
-                upstream = self._upstream_side(admitted.upstream, admitted.trailing)
-                turn, admitted.upstream = (
-                    self._link(identity, admitted, charger, upstream, capture),
-                    None,
-                )
-            else:
-                first = (
-                    self._upstream_side(admitted.upstream, admitted.trailing)
-                    if admitted.upstream
-                    else None
-                )
-                relay = await self._relay(identity, admitted, charger, capture, upstream=first)
-                refusal = None
-                if relay is None:
-                    refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
-                elif admitted.upstream is None and relay.outbox.at_bound:
-                    refusal = HandshakeRefused(503, "proxy queue full"), "outbox_full"
-                if refusal is not None:
-                    self.metrics.handshakes.labels(refusal[1]).inc()
-                    await send_quietly(charger_stream, handshake.refuse(refusal[0]))
-                    return
-                assert relay is not None
-                turn, admitted.upstream = relay, None  # the relay owns the upstream now
-            # Only now, with the upstream's consent (or the outbox's), may a new connection replace a
-            # running link: a refused or failed attempt must not disconnect the charger really there.
-            old = self.links.get(identity)
-            if old is not None:
-                old.stop(LinkEnd.REPLACED)
-            self.links[identity] = turn
-            served = [turn]  # the turn serving the connection now (updated by _serve_turns)
-            own = self._owners[identity] = _Ownership(served)
-            if isinstance(turn, Relay):  # a relay has claimed already
-                own.record(turn.epoch)
-            elif self.outbox is not None:
-                own.taking_over = trio.Event()
-            try:
-                try:
-                    await charger_stream.send_all(handshake.accept(subprotocol))
-                except _STREAM_ERRORS:
-                    self.metrics.handshakes.labels("charger_gone").inc()
-                    if turn.upstream is not None:
-                        await trio.aclose_forcefully(turn.upstream.stream)
-                    return
-                self.metrics.handshakes.labels(
-                    "accepted" if isinstance(turn, Link) else "accepted_offline"
-                ).inc()
-                self.metrics.connected.inc()
-                log.info(
-                    "link up", extra={"identity": identity, "offline": isinstance(turn, Relay)}
-                )
-                try:
-                    route = self.router.lookup(identity)
-                    if route is None or not route.mirrors:  # no context to keep: a lighter link
-                        end = await self._serve_turns(identity, admitted, charger, capture, served)
-                    else:
-                        async with mirrored(
-                            identity,
-                            admitted.version,
-                            route.mirrors,
-                            self.dialer,
-                            self.mirror_redials,
-                            self.metrics.mirrors,
-                            charger,
-                        ):
-                            end = await self._serve_turns(
-                                identity, admitted, charger, capture, served
-                            )
-                finally:
-                    self.metrics.connected.dec()
-            finally:
-                if self.links.get(identity) is served[0]:
-                    del self.links[identity]
-                if self._owners.get(identity) is own:
-                    del self._owners[identity]
-            self.metrics.link_ends.labels(end.value).inc()
-            log.info("link down", extra={"identity": identity, "reason": end.value})
-        finally:
-            if capture is not None:
-                self.metrics.trackers.ended(capture.tracker)
+        relay = await self._relay(identity, admitted, charger, capture, upstream=first)
+        refusal = None
+        if relay is None:
+            refusal = HandshakeRefused(503, "proxy queue unavailable"), "store_unavailable"
+        elif admitted.upstream is None and relay.outbox.at_bound:
+            refusal = HandshakeRefused(503, "proxy queue full"), "outbox_full"
+        if refusal is not None:
+            self.metrics.handshakes.labels(refusal[1]).inc()
+            await send_quietly(charger.stream, handshake.refuse(refusal[0]))
+            return None
+        admitted.upstream = None  # the relay owns it now
+        return relay
 
     def _serve_turns(
         self,

@@ -1,4 +1,5 @@
-"""A link's wait for the native engine (`Turn.back`): it always ends with the link in hand.
+"""A link's wait for the native engine (parked on its `Turn`): it always ends with the link in
+hand.
 
 Two socket pairs stand for a charger's and an upstream's connections; the engine's own thread
 forwards between them while the link's task is parked on its turn.
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from proxy._codec import Handback
 from proxy.forward.engine import ForwardingEngine, Turn
 from proxy.runtime.metrics import CHARGER_TO_UPSTREAM, UPSTREAM_TO_CHARGER, ProxyMetrics
 from proxy.wire.codec import FrameReader, Message
@@ -42,6 +44,14 @@ def engine() -> ForwardingEngine:
     )
 
 
+async def wait_back(turn: Turn) -> Handback:
+    """The wait as `Link.run` does it."""
+    if turn.parks():
+        await trio.lowlevel.wait_task_rescheduled(turn)
+    assert turn.handback is not None
+    return turn.handback
+
+
 def adopt(forwarding: ForwardingEngine, pairs: tuple[socket.socket, ...]) -> Turn:
     readers = (
         FrameReader(from_client=True, max_message_size=65536),
@@ -62,7 +72,7 @@ async def test_a_cancelled_wait_asks_for_the_link_and_returns_with_it(pairs):
         with trio.fail_after(10):
             with trio.CancelScope() as scope:
                 nursery.start_soon(_cancel_when_parked, scope, turn)
-                back = await turn.back()
+                back = await wait_back(turn)
                 reached.append("back")
                 await trio.lowlevel.checkpoint()  # the cancellation is met here, not before
                 reached.append("past the checkpoint")
@@ -85,7 +95,7 @@ async def test_the_wait_ends_when_the_engine_stops(pairs):
         turn = adopt(forwarding, pairs)
         nursery.start_soon(_stop_when_parked, nursery, turn)
         with trio.fail_after(10):
-            back = await turn.back()
+            back = await wait_back(turn)
     assert back.why == "released"
     assert forwarding.broken  # new links stay with the pumps
 
@@ -105,7 +115,7 @@ async def test_a_link_handed_back_before_the_wait_is_returned_at_once(pairs):
         with trio.fail_after(10):
             while turn.handback is None:
                 await trio.sleep(0.01)
-            back = await turn.back()
+            back = await wait_back(turn)
         nursery.cancel_scope.cancel()
     assert back is turn.handback and back.why == "released"
     assert turn.waiter is None
