@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from proxy.api.app import OPENAPI_URL
+from proxy.api.dashboard import customer_pages
 from proxy.api.keys import SCOPES
 from proxy.api.webhook_events import queue_ping
 from proxy.runtime.config import DatabaseSettings
@@ -222,6 +223,47 @@ async def test_an_admin_enrols_a_customer_once_and_the_user_is_audited(
         assert tuple(mandate) == ("api", f"user:{user_id}")
         audit = await db.fetchrow("SELECT key_id, user_id, action FROM api_audit_log")
         assert tuple(audit) == (None, user_id, "customer.enrol")
+
+
+async def test_the_same_enrolment_form_sent_a_second_later_is_replayed(
+    settings: DatabaseSettings, monkeypatch
+):
+    """A consent time left empty means "now": the same form sent again a second later (a double
+    click, a browser's retry) shows the customer enrolled the first time, not a refusal."""
+    seconds = (datetime(2026, 6, 1, 10, 0, n, tzinfo=UTC) for n in range(60))
+
+    class Ticking(datetime):
+        @classmethod
+        def now(cls, tz=None):  # a second later at every reading
+            return next(seconds)
+
+    monkeypatch.setattr(customer_pages, "datetime", Ticking)
+    async with serving_api(settings, **INSECURE) as (db, port):
+        await partner_with_key(db, "acme", ("customers:read",))
+        await user_with_password(db, "acme", "admin@acme.example", "admin")
+        async with Dashboard(port) as browser:
+            await browser.log_in("admin@acme.example")
+            await browser.get("/dashboard/customers")
+            csrf = csrf_of(browser.page)
+            form = {
+                "idem": form_value(browser.page, "idem"),
+                "name": "Anna de Vries",
+                "email": "anna@example.nl",
+                "address": "Kerkstraat 1",
+                "postcode": "1234 AB",
+                "city": "Utrecht",
+                "ean": EAN_C,
+                "grid_operator": "Stedin",
+                "consent_text_version": "v3",
+                "consent_reference": "form-17",
+                "consent_given": "yes",
+            }
+            made = await browser.submit("/dashboard/customers", form, csrf=csrf)
+            again = await browser.submit("/dashboard/customers", form, csrf=csrf)
+        assert made.status_code == 303, made.text[:500]
+        assert again.status_code == 303, again.text[:500]
+        assert again.headers["location"] == made.headers["location"]
+        assert await db.fetchval("SELECT count(*) FROM customers") == 1
 
 
 async def test_an_admin_runs_a_mid_scan_and_reads_its_report(settings: DatabaseSettings):

@@ -105,7 +105,11 @@ async def enrol(posted: Annotated[Posted, Depends(posted_form)]) -> Response:
         body = enrolment_body(posted.form, datetime.now(UTC))
     except FormErrors as refused:
         return await _customers_page(who, None, form=shown, errors=refused.errors, status=422)
-    digest = request_digest("POST", "/dashboard/customers", body.model_dump(mode="json"))
+    # The digest is of the form as sent: a consent time left empty ("now") must not make the
+    # same form sent again a second later (a double click, a browser's retry) another enrolment.
+    sent = body.model_dump(mode="json")
+    sent["consent"]["accepted_at"] = shown.get("consent_at") or None
+    digest = request_digest("POST", "/dashboard/customers", sent)
     try:
         answer = await who.data.enrol(body, key, digest)
     except Problem as problem:
