@@ -56,6 +56,23 @@ async def _with_customer(db, port, partner: str, ean: str, identity: str, **fiel
     return customer | {"key": key}
 
 
+def _enrolment_form(idem: str, ean: str) -> dict[str, str]:
+    """The enrolment form as an admin fills it in (the consent time left empty: now)."""
+    return {
+        "idem": idem,
+        "name": "Anna de Vries",
+        "email": "anna@example.nl",
+        "address": "Kerkstraat 1",
+        "postcode": "1234 AB",
+        "city": "Utrecht",
+        "ean": ean,
+        "grid_operator": "Stedin",
+        "consent_text_version": "v3",
+        "consent_reference": "form-17",
+        "consent_given": "yes",
+    }
+
+
 async def test_a_viewer_reads_every_page_but_changes_nothing(settings: DatabaseSettings):
     async with serving_api(settings, **INSECURE) as (db, port):
         await _with_customer(db, port, "acme", EAN_A, "CP-A")
@@ -191,19 +208,8 @@ async def test_an_admin_enrols_a_customer_once_and_the_user_is_audited(
         async with Dashboard(port) as browser:
             await browser.log_in("admin@acme.example")
             await browser.get("/dashboard/customers")
-            form = {
-                "idem": form_value(browser.page, "idem"),
-                "name": "Anna de Vries",
-                "email": "anna@example.nl",
-                "address": "Kerkstraat 1",
-                "postcode": "1234 AB",
-                "city": "Utrecht",
-                "ean": EAN_C[:-1] + "9",  # a wrong check digit
-                "grid_operator": "Stedin",
-                "consent_text_version": "v3",
-                "consent_reference": "form-17",
-                "consent_given": "yes",
-            }
+            wrong_check_digit = EAN_C[:-1] + "9"
+            form = _enrolment_form(form_value(browser.page, "idem"), wrong_check_digit)
             refused = await browser.submit("/dashboard/customers", form)
             assert refused.status_code == 422 and "ean" in refused.text
             assert 'value="Anna de Vries"' in refused.text  # the form keeps what was typed
@@ -245,19 +251,7 @@ async def test_the_same_enrolment_form_sent_a_second_later_is_replayed(
             await browser.log_in("admin@acme.example")
             await browser.get("/dashboard/customers")
             csrf = csrf_of(browser.page)
-            form = {
-                "idem": form_value(browser.page, "idem"),
-                "name": "Anna de Vries",
-                "email": "anna@example.nl",
-                "address": "Kerkstraat 1",
-                "postcode": "1234 AB",
-                "city": "Utrecht",
-                "ean": EAN_C,
-                "grid_operator": "Stedin",
-                "consent_text_version": "v3",
-                "consent_reference": "form-17",
-                "consent_given": "yes",
-            }
+            form = _enrolment_form(form_value(browser.page, "idem"), EAN_C)
             made = await browser.submit("/dashboard/customers", form, csrf=csrf)
             again = await browser.submit("/dashboard/customers", form, csrf=csrf)
         assert made.status_code == 303, made.text[:500]
