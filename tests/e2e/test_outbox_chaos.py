@@ -46,8 +46,7 @@ from testkit.postgres import create_database, make_data_dir, start_database
 from testkit.proxy_process import CONFIG, REPO, ProxyProcess, log_problems, metric, spawn_proxy
 from testkit.waiting import until
 
-# Fleets under time bounds: run after the other end-to-end tests, with the machine to themselves.
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+pytestmark = pytest.mark.slow
 
 CHARGERS = 1000
 OCPP_CHARGERS = 4  # two 1.6, two 2.0.1
