@@ -8,9 +8,9 @@ CALLs and SENDs, and links handed back; the counters for the metrics ride along.
 its signals, so this task only waits for its socket: a batch of reports comes at once after a
 quiet spell and then at most every `BATCH_WINDOW` while they keep coming, counters alone every
 `COUNTS_INTERVAL` (a Trio timer per wake-up cost a seventh of a capturing worker's Python). Each
-link's own task waits for its hand-back (parked on its `Turn`), so cancellation, shutdown and replacement
-keep their structured-concurrency semantics: a cancelled link asks for its sockets back
-(`release`) and goes on waiting until it has them.
+link's own task waits for its hand-back (parked on its `Turn`), so cancellation, shutdown and
+replacement keep their structured-concurrency semantics: a cancelled link asks for its sockets
+back (`release`) and goes on waiting until it has them.
 
 If the engine's thread ever fails, every link is handed back as "panicked" and the worker goes
 on with the Python path for new links (`broken`). When this task ends, the engine stops: what it
@@ -54,11 +54,11 @@ class Turn:
 
     The link's task parks itself on the turn (`if turn.parks(): await
     trio.lowlevel.wait_task_rescheduled(turn)`, the turn its abort function) rather than on an
-    Event, and not in a function of its own: an idle link in the engine is held by thousands, and every object and frame it keeps
-    counts. Cancelled meanwhile, the link is asked back (`__call__`) and still awaited: the engine
-    lets go of a link at once, and hands every link back as it stops, rescheduling the waiter.
-    The cancellation is then the waiter's to meet at its next checkpoint, with the link in its
-    hands.
+    Event, and not in a function of its own: an idle link in the engine is held by thousands,
+    and every object and frame it keeps counts. Cancelled meanwhile, the link is asked back
+    (`__call__`) and still awaited: the engine lets go of a link at once, and hands every link
+    back as it stops, rescheduling the waiter. The cancellation is then the waiter's to meet at
+    its next checkpoint, with the link in its hands.
     """
 
     link: int
